@@ -1,0 +1,1 @@
+"""Shared core of the homecare telemetry platform: the wire contract, settings and servers."""

@@ -1,0 +1,319 @@
+"""The wire contract: MQTT topics and the payload of every stream.
+
+Devices, the simulator, ingest, the detectors and the certification kit all import
+this one module, so a payload is defined exactly once. `homecare contract export`
+turns it into JSON Schema for device vendors.
+
+Topic scheme (version 1)::
+
+    homecare/v1/<site>/<elder>/<kind>/<device>/<stream>
+
+``kind`` is ``wearable``, ``bed`` or ``door``; ``stream`` is one of
+:data:`STREAMS` and must be allowed for the kind. Every id is 1-64 characters of
+``[A-Za-z0-9_-]``. ``availability`` carries the plain text ``online`` or
+``offline``, retained, and is also the device's MQTT last will. Every other
+stream carries one JSON object whose ``elder`` and ``device`` must equal the
+ids in its topic.
+
+>>> topic = Topic.parse("homecare/v1/north/e0001/wearable/w0001/frame")
+>>> topic.elder, topic.kind, topic.stream
+('e0001', <DeviceKind.WEARABLE: 'wearable'>, <Stream.FRAME: 'frame'>)
+>>> str(topic.sibling(Stream.AVAILABILITY))
+'homecare/v1/north/e0001/wearable/w0001/availability'
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+CONTRACT_VERSION = "1"
+TOPIC_ROOT = "homecare/v1"
+ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
+_ID_RE = re.compile(ID_PATTERN)
+
+MAX_FUTURE_S = 300.0
+"""Default: a timestamp more than 5 minutes ahead of the receiver's clock is refused."""
+MAX_PAST_S = 7 * 86400.0
+"""Default: a timestamp older than 7 days is refused (devices buffer at most that long)."""
+MAX_PAYLOAD_BYTES = 8192
+"""Default payload size limit; a 100 Hz frame written plainly stays under 5 KiB."""
+
+ONLINE = "online"
+OFFLINE = "offline"
+
+
+class DeviceKind(StrEnum):
+    WEARABLE = "wearable"
+    BED = "bed"
+    DOOR = "door"
+
+
+class Stream(StrEnum):
+    FRAME = "frame"
+    SOS = "sos"
+    OK = "ok"
+    READING = "reading"
+    EVENT = "event"
+    STATUS = "status"
+    AVAILABILITY = "availability"
+
+
+STREAMS: dict[DeviceKind, frozenset[Stream]] = {
+    DeviceKind.WEARABLE: frozenset(
+        {Stream.FRAME, Stream.SOS, Stream.OK, Stream.STATUS, Stream.AVAILABILITY}
+    ),
+    DeviceKind.BED: frozenset({Stream.READING, Stream.STATUS, Stream.AVAILABILITY}),
+    DeviceKind.DOOR: frozenset({Stream.EVENT, Stream.STATUS, Stream.AVAILABILITY}),
+}
+
+EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT})
+"""Streams a device must buffer while offline and publish at QoS 1 (every stream should)."""
+QOS = 1
+"""Every stream is published at QoS 1: ingest acknowledges only what it has stored."""
+
+
+class ContractError(ValueError):
+    """A message breaks the contract; ``reason`` is the dead-letter category."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Topic:
+    site: str
+    elder: str
+    kind: DeviceKind
+    device: str
+    stream: Stream
+
+    def __str__(self) -> str:
+        return f"{TOPIC_ROOT}/{self.site}/{self.elder}/{self.kind}/{self.device}/{self.stream}"
+
+    def sibling(self, stream: Stream) -> Topic:
+        """The same device's topic for another stream."""
+        return Topic(self.site, self.elder, self.kind, self.device, stream)
+
+    @classmethod
+    def parse(cls, topic: str) -> Topic:
+        """Parse and check a topic; raise :class:`ContractError` (``bad_topic``/``unknown_stream``)."""
+        parts = topic.split("/")
+        if len(parts) != 7 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
+            raise ContractError("bad_topic", f"expected {TOPIC_ROOT}/site/elder/kind/device/stream")
+        site, elder, kind, device, stream = parts[2:]
+        for name, value in (("site", site), ("elder", elder), ("device", device)):
+            if not _ID_RE.match(value):
+                raise ContractError("bad_topic", f"{name} id {value[:70]!r} is not {ID_PATTERN}")
+        try:
+            device_kind = DeviceKind(kind)
+        except ValueError:
+            raise ContractError("bad_topic", f"unknown device kind {kind[:40]!r}") from None
+        try:
+            device_stream = Stream(stream)
+        except ValueError:
+            raise ContractError("unknown_stream", f"unknown stream {stream[:40]!r}") from None
+        if device_stream not in STREAMS[device_kind]:
+            raise ContractError("unknown_stream", f"a {kind} has no {stream} stream")
+        return cls(site, elder, device_kind, device, device_stream)
+
+
+def subscription(site: str = "+", elder: str = "+") -> str:
+    """The wildcard subscription for every device stream of a site or an elder."""
+    return f"{TOPIC_ROOT}/{site}/{elder}/+/+/+"
+
+
+Id = Annotated[str, Field(pattern=ID_PATTERN, description="Pseudonymous id, as in the topic.")]
+Percent = Annotated[float, Field(ge=0, le=100, description="Percent.")]
+HeartRate = Annotated[int, Field(ge=20, le=250, description="Heart rate, beats per minute.")]
+Accel = Annotated[float, Field(ge=-16, le=16, description="Acceleration, g (±16 g).")]
+
+
+class Payload(BaseModel):
+    """Fields every JSON payload carries; ``ts`` is checked against the receiver's clock.
+
+    The receiver passes ``context={"now": ..., "max_future_s": ..., "max_past_s": ...}``
+    to ``model_validate_json``; without a context the defaults and the local clock apply.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    stream: ClassVar[Stream]
+
+    elder: Id
+    device: Id
+    ts: float = Field(
+        description="Unix time in seconds (UTC) of the reading or event, or of a frame's "
+        "first sample. Must lie within 5 minutes ahead and 7 days behind the receiver's "
+        "clock (configurable by the receiver)."
+    )
+
+    @field_validator("ts")
+    @classmethod
+    def _ts_in_window(cls, ts: float, info: ValidationInfo) -> float:
+        ctx: dict[str, Any] = info.context or {}
+        now = ctx.get("now") or time.time()
+        if not math.isfinite(ts):
+            raise ValueError("timestamp is not a finite number")
+        if ts > now + ctx.get("max_future_s", MAX_FUTURE_S):
+            raise ValueError(f"timestamp {ts:.3f} is {ts - now:.0f} s in the future")
+        if ts < now - ctx.get("max_past_s", MAX_PAST_S):
+            raise ValueError(f"timestamp {ts:.3f} is {now - ts:.0f} s in the past")
+        return ts
+
+
+class WearableFrame(Payload):
+    """One second of a wearable's accelerometer, with the vital signs it measured."""
+
+    stream = Stream.FRAME
+
+    rate: int = Field(ge=25, le=100, description="Sample rate, Hz; ``accel`` holds this many rows.")
+    accel: list[tuple[Accel, Accel, Accel]] = Field(
+        description="Accelerometer samples of this second, N×3 (x, y, z) in g, N = rate.",
+    )
+    hr: HeartRate | None = None
+    spo2: int | None = Field(None, ge=50, le=100, description="Blood oxygen saturation, %.")
+    steps: int | None = Field(None, ge=0, le=10, description="Steps taken during this second.")
+    battery: Percent | None = None
+
+    @model_validator(mode="after")
+    def _one_second_of_samples(self) -> WearableFrame:
+        if len(self.accel) != self.rate:
+            raise ValueError(f"accel has {len(self.accel)} samples, rate says {self.rate}")
+        return self
+
+
+class SosEvent(Payload):
+    """The one-touch emergency button was pressed."""
+
+    stream = Stream.SOS
+    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+
+
+class OkEvent(Payload):
+    """The wearer pressed "I'm OK", cancelling a pending fall alert."""
+
+    stream = Stream.OK
+    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+
+
+class BedReading(Payload):
+    """A bed sensor's reading, every 10-30 s."""
+
+    stream = Stream.READING
+
+    presence: bool = Field(description="Someone is in the bed.")
+    hr: HeartRate | None = None
+    br: float | None = Field(None, ge=4, le=60, description="Breathing rate, breaths per minute.")
+    movement: float = Field(ge=0, le=1, description="Movement level, 0 (still) to 1 (restless).")
+
+
+class DoorRole(StrEnum):
+    FRONT = "front"
+    BATHROOM = "bathroom"
+    BEDROOM = "bedroom"
+    FRIDGE = "fridge"
+
+
+class DoorEvent(Payload):
+    """A door (or the fridge) opened or closed."""
+
+    stream = Stream.EVENT
+
+    door: Id
+    role: DoorRole
+    state: Literal["opened", "closed"]
+    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+
+
+class DeviceStatus(Payload):
+    """Periodic health report of any device (every 5 minutes by default)."""
+
+    stream = Stream.STATUS
+
+    battery: Percent
+    firmware: str = Field(max_length=32, description="Firmware version.")
+    rssi: int = Field(ge=-130, le=0, description="Signal strength, dBm.")
+    model: str | None = Field(None, max_length=64, description="Device model.")
+    vendor: str | None = Field(None, max_length=64, description="Device vendor.")
+    placement: Literal["pendant", "belt", "bed", "door"] | None = Field(
+        None, description="Where the device is worn or mounted."
+    )
+    interval_s: int = Field(300, ge=10, le=86400, description="Declared status interval, s.")
+
+
+PAYLOADS: dict[Stream, type[Payload]] = {
+    model.stream: model
+    for model in (WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus)
+}
+
+
+def parse_availability(payload: bytes) -> bool:
+    """``True`` for ``online``, ``False`` for ``offline``; anything else breaks the contract."""
+    text = payload.strip().decode("ascii", "replace")
+    if text == ONLINE:
+        return True
+    if text == OFFLINE:
+        return False
+    raise ContractError("schema", f"availability must be {ONLINE!r} or {OFFLINE!r}")
+
+
+def check_ids(topic: Topic, payload: Payload) -> None:
+    """Refuse a payload whose ids differ from its topic's (a device speaking for another)."""
+    if payload.elder != topic.elder or payload.device != topic.device:
+        raise ContractError(
+            "id_mismatch",
+            f"payload says elder={payload.elder} device={payload.device}, "
+            f"topic says elder={topic.elder} device={topic.device}",
+        )
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every JSON payload, keyed by stream."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for stream, model in PAYLOADS.items():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://homecare.invalid/contract/v{CONTRACT_VERSION}/{stream}.json"
+        schema["x-topic"] = f"{TOPIC_ROOT}/<site>/<elder>/<kind>/<device>/{stream}"
+        schema["x-kinds"] = sorted(k.value for k, s in STREAMS.items() if stream in s)
+        schema["x-qos"] = QOS
+        schema["x-buffer-while-offline"] = stream in EVENT_STREAMS
+        schemas[str(stream)] = schema
+    return schemas
+
+
+def topic_scheme() -> dict[str, Any]:
+    """The topic scheme as data, for the contract export."""
+    return {
+        "version": CONTRACT_VERSION,
+        "pattern": f"{TOPIC_ROOT}/<site>/<elder>/<kind>/<device>/<stream>",
+        "id_pattern": ID_PATTERN,
+        "streams": {str(k): sorted(str(s) for s in v) for k, v in STREAMS.items()},
+        "availability": {
+            "payload": [ONLINE, OFFLINE],
+            "retained": True,
+            "last_will": OFFLINE,
+            "qos": 1,
+        },
+        "qos": QOS,
+        "buffered_while_offline": sorted(str(s) for s in EVENT_STREAMS),
+        "limits": {
+            "max_payload_bytes": MAX_PAYLOAD_BYTES,
+            "max_future_s": MAX_FUTURE_S,
+            "max_past_s": MAX_PAST_S,
+        },
+    }

@@ -1,0 +1,198 @@
+"""Start a real Mosquitto and a real influxd on loopback, for the demo, tests and benchmarks.
+
+Each server gets its own config and data under one folder and a free port; it is
+stopped (or killed, or restarted on the same port and data) by the caller. Nothing
+here is a stand-in: these are the Debian ``mosquitto`` and ``influxdb`` servers.
+
+>>> import tempfile
+>>> with tempfile.TemporaryDirectory() as d, LocalBroker(Path(d)) as broker:  # doctest: +SKIP
+...     broker.url
+'mqtt://127.0.0.1:...'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import httpx
+
+
+class ServerError(RuntimeError):
+    """A local server could not be started; the message carries the tail of its log."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _wait_for(
+    check: Callable[[], bool], what: str, log: Path, proc: subprocess.Popen[bytes],
+    timeout_s: float = 30.0,
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            break
+        with contextlib.suppress(OSError, httpx.HTTPError):
+            if check():
+                return
+        time.sleep(0.05)
+    tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+    raise ServerError(f"{what} did not start (exit {proc.poll()}); log tail:\n{tail}")
+
+
+def _require(binary: str, package: str) -> str:
+    path = shutil.which(binary) or next(
+        (p for p in (f"/usr/sbin/{binary}", f"/usr/bin/{binary}") if os.path.exists(p)), None
+    )
+    if path is None:
+        raise ServerError(f"{binary} not found: install the Debian package {package!r}")
+    return path
+
+
+class _LocalServer:
+    """A child server process with restart/kill on the same port and data folder."""
+
+    name = "server"
+    proc: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.log = root / f"{self.name}.log"
+
+    def _command(self) -> list[str]:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> Self:
+        with self.log.open("ab") as log:
+            self.proc = subprocess.Popen(
+                self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                start_new_session=True,
+            )
+        _wait_for(self._ready, self.name, self.log, self.proc)
+        return self
+
+    def stop(self, timeout_s: float = 15.0) -> None:
+        """Stop cleanly (SIGTERM), so the server saves its state."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def kill(self) -> None:
+        """Kill -9, as a crash or power cut would."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+
+class LocalBroker(_LocalServer):
+    """Mosquitto on a loopback port, with persistence so sessions survive a restart.
+
+    ``max_queued_messages 0`` and ``max_inflight_messages 0`` lift Mosquitto's
+    defaults (1,000 queued, 20 in flight), which would otherwise drop QoS 1 readings
+    for a slow subscriber and throttle ingest's acknowledged stream.
+    """
+
+    name = "mosquitto"
+
+    def __init__(self, root: Path, port: int | None = None, extra_config: str = "") -> None:
+        super().__init__(root)
+        self.port = port or free_port()
+        self.extra_config = extra_config
+        (root / "data").mkdir(exist_ok=True)
+
+    def _command(self) -> list[str]:
+        conf = self.root / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\n"
+            "allow_anonymous true\n"
+            "persistence true\n"
+            f"persistence_location {self.root / 'data'}/\n"
+            "autosave_interval 5\n"
+            "max_queued_messages 0\n"
+            "max_inflight_messages 0\n"
+            "max_packet_size 1048576\n"
+            "set_tcp_nodelay true\n"
+            "log_type error\nlog_type warning\nlog_type notice\n"
+            f"{self.extra_config}"
+        )
+        return [_require("mosquitto", "mosquitto"), "-c", str(conf)]
+
+    def _ready(self) -> bool:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+            return True
+
+    @property
+    def url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.port}"
+
+
+class LocalInflux(_LocalServer):
+    """influxd (1.x) on loopback ports, its meta, data and WAL in this folder."""
+
+    name = "influxd"
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        super().__init__(root)
+        self.port = port or free_port()
+        self.rpc_port = free_port()
+
+    def _command(self) -> list[str]:
+        conf = self.root / "influxdb.conf"
+        conf.write_text(
+            "reporting-disabled = true\n"
+            f'bind-address = "127.0.0.1:{self.rpc_port}"\n'
+            f'[meta]\n  dir = "{self.root}/meta"\n'
+            f'[data]\n  dir = "{self.root}/data"\n  wal-dir = "{self.root}/wal"\n'
+            '  query-log-enabled = false\n  index-version = "tsi1"\n'
+            "[monitor]\n  store-enabled = false\n"
+            f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            "  max-body-size = 0\n"
+            '[logging]\n  level = "warn"\n'
+            "[ifql]\n  enabled = false\n"
+            "[continuous_queries]\n  enabled = true\n  run-interval = \"1s\"\n"
+        )
+        return [_require("influxd", "influxdb"), "-config", str(conf)]
+
+    def _ready(self) -> bool:
+        return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
