@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
+import signal
+import threading
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from pydantic import ValidationError
 
 from homecare import contract
+from homecare.settings import Settings
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices build against.")
@@ -25,3 +30,42 @@ def contract_export(
         (folder / f"{stream}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     (folder / "topics.json").write_text(json.dumps(contract.topic_scheme(), indent=2) + "\n")
     typer.echo(f"wrote {len(contract.PAYLOADS)} payload schemas and topics.json to {folder}")
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful shutdown."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
+
+
+@app.command("ingest")
+def ingest_command(
+    instance: Annotated[
+        str, typer.Option(help="Name of this process when several share the load.")
+    ] = "",
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run the ingest service: MQTT → validate → InfluxDB, until SIGTERM."""
+    from ingest.service import IngestService
+
+    _logging(log_level)
+    settings = _settings()
+    if not settings.mqtt.url or not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    stats = IngestService(settings, instance=instance or None).run(_stop_on_signals())
+    typer.echo(json.dumps(stats.as_dict()))

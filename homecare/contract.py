@@ -112,7 +112,7 @@ class Topic:
 
     @classmethod
     def parse(cls, topic: str) -> Topic:
-        """Parse and check a topic; raise :class:`ContractError` (``bad_topic``/``unknown_stream``)."""
+        """Parse and check a topic, or raise :class:`ContractError`."""
         parts = topic.split("/")
         if len(parts) != 7 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
             raise ContractError("bad_topic", f"expected {TOPIC_ROOT}/site/elder/kind/device/stream")

@@ -38,7 +38,10 @@ def free_port() -> int:
 
 
 def _wait_for(
-    check: Callable[[], bool], what: str, log: Path, proc: subprocess.Popen[bytes],
+    check: Callable[[], bool],
+    what: str,
+    log: Path,
+    proc: subprocess.Popen[bytes],
     timeout_s: float = 30.0,
 ) -> None:
     deadline = time.monotonic() + timeout_s
@@ -82,7 +85,10 @@ class _LocalServer:
     def start(self) -> Self:
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                self._command(), stdout=log, stderr=subprocess.STDOUT, cwd=self.root,
+                self._command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=self.root,
                 start_new_session=True,
             )
         _wait_for(self._ready, self.name, self.log, self.proc)
@@ -116,8 +122,9 @@ class _LocalServer:
     def __enter__(self) -> Self:
         return self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
 
@@ -186,7 +193,7 @@ class LocalInflux(_LocalServer):
             "  max-body-size = 0\n"
             '[logging]\n  level = "warn"\n'
             "[ifql]\n  enabled = false\n"
-            "[continuous_queries]\n  enabled = true\n  run-interval = \"1s\"\n"
+            '[continuous_queries]\n  enabled = true\n  run-interval = "1s"\n'
         )
         return [_require("influxd", "influxdb"), "-config", str(conf)]
 

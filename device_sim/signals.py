@@ -1,0 +1,127 @@
+"""Body signals of many elders at once, one second at a time, as numpy arrays.
+
+Wearable frame convention (a pendant or a belt clip, worn upright on the trunk): a
+resting accelerometer reads +1 g on the axis pointing *up*, and
+
+* ``y`` runs along the body, head to feet: standing or walking reads ``(0, -1, 0)``;
+* ``z`` points out of the chest: lying on the back reads ``(0, 0, +1)``, face down
+  ``(0, 0, -1)``; sitting (trunk reclined about 22°) reads ``(0, -0.93, 0.37)``;
+* ``x`` points to the wearer's right: lying on the left side reads ``(+1, 0, 0)``.
+
+Walking adds a vertical bounce on ``y`` at the step frequency (1.8-2.0 Hz, its
+dominant spectral peak), a fore-aft swing on ``z`` and a lateral sway on ``x`` at
+half the step frequency (one stride). Nothing loops over samples: a second of
+``n`` elders is one ``(n, rate, 3)`` array.
+
+>>> rng = np.random.default_rng(0)
+>>> grav = np.repeat(GRAVITY[[Posture.UPRIGHT]], 2, axis=0)
+>>> act = np.array([Activity.STAND, Activity.WALK])
+>>> a, phase, steps = accel_second(rng, 50, grav, act, np.array([0.0, 1.9]), np.zeros(2))
+>>> a.shape, steps.tolist()
+((2, 50, 3), [0, 1])
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from device_sim.routine import Activity, Posture
+
+TWO_PI = 2.0 * np.pi
+
+GRAVITY = np.array(
+    [
+        (0.0, -1.0, 0.0),  # UPRIGHT
+        (0.0, -0.927, 0.375),  # SEATED
+        (0.0, 0.0, 1.0),  # SUPINE
+        (1.0, 0.0, 0.0),  # LEFT_SIDE
+        (-1.0, 0.0, 0.0),  # RIGHT_SIDE
+        (0.0, 0.0, -1.0),  # PRONE
+    ]
+)
+"""Accelerometer reading at rest per :class:`Posture`, g."""
+
+NOISE_G = np.array([0.004, 0.01, 0.012, 0.02, 0.035, 0.006])
+"""Sensor noise plus small body movements, per :class:`Activity`, g (1 sigma)."""
+
+HR_OFFSET = np.array([-8.0, -4.0, 0.0, 6.0, 22.0, 15.0])
+"""Heart rate above the elder's resting rate, per :class:`Activity`, beats per minute."""
+
+HR_ALPHA = 1.0 - np.exp(-1.0 / 25.0)
+"""Heart rate follows its target with a 25 s time constant."""
+
+WALK_BOUNCE_G = 0.22
+WALK_SWING_G = 0.09
+WALK_SWAY_G = 0.05
+
+
+def tilted(posture: np.ndarray, rng: np.random.Generator, spread: float = 0.06) -> np.ndarray:
+    """Gravity vectors for ``posture`` codes, each tilted a little at random (unit length)."""
+    g = GRAVITY[posture] + rng.normal(0.0, spread, (len(posture), 3))
+    return g / np.linalg.norm(g, axis=1, keepdims=True)
+
+
+def accel_second(
+    rng: np.random.Generator,
+    rate: int,
+    grav: np.ndarray,
+    activity: np.ndarray,
+    gait_hz: np.ndarray,
+    phase: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One second of accelerometer samples for every elder.
+
+    Returns ``(accel (n, rate, 3) in g, gait phase after the second, steps taken)``;
+    the phase (radians, kept modulo 4π so the half-frequency sway stays continuous)
+    carries the gait across seconds, and a step is counted at each 2π it crosses.
+    """
+    n = len(activity)
+    out = rng.standard_normal((n, rate, 3), dtype=np.float32)
+    out *= NOISE_G[activity].astype(np.float32)[:, None, None]
+    out += grav.astype(np.float32)[:, None, :]
+    new_phase = phase.copy()
+    steps = np.zeros(n, dtype=np.int64)
+    walkers = np.flatnonzero(activity == Activity.WALK)
+    if walkers.size:
+        t = np.arange(rate) / rate
+        ph = phase[walkers, None] + TWO_PI * gait_hz[walkers, None] * t
+        out[walkers, :, 1] += WALK_BOUNCE_G * np.sin(ph) + 0.06 * np.sin(2.0 * ph + 0.6)
+        out[walkers, :, 2] += WALK_SWING_G * np.cos(ph)
+        out[walkers, :, 0] += WALK_SWAY_G * np.sin(0.5 * ph)
+        end = phase[walkers] + TWO_PI * gait_hz[walkers]
+        steps[walkers] = np.floor(end / TWO_PI) - np.floor(phase[walkers] / TWO_PI)
+        new_phase[walkers] = np.mod(end, 2.0 * TWO_PI)
+    return out, new_phase, steps
+
+
+def heart_rate(
+    rng: np.random.Generator, hr: np.ndarray, rest_hr: np.ndarray, activity: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:
+    """Next second's heart rate: a lag towards rest + activity offset (+4 outdoors)."""
+    target = rest_hr + HR_OFFSET[activity] + 4.0 * out
+    return hr + (target - hr) * HR_ALPHA + rng.normal(0.0, 0.4, len(hr))
+
+
+def spo2(rng: np.random.Generator, base: np.ndarray, activity: np.ndarray) -> np.ndarray:
+    """Integer SpO2 around each elder's baseline, a point lower asleep, within 94-99 %."""
+    asleep = activity == Activity.SLEEP
+    value = base + rng.integers(-1, 2, len(base)) - asleep
+    return np.clip(value, 94, 99)
+
+
+def bed_vitals(
+    rng: np.random.Generator, hr: np.ndarray, br: np.ndarray, activity: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a bed sensor measures of people in bed: (hr, breathing rate, movement 0-1)."""
+    n = len(hr)
+    asleep = activity == Activity.SLEEP
+    bed_hr = np.clip(np.rint(hr + rng.normal(0.0, 1.5, n)), 30, 200)
+    breath = np.clip(br + np.where(asleep, 0.0, 2.5) + rng.normal(0.0, 0.7, n), 6.0, 40.0)
+    turning = rng.random(n) < 0.03
+    movement = np.where(
+        asleep,
+        np.where(turning, rng.uniform(0.3, 0.7, n), rng.uniform(0.0, 0.08, n)),
+        rng.uniform(0.1, 0.45, n),
+    )
+    return bed_hr, np.round(breath, 1), np.round(movement, 2)

@@ -1,0 +1,252 @@
+"""Turn a batch of raw MQTT messages into InfluxDB points, or dead letters with a reason.
+
+This is the edge: every message is checked against the wire contract
+(:mod:`homecare.contract`) here, once. Accelerometer frames are reduced to per-second
+activity statistics for the whole batch at once with numpy.
+
+Storage schema (tags ``site``, ``elder``, ``device``, ``kind`` on every reading):
+
+=================  ==========================================================================
+measurement        fields
+=================  ==========================================================================
+``wearable``       ``mag_mean``, ``mag_std``, ``mag_peak``, ``mag_min`` (g), ``hr``, ``spo2``,
+                   ``steps``, ``battery``, ``rate`` — one point per frame (second)
+``accel``          ``x``, ``y``, ``z`` (g) per sample, only with ``store_raw_accel``
+``bed``            ``presence``, ``hr``, ``br``, ``movement``
+``door``           tags ``door``, ``role``; fields ``opened`` (bool), ``seq``
+``button``         tag ``button`` (``sos``/``ok``); field ``seq``
+``device_status``  ``battery``, ``firmware``, ``rssi``, ``model``, ``vendor``, ``placement``,
+                   ``interval_s``
+``availability``   ``online`` (bool), at the time it was received
+``dead_letter``    tag ``reason``; ``topic``, ``device``, ``detail``, ``payload`` (truncated)
+=================  ==========================================================================
+
+Point timestamps come from the payload (ms), so a re-delivered reading overwrites itself.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import NamedTuple
+
+import numpy as np
+from pydantic import ValidationError
+
+from homecare import contract
+from homecare.contract import ContractError, Stream, Topic
+from homecare.influx import line
+from homecare.settings import ContractSettings
+
+log = logging.getLogger(__name__)
+
+DEAD_PAYLOAD_BYTES = 512
+_PRINTABLE = {c: "?" for c in range(32) if c != 9} | {127: "?"}
+RANGE_ERRORS = frozenset(
+    {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number"}
+)
+
+
+class RawMessage(NamedTuple):
+    """A message as received, before any validation."""
+
+    topic: str
+    payload: bytes
+    received: float
+
+
+@dataclass(slots=True)
+class Points:
+    """The outcome of one batch: lines to write and what they count."""
+
+    lines: list[str] = field(default_factory=list)
+    stored: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    readings: int = 0
+    """Accelerometer samples and other readings carried by the stored messages."""
+
+
+@lru_cache(maxsize=262_144)
+def _topic(topic: str) -> tuple[Topic, str]:
+    """Parse a topic once; also return its line-protocol tag set."""
+    parsed = Topic.parse(topic)
+    tags = f"site={parsed.site},elder={parsed.elder},device={parsed.device},kind={parsed.kind}"
+    return parsed, tags
+
+
+def classify(error: ValidationError) -> tuple[str, str]:
+    """Dead-letter reason and a one-line detail for a payload that failed validation."""
+    first = error.errors(include_url=False)[0]
+    kind = first["type"]
+    where = ".".join(str(p) for p in first["loc"]) or "payload"
+    given = repr(first.get("input"))[:60]
+    detail = f"{where}: {first['msg']} (got {given})"
+    if kind == "json_invalid":
+        return "not_json", detail
+    if first["loc"] and first["loc"][0] == "ts" and kind == "value_error":
+        return "timestamp", detail
+    if kind in RANGE_ERRORS:
+        return "out_of_range", detail
+    return "schema", detail
+
+
+class Converter:
+    """Validates messages against the contract and formats InfluxDB lines for a batch."""
+
+    def __init__(self, limits: ContractSettings, *, store_raw_accel: bool = False) -> None:
+        self.limits = limits
+        self.store_raw_accel = store_raw_accel
+        self._last_dead_ms = 0
+
+    def convert(self, messages: list[RawMessage], now: float | None = None) -> Points:
+        now = time.time() if now is None else now
+        ctx = {
+            "now": now,
+            "max_future_s": self.limits.max_future_s,
+            "max_past_s": self.limits.max_past_s,
+        }
+        out = Points()
+        frames: list[tuple[contract.WearableFrame, str]] = []
+        for msg in messages:
+            try:
+                payload, tags = self._validate(msg, ctx)
+                if isinstance(payload, contract.WearableFrame):
+                    frames.append((payload, tags))
+                    continue
+                out.lines.append(self._line(payload, tags, msg))
+            except ContractError as exc:
+                self._dead(out, msg, exc.reason, exc.detail)
+                continue
+            except Exception as exc:
+                log.exception("unexpected failure on a message from %s", msg.topic[:200])
+                self._dead(out, msg, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
+                continue
+            out.stored["availability" if isinstance(payload, bool) else payload.stream] += 1
+            out.readings += 1
+        if frames:
+            self._frames(out, frames)
+        return out
+
+    def _validate(
+        self, msg: RawMessage, ctx: dict[str, float]
+    ) -> tuple[contract.Payload | bool, str]:
+        if len(msg.payload) > self.limits.max_payload_bytes:
+            raise ContractError(
+                "oversized", f"{len(msg.payload)} bytes > {self.limits.max_payload_bytes}"
+            )
+        topic, tags = _topic(msg.topic)
+        if topic.stream is Stream.AVAILABILITY:
+            return contract.parse_availability(msg.payload), tags
+        model = contract.PAYLOADS[topic.stream]
+        try:
+            payload = model.model_validate_json(msg.payload, context=ctx)
+        except ValidationError as exc:
+            raise ContractError(*classify(exc)) from None
+        contract.check_ids(topic, payload)
+        return payload, tags
+
+    def _line(self, payload: contract.Payload | bool, tags: str, msg: RawMessage) -> str:
+        if isinstance(payload, bool):
+            return line("availability", tags, {"online": payload}, int(msg.received * 1000))
+        ts = int(payload.ts * 1000)
+        match payload:
+            case contract.BedReading():
+                fields = {
+                    "presence": payload.presence,
+                    "hr": payload.hr,
+                    "br": payload.br,
+                    "movement": payload.movement,
+                }
+                return line("bed", tags, fields, ts)
+            case contract.DoorEvent():
+                door_tags = f"{tags},door={payload.door},role={payload.role}"
+                fields = {"opened": payload.state == "opened", "seq": payload.seq}
+                return line("door", door_tags, fields, ts)
+            case contract.SosEvent() | contract.OkEvent():
+                return line("button", f"{tags},button={payload.stream}", {"seq": payload.seq}, ts)
+            case contract.DeviceStatus():
+                return line(
+                    "device_status",
+                    tags,
+                    payload.model_dump(
+                        include={
+                            "battery",
+                            "firmware",
+                            "rssi",
+                            "model",
+                            "vendor",
+                            "placement",
+                            "interval_s",
+                        }
+                    ),
+                    ts,
+                )
+        raise AssertionError(f"no storage for {type(payload).__name__}")  # pragma: no cover
+
+    def _frames(self, out: Points, frames: list[tuple[contract.WearableFrame, str]]) -> None:
+        """Per-second activity statistics for every frame of the batch, one numpy pass per rate."""
+        by_rate: dict[int, list[tuple[contract.WearableFrame, str]]] = {}
+        for item in frames:
+            by_rate.setdefault(item[0].rate, []).append(item)
+        for rate, group in by_rate.items():
+            accel = np.array([f.accel for f, _ in group], dtype=np.float32)
+            mag = np.sqrt(np.einsum("fni,fni->fn", accel, accel))
+            stats = np.round(
+                np.stack([mag.mean(1), mag.std(1), mag.max(1), mag.min(1)], axis=1), 4
+            ).tolist()
+            for (frame, tags), (mean, std, peak, low) in zip(group, stats, strict=True):
+                ts = int(frame.ts * 1000)
+                out.lines.append(
+                    line(
+                        "wearable",
+                        tags,
+                        {
+                            "mag_mean": mean,
+                            "mag_std": std,
+                            "mag_peak": peak,
+                            "mag_min": low,
+                            "hr": frame.hr,
+                            "spo2": frame.spo2,
+                            "steps": frame.steps,
+                            "battery": None if frame.battery is None else float(frame.battery),
+                            "rate": rate,
+                        },
+                        ts,
+                    )
+                )
+                if self.store_raw_accel:
+                    step = 1000.0 / rate
+                    out.lines.extend(
+                        f"accel,{tags} x={x},y={y},z={z} {ts + round(i * step)}"
+                        for i, (x, y, z) in enumerate(frame.accel)
+                    )
+            out.stored[Stream.FRAME] += len(group)
+            out.readings += len(group) * rate
+
+    def _dead(self, out: Points, msg: RawMessage, reason: str, detail: str) -> None:
+        out.dead[reason] += 1
+        try:
+            device = _topic(msg.topic)[0].device
+        except ContractError:
+            device = ""
+        payload = msg.payload[:DEAD_PAYLOAD_BYTES].decode("utf-8", "replace").translate(_PRINTABLE)
+        # Distinct timestamps, so dead letters received in the same millisecond all stay.
+        ts = max(int(msg.received * 1000), self._last_dead_ms + 1)
+        self._last_dead_ms = ts
+        out.lines.append(
+            line(
+                "dead_letter",
+                f"reason={reason}",
+                {
+                    "topic": msg.topic[:300].translate(_PRINTABLE),
+                    "device": device,
+                    "detail": detail,
+                    "payload": payload,
+                    "size": len(msg.payload),
+                },
+                ts,
+            )
+        )

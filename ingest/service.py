@@ -1,0 +1,154 @@
+"""The ingest loop: take a batch from MQTT, validate it, store it, then acknowledge it.
+
+A message is acknowledged to the broker only after its points (or its dead letter)
+are in InfluxDB or fsynced in the local spool, so a crash at any point loses
+nothing: the broker re-sends what was not acknowledged, and re-sent readings
+overwrite themselves (their timestamps come from the payload). While InfluxDB is
+unreachable every batch goes to the spool; when it returns the spool is replayed
+oldest first, and new batches keep queueing behind it so order is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
+from homecare.settings import Settings
+from ingest.points import Converter, RawMessage
+from ingest.receiver import Receiver
+from ingest.spool import Spool
+
+log = logging.getLogger(__name__)
+
+SPOOL_RETRY_S = 1.0
+LOG_EVERY_S = 10.0
+
+
+@dataclass(slots=True)
+class IngestStats:
+    messages: int = 0
+    readings: int = 0
+    stored: Counter[str] = field(default_factory=Counter)
+    dead: Counter[str] = field(default_factory=Counter)
+    spooled_batches: int = 0
+    replayed_batches: int = 0
+    rejected_points: int = 0
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "messages": self.messages,
+            "readings": self.readings,
+            "stored": dict(self.stored),
+            "dead_letters": dict(self.dead),
+            "spooled_batches": self.spooled_batches,
+            "replayed_batches": self.replayed_batches,
+            "rejected_points": self.rejected_points,
+        }
+
+
+class IngestService:
+    """One ingest process. Several can share the load through an MQTT shared subscription."""
+
+    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+        self.settings = settings
+        suffix = f"-{instance}" if instance else ""
+        self.client_id = f"{settings.mqtt.client_id}{suffix}"
+        self.converter = Converter(
+            settings.contract, store_raw_accel=settings.ingest.store_raw_accel
+        )
+        self.spool = Spool(settings.spool_dir / (instance or "main"))
+        self.stats = IngestStats()
+        self._retry_at = 0.0
+
+    def run(self, stop: threading.Event) -> IngestStats:
+        """Run until ``stop`` is set, then store and acknowledge what was received, and return."""
+        cfg = self.settings.ingest
+        receiver = Receiver(
+            self.settings.mqtt,
+            client_id=self.client_id,
+            shared_group=cfg.shared_group,
+            receive_maximum=cfg.max_pending,
+        )
+        with InfluxClient(self.settings.influx) as db, receiver:
+            self._ensure_database(db)
+            log.info("ingest %s subscribed to %s", self.client_id, receiver.topic)
+            next_log = time.monotonic() + LOG_EVERY_S
+            while True:
+                stopping = stop.is_set()
+                delivery = receiver.take(cfg.batch_size, 0 if stopping else cfg.batch_interval_s)
+                if self.spool and time.monotonic() >= self._retry_at:
+                    self._replay(db)
+                if delivery.messages:
+                    self._store(db, delivery.messages)
+                    receiver.ack(delivery)
+                elif stopping:
+                    break
+                if time.monotonic() >= next_log:
+                    next_log = time.monotonic() + LOG_EVERY_S
+                    log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
+        if self.spool:
+            log.warning(
+                "ingest stopped with %d batches spooled in %s", len(self.spool), self.spool.folder
+            )
+        return self.stats
+
+    def _ensure_database(self, db: InfluxClient) -> None:
+        try:
+            db.create_database()
+        except InfluxUnavailable as exc:
+            log.warning("InfluxDB unavailable at start, spooling: %s", exc)
+            self._retry_at = time.monotonic() + SPOOL_RETRY_S
+
+    def _store(self, db: InfluxClient, messages: list[RawMessage]) -> None:
+        points = self.converter.convert(messages)
+        if self.spool or time.monotonic() < self._retry_at:
+            self._to_spool(points.lines)
+        else:
+            try:
+                self._write(db, points.lines)
+            except InfluxUnavailable as exc:
+                log.warning("InfluxDB unavailable, spooling: %s", exc)
+                self._retry_at = time.monotonic() + SPOOL_RETRY_S
+                self._to_spool(points.lines)
+        self.stats.messages += len(messages)
+        self.stats.readings += points.readings
+        self.stats.stored.update(points.stored)
+        self.stats.dead.update(points.dead)
+
+    def _to_spool(self, lines: list[str]) -> None:
+        self.spool.append(lines)
+        self.stats.spooled_batches += 1
+
+    def _replay(self, db: InfluxClient) -> None:
+        """Write spooled batches oldest first; stop at the first failure and retry later."""
+        deadline = time.monotonic() + 1.0
+        for batch in self.spool:
+            try:
+                self._write(db, batch.lines.decode().split("\n"))
+            except InfluxUnavailable:
+                self._retry_at = time.monotonic() + SPOOL_RETRY_S
+                return
+            batch.done()
+            self.stats.replayed_batches += 1
+            if time.monotonic() > deadline:
+                return
+        log.info("spool replayed; writing directly again")
+
+    def _write(self, db: InfluxClient, lines: list[str]) -> None:
+        """Write lines; if InfluxDB refuses some, bisect to store all the others."""
+        try:
+            db.write(lines)
+        except InfluxUnavailable:
+            raise
+        except InfluxError as exc:
+            if len(lines) == 1:
+                self.stats.rejected_points += 1
+                log.error("InfluxDB rejected a point: %s", exc)
+                return
+            half = len(lines) // 2
+            self._write(db, lines[:half])
+            self._write(db, lines[half:])

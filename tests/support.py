@@ -1,0 +1,94 @@
+"""Helpers for tests against the real servers: a plain paho publisher and waiting on InfluxDB."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from homecare.influx import InfluxClient
+from homecare.settings import InfluxSettings, MqttSettings, Settings
+
+
+def settings_for(broker: Any, influx: Any, tmp_path: Any, **ingest: Any) -> Settings:
+    return Settings(
+        state_dir=tmp_path / "state",
+        mqtt=MqttSettings(url=broker.url, client_id="ingest-test"),
+        influx=InfluxSettings(url=influx.url, database="homecare"),
+        ingest={"batch_interval_s": 0.05, **ingest},
+    )
+
+
+class Publisher:
+    """A QoS 1 publisher that queues while the broker is away and counts PUBACKs."""
+
+    def __init__(self, broker_port: int, client_id: str = "test-publisher") -> None:
+        self.acked = 0
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+            clean_session=False,
+        )
+        self.client.max_inflight_messages_set(200)
+        self.client.max_queued_messages_set(0)
+        self.client.reconnect_delay_set(0.1, 1)
+        self.client.on_publish = self._on_publish
+        self.client.connect("127.0.0.1", broker_port)
+        self.client.loop_start()
+
+    def _on_publish(self, *_args: Any) -> None:
+        with self._lock:
+            self.acked += 1
+
+    def publish(self, messages: Iterable[tuple[str, bytes | str]], qos: int = 1,
+                rate: float | None = None) -> int:
+        n = 0
+        t0 = time.monotonic()
+        for topic, payload in messages:
+            self.client.publish(topic, payload, qos=qos)
+            n += 1
+            if rate:
+                ahead = n / rate - (time.monotonic() - t0)
+                if ahead > 0:
+                    time.sleep(ahead)
+        return n
+
+    def wait_acked(self, n: int, timeout_s: float = 60) -> None:
+        wait_for(lambda: self.acked >= n, timeout_s, f"{n} PUBACKs (have {self.acked})")
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def count(db: InfluxClient, measurement: str, where: str = "") -> int:
+    """Points in a measurement (counting a field every point of it has)."""
+    field = {"wearable": "rate", "bed": "movement", "door": "seq", "button": "seq",
+             "device_status": "battery", "availability": "online", "dead_letter": "size"}
+    clause = f" WHERE {where}" if where else ""
+    series = db.query(f'SELECT count("{field[measurement]}") FROM "{measurement}"{clause}')
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def frame(elder: str, device: str, ts: float, rate: int = 25, **extra: Any) -> bytes:
+    accel = [[0.01, -0.99, 0.05]] * rate
+    return json.dumps({"elder": elder, "device": device, "ts": ts, "rate": rate,
+                       "accel": accel, **extra}).encode()
+
+
+def topic(elder: str, kind: str, device: str, stream: str, site: str = "t") -> str:
+    return f"homecare/v1/{site}/{elder}/{kind}/{device}/{stream}"
