@@ -7,7 +7,7 @@ frame by the known lengths. Output is plain compact JSON that round-trips throug
 :class:`homecare.contract.WearableFrame`.
 
 >>> accel_json(np.array([[[0.0, -1.0, 0.1234]]]))
-[b'[0.0,-1.0,0.123]']
+[b'[[0.0,-1.0,0.123]]']
 >>> dumps({"a": 1, "b": None})
 b'{"a":1,"b":null}'
 """

@@ -22,7 +22,7 @@ import math
 import random
 from dataclasses import dataclass, field
 from enum import IntEnum
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from homecare.contract import DoorRole
 
@@ -77,8 +77,7 @@ class Profile:
     utc_offset_s: float = 0.0
 
 
-@dataclass(frozen=True, slots=True)
-class Segment:
+class Segment(NamedTuple):
     """A stretch of one activity; ``worn`` says whether the wearable is on the body."""
 
     start: float
@@ -91,8 +90,9 @@ class Segment:
     label: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class DoorAction:
+class DoorAction(NamedTuple):
+    """A door opening or closing at ``ts``."""
+
     ts: float
     role: DoorRole
     state: Literal["opened", "closed"]
@@ -347,7 +347,6 @@ def plan_day(profile: Profile, seed: int, index: int, day: int) -> Day:
     segments = [s for s in pl.segments if s.start < end]
     last = segments[-1]
     if last.end != end:
-        segments[-1] = Segment(last.start, end, last.activity, last.posture, last.out,
-                               last.worn, last.gait_hz, last.label)
+        segments[-1] = last._replace(end=end)
     doors = sorted((d for d in pl.doors if d.ts < end), key=lambda d: d.ts)
     return Day(day, start, end, segments, doors)

@@ -29,23 +29,26 @@ from device_sim.routine import Activity, Posture
 
 TWO_PI = 2.0 * np.pi
 
-GRAVITY = np.array(
-    [
-        (0.0, -1.0, 0.0),  # UPRIGHT
-        (0.0, -0.927, 0.375),  # SEATED
-        (0.0, 0.0, 1.0),  # SUPINE
-        (1.0, 0.0, 0.0),  # LEFT_SIDE
-        (-1.0, 0.0, 0.0),  # RIGHT_SIDE
-        (0.0, 0.0, -1.0),  # PRONE
-    ]
-)
-"""Accelerometer reading at rest per :class:`Posture`, g."""
+_AT_REST = {
+    Posture.UPRIGHT: (0.0, -1.0, 0.0),
+    Posture.SEATED: (0.0, -0.927, 0.375),
+    Posture.SUPINE: (0.0, 0.0, 1.0),
+    Posture.LEFT_SIDE: (1.0, 0.0, 0.0),
+    Posture.RIGHT_SIDE: (-1.0, 0.0, 0.0),
+    Posture.PRONE: (0.0, 0.0, -1.0),
+}
+GRAVITY = np.array([_AT_REST[p] for p in Posture])
+"""Accelerometer reading at rest per :class:`Posture` code, g."""
 
-NOISE_G = np.array([0.004, 0.01, 0.012, 0.02, 0.035, 0.006])
-"""Sensor noise plus small body movements, per :class:`Activity`, g (1 sigma)."""
+_NOISE = {Activity.SLEEP: 0.004, Activity.IN_BED: 0.01, Activity.SIT: 0.012,
+          Activity.STAND: 0.02, Activity.WALK: 0.035, Activity.LIE_FLOOR: 0.006}
+NOISE_G = np.array([_NOISE[a] for a in Activity])
+"""Sensor noise plus small body movements, per :class:`Activity` code, g (1 sigma)."""
 
-HR_OFFSET = np.array([-8.0, -4.0, 0.0, 6.0, 22.0, 15.0])
-"""Heart rate above the elder's resting rate, per :class:`Activity`, beats per minute."""
+_HR = {Activity.SLEEP: -8.0, Activity.IN_BED: -4.0, Activity.SIT: 0.0,
+       Activity.STAND: 6.0, Activity.WALK: 22.0, Activity.LIE_FLOOR: 15.0}
+HR_OFFSET = np.array([_HR[a] for a in Activity])
+"""Heart rate above the elder's resting rate, per :class:`Activity` code, bpm."""
 
 HR_ALPHA = 1.0 - np.exp(-1.0 / 25.0)
 """Heart rate follows its target with a 25 s time constant."""

@@ -4,15 +4,12 @@ Each server gets its own config and data under one folder and a free port; it is
 stopped (or killed, or restarted on the same port and data) by the caller. Nothing
 here is a stand-in: these are the Debian ``mosquitto`` and ``influxdb`` servers.
 
->>> import tempfile
->>> with tempfile.TemporaryDirectory() as d, LocalBroker(Path(d)) as broker:  # doctest: +SKIP
-...     broker.url
-'mqtt://127.0.0.1:...'
 """
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import os
 import shutil
 import signal
@@ -148,6 +145,8 @@ class LocalBroker(_LocalServer):
         conf = self.root / "mosquitto.conf"
         conf.write_text(
             f"listener {self.port} 127.0.0.1\n"
+            # As root Mosquitto would switch to user "mosquitto", who cannot write our folder.
+            f"user {getpass.getuser()}\n"
             "allow_anonymous true\n"
             "persistence true\n"
             f"persistence_location {self.root / 'data'}/\n"

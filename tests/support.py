@@ -31,7 +31,9 @@ class Publisher:
         self.acked = 0
         self._lock = threading.Lock()
         self.client = mqtt.Client(
-            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            protocol=mqtt.MQTTv311,
             clean_session=False,
         )
         self.client.max_inflight_messages_set(200)
@@ -45,8 +47,9 @@ class Publisher:
         with self._lock:
             self.acked += 1
 
-    def publish(self, messages: Iterable[tuple[str, bytes | str]], qos: int = 1,
-                rate: float | None = None) -> int:
+    def publish(
+        self, messages: Iterable[tuple[str, bytes | str]], qos: int = 1, rate: float | None = None
+    ) -> int:
         n = 0
         t0 = time.monotonic()
         for topic, payload in messages:
@@ -77,8 +80,15 @@ def wait_for(check: Callable[[], bool], timeout_s: float, what: str) -> None:
 
 def count(db: InfluxClient, measurement: str, where: str = "") -> int:
     """Points in a measurement (counting a field every point of it has)."""
-    field = {"wearable": "rate", "bed": "movement", "door": "seq", "button": "seq",
-             "device_status": "battery", "availability": "online", "dead_letter": "size"}
+    field = {
+        "wearable": "rate",
+        "bed": "movement",
+        "door": "seq",
+        "button": "seq",
+        "device_status": "battery",
+        "availability": "online",
+        "dead_letter": "size",
+    }
     clause = f" WHERE {where}" if where else ""
     series = db.query(f'SELECT count("{field[measurement]}") FROM "{measurement}"{clause}')
     return int(series[0]["values"][0][1]) if series else 0
@@ -86,8 +96,9 @@ def count(db: InfluxClient, measurement: str, where: str = "") -> int:
 
 def frame(elder: str, device: str, ts: float, rate: int = 25, **extra: Any) -> bytes:
     accel = [[0.01, -0.99, 0.05]] * rate
-    return json.dumps({"elder": elder, "device": device, "ts": ts, "rate": rate,
-                       "accel": accel, **extra}).encode()
+    return json.dumps(
+        {"elder": elder, "device": device, "ts": ts, "rate": rate, "accel": accel, **extra}
+    ).encode()
 
 
 def topic(elder: str, kind: str, device: str, stream: str, site: str = "t") -> str:

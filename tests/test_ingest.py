@@ -1,4 +1,4 @@
-"""Ingest against the real Mosquitto and influxd: valid traffic stored exactly, bad input dead-lettered."""
+"""Ingest against real Mosquitto and influxd: valid traffic stored, bad input dead-lettered."""
 
 from __future__ import annotations
 
@@ -47,23 +47,57 @@ def valid_traffic(now: float, elders: int = 3, frames: int = 20):
         for i in range(frames):
             yield topic(elder, "wearable", w, "frame"), frame(elder, w, now - 60 + i, hr=70 + i)
         for i in range(3):
-            yield topic(elder, "bed", b, "reading"), json.dumps(
-                {"elder": elder, "device": b, "ts": now - 60 + 10 * i, "presence": True,
-                 "hr": 58, "br": 14.0, "movement": 0.1}
+            yield (
+                topic(elder, "bed", b, "reading"),
+                json.dumps(
+                    {
+                        "elder": elder,
+                        "device": b,
+                        "ts": now - 60 + 10 * i,
+                        "presence": True,
+                        "hr": 58,
+                        "br": 14.0,
+                        "movement": 0.1,
+                    }
+                ),
             )
-        yield topic(elder, "door", d, "event"), json.dumps(
-            {"elder": elder, "device": d, "ts": now - 30, "door": "front", "role": "front",
-             "state": "opened", "seq": 1}
+        yield (
+            topic(elder, "door", d, "event"),
+            json.dumps(
+                {
+                    "elder": elder,
+                    "device": d,
+                    "ts": now - 30,
+                    "door": "front",
+                    "role": "front",
+                    "state": "opened",
+                    "seq": 1,
+                }
+            ),
         )
-        yield topic(elder, "wearable", w, "sos"), json.dumps(
-            {"elder": elder, "device": w, "ts": now - 20, "seq": 7}
+        yield (
+            topic(elder, "wearable", w, "sos"),
+            json.dumps({"elder": elder, "device": w, "ts": now - 20, "seq": 7}),
         )
-        yield topic(elder, "wearable", w, "ok"), json.dumps(
-            {"elder": elder, "device": w, "ts": now - 10, "seq": 8}
+        yield (
+            topic(elder, "wearable", w, "ok"),
+            json.dumps({"elder": elder, "device": w, "ts": now - 10, "seq": 8}),
         )
-        yield topic(elder, "wearable", w, "status"), json.dumps(
-            {"elder": elder, "device": w, "ts": now - 5, "battery": 80, "firmware": "1.2.3",
-             "rssi": -60, "model": "P1", "vendor": "acme", "placement": "pendant"}
+        yield (
+            topic(elder, "wearable", w, "status"),
+            json.dumps(
+                {
+                    "elder": elder,
+                    "device": w,
+                    "ts": now - 5,
+                    "battery": 80,
+                    "firmware": "1.2.3",
+                    "rssi": -60,
+                    "model": "P1",
+                    "vendor": "acme",
+                    "placement": "pendant",
+                }
+            ),
         )
         yield topic(elder, "wearable", w, "availability"), "online"
 
@@ -73,8 +107,11 @@ def test_valid_traffic_is_counted_back_exactly(broker, ingest, db):
     pub = Publisher(broker.port)
     n = pub.publish(valid_traffic(now))
     pub.wait_acked(n)
-    wait_for(lambda: count(db, "wearable") == 60 and count(db, "availability") == 3, 20,
-             "all frames stored")
+    wait_for(
+        lambda: count(db, "wearable") == 60 and count(db, "availability") == 3,
+        20,
+        "all frames stored",
+    )
     assert count(db, "bed") == 9
     assert count(db, "door") == 3
     assert count(db, "button", "button='sos'") == 3
@@ -125,8 +162,11 @@ def test_bad_input_is_dead_lettered_and_valid_traffic_kept(case, broker, ingest,
     n += pub.publish([(bad_topic, payload)])
     n += pub.publish(good[3:])
     pub.wait_acked(n)
-    wait_for(lambda: count(db, "dead_letter") == 1 and count(db, "wearable") == 5, 20,
-             "dead letter and frames")
+    wait_for(
+        lambda: count(db, "dead_letter") == 1 and count(db, "wearable") == 5,
+        20,
+        "dead letter and frames",
+    )
     [dead] = db.rows("SELECT * FROM dead_letter")
     assert dead["reason"] == reason
     assert dead["topic"] == bad_topic.replace("\x00", "?")

@@ -1,0 +1,372 @@
+"""Fall detection for many wearables at once: impact, posture change, then lying still.
+
+A fall is confirmed by four stages, each with its own threshold in :class:`FallSettings`:
+
+1. **Impact** — the magnitude of acceleration, averaged over ``impact_window_s`` (0.2 s),
+   reaches ``impact_g``. Averaging over 0.2 s measures the momentum lost at impact rather
+   than the sharpness of one sample, so it reads the same at 20 Hz and 100 Hz, and the
+   sharp spikes of a device hitting a table or a hand slapping a mattress do not count.
+   Raw peaks of such impacts are typically 2–8 g.
+2. **Free-fall dip** — before the impact, the magnitude (0.1 s average) dips below
+   ``freefall_g``: the body accelerates towards the floor. Reported as evidence; a dip
+   longer than ``drop_s`` below ``drop_g`` means the *device* flew through the air on its
+   own (dropped or thrown), since a falling body is never in true free fall that long.
+3. **Posture change** — the angle between the gravity direction before the fall
+   (``pre_window_s`` ending ``pre_gap_s`` before the impact) and while lying afterwards is
+   at least ``posture_deg``. Only the angle between two measured directions is used, so the
+   sensor may be worn in any orientation.
+4. **Lying still** — in the ``still_window_s`` after ``settle_s`` past the last impact, at
+   least ``still_fraction`` of the samples lie in stretches whose activity (the spread of
+   the acceleration vector, orientation-free) is at most ``still_g``; but mean activity
+   above ``offbody_g``: a body on the floor breathes and trembles, a device on a table does
+   not.
+
+Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
+lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
+off-body test. Any new impact restarts the stillness window, so the detection comes at
+most ``settle_s + still_window_s`` plus one frame after the last impact.
+
+Assumptions: acceleration in g including gravity; frames of a row arrive in time order and
+roughly contiguous (a gap over ``max_gap_s`` clears that row's history). Input at any rate
+is resampled to ``rate_hz`` (box average for integer down-sampling, linear interpolation
+otherwise, one input sample late).
+
+Warm-up: none beyond the history: the posture before an impact needs ``pre_gap_s +
+pre_window_s`` seconds of history; earlier, the first samples stand in for it.
+
+Cost: per frame, one squared magnitude and a maximum per row (the gate) and a copy into a
+history ring of ``history_s`` seconds (float32, about 3 KB a row at 50 Hz); the heavy stages
+run only for rows whose raw magnitude reached ``impact_g`` or that await stillness.
+
+>>> import numpy as np
+>>> from device_sim.motions import motion
+>>> t, xyz, info = motion("fall_forward", np.random.default_rng(7), rate=50)
+>>> det = FallDetector()
+>>> frames = xyz[: len(xyz) // 50 * 50].reshape(-1, 50, 3)
+>>> found = [d for i, f in enumerate(frames)
+...          for d in det.update(AccelBatch(np.array([0]), np.array([float(i)]), f[None], 50.0))]
+>>> [(d.kind, d.severity.value, abs(d.ts - info["impact_t"]) < 0.5) for d in found]
+[('fall', 'critical', True)]
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.base import AccelBatch, Detection, Floats, Rows, Severity, grow
+
+__all__ = ["FallDetector", "FallSettings", "confirms", "resample"]
+
+_EPS = 1e-6
+
+
+class FallSettings(BaseModel):
+    """Thresholds of each stage; round, physically meaningful numbers, not tuned decimals."""
+
+    model_config = ConfigDict(frozen=True)
+
+    rate_hz: float = Field(50.0, gt=0, description="Working rate every input is resampled to.")
+    impact_g: float = Field(1.4, gt=1, description="Impact: 0.2 s mean magnitude at least this.")
+    impact_window_s: float = Field(0.2, gt=0, description="Averaging window of the impact.")
+    impact_lookback_s: float = Field(
+        2.0, gt=0, description="The impact is the largest within this time before the last one."
+    )
+    freefall_g: float = Field(0.9, gt=0, description="Free-fall dip: 0.1 s mean at most this.")
+    freefall_window_s: float = Field(1.0, gt=0, description="Time before impact for the dip.")
+    drop_g: float = Field(0.2, ge=0, description="Below this the device is in free flight.")
+    drop_s: float = Field(0.2, gt=0, description="Free flight this long: a dropped device.")
+    pre_gap_s: float = Field(1.0, ge=0, description="Posture before ends this long pre-impact.")
+    pre_window_s: float = Field(2.0, gt=0, description="Length of the posture-before window.")
+    posture_deg: float = Field(45.0, gt=0, le=180, description="Posture change at least this.")
+    settle_s: float = Field(1.0, ge=0, description="Stillness window starts this after impact.")
+    still_window_s: float = Field(10.0, gt=0, description="Length of the stillness window.")
+    still_g: float = Field(0.1, gt=0, description="Activity (g) at most this counts as still.")
+    still_fraction: float = Field(0.7, gt=0, le=1, description="Share of still samples needed.")
+    offbody_g: float = Field(0.004, ge=0, description="Mean activity below this: not worn.")
+    max_gap_s: float = Field(1.0, gt=0, description="A longer gap between frames clears history.")
+
+    @property
+    def history_s(self) -> float:
+        """Seconds of samples kept per row: enough for the posture before any impact."""
+        return self.impact_lookback_s + self.pre_gap_s + self.pre_window_s + self.impact_window_s
+
+    @property
+    def max_delay_s(self) -> float:
+        """Longest time from the impact to its detection, not counting the frame length."""
+        return self.impact_lookback_s + self.settle_s + self.still_window_s
+
+
+def confirms(evidence: dict[str, npt.NDArray[np.float64]], s: FallSettings) -> npt.NDArray[np.bool_]:
+    """Decide from the stage scores (arrays, one entry per candidate) which are falls."""
+    return (
+        (evidence["peak_g"] >= s.impact_g)
+        & (evidence["freefall_g"] <= s.freefall_g)
+        & (evidence["flight_s"] < s.drop_s)
+        & (evidence["posture_deg"] >= s.posture_deg)
+        & (evidence["still_fraction"] >= s.still_fraction)
+        & (evidence["activity_g"] >= s.offbody_g)
+    )
+
+
+def resample(
+    accel: Floats, rate: float, to: float, prev: Floats | None = None
+) -> tuple[Floats, float]:
+    """Frames×samples×3 at ``rate`` → at ``to``; returns the frames and their time offset.
+
+    Integer down-sampling averages blocks (as an accelerometer's own filter would); any
+    other ratio interpolates linearly from ``prev`` (each frame's preceding sample, or the
+    first sample), so the output starts one input sample before the frame (offset < 0).
+    """
+    frames, n, _ = accel.shape
+    if math.isclose(rate, to):
+        return accel, 0.0
+    factor = rate / to
+    if factor > 1 and math.isclose(factor, round(factor)) and n % round(factor) == 0:
+        k = round(factor)
+        out = accel.reshape(frames, n // k, k, 3).mean(axis=2, dtype=np.float32)
+        return out, 0.0
+    m = max(1, round(n * to / rate))
+    first = accel[:, :1] if prev is None else prev[:, None, :].astype(np.float32)
+    ext = np.concatenate([first, accel], axis=1)  # index 0 is one sample before the frame
+    pos = np.arange(m) * (rate / to)
+    i0 = np.minimum(pos.astype(np.int64), n - 1)
+    frac = (pos - i0).astype(np.float32)[None, :, None]
+    out = ext[:, i0] * (1 - frac) + ext[:, i0 + 1] * frac
+    return out.astype(np.float32), -1.0 / rate
+
+
+def _box(x: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
+    """Trailing mean over ``k`` samples along the last axis (the first k-1 use fewer)."""
+    c = np.cumsum(x, axis=-1, dtype=np.float64)
+    out = c.copy()
+    out[..., k:] -= c[..., :-k]
+    div = np.minimum(np.arange(1, x.shape[-1] + 1), k)
+    return (out / div).astype(np.float32)
+
+
+def _angle_deg(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+    cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + _EPS)
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
+class FallDetector:
+    """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
+
+    kind: ClassVar[str] = "fall"
+
+    def __init__(self, settings: FallSettings | None = None) -> None:
+        s = self.settings = settings or FallSettings()
+        self.rate = s.rate_hz
+        self.hist_len = math.ceil(s.history_s * s.rate_hz) + 1
+        self.k_impact = max(1, round(s.impact_window_s * s.rate_hz))
+        self.k_freefall = max(1, round(0.1 * s.rate_hz))
+        # history ring of working-rate samples, one row per wearable
+        self.ring = np.zeros((0, self.hist_len, 3), np.float32)
+        self.pos = np.zeros(0, np.int64)  # next write position in the ring
+        self.filled = np.zeros(0, np.int64)  # valid samples in the ring
+        self.last_end = np.full(0, -np.inf)  # end time of the row's last frame
+        self.prev = np.zeros((0, 3), np.float32)  # last input sample, for interpolation
+        # the pending candidate: impact time, stillness window and the stage scores so far
+        self.pending = np.zeros(0, bool)
+        self.impact_t = np.zeros(0)
+        self.win_start = np.zeros(0)
+        self.win_end = np.zeros(0)
+        self.peak_g = np.zeros(0)
+        self.freefall_g = np.zeros(0)
+        self.flight_s = np.zeros(0)
+        self.pre_vec = np.zeros((0, 3))
+        self.acc_n = np.zeros(0)
+        self.acc_vec = np.zeros((0, 3))
+        self.acc_still = np.zeros(0)
+        self.acc_act = np.zeros(0)
+
+    _ROW_ARRAYS: ClassVar[tuple[str, ...]] = (
+        "ring", "pos", "filled", "last_end", "prev", "pending", "impact_t", "win_start",
+        "win_end", "peak_g", "freefall_g", "flight_s", "pre_vec", "acc_n", "acc_vec",
+        "acc_still", "acc_act",
+    )  # fmt: skip
+
+    def _grow(self, rows: int) -> None:
+        if rows <= len(self.pending):
+            return
+        for name in self._ROW_ARRAYS:
+            fill = -np.inf if name == "last_end" else 0
+            setattr(self, name, grow(getattr(self, name), rows, fill))
+
+    def state_bytes(self) -> int:
+        return sum(getattr(self, name).nbytes for name in self._ROW_ARRAYS)
+
+    def update(self, batch: AccelBatch) -> list[Detection]:
+        if len(batch.rows) == 0:
+            return []
+        self._grow(int(batch.rows.max()) + 1)
+        found: list[Detection] = []
+        # a row may appear several times: process its k-th frame in the k-th wave
+        order = np.argsort(batch.rows, kind="stable")
+        sorted_rows = batch.rows[order]
+        starts = np.r_[True, sorted_rows[1:] != sorted_rows[:-1]]
+        group_start = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
+        wave = np.empty(len(order), np.int64)
+        wave[order] = np.arange(len(order)) - group_start
+        if wave.max() == 0:
+            found += self._wave(batch.rows, batch.ts, batch.accel, batch.rate)
+        else:
+            for w in range(int(wave.max()) + 1):
+                sel = np.flatnonzero(wave == w)
+                found += self._wave(batch.rows[sel], batch.ts[sel], batch.accel[sel], batch.rate)
+        found.sort(key=lambda d: (d.ts, d.row))
+        return found
+
+    def _wave(self, rows: Rows, ts: npt.NDArray[np.float64], accel: Floats, rate: float) -> list[Detection]:
+        s = self.settings
+        n_in = accel.shape[1]
+        gap = ts - self.last_end[rows] > s.max_gap_s
+        if gap.any():
+            self.filled[rows[gap]] = 0
+            self.prev[rows[gap]] = accel[gap, 0]
+        frames, offset = resample(accel, rate, self.rate, self.prev[rows])
+        self.prev[rows] = accel[:, -1]
+        self.last_end[rows] = ts + n_in / rate
+        t0 = ts + offset
+        n = frames.shape[1]
+        if frames.dtype != np.float32:
+            frames = frames.astype(np.float32)
+
+        # the cheap gate: any raw sample at or above the impact level, or awaiting stillness
+        mag2 = np.einsum("fnk,fnk->fn", frames, frames)
+        hit = mag2.max(axis=1) >= s.impact_g**2
+        sel = np.flatnonzero(hit)
+        if len(sel):
+            self._impacts(rows[sel], t0[sel], frames[sel])
+        found: list[Detection] = []
+        sel = np.flatnonzero(self.pending[rows])
+        if len(sel):
+            found = self._stillness(rows[sel], t0[sel], frames[sel], mag2[sel])
+        self._remember(rows, frames)
+        return found
+
+    def _history(self, rows: Rows, frames: Floats) -> Floats:
+        """History (oldest first, edge-padded where not yet filled) followed by the frames."""
+        h = self.hist_len
+        start = h - self.filled[rows]
+        idx = (self.pos[rows, None] + np.maximum(np.arange(h), start[:, None])) % h
+        hist = self.ring[rows[:, None], idx]
+        x = np.concatenate([hist, frames], axis=1)
+        empty = self.filled[rows] == 0
+        if empty.any():
+            x[empty, :h] = frames[empty, :1]
+        return x
+
+    def _impacts(self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats) -> None:
+        """Score the impact stages for rows whose raw magnitude reached the impact level."""
+        s = self.settings
+        h, r = self.hist_len, self.rate
+        x = self._history(rows, frames)
+        mag = np.sqrt(np.einsum("fnk,fnk->fn", x, x))
+        smooth = _box(mag, self.k_impact)
+        crossed = smooth[:, h:] >= s.impact_g
+        keep = crossed.any(axis=1)
+        if not keep.any():
+            return
+        rows, t0, x, mag, smooth = rows[keep], t0[keep], x[keep], mag[keep], smooth[keep]
+        crossed = crossed[keep]
+        ar = np.arange(len(rows))[:, None]
+        n = frames.shape[1]
+        last = h + n - 1 - np.argmax(crossed[:, ::-1], axis=1)  # last crossing sample
+        back = round(s.impact_lookback_s * r)
+        look = last[:, None] + np.arange(-back, 1)
+        peak_at = look[ar[:, 0], np.argmax(smooth[ar, look], axis=1)]
+        impact = peak_at - self.k_impact // 2  # centre of the averaging window
+        # free-fall dip and free flight in the second before the impact
+        ff = _box(mag, self.k_freefall)
+        dip = impact[:, None] + np.arange(-round(s.freefall_window_s * r), 1)
+        dip = np.clip(dip, 0, None)
+        freefall = ff[ar, dip].min(axis=1)
+        flight = (mag[ar, dip] < s.drop_g).sum(axis=1) / r
+        # posture before: mean direction in the pre-window
+        cs = np.cumsum(x, axis=1, dtype=np.float64)
+        hi = np.clip(impact - round(s.pre_gap_s * r), 1, None)
+        lo = np.clip(hi - round(s.pre_window_s * r), 0, None)
+        pre = (cs[ar[:, 0], hi - 1] - np.where(lo[:, None] > 0, cs[ar[:, 0], lo - 1], 0)) / (
+            (hi - lo)[:, None]
+        )
+        t_of = t0 - h / r  # time of sample 0 of x
+        self.pending[rows] = True
+        self.impact_t[rows] = t_of + impact / r
+        self.win_start[rows] = t_of + last / r + s.settle_s
+        self.win_end[rows] = self.win_start[rows] + s.still_window_s
+        self.peak_g[rows] = smooth[ar[:, 0], peak_at]
+        self.freefall_g[rows] = freefall
+        self.flight_s[rows] = flight
+        self.pre_vec[rows] = pre
+        self.acc_n[rows] = 0
+        self.acc_vec[rows] = 0
+        self.acc_still[rows] = 0
+        self.acc_act[rows] = 0
+
+    def _stillness(
+        self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats, mag2: Floats
+    ) -> list[Detection]:
+        """Accumulate the stillness window of pending rows; decide those whose window ended."""
+        s = self.settings
+        n = frames.shape[1]
+        t = t0[:, None] + np.arange(n) / self.rate
+        inside = (t >= self.win_start[rows, None]) & (t < self.win_end[rows, None])
+        cnt = inside.sum(axis=1).astype(np.float64)
+        w = inside.astype(np.float32)
+        vec = np.einsum("fn,fnk->fk", w, frames, dtype=np.float64)
+        sq = (w * mag2).sum(axis=1, dtype=np.float64)
+        safe = np.maximum(cnt, 1)
+        act = np.sqrt(np.maximum(sq / safe - (vec**2).sum(axis=1) / safe**2, 0))
+        self.acc_n[rows] += cnt
+        self.acc_vec[rows] += vec
+        self.acc_still[rows] += np.where(act <= s.still_g, cnt, 0)
+        self.acc_act[rows] += act * cnt
+        done = t0 + n / self.rate >= self.win_end[rows]
+        if not done.any():
+            return []
+        rows = rows[done]
+        self.pending[rows] = False
+        got = np.maximum(self.acc_n[rows], 1)
+        evidence = {
+            "peak_g": self.peak_g[rows],
+            "freefall_g": self.freefall_g[rows],
+            "flight_s": self.flight_s[rows],
+            "posture_deg": _angle_deg(self.pre_vec[rows], self.acc_vec[rows] / got[:, None]),
+            "still_fraction": np.where(self.acc_n[rows] > 0, self.acc_still[rows] / got, 0),
+            "activity_g": self.acc_act[rows] / got,
+        }
+        ok = confirms(evidence, s)
+        return [
+            Detection(
+                kind=self.kind,
+                row=int(rows[i]),
+                ts=float(self.impact_t[rows[i]]),
+                severity=Severity.CRITICAL,
+                evidence={k: round(float(v[i]), 4) for k, v in evidence.items()},
+            )
+            for i in np.flatnonzero(ok)
+        ]
+
+    def _remember(self, rows: Rows, frames: Floats) -> None:
+        """Append the frames to each row's history ring."""
+        h = self.hist_len
+        n = frames.shape[1]
+        if n >= h:
+            self.ring[rows] = frames[:, n - h :]
+            self.pos[rows] = 0
+        else:
+            pos = self.pos[rows]
+            for p in np.unique(pos):  # rows share a few write positions; copy blocks
+                sel = np.flatnonzero(pos == p)
+                first = min(n, h - int(p))
+                self.ring[rows[sel], p : p + first] = frames[sel, :first]
+                if first < n:
+                    self.ring[rows[sel], : n - first] = frames[sel, first:]
+            self.pos[rows] = (pos + n) % h
+        self.filled[rows] = np.minimum(self.filled[rows] + n, h)

@@ -1,0 +1,5 @@
+"""``python -m homecare`` runs the ``homecare`` command."""
+
+from homecare.cli import app
+
+app()
