@@ -31,14 +31,19 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
+import numpy as np
 from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PlainSerializer,
+    PlainValidator,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 CONTRACT_VERSION = "1"
 TOPIC_ROOT = "homecare/v1"
@@ -141,7 +146,42 @@ def subscription(site: str = "+", elder: str = "+") -> str:
 Id = Annotated[str, Field(pattern=ID_PATTERN, description="Pseudonymous id, as in the topic.")]
 Percent = Annotated[float, Field(ge=0, le=100, description="Percent.")]
 HeartRate = Annotated[int, Field(ge=20, le=250, description="Heart rate, beats per minute.")]
-Accel = Annotated[float, Field(ge=-16, le=16, description="Acceleration, g (±16 g).")]
+MAX_G = 16.0
+
+
+def _samples(value: Any) -> np.ndarray:
+    """N×3 float32 samples in g; numpy checks them, ~2x faster than validating 150 floats."""
+    try:
+        samples = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ValueError("accel must be a list of [x, y, z] numbers") from None
+    if samples.ndim != 2 or samples.shape[1] != 3:
+        raise ValueError(f"accel must be N×3, got shape {samples.shape}")
+    peak = float(np.abs(samples).max(initial=0.0))
+    if not peak <= MAX_G:  # also catches NaN
+        raise PydanticCustomError(
+            "out_of_range", "accel out of range: |{peak}| g > 16 g", {"peak": round(peak, 3)}
+        )
+    return samples
+
+
+AccelSamples = Annotated[
+    np.ndarray,
+    PlainValidator(_samples),
+    PlainSerializer(lambda a: a.tolist(), return_type=list),
+    WithJsonSchema(
+        {
+            "type": "array",
+            "items": {
+                "type": "array",
+                "minItems": 3,
+                "maxItems": 3,
+                "items": {"type": "number", "minimum": -MAX_G, "maximum": MAX_G},
+            },
+            "description": "Samples as [x, y, z] in g (±16 g).",
+        }
+    ),
+]
 
 
 class Payload(BaseModel):
@@ -151,7 +191,7 @@ class Payload(BaseModel):
     to ``model_validate_json``; without a context the defaults and the local clock apply.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
     stream: ClassVar[Stream]
 
     elder: Id
@@ -170,9 +210,13 @@ class Payload(BaseModel):
         if not math.isfinite(ts):
             raise ValueError("timestamp is not a finite number")
         if ts > now + ctx.get("max_future_s", MAX_FUTURE_S):
-            raise ValueError(f"timestamp {ts:.3f} is {ts - now:.0f} s in the future")
+            raise PydanticCustomError(
+                "timestamp_window", "timestamp is {s} s in the future", {"s": round(ts - now)}
+            )
         if ts < now - ctx.get("max_past_s", MAX_PAST_S):
-            raise ValueError(f"timestamp {ts:.3f} is {now - ts:.0f} s in the past")
+            raise PydanticCustomError(
+                "timestamp_window", "timestamp is {s} s in the past", {"s": round(now - ts)}
+            )
         return ts
 
 
@@ -182,7 +226,7 @@ class WearableFrame(Payload):
     stream = Stream.FRAME
 
     rate: int = Field(ge=25, le=100, description="Sample rate, Hz; ``accel`` holds this many rows.")
-    accel: list[tuple[Accel, Accel, Accel]] = Field(
+    accel: AccelSamples = Field(
         description="Accelerometer samples of this second, N×3 (x, y, z) in g, N = rate.",
     )
     hr: HeartRate | None = None

@@ -102,6 +102,9 @@ class IngestService:
         except InfluxUnavailable as exc:
             log.warning("InfluxDB unavailable at start, spooling: %s", exc)
             self._retry_at = time.monotonic() + SPOOL_RETRY_S
+        except InfluxError as exc:
+            # A write-only account (or InfluxDB 2.x/3.x) cannot create it: it must exist.
+            log.info("not creating database %s: %s", self.settings.influx.database, exc)
 
     def _store(self, db: InfluxClient, messages: list[RawMessage]) -> None:
         points = self.converter.convert(messages)

@@ -1,0 +1,16 @@
+# The homecare services (ingest, simulator) in one image; the command picks the service.
+FROM python:3.11-slim-bookworm
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY homecare ./homecare
+COPY ingest ./ingest
+COPY detectors ./detectors
+COPY device_sim ./device_sim
+COPY dashboards ./dashboards
+COPY bench ./bench
+RUN pip install --no-cache-dir . && useradd --system --home /var/lib/homecare homecare \
+    && mkdir -p /var/lib/homecare && chown homecare /var/lib/homecare
+USER homecare
+ENV HOMECARE_STATE_DIR=/var/lib/homecare
+ENTRYPOINT ["homecare"]
+CMD ["--help"]

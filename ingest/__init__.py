@@ -1,0 +1,6 @@
+"""Ingest: MQTT → validate against the wire contract → InfluxDB, acknowledged only once stored."""
+
+from ingest.points import Converter, Points, RawMessage
+from ingest.service import IngestService, IngestStats
+
+__all__ = ["Converter", "IngestService", "IngestStats", "Points", "RawMessage"]
