@@ -70,3 +70,21 @@ def ingest_command(
         raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
     stats = IngestService(settings, instance=instance or None).run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
+
+
+@app.command("demo")
+def demo_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 20,
+    hours: Annotated[float, typer.Option(min=0.01, help="Simulated hours (accelerated).")] = 24.0,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+) -> None:
+    """Run the main job: simulated elders → MQTT → ingest → InfluxDB, then a summary."""
+    from rich.console import Console
+
+    from homecare.demo import print_summary, run_demo
+
+    console = Console()
+    result = run_demo(_settings(), elders=elders, hours=hours, seed=seed, console=console)
+    print_summary(result, console)
+    if result.lost:
+        raise typer.Exit(1)

@@ -69,7 +69,7 @@ class _LocalServer:
     proc: subprocess.Popen[bytes] | None = None
 
     def __init__(self, root: Path) -> None:
-        self.root = root
+        self.root = root.resolve()
         self.root.mkdir(parents=True, exist_ok=True)
         self.log = root / f"{self.name}.log"
 
@@ -187,6 +187,9 @@ class LocalInflux(_LocalServer):
             f'[meta]\n  dir = "{self.root}/meta"\n'
             f'[data]\n  dir = "{self.root}/data"\n  wal-dir = "{self.root}/wal"\n'
             '  query-log-enabled = false\n  index-version = "tsi1"\n'
+            # Snapshot and compact soon, so on-disk size is measurable in a short run.
+            '  cache-snapshot-write-cold-duration = "2s"\n'
+            '  compact-full-write-cold-duration = "5s"\n'
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             "  max-body-size = 0\n"

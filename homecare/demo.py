@@ -1,0 +1,300 @@
+"""The main job: simulated elders → Mosquitto → ingest → InfluxDB, and what arrived.
+
+With no broker or InfluxDB configured it starts its own (fresh data under
+``<state_dir>/demo`` each run, loopback ports, stopped on exit). Ingest runs as its
+own process, as in production; the simulator publishes an accelerated past window
+of ``hours`` (so no timestamp is in the future) and a misbehaving device sends a few
+bad messages, to show the dead-letter path. The summary counts back, per stream
+and per elder, what InfluxDB holds against what the broker acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from device_sim.fleet import Fleet, FleetStats
+from device_sim.homes import SimConfig, Simulation
+from homecare.contract import Stream, Topic
+from homecare.influx import InfluxClient
+from homecare.servers import LocalBroker, LocalInflux
+from homecare.settings import InfluxSettings, MqttSettings, Settings
+from ingest.receiver import mqtt_client
+
+MEASUREMENT = {
+    Stream.FRAME: ("wearable", "rate"),
+    Stream.READING: ("bed", "movement"),
+    Stream.EVENT: ("door", "seq"),
+    Stream.SOS: ("button", "seq"),
+    Stream.OK: ("button", "seq"),
+    Stream.STATUS: ("device_status", "battery"),
+}
+"""Where each stream is stored, and a field every point of it has (to count points)."""
+
+
+@dataclass
+class DemoResult:
+    published: FleetStats
+    stored: dict[str, int]
+    stored_per_elder: dict[str, int]
+    dead_letters: dict[str, int]
+    bad_sent: int
+    ingest: dict[str, object] = field(default_factory=dict)
+    bytes_on_disk: int | None = None
+    elders: int = 0
+    hours: float = 0.0
+    wall_s: float = 0.0
+
+    @property
+    def lost(self) -> int:
+        sent = sum(n for s, n in self.published.per_stream.items() if s in MEASUREMENT)
+        return sent - sum(self.stored.values())
+
+
+def bad_messages(site: str, elder: str, device: str, now: float) -> list[tuple[str, bytes]]:
+    """A misbehaving wearable: each message breaks the contract in its own way."""
+    topic = str(Topic.parse(f"homecare/v1/{site}/{elder}/wearable/{device}/frame"))
+    frame = {
+        "elder": elder,
+        "device": device,
+        "ts": now,
+        "rate": 25,
+        "accel": [[0.0, -1.0, 0.0]] * 25,
+    }
+    return [
+        (topic, b"{not json"),
+        (topic, json.dumps(frame | {"hr": 999}).encode()),
+        (topic, json.dumps(frame | {"ts": now + 86400}).encode()),
+        (topic, json.dumps(frame | {"elder": "someone-else"}).encode()),
+        (topic.replace("/frame", "/selfie"), json.dumps(frame).encode()),
+    ]
+
+
+@contextlib.contextmanager
+def servers(settings: Settings, root: Path) -> Iterator[Settings]:
+    """The configured servers, or fresh local ones for this run."""
+    with contextlib.ExitStack() as stack:
+        mqtt, influx = settings.mqtt, settings.influx
+        if not mqtt.url or not influx.url:
+            shutil.rmtree(root, ignore_errors=True)
+        if not mqtt.url:
+            broker = stack.enter_context(LocalBroker(root / "mosquitto"))
+            mqtt = MqttSettings(url=broker.url)
+        if not influx.url:
+            db = stack.enter_context(LocalInflux(root / "influxd"))
+            influx = InfluxSettings(url=db.url, database=settings.influx.database)
+        yield settings.model_copy(update={"mqtt": mqtt, "influx": influx})
+
+
+class IngestProcess:
+    """``homecare ingest`` as its own process, configured through the environment."""
+
+    def __init__(self, settings: Settings, log: Path) -> None:
+        env = dict(os.environ)
+        env.update(
+            {
+                "HOMECARE_MQTT__URL": settings.mqtt.url,
+                "HOMECARE_MQTT__CLIENT_ID": "homecare-demo-ingest",
+                "HOMECARE_INFLUX__URL": settings.influx.url,
+                "HOMECARE_INFLUX__DATABASE": settings.influx.database,
+                "HOMECARE_STATE_DIR": str(settings.state_dir),
+            }
+        )
+        self.log = log
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "homecare", "ingest"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=out,
+            )
+        deadline = time.monotonic() + 60
+        while b"subscribed" not in log.read_bytes():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ingest did not start; see {log}")
+            time.sleep(0.1)
+
+    def stop(self) -> dict[str, object]:
+        self.proc.send_signal(signal.SIGTERM)
+        out, _ = self.proc.communicate(timeout=60)
+        lines = out.decode().strip().splitlines()
+        return json.loads(lines[-1]) if lines else {}
+
+
+def _count(
+    db: InfluxClient, measurement: str, field_: str, where: str, group: str = ""
+) -> dict[str, int]:
+    by = f" GROUP BY {group}" if group else ""
+    out: dict[str, int] = {}
+    for series in db.query(f'SELECT count("{field_}") FROM "{measurement}" WHERE {where}{by}'):
+        key = (series.get("tags") or {}).get(group, "") if group else ""
+        out[key] = out.get(key, 0) + int(series["values"][0][1])
+    return out
+
+
+def stored_counts(
+    db: InfluxClient, site: str, t0: float, t1: float
+) -> tuple[dict[str, int], dict[str, int]]:
+    """Points stored for this site and window, per stream and per elder."""
+    where = f"site = '{site}' AND time >= {int(t0 * 1e9)} AND time < {int(t1 * 1e9)}"
+    per_stream: dict[str, int] = {}
+    per_elder: dict[str, int] = {}
+    for stream, (measurement, field_) in MEASUREMENT.items():
+        if stream is Stream.OK:
+            continue
+        if stream is Stream.SOS:
+            counts = _count(db, measurement, field_, where, "button")
+            per_stream[str(Stream.SOS)] = counts.get("sos", 0)
+            per_stream[str(Stream.OK)] = counts.get("ok", 0)
+        else:
+            per_stream[str(stream)] = sum(_count(db, measurement, field_, where).values())
+        for elder, n in _count(db, measurement, field_, where, "elder").items():
+            per_elder[elder] = per_elder.get(elder, 0) + n
+    return per_stream, per_elder
+
+
+async def _publish(sim: Simulation, url: str, end: float, progress: Progress) -> FleetStats:
+    total = int(end - sim.clock)
+    task = progress.add_task("simulating", total=total)
+    async with Fleet(sim, url) as fleet:
+        while sim.clock < end - 1e-9:
+            await fleet.run(until=min(sim.clock + 300.0, end), speed=None)
+            progress.update(task, completed=total - int(end - sim.clock))
+        await fleet.drain(60)
+    return fleet.stats
+
+
+def publish_bad(settings: MqttSettings, messages: list[tuple[str, bytes]]) -> int:
+    """Publish as a misbehaving device would (QoS 1), waiting for the broker's PUBACKs."""
+    client = mqtt_client(settings, "homecare-demo-faulty-device")
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    try:
+        infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
+        for info in infos:
+            info.wait_for_publish(10)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return len(infos)
+
+
+def run_demo(
+    settings: Settings, *, elders: int, hours: float, seed: int, console: Console
+) -> DemoResult:
+    root = settings.state_dir / "demo"
+    started = time.perf_counter()
+    with servers(settings, root) as live:
+        end = math.floor(time.time())
+        start = end - hours * 3600.0
+        sim = Simulation(SimConfig(elders=elders, seed=seed, site=live.site, start=start))
+        ingest = IngestProcess(live, root / "ingest.log")
+        try:
+            first = sim.elders[0]
+            bad = bad_messages(live.site, first.elder, first.wearable.device, end - 60)
+            with Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("simulated s"),
+                TimeElapsedColumn(),
+                console=console,
+            ) as progress:
+                published = asyncio.run(_publish(sim, live.mqtt.url, end, progress))
+            publish_bad(live.mqtt, bad)
+            expected = sum(n for s, n in published.per_stream.items() if s in MEASUREMENT)
+            with InfluxClient(live.influx) as db:
+                deadline = time.monotonic() + 120
+                while True:
+                    stored, per_elder = stored_counts(db, live.site, start, end + 1)
+                    if sum(stored.values()) >= expected or time.monotonic() > deadline:
+                        break
+                    time.sleep(0.5)
+                dead = dict(
+                    _count(
+                        db, "dead_letter", "size", f"time >= {int(start * 1e9)}", "reason"
+                    ).items()
+                )
+        finally:
+            ingest_stats = ingest.stop()
+            disk = _compacted_size(root / "influxd" / "data") if not settings.influx.url else None
+    return DemoResult(
+        published,
+        stored,
+        per_elder,
+        dead,
+        len(bad),
+        ingest_stats,
+        disk,
+        elders,
+        hours,
+        time.perf_counter() - started,
+    )
+
+
+def _compacted_size(data: Path) -> int:
+    """Bytes of TSM files once influxd has snapshotted its cache and compacted (or 20 s)."""
+    deadline = time.monotonic() + 20
+    size = -1
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = sum(p.stat().st_size for p in data.rglob("*.tsm"))
+        if now == size:
+            break
+        size = now
+    return size
+
+
+def print_summary(result: DemoResult, console: Console) -> None:
+    pub = result.published
+    table = Table(title="messages per stream")
+    table.add_column("stream")
+    table.add_column("published (acked)", justify="right")
+    table.add_column("stored", justify="right")
+    for stream in Stream:
+        sent = pub.per_stream.get(stream, 0)
+        if sent or stream in MEASUREMENT:
+            stored = result.stored.get(
+                str(stream), "retained state" if stream is Stream.AVAILABILITY else 0
+            )
+            table.add_row(str(stream), str(sent), str(stored))
+    console.print(table)
+    elders = Table(title="per elder")
+    elders.add_column("elder")
+    elders.add_column("published", justify="right")
+    elders.add_column("stored", justify="right")
+    for elder, sent in sorted(pub.per_elder.items()):
+        elders.add_row(elder, str(sent), str(result.stored_per_elder.get(elder, 0)))
+    console.print(elders)
+    dead = ", ".join(f"{k}: {v}" for k, v in sorted(result.dead_letters.items())) or "none"
+    console.print(
+        f"dead-lettered: {sum(result.dead_letters.values())} of {result.bad_sent} "
+        f"bad messages sent ({dead})"
+    )
+    console.print(
+        f"lost: {result.lost}  ·  {pub.acked} messages in {result.wall_s:.0f} s "
+        f"({pub.acked / max(result.wall_s, 1e-9):.0f}/s end to end) for "
+        f"{result.elders} elders × {result.hours:g} h"
+    )
+    if result.bytes_on_disk is not None:
+        per_day = result.bytes_on_disk / max(result.elders, 1) / (result.hours / 24)
+        console.print(
+            f"InfluxDB on disk (compacted TSM): {result.bytes_on_disk / 1e6:.2f} MB, "
+            f"≈ {per_day / 1e6:.2f} MB per elder-day"
+        )
