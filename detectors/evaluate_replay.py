@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, recall_score
+from sklearn.metrics import confusion_matrix, recall_score  # type: ignore[import-untyped]
 
 from detectors.base import Floats
 from detectors.fall import FallSettings
@@ -75,9 +75,7 @@ def resample_trace(xyz: Floats, rate: float, to: float) -> Floats:
     t_out = np.arange(int(n / rate * to)) / to
     if to >= rate:
         t_in = np.arange(n) / rate
-        return np.stack([np.interp(t_out, t_in, xyz[:, k]) for k in range(3)], 1).astype(
-            np.float32
-        )
+        return np.stack([np.interp(t_out, t_in, xyz[:, k]) for k in range(3)], 1).astype(np.float32)
     # integral of the sample-and-hold signal, averaged over [t - h, t + h]
     edges = np.arange(n + 1) / rate
     cum = np.vstack([np.zeros(3), np.cumsum(xyz, axis=0, dtype=np.float64) / rate])
@@ -147,7 +145,7 @@ def evaluate(
         per_code[lab.code][1] += pred != lab.fall
         per_subject[lab.subject][0].append(lab.fall)
         per_subject[lab.subject][1].append(pred)
-    codes = [
+    codes: list[dict[str, Any]] = [
         {
             "code": code,
             "label": "fall" if any(lab.fall for lab in kept if lab.code == code) else "adl",

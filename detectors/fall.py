@@ -70,30 +70,55 @@ class FallSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True)
 
-    rate_hz: float = Field(50.0, gt=0, description="Working rate every input is resampled to.")
-    impact_g: float = Field(1.4, gt=1, description="Impact: 0.2 s mean magnitude at least this.")
-    impact_window_s: float = Field(0.2, gt=0, description="Averaging window of the impact.")
-    impact_lookback_s: float = Field(
-        2.0, gt=0, description="The impact is the largest within this time before the last one."
+    rate_hz: float = Field(
+        default=50.0, gt=0, description="Working rate every input is resampled to."
     )
-    freefall_g: float = Field(0.9, gt=0, description="Free-fall dip: 0.1 s mean at most this.")
-    freefall_window_s: float = Field(1.0, gt=0, description="Time before impact for the dip.")
-    drop_g: float = Field(0.2, ge=0, description="Below this the device is in free flight.")
-    drop_s: float = Field(0.2, gt=0, description="Free flight this long: a dropped device.")
-    pre_gap_s: float = Field(1.0, ge=0, description="Posture before ends this long pre-impact.")
-    pre_window_s: float = Field(2.0, gt=0, description="Length of the posture-before window.")
-    posture_deg: float = Field(45.0, gt=0, le=180, description="Posture change at least this.")
-    settle_s: float = Field(1.0, ge=0, description="Stillness window starts this after impact.")
-    still_window_s: float = Field(10.0, gt=0, description="Length of the stillness window.")
-    still_g: float = Field(0.1, gt=0, description="Activity (g) at most this counts as still.")
-    still_fraction: float = Field(0.7, gt=0, le=1, description="Share of still samples needed.")
-    offbody_g: float = Field(0.004, ge=0, description="Mean activity below this: not worn.")
-    max_gap_s: float = Field(1.0, gt=0, description="A longer gap between frames clears history.")
+    impact_g: float = Field(
+        default=1.4, gt=1, description="Impact: 0.2 s mean magnitude at least this."
+    )
+    impact_window_s: float = Field(default=0.2, gt=0, description="Averaging window of the impact.")
+    impact_lookback_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="The impact is the largest within this time before the last one.",
+    )
+    freefall_g: float = Field(
+        default=0.9, gt=0, description="Free-fall dip: 0.1 s mean at most this."
+    )
+    freefall_window_s: float = Field(
+        default=1.0, gt=0, description="Time before impact for the dip."
+    )
+    drop_g: float = Field(default=0.2, ge=0, description="Below this the device is in free flight.")
+    drop_s: float = Field(default=0.2, gt=0, description="Free flight this long: a dropped device.")
+    pre_gap_s: float = Field(
+        default=1.0, ge=0, description="Posture before ends this long pre-impact."
+    )
+    pre_window_s: float = Field(
+        default=2.0, gt=0, description="Length of the posture-before window."
+    )
+    posture_deg: float = Field(
+        default=45.0, gt=0, le=180, description="Posture change at least this."
+    )
+    settle_s: float = Field(
+        default=1.0, ge=0, description="Stillness window starts this after impact."
+    )
+    still_window_s: float = Field(default=10.0, gt=0, description="Length of the stillness window.")
+    still_g: float = Field(
+        default=0.1, gt=0, description="Activity (g) at most this counts as still."
+    )
+    still_fraction: float = Field(
+        default=0.7, gt=0, le=1, description="Share of still samples needed."
+    )
+    offbody_g: float = Field(default=0.004, ge=0, description="Mean activity below this: not worn.")
+    max_gap_s: float = Field(
+        default=1.0, gt=0, description="A longer gap between frames clears history."
+    )
 
     @property
     def history_s(self) -> float:
         """Seconds of samples kept per row: enough for the posture before any impact."""
-        return self.impact_lookback_s + self.pre_gap_s + self.pre_window_s + self.impact_window_s
+        stages = self.impact_lookback_s + self.pre_gap_s + self.pre_window_s
+        return stages + self.impact_window_s + self.settle_s + 1.0
 
     @property
     def max_delay_s(self) -> float:
@@ -101,7 +126,9 @@ class FallSettings(BaseModel):
         return self.impact_lookback_s + self.settle_s + self.still_window_s
 
 
-def confirms(evidence: dict[str, npt.NDArray[np.float64]], s: FallSettings) -> npt.NDArray[np.bool_]:
+def confirms(
+    evidence: dict[str, npt.NDArray[np.float64]], s: FallSettings
+) -> npt.NDArray[np.bool_]:
     """Decide from the stage scores (arrays, one entry per candidate) which are falls."""
     return (
         (evidence["peak_g"] >= s.impact_g)
@@ -171,8 +198,13 @@ class FallDetector:
         self.filled = np.zeros(0, np.int64)  # valid samples in the ring
         self.last_end = np.full(0, -np.inf)  # end time of the row's last frame
         self.prev = np.zeros((0, 3), np.float32)  # last input sample, for interpolation
+        self.tail2 = np.ones((0, self.k_impact - 1), np.float32)  # last |a|² for the impact
+        self._sq = np.empty((0, 0, 3), np.float32)  # scratch, reused between batches
+        self._mag2 = np.empty((0, 0), np.float32)
         # the pending candidate: impact time, stillness window and the stage scores so far
         self.pending = np.zeros(0, bool)
+        self.unscored = np.zeros(0, bool)  # pending, stages not yet scored
+        self.last_impact = np.zeros(0)
         self.impact_t = np.zeros(0)
         self.win_start = np.zeros(0)
         self.win_end = np.zeros(0)
@@ -186,7 +218,8 @@ class FallDetector:
         self.acc_act = np.zeros(0)
 
     _ROW_ARRAYS: ClassVar[tuple[str, ...]] = (
-        "ring", "pos", "filled", "last_end", "prev", "pending", "impact_t", "win_start",
+        "ring", "pos", "filled", "last_end", "prev", "tail2", "pending", "unscored", "last_impact",
+        "impact_t", "win_start",
         "win_end", "peak_g", "freefall_g", "flight_s", "pre_vec", "acc_n", "acc_vec",
         "acc_still", "acc_act",
     )  # fmt: skip
@@ -195,7 +228,7 @@ class FallDetector:
         if rows <= len(self.pending):
             return
         for name in self._ROW_ARRAYS:
-            fill = -np.inf if name == "last_end" else 0
+            fill = {"last_end": -np.inf, "tail2": 1.0}.get(name, 0)
             setattr(self, name, grow(getattr(self, name), rows, fill))
 
     def state_bytes(self) -> int:
@@ -222,7 +255,9 @@ class FallDetector:
         found.sort(key=lambda d: (d.ts, d.row))
         return found
 
-    def _wave(self, rows: Rows, ts: npt.NDArray[np.float64], accel: Floats, rate: float) -> list[Detection]:
+    def _wave(
+        self, rows: Rows, ts: npt.NDArray[np.float64], accel: Floats, rate: float
+    ) -> list[Detection]:
         s = self.settings
         n_in = accel.shape[1]
         gap = ts - self.last_end[rows] > s.max_gap_s
@@ -237,77 +272,103 @@ class FallDetector:
         if frames.dtype != np.float32:
             frames = frames.astype(np.float32)
 
-        # the cheap gate: any raw sample at or above the impact level, or awaiting stillness
-        mag2 = np.einsum("fnk,fnk->fn", frames, frames)
-        hit = mag2.max(axis=1) >= s.impact_g**2
-        sel = np.flatnonzero(hit)
+        # the cheap gate: a raw sample at the impact level; then the exact impact test
+        if self._sq.shape != frames.shape:
+            self._sq = np.empty_like(frames)
+            self._mag2 = np.empty(frames.shape[:2], np.float32)
+        sq = np.multiply(frames, frames, out=self._sq)
+        mag2 = np.add(sq[..., 0], sq[..., 1], out=self._mag2)
+        mag2 += sq[..., 2]
+        sel = np.flatnonzero(mag2.max(axis=1) >= s.impact_g**2)
         if len(sel):
-            self._impacts(rows[sel], t0[sel], frames[sel])
+            self._impacts(rows[sel], t0[sel], mag2[sel])
+        # score the fall stages once the stillness window of an impact begins
+        sel = np.flatnonzero(self.unscored[rows])
+        if len(sel):
+            sel = sel[t0[sel] + n / self.rate > self.win_start[rows[sel]]]
+        if len(sel):
+            self._score(rows[sel], t0[sel], frames[sel])
         found: list[Detection] = []
         sel = np.flatnonzero(self.pending[rows])
         if len(sel):
             found = self._stillness(rows[sel], t0[sel], frames[sel], mag2[sel])
         self._remember(rows, frames)
+        k = self.k_impact - 1
+        if n >= k:
+            self.tail2[rows] = mag2[:, n - k :]
+        elif k:
+            self.tail2[rows] = np.concatenate([self.tail2[rows, n:], mag2], axis=1)
         return found
 
-    def _history(self, rows: Rows, frames: Floats) -> Floats:
-        """History (oldest first, edge-padded where not yet filled) followed by the frames."""
+    def _history(self, rows: Rows, frames: Floats, keep: int | None = None) -> Floats:
+        """The last ``keep`` history samples (oldest first; edge-padded where not yet filled)
+        followed by the frames."""
         h = self.hist_len
+        keep = h if keep is None else keep
         start = h - self.filled[rows]
-        idx = (self.pos[rows, None] + np.maximum(np.arange(h), start[:, None])) % h
+        idx = (self.pos[rows, None] + np.maximum(np.arange(h - keep, h), start[:, None])) % h
         hist = self.ring[rows[:, None], idx]
         x = np.concatenate([hist, frames], axis=1)
         empty = self.filled[rows] == 0
         if empty.any():
-            x[empty, :h] = frames[empty, :1]
+            x[empty, :keep] = frames[empty, :1]
         return x
 
-    def _impacts(self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats) -> None:
-        """Score the impact stages for rows whose raw magnitude reached the impact level."""
+    def _impacts(self, rows: Rows, t0: npt.NDArray[np.float64], mag2: Floats) -> None:
+        """Find impacts: the mean magnitude over the impact window reaches impact_g.
+
+        An impact (re)starts the row's candidate: its stillness window begins ``settle_s``
+        after the last impact; the stages are scored when that window begins.
+        """
         s = self.settings
-        h, r = self.hist_len, self.rate
+        k = self.k_impact
+        tail2 = self.tail2[rows]
+        tail2[self.filled[rows] < k - 1] = 1.0
+        mag = np.sqrt(np.concatenate([tail2, mag2], axis=1))
+        c = np.cumsum(mag, axis=1)
+        window = c[:, k - 1 :] - np.concatenate([np.zeros((len(rows), 1), c.dtype), c[:, :-k]], 1)
+        crossed = window >= k * s.impact_g
+        hit = crossed.any(axis=1)
+        if not hit.any():
+            return
+        rows, t0, crossed = rows[hit], t0[hit], crossed[hit]
+        last = crossed.shape[1] - 1 - np.argmax(crossed[:, ::-1], axis=1)  # sample in frame
+        self.last_impact[rows] = t0 + last / self.rate
+        self.win_start[rows] = self.last_impact[rows] + s.settle_s
+        self.win_end[rows] = self.win_start[rows] + s.still_window_s
+        self.pending[rows] = True
+        self.unscored[rows] = True
+        for name in ("acc_n", "acc_vec", "acc_still", "acc_act"):
+            getattr(self, name)[rows] = 0
+
+    def _score(self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats) -> None:
+        """Score impact, free-fall dip, free flight and posture before, from the history."""
+        s = self.settings
+        r = self.rate
         x = self._history(rows, frames)
+        t_of = t0 - self.hist_len / r  # time of sample 0 of x
+        last = np.round((self.last_impact[rows] - t_of) * r).astype(np.int64)
         mag = np.sqrt(np.einsum("fnk,fnk->fn", x, x))
         smooth = _box(mag, self.k_impact)
-        crossed = smooth[:, h:] >= s.impact_g
-        keep = crossed.any(axis=1)
-        if not keep.any():
-            return
-        rows, t0, x, mag, smooth = rows[keep], t0[keep], x[keep], mag[keep], smooth[keep]
-        crossed = crossed[keep]
-        ar = np.arange(len(rows))[:, None]
-        n = frames.shape[1]
-        last = h + n - 1 - np.argmax(crossed[:, ::-1], axis=1)  # last crossing sample
+        ar = np.arange(len(rows))
         back = round(s.impact_lookback_s * r)
-        look = last[:, None] + np.arange(-back, 1)
-        peak_at = look[ar[:, 0], np.argmax(smooth[ar, look], axis=1)]
-        impact = peak_at - self.k_impact // 2  # centre of the averaging window
+        look = np.clip(last[:, None] + np.arange(-back, 1), 0, x.shape[1] - 1)
+        peak_at = look[ar, np.argmax(smooth[ar[:, None], look], axis=1)]
+        impact = np.clip(peak_at - self.k_impact // 2, 0, None)  # centre of the window
         # free-fall dip and free flight in the second before the impact
         ff = _box(mag, self.k_freefall)
-        dip = impact[:, None] + np.arange(-round(s.freefall_window_s * r), 1)
-        dip = np.clip(dip, 0, None)
-        freefall = ff[ar, dip].min(axis=1)
-        flight = (mag[ar, dip] < s.drop_g).sum(axis=1) / r
+        dip = np.clip(impact[:, None] + np.arange(-round(s.freefall_window_s * r), 1), 0, None)
         # posture before: mean direction in the pre-window
         cs = np.cumsum(x, axis=1, dtype=np.float64)
         hi = np.clip(impact - round(s.pre_gap_s * r), 1, None)
         lo = np.clip(hi - round(s.pre_window_s * r), 0, None)
-        pre = (cs[ar[:, 0], hi - 1] - np.where(lo[:, None] > 0, cs[ar[:, 0], lo - 1], 0)) / (
-            (hi - lo)[:, None]
-        )
-        t_of = t0 - h / r  # time of sample 0 of x
-        self.pending[rows] = True
+        below = np.where((lo > 0)[:, None], cs[ar, np.maximum(lo - 1, 0)], 0)
+        self.pre_vec[rows] = (cs[ar, hi - 1] - below) / (hi - lo)[:, None]
         self.impact_t[rows] = t_of + impact / r
-        self.win_start[rows] = t_of + last / r + s.settle_s
-        self.win_end[rows] = self.win_start[rows] + s.still_window_s
-        self.peak_g[rows] = smooth[ar[:, 0], peak_at]
-        self.freefall_g[rows] = freefall
-        self.flight_s[rows] = flight
-        self.pre_vec[rows] = pre
-        self.acc_n[rows] = 0
-        self.acc_vec[rows] = 0
-        self.acc_still[rows] = 0
-        self.acc_act[rows] = 0
+        self.peak_g[rows] = smooth[ar, peak_at]
+        self.freefall_g[rows] = ff[ar[:, None], dip].min(axis=1)
+        self.flight_s[rows] = (mag[ar[:, None], dip] < s.drop_g).sum(axis=1) / r
+        self.unscored[rows] = False
 
     def _stillness(
         self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats, mag2: Floats
@@ -363,10 +424,15 @@ class FallDetector:
         else:
             pos = self.pos[rows]
             for p in np.unique(pos):  # rows share a few write positions; copy blocks
-                sel = np.flatnonzero(pos == p)
+                which = np.flatnonzero(pos == p)
+                sel: npt.NDArray[np.intp] | slice = which
+                r: Rows | slice = rows[which]
+                contiguous = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
+                if len(which) == len(rows) and contiguous:  # the usual case: a block copy
+                    r, sel = slice(int(rows[0]), int(rows[-1]) + 1), slice(None)
                 first = min(n, h - int(p))
-                self.ring[rows[sel], p : p + first] = frames[sel, :first]
+                self.ring[r, p : p + first] = frames[sel, :first]
                 if first < n:
-                    self.ring[rows[sel], : n - first] = frames[sel, first:]
+                    self.ring[r, : n - first] = frames[sel, first:]
             self.pos[rows] = (pos + n) % h
         self.filled[rows] = np.minimum(self.filled[rows] + n, h)

@@ -162,7 +162,9 @@ def replay(
             for d in detector.update(batch):
                 i = members[by_len[d.row]]
                 t = round(max(d.ts, 0.0), 3)
-                events.append((i, t, {"file": traces[i].name, "kind": d.kind, "t": t, **d.evidence}))
+                events.append(
+                    (i, t, {"file": traces[i].name, "kind": d.kind, "t": t, **d.evidence})
+                )
     events.sort(key=lambda e: (e[0], e[1]))
     return [e[2] for e in events]
 
@@ -185,4 +187,3 @@ def replay_files(
         except TraceError as exc:
             errors.append(exc)
     return replay(traces, settings=settings, hold_end_s=hold_end_s, seed=seed), errors
-

@@ -1,0 +1,1 @@
+"""Benchmarks: throughput and latency measured against the real servers (``homecare bench``)."""

@@ -1,0 +1,384 @@
+"""Labelled synthetic accelerometer traces (g) of falls and the movements that look like them.
+
+Each generator builds a trace at 500 Hz from a few physical parts, then averages it down
+to the requested rate, as a device's own filter would:
+
+- the *up* direction in the body frame (standing: along the trunk; lying: across it),
+  turned smoothly through each change of posture;
+- vertical acceleration along it: gait (steps at 1.8–2 Hz), free-fall dips towards
+  0.2–0.6 g for a few hundred ms, impacts of 2–8 g lasting 0.1–0.25 s for a body (fall
+  biomechanics: Bourke et al. 2007, Kangas et al. 2008), 1.5–3 g for sitting down hard,
+  stumbling or stairs; true free flight (≈0 g) and millisecond spikes for a device;
+- micro-motion (a body breathing and trembling, ~5–10 mg) or sensor noise alone (~1.5 mg,
+  a device lying on a table).
+
+Elders and events vary through the ``np.random.Generator`` passed in. ``orientation``
+turns the whole trace: ``None`` keeps the body frame (z along the trunk), ``"random"`` a
+uniformly random rotation, or a 3×3 matrix. ``info`` says what happened: ``label``
+(``fall``, ``adl`` or ``device``), ``expect_fall`` (what an impact-and-posture detector
+should say), ``impact_t`` (seconds, or ``None``) and the drawn parameters.
+
+>>> t, xyz, info = motion("sit_hard", np.random.default_rng(1), rate=50)
+>>> xyz.shape[1], info["label"], info["expect_fall"], round(float(t[1] - t[0]), 3)
+(3, 'adl', False, 0.02)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["MOTIONS", "motion", "random_rotation"]
+
+FS = 500.0
+"""Internal rate (Hz) before averaging down to the device rate."""
+
+Array = npt.NDArray[np.float64]
+Info = dict[str, Any]
+UP = np.array([0.0, 0.0, 1.0])
+
+
+def random_rotation(rng: np.random.Generator) -> Array:
+    """A uniformly random rotation matrix (random unit quaternion)."""
+    w, x, y, z = (q := rng.standard_normal(4)) / np.linalg.norm(q)
+    return np.array(
+        [
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ]
+    )
+
+
+def _tilt(deg: float, azimuth: float) -> Array:
+    """The up direction tilted ``deg`` from the trunk axis towards ``azimuth`` (radians)."""
+    a = np.radians(deg)
+    return np.array([np.sin(a) * np.cos(azimuth), np.sin(a) * np.sin(azimuth), np.cos(a)])
+
+
+class _Timeline:
+    """A trace under construction at :data:`FS`: up direction, vertical and extra terms."""
+
+    def __init__(self, seconds: float, rng: np.random.Generator) -> None:
+        self.rng = rng
+        self.t = np.arange(round(seconds * FS)) / FS
+        self.up = np.tile(UP, (len(self.t), 1))
+        self.vert = np.zeros(len(self.t))
+        self.extra = np.zeros((len(self.t), 3))
+        self.micro = np.full(len(self.t), 0.006)  # body micro-motion, g per axis
+        self.free = np.zeros(len(self.t), bool)  # device in free flight: reads 0 g
+
+    def _span(self, t0: float, t1: float | None = None) -> slice:
+        i0 = int(np.clip(round(t0 * FS), 0, len(self.t)))
+        i1 = len(self.t) if t1 is None else int(np.clip(round(t1 * FS), 0, len(self.t)))
+        return slice(i0, i1)
+
+    def posture(self, t0: float, t1: float, to: Array) -> None:
+        """Turn the up direction from its value at ``t0`` to ``to`` by ``t1``, then hold."""
+        i0 = int(np.clip(round(t0 * FS), 0, len(self.t) - 1))
+        start = self.up[i0].copy()
+        target = to / np.linalg.norm(to)
+        span = self._span(t0, t1)
+        x = np.clip((self.t[span] - t0) / max(t1 - t0, 1e-3), 0, 1)
+        s = x * x * (3 - 2 * x)  # smoothstep
+        omega = np.arccos(np.clip(start @ target, -1, 1))
+        if omega < 1e-6:
+            path = np.tile(target, (len(s), 1))
+        elif abs(omega - np.pi) < 1e-3:
+            mid = np.cross(start, [1.0, 0.0, 0.0] if abs(start[0]) < 0.9 else [0.0, 1.0, 0.0])
+            mid /= np.linalg.norm(mid)
+            path = np.where(s[:, None] < 0.5, start + (mid - start) * 2 * s[:, None],
+                            mid + (target - mid) * (2 * s[:, None] - 1))  # fmt: skip
+        else:
+            path = np.sin((1 - s) * omega)[:, None] * start + np.sin(s * omega)[:, None] * target
+            path /= np.sin(omega)
+        self.up[span] = path / np.linalg.norm(path, axis=1, keepdims=True)
+        self.up[self._span(t1)] = target
+
+    def pulse(self, t0: float, width: float, amp: float) -> None:
+        """A half-sine of ``amp`` g (negative for a dip) on the vertical, from ``t0``."""
+        span = self._span(t0, t0 + width)
+        self.vert[span] += amp * np.sin(np.pi * (self.t[span] - t0) / width)
+
+    def walk(self, t0: float, t1: float, step_hz: float, strike_g: float, sway_g: float) -> None:
+        """Gait: a heel strike per step, a smooth vertical bounce, sideways sway."""
+        span = self._span(t0, t1)
+        tt = self.t[span] - t0
+        phase = 2 * np.pi * step_hz * tt
+        self.vert[span] += sway_g * np.sin(phase)
+        self.extra[span, 0] += 0.6 * sway_g * np.sin(phase + 1.0)
+        self.extra[span, 1] += 0.4 * sway_g * np.sin(phase / 2)
+        for k in np.arange(t0, t1, 1 / step_hz):
+            self.pulse(float(k), float(self.rng.uniform(0.08, 0.13)),
+                       strike_g * float(self.rng.uniform(0.8, 1.2)))  # fmt: skip
+
+    def still(self, t0: float, level_g: float) -> None:
+        """From ``t0`` on, micro-motion of ``level_g`` per axis (sensor noise if tiny)."""
+        self.micro[self._span(t0)] = level_g
+
+    def render(self, rate: float, orientation: Array) -> tuple[Array, npt.NDArray[np.float32]]:
+        n = len(self.t)
+        tremor = self.rng.standard_normal((n, 3))
+        k = 25  # 50 ms smoothing: body micro-motion is low-frequency, sensor noise is added raw
+        kern = np.ones(k) / k
+        tremor = np.stack([np.convolve(tremor[:, j], kern, "same") for j in range(3)], 1)
+        tremor *= np.sqrt(k) * self.micro[:, None]
+        f = self.up * (1.0 + self.vert)[:, None] + self.extra + tremor
+        f[self.free] = 0.0
+        f += 0.0015 * self.rng.standard_normal((n, 3))  # sensor noise, present always
+        f = f @ orientation.T
+        return _to_rate(f, rate)
+
+
+def _to_rate(f: Array, rate: float) -> tuple[Array, npt.NDArray[np.float32]]:
+    """Average the 500 Hz signal over each output sample's period (a device's filter)."""
+    n = len(f)
+    edges = np.arange(n + 1) / FS
+    cum = np.vstack([np.zeros(3), np.cumsum(f, axis=0) / FS])
+    t = np.arange(int(n / FS * rate)) / rate
+    hi = np.minimum(t + 1 / rate, edges[-1])
+    out = [(np.interp(hi, edges, cum[:, j]) - np.interp(t, edges, cum[:, j])) / (hi - t)
+           for j in range(3)]  # fmt: skip
+    return t, np.stack(out, 1).astype(np.float32)
+
+
+# --- the motions ------------------------------------------------------------------------
+
+
+def _lying(rng: np.random.Generator, side: str) -> Array:
+    base = {"front": [-1.0, 0, 0], "back": [1.0, 0, 0], "side": [0, rng.choice([-1.0, 1.0]), 0]}
+    v = np.asarray(base[side]) + rng.normal(0, 0.15, 3) + [0, 0, rng.uniform(-0.2, 0.2)]
+    return v / np.linalg.norm(v)
+
+
+def _fall(rng: np.random.Generator, side: str, start: str = "walk") -> tuple[_Timeline, Info]:
+    pre = rng.uniform(5, 8)
+    tl = _Timeline(pre + 30, rng)
+    step = rng.uniform(1.8, 2.0)
+    if start == "walk":
+        tl.walk(0, pre, step, rng.uniform(0.3, 0.5), rng.uniform(0.15, 0.25))
+    dip_s, dip_g = rng.uniform(0.3, 0.5), rng.uniform(0.2, 0.6)
+    tl.pulse(pre, dip_s, dip_g - 1.0)  # towards free fall
+    impact = pre + dip_s
+    tl.posture(pre - 0.2, impact + 0.1, _lying(rng, side))
+    peak, width = rng.uniform(2.5, 7.0), rng.uniform(0.12, 0.25)
+    tl.pulse(impact - width / 2, width, peak - 1.0)
+    tl.pulse(impact + width / 2 + 0.05, rng.uniform(0.1, 0.2), rng.uniform(0.2, 0.8))  # rebound
+    tl.still(impact + 1.0, rng.uniform(0.004, 0.012))
+    return tl, {"label": "fall", "expect_fall": True, "impact_t": impact, "peak_g": peak,
+                "freefall_g": dip_g}  # fmt: skip
+
+
+def _fall_forward(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _fall(rng, "front")
+
+
+def _fall_backward(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _fall(rng, "back", start=str(rng.choice(["walk", "stand"])))
+
+
+def _fall_sideways(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _fall(rng, "side")
+
+
+def _fall_out_of_bed(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Lying in bed on the back, rolling over the edge, landing on side or front."""
+    pre = rng.uniform(5, 8)
+    tl = _Timeline(pre + 30, rng)
+    bed = _lying(rng, "back")
+    tl.posture(0, 0.01, bed)
+    tl.still(0, rng.uniform(0.004, 0.01))
+    dip_s, dip_g = rng.uniform(0.25, 0.35), rng.uniform(0.2, 0.5)
+    tl.pulse(pre, dip_s, dip_g - 1.0)
+    impact = pre + dip_s
+    tl.posture(pre - 0.4, impact + 0.1, _lying(rng, str(rng.choice(["side", "front"]))))
+    peak, width = rng.uniform(2.5, 5.0), rng.uniform(0.12, 0.2)
+    tl.pulse(impact - width / 2, width, peak - 1.0)
+    tl.still(impact + 1.0, rng.uniform(0.004, 0.012))
+    return tl, {"label": "fall", "expect_fall": True, "impact_t": impact, "peak_g": peak}
+
+
+def _slow_collapse(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Sliding down a wall or chair to the floor over seconds: no free fall, no impact.
+
+    An impact-based detector does not see it; the long-lie (inactivity) detector must.
+    """
+    pre = rng.uniform(5, 8)
+    tl = _Timeline(pre + 30, rng)
+    tl.posture(pre, pre + rng.uniform(3, 6), _lying(rng, "side"))
+    tl.pulse(pre, 3.0, -0.1)
+    tl.still(pre + 7, rng.uniform(0.004, 0.012))
+    return tl, {"label": "fall", "expect_fall": False, "impact_t": None}
+
+
+def _stumble(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """A trip caught by a quick step: dip and a hard step, walking on upright."""
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 25, rng)
+    step = rng.uniform(1.8, 2.0)
+    tl.walk(0, t0, step, rng.uniform(0.3, 0.5), rng.uniform(0.15, 0.25))
+    tl.posture(t0, t0 + 0.3, _tilt(rng.uniform(15, 35), rng.uniform(0, 2 * np.pi)))
+    tl.pulse(t0, rng.uniform(0.15, 0.3), rng.uniform(0.4, 0.6) - 1.0)
+    tl.pulse(t0 + 0.3, rng.uniform(0.08, 0.15), rng.uniform(1.0, 2.5))
+    tl.posture(t0 + 0.4, t0 + 1.0, UP)
+    tl.walk(t0 + 1.0, t0 + rng.uniform(5, 10), step, rng.uniform(0.3, 0.5), 0.2)
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": t0 + 0.3}
+
+
+def _sit(
+    rng: np.random.Generator, peak: tuple[float, float], lean: float
+) -> tuple[_Timeline, Info]:
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 30, rng)
+    tl.walk(0, t0 - 1.5, rng.uniform(1.8, 2.0), 0.35, 0.2)
+    dip_s = rng.uniform(0.25, 0.4)
+    tl.pulse(t0, dip_s, rng.uniform(0.4, 0.7) - 1.0)
+    tl.posture(t0 - 0.2, t0 + dip_s + 0.3, _tilt(rng.uniform(10, lean), rng.uniform(0, 2 * np.pi)))
+    tl.pulse(t0 + dip_s - 0.05, rng.uniform(0.08, 0.15), rng.uniform(*peak) - 1.0)
+    tl.still(t0 + 1.5, rng.uniform(0.004, 0.012))
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": t0 + dip_s}
+
+
+def _sit_hard_chair(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _sit(rng, (1.8, 3.0), 35)
+
+
+def _sit_hard_bed(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _sit(rng, (1.5, 2.5), 30)
+
+
+def _collapse_into_chair(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Trying to stand up, failing and dropping back into the chair, slumped."""
+    tl, info = _sit(rng, (2.0, 3.5), 40)
+    return tl, info
+
+
+def _lie_down(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Sitting on the bed's edge, then lying down to sleep over a few seconds."""
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 30, rng)
+    tl.posture(0, 0.01, _tilt(rng.uniform(10, 25), rng.uniform(0, 2 * np.pi)))
+    dur = rng.uniform(2, 4)
+    tl.posture(t0, t0 + dur, _lying(rng, str(rng.choice(["back", "side"]))))
+    tl.pulse(t0 + dur - 0.2, 0.3, rng.uniform(0.1, 0.3))  # settling on the mattress
+    tl.still(t0 + dur + 0.5, rng.uniform(0.004, 0.01))
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": None}
+
+
+def _bend(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Bending to pick something up and straightening again."""
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 25, rng)
+    down = rng.uniform(1.0, 2.0)
+    tl.posture(t0, t0 + down, _tilt(rng.uniform(50, 90), rng.uniform(-0.5, 0.5)))
+    tl.pulse(t0, down, -0.15)
+    hold = rng.uniform(1, 3)
+    tl.posture(t0 + down + hold, t0 + 2 * down + hold, UP)
+    tl.pulse(t0 + down + hold, down, 0.2)
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": None}
+
+
+def _stairs_down(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    tl = _Timeline(35, rng)
+    tl.walk(1, rng.uniform(20, 30), rng.uniform(1.7, 2.0), rng.uniform(0.8, 1.6), 0.3)
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": None}
+
+
+def _walk(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    tl = _Timeline(35, rng)
+    tl.walk(1, rng.uniform(20, 34), rng.uniform(1.8, 2.0), rng.uniform(0.3, 0.5),
+            rng.uniform(0.15, 0.25))  # fmt: skip
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": None}
+
+
+def _jump(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """A gentle jump to reach something high: crouch, push off, flight, landing, stand."""
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 25, rng)
+    tl.pulse(t0, 0.3, -0.4)
+    tl.pulse(t0 + 0.3, 0.25, rng.uniform(0.8, 1.2))
+    flight = rng.uniform(0.2, 0.35)
+    tl.pulse(t0 + 0.55, flight, -1.0)  # airborne: the body is in free fall
+    land = t0 + 0.55 + flight
+    tl.pulse(land, rng.uniform(0.1, 0.2), rng.uniform(2.0, 4.0))
+    tl.still(land + 1.0, rng.uniform(0.006, 0.015))
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": land}
+
+
+def _device(rng: np.random.Generator, throw: bool) -> tuple[_Timeline, Info]:
+    t0 = rng.uniform(5, 8)
+    tl = _Timeline(t0 + 30, rng)
+    tl.still(0, 0.02)  # held in a hand
+    if throw:
+        tl.pulse(t0 - 0.3, 0.3, rng.uniform(0.8, 2.0))  # the throwing swing
+        flight = rng.uniform(0.1, 0.3)
+    else:
+        flight = float(np.sqrt(2 * rng.uniform(0.7, 1.5) / 9.81))  # dropped from 0.7–1.5 m
+    tl.free[tl._span(t0, t0 + flight)] = True
+    land = t0 + flight
+    tl.posture(land, land + 0.02, random_rotation(rng) @ UP)
+    tl.pulse(land, 0.008, rng.uniform(6, 15))  # hard and sharp
+    if throw:  # sliding to a stop on the table: friction across the up direction
+        slide = rng.uniform(0.2, 0.4)
+        tl.extra[tl._span(land + 0.01, land + 0.01 + slide), 0] += rng.uniform(0.3, 0.5)
+    else:  # bounces
+        for k in range(int(rng.integers(1, 3))):
+            hop = 0.08 / (k + 1)
+            tl.free[tl._span(land + 0.02 + k * 0.15, land + 0.02 + k * 0.15 + hop)] = True
+            tl.pulse(land + 0.02 + k * 0.15 + hop, 0.006, rng.uniform(2, 6))
+    tl.still(land + 0.5, 0.0)  # on the table or floor: sensor noise only
+    return tl, {"label": "device", "expect_fall": False, "impact_t": land}
+
+
+def _device_dropped(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _device(rng, throw=False)
+
+
+def _device_thrown(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _device(rng, throw=True)
+
+
+MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
+    "fall_forward": _fall_forward,
+    "fall_backward": _fall_backward,
+    "fall_sideways": _fall_sideways,
+    "fall_out_of_bed": _fall_out_of_bed,
+    "slow_collapse": _slow_collapse,
+    "stumble": _stumble,
+    "sit_hard": _sit_hard_chair,
+    "sit_hard_bed": _sit_hard_bed,
+    "collapse_into_chair": _collapse_into_chair,
+    "lie_down": _lie_down,
+    "bend": _bend,
+    "stairs_down": _stairs_down,
+    "walk": _walk,
+    "jump": _jump,
+    "device_dropped": _device_dropped,
+    "device_thrown": _device_thrown,
+}
+"""Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall."""
+
+
+def motion(
+    name: str,
+    rng: np.random.Generator,
+    rate: float = 50.0,
+    orientation: Array | Literal["random"] | None = None,
+) -> tuple[Array, npt.NDArray[np.float32], Info]:
+    """One trace of ``name``: sample times (s), samples (n×3, g) and what happened."""
+    try:
+        build = MOTIONS[name]
+    except KeyError:
+        raise ValueError(f"unknown motion {name!r}; known: {', '.join(MOTIONS)}") from None
+    tl, info = build(rng)
+    if isinstance(orientation, str):
+        rot = random_rotation(rng)
+    elif orientation is None:
+        rot = np.eye(3)
+    else:
+        rot = np.asarray(orientation, dtype=np.float64)
+    t, xyz = tl.render(rate, rot)
+    return t, xyz, {"name": name, "rate": rate, **info}
