@@ -129,7 +129,7 @@ class MqttLink(asyncio.Protocol):
         self._lost = asyncio.Event()
         self._connack: asyncio.Future[int] | None = None
         self._closing = False
-        self._dead = False
+        self.killed = False
         self._task: asyncio.Task[None] | None = None
         self._ping: asyncio.TimerHandle | None = None
         self._last_rx = 0.0
@@ -176,7 +176,7 @@ class MqttLink(asyncio.Protocol):
 
     def kill(self) -> None:
         """Drop the connection abruptly (no DISCONNECT: the broker publishes the will)."""
-        self._dead = True
+        self.killed = True
         self._closing = True
         if self._task is not None:
             self._task.cancel()

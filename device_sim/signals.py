@@ -40,6 +40,15 @@ _AT_REST = {
 GRAVITY = np.array([_AT_REST[p] for p in Posture])
 """Accelerometer reading at rest per :class:`Posture` code, g."""
 
+TRUNK_Z_UP_TO_DEVICE = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+"""Rotation from a body frame with z up along the trunk (``device_sim.motions``) to ours."""
+
+
+def to_device_frame(xyz: np.ndarray) -> np.ndarray:
+    """m×3 samples in the trunk-z-up body frame → this simulator's device frame."""
+    return xyz @ TRUNK_Z_UP_TO_DEVICE.T
+
+
 _NOISE = {Activity.SLEEP: 0.004, Activity.IN_BED: 0.01, Activity.SIT: 0.012,
           Activity.STAND: 0.02, Activity.WALK: 0.035, Activity.LIE_FLOOR: 0.006}
 NOISE_G = np.array([_NOISE[a] for a in Activity])

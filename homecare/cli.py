@@ -23,6 +23,8 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(replay_app, name="replay")
 app.command("evaluate")(evaluate_replay_command)
 app.add_typer(sim_app)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
+app.add_typer(bench_app, name="bench")
 
 
 @contract_app.command("export")
@@ -93,3 +95,28 @@ def demo_command(
     print_summary(result, console)
     if result.lost:
         raise typer.Exit(1)
+
+
+@bench_app.command("ingest")
+def bench_ingest_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 10000,
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds of traffic queued.")] = 20,
+    live_seconds: Annotated[int, typer.Option(min=1, help="Real-time phase length.")] = 20,
+    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Ingest throughput vs a bare paho subscriber, real-time load and overload."""
+    from bench.ingest import run
+
+    report = run(
+        elders=elders,
+        seconds=seconds,
+        live_seconds=live_seconds,
+        gateways=gateways,
+        seed=seed,
+        log=typer.echo,
+    )
+    typer.echo(json.dumps(report, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")

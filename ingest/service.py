@@ -10,6 +10,7 @@ oldest first, and new batches keep queueing behind it so order is kept.
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 SPOOL_RETRY_S = 1.0
 LOG_EVERY_S = 10.0
+STATUS_EVERY_S = 1.0
 
 
 @dataclass(slots=True)
@@ -37,11 +39,17 @@ class IngestStats:
     spooled_batches: int = 0
     replayed_batches: int = 0
     rejected_points: int = 0
+    first_at: float | None = None
+    """Wall time the first message was received (for rates)."""
+    last_at: float | None = None
+    """Wall time the last batch was stored and acknowledged."""
 
     def as_dict(self) -> dict[str, object]:
         return {
             "messages": self.messages,
             "readings": self.readings,
+            "first_at": self.first_at,
+            "last_at": self.last_at,
             "stored": dict(self.stored),
             "dead_letters": dict(self.dead),
             "spooled_batches": self.spooled_batches,
@@ -61,6 +69,7 @@ class IngestService:
             settings.contract, store_raw_accel=settings.ingest.store_raw_accel
         )
         self.spool = Spool(settings.spool_dir / (instance or "main"))
+        self.status_path = settings.state_dir / f"ingest-{instance or 'main'}.json"
         self.stats = IngestStats()
         self._retry_at = 0.0
 
@@ -77,6 +86,7 @@ class IngestService:
             self._ensure_database(db)
             log.info("ingest %s subscribed to %s", self.client_id, receiver.topic)
             next_log = time.monotonic() + LOG_EVERY_S
+            next_status = 0.0
             while True:
                 stopping = stop.is_set()
                 delivery = receiver.take(cfg.batch_size, 0 if stopping else cfg.batch_interval_s)
@@ -87,6 +97,9 @@ class IngestService:
                     receiver.ack(delivery)
                 elif stopping:
                     break
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + STATUS_EVERY_S
+                    self._write_status(receiver)
                 if time.monotonic() >= next_log:
                     next_log = time.monotonic() + LOG_EVERY_S
                     log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
@@ -95,6 +108,18 @@ class IngestService:
                 "ingest stopped with %d batches spooled in %s", len(self.spool), self.spool.folder
             )
         return self.stats
+
+    def _write_status(self, receiver: Receiver | None) -> None:
+        """A status file beside the spool: counts for operators, liveness for healthchecks."""
+        status = self.stats.as_dict() | {
+            "updated_at": time.time(),
+            "connected": receiver is not None and receiver.connected,
+            "pending": receiver.pending if receiver else 0,
+            "spooled": len(self.spool),
+        }
+        tmp = self.status_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(status))
+        tmp.replace(self.status_path)
 
     def _ensure_database(self, db: InfluxClient) -> None:
         try:
@@ -117,6 +142,9 @@ class IngestService:
                 log.warning("InfluxDB unavailable, spooling: %s", exc)
                 self._retry_at = time.monotonic() + SPOOL_RETRY_S
                 self._to_spool(points.lines)
+        if self.stats.first_at is None:
+            self.stats.first_at = messages[0].received
+        self.stats.last_at = time.time()
         self.stats.messages += len(messages)
         self.stats.readings += points.readings
         self.stats.stored.update(points.stored)

@@ -1,0 +1,320 @@
+"""``homecare bench ingest``: ingest throughput against the bare paho ceiling, in one run.
+
+Everything runs on this machine against a real Mosquitto and influxd that the
+benchmark starts. Simulated elders' traffic (frames, bed readings, door events,
+status) is published by the simulator's fleet in gateway mode.
+
+1. **Capacity.** Both subscribers — a bare paho client that only counts in
+   ``on_message``, and ``homecare ingest`` as its own process — first create their
+   persistent sessions; then ``--seconds`` of traffic for ``--elders`` is published
+   and queued by the broker for both. Each then drains the same queue alone; the
+   rates are messages stored (ingest) or received (paho) per second between the first
+   message and the last. Neither competes with the publisher for CPU.
+2. **Real time.** ``--elders`` publish at real-time speed for ``--live-seconds``
+   while ingest runs: offered rate, stored rate, and the lag (published − stored).
+3. **Overload.** The fleet publishes as fast as it can, and a backlog of twice
+   ingest's capacity × ``--live-seconds`` is already queued: stored rate against
+   capacity, ingest's memory, and, once drained, every published reading counted
+   back in InfluxDB.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import multiprocessing as mp
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import psutil
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from device_sim.fleet import Fleet, FleetStats
+from device_sim.homes import SimConfig, Simulation
+from homecare import contract
+from homecare.influx import InfluxClient
+from homecare.servers import LocalBroker, LocalInflux
+from homecare.settings import InfluxSettings, MqttSettings
+from ingest.receiver import SESSION_EXPIRY_S, mqtt_client
+
+INGEST_ID = "bench-ingest"
+BARE_ID = "bench-bare"
+RECEIVE_MAXIMUM = 20000
+STORED_FIELDS = {
+    "wearable": "rate",
+    "bed": "movement",
+    "door": "seq",
+    "button": "seq",
+    "device_status": "battery",
+}
+
+
+def _connect_props() -> Properties:
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = SESSION_EXPIRY_S
+    props.ReceiveMaximum = RECEIVE_MAXIMUM
+    return props
+
+
+def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
+    """The ceiling: a paho subscriber whose ``on_message`` only counts (auto-ack, QoS 1)."""
+    settings = MqttSettings(url=url)
+    client = mqtt_client(settings, BARE_ID)
+    seen = [0, 0.0, 0.0]
+
+    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
+        if seen[0] == 0:
+            seen[1] = time.time()
+        seen[0] += 1
+        seen[2] = time.time()
+
+    client.on_message = on_message
+    client.on_connect = lambda c, *_: c.subscribe(
+        contract.subscription(), options=SubscribeOptions(qos=1)
+    )
+    proc = psutil.Process()
+    cpu0 = sum(proc.cpu_times()[:2])
+    client.connect(settings.host, settings.port, clean_start=False, properties=_connect_props())
+    client.loop_start()
+    deadline = time.monotonic() + (600 if drain else 3)
+    idle_since = time.monotonic()
+    last = -1
+    while time.monotonic() < deadline and (seen[0] < drain or not drain):
+        time.sleep(0.05)
+        if seen[0] != last:
+            last, idle_since = seen[0], time.monotonic()
+        elif drain and time.monotonic() - idle_since > 15:
+            break
+    cpu = sum(proc.cpu_times()[:2]) - cpu0
+    client.disconnect()
+    client.loop_stop()
+    if result is not None:
+        result.put({"messages": seen[0], "first_at": seen[1], "last_at": seen[2], "cpu_s": cpu})
+
+
+def _drain_bare(url: str, expected: int) -> dict[str, Any]:
+    queue: mp.Queue[dict[str, Any]] = mp.get_context("spawn").Queue()
+    proc = mp.get_context("spawn").Process(
+        target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
+    )
+    proc.start()
+    out = queue.get(timeout=900)
+    proc.join()
+    return out
+
+
+@dataclass
+class IngestProc:
+    proc: subprocess.Popen[bytes]
+    status: Path
+
+    @classmethod
+    def start(cls, broker: LocalBroker, influx: LocalInflux, state: Path) -> IngestProc:
+        env = {
+            **os.environ,
+            "HOMECARE_MQTT__URL": broker.url,
+            "HOMECARE_MQTT__CLIENT_ID": INGEST_ID,
+            "HOMECARE_INFLUX__URL": influx.url,
+            "HOMECARE_STATE_DIR": str(state),
+            "HOMECARE_INGEST__MAX_PENDING": str(RECEIVE_MAXIMUM),
+        }
+        status = state / "ingest-main.json"
+        status.unlink(missing_ok=True)
+        log = (state / "ingest.log").open("ab")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "homecare", "ingest"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+        deadline = time.monotonic() + 60
+        while not status.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"ingest did not start, see {state / 'ingest.log'}")
+            time.sleep(0.05)
+        return cls(proc, status)
+
+    def read(self) -> dict[str, Any]:
+        for _ in range(20):
+            try:
+                return dict(json.loads(self.status.read_text()))
+            except (json.JSONDecodeError, FileNotFoundError):
+                time.sleep(0.01)
+        raise RuntimeError("no ingest status")
+
+    def wait_for(self, messages: int, timeout_s: float = 900) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout_s
+        while (status := self.read())["messages"] < messages:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise RuntimeError(f"ingest stored {status['messages']} of {messages}")
+            time.sleep(0.2)
+        return status
+
+    def stop(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(60)
+
+
+def _stored(influx: LocalInflux) -> int:
+    with InfluxClient(InfluxSettings(url=influx.url)) as db:
+        total = 0
+        for measurement, field in STORED_FIELDS.items():
+            series = db.query(f'SELECT count("{field}") FROM "{measurement}"')
+            total += int(series[0]["values"][0][1]) if series else 0
+        return total
+
+
+def _readings(stats: FleetStats) -> int:
+    return sum(n for s, n in stats.per_stream.items() if s is not contract.Stream.AVAILABILITY)
+
+
+async def _publish(
+    sim: Simulation,
+    url: str,
+    gateways: int,
+    seconds: float,
+    speed: float | None,
+    sample: Any = None,
+) -> FleetStats:
+    async with Fleet(
+        sim, url, gateways=gateways, client_prefix=f"bench{time.time_ns()}", offline_on_exit=False
+    ) as fleet:
+        if sample is None:
+            await fleet.run(seconds=seconds, speed=speed)
+        else:
+            end = sim.clock + seconds
+            while sim.clock < end - 1e-9:
+                await fleet.run(seconds=1, speed=speed)
+                sample(fleet.stats)
+        await fleet.drain(300)
+    return fleet.stats
+
+
+def run(
+    *, elders: int, seconds: int, live_seconds: int, gateways: int, seed: int, log: Any = print
+) -> dict[str, Any]:
+    """Run all three phases; return the figures (also printed through ``log``)."""
+    root = Path(tempfile.mkdtemp(prefix="homecare-bench-"))
+    report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
+    with LocalBroker(root / "mosquitto") as broker, LocalInflux(root / "influxd") as influx:
+        state = root / "state"
+        state.mkdir()
+        # Persistent sessions first, so the broker queues the stream for both subscribers.
+        _bare_session(broker.url, drain=0)
+        ingest = IngestProc.start(broker, influx, state)
+        ingest.stop()
+
+        span = seconds + 2 * live_seconds + 120
+        sim = Simulation(
+            SimConfig(elders=elders, seed=seed, start=float(math.floor(time.time()) - span))
+        )
+        log(f"preloading {seconds} s of traffic from {elders} elders ...")
+        pre = asyncio.run(_publish(sim, broker.url, gateways, seconds, None))
+        n = pre.acked
+        report["preload"] = {"messages": n, "publish_rate": round(pre.rate)}
+
+        bare = _drain_bare(broker.url, n)
+        bare_rate = bare["messages"] / max(bare["last_at"] - bare["first_at"], 1e-9)
+        report["bare_paho"] = {
+            "messages": bare["messages"],
+            "rate": round(bare_rate),
+            "cpu": round(bare["cpu_s"] / (bare["last_at"] - bare["first_at"]), 2),
+        }
+        log(f"bare paho: {bare['messages']} messages at {bare_rate:,.0f}/s")
+
+        ingest = IngestProc.start(broker, influx, state)
+        proc = psutil.Process(ingest.proc.pid)
+        cpu0 = sum(proc.cpu_times()[:2])
+        status = ingest.wait_for(n)
+        cpu = sum(proc.cpu_times()[:2]) - cpu0
+        span_s = status["last_at"] - status["first_at"]
+        cap = status["messages"] / span_s
+        report["ingest_capacity"] = {
+            "messages": status["messages"],
+            "rate": round(cap),
+            "readings_per_s": round(status["readings"] / span_s),
+            "cpu": round(cpu / span_s, 2),
+            "ratio_to_bare_paho": round(cap / bare_rate, 3),
+            "rss_mb": round(proc.memory_info().rss / 1e6),
+        }
+        log(
+            f"ingest: {status['messages']} messages at {cap:,.0f}/s "
+            f"({cap / bare_rate:.0%} of bare paho), {status['readings'] / span_s:,.0f} readings/s, "
+            f"CPU {cpu / span_s:.0%} of a core"
+        )
+
+        # Real time: the fleet publishes at speed 1 while ingest keeps up (or not).
+        base = ingest.read()["messages"]
+        lags: list[int] = []
+        published0 = n
+
+        def sample(stats: FleetStats) -> None:
+            lags.append(published0 + stats.acked - ingest.read()["messages"])
+
+        t0 = time.time()
+        live = asyncio.run(_publish(sim, broker.url, gateways, live_seconds, 1.0, sample))
+        wall = time.time() - t0
+        after = ingest.wait_for(n + live.acked, 120)
+        report["real_time"] = {
+            "offered_rate": round(live.acked / wall),
+            "stored_rate": round((after["messages"] - base) / (after["last_at"] - t0)),
+            "lag_max": max(lags, default=0),
+            "lag_end": lags[-1] if lags else 0,
+        }
+        log(
+            f"real time: offered {live.acked / wall:,.0f}/s, lag max {max(lags, default=0)} "
+            f"messages, end {report['real_time']['lag_end']}"
+        )
+        ingest.stop()
+
+        # Overload: a queued backlog of 2 × capacity × live_seconds, plus live traffic.
+        backlog_s = max(1, round(2 * cap * live_seconds / max(n / seconds, 1)))
+        log(f"overload: queueing {backlog_s} s of traffic, then publishing at full speed ...")
+        back = asyncio.run(_publish(sim, broker.url, gateways, backlog_s, None))
+        total = n + live.acked + back.acked
+        ingest = IngestProc.start(broker, influx, state)
+        proc = psutil.Process(ingest.proc.pid)
+        rss = [proc.memory_info().rss]
+        start_msgs, t0 = ingest.read()["messages"], time.time()
+
+        def sample_rss(_stats: FleetStats) -> None:
+            rss.append(proc.memory_info().rss)
+
+        over = asyncio.run(_publish(sim, broker.url, gateways, live_seconds, None, sample_rss))
+        during = ingest.read()
+        over_rate = (during["messages"] - start_msgs) / max(time.time() - t0, 1e-9)
+        total += over.acked
+        final = ingest.wait_for(back.acked + over.acked, 900)
+        rss.append(proc.memory_info().rss)
+        ingest.stop()
+        published_readings = _readings(pre) + _readings(live) + _readings(back) + _readings(over)
+        stored = _stored(influx)
+        report["overload"] = {
+            "offered_rate": round((back.acked + over.acked) / max(time.time() - t0, 1e-9)),
+            "stored_rate_under_load": round(over_rate),
+            "ratio_to_capacity": round(over_rate / cap, 3),
+            "rss_mb_start": round(rss[0] / 1e6),
+            "rss_mb_max": round(max(rss) / 1e6),
+            "published": published_readings,
+            "stored_in_influxdb": stored,
+            "lost": published_readings - stored,
+            "messages_stored": final["messages"],
+        }
+        log(
+            f"overload: stored {over_rate:,.0f}/s = {over_rate / cap:.0%} of capacity, "
+            f"ingest RSS {rss[0] / 1e6:.0f} → max {max(rss) / 1e6:.0f} MB; "
+            f"published {published_readings}, in InfluxDB {stored}, "
+            f"lost {published_readings - stored}"
+        )
+    return report

@@ -1,0 +1,203 @@
+"""The simulated fleet through a real Mosquitto: counts, availability, wills, restarts."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from collections import Counter
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from device_sim import SimConfig, Simulation, SosPress
+from device_sim.fleet import Fleet, FleetError
+from homecare.contract import PAYLOADS, Stream, Topic, check_ids, subscription
+
+pytestmark = pytest.mark.servers
+
+
+class Subscriber:
+    """A QoS 1 subscriber with a persistent session that keeps every message it gets."""
+
+    def __init__(self, port: int, client_id: str = "counter", topic: str = "homecare/v1/#"):
+        self.messages: list[tuple[str, bytes, bool]] = []
+        self.lock = threading.Lock()
+        self.subscribed = threading.Event()
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  clean_session=False)
+        self.client.reconnect_delay_set(0.05, 0.5)
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: self.subscribed.set()
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port, keepalive=10)
+        self.client.loop_start()
+        assert self.subscribed.wait(5)
+
+    def _on_message(self, client, userdata, msg) -> None:
+        with self.lock:
+            self.messages.append((msg.topic, msg.payload, msg.retain))
+
+    def wait_for(self, count: int, timeout: float = 20.0) -> list[tuple[str, bytes, bool]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and len(self.messages) < count:
+            time.sleep(0.02)
+        time.sleep(0.2)  # anything beyond the expected count would show up now
+        with self.lock:
+            return list(self.messages)
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+def retained(port: int, topic: str, expect: int, timeout: float = 5.0) -> dict[str, bytes]:
+    """The retained messages under ``topic`` as a fresh subscriber sees them."""
+    sub = Subscriber(port, client_id=f"peek-{time.monotonic_ns()}", topic=topic)
+    try:
+        got = sub.wait_for(expect, timeout)
+    finally:
+        sub.close()
+    return {t: p for t, p, was_retained in got if was_retained}
+
+
+NOON = 19723 * 86400.0 + 12 * 3600.0
+
+
+@pytest.mark.parametrize("gateways", [0, 2])
+def test_subscriber_counts_exactly_what_the_fleet_says(broker, gateways):
+    sub = Subscriber(broker.port)
+    sim = Simulation(SimConfig(elders=6, seed=2, site="north", start=NOON))
+    sim.inject(3, NOON + 4.2, SosPress())
+
+    async def main() -> Fleet:
+        async with Fleet(sim, broker.url, gateways=gateways) as fleet:
+            await fleet.run(seconds=40, speed=None)
+        return fleet
+
+    fleet = asyncio.run(main())
+    stats = fleet.stats
+    got = sub.wait_for(stats.acked)
+    sub.close()
+    assert stats.pending == 0
+    assert stats.offered == stats.acked == len(got)
+    topics = [Topic.parse(t) for t, _, _ in got]
+    assert Counter(t.stream for t in topics) == stats.per_stream
+    assert Counter(t.elder for t in topics) == stats.per_elder
+    assert stats.per_stream[Stream.SOS] == 1
+    assert stats.per_stream[Stream.AVAILABILITY] == 2 * 3 * 6  # online, then offline on exit
+    assert stats.per_stream[Stream.FRAME] >= 6 * 40 * 0.5
+    ctx = {"now": NOON + 40}
+    for (_, payload, _), topic in zip(got, topics, strict=True):
+        if topic.stream == Stream.AVAILABILITY:
+            assert payload in (b"online", b"offline")
+            continue
+        check_ids(topic, PAYLOADS[topic.stream].model_validate_json(payload, context=ctx))
+    # Per device, messages arrive in the order they were stamped.
+    frames: dict[str, list[float]] = {}
+    for (_, payload, _), topic in zip(got, topics, strict=True):
+        if topic.stream == Stream.FRAME:
+            frames.setdefault(topic.device, []).append(json.loads(payload)["ts"])
+    assert all(ts == sorted(ts) and len(ts) == len(set(ts)) for ts in frames.values())
+    final = retained(broker.port, subscription("north"), 18)
+    assert len(final) == 18
+    assert set(final.values()) == {b"offline"}
+
+
+def test_each_device_online_with_a_last_will_that_fires_when_killed(broker):
+    sim = Simulation(SimConfig(elders=2, seed=3, start=NOON))
+
+    async def main() -> dict[str, bytes]:
+        async with Fleet(sim, broker.url) as fleet:
+            await fleet.run(seconds=3, speed=None)
+            await fleet.drain()
+            before = await asyncio.to_thread(retained, broker.port,
+                                             "homecare/v1/+/+/+/+/availability", 6)
+            assert set(before.values()) == {b"online"}
+            assert len(before) == 6
+            fleet.kill("w0001")  # no DISCONNECT: the broker publishes the will
+            await fleet.run(seconds=3, speed=None)
+            await fleet.drain()
+            after = await asyncio.to_thread(retained, broker.port,
+                                            "homecare/v1/+/+/+/+/availability", 6)
+            assert fleet.stats.dropped >= 3  # the dead wearable's frames went nowhere
+        return after
+
+    after = asyncio.run(main())
+    wearable = str(sim.elders[0].wearable.availability)
+    assert after[wearable] == b"offline"
+    assert [v for k, v in after.items() if k != wearable] == [b"online"] * 5
+    # On a clean exit the others said offline themselves.
+    assert set(retained(broker.port, "homecare/v1/+/+/+/+/availability", 6).values()) == {
+        b"offline"}
+
+
+def _key(topic: str, payload: bytes) -> tuple[str, float, int]:
+    body = json.loads(payload)
+    return topic, body["ts"], body.get("seq", -1)
+
+
+@pytest.mark.parametrize(("gateways", "gap_s"), [(0, 0.0), (0, 0.5), (1, 0.5)])
+def test_broker_restart_mid_run_loses_nothing(broker, gateways, gap_s):
+    """broker.restart() (gap 0), or a stop, a gap while devices keep publishing, a start."""
+    sub = Subscriber(broker.port)
+    sim = Simulation(SimConfig(elders=5, seed=4, start=NOON))
+    sent: list[tuple[str, bytes]] = []
+    while_down = []
+    down = threading.Event()
+
+    def restart() -> None:
+        if not gap_s:
+            broker.restart()
+            return
+        broker.stop()
+        down.set()
+        time.sleep(gap_s)
+        down.clear()
+        broker.start()
+    step = sim.step
+
+    def recording_step(t: float, dt: float = 1.0):
+        msgs = step(t, dt)
+        sent.extend((str(topic), payload) for topic, payload in msgs)
+        if down.is_set():
+            while_down.extend(msgs)
+        return msgs
+
+    sim.step = recording_step  # type: ignore[method-assign]
+
+    async def main() -> Fleet:
+        async with Fleet(sim, broker.url, gateways=gateways, keepalive_s=5) as fleet:
+            run = asyncio.create_task(fleet.run(seconds=60, speed=30))  # 2 s of wall time
+            await asyncio.sleep(0.6)
+            await asyncio.to_thread(restart)
+            await run
+            await fleet.drain(20)
+        return fleet
+
+    fleet = asyncio.run(main())
+    stats = fleet.stats
+    assert stats.reconnects >= (15 if gateways == 0 else 1)
+    if gap_s:
+        assert len(while_down) > 50  # published while the broker was away, sent after
+    assert stats.pending == 0
+    assert stats.acked == stats.offered
+    expected = {_key(t, p) for t, p in sent}
+    assert len(expected) == len(sent) > 300
+    got = sub.wait_for(len(sent) + 2 * 15, timeout=30)
+    sub.close()
+    received = {_key(t, p) for t, p, _ in got if not t.endswith("/availability")}
+    assert received == expected  # every message at least once (QoS 1 may duplicate)
+
+
+def test_unreachable_broker_is_a_clear_error(broker):
+    broker.stop()
+    sim = Simulation(SimConfig(elders=1, seed=0, start=NOON))
+
+    async def main() -> None:
+        async with Fleet(sim, broker.url):
+            pass
+
+    with pytest.raises(FleetError, match="cannot connect"):
+        asyncio.run(main())
