@@ -235,11 +235,10 @@ def run(
 
         ingest = IngestProc.start(broker, influx, state)
         proc = psutil.Process(ingest.proc.pid)
-        cpu0 = sum(proc.cpu_times()[:2])
         status = ingest.wait_for(n)
-        cpu = sum(proc.cpu_times()[:2]) - cpu0
         span_s = status["last_at"] - status["first_at"]
         cap = status["messages"] / span_s
+        cpu = status["cpu_s"]
         report["ingest_capacity"] = {
             "messages": status["messages"],
             "rate": round(cap),
@@ -278,43 +277,46 @@ def run(
         )
         ingest.stop()
 
-        # Overload: a queued backlog of 2 × capacity × live_seconds, plus live traffic.
-        backlog_s = max(1, round(2 * cap * live_seconds / max(n / seconds, 1)))
-        log(f"overload: queueing {backlog_s} s of traffic, then publishing at full speed ...")
-        back = asyncio.run(_publish(sim, broker.url, gateways, backlog_s, None))
-        total = n + live.acked + back.acked
+        # Overload: the fleet offers twice ingest's capacity for --live-seconds of wall time.
+        per_sim_s = n / seconds
+        speed = 2 * cap / per_sim_s
+        log(f"overload: offering {2 * cap:,.0f}/s (speed {speed:.2f}) for {live_seconds} s ...")
         ingest = IngestProc.start(broker, influx, state)
         proc = psutil.Process(ingest.proc.pid)
         rss = [proc.memory_info().rss]
-        start_msgs, t0 = ingest.read()["messages"], time.time()
+        marks: list[tuple[float, int, int]] = []
 
-        def sample_rss(_stats: FleetStats) -> None:
+        def sample_load(stats: FleetStats) -> None:
             rss.append(proc.memory_info().rss)
+            marks.append((time.time(), stats.acked, ingest.read()["messages"]))
 
-        over = asyncio.run(_publish(sim, broker.url, gateways, live_seconds, None, sample_rss))
-        during = ingest.read()
-        over_rate = (during["messages"] - start_msgs) / max(time.time() - t0, 1e-9)
-        total += over.acked
-        final = ingest.wait_for(back.acked + over.acked, 900)
+        over = asyncio.run(
+            _publish(sim, broker.url, gateways, round(live_seconds * speed), speed, sample_load)
+        )
+        (t0, acked0, stored0), (t1, acked1, stored1) = marks[0], marks[-1]
+        offered, stored_rate = (acked1 - acked0) / (t1 - t0), (stored1 - stored0) / (t1 - t0)
+        ingest.wait_for(over.acked, 900)
         rss.append(proc.memory_info().rss)
         ingest.stop()
-        published_readings = _readings(pre) + _readings(live) + _readings(back) + _readings(over)
+        published = _readings(pre) + _readings(live) + _readings(over)
         stored = _stored(influx)
         report["overload"] = {
-            "offered_rate": round((back.acked + over.acked) / max(time.time() - t0, 1e-9)),
-            "stored_rate_under_load": round(over_rate),
-            "ratio_to_capacity": round(over_rate / cap, 3),
+            "offered_rate": round(offered),
+            "offered_to_capacity": round(offered / cap, 2),
+            "stored_rate": round(stored_rate),
+            "stored_to_capacity": round(stored_rate / cap, 3),
+            "broker_backlog_at_end": acked1 - stored1,
             "rss_mb_start": round(rss[0] / 1e6),
             "rss_mb_max": round(max(rss) / 1e6),
-            "published": published_readings,
+            "published_readings": published,
             "stored_in_influxdb": stored,
-            "lost": published_readings - stored,
-            "messages_stored": final["messages"],
+            "lost": published - stored,
         }
         log(
-            f"overload: stored {over_rate:,.0f}/s = {over_rate / cap:.0%} of capacity, "
-            f"ingest RSS {rss[0] / 1e6:.0f} → max {max(rss) / 1e6:.0f} MB; "
-            f"published {published_readings}, in InfluxDB {stored}, "
-            f"lost {published_readings - stored}"
+            f"overload: offered {offered:,.0f}/s ({offered / cap:.1f}× capacity), stored "
+            f"{stored_rate:,.0f}/s = {stored_rate / cap:.0%} of capacity, backlog "
+            f"{acked1 - stored1} in the broker, ingest RSS {rss[0] / 1e6:.0f} → max "
+            f"{max(rss) / 1e6:.0f} MB; published {published}, in InfluxDB {stored}, "
+            f"lost {published - stored}"
         )
     return report

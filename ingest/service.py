@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
 import threading
 import time
 from collections import Counter
@@ -19,8 +20,8 @@ from dataclasses import dataclass, field
 
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.settings import Settings
-from ingest.points import Converter, RawMessage
-from ingest.receiver import Receiver
+from ingest.points import Converter, Points, RawMessage
+from ingest.receiver import Delivery, Receiver
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 SPOOL_RETRY_S = 1.0
 LOG_EVERY_S = 10.0
 STATUS_EVERY_S = 1.0
+
+
+class IngestError(RuntimeError):
+    """Ingest could not store nor spool a batch (e.g. the disk is full); it stops."""
 
 
 @dataclass(slots=True)
@@ -43,6 +48,9 @@ class IngestStats:
     """Wall time the first message was received (for rates)."""
     last_at: float | None = None
     """Wall time the last batch was stored and acknowledged."""
+    cpu_s: float = 0.0
+    """Process CPU time between the first message and the last batch stored."""
+    _cpu0: float = 0.0
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -50,6 +58,7 @@ class IngestStats:
             "readings": self.readings,
             "first_at": self.first_at,
             "last_at": self.last_at,
+            "cpu_s": round(self.cpu_s, 3),
             "stored": dict(self.stored),
             "dead_letters": dict(self.dead),
             "spooled_batches": self.spooled_batches,
@@ -72,9 +81,16 @@ class IngestService:
         self.status_path = settings.state_dir / f"ingest-{instance or 'main'}.json"
         self.stats = IngestStats()
         self._retry_at = 0.0
+        self._failure: Exception | None = None
 
     def run(self, stop: threading.Event) -> IngestStats:
-        """Run until ``stop`` is set, then store and acknowledge what was received, and return."""
+        """Run until ``stop`` is set, then store and acknowledge what was received, and return.
+
+        Two stages overlap: this thread validates and formats batch *n+1* while the
+        writer thread stores batch *n* and acknowledges it (InfluxDB works meanwhile on
+        the other core). The hand-over queue holds one batch, so memory stays bounded
+        and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
+        """
         cfg = self.settings.ingest
         receiver = Receiver(
             self.settings.mqtt,
@@ -82,32 +98,71 @@ class IngestService:
             shared_group=cfg.shared_group,
             receive_maximum=cfg.max_pending,
         )
+        handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=1)
         with InfluxClient(self.settings.influx) as db, receiver:
             self._ensure_database(db)
+            writer = threading.Thread(
+                target=self._writer, args=(db, receiver, handover), name="ingest-writer"
+            )
+            writer.start()
             log.info("ingest %s subscribed to %s", self.client_id, receiver.topic)
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
-            while True:
-                stopping = stop.is_set()
-                delivery = receiver.take(cfg.batch_size, 0 if stopping else cfg.batch_interval_s)
-                if self.spool and time.monotonic() >= self._retry_at:
-                    self._replay(db)
-                if delivery.messages:
-                    self._store(db, delivery.messages)
-                    receiver.ack(delivery)
-                elif stopping:
-                    break
-                if time.monotonic() >= next_status:
-                    next_status = time.monotonic() + STATUS_EVERY_S
-                    self._write_status(receiver)
-                if time.monotonic() >= next_log:
-                    next_log = time.monotonic() + LOG_EVERY_S
-                    log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
+            try:
+                while writer.is_alive():
+                    stopping = stop.is_set()
+                    delivery = receiver.take(
+                        cfg.batch_size, 0 if stopping else cfg.batch_interval_s
+                    )
+                    if delivery.messages:
+                        handover.put((delivery, self.converter.convert(delivery.messages)))
+                    elif stopping:
+                        break
+                    if time.monotonic() >= next_status:
+                        next_status = time.monotonic() + STATUS_EVERY_S
+                        self._write_status(receiver)
+                    if time.monotonic() >= next_log:
+                        next_log = time.monotonic() + LOG_EVERY_S
+                        log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
+            finally:
+                if writer.is_alive():
+                    handover.put(None)
+                writer.join()
+        self._write_status(None)
+        if self._failure is not None:
+            raise IngestError(f"ingest writer failed: {self._failure}") from self._failure
         if self.spool:
             log.warning(
                 "ingest stopped with %d batches spooled in %s", len(self.spool), self.spool.folder
             )
         return self.stats
+
+    def _writer(
+        self,
+        db: InfluxClient,
+        receiver: Receiver,
+        handover: queue.Queue[tuple[Delivery, Points] | None],
+    ) -> None:
+        """Store each batch (InfluxDB or spool), then acknowledge it; replay the spool."""
+        try:
+            while True:
+                try:
+                    item = handover.get(timeout=SPOOL_RETRY_S)
+                except queue.Empty:
+                    item = ...
+                if self.spool and time.monotonic() >= self._retry_at:
+                    self._replay(db)
+                if item is None:
+                    return
+                if item is ...:
+                    continue
+                delivery, points = item
+                self._store(db, delivery.messages, points)
+                receiver.ack(delivery)
+        except Exception as exc:
+            # Nothing unacknowledged is lost: the broker re-sends it to the next run.
+            log.exception("ingest writer failed")
+            self._failure = exc
 
     def _write_status(self, receiver: Receiver | None) -> None:
         """A status file beside the spool: counts for operators, liveness for healthchecks."""
@@ -131,8 +186,7 @@ class IngestService:
             # A write-only account (or InfluxDB 2.x/3.x) cannot create it: it must exist.
             log.info("not creating database %s: %s", self.settings.influx.database, exc)
 
-    def _store(self, db: InfluxClient, messages: list[RawMessage]) -> None:
-        points = self.converter.convert(messages)
+    def _store(self, db: InfluxClient, messages: list[RawMessage], points: Points) -> None:
         if self.spool or time.monotonic() < self._retry_at:
             self._to_spool(points.lines)
         else:
@@ -144,7 +198,9 @@ class IngestService:
                 self._to_spool(points.lines)
         if self.stats.first_at is None:
             self.stats.first_at = messages[0].received
+            self.stats._cpu0 = time.process_time()
         self.stats.last_at = time.time()
+        self.stats.cpu_s = time.process_time() - self.stats._cpu0
         self.stats.messages += len(messages)
         self.stats.readings += points.readings
         self.stats.stored.update(points.stored)
