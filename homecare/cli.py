@@ -33,10 +33,11 @@ def contract_export(
 ) -> None:
     """Write the JSON Schema of every payload and the topic scheme into FOLDER."""
     folder.mkdir(parents=True, exist_ok=True)
-    for stream, schema in contract.json_schemas().items():
+    schemas = contract.json_schemas()
+    for stream, schema in schemas.items():
         (folder / f"{stream}.schema.json").write_text(json.dumps(schema, indent=2) + "\n")
     (folder / "topics.json").write_text(json.dumps(contract.topic_scheme(), indent=2) + "\n")
-    typer.echo(f"wrote {len(contract.PAYLOADS)} payload schemas and topics.json to {folder}")
+    typer.echo(f"wrote {len(schemas)} payload schemas and topics.json to {folder}")
 
 
 def _settings() -> Settings:

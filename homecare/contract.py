@@ -300,6 +300,51 @@ class DeviceStatus(Payload):
     interval_s: int = Field(300, ge=10, le=86400, description="Declared status interval, s.")
 
 
+class Severity(StrEnum):
+    CRITICAL = "critical"
+    WARNING = "warning"
+    INFO = "info"
+
+
+class AlertState(StrEnum):
+    """An alert's lifecycle: open (a grace window may run) → notified → acknowledged →
+    resolved, or cancelled (the wearer pressed "I'm OK", or the condition cleared)."""
+
+    OPEN = "open"
+    CANCELLED = "cancelled"
+    NOTIFIED = "notified"
+    ACKNOWLEDGED = "acknowledged"
+    RESOLVED = "resolved"
+
+
+class Alert(BaseModel):
+    """An alert as the platform publishes it (QoS 1, retained, on :func:`alert_topic`)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    id: Id = Field(description="Stable id: the same condition always gets the same id.")
+    site: Id
+    elder: Id
+    device: Id | None = Field(None, description="The device whose data raised it, if one.")
+    kind: str = Field(max_length=40, description="fall, sos, inactivity, tachycardia, …")
+    severity: Severity
+    ts: float = Field(description="When the condition started (Unix seconds, UTC).")
+    evidence: dict[str, float] = Field(
+        default_factory=dict, description="The numbers that triggered it, with their units."
+    )
+    state: AlertState = AlertState.OPEN
+    updated: float = Field(description="When the state last changed (Unix seconds, UTC).")
+
+
+def alert_topic(site: str, elder: str, alert_id: str) -> str:
+    """Alerts live under the elder, one level short of device topics (ingest skips them)."""
+    return f"{TOPIC_ROOT}/{site}/{elder}/alert/{alert_id}"
+
+
+def alert_subscription(site: str = "+", elder: str = "+") -> str:
+    return f"{TOPIC_ROOT}/{site}/{elder}/alert/+"
+
+
 PAYLOADS: dict[Stream, type[Payload]] = {
     model.stream: model
     for model in (WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus)
@@ -327,7 +372,7 @@ def check_ids(topic: Topic, payload: Payload) -> None:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of every JSON payload, keyed by stream."""
+    """The JSON Schema of every JSON payload, keyed by stream, and of published alerts."""
     schemas: dict[str, dict[str, Any]] = {}
     for stream, model in PAYLOADS.items():
         schema = model.model_json_schema()
@@ -337,6 +382,12 @@ def json_schemas() -> dict[str, dict[str, Any]]:
         schema["x-qos"] = QOS
         schema["x-buffer-while-offline"] = stream in EVENT_STREAMS
         schemas[str(stream)] = schema
+    alert = Alert.model_json_schema()
+    alert["$id"] = f"https://homecare.invalid/contract/v{CONTRACT_VERSION}/alert.json"
+    alert["x-topic"] = f"{TOPIC_ROOT}/<site>/<elder>/alert/<id>"
+    alert["x-qos"] = QOS
+    alert["x-retained"] = True
+    schemas["alert"] = alert
     return schemas
 
 

@@ -27,18 +27,15 @@ Point timestamps come from the payload (ms), so a re-delivered reading overwrite
 from __future__ import annotations
 
 import logging
-import time
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import NamedTuple
 
 import numpy as np
-import orjson
-from pydantic import ValidationError
 
 from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
+from homecare.edge import Edge, RawMessage, parse_topic
 from homecare.influx import line
 from homecare.settings import ContractSettings
 
@@ -46,24 +43,6 @@ log = logging.getLogger(__name__)
 
 DEAD_PAYLOAD_BYTES = 512
 _PRINTABLE = {c: "?" for c in range(32) if c != 9} | {127: "?"}
-RANGE_ERRORS = frozenset(
-    {
-        "greater_than",
-        "greater_than_equal",
-        "less_than",
-        "less_than_equal",
-        "finite_number",
-        "out_of_range",
-    }
-)
-
-
-class RawMessage(NamedTuple):
-    """A message as received, before any validation."""
-
-    topic: str
-    payload: bytes
-    received: float
 
 
 @dataclass(slots=True)
@@ -78,49 +57,27 @@ class Points:
 
 
 @lru_cache(maxsize=262_144)
-def _topic(topic: str) -> tuple[Topic, str]:
-    """Parse a topic once; also return its line-protocol tag set."""
-    parsed = Topic.parse(topic)
-    tags = f"site={parsed.site},elder={parsed.elder},device={parsed.device},kind={parsed.kind}"
-    return parsed, tags
-
-
-def classify(error: ValidationError) -> tuple[str, str]:
-    """Dead-letter reason and a one-line detail for a payload that failed validation."""
-    first = error.errors(include_url=False)[0]
-    kind = first["type"]
-    where = ".".join(str(p) for p in first["loc"]) or "payload"
-    given = repr(first.get("input"))[:60]
-    detail = f"{where}: {first['msg']} (got {given})"
-    if kind == "json_invalid":
-        return "not_json", detail
-    if kind == "timestamp_window":
-        return "timestamp", detail
-    if kind in RANGE_ERRORS:
-        return "out_of_range", detail
-    return "schema", detail
+def _tags(topic: Topic) -> str:
+    """The line-protocol tag set of a device topic."""
+    return f"site={topic.site},elder={topic.elder},device={topic.device},kind={topic.kind}"
 
 
 class Converter:
     """Validates messages against the contract and formats InfluxDB lines for a batch."""
 
     def __init__(self, limits: ContractSettings, *, store_raw_accel: bool = False) -> None:
-        self.limits = limits
+        self.edge = Edge(limits)
         self.store_raw_accel = store_raw_accel
         self._last_dead_ms = 0
 
     def convert(self, messages: list[RawMessage], now: float | None = None) -> Points:
-        now = time.time() if now is None else now
-        ctx = {
-            "now": now,
-            "max_future_s": self.limits.max_future_s,
-            "max_past_s": self.limits.max_past_s,
-        }
+        ctx = self.edge.context(now)
         out = Points()
         frames: list[tuple[contract.WearableFrame, str]] = []
         for msg in messages:
             try:
-                payload, tags = self._validate(msg, ctx)
+                topic, payload = self.edge.decode(msg, ctx)
+                tags = _tags(topic)
                 if isinstance(payload, contract.WearableFrame):
                     frames.append((payload, tags))
                     continue
@@ -137,27 +94,6 @@ class Converter:
         if frames:
             self._frames(out, frames)
         return out
-
-    def _validate(
-        self, msg: RawMessage, ctx: dict[str, float]
-    ) -> tuple[contract.Payload | bool, str]:
-        if len(msg.payload) > self.limits.max_payload_bytes:
-            raise ContractError(
-                "oversized", f"{len(msg.payload)} bytes > {self.limits.max_payload_bytes}"
-            )
-        topic, tags = _topic(msg.topic)
-        if topic.stream is Stream.AVAILABILITY:
-            return contract.parse_availability(msg.payload), tags
-        try:
-            data = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError as exc:
-            raise ContractError("not_json", str(exc)[:200]) from None
-        try:
-            payload = contract.PAYLOADS[topic.stream].model_validate(data, context=ctx)
-        except ValidationError as exc:
-            raise ContractError(*classify(exc)) from None
-        contract.check_ids(topic, payload)
-        return payload, tags
 
     def _line(self, payload: contract.Payload | bool, tags: str, msg: RawMessage) -> str:
         if isinstance(payload, bool):
@@ -238,7 +174,7 @@ class Converter:
     def _dead(self, out: Points, msg: RawMessage, reason: str, detail: str) -> None:
         out.dead[reason] += 1
         try:
-            device = _topic(msg.topic)[0].device
+            device = parse_topic(msg.topic).device
         except ContractError:
             device = ""
         payload = msg.payload[:DEAD_PAYLOAD_BYTES].decode("utf-8", "replace").translate(_PRINTABLE)

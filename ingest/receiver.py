@@ -31,8 +31,8 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from homecare import contract
+from homecare.edge import RawMessage
 from homecare.settings import MqttSettings
-from ingest.points import RawMessage
 
 log = logging.getLogger(__name__)
 

@@ -18,9 +18,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
+from homecare.edge import RawMessage
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.settings import Settings
-from ingest.points import Converter, Points, RawMessage
+from ingest.points import Converter, Points
 from ingest.receiver import Delivery, Receiver
 from ingest.spool import Spool
 

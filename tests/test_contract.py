@@ -127,7 +127,8 @@ def test_contract_export_writes_schemas_and_topics(tmp_path):
     result = CliRunner().invoke(app, ["contract", "export", str(tmp_path / "contract")])
     assert result.exit_code == 0, result.output
     files = sorted(p.name for p in (tmp_path / "contract").iterdir())
-    assert files == sorted([f"{s}.schema.json" for s in contract.PAYLOADS] + ["topics.json"])
+    expected = [f"{s}.schema.json" for s in [*contract.PAYLOADS, "alert"]] + ["topics.json"]
+    assert files == sorted(expected)
     topics = json.loads((tmp_path / "contract" / "topics.json").read_text())
     assert topics["pattern"] == "homecare/v1/<site>/<elder>/<kind>/<device>/<stream>"
     frame_schema = json.loads((tmp_path / "contract" / "frame.schema.json").read_text())
