@@ -44,9 +44,9 @@ from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from homecare import contract
 from homecare.influx import InfluxClient
+from homecare.receiver import SESSION_EXPIRY_S, mqtt_client
 from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings
-from ingest.receiver import SESSION_EXPIRY_S, mqtt_client
 
 INGEST_ID = "bench-ingest"
 BARE_ID = "bench-bare"

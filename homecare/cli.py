@@ -121,3 +121,18 @@ def bench_ingest_command(
     typer.echo(json.dumps(report, indent=2))
     if json_out:
         json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@app.command("detect")
+def detect_command(
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run the detectors on the live streams; publish and store alerts, until SIGTERM."""
+    from detectors.service import DetectService
+
+    _logging(log_level)
+    settings = _settings()
+    if not settings.mqtt.url or not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    stats = DetectService(settings).run(_stop_on_signals())
+    typer.echo(json.dumps(stats.as_dict()))

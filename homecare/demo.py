@@ -32,9 +32,9 @@ from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from homecare.contract import Stream, Topic
 from homecare.influx import InfluxClient
+from homecare.receiver import mqtt_client
 from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings, Settings
-from ingest.receiver import mqtt_client
 
 MEASUREMENT = {
     Stream.FRAME: ("wearable", "rate"),
@@ -43,6 +43,7 @@ MEASUREMENT = {
     Stream.SOS: ("button", "seq"),
     Stream.OK: ("button", "seq"),
     Stream.STATUS: ("device_status", "battery"),
+    Stream.AVAILABILITY: ("availability", "online"),
 }
 """Where each stream is stored, and a field every point of it has (to count points)."""
 
@@ -222,7 +223,7 @@ def run_demo(
             with InfluxClient(live.influx) as db:
                 deadline = time.monotonic() + 120
                 while True:
-                    stored, per_elder = stored_counts(db, live.site, start, end + 1)
+                    stored, per_elder = stored_counts(db, live.site, start, time.time() + 60)
                     if sum(stored.values()) >= expected or time.monotonic() > deadline:
                         break
                     time.sleep(0.5)
@@ -270,9 +271,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
     for stream in Stream:
         sent = pub.per_stream.get(stream, 0)
         if sent or stream in MEASUREMENT:
-            stored = result.stored.get(
-                str(stream), "retained state" if stream is Stream.AVAILABILITY else 0
-            )
+            stored = result.stored.get(str(stream), 0)
             table.add_row(str(stream), str(sent), str(stored))
     console.print(table)
     elders = Table(title="per elder")

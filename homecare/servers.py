@@ -174,10 +174,14 @@ class LocalInflux(_LocalServer):
 
     name = "influxd"
 
-    def __init__(self, root: Path, port: int | None = None) -> None:
+    def __init__(
+        self, root: Path, port: int | None = None, *, admin: tuple[str, str] | None = None
+    ) -> None:
         super().__init__(root)
         self.port = port or free_port()
         self.rpc_port = free_port()
+        self.admin = admin
+        """With an (user, password), authentication is on and that admin is created."""
 
     def _command(self) -> list[str]:
         conf = self.root / "influxdb.conf"
@@ -192,6 +196,7 @@ class LocalInflux(_LocalServer):
             '  compact-full-write-cold-duration = "5s"\n'
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
+            f"  auth-enabled = {'true' if self.admin else 'false'}\n"
             "  max-body-size = 0\n"
             '[logging]\n  level = "warn"\n'
             "[ifql]\n  enabled = false\n"
@@ -201,6 +206,21 @@ class LocalInflux(_LocalServer):
 
     def _ready(self) -> bool:
         return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
+
+    def start(self) -> Self:
+        super().start()
+        if self.admin:
+            user, password = self.admin
+            # The first user may be created without credentials; later starts find it there.
+            httpx.post(
+                f"{self.url}/query",
+                data={
+                    "q": f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
+                },
+                auth=(user, password),
+                timeout=10,
+            )
+        return self
 
     @property
     def url(self) -> str:

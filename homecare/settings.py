@@ -11,6 +11,7 @@ a ``*_file`` setting reads the secret from a file outside the repository.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -100,6 +101,16 @@ class IngestSettings(BaseModel):
     )
 
 
+class DetectSettings(BaseModel):
+    client_id: str = "homecare-detect"
+    batch_size: int = Field(5000, ge=1)
+    batch_interval_s: float = Field(0.05, gt=0, description="Longest a reading waits to be seen.")
+    grace_s: float = Field(30.0, ge=0, description='Time to press "I\'m OK" after a fall.')
+    clock: Literal["wall", "data"] = Field(
+        "wall", description="data: the newest reading's time (accelerated simulations)."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOMECARE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -111,6 +122,7 @@ class Settings(BaseSettings):
     influx: InfluxSettings = InfluxSettings()
     contract: ContractSettings = ContractSettings()
     ingest: IngestSettings = IngestSettings()
+    detect: DetectSettings = DetectSettings()
 
     @property
     def spool_dir(self) -> Path:

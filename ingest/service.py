@@ -20,9 +20,9 @@ from dataclasses import dataclass, field
 
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
+from homecare.receiver import Delivery, Receiver
 from homecare.settings import Settings
 from ingest.points import Converter, Points
-from ingest.receiver import Delivery, Receiver
 from ingest.spool import Spool
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""The MQTT side of ingest: receive in batches, acknowledge only what is stored.
+"""Receive MQTT in batches and acknowledge only what was handled (ingest, detect).
 
 This sits on paho-mqtt 2.x directly rather than aiomqtt: ingest needs ``manual_ack``
 (aiomqtt does not expose it) and must not pay an asyncio task switch per message —
@@ -187,6 +187,10 @@ class Receiver:
                 self._client.ack(mid, qos)
                 sent += 1
         return sent
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Publish at QoS 1 on the same connection (alerts from the detectors)."""
+        return self._client.publish(topic, payload, qos=1, retain=retain)
 
     @property
     def pending(self) -> int:
