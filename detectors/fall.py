@@ -185,6 +185,7 @@ class FallDetector:
     """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
 
     kind: ClassVar[str] = "fall"
+    streams: ClassVar[frozenset[str]] = frozenset({AccelBatch.stream})
 
     def __init__(self, settings: FallSettings | None = None) -> None:
         s = self.settings = settings or FallSettings()
@@ -233,6 +234,10 @@ class FallDetector:
 
     def state_bytes(self) -> int:
         return sum(getattr(self, name).nbytes for name in self._ROW_ARRAYS)
+
+    def tick(self, now: float) -> list[Detection]:
+        """Nothing fires on time alone: a fall is decided when its stillness window ends."""
+        return []
 
     def update(self, batch: AccelBatch) -> list[Detection]:
         if len(batch.rows) == 0:

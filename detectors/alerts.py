@@ -1,0 +1,123 @@
+"""From detections to alerts: stable ids, the "I'm OK" grace window, and how alerts are stored.
+
+An alert's id is derived from its elder, kind and start time, so the same condition
+found again (a frame re-delivered after a restart) is the same alert. A fall alert
+stays cancellable for ``grace_s``: an "I'm OK" press from the elder in that window
+cancels it, and escalation waits out the window before telling anyone.
+
+InfluxDB: ``alert`` holds one point per alert at its start time (tags ``site``,
+``elder``, ``kind``, ``severity``; fields ``id``, ``device``, ``state``, ``evidence``
+as JSON), rewritten in place when its state changes — what dashboards annotate;
+``alert_event`` holds one point per state change, at the time of the change.
+
+>>> book = AlertBook(grace_s=30)
+>>> [fall] = book.open([Raised("north", "e1", "w1", "fall", Severity.CRITICAL, 100.0, {})], now=101)
+>>> fall.state, len(fall.id)
+(<AlertState.OPEN: 'open'>, 16)
+>>> [a.state for a in book.ok_pressed("e1", ts=120.0)]
+[<AlertState.CANCELLED: 'cancelled'>]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from homecare.contract import Alert, AlertState, Severity
+from homecare.influx import line
+
+CANCELLABLE = frozenset({"fall"})
+"""Kinds the wearer can cancel with "I'm OK" within the grace window."""
+
+
+@dataclass(frozen=True, slots=True)
+class Raised:
+    """A detection with its ids resolved: what the alert book needs."""
+
+    site: str
+    elder: str
+    device: str | None
+    kind: str
+    severity: Severity
+    ts: float
+    evidence: dict[str, float] = field(default_factory=dict)
+
+
+def alert_id(elder: str, kind: str, ts: float) -> str:
+    return hashlib.sha1(f"{elder}|{kind}|{round(ts * 1000)}".encode()).hexdigest()[:16]
+
+
+class AlertBook:
+    """Alerts opened by the detectors, and the cancellable ones still in their window."""
+
+    def __init__(self, *, grace_s: float = 30.0) -> None:
+        self.grace_s = grace_s
+        self._cancellable: dict[str, list[Alert]] = {}
+
+    def open(self, raised: Iterable[Raised], *, now: float) -> list[Alert]:
+        alerts = []
+        for r in raised:
+            alert = Alert(
+                id=alert_id(r.elder, r.kind, r.ts),
+                site=r.site,
+                elder=r.elder,
+                device=r.device,
+                kind=r.kind,
+                severity=r.severity,
+                ts=r.ts,
+                evidence=r.evidence,
+                updated=now,
+            )
+            if r.kind in CANCELLABLE:
+                self._cancellable.setdefault(r.elder, []).append(alert)
+            alerts.append(alert)
+        return alerts
+
+    def ok_pressed(self, elder: str, *, ts: float) -> list[Alert]:
+        """Cancel the elder's cancellable alerts whose grace window holds ``ts``."""
+        keep, cancelled = [], []
+        for alert in self._cancellable.pop(elder, []):
+            if alert.ts <= ts <= alert.ts + self.grace_s:
+                cancelled.append(
+                    alert.model_copy(update={"state": AlertState.CANCELLED, "updated": ts})
+                )
+            elif ts < alert.ts:
+                keep.append(alert)
+        if keep:
+            self._cancellable[elder] = keep
+        return cancelled
+
+    def expire(self, now: float) -> None:
+        """Forget alerts whose grace window has passed (escalation owns them now)."""
+        for elder in list(self._cancellable):
+            left = [a for a in self._cancellable[elder] if now <= a.ts + self.grace_s]
+            if left:
+                self._cancellable[elder] = left
+            else:
+                del self._cancellable[elder]
+
+    @property
+    def in_grace(self) -> int:
+        return sum(len(v) for v in self._cancellable.values())
+
+
+def alert_lines(alert: Alert) -> list[str]:
+    """The ``alert`` point (latest state, at the start time) and its ``alert_event``."""
+    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},severity={alert.severity}"
+    fields = {
+        "id": alert.id,
+        "device": alert.device,
+        "state": str(alert.state),
+        "evidence": json.dumps(alert.evidence, sort_keys=True),
+    }
+    return [
+        line("alert", tags, fields, round(alert.ts * 1000)),
+        line(
+            "alert_event",
+            f"{tags},state={alert.state}",
+            {"id": alert.id},
+            round(alert.updated * 1000),
+        ),
+    ]

@@ -1,0 +1,304 @@
+"""Inactivity: no sign of life for longer than is usual for this elder at this hour.
+
+**Signs of activity** (:func:`activity_signs`, the same rule at run time and for learning):
+wearable movement (``mag_std`` at least ``move_g``) or steps, any door event, any bed
+reading with someone in bed, and getting out of bed. Being in bed counts as a sign: bed
+presence is rest, not inactivity of concern. Instead, while the elder is in bed (a bed
+reading with presence within ``bed_fresh_s``) a separate, care-level limit applies: no
+*bed movement* (``movement`` at least ``bed_move``) for ``in_bed_still_s`` (2-4 h; a
+sleeper turns over every 20-30 minutes). A silent bed sensor does not count as in bed.
+
+**Personal limit.** For every hour of the local day, the gap is compared with a limit
+learned from the elder's history (:meth:`InactivityDetector.fit`, refitted daily):
+
+1. the gaps between consecutive signs give, per observed local hour, the longest
+   stillness ongoing in that hour (the statistic the run-time check measures);
+2. a linear quantile regression (scikit-learn ``QuantileRegressor``, pinball loss, HiGHS)
+   of its log on ``harmonics`` daily sine/cosine pairs gives the ``quantile`` (0.95)
+   curve over the day, times ``margin``.
+
+Why this model: stillness lengths are heavy-tailed, so a Gaussian (or a Gaussian mixture)
+misplaces the tail the alarm depends on, and a quantile is what an alarm threshold is.
+An empirical per-hour quantile of 2-4 weeks is ~14-28 points per hour, too few for a
+95 % quantile; the harmonic curve pools all hours into 7 parameters and stays smooth,
+while the pinball loss keeps one exceptional day from moving it much. Cost: ~25 ms per
+elder per refit of 4 weeks (10,000 elders: ~4-5 min of one core a day); the run-time check is one
+gather. With little history the learned log-limit is shrunk towards the care-level
+default (weight ``days / (days + prior_days)``), and it is always clipped to the care
+level's ``inactivity_min_s``-``inactivity_max_s``; an elder with no fit uses the default.
+
+Assumptions: signs of one row arrive roughly in time order; ``tick`` is called every few
+seconds. Warm-up: until the first sign the clock starts at the first data of any kind.
+
+Cost per 1 s wearable batch of 10,000 rows: a comparison and a scatter-maximum (~0.1 ms);
+``tick``: ~20 vector operations over all rows. State: 24 learned limits + 7 numbers per row
+(~160 bytes).
+
+>>> det = InactivityDetector()
+>>> move = {"mag_std": np.array([0.2, 0.2]), "steps": np.array([1.0, 0.0])}
+>>> det.update(ReadingBatch("wearable", np.array([0, 1]), np.array([0.0, 0.0]), move))
+[]
+>>> det.tick(4 * 3600.0)  # care level 2 default: 4 h
+[]
+>>> [(d.kind, d.row, d.severity.value) for d in det.tick(4 * 3600.0 + 1)]
+[('inactivity', 0, 'warning'), ('inactivity', 1, 'warning')]
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import ClassVar
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import BaseModel, ConfigDict, Field
+
+from detectors.base import (
+    BatchStream,
+    Bools,
+    Detection,
+    ReadingBatch,
+    Rows,
+    RowState,
+    Severity,
+    Times,
+)
+from detectors.care import Care
+
+__all__ = [
+    "InactivityDetector",
+    "InactivitySettings",
+    "activity_signs",
+    "gaps_from_signs",
+    "hourly_longest",
+]
+
+H = 3600.0
+
+
+class InactivitySettings(BaseModel):
+    """What counts as a sign, and how the personal limit is learned."""
+
+    model_config = ConfigDict(frozen=True)
+
+    move_g: float = Field(default=0.02, gt=0, description="Wearable mag_std at least this: moving.")
+    bed_move: float = Field(default=0.1, gt=0, le=1, description="Bed movement at least this.")
+    bed_fresh_s: float = Field(
+        default=120.0, gt=0, description="A presence reading means in bed for this long."
+    )
+    quantile: float = Field(default=0.95, gt=0.5, lt=1, description="Quantile of the limit.")
+    margin: float = Field(default=1.25, ge=1, description="Learned quantile times this.")
+    harmonics: int = Field(default=3, ge=1, le=6, description="Daily sine/cosine pairs.")
+    min_gap_s: float = Field(
+        default=300.0, gt=0, description="Shorter stillness is not worth modelling."
+    )
+    min_hours: int = Field(default=48, ge=8, description="Fewer observed hours: no fit.")
+    prior_days: float = Field(default=7.0, ge=0, description="Shrinkage towards the care default.")
+
+
+def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> Bools:
+    """Which entries of a batch are signs of activity (see the module doc).
+
+    For a ``bed`` batch, getting out of bed is not visible from one reading alone; the
+    detector adds it from its state, and :func:`gaps_from_signs` sees it as the last
+    in-bed reading."""
+    s = s or InactivitySettings()
+    match batch.stream:
+        case BatchStream.WEARABLE:
+            return (batch.column("mag_std") >= s.move_g) | (batch.column("steps") > 0)
+        case BatchStream.DOOR:
+            return np.ones(len(batch), bool)
+        case BatchStream.BED:
+            return batch.column("presence") > 0.5
+    return np.zeros(len(batch), bool)
+
+
+def gaps_from_signs(rows: Rows, ts: Times) -> tuple[Rows, Times, Times]:
+    """Gaps (row, start, length) between consecutive signs of each row, in any order in."""
+    order = np.lexsort((ts, rows))
+    r, t = rows[order], ts[order]
+    same = r[1:] == r[:-1]
+    return r[1:][same], t[:-1][same], (t[1:] - t[:-1])[same]
+
+
+def hourly_longest(
+    rows: Rows, start: Times, length: Times, utc_offset_s: npt.NDArray[np.floating], floor_s: float
+) -> tuple[Rows, npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Per observed local hour of each row: (row, hour of day, longest stillness ongoing in
+    it). ``gaps`` must tile each row's observed span (as from :func:`gaps_from_signs`);
+    ``utc_offset_s`` is indexed by row. Hours whose gaps are all short get ``floor_s``."""
+    if len(rows) == 0:
+        return rows, np.zeros(0, np.int64), np.zeros(0)
+    off = utc_offset_s[rows]
+    a = start + off
+    b = a + length
+    first = np.floor(a / H).astype(np.int64)
+    last = np.floor(np.nextafter(b, -np.inf) / H).astype(np.int64)
+    n = np.maximum(last - first + 1, 1)
+    rep = np.repeat(np.arange(len(rows)), n)
+    slot = first[rep] + (np.arange(len(rep)) - np.repeat(np.cumsum(n) - n, n))
+    ongoing = np.minimum(b[rep], (slot + 1) * H) - a[rep]
+    value = np.maximum(ongoing, floor_s)
+    key_row = rows[rep]
+    # maximum per (row, absolute hour slot)
+    order = np.lexsort((value, slot, key_row))
+    kr, ks, kv = key_row[order], slot[order], value[order]
+    end = np.r_[(kr[1:] != kr[:-1]) | (ks[1:] != ks[:-1]), True]
+    return kr[end], np.mod(ks[end], 24), kv[end]
+
+
+def _features(hour: npt.ArrayLike, harmonics: int) -> npt.NDArray[np.float64]:
+    angle = 2 * np.pi * (np.asarray(hour, np.float64) + 0.5) / 24
+    k = np.arange(1, harmonics + 1)
+    return np.concatenate([np.sin(angle[:, None] * k), np.cos(angle[:, None] * k)], axis=1)
+
+
+class InactivityDetector(RowState):
+    """Warns when an elder shows no sign of activity for longer than their own limit."""
+
+    kind: ClassVar[str] = "inactivity"
+    streams: ClassVar[frozenset[str]] = frozenset(
+        {BatchStream.WEARABLE, BatchStream.DOOR, BatchStream.BED}
+    )
+    _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
+        "last_active": np.nan, "in_bed": False, "bed_ts": -np.inf, "bed_move_ts": np.nan,
+        "fired": False, "fired_bed": False, "learned": np.nan, "weight": 0.0,
+    }  # fmt: skip
+
+    def __init__(
+        self, settings: InactivitySettings | None = None, care: Care | None = None
+    ) -> None:
+        self.settings = settings or InactivitySettings()
+        self.care = care or Care()
+        self.last_active = np.zeros(0)  # time of the last sign (NaN: no data yet)
+        self.in_bed = np.zeros(0, bool)  # last bed reading had presence
+        self.bed_ts = np.zeros(0)  # time of that reading
+        self.bed_move_ts = np.zeros(0)  # last bed movement (or getting into bed)
+        self.fired = np.zeros(0, bool)  # warned for the current gap
+        self.fired_bed = np.zeros(0, bool)  # warned for the current still stretch in bed
+        self.learned = np.zeros((0, 24), np.float32)  # personal limit per local hour, s
+        self.weight = np.zeros(0, np.float32)  # its weight against the care default
+        self.n = 0  # rows seen
+
+    def _see(self, rows: Rows) -> None:
+        top = int(rows.max()) + 1
+        if top > self.n:
+            self._grow(top)
+            self.care.ensure(top)
+            self.n = top
+
+    def update(self, batch: ReadingBatch) -> list[Detection]:
+        if len(batch) == 0 or batch.stream not in self.streams:
+            return []
+        rows, ts = batch.rows, batch.ts
+        self._see(rows)
+        # the clock of a row with no sign yet starts at its first data of any kind
+        fresh = np.isnan(self.last_active[rows])
+        if fresh.any():
+            np.fmin.at(self.last_active, rows[fresh], ts[fresh])
+        sign = activity_signs(batch, self.settings)
+        if batch.stream == BatchStream.BED:
+            presence = batch.column("presence") > 0.5
+            moved = batch.column("movement") >= self.settings.bed_move
+            sign |= ~presence & self.in_bed[rows]  # getting out of bed
+            entered = presence & ~self.in_bed[rows]
+            self.in_bed[rows] = presence
+            self.bed_ts[rows] = ts
+            stirred = presence & (moved | entered)
+            if stirred.any():
+                np.fmax.at(self.bed_move_ts, rows[stirred], ts[stirred])
+                self.fired_bed[rows[stirred]] = False
+        if sign.all():
+            np.maximum.at(self.last_active, rows, ts)
+            self.fired[rows] = False
+        elif sign.any():
+            np.maximum.at(self.last_active, rows[sign], ts[sign])
+            self.fired[rows[sign]] = False
+        return []
+
+    def limit_s(self, rows: Rows, now: float) -> npt.NDArray[np.float64]:
+        """Each row's current daytime limit: learned for this local hour, shrunk towards
+        the care-level default, clipped to the care level's bounds."""
+        care = self.care
+        hour = (care.local_s(rows, now) // H).astype(np.int64)
+        default = care.limit("inactivity_default_s", rows)
+        learned = self.learned[rows, hour].astype(np.float64)
+        w = np.where(np.isnan(learned), 0.0, self.weight[rows])
+        mix = default.copy()
+        some = w > 0
+        if some.any():  # a geometric mean: limits scale multiplicatively
+            ws = w[some]
+            mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+        lo = care.limit("inactivity_min_s", rows)
+        hi = care.limit("inactivity_max_s", rows)
+        return np.clip(mix, lo, hi)
+
+    def tick(self, now: float) -> list[Detection]:
+        if self.n == 0:
+            return []
+        rows = np.arange(self.n)
+        s = self.settings
+        in_bed = self.in_bed[: self.n] & (now - self.bed_ts[: self.n] <= s.bed_fresh_s)
+        gap = now - self.last_active[: self.n]
+        found: list[Detection] = []
+        # only rows past their care level's lowest limit need their personal limit
+        floor = self.care.limit("inactivity_min_s", rows)
+        check = np.flatnonzero(~in_bed & ~self.fired[: self.n] & (gap > floor))
+        if len(check):
+            limit = self.limit_s(check, now)
+            over = gap[check] > limit
+            for i in np.flatnonzero(over):
+                r = int(check[i])
+                found.append(self._detection(r, now, gap[r], limit[i], 0.0))
+            self.fired[check[over]] = True
+        still = now - self.bed_move_ts[: self.n]
+        bed_limit = self.care.limit("in_bed_still_s", rows)
+        hit = np.flatnonzero(in_bed & ~self.fired_bed[: self.n] & (still > bed_limit))
+        for b in hit:
+            found.append(self._detection(int(b), now, still[b], bed_limit[b], 1.0))
+        self.fired_bed[hit] = True
+        found.sort(key=lambda d: d.row)
+        return found
+
+    def _detection(self, row: int, now: float, gap: float, limit: float, bed: float) -> Detection:
+        hour = float(self.care.local_s(np.array([row]), now)[0] // H)
+        evidence = {"gap_s": round(float(gap), 1), "limit_s": round(float(limit), 1),
+                    "in_bed": bed, "local_hour": hour}  # fmt: skip
+        return Detection(self.kind, row, now, Severity.WARNING, evidence)
+
+    def fit(
+        self,
+        rows: Rows,
+        gap_start: Times,
+        gap_len: Times,
+    ) -> None:
+        """Learn each row's limit per local hour from its gaps between signs (as from
+        :func:`gaps_from_signs` over 2-4 weeks of history). Rows not in the input keep
+        their limits; rows with fewer than ``min_hours`` observed hours get none."""
+        s = self.settings
+        if len(rows) == 0:
+            return
+        self._see(rows)
+        self.care.ensure(self.n)
+        r, hour, longest = hourly_longest(
+            rows, gap_start, gap_len, self.care.utc_offset_s, s.min_gap_s
+        )
+        from sklearn.linear_model import QuantileRegressor
+
+        counts = np.bincount(r, minlength=self.n)
+        bounds = np.r_[0, np.cumsum(counts)]
+        grid = _features(np.arange(24), s.harmonics)
+        for row in np.flatnonzero(counts):  # offline, once a day: one small fit per elder
+            lo, hi = bounds[row], bounds[row + 1]
+            if hi - lo < s.min_hours:
+                self.learned[row] = np.nan
+                self.weight[row] = 0.0
+                continue
+            y = np.log(longest[lo:hi])
+            model = QuantileRegressor(quantile=s.quantile, alpha=0.0, solver="highs")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # HiGHS may note a degenerate problem
+                model.fit(_features(hour[lo:hi], s.harmonics), y)
+            self.learned[row] = np.exp(model.predict(grid)) * s.margin
+            days = (hi - lo) / 24
+            self.weight[row] = days / (days + s.prior_days)

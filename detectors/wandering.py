@@ -1,0 +1,129 @@
+"""Night wandering: the front door opens in the sleep window and the elder is not back.
+
+A front-door ``opened`` event inside the elder's sleep window (:class:`Care`, local time,
+22:00-06:00 by default, per elder) starts a wait. The elder is back when the front door
+has closed again *and* a sign from inside follows (another door: bathroom, bedroom,
+fridge), or at once when the bed reports presence. A closed front door alone proves
+nothing: one closes it behind oneself going out. Still out ``wander_return_s`` (care
+level: 30 min at level 1 down to 10 min at level 4) after the door opened → warning.
+
+Assumptions: door events and bed readings of one elder arrive in time order; the wearable
+cannot tell inside from outside, so it is not used. A visitor leaving at night looks the
+same as the elder leaving, unless the elder goes on showing signs inside.
+
+Warm-up: none. Cost: door and bed batches only, a few gathers; ``tick`` compares one time
+per row. State: 10 bytes per row.
+
+>>> det = WanderingDetector()
+>>> det.update(ReadingBatch("door", np.array([0]), np.array([23 * 3600.0]),
+...                         {"opened": np.array([1]), "role": np.array([0])}))
+[]
+>>> [(d.kind, d.row, d.evidence["out_s"]) for d in det.tick(23 * 3600.0 + 1201)]
+[('wandering', 0, 1201.0)]
+"""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from detectors.base import (
+    DOOR_ROLES,
+    BatchStream,
+    Detection,
+    ReadingBatch,
+    Rows,
+    RowState,
+    Severity,
+    waves,
+)
+from detectors.care import Care
+
+__all__ = ["WanderingDetector", "WanderingSettings"]
+
+FRONT = DOOR_ROLES.index("front")
+
+
+class WanderingSettings(BaseModel):
+    """Nothing to tune here: the sleep window and the wait come from :class:`Care`."""
+
+    model_config = ConfigDict(frozen=True)
+
+
+class WanderingDetector(RowState):
+    """Warns when an elder went out of the front door at night and is not back."""
+
+    kind: ClassVar[str] = "wandering"
+    streams: ClassVar[frozenset[str]] = frozenset({BatchStream.DOOR, BatchStream.BED})
+    _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
+        "out_since": np.nan, "closed": False, "fired": False,
+    }  # fmt: skip
+
+    def __init__(self, settings: WanderingSettings | None = None, care: Care | None = None) -> None:
+        self.settings = settings or WanderingSettings()
+        self.care = care or Care()
+        self.out_since = np.zeros(0)  # front door opened at night (NaN: not waiting)
+        self.closed = np.zeros(0, bool)  # the front door closed since
+        self.fired = np.zeros(0, bool)  # warned for this wait
+        self.n = 0
+
+    def update(self, batch: ReadingBatch) -> list[Detection]:
+        if len(batch) == 0 or batch.stream not in self.streams:
+            return []
+        top = int(batch.rows.max()) + 1
+        if top > self.n:
+            self._grow(top)
+            self.care.ensure(top)
+            self.n = top
+        for part in waves(batch.rows) or [np.arange(len(batch))]:
+            self._step(batch, part)
+        return []
+
+    def _step(self, batch: ReadingBatch, part: np.ndarray) -> None:
+        rows, ts = batch.rows[part], batch.ts[part]
+        waiting = ~np.isnan(self.out_since[rows])
+        if batch.stream == BatchStream.BED:
+            self._back(rows[waiting & (batch.column("presence")[part] > 0.5)])
+            return
+        front = batch.column("role")[part] == FRONT
+        opened = batch.column("opened")[part] > 0.5
+        start = front & opened & ~waiting
+        if start.any():
+            start[start] = self.care.in_sleep_window(rows[start], ts[start])
+            self.out_since[rows[start]] = ts[start]
+            self.closed[rows[start]] = False
+            self.fired[rows[start]] = False
+        self.closed[rows[waiting & front & ~opened]] = True
+        self._back(rows[waiting & ~front & self.closed[rows]])
+
+    def _back(self, rows: Rows) -> None:
+        self.out_since[rows] = np.nan
+
+    def tick(self, now: float) -> list[Detection]:
+        if self.n == 0:
+            return []
+        out = now - self.out_since[: self.n]
+        waiting = np.flatnonzero(~np.isnan(out) & ~self.fired[: self.n])
+        if len(waiting) == 0:
+            return []
+        limit = self.care.limit("wander_return_s", waiting)
+        late = out[waiting] > limit
+        found = [
+            Detection(
+                self.kind,
+                int(r),
+                now,
+                Severity.WARNING,
+                {
+                    "out_s": round(float(out[r]), 1),
+                    "limit_s": float(lim),
+                    "door_closed": float(self.closed[r]),
+                    "opened_ts": float(self.out_since[r]),
+                },
+            )
+            for r, lim in zip(waiting[late], limit[late], strict=True)
+        ]
+        self.fired[waiting[late]] = True
+        return found
