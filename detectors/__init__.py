@@ -10,7 +10,6 @@ from detectors.base import (
     Roster,
     Severity,
     dispatch,
-    frame_stats,
     tick_all,
 )
 from detectors.bed_exit import BedExitDetector, BedExitSettings
@@ -22,6 +21,7 @@ from detectors.morning import MorningDetector, MorningSettings
 from detectors.sos import SosDetector, SosSettings
 from detectors.vitals import VitalsDetector, VitalsSettings
 from detectors.wandering import WanderingDetector, WanderingSettings
+from homecare.frames import frame_stats
 
 __all__ = [
     "CARE_TABLE",

@@ -29,10 +29,10 @@ from detectors.base import (
     BatchStream,
     ReadingBatch,
     Roster,
-    frame_stats,
 )
 from homecare import contract
 from homecare.contract import Payload, Topic
+from homecare.frames import frame_stats
 
 
 @dataclass(slots=True)

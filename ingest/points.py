@@ -36,6 +36,7 @@ import numpy as np
 from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
+from homecare.frames import frame_stats
 from homecare.influx import line
 from homecare.settings import ContractSettings
 
@@ -139,10 +140,16 @@ class Converter:
         for item in frames:
             by_rate.setdefault(item[0].rate, []).append(item)
         for rate, group in by_rate.items():
-            accel = np.stack([f.accel for f, _ in group]).astype(np.float64)
-            mag = np.sqrt(np.einsum("fni,fni->fn", accel, accel))
+            columns = frame_stats(np.stack([f.accel for f, _ in group]))
             stats = np.round(
-                np.stack([mag.mean(1), mag.std(1), mag.max(1), mag.min(1)], axis=1), 4
+                np.stack(
+                    [
+                        columns[k].astype(np.float64)
+                        for k in ("mag_mean", "mag_std", "mag_peak", "mag_min")
+                    ],
+                    axis=1,
+                ),
+                4,
             ).tolist()
             for (frame, tags), (mean, std, peak, low) in zip(group, stats, strict=True):
                 ts = int(frame.ts * 1000)

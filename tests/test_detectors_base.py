@@ -16,7 +16,6 @@ from detectors.base import (
     Hysteresis,
     ReadingBatch,
     dispatch,
-    frame_stats,
     group_quantile,
     tick_all,
     waves,
@@ -30,6 +29,7 @@ from detectors.morning import MorningDetector
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
+from homecare.frames import frame_stats
 
 MODULES = [
     "base",
