@@ -22,6 +22,7 @@ from typing import Any
 
 from detectors.alerts import AlertBook, Raised, alert_lines
 from detectors.base import Detection, Detector, dispatch, tick_all
+from detectors.baselines import BaselineFile, baselines_path
 from detectors.batches import Batcher
 from detectors.bed_exit import BedExitDetector
 from detectors.care import Care
@@ -138,6 +139,7 @@ class DetectService:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.detect = Detect(settings)
+        self.baselines = BaselineFile(baselines_path(settings))
         self._unwritten: list[str] = []
 
     def run(self, stop: threading.Event) -> DetectStats:
@@ -150,6 +152,9 @@ class DetectService:
         with InfluxClient(self.settings.influx) as db, receiver:
             log.info("detect %s subscribed to %s", cfg.client_id, receiver.topic)
             while not stop.is_set():
+                self.baselines.poll(
+                    self.detect.detectors, self.detect.care, self.detect.batcher.elders
+                )
                 delivery = receiver.take(cfg.batch_size, cfg.batch_interval_s)
                 alerts = self.detect.handle(delivery.messages, received=time.time())
                 for alert in alerts:

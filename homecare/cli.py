@@ -25,6 +25,8 @@ app.command("evaluate")(evaluate_replay_command)
 app.add_typer(sim_app)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
 app.add_typer(bench_app, name="bench")
+baselines_app = typer.Typer(no_args_is_help=True, help="Personal baselines learned from history.")
+app.add_typer(baselines_app, name="baselines")
 
 
 @contract_app.command("export")
@@ -136,3 +138,22 @@ def detect_command(
         raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
     stats = DetectService(settings).run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
+
+
+@baselines_app.command("fit")
+def baselines_fit_command(
+    days: Annotated[float, typer.Option(min=1, help="Days of history to learn from.")] = 28,
+    out: Annotated[
+        Path | None, typer.Option(help="File (default <state_dir>/baselines.npz).")
+    ] = None,
+    full: Annotated[bool, typer.Option(help="Ignore the history cache; query every day.")] = False,
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Learn every elder's baselines from InfluxDB; write the file `homecare detect` reloads."""
+    from detectors.baselines import refit
+
+    _logging(log_level)
+    settings = _settings()
+    if not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_INFLUX__URL")
+    typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
