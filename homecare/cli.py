@@ -147,6 +147,9 @@ def baselines_fit_command(
         Path | None, typer.Option(help="File (default <state_dir>/baselines.npz).")
     ] = None,
     full: Annotated[bool, typer.Option(help="Ignore the history cache; query every day.")] = False,
+    every: Annotated[
+        float | None, typer.Option(min=0.01, help="Refit every HOURS until SIGTERM.")
+    ] = None,
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Learn every elder's baselines from InfluxDB; write the file `homecare detect` reloads."""
@@ -156,4 +159,8 @@ def baselines_fit_command(
     settings = _settings()
     if not settings.influx.url:
         raise typer.BadParameter("set HOMECARE_INFLUX__URL")
-    typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
+    stop = _stop_on_signals()
+    while True:
+        typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
+        if every is None or stop.wait(every * 3600):
+            return

@@ -47,7 +47,11 @@ def test_service_commands_exist_in_the_cli():
     commands = get_command(app).commands  # type: ignore[attr-defined]
     for name, service in _compose()["services"].items():
         if service.get("build") or str(service.get("image", "")).startswith("homecare:"):
-            assert service["command"][0] in commands, (name, service["command"])
+            command = service["command"]
+            assert command[0] in commands, (name, command)
+            group = commands[command[0]]
+            if hasattr(group, "commands"):  # a command group: its subcommand must exist too
+                assert command[1] in group.commands, (name, command)
 
 
 def test_mosquitto_config_never_drops_queued_readings():
