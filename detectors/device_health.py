@@ -6,10 +6,10 @@ names the elder row (``elder``).
 
 * **offline** — the device's last will (``availability`` ``offline``) at once, or
   silence: no message of any stream for ``missed`` × its cadence, at least
-  ``offline_min_s``. The cadence is the shortest period of what it sends: 1 s for a
-  wearable's frames, ``bed_period_s`` for a bed sensor, else the ``interval_s`` of its
-  status reports (300 s by default: a door sensor is offline after 15 min). Re-armed by
-  the next message.
+  ``offline_min_s``. The cadence is the shortest period of what it sends apart from a
+  wearable's frames (they stop while it charges): ``bed_period_s`` for a bed sensor,
+  else the ``interval_s`` of its status reports (300 s by default: a wearable or door
+  sensor is offline after 15 min of silence). Re-armed by the next message.
 * **battery_low** — from status reports and frames: below ``battery_low`` for
   ``battery_samples`` readings in a row; re-armed above ``battery_ok`` (a band, so a
   battery at the threshold warns once, not on every reading).
@@ -29,10 +29,10 @@ batteries). State: ~70 bytes per device and 17 per elder.
 ...          "battery": np.array([80.0, 80.0])}
 >>> det.update(ReadingBatch("wearable", np.array([0, 1]), np.array([0.0, 0.0]), frame))
 []
->>> det.tick(120.0)
+>>> det.tick(900.0)
 []
->>> [(d.kind, d.row, d.evidence["silent_s"]) for d in det.tick(121.0)]
-[('offline', 0, 121.0), ('offline', 1, 121.0)]
+>>> [(d.kind, d.row, d.evidence["silent_s"]) for d in det.tick(901.0)]
+[('offline', 0, 901.0), ('offline', 1, 901.0)]
 """
 
 from __future__ import annotations
@@ -64,7 +64,6 @@ class DeviceHealthSettings(BaseModel):
 
     missed: float = Field(default=3.0, gt=1, description="Periods of silence before offline.")
     offline_min_s: float = Field(default=120.0, gt=0, description="Silence at least this.")
-    frame_period_s: float = Field(default=1.0, gt=0, description="A wearable's frame period.")
     bed_period_s: float = Field(default=30.0, gt=0, description="A bed sensor's longest period.")
     status_period_s: float = Field(default=300.0, gt=0, description="Status period, undeclared.")
     battery_low: float = Field(default=15.0, gt=0, lt=100, description="Below this: low.")
@@ -157,7 +156,8 @@ class DeviceHealthDetector:
         self.offline[dev] = False
         match batch.stream:
             case BatchStream.WEARABLE:
-                self.period[dev] = np.minimum(self.period[dev], s.frame_period_s)
+                # Frames are no heartbeat: a wearable on its charger stops them but stays
+                # online through its status reports, so its cadence is theirs.
                 self.wearable[dev] = True
                 worn = (batch.column("mag_std") >= s.worn_g) | (batch.column("hr") > 0)
                 np.fmax.at(self.last_worn, dev[worn], ts[worn])
