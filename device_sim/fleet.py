@@ -13,12 +13,11 @@ Every message is QoS 1 and counted in :class:`FleetStats` only once PUBACKed.
 Connections reconnect after a broker restart with their persistent session and
 re-send everything unacknowledged; what is published meanwhile waits in the link.
 Memory is bounded: stepping pauses while more than ``window`` messages are unacked.
+Used like this (tests/test_sim_fleet.py runs it against a real broker)::
 
->>> async def demo(url: str) -> FleetStats:  # doctest: +SKIP
-...     sim = Simulation(SimConfig(elders=5))
-...     async with Fleet(sim, url) as fleet:
-...         await fleet.run(seconds=60, speed=None)
-...     return fleet.stats
+    async with Fleet(Simulation(SimConfig(elders=5)), "mqtt://127.0.0.1:1883") as fleet:
+        await fleet.run(seconds=60, speed=None)
+    print(fleet.stats.acked)
 """
 
 from __future__ import annotations
