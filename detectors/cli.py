@@ -61,11 +61,14 @@ def replay_accel(
         raise typer.Exit(1)
 
 
-def evaluate_replay_command(
+def evaluate_command(
     replay_dir: Annotated[
-        Path, typer.Option("--replay-dir", help="Folder the labelled files are relative to.")
-    ],
-    labels: Annotated[Path, typer.Option("--labels", help="CSV file,subject,code,label.")],
+        Path | None,
+        typer.Option("--replay-dir", help="Recorded traces instead of the simulated cohort."),
+    ] = None,
+    labels: Annotated[
+        Path | None, typer.Option("--labels", help="With --replay-dir: file,subject,code,label.")
+    ] = None,
     hold_end: Annotated[
         float, typer.Option("--hold-end", help="Extend each trace by its last posture.", min=0)
     ] = 0.0,
@@ -75,9 +78,40 @@ def evaluate_replay_command(
     resample: Annotated[
         float | None, typer.Option("--resample", help="Resample every trace to HZ.", min=1)
     ] = None,
+    elders: Annotated[int, typer.Option(help="Simulated cohort: elders.", min=1)] = 100,
+    days: Annotated[float, typer.Option(help="Simulated cohort: days.", min=0.1)] = 30.0,
+    seed: Annotated[int, typer.Option(help="Simulated cohort: seed.")] = 0,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Cohort: folder for labels and report.json.")
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the full report as JSON here.")
     ] = None,
+) -> None:
+    """Measure the detectors: on a simulated cohort with labelled scenarios (default), or the
+    fall detector on labelled recordings (--replay-dir, --labels)."""
+    if replay_dir is None:
+        from detectors.evaluate_cohort import evaluate_cohort
+        from detectors.evaluate_cohort import summary as cohort_summary
+
+        report = evaluate_cohort(elders=elders, days=days, seed=seed, out_dir=out, log=typer.echo)
+        typer.echo(cohort_summary(report))
+        if json_out is not None:
+            json_out.write_text(json.dumps(report, indent=2) + "\n")
+        return
+    if labels is None:
+        typer.echo("error: --replay-dir needs --labels", err=True)
+        raise typer.Exit(2)
+    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out)
+
+
+def evaluate_replay(
+    replay_dir: Path,
+    labels: Path,
+    hold_end: float,
+    rotate: int | None,
+    resample: float | None,
+    json_out: Path | None,
 ) -> None:
     """Per-trial sensitivity and specificity of the fall detector on labelled recordings."""
     from detectors.evaluate_replay import evaluate, summary

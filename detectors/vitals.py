@@ -108,6 +108,12 @@ class VitalsSettings(BaseModel):
         default=10, ge=1, description="The 1 Hz wearable feeds the baseline every this (s)."
     )
     rest_g: float = Field(default=0.05, gt=0, description="Wearable mag_std below this: rest.")
+    settle_s: float = Field(
+        default=300.0,
+        ge=0,
+        description="Rest must have lasted this long (heart rate recovering after a walk is "
+        "no deviation).",
+    )
 
 
 class VitalsDetector:
@@ -126,6 +132,7 @@ class VitalsDetector:
         self.var = np.zeros((k, 0))
         self.acc = np.zeros((k, 0))
         self.last = np.zeros((k, 0))
+        self.moved = np.zeros(0)  # per row: last wearable second with movement or steps
         self.hyst = [
             Hysteresis(
                 len(CONDITIONS),
@@ -144,11 +151,12 @@ class VitalsDetector:
             setattr(self, name, grow(getattr(self, name).T, top, np.nan if name == "last" else 0).T)
         for h in self.hyst:
             h.grow(top)
+        self.moved = grow(self.moved, top, -np.inf)
         self.care.ensure(top)
         self.n = top
 
     def state_bytes(self) -> int:
-        own = int(sum(getattr(self, n).nbytes for n in self._ROW_ARRAYS))
+        own = int(sum(getattr(self, n).nbytes for n in self._ROW_ARRAYS)) + self.moved.nbytes
         return own + sum(h.nbytes() for h in self.hyst)
 
     def tick(self, now: float) -> list[Detection]:
@@ -164,6 +172,8 @@ class VitalsDetector:
             # no movement statistics: taken as rest (NaN compares False)
             rest = ~(batch.column("mag_std") >= self.settings.rest_g)
             rest &= ~(batch.column("steps") > 0)
+            np.maximum.at(self.moved, batch.rows[~rest], batch.ts[~rest])
+            rest &= batch.ts - self.moved[batch.rows] >= self.settings.settle_s
         else:
             rest = np.ones(len(batch), bool)
         for part in waves(batch.rows) or [np.arange(len(batch))]:

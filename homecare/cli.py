@@ -12,7 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from detectors.cli import evaluate_replay_command, replay_app
+from detectors.cli import evaluate_command, replay_app
 from device_sim.cli import app as sim_app
 from homecare import contract
 from homecare.settings import Settings
@@ -21,7 +21,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices build against.")
 app.add_typer(contract_app, name="contract")
 app.add_typer(replay_app, name="replay")
-app.command("evaluate")(evaluate_replay_command)
+app.command("evaluate")(evaluate_command)
 app.add_typer(sim_app)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
 app.add_typer(bench_app, name="bench")

@@ -11,14 +11,14 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from detectors.cli import evaluate_replay_command, replay_app
+from detectors.cli import evaluate_command, replay_app
 from detectors.evaluate_replay import evaluate, resample_trace
 from detectors.replay import G, TraceError, read_trace
 from device_sim.motions import motion
 
 app = typer.Typer()
 app.add_typer(replay_app, name="replay")
-app.command("evaluate")(evaluate_replay_command)
+app.command("evaluate")(evaluate_command)
 runner = CliRunner()
 
 
