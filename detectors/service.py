@@ -38,6 +38,7 @@ from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import Receiver
 from homecare.settings import Settings
+from homecare.status import write_status
 
 log = logging.getLogger(__name__)
 
@@ -140,6 +141,7 @@ class DetectService:
         self.settings = settings
         self.detect = Detect(settings)
         self.baselines = BaselineFile(baselines_path(settings))
+        self.status_path = settings.state_dir / "detect.json"
         self._unwritten: list[str] = []
 
     def run(self, stop: threading.Event) -> DetectStats:
@@ -151,6 +153,7 @@ class DetectService:
         )
         with InfluxClient(self.settings.influx) as db, receiver:
             log.info("detect %s subscribed to %s", cfg.client_id, receiver.topic)
+            next_status = 0.0
             while not stop.is_set():
                 self.baselines.poll(
                     self.detect.detectors, self.detect.care, self.detect.batcher.elders
@@ -166,6 +169,10 @@ class DetectService:
                     self._unwritten += alert_lines(alert)
                 self._write(db)
                 receiver.ack(delivery)
+                if time.monotonic() >= next_status:
+                    next_status = time.monotonic() + 1.0
+                    write_status(self.status_path, self.detect.stats.as_dict())
+            write_status(self.status_path, self.detect.stats.as_dict())
         return self.detect.stats
 
     def _write(self, db: InfluxClient) -> None:

@@ -28,13 +28,16 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from detectors.evaluate_cohort import KIND_OF
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
-from homecare.contract import Stream, Topic
+from device_sim.scenarios import EARLY_S, GRACE_S, Scenario, apply, plan_scenarios, write_labels
+from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
 from homecare.influx import InfluxClient
 from homecare.receiver import mqtt_client
 from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings, Settings
+from homecare.status import read_status
 
 MEASUREMENT = {
     Stream.FRAME: ("wearable", "rate"),
@@ -57,6 +60,10 @@ class DemoResult:
     bad_sent: int
     ingest: dict[str, object] = field(default_factory=dict)
     bytes_on_disk: int | None = None
+    scenarios: list[Scenario] = field(default_factory=list)
+    alerts: list[Alert] = field(default_factory=list)
+    scenarios_end: float = math.inf
+    """The end of the simulated window: devices go offline after it."""
     elders: int = 0
     hours: float = 0.0
     wall_s: float = 0.0
@@ -102,25 +109,26 @@ def servers(settings: Settings, root: Path) -> Iterator[Settings]:
         yield settings.model_copy(update={"mqtt": mqtt, "influx": influx})
 
 
-class IngestProcess:
-    """``homecare ingest`` as its own process, configured through the environment."""
+class ServiceProcess:
+    """A ``homecare`` service (ingest, detect) as its own process, configured by environment."""
 
-    def __init__(self, settings: Settings, log: Path) -> None:
+    def __init__(self, command: str, settings: Settings, log: Path, **env_extra: str) -> None:
         env = dict(os.environ)
         env.update(
             {
                 "HOMECARE_MQTT__URL": settings.mqtt.url,
-                "HOMECARE_MQTT__CLIENT_ID": "homecare-demo-ingest",
+                "HOMECARE_MQTT__CLIENT_ID": f"homecare-demo-{command}",
                 "HOMECARE_INFLUX__URL": settings.influx.url,
                 "HOMECARE_INFLUX__DATABASE": settings.influx.database,
                 "HOMECARE_STATE_DIR": str(settings.state_dir),
+                **env_extra,
             }
         )
         self.log = log
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "homecare", "ingest"],
+                [sys.executable, "-m", "homecare", command],
                 env=env,
                 stdout=subprocess.PIPE,
                 stderr=out,
@@ -128,7 +136,7 @@ class IngestProcess:
         deadline = time.monotonic() + 60
         while b"subscribed" not in log.read_bytes():
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ingest did not start; see {log}")
+                raise RuntimeError(f"{command} did not start; see {log}")
             time.sleep(0.1)
 
     def stop(self) -> dict[str, object]:
@@ -136,6 +144,44 @@ class IngestProcess:
         out, _ = self.proc.communicate(timeout=60)
         lines = out.decode().strip().splitlines()
         return json.loads(lines[-1]) if lines else {}
+
+
+class AlertListener:
+    """What an app or the call centre would see: every alert published on MQTT."""
+
+    def __init__(self, settings: MqttSettings) -> None:
+        self.alerts: list[Alert] = []
+        self.client = mqtt_client(settings, "homecare-demo-alerts")
+        self.client.on_connect = lambda c, *_: c.subscribe(alert_subscription(), qos=1)
+        self.client.on_message = lambda _c, _u, m: self.alerts.append(
+            Alert.model_validate_json(m.payload)
+        )
+        self.client.connect(settings.host, settings.port)
+        self.client.loop_start()
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def match_alerts(plan: list[Scenario], alerts: list[Alert]) -> list[tuple[Scenario, Alert | None]]:
+    """Each injected scenario with the first alert of its kind for its elder in its window."""
+    opened = sorted((a for a in alerts if a.state == AlertState.OPEN), key=lambda a: a.updated)
+    out = []
+    for sc in sorted(plan, key=lambda sc: sc.known):
+        kinds = {sc.kind, *(k for k, v in KIND_OF.items() if v == sc.kind)}
+        hit = next(
+            (
+                a
+                for a in opened
+                if a.elder == sc.elder
+                and a.kind in kinds
+                and sc.known - EARLY_S <= a.ts <= sc.end + GRACE_S
+            ),
+            None,
+        )
+        out.append((sc, hit))
+    return out
 
 
 def _count(
@@ -196,6 +242,14 @@ def publish_bad(settings: MqttSettings, messages: list[tuple[str, bytes]]) -> in
     return len(infos)
 
 
+DEMO_MIX = {
+    "fall_forward": 0.08, "fall_sideways": 0.06, "long_lie": 0.04, "sos": 0.1, "sit_hard": 0.5,
+    "stumble": 0.2, "device_dropped": 0.1, "wandering": 0.06, "bed_exit": 0.06,
+    "low_spo2": 0.05, "tachycardia": 0.05,
+}  # fmt: skip
+"""Scenarios per elder-day injected into the demo's simulated day."""
+
+
 def run_demo(
     settings: Settings, *, elders: int, hours: float, seed: int, console: Console
 ) -> DemoResult:
@@ -205,7 +259,12 @@ def run_demo(
         end = math.floor(time.time())
         start = end - hours * 3600.0
         sim = Simulation(SimConfig(elders=elders, seed=seed, site=live.site, start=start))
-        ingest = IngestProcess(live, root / "ingest.log")
+        plan = plan_scenarios(sim, seed, hours / 24, DEMO_MIX)
+        apply(sim, plan)
+        write_labels(root / "labels", plan)
+        ingest = ServiceProcess("ingest", live, root / "ingest.log")
+        detect = ServiceProcess("detect", live, root / "detect.log", HOMECARE_DETECT__CLOCK="data")
+        listener = AlertListener(live.mqtt)
         try:
             first = sim.elders[0]
             bad = bad_messages(live.site, first.elder, first.wearable.device, end - 60)
@@ -232,7 +291,17 @@ def run_demo(
                         db, "dead_letter", "size", f"time >= {int(start * 1e9)}", "reason"
                     ).items()
                 )
+            # detect reads the same stream on its own session: let it finish it
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline:
+                status = read_status(live.state_dir / "detect.json") or {}
+                if int(status.get("messages", 0)) >= published.acked + len(bad):
+                    break
+                time.sleep(0.5)
+            time.sleep(1.0)
         finally:
+            listener.close()
+            detect.stop()
             ingest_stats = ingest.stop()
             disk = _compacted_size(root / "influxd" / "data") if not settings.influx.url else None
     return DemoResult(
@@ -241,11 +310,14 @@ def run_demo(
         per_elder,
         dead,
         len(bad),
-        ingest_stats,
-        disk,
-        elders,
-        hours,
-        time.perf_counter() - started,
+        ingest=ingest_stats,
+        bytes_on_disk=disk,
+        scenarios=plan,
+        alerts=listener.alerts,
+        scenarios_end=float(end),
+        elders=elders,
+        hours=hours,
+        wall_s=time.perf_counter() - started,
     )
 
 
@@ -291,9 +363,62 @@ def print_summary(result: DemoResult, console: Console) -> None:
         f"({pub.acked / max(result.wall_s, 1e-9):.0f}/s end to end) for "
         f"{result.elders} elders × {result.hours:g} h"
     )
+    _print_alerts(result, console)
     if result.bytes_on_disk is not None:
         per_day = result.bytes_on_disk / max(result.elders, 1) / (result.hours / 24)
         console.print(
             f"InfluxDB on disk (compacted TSM): {result.bytes_on_disk / 1e6:.2f} MB, "
             f"≈ {per_day / 1e6:.2f} MB per elder-day"
         )
+
+
+def _print_alerts(result: DemoResult, console: Console) -> None:
+    """Injected scenarios against the alerts raised, and what else was raised."""
+    table = Table(title="injected scenarios → alerts")
+    for column in ("at (UTC)", "elder", "scenario", "expected", "alert", "alert from"):
+        table.add_column(column)
+    matched = match_alerts([sc for sc in result.scenarios if sc.kind != "none"], result.alerts)
+    for sc, alert in matched:
+        at = time.strftime("%H:%M:%S", time.gmtime(sc.known))
+        if alert is None:
+            table.add_row(at, sc.elder, sc.name, sc.kind, "[red]missed[/red]", "")
+        else:
+            cancelled = any(
+                a.id == alert.id and a.state == AlertState.CANCELLED for a in result.alerts
+            )
+            state = " (cancelled: I'm OK)" if cancelled else ""
+            table.add_row(
+                at,
+                sc.elder,
+                sc.name,
+                sc.kind,
+                f"{alert.kind} {alert.severity}{state}",
+                time.strftime("%H:%M:%S", time.gmtime(alert.ts)),
+            )
+    console.print(table)
+    used = {a.id for _, a in matched if a is not None}
+    look_alikes = [sc for sc in result.scenarios if sc.kind == "none"]
+    on_look_alikes = sum(
+        1
+        for a in result.alerts
+        if a.state == AlertState.OPEN
+        and a.id not in used
+        and any(
+            sc.elder == a.elder and sc.start - EARLY_S <= a.ts <= sc.end + GRACE_S
+            for sc in look_alikes
+        )
+    )
+    end = result.scenarios_end
+    other: dict[str, int] = {}
+    for a in result.alerts:
+        if a.state == AlertState.OPEN and a.id not in used and a.ts < end:
+            other[f"{a.kind} ({a.severity})"] = other.get(f"{a.kind} ({a.severity})", 0) + 1
+    found = sum(a is not None for _, a in matched)
+    console.print(
+        f"alerts: {found} of {len(matched)} injected scenarios raised their alert; "
+        f"{len(look_alikes)} look-alike movements injected (sitting down hard, stumbles, "
+        f"dropped devices), {on_look_alikes} alerts on them; other alerts: "
+        + (", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "none")
+        + f"; and {sum(a.ts >= end for a in result.alerts)} device-offline alerts as the "
+        "simulated devices disconnect at the end"
+    )

@@ -10,7 +10,6 @@ oldest first, and new batches keep queueing behind it so order is kept.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
@@ -22,6 +21,7 @@ from homecare.edge import RawMessage
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.receiver import Delivery, Receiver
 from homecare.settings import Settings
+from homecare.status import write_status
 from ingest.points import Converter, Points
 from ingest.spool import Spool
 
@@ -166,16 +166,15 @@ class IngestService:
             self._failure = exc
 
     def _write_status(self, receiver: Receiver | None) -> None:
-        """A status file beside the spool: counts for operators, liveness for healthchecks."""
-        status = self.stats.as_dict() | {
-            "updated_at": time.time(),
-            "connected": receiver is not None and receiver.connected,
-            "pending": receiver.pending if receiver else 0,
-            "spooled": len(self.spool),
-        }
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(status))
-        tmp.replace(self.status_path)
+        write_status(
+            self.status_path,
+            self.stats.as_dict()
+            | {
+                "connected": receiver is not None and receiver.connected,
+                "pending": receiver.pending if receiver else 0,
+                "spooled": len(self.spool),
+            },
+        )
 
     def _ensure_database(self, db: InfluxClient) -> None:
         try:

@@ -22,6 +22,7 @@ def test_demo_runs_twice_and_loses_nothing(tmp_path):
         for reason in ("not_json", "out_of_range", "timestamp", "id_mismatch", "unknown_stream"):
             assert f"{reason}: 1" in out
         assert "e0003" in out
+        assert "injected scenarios raised their alert" in out
     # The servers it started are gone.
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path / "state") not in procs
