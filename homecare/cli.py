@@ -42,11 +42,15 @@ def contract_export(
     typer.echo(f"wrote {len(schemas)} payload schemas and topics.json to {folder}")
 
 
-def _settings() -> Settings:
+def _settings(*, servers: bool = False) -> Settings:
+    """Settings from the environment; with ``servers``, both server URLs are required."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    if servers and (not settings.mqtt.url or not settings.influx.url):
+        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    return settings
 
 
 def _logging(level: str) -> None:
@@ -75,9 +79,7 @@ def ingest_command(
     from ingest.service import IngestService
 
     _logging(log_level)
-    settings = _settings()
-    if not settings.mqtt.url or not settings.influx.url:
-        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    settings = _settings(servers=True)
     stats = IngestService(settings, instance=instance or None).run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
 
@@ -133,10 +135,7 @@ def detect_command(
     from detectors.service import DetectService
 
     _logging(log_level)
-    settings = _settings()
-    if not settings.mqtt.url or not settings.influx.url:
-        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
-    stats = DetectService(settings).run(_stop_on_signals())
+    stats = DetectService(_settings(servers=True)).run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
 
 
