@@ -20,6 +20,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from detectors.alerts import AlertBook, Raised, alert_lines
 from detectors.base import Detection, Detector, dispatch, tick_all
 from detectors.baselines import BaselineFile, baselines_path
@@ -81,6 +83,7 @@ class Detect:
         self.batcher = Batcher()
         self.book = AlertBook(grace_s=settings.detect.grace_s)
         self.clock = settings.detect.clock
+        self.care_levels = settings.detect.care_levels
         self.stats = DetectStats()
         self._data_now = float("-inf")
         self._next_tick = 0.0
@@ -98,7 +101,10 @@ class Detect:
             except ContractError:
                 self.stats.undecodable += 1
         self.stats.messages += len(messages)
+        known = len(self.batcher.elders)
         built = self.batcher.build(decoded, received=received)
+        if len(self.batcher.elders) > known:
+            self._new_elders(known)
         self._data_now = max(self._data_now, built.latest_ts)
         found: list[Detection] = []
         for batch in built.batches:
@@ -116,6 +122,14 @@ class Detect:
         for alert in alerts:
             self.stats.alerts[alert.kind] += alert.state == "open"
         return alerts
+
+    def _new_elders(self, first_row: int) -> None:
+        """Elders seen for the first time get their care level (tighter limits when higher)."""
+        rows = np.arange(first_row, len(self.batcher.elders))
+        levels = [self.care_levels.get(self.batcher.elders.key(int(r)), 0) for r in rows]
+        given = np.flatnonzero(levels)
+        if len(given):
+            self.care.set_care_levels(rows[given], np.asarray(levels)[given])
 
     def _raised(self, d: Detection) -> Raised:
         elder = self.batcher.elders.key(d.row)

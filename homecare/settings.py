@@ -11,7 +11,7 @@ a ``*_file`` setting reads the secret from a file outside the repository.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, model_validator
@@ -108,6 +108,10 @@ class DetectSettings(BaseModel):
     grace_s: float = Field(30.0, ge=0, description='Time to press "I\'m OK" after a fall.')
     clock: Literal["wall", "data"] = Field(
         "wall", description="data: the newest reading's time (accelerated simulations)."
+    )
+    care_levels: dict[str, Annotated[int, Field(ge=1, le=4)]] = Field(
+        default_factory=dict,
+        description="Care level (1-4, from the ability assessment) per elder id; others: 2.",
     )
 
 
