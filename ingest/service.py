@@ -10,6 +10,7 @@ oldest first, and new batches keep queueing behind it so order is kept.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -68,6 +69,18 @@ class IngestStats:
         }
 
 
+def _hand_over(
+    handover: queue.Queue[tuple[Delivery, Points] | None],
+    item: tuple[Delivery, Points] | None,
+    writer: threading.Thread,
+) -> None:
+    """Queue ``item`` for the writer, but never wait on a writer that has died."""
+    while writer.is_alive():
+        with contextlib.suppress(queue.Full):
+            handover.put(item, timeout=0.5)
+            return
+
+
 class IngestService:
     """One ingest process. Several can share the load through an MQTT shared subscription."""
 
@@ -99,6 +112,7 @@ class IngestService:
             shared_group=cfg.shared_group,
             receive_maximum=cfg.max_pending,
         )
+        # A batch to store, or None: stop.
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=1)
         with InfluxClient(self.settings.influx) as db, receiver:
             self._ensure_database(db)
@@ -116,7 +130,8 @@ class IngestService:
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
                     if delivery.messages:
-                        handover.put((delivery, self.converter.convert(delivery.messages)))
+                        points = self.converter.convert(delivery.messages)
+                        _hand_over(handover, (delivery, points), writer)
                     elif stopping:
                         break
                     if time.monotonic() >= next_status:
@@ -126,8 +141,7 @@ class IngestService:
                         next_log = time.monotonic() + LOG_EVERY_S
                         log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
             finally:
-                if writer.is_alive():
-                    handover.put(None)
+                _hand_over(handover, None, writer)
                 writer.join()
         self._write_status(None)
         if self._failure is not None:
@@ -149,17 +163,16 @@ class IngestService:
             while True:
                 try:
                     item = handover.get(timeout=SPOOL_RETRY_S)
-                except queue.Empty:
-                    item = ...
+                except queue.Empty:  # idle: a good moment to retry the spool
+                    item = False
                 if self.spool and time.monotonic() >= self._retry_at:
                     self._replay(db)
                 if item is None:
                     return
-                if item is ...:
-                    continue
-                delivery, points = item
-                self._store(db, delivery.messages, points)
-                receiver.ack(delivery)
+                if item:
+                    delivery, points = item
+                    self._store(db, delivery.messages, points)
+                    receiver.ack(delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
             log.exception("ingest writer failed")
