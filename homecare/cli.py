@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import signal
@@ -60,6 +61,15 @@ def _logging(level: str) -> None:
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write is noise
 
 
+def _long_running() -> None:
+    """Tune the garbage collector for a service that allocates per message all day: the
+    start-up objects are frozen out of collections, and young collections run less often
+    (measured: ~10k collections and a 197 ms pause in two minutes of 5,000 elders)."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
+
+
 def _stop_on_signals() -> threading.Event:
     """An event set by SIGTERM or SIGINT, for a graceful shutdown."""
     stop = threading.Event()
@@ -80,6 +90,7 @@ def ingest_command(
 
     _logging(log_level)
     settings = _settings(servers=True)
+    _long_running()
     stats = IngestService(settings, instance=instance or None).run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
 
@@ -135,7 +146,9 @@ def detect_command(
     from detectors.service import DetectService
 
     _logging(log_level)
-    stats = DetectService(_settings(servers=True)).run(_stop_on_signals())
+    service = DetectService(_settings(servers=True))
+    _long_running()
+    stats = service.run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
 
 
@@ -163,3 +176,32 @@ def baselines_fit_command(
         typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
         if every is None or stop.wait(every * 3600):
             return
+
+
+@bench_app.command("detect")
+def bench_detect_command(
+    elders: Annotated[int, typer.Option(min=1, help="Wearables in the throughput run.")] = 10000,
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds timed (after 5 s warm-up).")] = 60,
+    latency_elders: Annotated[int, typer.Option(min=1, help="Elders published live.")] = 5000,
+    latency_seconds: Annotated[
+        int, typer.Option(min=0, help="Length of each live phase (burst, spread); 0 skips them.")
+    ] = 60,
+    events: Annotated[int, typer.Option(min=1, help="SOS presses and falls per phase.")] = 24,
+    spread: Annotated[
+        int, typer.Option(min=0, help="Slices per second of the spread phase; 0: burst only.")
+    ] = 20,
+    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the traces and simulated lives.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Detector throughput on one core against naive Python and River; live alert latency."""
+    from bench.detect import run
+
+    report = run(
+        elders=elders, seconds=seconds, latency_elders=latency_elders,
+        latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
+        seed=seed, log=typer.echo,
+    )  # fmt: skip
+    typer.echo(json.dumps(report, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
