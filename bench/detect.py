@@ -441,6 +441,7 @@ def _detect_main(mqtt_url: str, influx_url: str, state: str, started: Any, resul
     Its ``handle`` (decode + batch + detect), the batcher and the detectors are wrapped in
     timers, so the report can say where a batch's time goes."""
     from detectors.service import DetectService
+    from homecare.runtime import tune_gc_for_service
     from homecare.settings import DetectSettings, InfluxSettings, MqttSettings, Settings
 
     settings = Settings(
@@ -453,6 +454,7 @@ def _detect_main(mqtt_url: str, influx_url: str, state: str, started: Any, resul
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     service = DetectService(settings)
+    tune_gc_for_service()  # as `homecare detect` does
     detect = service.detect
     build, dets = [0.0], [0.0]
     detect.batcher.build = _timed(detect.batcher.build, build)  # type: ignore[method-assign]
