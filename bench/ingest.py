@@ -51,7 +51,7 @@ from homecare.settings import InfluxSettings, MqttSettings
 
 INGEST_ID = "bench-ingest"
 BARE_ID = "bench-bare"
-RECEIVE_MAXIMUM = 20000
+RECEIVE_MAXIMUM = 65535
 STORED_FIELDS = {
     "wearable": "rate",
     "bed": "movement",

@@ -97,7 +97,16 @@ class IngestSettings(BaseModel):
         None, description="MQTT shared-subscription group, to run several ingest processes."
     )
     max_pending: int = Field(
-        20000, ge=100, description="Messages held unacknowledged before the broker is left to queue"
+        65535,
+        ge=100,
+        le=65535,
+        description="Messages held unacknowledged before the broker is left to queue",
+    )
+    workers: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description="Validation worker processes (0: validate in the receiving process).",
     )
 
 

@@ -8,7 +8,9 @@ import subprocess
 import sys
 import threading
 import time
+from typing import ClassVar
 
+import pytest
 from support import Publisher, count, frame, topic, wait_for
 
 from homecare.influx import InfluxClient
@@ -22,6 +24,8 @@ RATE = 100.0  # messages per second offered
 class IngestProcess:
     """`homecare ingest` as its own OS process, so it can be killed like a real service."""
 
+    running: ClassVar[list[IngestProcess]] = []
+
     def __init__(self, broker, influx, tmp_path) -> None:
         self.env = {
             **os.environ,
@@ -33,6 +37,7 @@ class IngestProcess:
         }
         self.log = tmp_path / "ingest.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.running.append(self)
 
     def start(self) -> None:
         seen = self.log.read_bytes().count(b"subscribed") if self.log.exists() else 0
@@ -54,6 +59,16 @@ class IngestProcess:
         assert self.proc is not None
         self.proc.send_signal(signal.SIGTERM)
         return self.proc.wait(30)
+
+
+@pytest.fixture(autouse=True)
+def _no_ingest_left_running():
+    """A failed test must not leave `homecare ingest` running (it would hold a session)."""
+    yield
+    while IngestProcess.running:
+        ingest = IngestProcess.running.pop()
+        if ingest.proc is not None and ingest.proc.poll() is None:
+            ingest.kill()
 
 
 def _db(influx) -> InfluxClient:
