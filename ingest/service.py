@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import multiprocessing
+import os
 import queue
 import threading
 import time
@@ -81,6 +82,14 @@ _worker_converter: Converter | None = None
 
 def _start_worker(limits: ContractSettings, store_raw_accel: bool, level: int) -> None:
     global _worker_converter
+    parent = os.getppid()
+
+    def exit_with_parent() -> None:  # a killed ingest (kill -9) must not leave us behind
+        while os.getppid() == parent:
+            time.sleep(1.0)
+        os._exit(0)
+
+    threading.Thread(target=exit_with_parent, daemon=True).start()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     _worker_converter = Converter(limits, store_raw_accel=store_raw_accel)
 
