@@ -102,12 +102,6 @@ class IngestSettings(BaseModel):
         le=65535,
         description="Messages held unacknowledged before the broker is left to queue",
     )
-    workers: int = Field(
-        1,
-        ge=0,
-        le=8,
-        description="Validation worker processes (0: validate in the receiving process).",
-    )
 
 
 class DetectSettings(BaseModel):

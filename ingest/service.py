@@ -12,20 +12,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import multiprocessing
-import os
 import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.receiver import Delivery, Receiver
-from homecare.settings import ContractSettings, Settings
+from homecare.settings import Settings
 from homecare.status import write_status
 from ingest.points import Converter, Points
 from ingest.spool import Spool
@@ -73,35 +69,13 @@ class IngestStats:
         }
 
 
-Handover = tuple[Delivery, "Future[Points]"]
 IN_FLIGHT = 2
-"""Batches validated or being validated while the writer stores the one before."""
-
-_worker_converter: Converter | None = None
-
-
-def _start_worker(limits: ContractSettings, store_raw_accel: bool, level: int) -> None:
-    global _worker_converter
-    parent = os.getppid()
-
-    def exit_with_parent() -> None:  # a killed ingest (kill -9) must not leave us behind
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=exit_with_parent, daemon=True).start()
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    _worker_converter = Converter(limits, store_raw_accel=store_raw_accel)
-
-
-def _convert_in_worker(messages: list[RawMessage]) -> Points:
-    assert _worker_converter is not None, "worker not started"
-    return _worker_converter.convert(messages)
+"""Batches validated and waiting while the writer stores the one before."""
 
 
 def _hand_over(
-    handover: queue.Queue[Handover | None],
-    item: Handover | None,
+    handover: queue.Queue[tuple[Delivery, Points] | None],
+    item: tuple[Delivery, Points] | None,
     writer: threading.Thread,
 ) -> None:
     """Queue ``item`` for the writer, but never wait on a writer that has died."""
@@ -130,12 +104,10 @@ class IngestService:
     def run(self, stop: threading.Event) -> IngestStats:
         """Run until ``stop`` is set, then store and acknowledge what was received, and return.
 
-        Three stages overlap: this thread takes batches from MQTT (paho's network thread
-        has the interpreter to itself for receiving), a worker process validates and
-        formats them (``ingest.workers``; 0 keeps it in this process), and the writer
-        thread stores each batch and then acknowledges it, in order. At most
-        ``IN_FLIGHT`` batches wait for the writer, so memory stays bounded and a slow
-        InfluxDB slows the intake, leaving the rest queued in the broker.
+        Two stages overlap: this thread validates and formats batch *n+1* while the
+        writer thread stores batch *n* and acknowledges it (InfluxDB works meanwhile on
+        the other core). The hand-over queue holds two batches, so memory stays bounded
+        and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
         """
         cfg = self.settings.ingest
         receiver = Receiver(
@@ -144,9 +116,9 @@ class IngestService:
             shared_group=cfg.shared_group,
             receive_maximum=cfg.max_pending,
         )
-        # A batch being validated, to store once ready, or None: stop.
-        handover: queue.Queue[Handover | None] = queue.Queue(maxsize=IN_FLIGHT)
-        with InfluxClient(self.settings.influx) as db, receiver, self._validation() as validate:
+        # A batch to store, or None: stop.
+        handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
+        with InfluxClient(self.settings.influx) as db, receiver:
             self._ensure_database(db)
             writer = threading.Thread(
                 target=self._writer, args=(db, receiver, handover), name="ingest-writer"
@@ -162,7 +134,8 @@ class IngestService:
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
                     if delivery.messages:
-                        _hand_over(handover, (delivery, validate(delivery.messages)), writer)
+                        points = self.converter.convert(delivery.messages)
+                        _hand_over(handover, (delivery, points), writer)
                     elif stopping:
                         break
                     if time.monotonic() >= next_status:
@@ -183,34 +156,11 @@ class IngestService:
             )
         return self.stats
 
-    @contextlib.contextmanager
-    def _validation(self) -> Iterator[Callable[[list[RawMessage]], Future[Points]]]:
-        """Validate batches in a worker process, or here when ``ingest.workers`` is 0."""
-        cfg = self.settings.ingest
-        if cfg.workers == 0:
-
-            def here(messages: list[RawMessage]) -> Future[Points]:
-                done: Future[Points] = Future()
-                done.set_result(self.converter.convert(messages))
-                return done
-
-            yield here
-            return
-        pool = ProcessPoolExecutor(
-            cfg.workers, mp_context=multiprocessing.get_context("spawn"),
-            initializer=_start_worker,
-            initargs=(self.settings.contract, cfg.store_raw_accel, log.getEffectiveLevel()),
-        )  # fmt: skip
-        try:
-            yield lambda messages: pool.submit(_convert_in_worker, messages)
-        finally:
-            pool.shutdown(wait=True, cancel_futures=False)
-
     def _writer(
         self,
         db: InfluxClient,
         receiver: Receiver,
-        handover: queue.Queue[Handover | None],
+        handover: queue.Queue[tuple[Delivery, Points] | None],
     ) -> None:
         """Store each batch (InfluxDB or spool), then acknowledge it; replay the spool."""
         try:
@@ -224,8 +174,8 @@ class IngestService:
                 if item is None:
                     return
                 if item:
-                    delivery, validated = item
-                    self._store(db, delivery.messages, validated.result())
+                    delivery, points = item
+                    self._store(db, delivery.messages, points)
                     receiver.ack(delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
