@@ -1,7 +1,8 @@
 """``homecare bench ingest``: ingest throughput against the bare paho ceiling, in one run.
 
 Everything runs on this machine against a real Mosquitto and influxd that the
-benchmark starts. Simulated elders' traffic (frames, bed readings, door events,
+benchmark starts. The subscriber under test gets the first core to itself; the broker,
+InfluxDB and the publishing fleet share the others (on 2 cores: the second). Simulated elders' traffic (frames, bed readings, door events,
 status) is published by the simulator's fleet in gateway mode.
 
 1. **Capacity.** Both subscribers — a bare paho client that only counts in
@@ -61,6 +62,15 @@ STORED_FIELDS = {
 }
 
 
+CORES = sorted(os.sched_getaffinity(0))
+SUBSCRIBER_CORE = {CORES[0]}
+OTHER_CORES = set(CORES[1:]) or SUBSCRIBER_CORE
+
+
+def _pin(pid: int, cores: set[int]) -> None:
+    os.sched_setaffinity(pid, cores)
+
+
 def _connect_props() -> Properties:
     props = Properties(PacketTypes.CONNECT)
     props.SessionExpiryInterval = SESSION_EXPIRY_S
@@ -110,6 +120,7 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
         target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
     )
     proc.start()
+    _pin(proc.pid, SUBSCRIBER_CORE)
     out = queue.get(timeout=900)
     proc.join()
     return out
@@ -139,6 +150,7 @@ class IngestProc:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+        _pin(proc.pid, SUBSCRIBER_CORE)
         deadline = time.monotonic() + 60
         while not status.exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -209,6 +221,11 @@ def run(
     root = Path(tempfile.mkdtemp(prefix="homecare-bench-"))
     report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
     with LocalBroker(root / "mosquitto") as broker, LocalInflux(root / "influxd") as influx:
+        # The subscriber under test (bare paho, then ingest) gets a core of its own, as
+        # it would in production; the broker, InfluxDB and this publisher share the rest.
+        for pid in (os.getpid(), broker.proc.pid, influx.proc.pid):  # type: ignore[union-attr]
+            _pin(pid, OTHER_CORES)
+        report["pinning"] = {"subscriber": sorted(SUBSCRIBER_CORE), "others": sorted(OTHER_CORES)}
         state = root / "state"
         state.mkdir()
         # Persistent sessions first, so the broker queues the stream for both subscribers.
