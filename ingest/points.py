@@ -19,6 +19,7 @@ measurement        fields
                    ``interval_s``
 ``availability``   ``online`` (bool), at the time it was received
 ``dead_letter``    tag ``reason``; ``topic``, ``device``, ``detail``, ``payload`` (truncated)
+``security_event`` tag ``reason`` (``id_mismatch``); ``detail`` — per device, by its topic
 =================  ==========================================================================
 
 Point timestamps come from the payload (ms), so a re-delivered reading overwrites itself.
@@ -181,24 +182,20 @@ class Converter:
     def _dead(self, out: Points, msg: RawMessage, reason: str, detail: str) -> None:
         out.dead[reason] += 1
         try:
-            device = parse_topic(msg.topic).device
+            topic: Topic | None = parse_topic(msg.topic)
         except ContractError:
-            device = ""
+            topic = None
         payload = msg.payload[:DEAD_PAYLOAD_BYTES].decode("utf-8", "replace").translate(_PRINTABLE)
         # Distinct timestamps, so dead letters received in the same millisecond all stay.
         ts = max(int(msg.received * 1000), self._last_dead_ms + 1)
         self._last_dead_ms = ts
-        out.lines.append(
-            line(
-                "dead_letter",
-                f"reason={reason}",
-                {
-                    "topic": msg.topic[:300].translate(_PRINTABLE),
-                    "device": device,
-                    "detail": detail,
-                    "payload": payload,
-                    "size": len(msg.payload),
-                },
-                ts,
+        fields = {"topic": msg.topic[:300].translate(_PRINTABLE),
+                  "device": topic.device if topic else "", "detail": detail,
+                  "payload": payload, "size": len(msg.payload)}  # fmt: skip
+        out.lines.append(line("dead_letter", f"reason={reason}", fields, ts))
+        if reason == "id_mismatch" and topic is not None:
+            # A device speaking for another elder or device: a security event of the
+            # device whose credentials published it (its topic), for the device fleet.
+            out.lines.append(
+                line("security_event", f"{_tags(topic)},reason={reason}", {"detail": detail}, ts)
             )
-        )

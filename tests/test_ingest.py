@@ -175,4 +175,10 @@ def test_bad_input_is_dead_lettered_and_valid_traffic_kept(case, broker, ingest,
     assert dead["detail"]
     assert ingest.stats.dead[reason] == 1
     assert count(db, "bed") == 3
+    security = db.rows("SELECT * FROM security_event")
+    if reason == "id_mismatch":
+        assert [(r["device"], r["elder"], r["reason"]) for r in security] == [
+            ("w9", "e9", "id_mismatch")]
+    else:
+        assert security == []
     pub.close()
