@@ -278,27 +278,18 @@ def run_demo(
             ) as progress:
                 published = asyncio.run(_publish(sim, live.mqtt.url, end, progress))
             publish_bad(live.mqtt, bad)
-            expected = sum(n for s, n in published.per_stream.items() if s in MEASUREMENT)
+            # ingest and detect each read the whole stream on their own session
+            sent = published.acked + len(bad)
+            for service in ("ingest-main", "detect"):
+                _wait_for_progress(live.state_dir / f"{service}.json", sent)
+            time.sleep(1.0)
             with InfluxClient(live.influx) as db:
-                deadline = time.monotonic() + 120
-                while True:
-                    stored, per_elder = stored_counts(db, live.site, start, time.time() + 60)
-                    if sum(stored.values()) >= expected or time.monotonic() > deadline:
-                        break
-                    time.sleep(0.5)
+                stored, per_elder = stored_counts(db, live.site, start, time.time() + 60)
                 dead = dict(
                     _count(
                         db, "dead_letter", "size", f"time >= {int(start * 1e9)}", "reason"
                     ).items()
                 )
-            # detect reads the same stream on its own session: let it finish it
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline:
-                status = read_status(live.state_dir / "detect.json") or {}
-                if int(status.get("messages", 0)) >= published.acked + len(bad):
-                    break
-                time.sleep(0.5)
-            time.sleep(1.0)
         finally:
             listener.close()
             detect.stop()
@@ -319,6 +310,18 @@ def run_demo(
         hours=hours,
         wall_s=time.perf_counter() - started,
     )
+
+
+def _wait_for_progress(status: Path, messages: int, stall_s: float = 60.0) -> None:
+    """Wait until a service has handled ``messages``, as long as it keeps making progress."""
+    seen, since = -1, time.monotonic()
+    while time.monotonic() - since < stall_s:
+        done = int((read_status(status) or {}).get("messages", 0))
+        if done >= messages:
+            return
+        if done > seen:
+            seen, since = done, time.monotonic()
+        time.sleep(0.5)
 
 
 def _compacted_size(data: Path) -> int:
