@@ -2,8 +2,9 @@
 
 Everything runs on this machine against a real Mosquitto and influxd that the
 benchmark starts. The subscriber under test gets the first core to itself; the broker,
-InfluxDB and the publishing fleet share the others (on 2 cores: the second). Simulated elders' traffic (frames, bed readings, door events,
-status) is published by the simulator's fleet in gateway mode.
+InfluxDB and the publishing fleet share the others (on 2 cores: the second).
+Simulated elders' traffic (frames, bed readings, door events, status) is published by
+the simulator's fleet in gateway mode.
 
 1. **Capacity.** Both subscribers — a bare paho client that only counts in
    ``on_message``, and ``homecare ingest`` as its own process — first create their
