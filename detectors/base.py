@@ -110,7 +110,8 @@ class ReadingBatch:
     (:data:`DOOR_ROLES`, :data:`BUTTONS`). Columns a detector reads, per stream:
 
     * ``wearable`` (one per 1 s frame): ``mag_mean``, ``mag_std``, ``mag_peak``, ``mag_min``
-      (g, see :func:`frame_stats`), ``hr``, ``spo2``, ``steps``, ``battery``
+      (g, see :func:`frame_stats`), ``gx``, ``gy``, ``gz`` (the frame's mean acceleration,
+      g: the posture; live only, not stored), ``hr``, ``spo2``, ``steps``, ``battery``
     * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
     * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``
     * ``device_status``: ``battery``, ``interval_s``;  ``availability``: ``online``
@@ -303,16 +304,19 @@ class Hysteresis:
     """Debounced conditions for many rows: ``width`` conditions per row.
 
     A condition *enters* after at least ``min_samples`` consecutive samples beyond its
-    enter threshold spanning at least ``sustain_s``; it re-arms only after ``min_samples``
-    consecutive samples inside its exit threshold. Samples in between hold both counts;
-    missing samples change nothing. So a single noisy sample never alarms, and a value
-    hovering at the threshold alarms once, not on every crossing.
+    enter threshold spanning at least ``sustain_s`` (one for all, or one per condition); it
+    re-arms only after ``min_samples`` consecutive samples inside its exit threshold.
+    Samples in between hold both counts; missing samples change nothing. So a single
+    noisy sample never alarms, and a value hovering at the threshold alarms once, not on
+    every crossing.
     """
 
-    def __init__(self, width: int, min_samples: int, sustain_s: float = 0.0) -> None:
+    def __init__(
+        self, width: int, min_samples: int, sustain_s: float | npt.ArrayLike = 0.0
+    ) -> None:
         self.width = width
         self.min_samples = min_samples
-        self.sustain_s = sustain_s
+        self.sustain_s = np.asarray(sustain_s, np.float64)  # scalar or (width,)
         self.count = np.zeros((0, width), np.int32)  # consecutive samples beyond enter
         self.calm = np.zeros((0, width), np.int32)  # consecutive samples inside exit
         self.since = np.zeros((0, width))  # time of the first sample beyond enter

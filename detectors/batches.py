@@ -111,6 +111,9 @@ class Batcher:
             accel = np.stack([f.accel for _, f in group])
             batches.append(AccelBatch(rows, ts, accel, float(rate)))
             columns: dict[str, np.ndarray] = dict(frame_stats(accel))
+            # the mean acceleration: gravity's direction, the posture (lying on the floor)
+            mean = accel.mean(axis=1, dtype=np.float64)
+            columns.update(gx=mean[:, 0], gy=mean[:, 1], gz=mean[:, 2])
             for name in ("hr", "spo2", "steps", "battery"):
                 columns[name] = np.array(
                     [_NAN if (v := getattr(f, name)) is None else v for _, f in group], np.float64

@@ -1,8 +1,10 @@
 """Bed exit without return: out of bed at night for longer than this elder's usual trips.
 
 Getting out of bed (a bed reading without presence after one with presence) inside the
-sleep window (:class:`Care`, local time, per elder) starts a wait; presence again ends it.
-Still out after the personal limit → warning.
+sleep window (:class:`Care`, local time, per elder) starts a wait; presence again ends it,
+and so does the kitchen (a fridge door): an elder up and about in the kitchen has started
+the day early or is having a snack, not stuck on the way to the toilet. Still out after
+the personal limit → warning.
 
 **Personal limit.** From 2-4 weeks of bed history, :func:`night_trips` finds the night
 trips (out of bed in the sleep window and back within ``max_trip_s``; longer ones are
@@ -39,6 +41,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
+    DOOR_ROLES,
     BatchStream,
     Detection,
     ReadingBatch,
@@ -52,6 +55,8 @@ from detectors.base import (
 from detectors.care import Care
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
+
+FRIDGE = DOOR_ROLES.index("fridge")
 
 
 class BedExitSettings(BaseModel):
@@ -92,7 +97,7 @@ class BedExitDetector(RowState):
     """Warns when an elder is out of bed at night for longer than their own limit."""
 
     kind: ClassVar[str] = "bed_exit"
-    streams: ClassVar[frozenset[str]] = frozenset({BatchStream.BED})
+    streams: ClassVar[frozenset[str]] = frozenset({BatchStream.BED, BatchStream.DOOR})
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
         "in_bed": False, "out_since": np.nan, "fired": False, "learned": np.nan, "weight": 0.0,
     }  # fmt: skip
@@ -115,9 +120,12 @@ class BedExitDetector(RowState):
             self.n = top
 
     def update(self, batch: ReadingBatch) -> list[Detection]:
-        if len(batch) == 0 or batch.stream != BatchStream.BED:
+        if len(batch) == 0 or batch.stream not in self.streams:
             return []
         self._see(batch.rows)
+        if batch.stream == BatchStream.DOOR:  # order within the batch does not matter
+            self.out_since[batch.rows[batch.column("role") == FRIDGE]] = np.nan
+            return []
         presence = batch.column("presence") > 0.5
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts, p = batch.rows[part], batch.ts[part], presence[part]

@@ -64,6 +64,7 @@ class CareLimits(BaseModel):
     br_low: float = Field(gt=0, description="Breathing rate below this.")
     deviation_z: float = Field(gt=0, description="Deviation from the own baseline, in SDs.")
     not_worn_s: float = Field(gt=0, description="Up but the wearable not worn, at most.")
+    lying_s: float = Field(gt=0, description="Lying out of bed (on the floor), at most.")
 
 
 CARE_TABLE: dict[int, CareLimits] = {
@@ -73,7 +74,7 @@ CARE_TABLE: dict[int, CareLimits] = {
         bed_exit_min_s=15 * M, bed_exit_max_s=90 * M, wake_margin_s=2 * H,
         wake_default_s=10 * H, wake_earliest_s=6 * H, wake_latest_s=12 * H,
         hr_high=130, hr_low=40, spo2_low=88, br_high=30, br_low=8, deviation_z=4.0,
-        not_worn_s=2 * H,
+        not_worn_s=2 * H, lying_s=20 * M,
     ),
     2: CareLimits(
         inactivity_default_s=4 * H, inactivity_min_s=1.5 * H, inactivity_max_s=6 * H,
@@ -81,7 +82,7 @@ CARE_TABLE: dict[int, CareLimits] = {
         bed_exit_min_s=10 * M, bed_exit_max_s=60 * M, wake_margin_s=1.5 * H,
         wake_default_s=9.5 * H, wake_earliest_s=6 * H, wake_latest_s=11 * H,
         hr_high=125, hr_low=40, spo2_low=88, br_high=28, br_low=8, deviation_z=3.5,
-        not_worn_s=1 * H,
+        not_worn_s=1 * H, lying_s=15 * M,
     ),
     3: CareLimits(
         inactivity_default_s=3 * H, inactivity_min_s=1 * H, inactivity_max_s=4 * H,
@@ -89,7 +90,7 @@ CARE_TABLE: dict[int, CareLimits] = {
         bed_exit_min_s=10 * M, bed_exit_max_s=40 * M, wake_margin_s=1 * H,
         wake_default_s=9 * H, wake_earliest_s=6 * H, wake_latest_s=10.5 * H,
         hr_high=120, hr_low=45, spo2_low=90, br_high=26, br_low=9, deviation_z=3.0,
-        not_worn_s=45 * M,
+        not_worn_s=45 * M, lying_s=10 * M,
     ),
     4: CareLimits(
         inactivity_default_s=2 * H, inactivity_min_s=45 * M, inactivity_max_s=3 * H,
@@ -97,7 +98,7 @@ CARE_TABLE: dict[int, CareLimits] = {
         bed_exit_min_s=5 * M, bed_exit_max_s=30 * M, wake_margin_s=45 * M,
         wake_default_s=8.5 * H, wake_earliest_s=6 * H, wake_latest_s=10 * H,
         hr_high=120, hr_low=45, spo2_low=90, br_high=25, br_low=10, deviation_z=3.0,
-        not_worn_s=30 * M,
+        not_worn_s=30 * M, lying_s=5 * M,
     ),
 }  # fmt: skip
 

@@ -13,16 +13,19 @@ names the elder row (``elder``).
 * **battery_low** — from status reports and frames: below ``battery_low`` for
   ``battery_samples`` readings in a row; re-armed above ``battery_ok`` (a band, so a
   battery at the threshold warns once, not on every reading).
-* **not_worn** — a wearable streams, but shows neither movement (``mag_std`` at least
+* **not_worn** — a wearable streams (a frame within ``streaming_s``: one on its charger
+  sends none), but shows neither movement (``mag_std`` at least
   ``worn_g``, above sensor noise: a body breathes) nor a heart rate for the care level's
-  ``not_worn_s``, outside the sleep window, while doors or the bed show the elder up
-  (a door event or getting out of bed after it was last worn, within ``up_recent_s``).
+  ``not_worn_s``, outside the sleep window, while doors or the bed show the elder up: a
+  door event or getting out of bed after it was last worn, within ``up_recent_s``, or the
+  bed sensor reporting its bed empty now (within ``bed_fresh_s``). An elder sitting still
+  for hours opens no door; an empty bed in the daytime says as much.
 
 Assumptions: readings in time order per device; ``tick`` every few seconds.
 
 Warm-up: none; a device is watched from its first message. Cost per 1 s wearable batch
 of 10,000 rows: ~0.2 ms (ten scatters; the battery debouncer looks only at low
-batteries). State: ~70 bytes per device and 17 per elder.
+batteries). State: ~80 bytes per device and 25 per elder.
 
 >>> det = DeviceHealthDetector()
 >>> frame = {"mag_std": np.array([0.0, 0.3]), "hr": np.array([np.nan, 72.0]),
@@ -71,6 +74,12 @@ class DeviceHealthSettings(BaseModel):
     battery_samples: int = Field(default=2, ge=1, description="Low readings in a row.")
     worn_g: float = Field(default=0.004, ge=0, description="mag_std at least this: on a body.")
     up_recent_s: float = Field(default=3600.0, gt=0, description="An up-sign this recent.")
+    bed_fresh_s: float = Field(
+        default=120.0, gt=0, description="A bed reading this recent tells where the elder is."
+    )
+    streaming_s: float = Field(
+        default=60.0, gt=0, description="A frame this recent: streaming (not on its charger)."
+    )
 
 
 class DeviceHealthDetector:
@@ -90,8 +99,11 @@ class DeviceHealthDetector:
     _DEVICE: ClassVar[dict[str, float | int | bool]] = {
         "elder": -1, "last_seen": np.nan, "period": np.inf, "last_will": False,
         "offline": False, "wearable": False, "last_worn": np.nan, "unworn": False,
+        "last_frame": np.nan,
     }  # fmt: skip
-    _ELDER: ClassVar[dict[str, float | int | bool]] = {"in_bed": False, "last_up": -np.inf}
+    _ELDER: ClassVar[dict[str, float | int | bool]] = {
+        "in_bed": False, "last_up": -np.inf, "bed_ts": -np.inf,
+    }  # fmt: skip
 
     def __init__(
         self, settings: DeviceHealthSettings | None = None, care: Care | None = None
@@ -106,9 +118,11 @@ class DeviceHealthDetector:
         self.wearable = np.zeros(0, bool)  # sends frames
         self.last_worn = np.zeros(0)  # last frame with movement or a heart rate
         self.unworn = np.zeros(0, bool)  # reported not worn, not re-armed
+        self.last_frame = np.zeros(0)  # last wearable frame
         self.battery = Hysteresis(1, s.battery_samples)
         self.in_bed = np.zeros(0, bool)  # per elder: the bed's last presence
         self.last_up = np.zeros(0)  # per elder: last door event or getting out of bed
+        self.bed_ts = np.zeros(0)  # per elder: the bed's last reading
         self.n = 0  # devices seen
         self.n_elders = 0
 
@@ -159,6 +173,7 @@ class DeviceHealthDetector:
                 # Frames are no heartbeat: a wearable on its charger stops them but stays
                 # online through its status reports, so its cadence is theirs.
                 self.wearable[dev] = True
+                np.fmax.at(self.last_frame, dev, ts)
                 worn = (batch.column("mag_std") >= s.worn_g) | (batch.column("hr") > 0)
                 np.fmax.at(self.last_worn, dev[worn], ts[worn])
                 self.unworn[dev[worn]] = False
@@ -171,6 +186,7 @@ class DeviceHealthDetector:
                 got_up = ~presence & self.in_bed[elders]
                 np.maximum.at(self.last_up, elders[got_up], ts[got_up])
                 self.in_bed[elders] = presence
+                np.maximum.at(self.bed_ts, elders, ts)
             case BatchStream.DOOR:
                 np.maximum.at(self.last_up, elders, ts)
             case BatchStream.STATUS:
@@ -217,15 +233,15 @@ class DeviceHealthDetector:
             for d in gone
         ]  # fmt: skip
         # not worn: a streaming wearable, no sign of a body, the elder up, daytime
-        cand = np.flatnonzero(self.wearable[:n] & ~self.unworn[:n] & ~self.offline[:n])
+        streaming = now - self.last_frame[:n] <= s.streaming_s  # NaN (never) compares False
+        cand = np.flatnonzero(streaming & ~self.unworn[:n] & ~self.offline[:n])
         if len(cand):
             elder = self.elder[cand].astype(np.int64)
             bare = now - self.last_worn[cand]
             up = self.last_up[elder]
-            hit = (
-                (bare > self.care.limit("not_worn_s", elder))
-                & (up > self.last_worn[cand])
-                & (now - up <= s.up_recent_s)
+            empty_bed = ~self.in_bed[elder] & (now - self.bed_ts[elder] <= s.bed_fresh_s)
+            hit = (bare > self.care.limit("not_worn_s", elder)) & (
+                ((up > self.last_worn[cand]) & (now - up <= s.up_recent_s)) | empty_bed
             )
             if hit.any():
                 hit[hit] = ~self.care.in_sleep_window(elder[hit], now)

@@ -11,6 +11,14 @@ beside the run. Detectors see what the live service would hand them, on the fast
   of ``slice_s`` with ``tick`` at each slice's end (so tick-based delays are at most
   ``slice_s`` later than live, where ``tick`` runs every second).
 
+By default the detectors start cold, as on the first day of a deployment: every elder on
+the care-level defaults (a 22:00-06:00 sleep window, a 4 h inactivity limit at level 2).
+With ``history_days`` the live service's steady state is judged instead: each elder's
+plain routine (no scenarios) is lived for that long before the cohort's month and the
+personal baselines are fitted on it as the daily ``homecare baselines fit`` does
+(:func:`fit_history`): learned inactivity limits, night-trip limits, usual wake times and
+sleep windows.
+
 A detection matches a scenario of its kind for its elder when it lies in
 ``[known − 5 s, end + 15 min]``; one matching nothing is a false alarm (one that a
 scenario explicitly allows, such as ``inactivity`` during a long lie after a fall, is
@@ -25,7 +33,7 @@ import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,14 +45,18 @@ from detectors.base import (
     DOOR_ROLES,
     AccelBatch,
     Batch,
+    BatchStream,
     Detection,
     Detector,
     ReadingBatch,
+    Roster,
     dispatch,
     tick_all,
 )
+from detectors.baselines import History, fit_baselines
 from detectors.care import Care
 from detectors.fall import FallDetector
+from detectors.inactivity import InactivitySettings, activity_signs
 from detectors.service import default_detectors
 from device_sim.homes import SimConfig, Simulation
 from device_sim.motions import MOTIONS
@@ -123,9 +135,9 @@ def _batches(chunk: Streams, devices_per_elder: int = 3) -> list[Batch]:
     if len(w["ts"]):
         rows = w["elder"].astype(np.int64)
         out.append(ReadingBatch("wearable", rows, w["ts"].astype(np.float64), {
-            "mag_std": w["activity_g"], "hr": np.where(w["hr"] < 0, np.nan, w["hr"]),
+            "mag_std": w["mag_std"], "hr": np.where(w["hr"] < 0, np.nan, w["hr"]),
             "spo2": np.where(w["spo2"] < 0, np.nan, w["spo2"]), "steps": w["steps"],
-            "battery": w["battery"],
+            "battery": w["battery"], "gx": w["gx"], "gy": w["gy"], "gz": w["gz"],
         }, rows * devices_per_elder))  # fmt: skip
     b = chunk.bed
     if len(b["ts"]):
@@ -173,12 +185,78 @@ def _slice(batch: Batch, lo: float, hi: float) -> Batch | None:
     )
 
 
+def _minutes(
+    rows: np.ndarray, ts: np.ndarray, value: np.ndarray, how: str
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per (row, minute): its start and the ``max`` or ``mean`` of ``value`` (as InfluxDB's
+    ``GROUP BY time(1m)`` in :func:`~detectors.baselines.history_from_influx`)."""
+    if len(rows) == 0:
+        return rows, ts, value
+    minute = np.floor(ts / 60.0) * 60.0
+    order = np.lexsort((minute, rows))
+    r, m, v = rows[order], minute[order], value[order]
+    first = np.flatnonzero(np.r_[True, (r[1:] != r[:-1]) | (m[1:] != m[:-1])])
+    if how == "max":
+        out = np.maximum.reduceat(v, first)
+    else:
+        out = np.add.reduceat(v, first) / np.diff(np.r_[first, len(v)])
+    return r[first], m[first], out
+
+
+def fit_history(
+    config: SimConfig, days: float, detectors: list[Detector[Any]], care: Care
+) -> History:
+    """Live ``days`` of plain routine before ``config.start`` and fit the baselines on them
+    (per-minute sign and bed history and every door event, as the live fit reads them)."""
+    past = Simulation(replace(config, start=config.start - days * 86400.0))
+    s = InactivitySettings()
+    parts: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
+    for chunk in iter_streams(past, [], days):
+        w = chunk.wearable
+        sign = activity_signs(
+            ReadingBatch("wearable", w["elder"], w["ts"], {"mag_std": w["mag_std"],
+                                                          "steps": w["steps"]}), s)  # fmt: skip
+        r, m, std = _minutes(w["elder"][sign], w["ts"][sign], w["mag_std"][sign], "max")
+        _, _, steps = _minutes(w["elder"][sign], w["ts"][sign], w["steps"][sign], "max")
+        parts["wearable"].append((r, m, std, steps))
+        b = chunk.bed
+        parts["bed"].append(_minutes(b["elder"], b["ts"], b["presence"].astype(float), "mean"))
+        d = chunk.doors
+        role = np.array([DOOR_ROLES.index(x) for x in d["role"]], np.float64)
+        parts["door"].append((d["elder"], d["ts"], (d["state"] == "opened") * 1.0, role))
+    cols = {"wearable": ("mag_std", "steps"), "bed": ("presence",), "door": ("opened", "role")}
+    batches: dict[str, ReadingBatch] = {}
+    for stream, names in cols.items():
+        joined = [np.concatenate([p[k] for p in parts[stream]]) for k in range(2 + len(names))]
+        values = dict(zip(names, joined[2:], strict=True))
+        if stream == BatchStream.BED:
+            values["presence"] = (values["presence"] > 0.5) * 1.0  # the minute's majority
+        batches[stream] = ReadingBatch(stream, joined[0].astype(np.int64), joined[1], values)
+    history = History(
+        tuple(_elder_id(i) for i in range(config.elders)), past.config.start, config.start,
+        batches,
+    )  # fmt: skip
+    roster = Roster()
+    roster.rows(history.elders)  # rows are elder indices, as in the streams
+    fit_baselines(history, detectors, care, roster)
+    return history
+
+
 def run_streams(
-    sim: Simulation, plan: list[Scenario], days: float, run: Run, *, slice_s: float = 30.0
+    sim: Simulation,
+    plan: list[Scenario],
+    days: float,
+    run: Run,
+    *,
+    slice_s: float = 30.0,
+    history_days: float = 0.0,
 ) -> list[Detector[Any]]:
-    """Every detector but the fall detector on the per-second streams, in time order."""
+    """Every detector but the fall detector on the per-second streams, in time order
+    (after fitting the baselines on ``history_days`` of routine before, if any)."""
     care = Care()
     detectors = [d for d in default_detectors(care) if not isinstance(d, FallDetector)]
+    if history_days > 0:
+        fit_history(sim.config, history_days, detectors, care)
     for chunk in iter_streams(sim, plan, days):
         batches = _batches(chunk)
         t = chunk.t0
@@ -256,10 +334,14 @@ def evaluate_cohort(
     elders: int = 100,
     days: float = 30,
     seed: int = 0,
+    history_days: float = 0.0,
     out_dir: Path | None = None,
     log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
-    """Simulate, inject, detect, score; write labels and the report to ``out_dir``."""
+    """Simulate, inject, detect, score; write labels and the report to ``out_dir``.
+
+    The baselines are first fitted on ``history_days`` of routine before (0: none, every
+    elder on the care-level defaults)."""
     clock = time.perf_counter()
     start = float(math.floor(time.time() / 86400) * 86400 - (days + 1) * 86400)
     sim = Simulation(SimConfig(elders=elders, seed=seed, start=start))
@@ -277,11 +359,11 @@ def evaluate_cohort(
     run.seconds["falls"] = time.perf_counter() - t0
     log(f"fall detector on the motions ({run.seconds['falls']:.0f} s)")
     t0 = time.perf_counter()
-    run_streams(sim, plan, days, run)
+    run_streams(sim, plan, days, run, history_days=history_days)
     run.seconds["streams"] = time.perf_counter() - t0
     log(f"other detectors on the streams ({run.seconds['streams']:.0f} s)")
     report = {
-        "elders": elders, "days": days, "seed": seed,
+        "elders": elders, "days": days, "seed": seed, "history_days": history_days,
         "scenarios": len(plan), "detections": len(run.found),
         "per_kind": score(plan, run.found, elders, days),
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},

@@ -1,9 +1,11 @@
 """Not up in the morning: still in bed well past this elder's usual wake time.
 
 An elder is *up* on a local day once they have been out of bed for ``up_min_s`` (30 min)
-in a stretch that began after ``morning_from_s`` (04:00 local); a shorter trip (the
-toilet) is not getting up. Still in bed (a presence reading within ``bed_fresh_s``), not
-up today, and the local time past the personal limit → warning, once a day.
+in a stretch that began after ``morning_from_s`` (04:00 local) and lasted past the end of
+the sleep window; a shorter trip (the toilet) is not getting up, nor is a night-time
+outing they came back to bed from (wandering at 05:00, then still in bed at 10:00).
+Still in bed (a presence reading within ``bed_fresh_s``), not up today, and the local time
+past the personal limit → warning, once a day.
 
 **Personal limit.** :func:`wake_times` finds each past day's wake time in the bed history:
 the start of the first stretch out of bed of at least ``up_min_s`` after
@@ -141,6 +143,10 @@ class MorningDetector(RowState):
         """Rows out of bed long enough, since the morning began, are up that day."""
         since = self.out_since[rows]
         long = ~np.isnan(since) & (until - since >= self.settings.up_min_s)
+        if long.any():  # and still out once the night is over
+            long[long] = ~self.care.in_sleep_window(
+                rows[long], np.broadcast_to(until, len(rows))[long]
+            )
         if long.any():
             r, t = rows[long], since[long]
             morning = self.care.local_s(r, t) >= self.settings.morning_from_s

@@ -13,11 +13,14 @@ conditions, each debounced by :class:`~detectors.base.Hysteresis`:
 
 A condition enters after ``min_samples`` consecutive samples beyond it spanning at least
 ``sustain_s`` (10 samples and 30 s for the 1 Hz wearable, 3 and 30 s for the bed), so one
-noisy sample never alarms. The baseline (mean and variance, time constant ``tau_s``) learns
-only from resting samples that trigger nothing, so a tachycardia never becomes normal
-(river's filter idea). Heart rate rises with effort: the wearable's heart rate is judged
-against the baseline only at rest (``mag_std`` below ``rest_g`` and no steps); in-bed
-readings are at rest by definition.
+noisy sample never alarms; a baseline deviation must last ``deviation_sustain_s`` (5 min):
+a heart rate raised for a minute by bending or climbing is effort, not a changed baseline.
+The baseline (mean and variance, time constant ``tau_s``) learns only from resting samples
+that trigger nothing, so a tachycardia never becomes normal (river's filter idea). Heart
+rate rises with effort: the wearable's heart rate is judged against the baseline only at
+rest (``mag_std`` below ``rest_g`` and no steps); in-bed readings are at rest once the
+elder has lain in bed for ``settle_s`` (a heart still racing from the walk to bed is no
+deviation either).
 
 Assumptions: readings in time order per row; NaN means not measured. Warm-up: the baseline
 check starts after ``warm_s`` seconds of resting data (absolute ranges apply from the
@@ -92,6 +95,9 @@ class VitalsSettings(BaseModel):
     wearable_min_samples: int = Field(default=10, ge=1, description="Consecutive, 1 Hz stream.")
     bed_min_samples: int = Field(default=3, ge=1, description="Consecutive, 10-30 s stream.")
     sustain_s: float = Field(default=30.0, ge=0, description="And lasting at least this.")
+    deviation_sustain_s: float = Field(
+        default=300.0, ge=0, description="A baseline deviation lasting at least this."
+    )
     exit_margin: dict[str, float] = Field(
         default={"hr": 5.0, "spo2": 2.0, "br": 2.0},
         description="Re-arm once this far back inside an absolute limit.",
@@ -133,11 +139,12 @@ class VitalsDetector:
         self.acc = np.zeros((k, 0))
         self.last = np.zeros((k, 0))
         self.moved = np.zeros(0)  # per row: last wearable second with movement or steps
+        self.bed_since = np.zeros(0)  # per row: first reading of the current stay in bed
         self.hyst = [
             Hysteresis(
                 len(CONDITIONS),
                 s.wearable_min_samples if sig.stream == BatchStream.WEARABLE else s.bed_min_samples,
-                s.sustain_s,
+                [s.sustain_s, s.sustain_s, s.deviation_sustain_s, s.deviation_sustain_s],
             )
             for sig in SIGNALS
         ]
@@ -152,11 +159,13 @@ class VitalsDetector:
         for h in self.hyst:
             h.grow(top)
         self.moved = grow(self.moved, top, -np.inf)
+        self.bed_since = grow(self.bed_since, top, np.nan)
         self.care.ensure(top)
         self.n = top
 
     def state_bytes(self) -> int:
-        own = int(sum(getattr(self, n).nbytes for n in self._ROW_ARRAYS)) + self.moved.nbytes
+        own = int(sum(getattr(self, n).nbytes for n in self._ROW_ARRAYS))
+        own += self.moved.nbytes + self.bed_since.nbytes
         return own + sum(h.nbytes() for h in self.hyst)
 
     def tick(self, now: float) -> list[Detection]:
@@ -175,9 +184,16 @@ class VitalsDetector:
             np.maximum.at(self.moved, batch.rows[~rest], batch.ts[~rest])
             rest &= batch.ts - self.moved[batch.rows] >= self.settings.settle_s
         else:
+            presence = ~(batch.column("presence") <= 0.5)  # no presence column: in bed
             rest = np.ones(len(batch), bool)
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts = batch.rows[part], batch.ts[part]
+            if batch.stream == BatchStream.BED:
+                # in order per row: a stay in bed starts at its first reading with presence
+                p = presence[part]
+                since = np.where(p, np.fmin(self.bed_since[rows], ts), np.nan)
+                self.bed_since[rows] = since
+                rest[part] = p & (ts - since >= self.settings.settle_s)
             level = self.care.level[rows]
             learn = rest[part]
             if batch.stream == BatchStream.WEARABLE and self.settings.learn_every_s > 1:

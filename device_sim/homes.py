@@ -302,6 +302,12 @@ class Simulation:
         """The next simulated second :meth:`step` will generate."""
         return self._clock
 
+    def next_bed_reading(self, elder: int, after: float) -> float:
+        """When elder ``elder``'s bed sensor next reads at or after ``after``."""
+        period = self.config.bed_period_s
+        base = math.ceil(after)
+        return float(base + (int(self._bed_offset[elder]) - base) % period)
+
     def next_status(self, elder: int, kind: DeviceKind, after: float) -> float:
         """When elder ``elder``'s ``kind`` device next reports its status at or after ``after``."""
         period = self.config.status_period_s

@@ -143,22 +143,28 @@ _MOTION_WHERE = {
     "bend": "standing", "stumble": "walking", "stairs_down": "long_walk", "jump": "standing",
     "device_dropped": "upright", "device_thrown": "standing",
 }
+_ON_THE_FLOOR = ("inactivity", "tachycardia", "bed_exit")
+"""What lying on the floor rightly raises: no sign of activity, a heart rate 15 bpm above
+rest (:data:`device_sim.signals.HR_OFFSET`) judged at rest against a resting baseline, and,
+at night, out of bed too long."""
 CATALOGUE: dict[str, Spec] = {
-    **{n: Spec(n, "fall", _MOTION_WHERE[n], DeviceKind.WEARABLE, ("inactivity", "sos"))
+    **{n: Spec(n, "fall", _MOTION_WHERE[n], DeviceKind.WEARABLE, (*_ON_THE_FLOOR, "sos"))
        for n in _FALLS},
-    "long_lie": Spec("long_lie", "inactivity", "upright", DeviceKind.WEARABLE, ("fall",)),
+    "long_lie": Spec("long_lie", "inactivity", "upright", DeviceKind.WEARABLE,
+                     ("fall", "tachycardia", "bed_exit")),
     **{n: Spec(n, "none", _MOTION_WHERE[n], DeviceKind.WEARABLE) for n in _LOOK_ALIKES},
     "sos": Spec("sos", "sos", "up_worn", DeviceKind.WEARABLE),
     "wandering": Spec("wandering", "wandering", "asleep", DeviceKind.DOOR,
                       ("bed_exit", "inactivity")),
-    "bed_exit": Spec("bed_exit", "bed_exit", "asleep", DeviceKind.BED, ("inactivity",)),
+    "bed_exit": Spec("bed_exit", "bed_exit", "asleep", DeviceKind.BED, _ON_THE_FLOOR),
     "not_up": Spec("not_up", "not_up", "wake", DeviceKind.BED, ("inactivity",)),
     "tachycardia": Spec("tachycardia", "tachycardia", "resting", DeviceKind.WEARABLE),
     "bradycardia": Spec("bradycardia", "bradycardia", "resting", DeviceKind.WEARABLE),
     "low_spo2": Spec("low_spo2", "low_spo2", "resting_worn", DeviceKind.WEARABLE,
-                     ("tachycardia",)),
+                     ("tachycardia", "breathing")),  # it breathes 22-30 a minute
+    # a silent wearable or door hub takes the signs of activity with it
     "device_offline": Spec("device_offline", "device_offline", "any", DeviceKind.WEARABLE,
-                           ("not_worn", "battery_low")),
+                           ("not_worn", "battery_low", "inactivity")),
     "battery_low": Spec("battery_low", "battery_low", "up_worn", DeviceKind.WEARABLE),
     "not_worn": Spec("not_worn", "not_worn", "up_home", DeviceKind.WEARABLE, ("inactivity",)),
 }
@@ -190,7 +196,9 @@ TACHY_BPM = (130.0, 165.0)
 BRADY_BPM = (32.0, 40.0)
 LOW_SPO2 = (80, 87)
 OFFLINE_S = (2 * 3600.0, 8 * 3600.0)
-NOT_WORN_S = (1800.0, 5400.0)
+NOT_WORN_S = (5400.0, 3 * 3600.0)
+"""Off the body longer than the not-worn limit of the usual care levels (2: 1 h; 1: 2 h), so
+that a detector keeping to its limit can find it; shorter breaks are no event."""
 BATTERY_LOW_PCT = 15.0
 
 
@@ -219,9 +227,25 @@ def _home_worn(s: Segment) -> bool:
 
 
 def _sleep_window(day: Day) -> list[Window]:
-    """Deep in the night's sleep (not naps): an hour after falling asleep, 2 h before waking."""
-    return _spans(day, lambda s: s.activity == Activity.SLEEP and s.label == "asleep",
-                  lo=1800.0, hi=1800.0, min_s=3 * 3600.0)
+    """Deep in the night's sleep (not naps): an hour after falling asleep, 2 h before waking.
+
+    Each stretch of sleep also keeps 30 min from its own ends (a night trip). Nearer the
+    wake-up an elder getting up is up for the day, not wandering or on a night trip, and a
+    detector rightly cannot tell the two apart.
+    """
+    asleep = [s for s in day.segments if s.activity == Activity.SLEEP and s.label == "asleep"]
+    if not asleep:
+        return []
+    first, last = asleep[0].start + 3600.0, day.end - 7200.0
+    return [(max(lo, first), min(hi, last)) for lo, hi in _spans(
+        day, lambda s: s.activity == Activity.SLEEP and s.label == "asleep", lo=1800.0,
+        hi=1800.0) if max(lo, first) <= min(hi, last)]
+
+
+def _before_bed(day: Day, windows: list[Window], up_s: float) -> list[Window]:
+    """``windows`` cut to end ``up_s`` before the night's bedtime: the elder stays up after."""
+    bed = next((s.start for s in day.segments if s.label == "in bed awake"), day.end)
+    return [(lo, min(hi, bed - up_s)) for lo, hi in windows if lo <= bed - up_s]
 
 
 _WHERE: dict[str, Callable[[Day], list[Window]]] = {
@@ -239,8 +263,9 @@ _WHERE: dict[str, Callable[[Day], list[Window]]] = {
     "bed_start": lambda d: _starts(d, lambda s: s.activity in IN_BED and _home_worn(s)),
     "up_worn": lambda d: _spans(d, lambda s: s.activity not in IN_BED and s.worn, lo=10.0,
                                 hi=10.0),
-    "up_home": lambda d: _spans(d, lambda s: s.activity in (Activity.SIT, Activity.STAND)
-                                and _home_worn(s), lo=5.0, hi=5.0, min_s=60.0),
+    "up_home": lambda d: _before_bed(d, _spans(
+        d, lambda s: s.activity in (Activity.SIT, Activity.STAND) and _home_worn(s), lo=5.0,
+        hi=5.0, min_s=60.0), NOT_WORN_S[1]),
     "resting": lambda d: _spans(d, lambda s: s.activity in (Activity.SIT, *IN_BED)
                                 and not s.out, lo=30.0, hi=30.0, min_s=300.0),
     "resting_worn": lambda d: _spans(d, lambda s: s.activity in (Activity.SIT, *IN_BED)
@@ -400,7 +425,10 @@ def _draw(spec: Spec, sim: Simulation, i: int, day: Day, rng: np.random.Generato
         params["device_kind"] = float(k)
         kind = (DeviceKind.WEARABLE, DeviceKind.BED, DeviceKind.DOOR)[k]
         end = start + round(float(rng.uniform(*OFFLINE_S)))
-        return start, sim.next_status(i, kind, start), end, elder.devices[k].device, params
+        # the first message missed: a bed reads every few seconds, the others report status
+        known = (sim.next_bed_reading(i, start) if kind == DeviceKind.BED
+                 else sim.next_status(i, kind, start))
+        return start, known, end, elder.devices[k].device, params
     if spec.name == "battery_low":
         level = round(float(rng.uniform(18.0, 25.0)), 1)
         drain = round(float(rng.uniform(3.0, 6.0)), 2)
@@ -606,6 +634,14 @@ ACTIVITY_G = np.sqrt(3.0) * signals.NOISE_G
 ACTIVITY_G[Activity.WALK] = _WALK_ACTIVITY_G
 """Spread of the acceleration vector within a second (g), per activity, as the sim makes it."""
 OFF_BODY_ACTIVITY_G = math.sqrt(3.0) * 0.0015
+MAG_STD_G = signals.NOISE_G.copy()
+MAG_STD_G[Activity.WALK] = math.sqrt(
+    (signals.WALK_BOUNCE_G**2 + 0.06**2) / 2 + signals.NOISE_G[Activity.WALK] ** 2)
+"""Spread of the acceleration *magnitude* within a second (g), per activity: the ``mag_std``
+that :func:`homecare.frames.frame_stats` computes live. Only noise along gravity (and the
+walking bounce, which is along it) moves the magnitude, so it is about ``1/√3`` of the
+vector's spread for still activities; a detector thresholding ``mag_std`` must see this."""
+OFF_BODY_MAG_STD_G = 0.0015
 ROLES = np.array([r.value for r in DoorRole])
 
 
@@ -618,8 +654,9 @@ class Streams:
 
     * ``wearable``: a row per frame sent: ``elder, ts, hr, spo2`` (-1: no skin contact),
       ``steps, battery, activity_g`` (the spread of the acceleration vector within the
-      second, g: the stillness measure of the fall detector) and ``gx, gy, gz`` (its mean,
-      g: the posture). Samples themselves come from :func:`accel_windows`.
+      second, g: the stillness measure of the fall detector), ``mag_std`` (the spread of
+      its magnitude, g, as :func:`homecare.frames.frame_stats` has it live) and ``gx, gy,
+      gz`` (its mean, g: the posture). Samples themselves come from :func:`accel_windows`.
     * ``bed``: ``elder, ts, presence, hr`` (-1 absent), ``br`` (NaN absent), ``movement``.
     * ``doors``: ``elder, ts, role, state`` (strings, as in :class:`DoorEvent`).
     * ``status``: ``elder, kind`` (0 wearable, 1 bed, 2 door), ``ts, battery``.
@@ -639,8 +676,9 @@ class Streams:
 class _Elder:
     """One elder's injected overrides as intervals ``(from, until, ...)`` in seconds."""
 
-    held: list[tuple[float, float, Posture, np.ndarray, np.ndarray]] = field(
-        default_factory=list)  # from, until, posture, the motion's per-second spread & mean
+    held: list[tuple[float, float, Posture, np.ndarray, np.ndarray, np.ndarray]] = field(
+        default_factory=list)  # from, until, posture, the motion's per-second spread, mean
+    # and spread of the magnitude
     away: list[tuple[float, float, Away]] = field(default_factory=list)
     vit: list[tuple[float, float, Vitals]] = field(default_factory=list)
     off: list[tuple[float, float]] = field(default_factory=list)
@@ -668,8 +706,9 @@ class _Elder:
         return out
 
 
-def _motion_stats(at: float, samples: Floats, rate: int) -> tuple[np.ndarray, np.ndarray]:
-    """Per-second spread and mean of a motion, for the seconds from ``floor(at)``."""
+def _motion_stats(at: float, samples: Floats, rate: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-second spread, mean and magnitude spread of a motion, from ``floor(at)`` on."""
     lead = round((at - math.floor(at)) * rate)
     n = math.ceil((lead + len(samples)) / rate)
     padded = np.full((n * rate, 3), np.nan, np.float32)
@@ -677,7 +716,7 @@ def _motion_stats(at: float, samples: Floats, rate: int) -> tuple[np.ndarray, np
     sec = padded.reshape(n, rate, 3)
     mean = np.nanmean(sec, axis=1)
     spread = np.sqrt(np.nanmean(((sec - mean[:, None]) ** 2).sum(axis=2), axis=1))
-    return spread, mean
+    return spread, mean, np.nanstd(np.linalg.norm(sec, axis=2), axis=1)
 
 
 def _overrides(sim: Simulation, scenarios: Iterable[Scenario]) -> list[_Elder]:
@@ -689,8 +728,8 @@ def _overrides(sim: Simulation, scenarios: Iterable[Scenario]) -> list[_Elder]:
         for at, ev in events(sc, rate):
             if isinstance(ev, Motion):
                 done = at + len(ev.accel) / rate
-                spread, mean = _motion_stats(at, ev.accel, rate)
-                o.held.append((at, done + ev.hold_s, ev.then, spread, mean))
+                spread, mean, mag = _motion_stats(at, ev.accel, rate)
+                o.held.append((at, done + ev.hold_s, ev.then, spread, mean, mag))
             elif isinstance(ev, Away):
                 o.away.append((at, at + ev.duration_s, ev))
                 for off, role in ev.doors:
@@ -767,6 +806,7 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
         reset = np.full((n, c), np.nan)
         drain = np.full((n, c), np.nan)
         spread = np.full((n, c), np.nan)
+        mag_sd = np.full((n, c), np.nan)
         mean = np.full((n, c, 3), np.nan)
         doors: list[tuple[int, float, str, str]] = []
         buttons: list[tuple[int, float, str]] = []
@@ -795,7 +835,7 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                 gait[i, sl] = e.profile.step_hz if ev.activity == Activity.WALK else 0.0
                 if ev.worn is not None:
                     worn[i, sl] = ev.worn
-            for a, b, then, sp, mu in o.held:
+            for a, b, then, sp, mu, ms in o.held:
                 sl = _span(t, c, a, b)
                 held[i, sl] = True
                 act[i, sl], post[i, sl], out[i, sl] = Activity.LIE_FLOOR, then, False
@@ -803,6 +843,7 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                 ks = np.arange(len(sp)) + k0
                 ok = (ks >= 0) & (ks < c)
                 spread[i, ks[ok]] = sp[ok]
+                mag_sd[i, ks[ok]] = ms[ok]
                 mean[i, ks[ok]] = mu[ok]
             for a, b in o.off:
                 off[i, _span(t, c, a, b)] = True
@@ -864,11 +905,15 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                        - (act == Activity.SLEEP), 94, 99)
         low = ~np.isnan(spo2_t)
         spo2[low] = np.clip(spo2_t[low] + rng.integers(-1, 2, int(low.sum())), 50, 100)
-        activity = ACTIVITY_G[act] * rng.uniform(0.9, 1.1, (n, c))
+        wobble = rng.uniform(0.9, 1.1, (n, c))
+        activity = ACTIVITY_G[act] * wobble
+        magnitude = MAG_STD_G[act] * wobble
         grav = signals.GRAVITY[post]
         moving = ~np.isnan(spread)
         activity[moving], grav[moving] = spread[moving], mean[moving]
+        magnitude[moving] = mag_sd[moving]
         activity[off] = OFF_BODY_ACTIVITY_G
+        magnitude[off] = OFF_BODY_MAG_STD_G
         grav[off] = (0.0, 0.0, 1.0)
         hr_int = np.clip(np.rint(hr_out), 20, 250)
         hr_int[off], spo2[off], steps[off] = -1, -1, 0
@@ -877,6 +922,7 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                     "spo2": spo2[ei, ki].astype(np.int64), "steps": steps[ei, ki].astype(np.int64),
                     "battery": np.round(batt_out[ei, ki], 1),
                     "activity_g": activity[ei, ki].astype(np.float32),
+                    "mag_std": magnitude[ei, ki].astype(np.float32),
                     **{f"g{ax}": grav[ei, ki, j].astype(np.float32) for j, ax in enumerate("xyz")}}
         bed = _bed_rows(sim, state["bed_offset"], t, c, act, out, held, silent, hr_out,
                         np.where(np.isnan(br_t), base_br[:, None], br_t), rng)

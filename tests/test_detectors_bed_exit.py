@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from detectors.base import ReadingBatch
+from detectors.base import DOOR_ROLES, ReadingBatch
 from detectors.bed_exit import BedExitDetector, BedExitSettings, night_trips
 from detectors.care import CARE_TABLE, Care
 
@@ -98,3 +98,19 @@ def test_night_trips_skip_day_and_unreturned_exits() -> None:
     _r, start, dur = night_trips(np.zeros(8, np.int64), ts, pres, care, 3 * H)
     assert start.tolist() == [2 * H + 60]
     assert dur.tolist() == [540.0]
+
+
+def test_the_kitchen_at_dawn_is_the_day_starting_not_a_trip() -> None:
+    # An early riser out of bed at 05:40, before a 06:00 sleep window ends, never came
+    # "back": a bed-exit warning every early morning. The fridge door ends the wait; a
+    # trip that stops at the bathroom door is still one.
+    det = BedExitDetector()
+    leave(det, [0, 1], T0 + 5.67 * H)
+    door = lambda row, role: ReadingBatch(  # noqa: E731
+        "door", np.array([row]), np.array([T0 + 5.8 * H]),
+        {"opened": np.array([1.0]), "role": np.array([float(role)])},
+    )  # fmt: skip
+    det.update(door(0, DOOR_ROLES.index("fridge")))
+    det.update(door(1, DOOR_ROLES.index("bathroom")))
+    found = [d for t in np.arange(T0 + 5.7 * H, T0 + 7 * H, 30.0) for d in det.tick(t)]
+    assert [d.row for d in found] == [1]

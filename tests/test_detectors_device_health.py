@@ -100,3 +100,36 @@ def test_heart_rate_means_worn_and_nights_are_quiet() -> None:
     assert day_with_doors(det, T0 + 9 * H, 3, hr=70.0) == []
     det = DeviceHealthDetector()
     assert [d.kind for d in day_with_doors(det, T0 + 22.5 * H, 3)] == []
+
+
+def test_a_wearable_on_its_charger_is_not_reported_not_worn() -> None:
+    # On its charger a wearable sends no frames: getting up in the morning and walking
+    # through the doors before putting it on is no "not worn" (it was, on many elders).
+    det = DeviceHealthDetector()
+    det.update(batch("wearable", [0], T0 + 21 * H, devices=[10], mag_std=0.1, hr=70))
+    found = []
+    for t in np.arange(T0 + 21 * H, T0 + 33 * H, 60.0):  # frames stop: on the charger
+        if t >= T0 + 30 * H and (t // 60) % 10 == 0:  # up from 06:00: doors
+            det.update(batch("door", [0], t, devices=[20], opened=1, role=1))
+        det.update(batch("device_status", [0], t, devices=[10], battery=90))
+        found += det.tick(t + 1)
+    assert found == []
+    # put on the table instead: it streams still frames without a heart rate
+    found = day_with_doors(det, T0 + 33 * H, 1.5)
+    assert [(d.kind, d.device) for d in found] == [("not_worn", 10)]
+
+
+def test_not_worn_while_sitting_still_with_the_bed_empty() -> None:
+    # Taken off and left on the table while the elder sits for two hours: no door moves,
+    # but the bed sensor keeps reporting an empty bed (it was missed); a nap in bed is not.
+    det = DeviceHealthDetector()
+    det.update(batch("bed", [0, 1], T0 + 8 * H, devices=[20, 21], presence=0))
+    det.update(batch("wearable", [0, 1], T0 + 9 * H, devices=[10, 11], mag_std=0.2, hr=70))
+    found = []
+    for t in np.arange(T0 + 9 * H + 1, T0 + 11 * H, 10.0):
+        det.update(batch("wearable", [0, 1], t, devices=[10, 11], mag_std=0.001))
+        if t % 30 < 10:
+            det.update(batch("bed", [0, 1], t, devices=[20, 21], presence=[0, 1]))
+        found += det.tick(t)
+    assert [(d.kind, d.device) for d in found] == [("not_worn", 10)]
+    assert CARE_TABLE[2].not_worn_s < found[0].ts - (T0 + 9 * H) <= CARE_TABLE[2].not_worn_s + 11

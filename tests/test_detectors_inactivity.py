@@ -173,3 +173,59 @@ def test_one_batch_equals_separate_batches() -> None:
     got = run(True)
     assert got == run(False)
     assert len(got) > 0
+
+
+def posture(rows, ts, g, hr=80.0, std=0.006, steps=0.0) -> ReadingBatch:
+    """Wearable frames with a mean acceleration ``g`` (the posture) and a heart rate."""
+    rows = np.asarray(rows)
+    n = len(rows)
+    g = np.broadcast_to(np.asarray(g, float), (n, 3))
+    col = lambda v: np.broadcast_to(np.asarray(v, float), n).copy()  # noqa: E731
+    return ReadingBatch(
+        "wearable", rows, col(ts),
+        {"mag_std": col(std), "steps": col(steps), "hr": col(hr),
+         "gx": g[:, 0].copy(), "gy": g[:, 1].copy(), "gz": g[:, 2].copy()},
+    )  # fmt: skip
+
+
+def test_lying_on_the_floor_is_reported_after_the_care_limit_not_hours() -> None:
+    # A long lie after a slow collapse (no impact for the fall detector) showed no sign of
+    # activity for 20-60 min, far below every gap limit (1.5-6 h): it went unreported.
+    # Rows: 0 on the floor; 1 lying in bed; 2 the device on the floor, no heart rate;
+    # 3 lying, but the bed sensor silent; 4 worn upside down (upright reads +y), on the floor.
+    det = InactivityDetector()
+    rows = np.arange(5)
+    up = np.array([[0, -1, 0], [0, -1, 0], [0, -1, 0], [0, -1, 0], [0, 1, 0]], float)
+    for t in range(60):  # walking: upright is learned, whatever the orientation
+        det.update(posture(rows, T0 + t, up, std=0.16, steps=2.0))
+    found = []
+    for t in range(60, 30 * 60):
+        hr = np.array([80.0, 60.0, np.nan, 80.0, 80.0])
+        det.update(posture(rows, T0 + t, [0.0, 0.05, 1.0], hr=hr))
+        if t % 10 == 0:
+            det.update(bed([0, 1, 2, 4], T0 + t, presence=np.array([0.0, 1.0, 0.0, 0.0])))
+        if t % 30 == 0:
+            found += det.tick(T0 + t)
+    lim = CARE_TABLE[2].lying_s
+    assert sorted(d.row for d in found) == [0, 4]
+    for d in found:
+        assert d.severity.value == "critical"
+        assert d.evidence["lying"] == 1.0
+        assert lim < d.ts - (T0 + 59) <= lim + 31  # from the last upright frame
+    # standing up re-arms it
+    det.update(posture(rows, T0 + 1900, up, std=0.16, steps=2.0))
+    assert not det.fired_lying[[0, 4]].any()
+
+
+def test_a_lie_out_of_bed_counts_from_leaving_the_bed() -> None:
+    # Rolled out of bed after hours lying in it: the lie on the floor starts when the bed
+    # empties, not at the last upright frame before bedtime (it fired at once).
+    det = InactivityDetector()
+    det.update(posture([0], T0, [0, -1, 0], std=0.16, steps=2.0))
+    found = []
+    for t in range(1, 3 * 3600, 10):
+        det.update(posture([0], T0 + t, [0.0, 0.0, 1.0], hr=60.0))
+        det.update(bed([0], T0 + t, presence=float(t < 2 * 3600)))  # out of bed at 2 h
+        found += det.tick(T0 + t)
+    assert [d.evidence["lying"] for d in found] == [1.0]
+    assert CARE_TABLE[2].lying_s < found[0].ts - (T0 + 2 * 3600) <= CARE_TABLE[2].lying_s + 20

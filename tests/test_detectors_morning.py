@@ -95,3 +95,19 @@ def test_learned_wake_time_moves_the_limit() -> None:
     in_bed_until(det, [0], T0 + lim[0], T0 + lim[0] - 60)
     assert det.tick(T0 + lim[0]) == []
     assert [d.row for d in det.tick(T0 + lim[0] + 1)] == [0]
+
+
+def test_a_night_outing_before_dawn_is_not_getting_up() -> None:
+    # Row 0 wandered out 05:00-05:45 (in the sleep window) and went back to bed; it was
+    # taken as up for the day and its late morning in bed never reported. Row 1 rose at
+    # 05:30 for good and naps in bed from 09:00: up, no warning.
+    det = MorningDetector()
+    found = []
+    for t in np.arange(T0 + 1 * H, T0 + 12 * H, 30.0):
+        local = t - T0
+        out0 = 5 * H <= local < 5.75 * H
+        out1 = 5.5 * H <= local < 9 * H
+        det.update(bed([0, 1], t, presence=np.array([not out0, not out1])))
+        found += det.tick(t)
+    assert [(d.kind, d.row) for d in found] == [("not_up", 0)]
+    assert found[0].ts - T0 == CARE_TABLE[2].wake_default_s + 30

@@ -104,9 +104,10 @@ def test_baseline_deviation_warns_at_rest_only_and_is_not_learned() -> None:
     assert abs(det.mean[0, 0] - 60) < 1
     assert 1 < np.sqrt(det.var[0, 0]) < 3
     # 95 bpm: inside the absolute range, far above a 60 ± 2 baseline
-    high = np.full((120, 3), 95.0)
-    high[:, 2] = 60 + rng.normal(0, 2, 120)
-    walking = np.zeros((120, 3))
+    high = np.full((360, 3), 95.0)
+    high[:, 2] = 60 + rng.normal(0, 2, 360)
+    high[:60, 2] = 95.0  # row 2: raised for a minute only (bending), no deviation
+    walking = np.zeros((360, 3))
     walking[:, 1] = 1  # row 1 walks: effort, not a deviation
     found = run(det, rows, high, t0=900, steps=walking)
     assert [(d.kind, d.row, d.severity) for d in found] == [("tachycardia", 0, Severity.WARNING)]
@@ -144,3 +145,33 @@ def test_one_batch_equals_separate_batches() -> None:
     order = np.argsort(ts, kind="stable")
     batch = frames(rows[order], ts[order], hr=hr.T.ravel()[order])
     assert det.update(batch) == together
+
+
+def bed_readings(row: int, t0: float, hr: np.ndarray, presence: float = 1.0) -> list[ReadingBatch]:
+    """Bed readings every 10 s from ``t0``, one per value of ``hr``."""
+    return [
+        ReadingBatch(
+            "bed",
+            np.array([row]),
+            np.array([t0 + 10.0 * k]),
+            {"presence": np.array([presence]), "hr": np.array([h])},
+        )
+        for k, h in enumerate(hr)
+    ]
+
+
+def test_bed_heart_rate_is_judged_at_rest_only_once_settled_in_bed() -> None:
+    # A heart still racing from the walk to bed is no deviation from the sleeping baseline
+    # (these were false tachycardia warnings on every night trip); a raised heart rate
+    # after settle_s in bed still is. (A short deviation_sustain_s: the settling alone.)
+    det = VitalsDetector(FAST.model_copy(update={"deviation_sustain_s": 30.0}))
+    rng = np.random.default_rng(3)
+    feed = bed_readings(0, 0.0, 58 + rng.normal(0, 1.5, 360))  # an hour asleep: baseline
+    feed += bed_readings(0, 3600.0, np.full(6, np.nan), presence=0.0)  # a trip out of bed
+    back = 3660.0
+    hr = np.r_[np.linspace(85, 60, 24), 58 + rng.normal(0, 1.5, 36)]  # settles in 4 min
+    feed += bed_readings(0, back, hr)
+    assert [d for b in feed for d in det.update(b)] == []
+    late = bed_readings(0, back + 600.0, np.full(40, 85.0))  # settled, then raised 6 min
+    found = [d for b in late for d in det.update(b)]
+    assert [(d.kind, d.severity) for d in found] == [("tachycardia", Severity.WARNING)]

@@ -23,3 +23,34 @@ def test_cohort_evaluation_scores_injected_scenarios(tmp_path):
     assert per_kind["sos"]["recall"] == 1.0
     assert per_kind["sos"]["delay_max_s"] <= 1.0
     assert "recall" in result.output
+
+
+def test_the_cohort_is_judged_with_baselines_fitted_on_its_own_past():
+    # Cold detectors judged a whole month on the care defaults: a 22:00-06:00 sleep window
+    # made an early riser's getting up a night trip (bed_exit) and a wandering at 06:30 by
+    # a late riser invisible. The live service fits each elder's baselines daily.
+    import numpy as np
+
+    from detectors.care import Care
+    from detectors.evaluate_cohort import fit_history
+    from detectors.service import default_detectors
+    from device_sim.homes import SimConfig, Simulation
+
+    config = SimConfig(elders=4, seed=5, start=19723 * 86400.0)
+    care = Care()
+    fit_history(config, 7, default_detectors(care), care)
+    wake_h = np.array([e.profile.wake_h for e in Simulation(config).elders])
+    sleep_end_h = care.sleep_end_s[:4] / 3600.0
+    assert np.all(np.abs(sleep_end_h - (wake_h - 0.25)) < 1.0)  # an early wake-up, less 15 min
+
+
+def test_the_detectors_get_the_mag_std_that_ingest_computes():
+    from detectors.evaluate_cohort import _batches
+    from device_sim.homes import SimConfig, Simulation
+    from device_sim.scenarios import iter_streams
+
+    sim = Simulation(SimConfig(elders=2, seed=5, start=19723 * 86400.0 + 9 * 3600))
+    chunk = next(iter_streams(sim, [], 0.01))
+    wearable = next(b for b in _batches(chunk) if b.stream == "wearable")
+    assert (wearable.column("mag_std") == chunk.wearable["mag_std"]).all()
+    assert {"gx", "gy", "gz"} <= set(wearable.values)

@@ -78,6 +78,11 @@ def _of(msgs: list[tuple[Topic, dict]], stream: Stream) -> list[dict]:
     return [p for t, p in msgs if t.stream == stream]
 
 
+def _day(sc: Scenario):
+    profile = make_profile(SEED, sc.index)
+    return plan_day(profile, SEED, sc.index, day_of(profile, SEED, sc.index, sc.start))
+
+
 def _segment(sc: Scenario, ts: float):
     profile = make_profile(SEED, sc.index)
     return plan_day(profile, SEED, sc.index, day_of(profile, SEED, sc.index, ts)).at(ts)
@@ -147,6 +152,9 @@ def test_planned_times_fit_each_routine():
             assert start.label == "asleep", sc
             assert sc.start - start.start >= 1800
             assert start.end - sc.start >= 1800
+            # deep in the night, as documented: 2 h before waking (after it, getting up is
+            # up for the day, and both detectors rightly stay quiet)
+            assert _day(sc).end - sc.start >= 7200, sc
         elif sc.name == "not_up":
             profile = make_profile(SEED, sc.index)
             day = plan_day(profile, SEED, sc.index, day_of(profile, SEED, sc.index, sc.start))
@@ -156,6 +164,9 @@ def test_planned_times_fit_each_routine():
         elif sc.name in ("not_worn", "battery_low", "sos"):  # while up with it on
             assert _segment(sc, sc.start).activity not in IN_BED, sc
             assert _segment(sc, sc.start).worn, sc
+            if sc.name == "not_worn":  # and the elder stays up all along, not asleep
+                bedtime = next(s.start for s in _day(sc).segments if s.label == "in bed awake")
+                assert sc.end <= bedtime, sc
 
 
 # -- what each scenario injects -------------------------------------------------------
@@ -276,6 +287,20 @@ def test_offline_silences_the_device_until_the_end():
               json.loads(p)["ts"] > sc.start}
     assert others
     assert sc.device not in others
+
+
+def test_a_silent_bed_is_known_from_its_first_missed_reading():
+    # A bed sensor reads every 10 s: its silence is evident long before its next status
+    # report (the label's known time was that report, so offline came "too early").
+    plan = plan_scenarios(_sim(), seed=9, days=7, mix={"device_offline": 1.0})
+    sc = next(s for s in plan if s.device.startswith("b"))
+    t0 = float(int(sc.start - 60))
+    sim = _sim(start=t0)
+    reads = [json.loads(p)["ts"] for t in np.arange(t0, sc.start + 60)
+             for topic, p in sim.step(float(t)) if topic.device == sc.device
+             and topic.stream == Stream.READING]
+    assert sc.known == min(t for t in reads if t >= sc.start)  # without the silence
+    assert sc.known - sc.start < sim.config.bed_period_s
 
 
 def test_battery_drains_below_15_percent_then_is_recharged():
@@ -426,3 +451,32 @@ def test_score_counts_hits_misses_and_false_alarms(plan):
     assert result["fall"]["look_alike_alarms"] == 1
     assert result["fall"]["false_alarms"] == 2  # the look-alike, and the one after all
     assert "inactivity" not in result or result["inactivity"]["false_alarms"] == 0
+
+
+def test_fast_streams_carry_the_mag_std_that_ingest_computes_live():
+    # The fast path used to hand detectors the spread of the acceleration *vector* as
+    # ``mag_std``: √3 × what frame_stats computes from the same frames for a still body,
+    # so sitting (0.021 vs 0.012 g) counted as movement for the inactivity detector.
+    from homecare.frames import frame_stats
+
+    start = START + 7 * 3600
+    plan = plan_scenarios(_sim(4, start), seed=2, days=0.05, mix={"fall_forward": 20.0})
+    fast = {}
+    for c in iter_streams(_sim(4, start), plan, 0.05, chunk_s=1000):
+        w = c.wearable
+        keys = zip(w["elder"].tolist(), w["ts"].tolist(), strict=True)
+        fast.update(zip(keys, w["mag_std"].tolist(), strict=True))
+    sim = _sim(4, start)
+    apply(sim, plan)
+    ratio = []
+    for k in range(int(0.05 * 86400)):
+        for topic, payload in sim.step(start + k):
+            if topic.stream == Stream.FRAME:
+                p = json.loads(payload)
+                live = frame_stats(np.array([p["accel"]], np.float32))["mag_std"][0]
+                ratio.append(fast[(int(topic.elder[1:]) - 1, p["ts"])] / max(live, 1e-4))
+    ratio = np.array(ratio)
+    assert len(ratio) > 5000
+    assert 0.9 < np.median(ratio) < 1.1
+    assert np.percentile(ratio, 10) > 0.75
+    assert np.percentile(ratio, 90) < 1.3
