@@ -929,35 +929,3 @@ def run(
             log=log,
         )
     return report
-
-
-if __name__ == "__main__":
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    for flag, default in (
-        ("--elders", 10000),
-        ("--seconds", 60),
-        ("--latency-elders", 5000),
-        ("--latency-seconds", 60),
-        ("--spread", 20),
-        ("--gateways", 4),
-        ("--events", 24),
-        ("--seed", 0),
-    ):
-        parser.add_argument(flag, type=int, default=default)
-    parser.add_argument("--json", type=Path, default=None)
-    args = parser.parse_args()
-    out = run(
-        elders=args.elders,
-        seconds=args.seconds,
-        latency_elders=args.latency_elders,
-        latency_seconds=args.latency_seconds,
-        events=args.events,
-        spread=args.spread,
-        gateways=args.gateways,
-        seed=args.seed,
-    )
-    print(json.dumps(out, indent=2))
-    if args.json:
-        args.json.write_text(json.dumps(out, indent=2) + "\n")

@@ -79,7 +79,3 @@ def _summary(stats: FleetStats) -> str:
     return (f"{stats.sim_seconds} s simulated, {stats.acked} acked "
             f"({stats.rate:.0f}/s, {stats.pending} pending, {stats.reconnects} reconnects): "
             f"{streams}")
-
-
-if __name__ == "__main__":
-    app()
