@@ -81,6 +81,12 @@ def evaluate_command(
     elders: Annotated[int, typer.Option(help="Simulated cohort: elders.", min=1)] = 100,
     days: Annotated[float, typer.Option(help="Simulated cohort: days.", min=0.1)] = 30.0,
     seed: Annotated[int, typer.Option(help="Simulated cohort: seed.")] = 0,
+    history_days: Annotated[
+        float,
+        typer.Option(
+            help="Cohort: days of routine to fit personal baselines on first (0: none).", min=0
+        ),
+    ] = 0.0,
     out: Annotated[
         Path | None, typer.Option("--out", help="Cohort: folder for labels and report.json.")
     ] = None,
@@ -94,7 +100,14 @@ def evaluate_command(
         from detectors.evaluate_cohort import evaluate_cohort
         from detectors.evaluate_cohort import summary as cohort_summary
 
-        report = evaluate_cohort(elders=elders, days=days, seed=seed, out_dir=out, log=typer.echo)
+        report = evaluate_cohort(
+            elders=elders,
+            days=days,
+            seed=seed,
+            history_days=history_days,
+            out_dir=out,
+            log=typer.echo,
+        )
         typer.echo(cohort_summary(report))
         if json_out is not None:
             json_out.write_text(json.dumps(report, indent=2) + "\n")
