@@ -24,7 +24,6 @@ the simulator's fleet in gateway mode.
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import multiprocessing as mp
 import os
@@ -50,6 +49,7 @@ from homecare.influx import InfluxClient
 from homecare.receiver import SESSION_EXPIRY_S, mqtt_client
 from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings
+from homecare.status import read_status
 
 INGEST_ID = "bench-ingest"
 BARE_ID = "bench-bare"
@@ -160,12 +160,10 @@ class IngestProc:
         return cls(proc, status)
 
     def read(self) -> dict[str, Any]:
-        for _ in range(20):
-            try:
-                return dict(json.loads(self.status.read_text()))
-            except (json.JSONDecodeError, FileNotFoundError):
-                time.sleep(0.01)
-        raise RuntimeError("no ingest status")
+        status = read_status(self.status)
+        if status is None:
+            raise RuntimeError(f"no ingest status in {self.status}")
+        return status
 
     def wait_for(self, messages: int, timeout_s: float = 900) -> dict[str, Any]:
         deadline = time.monotonic() + timeout_s

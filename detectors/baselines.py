@@ -287,12 +287,6 @@ def _find(detectors: Iterable[object], cls: type[D]) -> D | None:
     return next((d for d in detectors if isinstance(d, cls)), None)
 
 
-def _reserve(detector: InactivityDetector | BedExitDetector | MorningDetector, rows: Rows) -> None:
-    """Grow a detector's row arrays to hold ``rows`` (its own growth step)."""
-    if len(rows):
-        detector._see(rows)
-
-
 def _bed_signs(bed: ReadingBatch, rows: Rows, s: InactivitySettings) -> tuple[Rows, Times]:
     """In-bed readings and getting out of bed (the first reading without presence after
     one with), as the inactivity detector counts them live."""
@@ -332,7 +326,7 @@ def fit_baselines(
     sleep_end = np.full(n, np.nan)
 
     if morning is not None:
-        _reserve(morning, rows_of)
+        morning.reserve(rows_of)
         morning.learned[rows_of], morning.weight[rows_of] = np.nan, 0.0
         # (wake_times fails on no readings at all)
         if len(bed):
@@ -351,7 +345,7 @@ def fit_baselines(
             care.set_sleep_windows(r, care.sleep_start_s[r], sleep_end[has])
 
     if bed_exit is not None:  # after the sleep windows: trips are out of bed inside them
-        _reserve(bed_exit, rows_of)
+        bed_exit.reserve(rows_of)
         bed_exit.learned[rows_of], bed_exit.weight[rows_of] = np.nan, 0.0
         if len(bed):
             tr, _start, duration = night_trips(
@@ -360,7 +354,7 @@ def fit_baselines(
             bed_exit.fit(tr, duration)
 
     if inactivity is not None:
-        _reserve(inactivity, rows_of)
+        inactivity.reserve(rows_of)
         inactivity.learned[rows_of], inactivity.weight[rows_of] = np.nan, 0.0
         s = inactivity.settings
         in_bed_rows, in_bed_ts = _bed_signs(bed, bed_rows, s)
@@ -483,7 +477,7 @@ def apply_baselines(
     ]
     for det, learned, weight in pairs:
         if det is not None:
-            _reserve(det, rows)
+            det.reserve(rows)
             det.learned[rows] = learned
             det.weight[rows] = weight
     has = ~np.isnan(b.sleep_end_s)

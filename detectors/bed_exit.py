@@ -46,13 +46,12 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    RowState,
     Severity,
     Times,
     group_quantile,
     waves,
 )
-from detectors.care import Care
+from detectors.care import Care, CareRows
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
 
@@ -93,7 +92,7 @@ def night_trips(
     return r[leave], t[leave], t[ret] - t[leave]
 
 
-class BedExitDetector(RowState):
+class BedExitDetector(CareRows):
     """Warns when an elder is out of bed at night for longer than their own limit."""
 
     kind: ClassVar[str] = "bed_exit"
@@ -112,17 +111,10 @@ class BedExitDetector(RowState):
         self.weight = np.zeros(0, np.float32)  # its weight against the care default
         self.n = 0
 
-    def _see(self, rows: Rows) -> None:
-        top = int(rows.max()) + 1
-        if top > self.n:
-            self._grow(top)
-            self.care.ensure(top)
-            self.n = top
-
     def update(self, batch: ReadingBatch) -> list[Detection]:
         if len(batch) == 0 or batch.stream not in self.streams:
             return []
-        self._see(batch.rows)
+        self.reserve(batch.rows)
         if batch.stream == BatchStream.DOOR:  # order within the batch does not matter
             self.out_since[batch.rows[batch.column("role") == FRIDGE]] = np.nan
             return []
@@ -178,7 +170,7 @@ class BedExitDetector(RowState):
         rows absent from the input keep their limit."""
         if len(rows) == 0:
             return
-        self._see(rows)
+        self.reserve(rows)
         s = self.settings
         q, counts = group_quantile(rows, durations, s.quantile, self.n)
         has = np.flatnonzero(counts > 0)

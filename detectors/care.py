@@ -31,7 +31,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field
 
-from detectors.base import Bools, Rows, Times, grow
+from detectors.base import Bools, Rows, RowState, Times, grow
 
 __all__ = ["CARE_TABLE", "DAY_S", "Care", "CareLimits"]
 
@@ -203,3 +203,21 @@ class Care:
         t = self.local_s(rows, ts)
         start, end = self.sleep_start_s[rows], self.sleep_end_s[rows]
         return np.where(start <= end, (t >= start) & (t < end), (t >= start) | (t < end))
+
+
+class CareRows(RowState):
+    """Row state of a detector that reads care-level limits: it grows with the care table."""
+
+    care: Care
+    n: int = 0
+    """Rows the arrays hold."""
+
+    def reserve(self, rows: Rows) -> None:
+        """Grow every row array, and the shared care table, to hold ``rows``."""
+        if len(rows) == 0:
+            return
+        top = int(rows.max()) + 1
+        if top > self.n:
+            self._grow(top)
+            self.care.ensure(top)
+            self.n = top

@@ -71,11 +71,10 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    RowState,
     Severity,
     Times,
 )
-from detectors.care import Care
+from detectors.care import Care, CareRows
 
 __all__ = [
     "InactivityDetector",
@@ -171,7 +170,7 @@ def _features(hour: npt.ArrayLike, harmonics: int) -> npt.NDArray[np.float64]:
     return np.concatenate([np.sin(angle[:, None] * k), np.cos(angle[:, None] * k)], axis=1)
 
 
-class InactivityDetector(RowState):
+class InactivityDetector(CareRows):
     """Warns when an elder shows no sign of activity for longer than their own limit."""
 
     kind: ClassVar[str] = "inactivity"
@@ -205,18 +204,11 @@ class InactivityDetector(RowState):
         self.occupied_ts = np.zeros(0)  # last bed reading with presence
         self.n = 0  # rows seen
 
-    def _see(self, rows: Rows) -> None:
-        top = int(rows.max()) + 1
-        if top > self.n:
-            self._grow(top)
-            self.care.ensure(top)
-            self.n = top
-
     def update(self, batch: ReadingBatch) -> list[Detection]:
         if len(batch) == 0 or batch.stream not in self.streams:
             return []
         rows, ts = batch.rows, batch.ts
-        self._see(rows)
+        self.reserve(rows)
         # the clock of a row with no sign yet starts at its first data of any kind
         fresh = np.isnan(self.last_active[rows])
         if fresh.any():
@@ -354,7 +346,7 @@ class InactivityDetector(RowState):
         s = self.settings
         if len(rows) == 0:
             return
-        self._see(rows)
+        self.reserve(rows)
         self.care.ensure(self.n)
         r, hour, longest = hourly_longest(
             rows, gap_start, gap_len, self.care.utc_offset_s, s.min_gap_s

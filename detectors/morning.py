@@ -46,13 +46,12 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    RowState,
     Severity,
     Times,
     group_quantile,
     waves,
 )
-from detectors.care import DAY_S, Care
+from detectors.care import DAY_S, Care, CareRows
 
 __all__ = ["MorningDetector", "MorningSettings", "wake_times"]
 
@@ -110,7 +109,7 @@ def wake_times(
     return rr[first], day[first], local[first]
 
 
-class MorningDetector(RowState):
+class MorningDetector(CareRows):
     """Warns when an elder is still in bed well past their usual wake time."""
 
     kind: ClassVar[str] = "not_up"
@@ -132,13 +131,6 @@ class MorningDetector(RowState):
         self.weight = np.zeros(0, np.float32)  # its weight against the care default
         self.n = 0
 
-    def _see(self, rows: Rows) -> None:
-        top = int(rows.max()) + 1
-        if top > self.n:
-            self._grow(top)
-            self.care.ensure(top)
-            self.n = top
-
     def _mark_up(self, rows: Rows, until: Times | float) -> None:
         """Rows out of bed long enough, since the morning began, are up that day."""
         since = self.out_since[rows]
@@ -155,7 +147,7 @@ class MorningDetector(RowState):
     def update(self, batch: ReadingBatch) -> list[Detection]:
         if len(batch) == 0 or batch.stream != BatchStream.BED:
             return []
-        self._see(batch.rows)
+        self.reserve(batch.rows)
         presence = batch.column("presence") > 0.5
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts, p = batch.rows[part], batch.ts[part], presence[part]
@@ -213,7 +205,7 @@ class MorningDetector(RowState):
         rows absent from the input keep theirs."""
         if len(rows) == 0:
             return
-        self._see(rows)
+        self.reserve(rows)
         s = self.settings
         q, counts = group_quantile(rows, wake_local_s, s.quantile, self.n)
         has = np.flatnonzero(counts > 0)

@@ -35,11 +35,10 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    RowState,
     Severity,
     waves,
 )
-from detectors.care import Care
+from detectors.care import Care, CareRows
 
 __all__ = ["WanderingDetector", "WanderingSettings"]
 
@@ -52,7 +51,7 @@ class WanderingSettings(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-class WanderingDetector(RowState):
+class WanderingDetector(CareRows):
     """Warns when an elder went out of the front door at night and is not back."""
 
     kind: ClassVar[str] = "wandering"
@@ -72,11 +71,7 @@ class WanderingDetector(RowState):
     def update(self, batch: ReadingBatch) -> list[Detection]:
         if len(batch) == 0 or batch.stream not in self.streams:
             return []
-        top = int(batch.rows.max()) + 1
-        if top > self.n:
-            self._grow(top)
-            self.care.ensure(top)
-            self.n = top
+        self.reserve(batch.rows)
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             self._step(batch, part)
         return []
