@@ -1,0 +1,1 @@
+"""Escalation: alerts → the ladder → the call centre, families and apps."""
