@@ -1,4 +1,5 @@
-# The homecare services (ingest, simulator) in one image; the command picks the service.
+# The homecare services (ingest, detect, escalate, rollups, simulator, admin) in one image;
+# the command picks the service.
 FROM python:3.11-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./

@@ -62,6 +62,7 @@ from device_sim.routine import Posture
 from device_sim.signals import to_device_frame
 from homecare.contract import Stream, Topic
 from homecare.frames import frame_stats
+from homecare.settings import DetectSettings
 
 RATE = 50
 BED_PERIOD_S = 10
@@ -435,7 +436,9 @@ def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
     return wrapper
 
 
-def _detect_main(mqtt_url: str, influx_url: str, state: str, started: Any, result: Any) -> None:
+def _detect_main(
+    mqtt_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float
+) -> None:
     """The detect service as its own process, as ``homecare detect`` runs; SIGTERM stops it.
 
     Its ``handle`` (decode + batch + detect), the batcher and the detectors are wrapped in
@@ -449,7 +452,9 @@ def _detect_main(mqtt_url: str, influx_url: str, state: str, started: Any, resul
         state_dir=Path(state),
         mqtt=MqttSettings(url=mqtt_url, client_id=DETECT_ID),
         influx=InfluxSettings(url=influx_url, database="homecare"),
-        detect=DetectSettings.model_validate({"client_id": DETECT_ID, "clock": "wall"}),
+        detect=DetectSettings.model_validate(
+            {"client_id": DETECT_ID, "clock": "wall", "batch_interval_s": interval_s}
+        ),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -769,6 +774,7 @@ def latency(
     gateways: int,
     spread: int,
     seed: int,
+    batch_interval_s: float = DetectSettings().batch_interval_s,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Phase 3 (see module doc)."""
@@ -793,7 +799,8 @@ def latency(
         state = root / "state"
         state.mkdir()
         detect = ctx.Process(
-            target=_detect_main, args=(broker.url, influx.url, str(state), started, stats_q)
+            target=_detect_main,
+            args=(broker.url, influx.url, str(state), started, stats_q, batch_interval_s),
         )
         detect.start()
         if not (ready.wait(60) and started.wait(120)):

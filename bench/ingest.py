@@ -144,13 +144,13 @@ class IngestProc:
         }
         status = state / "ingest-main.json"
         status.unlink(missing_ok=True)
-        log = (state / "ingest.log").open("ab")
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "homecare", "ingest"],
-            env=env,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
+        with (state / "ingest.log").open("ab") as log:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "homecare", "ingest"],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         _pin(proc.pid, SUBSCRIBER_CORE)
         deadline = time.monotonic() + 60
         while not status.exists():

@@ -72,7 +72,7 @@ from detectors.inactivity import (
     gaps_from_signs,
 )
 from detectors.morning import MorningDetector, wake_times
-from homecare.influx import InfluxClient
+from homecare.influx import InfluxClient, quote_literal
 from homecare.settings import Settings
 
 __all__ = [
@@ -174,11 +174,6 @@ class History:
         )
 
 
-def _quote(value: str) -> str:
-    """A string literal for InfluxQL."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def list_elders(db: InfluxClient) -> list[str]:
     """Every elder with wearable, bed or door data (one ``SHOW TAG VALUES``)."""
     found: set[str] = set()
@@ -189,7 +184,7 @@ def list_elders(db: InfluxClient) -> list[str]:
 
 def _statements(elders: Sequence[str], start_ms: int, end_ms: int, move_g: float) -> str:
     where = f"time >= {start_ms}ms AND time < {end_ms}ms AND ("
-    where += " OR ".join(f"elder = {_quote(e)}" for e in elders) + ")"
+    where += " OR ".join(f"elder = {quote_literal(e)}" for e in elders) + ")"
     return ";".join(
         (
             f"SELECT mag_std, steps FROM (SELECT max(mag_std) AS mag_std, max(steps) AS steps "

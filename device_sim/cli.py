@@ -12,13 +12,15 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from device_sim.fleet import Fleet, FleetStats
-from device_sim.homes import SimConfig, Simulation
 from homecare.settings import Settings
+
+if TYPE_CHECKING:  # the simulator loads only when a command runs (every service imports the CLI)
+    from device_sim.fleet import FleetStats
+    from device_sim.homes import SimConfig
 
 app = typer.Typer(add_completion=False, help=__doc__)
 
@@ -40,6 +42,8 @@ def sim(
                                         help="Most unacknowledged messages.")] = 20000,
 ) -> None:
     """Simulate ELDERS homes and publish their devices' traffic at QoS 1."""
+    from device_sim.homes import SimConfig
+
     settings = Settings()
     url = broker or settings.mqtt.url
     if not url:
@@ -50,13 +54,18 @@ def sim(
     config = SimConfig(elders=elders, seed=seed, site=site or settings.site,
                        start=float(start), rate=rate)
     password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
+    ca_file = str(settings.mqtt.ca_file) if settings.mqtt.ca_file else None
     stats = asyncio.run(_run(config, url, hours, None if speed == 0 else speed, gateway,
-                             window, settings.mqtt.username, password))
+                             window, settings.mqtt.username, password, ca_file))
     typer.echo(_summary(stats))
 
 
 async def _run(config: SimConfig, url: str, hours: float, speed: float | None, gateways: int,
-               window: int, username: str | None, password: str | None) -> FleetStats:
+               window: int, username: str | None, password: str | None,
+               ca_file: str | None) -> FleetStats:
+    from device_sim.fleet import Fleet
+    from device_sim.homes import Simulation
+
     t0 = time.perf_counter()
     simulation = Simulation(config)
     typer.echo(f"{config.elders} elders planned in {time.perf_counter() - t0:.1f} s; "
@@ -65,7 +74,7 @@ async def _run(config: SimConfig, url: str, hours: float, speed: float | None, g
                f"{gateways or 'one connection per device'} "
                f"{'gateways' if gateways else ''})".rstrip())
     async with Fleet(simulation, url, gateways=gateways, window=window, username=username,
-                     password=password) as fleet:
+                     password=password, ca_file=ca_file) as fleet:
         end = config.start + hours * 3600.0
         chunk = 60.0 if speed is None or speed > 10 else 10.0
         while simulation.clock < end - 1e-9:

@@ -15,6 +15,7 @@ b'{"a":1,"b":null}'
 from __future__ import annotations
 
 import json
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -29,7 +30,9 @@ def _number(milli: int) -> str:
     return repr(milli / 1000) if abs(milli) < 10000 else repr(round(milli / 1000, 2))
 
 
-def _build_table() -> tuple[np.ndarray, np.ndarray]:
+@cache
+def _table() -> tuple[np.ndarray, np.ndarray]:
+    """Built on first use (~0.1 s), not at import: every ``homecare`` command imports this."""
     cells = np.zeros((3 * _SPAN, _WIDTH), dtype=np.uint8)
     lengths = np.zeros(3 * _SPAN, dtype=np.int64)
     for axis, (head, tail) in enumerate((("[", ","), ("", ","), ("", "],"))):
@@ -41,7 +44,6 @@ def _build_table() -> tuple[np.ndarray, np.ndarray]:
     return cells.view(np.uint64).reshape(-1), lengths
 
 
-_CELLS, _LENGTHS = _build_table()
 _AXIS_OFFSET = np.array([_MILLI_G, _SPAN + _MILLI_G, 2 * _SPAN + _MILLI_G])
 
 
@@ -50,12 +52,13 @@ def accel_json(accel: np.ndarray) -> list[bytes]:
     n = accel.shape[0]
     if n == 0:
         return []
+    cells, lengths = _table()
     milli = np.rint(accel * 1000.0).astype(np.int64)
     np.clip(milli, -_MILLI_G, _MILLI_G, out=milli)
     rows = (milli + _AXIS_OFFSET).reshape(n, -1)
-    packed = _CELLS[rows].view(np.uint8).reshape(-1)
+    packed = cells[rows].view(np.uint8).reshape(-1)
     text = packed[packed != 0].tobytes()
-    ends = np.cumsum(_LENGTHS[rows].sum(axis=1))
+    ends = np.cumsum(lengths[rows].sum(axis=1))
     starts = np.empty_like(ends)
     starts[0] = 0
     starts[1:] = ends[:-1]

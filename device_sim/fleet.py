@@ -104,6 +104,7 @@ class Fleet:
         keepalive_s: int = 30,
         username: str | None = None,
         password: str | None = None,
+        ca_file: str | None = None,
         client_prefix: str = "sim",
         offline_on_exit: bool = True,
         drain_timeout_s: float = 60.0,
@@ -114,7 +115,7 @@ class Fleet:
             raise ValueError("window must be 1-60000 (MQTT message ids are 16-bit)")
         self.sim = sim
         self.options = link_options(url, keepalive_s=keepalive_s, username=username,
-                                    password=password)
+                                    password=password, ca_file=ca_file)
         self.gateways = gateways
         self.window = window
         self.client_prefix = client_prefix

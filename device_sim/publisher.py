@@ -146,8 +146,17 @@ class MqttLink(asyncio.Protocol):
         await self._connect_once()
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
-    def publish(self, topic: bytes, payload: bytes, token: int, *, retain: bool = False) -> None:
-        """Queue a QoS 1 message; it goes out now if connected, else after the reconnect."""
+    def publish(self, topic: bytes, payload: bytes, token: int, *, retain: bool = False,
+                qos: int = 1) -> None:
+        """Queue a QoS 1 message; it goes out now if connected, else after the reconnect.
+
+        ``qos=0`` sends only while connected and forgets it: lost while offline, never
+        acknowledged (what a device that ignores the contract does).
+        """
+        if qos == 0:
+            if self._connected.is_set():
+                self._write(encode_publish(topic, payload, mid=0, retain=retain, qos=0))
+            return
         mid = self._next_mid()
         packet = encode_publish(topic, payload, mid=mid, retain=retain)
         self.inflight[mid] = (packet, token)

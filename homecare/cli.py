@@ -12,11 +12,20 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from bench.soak import soak_command
+from bench.storage import storage_command
+from dashboards.cli import app as dashboards_app
+from dashboards.report import report_command
 from detectors.cli import evaluate_command, replay_app
+from detectors.escalation.cli import escalate_command, registry_app
+from device_sim.certify.cli import certify_command
 from device_sim.cli import app as sim_app
 from homecare import contract
+from homecare.devices import app as devices_app
+from homecare.privacy import elder_app
 from homecare.runtime import tune_gc_for_service
 from homecare.settings import Settings
+from ingest.cli import app as rollup_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices build against.")
@@ -24,10 +33,20 @@ app.add_typer(contract_app, name="contract")
 app.add_typer(replay_app, name="replay")
 app.command("evaluate")(evaluate_command)
 app.add_typer(sim_app)
+app.command("certify")(certify_command)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
 app.add_typer(bench_app, name="bench")
+bench_app.command("soak")(soak_command)
+bench_app.command("storage")(storage_command)
 baselines_app = typer.Typer(no_args_is_help=True, help="Personal baselines learned from history.")
 app.add_typer(baselines_app, name="baselines")
+app.command("escalate")(escalate_command)
+app.add_typer(registry_app, name="registry")
+app.add_typer(rollup_app, name="rollup")
+app.command("report")(report_command)
+app.add_typer(devices_app, name="devices")
+app.add_typer(elder_app, name="elder")
+app.add_typer(dashboards_app, name="dashboards")
 
 
 @contract_app.command("export")
@@ -124,6 +143,22 @@ def bench_ingest_command(
         seed=seed,
         log=typer.echo,
     )
+    typer.echo(json.dumps(report, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+
+
+@bench_app.command("escalate")
+def bench_escalate_command(
+    alerts: Annotated[int, typer.Option(min=1, help="Alerts opened at once per round.")] = 1000,
+    rounds: Annotated[int, typer.Option(min=1, help="Bursts measured.")] = 3,
+    connections: Annotated[int, typer.Option(min=1, help="Connections to the call centre.")] = 64,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Alert opening → call centre webhook latency under a burst of simultaneous alerts."""
+    from bench.escalate import run
+
+    report = run(alerts=alerts, rounds=rounds, connections=connections, log=typer.echo)
     typer.echo(json.dumps(report, indent=2))
     if json_out:
         json_out.write_text(json.dumps(report, indent=2) + "\n")

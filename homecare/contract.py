@@ -147,6 +147,11 @@ Id = Annotated[str, Field(pattern=ID_PATTERN, description="Pseudonymous id, as i
 Percent = Annotated[float, Field(ge=0, le=100, description="Percent.")]
 HeartRate = Annotated[int, Field(ge=20, le=250, description="Heart rate, beats per minute.")]
 MAX_G = 16.0
+Seq = Annotated[
+    int,
+    # InfluxDB stores integers as int64: a larger counter would be refused after ingest.
+    Field(ge=0, le=2**63 - 1, description="Event counter of the device, for de-duplication."),
+]
 
 
 def _samples(value: Any) -> np.ndarray:
@@ -245,14 +250,14 @@ class SosEvent(Payload):
     """The one-touch emergency button was pressed."""
 
     stream = Stream.SOS
-    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+    seq: Seq
 
 
 class OkEvent(Payload):
     """The wearer pressed "I'm OK", cancelling a pending fall alert."""
 
     stream = Stream.OK
-    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+    seq: Seq
 
 
 class BedReading(Payload):
@@ -281,7 +286,7 @@ class DoorEvent(Payload):
     door: Id
     role: DoorRole
     state: Literal["opened", "closed"]
-    seq: int = Field(ge=0, description="Event counter of the device, for de-duplication.")
+    seq: Seq
 
 
 class DeviceStatus(Payload):
@@ -345,6 +350,11 @@ def alert_subscription(site: str = "+", elder: str = "+") -> str:
     return f"{TOPIC_ROOT}/{site}/{elder}/alert/+"
 
 
+def command_topic(site: str, elder: str, device: str) -> str:
+    """Commands to one device; like alerts, one level short of device topics (ingest skips)."""
+    return f"{TOPIC_ROOT}/{site}/{elder}/command/{device}"
+
+
 PAYLOADS: dict[Stream, type[Payload]] = {
     model.stream: model
     for model in (WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus)
@@ -396,6 +406,7 @@ def topic_scheme() -> dict[str, Any]:
     return {
         "version": CONTRACT_VERSION,
         "pattern": f"{TOPIC_ROOT}/<site>/<elder>/<kind>/<device>/<stream>",
+        "command": command_topic("<site>", "<elder>", "<device>"),
         "id_pattern": ID_PATTERN,
         "streams": {str(k): sorted(str(s) for s in v) for k, v in STREAMS.items()},
         "availability": {

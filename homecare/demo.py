@@ -15,6 +15,8 @@ import contextlib
 import json
 import math
 import os
+import re
+import secrets
 import shutil
 import signal
 import subprocess
@@ -23,11 +25,17 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import httpx
+import yaml
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from detectors.escalation.ladder import story
+from detectors.escalation.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
+from detectors.escalation.store import open_readonly, store_path
 from detectors.evaluate_cohort import KIND_OF
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
@@ -35,7 +43,7 @@ from device_sim.scenarios import EARLY_S, GRACE_S, Scenario, apply, plan_scenari
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
 from homecare.influx import InfluxClient
 from homecare.receiver import mqtt_client
-from homecare.servers import LocalBroker, LocalInflux
+from homecare.servers import LocalBroker, LocalInflux, compacted_size
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
 
@@ -67,6 +75,10 @@ class DemoResult:
     elders: int = 0
     hours: float = 0.0
     wall_s: float = 0.0
+    ladder: list[dict[str, Any]] = field(default_factory=list)
+    """Each escalated alert's path up the ladder (from escalate's store)."""
+    escalation: dict[str, int] = field(default_factory=dict)
+    """What the call centre, the mail server and the family gateway received."""
 
     @property
     def lost(self) -> int:
@@ -242,6 +254,107 @@ def publish_bad(settings: MqttSettings, messages: list[tuple[str, bytes]]) -> in
     return len(infos)
 
 
+ACK_LINK = re.compile(r"https?://[^\s<>]+/alerts/[A-Za-z0-9_-]+/ack\?[^\s<>]+")
+OPERATOR_S = 2.0
+"""The call centre's stand-in operator acknowledges each new alarm this long after it."""
+
+
+def demo_registry(sim: Simulation, site: str, centre: str, gateway: str) -> dict[str, Any]:
+    """Every simulated elder with two family contacts (email, then an SMS/push webhook)."""
+    contacts: list[dict[str, Any]] = [
+        {"id": "arc", "name": "Alarm receiving centre", "role": "call_centre",
+         "channels": [{"kind": "call_centre", "address": centre}]},
+        {"id": "arc-supervisor", "name": "ARC supervisor", "role": "supervisor",
+         "channels": [{"kind": "call_centre", "address": centre + "/supervisor"}]},
+        {"id": "desk", "name": "Device desk", "role": "device_desk",
+         "channels": [{"kind": "email", "address": "devices@provider.example.org"}]},
+    ]  # fmt: skip
+    elders = []
+    for home in sim.elders:
+        n = home.elder
+        contacts += [
+            {"id": f"{n}-daughter", "name": f"Daughter of {n}", "role": "family",
+             "channels": [{"kind": "email", "address": f"daughter.{n}@example.org"}]},
+            {"id": f"{n}-son", "name": f"Son of {n}", "role": "family",
+             "channels": [{"kind": "webhook", "address": f"{gateway}sms/{n}"}]},
+        ]  # fmt: skip
+        elders.append({"id": n, "display_name": f"Resident {n}", "site": site,
+                       "address": f"Flat {n[-2:]}, Demo Court", "phone": "+44 20 7946 0000",
+                       "devices": [d.device for d in home.devices],
+                       "contacts": [f"{n}-daughter", f"{n}-son"]})  # fmt: skip
+    provider = {"call_centre": "arc", "supervisor": "arc-supervisor", "device_desk": "desk"}
+    return {"provider": provider, "contacts": contacts, "elders": elders, "digest_hour": None}
+
+
+@contextlib.contextmanager
+def escalation_peers() -> Iterator[tuple[CallCentreStandIn, HttpStandIn, LocalSmtp]]:
+    """The call centre (with an operator who acknowledges), the family's SMS gateway, SMTP."""
+    with (
+        CallCentreStandIn(operator=Operator(after_s=OPERATOR_S)) as centre,
+        HttpStandIn(path="/") as gateway,
+        LocalSmtp() as smtp,
+    ):
+        yield centre, gateway, smtp
+
+
+def start_escalate(
+    live: Settings, root: Path, centre: CallCentreStandIn, gateway: HttpStandIn, smtp: LocalSmtp,
+    sim: Simulation,
+) -> ServiceProcess:  # fmt: skip
+    """``homecare escalate`` on a registry of the simulated elders, its store fresh."""
+    shutil.rmtree(root / "escalate", ignore_errors=True)
+    registry = root / "registry.yaml"
+    registry.write_text(yaml.safe_dump(demo_registry(sim, live.site, centre.url, gateway.url)))
+    return ServiceProcess(
+        "escalate", live, root / "escalate.log",
+        HOMECARE_STATE_DIR=str(root / "escalate"), HOMECARE_REGISTRY=str(registry),
+        HOMECARE_ESCALATE__CLIENT_ID="homecare-demo-escalate",
+        HOMECARE_ESCALATE__HTTP_PORT="0", HOMECARE_ESCALATE__SECRET=secrets.token_hex(16),
+        HOMECARE_ESCALATE__SMTP__HOST="127.0.0.1", HOMECARE_ESCALATE__SMTP__PORT=str(smtp.port),
+        HOMECARE_ESCALATE__SMTP__STARTTLS="false", HOMECARE_ESCALATE__HEARTBEAT_S="30",
+    )  # fmt: skip
+
+
+def settle_escalation(
+    root: Path, alerts: list[Alert], smtp: LocalSmtp, timeout_s: float = 15.0
+) -> None:
+    """Wait until escalate holds every alert and has sent what was due; then each family
+    member who got an email follows its acknowledgement link (the operator was quicker
+    for critical alerts: theirs are already acknowledged)."""
+    ids = {a.id for a in alerts}
+    status = root / "escalate" / "escalate.json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        st = read_status(status) or {}
+        if int(st.get("alerts", 0)) >= len(ids) and int(st.get("pending", 1)) == 0:
+            break
+        time.sleep(0.5)
+    for mail in smtp.mails:
+        for url in ACK_LINK.findall(mail.text):
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.post(url, timeout=10)
+    time.sleep(OPERATOR_S + 1.0)
+
+
+def ladder_paths(state_dir: Path) -> list[dict[str, Any]]:
+    """Each alert escalate handled, with its story (who was told, when, who acknowledged)."""
+    path = store_path(state_dir)
+    if not path.exists():
+        return []
+    db = open_readonly(path)
+    try:
+        rows = db.execute(
+            "SELECT id, alert, state, received, acked_by, acked_channel, outcome, duplicate_of "
+            "FROM alerts ORDER BY received"
+        ).fetchall()
+        return [
+            {**dict(r), "alert": Alert.model_validate_json(r["alert"]), "story": story(db, r["id"])}
+            for r in rows
+        ]
+    finally:
+        db.close()
+
+
 DEMO_MIX = {
     "fall_forward": 0.08, "fall_sideways": 0.06, "long_lie": 0.04, "sos": 0.1, "sit_hard": 0.5,
     "stumble": 0.2, "device_dropped": 0.1, "wandering": 0.06, "bed_exit": 0.06,
@@ -255,7 +368,7 @@ def run_demo(
 ) -> DemoResult:
     root = settings.state_dir / "demo"
     started = time.perf_counter()
-    with servers(settings, root) as live:
+    with servers(settings, root) as live, escalation_peers() as (centre, gateway, smtp):
         end = math.floor(time.time())
         start = end - hours * 3600.0
         sim = Simulation(SimConfig(elders=elders, seed=seed, site=live.site, start=start))
@@ -264,6 +377,7 @@ def run_demo(
         write_labels(root / "labels", plan)
         ingest = ServiceProcess("ingest", live, root / "ingest.log")
         detect = ServiceProcess("detect", live, root / "detect.log", HOMECARE_DETECT__CLOCK="data")
+        escalate = start_escalate(live, root, centre, gateway, smtp, sim)
         listener = AlertListener(live.mqtt)
         try:
             first = sim.elders[0]
@@ -283,6 +397,7 @@ def run_demo(
             for service in ("ingest-main", "detect"):
                 _wait_for_progress(live.state_dir / f"{service}.json", sent)
             time.sleep(1.0)
+            settle_escalation(root, listener.alerts, smtp)
             with InfluxClient(live.influx) as db:
                 stored, per_elder = stored_counts(db, live.site, start, time.time() + 60)
                 dead = dict(
@@ -292,9 +407,10 @@ def run_demo(
                 )
         finally:
             listener.close()
+            escalate.stop()
             detect.stop()
             ingest_stats = ingest.stop()
-            disk = _compacted_size(root / "influxd" / "data") if not settings.influx.url else None
+            disk = compacted_size(root / "influxd" / "data") if not settings.influx.url else None
     return DemoResult(
         published,
         stored,
@@ -309,32 +425,32 @@ def run_demo(
         elders=elders,
         hours=hours,
         wall_s=time.perf_counter() - started,
+        ladder=ladder_paths(root / "escalate"),
+        escalation={
+            "incidents": len(centre.incidents),
+            "heartbeats": len(centre.heartbeats),
+            "operator_acks": sum(a.status_code == 200 for a in centre.acks),
+            "emails": len(smtp.mails),
+            "webhooks": len(gateway.requests),
+        },
     )
 
 
-def _wait_for_progress(status: Path, messages: int, stall_s: float = 60.0) -> None:
-    """Wait until a service has handled ``messages``, as long as it keeps making progress."""
+def _wait_for_progress(
+    status: Path, messages: int, stall_s: float = 60.0, settle_s: float = 3.0
+) -> None:
+    """Wait until a service has handled ``messages`` and then gone quiet for ``settle_s``,
+    as long as it keeps making progress. Reaching the number is not enough: a loaded
+    publisher re-sends what it saw no acknowledgement for, and the duplicates count too."""
     seen, since = -1, time.monotonic()
-    while time.monotonic() - since < stall_s:
+    while True:
+        now = time.monotonic()
         done = int((read_status(status) or {}).get("messages", 0))
-        if done >= messages:
-            return
         if done > seen:
-            seen, since = done, time.monotonic()
+            seen, since = done, now
+        elif now - since >= (settle_s if done >= messages else stall_s):
+            return
         time.sleep(0.5)
-
-
-def _compacted_size(data: Path) -> int:
-    """Bytes of TSM files once influxd has snapshotted its cache and compacted (or 20 s)."""
-    deadline = time.monotonic() + 20
-    size = -1
-    while time.monotonic() < deadline:
-        time.sleep(2)
-        now = sum(p.stat().st_size for p in data.rglob("*.tsm"))
-        if now == size:
-            break
-        size = now
-    return size
 
 
 def print_summary(result: DemoResult, console: Console) -> None:
@@ -367,6 +483,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
         f"{result.elders} elders × {result.hours:g} h"
     )
     _print_alerts(result, console)
+    _print_ladder(result, console)
     if result.bytes_on_disk is not None:
         per_day = result.bytes_on_disk / max(result.elders, 1) / (result.hours / 24)
         console.print(
@@ -424,4 +541,46 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
         + (", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "none")
         + f"; and {sum(a.ts >= end for a in result.alerts)} device-offline alerts as the "
         "simulated devices disconnect at the end"
+    )
+
+
+def _print_ladder(result: DemoResult, console: Console) -> None:
+    """Each escalated alert's path up the ladder: who was told, when, who acknowledged."""
+    table = Table(title="escalation: each alert's path up the ladder")
+    for column in ("received (UTC)", "elder", "alert", "path (seconds after receipt)", "now"):
+        table.add_column(column)
+    info = 0
+    for entry in result.ladder:
+        alert: Alert = entry["alert"]
+        if alert.severity == "info" or entry["duplicate_of"]:
+            info += 1
+            continue
+        steps = []
+        for ev in entry["story"]:
+            dt = f"+{float(ev['ts']) - entry['received']:.1f}s"
+            name = str(ev["event"])
+            if name.startswith("delivered_"):
+                kind = "" if name == "delivered_alarm" else f"{name[10:]} "
+                steps.append(f"{dt} {kind}→ {ev['who']} ({ev['channel']})")
+            elif name in ("acknowledged", "resolved", "cancelled", "held", "grace"):
+                who = f" by {ev['who']} ({ev['channel']})" if ev["who"] else ""
+                steps.append(f"{dt} {name}{who}")
+        final = str(entry["state"]) + (f": {entry['outcome']}" if entry["outcome"] else "")
+        table.add_row(
+            time.strftime("%H:%M:%S", time.gmtime(entry["received"])),
+            alert.elder,
+            f"{alert.kind} ({alert.severity})",
+            "; ".join(steps) or "waiting",
+            final,
+        )
+    if table.row_count:
+        console.print(table)
+    esc = result.escalation
+    console.print(
+        f"escalation: {len(result.ladder)} alerts handled ({info} info alerts batched for the "
+        f"device desk or folded into an alert already open); the call centre opened "
+        f"{esc.get('incidents', 0)} incidents, one per alarm and recipient, and its operator "
+        f"acknowledged {esc.get('operator_acks', 0)}; {esc.get('emails', 0)} emails and "
+        f"{esc.get('webhooks', 0)} SMS/push webhooks to families; "
+        f"{esc.get('heartbeats', 0)} heartbeats"
     )

@@ -39,6 +39,15 @@ def escape_tag(value: str) -> str:
     return value.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
+def quote_literal(value: str) -> str:
+    """An InfluxQL string literal (for tag values in WHERE; ``''`` matches a missing tag).
+
+    >>> print(quote_literal("it's"))
+    'it\\'s'
+    """
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def format_field(value: FieldValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -84,10 +93,10 @@ class InfluxClient:
     def close(self) -> None:
         self._http.close()
 
-    def _params(self, **extra: str) -> dict[str, str]:
+    def _params(self, rp: str | None = None, **extra: str) -> dict[str, str]:
         params = {"db": self.settings.database, **extra}
-        if self.settings.retention_policy:
-            params["rp"] = self.settings.retention_policy
+        if rp or self.settings.retention_policy:
+            params["rp"] = rp or self.settings.retention_policy or ""
         return params
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
@@ -111,12 +120,19 @@ class InfluxClient:
         except httpx.TransportError:
             return False
 
-    def write(self, lines: Sequence[str] | bytes, precision: str = "ms") -> None:
-        """Write points; raise :class:`InfluxUnavailable` if they may not have been stored."""
+    def version(self) -> str:
+        """The server's version from ``/ping`` (``1.8.10``, ``v2.7.4``, ``3.0.1``…)."""
+        return self._request("GET", "/ping").headers.get("X-Influxdb-Version", "")
+
+    def write(
+        self, lines: Sequence[str] | bytes, precision: str = "ms", *, rp: str | None = None
+    ) -> None:
+        """Write points (into retention policy ``rp``, default the settings' or the database's);
+        raise :class:`InfluxUnavailable` if they may not have been stored."""
         body = lines if isinstance(lines, bytes) else "\n".join(lines).encode()
         if not body:
             return
-        params = self._params(precision=precision)
+        params = self._params(rp, precision=precision)
         try:
             self._request("POST", "/write", params=params, content=body)
         except InfluxError as exc:

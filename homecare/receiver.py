@@ -96,6 +96,8 @@ class Receiver:
         self._connected = threading.Event()
         self._generation = 0
         self.reconnects = 0
+        self._refused: str | None = None
+        self.client_id = client_id
         self._client = mqtt_client(settings, client_id, manual_ack=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
@@ -110,8 +112,11 @@ class Receiver:
         self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
     ) -> None:
         if rc.is_failure:
-            log.error("broker refused ingest: %s", rc)
+            log.error("broker refused %s: %s", self.client_id, rc)
+            self._refused = str(rc)
+            self._ready.set()
             return
+        self._refused = None
         self._generation += 1
         self.reconnects += self._generation > 1
         client.subscribe(self.topic, options=SubscribeOptions(qos=1))
@@ -152,8 +157,10 @@ class Receiver:
                     raise ReceiverError(f"broker {self.settings.url} unreachable: {exc}") from exc
                 time.sleep(0.5)
         self._client.loop_start()
-        if not self._ready.wait(30):
+        if not self._ready.wait(30) or self._refused:
             self._client.loop_stop()
+            if self._refused:
+                raise ReceiverError(f"broker {self.settings.url} refused us: {self._refused}")
             raise ReceiverError(f"no subscription to {self.topic} on {self.settings.url}")
         return self
 

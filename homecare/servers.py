@@ -135,10 +135,23 @@ class LocalBroker(_LocalServer):
 
     name = "mosquitto"
 
-    def __init__(self, root: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(
+        self,
+        root: Path,
+        port: int | None = None,
+        extra_config: str = "",
+        *,
+        tls: tuple[Path, Path] | None = None,
+        access: Path | None = None,
+    ) -> None:
         super().__init__(root)
         self.port = port or free_port()
         self.extra_config = extra_config
+        self.tls = tls
+        """(certificate, key): also listen with TLS on :attr:`tls_port`."""
+        self.tls_port = free_port() if tls else None
+        self.access = access
+        """A :class:`~homecare.access.BrokerAccess` folder: accounts and ACL, no anonymous."""
         (root / "data").mkdir(exist_ok=True)
 
     def _command(self) -> list[str]:
@@ -147,8 +160,16 @@ class LocalBroker(_LocalServer):
             f"listener {self.port} 127.0.0.1\n"
             # As root Mosquitto would switch to user "mosquitto", who cannot write our folder.
             f"user {getpass.getuser()}\n"
-            "allow_anonymous true\n"
-            "persistence true\n"
+            + (
+                f"allow_anonymous false\npassword_file {self.access.resolve() / 'passwd'}\n"
+                f"acl_file {self.access.resolve() / 'acl'}\n"
+                # A client's id is its user name: no account can take over another's session.
+                # (A listener's option: repeated for the TLS listener.)
+                "use_username_as_clientid true\n"
+                if self.access
+                else "allow_anonymous true\n"
+            )
+            + "persistence true\n"
             f"persistence_location {self.root / 'data'}/\n"
             "autosave_interval 5\n"
             "max_queued_messages 0\n"
@@ -156,7 +177,14 @@ class LocalBroker(_LocalServer):
             "max_packet_size 1048576\n"
             "set_tcp_nodelay true\n"
             "log_type error\nlog_type warning\nlog_type notice\n"
-            f"{self.extra_config}"
+            + (
+                f"listener {self.tls_port} 127.0.0.1\n"
+                f"certfile {self.tls[0].resolve()}\nkeyfile {self.tls[1].resolve()}\n"
+                + ("use_username_as_clientid true\n" if self.access else "")
+                if self.tls
+                else ""
+            )
+            + f"{self.extra_config}"
         )
         return [_require("mosquitto", "mosquitto"), "-c", str(conf)]
 
@@ -167,6 +195,15 @@ class LocalBroker(_LocalServer):
     @property
     def url(self) -> str:
         return f"mqtt://127.0.0.1:{self.port}"
+
+    @property
+    def tls_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.tls_port}"
+
+    def reload(self) -> None:
+        """Re-read the password file and ACL (SIGHUP), as ``homecare devices revoke`` asks."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGHUP)
 
 
 class LocalInflux(_LocalServer):
@@ -195,6 +232,8 @@ class LocalInflux(_LocalServer):
             '  cache-snapshot-write-cold-duration = "2s"\n'
             '  compact-full-write-cold-duration = "5s"\n'
             "[monitor]\n  store-enabled = false\n"
+            # Expired shards are dropped within seconds (default 30 min): retention is testable.
+            '[retention]\n  check-interval = "1s"\n'
             f'[http]\n  bind-address = "127.0.0.1:{self.port}"\n  log-enabled = false\n'
             f"  auth-enabled = {'true' if self.admin else 'false'}\n"
             "  max-body-size = 0\n"
@@ -222,6 +261,36 @@ class LocalInflux(_LocalServer):
             )
         return self
 
+    def add_user(self, user: str, password: str, *, database: str, privilege: str) -> None:
+        """Create an account with ``READ``, ``WRITE`` or ``ALL`` on ``database`` (as the admin).
+
+        The database is created too, so the grant has something to point at.
+        """
+        if not self.admin or privilege not in ("READ", "WRITE", "ALL"):
+            raise ValueError("add_user needs an admin (auth on) and READ, WRITE or ALL")
+        quoted = password.replace("'", "\\'")
+        for q in (
+            f'CREATE DATABASE "{database}"',
+            f"CREATE USER \"{user}\" WITH PASSWORD '{quoted}'",
+            f'GRANT {privilege} ON "{database}" TO "{user}"',
+        ):
+            r = httpx.post(f"{self.url}/query", data={"q": q}, auth=self.admin, timeout=10)
+            if r.status_code != 200 or "error" in r.json()["results"][0]:
+                raise ServerError(f"influxd refused {q.split(' WITH ')[0]!r}: {r.text[:200]}")
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+def compacted_size(data: Path) -> int:
+    """Bytes of TSM files once influxd has snapshotted its cache and compacted (or 20 s)."""
+    deadline = time.monotonic() + 20
+    size = -1
+    while time.monotonic() < deadline:
+        time.sleep(2)
+        now = sum(p.stat().st_size for p in data.rglob("*.tsm"))
+        if now == size:
+            break
+        size = now
+    return size

@@ -10,6 +10,7 @@ a ``*_file`` setting reads the secret from a file outside the repository.
 
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -36,6 +37,10 @@ class MqttSettings(BaseModel):
     ca_file: Path | None = None
     client_id: str = "homecare-ingest"
     keepalive_s: int = 30
+    access_dir: Path = Path("deploy/mosquitto/access")
+    """The broker's password file, ACL and device registry, for ``homecare devices``."""
+    broker_pid_file: Path | None = None
+    """Mosquitto's ``pid_file``: ``homecare devices`` signals it to reload its accounts."""
 
     @model_validator(mode="after")
     def _load_secret(self) -> MqttSettings:
@@ -118,6 +123,146 @@ class DetectSettings(BaseModel):
     )
 
 
+class RetrySettings(BaseModel):
+    """Bounded exponential backoff for transient failures (busy, error, timeout, 5xx)."""
+
+    attempts: int = Field(5, ge=1, le=20, description="Tries per send, the first included.")
+    backoff_s: float = Field(0.25, ge=0, description="Wait before the second try; doubles.")
+    backoff_max_s: float = Field(8.0, ge=0, description="Longest wait between two tries.")
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """The wait after failed try number ``attempt`` (1-based); a receiver's
+        ``Retry-After`` is honoured up to ``backoff_max_s``.
+
+        >>> RetrySettings(backoff_s=0.5, backoff_max_s=3.0).delay(4)
+        3.0
+        """
+        wait = self.backoff_s * 2 ** (attempt - 1)
+        if retry_after is not None:
+            wait = max(wait, retry_after)
+        return min(wait, self.backoff_max_s)
+
+
+class HttpSettings(RetrySettings):
+    """An HTTPS receiver: its CA, our client certificate, a bearer token, timeouts."""
+
+    token: SecretStr | None = Field(None, description="Bearer token sent to the receiver.")
+    token_file: Path | None = None
+    ca_file: Path | None = Field(None, description="CA that signed the receiver's certificate.")
+    cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
+    key_file: Path | None = Field(None, description="Its private key.")
+    timeout_s: float = Field(5.0, gt=0, description="Per try: connect, send and answer.")
+    connections: int = Field(
+        16, ge=1, le=1000, description="Pooled connections; more sends wait their turn."
+    )
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> HttpSettings:
+        self.token = _read_secret(self.token, self.token_file)
+        if self.key_file is not None and self.cert_file is None:
+            raise ValueError("key_file needs cert_file (the client certificate)")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """Verification against ``ca_file`` (or the system CAs), with our client cert."""
+        ctx = ssl.create_default_context(cafile=self.ca_file)
+        if self.cert_file is not None:
+            ctx.load_cert_chain(self.cert_file, self.key_file)
+        return ctx
+
+
+class CallCentreSettings(HttpSettings):
+    """The call centre's alarm webhook (SCAIP-like JSON over HTTPS):
+    ``HOMECARE_ESCALATE__CALL_CENTRE__TOKEN_FILE=/run/secrets/arc``. Where each message goes
+    (its URL, a family member's address) is in the registry, not here."""
+
+    sender: str = Field(
+        "homecare", max_length=64, description="This platform's id at the call centre."
+    )
+
+
+class WebhookSettings(HttpSettings):
+    """A generic JSON webhook: an SMS or push gateway."""
+
+
+class SmtpSettings(RetrySettings):
+    """The mail server that carries family emails."""
+
+    host: str = Field("", description="Empty: no email channel.")
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = Field(True, description="Upgrade with STARTTLS before logging in.")
+    tls: bool = Field(False, description="Implicit TLS from the first byte (port 465).")
+    username: str | None = None
+    password: SecretStr | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = Field(None, description="CA that signed the server's certificate.")
+    sender: str = Field("homecare@localhost", description="The From address.")
+    timeout_s: float = Field(10.0, gt=0)
+    connections: int = Field(4, ge=1, le=64, description="Emails sent at once.")
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> SmtpSettings:
+        self.password = _read_secret(self.password, self.password_file)
+        if self.starttls and self.tls:
+            raise ValueError("smtp: choose starttls or tls (implicit), not both")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.ca_file)
+
+
+class EscalateSettings(BaseModel):
+    """``homecare escalate``: the ladder, its acknowledgement API and its delivery channels."""
+
+    client_id: str = "homecare-escalate"
+    secret: SecretStr | None = Field(None, description="Key of every contact's ack token.")
+    secret_file: Path | None = None
+    http_host: str = Field("127.0.0.1", description="Acknowledgement API address.")
+    http_port: int = Field(8480, ge=0, le=65535, description="0: a free port.")
+    public_url: str = Field("", description="Base of ack links; default http://host:port.")
+    retry_s: float = Field(5.0, gt=0, description="Wait before re-sending a failed delivery.")
+    flap_s: float = Field(900.0, ge=0, description="A warning back this soon is the same one.")
+    heartbeat_s: float = Field(60.0, gt=0, description="Heartbeat to the call centre.")
+    concurrency: int = Field(200, ge=1, description="Deliveries in flight at once.")
+    call_centre: CallCentreSettings = CallCentreSettings()
+    smtp: SmtpSettings = SmtpSettings()
+    webhook: WebhookSettings = WebhookSettings()
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> EscalateSettings:
+        self.secret = _read_secret(self.secret, self.secret_file)
+        return self
+
+
+class GrafanaSettings(BaseModel):
+    """An existing Grafana that ``homecare dashboards push`` publishes to (a service account
+    token with the Editor role)."""
+
+    url: str = ""
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout_s: float = 10.0
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> GrafanaSettings:
+        self.token = _read_secret(self.token, self.token_file)
+        return self
+
+
+Duration = Annotated[str, Field(pattern=r"^([1-9][0-9]*[hdw]|INF)$")]
+"""An InfluxQL retention duration: ``30d``, ``26w``, ``72h`` or ``INF`` (kept forever)."""
+
+
+class RetentionSettings(BaseModel):
+    """How long InfluxDB keeps raw data and rollups (``homecare rollup install`` applies it)."""
+
+    raw: Duration = Field("30d", description="Raw readings, alerts, dead letters.")
+    history: Duration = Field("1825d", description="Hourly and daily rollups, alert copies.")
+    utc_offset_h: float = Field(
+        0.0, ge=-12, le=14, description="The site's local time, for daily rollups and nights."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOMECARE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -130,6 +275,10 @@ class Settings(BaseSettings):
     contract: ContractSettings = ContractSettings()
     ingest: IngestSettings = IngestSettings()
     detect: DetectSettings = DetectSettings()
+    escalate: EscalateSettings = EscalateSettings()
+    retention: RetentionSettings = RetentionSettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    registry: Path | None = Field(None, description="The elder registry (YAML) escalation reads.")
 
     @property
     def spool_dir(self) -> Path:

@@ -18,8 +18,10 @@ measurement        fields
 ``device_status``  ``battery``, ``firmware``, ``rssi``, ``model``, ``vendor``, ``placement``,
                    ``interval_s``
 ``availability``   ``online`` (bool), at the time it was received
-``dead_letter``    tag ``reason``; ``topic``, ``device``, ``detail``, ``payload`` (truncated)
-``security_event`` tag ``reason`` (``id_mismatch``); ``detail`` — per device, by its topic
+``dead_letter``    tags ``reason``, ``ingest`` (the process); ``topic``, ``device``, ``detail``,
+                   ``payload`` (truncated), ``size``
+``security_event`` tags ``reason`` (``id_mismatch``), ``ingest``; ``detail`` — per device, by
+                   its topic
 =================  ==========================================================================
 
 Point timestamps come from the payload (ms), so a re-delivered reading overwrites itself.
@@ -38,7 +40,7 @@ from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
 from homecare.frames import frame_stats
-from homecare.influx import line
+from homecare.influx import escape_tag, line
 from homecare.settings import ContractSettings
 
 log = logging.getLogger(__name__)
@@ -67,10 +69,21 @@ def _tags(topic: Topic) -> str:
 class Converter:
     """Validates messages against the contract and formats InfluxDB lines for a batch."""
 
-    def __init__(self, limits: ContractSettings, *, store_raw_accel: bool = False) -> None:
+    def __init__(
+        self,
+        limits: ContractSettings,
+        *,
+        store_raw_accel: bool = False,
+        source: str = "",
+        last_dead_ms: int = 0,
+    ) -> None:
         self.edge = Edge(limits)
         self.store_raw_accel = store_raw_accel
-        self._last_dead_ms = 0
+        # Dead letters are told apart by time within one process; across processes
+        # (a shared subscription) by the ``ingest`` tag, so none overwrites another's.
+        self._source = f",ingest={escape_tag(source)}" if source else ""
+        self.last_dead_ms = last_dead_ms
+        """The newest dead letter's time; a restart resumes after it (a flood runs ahead)."""
 
     def convert(self, messages: list[RawMessage], now: float | None = None) -> Points:
         ctx = self.edge.context(now)
@@ -187,15 +200,20 @@ class Converter:
             topic = None
         payload = msg.payload[:DEAD_PAYLOAD_BYTES].decode("utf-8", "replace").translate(_PRINTABLE)
         # Distinct timestamps, so dead letters received in the same millisecond all stay.
-        ts = max(int(msg.received * 1000), self._last_dead_ms + 1)
-        self._last_dead_ms = ts
+        ts = max(int(msg.received * 1000), self.last_dead_ms + 1)
+        self.last_dead_ms = ts
         fields = {"topic": msg.topic[:300].translate(_PRINTABLE),
                   "device": topic.device if topic else "", "detail": detail,
                   "payload": payload, "size": len(msg.payload)}  # fmt: skip
-        out.lines.append(line("dead_letter", f"reason={reason}", fields, ts))
+        out.lines.append(line("dead_letter", f"reason={reason}{self._source}", fields, ts))
         if reason == "id_mismatch" and topic is not None:
             # A device speaking for another elder or device: a security event of the
             # device whose credentials published it (its topic), for the device fleet.
             out.lines.append(
-                line("security_event", f"{_tags(topic)},reason={reason}", {"detail": detail}, ts)
+                line(
+                    "security_event",
+                    f"{_tags(topic)},reason={reason}{self._source}",
+                    {"detail": detail},
+                    ts,
+                )
             )

@@ -22,7 +22,7 @@ from homecare.edge import RawMessage
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.receiver import Delivery, Receiver
 from homecare.settings import Settings
-from homecare.status import write_status
+from homecare.status import read_status, write_status
 from ingest.points import Converter, Points
 from ingest.spool import Spool
 
@@ -92,11 +92,15 @@ class IngestService:
         self.settings = settings
         suffix = f"-{instance}" if instance else ""
         self.client_id = f"{settings.mqtt.client_id}{suffix}"
+        self.status_path = settings.state_dir / f"ingest-{instance or 'main'}.json"
+        previous = read_status(self.status_path) or {}
         self.converter = Converter(
-            settings.contract, store_raw_accel=settings.ingest.store_raw_accel
+            settings.contract,
+            store_raw_accel=settings.ingest.store_raw_accel,
+            source=self.client_id,
+            last_dead_ms=int(previous.get("last_dead_ms") or 0),
         )
         self.spool = Spool(settings.spool_dir / (instance or "main"))
-        self.status_path = settings.state_dir / f"ingest-{instance or 'main'}.json"
         self.stats = IngestStats()
         self._retry_at = 0.0
         self._failure: Exception | None = None
@@ -190,6 +194,7 @@ class IngestService:
                 "connected": receiver is not None and receiver.connected,
                 "pending": receiver.pending if receiver else 0,
                 "spooled": len(self.spool),
+                "last_dead_ms": self.converter.last_dead_ms,
             },
         )
 

@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
+from homecare.influx import InfluxClient
 from homecare.servers import LocalBroker, LocalInflux
+from homecare.settings import InfluxSettings
+
+if TYPE_CHECKING:
+    from week import Week
 
 
 @pytest.fixture
@@ -22,3 +28,15 @@ def influx(tmp_path: Path) -> Iterator[LocalInflux]:
     """A fresh influxd for one test (its data in a temp folder)."""
     with LocalInflux(tmp_path / "influxd") as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def week_influx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LocalInflux, Week]]:
+    """One influxd for the session holding a simulated week of three elders (tests/week.py)."""
+    from week import write_week  # only the tests that use the week pay for its imports
+
+    with LocalInflux(tmp_path_factory.mktemp("week") / "influxd") as server:
+        with InfluxClient(InfluxSettings(url=server.url, database="homecare")) as client:
+            client.create_database()
+            week = write_week(client)
+        yield server, week

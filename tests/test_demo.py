@@ -23,6 +23,7 @@ def test_demo_runs_twice_and_loses_nothing(tmp_path):
             assert f"{reason}: 1" in out
         assert "e0003" in out
         assert "injected scenarios raised their alert" in out
+        assert "escalation: " in out  # escalate ran beside them
     # The servers it started are gone.
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path / "state") not in procs

@@ -80,6 +80,9 @@ class Notification(BaseModel):
     elder: ElderCard | None = None
     alert: Alert | None = Field(None, description="The alert (none for heartbeats).")
     batch: tuple[Alert, ...] = Field((), description="Digest or batched info alerts.")
+    outcomes: dict[str, str] = Field(
+        default_factory=dict, description="Alert id → how it ended (digest), when it has."
+    )
     step: int = Field(0, ge=0, description="Rung of the ladder that sent this.")
     ack_url: str | None = Field(None, description="Link that acknowledges (token included).")
     created: float = Field(description="When the ladder decided to send it (Unix s).")

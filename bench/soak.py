@@ -1,0 +1,160 @@
+"""``homecare bench soak``: hours of traffic in minutes, with the servers restarted under it.
+
+Simulated elders publish at ``speed`` times real time (a past window, so no timestamp
+is in the future) through a real Mosquitto into a real ``homecare ingest`` process and
+a real influxd. Every ``restart_every_s`` the broker and influxd are restarted in turn
+(SIGTERM, then started on the same port and data). At the end the fleet drains and
+every reading the broker acknowledged is counted back in InfluxDB: published, stored,
+lost (target 0), and ingest's memory at the start and the end (target: flat).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def run(
+    *,
+    minutes: float,
+    elders: int = 200,
+    speed: float = 10.0,
+    restart_every_s: float = 120.0,
+    gateways: int = 4,
+    seed: int = 0,
+    root: Path | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Run the soak (servers' data under ``root``, default a new temporary folder);
+    return the figures (also printed through ``log``)."""
+    import psutil
+
+    from bench.ingest import IngestProc, _publish, _readings, _stored
+    from device_sim.homes import SimConfig, Simulation
+    from homecare.servers import LocalBroker, LocalInflux
+
+    seconds = minutes * 60
+    sim_span = seconds * speed
+    if sim_span > 6 * 86400:
+        raise ValueError("minutes × speed must stay within the 7 days ingest accepts")
+    root = root or Path(tempfile.mkdtemp(prefix="homecare-soak-"))
+    report: dict[str, Any] = {"minutes": minutes, "elders": elders, "speed": speed}
+    with LocalBroker(root / "mosquitto") as broker, LocalInflux(root / "influxd") as influx:
+        state = root / "state"
+        state.mkdir()
+        ingest = IngestProc.start(broker, influx, state)
+        proc = psutil.Process(ingest.proc.pid)
+        start = float(math.floor(time.time() - sim_span - 120))
+        sim = Simulation(SimConfig(elders=elders, seed=seed, start=start))
+        rss: list[tuple[float, int]] = []
+        restarts: list[str] = []
+        done = threading.Event()
+
+        def faults() -> None:
+            """Sample ingest's memory each second; restart broker and influxd in turn."""
+            t0 = time.monotonic()
+            next_restart = t0 + restart_every_s
+            while not done.wait(1.0):
+                try:
+                    rss.append((time.monotonic() - t0, proc.memory_info().rss))
+                except psutil.Error:
+                    return  # ingest died: the report says so
+                if time.monotonic() >= next_restart:
+                    server = broker if len(restarts) % 2 == 0 else influx
+                    server.restart()
+                    restarts.append(server.name)
+                    log(f"  {time.monotonic() - t0:5.0f} s: restarted {server.name}")
+                    next_restart = time.monotonic() + restart_every_s
+
+        log(
+            f"soak: {elders} elders at {speed:g}× for {minutes:g} min ({sim_span / 3600:.1f} "
+            f"simulated hours), restarting the broker or influxd every {restart_every_s:g} s"
+        )
+        sampler = threading.Thread(target=faults, name="soak-faults", daemon=True)
+        sampler.start()
+        t0 = time.monotonic()
+        try:
+            try:
+                stats = asyncio.run(_publish(sim, broker.url, gateways, sim_span, speed))
+            finally:
+                done.set()
+                sampler.join()
+            published = _readings(stats)
+            deadline = time.monotonic() + 300
+            stored = _stored(influx)
+            while stored < published and time.monotonic() < deadline:
+                time.sleep(1)
+                stored = _stored(influx)
+            alive = ingest.proc.poll() is None
+            if alive:
+                rss.append((time.monotonic() - t0, proc.memory_info().rss))
+                ingest.stop()
+        finally:
+            if ingest.proc.poll() is None:  # the soak itself failed: leave nothing behind
+                ingest.proc.kill()
+                ingest.proc.wait()
+        status = ingest.read()  # its last words, written on the way out
+        warm = [r for t, r in rss if t >= min(30.0, seconds / 4)] or [r for _, r in rss]
+        report |= {
+            "wall_s": round(time.monotonic() - t0),
+            "restarts": restarts,
+            "published_readings": published,
+            "stored_in_influxdb": stored,
+            "lost": published - stored,
+            "ingest_alive": alive,
+            "ingest_messages": status["messages"],
+            "spooled_batches": status["spooled_batches"],
+            "fleet_reconnects": stats.reconnects,
+            "rss_mb_start": round(warm[0] / 1e6),
+            "rss_mb_end": round(rss[-1][1] / 1e6),
+            "rss_mb_max": round(max(r for _, r in rss) / 1e6),
+            "rss_mb_each_minute": _each_minute(rss),
+        }
+    log(
+        f"published {published} readings, stored {stored}, lost {published - stored}; "
+        f"ingest RSS {report['rss_mb_start']} MB after warm-up → {report['rss_mb_end']} MB at "
+        f"the end (max {report['rss_mb_max']}); {len(restarts)} restarts"
+    )
+    return report
+
+
+def _each_minute(samples: list[tuple[float, int]]) -> list[int]:
+    """The first sample (MB) at or after each whole minute.
+
+    >>> _each_minute([(0.5, 10**8), (30, 2 * 10**8), (60.2, 3 * 10**8), (61, 0)])
+    [100, 300]
+    """
+    out: list[int] = []
+    for t, rss in samples:
+        if t >= 60 * len(out):
+            out.append(round(rss / 1e6))
+    return out
+
+
+def soak_command(
+    minutes: Annotated[float, typer.Option(min=0.05, help="Wall-clock length of the soak.")] = 10,
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 200,
+    speed: Annotated[float, typer.Option(min=1, help="Times faster than real time.")] = 10,
+    restart_every: Annotated[
+        float, typer.Option(min=1, help="Seconds between restarts (broker, influxd in turn).")
+    ] = 120,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """Accelerated traffic through the real servers, restarted under it: lost and memory."""
+    report = run(
+        minutes=minutes, elders=elders, speed=speed, restart_every_s=restart_every,
+        log=typer.echo,
+    )  # fmt: skip
+    typer.echo(json.dumps(report, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if report["lost"] or not report["ingest_alive"]:
+        raise typer.Exit(1)

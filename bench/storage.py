@@ -1,0 +1,161 @@
+"""``homecare bench storage``: InfluxDB storage per elder-year, raw data and rollups.
+
+A simulated month of full-rate traffic (the simulator's own device payloads: a 50 Hz
+wearable frame every second, a bed reading every 10 s, doors, statuses) goes through
+ingest's :class:`~ingest.points.Converter` into a real influxd with the retention
+policies installed (:mod:`ingest.rollups`); the rollups are computed over it; once
+influxd has compacted, the TSM files of each policy are measured on disk with the
+series and points they hold. Per elder and year: raw data is held for its retention
+only (30 days by default: the month measured), rollups for the whole year (the month's
+rollups × 365 / days).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from homecare.edge import RawMessage
+from homecare.influx import InfluxClient
+from homecare.servers import LocalInflux, compacted_size
+from homecare.settings import ContractSettings, InfluxSettings, RetentionSettings
+from ingest import rollups
+from ingest.points import Converter
+
+STEP_S = 600.0
+"""Simulated seconds converted and written as one batch."""
+
+
+def _points(db: InfluxClient, rp: str) -> dict[str, int]:
+    """Points per measurement of a policy (a point counts once, whatever its fields)."""
+    out = {}
+    for s in db.query(f"SELECT count(*) FROM {rp}./.*/"):
+        counts = [v for v in s["values"][0][1:] if v is not None]
+        out[s["name"]] = max(counts, default=0)
+    return out
+
+
+def _series(db: InfluxClient, rp: str) -> int:
+    return sum(len(s.get("values") or []) for s in db.query(f"SHOW SERIES FROM {rp}./.*/"))
+
+
+def _tsm_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.tsm"))
+
+
+def _all_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
+def run(
+    *,
+    elders: int = 1,
+    days: float = 30.0,
+    seed: int = 0,
+    rate: int = 50,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Simulate, store, roll up and measure; return the figures (bytes, per elder-year)."""
+    from device_sim.homes import SimConfig, Simulation  # heavy: only when the bench runs
+
+    retention = RetentionSettings()
+    keep_s = rollups.seconds(retention.raw)
+    if keep_s and days * 86400 > keep_s:
+        raise ValueError(f"--days {days} is longer than the raw retention {retention.raw}")
+    end = float(math.floor(time.time()) - 60)
+    start = end - round(days * 86400)
+    sim = Simulation(SimConfig(elders=elders, seed=seed, start=start, rate=rate))
+    converter = Converter(ContractSettings())
+    with tempfile.TemporaryDirectory(prefix="homecare-storage-") as tmp:
+        server = LocalInflux(Path(tmp) / "influxd").start()
+        try:
+            with InfluxClient(InfluxSettings(url=server.url, database="homecare")) as db:
+                rollups.install(db, retention)
+                stored: Counter[str] = Counter()
+                line_bytes = 0
+                t, started, next_log = start, time.monotonic(), start + 86400
+                while t < end:
+                    dt = min(STEP_S, end - t)
+                    batch = [
+                        RawMessage(str(topic), payload, t + dt)
+                        for topic, payload in sim.step(t, dt)
+                    ]
+                    points = converter.convert(batch, now=t + dt)
+                    if points.dead:
+                        raise RuntimeError(f"the simulation broke the contract: {points.dead}")
+                    db.write(points.lines)
+                    stored.update(points.stored)
+                    line_bytes += sum(len(x) + 1 for x in points.lines)
+                    t += dt
+                    if t >= next_log:
+                        next_log += 86400
+                        log(
+                            f"day {round((t - start) / 86400)}/{days:g}: "
+                            f"{sum(stored.values()):,} messages, "
+                            f"{time.monotonic() - started:.0f} s"
+                        )
+                rolled = rollups.run(db, retention, start=start, end=end)
+                log("waiting for influxd to compact ...")
+                data = server.root / "data" / "homecare"
+                compacted_size(data)
+                raw_points, history_points = _points(db, rollups.RAW), _points(db, rollups.HISTORY)
+                series = {rp: _series(db, rp) for rp in (rollups.RAW, rollups.HISTORY)}
+        finally:
+            server.stop()
+        raw_dir, history_dir = data / rollups.RAW, data / rollups.HISTORY
+        figures = {
+            "raw_tsm": _tsm_bytes(raw_dir),
+            "raw_all_files": _all_bytes(raw_dir),
+            "history_tsm": _tsm_bytes(history_dir),
+            "history_all_files": _all_bytes(history_dir),
+        }
+    per_elder_raw = figures["raw_all_files"] / elders
+    per_elder_history_year = figures["history_all_files"] / elders * 365 / days
+    return {
+        "elders": elders,
+        "days": days,
+        "rate_hz": rate,
+        "messages": {str(k): v for k, v in sorted(stored.items())},
+        "line_protocol_bytes": line_bytes,
+        "raw_points": raw_points,
+        "history_points": history_points,
+        "rollup_statements": rolled.statements,
+        "series": series,
+        "bytes_on_disk": figures,
+        "per_elder": {
+            "raw_bytes_per_day": round(per_elder_raw / days),
+            "raw_bytes_held": round(per_elder_raw * keep_s / 86400 / days) if keep_s else None,
+            "rollup_bytes_per_year": round(per_elder_history_year),
+            "total_bytes_per_year": round(
+                per_elder_raw * (keep_s / 86400 / days if keep_s else 365 / days)
+                + per_elder_history_year
+            ),
+        },
+    }
+
+
+def storage_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 1,
+    days: Annotated[
+        float, typer.Option(min=0.1, help="Simulated days (at most the raw retention).")
+    ] = 30,
+    rate: Annotated[int, typer.Option(min=25, max=100, help="Wearable sample rate, Hz.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """InfluxDB storage per elder-year (raw data for its retention, rollups for the year)."""
+    try:
+        report = run(elders=elders, days=days, seed=seed, rate=rate, log=typer.echo)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    typer.echo(json.dumps(report, indent=2))
+    if json_out:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")

@@ -1,0 +1,63 @@
+"""``homecare dashboards``: the Grafana dashboards as JSON files, or published to a Grafana.
+
+    homecare dashboards build [DIR]     # JSON into the provisioning folder (default below)
+    homecare dashboards push            # to HOMECARE_GRAFANA__URL with __TOKEN (or __TOKEN_FILE)
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from homecare.settings import Settings
+
+DEFAULT_DIR = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards"
+"""The provisioning folder docker-compose mounts into Grafana."""
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    short_help="The Grafana dashboards: build the JSON files, or publish to a Grafana.",
+)
+
+
+@app.command("build")
+def build_command(
+    folder: Annotated[
+        Path, typer.Argument(help="Where to write <uid>.json (Grafana's provisioning folder).")
+    ] = DEFAULT_DIR,
+) -> None:
+    """Write every dashboard's JSON into FOLDER (a rebuild of unchanged code changes nothing)."""
+    from dashboards.publish import write  # the SDK loads only for this command
+
+    paths = write(folder)
+    typer.echo(f"wrote {len(paths)} dashboards to {folder}")
+
+
+@app.command("push")
+def push_command() -> None:
+    """Publish every dashboard to an existing Grafana (folder "Homecare", overwriting)."""
+    from dashboards.publish import PushError, push
+
+    try:
+        settings = Settings().grafana
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    if not settings.url or settings.token is None:
+        raise typer.BadParameter(
+            "set HOMECARE_GRAFANA__URL and HOMECARE_GRAFANA__TOKEN (or __TOKEN_FILE)"
+        )
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        answers = push(settings.url, settings.token.get_secret_value(),
+                       timeout_s=settings.timeout_s)  # fmt: skip
+    except PushError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    for answer in answers:
+        typer.echo(f"{answer.get('uid')}: version {answer.get('version')} {answer.get('url', '')}")

@@ -1,0 +1,84 @@
+"""Dashboards to JSON files for provisioning, or to an existing Grafana over its HTTP API.
+
+``build`` renders every dashboard of :mod:`dashboards.boards` to a stable JSON text
+(sorted keys, so a rebuild of unchanged code changes no byte and the committed files
+can be checked against a fresh build). ``push`` publishes them with ``grafana-client``
+into one folder, overwriting the previous version of each uid.
+
+>>> docs = build()
+>>> sorted(docs) == sorted(uid for uid, _ in DASHBOARDS)
+True
+>>> json.loads(docs["homecare-elder"])["uid"]
+'homecare-elder'
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import niquests
+from grafana_client import GrafanaApi
+from grafana_client.client import GrafanaClientError, GrafanaException
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+
+from dashboards.boards import DASHBOARDS
+
+log = logging.getLogger(__name__)
+
+FOLDER_UID = "homecare"
+FOLDER_TITLE = "Homecare"
+
+
+def build() -> dict[str, str]:
+    """Every dashboard's JSON text, by uid."""
+    out = {}
+    for uid, make in DASHBOARDS:
+        text = json.dumps(make().build(), cls=JSONEncoder, indent=2, sort_keys=True)
+        out[uid] = text + "\n"
+    return out
+
+
+def write(folder: Path) -> list[Path]:
+    """Write ``<uid>.json`` for each dashboard into ``folder``; return the paths written."""
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for uid, text in build().items():
+        path = folder / f"{uid}.json"
+        path.write_text(text)
+        paths.append(path)
+    return paths
+
+
+class PushError(RuntimeError):
+    """Grafana refused a dashboard or could not be reached; the message says which."""
+
+
+def push(url: str, token: str, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+    """Create the folder if missing and publish every dashboard into it, overwriting.
+
+    Returns Grafana's answer per dashboard (uid, url, version).
+    """
+    api = GrafanaApi.from_url(url=url, credential=token, timeout=timeout_s)
+    try:
+        try:
+            api.folder.get_folder(FOLDER_UID)
+        except GrafanaClientError as exc:
+            if exc.status_code != 404:
+                raise
+            api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
+        answers = []
+        for uid, text in build().items():
+            answer = api.dashboard.update_dashboard(
+                {"dashboard": json.loads(text), "folderUid": FOLDER_UID, "overwrite": True,
+                 "message": "homecare dashboards push"}
+            )
+            log.info("pushed dashboard %s (version %s)", uid, answer.get("version"))
+            answers.append(answer)
+    except GrafanaException as exc:
+        raise PushError(f"Grafana at {url} answered {exc.status_code or 'nothing'}: {exc}") from exc
+    except niquests.exceptions.RequestException as exc:  # not every transport error is wrapped
+        raise PushError(f"Grafana at {url} unreachable: {exc}") from exc
+    return answers

@@ -1,0 +1,110 @@
+"""``homecare rollup``: retention policies, continuous queries and rollup backfills.
+
+homecare rollup install                     # policies and continuous queries (1.x, admin)
+homecare rollup run --since 30d             # (re)compute rollups and nights for a range
+homecare rollup run --every 1               # hourly, where there are no continuous queries
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from homecare.influx import InfluxClient, InfluxError
+from homecare.settings import Settings
+
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help=__doc__,
+    short_help="Retention policies, continuous queries and rollup backfills in InfluxDB.",
+)
+
+
+def moment(text: str, now: float) -> float:
+    """A time option: ``now``, a span back from now (``36h``, ``7d``) or an ISO date/time (UTC
+    unless it says otherwise).
+
+    >>> moment("2d", 1_000_000.0), moment("1970-01-02", 0.0), moment("now", 5.0)
+    (827200.0, 86400.0, 5.0)
+    """
+    from ingest.rollups import seconds
+
+    if text == "now":
+        return now
+    try:
+        return now - seconds(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use now, a span such as 7d, or an ISO date") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
+
+
+def influx_settings() -> Settings:
+    """Settings from the environment, with InfluxDB's URL required (a clear error if not)."""
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    if not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_INFLUX__URL")
+    return settings
+
+
+@app.command("install")
+def install_command() -> None:
+    """Create or alter the retention policies and continuous queries (InfluxDB 1.x, admin)."""
+    from ingest.rollups import RollupError, install
+
+    settings = influx_settings()
+    try:
+        with InfluxClient(settings.influx) as db:
+            changes = install(db, settings.retention)
+    except (RollupError, InfluxError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(changes.as_dict()))
+
+
+@app.command("run")
+def run_command(
+    since: Annotated[str, typer.Option(help="Start: a span back (2d) or an ISO time.")] = "2d",
+    until: Annotated[str, typer.Option(help="End: now, a span back or an ISO time.")] = "now",
+    via: Annotated[
+        str | None, typer.Option(help="into (server-side, 1.x) or write; default by version.")
+    ] = None,
+    every: Annotated[
+        float | None, typer.Option(min=0.01, help="Repeat every HOURS until SIGTERM.")
+    ] = None,
+) -> None:
+    """Compute the rollups, nights and alert copies for a range (idempotent)."""
+    from homecare.cli import _stop_on_signals
+    from ingest.rollups import RollupError, run
+
+    settings = influx_settings()
+    stop = _stop_on_signals() if every else threading.Event()
+    while True:
+        now = time.time()
+        start, end = moment(since, now), moment(until, now)
+        if start >= end:
+            raise typer.BadParameter(f"--since {since} is not before --until {until}")
+        try:
+            with InfluxClient(settings.influx) as db:
+                report = run(db, settings.retention, start=start, end=end, via=via)
+        except (RollupError, InfluxError, ValueError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            if every is None:
+                raise typer.Exit(1) from exc
+        else:
+            typer.echo(json.dumps(report.as_dict()))
+        if every is None or stop.wait(every * 3600):
+            return

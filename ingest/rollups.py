@@ -1,0 +1,588 @@
+"""Data lifecycle in InfluxDB: raw data kept 30 days, hourly and daily rollups kept for years.
+
+Retention policies (database ``homecare``; durations from settings, ``HOMECARE_RETENTION__…``):
+
+=============  ==========  ===============================================================
+policy         duration    holds
+=============  ==========  ===============================================================
+``raw``        ``30d``     the DEFAULT policy: everything written without a policy — all
+                           ingest writes (``wearable``, ``bed``, ``door``, ``button``,
+                           ``device_status``, ``availability``, ``dead_letter``,
+                           ``security_event``) and the alert records ``alert``,
+                           ``alert_event`` and ``alert_escalation`` of detect and escalation;
+                           unqualified queries read it
+``history``    ``1825d``   the rollups below, and a copy of the three alert measurements
+                           (same tags and fields), refreshed by every ``homecare rollup run``
+=============  ==========  ===============================================================
+
+Long-range panels read ``"history"."<measurement>"``, e.g.
+``SELECT sum("active_s") / 3600 FROM "history"."wearable_1d" WHERE "elder" = 'e1' AND
+$timeFilter GROUP BY time(1d)``; panels over at most 30 days may read raw data as before.
+Alerts over longer ranges: ``"history"."alert"``, ``"history"."alert_event"``,
+``"history"."alert_escalation"``.
+
+Rollups (tags ``site``, ``elder``; ``door_*`` also ``role``). Hourly ``*_1h`` points sit at
+the start of their hour, daily ``*_1d`` at the start of the site's day (UTC shifted by
+``utc_offset_h``); both are computed from the raw points (daily ones are not sums of
+hourly ones), so any value matches the same aggregate over ``raw``:
+
+=====================  ==========================================================================
+measurement            fields
+=====================  ==========================================================================
+``wearable_1h``/``1d`` ``worn_s`` seconds with a frame (count), ``active_s`` seconds not at rest
+                       (``mag_std`` ≥ 0.05 g), ``movement`` mean ``mag_std`` (g), ``steps`` sum,
+                       ``hr_mean``/``hr_min``/``hr_max`` (bpm), ``spo2_mean``/``spo2_min`` (%)
+``bed_1h``/``1d``      ``readings`` (count), ``in_bed_readings`` (readings with presence),
+                       ``hr_mean``/``hr_min``/``hr_max``, ``br_mean``/``br_min``/``br_max``
+                       (breaths/min), ``movement`` mean; time in bed of a bucket =
+                       ``in_bed_readings / readings`` × its length (readings are evenly spaced)
+``door_1h``/``1d``     ``opens`` door openings, per ``role`` (front, bathroom, bedroom, fridge)
+``sleep_1d``           one point per night, at the start of the evening's day: ``in_bed_s``
+                       seconds in bed between 18:00 and 12:00, ``exits`` times out of bed and back
+                       in that window, ``bedtime_h`` first in bed (hours after the evening's
+                       midnight, e.g. 22.5 or 24.25), ``rise_h`` last out of bed (hours after the
+                       morning's midnight, e.g. 7.5), ``covered_s`` seconds of the window with
+                       readings (a night with little coverage is missing data, not a short night)
+=====================  ==========================================================================
+
+Fields absent from a bucket mean "no such data" (no frames, no openings of that role), not 0.
+
+How they are produced: on InfluxDB 1.x, ``homecare rollup install`` creates or alters the
+two policies (``raw`` made DEFAULT) and one continuous query per rollup statement, with
+``RESAMPLE`` so late readings are folded in; ``homecare rollup run --since/--until``
+computes the same statements for a past range (history, late data beyond the resample
+window, or servers without continuous queries: InfluxDB 2.x/3.x through their v1 API),
+and the nightly ``sleep_1d``, which InfluxQL cannot express (it counts presence changes).
+Schedule it: ``homecare rollup run --every 24 --since 3d`` next to the continuous queries
+(1.x), ``--every 1 --since 26h`` where there are none (2.x/3.x).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from homecare.contract import ID_PATTERN
+from homecare.influx import FieldValue, InfluxClient, escape_tag, line, quote_literal
+from homecare.settings import RetentionSettings
+
+log = logging.getLogger(__name__)
+
+RAW = "raw"
+HISTORY = "history"
+DAY_S = 86400
+ACTIVE_G = 0.05
+"""``mag_std`` at least this: not at rest (the vitals detector's rest threshold)."""
+NIGHT_H = (18.0, 36.0)
+"""A night, in hours after the local midnight of its evening: 18:00 to 12:00 next day."""
+MAX_GAP_S = 300.0
+"""A bed reading stands for the time until the next one, at most this long: a longer
+silence is missing data, neither in nor out of bed."""
+ALERT_LOOKBACK_S = 30 * DAY_S
+"""An ``alert`` point sits at its start and is rewritten on each state change: copies
+look this far back so a late acknowledgement reaches the history."""
+CHUNK_S = 7 * DAY_S
+"""Longest time range of one rollup statement in ``run`` (bounds the server's work)."""
+ELDERS_PER_QUERY = 50
+INT_SOURCES = frozenset({"hr", "spo2", "steps", "seq"})
+"""Raw integer fields: their sum, min and max stay integers (counts always are)."""
+
+
+class RollupError(RuntimeError):
+    """The server cannot do what was asked (e.g. continuous queries on InfluxDB 2.x)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """One aggregate statement over a raw measurement: a continuous query per interval."""
+
+    measurement: str
+    """Base name in ``history``: ``wearable`` → ``wearable_1h``, ``wearable_1d``."""
+    source: str
+    aggregates: tuple[tuple[str, str, str], ...]
+    """(field written, InfluxQL function, raw field)."""
+    where: str = ""
+    part: str = ""
+    """Tells apart statements writing other fields of the same measurement."""
+    tags: tuple[str, ...] = ("site", "elder")
+
+    def name(self, interval: str) -> str:
+        """The continuous query's name."""
+        return f"{self.measurement}_{interval}" + (f"_{self.part}" if self.part else "")
+
+    def is_int(self, alias: str) -> bool:
+        """Whether the written field is an integer (as ``SELECT … INTO`` writes it)."""
+        fn, src = next((f, s) for a, f, s in self.aggregates if a == alias)
+        return fn == "count" or (fn != "mean" and src in INT_SOURCES)
+
+
+def _stats(src: str, *fns: str) -> tuple[tuple[str, str, str], ...]:
+    return tuple((f"{src}_{fn}", fn, src) for fn in fns)
+
+
+ROLLUPS: tuple[Rollup, ...] = (
+    Rollup(
+        "wearable",
+        "wearable",
+        (
+            ("worn_s", "count", "mag_std"),
+            ("movement", "mean", "mag_std"),
+            ("steps", "sum", "steps"),
+            *_stats("hr", "mean", "min", "max"),
+            *_stats("spo2", "mean", "min"),
+        ),
+    ),
+    Rollup(
+        "wearable",
+        "wearable",
+        (("active_s", "count", "mag_std"),),
+        where=f"mag_std >= {ACTIVE_G:.3f}",  # as InfluxQL prints it back
+        part="active",
+    ),
+    Rollup(
+        "bed",
+        "bed",
+        (
+            ("readings", "count", "movement"),
+            *_stats("hr", "mean", "min", "max"),
+            *_stats("br", "mean", "min", "max"),
+            ("movement", "mean", "movement"),
+        ),
+    ),
+    Rollup("bed", "bed", (("in_bed_readings", "count", "presence"),), "presence = true", "in_bed"),
+    Rollup(
+        "door",
+        "door",
+        (("opens", "count", "seq"),),
+        "opened = true",
+        tags=("site", "elder", "role"),
+    ),
+)
+INTERVALS: dict[str, tuple[int, str]] = {
+    "1h": (3600, "RESAMPLE FOR 2h"),
+    "1d": (DAY_S, "RESAMPLE FOR 2d"),
+}
+"""Bucket length (s) and how the continuous query recomputes recent buckets (late data)."""
+ALERT_MEASUREMENTS = ("alert", "alert_event", "alert_escalation")
+
+
+def duration(seconds: int) -> str:
+    """A duration as InfluxQL writes it back (so installed queries compare equal).
+
+    >>> duration(86400), duration(28800), duration(1800), duration(604800), duration(90)
+    ('1d', '8h', '30m', '1w', '90s')
+    """
+    for unit, size in (("w", 7 * DAY_S), ("d", DAY_S), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def seconds(text: str) -> int:
+    """Seconds of a setting (``30d``, ``INF`` = 0) or of a server's answer (``720h0m0s``).
+
+    >>> seconds("30d"), seconds("720h0m0s"), seconds("INF"), seconds("0s"), seconds("2w")
+    (2592000, 2592000, 0, 0, 1209600)
+    """
+    if text.upper() == "INF":
+        return 0
+    units = {"w": 7 * DAY_S, "d": DAY_S, "h": 3600, "m": 60, "s": 1}
+    parts = re.findall(r"(\d+(?:\.\d+)?)([wdhms])", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return round(sum(float(n) * units[u] for n, u in parts))
+
+
+def shard_duration(keep_s: int) -> str:
+    """InfluxDB's own default shard length for a retention duration (0: forever)."""
+    if 0 < keep_s < 2 * DAY_S:
+        return "1h"
+    return "1d" if 0 < keep_s <= 180 * DAY_S else "1w"
+
+
+def offset_s(interval_s: int, utc_offset_h: float) -> int:
+    """The ``GROUP BY time`` offset that puts buckets on the site's local hours and days.
+
+    >>> offset_s(86400, 8.0), offset_s(3600, 5.5), offset_s(3600, 0)
+    (57600, 1800, 0)
+    """
+    return round(-utc_offset_h * 3600) % interval_s
+
+
+def statement(
+    rollup: Rollup,
+    interval: str,
+    *,
+    database: str,
+    utc_offset_h: float = 0.0,
+    into: bool = True,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    elder: str | None = None,
+) -> str:
+    """The rollup's ``SELECT … INTO`` history from ``raw``, or without ``INTO``: the same
+    rows from the default policy, to fetch (and write elsewhere, or show).
+
+    >>> print(statement(ROLLUPS[-1], "1h", database="homecare"))
+    SELECT count(seq) AS opens INTO homecare.history.door_1h FROM homecare.raw.door \
+WHERE opened = true GROUP BY time(1h), site, elder, role fill(none)
+    """
+    size, _ = INTERVALS[interval]
+    fields = ", ".join(f"{fn}({src}) AS {alias}" for alias, fn, src in rollup.aggregates)
+    target = f"INTO {database}.{HISTORY}.{rollup.measurement}_{interval} " if into else ""
+    source = f"{database}.{RAW}.{rollup.source}" if into else rollup.source
+    conds = [rollup.where] if rollup.where else []
+    if elder is not None:
+        conds.append(_elder_filter([elder]))
+    if start_ms is not None and end_ms is not None:
+        conds.append(f"time >= {start_ms}ms AND time < {end_ms}ms")
+    where = f" WHERE {' AND '.join(conds)}" if conds else ""
+    shift = offset_s(size, utc_offset_h)
+    group = f"time({interval}" + (f", {duration(shift)})" if shift else ")")
+    return (
+        f"SELECT {fields} {target}FROM {source}{where} "
+        f"GROUP BY {group}, {', '.join(rollup.tags)} fill(none)"
+    )
+
+
+def continuous_queries(database: str, utc_offset_h: float = 0.0) -> dict[str, str]:
+    """Every rollup's ``CREATE CONTINUOUS QUERY``, by name."""
+    out = {}
+    for rollup in ROLLUPS:
+        for interval, (_, resample) in INTERVALS.items():
+            select = statement(rollup, interval, database=database, utc_offset_h=utc_offset_h)
+            name = rollup.name(interval)
+            out[name] = (
+                f"CREATE CONTINUOUS QUERY {name} ON {database} {resample} BEGIN {select} END"
+            )
+    return out
+
+
+def _canonical(text: str) -> str:
+    return " ".join(text.replace('"', "").split())
+
+
+def _check_name(database: str) -> None:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", database):
+        raise RollupError(f"database name {database!r}: rollups need letters, digits and _")
+
+
+def is_v1(db: InfluxClient) -> bool:
+    """InfluxDB 1.x: retention policies, ``SELECT … INTO`` and continuous queries."""
+    return db.version().lstrip("v").startswith("1.")
+
+
+@dataclass
+class Changes:
+    """What ``install`` did, by object (``rp raw``, ``cq wearable_1h``)."""
+
+    created: list[str] = field(default_factory=list)
+    altered: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list[str]]:
+        return {"created": self.created, "altered": self.altered, "unchanged": self.unchanged}
+
+
+def install(db: InfluxClient, retention: RetentionSettings) -> Changes:
+    """Create or alter the retention policies and continuous queries; a second run changes
+    nothing. Needs an admin account on InfluxDB 1.x."""
+    database = db.settings.database
+    _check_name(database)
+    if not is_v1(db):
+        raise RollupError(
+            "continuous queries and retention policies are InfluxDB 1.x features: on 2.x/3.x "
+            "set the buckets' retention there (map bucket homecare as homecare/raw and a long "
+            "bucket as homecare/history) and schedule `homecare rollup run --every 1`"
+        )
+    db.create_database()
+    changes = Changes()
+    have = {r["name"]: r for r in db.rows(f"SHOW RETENTION POLICIES ON {database}")}
+    for name, keep, default in ((RAW, retention.raw, True), (HISTORY, retention.history, False)):
+        keep_s = seconds(keep)
+        spec = (
+            f"DURATION {duration(keep_s) if keep_s else 'INF'} REPLICATION 1 "
+            f"SHARD DURATION {shard_duration(keep_s)}" + (" DEFAULT" if default else "")
+        )
+        old = have.get(name)
+        if old is None:
+            db.query(f"CREATE RETENTION POLICY {name} ON {database} {spec}")
+            changes.created.append(f"rp {name}")
+        elif seconds(old["duration"]) != keep_s or bool(old["default"]) != default:
+            db.query(f"ALTER RETENTION POLICY {name} ON {database} {spec}")
+            changes.altered.append(f"rp {name}")
+        else:
+            changes.unchanged.append(f"rp {name}")
+    installed = {
+        r["name"]: r["query"]
+        for s in db.query("SHOW CONTINUOUS QUERIES")
+        if s.get("name") == database
+        for r in ({"name": v[0], "query": v[1]} for v in s.get("values") or [])
+    }
+    for name, create in continuous_queries(database, retention.utc_offset_h).items():
+        old_query = installed.get(name)
+        if old_query is None:
+            db.query(create)
+            changes.created.append(f"cq {name}")
+        elif _canonical(old_query) != _canonical(create):
+            db.query(f"DROP CONTINUOUS QUERY {name} ON {database}")
+            db.query(create)
+            changes.altered.append(f"cq {name}")
+        else:
+            changes.unchanged.append(f"cq {name}")
+    log.info(
+        "rollup install: %d created, %d altered, %d unchanged",
+        len(changes.created),
+        len(changes.altered),
+        len(changes.unchanged),
+    )
+    return changes
+
+
+@dataclass
+class RunReport:
+    """What ``run`` wrote: points per ``history`` measurement, and how."""
+
+    via: str
+    start: float
+    end: float
+    written: dict[str, int] = field(default_factory=dict)
+    statements: int = 0
+
+    def add(self, measurement: str, n: int) -> None:
+        self.written[measurement] = self.written.get(measurement, 0) + n
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "via": self.via,
+            "start": self.start,
+            "end": self.end,
+            "statements": self.statements,
+            "written": dict(sorted(self.written.items())),
+        }
+
+
+def _chunks(start: float, end: float, size_s: int, shift_s: int) -> Iterator[tuple[int, int]]:
+    """``[start, end)`` widened to whole buckets of ``size_s`` (shifted), in ``CHUNK_S`` pieces."""
+    lo = math.floor((start - shift_s) / size_s) * size_s + shift_s
+    hi = math.ceil((end - shift_s) / size_s) * size_s + shift_s
+    step = max(size_s, CHUNK_S // size_s * size_s)
+    for a in range(int(lo), int(hi), step):
+        yield a, min(a + step, int(hi))
+
+
+def _written(series: list[dict[str, Any]]) -> int:
+    return sum(int(v[1]) for s in series if s.get("name") == "result" for v in s["values"])
+
+
+def _tagset(tags: dict[str, str]) -> str:
+    return ",".join(f"{escape_tag(k)}={escape_tag(v)}" for k, v in sorted(tags.items()) if v)
+
+
+def _rollup_lines(rollup: Rollup, interval: str, series: list[dict[str, Any]]) -> list[str]:
+    """The rows of a rollup's plain ``SELECT`` as the points ``SELECT … INTO`` would write."""
+    out = []
+    for s in series:
+        tags = _tagset(s.get("tags") or {})
+        cols = s["columns"]
+        for row in s["values"]:
+            fields: dict[str, FieldValue | None] = {
+                c: None if v is None else (int(v) if rollup.is_int(c) else float(v))
+                for c, v in zip(cols[1:], row[1:], strict=True)
+            }
+            if any(v is not None for v in fields.values()):
+                out.append(line(f"{rollup.measurement}_{interval}", tags, fields, int(row[0])))
+    return out
+
+
+def _copy_lines(db: InfluxClient, measurement: str, where: str) -> list[str]:
+    """Raw points of ``measurement`` as lines, each field keeping its type."""
+    types = {
+        v[0]: v[1] for s in db.query(f"SHOW FIELD KEYS FROM {measurement}") for v in s["values"]
+    }
+    cast = {"float": float, "integer": int, "string": str, "boolean": bool}
+    out = []
+    for s in db.query(f"SELECT * FROM {measurement} WHERE {where} GROUP BY *"):
+        tags = _tagset(s.get("tags") or {})
+        cols = s["columns"]
+        for row in s["values"]:
+            fields: dict[str, FieldValue | None] = {
+                c: None if v is None else cast[types.get(c, "string")](v)
+                for c, v in zip(cols[1:], row[1:], strict=True)
+            }
+            out.append(line(measurement, tags, fields, int(row[0])))
+    return out
+
+
+def run(
+    db: InfluxClient,
+    retention: RetentionSettings,
+    *,
+    start: float,
+    end: float,
+    via: str | None = None,
+) -> RunReport:
+    """Compute every rollup over ``[start, end)`` (widened to whole buckets), the nights
+    that ended in it, and copy the alerts: idempotent, so ranges may overlap.
+
+    ``via="into"`` runs the continuous queries' own ``SELECT … INTO`` on the server
+    (InfluxDB 1.x); ``via="write"`` runs the same ``SELECT`` and writes its rows through
+    ``/write`` (2.x/3.x, whose v1 API has no ``INTO``). Default: by the server's version.
+    """
+    database = db.settings.database
+    _check_name(database)
+    via = via or ("into" if is_v1(db) else "write")
+    if via not in ("into", "write"):
+        raise ValueError(f"via must be 'into' or 'write', not {via!r}")
+    report = RunReport(via, start, end)
+    for rollup in ROLLUPS:
+        for interval, (size, _) in INTERVALS.items():
+            target = f"{rollup.measurement}_{interval}"
+            shift = offset_s(size, retention.utc_offset_h)
+            for lo, hi in _chunks(start, end, size, shift):
+                q = statement(
+                    rollup, interval, database=database, utc_offset_h=retention.utc_offset_h,
+                    into=via == "into", start_ms=lo * 1000, end_ms=hi * 1000,
+                )  # fmt: skip
+                report.statements += 1
+                if via == "into":
+                    report.add(target, _written(db.query(q)))
+                else:
+                    lines = _rollup_lines(rollup, interval, db.query(q))
+                    db.write(lines, rp=HISTORY)
+                    report.add(target, len(lines))
+    for measurement in ALERT_MEASUREMENTS:
+        lo = start - ALERT_LOOKBACK_S if measurement == "alert" else start
+        where = f"time >= {math.floor(lo * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
+        report.statements += 1
+        if via == "into":
+            q = f"SELECT * INTO {database}.{HISTORY}.{measurement} FROM {RAW}.{measurement} "
+            report.add(measurement, _written(db.query(f"{q}WHERE {where} GROUP BY *")))
+        else:
+            lines = _copy_lines(db, measurement, where)
+            db.write(lines, rp=HISTORY)
+            report.add(measurement, len(lines))
+    lines = sleep_lines(db, retention, start=start, end=end)
+    db.write(lines, rp=HISTORY)
+    report.add("sleep_1d", len(lines))
+    log.info("rollup run via %s: %s", via, report.written)
+    return report
+
+
+def night_summary(
+    t: np.ndarray, present: np.ndarray, start: float, end: float
+) -> dict[str, float] | None:
+    """Time in bed, exits, first in and last out within ``[start, end)`` from bed readings
+    (times ``t`` sorted, readings after ``end`` only tell when the last one stops).
+
+    >>> t = np.arange(0.0, 100.0, 10.0)
+    >>> p = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0, 0], bool)
+    >>> night_summary(t, p, 0.0, 100.0)
+    {'in_bed_s': 50.0, 'exits': 1.0, 'covered_s': 100.0, 'first_in': 10.0, 'last_out': 80.0}
+    """
+    inside = (t >= start) & (t < end)
+    if not inside.any():
+        return None
+    following = np.r_[t[1:], np.inf]
+    stands = np.minimum(np.minimum(following, t + MAX_GAP_S), end) - t
+    ti, pi, di = t[inside], present[inside], stands[inside]
+    summary = {"in_bed_s": float(di[pi].sum()), "exits": 0.0, "covered_s": float(di.sum())}
+    if pi.any():
+        first, last = int(np.argmax(pi)), int(np.flatnonzero(pi)[-1])
+        summary["exits"] = float(np.count_nonzero(pi[:last] & ~pi[1 : last + 1]))
+        summary["first_in"] = float(ti[first])
+        summary["last_out"] = float(ti[last] + di[last])
+    return summary
+
+
+def local_midnight(day: int, utc_offset_h: float) -> float:
+    """Unix time of the site's local midnight starting ``day`` (days since 1970, local)."""
+    return day * DAY_S - utc_offset_h * 3600
+
+
+def nights(start: float, end: float, utc_offset_h: float = 0.0) -> list[int]:
+    """Local days whose night ended within ``(start, end]``.
+
+    >>> nights(10 * 86400, 12 * 86400)  # nights ending at 12:00 on days 10 and 11
+    [9, 10]
+    """
+    local = utc_offset_h * 3600
+    first = math.floor((start + local) / DAY_S) - 2
+    last = math.floor((end + local) / DAY_S) + 1
+    return [
+        d
+        for d in range(first, last + 1)
+        if start < local_midnight(d, utc_offset_h) + NIGHT_H[1] * 3600 <= end
+    ]
+
+
+def _elder_filter(elders: Sequence[str]) -> str:
+    bad = [e for e in elders if not re.fullmatch(ID_PATTERN, e)]
+    if bad:
+        raise ValueError(f"not an elder id: {bad[0]!r}")
+    return "(" + " OR ".join(f"elder = {quote_literal(e)}" for e in elders) + ")"
+
+
+def list_bed_elders(db: InfluxClient) -> list[str]:
+    found = {
+        str(v[1])
+        for s in db.query('SHOW TAG VALUES FROM bed WITH KEY = "elder"')
+        for v in s.get("values") or []
+    }
+    return sorted(found)
+
+
+def sleep_nights(
+    db: InfluxClient,
+    retention: RetentionSettings,
+    *,
+    start: float,
+    end: float,
+    elders: Sequence[str] | None = None,
+) -> Iterator[tuple[dict[str, str], float, dict[str, FieldValue | None]]]:
+    """Tags, local midnight and ``sleep_1d`` fields of each night ended in ``(start, end]``,
+    for ``elders`` (default: every elder with a bed sensor)."""
+    offset = retention.utc_offset_h
+    days = nights(start, end, offset)
+    ids = list(elders) if elders is not None else list_bed_elders(db) if days else []
+    for day in days:
+        midnight = local_midnight(day, offset)
+        lo, hi = midnight + NIGHT_H[0] * 3600, midnight + NIGHT_H[1] * 3600
+        for i in range(0, len(ids), ELDERS_PER_QUERY):
+            q = (
+                f"SELECT presence FROM bed WHERE time >= {math.floor(lo * 1000)}ms "
+                f"AND time < {math.ceil((hi + MAX_GAP_S) * 1000)}ms AND "
+                f"{_elder_filter(ids[i : i + ELDERS_PER_QUERY])} GROUP BY site, elder"
+            )
+            for s in db.query(q):
+                values = s["values"]
+                t = np.array([v[0] for v in values], np.float64) / 1000
+                present = np.array([bool(v[1]) for v in values], bool)
+                night = night_summary(t, present, lo, hi)
+                if night is None:
+                    continue
+                fields: dict[str, FieldValue | None] = {
+                    "in_bed_s": round(night["in_bed_s"]),
+                    "exits": round(night["exits"]),
+                    "covered_s": round(night["covered_s"]),
+                }
+                if "first_in" in night:
+                    fields["bedtime_h"] = round((night["first_in"] - midnight) / 3600, 4)
+                    fields["rise_h"] = round((night["last_out"] - midnight - DAY_S) / 3600, 4)
+                yield s.get("tags") or {}, midnight, fields
+
+
+def sleep_lines(
+    db: InfluxClient, retention: RetentionSettings, *, start: float, end: float
+) -> list[str]:
+    """``sleep_1d`` points of every elder for the nights that ended in ``(start, end]``."""
+    return [
+        line("sleep_1d", _tagset(tags), fields, round(midnight * 1000))
+        for tags, midnight, fields in sleep_nights(db, retention, start=start, end=end)
+    ]

@@ -1,0 +1,188 @@
+"""The generated dashboard JSON holds together: stable uids, the committed files equal a
+fresh build, every datasource reference, template variable and link resolves."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+from typer.testing import CliRunner
+
+from dashboards.boards import ALERTS_UID, ELDER_UID, FLEET_UID, SITE_UID
+from dashboards.influxql import DATASOURCE_UID, DATASOURCE_VAR
+from dashboards.publish import build
+from homecare.cli import app
+
+ROOT = Path(__file__).resolve().parents[1]
+COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
+BUILT = {uid: json.loads(text) for uid, text in build().items()}
+BUILTINS = {"timeFilter", "__interval", "__interval_ms", "__from", "__to", "__value",
+            "__url_time_range", "__field", "__series", "__data", "col"}  # fmt: skip
+"""Grafana's own macros and data-link variables; ``$tag_<key>`` is an alias of a tag."""
+VARIABLE = re.compile(r"\$\{(\w+)(?:[:.][^}]*)?\}|\$(\w+)|\[\[(\w+)\]\]")
+
+
+def strings(node: Any, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a JSON document, with where it is."""
+    if isinstance(node, str):
+        yield path, node
+    elif isinstance(node, dict):
+        for k, v in node.items():
+            yield from strings(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from strings(v, f"{path}[{i}]")
+
+
+def nodes(node: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from nodes(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from nodes(v)
+
+
+def variables(dash: dict[str, Any]) -> list[dict[str, Any]]:
+    return dash.get("templating", {}).get("list", [])
+
+
+def test_uids_are_fixed_and_unique():
+    assert sorted(BUILT) == sorted([ELDER_UID, SITE_UID, ALERTS_UID, FLEET_UID])
+    assert all(dash["uid"] == uid for uid, dash in BUILT.items())
+    titles = [dash["title"] for dash in BUILT.values()]
+    assert len(set(titles)) == len(titles)
+    assert build() == build()  # the same code gives the same bytes
+
+
+def test_committed_json_is_a_fresh_build(tmp_path):
+    result = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    fresh = {p.name: p.read_text() for p in tmp_path.glob("*.json")}
+    committed = {p.name: p.read_text() for p in COMMITTED.glob("*.json")}
+    assert sorted(fresh) == sorted(f"{uid}.json" for uid in BUILT)
+    assert committed == fresh, "run `homecare dashboards build` and commit the result"
+
+
+def test_panels_have_unique_ids_and_fit_the_grid():
+    for uid, dash in BUILT.items():
+        ids = [p["id"] for p in dash["panels"]]
+        assert len(set(ids)) == len(ids), uid
+        for panel in dash["panels"]:
+            pos = panel["gridPos"]
+            assert pos["x"] >= 0, (uid, panel["title"])
+            assert pos["x"] + pos["w"] <= 24, (uid, panel["title"])
+            assert pos["h"] > 0, (uid, panel["title"])
+
+
+def test_every_datasource_reference_resolves():
+    provisioned = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/datasources/influxdb.yml").read_text()
+    )
+    [source] = provisioned["datasources"]
+    assert (source["uid"], source["type"]) == (DATASOURCE_UID, "influxdb")
+    for uid, dash in BUILT.items():
+        [ds_var] = [v for v in variables(dash) if v["type"] == "datasource"]
+        assert ds_var["name"] == DATASOURCE_VAR
+        assert ds_var["query"] == source["type"]
+        assert ds_var["current"]["value"] == source["uid"]
+        refs = [n["datasource"] for n in nodes(dash) if isinstance(n.get("datasource"), dict)]
+        assert refs, uid
+        for ref in refs:
+            assert ref in ({"type": "influxdb", "uid": f"${{{DATASOURCE_VAR}}}"},
+                           {"type": "__expr__", "uid": "__expr__"}), (uid, ref)  # fmt: skip
+
+
+def test_every_template_variable_resolves():
+    for uid, dash in BUILT.items():
+        defined: list[str] = []
+        for var in variables(dash):  # a variable may use only those defined before it
+            used = {a or b or c for a, b, c in VARIABLE.findall(json.dumps(var.get("query", "")))}
+            assert used <= set(defined) | BUILTINS, (uid, var["name"], used)
+            defined.append(var["name"])
+        for panel in dash["panels"]:
+            refs = {t["refId"] for t in panel.get("targets", [])}
+            for path, text in strings(panel):
+                for a, b, c in VARIABLE.findall(text):
+                    name = a or b or c
+                    if path.endswith(".expression"):  # math over the panel's own queries
+                        assert name in refs, (uid, panel["title"], name)
+                    elif not name.startswith("tag_"):
+                        assert name in set(defined) | BUILTINS, (uid, panel["title"], name)
+        for anno in dash.get("annotations", {}).get("list", []):
+            for _, text in strings(anno):
+                assert {a or b or c for a, b, c in VARIABLE.findall(text)} <= (
+                    set(defined) | BUILTINS
+                )
+
+
+def test_links_between_dashboards_resolve():
+    found = 0
+    for uid, dash in BUILT.items():
+        for _, text in strings(dash):
+            for target, query in re.findall(r"/d/([\w-]+)/[\w-]*\??([^\s\"]*)", text):
+                found += 1
+                assert target in BUILT, (uid, target)
+                names = {v["name"] for v in variables(BUILT[target])}
+                for name in re.findall(r"var-(\w+)=", query):
+                    assert name in names, (uid, target, name)
+        for link in dash.get("links", []):
+            if link["type"] == "dashboards":
+                assert any(set(link["tags"]) <= set(d["tags"]) for d in BUILT.values())
+    assert found >= 2  # the site board's elder column and its open-alerts table
+
+
+def test_provisioning_reads_the_built_folder():
+    provider = yaml.safe_load(
+        (ROOT / "deploy/grafana/provisioning/dashboards/homecare.yml").read_text()
+    )["providers"][0]
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    mounts = dict(v.rsplit(":", 1)[0].split(":", 1) for v in compose["services"]["grafana"]
+                  ["volumes"] if v.startswith("./"))  # fmt: skip
+    assert mounts["./deploy/grafana/dashboards"] == provider["options"]["path"]
+    assert mounts["./deploy/grafana/provisioning"] == "/etc/grafana/provisioning"
+
+
+def test_transformations_name_fields_the_queries_return():
+    """Grafana is not run here: at least every field a transformation names must be a
+    column (alias, selected field or grouping tag) of the panel's queries, or made earlier."""
+    checked = 0
+    for uid, dash in BUILT.items():
+        for panel in dash["panels"]:
+            names: set[str] = set()
+            for target in panel.get("targets", []):
+                query = target.get("query", "")
+                names |= set(re.findall(r'AS "([^"]+)"', query))
+                if query.startswith('SELECT "'):  # plain fields, no function
+                    names |= set(re.findall(r'"(\w+)"', query.split(" FROM ")[0]))
+                grouping = query.rsplit("GROUP BY", 1)[-1] if "GROUP BY" in query else ""
+                names |= set(re.findall(r'"(\w+)"', grouping))
+            for step in panel.get("transformations", []):
+                checked += 1
+                options = step["options"]
+                match step["id"]:
+                    case "joinByField":
+                        assert options["byField"] in names, (uid, panel["title"], options)
+                    case "calculateField":
+                        if options["mode"] == "binary":
+                            sides = (options["binary"]["left"], options["binary"]["right"])
+                            used = [v["matcher"]["options"] for v in sides if "matcher" in v]
+                        else:
+                            used = options["reduce"]["include"]
+                        assert set(used) <= names | {"Time 1", "Time 2"}, (uid, used)
+                        names.add(options["alias"])
+                    case "groupBy":
+                        assert set(options["fields"]) <= names, (uid, panel["title"])
+                        names |= {f"{name} ({agg})" for name, how in options["fields"].items()
+                                  for agg in how.get("aggregations", [])}  # fmt: skip
+                    case "organize":
+                        renamed = options.get("renameByName", {})
+                        assert {k for k in renamed if not k.startswith("Time")} <= names
+                        names |= set(renamed.values())
+                        assert set(options.get("indexByName", {})) <= names, (uid, options)
+    assert checked >= 10

@@ -1,0 +1,333 @@
+"""`homecare escalate` as its own process against the real broker, influxd, SMTP and call centre.
+
+One set of servers and one escalate process per module (restarts are what is tested):
+the alert's path through every channel, the acknowledgement paths, bad input, a call
+centre that fails for a while, and kill -9 at each stage of the ladder.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from support import Publisher, wait_for
+
+from detectors.escalation.registry import ack_token
+from detectors.escalation.service import ack_topic
+from detectors.escalation.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
+from detectors.escalation.store import open_readonly, store_path
+from homecare.contract import Alert, alert_subscription, alert_topic
+from homecare.demo import ServiceProcess
+from homecare.influx import InfluxClient
+from homecare.servers import LocalBroker, LocalInflux, free_port
+from homecare.settings import InfluxSettings, MqttSettings, Settings
+from homecare.status import read_status
+
+pytestmark = pytest.mark.servers
+
+SECRET = "service-test-secret"
+STEP_S = 3.0
+GRACE_S = 3.0
+SITE = "t"
+
+
+def registry(centre: CallCentreStandIn, gateway: HttpStandIn) -> dict:
+    contacts = [
+        {"id": "arc", "name": "ARC", "role": "call_centre",
+         "channels": [{"kind": "call_centre", "address": centre.url}]},
+        {"id": "sup", "name": "Supervisor", "role": "supervisor",
+         "channels": [{"kind": "call_centre", "address": centre.url + "/supervisor"}]},
+        {"id": "desk", "name": "Desk", "role": "device_desk",
+         "channels": [{"kind": "email", "address": "desk@example.org"}]},
+    ]  # fmt: skip
+    elders = []
+    for i in range(1, 10):
+        contacts += [
+            {"id": f"fam{i}", "name": f"Family {i}", "role": "family",
+             "channels": [{"kind": "email", "address": f"fam{i}@example.org"}]},
+            {"id": f"kin{i}", "name": f"Kin {i}", "role": "family",
+             "channels": [{"kind": "webhook", "address": f"{gateway.url}push/{i}"}]},
+        ]  # fmt: skip
+        elders.append({"id": f"e{i}", "display_name": f"Elder {i}", "site": SITE,
+                       "address": f"{i} Test Street",
+                       "contacts": [f"fam{i}", f"kin{i}"]})  # fmt: skip
+    critical = {"steps": [{"after_s": 0, "to": ["call_centre", "first_contact"]},
+                          {"after_s": STEP_S, "to": ["next_contact", "supervisor"]}],
+                "repeat_s": STEP_S}  # fmt: skip
+    return {
+        "provider": {"call_centre": "arc", "supervisor": "sup", "device_desk": "desk"},
+        "contacts": contacts,
+        "elders": elders,
+        "policy": {"critical": critical},
+        "digest_hour": None,
+    }
+
+
+class Escalate:
+    """The escalate process, restartable on the same ack port and state."""
+
+    def __init__(self, settings: Settings, root: Path, env: dict[str, str]) -> None:
+        self.settings, self.root, self.env = settings, root, env
+        self.starts = 0
+        self.proc: ServiceProcess | None = None
+
+    def start(self) -> None:
+        self.starts += 1
+        self.proc = ServiceProcess(
+            "escalate", self.settings, self.root / f"escalate-{self.starts}.log", **self.env
+        )
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.proc.kill()
+        self.proc.proc.wait(10)
+        self.proc.proc.stdout.close()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.proc.poll() is None:
+            self.proc.stop()
+
+    @property
+    def log(self) -> str:
+        return "".join(p.read_text() for p in sorted(self.root.glob("escalate-*.log")))
+
+
+class Listener:
+    """The alerts' latest states, as an app subscribed to the alert topics sees them."""
+
+    def __init__(self, port: int) -> None:
+        self.states: dict[str, str] = {}
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="esc-listener")
+        self.client.on_connect = lambda c, *_: c.subscribe(alert_subscription(), qos=1)
+        self.client.on_message = self._on_message
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+
+    def _on_message(self, _c, _u, msg) -> None:
+        alert = Alert.model_validate_json(msg.payload)
+        self.states[alert.id] = alert.state
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("escalate")
+    with (
+        LocalBroker(root / "mosquitto") as broker,
+        LocalInflux(root / "influxd") as influx,
+        CallCentreStandIn() as centre,
+        HttpStandIn(path="/") as gateway,
+        LocalSmtp() as smtp,
+    ):
+        reg = root / "registry.yaml"
+        reg.write_text(yaml.safe_dump(registry(centre, gateway)))
+        settings = Settings(
+            state_dir=root / "state",
+            mqtt=MqttSettings(url=broker.url),
+            influx=InfluxSettings(url=influx.url),
+        )
+        port = free_port()
+        env = {
+            "HOMECARE_REGISTRY": str(reg),
+            "HOMECARE_ESCALATE__SECRET": SECRET,
+            "HOMECARE_ESCALATE__HTTP_PORT": str(port),
+            "HOMECARE_ESCALATE__RETRY_S": "1",
+            "HOMECARE_ESCALATE__HEARTBEAT_S": "30",  # one at each start
+            "HOMECARE_ESCALATE__CALL_CENTRE__ATTEMPTS": "2",
+            "HOMECARE_ESCALATE__CALL_CENTRE__TIMEOUT_S": "1",
+            "HOMECARE_ESCALATE__CALL_CENTRE__BACKOFF_S": "0.1",
+            "HOMECARE_ESCALATE__SMTP__HOST": "127.0.0.1",
+            "HOMECARE_ESCALATE__SMTP__PORT": str(smtp.port),
+            "HOMECARE_ESCALATE__SMTP__STARTTLS": "false",
+            "HOMECARE_DETECT__GRACE_S": str(GRACE_S),
+        }
+        escalate = Escalate(settings, root, env)
+        escalate.start()
+        publisher = Publisher(broker.port, "esc-detect")
+        listener = Listener(broker.port)
+        try:
+            yield {
+                "escalate": escalate, "centre": centre, "gateway": gateway, "smtp": smtp,
+                "publisher": publisher, "listener": listener, "influx": influx, "root": root,
+                "api": f"http://127.0.0.1:{port}", "settings": settings,
+            }  # fmt: skip
+        finally:
+            listener.close()
+            publisher.close()
+            escalate.stop()
+
+
+def raise_alert(world, elder: str, kind: str = "sos", severity: str = "critical") -> Alert:
+    """Publish an alert as `homecare detect` does: QoS 1, retained, on its topic."""
+    now = time.time()
+    alert = Alert(id=f"{kind}-{elder}-{int(now * 1000)}", site=SITE, elder=elder, device="w1",
+                  kind=kind, severity=severity, ts=now, updated=now)  # fmt: skip
+    publish(world, alert)
+    return alert
+
+
+def publish(world, alert: Alert) -> None:
+    world["publisher"].client.publish(
+        alert_topic(alert.site, alert.elder, alert.id), alert.model_dump_json(), qos=1, retain=True
+    )
+
+
+def incidents(world, alert_id: str, recipient: str = "arc") -> list:
+    return [i for i in world["centre"].incidents_for(alert_id)
+            if i.message["recipient"]["id"] == recipient]  # fmt: skip
+
+
+def stored_state(world, alert_id: str, column: str = "state") -> str | None:
+    db = open_readonly(store_path(world["settings"].state_dir))
+    try:
+        row = db.execute(f"SELECT {column} FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+    finally:
+        db.close()
+    return row[0] if row else None
+
+
+def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
+    centre, smtp, gateway = world["centre"], world["smtp"], world["gateway"]
+    alert = raise_alert(world, "e1")
+    wait_for(lambda: incidents(world, alert.id), 10, "the call centre's incident")
+    [incident] = incidents(world, alert.id)
+    assert incident.message["caller"]["id"] == "e1"
+    assert incident.message["location"]["address"] == "1 Test Street"
+    mail = next(m for m in smtp.wait(1, 10) if "fam1@example.org" in m.recipients)
+    assert "Elder 1" in mail.message["Subject"] + mail.text
+    wait_for(lambda: incidents(world, alert.id, "sup"), 2 * STEP_S + 5, "the supervisor")
+    wait_for(lambda: any(r.path == "/push/1" for r in gateway.requests), 10, "the kin's webhook")
+    assert stored_state(world, alert.id) == "notified"
+    ack_url = incident.message["ack_url"]
+    answer = httpx.post(ack_url, timeout=10)
+    assert answer.status_code == 200, answer.text
+    wait_for(lambda: world["listener"].states.get(alert.id) == "acknowledged", 10, "retained ack")
+    asked = len(centre.requests)
+    time.sleep(STEP_S + 1)
+    assert all(r.json.get("alert_id") != alert.id for r in centre.requests[asked:]
+               if isinstance(r.json, dict))  # fmt: skip  # the ladder stopped
+    # resolved by the family over MQTT: the call centre's incident is reset
+    payload = {"contact": "fam1", "token": ack_token(SECRET.encode(), "fam1"), "outcome": "visit"}
+    world["publisher"].publish([(ack_topic(SITE, "e1", alert.id), json.dumps(payload))])
+    wait_for(lambda: world["listener"].states.get(alert.id) == "resolved", 10, "resolved")
+    wait_for(lambda: incident.closed is not None, 10, "the incident reset")
+    assert centre.heartbeats
+    with InfluxClient(InfluxSettings(url=world["influx"].url)) as db:
+        wait_for(lambda: db.rows(f"SELECT * FROM alert WHERE id = '{alert.id}'")[0]["state"]
+                 == "resolved", 10, "InfluxDB's alert point")  # fmt: skip
+        events = db.rows(f"SELECT * FROM alert_escalation WHERE id = '{alert.id}'")
+    told = {(e["event"], e["who"]) for e in events}
+    assert {("delivered_alarm", "arc"), ("delivered_alarm", "fam1"), ("delivered_alarm", "sup"),
+            ("acknowledged", "arc"), ("resolved", "fam1")} <= told  # fmt: skip
+
+
+def test_bad_acknowledgements_are_refused_and_the_service_carries_on(world):
+    api = world["api"]
+    alert = raise_alert(world, "e2")
+    wait_for(lambda: incidents(world, alert.id), 10, "the incident")
+    good = ack_token(SECRET.encode(), "fam2")
+    assert httpx.post(f"{api}/alerts/{alert.id}/ack", content=b"{nope").status_code == 400
+    assert httpx.post(f"{api}/alerts/{alert.id}/ack", json={"contact": "fam2"}).status_code == 400
+    assert httpx.post(f"{api}/alerts/no-such-alert/ack",
+                      json={"contact": "fam2", "token": good}).status_code == 404  # fmt: skip
+    assert httpx.post(f"{api}/alerts/{alert.id}/ack",
+                      json={"contact": "fam2", "token": "f" * 32}).status_code == 403  # fmt: skip
+    assert httpx.post(f"{api}/alerts/{alert.id}/ack",  # fam1 is not e2's contact
+                      json={"contact": "fam1", "token": ack_token(SECRET.encode(), "fam1")}
+                      ).status_code == 403  # fmt: skip
+    assert httpx.get(f"{api}/../../etc/passwd").status_code == 404
+    topic = ack_topic(SITE, "e2", alert.id)
+    bad = [b"\xff\xfe not json", b'{"contact": "fam2"}', b'{"contact": "fam2", "token": "x"}']
+    world["publisher"].publish([(topic, payload) for payload in bad])
+    wait_for(lambda: world["escalate"].log.count("refused") >= 6, 10, "the refusals logged")
+    assert stored_state(world, alert.id) == "notified"  # nothing above acknowledged it
+    answer = httpx.post(f"{api}/alerts/{alert.id}/ack", json={"contact": "fam2", "token": good})
+    assert answer.status_code == 200
+    assert httpx.get(f"{api}/health").json()["ok"]
+
+
+def test_a_call_centre_failing_for_a_while_still_gets_one_incident(world):
+    centre = world["centre"]
+    centre.then(Reply(http=500), times=3)
+    centre.then(Reply(delay_s=1.5))  # longer than the 1 s timeout: it answers after we gave up
+    alert = raise_alert(world, "e3")
+    wait_for(lambda: incidents(world, alert.id), 20, "the incident despite the failures")
+    time.sleep(2)
+    assert len(incidents(world, alert.id)) == 1
+    refs = {r.ref for r in centre.requests if isinstance(r.json, dict)
+            and r.json.get("alert_id") == alert.id
+            and r.json["recipient"]["id"] == "arc"}  # fmt: skip
+    assert len(refs) == 1  # every try carried the same message reference
+
+
+def test_kill_9_at_each_stage_of_the_ladder_loses_and_duplicates_nothing(world):
+    """Kill -9 with a fall in its grace window, an alarm told, an alarm in flight, an
+    acknowledged one, and an alert raised while escalate is down; restart each time."""
+    escalate, centre = world["escalate"], world["centre"]
+    acked = raise_alert(world, "e4")
+    wait_for(lambda: incidents(world, acked.id), 10, "e4's incident")
+    url = incidents(world, acked.id)[0].message["ack_url"]
+    assert httpx.post(url, timeout=10).status_code == 200
+    told = raise_alert(world, "e5")
+    wait_for(lambda: incidents(world, told.id), 10, "e5's incident")
+    fall = raise_alert(world, "e6", kind="fall")
+    wait_for(lambda: stored_state(world, fall.id) == "open", 10, "the fall in its grace window")
+    escalate.kill()  # stage: in grace (e6), told (e5), acknowledged (e4)
+    down = raise_alert(world, "e7")  # raised while escalate is down
+    time.sleep(1)
+    escalate.start()
+    wait_for(lambda: incidents(world, fall.id), GRACE_S + 10, "the fall after its grace window")
+    wait_for(lambda: incidents(world, down.id), 10, "the alert raised while down")
+    wait_for(lambda: incidents(world, told.id, "sup"), STEP_S + 10, "e5's next rung")
+    assert stored_state(world, acked.id) == "acknowledged"  # from before the kill
+    assert stored_state(world, acked.id, "acked_by") == "arc"
+    arc = ack_token(SECRET.encode(), "arc")
+    for alert in world["centre"].incidents:  # quiet the call centre's line for the next stage
+        httpx.post(f"{world['api']}/alerts/{alert.alert_id}/ack",
+                   json={"contact": "arc", "token": arc}, timeout=10)  # fmt: skip
+    time.sleep(1)
+    # stage: a delivery in flight when killed (the next request is its alarm)
+    centre.then(Reply(delay_s=0.8))
+    flight = raise_alert(world, "e8")
+    wait_for(lambda: any(isinstance(r.json, dict) and r.json.get("alert_id") == flight.id
+                         for r in centre.requests), 10, "e8's alarm in flight")  # fmt: skip
+    escalate.kill()
+    time.sleep(1)
+    escalate.start()
+    wait_for(lambda: incidents(world, flight.id) and incidents(world, flight.id)[0].repeats,
+             20, "e8's alarm re-sent with the same ref")  # fmt: skip
+    time.sleep(STEP_S + 1)
+    for alert in (acked, told, fall, down, flight):
+        assert len(incidents(world, alert.id)) == 1, alert.elder  # no duplicate incident
+    assert stored_state(world, flight.id) == "notified"
+    assert not incidents(world, acked.id, "sup")  # its ladder stayed stopped
+    assert len(incidents(world, told.id, "sup")) == 1
+
+
+def test_the_registry_reloads_while_running_and_a_bad_edit_changes_nothing(world):
+    reg_path = world["root"] / "registry.yaml"
+    good = reg_path.read_text()
+    status = world["settings"].state_dir / "escalate.json"
+    try:
+        reg_path.write_text(good.replace("elders:", "elders: [unclosed\n", 1))
+        wait_for(lambda: (read_status(status) or {}).get("registry_error"), 10, "the error")
+        assert "not valid YAML" in read_status(status)["registry_error"]
+        alert = raise_alert(world, "e9")  # the previous registry is still in force
+        wait_for(lambda: incidents(world, alert.id), 10, "an incident with the old registry")
+        assert incidents(world, alert.id)[0].message["location"]["address"] == "9 Test Street"
+        reg_path.write_text(good.replace("9 Test Street", "9 New Road"))
+        wait_for(lambda: (read_status(status) or {}).get("registry_error") is None
+                 and read_status(status)["registry_reloads"] >= 1, 10, "the reload")  # fmt: skip
+        again = raise_alert(world, "e9", kind="low_spo2")
+        wait_for(lambda: incidents(world, again.id), 10, "an incident with the new registry")
+        assert incidents(world, again.id)[0].message["location"]["address"] == "9 New Road"
+    finally:
+        reg_path.write_text(good)

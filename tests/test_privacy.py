@@ -1,0 +1,265 @@
+"""`homecare elder forget` against real Mosquitto and influxd: after it, nothing about the
+elder can be queried — in any measurement, any retention policy, any text field, the
+broker's retained messages, the registry or the baselines — and another elder is intact."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import threading
+import time
+from contextlib import closing
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import paho.mqtt.client as mqtt
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from support import Publisher, count, settings_for, topic, wait_for
+from test_ingest import valid_traffic
+
+from detectors.alerts import alert_lines
+from detectors.baselines import Baselines, read_baselines, save_baselines
+from detectors.escalation.registry import load_registry
+from detectors.escalation.store import Store, open_readonly, store_path
+from homecare.contract import Alert, Severity, alert_topic
+from homecare.influx import InfluxClient
+from homecare.servers import LocalInflux
+from homecare.settings import InfluxSettings, RetentionSettings
+from ingest import rollups
+from ingest.service import IngestService
+
+GONE, KEPT = "e1", "e2"
+WORD = re.compile(rf"(?<![A-Za-z0-9_-]){GONE}(?![A-Za-z0-9_-])")
+
+
+def _alert(elder: str, ts: float) -> Alert:
+    return Alert(id=f"a{elder}", site="t", elder=elder, device=f"w{elder[1:]}", kind="sos",
+                 severity=Severity.CRITICAL, ts=ts, updated=ts)  # fmt: skip
+
+
+def _everything(db: InfluxClient) -> list[dict[str, Any]]:
+    """Every point in every retention policy, tags included."""
+    rows: list[dict[str, Any]] = []
+    for rp in db.rows("SHOW RETENTION POLICIES", epoch=None):
+        for s in db.query(f'SELECT * FROM "{rp["name"]}"./.*/ GROUP BY *'):
+            rows.extend(
+                {"rp": rp["name"], "measurement": s["name"], **s.get("tags", {}),
+                 **dict(zip(s["columns"], v, strict=True))} for v in s["values"]
+            )  # fmt: skip
+    return rows
+
+
+def _retained(port: int, elder: str) -> list[str]:
+    found: list[str] = []
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{elder}")
+    client.on_message = lambda _c, _u, m: found.append(m.topic) if m.retain else None
+    client.on_connect = lambda c, *_: c.subscribe(f"homecare/v1/+/{elder}/#", qos=1)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    time.sleep(1.0)
+    client.disconnect()
+    client.loop_stop()
+    return found
+
+
+def _registry(path: Path) -> None:
+    def contact(cid: str, role: str) -> dict[str, Any]:
+        return {"id": cid, "name": cid.title(), "role": role,
+                "channels": [{"kind": "email", "address": f"{cid}@example.org"}]}  # fmt: skip
+
+    path.write_text(yaml.safe_dump({
+        "provider": {"call_centre": "arc"},
+        "contacts": [contact("arc", "call_centre"), contact("ann", "family"),
+                     contact("bob", "family")],
+        "elders": [{"id": e, "display_name": f"Elder {e}", "site": "t", "address": "1 Road",
+                    "devices": [f"w{e[1:]}"], "contacts": [c]}
+                   for e, c in ((GONE, "ann"), (KEPT, "bob"))],
+    }))  # fmt: skip
+    load_registry(path)  # it is a valid registry
+
+
+def _escalation(state: Path) -> None:
+    """An alert of each elder in escalation's store, with a delivery and an event."""
+    store = Store(store_path(state))
+    with store.tx() as db:
+        for e in ("e0", GONE, KEPT):
+            alert = _alert(e, 1.0)
+            db.execute(
+                "INSERT INTO alerts (id, alert, site, elder, kind, severity, state, received, "
+                "start_at) VALUES (?, ?, 't', ?, 'sos', 'critical', 'open', 1, 1)",
+                (alert.id, alert.model_dump_json(), e),
+            )
+            db.execute(
+                "INSERT INTO deliveries (ref, alert_id, contact, channel, type, step, "
+                "notification, due, created) VALUES (?, ?, 'arc', 'email', 'alert', 0, ?, 1, 1)",
+                (f"r{e}", alert.id, json.dumps({"elder": e, "display_name": f"Elder {e}"})),
+            )
+            db.execute(
+                "INSERT INTO events (alert_id, ts, event, state) VALUES (?, 1, 'raised', 'open')",
+                (alert.id,),
+            )
+        # A family digest (the elder's card) and a device-desk batch (an alert of theirs):
+        # deliveries of no one alert that still name the elder.
+        for e in (GONE, KEPT):
+            db.execute(
+                "INSERT INTO deliveries (ref, alert_id, contact, channel, type, step, "
+                "notification, due, created) "
+                "VALUES (?, NULL, 'bob', 'email', 'digest', 0, ?, 1, 1)",
+                (f"d{e}", json.dumps({"elder": {"id": e, "display_name": f"Elder {e}"}})),
+            )
+        db.execute(
+            "INSERT INTO deliveries (ref, alert_id, contact, channel, type, step, "
+            "notification, due, created) "
+            "VALUES ('desk', NULL, 'desk', 'email', 'digest', 0, ?, 1, 1)",
+            (json.dumps({"elder": None, "batch": [_alert(GONE, 2.0).model_dump(mode="json")]}),),
+        )
+    store.close()
+
+
+def _baselines(path: Path) -> None:
+    n = 3
+    save_baselines(path, Baselines(
+        ("e0", GONE, KEPT), np.ones((n, 24), np.float32), np.ones((n, 24), np.float32),
+        np.ones(n, np.float32), np.ones(n, np.float32), np.ones(n, np.float32),
+        np.ones(n, np.float32), np.ones(n), np.zeros(n, np.float32), 1.0, 0.0, 1.0,
+    ))  # fmt: skip
+    np.savez(path.with_name(path.stem + ".history.npz"), elders=np.array(["e0", GONE]))
+
+
+def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, influx, tmp_path):
+    settings = settings_for(broker, influx, tmp_path)
+    db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
+    retention = RetentionSettings()
+    rollups.install(db, retention)  # raw (default) and history policies, as deployed
+
+    # Telemetry of three elders through ingest, bad messages naming e1, alerts, rollups.
+    service = IngestService(settings)
+    stop = threading.Event()
+    thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
+    thread.start()
+    wait_for(lambda: service.status_path.exists(), 10, "ingest started")
+    now = time.time()
+    pub = Publisher(broker.port)
+    bad = [
+        (topic(GONE, "wearable", "w1", "frame"), b"not json"),  # their device, a dead letter
+        (topic(KEPT, "wearable", "w2", "sos"),  # another device claiming to be e1
+         json.dumps({"elder": GONE, "device": "w2", "ts": now, "seq": 1}).encode()),
+        (topic(KEPT, "wearable", "w2", "sos"), b"{}"),  # e2's own dead letter stays
+    ]  # fmt: skip
+    n = pub.publish([*valid_traffic(now, elders=3, frames=10), *bad])
+    pub.wait_acked(n)
+    wait_for(lambda: service.stats.messages >= n, 20, "ingest to store everything")
+    lines = [line for e in ("e0", GONE, KEPT) for line in alert_lines(_alert(e, now - 30))]
+    db.write(lines)
+    for e in ("e0", GONE, KEPT):
+        info = pub.client.publish(alert_topic("t", e, f"a{e}"), _alert(e, now).model_dump_json(),
+                                  qos=1, retain=True)  # fmt: skip
+        info.wait_for_publish(10)
+        availability = topic(e, "wearable", f"w{e[1:]}", "availability")
+        pub.client.publish(availability, "online", qos=1, retain=True).wait_for_publish(10)
+    pub.close()
+    wait_for(lambda: count(db, "availability") == 6, 10, "retained availability stored too")
+    rollups.run(db, retention, start=now - 3600, end=now + 60)
+    registry = tmp_path / "registry.yaml"
+    _registry(registry)
+    _baselines(tmp_path / "state" / "baselines.npz")
+    _escalation(tmp_path / "state")
+
+    before = _everything(db)
+    about = [r for r in before if WORD.search(json.dumps(r))]
+    assert {r["rp"] for r in about} == {"raw", "history"}
+    assert {"wearable", "bed", "door", "button", "device_status", "availability", "alert",
+            "alert_event", "dead_letter", "security_event", "wearable_1h"} <= {
+        r["measurement"] for r in about}  # fmt: skip
+    kept = [r for r in before if not WORD.search(json.dumps(r))]
+    assert count(db, "dead_letter") == 3
+
+    env = {
+        **os.environ,
+        "HOMECARE_MQTT__URL": broker.url,
+        "HOMECARE_INFLUX__URL": influx.url,
+        "HOMECARE_STATE_DIR": str(tmp_path / "state"),
+        "HOMECARE_REGISTRY": str(registry),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "homecare", "elder", "forget", GONE, "--yes"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    # Ingest ran throughout: it dead-lettered the cleared (empty) retained availability of
+    # e1's wearable before the erasure removed it with the rest.
+    assert service.stats.dead["schema"] == 2, service.stats.dead
+    stop.set()
+    thread.join(20)
+    report = json.loads(out.stdout)
+    assert report["points"]["raw.wearable"] == 10
+    # Its own bad frame, another device claiming to be e1, and the cleared availability.
+    assert report["points"]["raw.dead_letter"] == 3
+    assert report["points"]["raw.security_event"] == 1
+    assert report["series"]["raw.wearable"] == 1
+    assert report["points"]["history.alert"] == 1
+    assert report["retained_messages"] == 2  # the alert and the device's availability
+    assert report["registry"] is True
+    assert report["escalation"] == {"alerts": 1, "deliveries": 3, "events": 1}
+    assert report["baselines"] is True
+    assert report["history_cache"] is True
+
+    # Nothing about e1 anywhere in InfluxDB; everything else exactly as it was.
+    after = _everything(db)
+    assert [r for r in after if WORD.search(json.dumps(r))] == []
+    assert sorted(map(json.dumps, after)) == sorted(map(json.dumps, kept))
+    for rp in ("raw", "history", "autogen"):
+        assert db.query(f"SHOW SERIES FROM \"{rp}\"./.*/ WHERE \"elder\" = '{GONE}'") == []
+        assert db.query(f"SELECT * FROM \"{rp}\"./.*/ WHERE \"elder\" = '{GONE}'") == []
+    assert count(db, "wearable", f"elder = '{KEPT}'") == 10
+    # Nor on the broker, in the registry or in the baselines.
+    assert _retained(broker.port, GONE) == []
+    assert sorted(_retained(broker.port, KEPT)) == [
+        alert_topic("t", KEPT, f"a{KEPT}"), topic(KEPT, "wearable", "w2", "availability")]
+    assert [e.id for e in load_registry(registry).elders] == [KEPT]
+    assert [c.id for c in load_registry(registry).contacts] == ["arc", "bob"]
+    assert read_baselines(tmp_path / "state" / "baselines.npz").elders == ("e0", KEPT)
+    with closing(open_readonly(store_path(tmp_path / "state"))) as esc:
+        rows = [dict(r) for t in ("alerts", "deliveries", "events")
+                for r in esc.execute(f"SELECT * FROM {t}")]  # fmt: skip
+    assert len(rows) == 7  # e0's and the kept elder's alert, delivery, event; the kept digest
+    assert not [r for r in rows if WORD.search(json.dumps(r))]
+    assert not (tmp_path / "state" / "baselines.history.npz").exists()
+    db.close()
+
+
+def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
+    with LocalInflux(tmp_path / "influxd", admin=("admin", "admin-pw")) as server:
+        server.add_user("ingest", "ingest-pw", database="homecare", privilege="WRITE")
+        admin = InfluxClient(InfluxSettings(url=server.url, username="admin", password="admin-pw"))
+        admin.write([f"bed,site=t,elder={GONE},device=b1 movement=0.1 {int(time.time() * 1000)}"])
+
+        def forget(user: str, password: str, *flags: str) -> subprocess.CompletedProcess[str]:
+            env = {**os.environ, "HOMECARE_INFLUX__URL": server.url, "HOMECARE_MQTT__URL": "",
+                   "HOMECARE_INFLUX__USERNAME": user, "HOMECARE_INFLUX__PASSWORD": password,
+                   "HOMECARE_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+            return subprocess.run(
+                [sys.executable, "-m", "homecare", "elder", "forget", GONE, *flags],
+                env=env, capture_output=True, text=True, timeout=60, check=False, input="n\n",
+            )  # fmt: skip
+
+        refused = forget("ingest", "ingest-pw", "--yes")
+        assert refused.returncode == 1
+        assert "needs an InfluxDB admin account" in refused.stderr
+        assert "Traceback" not in refused.stderr
+        assert count(admin, "bed") == 1
+        asked = forget("admin", "admin-pw")  # shows what it found, asks, and is told no
+        assert asked.returncode == 1
+        assert '"autogen.bed": 1' in asked.stdout
+        assert "Aborted" in asked.stderr
+        assert count(admin, "bed") == 1
+        done = forget("admin", "admin-pw", "--yes")
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert json.loads(done.stdout)["points"] == {"autogen.bed": 1}
+        assert count(admin, "bed") == 0
+        admin.close()
