@@ -160,7 +160,8 @@ class InfluxClient:
         for s in self.query(q, epoch=epoch):
             tags = s.get("tags") or {}
             out.extend(
-                {**tags, **dict(zip(s["columns"], values, strict=True))} for values in s["values"]
+                {**tags, **dict(zip(s["columns"], values, strict=True))}
+                for values in s.get("values", ())  # a series may come without rows
             )
         return out
 

@@ -261,6 +261,14 @@ class RetentionSettings(BaseModel):
     utc_offset_h: float = Field(
         0.0, ge=-12, le=14, description="The site's local time, for daily rollups and nights."
     )
+    hourly_every: str = Field(
+        "5m", pattern=r"^[1-9][0-9]*[smh]$", description="How often (at most 1h) the hourly "
+        "continuous queries recompute the current and previous hour (1.x).",
+    )  # fmt: skip
+    daily_every: str = Field(
+        "1h", pattern=r"^[1-9][0-9]*[smhd]$", description="How often (at most 1d) the daily "
+        "continuous queries recompute the current and previous day (1.x).",
+    )  # fmt: skip
 
 
 class Settings(BaseSettings):

@@ -48,8 +48,14 @@ measurement            fields
 Fields absent from a bucket mean "no such data" (no frames, no openings of that role), not 0.
 
 How they are produced: on InfluxDB 1.x, ``homecare rollup install`` creates or alters the
-two policies (``raw`` made DEFAULT) and one continuous query per rollup statement, with
-``RESAMPLE`` so late readings are folded in; ``homecare rollup run --since/--until``
+two policies (``raw`` made DEFAULT) and one continuous query per rollup statement. They
+run ``RESAMPLE EVERY 5m FOR 2h`` (hourly) and ``RESAMPLE EVERY 1h FOR 2d`` (daily;
+``HOMECARE_RETENTION__HOURLY_EVERY``, ``__DAILY_EVERY``): each run recomputes the open bucket
+and the one before, so the current hour and day reach long-range panels within minutes
+rather than when they close (a plain ``RESAMPLE FOR`` fires only at bucket boundaries: the
+day's figure would be missing for up to 24 h), and readings arriving up to a bucket late
+(spooled by ingest during an outage) are folded in. The price, recomputing each raw point
+24 and 48 times, is small at a household's rates. ``homecare rollup run --since/--until``
 computes the same statements for a past range (history, late data beyond the resample
 window, or servers without continuous queries: InfluxDB 2.x/3.x through their v1 API),
 and the nightly ``sleep_1d``, which InfluxQL cannot express (it counts presence changes).
@@ -164,11 +170,9 @@ ROLLUPS: tuple[Rollup, ...] = (
         tags=("site", "elder", "role"),
     ),
 )
-INTERVALS: dict[str, tuple[int, str]] = {
-    "1h": (3600, "RESAMPLE FOR 2h"),
-    "1d": (DAY_S, "RESAMPLE FOR 2d"),
-}
-"""Bucket length (s) and how the continuous query recomputes recent buckets (late data)."""
+INTERVALS: dict[str, tuple[int, str]] = {"1h": (3600, "2h"), "1d": (DAY_S, "2d")}
+"""Bucket length (s) and how far back the continuous query recomputes (``RESAMPLE FOR``):
+the open bucket and the one before."""
 ALERT_MEASUREMENTS = ("alert", "alert_event", "alert_escalation")
 
 
@@ -251,12 +255,27 @@ WHERE opened = true GROUP BY time(1h), site, elder, role fill(none)
     )
 
 
-def continuous_queries(database: str, utc_offset_h: float = 0.0) -> dict[str, str]:
-    """Every rollup's ``CREATE CONTINUOUS QUERY``, by name."""
+def continuous_queries(database: str, retention: RetentionSettings) -> dict[str, str]:
+    """Every rollup's ``CREATE CONTINUOUS QUERY``, by name.
+
+    >>> cqs = continuous_queries("homecare", RetentionSettings(hourly_every="300s"))
+    >>> cqs["door_1h"].split(" BEGIN ")[0]
+    'CREATE CONTINUOUS QUERY door_1h ON homecare RESAMPLE EVERY 5m FOR 2h'
+    """
+    every = {"1h": retention.hourly_every, "1d": retention.daily_every}
     out = {}
-    for rollup in ROLLUPS:
-        for interval, (_, resample) in INTERVALS.items():
-            select = statement(rollup, interval, database=database, utc_offset_h=utc_offset_h)
+    for interval, (size, resample_for) in INTERVALS.items():
+        every_s = seconds(every[interval])
+        if not 0 < every_s <= size:
+            raise RollupError(
+                f"the {interval} rollups must run at least every {duration(size)} (or buckets "
+                f"would be missed), not every {every[interval]}"
+            )
+        resample = f"RESAMPLE EVERY {duration(every_s)} FOR {resample_for}"
+        for rollup in ROLLUPS:
+            select = statement(
+                rollup, interval, database=database, utc_offset_h=retention.utc_offset_h
+            )
             name = rollup.name(interval)
             out[name] = (
                 f"CREATE CONTINUOUS QUERY {name} ON {database} {resample} BEGIN {select} END"
@@ -295,6 +314,7 @@ def install(db: InfluxClient, retention: RetentionSettings) -> Changes:
     nothing. Needs an admin account on InfluxDB 1.x."""
     database = db.settings.database
     _check_name(database)
+    wanted = continuous_queries(database, retention)
     if not is_v1(db):
         raise RollupError(
             "continuous queries and retention policies are InfluxDB 1.x features: on 2.x/3.x "
@@ -325,7 +345,7 @@ def install(db: InfluxClient, retention: RetentionSettings) -> Changes:
         if s.get("name") == database
         for r in ({"name": v[0], "query": v[1]} for v in s.get("values") or [])
     }
-    for name, create in continuous_queries(database, retention.utc_offset_h).items():
+    for name, create in wanted.items():
         old_query = installed.get(name)
         if old_query is None:
             db.query(create)

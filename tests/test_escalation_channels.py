@@ -285,6 +285,30 @@ def test_the_operator_acknowledges_through_the_ack_url():
     assert call.path == "/alerts/a-fall/ack?contact=arc&token=t0k"
 
 
+def test_the_call_centre_may_acknowledge_in_its_answer(centre):
+    centre.ack = {"operator": "op-17"}
+    by_operator = send(centre_channel(), note(ChannelKind.CALL_CENTRE, centre.url))
+    repeat = send(centre_channel(), note(ChannelKind.CALL_CENTRE, centre.url))
+    centre.ack = {}
+    by_centre = send(centre_channel(), note(ChannelKind.CALL_CENTRE, centre.url, ref="ref-2"))
+    assert (by_operator.status, by_operator.acknowledged_by) == (DeliveryStatus.OK, "op-17")
+    assert repeat.acknowledged_by == "op-17"  # the same answer to a reference it knows
+    assert by_centre.acknowledged_by == "arc"  # no operator named: the recipient
+    reset = note(ChannelKind.CALL_CENTRE, centre.url, type_=MessageType.RESET)
+    assert CallCentreChannel().acknowledgement(reset, {"operator": "op-17"}) is None
+
+
+def test_a_malformed_ack_in_the_answer_is_ignored_and_the_alarm_still_delivered(centre, caplog):
+    malformed = ["yes", [], {"operator": 17}, {"operator": "op 17\n"}, {"operator": "x" * 65}]
+    for i, ack in enumerate(malformed):
+        centre.ack = ack
+        delivery = send(centre_channel(), note(ChannelKind.CALL_CENTRE, centre.url, ref=f"m{i}"))
+        assert (delivery.status, delivery.acknowledged_by) == (DeliveryStatus.OK, None), ack
+        assert delivery.attempts == 1
+    assert len(centre.incidents) == len(malformed)
+    assert caplog.text.count("ack in the call centre's answer to m") == len(malformed)
+
+
 def test_a_thousand_simultaneous_alarms_all_arrive_once(centre):
     async def burst() -> list[Delivery]:
         async with centre_channel() as channel:

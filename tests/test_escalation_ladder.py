@@ -252,6 +252,24 @@ def test_acknowledgements_refused_and_answered(esc, clock, caplog):
     assert esc.acknowledge("k1", "anna", token, channel="http").status == 409
 
 
+def test_the_call_centres_answer_acknowledges_durably_and_stops_the_ladder(esc, clock, tmp_path):
+    a = alert("sos", id="c1")
+    esc.receive(a)
+    due = esc.due()
+    esc.delivered((n, Delivery(ref=n.ref, status=DeliveryStatus.OK,
+                               acknowledged_by="op-17" if n.recipient.id == "arc" else None))
+                  for n in due)  # fmt: skip
+    reopened = Escalation(Store(store_path(tmp_path)), esc.registry, secret=SECRET, clock=clock)
+    assert state(reopened, "c1") == "acknowledged"
+    who = esc.store.db.execute("SELECT acked_by, acked_channel FROM alerts").fetchone()
+    assert tuple(who) == ("arc", "call_centre")
+    event = esc.store.db.execute("SELECT who, channel, detail FROM events "
+                                 "WHERE event = 'acknowledged'").fetchone()  # fmt: skip
+    assert tuple(event) == ("arc", "call_centre", "operator op-17")
+    clock.advance(3600)
+    assert send_all(reopened) == []  # no next rung, no supervisor
+
+
 def test_failed_delivery_is_retried_with_the_same_ref(esc, clock):
     esc.receive(alert("sos", id="r1"))
     first = send_all(esc, DeliveryStatus.ERROR)

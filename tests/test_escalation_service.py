@@ -46,7 +46,7 @@ def registry(centre: CallCentreStandIn, gateway: HttpStandIn) -> dict:
          "channels": [{"kind": "email", "address": "desk@example.org"}]},
     ]  # fmt: skip
     elders = []
-    for i in range(1, 10):
+    for i in range(1, 12):
         contacts += [
             {"id": f"fam{i}", "name": f"Family {i}", "role": "family",
              "channels": [{"kind": "email", "address": f"fam{i}@example.org"}]},
@@ -227,6 +227,35 @@ def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
     told = {(e["event"], e["who"]) for e in events}
     assert {("delivered_alarm", "arc"), ("delivered_alarm", "fam1"), ("delivered_alarm", "sup"),
             ("acknowledged", "arc"), ("resolved", "fam1")} <= told  # fmt: skip
+
+
+def test_the_call_centres_answer_acknowledges_and_ends_the_ladder(world):
+    """An ack in the answer stops the ladder; a malformed one still counts as delivered."""
+    centre, gateway = world["centre"], world["gateway"]
+    try:
+        centre.ack = {"operator": "op-17"}
+        taken = raise_alert(world, "e10")
+        wait_for(lambda: incidents(world, taken.id), 10, "e10's incident")
+        centre.ack = {"operator": 17}
+        malformed = raise_alert(world, "e11")
+        wait_for(lambda: incidents(world, malformed.id), 10, "e11's incident")
+    finally:
+        centre.ack = None
+    wait_for(lambda: world["listener"].states.get(taken.id) == "acknowledged", 10, "acked")
+    assert stored_state(world, taken.id, "acked_by") == "arc"
+    wait_for(lambda: incidents(world, malformed.id, "sup"), STEP_S + 10, "e11's next rung")
+    assert stored_state(world, malformed.id) == "notified"  # delivered, not acknowledged
+    assert "ack in the call centre's answer to" in world["escalate"].log
+    assert not incidents(world, taken.id, "sup")  # its ladder stopped at the first rung
+    assert not any(r.path == "/push/10" for r in gateway.requests)
+    arc = {"contact": "arc", "token": ack_token(SECRET.encode(), "arc")}
+    assert httpx.post(f"{world['api']}/alerts/{malformed.id}/ack", json=arc).status_code == 200
+    with InfluxClient(InfluxSettings(url=world["influx"].url)) as db:
+        acked = f"SELECT * FROM alert_event WHERE id = '{taken.id}' AND state = 'acknowledged'"
+        wait_for(lambda: db.rows(acked), 10, "InfluxDB's alert_event")
+        events = db.rows(f"SELECT * FROM alert_escalation WHERE id = '{taken.id}'")
+    [ack] = [e for e in events if e["event"] == "acknowledged"]
+    assert (ack["who"], ack["channel"], ack["detail"]) == ("arc", "call_centre", "operator op-17")
 
 
 def test_bad_acknowledgements_are_refused_and_the_service_carries_on(world):

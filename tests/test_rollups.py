@@ -1,7 +1,8 @@
 """Retention and rollups against a real influxd holding the simulated week (tests/week.py).
 
 Every rollup is checked against the same aggregate computed here, in numpy, from the raw
-points read back; the nights against a plain loop over the raw bed readings.
+points read back; the nights against a plain loop over the raw bed readings. One test
+proves that influxd's continuous queries themselves write the rollups (a fresh influxd).
 """
 
 from __future__ import annotations
@@ -207,3 +208,118 @@ def test_rollup_commands(week_influx, monkeypatch):
     bad = runner.invoke(app, ["rollup", "run", "--since", "yesterday"])
     assert bad.exit_code != 0
     assert "ISO date" in bad.output
+
+
+KEPT = {
+    "": lambda f: True,
+    f"mag_std >= {rollups.ACTIVE_G:.3f}": lambda f: f["mag_std"] >= rollups.ACTIVE_G,
+    "presence = true": lambda f: f["presence"],
+    "opened = true": lambda f: f["opened"],
+}
+"""Each rollup's WHERE as a test on one raw point's fields."""
+
+
+def _aggregate(fields: list[dict], rollup: rollups.Rollup) -> dict[str, float]:
+    """A rollup's fields over some raw points' fields (absent: no such data)."""
+    reduce = {"count": len, "mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max}
+    kept = [f for f in fields if KEPT[rollup.where](f)]
+    out = {}
+    for alias, fn, src in rollup.aggregates:
+        values = np.array([f[src] for f in kept if f.get(src) is not None], dtype=float)
+        if len(values):
+            out[alias] = float(reduce[fn](values))
+    return out
+
+
+def test_continuous_queries_fire_in_influxd(influx):
+    """influxd's own continuous queries, not `rollup run`, write the hourly and daily
+    rollups of the open hour and day (resampled every second here; production: minutes),
+    at the site's local buckets (UTC+5:30: hours at :30, days at 18:30 UTC), and fold in
+    readings that arrive after a first rollup."""
+    retention = RetentionSettings(hourly_every="1s", daily_every="1s", utc_offset_h=5.5)
+    rng = np.random.default_rng(5)
+    now = time.time()
+    buckets = {}
+    for interval, (size, _) in rollups.INTERVALS.items():
+        shift = rollups.offset_s(size, retention.utc_offset_h)
+        buckets[interval] = (size, int((now - shift) // size * size + shift))
+    hour, day = buckets["1h"][1], buckets["1d"][1]
+    # Every minute of the open hour, and other minutes of the open day, past or future (the
+    # daily query covers the whole day; if the hour or day closes meanwhile, the queries
+    # still cover it: they recompute the bucket before the open one too).
+    times = [hour + 60 * i for i in range(60)]
+    times += sorted({day + 60 * int(m) for m in rng.integers(0, 1440, 40)} - set(times))
+    raw: dict[tuple[str, str, str], list[tuple[int, dict, bool]]] = defaultdict(list)
+    lines: tuple[list[str], list[str]] = ([], [])
+    """Written first, and late (every other minute)."""
+    for elder in ("e1", "e2"):
+        tags = f"site=s,elder={elder},device=w-{elder},kind=wearable"
+        for i, t in enumerate(times):
+            late = i % 2 == 1
+            fields = {
+                "mag_std": float(rng.uniform(0, 0.1)),
+                "steps": int(rng.integers(0, 4)),
+                "hr": int(rng.integers(55, 95)) if rng.random() < 0.8 else None,
+                "spo2": int(rng.integers(90, 100)) if rng.random() < 0.5 else None,
+            }
+            raw[("wearable", elder, "")].append((t, fields, late))
+            lines[late].append(line("wearable", tags, fields, t * 1000))
+            fields = {
+                "presence": bool(rng.random() < 0.6),
+                "hr": int(rng.integers(50, 80)),
+                "br": round(float(rng.uniform(10, 20)), 2) if rng.random() < 0.7 else None,
+                "movement": float(rng.uniform(0, 1)),
+            }
+            raw[("bed", elder, "")].append((t, fields, late))
+            bed_tags = tags.replace("wearable", "bed")
+            lines[late].append(line("bed", bed_tags, fields, t * 1000 + 500))
+            if rng.random() < 0.3:
+                role = str(rng.choice(["front", "fridge"]))
+                fields = {"opened": bool(rng.random() < 0.5), "seq": i}
+                raw[("door", elder, role)].append((t, fields, late))
+                door_tags = f"{tags.replace('wearable', 'door')},door=d-{role},role={role}"
+                lines[late].append(line("door", door_tags, fields, t * 1000 + 700))
+
+    def expected(with_late: bool) -> dict[tuple, float]:
+        out = {}
+        for (source, elder, role), points in raw.items():
+            for rollup in (r for r in rollups.ROLLUPS if r.source == source):
+                for interval, (size, start) in buckets.items():
+                    mine = [
+                        f for t, f, late in points
+                        if start <= t < start + size and (with_late or not late)
+                    ]  # fmt: skip
+                    key = (f"{rollup.measurement}_{interval}", elder, role or None, start * 1000)
+                    for name, value in _aggregate(mine, rollup).items():
+                        out[(*key, name)] = value
+        return out
+
+    first, full = expected(False), expected(True)
+    assert full[("door_1d", "e1", "front", day * 1000, "opens")] > 0
+    assert 0 < full[("wearable_1h", "e2", None, hour * 1000, "active_s")] < 60
+    assert len(full) > 60
+    assert first.keys() <= full.keys()
+    assert sum(first[k] != full[k] for k in first) > len(full) / 2
+
+    def written(want: dict[tuple, float]) -> dict[tuple, float]:
+        got = {}
+        for measurement in {k[0] for k in want}:
+            for r in db.rows(f"SELECT * FROM {HISTORY}.{measurement} GROUP BY *"):
+                key = (measurement, r["elder"], r.get("role"), r["time"])
+                for name, value in r.items():
+                    if (*key, name) in want and value is not None:
+                        got[(*key, name)] = value
+        return got
+
+    with InfluxClient(InfluxSettings(url=influx.url, database="cq")) as db:
+        with pytest.raises(rollups.RollupError, match="at least every 1h"):
+            rollups.install(db, RetentionSettings(hourly_every="90m"))
+        refused_before = [v for s in db.query("SHOW DATABASES") for v in s.get("values") or []]
+        assert refused_before == []  # nothing created on the server
+        rollups.install(db, retention)
+        for batch, want in zip(lines, (first, full), strict=True):
+            db.write(batch)
+            deadline = time.monotonic() + 10
+            while written(want) != pytest.approx(want, rel=1e-9) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            assert written(want) == pytest.approx(want, rel=1e-9)

@@ -525,6 +525,8 @@ class Escalation:
                         continue  # a digest tells about alerts; it changes none of them
                     for alert in alerts:
                         self._told(db, alert.id, note, now)
+                    if result.acknowledged_by is not None and note.alert is not None:
+                        self._answered_with_ack(db, note.alert.id, note, result, now)
                 else:
                     cur = db.execute(
                         "UPDATE deliveries SET attempts = attempts + ?, due = ?, detail = ? "
@@ -585,30 +587,57 @@ class Escalation:
                     alert_id, contact_id[:64], channel,
                 )  # fmt: skip
                 return AckResult(403, "invalid token for this contact and alert")
-            if row["duplicate_of"]:
-                row = db.execute(
-                    "SELECT * FROM alerts WHERE id = ?", (row["duplicate_of"],)
-                ).fetchone()
-            now = self.clock()
             if outcome is not None and outcome not in OUTCOMES:
                 return AckResult(400, f"outcome must be one of {sorted(OUTCOMES)}")
-            if row["state"] in CLOSED:
-                return AckResult(409, f"alert is already {row['state']}", row["state"])
-            if row["state"] != AlertState.ACKNOWLEDGED:
-                db.execute(
-                    "UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_channel = ?, "
-                    "acked_at = ?, next_at = NULL WHERE id = ?",
-                    (contact_id, channel, now, row["id"]),
-                )
-                self._cascade(db, row["id"], AlertState.ACKNOWLEDGED, now, "acknowledged",
-                              who=contact_id, channel=channel)  # fmt: skip
-                self._drop_held(db, row["id"])
-            if outcome is None:
-                return AckResult(200, "acknowledged", str(AlertState.ACKNOWLEDGED))
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
-            self._close(db, row, AlertState.RESOLVED, now, outcome=outcome, who=contact_id,
-                        channel=channel)  # fmt: skip
-            return AckResult(200, f"resolved: {outcome}", str(AlertState.RESOLVED))
+            return self._acknowledged(db, row, contact_id, channel, self.clock(), outcome)
+
+    def _answered_with_ack(
+        self, db: sqlite3.Connection, alert_id: str, note: Notification, result: Delivery,
+        now: float,
+    ) -> None:  # fmt: skip
+        """The call centre took the alarm in its answer: acknowledged by the recipient, in
+        the transaction that records the delivery, so before anything else is sent. The
+        answer came over the connection we opened to the registry's URL: no token."""
+        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            return
+        who = result.acknowledged_by
+        operator = f"operator {who}" if who and who != note.recipient.id else None
+        answer = self._acknowledged(db, row, note.recipient.id, str(note.recipient.channel),
+                                    now, detail=operator)  # fmt: skip
+        log.info("alert %s: the call centre's answer to %s acknowledges (contact %s): %s",
+                 alert_id, note.ref, note.recipient.id, answer.message)  # fmt: skip
+
+    def _acknowledged(
+        self,
+        db: sqlite3.Connection,
+        row: sqlite3.Row,
+        contact_id: str,
+        channel: str,
+        now: float,
+        outcome: str | None = None,
+        detail: str | None = None,
+    ) -> AckResult:
+        """Acknowledge (and, with an outcome, resolve) an alert someone may acknowledge."""
+        if row["duplicate_of"]:
+            row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["duplicate_of"],)).fetchone()
+        if row["state"] in CLOSED:
+            return AckResult(409, f"alert is already {row['state']}", row["state"])
+        if row["state"] != AlertState.ACKNOWLEDGED:
+            db.execute(
+                "UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_channel = ?, "
+                "acked_at = ?, next_at = NULL WHERE id = ?",
+                (contact_id, channel, now, row["id"]),
+            )
+            self._cascade(db, row["id"], AlertState.ACKNOWLEDGED, now, "acknowledged",
+                          who=contact_id, channel=channel, detail=detail)  # fmt: skip
+            self._drop_held(db, row["id"])
+        if outcome is None:
+            return AckResult(200, "acknowledged", str(AlertState.ACKNOWLEDGED))
+        row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
+        self._close(db, row, AlertState.RESOLVED, now, outcome=outcome, who=contact_id,
+                    channel=channel)  # fmt: skip
+        return AckResult(200, f"resolved: {outcome}", str(AlertState.RESOLVED))
 
     def _close(
         self,

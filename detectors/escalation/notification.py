@@ -96,6 +96,11 @@ class Delivery(BaseModel):
     detail: str = ""
     attempts: int = 1
     delivered: float | None = Field(None, description="When the receiver said ok (Unix s).")
+    acknowledged_by: str | None = Field(
+        None,
+        description="The call centre took responsibility in its answer: its operator's id, "
+        "or the recipient's id when it named no operator.",
+    )
 
 
 class Channel(Protocol):

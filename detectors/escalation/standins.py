@@ -6,7 +6,8 @@ by h11) on a free loopback port, HTTPS when given a certificate, that records ev
 request and answers as it is told;
 :class:`CallCentreStandIn` adds what an alarm receiving centre does — one incident per
 message reference, heartbeats, an operator who acknowledges through the alert's
-``ack_url``; :class:`LocalSmtp` is aiosmtpd collecting the emails it is sent.
+``ack_url`` later or in the answer at once (``ack``); :class:`LocalSmtp` is aiosmtpd
+collecting the emails it is sent.
 
 >>> with CallCentreStandIn() as centre:
 ...     centre.then(Reply(http=500), times=1)
@@ -355,11 +356,19 @@ class AckCall:
 
 class CallCentreStandIn(HttpStandIn):
     """The call centre's alarm endpoint: one incident per message reference, however
-    often the reference arrives; heartbeats counted; an optional :class:`Operator`."""
+    often the reference arrives; heartbeats counted; an optional :class:`Operator`.
 
-    def __init__(self, *, operator: Operator | None = None, **kwargs: Any) -> None:
+    ``ack``: the ``ack`` part of its ok answer to every alarm (a repeat too, as a real
+    centre answers a reference it knows), e.g. ``{"operator": "op-17"}``: taken at once;
+    whatever it is set to is sent as it is, so tests can send malformed ones. A plain
+    attribute: set it between alarms."""
+
+    def __init__(
+        self, *, operator: Operator | None = None, ack: object = None, **kwargs: Any
+    ) -> None:
         super().__init__(path=kwargs.pop("path", "/alarm"), **kwargs)
         self.operator = operator
+        self.ack = ack
         self._incidents: dict[str, Incident] = {}
         self._seen: dict[str, Incident] = {}
         self._heartbeats: list[Received] = []
@@ -407,11 +416,13 @@ class CallCentreStandIn(HttpStandIn):
             return {}
         if ref is None:
             return {"detail": "no message reference"}
+        taken = self.ack is not None and message.get("type") == MessageType.ALARM
+        ack = {"ack": self.ack} if taken else {}
         with self._cond:
             seen = self._seen.get(ref)
             if seen is not None:
                 seen.repeats.append(got.received)
-                return {"incident": seen.number, "detail": "repeat"}
+                return {"incident": seen.number, "detail": "repeat", **ack}
             if message.get("type") not in (MessageType.ALARM, MessageType.DIGEST):
                 return self._follow_up(ref, message, got.received)
             incident = Incident(
@@ -426,7 +437,7 @@ class CallCentreStandIn(HttpStandIn):
             timer.daemon = True
             self._timers.append(timer)
             timer.start()
-        return {"incident": incident.number}
+        return {"incident": incident.number, **ack}
 
     def _follow_up(self, ref: str, message: dict[str, Any], at: float) -> dict[str, Any]:
         """An update or reset joins the alert's incidents (it opens none)."""

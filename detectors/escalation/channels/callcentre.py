@@ -18,7 +18,11 @@ in JSON over HTTPS (the issue's transport), one alarm per request:
 The status codes are this platform's own table in SCAIP's structure (the standard's
 code list is not public): see :data:`ALARM_CODES`. The receiver answers with JSON
 ``{"status": "ok" | "unknown_caller" | "busy" | "error", "incident": ..., "detail": ...}``;
-:mod:`~detectors.escalation.channels.jsonpost` says which answers are retried.
+:mod:`~detectors.escalation.channels.jsonpost` says which answers are retried. An ok
+answer to an ``alarm`` or ``update`` may acknowledge it at once (SCAIP's acknowledgement
+of an alarm): ``"ack": {"operator": "op-17"}``, or ``"ack": {}`` for the centre with no
+operator named; a malformed ``ack`` is logged and ignored, and the alarm still counts
+as delivered.
 
 >>> alarm_code("fall").code, alarm_code("tachycardia").text, alarm_code("new_kind").code
 (101, 'heart rate high', 199)
@@ -26,7 +30,9 @@ code list is not public): see :data:`ALARM_CODES`. The receiver answers with JSO
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import time
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -40,7 +46,12 @@ from detectors.escalation.notification import (
 from homecare.contract import Alert, Severity
 from homecare.settings import CallCentreSettings
 
+log = logging.getLogger(__name__)
+
 PROTOCOL = "homecare-scaip/1"
+OPERATOR_ID = re.compile(r"[A-Za-z0-9._:@-]{1,64}")
+"""An operator id in an answer's ``ack``: it lands in logs and InfluxDB tags, so ids only."""
+ACKNOWLEDGEABLE = (MessageType.ALARM, MessageType.UPDATE)
 
 
 class AlarmCode(NamedTuple):
@@ -139,3 +150,20 @@ class CallCentreChannel(PostingChannel):
 
     def message(self, note: Notification) -> dict[str, Any]:
         return scaip_message(note, self.settings.sender)
+
+    def acknowledgement(self, note: Notification, ack: object) -> str | None:
+        """The operator who took the alarm in the answer (the recipient's id when none is
+        named). The answer came over the connection we opened to the configured URL, so it
+        needs no contact token."""
+        if note.alert is None or note.type not in ACKNOWLEDGEABLE:
+            problem = f"a {note.type} cannot be acknowledged"
+        elif not isinstance(ack, dict):
+            problem = "not a JSON object"
+        elif ack.get("operator") is None:
+            return note.recipient.id
+        elif isinstance(ack["operator"], str) and OPERATOR_ID.fullmatch(ack["operator"]):
+            return ack["operator"]
+        else:
+            problem = "operator must be 1-64 letters, digits or ._:@-"
+        log.warning("ack in the call centre's answer to %s ignored: %s", note.ref, problem)
+        return None

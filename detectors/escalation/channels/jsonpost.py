@@ -19,6 +19,8 @@ any other 4xx (401: wrong token), bad URL   error           never
 
 A retry re-sends the same bytes with the same ``Idempotency-Key`` (the notification's
 ``ref``), after :meth:`RetrySettings.delay`; ``Retry-After`` (seconds) is honoured.
+An ok answer's ``ack`` part is handed to the channel's reader, if it has one (only the
+call centre's answer may acknowledge).
 
 >>> answer(429, b"", "5").status, answer(200, b'{"status": "unknown_caller"}').final
 (<DeliveryStatus.BUSY: 'busy'>, True)
@@ -28,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -48,6 +51,9 @@ from homecare.settings import HttpSettings
 
 USER_AGENT = "homecare-escalate/1"
 
+AckReader = Callable[[object], str | None]
+"""Reads the ``ack`` part of an ok answer: who took responsibility, or ``None``."""
+
 
 def _retry_after(value: str | None) -> float | None:
     try:
@@ -56,7 +62,9 @@ def _retry_after(value: str | None) -> float | None:
         return None  # an HTTP date: the backoff decides
 
 
-def answer(code: int, body: bytes, retry_after: str | None = None) -> Answer:
+def answer(
+    code: int, body: bytes, retry_after: str | None = None, read_ack: AckReader | None = None
+) -> Answer:
     """Read a receiver's response (HTTP code and JSON body) as a delivery status."""
     said: dict[str, object] = {}
     try:
@@ -71,12 +79,14 @@ def answer(code: int, body: bytes, retry_after: str | None = None) -> Answer:
     except ValueError:
         status = None
     said_matters = status in (DeliveryStatus.UNKNOWN_CALLER, DeliveryStatus.BUSY)
+    ok = 200 <= code < 300 and status in (DeliveryStatus.OK, None)
+    acked = read_ack(said["ack"]) if ok and read_ack and said.get("ack") is not None else None
     if status is not None and (200 <= code < 300 or said_matters):
         final = status in (DeliveryStatus.OK, DeliveryStatus.UNKNOWN_CALLER)
-        return Answer(status, detail[:DETAIL_MAX], final, wait)
+        return Answer(status, detail[:DETAIL_MAX], final, wait, acked)
     detail = f"HTTP {code}" + (f" {detail}" if detail else "")
     if 200 <= code < 300:
-        return Answer(DeliveryStatus.OK, detail[:DETAIL_MAX], True)
+        return Answer(DeliveryStatus.OK, detail[:DETAIL_MAX], True, acknowledged_by=acked)
     if code in (429, 503):
         return Answer(DeliveryStatus.BUSY, detail[:DETAIL_MAX], False, wait)
     retry = code == 408 or code >= 500
@@ -107,16 +117,20 @@ class JsonPoster:
             await self._client.aclose()
             self._client = None
 
-    async def post(self, url: str, ref: str, payload: dict[str, Any]) -> Delivery:
+    async def post(
+        self, url: str, ref: str, payload: dict[str, Any], read_ack: AckReader | None = None
+    ) -> Delivery:
         """Deliver ``payload`` to ``url``; the same bytes and key on every try."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
             headers = self._headers + header_block([("Idempotency-Key", ref)])
         except Unsendable as exc:
             return Delivery(ref=ref, status=DeliveryStatus.ERROR, detail=str(exc))
-        return await deliver(ref, lambda _n: self._try(url, headers, body), self.settings)
+        return await deliver(ref, lambda _n: self._try(url, headers, body, read_ack), self.settings)
 
-    async def _try(self, url: str, headers: bytes, body: bytes) -> Answer:
+    async def _try(
+        self, url: str, headers: bytes, body: bytes, read_ack: AckReader | None
+    ) -> Answer:
         if self._client is None:
             raise RuntimeError("use the channel as an async context manager")
         try:
@@ -126,7 +140,7 @@ class JsonPoster:
             return Answer(DeliveryStatus.ERROR, str(exc), final=True)
         except TransportError as exc:
             return Answer(DeliveryStatus.ERROR, str(exc))
-        return answer(response.status, response.body, response.headers.get("retry-after"))
+        return answer(response.status, response.body, response.headers.get("retry-after"), read_ack)
 
 
 class PostingChannel:
@@ -139,6 +153,11 @@ class PostingChannel:
 
     def message(self, note: Notification) -> dict[str, Any]:
         raise NotImplementedError
+
+    def acknowledgement(self, note: Notification, ack: object) -> str | None:
+        """Who took responsibility, by the answer's ``ack`` part: nobody, unless the
+        channel's receiver may acknowledge in its answer."""
+        return None
 
     async def __aenter__(self) -> Self:
         await self._poster.__aenter__()
@@ -154,4 +173,7 @@ class PostingChannel:
             message = self.message(notification)
         except ValueError as exc:  # nothing a receiver could take: no point retrying
             return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc))
-        return await self._poster.post(notification.recipient.address, notification.ref, message)
+        return await self._poster.post(
+            notification.recipient.address, notification.ref, message,
+            lambda ack: self.acknowledgement(notification, ack),
+        )  # fmt: skip

@@ -31,6 +31,7 @@ class Answer:
     detail: str = ""
     final: bool = False
     retry_after: float | None = None
+    acknowledged_by: str | None = None
 
 
 async def deliver(
@@ -45,7 +46,8 @@ async def deliver(
         detail = got.detail[:DETAIL_MAX]
         if got.status == DeliveryStatus.OK:
             return Delivery(ref=ref, status=got.status, detail=detail, attempts=n,
-                            delivered=time.time())  # fmt: skip
+                            delivered=time.time(),
+                            acknowledged_by=got.acknowledged_by)  # fmt: skip
         if got.final or n >= retry.attempts:
             log.warning("delivery %s: %s after %d tries (%s)", ref, got.status, n, detail)
             return Delivery(ref=ref, status=got.status, detail=detail, attempts=n)
