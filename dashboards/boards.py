@@ -143,20 +143,23 @@ def _bars(title: str, description: str, unit: str, *targets: cogbuilder.Builder[
 # -- Elder -------------------------------------------------------------------------------
 
 
-def _activity_by_hour() -> heatmap.Panel:
+def _activity_by_hour(utc_offset_h: float = 0.0) -> heatmap.Panel:
     """Activity per hour of day (rows) and day (columns) over 30 days.
 
     InfluxQL cannot take the hour of a timestamp, and Grafana's heatmap has no such
     bucketing, so each hour of day is its own query: hourly active seconds (every hour
     present, ``fill(0)``), the first of each day-long window that starts at that hour
     (which is that hour), moved to the day's midnight. Twenty-four series of daily
-    points named ``00``…``23`` are exactly the heatmap's pre-bucketed input.
+    points named ``00``…``23`` are exactly the heatmap's pre-bucketed input. Hours are
+    the site's local time (``utc_offset_h``, as for the daily rollups and nights): local
+    hour ``h`` is the window starting ``h - utc_offset_h`` hours after UTC midnight.
     """
     panel = (
         heatmap.Panel()
         .title("Activity by hour of day (30 days)")
-        .description("Minutes active in each hour of each day (UTC hours), from the hourly "
-                     "rollups: the elder's daily rhythm, and changes to it.")
+        .description(f"Minutes active in each hour of each day (local hours, UTC"
+                     f"{utc_offset_h:+g}), from the hourly rollups: the elder's daily "
+                     "rhythm, and changes to it.")
         .time_from("30d")
         .calculate(False)
         .unit("m")
@@ -172,7 +175,8 @@ def _activity_by_hour() -> heatmap.Panel:
             'SELECT sum("active_s") / 60 AS "a" FROM "history"."wearable_1h" '
             f"WHERE {ELDER} AND $timeFilter GROUP BY time(1h) fill(0)"
         )
-        at_hour = f'SELECT first("a") AS "a" FROM ({hourly}) GROUP BY time(1d, {hour}h)'
+        start_m = round((hour - utc_offset_h) % 24 * 60)
+        at_hour = f'SELECT first("a") AS "a" FROM ({hourly}) GROUP BY time(1d, {start_m}m)'
         panel.with_target(
             Query(
                 f"H{hour:02d}",
@@ -183,7 +187,7 @@ def _activity_by_hour() -> heatmap.Panel:
     return panel
 
 
-def elder_dashboard() -> board.Dashboard:
+def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
     dash = _dashboard(
         ELDER_UID,
         "Homecare: elder",
@@ -250,7 +254,7 @@ def elder_dashboard() -> board.Dashboard:
         12, 8,
     )  # fmt: skip
     grid.row("Activity and sleep")
-    grid.add(_activity_by_hour(), 24, 10)
+    grid.add(_activity_by_hour(utc_offset_h), 24, 10)
     grid.add(
         _bars(
             "Sleep: time in bed per night",

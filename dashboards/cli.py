@@ -32,10 +32,16 @@ def build_command(
         Path, typer.Argument(help="Where to write <uid>.json (Grafana's provisioning folder).")
     ] = DEFAULT_DIR,
 ) -> None:
-    """Write every dashboard's JSON into FOLDER (a rebuild of unchanged code changes nothing)."""
+    """Write every dashboard's JSON into FOLDER (a rebuild of unchanged code changes nothing).
+
+    Hours of day follow the site's local time, HOMECARE_RETENTION__UTC_OFFSET_H."""
     from dashboards.publish import write  # the SDK loads only for this command
 
-    paths = write(folder)
+    try:
+        local = Settings().retention.utc_offset_h
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    paths = write(folder, utc_offset_h=local)
     typer.echo(f"wrote {len(paths)} dashboards to {folder}")
 
 
@@ -45,7 +51,7 @@ def push_command() -> None:
     from dashboards.publish import PushError, push
 
     try:
-        settings = Settings().grafana
+        settings, local = Settings().grafana, Settings().retention.utc_offset_h
     except ValidationError as exc:
         raise typer.BadParameter(f"invalid settings: {exc}") from exc
     if not settings.url or settings.token is None:
@@ -55,7 +61,7 @@ def push_command() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         answers = push(settings.url, settings.token.get_secret_value(),
-                       timeout_s=settings.timeout_s)  # fmt: skip
+                       timeout_s=settings.timeout_s, utc_offset_h=local)  # fmt: skip
     except PushError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

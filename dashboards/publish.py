@@ -24,7 +24,7 @@ from grafana_client import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards.boards import DASHBOARDS
+from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +32,21 @@ FOLDER_UID = "homecare"
 FOLDER_TITLE = "Homecare"
 
 
-def build() -> dict[str, str]:
-    """Every dashboard's JSON text, by uid."""
+def build(*, utc_offset_h: float = 0.0) -> dict[str, str]:
+    """Every dashboard's JSON text, by uid; hours of day in the site's local time."""
     out = {}
     for uid, make in DASHBOARDS:
-        text = json.dumps(make().build(), cls=JSONEncoder, indent=2, sort_keys=True)
+        dash = elder_dashboard(utc_offset_h) if uid == ELDER_UID else make()
+        text = json.dumps(dash.build(), cls=JSONEncoder, indent=2, sort_keys=True)
         out[uid] = text + "\n"
     return out
 
 
-def write(folder: Path) -> list[Path]:
+def write(folder: Path, *, utc_offset_h: float = 0.0) -> list[Path]:
     """Write ``<uid>.json`` for each dashboard into ``folder``; return the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for uid, text in build().items():
+    for uid, text in build(utc_offset_h=utc_offset_h).items():
         path = folder / f"{uid}.json"
         path.write_text(text)
         paths.append(path)
@@ -56,7 +57,9 @@ class PushError(RuntimeError):
     """Grafana refused a dashboard or could not be reached; the message says which."""
 
 
-def push(url: str, token: str, *, timeout_s: float = 10.0) -> list[dict[str, Any]]:
+def push(
+    url: str, token: str, *, timeout_s: float = 10.0, utc_offset_h: float = 0.0
+) -> list[dict[str, Any]]:
     """Create the folder if missing and publish every dashboard into it, overwriting.
 
     Returns Grafana's answer per dashboard (uid, url, version).
@@ -70,7 +73,7 @@ def push(url: str, token: str, *, timeout_s: float = 10.0) -> list[dict[str, Any
                 raise
             api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
         answers = []
-        for uid, text in build().items():
+        for uid, text in build(utc_offset_h=utc_offset_h).items():
             answer = api.dashboard.update_dashboard(
                 {"dashboard": json.loads(text), "folderUid": FOLDER_UID, "overwrite": True,
                  "message": "homecare dashboards push"}

@@ -186,3 +186,18 @@ def test_transformations_name_fields_the_queries_return():
                         names |= set(renamed.values())
                         assert set(options.get("indexByName", {})) <= names, (uid, options)
     assert checked >= 10
+
+
+def test_activity_heatmap_rows_are_the_sites_local_hours():
+    """Local hour h starts h - offset hours after UTC midnight (here UTC+5:30)."""
+    elder = json.loads(build(utc_offset_h=5.5)["homecare-elder"])
+    [panel] = [p for p in elder["panels"] if p.get("type") == "heatmap"]
+    windows = {
+        re.search(r'AS "(\d\d)"', t["query"]).group(1):
+        re.search(r"GROUP BY time\(1d, (\d+)m\)", t["query"]).group(1)
+        for t in panel["targets"]
+    }  # fmt: skip
+    assert len(windows) == 24
+    assert windows["00"] == str(round(18.5 * 60))  # local midnight is 18:30 UTC
+    assert windows["06"] == "30"  # 06:00 local is 00:30 UTC
+    assert "UTC+5.5" in panel["description"]
