@@ -52,8 +52,14 @@ SERVICE_RIGHTS: dict[str, tuple[tuple[str, str], ...]] = {
     "ingest": (("read", contract.subscription()),),
     "detect": (("read", contract.subscription()), ("write", ALERTS)),
     "escalate": (("readwrite", ALERT_TREE), ("write", f"{TOPIC_ROOT}/+/+/command/+")),
-    # `homecare elder forget` clears an erased elder's retained messages (alerts, availability)
-    "privacy": (("readwrite", f"{TOPIC_ROOT}/#"),),
+    # The provider's app backend: relays alerts to phones and sends acknowledgements (each
+    # carries the contact's own token); it may not raise, change or forge an alert.
+    "app": (("read", ALERTS), ("write", f"{ALERTS}/ack")),
+    # `homecare elder forget` clears an erased elder's retained messages: alerts, availability
+    "privacy": (
+        ("readwrite", ALERTS),
+        ("readwrite", f"{TOPIC_ROOT}/+/+/+/+/{contract.Stream.AVAILABILITY}"),
+    ),
 }
 """Each service account's ACL: (access, topic filter). Nothing else is allowed.
 

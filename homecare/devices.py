@@ -100,7 +100,7 @@ def service_password(
     password_file: Annotated[Path, typer.Option(help="File holding the password.")],
     folder: DirOption = None,
 ) -> None:
-    """Set a service account's password (ingest, detect, escalate) from a file."""
+    """Set a service account's password (ingest, detect, escalate, privacy, app) from a file."""
     settings, access = _access(folder)
     try:
         access.set_password(name, password_file.read_text().strip())

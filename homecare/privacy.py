@@ -281,6 +281,14 @@ def forget(settings: Settings, elder: str, site: str | None = None) -> ForgetRep
             db.query("SHOW USERS")  # only an admin may, once authentication is on
         except InfluxError as exc:
             raise InfluxError(f"erasure needs an InfluxDB admin account: {exc}") from exc
+        # Escalation first: an alert of theirs still climbing the ladder would otherwise
+        # republish itself retained, and write alert rows again, between the steps below.
+        registry = None
+        if settings.registry is not None:
+            from detectors.escalation.registry import remove_elder
+
+            registry = settings.registry.exists() and remove_elder(settings.registry, elder)
+        escalation = _forget_escalation(settings, elder, site)
         retained = None
         if settings.mqtt.url:
             retained = clear_retained(settings, elder, site)
@@ -298,11 +306,8 @@ def forget(settings: Settings, elder: str, site: str | None = None) -> ForgetRep
     if left.series or left.points:
         raise RuntimeError(f"data of {elder} still in InfluxDB after erasure: {left.as_dict()}")
     report.retained = retained
-    if settings.registry is not None:
-        from detectors.escalation.registry import remove_elder
-
-        report.registry = settings.registry.exists() and remove_elder(settings.registry, elder)
-    report.escalation = _forget_escalation(settings, elder, site)
+    report.registry = registry
+    report.escalation = escalation
     report.baselines, report.history_cache = _forget_baselines(settings, elder)
     log.info(
         "forgot elder %s: %d series, %d points, %s retained messages",

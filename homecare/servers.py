@@ -23,6 +23,8 @@ from typing import Self
 
 import httpx
 
+from homecare.influx import quote_literal
+
 
 class ServerError(RuntimeError):
     """A local server could not be started; the message carries the tail of its log."""
@@ -254,7 +256,8 @@ class LocalInflux(_LocalServer):
             httpx.post(
                 f"{self.url}/query",
                 data={
-                    "q": f"CREATE USER \"{user}\" WITH PASSWORD '{password}' WITH ALL PRIVILEGES"
+                    "q": f'CREATE USER "{user}" WITH PASSWORD {quote_literal(password)} '
+                    "WITH ALL PRIVILEGES"
                 },
                 auth=(user, password),
                 timeout=10,
@@ -268,10 +271,9 @@ class LocalInflux(_LocalServer):
         """
         if not self.admin or privilege not in ("READ", "WRITE", "ALL"):
             raise ValueError("add_user needs an admin (auth on) and READ, WRITE or ALL")
-        quoted = password.replace("'", "\\'")
         for q in (
             f'CREATE DATABASE "{database}"',
-            f"CREATE USER \"{user}\" WITH PASSWORD '{quoted}'",
+            f'CREATE USER "{user}" WITH PASSWORD {quote_literal(password)}',
             f'GRANT {privilege} ON "{database}" TO "{user}"',
         ):
             r = httpx.post(f"{self.url}/query", data={"q": q}, auth=self.admin, timeout=10)

@@ -231,6 +231,15 @@ class EscalateSettings(BaseModel):
     @model_validator(mode="after")
     def _load_secret(self) -> EscalateSettings:
         self.secret = _read_secret(self.secret, self.secret_file)
+        link = urlsplit(self.public_url)
+        if self.public_url and (
+            link.scheme not in ("http", "https")
+            or (link.scheme == "http" and link.hostname not in ("localhost", "127.0.0.1", "::1"))
+        ):  # ack links carry a contact's token: never in clear text past this host
+            raise ValueError(
+                f"escalate public_url {self.public_url!r} must be https:// (put a TLS reverse "
+                "proxy in front of the acknowledgement API), or http:// on localhost"
+            )
         return self
 
 

@@ -136,6 +136,7 @@ def test_each_answer_of_the_call_centre(answer, expected, tries):
         delivery = send(centre_channel(), note(ChannelKind.CALL_CENTRE, standin.url))
         assert delivery.status == expected, delivery
         assert delivery.attempts == tries
+        assert delivery.final == (tries == 1 and expected != DeliveryStatus.OK)  # not re-queued
         requests = standin.requests
     assert len(requests) == tries, "unknown caller and other 4xx are never retried"
     assert {r.ref for r in requests} == {"ref-1"}

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from detectors.escalation.ladder import Escalation, ManualClock
+from detectors.escalation.ladder import Escalation, ManualClock, story
 from detectors.escalation.notification import (
     Delivery,
     DeliveryStatus,
@@ -74,6 +74,12 @@ def send_all(esc: Escalation, status: DeliveryStatus = DeliveryStatus.OK) -> lis
     return due
 
 
+def transition_flags(esc: Escalation, event: str) -> list[int]:
+    """The ``transition`` flag of each such event: a transition is republished retained."""
+    rows = esc.store.db.execute("SELECT transition FROM events WHERE event = ?", (event,))
+    return [r[0] for r in rows.fetchall()]
+
+
 def told(notes: list[Notification]) -> list[tuple[str, str]]:
     return sorted((n.recipient.id, n.type.value) for n in notes)
 
@@ -121,6 +127,7 @@ def test_fall_waits_out_the_grace_window_and_ok_cancels(esc, clock):
     clock.advance(60)
     assert [n.type for n in send_all(esc)] == [MessageType.RESET]  # of the first fall
     assert state(esc, "f2") == "cancelled"
+    assert transition_flags(esc, "grace") == [0, 0]  # waiting changes no state
 
 
 def test_cancel_after_the_call_centre_was_told_resets_its_incident(esc, clock):
@@ -162,6 +169,7 @@ def test_quiet_hours_hold_warnings_to_family_but_never_critical(esc, clock):
     assert told(send_all(esc)) == [("anna", "alarm"), ("arc", "alarm")]
     clock.now = NOON + 19 * 3600  # 07:00: the held message goes out
     assert ("anna", "alarm") in told(send_all(esc))
+    assert transition_flags(esc, "held") == [0]  # held changes no state: nothing republished
 
 
 def test_held_message_is_dropped_once_someone_acknowledges(esc, clock):
@@ -279,6 +287,22 @@ def test_failed_delivery_is_retried_with_the_same_ref(esc, clock):
     again = send_all(esc)
     assert sorted(n.ref for n in again) == sorted(n.ref for n in first)
     assert state(esc, "r1") == "notified"
+
+
+def test_a_final_failure_is_sent_once_and_the_ladder_climbs_on(esc, clock):
+    esc.receive(alert("sos", id="f1"))
+    esc.advance()
+    first = esc.due()
+    unknown = Delivery(ref="", status=DeliveryStatus.UNKNOWN_CALLER, final=True)
+    esc.delivered((n, unknown.model_copy(update={"ref": n.ref})) for n in first)
+    clock.advance(5)  # past retry_s: nothing is sent again
+    assert send_all(esc) == []
+    rows = esc.store.db.execute("SELECT DISTINCT status FROM deliveries").fetchall()
+    assert [r[0] for r in rows] == ["failed"]
+    events = [e for e in story(esc.store.db, "f1") if e["event"] == "failed_alarm"]
+    assert sorted(e["who"] for e in events) == ["anna", "arc"]
+    clock.advance(55)  # the next rung still comes on its timer
+    assert told(send_all(esc)) == [("ben", "alarm"), ("sup", "alarm")]
 
 
 def test_unknown_elder_still_reaches_the_call_centre(esc):

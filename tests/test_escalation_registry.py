@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from typer.testing import CliRunner
 
 from detectors.escalation.registry import (
     RegistryError,
@@ -17,8 +18,9 @@ from detectors.escalation.registry import (
     remove_elder,
     token_valid,
 )
+from homecare.cli import app
 
-EXAMPLE = Path(__file__).parent.parent / "deploy" / "registry.example.yaml"
+EXAMPLE = Path(__file__).parent.parent / "deploy" / "registry" / "registry.yaml"
 
 
 @pytest.fixture
@@ -101,3 +103,47 @@ def test_tokens_are_per_contact_and_not_in_the_file():
     assert not token_valid(b"secret", "c-ben", token)
     assert not token_valid(b"other", "c-anna", token)
     assert token not in EXAMPLE.read_text()
+
+
+def test_registry_token_refuses_without_a_secret_and_makes_none(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # no .env here
+    monkeypatch.delenv("HOMECARE_ESCALATE__SECRET", raising=False)
+    monkeypatch.delenv("HOMECARE_ESCALATE__SECRET_FILE", raising=False)
+    monkeypatch.setenv("HOMECARE_STATE_DIR", str(tmp_path / "state"))
+    refused = CliRunner().invoke(app, ["registry", "token", "c-anna"])
+    assert refused.exit_code == 1
+    assert "HOMECARE_ESCALATE__SECRET" in refused.output
+    assert not (tmp_path / "state").exists()
+    monkeypatch.setenv("HOMECARE_ESCALATE__SECRET", "s3cret")
+    printed = CliRunner().invoke(app, ["registry", "token", "c-anna"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output.strip() == ack_token(b"s3cret", "c-anna")
+
+
+def test_remove_elder_keeps_a_contact_the_provider_or_a_site_names(reg_path):
+    """The last elder whose family member is also the site's supervisor: the contact
+    stays, so the rewritten registry is still valid."""
+    elder = load_registry(reg_path).elders[0]
+    [own] = elder.contacts[:1]
+
+    def share(data: dict) -> None:
+        data["elders"] = [e for e in data["elders"] if e["id"] == elder.id]
+        data["sites"] = {elder.site: {"call_centre": "arc", "supervisor": own}}
+
+    edit(reg_path, share)
+    assert remove_elder(reg_path, elder.id)
+    reg = load_registry(reg_path)  # still valid
+    assert reg.elder(elder.id) is None
+    assert reg.contact(own) is not None
+
+
+def test_acknowledgement_links_carry_tokens_only_over_https_or_on_this_host():
+    from pydantic import ValidationError
+
+    from homecare.settings import EscalateSettings
+
+    assert EscalateSettings(public_url="https://care.example.org/ack").public_url
+    assert EscalateSettings(public_url="http://localhost:8480").public_url
+    for bad in ("http://care.example.org", "ftp://care.example.org"):
+        with pytest.raises(ValidationError, match="must be https://"):
+            EscalateSettings(public_url=bad)

@@ -200,12 +200,17 @@ def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
     wait_for(lambda: incidents(world, alert.id), 10, "the call centre's incident")
     [incident] = incidents(world, alert.id)
     assert incident.message["caller"]["id"] == "e1"
+    page = httpx.get(incident.message["ack_url"], timeout=10)  # a link preview, say
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert "Elder 1" in page.text
+    assert '<form method="post"' in page.text
     assert incident.message["location"]["address"] == "1 Test Street"
     mail = next(m for m in smtp.wait(1, 10) if "fam1@example.org" in m.recipients)
     assert "Elder 1" in mail.message["Subject"] + mail.text
     wait_for(lambda: incidents(world, alert.id, "sup"), 2 * STEP_S + 5, "the supervisor")
     wait_for(lambda: any(r.path == "/push/1" for r in gateway.requests), 10, "the kin's webhook")
-    assert stored_state(world, alert.id) == "notified"
+    assert stored_state(world, alert.id) == "notified"  # the GET above changed nothing
     ack_url = incident.message["ack_url"]
     answer = httpx.post(ack_url, timeout=10)
     assert answer.status_code == 200, answer.text
@@ -273,13 +278,20 @@ def test_bad_acknowledgements_are_refused_and_the_service_carries_on(world):
                       json={"contact": "fam1", "token": ack_token(SECRET.encode(), "fam1")}
                       ).status_code == 403  # fmt: skip
     assert httpx.get(f"{api}/../../etc/passwd").status_code == 404
+    forged = f"{api}/alerts/{alert.id}/ack?contact=fam2&token={'f' * 32}"
+    assert httpx.get(forged).status_code == 403  # the page tells strangers nothing
     topic = ack_topic(SITE, "e2", alert.id)
     bad = [b"\xff\xfe not json", b'{"contact": "fam2"}', b'{"contact": "fam2", "token": "x"}']
     world["publisher"].publish([(topic, payload) for payload in bad])
-    wait_for(lambda: world["escalate"].log.count("refused") >= 6, 10, "the refusals logged")
+    wait_for(lambda: world["escalate"].log.count("refused") >= 7, 10, "the refusals logged")
     assert stored_state(world, alert.id) == "notified"  # nothing above acknowledged it
     answer = httpx.post(f"{api}/alerts/{alert.id}/ack", json={"contact": "fam2", "token": good})
     assert answer.status_code == 200
+    resolve = f"{api}/alerts/{alert.id}/resolve?contact=fam2&token={good}"
+    page = httpx.get(resolve).text  # the page's form posts the outcome form-encoded
+    assert '<select name="outcome">' in page
+    assert stored_state(world, alert.id) == "acknowledged"
+    assert httpx.post(resolve, data={"outcome": "visit"}).json()["state"] == "resolved"
     assert httpx.get(f"{api}/health").json()["ok"]
 
 

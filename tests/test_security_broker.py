@@ -486,3 +486,29 @@ def test_service_logs_at_info_carry_no_secrets_health_values_or_names(
         assert not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.])", logs), value
     for name in ("Margaret", "Thornbury"):
         assert name not in logs
+
+
+def test_the_app_backend_reads_alerts_and_sends_acknowledgements_only(secure_broker, pki):
+    ca = pki[0].cert
+    escalate = Probe(secure_broker.tls_port, user="escalate",
+                     password=SERVICE_PASSWORDS["escalate"], ca=ca, client_id="esc-probe")
+    assert escalate.subscribe(f"{alert_subscription()}/ack").value == 1
+    assert escalate.subscribe(alert_subscription()).value == 1
+    app = Probe(secure_broker.tls_port, user="app", password=SERVICE_PASSWORDS["app"], ca=ca,
+                client_id="app-probe")
+    assert app.subscribe(alert_subscription()).value == 1
+    now = time.time()
+    alert = Alert(id="a1", site="s", elder="e1", kind="sos", severity="critical", ts=now,
+                  updated=now)
+    escalate.publish(alert_topic("s", "e1", "a1"), alert.model_dump_json().encode())
+    wait_for(lambda: len(app.messages) >= 1, 10, "the alert at the app backend")
+    # An acknowledgement goes through; a forged alert and a reading are dropped.
+    app.publish(alert_topic("s", "e1", "a1") + "/ack", b'{"contact": "c1", "token": "t"}')
+    app.publish(alert_topic("s", "e1", "a9"), alert.model_dump_json().encode())
+    app.publish("homecare/v1/s/e1/wearable/w1/frame", frame("e1", "w1", now))
+    wait_for(lambda: any(m.topic.endswith("/ack") for m in escalate.messages), 10, "the ack")
+    time.sleep(0.5)
+    assert sorted(m.topic for m in escalate.messages) == [
+        alert_topic("s", "e1", "a1"), alert_topic("s", "e1", "a1") + "/ack"]
+    for probe in (escalate, app):
+        probe.close()

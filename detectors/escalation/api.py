@@ -4,18 +4,21 @@ h11 (already here as httpx's HTTP/1.1 engine, maintained by python-hyper) does t
 parsing and framing; asyncio does the sockets. Three routes, nothing else:
 
 - ``GET /health`` — liveness, for the compose healthcheck.
-- ``POST /alerts/<id>/ack`` (also ``GET``, so the link in an email works), with
-  ``contact`` and ``token`` in the query or a JSON body; an ``outcome`` resolves.
+- ``POST /alerts/<id>/ack`` with ``contact`` and ``token`` in the query, a JSON body or
+  a form body; an ``outcome`` resolves.
 - ``POST /alerts/<id>/resolve`` with ``contact``, ``token`` and ``outcome``.
 
-Answers are JSON: 200, 400 (malformed), 403 (invalid token), 404 (unknown alert or
-route), 409 (already closed), 413 (body over 64 KiB).
+A ``GET`` on either (the link in an email or SMS) changes nothing: mail scanners and
+link previews fetch links too. It answers a small HTML page saying what the alert is,
+with a button that POSTs. Other answers are JSON: 200, 400 (malformed), 403 (invalid
+token), 404 (unknown alert or route), 409 (already closed), 413 (body over 64 KiB).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import html
 import json
 import logging
 import re
@@ -25,7 +28,8 @@ from urllib.parse import parse_qsl, urlsplit
 
 import h11
 
-from detectors.escalation.ladder import AckResult
+from detectors.escalation.ladder import OUTCOMES, AckResult
+from detectors.escalation.messages import OUTCOME_WORDS
 
 log = logging.getLogger(__name__)
 
@@ -35,15 +39,23 @@ ROUTE = re.compile(r"^/alerts/([A-Za-z0-9_-]{1,64})/(ack|resolve)$")
 Acknowledge = Callable[[str, dict[str, str], str], AckResult]
 """(alert id, fields, action) → the answer; the service's bridge to the ladder."""
 
+Describe = Callable[[str, str, str], AckResult]
+"""(alert id, contact, token) → the alert in words; changes nothing."""
+
 
 def parse_fields(target: str, body: bytes) -> dict[str, str]:
-    """The query string and a JSON object body, merged; ``ValueError`` if malformed.
+    """The query string and a JSON object (or an HTML form's) body, merged;
+    ``ValueError`` if malformed.
 
     >>> parse_fields("/alerts/a/ack?contact=anna&token=t", b'{"outcome": "visit"}')
     {'contact': 'anna', 'token': 't', 'outcome': 'visit'}
+    >>> parse_fields("/alerts/a/resolve?contact=anna&token=t", b"outcome=visit")["outcome"]
+    'visit'
     """
     fields = dict(parse_qsl(urlsplit(target).query))
-    if body.strip():
+    if body.strip() and not body.lstrip().startswith((b"{", b"[", b'"')):
+        fields.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+    elif body.strip():
         data = json.loads(body)
         if not isinstance(data, dict):
             raise ValueError("body must be a JSON object")
@@ -54,8 +66,11 @@ def parse_fields(target: str, body: bytes) -> dict[str, str]:
 class AckServer:
     """Serve the acknowledgement API until closed."""
 
-    def __init__(self, acknowledge: Acknowledge, health: Callable[[], dict[str, Any]]) -> None:
+    def __init__(
+        self, acknowledge: Acknowledge, describe: Describe, health: Callable[[], dict[str, Any]]
+    ) -> None:
         self.acknowledge = acknowledge
+        self.describe = describe
         self.health = health
         self.server: asyncio.Server | None = None
         self.port = 0
@@ -70,7 +85,8 @@ class AckServer:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.server.wait_closed(), 2)
 
-    def route(self, method: str, target: str, body: bytes) -> tuple[int, dict[str, Any]]:
+    def route(self, method: str, target: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
+        """The answer: a JSON object, or (``str``) an HTML page."""
         path = urlsplit(target).path
         if path == "/health" and method == "GET":
             return 200, self.health()
@@ -84,6 +100,8 @@ class AckServer:
         alert_id, action = match[1], match[2]
         if not fields.get("contact") or not fields.get("token"):
             return 400, {"error": "contact and token are required"}
+        if method == "GET":
+            return self.page(target, alert_id, action, fields)
         if action == "resolve" and not fields.get("outcome"):
             return 400, {"error": "outcome is required to resolve"}
         result = self.acknowledge(alert_id, fields, "http")
@@ -91,6 +109,33 @@ class AckServer:
         if result.state:
             body_out["state"] = result.state
         return result.status, body_out
+
+    def page(
+        self, target: str, alert_id: str, action: str, fields: dict[str, str]
+    ) -> tuple[int, dict[str, Any] | str]:
+        """The confirmation page: what the alert is, and a button that POSTs the link."""
+        said = self.describe(alert_id, fields["contact"], fields["token"])
+        if not said.ok:
+            return said.status, {"result": said.message}
+        choose = ""
+        if action == "resolve" or fields.get("outcome"):
+            options = "".join(
+                f'<option value="{o}"{" selected" * (o == fields.get("outcome"))}>'
+                f"{html.escape(OUTCOME_WORDS.get(o, o))}</option>"
+                for o in sorted(OUTCOMES)
+            )
+            choose = (
+                f'<p><label>How did it end? <select name="outcome">{options}</select></label></p>'
+            )
+        button = "It is dealt with" if choose else "I'm dealing with it"
+        page = (
+            '<!doctype html><html><head><meta charset="utf-8"><title>Alert</title></head><body>'
+            f"<h1>{html.escape(said.message[:1].upper() + said.message[1:])}</h1>"
+            f"<p>Alert {html.escape(alert_id)} is {html.escape(str(said.state))}.</p>"
+            f'<form method="post" action="{html.escape(target, quote=True)}">{choose}'
+            f'<button type="submit">{button}</button></form></body></html>'
+        )
+        return 200, page
 
     async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         conn = h11.Connection(h11.SERVER)
@@ -134,10 +179,16 @@ class AckServer:
 
     @staticmethod
     async def _send(
-        conn: h11.Connection, writer: asyncio.StreamWriter, status: int, payload: dict[str, Any]
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: dict[str, Any] | str,
     ) -> None:
-        data = json.dumps(payload).encode()
-        headers = [("content-type", "application/json"), ("content-length", str(len(data)))]
+        if isinstance(payload, str):
+            data, kind = payload.encode(), "text/html; charset=utf-8"
+        else:
+            data, kind = json.dumps(payload).encode(), "application/json"
+        headers = [("content-type", kind), ("content-length", str(len(data)))]
         writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
         writer.write(conn.send(h11.Data(data=data)) or b"")
         writer.write(conn.send(h11.EndOfMessage()) or b"")

@@ -41,12 +41,18 @@ def escalate_command(
 def token_command(
     contact: Annotated[str, typer.Argument(help="The contact's id in the registry.")],
 ) -> None:
-    """Print a contact's acknowledgement token (derived from the secret; stored nowhere)."""
+    """Print a contact's acknowledgement token (derived from the secret; stored nowhere);
+    exit 1 when no secret is configured, rather than make one the service does not have."""
     from detectors.escalation.registry import ack_token
     from detectors.escalation.service import load_secret
     from homecare.cli import _settings
 
-    typer.echo(ack_token(load_secret(_settings()), contact))
+    try:
+        secret = load_secret(_settings(), make=False)
+    except FileNotFoundError as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(ack_token(secret, contact))
 
 
 @registry_app.command("check")

@@ -38,6 +38,7 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 from detectors.alerts import CANCELLABLE
+from detectors.escalation.messages import what_happened
 from detectors.escalation.notification import (
     Delivery,
     DeliveryStatus,
@@ -238,7 +239,8 @@ class Escalation:
         self._insert(db, alert, now, start_at=start_at, next_at=next_at, state=AlertState.OPEN,
                      step=step)  # fmt: skip
         if start_at > now:
-            self._event(db, alert.id, now, "grace", AlertState.OPEN, detail=f"until {start_at}")
+            self._event(db, alert.id, now, "grace", AlertState.OPEN, transition=False,
+                        detail=f"until {start_at}")  # fmt: skip
         return "opened"
 
     def _duplicate(
@@ -395,7 +397,8 @@ class Escalation:
                 self._decided[ref] = note  # due() need not parse it back
             if cur.rowcount and alert is not None and due > now:
                 self._event(db, alert.id, now, "held", AlertState(self._state(db, alert.id)),
-                            who=contact.id, channel=str(recipient.channel), ref=ref, step=step,
+                            transition=False, who=contact.id, channel=str(recipient.channel),
+                            ref=ref, step=step,
                             detail=f"quiet hours until {due}")  # fmt: skip
         return made
 
@@ -508,7 +511,8 @@ class Escalation:
         return out
 
     def delivered(self, results: Iterable[tuple[Notification, Delivery]]) -> None:
-        """Record how deliveries went: ok ones are done, the others are tried again later."""
+        """Record how deliveries went: ok ones are done, final failures are failed for good
+        (the ladder's next rung still comes on its timer), the others are tried again later."""
         with self.store.tx() as db:
             now = self.clock()
             for note, result in results:
@@ -527,6 +531,8 @@ class Escalation:
                         self._told(db, alert.id, note, now)
                     if result.acknowledged_by is not None and note.alert is not None:
                         self._answered_with_ack(db, note.alert.id, note, result, now)
+                elif result.final:
+                    self._failed(db, alerts, note, result, now)
                 else:
                     cur = db.execute(
                         "UPDATE deliveries SET attempts = attempts + ?, due = ?, detail = ? "
@@ -541,6 +547,27 @@ class Escalation:
                         note.ref, note.recipient.id, note.recipient.channel, result.status,
                         self.retry_s,
                     )  # fmt: skip
+
+    def _failed(
+        self, db: sqlite3.Connection, alerts: list[Alert], note: Notification, result: Delivery,
+        now: float,
+    ) -> None:  # fmt: skip
+        """A failure sending again cannot mend: not re-queued, recorded on each alert."""
+        detail = f"{result.status}: {result.detail}"[:500]
+        cur = db.execute(
+            "UPDATE deliveries SET status = 'failed', attempts = attempts + ?, detail = ? "
+            "WHERE ref = ? AND status = 'pending'",
+            (result.attempts, detail, note.ref),
+        )
+        if not cur.rowcount:
+            return
+        log.warning("delivery %s to %s (%s) failed for good: %s", note.ref, note.recipient.id,
+                    note.recipient.channel, result.status)  # fmt: skip
+        for alert in alerts:
+            self._event(db, alert.id, now, f"failed_{note.type}", self._state(db, alert.id),
+                        transition=False, who=note.recipient.id,
+                        channel=str(note.recipient.channel), ref=note.ref, step=note.step,
+                        detail=detail)  # fmt: skip
 
     def _told(self, db: sqlite3.Connection, alert_id: str, note: Notification, now: float) -> None:
         promote = note.type in (MessageType.ALARM, MessageType.DIGEST) and bool(
@@ -573,23 +600,42 @@ class Escalation:
     ) -> AckResult:
         """Acknowledge (``outcome`` None) or resolve an alert, for a contact with a valid token."""
         with self.store.tx() as db:
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-            if row is None:
-                log.warning("acknowledgement for unknown alert %r refused", alert_id[:64])
-                return AckResult(404, f"no alert {alert_id[:64]!r}")
-            reg = self.registry()
-            if not token_valid(self.secret, contact_id, token) or not reg.may_acknowledge(
-                contact_id, row["elder"], row["site"]
-            ):
-                self.refused += 1
-                log.warning(
-                    "acknowledgement of alert %s by contact %r over %s refused: invalid token",
-                    alert_id, contact_id[:64], channel,
-                )  # fmt: skip
-                return AckResult(403, "invalid token for this contact and alert")
+            row = self._authorised(db, alert_id, contact_id, token, channel)
+            if isinstance(row, AckResult):
+                return row
             if outcome is not None and outcome not in OUTCOMES:
                 return AckResult(400, f"outcome must be one of {sorted(OUTCOMES)}")
             return self._acknowledged(db, row, contact_id, channel, self.clock(), outcome)
+
+    def describe(self, alert_id: str, contact_id: str, token: str) -> AckResult:
+        """The alert in words, for the page a link opens before anyone presses the button:
+        link previews and mail scanners fetch links too, so opening one changes nothing."""
+        row = self._authorised(self.store.db, alert_id, contact_id, token, "page")
+        if isinstance(row, AckResult):
+            return row
+        alert = Alert.model_validate_json(row["alert"])
+        elder = self.registry().elder(alert.elder)
+        name = elder.card().display_name if elder else alert.elder
+        return AckResult(200, what_happened(alert, name), row["state"])
+
+    def _authorised(
+        self, db: sqlite3.Connection, alert_id: str, contact_id: str, token: str, channel: str
+    ) -> sqlite3.Row | AckResult:
+        """The alert's row, if the contact's token is valid and they may act on it."""
+        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
+        if row is None:
+            log.warning("acknowledgement for unknown alert %r refused", alert_id[:64])
+            return AckResult(404, f"no alert {alert_id[:64]!r}")
+        if not token_valid(self.secret, contact_id, token) or not self.registry().may_acknowledge(
+            contact_id, row["elder"], row["site"]
+        ):
+            self.refused += 1
+            log.warning(
+                "acknowledgement of alert %s by contact %r over %s refused: invalid token",
+                alert_id, contact_id[:64], channel,
+            )  # fmt: skip
+            return AckResult(403, "invalid token for this contact and alert")
+        return row
 
     def _answered_with_ack(
         self, db: sqlite3.Connection, alert_id: str, note: Notification, result: Delivery,

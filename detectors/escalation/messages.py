@@ -143,7 +143,10 @@ def _tz(note: Notification) -> str:
 def _ack(note: Notification) -> str:
     if not note.ack_url:
         return ""
-    return f"If you are dealing with it, open this link so the others know:\n{note.ack_url}\n\n"
+    return (
+        "If you are dealing with it, open this link and press the button so the others "
+        f"know:\n{note.ack_url}\n\n"
+    )
 
 
 def family_message(note: Notification) -> Message:

@@ -96,6 +96,11 @@ class Delivery(BaseModel):
     detail: str = ""
     attempts: int = 1
     delivered: float | None = Field(None, description="When the receiver said ok (Unix s).")
+    final: bool = Field(
+        False,
+        description="Sending again cannot help (unknown caller, refused, unsendable, no such "
+        "channel): the delivery fails for good instead of being tried again later.",
+    )
     acknowledged_by: str | None = Field(
         None,
         description="The call centre took responsibility in its answer: its operator's id, "

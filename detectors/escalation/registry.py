@@ -28,7 +28,7 @@ import re
 from datetime import datetime, timedelta
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
@@ -385,12 +385,24 @@ def remove_elder(path: Path, elder_id: str) -> bool:
         return False
     data["elders"] = [e for e in elders if e not in gone]
     still = {c for e in data["elders"] for c in (e.get("contacts") or [])}
+    still |= _named(data.get("provider")) | _named(data.get("sites"))  # shared contacts
     theirs = {c for e in gone for c in (e.get("contacts") or [])} - still
     data["contacts"] = [c for c in data.get("contacts") or [] if c.get("id") not in theirs]
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(yaml.safe_dump(data, sort_keys=False, allow_unicode=True))
     os.replace(tmp, path)
     return True
+
+
+def _named(section: Any) -> set[str]:
+    """Every string in a section of the file: the contact ids it refers to, and more."""
+    if isinstance(section, str):
+        return {section}
+    if isinstance(section, dict):
+        return set().union(*map(_named, section.values()))
+    if isinstance(section, list):
+        return set().union(*map(_named, section))
+    return set()
 
 
 def ack_token(secret: bytes, contact_id: str) -> str:

@@ -68,11 +68,18 @@ def ack_topic(site: str, elder: str, alert_id: str) -> str:
     return alert_topic(site, elder, alert_id) + "/ack"
 
 
-def load_secret(settings: Settings) -> bytes:
-    """The key of the contacts' tokens: from the settings, else a file made once in state_dir."""
+def load_secret(settings: Settings, *, make: bool = True) -> bytes:
+    """The key of the contacts' tokens: from the settings, else a file made once in state_dir
+    (with ``make`` False, a missing one is a ``FileNotFoundError``: a new key would give
+    tokens the running service refuses)."""
     if settings.escalate.secret is not None:
         return settings.escalate.secret.get_secret_value().encode()
     path = settings.state_dir / "escalation.secret"
+    if not path.exists() and not make:
+        raise FileNotFoundError(
+            f"no token key: set HOMECARE_ESCALATE__SECRET (or __SECRET_FILE) as the service "
+            f"has it, or run this where the service keeps {path}"
+        )
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
@@ -174,7 +181,7 @@ class EscalateService:
     # the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> EscalateStats:
         self._loop = asyncio.get_running_loop()
-        api = AckServer(self._acknowledge, self._health)
+        api = AckServer(self._acknowledge, self.engine.describe, self._health)
         await api.start(self.cfg.http_host, self.cfg.http_port)
         self.stats.http_port = api.port
         self.engine.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
@@ -335,7 +342,8 @@ class EscalateService:
         channel = self._channels.get(note.recipient.channel)
         if channel is None:
             result = Delivery(ref=note.ref, status=DeliveryStatus.ERROR,
-                              detail=f"no {note.recipient.channel} channel configured")  # fmt: skip
+                              detail=f"no {note.recipient.channel} channel configured",
+                              final=True)  # fmt: skip
         else:
             try:
                 result = await channel.send(note)

@@ -89,11 +89,12 @@ class EmailChannel:
     async def send(self, notification: Notification) -> Delivery:
         if not self.settings.host:
             return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR,
-                            detail="no SMTP host configured")  # fmt: skip
+                            detail="no SMTP host configured", final=True)  # fmt: skip
         try:
             msg = email_message(notification, self.settings.sender)
-        except ValueError as exc:
-            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc))
+        except ValueError as exc:  # nothing a server could take: no point retrying
+            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc),
+                            final=True)  # fmt: skip
         return await deliver(notification.ref, lambda _n: self._try(msg), self.settings)
 
     async def _try(self, msg: EmailMessage) -> Answer:

@@ -125,7 +125,7 @@ class JsonPoster:
         try:
             headers = self._headers + header_block([("Idempotency-Key", ref)])
         except Unsendable as exc:
-            return Delivery(ref=ref, status=DeliveryStatus.ERROR, detail=str(exc))
+            return Delivery(ref=ref, status=DeliveryStatus.ERROR, detail=str(exc), final=True)
         return await deliver(ref, lambda _n: self._try(url, headers, body, read_ack), self.settings)
 
     async def _try(
@@ -172,7 +172,8 @@ class PostingChannel:
         try:
             message = self.message(notification)
         except ValueError as exc:  # nothing a receiver could take: no point retrying
-            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc))
+            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc),
+                            final=True)  # fmt: skip
         return await self._poster.post(
             notification.recipient.address, notification.ref, message,
             lambda ack: self.acknowledgement(notification, ack),

@@ -50,5 +50,5 @@ async def deliver(
                             acknowledged_by=got.acknowledged_by)  # fmt: skip
         if got.final or n >= retry.attempts:
             log.warning("delivery %s: %s after %d tries (%s)", ref, got.status, n, detail)
-            return Delivery(ref=ref, status=got.status, detail=detail, attempts=n)
+            return Delivery(ref=ref, status=got.status, detail=detail, attempts=n, final=got.final)
         await asyncio.sleep(retry.delay(n, got.retry_after))
