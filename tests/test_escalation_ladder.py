@@ -239,6 +239,33 @@ def test_daily_digest_once_a_day_per_family_contact(esc, clock):
     assert all(not n.batch for n in send_all(esc))  # a quiet day: "no alerts"
 
 
+def test_digest_run_after_the_first_builds_nothing(esc, clock, monkeypatch):
+    """The digest check runs every minute all day: once today's digests are decided, a run
+    must cost one lookup, not a Notification per contact. A spy on ``_notify`` (the builder)
+    and on ``Store.tx`` counts what a run does; the counts are the point, not the returns."""
+    esc.receive(alert("sos", id="d2"))
+    send_all(esc)
+    clock.now = NOON + 21 * 3600 + 1800  # 09:30 next day
+    built: list[str] = []
+    txs: list[int] = []
+    notify, tx = esc._notify, esc.store.tx
+    monkeypatch.setattr(esc, "_notify", lambda *a, **k: built.append(a[2]) or notify(*a, **k))
+    monkeypatch.setattr(esc.store, "tx", lambda: txs.append(1) or tx())
+    assert esc.digests() == 2
+    assert sorted(built) == ["anna", "ben"]
+    assert len(txs) == 1
+    built.clear()
+    txs.clear()
+    for _ in range(3):
+        clock.advance(60)
+        assert esc.digests() == 0
+    assert built == []
+    assert txs == []
+    clock.advance(86400)  # the next local day: built again
+    assert esc.digests() == 2
+    assert sorted(built) == ["anna", "ben"]
+
+
 def test_acknowledgements_refused_and_answered(esc, clock, caplog):
     a = alert("sos", id="k1")
     esc.receive(a)

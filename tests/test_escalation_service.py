@@ -353,6 +353,30 @@ def test_kill_9_at_each_stage_of_the_ladder_loses_and_duplicates_nothing(world):
     assert len(incidents(world, told.id, "sup")) == 1
 
 
+def test_a_restart_is_not_sent_the_retained_alerts_again(world):
+    """The persistent session keeps the subscription: reconnecting must not replay every
+    retained alert into the store (retained ones go only to a new subscription)."""
+    escalate = world["escalate"]
+    alert = raise_alert(world, "e1", kind="tachycardia")
+    wait_for(lambda: incidents(world, alert.id), 10, "e1's incident")
+    before = escalate.proc.stop()
+    assert before["received"] >= 1
+    escalate.start()  # back once subscribed on its old session
+    time.sleep(1.5)  # retained alerts would arrive right after the subscription
+    after = escalate.proc.stop()
+    escalate.env["HOMECARE_ESCALATE__CLIENT_ID"] = "escalate-new-session"
+    try:
+        escalate.start()  # a new session: its subscription is new, so retained alerts come
+        time.sleep(3)
+        fresh = escalate.proc.stop()
+    finally:
+        del escalate.env["HOMECARE_ESCALATE__CLIENT_ID"]
+        escalate.start()
+    assert after["received"] == 0
+    assert fresh["received"] >= 1
+    assert stored_state(world, alert.id) == "notified"
+
+
 def test_the_registry_reloads_while_running_and_a_bad_edit_changes_nothing(world):
     reg_path = world["root"] / "registry.yaml"
     good = reg_path.read_text()

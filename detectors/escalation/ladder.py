@@ -28,6 +28,7 @@ MQTT and written to InfluxDB by the service.
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import math
 import sqlite3
@@ -140,6 +141,11 @@ class AckResult:
 def make_ref(*parts: object) -> str:
     """An idempotency key: the same parts always give the same ref."""
     return hashlib.sha256("|".join(map(str, parts)).encode()).hexdigest()[:24]
+
+
+def delivery_ref(key: str, step: int, recipient: Recipient, kind: MessageType) -> str:
+    """The ref of one message to one channel of a recipient: deciding it again finds it."""
+    return make_ref(key, step, recipient.id, recipient.channel, kind)
 
 
 def unknown_elder_card(alert: Alert) -> ElderCard:
@@ -379,8 +385,7 @@ class Escalation:
         made = 0
         for recipient in contact.recipients():
             kind = type_ or self._alarm_or_update(db, alert, recipient, step)
-            ref = make_ref(ref_key or (alert.id if alert else ""), step, recipient.id,
-                           recipient.channel, kind)  # fmt: skip
+            ref = delivery_ref(ref_key or (alert.id if alert else ""), step, recipient, kind)
             note = Notification(
                 ref=ref, type=kind, recipient=recipient, elder=card, alert=alert, batch=batch,
                 step=step, ack_url=self.ack_url(alert.id, contact.id) if alert else None,
@@ -448,41 +453,59 @@ class Escalation:
             )
 
     def digests(self) -> int:
-        """Each family contact's daily digest per elder, once a local day at ``digest_hour``."""
+        """Each family contact's daily digest per elder, once a local day at ``digest_hour``.
+
+        Runs every minute after that hour: the digests already decided today are found in
+        one query first, so the later runs build nothing and take no write lock.
+        """
         reg = self.registry()
         if reg.digest_hour is None:
             return 0
         now = self.clock()
+        wanted: list[tuple[str, str, str, list[str]]] = []  # elder, contact, ref key, refs
+        for elder in reg.elders:
+            for cid in elder.contacts:
+                contact = reg.contact(cid)
+                if contact is None or contact.role != "family":
+                    continue
+                local = datetime.fromtimestamp(now, ZoneInfo(contact.timezone or elder.timezone))
+                if local.hour < reg.digest_hour:
+                    continue
+                key = f"digest:{elder.id}:{local.date()}"
+                refs = [delivery_ref(key, 0, r, MessageType.DIGEST) for r in contact.recipients()]
+                wanted.append((elder.id, cid, key, refs))
+        if not wanted:
+            return 0
+        decided = {
+            ref
+            for (ref,) in self.store.db.execute(
+                "SELECT ref FROM deliveries WHERE ref IN (SELECT value FROM json_each(?))",
+                (json.dumps([ref for *_, refs in wanted for ref in refs]),),
+            )
+        }
+        todo = [(e, c, key) for e, c, key, refs in wanted if not decided.issuperset(refs)]
+        if not todo:
+            return 0
         made = 0
         with self.store.tx() as db:
-            for elder in reg.elders:
-                for cid in elder.contacts:
-                    contact = reg.contact(cid)
-                    if contact is None or contact.role != "family":
-                        continue
-                    local = datetime.fromtimestamp(
-                        now, ZoneInfo(contact.timezone or elder.timezone)
+            for elder_id, cid, key in todo:
+                rows = db.execute(
+                    "SELECT alert, state, outcome FROM alerts WHERE elder = ? AND received >= ?"
+                    " AND duplicate_of IS NULL ORDER BY received",
+                    (elder_id, now - 86400),
+                ).fetchall()
+                batch = tuple(
+                    Alert.model_validate_json(r["alert"]).model_copy(
+                        update={"state": AlertState(r["state"])}
                     )
-                    if local.hour < reg.digest_hour:
-                        continue
-                    rows = db.execute(
-                        "SELECT alert, state, outcome FROM alerts WHERE elder = ? AND received >= ?"
-                        " AND duplicate_of IS NULL ORDER BY received",
-                        (elder.id, now - 86400),
-                    ).fetchall()
-                    batch = tuple(
-                        Alert.model_validate_json(r["alert"]).model_copy(
-                            update={"state": AlertState(r["state"])}
-                        )
-                        for r in rows
-                    )
-                    outcomes = {a.id: r["outcome"] for a, r in zip(batch, rows, strict=True)
-                                if r["outcome"]}  # fmt: skip
-                    made += self._notify(
-                        db, reg, cid, None, step=0, now=now, type_=MessageType.DIGEST,
-                        batch=batch, outcomes=outcomes, elder_id=elder.id,
-                        ref_key=f"digest:{elder.id}:{local.date()}",
-                    )  # fmt: skip
+                    for r in rows
+                )
+                outcomes = {a.id: r["outcome"] for a, r in zip(batch, rows, strict=True)
+                            if r["outcome"]}  # fmt: skip
+                made += self._notify(
+                    db, reg, cid, None, step=0, now=now, type_=MessageType.DIGEST,
+                    batch=batch, outcomes=outcomes, elder_id=elder_id, ref_key=key,
+                )  # fmt: skip
         return made
 
     # deliveries ------------------------------------------------------------------------

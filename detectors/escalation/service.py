@@ -164,9 +164,9 @@ class EscalateService:
             log.error("broker refused %s: %s", self.cfg.client_id, rc)
             return
         self._generation += 1
-        client.subscribe(
+        client.subscribe(  # retained alerts only to a new subscription: not again on reconnect
             [
-                (alert_subscription(), SubscribeOptions(qos=1, noLocal=True)),
+                (alert_subscription(), SubscribeOptions(qos=1, noLocal=True, retainHandling=1)),
                 (ACK_SUBSCRIPTION, SubscribeOptions(qos=1)),
             ]
         )
