@@ -11,7 +11,6 @@ lost (target 0), and ingest's memory at the start and the end (target: flat).
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 import tempfile
 import threading
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from bench import emit
 
 
 def run(
@@ -153,8 +154,6 @@ def soak_command(
         minutes=minutes, elders=elders, speed=speed, restart_every_s=restart_every,
         log=typer.echo,
     )  # fmt: skip
-    typer.echo(json.dumps(report, indent=2))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, json_out)
     if report["lost"] or not report["ingest_alive"]:
         raise typer.Exit(1)

@@ -12,7 +12,6 @@ rollups × 365 / days).
 
 from __future__ import annotations
 
-import json
 import math
 import tempfile
 import time
@@ -23,6 +22,7 @@ from typing import Annotated, Any
 
 import typer
 
+from bench import emit
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
 from homecare.servers import LocalInflux, compacted_size
@@ -156,6 +156,4 @@ def storage_command(
         report = run(elders=elders, days=days, seed=seed, rate=rate, log=typer.echo)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    typer.echo(json.dumps(report, indent=2))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, json_out)

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from bench import emit
 from bench.soak import soak_command
 from bench.storage import storage_command
 from dashboards.cli import app as dashboards_app
@@ -143,9 +144,7 @@ def bench_ingest_command(
         seed=seed,
         log=typer.echo,
     )
-    typer.echo(json.dumps(report, indent=2))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, json_out)
 
 
 @bench_app.command("escalate")
@@ -159,9 +158,7 @@ def bench_escalate_command(
     from bench.escalate import run
 
     report = run(alerts=alerts, rounds=rounds, connections=connections, log=typer.echo)
-    typer.echo(json.dumps(report, indent=2))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, json_out)
 
 
 @app.command("detect")
@@ -228,6 +225,4 @@ def bench_detect_command(
         latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
         seed=seed, log=typer.echo,
     )  # fmt: skip
-    typer.echo(json.dumps(report, indent=2))
-    if json_out:
-        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    emit(report, json_out)
