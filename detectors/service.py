@@ -9,14 +9,21 @@ in InfluxDB) before the batch is acknowledged.
 
 The clock is the wall clock in production. ``clock="data"`` uses the newest reading's
 time instead, for accelerated simulations and replays of the past.
+
+A city runs several processes, each owning some sites (``detect.sites``, a *shard*): each
+subscribes per site, because detectors keep per-elder state and a shared subscription
+would spread one elder's readings over several processes. Each shard has its own
+session (client id) and status file, named after its sites (:func:`shard_name`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,17 +42,42 @@ from detectors.morning import MorningDetector
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
-from homecare.contract import Alert, ContractError, alert_topic
+from homecare.contract import Alert, ContractError, alert_topic, subscription
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import Receiver
-from homecare.settings import Settings
+from homecare.settings import DetectSettings, Settings
 from homecare.status import write_status
 
 log = logging.getLogger(__name__)
 
 TICK_EVERY_S = 1.0
 WEARABLE_KINDS = frozenset({"fall"})
+MAX_SHARD_NAME = 100
+
+
+def shard_name(sites: Sequence[str]) -> str:
+    """A name for a set of sites, the same for every order; "" for all sites.
+
+    "." and "~" are not in site ids, so two different sets never share a name (and so
+    never a session or a status file); a long set is named by its hash.
+
+    >>> shard_name(["south", "north", "north"]), shard_name(["north-south"]), shard_name([])
+    ('north.south', 'north-south', '')
+    >>> long = shard_name([f"site-{i:03d}" for i in range(20)])
+    >>> long[0], len(long)
+    ('~', 17)
+    """
+    name = ".".join(sorted(set(sites)))
+    if len(name) > MAX_SHARD_NAME:
+        return "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name
+
+
+def for_sites(settings: Settings, sites: Sequence[str]) -> Settings:
+    """The settings of a shard given on the command line, validated like the environment's."""
+    detect = DetectSettings.model_validate({**settings.detect.model_dump(), "sites": sites})
+    return settings.model_copy(update={"detect": detect})
 
 
 def default_detectors(care: Care) -> list[Detector[Any]]:
@@ -155,18 +187,27 @@ class DetectService:
         self.settings = settings
         self.detect = Detect(settings)
         self.baselines = BaselineFile(baselines_path(settings))
-        self.status_path = settings.state_dir / "detect.json"
+        shard = shard_name(settings.detect.sites)
+        # A shard's own persistent session: even with one client id set for all shards.
+        self.client_id = f"{settings.detect.client_id}.{shard}" if shard else (
+            settings.detect.client_id
+        )
+        self.status_path = settings.state_dir / (f"detect.{shard}.json" if shard else "detect.json")
+        self.topics = [subscription(s) for s in sorted(set(settings.detect.sites))] or [
+            subscription()
+        ]
         self._unwritten: list[str] = []
 
     def run(self, stop: threading.Event) -> DetectStats:
         cfg = self.settings.detect
         receiver = Receiver(
             self.settings.mqtt,
-            client_id=cfg.client_id,
+            client_id=self.client_id,
+            topics=self.topics,
             receive_maximum=self.settings.ingest.max_pending,
         )
         with InfluxClient(self.settings.influx) as db, receiver:
-            log.info("detect %s subscribed to %s", cfg.client_id, receiver.topic)
+            log.info("detect %s subscribed to %s", self.client_id, receiver.topic)
             next_status = 0.0
             while not stop.is_set():
                 self.baselines.poll(

@@ -27,6 +27,7 @@ import contextlib
 import resource
 import ssl
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Self
@@ -108,9 +109,12 @@ class Fleet:
         client_prefix: str = "sim",
         offline_on_exit: bool = True,
         drain_timeout_s: float = 60.0,
+        spread: int = 20,
     ) -> None:
         if gateways < 0:
             raise ValueError("gateways must be 0 (one connection per device) or more")
+        if spread < 0:
+            raise ValueError("spread must be 0 (each second at once) or a number of slices")
         if not 1 <= window <= 60000:
             raise ValueError("window must be 1-60000 (MQTT message ids are 16-bit)")
         self.sim = sim
@@ -121,6 +125,8 @@ class Fleet:
         self.client_prefix = client_prefix
         self.offline_on_exit = offline_on_exit
         self.drain_timeout_s = drain_timeout_s
+        self.spread = spread
+        """Slices each paced second is handed over in (0: all at once, every device in phase)."""
         self._links: dict[str, MqttLink] = {}
         self._gateway_links: list[MqttLink] = []
         self._route: dict[Topic, tuple[MqttLink, bytes, int]] = {}
@@ -255,12 +261,17 @@ class Fleet:
                              f"{timeout:.0f} s") from None
 
     async def run(self, *, seconds: float | None = None, until: float | None = None,
-                  speed: float | None = 1.0) -> FleetStats:
+                  speed: float | None = 1.0,
+                  on_second: Callable[[FleetStats], None] | None = None) -> FleetStats:
         """Step the simulation from its clock for ``seconds`` (or ``until`` a time) and publish.
 
         ``speed`` 1 is real time (each simulated second published when it has passed
         on the wall clock, relative to the start of the run), N is N times faster, and
-        ``None`` is as fast as the broker acknowledges, bounded by ``window``.
+        ``None`` is as fast as the broker acknowledges, bounded by ``window``. Paced
+        seconds go out in :attr:`spread` slices across the next (wall) second, in the
+        simulator's order, so each device keeps its own phase as real devices do,
+        rather than every device of the city publishing in the same millisecond.
+        ``on_second`` sees the stats after each simulated second (benchmarks sample).
         """
         if (seconds is None) == (until is None):
             raise ValueError("give exactly one of seconds= or until=")
@@ -271,18 +282,46 @@ class Fleet:
         end = until if until is not None else t + float(seconds or 0.0)
         loop = asyncio.get_running_loop()
         wall0, sim0 = loop.time(), t
+        slices = max(self.spread, 1) if speed is not None else 1
         while t < end - 1e-9:
-            if speed is not None:
-                delay = wall0 + (t + 1.0 - sim0) / speed - loop.time()
-                if delay > 0:
-                    await asyncio.sleep(delay)
-            if self.outstanding > self.window:
-                await self._wait_outstanding(self.window // 2)
-            for topic, payload in sim.step(t, 1.0):
-                self.publish(topic, payload)
+            messages = sim.step(t, 1.0)
+            for k in range(slices):
+                if speed is not None:
+                    delay = wall0 + (t + 1.0 - sim0 + k / slices) / speed - loop.time()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                if self.outstanding > self.window:
+                    await self._wait_outstanding(self.window // 2)
+                lo, hi = len(messages) * k // slices, len(messages) * (k + 1) // slices
+                for topic, payload in messages[lo:hi]:
+                    self.publish(topic, payload)
+                await asyncio.sleep(0)  # let the links write before the next slice
             self._sim_seconds += 1
             t += 1.0
-            await asyncio.sleep(0)
+            if on_second is not None:
+                on_second(self.stats)
+        return self.stats
+
+    async def offer(self, messages: Sequence[tuple[Topic, bytes]], rate: float,
+                    on_second: Callable[[FleetStats], None] | None = None) -> FleetStats:
+        """Publish messages rendered beforehand (:meth:`Simulation.step`) at ``rate`` per
+        second, in order: a load generator whose cost is only the publishing, so a
+        benchmark can offer more than the simulation renders live on a small machine."""
+        if rate <= 0:
+            raise ValueError("rate must be positive")
+        loop = asyncio.get_running_loop()
+        start, sent, second = loop.time(), 0, 1
+        while sent < len(messages):
+            await asyncio.sleep(0.01)
+            due = min(len(messages), int((loop.time() - start) * rate))
+            for topic, payload in messages[sent:due]:
+                self.publish(topic, payload)
+            sent = max(sent, due)
+            if self.outstanding > self.window:
+                await self._wait_outstanding(self.window // 2)
+            if on_second is not None and loop.time() - start >= second:
+                second += 1
+                on_second(self.stats)
         return self.stats
 
     # -- faults -------------------------------------------------------------------

@@ -164,12 +164,20 @@ def bench_escalate_command(
 @app.command("detect")
 def detect_command(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    site: Annotated[
+        list[str] | None, typer.Option(help="A site this shard owns (repeat); else settings.")
+    ] = None,
 ) -> None:
     """Run the detectors on the live streams; publish and store alerts, until SIGTERM."""
-    from detectors.service import DetectService
+    from detectors.service import DetectService, for_sites
 
     _logging(log_level)
-    service = DetectService(_settings(servers=True))
+    settings = _settings(servers=True)
+    try:
+        settings = for_sites(settings, site) if site else settings
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid --site: {exc}") from exc
+    service = DetectService(settings)
     tune_gc_for_service()
     stats = service.run(_stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))

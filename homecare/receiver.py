@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
@@ -76,19 +77,26 @@ def mqtt_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fa
 
 
 class Receiver:
-    """Subscribe to every device stream; hand out batches; acknowledge them after storage."""
+    """Subscribe to device streams; hand out batches; acknowledge them after storage.
+
+    ``topics`` are the filters subscribed to, all in one SUBSCRIBE (a detect shard takes
+    one per site it owns); the default is every device stream.
+    """
 
     def __init__(
         self,
         settings: MqttSettings,
         *,
         client_id: str,
-        topic: str = contract.subscription(),
+        topics: Sequence[str] = (contract.subscription(),),
         shared_group: str | None = None,
         receive_maximum: int = 20000,
     ) -> None:
         self.settings = settings
-        self.topic = f"$share/{shared_group}/{topic}" if shared_group else topic
+        if isinstance(topics, str) or not topics:
+            raise ValueError(f"topics must be a non-empty list of filters, not {topics!r}")
+        prefix = f"$share/{shared_group}/" if shared_group else ""
+        self.topics = tuple(prefix + t for t in topics)
         self._buffer: deque[tuple[RawMessage, int, int, int]] = deque()
         self._ready = threading.Event()
         self._batch_size = 1
@@ -119,10 +127,16 @@ class Receiver:
         self._refused = None
         self._generation += 1
         self.reconnects += self._generation > 1
-        client.subscribe(self.topic, options=SubscribeOptions(qos=1))
+        client.subscribe([(t, SubscribeOptions(qos=1)) for t in self.topics])
         self._connected.set()
 
-    def _on_subscribe(self, *_args: Any) -> None:
+    def _on_subscribe(
+        self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[ReasonCode], _p: Any = None
+    ) -> None:
+        refused = [f"{t}: {rc}" for t, rc in zip(self.topics, codes, strict=False) if rc.is_failure]
+        if refused:
+            log.error("broker refused %s the subscriptions %s", self.client_id, refused)
+            self._refused = "subscription refused: " + "; ".join(refused)
         self._ready.set()
 
     def _on_disconnect(self, *_args: Any) -> None:
@@ -158,6 +172,7 @@ class Receiver:
                 time.sleep(0.5)
         self._client.loop_start()
         if not self._ready.wait(30) or self._refused:
+            self._client.disconnect()  # a refused subscription leaves the connection open
             self._client.loop_stop()
             if self._refused:
                 raise ReceiverError(f"broker {self.settings.url} refused us: {self._refused}")
@@ -198,6 +213,11 @@ class Receiver:
     def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
         """Publish at QoS 1 on the same connection (alerts from the detectors)."""
         return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    @property
+    def topic(self) -> str:
+        """The filters subscribed to, for logs and errors."""
+        return ", ".join(self.topics)
 
     @property
     def pending(self) -> int:

@@ -145,9 +145,14 @@ class LocalBroker(_LocalServer):
         *,
         tls: tuple[Path, Path] | None = None,
         access: Path | None = None,
+        autosave_s: int = 5,
     ) -> None:
         super().__init__(root)
         self.port = port or free_port()
+        self.autosave_s = autosave_s
+        """Seconds between saves of the whole database: short for the fault tests (a
+        kill -9 loses less), long in benchmarks and deploy/ (each save rewrites every
+        queued message, a heavy write when a subscriber has a backlog)."""
         self.extra_config = extra_config
         self.tls = tls
         """(certificate, key): also listen with TLS on :attr:`tls_port`."""
@@ -173,7 +178,7 @@ class LocalBroker(_LocalServer):
             )
             + "persistence true\n"
             f"persistence_location {self.root / 'data'}/\n"
-            "autosave_interval 5\n"
+            f"autosave_interval {self.autosave_s}\n"
             "max_queued_messages 0\n"
             "max_inflight_messages 0\n"
             "max_packet_size 1048576\n"

@@ -121,6 +121,11 @@ class DetectSettings(BaseModel):
         default_factory=dict,
         description="Care level (1-4, from the ability assessment) per elder id; others: 2.",
     )
+    sites: list[contract.Id] = Field(
+        default_factory=list,
+        description="Sites this process detects for (a shard); empty: every site. Detectors "
+        "keep per-elder state, so sharding is by site, never by a shared subscription.",
+    )
 
 
 class RetrySettings(BaseModel):

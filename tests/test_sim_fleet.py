@@ -7,6 +7,7 @@ import json
 import threading
 import time
 from collections import Counter
+from itertools import pairwise
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -201,3 +202,33 @@ def test_unreachable_broker_is_a_clear_error(broker):
 
     with pytest.raises(FleetError, match="cannot connect"):
         asyncio.run(main())
+
+
+@pytest.mark.parametrize(("spread", "widest"), [(10, 0.6), (0, 0.1)])
+def test_paced_seconds_go_out_in_device_phases(broker, spread, widest):
+    """In real time each device keeps its own phase within the second (``spread``
+    slices), so a city's devices do not all publish in the same millisecond; 0 is
+    the synchronized worst case. Arrival times at a real subscriber show which."""
+    sub = Subscriber(broker.port, client_id=f"phase{spread}", topic="homecare/v1/+/+/+/+/frame")
+    arrived: list[tuple[float, str]] = []
+    sub.client.on_message = lambda _c, _u, m: arrived.append((time.monotonic(), m.topic))
+    sim = Simulation(SimConfig(elders=30, seed=4, start=NOON))  # paced from the run's start
+
+    async def main() -> None:
+        async with Fleet(sim, broker.url, gateways=1, spread=spread) as fleet:
+            await fleet.run(seconds=3, speed=1.0)
+            await fleet.drain()
+
+    asyncio.run(main())
+    sub.close()
+    assert len(arrived) >= 3 * 15  # frames of the wearables worn at noon
+    # one simulated second's frames: their arrivals span most of a second, or an instant
+    t0 = arrived[0][0]
+    second = [t for t, _ in arrived if t - t0 < 0.95]
+    span = max(second) - min(second)
+    assert (span > widest) if spread else (span < widest)
+    # a device's frames keep their phase: one second apart
+    device = arrived[len(arrived) // 2][1]
+    times = [t for t, topic in arrived if topic == device]
+    assert len(times) >= 2
+    assert all(abs(b - a - 1.0) < 0.3 for a, b in pairwise(times))
