@@ -55,7 +55,7 @@ from device_sim.homes import SimConfig, Simulation
 from homecare import contract
 from homecare.influx import InfluxClient
 from homecare.receiver import SESSION_EXPIRY_S, mqtt_client
-from homecare.servers import LocalBroker, LocalInflux
+from homecare.servers import DEPLOYED_AUTOSAVE_S, LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings
 from homecare.status import read_status
 
@@ -247,9 +247,8 @@ def run(
     """Run all three phases; return the figures (also printed through ``log``)."""
     root = Path(tempfile.mkdtemp(prefix="homecare-bench-"))
     report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
-    # the broker saves its database every 60 s, as deploy/mosquitto/mosquitto.conf does
     with (
-        LocalBroker(root / "mosquitto", autosave_s=60) as broker,
+        LocalBroker(root / "mosquitto", autosave_s=DEPLOYED_AUTOSAVE_S) as broker,
         LocalInflux(root / "influxd") as influx,
     ):
         # The subscriber under test (bare paho, then ingest) gets a core of its own, as

@@ -313,12 +313,13 @@ class Fleet:
         start, sent, second = loop.time(), 0, 1
         while sent < len(messages):
             await asyncio.sleep(0.01)
-            due = min(len(messages), int((loop.time() - start) * rate))
+            if self.outstanding >= self.window:
+                await self._wait_outstanding(self.window // 2)
+            due = min(len(messages), int((loop.time() - start) * rate),
+                      sent + self.window - self.outstanding)
             for topic, payload in messages[sent:due]:
                 self.publish(topic, payload)
             sent = max(sent, due)
-            if self.outstanding > self.window:
-                await self._wait_outstanding(self.window // 2)
             if on_second is not None and loop.time() - start >= second:
                 second += 1
                 on_second(self.stats)

@@ -127,6 +127,10 @@ class _LocalServer:
         self.stop()
 
 
+DEPLOYED_AUTOSAVE_S = 60
+"""Mosquitto's ``autosave_interval`` in deploy/mosquitto/mosquitto.conf: benchmarks use it."""
+
+
 class LocalBroker(_LocalServer):
     """Mosquitto on a loopback port, with persistence so sessions survive a restart.
 

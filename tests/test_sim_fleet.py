@@ -232,3 +232,44 @@ def test_paced_seconds_go_out_in_device_phases(broker, spread, widest):
     times = [t for t, topic in arrived if topic == device]
     assert len(times) >= 2
     assert all(abs(b - a - 1.0) < 0.3 for a, b in pairwise(times))
+
+
+def test_offer_publishes_prerendered_traffic_on_schedule_within_the_window(broker):
+    """A benchmark's load generator: messages rendered first, then published at a rate,
+    never more than ``window`` unacknowledged, every one counted by a real subscriber."""
+    sub = Subscriber(broker.port, client_id="offer", topic="homecare/v1/+/+/+/+/frame")
+    sim = Simulation(SimConfig(elders=10, seed=5, start=NOON))
+    rendered = [m for m in sim.step(NOON, 12.0) if m[0].stream is Stream.FRAME]
+    seconds: list[int] = []
+    most = [0]
+
+    async def main() -> tuple[float, float]:
+        async with Fleet(sim, broker.url, gateways=1, window=7, offline_on_exit=False) as fleet:
+            await fleet.drain()  # the devices' availability
+            publish = fleet.publish
+
+            def publish_noting(topic: Topic, payload: bytes, *, retain: bool = False) -> None:
+                publish(topic, payload, retain=retain)
+                most[0] = max(most[0], fleet.outstanding)
+
+            fleet.publish = publish_noting  # type: ignore[method-assign]
+            t = time.monotonic()
+            await fleet.offer(rendered, 1e9)  # as fast as the window allows
+            burst = time.monotonic() - t
+            await fleet.drain()
+            t = time.monotonic()
+            await fleet.offer(rendered, len(rendered) / 1.5,
+                              on_second=lambda s: seconds.append(s.acked))
+            paced = time.monotonic() - t
+            await fleet.drain()
+        return burst, paced
+
+    burst, paced = asyncio.run(main())
+    got = sub.wait_for(2 * len(rendered))
+    sub.close()
+    assert len(rendered) >= 60
+    assert len(got) == 2 * len(rendered)
+    assert most[0] == 7
+    assert 1.3 < paced < 3.0
+    assert burst < paced
+    assert len(seconds) == 1
