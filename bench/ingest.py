@@ -46,15 +46,13 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import psutil
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from homecare import contract
 from homecare.influx import InfluxClient
-from homecare.receiver import SESSION_EXPIRY_S, mqtt_client
+from homecare.receiver import connect_session, mqtt_client, session_properties
 from homecare.servers import DEPLOYED_AUTOSAVE_S, LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings
 from homecare.status import read_status
@@ -80,13 +78,6 @@ def _pin(pid: int, cores: set[int]) -> None:
     os.sched_setaffinity(pid, cores)
 
 
-def _connect_props() -> Properties:
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = SESSION_EXPIRY_S
-    props.ReceiveMaximum = RECEIVE_MAXIMUM
-    return props
-
-
 def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
     """The ceiling: a paho subscriber whose ``on_message`` only counts (auto-ack, QoS 1)."""
     settings = MqttSettings(url=url)
@@ -105,8 +96,7 @@ def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
     )
     proc = psutil.Process()
     cpu0 = sum(proc.cpu_times()[:2])
-    client.connect(settings.host, settings.port, clean_start=False, properties=_connect_props())
-    client.loop_start()
+    connect_session(client, settings, session_properties(receive_maximum=RECEIVE_MAXIMUM))
     deadline = time.monotonic() + (600 if drain else 3)
     idle_since = time.monotonic()
     last = -1

@@ -76,6 +76,39 @@ def mqtt_client(settings: MqttSettings, client_id: str, *, manual_ack: bool = Fa
     return client
 
 
+def session_properties(
+    *, expiry_s: int = SESSION_EXPIRY_S, receive_maximum: int | None = None
+) -> Properties:
+    """CONNECT properties of a persistent session: the broker keeps it (and queues QoS 1
+    messages for it) ``expiry_s`` after a disconnect; ``receive_maximum`` bounds what it
+    sends unacknowledged."""
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = expiry_s
+    if receive_maximum is not None:
+        props.ReceiveMaximum = min(max(receive_maximum, 1), 65535)
+    return props
+
+
+def connect_session(
+    client: mqtt.Client, settings: MqttSettings, props: Properties, *, wait_s: float = 30.0
+) -> None:
+    """Connect (``clean_start=False``) and start paho's thread, retrying for ``wait_s``
+    while the broker is not up yet: services may start before it."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            client.connect(
+                settings.host, settings.port, settings.keepalive_s, clean_start=False,
+                properties=props,
+            )  # fmt: skip
+            break
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise ReceiverError(f"broker {settings.url} unreachable: {exc}") from exc
+            time.sleep(0.5)
+    client.loop_start()
+
+
 class Receiver:
     """Subscribe to device streams; hand out batches; acknowledge them after storage.
 
@@ -111,9 +144,7 @@ class Receiver:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        self._props = Properties(PacketTypes.CONNECT)
-        self._props.SessionExpiryInterval = SESSION_EXPIRY_S
-        self._props.ReceiveMaximum = min(max(receive_maximum, 1), 65535)
+        self._props = session_properties(receive_maximum=receive_maximum)
 
     # paho callbacks, on its network thread -------------------------------------------
     def _on_connect(
@@ -155,22 +186,7 @@ class Receiver:
 
     # used by the service -----------------------------------------------------------------
     def __enter__(self) -> Self:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self._client.connect(
-                    self.settings.host,
-                    self.settings.port,
-                    self.settings.keepalive_s,
-                    clean_start=False,
-                    properties=self._props,
-                )
-                break
-            except OSError as exc:
-                if time.monotonic() > deadline:
-                    raise ReceiverError(f"broker {self.settings.url} unreachable: {exc}") from exc
-                time.sleep(0.5)
-        self._client.loop_start()
+        connect_session(self._client, self.settings, self._props)
         if not self._ready.wait(30) or self._refused:
             self._client.disconnect()  # a refused subscription leaves the connection open
             self._client.loop_stop()

@@ -31,8 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
@@ -52,7 +50,7 @@ from detectors.escalation.registry import RegistryFile
 from detectors.escalation.store import Store, store_path
 from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
-from homecare.receiver import SESSION_EXPIRY_S, mqtt_client
+from homecare.receiver import connect_session, mqtt_client, session_properties
 from homecare.settings import Settings
 from homecare.status import write_status
 
@@ -224,20 +222,8 @@ class EscalateService:
         client.on_connect = self._on_connect
         client.on_subscribe = lambda *_: self._subscribed.set()
         client.on_message = self._on_message
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
         mqtt_cfg = self.settings.mqtt
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                client.connect(mqtt_cfg.host, mqtt_cfg.port, mqtt_cfg.keepalive_s,
-                               clean_start=False, properties=props)  # fmt: skip
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.5)
-        client.loop_start()
+        connect_session(client, mqtt_cfg, session_properties())
         if not self._subscribed.wait(30):
             raise RuntimeError(f"no subscription on {mqtt_cfg.url}")
 

@@ -24,7 +24,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from homecare.receiver import mqtt_client
+from homecare.receiver import mqtt_client, session_properties
 from homecare.settings import MqttSettings
 
 SESSION_EXPIRY_S = 3600
@@ -112,8 +112,7 @@ class Observer:
             self._cond.notify_all()
 
     def start(self, timeout_s: float = 30.0) -> None:
-        props = Properties(PacketTypes.CONNECT)
-        props.SessionExpiryInterval = SESSION_EXPIRY_S
+        props = session_properties(expiry_s=SESSION_EXPIRY_S)
         try:
             self._client.connect(self.settings.host, self.settings.port, 10,
                                  clean_start=False, properties=props)
