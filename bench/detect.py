@@ -754,14 +754,14 @@ def latency(
     """Phase 3 (see module doc)."""
     from homecare.influx import InfluxClient
     from homecare.receiver import Receiver
-    from homecare.servers import DEPLOYED_AUTOSAVE_S, LocalBroker, LocalInflux
+    from homecare.servers import LocalBroker, LocalInflux
     from homecare.settings import InfluxSettings, MqttSettings
 
     root = Path(tempfile.mkdtemp(prefix="homecare-bench-detect-"))
     ctx = mp.get_context("spawn")
     warm_s = min(15, max(5, seconds // 5))
     with (
-        LocalBroker(root / "mosquitto", autosave_s=DEPLOYED_AUTOSAVE_S) as broker,
+        LocalBroker(root / "mosquitto", autosave_s=0) as broker,
         LocalInflux(root / "influxd") as influx,
     ):
         with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:

@@ -127,10 +127,6 @@ class _LocalServer:
         self.stop()
 
 
-DEPLOYED_AUTOSAVE_S = 60
-"""Mosquitto's ``autosave_interval`` in deploy/mosquitto/mosquitto.conf: benchmarks use it."""
-
-
 class LocalBroker(_LocalServer):
     """Mosquitto on a loopback port, with persistence so sessions survive a restart.
 
@@ -154,9 +150,10 @@ class LocalBroker(_LocalServer):
         super().__init__(root)
         self.port = port or free_port()
         self.autosave_s = autosave_s
-        """Seconds between saves of the whole database: short for the fault tests (a
-        kill -9 loses less), long in benchmarks and deploy/ (each save rewrites every
-        queued message, a heavy write when a subscriber has a backlog)."""
+        """Seconds between saves of the whole database; 0: only on exit. Short for the
+        fault tests (a kill -9 loses less); 0 in the benchmarks, where a save (it rewrites
+        every queued message, and deliveries wait meanwhile) would land in one phase and
+        not another and skew the ratios between them."""
         self.extra_config = extra_config
         self.tls = tls
         """(certificate, key): also listen with TLS on :attr:`tls_port`."""

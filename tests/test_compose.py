@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from homecare.access import SERVICE_RIGHTS
 from homecare.cli import app
-from homecare.servers import DEPLOYED_AUTOSAVE_S, LocalBroker
+from homecare.servers import LocalBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,8 +66,6 @@ def test_mosquitto_config_never_drops_queued_readings():
     conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
     assert "max_queued_messages 0" in conf
     assert "allow_anonymous false" in conf
-    # the benchmarks run the broker with the deployed save interval
-    assert f"autosave_interval {DEPLOYED_AUTOSAVE_S}\n" in conf
 
 
 def test_grafana_is_pinned_provisioned_and_reads_with_the_read_only_account():
