@@ -294,7 +294,9 @@ def run(
         server_cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in servers.items()}
         ingest = IngestProc.start(broker, influx, state)
         proc = psutil.Process(ingest.proc.pid)
+        times0 = proc.cpu_times()
         status = ingest.wait_for(n)
+        times1 = proc.cpu_times()
         span_s = status["last_at"] - status["first_at"]
         server_cpu = {
             k: round((sum(p.cpu_times()[:2]) - server_cpu0[k]) / span_s, 2)
@@ -308,6 +310,7 @@ def run(
             "readings_per_s": round(status["readings"] / span_s),
             "cpu": round(cpu / span_s, 2),
             "ratio_to_bare_paho": round(cap / bare_rate, 3),
+            "us_per_message": _us_per_message(times0, times1, status["messages"]),
             "rss_mb": round(proc.memory_info().rss / 1e6),
             "server_cpu": server_cpu,
         }
@@ -403,8 +406,10 @@ def _overload(
         rss.append(proc.memory_info().rss)
         cpu = {k: sum(p.cpu_times()[:2]) for k, p in busy.items()}
         marks.append((time.time(), stats.acked, ingest.read()["messages"], cpu))
+        times.append(proc.cpu_times())
 
     stored_before = ingest.read()["messages"]
+    times: list[Any] = []
     over = asyncio.run(_offer(sim, broker.url, gateways, rendered, rate, sample))
     # from the first whole second on: the fleet's connect and ingest's start left out
     (t0, acked0, stored0, cpu0), (t1, acked1, stored1, cpu1) = marks[0], marks[-1]
@@ -429,6 +434,7 @@ def _overload(
         "broker_backlog_at_end": backlog,
         "rss_mb_start": round(rss[0] / 1e6),
         "rss_mb_max": round(max(rss) / 1e6),
+        "ingest_us_per_message": _us_per_message(times[0], times[-1], stored1 - stored0),
     }
     log(
         f"overload ({mode}): offered {offered:,.0f}/s ({offered / cap:.1f}× capacity; "
@@ -489,3 +495,11 @@ def _shared(
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
     return report, _readings(over)
+
+
+def _us_per_message(before: Any, after: Any, messages: int) -> dict[str, float]:
+    """Ingest's CPU per message, in user space (Python) and in the kernel (sockets)."""
+    return {
+        "user": round((after.user - before.user) / max(messages, 1) * 1e6, 1),
+        "system": round((after.system - before.system) / max(messages, 1) * 1e6, 1),
+    }
