@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import getpass
 import os
+import random
 import shutil
 import signal
 import socket
@@ -30,7 +31,34 @@ class ServerError(RuntimeError):
     """A local server could not be started; the message carries the tail of its log."""
 
 
+LOWEST_PORT = 10000
+
+
+def _ephemeral_low() -> int:
+    """The first port of the kernel's range for outgoing connections' source ports."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
+    """A free loopback port below the kernel's ephemeral range.
+
+    A port from ``bind(0)`` is an ephemeral one: any outgoing connection may take it as
+    its source port before the server binds it, or while a server restarts on it
+    ("Address already in use", seen in CI). Below the range only our servers bind.
+    """
+    low = _ephemeral_low()
+    if low - 1 > LOWEST_PORT:
+        for _ in range(100):
+            port = random.randint(LOWEST_PORT, low - 1)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])

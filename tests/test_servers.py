@@ -1,6 +1,9 @@
 import socket
+from pathlib import Path
 
 import httpx
+
+from homecare.servers import LOWEST_PORT, free_port
 
 
 def test_broker_accepts_connections(broker):
@@ -15,3 +18,15 @@ def test_influx_answers_queries(influx):
     r = httpx.post(f"{influx.url}/query", params={"q": "SHOW DATABASES"})
     assert r.status_code == 200
     assert r.json()["results"][0]["statement_id"] == 0
+
+
+def test_free_ports_are_outside_the_range_outgoing_connections_use():
+    """An outgoing connection can take any ephemeral port as its source port, even one a
+    test server is about to bind or restart on; the servers' ports come from below."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = [free_port() for _ in range(50)]
+    assert all(LOWEST_PORT <= p < low for p in ports)
+    assert len(set(ports)) > 40
+    for port in ports[:5]:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", port))
