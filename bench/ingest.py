@@ -250,7 +250,7 @@ def _render(sim: Simulation, messages: int) -> list[tuple[contract.Topic, bytes]
 def run(
     *, elders: int, seconds: int, live_seconds: int, gateways: int, seed: int, log: Any = print
 ) -> dict[str, Any]:
-    """Run all three phases; return the figures (also printed through ``log``)."""
+    """Run every phase; return the figures (also printed through ``log``)."""
     root = Path(tempfile.mkdtemp(prefix="homecare-bench-"))
     report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
     with (
@@ -349,14 +349,11 @@ def run(
         # published live, and half of it queued in the broker while ingest was down with
         # the other half published live at capacity.
         published = _readings(pre) + _readings(live)
+        rig = Rig(sim, broker, influx, state, gateways, cap, live_seconds, servers, log)
         for mode in ("live", "queued"):
-            report[f"overload_{mode}"], readings = _overload(
-                mode, sim, broker, influx, state, gateways, cap, live_seconds, servers, log
-            )
+            report[f"overload_{mode}"], readings = _overload(mode, rig)
             published += readings
-        report["shared_subscription"], readings = _shared(
-            sim, broker, influx, state, gateways, cap, live_seconds, log
-        )
+        report["shared_subscription"], readings = _shared(rig)
         published += readings
         stored = _stored(influx)
         report["exactly_once"] = {
@@ -369,37 +366,48 @@ def run(
     return report
 
 
-def _overload(
-    mode: str,
-    sim: Simulation,
-    broker: LocalBroker,
-    influx: LocalInflux,
-    state: Path,
-    gateways: int,
-    cap: float,
-    seconds: int,
-    servers: dict[str, psutil.Process],
-    log: Any,
-) -> tuple[dict[str, Any], int]:
+@dataclass
+class Rig:
+    """What the overload phases run against, and the capacity they are measured by."""
+
+    sim: Simulation
+    broker: LocalBroker
+    influx: LocalInflux
+    state: Path
+    gateways: int
+    cap: float
+    seconds: int
+    servers: dict[str, psutil.Process]
+    log: Callable[[str], Any]
+
+    def offer(
+        self, messages: list[tuple[contract.Topic, bytes]], rate: float,
+        sample: Callable[[FleetStats], None],
+    ) -> FleetStats:
+        return asyncio.run(_offer(self.sim, self.broker.url, self.gateways, messages, rate, sample))
+
+
+def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
     """Offer 2 × ``cap`` × ``seconds`` messages: ``live`` at 2 × capacity, or ``queued``
     (half in the broker before ingest starts, half live at capacity). The traffic is
     rendered first, so the load generator costs only its publishing: simulating 2× live
     on a small machine would take the CPU the broker and InfluxDB need. Returns the
     figures and the readings published."""
-    want = round(2 * cap * seconds)
-    rendered = _render(sim, want)
+    cap, log = rig.cap, rig.log
+    want = round(2 * cap * rig.seconds)
+    rendered = _render(rig.sim, want)
     rate = 2 * cap if mode == "live" else cap
     head: FleetStats | None = None
     half = 0
     if mode == "queued":
         half = len(rendered) // 2
-        head = asyncio.run(_offer(sim, broker.url, gateways, rendered[:half], 1e9, lambda _: None))
+        head = rig.offer(rendered[:half], 1e9, lambda _: None)
         rendered = rendered[half:]
     log(f"overload ({mode}): {want:,} messages, offering {rate:,.0f}/s live ...")
-    ingest = IngestProc.start(broker, influx, state)
+    ingest = IngestProc.start(rig.broker, rig.influx, rig.state)
     proc = psutil.Process(ingest.proc.pid)
     rss = [proc.memory_info().rss]
-    busy = {**servers, "ingest": proc, "publisher": psutil.Process()}
+    busy = {**rig.servers, "ingest": proc, "publisher": psutil.Process()}
     marks: list[tuple[float, int, int, dict[str, float]]] = []
 
     def sample(stats: FleetStats) -> None:
@@ -410,7 +418,7 @@ def _overload(
 
     stored_before = ingest.read()["messages"]
     times: list[Any] = []
-    over = asyncio.run(_offer(sim, broker.url, gateways, rendered, rate, sample))
+    over = rig.offer(rendered, rate, sample)
     # from the first whole second on: the fleet's connect and ingest's start left out
     (t0, acked0, stored0, cpu0), (t1, acked1, stored1, cpu1) = marks[0], marks[-1]
     queued = head.acked if head else 0
@@ -446,34 +454,27 @@ def _overload(
     return report, _readings(over) + (_readings(head) if head else 0)
 
 
-
-def _shared(
-    sim: Simulation,
-    broker: LocalBroker,
-    influx: LocalInflux,
-    state: Path,
-    gateways: int,
-    cap: float,
-    seconds: int,
-    log: Any,
-) -> tuple[dict[str, Any], int]:
+def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
     """Two ingest processes in one MQTT shared-subscription group, one per core, offered
     twice one process's capacity live: their combined stored rate against one's capacity.
     On 2 cores the second process shares its core with the broker, InfluxDB and the
     publisher, so this shows that the load spreads and nothing is lost, not the
     many-core speed-up. Returns the figures and the readings published."""
-    rendered = _render(sim, round(2 * cap * seconds))
+    cap = rig.cap
+    rendered = _render(rig.sim, round(2 * cap * rig.seconds))
     procs = [
-        IngestProc.start(broker, influx, state, instance=name, group="bench", cores=cores)
+        IngestProc.start(
+            rig.broker, rig.influx, rig.state, instance=name, group="bench", cores=cores
+        )
         for name, cores in (("a", SUBSCRIBER_CORE), ("b", OTHER_CORES))
     ]
-    log(f"shared subscription: 2 ingest processes, offering {2 * cap:,.0f}/s live ...")
+    rig.log(f"shared subscription: 2 ingest processes, offering {2 * cap:,.0f}/s live ...")
     marks: list[tuple[float, list[int]]] = []
 
     def sample(_stats: FleetStats) -> None:
         marks.append((time.time(), [p.read()["messages"] for p in procs]))
 
-    over = asyncio.run(_offer(sim, broker.url, gateways, rendered, 2 * cap, sample))
+    over = rig.offer(rendered, 2 * cap, sample)
     (t0, each0), (t1, each1) = marks[0], marks[-1]
     rates = [(b - a) / (t1 - t0) for a, b in zip(each0, each1, strict=True)]
     deadline = time.monotonic() + 900
@@ -490,7 +491,7 @@ def _shared(
         "stored_rate_each": [round(r) for r in rates],
         "to_one_process_capacity": round(sum(rates) / cap, 2),
     }
-    log(
+    rig.log(
         f"shared subscription: stored {sum(rates):,.0f}/s together "
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
