@@ -80,7 +80,10 @@ OTHER_CORES = set(CORES[1:]) or SUBSCRIBER_CORE
 
 
 def _pin(pid: int, cores: set[int]) -> None:
-    os.sched_setaffinity(pid, cores)
+    """Pin every thread of a process: affinity is per thread, and influxd (Go) has
+    started its threads by the time we pin it."""
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        os.sched_setaffinity(int(tid), cores)
 
 
 def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
