@@ -114,11 +114,15 @@ def test_acknowledged_in_one_write_means_not_redelivered(tmp_path: Path) -> None
 def test_receiver_stays_within_its_bound_when_the_broker_sends_past_it(tmp_path: Path) -> None:
     """Receive Maximum bounds only QoS 1 messages in flight; QoS 0 ones (a device that
     publishes below the contract's QoS) come as fast as TCP allows. The receiver stops
-    reading at its bound, TCP holds the rest back, and it reads on as batches are taken."""
-    bound, size, n = 200, 4000, 3000
+    reading at twice Receive Maximum, TCP holds the rest back, and it reads on as
+    batches are taken."""
+    receive_maximum, size, n = 200, 4000, 3000
+    bound = 2 * receive_maximum
     with LocalBroker(tmp_path / "mosquitto") as broker:
         settings = MqttSettings(url=broker.url)
-        receiver = Receiver(settings, client_id="bounded", topics=("t/#",), receive_maximum=bound)
+        receiver = Receiver(
+            settings, client_id="bounded", topics=("t/#",), receive_maximum=receive_maximum
+        )
         with receiver:
             _publish(settings, [(f"t/e{i % 50}/frame", b"x" * size, 0, None) for i in range(n)])
             time.sleep(1.0)
