@@ -151,10 +151,9 @@ class Receiver:
         self._client.on_raw_publish = self._on_publish
         self._client.on_message = self._on_message
         self._props = session_properties(receive_maximum=receive_maximum)
-        self._max_buffer = 2 * receive_maximum
-        """Messages held before reading pauses: the memory bound. Above Receive Maximum,
-        so QoS 1 traffic never pauses (the broker stops at Receive Maximum and the
-        SUBACK must get through), only QoS 0 floods do."""
+        self._max_buffer = receive_maximum
+        """Messages held before reading pauses: the memory bound. The broker stops there
+        for QoS 1 (Receive Maximum), not for QoS 0."""
 
     # paho callbacks, on its network thread -------------------------------------------
     def _on_connect(
@@ -197,6 +196,7 @@ class Receiver:
         if len(self._buffer) >= self._batch_size:
             self._full.set()
             if len(self._buffer) >= self._max_buffer and self._ready.is_set():
+                # (not before our SUBACK is in: it may queue behind a backlog)
                 self._client.pause_reading()
 
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:

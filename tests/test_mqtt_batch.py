@@ -114,10 +114,10 @@ def test_acknowledged_in_one_write_means_not_redelivered(tmp_path: Path) -> None
 def test_receiver_stays_within_its_bound_when_the_broker_sends_past_it(tmp_path: Path) -> None:
     """Receive Maximum bounds only QoS 1 messages in flight; QoS 0 ones (a device that
     publishes below the contract's QoS) come as fast as TCP allows. The receiver stops
-    reading at twice Receive Maximum, TCP holds the rest back, and it reads on as
-    batches are taken."""
+    reading at Receive Maximum, TCP holds the rest back, and it reads on as batches are
+    taken."""
     receive_maximum, size, n = 200, 4000, 3000
-    bound = 2 * receive_maximum
+    bound = receive_maximum
     with LocalBroker(tmp_path / "mosquitto") as broker:
         settings = MqttSettings(url=broker.url)
         receiver = Receiver(
@@ -135,3 +135,22 @@ def test_receiver_stays_within_its_bound_when_the_broker_sends_past_it(tmp_path:
                 receiver.ack(delivery)
     assert bound <= held <= bound + READ_BYTES // size + 1
     assert got == n
+
+
+def test_receiver_starts_behind_a_backlog_larger_than_its_bound(tmp_path: Path) -> None:
+    """After an outage the broker sends the queued backlog before our SUBACK: the
+    receiver must not stop reading before the SUBACK is in (it would never start)."""
+    with LocalBroker(tmp_path / "mosquitto") as broker:
+        settings = MqttSettings(url=broker.url)
+        with Receiver(settings, client_id="behind", topics=("t/#",), receive_maximum=100):
+            pass  # the session now exists, and the broker queues for it
+        _publish(settings, [(f"t/e{i % 50}/frame", b"%d" % i, 1, None) for i in range(1000)])
+        payloads: list[bytes] = []
+        receiver = Receiver(settings, client_id="behind", topics=("t/#",), receive_maximum=100)
+        with receiver:
+            deadline = time.monotonic() + 60
+            while len(payloads) < 1000 and time.monotonic() < deadline:
+                delivery = receiver.take(100, 1.0)
+                payloads += [m.payload for m in delivery.messages]
+                receiver.ack(delivery)
+    assert payloads == [b"%d" % i for i in range(1000)]
