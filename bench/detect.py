@@ -53,6 +53,7 @@ import numpy.typing as npt
 import orjson
 import psutil
 
+from bench import daytime
 from bench.peers import hst_rate, naive_rate
 from detectors.base import AccelBatch, Batch, Detection, Detector, ReadingBatch
 from device_sim.fleet import Fleet
@@ -788,9 +789,11 @@ def latency(
             f"SOS presses and {events} falls ..."
         )
         made = time.perf_counter()
+        start = float(math.floor(time.time()))
         sim = Simulation(
-            SimConfig(elders=elders, seed=seed, site="bench", start=float(math.floor(time.time())))
-        )
+            SimConfig(elders=elders, seed=seed, site="bench", start=start,
+                      utc_offset_s=daytime(start))
+        )  # fmt: skip
         seek_s = time.perf_counter() - made
         proc = psutil.Process(detect.pid)
         procs = {"detect": proc, "publisher": psutil.Process()}

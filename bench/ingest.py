@@ -53,6 +53,7 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from bench import daytime
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from homecare import contract
@@ -66,6 +67,8 @@ INGEST_ID = "bench-ingest"
 BARE_ID = "bench-bare"
 RECEIVE_MAXIMUM = 65535
 HISTORY_S = 6 * 3600
+BUSY = 0.9
+"""A core this busy has no room left."""
 STORED_FIELDS = {
     "wearable": "rate",
     "bed": "movement",
@@ -279,9 +282,9 @@ def run(
 
         # The simulated clock starts hours back: the overload phases render minutes of
         # traffic ahead of time, and ingest dead-letters readings > 5 min in the future.
-        span = HISTORY_S
+        start = float(math.floor(time.time()) - HISTORY_S)
         sim = Simulation(
-            SimConfig(elders=elders, seed=seed, start=float(math.floor(time.time()) - span))
+            SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
         )
         log(f"preloading {seconds} s of traffic from {elders} elders ...")
         pre = asyncio.run(_publish(sim, broker.url, gateways, seconds, None))
@@ -451,6 +454,7 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
         "stored_to_capacity": round(stored_rate / cap, 3),
         "seconds": round(t1 - t0, 1),
         "cores_busy": cpu,
+        "bottleneck": _bottleneck(cpu),
         "broker_backlog_at_end": backlog,
         "rss_mb_start": round(rss[0] / 1e6),
         "rss_mb_max": round(max(rss) / 1e6),
@@ -462,6 +466,7 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
         f"{stored_rate:,.0f}/s = {stored_rate / cap:.0%} of capacity, {backlog} left in the "
         f"broker, ingest RSS {rss[0] / 1e6:.0f} → max {max(rss) / 1e6:.0f} MB; cores busy "
         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
+        + f"; the bottleneck: {report['bottleneck']}"
     )
     return report, _readings(over) + (_readings(head) if head else 0)
 
@@ -508,6 +513,16 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
     return report, _readings(over)
+
+
+def _bottleneck(cpu: dict[str, float]) -> str:
+    """Which side ran out of CPU: ingest on its core, or the rest (broker, InfluxDB and
+    the publisher) on theirs. When the rest did, the overload ratio measures this
+    machine's core count, not ingest."""
+    rest = sum(v for k, v in cpu.items() if k != "ingest") / len(OTHER_CORES)
+    if cpu["ingest"] >= BUSY:
+        return "ingest"
+    return "the other cores (broker, InfluxDB, publisher)" if rest >= BUSY else "none"
 
 
 def _us_per_message(before: Any, after: Any, messages: int) -> dict[str, float]:
