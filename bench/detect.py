@@ -53,13 +53,12 @@ import numpy.typing as npt
 import orjson
 import psutil
 
-from bench import daytime
 from bench.peers import hst_rate, naive_rate
 from detectors.base import AccelBatch, Batch, Detection, Detector, ReadingBatch
 from device_sim.fleet import Fleet
 from device_sim.homes import Motion, SimConfig, Simulation, SosPress
 from device_sim.motions import motion
-from device_sim.routine import Posture
+from device_sim.routine import Posture, daytime
 from device_sim.signals import to_device_frame
 from homecare.contract import Stream, Topic
 from homecare.frames import frame_stats

@@ -53,9 +53,9 @@ import paho.mqtt.client as mqtt
 import psutil
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from bench import daytime
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
+from device_sim.routine import daytime
 from homecare import contract
 from homecare.influx import InfluxClient
 from homecare.receiver import connect_session, mqtt_client, session_properties

@@ -16,7 +16,7 @@ from device_sim.homes import (
     Simulation,
     SosPress,
 )
-from device_sim.routine import Activity, Posture
+from device_sim.routine import Activity, Posture, daytime
 
 __all__ = [
     "Activity",
@@ -29,4 +29,5 @@ __all__ = [
     "SimEvent",
     "Simulation",
     "SosPress",
+    "daytime",
 ]

@@ -116,6 +116,21 @@ class Day:
         raise ValueError(f"{ts} is outside day {self.day} [{self.start}, {self.end})")
 
 
+def daytime(start: float, hour: int = 10) -> float:
+    """The UTC offset that makes ``start`` ``hour``:00 local time for simulated elders.
+
+    Wearables charge at night, so the traffic depends on the elders' clock: benchmarks
+    and tests that need everyone up and wearing their pendant set ``utc_offset_s`` to
+    this, whatever the hour where they run.
+
+    >>> daytime(0.0)  # midnight UTC: 10:00 local is UTC+10
+    36000.0
+    >>> (86400 * 3 + 3600 * 14 + daytime(86400 * 3 + 3600 * 14)) % 86400 / 3600
+    10.0
+    """
+    return (hour * 3600.0 - start) % DAY_S
+
+
 def _rng(seed: int, index: int, day: int, salt: int) -> random.Random:
     # Python's Random is stable across versions for random()/uniform()/gauss() given an int.
     return random.Random(((seed * 1_000_003 + index) * 1_000_033 + day) * 7 + salt)

@@ -151,15 +151,13 @@ class BatchClient(mqtt.Client):
                 break
             pos = stop
             qos = (header >> 1) & 3
-            if fast is not None and header & 0xF0 == PUBLISH and qos < 2:
-                p = i + 2 + ((buf[i] << 8) | buf[i + 1])
-                topic = buf[i + 2 : p]
-                mid = 0
-                if qos:
-                    mid = (buf[p] << 8) | buf[p + 1]
-                    p += 2
-                if not v5 or buf[p] == 0:
-                    fast(topic, buf[p + v5 : stop], mid, qos, bool(header & 1))
+            if fast is not None and header & 0xF0 == PUBLISH and qos < 2 and length >= 2:
+                p = i + 2 + ((buf[i] << 8) | buf[i + 1])  # the topic ends here
+                props = p + 2 * (qos > 0)  # after the packet id
+                # Properties present (or a packet too short for its fields): paho's handler.
+                if props + v5 <= stop and (not v5 or buf[props] == 0):
+                    mid = (buf[p] << 8) | buf[p + 1] if qos else 0
+                    fast(buf[i + 2 : p], buf[props + v5 : stop], mid, qos, bool(header & 1))
                     continue
             rc = self._handle_one(header, buf[i:stop])
             if rc != MQTTErrorCode.MQTT_ERR_SUCCESS or self._sock is None:

@@ -29,7 +29,7 @@ from support import frame, topic, wait_for
 from typer.testing import CliRunner
 
 from detectors.service import DetectService
-from device_sim import SimConfig, Simulation, SosPress
+from device_sim import SimConfig, Simulation, SosPress, daytime
 from device_sim.fleet import Fleet, FleetError, link_options
 from device_sim.publisher import MqttError, MqttLink
 from homecare.access import SERVICE_RIGHTS, AccessError, BrokerAccess, check_password
@@ -353,7 +353,8 @@ def test_provisioned_devices_stored_end_to_end_over_tls_with_least_privilege(
     wait_for(lambda: service.status_path.exists(), 20, "ingest connected")
     time.sleep(1)  # detect subscribed
     start = float(int(time.time()) - 120)
-    sim = Simulation(SimConfig(elders=2, seed=3, site="sec", start=start))
+    sim = Simulation(SimConfig(elders=2, seed=3, site="sec", start=start,
+                               utc_offset_s=daytime(start)))  # awake: frames come
     sim.inject(1, start + 10, SosPress())
 
     async def publish() -> int:
