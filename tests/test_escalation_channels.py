@@ -262,10 +262,6 @@ def test_https_with_the_platform_ca(tmp_path: Path):
     assert "CERTIFICATE_VERIFY_FAILED" in untrusted.detail
 
 
-# The stand-in's asyncio server leaves the socket of the stranger's failed TLS handshake
-# to the garbage collector (CPython asyncio, python/cpython#90476 and python/asyncio#487):
-# its ResourceWarning comes from the stdlib server, at random, not from the channel.
-@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 def test_mutual_tls_with_a_client_certificate(tmp_path: Path):
     ca = make_ca(tmp_path)
     cert, key = ca.issue_client(tmp_path, "homecare-escalate")
@@ -277,7 +273,7 @@ def test_mutual_tls_with_a_client_certificate(tmp_path: Path):
         assert len(standin.incidents) == 1
     assert known.status == DeliveryStatus.OK, known
     assert stranger.status == DeliveryStatus.ERROR
-    gc.collect()  # the leaked socket goes now, under this test's filter, not in the next test
+    gc.collect()  # a leaked socket would warn now, in this test, not in a later one
 
 
 def test_the_operator_acknowledges_through_the_ack_url():

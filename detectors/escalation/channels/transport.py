@@ -36,6 +36,8 @@ Origin = tuple[str, str, int]
 MAX_BODY = 1 << 20
 MAX_HEAD = 64 << 10
 """Answers are a few hundred bytes; anything past this is not a receiver we talk to."""
+CLOSE_WAIT_S = 1.0
+"""How long closing waits for a TLS connection's goodbye before cutting it."""
 _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
@@ -214,9 +216,12 @@ class _Connection(asyncio.Protocol):
         self.buffer = bytearray()
         self.waiter: asyncio.Future[tuple[Response, bool]] | None = None
         self.closed = False
+        self.lost: asyncio.Future[None] | None = None
+        """Done once the socket is closed."""
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.lost = asyncio.get_running_loop().create_future()
 
     def data_received(self, data: bytes) -> None:
         self.buffer += data
@@ -228,6 +233,8 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.lost is not None and not self.lost.done():
+            self.lost.set_result(None)
         waiter = self.waiter
         if waiter is not None and not waiter.done():
             stale = not self.buffer  # nothing of an answer: the receiver closed an idle one
@@ -319,8 +326,16 @@ class LeanClient:
         return response
 
     async def aclose(self) -> None:
-        for conns in self._idle.values():
-            for conn in conns:
-                conn.close()
+        conns = [conn for idle in self._idle.values() for conn in idle]
         self._idle.clear()
+        for conn in conns:
+            conn.close()
+        # TLS says goodbye (close_notify) before its socket closes: wait for that a
+        # moment, then cut it, so that no socket is left to the garbage collector.
+        closing = [conn.lost for conn in conns if conn.lost is not None and not conn.lost.done()]
+        if closing:
+            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
+        for conn in conns:
+            if conn.transport is not None and not (conn.lost and conn.lost.done()):
+                conn.transport.abort()
         await asyncio.sleep(0)  # let the transports finish closing
