@@ -4,7 +4,9 @@ Everything runs on this machine against a real Mosquitto and influxd that the
 benchmark starts. The subscriber under test gets the first core to itself; the broker,
 InfluxDB and the publishing fleet share the others (on 2 cores: the second).
 Simulated elders' traffic (frames, bed readings, door events, status) is published by
-the simulator's fleet in gateway mode.
+the simulator's fleet in gateway mode, at 10:00 the elders' time (wearables charge at
+night), their clock starting hours back so that traffic rendered ahead of time is never
+in the future.
 
 1. **Capacity.** Both subscribers — a bare paho client that only counts in
    ``on_message``, and ``homecare ingest`` as its own process — first create their
@@ -21,8 +23,10 @@ the simulator's fleet in gateway mode.
    schedule (:meth:`Fleet.offer`): on 2 cores, simulating 2× live would take the CPU
    that the broker and InfluxDB need. Reported per way: offered and stored rates (from
    the first whole second to the last), stored against capacity, each process's share
-   of a core, ingest's memory, and what the broker still held; once everything has
-   drained, every published reading is counted back in InfluxDB.
+   of a core and which side ran out of CPU (``bottleneck``: when it is not ingest, the
+   ratio measures the machine, not ingest), ingest's memory, and what the broker still
+   held; once everything has drained, every published reading is counted back in
+   InfluxDB, and dead letters are counted too.
 
 4. **Shared subscription.** Two ingest processes in one MQTT shared-subscription group,
    one per core, offered twice one process's capacity live: their stored rates.
