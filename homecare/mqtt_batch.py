@@ -11,9 +11,10 @@ acknowledges a whole batch in one write. Every other packet (CONNACK, SUBACK, th
 PUBACK of our own publishes, a PUBLISH with properties) goes to paho's own handlers, so
 sessions, reconnects and keepalive stay paho's.
 
-It uses paho internals (``_in_packet``, ``_packet_handle``, ``_packet_queue``,
-``_loop_rc_handle``): pyproject pins paho-mqtt below 2.3 and
-``tests/test_mqtt_batch.py`` checks them against a real broker.
+It uses paho internals (``_sock_recv``, ``_in_packet``, ``_packet_handle``,
+``_packet_queue``, ``_loop_rc_handle``, ``_send_pingreq``, ``_handle_pingresp``):
+pyproject pins paho-mqtt below 2.3 and ``tests/test_mqtt_batch.py`` checks them against
+a real broker.
 """
 
 from __future__ import annotations
@@ -35,9 +36,8 @@ RawPublish = Callable[[bytes, bytes, int, int, bool], None]
 READ_BYTES = 1 << 18
 PAUSE_POLL_S = 0.05
 """While reading is paused, paho's loop still runs this often (acknowledgements out)."""
-PUBLISH = 0x30
-PUBACK = 0x40
-_PUBACKS = [bytes((PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in range(65536)]
+PUBLISH = mqtt.PUBLISH
+_PUBACKS = [bytes((mqtt.PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in range(65536)]
 
 
 class BatchClient(mqtt.Client):
@@ -180,4 +180,4 @@ class BatchClient(mqtt.Client):
         """Acknowledge QoS 1 messages in one write (``manual_ack``)."""
         blob = b"".join([_PUBACKS[mid] for mid in mids])
         if blob:
-            self._packet_queue(PUBACK, blob, 0, 0)
+            self._packet_queue(mqtt.PUBACK, blob, 0, 0)

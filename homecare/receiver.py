@@ -51,8 +51,8 @@ class Delivery:
     """A batch of messages and what acknowledging them takes."""
 
     messages: list[RawMessage] = field(default_factory=list)
-    acks: list[tuple[int, int, int]] = field(default_factory=list)
-    """(generation, mid, qos) of each QoS>0 message, in arrival order."""
+    acks: list[tuple[int, int]] = field(default_factory=list)
+    """(generation, mid) of each QoS 1 message, in arrival order."""
 
 
 def mqtt_client(
@@ -189,7 +189,7 @@ class Receiver:
         if retain:
             # Retained state was stored when it was live; a new subscription replays it.
             if qos:
-                self._client.ack(mid, qos)
+                self._client.ack_many((mid,))
             return
         raw = RawMessage(topic.decode("utf-8", "replace"), payload, time.time())
         self._buffer.append((raw, self._generation, mid, qos))
@@ -234,7 +234,7 @@ class Receiver:
             raw, generation, mid, qos = pop()
             delivery.messages.append(raw)
             if qos:
-                delivery.acks.append((generation, mid, qos))
+                delivery.acks.append((generation, mid))
         if len(self._buffer) < self._max_buffer:
             self._client.resume_reading()
         return delivery
@@ -242,7 +242,7 @@ class Receiver:
     def ack(self, delivery: Delivery) -> int:
         """Acknowledge a stored delivery; return how many acks were sent."""
         generation = self._generation
-        mids = [mid for gen, mid, _qos in delivery.acks if gen == generation]
+        mids = [mid for gen, mid in delivery.acks if gen == generation]
         self._client.ack_many(mids)
         return len(mids)
 

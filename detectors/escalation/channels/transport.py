@@ -334,8 +334,8 @@ class LeanClient:
         # moment, then cut it, so that no socket is left to the garbage collector.
         closing = [conn.lost for conn in conns if conn.lost is not None and not conn.lost.done()]
         if closing:
-            await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
-        for conn in conns:
-            if conn.transport is not None and not (conn.lost and conn.lost.done()):
-                conn.transport.abort()
+            _, late = await asyncio.wait(closing, timeout=CLOSE_WAIT_S)
+            for conn in conns:
+                if conn.lost in late and conn.transport is not None:
+                    conn.transport.abort()
         await asyncio.sleep(0)  # let the transports finish closing
