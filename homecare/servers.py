@@ -16,6 +16,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ class ServerError(RuntimeError):
 
 
 LOWEST_PORT = 10000
+_PORTS_GIVEN: set[int] = set()
+_PORTS_LOCK = threading.Lock()
 
 
 def _ephemeral_low() -> int:
@@ -47,21 +50,29 @@ def free_port() -> int:
 
     A port from ``bind(0)`` is an ephemeral one: any outgoing connection may take it as
     its source port before the server binds it, or while a server restarts on it
-    ("Address already in use", seen in CI). Below the range only our servers bind.
+    ("Address already in use", seen in CI). Below the range only our servers bind, and
+    a port is handed out once per process: servers started in parallel threads, or one
+    stopped for an outage and about to restart on its port, never get each other's.
     """
     low = _ephemeral_low()
-    if low - 1 > LOWEST_PORT:
-        for _ in range(100):
-            port = random.randint(LOWEST_PORT, low - 1)
-            with socket.socket() as sock:
-                try:
-                    sock.bind(("127.0.0.1", port))
-                except OSError:
+    with _PORTS_LOCK:
+        if low - 1 > LOWEST_PORT:
+            for _ in range(100):
+                port = random.randint(LOWEST_PORT, low - 1)
+                if port in _PORTS_GIVEN:
                     continue
+                with socket.socket() as sock:
+                    try:
+                        sock.bind(("127.0.0.1", port))
+                    except OSError:
+                        continue
+                _PORTS_GIVEN.add(port)
                 return port
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        _PORTS_GIVEN.add(port)
+        return port
 
 
 def _wait_for(
