@@ -3,12 +3,18 @@
 FROM python:3.11-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
+# The services and tools; not the harness (local servers, stand-ins, demo) nor the benchmarks.
 COPY homecare ./homecare
+COPY cli ./cli
 COPY ingest ./ingest
 COPY detectors ./detectors
-COPY device_sim ./device_sim
+COPY escalation ./escalation
 COPY dashboards ./dashboards
-COPY bench ./bench
+COPY device_sim ./device_sim
+COPY certify ./certify
+COPY evaluation ./evaluation
+COPY devices ./devices
+COPY privacy ./privacy
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/homecare homecare \
     && mkdir -p /var/lib/homecare && chown homecare /var/lib/homecare
 USER homecare

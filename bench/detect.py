@@ -752,9 +752,9 @@ def latency(
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Phase 3 (see module doc)."""
+    from harness.servers import LocalBroker, LocalInflux
     from homecare.influx import InfluxClient
     from homecare.receiver import Receiver
-    from homecare.servers import LocalBroker, LocalInflux
     from homecare.settings import InfluxSettings, MqttSettings
 
     root = Path(tempfile.mkdtemp(prefix="homecare-bench-detect-"))

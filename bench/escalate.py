@@ -22,11 +22,11 @@ import numpy as np
 import psutil
 import yaml
 
-from detectors.escalation.standins import CallCentreStandIn
+from harness.demo import ServiceProcess
+from harness.servers import LocalBroker, LocalInflux
+from harness.standins import CallCentreStandIn
 from homecare.contract import Alert, alert_topic
-from homecare.demo import ServiceProcess
 from homecare.receiver import mqtt_client
-from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
 

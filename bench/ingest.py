@@ -60,10 +60,10 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from device_sim.routine import daytime
+from harness.servers import LocalBroker, LocalInflux
 from homecare import contract
 from homecare.influx import InfluxClient
 from homecare.receiver import connect_session, mqtt_client, session_properties
-from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings
 from homecare.status import read_status
 

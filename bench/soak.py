@@ -40,7 +40,7 @@ def run(
 
     from bench.ingest import IngestProc, _publish, _readings, _stored
     from device_sim.homes import SimConfig, Simulation
-    from homecare.servers import LocalBroker, LocalInflux
+    from harness.servers import LocalBroker, LocalInflux
 
     seconds = minutes * 60
     sim_span = seconds * speed

@@ -23,9 +23,9 @@ from typing import Annotated, Any
 import typer
 
 from bench import emit
+from harness.servers import LocalInflux, compacted_size
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
-from homecare.servers import LocalInflux, compacted_size
 from homecare.settings import ContractSettings, InfluxSettings, RetentionSettings
 from ingest import rollups
 from ingest.points import Converter

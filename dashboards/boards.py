@@ -3,7 +3,7 @@
 Queries read the storage schema of :mod:`ingest.points` (raw data, kept 30 days) and,
 for long ranges, the rollups of :mod:`ingest.rollups` (``"history"."wearable_1h"`` and
 friends, kept for years). Alert panels read the ``alert`` points of
-:mod:`detectors.alerts` and the ``alert_escalation`` events of escalation: the one of
+:mod:`homecare.alerts` and the ``alert_escalation`` events of escalation: the one of
 event ``acknowledged`` carries ``after_s`` (seconds since the alert began), the one of
 event ``resolved`` its outcome in ``detail``.
 

@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from detectors.alerts import AlertBook, Raised, alert_lines
 from detectors.base import Detection, Detector, dispatch, tick_all
 from detectors.baselines import BaselineFile, baselines_path
 from detectors.batches import Batcher
@@ -42,6 +41,7 @@ from detectors.morning import MorningDetector
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
+from homecare.alerts import AlertBook, Raised, alert_lines
 from homecare.contract import Alert, ContractError, alert_topic, subscription
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError

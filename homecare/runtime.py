@@ -1,8 +1,53 @@
-"""Process-wide tuning for the long-running services (``homecare ingest``, ``homecare detect``)."""
+"""What every long-running command shares: settings at start, logging, signals, the GC.
+
+Service commands (``homecare ingest``, ``detect``, ``escalate``, ``rollup run``…) live in
+their own folders; these helpers are here, in the core, so that no service imports the
+composition root (``cli/``).
+"""
 
 from __future__ import annotations
 
 import gc
+import logging
+import signal
+import threading
+
+import typer
+from pydantic import ValidationError
+
+from homecare.settings import Settings
+
+__all__ = ["configure_logging", "load_settings", "stop_on_signals", "tune_gc_for_service"]
+
+
+def load_settings(*, servers: bool = False) -> Settings:
+    """Settings from the environment; with ``servers``, both server URLs are required.
+
+    Invalid settings stop the command with a clear message instead of a traceback.
+    """
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    if servers and (not settings.mqtt.url or not settings.influx.url):
+        raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    return settings
+
+
+def configure_logging(level: str) -> None:
+    """One line per record with time, level and logger, for a service's log."""
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per write is noise
+
+
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT, for a graceful shutdown."""
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    return stop
 
 
 def tune_gc_for_service() -> None:

@@ -87,11 +87,11 @@ def run_command(
     ] = None,
 ) -> None:
     """Compute the rollups, nights and alert copies for a range (idempotent)."""
-    from homecare.cli import _stop_on_signals
+    from homecare.runtime import stop_on_signals
     from ingest.rollups import RollupError, run
 
     settings = influx_settings()
-    stop = _stop_on_signals() if every else threading.Event()
+    stop = stop_on_signals() if every else threading.Event()
     while True:
         now = time.time()
         start, end = moment(since, now), moment(until, now)

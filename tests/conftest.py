@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from harness.servers import LocalBroker, LocalInflux
 from homecare.influx import InfluxClient
-from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings
 
 if TYPE_CHECKING:

@@ -33,8 +33,8 @@ from detectors.care import CARE_TABLE, Care
 from detectors.inactivity import InactivityDetector
 from detectors.morning import MorningDetector
 from detectors.service import Detect
+from harness.servers import LocalInflux
 from homecare.influx import InfluxClient, line
-from homecare.servers import LocalInflux
 from homecare.settings import InfluxSettings, Settings
 
 H = 3600.0

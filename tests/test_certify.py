@@ -18,14 +18,14 @@ from typing import Any
 
 import pytest
 
-from device_sim.certify.checks import CHECKS
-from device_sim.certify.faulty import FAULTY
-from device_sim.certify.kit import CertifyOptions, certify
-from device_sim.certify.prompts import NoOperator
-from device_sim.certify.reference import Fault, SimulatedDevice
-from device_sim.certify.report import Report, build_report, write_report
+from certify.checks import CHECKS
+from certify.faulty import FAULTY
+from certify.kit import CertifyOptions, certify
+from certify.prompts import NoOperator
+from certify.reference import Fault, SimulatedDevice
+from certify.report import Report, build_report, write_report
+from harness.servers import LocalBroker
 from homecare.contract import DeviceKind
-from homecare.servers import LocalBroker
 from homecare.settings import MqttSettings
 
 pytestmark = pytest.mark.servers

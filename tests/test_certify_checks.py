@@ -11,9 +11,9 @@ import json
 import pytest
 from support import frame, topic
 
-from device_sim.certify.checks import Analysis, CheckResult, run_checks
-from device_sim.certify.kit import CertifyOptions, Evidence
-from device_sim.certify.observer import Observed
+from certify.checks import Analysis, CheckResult, run_checks
+from certify.kit import CertifyOptions, Evidence
+from certify.observer import Observed
 from homecare.contract import DeviceKind
 
 T0 = 1_800_000_000.0

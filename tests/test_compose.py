@@ -16,9 +16,9 @@ import yaml
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from homecare.access import SERVICE_RIGHTS
-from homecare.cli import app
-from homecare.servers import LocalBroker
+from cli.main import app
+from devices.access import SERVICE_RIGHTS
+from harness.servers import LocalBroker
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
+from cli.main import app
 from homecare import contract
-from homecare.cli import app
 from homecare.contract import ContractError, DeviceKind, Stream, Topic
 
 NOW = 1_800_000_000.0

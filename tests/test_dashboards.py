@@ -18,8 +18,8 @@ from week import Gap, Week, rolled_up, write_week
 
 from dashboards.boards import ELDER_UID, SITE_UID
 from dashboards.publish import build
+from harness.servers import LocalInflux
 from homecare.influx import InfluxClient
-from homecare.servers import LocalInflux
 from homecare.settings import InfluxSettings
 
 BUILT = {uid: json.loads(text) for uid, text in build().items()}

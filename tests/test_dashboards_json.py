@@ -12,10 +12,10 @@ from typing import Any
 import yaml
 from typer.testing import CliRunner
 
+from cli.main import app
 from dashboards.boards import ALERTS_UID, ELDER_UID, FLEET_UID, SITE_UID
 from dashboards.influxql import DATASOURCE_UID, DATASOURCE_VAR
 from dashboards.publish import build
-from homecare.cli import app
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"

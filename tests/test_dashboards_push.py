@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import app
 from dashboards.publish import FOLDER_UID, build
-from homecare.cli import app
-from homecare.servers import free_port
+from harness.servers import free_port
 
 TOKEN = "glsa_test-token"
 

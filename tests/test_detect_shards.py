@@ -16,12 +16,12 @@ from support import Publisher, settings_for, topic, wait_for
 from test_detect_service import AlertListener
 from typer.testing import CliRunner
 
+from cli.main import app
 from detectors.service import DetectService, for_sites
-from homecare.access import BrokerAccess
-from homecare.cli import app
+from devices.access import BrokerAccess
+from harness.servers import LocalBroker
 from homecare.contract import subscription
 from homecare.receiver import Receiver, ReceiverError
-from homecare.servers import LocalBroker
 from homecare.settings import DetectSettings, MqttSettings, Settings
 
 pytestmark = pytest.mark.servers

@@ -11,7 +11,7 @@ from support import settings_for, wait_for
 
 from device_sim import SimConfig, Simulation, SosPress
 from device_sim.fleet import Fleet
-from homecare.demo import stored_counts
+from harness.demo import stored_counts
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings
 from ingest.service import IngestService

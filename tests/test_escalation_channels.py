@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from detectors.escalation.channels import CallCentreChannel, EmailChannel, WebhookChannel
-from detectors.escalation.messages import family_message
-from detectors.escalation.notification import (
+from devices.tls import make_ca
+from escalation.channels import CallCentreChannel, EmailChannel, WebhookChannel
+from escalation.messages import family_message
+from escalation.notification import (
     ChannelKind,
     Delivery,
     DeliveryStatus,
@@ -23,7 +24,7 @@ from detectors.escalation.notification import (
     Notification,
     Recipient,
 )
-from detectors.escalation.standins import (
+from harness.standins import (
     CallCentreStandIn,
     HttpStandIn,
     LocalSmtp,
@@ -32,7 +33,6 @@ from detectors.escalation.standins import (
 )
 from homecare.contract import Alert, AlertState, Severity
 from homecare.settings import CallCentreSettings, WebhookSettings
-from homecare.tls import make_ca
 
 T0 = 1_700_000_000.0  # Tuesday 14 November 2023, 22:13:20 UTC = 23:13 in Stockholm
 MARIA = ElderCard(

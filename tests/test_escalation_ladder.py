@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from detectors.escalation.ladder import Escalation, ManualClock, story
-from detectors.escalation.notification import (
+from escalation.ladder import Escalation, ManualClock, story
+from escalation.notification import (
     Delivery,
     DeliveryStatus,
     MessageType,
     Notification,
 )
-from detectors.escalation.registry import Registry, ack_token
-from detectors.escalation.store import Store, store_path
+from escalation.registry import Registry, ack_token
+from escalation.store import Store, store_path
 from homecare.contract import Alert
 
 NOON = 1_700_049_600.0  # 2023-11-15 12:00 UTC

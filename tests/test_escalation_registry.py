@@ -10,7 +10,8 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from detectors.escalation.registry import (
+from cli.main import app
+from escalation.registry import (
     RegistryError,
     RegistryFile,
     ack_token,
@@ -18,7 +19,6 @@ from detectors.escalation.registry import (
     remove_elder,
     token_valid,
 )
-from homecare.cli import app
 
 EXAMPLE = Path(__file__).parent.parent / "deploy" / "registry" / "registry.yaml"
 

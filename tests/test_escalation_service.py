@@ -17,14 +17,14 @@ import pytest
 import yaml
 from support import Publisher, wait_for
 
-from detectors.escalation.registry import ack_token
-from detectors.escalation.service import ack_topic
-from detectors.escalation.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
-from detectors.escalation.store import open_readonly, store_path
+from escalation.registry import ack_token
+from escalation.service import ack_topic
+from escalation.store import open_readonly, store_path
+from harness.demo import ServiceProcess
+from harness.servers import LocalBroker, LocalInflux, free_port
+from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
 from homecare.contract import Alert, alert_subscription, alert_topic
-from homecare.demo import ServiceProcess
 from homecare.influx import InfluxClient
-from homecare.servers import LocalBroker, LocalInflux, free_port
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
 

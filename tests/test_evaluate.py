@@ -6,7 +6,7 @@ import json
 
 from typer.testing import CliRunner
 
-from homecare.cli import app
+from cli.main import app
 
 
 def test_cohort_evaluation_scores_injected_scenarios(tmp_path):
@@ -32,9 +32,9 @@ def test_the_cohort_is_judged_with_baselines_fitted_on_its_own_past():
     import numpy as np
 
     from detectors.care import Care
-    from detectors.evaluate_cohort import fit_history
     from detectors.service import default_detectors
     from device_sim.homes import SimConfig, Simulation
+    from evaluation.cohort import fit_history
 
     config = SimConfig(elders=4, seed=5, start=19723 * 86400.0)
     care = Care()
@@ -45,9 +45,9 @@ def test_the_cohort_is_judged_with_baselines_fitted_on_its_own_past():
 
 
 def test_the_detectors_get_the_mag_std_that_ingest_computes():
-    from detectors.evaluate_cohort import _batches
     from device_sim.homes import SimConfig, Simulation
     from device_sim.scenarios import iter_streams
+    from evaluation.cohort import _batches
 
     sim = Simulation(SimConfig(elders=2, seed=5, start=19723 * 86400.0 + 9 * 3600))
     chunk = next(iter_streams(sim, [], 0.01))

@@ -7,10 +7,10 @@ import doctest
 import numpy as np
 import pytest
 
-import detectors.evaluate_replay
 import detectors.fall
-import detectors.replay
 import device_sim.motions
+import evaluation.replay
+import evaluation.replay_eval
 from detectors.base import AccelBatch, Detection
 from detectors.fall import FallDetector, FallSettings, confirms, resample
 from device_sim.motions import MOTIONS, motion, random_rotation
@@ -216,7 +216,7 @@ def test_a_gap_clears_the_history():
 
 
 @pytest.mark.parametrize(
-    "module", [detectors.fall, detectors.replay, detectors.evaluate_replay, device_sim.motions]
+    "module", [detectors.fall, evaluation.replay, evaluation.replay_eval, device_sim.motions]
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)

@@ -18,11 +18,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.servers import LocalInflux
 from homecare import contract
 from homecare.contract import ContractError, DeviceKind, DoorRole, Stream, Topic
 from homecare.edge import Edge, RawMessage
 from homecare.influx import InfluxClient
-from homecare.servers import LocalInflux
 from homecare.settings import ContractSettings, InfluxSettings
 from ingest.points import Converter
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from pydantic import SecretStr
 
+from harness.servers import LocalInflux
 from homecare.influx import InfluxClient, InfluxError, line
-from homecare.servers import LocalInflux
 from homecare.settings import InfluxSettings
 
 

@@ -13,9 +13,9 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 from support import wait_for
 
+from harness.servers import LocalBroker
 from homecare.mqtt_batch import READ_BYTES, BatchClient
 from homecare.receiver import Receiver, connect_session, mqtt_client, session_properties
-from homecare.servers import LocalBroker
 from homecare.settings import MqttSettings
 
 Received = tuple[bytes, bytes, int, bool]

@@ -22,13 +22,13 @@ from paho.mqtt.enums import CallbackAPIVersion
 from support import Publisher, count, settings_for, topic, wait_for
 from test_ingest import valid_traffic
 
-from detectors.alerts import alert_lines
 from detectors.baselines import Baselines, read_baselines, save_baselines
-from detectors.escalation.registry import load_registry
-from detectors.escalation.store import Store, open_readonly, store_path
+from escalation.registry import load_registry
+from escalation.store import Store, open_readonly, store_path
+from harness.servers import LocalInflux
+from homecare.alerts import alert_lines
 from homecare.contract import Alert, Severity, alert_topic
 from homecare.influx import InfluxClient
-from homecare.servers import LocalInflux
 from homecare.settings import InfluxSettings, RetentionSettings
 from ingest import rollups
 from ingest.service import IngestService

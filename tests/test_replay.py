@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from detectors.cli import evaluate_command, replay_app
-from detectors.evaluate_replay import evaluate, resample_trace
-from detectors.replay import G, TraceError, read_trace
 from device_sim.motions import motion
+from evaluation.cli import evaluate_command, replay_app
+from evaluation.replay import G, TraceError, read_trace
+from evaluation.replay_eval import evaluate, resample_trace
 
 app = typer.Typer()
 app.add_typer(replay_app, name="replay")

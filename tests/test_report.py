@@ -11,8 +11,8 @@ import pytest
 from typer.testing import CliRunner
 from week import Gap, rolled_up, write_week
 
+from cli.main import app
 from dashboards import report
-from homecare.cli import app
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings
 

@@ -18,7 +18,7 @@ from support import wait_for
 from typer.testing import CliRunner
 from week import rolled_up
 
-from homecare.cli import app
+from cli.main import app
 from homecare.influx import InfluxClient, line
 from homecare.settings import InfluxSettings, RetentionSettings
 from ingest import rollups

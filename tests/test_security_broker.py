@@ -1,7 +1,7 @@
 """Broker security against a real Mosquitto: TLS, per-device accounts and ACLs, revocation.
 
-The broker runs with a CA and server certificate made by :mod:`homecare.tls`, the
-password file and ACL written by :class:`homecare.access.BrokerAccess`, no anonymous
+The broker runs with a CA and server certificate made by :mod:`devices.tls`, the
+password file and ACL written by :class:`devices.access.BrokerAccess`, no anonymous
 access, and both a plain and a TLS listener on loopback.
 """
 
@@ -28,18 +28,18 @@ from paho.mqtt.reasoncodes import ReasonCode
 from support import frame, topic, wait_for
 from typer.testing import CliRunner
 
+from cli.main import app
 from detectors.service import DetectService
 from device_sim import SimConfig, Simulation, SosPress, daytime
 from device_sim.fleet import Fleet, FleetError, link_options
 from device_sim.publisher import MqttError, MqttLink
-from homecare.access import SERVICE_RIGHTS, AccessError, BrokerAccess, check_password
-from homecare.cli import app
+from devices.access import SERVICE_RIGHTS, AccessError, BrokerAccess, check_password
+from devices.tls import make_ca
+from harness.servers import LocalBroker, LocalInflux
 from homecare.contract import Alert, alert_subscription, alert_topic, subscription
 from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import Receiver, ReceiverError
-from homecare.servers import LocalBroker, LocalInflux
 from homecare.settings import InfluxSettings, MqttSettings, Settings
-from homecare.tls import make_ca
 from ingest.service import IngestService
 
 pytestmark = pytest.mark.servers

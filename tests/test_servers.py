@@ -4,7 +4,7 @@ from pathlib import Path
 
 import httpx
 
-from homecare.servers import LOWEST_PORT, free_port
+from harness.servers import LOWEST_PORT, free_port
 
 
 def test_broker_accepts_connections(broker):

@@ -6,7 +6,7 @@ iter_streams`, the same routines, report phases and vital-sign models as the liv
 simulation) → contract payloads (JSON bytes, as devices publish them) → the ingest
 :class:`~ingest.points.Converter` (validation at the edge, per-second statistics) →
 :class:`~homecare.influx.InfluxClient`. Alerts and their lifecycle events are written
-with :func:`detectors.alerts.alert_lines`.
+with :func:`homecare.alerts.alert_lines`.
 
 To load in seconds, wearable frames are thinned: one frame every ``frame_every_s``
 seconds, plus every second in which the elder walked (so steps per day stay true), at
@@ -33,15 +33,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from detectors.alerts import alert_id, alert_lines
-from detectors.escalation.service import event_line
 from device_sim import encode
 from device_sim.homes import SimConfig, Simulation
 from device_sim.scenarios import iter_streams
+from escalation.service import event_line
+from harness.servers import LocalInflux
+from homecare.alerts import alert_id, alert_lines
 from homecare.contract import Alert, AlertState, Severity, Stream
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
-from homecare.servers import LocalInflux
 from homecare.settings import ContractSettings, InfluxSettings, RetentionSettings
 from ingest import rollups
 from ingest.points import Converter

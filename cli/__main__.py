@@ -1,0 +1,5 @@
+"""``python -m cli`` runs the ``homecare`` command."""
+
+from cli.main import app
+
+app()

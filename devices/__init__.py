@@ -1,0 +1,1 @@
+"""Device accounts and certificates on the broker: ``homecare devices``."""

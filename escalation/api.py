@@ -1,0 +1,195 @@
+"""The acknowledgement API: a small HTTP/1.1 server on asyncio, framed by h11.
+
+h11 (already here as httpx's HTTP/1.1 engine, maintained by python-hyper) does the
+parsing and framing; asyncio does the sockets. Three routes, nothing else:
+
+- ``GET /health`` — liveness, for the compose healthcheck.
+- ``POST /alerts/<id>/ack`` with ``contact`` and ``token`` in the query, a JSON body or
+  a form body; an ``outcome`` resolves.
+- ``POST /alerts/<id>/resolve`` with ``contact``, ``token`` and ``outcome``.
+
+A ``GET`` on either (the link in an email or SMS) changes nothing: mail scanners and
+link previews fetch links too. It answers a small HTML page saying what the alert is,
+with a button that POSTs. Other answers are JSON: 200, 400 (malformed), 403 (invalid
+token), 404 (unknown alert or route), 409 (already closed), 413 (body over 64 KiB).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import json
+import logging
+import re
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qsl, urlsplit
+
+import h11
+
+from escalation.ladder import OUTCOMES, AckResult
+from escalation.messages import OUTCOME_WORDS
+
+log = logging.getLogger(__name__)
+
+MAX_BODY = 64 * 1024
+ROUTE = re.compile(r"^/alerts/([A-Za-z0-9_-]{1,64})/(ack|resolve)$")
+
+Acknowledge = Callable[[str, dict[str, str], str], AckResult]
+"""(alert id, fields, action) → the answer; the service's bridge to the ladder."""
+
+Describe = Callable[[str, str, str], AckResult]
+"""(alert id, contact, token) → the alert in words; changes nothing."""
+
+
+def parse_fields(target: str, body: bytes) -> dict[str, str]:
+    """The query string and a JSON object (or an HTML form's) body, merged;
+    ``ValueError`` if malformed.
+
+    >>> parse_fields("/alerts/a/ack?contact=anna&token=t", b'{"outcome": "visit"}')
+    {'contact': 'anna', 'token': 't', 'outcome': 'visit'}
+    >>> parse_fields("/alerts/a/resolve?contact=anna&token=t", b"outcome=visit")["outcome"]
+    'visit'
+    """
+    fields = dict(parse_qsl(urlsplit(target).query))
+    if body.strip() and not body.lstrip().startswith((b"{", b"[", b'"')):
+        fields.update(parse_qsl(body.decode(), keep_blank_values=True, strict_parsing=True))
+    elif body.strip():
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise ValueError("body must be a JSON object")
+        fields.update({str(k): str(v) for k, v in data.items() if v is not None})
+    return fields
+
+
+class AckServer:
+    """Serve the acknowledgement API until closed."""
+
+    def __init__(
+        self, acknowledge: Acknowledge, describe: Describe, health: Callable[[], dict[str, Any]]
+    ) -> None:
+        self.acknowledge = acknowledge
+        self.describe = describe
+        self.health = health
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._connection, host, port)
+        self.port = int(self.server.sockets[0].getsockname()[1])
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.server.wait_closed(), 2)
+
+    def route(self, method: str, target: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
+        """The answer: a JSON object, or (``str``) an HTML page."""
+        path = urlsplit(target).path
+        if path == "/health" and method == "GET":
+            return 200, self.health()
+        match = ROUTE.match(path)
+        if match is None or method not in ("GET", "POST"):
+            return 404, {"error": f"no route {method} {path[:80]}"}
+        try:
+            fields = parse_fields(target, body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return 400, {"error": f"malformed acknowledgement: {exc}"[:300]}
+        alert_id, action = match[1], match[2]
+        if not fields.get("contact") or not fields.get("token"):
+            return 400, {"error": "contact and token are required"}
+        if method == "GET":
+            return self.page(target, alert_id, action, fields)
+        if action == "resolve" and not fields.get("outcome"):
+            return 400, {"error": "outcome is required to resolve"}
+        result = self.acknowledge(alert_id, fields, "http")
+        body_out: dict[str, Any] = {"result": result.message}
+        if result.state:
+            body_out["state"] = result.state
+        return result.status, body_out
+
+    def page(
+        self, target: str, alert_id: str, action: str, fields: dict[str, str]
+    ) -> tuple[int, dict[str, Any] | str]:
+        """The confirmation page: what the alert is, and a button that POSTs the link."""
+        said = self.describe(alert_id, fields["contact"], fields["token"])
+        if not said.ok:
+            return said.status, {"result": said.message}
+        choose = ""
+        if action == "resolve" or fields.get("outcome"):
+            options = "".join(
+                f'<option value="{o}"{" selected" * (o == fields.get("outcome"))}>'
+                f"{html.escape(OUTCOME_WORDS.get(o, o))}</option>"
+                for o in sorted(OUTCOMES)
+            )
+            choose = (
+                f'<p><label>How did it end? <select name="outcome">{options}</select></label></p>'
+            )
+        button = "It is dealt with" if choose else "I'm dealing with it"
+        page = (
+            '<!doctype html><html><head><meta charset="utf-8"><title>Alert</title></head><body>'
+            f"<h1>{html.escape(said.message[:1].upper() + said.message[1:])}</h1>"
+            f"<p>Alert {html.escape(alert_id)} is {html.escape(str(said.state))}.</p>"
+            f'<form method="post" action="{html.escape(target, quote=True)}">{choose}'
+            f'<button type="submit">{button}</button></form></body></html>'
+        )
+        return 200, page
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        conn = h11.Connection(h11.SERVER)
+        request: h11.Request | None = None
+        body = b""
+        try:
+            while True:
+                event = conn.next_event()
+                if event is h11.NEED_DATA:
+                    data = await asyncio.wait_for(reader.read(65536), 30)
+                    conn.receive_data(data)
+                    continue
+                if isinstance(event, h11.Request):
+                    request, body = event, b""
+                elif isinstance(event, h11.Data):
+                    body += event.data
+                    if len(body) > MAX_BODY:
+                        await self._send(conn, writer, 413, {"error": "body over 64 KiB"})
+                        return
+                elif isinstance(event, h11.EndOfMessage) and request is not None:
+                    status, payload = self.route(
+                        request.method.decode(), request.target.decode("latin-1"), body
+                    )
+                    await self._send(conn, writer, status, payload)
+                    if conn.our_state is h11.MUST_CLOSE:
+                        return
+                    conn.start_next_cycle()
+                    request = None
+                elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
+                    return
+        except h11.RemoteProtocolError as exc:
+            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
+                with contextlib.suppress(Exception):
+                    await self._send(conn, writer, 400, {"error": f"bad request: {exc}"[:200]})
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    @staticmethod
+    async def _send(
+        conn: h11.Connection,
+        writer: asyncio.StreamWriter,
+        status: int,
+        payload: dict[str, Any] | str,
+    ) -> None:
+        if isinstance(payload, str):
+            data, kind = payload.encode(), "text/html; charset=utf-8"
+        else:
+            data, kind = json.dumps(payload).encode(), "application/json"
+        headers = [("content-type", kind), ("content-length", str(len(data)))]
+        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
+        writer.write(conn.send(h11.Data(data=data)) or b"")
+        writer.write(conn.send(h11.EndOfMessage()) or b"")
+        await writer.drain()

@@ -1,0 +1,120 @@
+"""Family email over SMTP: the standard library's smtplib, run in worker threads.
+
+A family email is rare and small; smtplib needs no new dependency and speaks
+STARTTLS, implicit TLS and AUTH. Each send opens its own connection (in a thread, at
+most ``connections`` at once), so a hung mail server never blocks the ladder.
+
+The ``Message-ID`` is derived from the notification's ``ref``: a retry, or a re-send
+after a restart, is the same message, and mail systems drop the duplicate. 4xx answers
+and lost connections are retried with backoff; 5xx answers (a refused address, bad
+credentials) are not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import ssl
+from datetime import UTC, datetime
+from email.message import EmailMessage
+from email.utils import format_datetime, formataddr
+from types import TracebackType
+from typing import Self
+
+from escalation.channels.retry import Answer, deliver
+from escalation.messages import family_message
+from escalation.notification import (
+    ChannelKind,
+    Delivery,
+    DeliveryStatus,
+    Notification,
+)
+from homecare.settings import SmtpSettings
+
+
+def email_message(note: Notification, sender: str) -> EmailMessage:
+    """The email for one notification; ``ValueError`` if it cannot be written (a header
+    with a line break, a heartbeat)."""
+    words = family_message(note)
+    msg = EmailMessage()
+    msg["From"] = sender
+    msg["To"] = formataddr((note.recipient.name, note.recipient.address))
+    msg["Subject"] = words.subject
+    msg["Date"] = format_datetime(datetime.now(UTC))
+    msg["Message-ID"] = f"<{note.ref}@homecare.invalid>"
+    msg["X-Homecare-Ref"] = note.ref
+    msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to the platform
+    msg.set_content(words.body)
+    return msg
+
+
+def _smtp_answer(exc: Exception) -> Answer:
+    """An SMTP failure as a delivery status: 4xx and lost connections are worth a retry."""
+    if isinstance(exc, smtplib.SMTPRecipientsRefused):
+        codes = [code for code, _ in exc.recipients.values()]
+        temporary = all(400 <= c < 500 for c in codes)
+        status = DeliveryStatus.BUSY if temporary else DeliveryStatus.ERROR
+        return Answer(status, f"recipient refused: {codes}", final=not temporary)
+    if isinstance(exc, smtplib.SMTPResponseException):
+        text = exc.smtp_error.decode(errors="replace") if isinstance(exc.smtp_error, bytes) else ""
+        detail = f"SMTP {exc.smtp_code} {text}".strip()
+        if 400 <= exc.smtp_code < 500:
+            return Answer(DeliveryStatus.BUSY, detail)
+        return Answer(DeliveryStatus.ERROR, detail, final=True)
+    if isinstance(exc, smtplib.SMTPNotSupportedError | ssl.SSLCertVerificationError):
+        return Answer(DeliveryStatus.ERROR, f"{type(exc).__name__}: {exc}", final=True)
+    return Answer(DeliveryStatus.ERROR, f"{type(exc).__name__}: {exc}")
+
+
+class EmailChannel:
+    """Family emails through one SMTP server (``settings.host``)."""
+
+    kind = ChannelKind.EMAIL
+
+    def __init__(self, settings: SmtpSettings) -> None:
+        self.settings = settings
+        self._slots = asyncio.Semaphore(settings.connections)
+        self._tls: ssl.SSLContext | None = None
+
+    async def __aenter__(self) -> Self:
+        if self.settings.tls or self.settings.starttls:
+            self._tls = self.settings.ssl_context()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        return None
+
+    async def send(self, notification: Notification) -> Delivery:
+        if not self.settings.host:
+            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR,
+                            detail="no SMTP host configured", final=True)  # fmt: skip
+        try:
+            msg = email_message(notification, self.settings.sender)
+        except ValueError as exc:  # nothing a server could take: no point retrying
+            return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc),
+                            final=True)  # fmt: skip
+        return await deliver(notification.ref, lambda _n: self._try(msg), self.settings)
+
+    async def _try(self, msg: EmailMessage) -> Answer:
+        async with self._slots:
+            try:
+                await asyncio.to_thread(self._send_now, msg)
+            except (smtplib.SMTPException, OSError) as exc:
+                return _smtp_answer(exc)
+        return Answer(DeliveryStatus.OK, "accepted")
+
+    def _send_now(self, msg: EmailMessage) -> None:
+        s = self.settings
+        smtp: smtplib.SMTP
+        if s.tls:
+            smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=self._tls)
+        else:
+            smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
+        with smtp:
+            if s.starttls:
+                smtp.starttls(context=self._tls)
+            if s.username and s.password is not None:
+                smtp.login(s.username, s.password.get_secret_value())
+            smtp.send_message(msg)

@@ -1,0 +1,495 @@
+"""``homecare escalate``: alerts from MQTT → the ladder → the call centre, families and apps.
+
+One asyncio process. paho's network thread hands MQTT messages over to the loop; the
+loop commits each batch to the store (:mod:`escalation.store`) before the
+broker is told the messages were received (manual acknowledgement), so a kill -9
+loses nothing: what was not committed is re-sent by the broker, and what was
+committed is resumed from the store. Then:
+
+- due notifications are sent through the channels, many at once, each with its ref;
+- every transition is published retained on the alert's topic and written to
+  InfluxDB from the store's outbox, so neither misses one made while it was away;
+- acknowledgements arrive on ``homecare/v1/<site>/<elder>/alert/<id>/ack`` (JSON
+  ``{"contact", "token", "outcome"?}``) or through the HTTP API (:mod:`.api`);
+- the registry is re-read when it changes, digests go out once a day, and the call
+  centre gets a heartbeat.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import secrets
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+from pydantic import ValidationError
+
+from escalation.api import AckServer
+from escalation.ladder import AckResult, Clock, Escalation, alert_at
+from escalation.notification import (
+    Channel,
+    ChannelKind,
+    Delivery,
+    DeliveryStatus,
+    MessageType,
+    Notification,
+)
+from escalation.registry import RegistryFile
+from escalation.store import Store, store_path
+from homecare.alerts import alert_lines
+from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
+from homecare.influx import InfluxClient, InfluxError, line
+from homecare.receiver import connect_session, mqtt_client, session_properties
+from homecare.settings import Settings
+from homecare.status import write_status
+
+log = logging.getLogger(__name__)
+
+ACK_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/alert/+/ack"
+INTAKE_BATCH = 250
+OUTBOX_EVERY_S = 0.5
+
+
+def ack_topic(site: str, elder: str, alert_id: str) -> str:
+    """Where an app acknowledges an alert over MQTT."""
+    return alert_topic(site, elder, alert_id) + "/ack"
+
+
+def load_secret(settings: Settings, *, make: bool = True) -> bytes:
+    """The key of the contacts' tokens: from the settings, else a file made once in state_dir
+    (with ``make`` False, a missing one is a ``FileNotFoundError``: a new key would give
+    tokens the running service refuses)."""
+    if settings.escalate.secret is not None:
+        return settings.escalate.secret.get_secret_value().encode()
+    path = settings.state_dir / "escalation.secret"
+    if not path.exists() and not make:
+        raise FileNotFoundError(
+            f"no token key: set HOMECARE_ESCALATE__SECRET (or __SECRET_FILE) as the service "
+            f"has it, or run this where the service keeps {path}"
+        )
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_hex(32))
+        log.warning("no HOMECARE_ESCALATE__SECRET: made a token key in %s", path)
+    return path.read_text().strip().encode()
+
+
+ChannelFactory = Callable[[Settings], dict[ChannelKind, Channel]]
+
+
+@dataclass(slots=True)
+class EscalateStats:
+    received: int = 0
+    opened: int = 0
+    duplicates: int = 0
+    cancelled: int = 0
+    ignored: int = 0
+    """Alerts in a later state never seen open (retained history after the store was lost)."""
+    malformed: int = 0
+    acks: int = 0
+    acks_refused: int = 0
+    sent_ok: int = 0
+    sent_failed: int = 0
+    heartbeats: int = 0
+    http_port: int = 0
+    registry_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        out = {k: getattr(self, k) for k in self.__slots__ if k != "extra"}
+        return out | self.extra
+
+
+class EscalateService:
+    """The escalation process: MQTT and HTTP in, channels out, the store in between."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        channels: ChannelFactory,
+        *,
+        clock: Clock = time.time,
+    ) -> None:
+        if settings.registry is None:
+            raise ValueError("set HOMECARE_REGISTRY to the registry file (YAML)")
+        self.settings = settings
+        self.cfg = settings.escalate
+        self.registry = RegistryFile(settings.registry)
+        self.store = Store(store_path(settings.state_dir))
+        self.engine = Escalation(
+            self.store,
+            lambda: self.registry.current,
+            secret=load_secret(settings),
+            clock=clock,
+            grace_s=settings.detect.grace_s,
+            flap_s=self.cfg.flap_s,
+            retry_s=self.cfg.retry_s,
+        )
+        self.make_channels = channels
+        self.stats = EscalateStats()
+        self.status_path = settings.state_dir / "escalate.json"
+        self._arrivals: deque[tuple[mqtt.MQTTMessage, int]] = deque()
+        self._arrived = asyncio.Event()
+        self._signalled = False
+        """Whether the loop was already told about the messages waiting in ``_arrivals``."""
+        self._generation = 0
+        """MQTT connection count: an acknowledgement is only valid on the connection it came."""
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake = asyncio.Event()
+        self._in_flight: set[str] = set()
+        self._sending: set[asyncio.Task[None]] = set()
+        self._done: list[tuple[Notification, Delivery]] = []
+        self._subscribed = threading.Event()
+        self._client = mqtt_client(settings.mqtt, self.cfg.client_id, manual_ack=True)
+
+    # MQTT, on paho's thread ------------------------------------------------------------
+    def _on_connect(
+        self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
+    ) -> None:
+        if rc.is_failure:
+            log.error("broker refused %s: %s", self.cfg.client_id, rc)
+            return
+        self._generation += 1
+        client.subscribe(  # retained alerts only to a new subscription: not again on reconnect
+            [
+                (alert_subscription(), SubscribeOptions(qos=1, noLocal=True, retainHandling=1)),
+                (ACK_SUBSCRIPTION, SubscribeOptions(qos=1)),
+            ]
+        )
+
+    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        assert self._loop is not None
+        self._arrivals.append((msg, self._generation))
+        if not self._signalled:  # wake the loop once per batch, not once per message
+            self._signalled = True
+            self._loop.call_soon_threadsafe(self._arrived.set)
+
+    # the loop --------------------------------------------------------------------------
+    async def run(self, stop: asyncio.Event) -> EscalateStats:
+        self._loop = asyncio.get_running_loop()
+        api = AckServer(self._acknowledge, self.engine.describe, self._health)
+        await api.start(self.cfg.http_host, self.cfg.http_port)
+        self.stats.http_port = api.port
+        self.engine.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
+        async with AsyncExitStack() as stack:
+            channels: dict[ChannelKind, Channel] = {}
+            for kind, channel in self.make_channels(self.settings).items():
+                channels[kind] = await stack.enter_async_context(channel)  # type: ignore[arg-type]
+            self._channels = channels
+            db = stack.enter_context(InfluxClient(self.settings.influx))
+            await asyncio.to_thread(self._connect)
+            stack.callback(self._disconnect)
+            log.info(
+                "escalate subscribed to %s and %s; ack API on port %d; %d alerts in the store",
+                alert_subscription(), ACK_SUBSCRIPTION, api.port, self.store.count("alerts"),
+            )  # fmt: skip
+            tasks = [
+                asyncio.create_task(self._intake()),
+                asyncio.create_task(self._sender()),
+                asyncio.create_task(self._outbox(db)),
+                asyncio.create_task(self._housekeeping()),
+                asyncio.create_task(self._heartbeat()),
+            ]
+            stopping = asyncio.create_task(stop.wait())
+            await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            await self._settle()
+            await api.close()
+            failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
+            if failed:  # a loop died: exit (non-zero), the supervisor restarts us from the store
+                raise RuntimeError("escalation loop failed") from failed[0].exception()
+        self._write_status()
+        self.store.close()
+        return self.stats
+
+    def _connect(self) -> None:
+        client = self._client
+        client.on_connect = self._on_connect
+        client.on_subscribe = lambda *_: self._subscribed.set()
+        client.on_message = self._on_message
+        mqtt_cfg = self.settings.mqtt
+        connect_session(client, mqtt_cfg, session_properties())
+        if not self._subscribed.wait(30):
+            raise RuntimeError(f"no subscription on {mqtt_cfg.url}")
+
+    def _disconnect(self) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    async def _intake(self) -> None:
+        """Alerts and acknowledgements from MQTT, committed in batches, then acknowledged;
+        each batch's alarms start going out before the next batch is taken in."""
+        arrivals = self._arrivals
+        while True:
+            await self._arrived.wait()
+            self._arrived.clear()
+            self._signalled = False
+            while arrivals:
+                batch = [arrivals.popleft() for _ in range(min(INTAKE_BATCH, len(arrivals)))]
+                self._take(batch)
+                self._dispatch()
+                await asyncio.sleep(0)  # the sends start; then the next batch
+
+    def _take(self, batch: list[tuple[mqtt.MQTTMessage, int]]) -> None:
+        alerts: list[Alert] = []
+        for msg, _ in batch:
+            if msg.topic.endswith("/ack"):
+                self._mqtt_ack(msg)
+                continue
+            try:
+                alerts.append(Alert.model_validate_json(msg.payload))
+            except ValidationError as exc:
+                self.stats.malformed += 1
+                log.warning("malformed alert on %s: %s", msg.topic, str(exc)[:200])
+        if alerts:
+            outcomes = self.engine.receive_many(alerts)
+            self.stats.received += len(alerts)
+            self.stats.opened += outcomes.count("opened")
+            self.stats.duplicates += outcomes.count("duplicate")
+            self.stats.cancelled += outcomes.count("cancelled")
+            self.stats.ignored += outcomes.count("ignored")
+        for msg, generation in batch:  # committed: the broker may forget them now
+            if msg.qos and generation == self._generation:
+                self._client.ack(msg.mid, msg.qos)
+
+    def _mqtt_ack(self, msg: mqtt.MQTTMessage) -> None:
+        parts = msg.topic.split("/")
+        try:
+            data = json.loads(msg.payload)
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
+            fields = {str(k): str(v) for k, v in data.items() if v is not None}
+            if not fields.get("contact") or not fields.get("token"):
+                raise ValueError("contact and token are required")
+        except ValueError as exc:
+            self.stats.malformed += 1
+            log.warning("malformed acknowledgement on %s refused: %s", msg.topic, exc)
+            return
+        self._acknowledge(parts[-2], fields, "mqtt")
+
+    def _acknowledge(self, alert_id: str, fields: dict[str, str], channel: str) -> AckResult:
+        result = self.engine.acknowledge(
+            alert_id, fields["contact"], fields["token"], channel=channel,
+            outcome=fields.get("outcome") or None,
+        )  # fmt: skip
+        if result.ok:
+            self.stats.acks += 1
+            log.info("alert %s %s by contact %s over %s", alert_id, result.message,
+                     fields["contact"], channel)  # fmt: skip
+        elif result.status == 403:
+            self.stats.acks_refused += 1
+        self._wake.set()
+        return result
+
+    def _health(self) -> dict[str, Any]:
+        return {"ok": True, "alerts": self.store.count("alerts"), "in_flight": len(self._in_flight)}
+
+    def _dispatch(self) -> None:
+        """Start sending what is due, up to ``concurrency`` deliveries in flight."""
+        room = self.cfg.concurrency - len(self._in_flight)
+        if room > 0:
+            for note in self.engine.due(room, busy=self._in_flight):
+                self._in_flight.add(note.ref)
+                task = asyncio.create_task(self._send(note))
+                self._sending.add(task)
+                task.add_done_callback(self._sending.discard)
+
+    async def _sender(self) -> None:
+        """Run the ladder and send what is due, many at once; record the answers in batches."""
+        while True:
+            self._wake.clear()
+            if self._done:
+                done, self._done = self._done, []
+                self.engine.delivered(done)
+                for note, _ in done:
+                    self._in_flight.discard(note.ref)
+            self.engine.advance()
+            self._dispatch()
+            # answers are recorded every 50 ms together (one commit), not one by one
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), 0.05 if self._in_flight else 0.2)
+
+    async def _send(self, note: Notification) -> None:
+        channel = self._channels.get(note.recipient.channel)
+        if channel is None:
+            result = Delivery(ref=note.ref, status=DeliveryStatus.ERROR,
+                              detail=f"no {note.recipient.channel} channel configured",
+                              final=True)  # fmt: skip
+        else:
+            try:
+                result = await channel.send(note)
+            except Exception as exc:  # a channel must not raise; if it does, retry later
+                log.exception("channel %s raised on %s", note.recipient.channel, note.ref)
+                result = Delivery(ref=note.ref, status=DeliveryStatus.ERROR, detail=str(exc))
+        if result.status == DeliveryStatus.OK:
+            self.stats.sent_ok += 1
+        else:
+            self.stats.sent_failed += 1
+        self._done.append((note, result))
+
+    async def _settle(self) -> None:
+        """On SIGTERM: give deliveries in flight a moment and record their answers."""
+        deadline = time.monotonic() + 5
+        while self._in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+            if self._done:
+                done, self._done = self._done, []
+                self.engine.delivered(done)
+                for note, _ in done:
+                    self._in_flight.discard(note.ref)
+
+    async def _outbox(self, db: InfluxClient) -> None:
+        """Publish each transition retained on the alert's topic; write every event to InfluxDB."""
+        deferred = 0
+        while True:
+            await asyncio.sleep(OUTBOX_EVERY_S)
+            if self._in_flight and deferred < 4:  # people first: a burst is being delivered
+                deferred += 1
+                continue
+            deferred = 0
+            seen: dict[int, Alert] = {}  # an event's alert, parsed once for both
+            await self._publish_events(seen)
+            await self._write_events(db, seen)
+
+    async def _publish_events(self, seen: dict[int, Alert]) -> None:
+        rows = self.store.db.execute(
+            "SELECT e.*, a.alert FROM events e JOIN alerts a ON a.id = e.alert_id "
+            "WHERE e.published = 0 ORDER BY e.seq LIMIT 5000"
+        ).fetchall()
+        if not rows:
+            return
+        infos = []
+        for row in rows:
+            if row["transition"]:
+                alert = seen[row["seq"]] = alert_at(row)
+                infos.append(
+                    self._client.publish(
+                        alert_topic(alert.site, alert.elder, alert.id),
+                        alert.model_dump_json().encode(),
+                        qos=1,
+                        retain=True,
+                    )
+                )
+        deadline = time.monotonic() + 10
+        while any(not i.is_published() for i in infos):
+            if time.monotonic() > deadline:
+                return  # the broker is away: try again later
+            await asyncio.sleep(0.02)
+        with self.store.tx() as tx:
+            tx.executemany(
+                "UPDATE events SET published = 1 WHERE seq = ?", [(r["seq"],) for r in rows]
+            )
+
+    async def _write_events(self, db: InfluxClient, seen: dict[int, Alert]) -> None:
+        rows = self.store.db.execute(
+            "SELECT e.*, a.alert FROM events e JOIN alerts a ON a.id = e.alert_id "
+            "WHERE e.written = 0 ORDER BY e.seq LIMIT 5000"
+        ).fetchall()
+        if not rows:
+            return
+        lines: list[str] = []
+        for row in rows:
+            alert = seen.get(row["seq"]) or alert_at(row)
+            if row["transition"]:
+                lines += alert_lines(alert)
+            lines.append(event_line(alert, row))
+        try:
+            await asyncio.to_thread(db.write, lines)
+        except InfluxError as exc:
+            log.warning("escalation events not yet in InfluxDB (%d held): %s", len(rows), exc)
+            return
+        with self.store.tx() as tx:
+            tx.executemany(
+                "UPDATE events SET written = 1 WHERE seq = ?", [(r["seq"],) for r in rows]
+            )
+
+    async def _housekeeping(self) -> None:
+        next_digest = 0.0
+        while True:
+            if self.registry.poll():
+                self._wake.set()
+            self.stats.registry_error = self.registry.error
+            if time.monotonic() >= next_digest:
+                next_digest = time.monotonic() + 60
+                if self.engine.digests():
+                    self._wake.set()
+            self._write_status()
+            await asyncio.sleep(1.0)
+
+    async def _heartbeat(self) -> None:
+        """SCAIP heartbeat: the call centre knows the platform is alive while these arrive."""
+        while True:
+            now = self.engine.clock()
+            reg = self.registry.current
+            targets = {reg.provider.call_centre} | {p.call_centre for p in reg.sites.values()}
+            channel = self._channels.get(ChannelKind.CALL_CENTRE)
+            for cid in sorted(targets):
+                contact = reg.contact(cid)
+                if contact is None or channel is None:
+                    continue
+                for recipient in contact.recipients():
+                    note = Notification(
+                        ref=f"hb-{cid}-{int(now)}", type=MessageType.HEARTBEAT,
+                        recipient=recipient, created=now,
+                    )  # fmt: skip
+                    result = await channel.send(note)
+                    self.stats.heartbeats += result.status == DeliveryStatus.OK
+                    if result.status != DeliveryStatus.OK:
+                        log.warning("heartbeat to %s: %s", cid, result.status)
+            await asyncio.sleep(self.cfg.heartbeat_s)
+
+    def _write_status(self) -> None:
+        self.stats.extra = {
+            "alerts": self.store.count("alerts"),
+            "pending": self.store.count("deliveries", "status = 'pending'"),
+            "registry_reloads": self.registry.reloads,
+        }
+        write_status(self.status_path, self.stats.as_dict())
+
+
+def event_line(alert: Alert, row: Any) -> str:
+    """One ``alert_escalation`` point: the ladder's story (who, which channel, which rung)."""
+    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},event={row['event']}"
+    if row["who"]:
+        tags += f",who={row['who']}"
+    if row["channel"]:
+        tags += f",channel={row['channel']}"
+    fields = {
+        "id": alert.id,
+        "state": row["state"],
+        "ref": row["ref"],
+        "step": row["step"],
+        "detail": row["detail"],
+    }
+    return line("alert_escalation", tags, fields, round(row["ts"] * 1000))
+
+
+def run_service(
+    settings: Settings, channels: ChannelFactory, stop: threading.Event
+) -> EscalateStats:
+    """Run until ``stop`` is set (by SIGTERM or SIGINT in the CLI)."""
+
+    async def main() -> EscalateStats:
+        done = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        threading.Thread(
+            target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
+        ).start()
+        return await EscalateService(settings, channels).run(done)
+
+    return asyncio.run(main())

@@ -1,0 +1,1 @@
+"""Judging the detectors: the simulated cohort and recorded traces (``homecare evaluate``)."""

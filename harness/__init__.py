@@ -1,0 +1,2 @@
+"""Test and demo harness: real local servers (broker, influxd), the stand-ins for the call
+centre, the SMS/push gateway and SMTP, and ``homecare demo``. No production module imports it."""

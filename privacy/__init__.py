@@ -1,0 +1,1 @@
+"""Erasure of one elder across every store: ``homecare elder forget``."""
