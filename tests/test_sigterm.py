@@ -22,6 +22,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from homecare.runtime import sigterm_as_ctrl_c, stop_process
+
 REPO = Path(__file__).resolve().parents[1]
 EXIT_S = 30.0
 """How long the command may take to stop what it started and exit."""
@@ -127,3 +129,38 @@ def test_bench_ingest_stops_its_children_and_removes_its_folder(
     assert any(temp.iterdir()), "the bench made no temporary folder"
     _assert_stopped_cleanly(proc, children, sig, tmp_path, out)
     assert not any(temp.iterdir()), list(temp.iterdir())
+
+
+@pytest.mark.servers
+def test_certify_stops_its_broker_and_removes_its_folder(tmp_path: Path) -> None:
+    args = ["certify", "--kind", "bed", "--simulate", "reference", "--non-interactive",
+            "--duration", "120", "--out", str(tmp_path / "report")]  # fmt: skip
+    proc, temp, out = _start(args, tmp_path)
+    children = _wait_for_children(proc, _has("mosquitto"), out, 60)
+    assert any(temp.iterdir()), "the kit made no temporary folder"
+    _assert_stopped_cleanly(proc, children, signal.SIGTERM, tmp_path, out)
+    assert not any(temp.iterdir()), list(temp.iterdir())
+
+
+def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    began = time.monotonic()
+    with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGTERM)
+    assert time.monotonic() - began < 5
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_process_kills_a_child_that_ignores_sigterm() -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1); "
+        "time.sleep(60)"
+    )
+    with subprocess.Popen([sys.executable, "-u", "-c", stubborn], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline()  # its handler is set
+        began = time.monotonic()
+        stop_process(proc, timeout_s=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - began < 5
+    stop_process(proc)  # once ended: nothing to do
