@@ -3,7 +3,8 @@
 FROM python:3.11-slim-bookworm
 WORKDIR /app
 COPY pyproject.toml README.md ./
-# The services and tools; not the harness (local servers, stand-ins, demo) nor the benchmarks.
+# The services and tools, and the benchmarks' light command module (bench/cli.py: a
+# benchmark loads only when it runs); not the harness (local servers, stand-ins, demo).
 COPY homecare ./homecare
 COPY cli ./cli
 COPY ingest ./ingest
@@ -15,6 +16,7 @@ COPY certify ./certify
 COPY evaluation ./evaluation
 COPY devices ./devices
 COPY privacy ./privacy
+COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/homecare homecare \
     && mkdir -p /var/lib/homecare && chown homecare /var/lib/homecare
 USER homecare

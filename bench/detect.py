@@ -43,7 +43,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -755,14 +755,16 @@ def latency(
     from harness.servers import LocalBroker, LocalInflux
     from homecare.influx import InfluxClient
     from homecare.receiver import Receiver
+    from homecare.runtime import stop_process
     from homecare.settings import InfluxSettings, MqttSettings
 
-    root = Path(tempfile.mkdtemp(prefix="homecare-bench-detect-"))
     ctx = mp.get_context("spawn")
     warm_s = min(15, max(5, seconds // 5))
     with (
-        LocalBroker(root / "mosquitto", autosave_s=0) as broker,
-        LocalInflux(root / "influxd") as influx,
+        tempfile.TemporaryDirectory(prefix="homecare-bench-detect-") as tmp,
+        LocalBroker(Path(tmp) / "mosquitto", autosave_s=0) as broker,
+        LocalInflux(Path(tmp) / "influxd") as influx,
+        ExitStack() as children,
     ):
         with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:
             db.create_database()
@@ -772,14 +774,16 @@ def latency(
         ready, stop, alerts_q = ctx.Event(), ctx.Event(), ctx.Queue()
         listener = ctx.Process(target=_listen_main, args=(broker.url, ready, stop, alerts_q))
         listener.start()
+        children.callback(stop_process, listener)
         started, stats_q = ctx.Event(), ctx.Queue()
-        state = root / "state"
+        state = Path(tmp) / "state"
         state.mkdir()
         detect = ctx.Process(
             target=_detect_main,
             args=(broker.url, influx.url, str(state), started, stats_q, batch_interval_s),
         )
         detect.start()
+        children.callback(stop_process, detect)
         if not (ready.wait(60) and started.wait(120)):
             raise RuntimeError("the alert listener or the detect service did not start")
         phases = "burst then spread" if spread else "burst"

@@ -40,10 +40,10 @@ and landing in one phase and not another it skewed the ratios between phases.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import multiprocessing as mp
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -64,6 +64,7 @@ from harness.servers import LocalBroker, LocalInflux
 from homecare import contract
 from homecare.influx import InfluxClient
 from homecare.receiver import connect_session, mqtt_client, session_properties
+from homecare.runtime import stop_process
 from homecare.settings import InfluxSettings, MqttSettings
 from homecare.status import read_status
 
@@ -135,14 +136,20 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
         target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
     )
     proc.start()
-    _pin(proc.pid, SUBSCRIBER_CORE)
-    out = queue.get(timeout=900)
-    proc.join()
+    try:
+        _pin(proc.pid, SUBSCRIBER_CORE)
+        out = queue.get(timeout=900)
+        proc.join()
+    finally:
+        stop_process(proc)
     return out
 
 
 @dataclass
 class IngestProc:
+    """``homecare ingest`` as its own process (in a session of its own, as the servers):
+    a context manager that stops it on exit if it still runs."""
+
     proc: subprocess.Popen[bytes]
     status: Path
 
@@ -171,17 +178,22 @@ class IngestProc:
         status.unlink(missing_ok=True)
         with (state / "ingest.log").open("ab") as log:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "homecare", "ingest", "--instance", instance],
+                [sys.executable, "-m", "cli", "ingest", "--instance", instance],
                 env=env,
                 stdout=subprocess.DEVNULL,
                 stderr=log,
+                start_new_session=True,
             )
-        _pin(proc.pid, cores)
-        deadline = time.monotonic() + 60
-        while not status.exists():
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"ingest did not start, see {state / 'ingest.log'}")
-            time.sleep(0.05)
+        try:
+            _pin(proc.pid, cores)
+            deadline = time.monotonic() + 60
+            while not status.exists():
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"ingest did not start, see {state / 'ingest.log'}")
+                time.sleep(0.05)
+        except BaseException:
+            stop_process(proc)
+            raise
         return cls(proc, status)
 
     def read(self) -> dict[str, Any]:
@@ -198,9 +210,15 @@ class IngestProc:
             time.sleep(0.2)
         return status
 
-    def stop(self) -> int:
-        self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(60)
+    def stop(self) -> None:
+        """SIGTERM (SIGKILL after 60 s); ingest writes its final status on the way out."""
+        stop_process(self.proc, timeout_s=60)
+
+    def __enter__(self) -> IngestProc:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.stop()
 
 
 def _count(influx: LocalInflux, fields: dict[str, str]) -> int:
@@ -266,23 +284,23 @@ def run(
     *, elders: int, seconds: int, live_seconds: int, gateways: int, seed: int, log: Any = print
 ) -> dict[str, Any]:
     """Run every phase; return the figures (also printed through ``log``)."""
-    root = Path(tempfile.mkdtemp(prefix="homecare-bench-"))
     report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
     with (
-        LocalBroker(root / "mosquitto", autosave_s=0) as broker,
-        LocalInflux(root / "influxd") as influx,
+        tempfile.TemporaryDirectory(prefix="homecare-bench-") as tmp,
+        LocalBroker(Path(tmp) / "mosquitto", autosave_s=0) as broker,
+        LocalInflux(Path(tmp) / "influxd") as influx,
+        contextlib.ExitStack() as services,
     ):
         # The subscriber under test (bare paho, then ingest) gets a core of its own, as
         # it would in production; the broker, InfluxDB and this publisher share the rest.
         for pid in (os.getpid(), broker.proc.pid, influx.proc.pid):  # type: ignore[union-attr]
             _pin(pid, OTHER_CORES)
         report["pinning"] = {"subscriber": sorted(SUBSCRIBER_CORE), "others": sorted(OTHER_CORES)}
-        state = root / "state"
+        state = Path(tmp) / "state"
         state.mkdir()
         # Persistent sessions first, so the broker queues the stream for both subscribers.
         _bare_session(broker.url, drain=0)
-        ingest = IngestProc.start(broker, influx, state)
-        ingest.stop()
+        IngestProc.start(broker, influx, state).stop()
 
         # The simulated clock starts hours back: the overload phases render minutes of
         # traffic ahead of time, and ingest dead-letters readings > 5 min in the future.
@@ -309,7 +327,7 @@ def run(
             "influxd": psutil.Process(influx.proc.pid),  # type: ignore[union-attr]
         }
         server_cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in servers.items()}
-        ingest = IngestProc.start(broker, influx, state)
+        ingest = services.enter_context(IngestProc.start(broker, influx, state))
         proc = psutil.Process(ingest.proc.pid)
         times0 = proc.cpu_times()
         status = ingest.wait_for(n)
@@ -423,32 +441,31 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
         head = rig.offer(rendered[:half], 1e9, lambda _: None)
         rendered = rendered[half:]
     log(f"overload ({mode}): {want:,} messages, offering {rate:,.0f}/s live ...")
-    ingest = IngestProc.start(rig.broker, rig.influx, rig.state)
-    proc = psutil.Process(ingest.proc.pid)
-    rss = [proc.memory_info().rss]
-    busy = {**rig.servers, "ingest": proc, "publisher": psutil.Process()}
-    marks: list[tuple[float, int, int, dict[str, float]]] = []
+    with IngestProc.start(rig.broker, rig.influx, rig.state) as ingest:
+        proc = psutil.Process(ingest.proc.pid)
+        rss = [proc.memory_info().rss]
+        busy = {**rig.servers, "ingest": proc, "publisher": psutil.Process()}
+        marks: list[tuple[float, int, int, dict[str, float]]] = []
 
-    def sample(stats: FleetStats) -> None:
+        def sample(stats: FleetStats) -> None:
+            rss.append(proc.memory_info().rss)
+            cpu = {k: sum(p.cpu_times()[:2]) for k, p in busy.items()}
+            marks.append((time.time(), stats.acked, ingest.read()["messages"], cpu))
+            times.append(proc.cpu_times())
+
+        stored_before = ingest.read()["messages"]
+        times: list[Any] = []
+        over = rig.offer(rendered, rate, sample)
+        # from the first whole second on: the fleet's connect and ingest's start left out
+        (t0, acked0, stored0, cpu0), (t1, acked1, stored1, cpu1) = marks[0], marks[-1]
+        queued = head.acked if head else 0
+        offered = (half + len(rendered)) / (len(rendered) / rate)  # on the offering's schedule
+        live_rate = (acked1 - acked0) / (t1 - t0)
+        stored_rate = (stored1 - stored0) / (t1 - t0)
+        backlog = queued + over.acked - (stored1 - stored_before)
+        cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in busy}
+        ingest.wait_for(stored_before + queued + over.acked, 900)
         rss.append(proc.memory_info().rss)
-        cpu = {k: sum(p.cpu_times()[:2]) for k, p in busy.items()}
-        marks.append((time.time(), stats.acked, ingest.read()["messages"], cpu))
-        times.append(proc.cpu_times())
-
-    stored_before = ingest.read()["messages"]
-    times: list[Any] = []
-    over = rig.offer(rendered, rate, sample)
-    # from the first whole second on: the fleet's connect and ingest's start left out
-    (t0, acked0, stored0, cpu0), (t1, acked1, stored1, cpu1) = marks[0], marks[-1]
-    queued = head.acked if head else 0
-    offered = (half + len(rendered)) / (len(rendered) / rate)  # on the offering's schedule
-    live_rate = (acked1 - acked0) / (t1 - t0)
-    stored_rate = (stored1 - stored0) / (t1 - t0)
-    backlog = queued + over.acked - (stored1 - stored_before)
-    cpu = {k: round((cpu1[k] - cpu0[k]) / (t1 - t0), 2) for k in busy}
-    ingest.wait_for(stored_before + queued + over.acked, 900)
-    rss.append(proc.memory_info().rss)
-    ingest.stop()
     report = {
         "offered_rate": round(offered),
         "offered_to_capacity": round(offered / cap, 2),
@@ -483,28 +500,29 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
     many-core speed-up. Returns the figures and the readings published."""
     cap = rig.cap
     rendered = _render(rig.sim, round(2 * cap * rig.seconds))
-    procs = [
-        IngestProc.start(
-            rig.broker, rig.influx, rig.state, instance=name, group="bench", cores=cores
-        )
-        for name, cores in (("a", SUBSCRIBER_CORE), ("b", OTHER_CORES))
-    ]
-    rig.log(f"shared subscription: 2 ingest processes, offering {2 * cap:,.0f}/s live ...")
-    marks: list[tuple[float, list[int]]] = []
+    with contextlib.ExitStack() as stack:
+        procs = [
+            stack.enter_context(
+                IngestProc.start(
+                    rig.broker, rig.influx, rig.state, instance=name, group="bench", cores=cores
+                )
+            )
+            for name, cores in (("a", SUBSCRIBER_CORE), ("b", OTHER_CORES))
+        ]
+        rig.log(f"shared subscription: 2 ingest processes, offering {2 * cap:,.0f}/s live ...")
+        marks: list[tuple[float, list[int]]] = []
 
-    def sample(_stats: FleetStats) -> None:
-        marks.append((time.time(), [p.read()["messages"] for p in procs]))
+        def sample(_stats: FleetStats) -> None:
+            marks.append((time.time(), [p.read()["messages"] for p in procs]))
 
-    over = rig.offer(rendered, 2 * cap, sample)
-    (t0, each0), (t1, each1) = marks[0], marks[-1]
-    rates = [(b - a) / (t1 - t0) for a, b in zip(each0, each1, strict=True)]
-    deadline = time.monotonic() + 900
-    while sum(p.read()["messages"] for p in procs) < over.acked:
-        if time.monotonic() > deadline:
-            raise RuntimeError("the shared group did not drain")
-        time.sleep(0.2)
-    for p in procs:
-        p.stop()
+        over = rig.offer(rendered, 2 * cap, sample)
+        (t0, each0), (t1, each1) = marks[0], marks[-1]
+        rates = [(b - a) / (t1 - t0) for a, b in zip(each0, each1, strict=True)]
+        deadline = time.monotonic() + 900
+        while sum(p.read()["messages"] for p in procs) < over.acked:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the shared group did not drain")
+            time.sleep(0.2)
     report = {
         "processes": len(procs),
         "offered_rate": round(2 * cap),

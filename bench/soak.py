@@ -11,16 +11,13 @@ lost (target 0), and ingest's memory at the start and the end (target: flat).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
-
-import typer
-
-from bench import emit
+from typing import Any
 
 
 def run(
@@ -34,8 +31,8 @@ def run(
     root: Path | None = None,
     log: Any = print,
 ) -> dict[str, Any]:
-    """Run the soak (servers' data under ``root``, default a new temporary folder);
-    return the figures (also printed through ``log``)."""
+    """Run the soak (servers' data under ``root``, default a temporary folder removed at
+    the end); return the figures (also printed through ``log``)."""
     import psutil
 
     from bench.ingest import IngestProc, _publish, _readings, _stored
@@ -46,12 +43,14 @@ def run(
     sim_span = seconds * speed
     if sim_span > 6 * 86400:
         raise ValueError("minutes × speed must stay within the 7 days ingest accepts")
-    root = root or Path(tempfile.mkdtemp(prefix="homecare-soak-"))
     report: dict[str, Any] = {"minutes": minutes, "elders": elders, "speed": speed}
-    with LocalBroker(root / "mosquitto") as broker, LocalInflux(root / "influxd") as influx:
-        state = root / "state"
+    with contextlib.ExitStack() as stack:
+        folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
+        broker = stack.enter_context(LocalBroker(folder / "mosquitto"))
+        influx = stack.enter_context(LocalInflux(folder / "influxd"))
+        state = folder / "state"
         state.mkdir()
-        ingest = IngestProc.start(broker, influx, state)
+        ingest = stack.enter_context(IngestProc.start(broker, influx, state))
         proc = psutil.Process(ingest.proc.pid)
         start = float(math.floor(time.time() - sim_span - 120))
         sim = Simulation(SimConfig(elders=elders, seed=seed, start=start))
@@ -99,9 +98,7 @@ def run(
                 rss.append((time.monotonic() - t0, proc.memory_info().rss))
                 ingest.stop()
         finally:
-            if ingest.proc.poll() is None:  # the soak itself failed: leave nothing behind
-                ingest.proc.kill()
-                ingest.proc.wait()
+            ingest.stop()  # if the soak itself failed: leave nothing behind
         status = ingest.read()  # its last words, written on the way out
         warm = [r for t, r in rss if t >= min(30.0, seconds / 4)] or [r for _, r in rss]
         report |= {
@@ -138,22 +135,3 @@ def _each_minute(samples: list[tuple[float, int]]) -> list[int]:
         if t >= 60 * len(out):
             out.append(round(rss / 1e6))
     return out
-
-
-def soak_command(
-    minutes: Annotated[float, typer.Option(min=0.05, help="Wall-clock length of the soak.")] = 10,
-    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 200,
-    speed: Annotated[float, typer.Option(min=1, help="Times faster than real time.")] = 10,
-    restart_every: Annotated[
-        float, typer.Option(min=1, help="Seconds between restarts (broker, influxd in turn).")
-    ] = 120,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """Accelerated traffic through the real servers, restarted under it: lost and memory."""
-    report = run(
-        minutes=minutes, elders=elders, speed=speed, restart_every_s=restart_every,
-        log=typer.echo,
-    )  # fmt: skip
-    emit(report, json_out)
-    if report["lost"] or not report["ingest_alive"]:
-        raise typer.Exit(1)

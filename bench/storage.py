@@ -18,11 +18,8 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Any
 
-import typer
-
-from bench import emit
 from harness.servers import LocalInflux, compacted_size
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
@@ -140,20 +137,3 @@ def run(
             ),
         },
     }
-
-
-def storage_command(
-    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 1,
-    days: Annotated[
-        float, typer.Option(min=0.1, help="Simulated days (at most the raw retention).")
-    ] = 30,
-    rate: Annotated[int, typer.Option(min=25, max=100, help="Wearable sample rate, Hz.")] = 50,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """InfluxDB storage per elder-year (raw data for its retention, rollups for the year)."""
-    try:
-        report = run(elders=elders, days=days, seed=seed, rate=rate, log=typer.echo)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc)) from exc
-    emit(report, json_out)

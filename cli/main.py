@@ -9,9 +9,7 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
-from bench import emit
-from bench.soak import soak_command
-from bench.storage import storage_command
+from bench.cli import app as bench_app
 from certify.cli import certify_command
 from dashboards.cli import app as dashboards_app
 from dashboards.report import report_command
@@ -23,6 +21,7 @@ from homecare import contract
 from homecare.runtime import (
     configure_logging,
     load_settings,
+    sigterm_as_ctrl_c,
     stop_on_signals,
     tune_gc_for_service,
 )
@@ -36,10 +35,7 @@ app.add_typer(replay_app, name="replay")
 app.command("evaluate")(evaluate_command)
 app.add_typer(sim_app)
 app.command("certify")(certify_command)
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
 app.add_typer(bench_app, name="bench")
-bench_app.command("soak")(soak_command)
-bench_app.command("storage")(storage_command)
 baselines_app = typer.Typer(no_args_is_help=True, help="Personal baselines learned from history.")
 app.add_typer(baselines_app, name="baselines")
 app.command("escalate")(escalate_command)
@@ -49,6 +45,13 @@ app.command("report")(report_command)
 app.add_typer(devices_app, name="devices")
 app.add_typer(elder_app, name="elder")
 app.add_typer(dashboards_app, name="dashboards")
+
+
+@app.callback(help=__doc__)
+def on_every_command(ctx: typer.Context) -> None:
+    # SIGTERM takes Ctrl-C's path for the whole command, so every child process it starts
+    # (servers, services, benchmark workers) is stopped by its context manager.
+    ctx.with_resource(sigterm_as_ctrl_c())
 
 
 @contract_app.command("export")
@@ -99,43 +102,6 @@ def demo_command(
         raise typer.Exit(1)
 
 
-@bench_app.command("ingest")
-def bench_ingest_command(
-    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 10000,
-    seconds: Annotated[int, typer.Option(min=1, help="Seconds of traffic queued.")] = 20,
-    live_seconds: Annotated[int, typer.Option(min=1, help="Real-time phase length.")] = 20,
-    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """Ingest throughput vs a bare paho subscriber, real-time load and overload."""
-    from bench.ingest import run
-
-    report = run(
-        elders=elders,
-        seconds=seconds,
-        live_seconds=live_seconds,
-        gateways=gateways,
-        seed=seed,
-        log=typer.echo,
-    )
-    emit(report, json_out)
-
-
-@bench_app.command("escalate")
-def bench_escalate_command(
-    alerts: Annotated[int, typer.Option(min=1, help="Alerts opened at once per round.")] = 1000,
-    rounds: Annotated[int, typer.Option(min=1, help="Bursts measured.")] = 3,
-    connections: Annotated[int, typer.Option(min=1, help="Connections to the call centre.")] = 64,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """Alert opening → call centre webhook latency under a burst of simultaneous alerts."""
-    from bench.escalate import run
-
-    report = run(alerts=alerts, rounds=rounds, connections=connections, log=typer.echo)
-    emit(report, json_out)
-
-
 @app.command("detect")
 def detect_command(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
@@ -182,30 +148,3 @@ def baselines_fit_command(
         typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
         if every is None or stop.wait(every * 3600):
             return
-
-
-@bench_app.command("detect")
-def bench_detect_command(
-    elders: Annotated[int, typer.Option(min=1, help="Wearables in the throughput run.")] = 10000,
-    seconds: Annotated[int, typer.Option(min=1, help="Seconds timed (after 5 s warm-up).")] = 60,
-    latency_elders: Annotated[int, typer.Option(min=1, help="Elders published live.")] = 5000,
-    latency_seconds: Annotated[
-        int, typer.Option(min=0, help="Length of each live phase (burst, spread); 0 skips them.")
-    ] = 60,
-    events: Annotated[int, typer.Option(min=1, help="SOS presses and falls per phase.")] = 24,
-    spread: Annotated[
-        int, typer.Option(min=0, help="Slices per second of the spread phase; 0: burst only.")
-    ] = 20,
-    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
-    seed: Annotated[int, typer.Option(help="Seed of the traces and simulated lives.")] = 0,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
-) -> None:
-    """Detector throughput on one core against naive Python and River; live alert latency."""
-    from bench.detect import run
-
-    report = run(
-        elders=elders, seconds=seconds, latency_elders=latency_elders,
-        latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
-        seed=seed, log=typer.echo,
-    )  # fmt: skip
-    emit(report, json_out)

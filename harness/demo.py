@@ -18,7 +18,6 @@ import os
 import re
 import secrets
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
 from homecare.influx import InfluxClient
 from homecare.receiver import mqtt_client
+from homecare.runtime import stop_process
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
 
@@ -122,7 +122,11 @@ def servers(settings: Settings, root: Path) -> Iterator[Settings]:
 
 
 class ServiceProcess:
-    """A ``homecare`` service (ingest, detect) as its own process, configured by environment."""
+    """A ``homecare`` service (ingest, detect) as its own process, configured by environment.
+
+    A context manager: stopped on exit (SIGTERM, as in production) if it still runs. In a
+    session of its own, so that Ctrl-C and SIGTERM take the same path: the command stops it.
+    """
 
     def __init__(self, command: str, settings: Settings, log: Path, **env_extra: str) -> None:
         env = dict(os.environ)
@@ -137,25 +141,40 @@ class ServiceProcess:
             }
         )
         self.log = log
+        self.out = log.with_suffix(".out")
+        """Its stdout: the stats it prints on the way out."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as out:
+        with log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "homecare", command],
+                [sys.executable, "-m", "cli", command],
                 env=env,
-                stdout=subprocess.PIPE,
-                stderr=out,
+                stdout=out,
+                stderr=err,
+                start_new_session=True,
             )
-        deadline = time.monotonic() + 60
-        while b"subscribed" not in log.read_bytes():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"{command} did not start; see {log}")
-            time.sleep(0.1)
+        try:
+            deadline = time.monotonic() + 60
+            while b"subscribed" not in log.read_bytes():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"{command} did not start; see {log}")
+                time.sleep(0.1)
+        except BaseException:
+            self.stop()
+            raise
 
     def stop(self) -> dict[str, object]:
-        self.proc.send_signal(signal.SIGTERM)
-        out, _ = self.proc.communicate(timeout=60)
-        lines = out.decode().strip().splitlines()
-        return json.loads(lines[-1]) if lines else {}
+        """Stop it (SIGTERM, SIGKILL after 60 s) and return its stats ({} if it printed none)."""
+        stop_process(self.proc, timeout_s=60)
+        lines = self.out.read_text().strip().splitlines()
+        with contextlib.suppress(ValueError):
+            return dict(json.loads(lines[-1])) if lines else {}
+        return {}
+
+    def __enter__(self) -> ServiceProcess:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        stop_process(self.proc, timeout_s=60)
 
 
 class AlertListener:
@@ -368,16 +387,22 @@ def run_demo(
 ) -> DemoResult:
     root = settings.state_dir / "demo"
     started = time.perf_counter()
-    with servers(settings, root) as live, escalation_peers() as (centre, gateway, smtp):
+    with (
+        servers(settings, root) as live,
+        escalation_peers() as (centre, gateway, smtp),
+        contextlib.ExitStack() as services,
+    ):
         end = math.floor(time.time())
         start = end - hours * 3600.0
         sim = Simulation(SimConfig(elders=elders, seed=seed, site=live.site, start=start))
         plan = plan_scenarios(sim, seed, hours / 24, DEMO_MIX)
         apply(sim, plan)
         write_labels(root / "labels", plan)
-        ingest = ServiceProcess("ingest", live, root / "ingest.log")
-        detect = ServiceProcess("detect", live, root / "detect.log", HOMECARE_DETECT__CLOCK="data")
-        escalate = start_escalate(live, root, centre, gateway, smtp, sim)
+        ingest = services.enter_context(ServiceProcess("ingest", live, root / "ingest.log"))
+        detect = services.enter_context(
+            ServiceProcess("detect", live, root / "detect.log", HOMECARE_DETECT__CLOCK="data")
+        )
+        escalate = services.enter_context(start_escalate(live, root, centre, gateway, smtp, sim))
         listener = AlertListener(live.mqtt)
         try:
             first = sim.elders[0]
@@ -410,7 +435,7 @@ def run_demo(
             escalate.stop()
             detect.stop()
             ingest_stats = ingest.stop()
-            disk = compacted_size(root / "influxd" / "data") if not settings.influx.url else None
+        disk = compacted_size(root / "influxd" / "data") if not settings.influx.url else None
     return DemoResult(
         published,
         stored,

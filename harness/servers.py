@@ -26,6 +26,7 @@ from typing import Self
 import httpx
 
 from homecare.influx import quote_literal
+from homecare.runtime import stop_process
 
 
 class ServerError(RuntimeError):
@@ -120,7 +121,16 @@ class _LocalServer:
     def _ready(self) -> bool:
         raise NotImplementedError
 
+    def _started(self) -> None:
+        """What to do once the server answers (before :meth:`start` returns)."""
+
     def start(self) -> Self:
+        """Start the server in a session of its own and wait until it answers.
+
+        Its own session: Ctrl-C in a terminal reaches the command alone, which stops its
+        servers after the services that use them, as it does on SIGTERM. A server that
+        does not come up, or a start interrupted, leaves no process behind.
+        """
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 self._command(),
@@ -129,19 +139,18 @@ class _LocalServer:
                 cwd=self.root,
                 start_new_session=True,
             )
-        _wait_for(self._ready, self.name, self.log, self.proc)
+        try:
+            _wait_for(self._ready, self.name, self.log, self.proc)
+            self._started()
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     def stop(self, timeout_s: float = 15.0) -> None:
-        """Stop cleanly (SIGTERM), so the server saves its state."""
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        """Stop cleanly (SIGTERM), so the server saves its state; kill it past ``timeout_s``."""
+        if self.proc is not None:
+            stop_process(self.proc, timeout_s)
 
     def kill(self) -> None:
         """Kill -9, as a crash or power cut would."""
@@ -293,8 +302,7 @@ class LocalInflux(_LocalServer):
     def _ready(self) -> bool:
         return httpx.get(f"{self.url}/ping", timeout=0.5).status_code == 204
 
-    def start(self) -> Self:
-        super().start()
+    def _started(self) -> None:
         if self.admin:
             user, password = self.admin
             # The first user may be created without credentials; later starts find it there.
@@ -307,7 +315,6 @@ class LocalInflux(_LocalServer):
                 auth=(user, password),
                 timeout=10,
             )
-        return self
 
     def add_user(self, user: str, password: str, *, database: str, privilege: str) -> None:
         """Create an account with ``READ``, ``WRITE`` or ``ALL`` on ``database`` (as the admin).

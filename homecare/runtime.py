@@ -1,4 +1,5 @@
-"""What every long-running command shares: settings at start, logging, signals, the GC.
+"""What every long-running command shares: settings at start, logging, signals, the GC,
+and the child processes it starts.
 
 Service commands (``homecare ingest``, ``detect``, ``escalate``, ``rollup run``…) live in
 their own folders; these helpers are here, in the core, so that no service imports the
@@ -7,17 +8,30 @@ composition root (``cli/``).
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import logging
 import signal
+import subprocess
 import threading
+from collections.abc import Iterator
+from multiprocessing.process import BaseProcess
+from types import FrameType
+from typing import Any
 
 import typer
 from pydantic import ValidationError
 
 from homecare.settings import Settings
 
-__all__ = ["configure_logging", "load_settings", "stop_on_signals", "tune_gc_for_service"]
+__all__ = [
+    "configure_logging",
+    "load_settings",
+    "sigterm_as_ctrl_c",
+    "stop_on_signals",
+    "stop_process",
+    "tune_gc_for_service",
+]
 
 
 def load_settings(*, servers: bool = False) -> Settings:
@@ -60,3 +74,57 @@ def tune_gc_for_service() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
+
+
+def _as_ctrl_c(_signum: int, frame: FrameType | None) -> None:
+    """Handle SIGTERM with whatever handles SIGINT now: Python's (``KeyboardInterrupt``) or
+    ``asyncio.run``'s (cancel the main task first). Where SIGINT is ignored (a command
+    started in the background by a script), SIGTERM still interrupts."""
+    handler = signal.getsignal(signal.SIGINT)
+    if callable(handler):
+        handler(signal.SIGINT, frame)
+    else:
+        raise KeyboardInterrupt
+
+
+@contextlib.contextmanager
+def sigterm_as_ctrl_c() -> Iterator[None]:
+    """Within the block, SIGTERM stops the command exactly as Ctrl-C does.
+
+    ``timeout``, ``docker stop``, systemd and CI stop a command with SIGTERM, whose default
+    action ends the process at once: no ``with`` block or ``finally`` runs, so the servers
+    and services it started outlive it, and its temporary folders stay. Taking Ctrl-C's
+    path instead, every context manager stops what it started. A service that stops
+    gracefully replaces this with :func:`stop_on_signals`. Outside the main thread (a
+    command run by a test's ``CliRunner`` in a thread) signals cannot be handled: no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def stop_process(proc: subprocess.Popen[Any] | BaseProcess, timeout_s: float = 15.0) -> None:
+    """Stop a child process and reap it: SIGTERM (so it can save its state and say its last
+    words), SIGKILL if it is still running after ``timeout_s``. Nothing if it has ended."""
+    if isinstance(proc, subprocess.Popen):
+        if proc.poll() is not None:
+            return
+        proc.terminate()
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        return
+    if proc.pid is None or proc.exitcode is not None:  # never started, or already reaped
+        return
+    proc.terminate()
+    proc.join(timeout_s)
+    if proc.exitcode is None:
+        proc.kill()
+        proc.join()

@@ -12,7 +12,7 @@ def test_demo_runs_twice_and_loses_nothing(tmp_path):
     env["HOMECARE_STATE_DIR"] = str(tmp_path / "state")
     for _ in range(2):
         result = subprocess.run(
-            [sys.executable, "-m", "homecare", "demo", "--elders", "3", "--hours", "0.25"],
+            [sys.executable, "-m", "cli", "demo", "--elders", "3", "--hours", "0.25"],
             env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path,
         )
         assert result.returncode == 0, result.stdout + result.stderr

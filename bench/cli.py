@@ -1,0 +1,135 @@
+"""``homecare bench``: the benchmarks' commands.
+
+Light on purpose: the composition root (``cli/main.py``) imports this module to build
+``homecare --help``, and each benchmark (with the simulator, the local servers and the
+stand-ins it needs) loads only when its command runs, so that the production image runs
+without the harness.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["app", "emit"]
+
+app = typer.Typer(no_args_is_help=True, help="Benchmarks against the real servers.")
+
+JsonOut = Annotated[Path | None, typer.Option("--json", help="Write figures here.")]
+
+
+def emit(report: dict[str, Any], json_out: Path | None) -> None:
+    """Print a benchmark's figures as JSON, and write them to ``--json`` when given."""
+    text = json.dumps(report, indent=2)
+    typer.echo(text)
+    if json_out:
+        json_out.write_text(text + "\n")
+
+
+@app.command("ingest")
+def bench_ingest_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 10000,
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds of traffic queued.")] = 20,
+    live_seconds: Annotated[int, typer.Option(min=1, help="Real-time phase length.")] = 20,
+    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    json_out: JsonOut = None,
+) -> None:
+    """Ingest throughput vs a bare paho subscriber, real-time load and overload."""
+    from bench.ingest import run
+
+    report = run(
+        elders=elders,
+        seconds=seconds,
+        live_seconds=live_seconds,
+        gateways=gateways,
+        seed=seed,
+        log=typer.echo,
+    )
+    emit(report, json_out)
+
+
+@app.command("detect")
+def bench_detect_command(
+    elders: Annotated[int, typer.Option(min=1, help="Wearables in the throughput run.")] = 10000,
+    seconds: Annotated[int, typer.Option(min=1, help="Seconds timed (after 5 s warm-up).")] = 60,
+    latency_elders: Annotated[int, typer.Option(min=1, help="Elders published live.")] = 5000,
+    latency_seconds: Annotated[
+        int, typer.Option(min=0, help="Length of each live phase (burst, spread); 0 skips them.")
+    ] = 60,
+    events: Annotated[int, typer.Option(min=1, help="SOS presses and falls per phase.")] = 24,
+    spread: Annotated[
+        int, typer.Option(min=0, help="Slices per second of the spread phase; 0: burst only.")
+    ] = 20,
+    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the traces and simulated lives.")] = 0,
+    json_out: JsonOut = None,
+) -> None:
+    """Detector throughput on one core against naive Python and River; live alert latency."""
+    from bench.detect import run
+
+    report = run(
+        elders=elders, seconds=seconds, latency_elders=latency_elders,
+        latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
+        seed=seed, log=typer.echo,
+    )  # fmt: skip
+    emit(report, json_out)
+
+
+@app.command("escalate")
+def bench_escalate_command(
+    alerts: Annotated[int, typer.Option(min=1, help="Alerts opened at once per round.")] = 1000,
+    rounds: Annotated[int, typer.Option(min=1, help="Bursts measured.")] = 3,
+    connections: Annotated[int, typer.Option(min=1, help="Connections to the call centre.")] = 64,
+    json_out: JsonOut = None,
+) -> None:
+    """Alert opening → call centre webhook latency under a burst of simultaneous alerts."""
+    from bench.escalate import run
+
+    report = run(alerts=alerts, rounds=rounds, connections=connections, log=typer.echo)
+    emit(report, json_out)
+
+
+@app.command("storage")
+def bench_storage_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 1,
+    days: Annotated[
+        float, typer.Option(min=0.1, help="Simulated days (at most the raw retention).")
+    ] = 30,
+    rate: Annotated[int, typer.Option(min=25, max=100, help="Wearable sample rate, Hz.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    json_out: JsonOut = None,
+) -> None:
+    """InfluxDB storage per elder-year (raw data for its retention, rollups for the year)."""
+    from bench.storage import run
+
+    try:
+        report = run(elders=elders, days=days, seed=seed, rate=rate, log=typer.echo)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    emit(report, json_out)
+
+
+@app.command("soak")
+def bench_soak_command(
+    minutes: Annotated[float, typer.Option(min=0.05, help="Wall-clock length of the soak.")] = 10,
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 200,
+    speed: Annotated[float, typer.Option(min=1, help="Times faster than real time.")] = 10,
+    restart_every: Annotated[
+        float, typer.Option(min=1, help="Seconds between restarts (broker, influxd in turn).")
+    ] = 120,
+    json_out: JsonOut = None,
+) -> None:
+    """Accelerated traffic through the real servers, restarted under it: lost and memory."""
+    from bench.soak import run
+
+    report = run(
+        minutes=minutes, elders=elders, speed=speed, restart_every_s=restart_every,
+        log=typer.echo,
+    )  # fmt: skip
+    emit(report, json_out)
+    if report["lost"] or not report["ingest_alive"]:
+        raise typer.Exit(1)

@@ -1,0 +1,166 @@
+"""SIGTERM stops a command as Ctrl-C does: no child process left, no temporary folder.
+
+``timeout``, ``docker stop`` and CI stop a command with SIGTERM. Each test starts a
+command that starts servers and services (``homecare demo``, ``homecare bench ingest``),
+waits until its children run, signals the command alone (not its process group, as
+``docker stop`` does) and checks that the command exited through Ctrl-C's path, that
+every process it had started is gone, and that its temporary folder was removed.
+SIGINT, sent the same way, shows the parity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+import pytest
+
+from homecare.runtime import sigterm_as_ctrl_c, stop_process
+
+REPO = Path(__file__).resolve().parents[1]
+EXIT_S = 30.0
+"""How long the command may take to stop what it started and exit."""
+
+
+def _default_sigint() -> None:
+    """In the child before exec: SIGINT's default, even where the test runner ignores it
+    (a shell's background job), so that Python installs its Ctrl-C handler."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
+    """``python -m cli ARGS`` with its state and temporary folders under ``tmp_path``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMECARE_")}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env |= {
+        "HOMECARE_STATE_DIR": str(tmp_path / "state"),
+        "TMPDIR": str(temp),
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+    }
+    out = tmp_path / "out.log"
+    with out.open("wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "cli", *args], env=env, cwd=tmp_path, stdout=log,
+            stderr=subprocess.STDOUT, preexec_fn=_default_sigint,
+        )  # fmt: skip
+    return proc, temp, out
+
+
+def _wait_for_children(
+    proc: subprocess.Popen[bytes], ready: Callable[[list[str]], bool], out: Path, timeout_s: float
+) -> list[psutil.Process]:
+    """The command's descendants once ``ready`` holds for their command lines."""
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the command ended before its children were up:\n{out.read_text()}")
+        procs = parent.children(recursive=True)
+        lines = []
+        for p in procs:
+            try:
+                lines.append(" ".join(p.cmdline()))
+            except psutil.Error:
+                continue
+        if ready(lines):
+            return procs
+        time.sleep(0.1)
+    pytest.fail(f"children not up in {timeout_s} s:\n{out.read_text()}")
+
+
+def _has(*words: str) -> Callable[[list[str]], bool]:
+    """Every word appears in some child's command line."""
+    return lambda lines: all(any(w in line for line in lines) for w in words)
+
+
+def _assert_stopped_cleanly(
+    proc: subprocess.Popen[bytes], children: list[psutil.Process], sig: signal.Signals,
+    tmp_path: Path,
+    out: Path,
+) -> None:  # fmt: skip
+    proc.send_signal(sig)
+    try:
+        code = proc.wait(EXIT_S)
+    except subprocess.TimeoutExpired:
+        code = None
+    _, alive = psutil.wait_procs(children, timeout=5)
+    for p in [proc, *alive]:  # a failing run leaves nothing behind either
+        with contextlib.suppress(psutil.Error, OSError):
+            p.kill()
+    assert code is not None, f"still running {EXIT_S} s after {sig.name}:\n{out.read_text()}"
+    # Ctrl-C's path: the interrupt reached typer, which exits 130 (128 + SIGINT), as a shell
+    # reports Ctrl-C; SIGTERM's default action would end it with -15, its children left.
+    assert code == 130, f"exit {code}:\n{out.read_text()}"
+    assert not alive, f"left running: {alive}"
+    # Nothing started after the snapshot either: no process runs with our folders.
+    strays = []
+    for p in psutil.process_iter(["pid", "cmdline"]):
+        if p.pid != os.getpid() and str(tmp_path) in " ".join(p.info["cmdline"] or []):
+            strays.append(p.info)
+    assert not strays, strays
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_demo_stops_its_servers_and_services(tmp_path: Path, sig: signal.Signals) -> None:
+    proc, _temp, out = _start(["demo", "--elders", "2", "--hours", "0.5"], tmp_path)
+    children = _wait_for_children(
+        proc, _has("mosquitto", "influxd", "cli ingest", "cli detect", "cli escalate"), out, 60
+    )
+    _assert_stopped_cleanly(proc, children, sig, tmp_path, out)
+
+
+@pytest.mark.servers
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_bench_ingest_stops_its_children_and_removes_its_folder(
+    tmp_path: Path, sig: signal.Signals
+) -> None:
+    args = ["bench", "ingest", "--elders", "5", "--seconds", "1", "--live-seconds", "60"]
+    proc, temp, out = _start(args, tmp_path)
+    children = _wait_for_children(proc, _has("mosquitto", "influxd", "cli ingest"), out, 60)
+    assert any(temp.iterdir()), "the bench made no temporary folder"
+    _assert_stopped_cleanly(proc, children, sig, tmp_path, out)
+    assert not any(temp.iterdir()), list(temp.iterdir())
+
+
+@pytest.mark.servers
+def test_certify_stops_its_broker_and_removes_its_folder(tmp_path: Path) -> None:
+    args = ["certify", "--kind", "bed", "--simulate", "reference", "--non-interactive",
+            "--duration", "120", "--out", str(tmp_path / "report")]  # fmt: skip
+    proc, temp, out = _start(args, tmp_path)
+    children = _wait_for_children(proc, _has("mosquitto"), out, 60)
+    assert any(temp.iterdir()), "the kit made no temporary folder"
+    _assert_stopped_cleanly(proc, children, signal.SIGTERM, tmp_path, out)
+    assert not any(temp.iterdir()), list(temp.iterdir())
+
+
+def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    began = time.monotonic()
+    with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+        signal.raise_signal(signal.SIGTERM)
+    assert time.monotonic() - began < 5
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_stop_process_kills_a_child_that_ignores_sigterm() -> None:
+    stubborn = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1); "
+        "time.sleep(60)"
+    )
+    with subprocess.Popen([sys.executable, "-u", "-c", stubborn], stdout=subprocess.PIPE) as proc:
+        assert proc.stdout is not None
+        assert proc.stdout.readline()  # its handler is set
+        began = time.monotonic()
+        stop_process(proc, timeout_s=0.5)
+    assert proc.returncode == -signal.SIGKILL
+    assert time.monotonic() - began < 5
+    stop_process(proc)  # once ended: nothing to do
