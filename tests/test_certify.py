@@ -65,7 +65,7 @@ def _interactive(root: Path) -> subprocess.CompletedProcess[str]:
         device.start()
         try:
             return subprocess.run(
-                [sys.executable, "-m", "homecare", "certify", "--kind", "door", "--device",
+                [sys.executable, "-m", "cli", "certify", "--kind", "door", "--device",
                  device.device.device, "--broker", broker.url, "--duration", "2",
                  "--out", str(root / "out")],
                 input="s\n" * 5, capture_output=True, text=True, timeout=120, check=False,
@@ -76,7 +76,7 @@ def _interactive(root: Path) -> subprocess.CompletedProcess[str]:
 
 def _cli(out: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "homecare", "certify", "--kind", "bed", "--simulate",
+        [sys.executable, "-m", "cli", "certify", "--kind", "bed", "--simulate",
          "reference", "--non-interactive", "--duration", "10", "--outage", "2.5",
          "--will-timeout", "3", "--out", str(out)],
         capture_output=True, text=True, timeout=180, check=False,
@@ -183,7 +183,7 @@ def test_interactive_operator_is_prompted_and_may_decline(sessions: dict[str, An
 
 def test_cli_refuses_an_unknown_simulated_device() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "homecare", "certify", "--kind", "bed", "--simulate", "nope",
+        [sys.executable, "-m", "cli", "certify", "--kind", "bed", "--simulate", "nope",
          "--non-interactive"], capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 2

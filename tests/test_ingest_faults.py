@@ -43,7 +43,7 @@ class IngestProcess:
         seen = self.log.read_bytes().count(b"subscribed") if self.log.exists() else 0
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "homecare", "ingest"],
+                [sys.executable, "-m", "cli", "ingest"],
                 env=self.env,
                 stdout=log,
                 stderr=subprocess.STDOUT,

@@ -187,7 +187,7 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
         "HOMECARE_REGISTRY": str(registry),
     }
     out = subprocess.run(
-        [sys.executable, "-m", "homecare", "elder", "forget", GONE, "--yes"],
+        [sys.executable, "-m", "cli", "elder", "forget", GONE, "--yes"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
@@ -244,7 +244,7 @@ def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
                    "HOMECARE_INFLUX__USERNAME": user, "HOMECARE_INFLUX__PASSWORD": password,
                    "HOMECARE_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
             return subprocess.run(
-                [sys.executable, "-m", "homecare", "elder", "forget", GONE, *flags],
+                [sys.executable, "-m", "cli", "elder", "forget", GONE, *flags],
                 env=env, capture_output=True, text=True, timeout=60, check=False, input="n\n",
             )  # fmt: skip
 

@@ -446,7 +446,7 @@ def test_service_logs_at_info_carry_no_secrets_health_values_or_names(
                       "HOMECARE_MQTT__PASSWORD_FILE": str(secrets / name),
                       "HOMECARE_DETECT__CLIENT_ID": "detect-l"}
         procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "homecare", name, "--log-level", "INFO"], env=env,
+            [sys.executable, "-m", "cli", name, "--log-level", "INFO"], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
     wait_for(lambda: (tmp_path / "state" / "ingest-main.json").exists(), 30, "ingest up")
     time.sleep(2)  # detect subscribed
