@@ -1,6 +1,7 @@
-"""The ladder's decisions with a controllable clock: timing, quiet hours, de-dup, digests, acks.
+"""The ladder on its store with a controllable clock: timing, quiet hours, de-dup, digests,
+acks, retries.
 
-These run the ladder on a real SQLite store with a hand-moved clock (no servers: the
+These run the policy on a real SQLite store with a hand-moved clock (no servers: the
 ladder itself does no network I/O), so an hour of escalation takes milliseconds.
 """
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from escalation.ladder import Escalation, ManualClock, story
+from escalation.engine import Escalation, ManualClock
 from escalation.notification import (
     Delivery,
     DeliveryStatus,
@@ -18,7 +19,7 @@ from escalation.notification import (
     Notification,
 )
 from escalation.registry import Registry, ack_token
-from escalation.store import Store, store_path
+from escalation.store import Store, store_path, story
 from homecare.contract import Alert
 
 NOON = 1_700_049_600.0  # 2023-11-15 12:00 UTC
@@ -241,15 +242,18 @@ def test_daily_digest_once_a_day_per_family_contact(esc, clock):
 
 def test_digest_run_after_the_first_builds_nothing(esc, clock, monkeypatch):
     """The digest check runs every minute all day: once today's digests are decided, a run
-    must cost one lookup, not a Notification per contact. A spy on ``_notify`` (the builder)
+    must cost one lookup, not a Notification per contact. A spy on the policy's ``digest`` (the
+    builder)
     and on ``Store.tx`` counts what a run does; the counts are the point, not the returns."""
     esc.receive(alert("sos", id="d2"))
     send_all(esc)
     clock.now = NOON + 21 * 3600 + 1800  # 09:30 next day
     built: list[str] = []
     txs: list[int] = []
-    notify, tx = esc._notify, esc.store.tx
-    monkeypatch.setattr(esc, "_notify", lambda *a, **k: built.append(a[2]) or notify(*a, **k))
+    digest, tx = esc.policy.digest, esc.store.tx
+    monkeypatch.setattr(
+        esc.policy, "digest", lambda *a, **k: built.append(a[1].contact) or digest(*a, **k)
+    )
     monkeypatch.setattr(esc.store, "tx", lambda: txs.append(1) or tx())
     assert esc.digests() == 2
     assert sorted(built) == ["anna", "ben"]
