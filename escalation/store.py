@@ -534,7 +534,7 @@ def ladder_paths(path: Path) -> list[dict[str, Any]]:
     acknowledged): the demo's summary, read beside the running service (read-only)."""
     if not path.exists():
         return []
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_readonly(path)
     keys = ("id", "alert", "state", "received", "acked_by", "acked_channel", "outcome",
             "duplicate_of")  # fmt: skip
     try:
@@ -550,12 +550,8 @@ def ladder_paths(path: Path) -> list[dict[str, Any]]:
         db.close()
 
 
-def read_alert(path: Path, alert_id: str) -> dict[str, Any] | None:
-    """One alert's stored row as a dict, read beside the running service (tests, tools)."""
+def open_readonly(path: Path) -> sqlite3.Connection:
+    """A reader beside the running process (the demo's summary, tests)."""
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     db.row_factory = sqlite3.Row
-    try:
-        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return dict(row) if row else None
-    finally:
-        db.close()
+    return db

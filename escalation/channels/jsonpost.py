@@ -21,8 +21,9 @@ timeout, connection refused or reset        error           yes
 any other 4xx (401: wrong token), bad URL   error           never
 ==========================================  ==============  ==========
 
-Another try re-sends the same bytes with the same ``Idempotency-Key`` (the notification's
-``ref``), after :meth:`RetrySettings.delay`; ``Retry-After`` (seconds) is honoured.
+Another try re-sends the same message (its ``sent`` time apart) with the same
+``Idempotency-Key`` (the notification's ``ref``), after :meth:`RetrySettings.delay`;
+``Retry-After`` (seconds) is honoured.
 An ok answer's ``ack`` part is handed to the channel's reader, if it has one (only the
 call centre's answer may acknowledge).
 
@@ -161,7 +162,7 @@ class JsonPoster:
     async def post(
         self, url: str, ref: str, payload: dict[str, Any], read_ack: AckReader | None = None
     ) -> Delivery:
-        """Deliver ``payload`` to ``url``: the same bytes and key on every try."""
+        """Deliver ``payload`` to ``url`` once, under the idempotency key ``ref``."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
             target = _url(url)
@@ -193,6 +194,8 @@ class JsonPoster:
                 except aiohttp.ClientConnectorError as exc:
                     where = f"{url.host}:{url.port}"
                     return Answer(DeliveryStatus.ERROR, f"cannot connect to {where}: {exc}")
+                except aiohttp.ClientResponseError as exc:  # a status line that is not HTTP
+                    return Answer(DeliveryStatus.ERROR, f"not an HTTP answer: {exc.message}")
                 except aiohttp.InvalidURL as exc:
                     return Answer(DeliveryStatus.ERROR, f"bad URL: {exc}", final=True)
                 except (aiohttp.ClientError, OSError) as exc:
