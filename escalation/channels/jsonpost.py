@@ -3,9 +3,10 @@
 One aiohttp ``ClientSession`` per channel: a keep-alive pool of at most ``connections``
 connections (TLS with the platform's CA and, for mutual TLS, our client certificate),
 and a semaphore that admits that many sends at once, each bounded by ``timeout_s``
-(waiting for a connection is not counted). A request that fails on a kept-alive
-connection the receiver closed while idle, before any answer, is sent once more at
-once on a fresh one: every request carries an idempotency key, so that is safe.
+(connect, send and answer; waiting for a connection is not counted). A request that
+fails on a kept-alive connection the receiver closed while idle, before any answer, is
+sent once more at once on a fresh one: every request carries an idempotency key, so
+that is safe.
 
 Each send is one try. The receiver's answer decides whether another try can help (the
 ladder's retry policy schedules it, :meth:`~escalation.ladder.EscalationPolicy.after_delivery`):
@@ -145,7 +146,9 @@ class JsonPoster:
         )
         self._session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=None),  # each try has its own, below
+            headers=self._headers,
+            # per try: the semaphore in front of the pool means no wait for a connection
+            timeout=aiohttp.ClientTimeout(total=s.timeout_s),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             skip_auto_headers=("Accept-Encoding",),
@@ -166,7 +169,7 @@ class JsonPoster:
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
             target = _url(url)
-            headers = self._headers | dict([_header("Idempotency-Key", ref)])
+            headers = dict([_header("Idempotency-Key", ref)])
         except Unsendable as exc:
             return Delivery(ref=ref, status=DeliveryStatus.ERROR, detail=str(exc), final=True)
         return delivery(ref, await self._try(target, headers, body, read_ack))
@@ -181,11 +184,10 @@ class JsonPoster:
         async with self._slots:
             for fresh in (False, True):
                 try:
-                    async with asyncio.timeout(timeout):
-                        async with session.post(url, data=body, headers=headers) as response:
-                            got = await response.read()
-                            retry_after = response.headers.get("Retry-After")
-                            return answer(response.status, got, retry_after, read_ack)
+                    async with session.post(url, data=body, headers=headers) as response:
+                        got = await response.read()
+                        retry_after = response.headers.get("Retry-After")
+                        return answer(response.status, got, retry_after, read_ack)
                 except aiohttp.ServerDisconnectedError as exc:
                     if fresh:  # a fresh connection dropped too: the receiver's fault
                         return Answer(DeliveryStatus.ERROR, f"connection lost: {exc}")
