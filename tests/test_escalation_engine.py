@@ -13,6 +13,7 @@ import pytest
 
 from escalation.engine import Escalation, ManualClock
 from escalation.notification import (
+    ChannelKind,
     Delivery,
     DeliveryStatus,
     MessageType,
@@ -21,6 +22,7 @@ from escalation.notification import (
 from escalation.registry import Registry, ack_token
 from escalation.store import Store, store_path, story
 from homecare.contract import Alert
+from homecare.settings import RetrySettings
 
 NOON = 1_700_049_600.0  # 2023-11-15 12:00 UTC
 SECRET = b"test-secret"
@@ -326,7 +328,7 @@ def test_a_final_failure_is_sent_once_and_the_ladder_climbs_on(esc, clock):
     first = esc.due()
     unknown = Delivery(ref="", status=DeliveryStatus.UNKNOWN_CALLER, final=True)
     esc.delivered((n, unknown.model_copy(update={"ref": n.ref})) for n in first)
-    clock.advance(5)  # past retry_s: nothing is sent again
+    clock.advance(5)  # past any backoff: nothing is sent again
     assert send_all(esc) == []
     rows = esc.store.db.execute("SELECT DISTINCT status FROM deliveries").fetchall()
     assert [r[0] for r in rows] == ["failed"]
@@ -341,3 +343,29 @@ def test_unknown_elder_still_reaches_the_call_centre(esc):
     [note] = send_all(esc)
     assert note.recipient.id == "arc"
     assert note.elder.address == "not in the registry"
+
+
+def test_a_delivery_failing_past_the_cap_is_failed_for_good_on_the_alerts_story(tmp_path, clock):
+    """The call centre's channel allows 3 tries here: each failure is due again after the
+    backoff (1 s, 2 s), the third is the delivery's final state."""
+    reg = Registry.model_validate(REGISTRY)
+    esc = Escalation(
+        Store(store_path(tmp_path)), lambda: reg, secret=SECRET, clock=clock,
+        retries={ChannelKind.CALL_CENTRE: RetrySettings(attempts=3, backoff_s=1.0)},
+    )  # fmt: skip
+    esc.receive(alert("sos", id="x1"))
+    waits = []
+    for _ in range(3):
+        [arc] = [n for n in esc.due() if n.recipient.id == "arc"]
+        failure = Delivery(ref=arc.ref, status=DeliveryStatus.ERROR, detail="HTTP 500")
+        esc.delivered([(arc, failure)])
+        due = esc.store.db.execute("SELECT due, status, attempts FROM deliveries WHERE ref = ?",
+                                   (arc.ref,)).fetchone()  # fmt: skip
+        waits.append((round(due[0] - clock.now, 3), due[1], due[2]))
+        clock.advance(due[0] - clock.now)
+    assert waits[:2] == [(1.0, "pending", 1), (2.0, "pending", 2)]
+    assert waits[2][1:] == ("failed", 3)
+    assert "arc" not in [n.recipient.id for n in esc.due()]  # never sent again
+    [failed] = [e for e in story(esc.store.db, "x1") if e["event"] == "failed_alarm"]
+    assert (failed["who"], failed["channel"]) == ("arc", "call_centre")
+    assert failed["detail"] == "after 3 attempts: error: HTTP 500"
