@@ -441,9 +441,17 @@ class Escalation:
         self._record(self.policy.resets(self.registry(), alert, told, now), state, now)
 
     def _cascade(
-        self, alert_id: str, state: AlertState, now: float, event: str, **detail: str | None
+        self,
+        alert_id: str,
+        state: AlertState,
+        now: float,
+        event: str,
+        *,
+        who: str | None = None,
+        channel: str | None = None,
+        detail: str | None = None,
     ) -> None:
         """A change of state applies to the alert and to the repeats folded into it."""
-        self.store.add_event(alert_id, now, event, state, **detail)
-        for dup in self.store.move_repeats(alert_id, state):
-            self.store.add_event(dup, now, event, state, **detail)
+        for target in [alert_id, *self.store.move_repeats(alert_id, state)]:
+            self.store.add_event(target, now, event, state, who=who, channel=channel,
+                                 detail=detail)  # fmt: skip

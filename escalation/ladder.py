@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
@@ -66,6 +67,8 @@ RESET_AFTER_S = 1.0
 RESET_STEP = 10_000
 """The rung a reset is decided on: after every real rung, so its ref is its own."""
 DETAIL_MAX = 500
+Told = AbstractSet[tuple[str, str]]
+"""(contact, channel) pairs already told about an alert: they get updates, not alarms."""
 
 
 class ManualClock:
@@ -312,7 +315,7 @@ class EscalationPolicy:
         start_at: float,
         now: float,
         *,
-        told: frozenset[tuple[str, str]] | set[tuple[str, str]],
+        told: Told,
         ladder: Ladder | None = None,
     ) -> Rung:
         """Run rung ``i`` (``told``: the (contact, channel) pairs told about this alert
@@ -339,7 +342,7 @@ class EscalationPolicy:
         step: int,
         now: float,
         type_: MessageType | None = None,
-        told: frozenset[tuple[str, str]] | set[tuple[str, str]] = frozenset(),
+        told: Told = frozenset(),
         batch: tuple[Alert, ...] = (),
         outcomes: Mapping[str, str] | None = None,
         ref_key: str | None = None,
@@ -469,7 +472,7 @@ def _alarm_or_update(
     alert: Alert | None,
     recipient: Recipient,
     step: int,
-    told: frozenset[tuple[str, str]] | set[tuple[str, str]],
+    told: Told,
 ) -> MessageType:
     """The first message to a recipient about an alert opens an incident; later ones update.
     Rung 0 is always the first: resets, the only other messages, come after it."""

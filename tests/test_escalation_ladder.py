@@ -10,6 +10,7 @@ import pytest
 
 from escalation.ladder import (
     Arrival,
+    Decided,
     EscalationPolicy,
     Send,
     arrival,
@@ -60,12 +61,12 @@ def record(a: Alert, state: AlertState, **kw: object) -> AlertRecord:
     return AlertRecord(**{**fields, **kw})  # type: ignore[arg-type]
 
 
-def told(decided: list) -> list[tuple[str, str, str]]:
+def told(decided: list[Decided]) -> list[tuple[str, str, str]]:
     return sorted((d.note.recipient.id, str(d.note.recipient.channel), str(d.note.type))
                   for d in decided)  # fmt: skip
 
 
-def test_a_critical_alert_climbs_rung_by_rung_on_the_times_given():
+def test_a_critical_alert_climbs_rung_by_rung_on_the_times_given() -> None:
     a = alert()
     opening = POLICY.opening(REGISTRY, a, now=NOON)
     assert (opening.start_at, opening.next_at) == (NOON, NOON)
@@ -82,13 +83,13 @@ def test_a_critical_alert_climbs_rung_by_rung_on_the_times_given():
     assert all(d.due == NOON + 120 and not d.held for d in third.decided)
 
 
-def test_a_fall_waits_out_the_grace_window():
+def test_a_fall_waits_out_the_grace_window() -> None:
     fall = alert("fall", ts=NOON - 10)
     opening = POLICY.opening(REGISTRY, fall, now=NOON)
     assert opening.start_at == opening.next_at == NOON + 20  # 30 s after the fall
 
 
-def test_info_alerts_have_no_timer_and_go_as_one_batch_once_the_oldest_waited():
+def test_info_alerts_have_no_timer_and_go_as_one_batch_once_the_oldest_waited() -> None:
     low = alert("battery_low", "info")
     assert POLICY.opening(REGISTRY, low, now=NOON).next_at is None
     later = alert("offline", "info", ts=NOON + 300)
@@ -100,7 +101,7 @@ def test_info_alerts_have_no_timer_and_go_as_one_batch_once_the_oldest_waited():
     assert sorted(a.id for a in decided.note.batch) == sorted([low.id, later.id])
 
 
-def test_quiet_hours_hold_a_warning_to_family_until_morning_never_a_critical_one():
+def test_quiet_hours_hold_a_warning_to_family_until_morning_never_a_critical_one() -> None:
     night = NOON + 11 * 3600  # 23:00 UTC
     warning = POLICY.notify(REGISTRY, "anna", alert("wandering", "warning", ts=night), step=0,
                             now=night)  # fmt: skip
@@ -121,11 +122,13 @@ def test_quiet_hours_hold_a_warning_to_family_until_morning_never_a_critical_one
         (AlertState.RESOLVED, AlertState.CANCELLED, Arrival.KNOWN),
     ],
 )
-def test_what_an_arriving_alert_is(known, state, expected):
+def test_what_an_arriving_alert_is(
+    known: AlertState | None, state: AlertState, expected: Arrival
+) -> None:
     assert arrival(alert("fall", state=state), known) == expected
 
 
-def test_a_repeat_joins_the_condition_and_a_flapping_warning_is_closed_at_once():
+def test_a_repeat_joins_the_condition_and_a_flapping_warning_is_closed_at_once() -> None:
     ongoing = POLICY.repeat(record(alert(), AlertState.NOTIFIED))
     assert (ongoing.event, ongoing.state, ongoing.transition, ongoing.outcome) == (
         "duplicate", AlertState.NOTIFIED, True, None)  # fmt: skip
@@ -134,7 +137,7 @@ def test_a_repeat_joins_the_condition_and_a_flapping_warning_is_closed_at_once()
     assert (flap.event, flap.outcome) == ("flap", f"repeat of {w.id}")
 
 
-def test_one_retry_policy_backs_off_honours_retry_after_and_gives_up_at_the_cap():
+def test_one_retry_policy_backs_off_honours_retry_after_and_gives_up_at_the_cap() -> None:
     [arc] = [d.note for d in POLICY.notify(REGISTRY, "arc", alert(), step=0, now=NOON)]
     busy = Delivery(ref=arc.ref, status=DeliveryStatus.BUSY)
     now, attempts, verdicts = NOON, 0, []
@@ -149,24 +152,25 @@ def test_one_retry_policy_backs_off_honours_retry_after_and_gives_up_at_the_cap(
     assert verdicts == [(Send.AGAIN, 1, 1.0), (Send.AGAIN, 2, 2.0), (Send.AGAIN, 3, 3.0),
                         (Send.FAILED, 4, None)]  # fmt: skip
     assert after.detail == "after 4 attempts: busy: "
-    wait = Delivery(ref=arc.ref, status=DeliveryStatus.BUSY, retry_after=2.5)
-    assert POLICY.after_delivery(arc, wait, 0, NOON).due == NOON + 2.5
+    later = Delivery(ref=arc.ref, status=DeliveryStatus.BUSY, retry_after=2.5)
+    assert POLICY.after_delivery(arc, later, 0, NOON).due == NOON + 2.5
     unknown = Delivery(ref=arc.ref, status=DeliveryStatus.UNKNOWN_CALLER, final=True)
     assert POLICY.after_delivery(arc, unknown, 0, NOON).send == Send.FAILED
     ok = Delivery(ref=arc.ref, status=DeliveryStatus.OK)
     assert POLICY.after_delivery(arc, ok, 3, NOON).send == Send.OK
 
 
-def test_a_closed_alarm_resets_the_call_centre_a_moment_later():
+def test_a_closed_alarm_resets_the_call_centre_a_moment_later() -> None:
     resolved = alert(state=AlertState.RESOLVED)
     [reset] = POLICY.resets(REGISTRY, resolved, ["arc", "anna"], NOON)
     assert (reset.note.recipient.id, reset.note.type, reset.due) == ("arc", MessageType.RESET,
                                                                      NOON + 1.0)  # fmt: skip
 
 
-def test_ack_links_carry_the_contacts_token_and_only_they_may_act():
+def test_ack_links_carry_the_contacts_token_and_only_they_may_act() -> None:
     [note] = [d.note for d in POLICY.notify(REGISTRY, "ben", alert(), step=0, now=NOON)]
     assert note.ack_url is not None
+    assert note.alert is not None
     assert note.ack_url.startswith(f"https://care.example/alerts/{note.alert.id}/ack?contact=ben")
     token = note.ack_url.rsplit("token=", 1)[1]
     r = record(alert(), AlertState.NOTIFIED)

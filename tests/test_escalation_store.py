@@ -22,7 +22,7 @@ def production_files() -> list[Path]:
     return [p for p in ROOT.rglob("*.py") if not skip & set(p.relative_to(ROOT).parts)]
 
 
-def test_no_sql_against_escalations_store_outside_the_store():
+def test_no_sql_against_escalations_store_outside_the_store() -> None:
     offenders = [
         f"{p.relative_to(ROOT)}:{n}: {line.strip()}"
         for p in production_files() if p != STORE
@@ -32,7 +32,7 @@ def test_no_sql_against_escalations_store_outside_the_store():
     assert offenders == []
 
 
-def test_the_pattern_finds_the_store_s_own_statements():
+def test_the_pattern_finds_the_store_s_own_statements() -> None:
     """The check above can fail: the store's own SQL matches it."""
     text = STORE.read_text()
     for statement in ("SELECT", "INSERT", "UPDATE", "DELETE"):
@@ -40,7 +40,7 @@ def test_the_pattern_finds_the_store_s_own_statements():
                    for line in text.splitlines()), statement  # fmt: skip
 
 
-def test_erasure_removes_an_elders_alerts_deliveries_and_events(tmp_path: Path):
+def test_erasure_removes_an_elders_alerts_deliveries_and_events(tmp_path: Path) -> None:
     from homecare.contract import Alert, AlertState
 
     store = Store(tmp_path / "escalation.db")
