@@ -10,13 +10,15 @@ leaves the process. Time comes from a clock passed in (the wall clock in product
 store, so a restart resumes where it was.
 
 >>> from pathlib import Path
+>>> from escalation.ladder import EscalationPolicy
 >>> from escalation.registry import Registry
 >>> from homecare.contract import Alert
 >>> reg = Registry.model_validate({"provider": {"call_centre": "arc"},
 ...     "contacts": [{"id": "arc", "name": "ARC", "role": "call_centre",
 ...                   "channels": [{"kind": "call_centre", "address": "https://arc/alarm"}]}]})
 >>> clock = ManualClock(1000.0)
->>> esc = Escalation(Store(Path(":memory:")), lambda: reg, secret=b"k", clock=clock)
+>>> esc = Escalation(Store(Path(":memory:")), lambda: reg, EscalationPolicy(secret=b"k"),
+...                  clock=clock)
 >>> esc.receive(Alert(id="a1", site="s", elder="e1", kind="sos", severity="critical",
 ...                   ts=999.0, updated=999.0))
 'opened'
@@ -28,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 
 from escalation.ladder import (
     CLOSED,
@@ -44,7 +46,6 @@ from escalation.ladder import (
 )
 from escalation.messages import what_happened
 from escalation.notification import (
-    ChannelKind,
     Delivery,
     DeliveryStatus,
     MessageType,
@@ -53,7 +54,6 @@ from escalation.notification import (
 from escalation.registry import Registry
 from escalation.store import AlertRecord, Store
 from homecare.contract import Alert, AlertState
-from homecare.settings import RetrySettings
 
 __all__ = ["Clock", "Escalation", "ManualClock"]
 
@@ -90,32 +90,17 @@ class Escalation:
         self,
         store: Store,
         registry: Callable[[], Registry],
+        policy: EscalationPolicy,
         *,
-        secret: bytes,
         clock: Clock = time.time,
-        grace_s: float = 30.0,
-        flap_s: float = 900.0,
-        retries: Mapping[ChannelKind, RetrySettings] | None = None,
-        ack_base: str = "",
     ) -> None:
         self.store = store
         self.registry = registry
+        self.policy = policy
         self.clock = clock
-        self.policy = EscalationPolicy(
-            secret=secret, grace_s=grace_s, flap_s=flap_s, ack_base=ack_base,
-            retries=dict(retries or {}),
-        )  # fmt: skip
         self.refused = 0
         self._decided: dict[str, Notification] = {}
         """Notifications just decided, by ref: what the store holds, not yet parsed back."""
-
-    @property
-    def ack_base(self) -> str:
-        return self.policy.ack_base
-
-    @ack_base.setter
-    def ack_base(self, value: str) -> None:
-        self.policy.ack_base = value.rstrip("/")
 
     def ack_url(self, alert_id: str, contact_id: str) -> str | None:
         return self.policy.ack_url(alert_id, contact_id)

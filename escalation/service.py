@@ -37,7 +37,7 @@ from pydantic import ValidationError
 
 from escalation.api import AckServer
 from escalation.engine import Clock, Escalation
-from escalation.ladder import AckResult
+from escalation.ladder import AckResult, EscalationPolicy
 from escalation.notification import (
     Channel,
     ChannelKind,
@@ -129,11 +129,8 @@ class EscalateService:
         self.cfg = settings.escalate
         self.registry = RegistryFile(settings.registry)
         self.store = Store(store_path(settings.state_dir))
-        self.engine = Escalation(
-            self.store,
-            lambda: self.registry.current,
+        policy = EscalationPolicy(
             secret=load_secret(settings),
-            clock=clock,
             grace_s=settings.detect.grace_s,
             flap_s=self.cfg.flap_s,
             retries={
@@ -142,6 +139,7 @@ class EscalateService:
                 ChannelKind.WEBHOOK: self.cfg.webhook,
             },
         )
+        self.engine = Escalation(self.store, lambda: self.registry.current, policy, clock=clock)
         self.make_channels = channels
         self.stats = EscalateStats()
         self.status_path = settings.state_dir / "escalate.json"
@@ -187,7 +185,7 @@ class EscalateService:
         api = AckServer(self._acknowledge, self.engine.describe, self._health)
         await api.start(self.cfg.http_host, self.cfg.http_port)
         self.stats.http_port = api.port
-        self.engine.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
+        self.engine.policy.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
         async with AsyncExitStack() as stack:
             channels: dict[ChannelKind, Channel] = {}
             for kind, channel in self.make_channels(self.settings).items():

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from escalation.engine import Escalation, ManualClock
+from escalation.ladder import EscalationPolicy
 from escalation.notification import (
     ChannelKind,
     Delivery,
@@ -58,10 +59,8 @@ def clock() -> ManualClock:
 @pytest.fixture
 def esc(tmp_path: Path, clock: ManualClock) -> Escalation:
     reg = Registry.model_validate(REGISTRY)
-    return Escalation(
-        Store(store_path(tmp_path)), lambda: reg, secret=SECRET, clock=clock,
-        ack_base="http://127.0.0.1:8480",
-    )  # fmt: skip
+    policy = EscalationPolicy(secret=SECRET, ack_base="http://127.0.0.1:8480")
+    return Escalation(Store(store_path(tmp_path)), lambda: reg, policy, clock=clock)
 
 
 def alert(kind: str = "sos", severity: str = "critical", ts: float = NOON, **kw) -> Alert:
@@ -300,7 +299,7 @@ def test_the_call_centres_answer_acknowledges_durably_and_stops_the_ladder(esc, 
     esc.delivered((n, Delivery(ref=n.ref, status=DeliveryStatus.OK,
                                acknowledged_by="op-17" if n.recipient.id == "arc" else None))
                   for n in due)  # fmt: skip
-    reopened = Escalation(Store(store_path(tmp_path)), esc.registry, secret=SECRET, clock=clock)
+    reopened = Escalation(Store(store_path(tmp_path)), esc.registry, esc.policy, clock=clock)
     assert state(reopened, "c1") == "acknowledged"
     who = esc.store.db.execute("SELECT acked_by, acked_channel FROM alerts").fetchone()
     assert tuple(who) == ("arc", "call_centre")
@@ -349,10 +348,9 @@ def test_a_delivery_failing_past_the_cap_is_failed_for_good_on_the_alerts_story(
     """The call centre's channel allows 3 tries here: each failure is due again after the
     backoff (1 s, 2 s), the third is the delivery's final state."""
     reg = Registry.model_validate(REGISTRY)
-    esc = Escalation(
-        Store(store_path(tmp_path)), lambda: reg, secret=SECRET, clock=clock,
-        retries={ChannelKind.CALL_CENTRE: RetrySettings(attempts=3, backoff_s=1.0)},
-    )  # fmt: skip
+    retries = {ChannelKind.CALL_CENTRE: RetrySettings(attempts=3, backoff_s=1.0)}
+    policy = EscalationPolicy(secret=SECRET, retries=retries)
+    esc = Escalation(Store(store_path(tmp_path)), lambda: reg, policy, clock=clock)
     esc.receive(alert("sos", id="x1"))
     waits = []
     for _ in range(3):
