@@ -442,12 +442,6 @@ class Store:
         row = self.db.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'")
         return int(row.fetchone()[0])
 
-    def delivery_statuses(self, alert_id: str | None = None) -> dict[str, str]:
-        """Each delivery's status by ref (of one alert, or all): for the care monitor."""
-        where, args = ("WHERE alert_id = ?", (alert_id,)) if alert_id else ("", ())
-        rows = self.db.execute(f"SELECT ref, status FROM deliveries {where}", args).fetchall()
-        return {r[0]: r[1] for r in rows}
-
     # events (the outbox) ---------------------------------------------------------------
     def add_event(
         self,
