@@ -1,7 +1,7 @@
-"""The acknowledgement API: a small HTTP/1.1 server on asyncio, framed by h11.
+"""The acknowledgement API: a small HTTP server on aiohttp's low-level web server.
 
-h11 (already here as httpx's HTTP/1.1 engine, maintained by python-hyper) does the
-parsing and framing; asyncio does the sockets. Three routes, nothing else:
+aiohttp (the channels' HTTP client too) parses and frames; the routing is
+:meth:`AckServer.route`, plain and testable without a socket. Three routes, nothing else:
 
 - ``GET /health`` — liveness, for the compose healthcheck.
 - ``POST /alerts/<id>/ack`` with ``contact`` and ``token`` in the query, a JSON body or
@@ -16,8 +16,6 @@ token), 404 (unknown alert or route), 409 (already closed), 413 (body over 64 Ki
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import html
 import json
 import logging
@@ -26,7 +24,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
-import h11
+from aiohttp import web
 
 from escalation.ladder import OUTCOMES, AckResult
 from escalation.messages import OUTCOME_WORDS
@@ -72,18 +70,31 @@ class AckServer:
         self.acknowledge = acknowledge
         self.describe = describe
         self.health = health
-        self.server: asyncio.Server | None = None
+        self._runner: web.AppRunner | None = None
         self.port = 0
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._connection, host, port)
-        self.port = int(self.server.sockets[0].getsockname()[1])
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_route("*", "/{path:.*}", self._handle)
+        runner = web.AppRunner(app, handle_signals=False, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port)
+        await site.start()
+        self._runner = runner
+        self.port = int(runner.addresses[0][1])
 
     async def close(self) -> None:
-        if self.server is not None:
-            self.server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.server.wait_closed(), 2)
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        try:
+            body = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _response(413, {"error": "body over 64 KiB"})
+        status, payload = self.route(request.method, request.raw_path, body)
+        return _response(status, payload)
 
     def route(self, method: str, target: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
         """The answer: a JSON object, or (``str``) an HTML page."""
@@ -137,59 +148,9 @@ class AckServer:
         )
         return 200, page
 
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        conn = h11.Connection(h11.SERVER)
-        request: h11.Request | None = None
-        body = b""
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    data = await asyncio.wait_for(reader.read(65536), 30)
-                    conn.receive_data(data)
-                    continue
-                if isinstance(event, h11.Request):
-                    request, body = event, b""
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                    if len(body) > MAX_BODY:
-                        await self._send(conn, writer, 413, {"error": "body over 64 KiB"})
-                        return
-                elif isinstance(event, h11.EndOfMessage) and request is not None:
-                    status, payload = self.route(
-                        request.method.decode(), request.target.decode("latin-1"), body
-                    )
-                    await self._send(conn, writer, status, payload)
-                    if conn.our_state is h11.MUST_CLOSE:
-                        return
-                    conn.start_next_cycle()
-                    request = None
-                elif isinstance(event, h11.ConnectionClosed) or event is h11.PAUSED:
-                    return
-        except h11.RemoteProtocolError as exc:
-            if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
-                with contextlib.suppress(Exception):
-                    await self._send(conn, writer, 400, {"error": f"bad request: {exc}"[:200]})
-        except (TimeoutError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
 
-    @staticmethod
-    async def _send(
-        conn: h11.Connection,
-        writer: asyncio.StreamWriter,
-        status: int,
-        payload: dict[str, Any] | str,
-    ) -> None:
-        if isinstance(payload, str):
-            data, kind = payload.encode(), "text/html; charset=utf-8"
-        else:
-            data, kind = json.dumps(payload).encode(), "application/json"
-        headers = [("content-type", kind), ("content-length", str(len(data)))]
-        writer.write(conn.send(h11.Response(status_code=status, headers=headers)) or b"")
-        writer.write(conn.send(h11.Data(data=data)) or b"")
-        writer.write(conn.send(h11.EndOfMessage()) or b"")
-        await writer.drain()
+def _response(status: int, payload: dict[str, Any] | str) -> web.Response:
+    if isinstance(payload, str):
+        return web.Response(status=status, text=payload, content_type="text/html")
+    return web.Response(status=status, body=json.dumps(payload).encode(),
+                        content_type="application/json")  # fmt: skip

@@ -1,45 +1,42 @@
-"""The alert lifecycle and the escalation ladder, as decisions on the durable store.
+"""The escalation ladder as a pure policy: state and an event in, decisions out.
 
-No I/O here but SQLite: the service feeds alerts and acknowledgements in, asks which
-notifications are due, and reports how each delivery went. Time comes from a clock
-passed in (the wall clock in production, :class:`ManualClock` in tests), and every
-timer is an absolute time in the store, so a restart resumes where it was.
+No I/O here, and no clock of its own: every call takes the time (``now``, Unix s) and
+the state it decides on (the registry, the stored :class:`~escalation.store.AlertRecord`,
+who was told already) and answers what to do — open an alert, fold it into one going on,
+notify whom on which channel and when, when the next rung is due, send a failed
+delivery again or give it up. :class:`~escalation.engine.Escalation` reads the state
+from the store, asks here, and commits the answer in one transaction.
 
 Lifecycle: open → (grace window, falls only: the wearer may still press "I'm OK") →
 notified (a first recipient said ok) → acknowledged (by whom, on which channel) →
-resolved (outcome), or cancelled. Each change is an event (``events``), published on
-MQTT and written to InfluxDB by the service.
+resolved (outcome), or cancelled.
 
->>> from pathlib import Path
->>> from escalation.store import Store
 >>> from homecare.contract import Alert
 >>> reg = Registry.model_validate({"provider": {"call_centre": "arc"},
 ...     "contacts": [{"id": "arc", "name": "ARC", "role": "call_centre",
 ...                   "channels": [{"kind": "call_centre", "address": "https://arc/alarm"}]}]})
->>> clock = ManualClock(1000.0)
->>> esc = Escalation(Store(Path(":memory:")), lambda: reg, secret=b"k", clock=clock)
->>> esc.receive(Alert(id="a1", site="s", elder="e1", kind="sos", severity="critical",
-...                   ts=999.0, updated=999.0))
-'opened'
->>> [(n.recipient.id, n.type.value) for n in esc.due()]
-[('arc', 'alarm')]
+>>> policy = EscalationPolicy(secret=b"k")
+>>> sos = Alert(id="a1", site="s", elder="e1", kind="sos", severity="critical",
+...             ts=999.0, updated=999.0)
+>>> opening = policy.opening(reg, sos, now=1000.0)
+>>> rung = policy.rung(reg, sos, 0, opening.start_at, now=1000.0, told=frozenset())
+>>> [(d.note.recipient.id, d.note.type.value, d.due) for d in rung.decided], rung.next_at
+([('arc', 'alarm', 1000.0)], 1060.0)
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import logging
 import math
-import sqlite3
-import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass, field
 from datetime import datetime
+from enum import StrEnum
 from zoneinfo import ZoneInfo
 
-from escalation.messages import what_happened
 from escalation.notification import (
+    ChannelKind,
     Delivery,
     DeliveryStatus,
     ElderCard,
@@ -55,13 +52,11 @@ from escalation.registry import (
     ack_token,
     token_valid,
 )
-from escalation.store import Store
+from escalation.store import AlertRecord
 from homecare.alerts import CANCELLABLE
 from homecare.contract import Alert, AlertState, Severity
+from homecare.settings import RetrySettings
 
-log = logging.getLogger(__name__)
-
-Clock = Callable[[], float]
 OUTCOMES = frozenset({"false_alarm", "handled_at_home", "visit", "ambulance"})
 ACTIVE = (AlertState.OPEN, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED)
 CLOSED = (AlertState.RESOLVED, AlertState.CANCELLED)
@@ -69,50 +64,15 @@ TOLD_BY_RESET = frozenset({"call_centre", "supervisor"})
 """Who gets a SCAIP reset when an alert they were sent is cancelled or resolved."""
 RESET_AFTER_S = 1.0
 """A reset waits this long, so it never overtakes the alarm it closes on the wire."""
-
-
-ONGOING = (
-    "duplicate_of IS NULL AND (state IN ('open', 'notified', 'acknowledged') "
-    "OR (severity != 'critical' AND closed_at >= ?))"
-)
-"""An alert a new one of the same kind and elder is folded into (the ? is the flap limit)."""
-
-
-class _Seen:
-    """For a batch of incoming alerts: which ids the store may know, which elders have an
-    ongoing condition; so most alerts of a burst need no look-up of their own."""
-
-    def __init__(self, db: sqlite3.Connection, alerts: list[Alert], flap_from: float) -> None:
-        ids = list({a.id for a in alerts})
-        elders = list({a.elder for a in alerts})
-        self.known = {r[0] for r in _in(db, "SELECT id FROM alerts WHERE id IN ({})", ids)}
-        ongoing = f"SELECT elder FROM alerts WHERE {ONGOING} AND elder IN ({{}})"
-        self.ongoing = {r[0] for r in _in(db, ongoing, elders, flap_from)}
-
-    def may_know(self, alert: Alert) -> bool:
-        if alert.id in self.known:
-            return True
-        self.known.add(alert.id)  # from here on, it may have been stored in this batch
-        return False
-
-    def may_repeat(self, alert: Alert) -> bool:
-        if alert.elder in self.ongoing:
-            return True
-        self.ongoing.add(alert.elder)
-        return False
-
-
-def _in(db: sqlite3.Connection, sql: str, values: list[str], *first: object) -> list[sqlite3.Row]:
-    """``sql`` with its ``IN ({})`` filled for ``values``, in slices SQLite accepts."""
-    rows: list[sqlite3.Row] = []
-    for i in range(0, len(values), 500):
-        part = values[i : i + 500]
-        rows += db.execute(sql.format(",".join("?" * len(part))), (*first, *part)).fetchall()
-    return rows
+RESET_STEP = 10_000
+"""The rung a reset is decided on: after every real rung, so its ref is its own."""
+DETAIL_MAX = 500
+Told = AbstractSet[tuple[str, str]]
+"""(contact, channel) pairs already told about an alert: they get updates, not alarms."""
 
 
 class ManualClock:
-    """A clock tests move by hand, so ladder timing is tested without waiting."""
+    """A clock tests move by hand, so the service's timing is tested without waiting."""
 
     def __init__(self, now: float) -> None:
         self.now = now
@@ -123,19 +83,6 @@ class ManualClock:
     def advance(self, seconds: float) -> float:
         self.now += seconds
         return self.now
-
-
-@dataclass(frozen=True, slots=True)
-class AckResult:
-    """The answer to an acknowledgement, as an HTTP status and a sentence."""
-
-    status: int
-    message: str
-    state: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return self.status == 200
 
 
 def make_ref(*parts: object) -> str:
@@ -155,161 +102,195 @@ def unknown_elder_card(alert: Alert) -> ElderCard:
     )
 
 
-class Escalation:
-    """Alerts in, notifications out; every decision committed before it is acted on."""
+@dataclass(frozen=True, slots=True)
+class AckResult:
+    """The answer to an acknowledgement, as an HTTP status and a sentence."""
 
-    def __init__(
-        self,
-        store: Store,
-        registry: Callable[[], Registry],
-        *,
-        secret: bytes,
-        clock: Clock = time.time,
-        grace_s: float = 30.0,
-        flap_s: float = 900.0,
-        retry_s: float = 5.0,
-        ack_base: str = "",
-    ) -> None:
-        self.store = store
-        self.registry = registry
-        self.secret = secret
-        self.clock = clock
-        self.grace_s = grace_s
-        self.flap_s = flap_s
-        self.retry_s = retry_s
-        self.ack_base = ack_base.rstrip("/")
-        self.refused = 0
-        self._tokens: dict[str, str] = {}
-        self._decided: dict[str, Notification] = {}
-        """Notifications just decided, by ref: what the store holds, not yet parsed back."""
+    status: int
+    message: str
+    state: str | None = None
 
-    # alerts from the detectors ---------------------------------------------------------
-    def receive(self, alert: Alert) -> str:
-        """Take an alert from MQTT; say what became of it (opened, duplicate, …)."""
-        return self.receive_many([alert])[0]
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
 
-    def receive_many(self, alerts: Iterable[Alert]) -> list[str]:
-        """Several alerts in one transaction (one fsync for a burst), then the due rungs.
 
-        A burst is mostly new alerts for different elders: two look-ups for the whole
-        batch find which alerts are known and which elders have a condition going on,
-        so only those alerts are looked up one by one."""
-        alerts = list(alerts)
-        with self.store.tx() as db:
-            seen = _Seen(db, alerts, self.clock() - self.flap_s)
-            out = [self._receive(db, a, seen) for a in alerts]
-            self._advance(db)
-        return out
+class Arrival(StrEnum):
+    """What an alert arriving from the detectors is, given what the store knows of it."""
 
-    def _receive(self, db: sqlite3.Connection, alert: Alert, seen: _Seen | None = None) -> str:
-        now = self.clock()
-        row = (
-            db.execute("SELECT * FROM alerts WHERE id = ?", (alert.id,)).fetchone()
-            if seen is None or seen.may_know(alert)
-            else None
+    NEW = "new"
+    """Open and unknown: opened, or folded into a condition going on."""
+    KNOWN = "known"
+    """Seen before (a re-delivery), or a later state of an alert we track ourselves."""
+    IGNORED = "ignored"
+    """A later state of an alert never seen open (retained history after the store was lost)."""
+    CANCEL = "cancel"
+    """"I'm OK" pressed for an alert going on."""
+    CANCELLED_UNSEEN = "cancelled_unseen"
+    """Cancelled before we saw it open (its open state was overwritten on the broker)."""
+
+
+def arrival(alert: Alert, known: AlertState | None) -> Arrival:
+    """Classify an incoming alert by its state and the stored state (``None``: unknown).
+
+    >>> a = Alert(id="a", site="s", elder="e", kind="fall", severity="critical", ts=1.0,
+    ...           updated=1.0, state="cancelled")
+    >>> arrival(a, None), arrival(a, AlertState.OPEN), arrival(a, AlertState.RESOLVED)
+    (<Arrival.CANCELLED_UNSEEN: 'cancelled_unseen'>, <Arrival.CANCEL: 'cancel'>, \
+<Arrival.KNOWN: 'known'>)
+    """
+    if alert.state == AlertState.CANCELLED:
+        if known is None:
+            return Arrival.CANCELLED_UNSEEN
+        return Arrival.KNOWN if known in CLOSED else Arrival.CANCEL
+    if alert.state != AlertState.OPEN:
+        return Arrival.IGNORED if known is None else Arrival.KNOWN
+    return Arrival.NEW if known is None else Arrival.KNOWN
+
+
+@dataclass(frozen=True, slots=True)
+class Opening:
+    """When a new alert's ladder starts, and its first rung (``None``: it is batched)."""
+
+    start_at: float
+    next_at: float | None
+    ladder: Ladder
+
+
+@dataclass(frozen=True, slots=True)
+class Repeat:
+    """A new alert folded into ``of``: recorded in that alert's state, not paged again."""
+
+    of: str
+    state: AlertState
+    event: str
+    transition: bool
+    outcome: str | None
+    """Set when the condition it repeats was closed: a flapping warning, closed at once."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One notification decided, and when it is due (later than ``now``: held)."""
+
+    note: Notification
+    due: float
+
+    @property
+    def held(self) -> bool:
+        return self.due > self.note.created
+
+
+@dataclass(frozen=True, slots=True)
+class Rung:
+    """A rung run: what it decided, the rung after it and when that one is due."""
+
+    decided: list[Decided]
+    step: int
+    next_at: float | None
+    nobody: bool = False
+    """The registry names nobody for this rung."""
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Alerts going to one contact together (info → the device desk)."""
+
+    contact: str
+    members: tuple[AlertRecord, ...]
+
+    @property
+    def key(self) -> str:
+        return "batch:" + ",".join(sorted(m.id for m in self.members))
+
+
+@dataclass(frozen=True, slots=True)
+class Digest:
+    """A family contact's daily digest about one elder, due today (local time)."""
+
+    elder: str
+    contact: str
+    key: str
+    refs: tuple[str, ...]
+
+
+class Send(StrEnum):
+    OK = "ok"
+    AGAIN = "again"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True, slots=True)
+class AfterDelivery:
+    """What becomes of a delivery after a send: done, again at ``due``, or failed for good."""
+
+    send: Send
+    attempts: int
+    """Sends so far, this one included."""
+    due: float | None = None
+    detail: str = ""
+
+
+@dataclass
+class EscalationPolicy:
+    """The ladder's rules with their settings: grace window, flap window, retries, tokens."""
+
+    secret: bytes
+    grace_s: float = 30.0
+    flap_s: float = 900.0
+    ack_base: str = ""
+    retries: Mapping[ChannelKind, RetrySettings] = field(default_factory=dict)
+    """Each channel's retry policy; a channel missing here gets :class:`RetrySettings`'s."""
+    _tokens: dict[str, str] = field(default_factory=dict)
+
+    # acknowledgement links and rights --------------------------------------------------
+    def ack_url(self, alert_id: str, contact_id: str) -> str | None:
+        if not self.ack_base:
+            return None
+        token = self._tokens.get(contact_id)
+        if token is None:
+            token = self._tokens[contact_id] = ack_token(self.secret, contact_id)
+        base = self.ack_base.rstrip("/")
+        return f"{base}/alerts/{alert_id}/ack?contact={contact_id}&token={token}"
+
+    def may_act(self, reg: Registry, record: AlertRecord, contact_id: str, token: str) -> bool:
+        """Whether the token is the contact's, and the contact may act on this alert."""
+        return token_valid(self.secret, contact_id, token) and reg.may_acknowledge(
+            contact_id, record.elder, record.site
         )
-        if alert.state == AlertState.CANCELLED:
-            if row is None:  # its open state was overwritten before we saw it
-                self._insert(db, alert, now, start_at=now, next_at=None, state=alert.state)
-                self._event(db, alert.id, now, "cancelled", alert.state, transition=False)
-                return "cancelled"
-            if row["state"] in CLOSED:
-                return "known"
-            self._close(db, row, AlertState.CANCELLED, now, detail="I'm OK pressed")
-            return "cancelled"
-        if alert.state != AlertState.OPEN:
-            if row is None:
-                log.debug("alert %s arrived %s, never seen open: ignored", alert.id, alert.state)
-                return "ignored"
-            return "known"
-        if row is not None:
-            return "known"
-        same = (
-            db.execute(
-                f"SELECT * FROM alerts WHERE elder = ? AND kind = ? AND {ONGOING} "
-                "ORDER BY received DESC LIMIT 1",
-                (alert.elder, alert.kind, now - self.flap_s),
-            ).fetchone()
-            if seen is None or seen.may_repeat(alert)
-            else None
-        )
-        if same is not None:
-            return self._duplicate(db, alert, same, now)
-        start_at = max(now, alert.ts + self.grace_s) if alert.kind in CANCELLABLE else now
-        reg = self.registry()
-        ladder = self._ladder_for(reg, alert.elder, str(alert.severity))
-        next_at = None if ladder.batch_s else start_at + ladder.steps[0].after_s
-        step = 0
-        if next_at is not None and next_at <= now:  # the first rung at once, in this insert
-            step, next_at = self._climb(db, reg, alert, 0, start_at, now, ladder)
-        self._insert(db, alert, now, start_at=start_at, next_at=next_at, state=AlertState.OPEN,
-                     step=step)  # fmt: skip
-        if start_at > now:
-            self._event(db, alert.id, now, "grace", AlertState.OPEN, transition=False,
-                        detail=f"until {start_at}")  # fmt: skip
-        return "opened"
 
-    def _duplicate(
-        self, db: sqlite3.Connection, alert: Alert, same: sqlite3.Row, now: float
-    ) -> str:
-        """The same ongoing condition (or a warning flapping back): recorded, not paged again."""
-        state = AlertState(same["state"])
-        self._insert(db, alert, now, start_at=now, next_at=None, state=state, dup=same["id"])
-        db.execute("UPDATE alerts SET repeats = repeats + 1 WHERE id = ?", (same["id"],))
-        event = "flap" if state in CLOSED else "duplicate"
-        self._event(db, alert.id, now, event, state, transition=state != AlertState.OPEN,
-                    detail=same["id"])  # fmt: skip
-        if state in CLOSED:
-            db.execute(
-                "UPDATE alerts SET outcome = ?, closed_at = ? WHERE id = ?",
-                (f"repeat of {same['id']}", now, alert.id),
-            )
-        return "duplicate"
+    # alerts arriving -------------------------------------------------------------------
+    def flap_from(self, now: float) -> float:
+        """Closed warnings since this time still fold a new one of the same kind in."""
+        return now - self.flap_s
 
-    def _insert(
-        self,
-        db: sqlite3.Connection,
-        alert: Alert,
-        now: float,
-        *,
-        start_at: float,
-        next_at: float | None,
-        state: AlertState,
-        dup: str | None = None,
-        step: int = 0,
-    ) -> None:
-        db.execute(
-            "INSERT INTO alerts (id, alert, site, elder, kind, severity, state, received, "
-            "start_at, next_at, duplicate_of, closed_at, step) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                alert.id, alert.model_dump_json(), alert.site, alert.elder, alert.kind,
-                str(alert.severity), str(state), now, start_at, next_at, dup,
-                now if state in CLOSED else None, step,
-            ),
-        )  # fmt: skip
-
-    # the ladder ------------------------------------------------------------------------
-    def advance(self) -> None:
-        """Run every rung that is due, the batches and the digests."""
-        with self.store.tx() as db:
-            self._advance(db)
-
-    def _advance(self, db: sqlite3.Connection) -> None:
-        now = self.clock()
-        reg = self.registry()
-        for row in db.execute(
-            "SELECT * FROM alerts WHERE next_at <= ? ORDER BY next_at", (now,)
-        ).fetchall():
-            self._rung(db, reg, row, now)
-        self._batches(db, reg, now)
-
-    def _ladder_for(self, reg: Registry, elder: str, severity: str) -> Ladder:
+    def ladder_for(self, reg: Registry, elder: str, severity: str) -> Ladder:
         card = reg.elder(elder)
         return reg.ladder(severity, card.care_level if card else 2)
 
-    def _targets(
+    def opening(self, reg: Registry, alert: Alert, now: float) -> Opening:
+        """A new alert: falls wait out the grace window; batched ladders have no timer."""
+        start_at = max(now, alert.ts + self.grace_s) if alert.kind in CANCELLABLE else now
+        ladder = self.ladder_for(reg, alert.elder, str(alert.severity))
+        next_at = None if ladder.batch_s else start_at + ladder.steps[0].after_s
+        return Opening(start_at, next_at, ladder)
+
+    def repeat(self, same: AlertRecord) -> Repeat:
+        """The same ongoing condition, or a warning flapping back inside the flap window."""
+        closed = same.state in CLOSED
+        return Repeat(
+            of=same.id,
+            state=same.state,
+            event="flap" if closed else "duplicate",
+            transition=same.state != AlertState.OPEN,
+            outcome=f"repeat of {same.id}" if closed else None,
+        )
+
+    # the ladder ------------------------------------------------------------------------
+    def targets(
         self, reg: Registry, site: str, elder_id: str, targets: list[Target], index: int
     ) -> list[str]:
+        """The contact ids a rung's targets mean for this elder."""
         provider = reg.provider_for(site)
         elder = reg.elder(elder_id)
         out: list[str] = []
@@ -326,36 +307,34 @@ class Escalation:
                 out.append(cid)
         return out
 
-    def _rung(self, db: sqlite3.Connection, reg: Registry, row: sqlite3.Row, now: float) -> None:
-        alert = Alert.model_validate_json(row["alert"])
-        step, next_at = self._climb(db, reg, alert, row["step"], row["start_at"], now)
-        db.execute(
-            "UPDATE alerts SET step = ?, next_at = ? WHERE id = ?", (step, next_at, alert.id)
-        )
-
-    def _climb(
-        self, db: sqlite3.Connection, reg: Registry, alert: Alert, i: int, start_at: float,
-        now: float, ladder: Ladder | None = None,
-    ) -> tuple[int, float | None]:  # fmt: skip
-        """Run rung ``i``: decide its notifications; answer the next rung and when it is due."""
-        ladder = ladder or self._ladder_for(reg, alert.elder, str(alert.severity))
-        rung = ladder.step(i)
-        if rung is None:
-            return i, None
-        contacts = self._targets(reg, alert.site, alert.elder, rung[1].to, ladder.contact_index(i))
-        for cid in contacts:
-            self._notify(db, reg, cid, alert, step=i, now=now)
-        if not contacts:
-            log.warning("alert %s rung %d: nobody to tell (registry)", alert.id, i)
-        following = ladder.step(i + 1)
-        next_at = start_at + following[0] if following else None
-        if next_at is not None:
-            next_at = max(next_at, now)
-        return i + 1, next_at
-
-    def _notify(
+    def rung(
         self,
-        db: sqlite3.Connection,
+        reg: Registry,
+        alert: Alert,
+        i: int,
+        start_at: float,
+        now: float,
+        *,
+        told: Told,
+        ladder: Ladder | None = None,
+    ) -> Rung:
+        """Run rung ``i`` (``told``: the (contact, channel) pairs told about this alert
+        before, who get an update rather than a new alarm)."""
+        ladder = ladder or self.ladder_for(reg, alert.elder, str(alert.severity))
+        current = ladder.step(i)
+        if current is None:
+            return Rung([], i, None)
+        contacts = self.targets(reg, alert.site, alert.elder, current[1].to,
+                                ladder.contact_index(i))  # fmt: skip
+        decided: list[Decided] = []
+        for cid in contacts:
+            decided += self.notify(reg, cid, alert, step=i, now=now, told=told)
+        following = ladder.step(i + 1)
+        next_at = max(start_at + following[0], now) if following else None
+        return Rung(decided, i + 1, next_at, nobody=not contacts)
+
+    def notify(
+        self,
         reg: Registry,
         contact_id: str,
         alert: Alert | None,
@@ -363,16 +342,18 @@ class Escalation:
         step: int,
         now: float,
         type_: MessageType | None = None,
+        told: Told = frozenset(),
         batch: tuple[Alert, ...] = (),
-        outcomes: dict[str, str] | None = None,
+        outcomes: Mapping[str, str] | None = None,
         ref_key: str | None = None,
         elder_id: str | None = None,
         after: float = 0.0,
-    ) -> int:
-        """Decide one notification per channel of the contact (held in their quiet hours)."""
+    ) -> list[Decided]:
+        """One notification per channel of the contact, held in their quiet hours (never
+        a critical one)."""
         contact = reg.contact(contact_id)
         if contact is None:
-            return 0
+            return []
         elder_id = elder_id or (alert.elder if alert else None)
         elder = reg.elder(elder_id) if elder_id else None
         card = elder.card() if elder else (unknown_elder_card(alert) if alert else None)
@@ -382,87 +363,51 @@ class Escalation:
             quiet = contact.quiet_until(now, card.timezone if card else "UTC")
             if quiet is not None:
                 due = quiet
-        made = 0
+        out: list[Decided] = []
         for recipient in contact.recipients():
-            kind = type_ or self._alarm_or_update(db, alert, recipient, step)
+            kind = type_ or _alarm_or_update(alert, recipient, step, told)
             ref = delivery_ref(ref_key or (alert.id if alert else ""), step, recipient, kind)
             note = Notification(
                 ref=ref, type=kind, recipient=recipient, elder=card, alert=alert, batch=batch,
                 step=step, ack_url=self.ack_url(alert.id, contact.id) if alert else None,
-                created=now, outcomes=outcomes or {},
+                created=now, outcomes=dict(outcomes or {}),
             )  # fmt: skip
-            cur = db.execute(
-                "INSERT OR IGNORE INTO deliveries (ref, alert_id, contact, channel, type, step, "
-                "notification, due, created) VALUES (?,?,?,?,?,?,?,?,?)",
-                (ref, alert.id if alert else None, contact.id, str(recipient.channel), str(kind),
-                 step, note.model_dump_json(), due, now),
-            )  # fmt: skip
-            made += cur.rowcount
-            if cur.rowcount and due <= now:
-                self._decided[ref] = note  # due() need not parse it back
-            if cur.rowcount and alert is not None and due > now:
-                self._event(db, alert.id, now, "held", AlertState(self._state(db, alert.id)),
-                            transition=False, who=contact.id, channel=str(recipient.channel),
-                            ref=ref, step=step,
-                            detail=f"quiet hours until {due}")  # fmt: skip
-        return made
+            out.append(Decided(note, due))
+        return out
 
-    def _alarm_or_update(
-        self, db: sqlite3.Connection, alert: Alert | None, recipient: Recipient, step: int
-    ) -> MessageType:
-        """The first message to a recipient about an alert opens an incident; later ones update.
-        Rung 0 is always the first: resets, the only other messages, come after it."""
-        if alert is None:
-            return MessageType.DIGEST
-        if step == 0:
-            return MessageType.ALARM
-        seen = db.execute(
-            "SELECT 1 FROM deliveries WHERE alert_id = ? AND contact = ? AND channel = ? LIMIT 1",
-            (alert.id, recipient.id, str(recipient.channel)),
-        ).fetchone()
-        return MessageType.UPDATE if seen else MessageType.ALARM
+    def resets(self, reg: Registry, alert: Alert, told: list[str], now: float) -> list[Decided]:
+        """A closed alert's reset to each call centre or supervisor that got its alarm."""
+        out: list[Decided] = []
+        for cid in told:
+            contact = reg.contact(cid)
+            if contact is not None and contact.role in TOLD_BY_RESET:
+                out += self.notify(reg, cid, alert, step=RESET_STEP, now=now,
+                                   type_=MessageType.RESET, after=RESET_AFTER_S)  # fmt: skip
+        return out
 
-    def _state(self, db: sqlite3.Connection, alert_id: str) -> str:
-        row = db.execute("SELECT state FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        return str(row[0]) if row else str(AlertState.OPEN)
-
-    def _batches(self, db: sqlite3.Connection, reg: Registry, now: float) -> None:
-        """Alerts whose ladder batches (info → device desk) go out together, per recipient."""
-        rows = db.execute(
-            "SELECT * FROM alerts WHERE batched = 0 AND state = 'open' AND duplicate_of IS NULL "
-            "AND next_at IS NULL AND step = 0"
-        ).fetchall()
-        groups: dict[str, list[sqlite3.Row]] = {}
+    def batches(self, reg: Registry, waiting: list[AlertRecord], now: float) -> list[Batch]:
+        """The batches due: per recipient, once its oldest alert has waited ``batch_s``."""
+        groups: dict[str, list[AlertRecord]] = {}
         oldest: dict[str, float] = {}
-        for row in rows:
-            ladder = self._ladder_for(reg, row["elder"], row["severity"])
+        for record in waiting:
+            ladder = self.ladder_for(reg, record.elder, record.severity)
             if not ladder.batch_s:
                 continue
-            for cid in self._targets(reg, row["site"], row["elder"], ladder.steps[0].to, 0):
-                groups.setdefault(cid, []).append(row)
-                oldest[cid] = min(oldest.get(cid, math.inf), row["received"] + ladder.batch_s)
-        for cid, members in groups.items():
-            if oldest[cid] > now:
-                continue
-            batch = tuple(Alert.model_validate_json(r["alert"]) for r in members)
-            ids = sorted(a.id for a in batch)
-            self._notify(db, reg, cid, None, step=0, now=now, type_=MessageType.DIGEST,
-                         batch=batch, ref_key="batch:" + ",".join(ids))  # fmt: skip
-            db.executemany(
-                "UPDATE alerts SET batched = 1, step = 1 WHERE id = ?", [(i,) for i in ids]
-            )
+            for cid in self.targets(reg, record.site, record.elder, ladder.steps[0].to, 0):
+                groups.setdefault(cid, []).append(record)
+                oldest[cid] = min(oldest.get(cid, math.inf), record.received + ladder.batch_s)
+        return [Batch(cid, tuple(m)) for cid, m in groups.items() if oldest[cid] <= now]
 
-    def digests(self) -> int:
-        """Each family contact's daily digest per elder, once a local day at ``digest_hour``.
+    def batch(self, reg: Registry, batch: Batch, now: float) -> list[Decided]:
+        alerts = tuple(m.parsed() for m in batch.members)
+        return self.notify(reg, batch.contact, None, step=0, now=now, type_=MessageType.DIGEST,
+                           batch=alerts, ref_key=batch.key)  # fmt: skip
 
-        Runs every minute after that hour: the digests already decided today are found in
-        one query first, so the later runs build nothing and take no write lock.
-        """
-        reg = self.registry()
+    def digests_due(self, reg: Registry, now: float) -> list[Digest]:
+        """Each family contact's digest per elder, from ``digest_hour`` local time on."""
         if reg.digest_hour is None:
-            return 0
-        now = self.clock()
-        wanted: list[tuple[str, str, str, list[str]]] = []  # elder, contact, ref key, refs
+            return []
+        out: list[Digest] = []
         for elder in reg.elders:
             for cid in elder.contacts:
                 contact = reg.contact(cid)
@@ -472,341 +417,68 @@ class Escalation:
                 if local.hour < reg.digest_hour:
                     continue
                 key = f"digest:{elder.id}:{local.date()}"
-                refs = [delivery_ref(key, 0, r, MessageType.DIGEST) for r in contact.recipients()]
-                wanted.append((elder.id, cid, key, refs))
-        if not wanted:
-            return 0
-        decided = {
-            ref
-            for (ref,) in self.store.db.execute(
-                "SELECT ref FROM deliveries WHERE ref IN (SELECT value FROM json_each(?))",
-                (json.dumps([ref for *_, refs in wanted for ref in refs]),),
-            )
-        }
-        todo = [(e, c, key) for e, c, key, refs in wanted if not decided.issuperset(refs)]
-        if not todo:
-            return 0
-        made = 0
-        with self.store.tx() as db:
-            for elder_id, cid, key in todo:
-                rows = db.execute(
-                    "SELECT alert, state, outcome FROM alerts WHERE elder = ? AND received >= ?"
-                    " AND duplicate_of IS NULL ORDER BY received",
-                    (elder_id, now - 86400),
-                ).fetchall()
-                batch = tuple(
-                    Alert.model_validate_json(r["alert"]).model_copy(
-                        update={"state": AlertState(r["state"])}
-                    )
-                    for r in rows
+                refs = tuple(
+                    delivery_ref(key, 0, r, MessageType.DIGEST) for r in contact.recipients()
                 )
-                outcomes = {a.id: r["outcome"] for a, r in zip(batch, rows, strict=True)
-                            if r["outcome"]}  # fmt: skip
-                made += self._notify(
-                    db, reg, cid, None, step=0, now=now, type_=MessageType.DIGEST,
-                    batch=batch, outcomes=outcomes, elder_id=elder_id, ref_key=key,
-                )  # fmt: skip
-        return made
-
-    # deliveries ------------------------------------------------------------------------
-    def due(
-        self, limit: int = 1000, busy: frozenset[str] | set[str] = frozenset()
-    ) -> list[Notification]:
-        """Notifications to send now: decided, not yet delivered, not being sent."""
-        db = self.store.db
-        refs = db.execute(  # refs only: most of a burst's pending rows are being sent
-            "SELECT ref FROM deliveries WHERE status = 'pending' AND due <= ? ORDER BY due LIMIT ?",
-            (self.clock(), limit + len(busy)),
-        ).fetchall()
-        out = []
-        for (ref,) in refs:
-            if ref in busy:
-                continue
-            note = self._decided.pop(ref, None)
-            if note is None:
-                stored = db.execute("SELECT notification FROM deliveries WHERE ref = ?", (ref,))
-                note = Notification.model_validate_json(stored.fetchone()[0])
-            out.append(note)
-            if len(out) == limit:
-                break
-        if len(self._decided) > 10 * max(limit, 1000):  # decided, then dropped unsent
-            self._decided.clear()
+                out.append(Digest(elder.id, cid, key, refs))
         return out
 
-    def delivered(self, results: Iterable[tuple[Notification, Delivery]]) -> None:
-        """Record how deliveries went: ok ones are done, final failures are failed for good
-        (the ladder's next rung still comes on its timer), the others are tried again later."""
-        with self.store.tx() as db:
-            now = self.clock()
-            for note, result in results:
-                alerts = [note.alert] if note.alert else list(note.batch)
-                if result.status == DeliveryStatus.OK:
-                    cur = db.execute(
-                        "UPDATE deliveries SET status = 'ok', attempts = attempts + ?, "
-                        "delivered = ?, detail = ? WHERE ref = ? AND status = 'pending'",
-                        (result.attempts, result.delivered or now, result.detail[:500], note.ref),
-                    )
-                    if not cur.rowcount:  # dropped meanwhile, or recorded already
-                        continue
-                    if note.type == MessageType.DIGEST and note.recipient.role == "family":
-                        continue  # a digest tells about alerts; it changes none of them
-                    for alert in alerts:
-                        self._told(db, alert.id, note, now)
-                    if result.acknowledged_by is not None and note.alert is not None:
-                        self._answered_with_ack(db, note.alert.id, note, result, now)
-                elif result.final:
-                    self._failed(db, alerts, note, result, now)
-                else:
-                    cur = db.execute(
-                        "UPDATE deliveries SET attempts = attempts + ?, due = ?, detail = ? "
-                        "WHERE ref = ? AND status = 'pending'",
-                        (result.attempts, now + self.retry_s, f"{result.status}: "
-                         f"{result.detail}"[:500], note.ref),
-                    )  # fmt: skip
-                    if not cur.rowcount:
-                        continue
-                    log.warning(
-                        "delivery %s to %s (%s) failed: %s; again in %.0f s",
-                        note.ref, note.recipient.id, note.recipient.channel, result.status,
-                        self.retry_s,
-                    )  # fmt: skip
+    def digest(
+        self, reg: Registry, digest: Digest, day: list[AlertRecord], now: float
+    ) -> list[Decided]:
+        """The digest of ``day`` (the elder's alerts of the last 24 hours)."""
+        batch = tuple(r.parsed().model_copy(update={"state": r.state}) for r in day)
+        outcomes = {r.id: r.outcome for r in day if r.outcome}
+        return self.notify(reg, digest.contact, None, step=0, now=now, type_=MessageType.DIGEST,
+                           batch=batch, outcomes=outcomes, elder_id=digest.elder,
+                           ref_key=digest.key)  # fmt: skip
 
-    def _failed(
-        self, db: sqlite3.Connection, alerts: list[Alert], note: Notification, result: Delivery,
-        now: float,
-    ) -> None:  # fmt: skip
-        """A failure sending again cannot mend: not re-queued, recorded on each alert."""
-        detail = f"{result.status}: {result.detail}"[:500]
-        cur = db.execute(
-            "UPDATE deliveries SET status = 'failed', attempts = attempts + ?, detail = ? "
-            "WHERE ref = ? AND status = 'pending'",
-            (result.attempts, detail, note.ref),
-        )
-        if not cur.rowcount:
-            return
-        log.warning("delivery %s to %s (%s) failed for good: %s", note.ref, note.recipient.id,
-                    note.recipient.channel, result.status)  # fmt: skip
-        for alert in alerts:
-            self._event(db, alert.id, now, f"failed_{note.type}", self._state(db, alert.id),
-                        transition=False, who=note.recipient.id,
-                        channel=str(note.recipient.channel), ref=note.ref, step=note.step,
-                        detail=detail)  # fmt: skip
+    # deliveries ------------------------------------------------------------------------
+    def retry_for(self, channel: ChannelKind) -> RetrySettings:
+        return self.retries.get(channel) or RetrySettings()
 
-    def _told(self, db: sqlite3.Connection, alert_id: str, note: Notification, now: float) -> None:
-        promote = note.type in (MessageType.ALARM, MessageType.DIGEST) and bool(
-            db.execute(
-                "UPDATE alerts SET state = 'notified' WHERE id = ? AND state = 'open'", (alert_id,)
-            ).rowcount
-        )
-        new = AlertState.NOTIFIED if promote else AlertState(self._state(db, alert_id))
-        self._event(db, alert_id, now, f"delivered_{note.type}", new, transition=promote,
-                    who=note.recipient.id, channel=str(note.recipient.channel), ref=note.ref,
-                    step=note.step)  # fmt: skip
+    def after_delivery(
+        self, note: Notification, result: Delivery, attempts_before: int, now: float
+    ) -> AfterDelivery:
+        """The one retry policy of a delivery: ok is done; a failure sending again cannot
+        mend, or the channel's ``attempts``-th, is failed for good (the final state the
+        care monitor sees); any other is sent again after the channel's backoff.
 
-    # acknowledgement -------------------------------------------------------------------
-    def ack_url(self, alert_id: str, contact_id: str) -> str | None:
-        if not self.ack_base:
-            return None
-        token = self._tokens.get(contact_id)
-        if token is None:
-            token = self._tokens[contact_id] = ack_token(self.secret, contact_id)
-        return f"{self.ack_base}/alerts/{alert_id}/ack?contact={contact_id}&token={token}"
-
-    def acknowledge(
-        self,
-        alert_id: str,
-        contact_id: str,
-        token: str,
-        *,
-        channel: str,
-        outcome: str | None = None,
-    ) -> AckResult:
-        """Acknowledge (``outcome`` None) or resolve an alert, for a contact with a valid token."""
-        with self.store.tx() as db:
-            row = self._authorised(db, alert_id, contact_id, token, channel)
-            if isinstance(row, AckResult):
-                return row
-            if outcome is not None and outcome not in OUTCOMES:
-                return AckResult(400, f"outcome must be one of {sorted(OUTCOMES)}")
-            return self._acknowledged(db, row, contact_id, channel, self.clock(), outcome)
-
-    def describe(self, alert_id: str, contact_id: str, token: str) -> AckResult:
-        """The alert in words, for the page a link opens before anyone presses the button:
-        link previews and mail scanners fetch links too, so opening one changes nothing."""
-        row = self._authorised(self.store.db, alert_id, contact_id, token, "page")
-        if isinstance(row, AckResult):
-            return row
-        alert = Alert.model_validate_json(row["alert"])
-        elder = self.registry().elder(alert.elder)
-        name = elder.card().display_name if elder else alert.elder
-        return AckResult(200, what_happened(alert, name), row["state"])
-
-    def _authorised(
-        self, db: sqlite3.Connection, alert_id: str, contact_id: str, token: str, channel: str
-    ) -> sqlite3.Row | AckResult:
-        """The alert's row, if the contact's token is valid and they may act on it."""
-        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        if row is None:
-            log.warning("acknowledgement for unknown alert %r refused", alert_id[:64])
-            return AckResult(404, f"no alert {alert_id[:64]!r}")
-        if not token_valid(self.secret, contact_id, token) or not self.registry().may_acknowledge(
-            contact_id, row["elder"], row["site"]
-        ):
-            self.refused += 1
-            log.warning(
-                "acknowledgement of alert %s by contact %r over %s refused: invalid token",
-                alert_id, contact_id[:64], channel,
-            )  # fmt: skip
-            return AckResult(403, "invalid token for this contact and alert")
-        return row
-
-    def _answered_with_ack(
-        self, db: sqlite3.Connection, alert_id: str, note: Notification, result: Delivery,
-        now: float,
-    ) -> None:  # fmt: skip
-        """The call centre took the alarm in its answer: acknowledged by the recipient, in
-        the transaction that records the delivery, so before anything else is sent. The
-        answer came over the connection we opened to the registry's URL: no token."""
-        row = db.execute("SELECT * FROM alerts WHERE id = ?", (alert_id,)).fetchone()
-        if row is None:
-            return
-        who = result.acknowledged_by
-        operator = f"operator {who}" if who and who != note.recipient.id else None
-        answer = self._acknowledged(db, row, note.recipient.id, str(note.recipient.channel),
-                                    now, detail=operator)  # fmt: skip
-        log.info("alert %s: the call centre's answer to %s acknowledges (contact %s): %s",
-                 alert_id, note.ref, note.recipient.id, answer.message)  # fmt: skip
-
-    def _acknowledged(
-        self,
-        db: sqlite3.Connection,
-        row: sqlite3.Row,
-        contact_id: str,
-        channel: str,
-        now: float,
-        outcome: str | None = None,
-        detail: str | None = None,
-    ) -> AckResult:
-        """Acknowledge (and, with an outcome, resolve) an alert someone may acknowledge."""
-        if row["duplicate_of"]:
-            row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["duplicate_of"],)).fetchone()
-        if row["state"] in CLOSED:
-            return AckResult(409, f"alert is already {row['state']}", row["state"])
-        if row["state"] != AlertState.ACKNOWLEDGED:
-            db.execute(
-                "UPDATE alerts SET state = 'acknowledged', acked_by = ?, acked_channel = ?, "
-                "acked_at = ?, next_at = NULL WHERE id = ?",
-                (contact_id, channel, now, row["id"]),
-            )
-            self._cascade(db, row["id"], AlertState.ACKNOWLEDGED, now, "acknowledged",
-                          who=contact_id, channel=channel, detail=detail)  # fmt: skip
-            self._drop_held(db, row["id"])
-        if outcome is None:
-            return AckResult(200, "acknowledged", str(AlertState.ACKNOWLEDGED))
-        row = db.execute("SELECT * FROM alerts WHERE id = ?", (row["id"],)).fetchone()
-        self._close(db, row, AlertState.RESOLVED, now, outcome=outcome, who=contact_id,
-                    channel=channel)  # fmt: skip
-        return AckResult(200, f"resolved: {outcome}", str(AlertState.RESOLVED))
-
-    def _close(
-        self,
-        db: sqlite3.Connection,
-        row: sqlite3.Row,
-        state: AlertState,
-        now: float,
-        *,
-        outcome: str | None = None,
-        who: str | None = None,
-        channel: str | None = None,
-        detail: str | None = None,
-    ) -> None:
-        """Cancel or resolve: stop the ladder, reset the call centre's incident."""
-        db.execute(
-            "UPDATE alerts SET state = ?, outcome = ?, closed_at = ?, next_at = NULL WHERE id = ?",
-            (str(state), outcome, now, row["id"]),
-        )
-        self._cascade(db, row["id"], state, now, str(state), who=who, channel=channel,
-                      detail=outcome or detail)  # fmt: skip
-        self._drop_held(db, row["id"], unsent_too=state == AlertState.CANCELLED)
-        reg = self.registry()
-        told = db.execute(
-            "SELECT DISTINCT contact FROM deliveries WHERE alert_id = ? AND type = 'alarm' "
-            "AND channel = 'call_centre' AND status IN ('ok', 'pending')",
-            (row["id"],),
-        ).fetchall()
-        alert = Alert.model_validate_json(row["alert"]).model_copy(
-            update={"state": state, "updated": now}
-        )
-        for (cid,) in told:
-            contact = reg.contact(cid)
-            if contact is not None and contact.role in TOLD_BY_RESET:
-                self._notify(db, reg, cid, alert, step=10_000, now=now, type_=MessageType.RESET,
-                             after=RESET_AFTER_S)  # fmt: skip
-
-    def _drop_held(
-        self, db: sqlite3.Connection, alert_id: str, *, unsent_too: bool = False
-    ) -> None:
-        """Messages held for quiet hours (or, on cancel, never sent) are no longer news."""
-        # an alarm to the call centre may already be on the wire: it is sent, then reset
-        attempted = "AND channel != 'call_centre' " if unsent_too else "AND due > ? "
-        args: tuple[object, ...] = (alert_id,) if unsent_too else (alert_id, self.clock())
-        db.execute(
-            "UPDATE deliveries SET status = 'dropped' WHERE alert_id = ? AND status = 'pending' "
-            f"AND attempts = 0 AND type != 'reset' {attempted}",
-            args,
-        )
-
-    def _cascade(
-        self,
-        db: sqlite3.Connection,
-        alert_id: str,
-        state: AlertState,
-        now: float,
-        event: str,
-        **detail: str | None,
-    ) -> None:
-        """A change of state applies to the alert and to the repeats folded into it."""
-        self._event(db, alert_id, now, event, state, **detail)
-        for (dup,) in db.execute(
-            "SELECT id FROM alerts WHERE duplicate_of = ? AND state != ?", (alert_id, str(state))
-        ).fetchall():
-            db.execute("UPDATE alerts SET state = ? WHERE id = ?", (str(state), dup))
-            self._event(db, dup, now, event, state, **detail)
-
-    def _event(
-        self,
-        db: sqlite3.Connection,
-        alert_id: str,
-        ts: float,
-        event: str,
-        state: AlertState | str,
-        *,
-        transition: bool = True,
-        who: str | None = None,
-        channel: str | None = None,
-        ref: str | None = None,
-        step: int | None = None,
-        detail: str | None = None,
-    ) -> None:
-        db.execute(
-            "INSERT INTO events (alert_id, ts, event, state, transition, who, channel, ref, "
-            "step, detail) VALUES (?,?,?,?,?,?,?,?,?,?)",
-            (alert_id, ts, event, str(state), int(transition), who, channel, ref, step, detail),
+        >>> from escalation.notification import Recipient
+        >>> note = Notification(ref="r", type=MessageType.ALARM, created=0.0,
+        ...     recipient=Recipient(id="arc", name="ARC", role="call_centre",
+        ...                         channel=ChannelKind.CALL_CENTRE, address="https://arc/"))
+        >>> busy = Delivery(ref="r", status=DeliveryStatus.BUSY)
+        >>> p = EscalationPolicy(secret=b"k", retries={ChannelKind.CALL_CENTRE:
+        ...     RetrySettings(attempts=3, backoff_s=1.0, backoff_max_s=60.0)})
+        >>> [(a.send.value, a.due) for a in (p.after_delivery(note, busy, n, 100.0)
+        ...                                  for n in range(3))]
+        [('again', 101.0), ('again', 102.0), ('failed', None)]
+        """
+        attempts = attempts_before + max(result.attempts, 1)
+        detail = f"{result.status}: {result.detail}"[:DETAIL_MAX]
+        if result.status == DeliveryStatus.OK:
+            return AfterDelivery(Send.OK, attempts, detail=result.detail[:DETAIL_MAX])
+        retry = self.retry_for(note.recipient.channel)
+        if result.final or attempts >= retry.attempts:
+            tries = f"after {attempts} attempt{'s' * (attempts > 1)}"
+            return AfterDelivery(Send.FAILED, attempts, detail=f"{tries}: {detail}"[:DETAIL_MAX])
+        return AfterDelivery(
+            Send.AGAIN, attempts, now + retry.delay(attempts, result.retry_after), detail
         )
 
 
-def alert_at(row: sqlite3.Row) -> Alert:
-    """The alert as it stood at an event (for MQTT and InfluxDB)."""
-    return Alert.model_validate_json(row["alert"]).model_copy(
-        update={"state": AlertState(row["state"]), "updated": row["ts"]}
-    )
-
-
-def story(db: sqlite3.Connection, alert_id: str) -> list[dict[str, object]]:
-    """An alert's path up the ladder: each event, who, on which channel, when."""
-    return [
-        {k: r[k] for k in ("ts", "event", "state", "who", "channel", "step", "detail")}
-        for r in db.execute(
-            "SELECT * FROM events WHERE alert_id = ? ORDER BY seq", (alert_id,)
-        ).fetchall()
-    ]
+def _alarm_or_update(
+    alert: Alert | None,
+    recipient: Recipient,
+    step: int,
+    told: Told,
+) -> MessageType:
+    """The first message to a recipient about an alert opens an incident; later ones update.
+    Rung 0 is always the first: resets, the only other messages, come after it."""
+    if alert is None:
+        return MessageType.DIGEST
+    if step == 0:
+        return MessageType.ALARM
+    seen = (recipient.id, str(recipient.channel)) in told
+    return MessageType.UPDATE if seen else MessageType.ALARM

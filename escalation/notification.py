@@ -101,6 +101,9 @@ class Delivery(BaseModel):
         description="Sending again cannot help (unknown caller, refused, unsendable, no such "
         "channel): the delivery fails for good instead of being tried again later.",
     )
+    retry_after: float | None = Field(
+        None, description="The receiver asked to wait this long before the next try (s)."
+    )
     acknowledged_by: str | None = Field(
         None,
         description="The call centre took responsibility in its answer: its operator's id, "
@@ -114,5 +117,6 @@ class Channel(Protocol):
     kind: ChannelKind
 
     async def send(self, notification: Notification) -> Delivery:
-        """Deliver, retrying transient failures; never raise for a receiver's failure."""
+        """One try; never raise for a receiver's failure (the ladder's retry policy decides
+        whether and when to try again)."""
         ...

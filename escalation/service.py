@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,7 +36,8 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from escalation.api import AckServer
-from escalation.ladder import AckResult, Clock, Escalation, alert_at
+from escalation.engine import Clock, Escalation
+from escalation.ladder import AckResult, EscalationPolicy
 from escalation.notification import (
     Channel,
     ChannelKind,
@@ -46,7 +47,7 @@ from escalation.notification import (
     Notification,
 )
 from escalation.registry import RegistryFile
-from escalation.store import Store, store_path
+from escalation.store import EventRecord, Store, store_path
 from homecare.alerts import alert_lines
 from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
@@ -128,15 +129,17 @@ class EscalateService:
         self.cfg = settings.escalate
         self.registry = RegistryFile(settings.registry)
         self.store = Store(store_path(settings.state_dir))
-        self.engine = Escalation(
-            self.store,
-            lambda: self.registry.current,
+        policy = EscalationPolicy(
             secret=load_secret(settings),
-            clock=clock,
             grace_s=settings.detect.grace_s,
             flap_s=self.cfg.flap_s,
-            retry_s=self.cfg.retry_s,
+            retries={
+                ChannelKind.CALL_CENTRE: self.cfg.call_centre,
+                ChannelKind.EMAIL: self.cfg.smtp,
+                ChannelKind.WEBHOOK: self.cfg.webhook,
+            },
         )
+        self.engine = Escalation(self.store, lambda: self.registry.current, policy, clock=clock)
         self.make_channels = channels
         self.stats = EscalateStats()
         self.status_path = settings.state_dir / "escalate.json"
@@ -182,7 +185,7 @@ class EscalateService:
         api = AckServer(self._acknowledge, self.engine.describe, self._health)
         await api.start(self.cfg.http_host, self.cfg.http_port)
         self.stats.http_port = api.port
-        self.engine.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
+        self.engine.policy.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
         async with AsyncExitStack() as stack:
             channels: dict[ChannelKind, Channel] = {}
             for kind, channel in self.make_channels(self.settings).items():
@@ -193,7 +196,7 @@ class EscalateService:
             stack.callback(self._disconnect)
             log.info(
                 "escalate subscribed to %s and %s; ack API on port %d; %d alerts in the store",
-                alert_subscription(), ACK_SUBSCRIPTION, api.port, self.store.count("alerts"),
+                alert_subscription(), ACK_SUBSCRIPTION, api.port, self.store.count_alerts(),
             )  # fmt: skip
             tasks = [
                 asyncio.create_task(self._intake()),
@@ -297,7 +300,7 @@ class EscalateService:
         return result
 
     def _health(self) -> dict[str, Any]:
-        return {"ok": True, "alerts": self.store.count("alerts"), "in_flight": len(self._in_flight)}
+        return {"ok": True, "alerts": self.store.count_alerts(), "in_flight": len(self._in_flight)}
 
     def _dispatch(self) -> None:
         """Start sending what is due, up to ``concurrency`` deliveries in flight."""
@@ -367,16 +370,13 @@ class EscalateService:
             await self._write_events(db, seen)
 
     async def _publish_events(self, seen: dict[int, Alert]) -> None:
-        rows = self.store.db.execute(
-            "SELECT e.*, a.alert FROM events e JOIN alerts a ON a.id = e.alert_id "
-            "WHERE e.published = 0 ORDER BY e.seq LIMIT 5000"
-        ).fetchall()
-        if not rows:
+        events = self.store.unpublished()
+        if not events:
             return
         infos = []
-        for row in rows:
-            if row["transition"]:
-                alert = seen[row["seq"]] = alert_at(row)
+        for event in events:
+            if event.transition:
+                alert = seen[event.seq] = event.alert_at()
                 infos.append(
                     self._client.publish(
                         alert_topic(alert.site, alert.elder, alert.id),
@@ -390,33 +390,24 @@ class EscalateService:
             if time.monotonic() > deadline:
                 return  # the broker is away: try again later
             await asyncio.sleep(0.02)
-        with self.store.tx() as tx:
-            tx.executemany(
-                "UPDATE events SET published = 1 WHERE seq = ?", [(r["seq"],) for r in rows]
-            )
+        self.store.mark_published(e.seq for e in events)
 
     async def _write_events(self, db: InfluxClient, seen: dict[int, Alert]) -> None:
-        rows = self.store.db.execute(
-            "SELECT e.*, a.alert FROM events e JOIN alerts a ON a.id = e.alert_id "
-            "WHERE e.written = 0 ORDER BY e.seq LIMIT 5000"
-        ).fetchall()
-        if not rows:
+        events = self.store.unwritten()
+        if not events:
             return
         lines: list[str] = []
-        for row in rows:
-            alert = seen.get(row["seq"]) or alert_at(row)
-            if row["transition"]:
+        for event in events:
+            alert = seen.get(event.seq) or event.alert_at()
+            if event.transition:
                 lines += alert_lines(alert)
-            lines.append(event_line(alert, row))
+            lines.append(event_line(alert, event))
         try:
             await asyncio.to_thread(db.write, lines)
         except InfluxError as exc:
-            log.warning("escalation events not yet in InfluxDB (%d held): %s", len(rows), exc)
+            log.warning("escalation events not yet in InfluxDB (%d held): %s", len(events), exc)
             return
-        with self.store.tx() as tx:
-            tx.executemany(
-                "UPDATE events SET written = 1 WHERE seq = ?", [(r["seq"],) for r in rows]
-            )
+        self.store.mark_written(e.seq for e in events)
 
     async def _housekeeping(self) -> None:
         next_digest = 0.0
@@ -455,28 +446,34 @@ class EscalateService:
 
     def _write_status(self) -> None:
         self.stats.extra = {
-            "alerts": self.store.count("alerts"),
-            "pending": self.store.count("deliveries", "status = 'pending'"),
+            "alerts": self.store.count_alerts(),
+            "pending": self.store.count_pending(),
             "registry_reloads": self.registry.reloads,
         }
         write_status(self.status_path, self.stats.as_dict())
 
 
-def event_line(alert: Alert, row: Any) -> str:
-    """One ``alert_escalation`` point: the ladder's story (who, which channel, which rung)."""
-    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},event={row['event']}"
-    if row["who"]:
-        tags += f",who={row['who']}"
-    if row["channel"]:
-        tags += f",channel={row['channel']}"
+def event_line(alert: Alert, event: EventRecord | Mapping[str, Any]) -> str:
+    """One ``alert_escalation`` point: the ladder's story (who, which channel, which rung,
+    and each delivery's final state: ``delivered_<type>`` or ``failed_<type>``). ``event``:
+    from the store's outbox, or its fields by name (a test's fixture week)."""
+    e = event if isinstance(event, Mapping) else {k: getattr(event, k) for k in _EVENT_KEYS}
+    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},event={e['event']}"
+    if e["who"]:
+        tags += f",who={e['who']}"
+    if e["channel"]:
+        tags += f",channel={e['channel']}"
     fields = {
         "id": alert.id,
-        "state": row["state"],
-        "ref": row["ref"],
-        "step": row["step"],
-        "detail": row["detail"],
+        "state": e["state"],
+        "ref": e["ref"],
+        "step": e["step"],
+        "detail": e["detail"],
     }
-    return line("alert_escalation", tags, fields, round(row["ts"] * 1000))
+    return line("alert_escalation", tags, fields, round(e["ts"] * 1000))
+
+
+_EVENT_KEYS = ("event", "who", "channel", "state", "ref", "step", "detail", "ts")
 
 
 def run_service(

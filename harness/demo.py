@@ -35,8 +35,8 @@ from rich.table import Table
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from device_sim.scenarios import EARLY_S, GRACE_S, Scenario, apply, plan_scenarios, write_labels
-from escalation.ladder import story
-from escalation.store import open_readonly, store_path
+from escalation.store import ladder_paths as stored_ladder_paths
+from escalation.store import store_path
 from evaluation.cohort import KIND_OF
 from harness.servers import LocalBroker, LocalInflux, compacted_size
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
@@ -357,21 +357,7 @@ def settle_escalation(
 
 def ladder_paths(state_dir: Path) -> list[dict[str, Any]]:
     """Each alert escalate handled, with its story (who was told, when, who acknowledged)."""
-    path = store_path(state_dir)
-    if not path.exists():
-        return []
-    db = open_readonly(path)
-    try:
-        rows = db.execute(
-            "SELECT id, alert, state, received, acked_by, acked_channel, outcome, duplicate_of "
-            "FROM alerts ORDER BY received"
-        ).fetchall()
-        return [
-            {**dict(r), "alert": Alert.model_validate_json(r["alert"]), "story": story(db, r["id"])}
-            for r in rows
-        ]
-    finally:
-        db.close()
+    return stored_ladder_paths(store_path(state_dir))
 
 
 DEMO_MIX = {

@@ -1,8 +1,8 @@
 """Real local servers standing in for the call centre, a gateway and a mail server.
 
 Tests and ``homecare demo`` need peers that behave like the real ones over real
-sockets: :class:`HttpStandIn` is an HTTP/1.1 server (asyncio in its own thread, framed
-by h11) on a free loopback port, HTTPS when given a certificate, that records every
+sockets: :class:`HttpStandIn` is an HTTP/1.1 server (aiohttp's, on an asyncio loop in its
+own thread) on a free loopback port, HTTPS when given a certificate, that records every
 request and answers as it is told;
 :class:`CallCentreStandIn` adds what an alarm receiving centre does — one incident per
 message reference, heartbeats, an operator who acknowledges through the alert's
@@ -33,8 +33,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Generic, Self, TypeVar, cast
 
-import h11
 import httpx
+from aiohttp import web
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
@@ -178,13 +178,12 @@ class HttpStandIn(_Peer[Received, Reply]):
         self.path = path
         super().__init__()
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._server: asyncio.Server | None = None
+        self._runner: web.ServerRunner | None = None
         self._thread: threading.Thread | None = None
-        self._connections: set[asyncio.Task[None]] = set()
 
     @property
     def port(self) -> int:
-        if self._server is None:
+        if self._runner is None:
             raise RuntimeError("the stand-in is not started")
         return self._port
 
@@ -206,32 +205,41 @@ class HttpStandIn(_Peer[Received, Reply]):
 
     def start(self) -> Self:
         """Listen (on the previous port after a stop), served by a loop in its own thread."""
-        ctx = self._ssl_context()
         loop = asyncio.new_event_loop()
         thread = threading.Thread(target=loop.run_forever, daemon=True, name="standin")
         thread.start()
-        listen = asyncio.start_server(
-            self._connection, "127.0.0.1", self._port, ssl=ctx, backlog=1024, reuse_address=True
-        )
         try:
-            server = asyncio.run_coroutine_threadsafe(listen, loop).result(10)
+            runner = asyncio.run_coroutine_threadsafe(self._listen(), loop).result(10)
         except BaseException:
             self._end(loop, thread)
             raise
-        self._port = int(server.sockets[0].getsockname()[1])
-        self._loop, self._server, self._thread = loop, server, thread
+        self._port = int(runner.addresses[0][1])
+        self._loop, self._runner, self._thread = loop, runner, thread
         return self
+
+    async def _listen(self) -> web.ServerRunner:
+        server = web.Server(self._handle, access_log=None)
+        runner = web.ServerRunner(server, handle_signals=False, shutdown_timeout=0.5)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", self._port, ssl_context=self._ssl_context(),
+                           backlog=1024, reuse_address=True)  # fmt: skip
+        try:
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        return runner
 
     def stop(self) -> None:
         """Close the listener and every connection, as a real restart would."""
-        loop, thread = self._loop, self._thread
-        if loop is None or thread is None:
+        loop, thread, runner = self._loop, self._thread, self._runner
+        if loop is None or thread is None or runner is None:
             return
         try:
-            asyncio.run_coroutine_threadsafe(self._close(), loop).result(10)
+            asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
         finally:
             self._end(loop, thread)
-            self._loop = self._server = self._thread = None
+            self._loop = self._runner = self._thread = None
 
     @staticmethod
     def _end(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> None:
@@ -239,52 +247,12 @@ class HttpStandIn(_Peer[Received, Reply]):
         thread.join(10)
         loop.close()
 
-    async def _close(self) -> None:
-        assert self._server is not None
-        self._server.close()
-        for task in self._connections:
-            task.cancel()
-        await asyncio.gather(*self._connections, return_exceptions=True)
-        await self._server.wait_closed()
-
-    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        conn = h11.Connection(h11.SERVER)
-        request: h11.Request | None = None
-        body = bytearray()
-        try:
-            while True:
-                event = conn.next_event()
-                if event is h11.NEED_DATA:
-                    conn.receive_data(await reader.read(65536))
-                elif isinstance(event, h11.Request):
-                    request, body = event, bytearray()
-                elif isinstance(event, h11.Data):
-                    body += event.data
-                elif isinstance(event, h11.EndOfMessage) and request is not None:
-                    headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in request.headers}
-                    code, extra, out = await self._answer(
-                        request.method.decode(), request.target.decode("latin-1"), headers,
-                        bytes(body),
-                    )  # fmt: skip
-                    fields = [("Content-Type", "application/json"),
-                              ("Content-Length", str(len(out))), *extra.items()]  # fmt: skip
-                    writer.write(conn.send(h11.Response(status_code=code, headers=fields)) or b"")
-                    writer.write(conn.send(h11.Data(data=out)) or b"")
-                    writer.write(conn.send(h11.EndOfMessage()) or b"")
-                    await writer.drain()
-                    if conn.our_state is not h11.DONE or conn.their_state is not h11.DONE:
-                        break
-                    conn.start_next_cycle()
-                else:  # the client closed, or spoke something h11 does not follow
-                    break
-        except (h11.ProtocolError, OSError):
-            pass  # a client that gave up (a timeout being tested) or broke the protocol
-        finally:
-            self._connections.discard(task)
-            writer.close()
+    async def _handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        body = await request.read()
+        code, extra, out = await self._answer(request.method, request.raw_path, headers, body)
+        return web.Response(status=code, body=out, content_type="application/json",
+                            headers=extra)  # fmt: skip
 
     def then(self, reply: Reply, times: int = 1) -> None:
         """Answer the next ``times`` requests with ``reply`` (after any already queued)."""

@@ -129,11 +129,14 @@ class DetectSettings(BaseModel):
 
 
 class RetrySettings(BaseModel):
-    """Bounded exponential backoff for transient failures (busy, error, timeout, 5xx)."""
+    """A delivery's one retry policy: bounded exponential backoff for transient failures
+    (busy, error, timeout, 5xx), and a cap, after which the delivery is failed for good."""
 
-    attempts: int = Field(5, ge=1, le=20, description="Tries per send, the first included.")
+    attempts: int = Field(
+        10, ge=1, le=50, description="Tries per delivery, the first included; then it is failed."
+    )
     backoff_s: float = Field(0.25, ge=0, description="Wait before the second try; doubles.")
-    backoff_max_s: float = Field(8.0, ge=0, description="Longest wait between two tries.")
+    backoff_max_s: float = Field(30.0, ge=0, description="Longest wait between two tries.")
 
     def delay(self, attempt: int, retry_after: float | None = None) -> float:
         """The wait after failed try number ``attempt`` (1-based); a receiver's
@@ -225,7 +228,6 @@ class EscalateSettings(BaseModel):
     http_host: str = Field("127.0.0.1", description="Acknowledgement API address.")
     http_port: int = Field(8480, ge=0, le=65535, description="0: a free port.")
     public_url: str = Field("", description="Base of ack links; default http://host:port.")
-    retry_s: float = Field(5.0, gt=0, description="Wait before re-sending a failed delivery.")
     flap_s: float = Field(900.0, ge=0, description="A warning back this soon is the same one.")
     heartbeat_s: float = Field(60.0, gt=0, description="Heartbeat to the call centre.")
     concurrency: int = Field(200, ge=1, description="Deliveries in flight at once.")

@@ -222,27 +222,10 @@ def _forget_escalation(settings: Settings, elder: str, site: str | None) -> dict
     if not path.exists():
         return None
     store = Store(path)
-    where = "elder = ?" + (" AND site = ?" if site else "")
-    args = (elder, site) if site else (elder,)
-    mine = f"alert_id IN (SELECT id FROM alerts WHERE {where})"
-    # Family digests and device-desk batches belong to no one alert (alert_id NULL) but
-    # name the elder: in the notification's elder card, or in one of its batched alerts.
-    named = (
-        "json_extract(notification, '$.elder.id') = ? OR EXISTS (SELECT 1 FROM "
-        "json_each(notification, '$.batch') WHERE json_extract(value, '$.elder') = ?)"
-    )
     try:
-        with store.tx() as db:
-            removed = {
-                "deliveries": db.execute(
-                    f"DELETE FROM deliveries WHERE {mine} OR {named}", (*args, elder, elder)
-                ).rowcount,
-                "events": db.execute(f"DELETE FROM events WHERE {mine}", args).rowcount,
-            }
-            removed["alerts"] = db.execute(f"DELETE FROM alerts WHERE {where}", args).rowcount
+        return store.erase_elder(elder, site)
     finally:
         store.close()
-    return removed
 
 
 def _forget_baselines(settings: Settings, elder: str) -> tuple[bool, bool]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import itertools
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ import pytest
 
 from devices.tls import make_ca
 from escalation.channels import CallCentreChannel, EmailChannel, WebhookChannel
+from escalation.ladder import AfterDelivery, EscalationPolicy, Send
 from escalation.messages import family_message
 from escalation.notification import (
     ChannelKind,
@@ -71,6 +73,27 @@ def note(
 
 def family_note(**kw: Any) -> Notification:
     return note(ChannelKind.EMAIL, "anna@example.org", role="family", **kw)
+
+
+def settle(channel: Any, notification: Notification) -> tuple[Delivery, AfterDelivery]:
+    """Send as the service does: one try per send, then another when the ladder's one retry
+    policy (with the channel's settings) says so; the last try and the policy's verdict."""
+    policy = EscalationPolicy(secret=b"k", retries={notification.recipient.channel:
+                                                    channel.settings})  # fmt: skip
+
+    async def run() -> tuple[Delivery, AfterDelivery]:
+        attempts = 0
+        async with channel:
+            while True:
+                delivery = await channel.send(notification)
+                after = policy.after_delivery(notification, delivery, attempts, time.time())
+                if after.send != Send.AGAIN:
+                    return delivery, after
+                attempts = after.attempts
+                assert after.due is not None
+                await asyncio.sleep(max(0.0, after.due - time.time()))
+
+    return asyncio.run(run())
 
 
 def send(channel: Any, notification: Notification) -> Delivery:
@@ -133,21 +156,25 @@ def test_alarm_reaches_the_call_centre_as_a_scaip_like_incident(centre):
 )
 def test_each_answer_of_the_call_centre(answer, expected, tries):
     with CallCentreStandIn(default=answer) as standin:
-        delivery = send(centre_channel(), note(ChannelKind.CALL_CENTRE, standin.url))
+        delivery, after = settle(centre_channel(), note(ChannelKind.CALL_CENTRE, standin.url))
         assert delivery.status == expected, delivery
-        assert delivery.attempts == tries
+        assert after.attempts == tries
         assert delivery.final == (tries == 1 and expected != DeliveryStatus.OK)  # not re-queued
+        assert after.send == (Send.OK if expected == DeliveryStatus.OK else Send.FAILED)
         requests = standin.requests
     assert len(requests) == tries, "unknown caller and other 4xx are never retried"
     assert {r.ref for r in requests} == {"ref-1"}
-    assert len({r.body for r in requests}) == 1, "a retry re-sends the very same message"
+    resent = {json.dumps({k: v for k, v in r.json.items() if k != "sent"}) for r in requests}
+    assert len(resent) == 1, "a retry re-sends the very same message, but for its time sent"
 
 
 def test_a_call_centre_answering_500_for_a_while_gets_the_alarm_once(centre):
     centre.then(Reply(status=None, http=500), times=2)
-    delivery = send(centre_channel(backoff_s=0.2), note(ChannelKind.CALL_CENTRE, centre.url))
+    delivery, after = settle(
+        centre_channel(backoff_s=0.2), note(ChannelKind.CALL_CENTRE, centre.url)
+    )
     assert delivery.status == DeliveryStatus.OK
-    assert delivery.attempts == 3
+    assert after.attempts == 3
     requests = centre.requests
     assert [r.reply.http for r in requests] == [500, 500, 200]
     gaps = [b.received - a.received for a, b in itertools.pairwise(requests)]
@@ -158,9 +185,11 @@ def test_a_call_centre_answering_500_for_a_while_gets_the_alarm_once(centre):
 
 def test_a_call_centre_that_times_out_then_recovers_opens_one_incident(centre):
     centre.then(Reply(delay_s=1.5))  # answers ok, but only after the client gave up
-    delivery = send(centre_channel(timeout_s=0.4), note(ChannelKind.CALL_CENTRE, centre.url))
+    delivery, after = settle(
+        centre_channel(timeout_s=0.4), note(ChannelKind.CALL_CENTRE, centre.url)
+    )
     assert delivery.status == DeliveryStatus.OK
-    assert delivery.attempts == 2
+    assert after.attempts == 2
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and not (centre.incidents and centre.incidents[0].repeats):
         time.sleep(0.05)
@@ -170,9 +199,11 @@ def test_a_call_centre_that_times_out_then_recovers_opens_one_incident(centre):
 
 def test_busy_with_retry_after_is_honoured(centre):
     centre.then(Reply(status=DeliveryStatus.BUSY, http=429, retry_after=0.4))
-    delivery = send(centre_channel(backoff_s=0.01), note(ChannelKind.CALL_CENTRE, centre.url))
+    delivery, after = settle(
+        centre_channel(backoff_s=0.01), note(ChannelKind.CALL_CENTRE, centre.url)
+    )
     assert delivery.status == DeliveryStatus.OK
-    assert delivery.attempts == 2
+    assert after.attempts == 2
     first, second = centre.requests
     assert second.received - first.received >= 0.39
 
@@ -189,9 +220,10 @@ def test_a_wrong_token_is_refused_and_not_retried(centre):
 def test_nobody_listening_is_an_error_after_bounded_retries():
     with CallCentreStandIn() as gone:
         url = gone.url
-    delivery = send(centre_channel(attempts=2), note(ChannelKind.CALL_CENTRE, url))
+    delivery, after = settle(centre_channel(attempts=2), note(ChannelKind.CALL_CENTRE, url))
     assert delivery.status == DeliveryStatus.ERROR
-    assert delivery.attempts == 2
+    assert (after.send, after.attempts) == (Send.FAILED, 2)
+    assert after.detail.startswith("after 2 attempts: error: cannot connect")
     assert "cannot connect" in delivery.detail
 
 
@@ -348,13 +380,13 @@ def test_email_retries_a_busy_server_and_not_a_refused_address():
     with LocalSmtp() as smtp:
         channel = EmailChannel(smtp.settings(**FAST))
         smtp.refuse(451, times=2)
-        busy = send(channel, family_note())
+        busy, after = settle(channel, family_note())
         assert busy.status == DeliveryStatus.OK
-        assert busy.attempts == 3
+        assert after.attempts == 3
         smtp.refuse(550)
-        refused = send(channel, family_note())
+        refused, after = settle(channel, family_note())
         assert refused.status == DeliveryStatus.ERROR
-        assert refused.attempts == 1
+        assert (after.send, after.attempts) == (Send.FAILED, 1)
         assert len(smtp.mails) == 1
 
 
@@ -452,7 +484,7 @@ def test_wording_of_the_device_desks_batch():
 
 async def _raw_receiver(answers: list[bytes], seen: list[bytes]) -> asyncio.Server:
     """A real HTTP receiver on loopback answering each request with the next raw bytes
-    (after the last: a close), so the client meets framings the stand-in (h11,
+    (after the last: a close), so the client meets framings the stand-in (aiohttp,
     always Content-Length) never writes."""
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

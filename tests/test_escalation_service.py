@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import closing
 from pathlib import Path
 
 import httpx
@@ -139,9 +140,8 @@ def world(tmp_path_factory):
             "HOMECARE_REGISTRY": str(reg),
             "HOMECARE_ESCALATE__SECRET": SECRET,
             "HOMECARE_ESCALATE__HTTP_PORT": str(port),
-            "HOMECARE_ESCALATE__RETRY_S": "1",
             "HOMECARE_ESCALATE__HEARTBEAT_S": "30",  # one at each start
-            "HOMECARE_ESCALATE__CALL_CENTRE__ATTEMPTS": "2",
+            "HOMECARE_ESCALATE__CALL_CENTRE__ATTEMPTS": "6",
             "HOMECARE_ESCALATE__CALL_CENTRE__TIMEOUT_S": "1",
             "HOMECARE_ESCALATE__CALL_CENTRE__BACKOFF_S": "0.1",
             "HOMECARE_ESCALATE__SMTP__HOST": "127.0.0.1",
@@ -307,6 +307,37 @@ def test_a_call_centre_failing_for_a_while_still_gets_one_incident(world):
             and r.json.get("alert_id") == alert.id
             and r.json["recipient"]["id"] == "arc"}  # fmt: skip
     assert len(refs) == 1  # every try carried the same message reference
+
+
+def test_a_call_centre_failing_past_the_cap_is_a_failed_delivery_the_monitor_sees(world):
+    """Six tries (the cap in this world), each with the same reference; then the delivery is
+    failed for good: in the store, and in InfluxDB's alert_escalation story."""
+    centre = world["centre"]
+    centre.default = Reply(http=500)  # the supervisor's rung fails too, meanwhile
+    try:
+        alert = raise_alert(world, "e2", kind="bradycardia")
+        with InfluxClient(InfluxSettings(url=world["influx"].url)) as db:
+
+            def failed() -> list[dict]:
+                rows = db.rows(f"SELECT * FROM alert_escalation WHERE id = '{alert.id}'")
+                return [r for r in rows if r["event"] == "failed_alarm" and r["who"] == "arc"]
+
+            wait_for(failed, 30, "the failed delivery in InfluxDB")
+            [event] = failed()
+    finally:
+        centre.default = Reply()
+    assert event["channel"] == "call_centre"
+    assert event["detail"].startswith("after 6 attempts: error: HTTP 500"), event
+    tries = [r for r in centre.requests if isinstance(r.json, dict)
+             and r.json.get("alert_id") == alert.id
+             and r.json["recipient"]["id"] == "arc"]  # fmt: skip
+    assert len(tries) == 6
+    assert len({r.ref for r in tries}) == 1
+    assert incidents(world, alert.id) == []
+    with closing(open_readonly(store_path(world["settings"].state_dir))) as db:
+        row = db.execute("SELECT status, attempts FROM deliveries WHERE contact = 'arc' "
+                         "AND alert_id = ?", (alert.id,)).fetchone()  # fmt: skip
+    assert tuple(row) == ("failed", 6)
 
 
 def test_kill_9_at_each_stage_of_the_ladder_loses_and_duplicates_nothing(world):

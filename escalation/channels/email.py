@@ -6,8 +6,8 @@ most ``connections`` at once), so a hung mail server never blocks the ladder.
 
 The ``Message-ID`` is derived from the notification's ``ref``: a retry, or a re-send
 after a restart, is the same message, and mail systems drop the duplicate. 4xx answers
-and lost connections are retried with backoff; 5xx answers (a refused address, bad
-credentials) are not.
+and lost connections are worth another try (the ladder's retry policy schedules it);
+5xx answers (a refused address, bad credentials) are final.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from email.utils import format_datetime, formataddr
 from types import TracebackType
 from typing import Self
 
-from escalation.channels.retry import Answer, deliver
+from escalation.channels.retry import Answer, delivery
 from escalation.messages import family_message
 from escalation.notification import (
     ChannelKind,
@@ -95,7 +95,7 @@ class EmailChannel:
         except ValueError as exc:  # nothing a server could take: no point retrying
             return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc),
                             final=True)  # fmt: skip
-        return await deliver(notification.ref, lambda _n: self._try(msg), self.settings)
+        return delivery(notification.ref, await self._try(msg))
 
     async def _try(self, msg: EmailMessage) -> Answer:
         async with self._slots:

@@ -1,24 +1,30 @@
 """JSON over HTTP(S) with an idempotency key: what the call centre and webhook channels share.
 
-One pooled keep-alive client per channel
-(:class:`~escalation.channels.transport.LeanClient`); a semaphore admits at
-most ``connections`` sends at once, so that many connections per receiver.
+One aiohttp ``ClientSession`` per channel: a keep-alive pool of at most ``connections``
+connections (TLS with the platform's CA and, for mutual TLS, our client certificate),
+and a semaphore that admits that many sends at once, each bounded by ``timeout_s``
+(connect, send and answer; waiting for a connection is not counted). A request that
+fails on a kept-alive connection the receiver closed while idle, before any answer, is
+sent once more at once on a fresh one: every request carries an idempotency key, so
+that is safe.
 
-The receiver's answer decides what happens next:
+Each send is one try. The receiver's answer decides whether another try can help (the
+ladder's retry policy schedules it, :meth:`~escalation.ladder.EscalationPolicy.after_delivery`):
 
-==========================================  ==============  ========
-answer                                      status          retried
-==========================================  ==============  ========
+==========================================  ==============  ==========
+answer                                      status          tried again
+==========================================  ==============  ==========
 2xx, body ``status`` ok or none             ok              —
 body ``status`` unknown_caller (any code)   unknown_caller  never
 body ``busy`` (any code), HTTP 429 or 503   busy            yes
 2xx with body ``error``, HTTP 408, 5xx      error           yes
 timeout, connection refused or reset        error           yes
 any other 4xx (401: wrong token), bad URL   error           never
-==========================================  ==============  ========
+==========================================  ==============  ==========
 
-A retry re-sends the same bytes with the same ``Idempotency-Key`` (the notification's
-``ref``), after :meth:`RetrySettings.delay`; ``Retry-After`` (seconds) is honoured.
+Another try re-sends the same message (its ``sent`` time apart) with the same
+``Idempotency-Key`` (the notification's ``ref``), after :meth:`RetrySettings.delay`;
+``Retry-After`` (seconds) is honoured.
 An ok answer's ``ack`` part is handed to the channel's reader, if it has one (only the
 call centre's answer may acknowledge).
 
@@ -30,17 +36,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Callable
+from functools import lru_cache
 from types import TracebackType
 from typing import Any, Self
 
-from escalation.channels.retry import DETAIL_MAX, Answer, deliver
-from escalation.channels.transport import (
-    LeanClient,
-    TransportError,
-    Unsendable,
-    header_block,
-)
+import aiohttp
+from yarl import URL
+
+from escalation.channels.retry import DETAIL_MAX, Answer, delivery
 from escalation.notification import (
     ChannelKind,
     Delivery,
@@ -93,54 +98,111 @@ def answer(
     return Answer(DeliveryStatus.ERROR, detail[:DETAIL_MAX], not retry, wait)
 
 
+_BAD_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+class Unsendable(ValueError):
+    """Not an http(s) URL, or a header no HTTP peer would take: another try cannot help."""
+
+
+@lru_cache(maxsize=1024)
+def _url(url: str) -> URL:
+    """The URL, parsed once (the same few receivers all day); ``Unsendable`` if not one.
+
+    >>> _url("https://arc.example/alarm?x=1").port
+    443
+    """
+    try:
+        parsed = URL(url)
+    except (ValueError, TypeError) as exc:
+        raise Unsendable(f"bad URL {url[:100]!r}: {exc}") from None
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise Unsendable(f"not an http(s) URL: {url[:100]!r}")
+    return parsed
+
+
+def _header(name: str, value: str) -> tuple[str, str]:
+    if _BAD_HEADER.search(value):
+        raise Unsendable(f"header {name} has a control character or line break")
+    return name, value
+
+
 class JsonPoster:
-    """POST JSON with an idempotency key; retry transient failures; never raise for them."""
+    """POST JSON with an idempotency key, one try per call; never raise for a failure."""
 
     def __init__(self, settings: HttpSettings) -> None:
         self.settings = settings
-        self._client: LeanClient | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._slots = asyncio.Semaphore(settings.connections)
         headers = [("User-Agent", USER_AGENT), ("Content-Type", "application/json")]
-        if settings.token is not None:
-            headers.append(("Authorization", f"Bearer {settings.token.get_secret_value()}"))
-        self._headers = header_block(headers)  # a token with a line break fails here, at start
+        if settings.token is not None:  # a token with a line break fails here, at start
+            headers.append(_header("Authorization", f"Bearer {settings.token.get_secret_value()}"))
+        self._headers = dict(headers)
 
     async def __aenter__(self) -> Self:
         s = self.settings
-        self._client = LeanClient(ssl_context=s.ssl_context(), timeout_s=s.timeout_s)
+        connector = aiohttp.TCPConnector(
+            limit=s.connections, limit_per_host=s.connections, ssl=s.ssl_context()
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            headers=self._headers,
+            # per try: the semaphore in front of the pool means no wait for a connection
+            timeout=aiohttp.ClientTimeout(total=s.timeout_s),
+            cookie_jar=aiohttp.DummyCookieJar(),
+            auto_decompress=False,
+            skip_auto_headers=("Accept-Encoding",),
+        )
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._client is not None:
-            await self._client.aclose()
-            self._client = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
     async def post(
         self, url: str, ref: str, payload: dict[str, Any], read_ack: AckReader | None = None
     ) -> Delivery:
-        """Deliver ``payload`` to ``url``; the same bytes and key on every try."""
+        """Deliver ``payload`` to ``url`` once, under the idempotency key ``ref``."""
         body = json.dumps(payload, separators=(",", ":")).encode()
         try:
-            headers = self._headers + header_block([("Idempotency-Key", ref)])
+            target = _url(url)
+            headers = dict([_header("Idempotency-Key", ref)])
         except Unsendable as exc:
             return Delivery(ref=ref, status=DeliveryStatus.ERROR, detail=str(exc), final=True)
-        return await deliver(ref, lambda _n: self._try(url, headers, body, read_ack), self.settings)
+        return delivery(ref, await self._try(target, headers, body, read_ack))
 
     async def _try(
-        self, url: str, headers: bytes, body: bytes, read_ack: AckReader | None
+        self, url: URL, headers: dict[str, str], body: bytes, read_ack: AckReader | None
     ) -> Answer:
-        if self._client is None:
+        session = self._session
+        if session is None:
             raise RuntimeError("use the channel as an async context manager")
-        try:
-            async with self._slots:
-                response = await self._client.post(url, headers, body)
-        except Unsendable as exc:
-            return Answer(DeliveryStatus.ERROR, str(exc), final=True)
-        except TransportError as exc:
-            return Answer(DeliveryStatus.ERROR, str(exc))
-        return answer(response.status, response.body, response.headers.get("retry-after"), read_ack)
+        timeout = self.settings.timeout_s
+        async with self._slots:
+            for fresh in (False, True):
+                try:
+                    async with session.post(url, data=body, headers=headers) as response:
+                        got = await response.read()
+                        retry_after = response.headers.get("Retry-After")
+                        return answer(response.status, got, retry_after, read_ack)
+                except aiohttp.ServerDisconnectedError as exc:
+                    if fresh:  # a fresh connection dropped too: the receiver's fault
+                        return Answer(DeliveryStatus.ERROR, f"connection lost: {exc}")
+                except TimeoutError:
+                    return Answer(DeliveryStatus.ERROR, f"no answer within {timeout} s")
+                except aiohttp.ClientConnectorError as exc:
+                    where = f"{url.host}:{url.port}"
+                    return Answer(DeliveryStatus.ERROR, f"cannot connect to {where}: {exc}")
+                except aiohttp.ClientResponseError as exc:  # a status line that is not HTTP
+                    return Answer(DeliveryStatus.ERROR, f"not an HTTP answer: {exc.message}")
+                except aiohttp.InvalidURL as exc:
+                    return Answer(DeliveryStatus.ERROR, f"bad URL: {exc}", final=True)
+                except (aiohttp.ClientError, OSError) as exc:
+                    return Answer(DeliveryStatus.ERROR, f"{type(exc).__name__}: {exc}")
+        raise AssertionError("unreachable")
 
 
 class PostingChannel:

@@ -1,22 +1,22 @@
-"""Try, and try again with backoff while the failure is transient: every channel's loop.
+"""One try's outcome, as every channel reads it, and as the ladder's retry policy gets it.
 
->>> async def busy_then_ok(attempt: int) -> Answer:
-...     return Answer(DeliveryStatus.BUSY if attempt < 3 else DeliveryStatus.OK)
->>> d = asyncio.run(deliver("r1", busy_then_ok, RetrySettings(backoff_s=0)))
->>> d.status, d.attempts
-(<DeliveryStatus.OK: 'ok'>, 3)
+A channel makes one try per send: whether and when to try again, and when to give up,
+is the ladder's one retry policy (:meth:`~escalation.ladder.EscalationPolicy.after_delivery`),
+with the channel's :class:`~homecare.settings.RetrySettings` (tries, backoff), counted in
+the store so that a restart does not start the count again.
+
+>>> d = delivery("r1", Answer(DeliveryStatus.BUSY, "queue full", retry_after=2.0))
+>>> d.status, d.attempts, d.final, d.retry_after
+(<DeliveryStatus.BUSY: 'busy'>, 1, False, 2.0)
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from escalation.notification import Delivery, DeliveryStatus
-from homecare.settings import RetrySettings
 
 log = logging.getLogger(__name__)
 
@@ -34,21 +34,12 @@ class Answer:
     acknowledged_by: str | None = None
 
 
-async def deliver(
-    ref: str, attempt: Callable[[int], Awaitable[Answer]], retry: RetrySettings
-) -> Delivery:
-    """Call ``attempt(1)``, ``attempt(2)``… until ok, a final answer, or ``retry.attempts``;
-    the returned status is the last try's. Never raises for a receiver's failure."""
-    n = 0
-    while True:
-        n += 1
-        got = await attempt(n)
-        detail = got.detail[:DETAIL_MAX]
-        if got.status == DeliveryStatus.OK:
-            return Delivery(ref=ref, status=got.status, detail=detail, attempts=n,
-                            delivered=time.time(),
-                            acknowledged_by=got.acknowledged_by)  # fmt: skip
-        if got.final or n >= retry.attempts:
-            log.warning("delivery %s: %s after %d tries (%s)", ref, got.status, n, detail)
-            return Delivery(ref=ref, status=got.status, detail=detail, attempts=n, final=got.final)
-        await asyncio.sleep(retry.delay(n, got.retry_after))
+def delivery(ref: str, got: Answer) -> Delivery:
+    """The :class:`Delivery` of one try; never raises for a receiver's failure."""
+    detail = got.detail[:DETAIL_MAX]
+    if got.status == DeliveryStatus.OK:
+        return Delivery(ref=ref, status=got.status, detail=detail, delivered=time.time(),
+                        acknowledged_by=got.acknowledged_by)  # fmt: skip
+    log.info("delivery %s: %s (%s)", ref, got.status, detail)
+    return Delivery(ref=ref, status=got.status, detail=detail, final=got.final,
+                    retry_after=got.retry_after)  # fmt: skip
