@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 
 from homecare.influx import quote_ident, quote_literal
+from homecare.schema import ELDER, HISTORY, INTERVALS, RAW, Rollup, duration, offset_s
 
 __all__ = [
     "INTERVAL",
@@ -32,6 +33,7 @@ __all__ = [
     "call",
     "field",
     "matches",
+    "rollup_select",
     "select",
     "show_tag_values",
     "source",
@@ -187,3 +189,42 @@ def show_tag_values(measurements: Iterable[str], key: str, *conditions: str) -> 
         f"WITH KEY = {quote_ident(key)}"
     )
     return text + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+
+
+def rollup_select(
+    rollup: Rollup,
+    interval: str,
+    *,
+    database: str,
+    utc_offset_h: float = 0.0,
+    into: bool = True,
+    start_ms: int | None = None,
+    end_ms: int | None = None,
+    elder: str | None = None,
+) -> Select:
+    """The rollup's ``SELECT … INTO`` history from ``raw`` (what its continuous query runs),
+    or without ``into``: the same rows from the default policy, to fetch (and write
+    elsewhere, or show).
+
+    >>> from homecare.schema import ROLLUPS
+    >>> print(rollup_select(ROLLUPS[-1], "1h", database="homecare"))
+    SELECT count("seq") AS "opens" INTO "homecare"."history"."door_1h" FROM \
+"homecare"."raw"."door" WHERE "opened" = true GROUP BY time(1h), "site", "elder", "role" fill(none)
+    """
+    size, _ = INTERVALS[interval]
+    columns = [call(fn, src, alias=alias) for alias, fn, src in rollup.aggregates]
+    if into:
+        q = select(rollup.source.name, *columns, policy=RAW, database=database).into(
+            rollup.target.at(interval), HISTORY, database
+        )
+    else:
+        q = select(rollup.source.name, *columns)
+    if rollup.where is not None:
+        q = q.where(compare(*rollup.where))
+    if elder is not None:
+        q = q.equal(**{ELDER: elder})
+    if start_ms is not None and end_ms is not None:
+        q = q.between(start_ms, end_ms)
+    shift = offset_s(size, utc_offset_h)
+    bucket = time(interval, duration(shift) if shift else None)
+    return q.group_by(bucket, *rollup.tags).fill("none")

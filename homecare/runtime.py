@@ -11,17 +11,26 @@ import gc
 import logging
 import signal
 import threading
+from datetime import UTC, datetime
 
 import typer
 from pydantic import ValidationError
 
+from homecare.schema import seconds
 from homecare.settings import Settings
 
-__all__ = ["configure_logging", "load_settings", "stop_on_signals", "tune_gc_for_service"]
+__all__ = [
+    "configure_logging",
+    "load_settings",
+    "moment",
+    "stop_on_signals",
+    "tune_gc_for_service",
+]
 
 
-def load_settings(*, servers: bool = False) -> Settings:
-    """Settings from the environment; with ``servers``, both server URLs are required.
+def load_settings(*, servers: bool = False, influx: bool = False) -> Settings:
+    """Settings from the environment; with ``servers``, both server URLs are required,
+    with ``influx`` InfluxDB's (commands that only read or manage storage).
 
     Invalid settings stop the command with a clear message instead of a traceback.
     """
@@ -31,7 +40,29 @@ def load_settings(*, servers: bool = False) -> Settings:
         raise typer.BadParameter(f"invalid settings: {exc}") from exc
     if servers and (not settings.mqtt.url or not settings.influx.url):
         raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    if influx and not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_INFLUX__URL")
     return settings
+
+
+def moment(text: str, now: float) -> float:
+    """A time option: ``now``, a span back from now (``36h``, ``7d``) or an ISO date/time (UTC
+    unless it says otherwise).
+
+    >>> moment("2d", 1_000_000.0), moment("1970-01-02", 0.0), moment("now", 5.0)
+    (827200.0, 86400.0, 5.0)
+    """
+    if text == "now":
+        return now
+    try:
+        return now - seconds(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use now, a span such as 7d, or an ISO date") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def configure_logging(level: str) -> None:

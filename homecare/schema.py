@@ -69,14 +69,20 @@ __all__ = [
     "ACTIVE_G",
     "ALERT_MEASUREMENTS",
     "DAY_S",
+    "DEVICE",
+    "ELDER",
     "HISTORY",
     "INTERVALS",
     "INT_SOURCES",
+    "KIND",
     "MEASUREMENTS",
     "POLICIES",
     "RAW",
+    "RAW_MEASUREMENTS",
+    "READING_TAGS",
     "ROLLED",
     "ROLLUPS",
+    "SITE",
     "STREAM_MEASUREMENTS",
     "Accel",
     "Alert",
@@ -98,9 +104,10 @@ __all__ = [
     "Wearable",
     "WearableRollup",
     "duration",
-    "measurement_of",
-    "measurement_names",
     "field_names",
+    "measurement_names",
+    "measurement_of",
+    "offset_s",
     "seconds",
 ]
 
@@ -484,6 +491,15 @@ def seconds(text: str) -> int:
     if not parts or "".join(n + u for n, u in parts) != text:
         raise ValueError(f"not a duration: {text!r}")
     return round(sum(float(n) * units[u] for n, u in parts))
+
+
+def offset_s(interval_s: int, utc_offset_h: float) -> int:
+    """The ``GROUP BY time`` offset that puts buckets on the site's local hours and days.
+
+    >>> offset_s(86400, 8.0), offset_s(3600, 5.5), offset_s(3600, 0)
+    (57600, 1800, 0)
+    """
+    return round(-utc_offset_h * 3600) % interval_s
 
 
 # -- The whole schema, for checks --------------------------------------------------------------
