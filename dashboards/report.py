@@ -34,8 +34,8 @@ from homecare.runtime import load_settings, moment
 from homecare.schema import (
     DAY_S,
     ELDER,
-    KIND,
     HISTORY,
+    KIND,
     ROLLED,
     ROLLUPS,
     Alert,
