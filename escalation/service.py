@@ -51,6 +51,7 @@ from homecare.alerts import alert_lines
 from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
 from homecare.receiver import connect_session, mqtt_client, session_properties
+from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
 
@@ -464,19 +465,15 @@ class EscalateService:
 
 def event_line(alert: Alert, row: Any) -> str:
     """One ``alert_escalation`` point: the ladder's story (who, which channel, which rung)."""
-    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},event={row['event']}"
-    if row["who"]:
-        tags += f",who={row['who']}"
-    if row["channel"]:
-        tags += f",channel={row['channel']}"
-    fields = {
-        "id": alert.id,
-        "state": row["state"],
-        "ref": row["ref"],
-        "step": row["step"],
-        "detail": row["detail"],
-    }
-    return line("alert_escalation", tags, fields, round(row["ts"] * 1000))
+    e = AlertEscalation  # the store's event columns carry the same names as its fields
+    site, elder, kind, event, who, channel = e.tags
+    tags = f"{site}={alert.site},{elder}={alert.elder},{kind}={alert.kind},{event}={row[event]}"
+    if row[who]:
+        tags += f",{who}={row[who]}"
+    if row[channel]:
+        tags += f",{channel}={row[channel]}"
+    fields = {e.id: alert.id, **{name: row[name] for name in (e.state, e.ref, e.step, e.detail)}}
+    return line(e.name, tags, fields, round(row["ts"] * 1000))
 
 
 def run_service(

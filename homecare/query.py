@@ -172,8 +172,10 @@ def select(
     ...              call("mean", "hr")))
     SELECT mean("hr") FROM (SELECT max("hr") AS "hr" FROM "bed" GROUP BY time(1m))
     """
-    src = f"({measurement})" if isinstance(measurement, Select) else source(
-        measurement, policy, database
+    src = (
+        f"({measurement})"
+        if isinstance(measurement, Select)
+        else source(measurement, policy, database)
     )
     return Select(columns or ("*",), src)
 

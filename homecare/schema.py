@@ -513,9 +513,7 @@ def measurement_names() -> frozenset[str]:
 
 def field_names() -> frozenset[str]:
     """Every field name of every measurement."""
-    return frozenset(
-        f for m in (*RAW_MEASUREMENTS, Sleep, *ROLLED) for f in m.fields
-    )
+    return frozenset(f for m in (*RAW_MEASUREMENTS, Sleep, *ROLLED) for f in m.fields)
 
 
 MEASUREMENTS = (*RAW_MEASUREMENTS, Sleep)
