@@ -31,8 +31,11 @@ __all__ = [
     "Select",
     "any_of",
     "call",
+    "compare",
+    "equal",
     "field",
     "matches",
+    "not_equal",
     "rollup_select",
     "select",
     "show_tag_values",
@@ -46,9 +49,9 @@ INTERVAL = "$__interval"
 """Grafana's bucket for the panel's width."""
 
 
-def field(name: str, *, alias: str | None = None) -> str:
-    """A field or tag as a column: ``"hr"``, or ``"hr" AS "pulse"``."""
-    return _alias(quote_ident(name), alias)
+def field(name: str, *, alias: str | None = None, then: str = "") -> str:
+    """A field or tag as a column: ``"hr"``, ``"hr" AS "pulse"``, ``"s" / 60 AS "min"``."""
+    return _alias(quote_ident(name) + (f" {then}" if then else ""), alias)
 
 
 def call(fn: str, name: str, *args: object, alias: str | None = None, then: str = "") -> str:
@@ -70,6 +73,11 @@ def time(every: str, offset: str | None = None) -> str:
 def equal(tag: str, value: str) -> str:
     """A tag (or string field) equal to a value: ``"elder" = 'e1'`` (``$elder`` passes)."""
     return f"{quote_ident(tag)} = {quote_literal(value)}"
+
+
+def not_equal(tag: str, value: str) -> str:
+    """A tag (or string field) other than a value: ``"kind" != 'bed'``."""
+    return f"{quote_ident(tag)} != {quote_literal(value)}"
 
 
 def compare(name: str, op: str, value: str | float | bool) -> str:
@@ -112,7 +120,7 @@ class Select:
     groups: tuple[str, ...] = ()
     fill_value: str | None = None
     into_target: str | None = None
-    order_desc: bool = False
+    newest: bool = False
     limit_n: int | None = None
 
     def where(self, *conditions: str) -> Select:
@@ -138,9 +146,13 @@ class Select:
     def into(self, measurement: str, policy: str, database: str) -> Select:
         return replace(self, into_target=source(measurement, policy, database))
 
-    def last_first(self, limit: int | None = None) -> Select:
-        """Newest first (``ORDER BY time DESC``), at most ``limit`` rows."""
-        return replace(self, order_desc=True, limit_n=limit)
+    def newest_first(self) -> Select:
+        """``ORDER BY time DESC``."""
+        return replace(self, newest=True)
+
+    def limit(self, n: int) -> Select:
+        """At most ``n`` rows (per series)."""
+        return replace(self, limit_n=n)
 
     def __str__(self) -> str:
         text = f"SELECT {', '.join(self.columns)}"
@@ -153,7 +165,7 @@ class Select:
             text += f" GROUP BY {', '.join(self.groups)}"
         if self.fill_value is not None:
             text += f" fill({self.fill_value})"
-        if self.order_desc:
+        if self.newest:
             text += " ORDER BY time DESC"
         if self.limit_n is not None:
             text += f" LIMIT {self.limit_n}"
