@@ -315,7 +315,8 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Hours in bed between 18:00 and 12:00, and how often the elder got out of bed "
             "and back in that night.",
             "h",
-            Query("A", select(Sleep.name, field(Sleep.in_bed_s, then="/ 3600", alias="hours in bed"),
+            Query("A", select(Sleep.name,
+                              field(Sleep.in_bed_s, then="/ 3600", alias="hours in bed"),
                               field(Sleep.exits, alias="bed exits"), policy=HISTORY)
                        .where(ELDER_IS, TIME_FILTER)),
         ).override_by_name("bed exits", [_cfg("unit", "none"),
