@@ -138,6 +138,8 @@ class Measurement:
     policy: ClassVar[str] = RAW
     tags: ClassVar[tuple[str, ...]]
     fields: ClassVar[tuple[str, ...]]
+    always: ClassVar[str] = ""
+    """A field every point carries: ``count()`` of it counts the points."""
 
 
 class Wearable(Measurement):
@@ -155,6 +157,7 @@ class Wearable(Measurement):
     battery = "battery"
     rate = "rate"
     fields = (mag_mean, mag_std, mag_peak, mag_min, hr, spo2, steps, battery, rate)
+    always = rate
     STATS = (mag_mean, mag_std, mag_peak, mag_min)
     """The per-frame magnitude statistics (:func:`homecare.frames.frame_stats`), in order."""
 
@@ -178,6 +181,7 @@ class Bed(Measurement):
     br = "br"
     movement = "movement"
     fields = (presence, hr, br, movement)
+    always = movement
 
 
 class Door(Measurement):
@@ -188,6 +192,7 @@ class Door(Measurement):
     opened = "opened"
     seq = "seq"
     fields = (opened, seq)
+    always = seq
 
 
 class Button(Measurement):
@@ -198,6 +203,7 @@ class Button(Measurement):
     tags = (*READING_TAGS, button)
     seq = "seq"
     fields = (seq,)
+    always = seq
 
 
 class DeviceStatus(Measurement):
@@ -211,6 +217,7 @@ class DeviceStatus(Measurement):
     placement = "placement"
     interval_s = "interval_s"
     fields = (battery, firmware, rssi, model, vendor, placement, interval_s)
+    always = battery
 
 
 class Availability(Measurement):
@@ -218,6 +225,7 @@ class Availability(Measurement):
     tags = READING_TAGS
     online = "online"
     fields = (online,)
+    always = online
 
 
 class DeadLetter(Measurement):
@@ -233,6 +241,7 @@ class DeadLetter(Measurement):
     payload = "payload"
     size = "size"
     fields = (topic, device, detail, payload, size)
+    always = size
     TEXT = (topic, payload, detail)
     """String fields that may name an elder (erasure searches them)."""
 
