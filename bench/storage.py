@@ -45,7 +45,8 @@ def _points(db: InfluxClient, rp: str) -> dict[str, int]:
 
 
 def _series(db: InfluxClient, rp: str) -> int:
-    return sum(len(s.get("values") or []) for s in db.query(f"SHOW SERIES FROM {quote_ident(rp)}./.*/"))
+    series = db.query(f"SHOW SERIES FROM {quote_ident(rp)}./.*/")
+    return sum(len(s.get("values") or []) for s in series)
 
 
 def _tsm_bytes(folder: Path) -> int:
