@@ -19,11 +19,11 @@ from typer.testing import CliRunner
 from week import rolled_up
 
 from cli.main import app
-from homecare.influx import InfluxClient, line
-from homecare.settings import InfluxSettings, RetentionSettings
 from homecare import nights, schema
+from homecare.influx import InfluxClient, line
 from homecare.query import rollup_select
 from homecare.schema import HISTORY, RAW
+from homecare.settings import InfluxSettings, RetentionSettings
 from ingest import rollups
 
 DAY = 86400
