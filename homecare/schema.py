@@ -513,16 +513,17 @@ def offset_s(interval_s: int, utc_offset_h: float) -> int:
 
 # -- The whole schema, for checks --------------------------------------------------------------
 
+MEASUREMENTS: tuple[type[Measurement], ...] = (*RAW_MEASUREMENTS, Sleep)
+"""Every measurement with one name (the rollups of :data:`ROLLED` have one per interval)."""
+
 
 def measurement_names() -> frozenset[str]:
     """Every measurement name, raw and rolled up."""
     rolled = {r.at(i) for r in ROLLED for i in INTERVALS}
-    return frozenset({m.name for m in (*RAW_MEASUREMENTS, Sleep)} | rolled)
+    return frozenset({m.name for m in MEASUREMENTS} | rolled)
 
 
 def field_names() -> frozenset[str]:
     """Every field name of every measurement."""
-    return frozenset(f for m in (*RAW_MEASUREMENTS, Sleep, *ROLLED) for f in m.fields)
-
-
-MEASUREMENTS = (*RAW_MEASUREMENTS, Sleep)
+    fields = [m.fields for m in MEASUREMENTS] + [r.fields for r in ROLLED]
+    return frozenset(f for names in fields for f in names)

@@ -146,10 +146,13 @@ def query_text_names(text: str) -> set[str]:
     found = set()
     is_query = QUERY_WORDS.search(text) is not None
     for name in NAMES:
-        if text.startswith(f"{name},") or (is_query and (
-            f'"{name}"' in text
-            or re.search(rf'\b(FROM|INTO)\s+([\w"{{}}]+\.)*"?{re.escape(name)}\b', text)
-        )):
+        if text.startswith(f"{name},") or (
+            is_query
+            and (
+                f'"{name}"' in text
+                or re.search(rf'\b(FROM|INTO)\s+([\w"{{}}]+\.)*"?{re.escape(name)}\b', text)
+            )
+        ):
             found.add(name)
     return found
 
