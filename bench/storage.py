@@ -25,7 +25,8 @@ import typer
 from bench import emit
 from harness.servers import LocalInflux, compacted_size
 from homecare.edge import RawMessage
-from homecare.influx import InfluxClient, quote_ident
+from homecare.influx import InfluxClient
+from homecare.query import Select, every_measurement, show_series
 from homecare.schema import HISTORY, RAW, seconds
 from homecare.settings import ContractSettings, InfluxSettings, RetentionSettings
 from ingest import rollups
@@ -38,14 +39,14 @@ STEP_S = 600.0
 def _points(db: InfluxClient, rp: str) -> dict[str, int]:
     """Points per measurement of a policy (a point counts once, whatever its fields)."""
     out = {}
-    for s in db.query(f"SELECT count(*) FROM {quote_ident(rp)}./.*/"):
+    for s in db.query(str(Select(("count(*)",), every_measurement(rp)))):
         counts = [v for v in s["values"][0][1:] if v is not None]
         out[s["name"]] = max(counts, default=0)
     return out
 
 
 def _series(db: InfluxClient, rp: str) -> int:
-    series = db.query(f"SHOW SERIES FROM {quote_ident(rp)}./.*/")
+    series = db.query(show_series(rp))
     return sum(len(s.get("values") or []) for s in series)
 
 

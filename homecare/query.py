@@ -33,11 +33,13 @@ __all__ = [
     "call",
     "compare",
     "equal",
+    "every_measurement",
     "field",
     "matches",
     "not_equal",
     "rollup_select",
     "select",
+    "show_series",
     "show_tag_values",
     "source",
     "time",
@@ -172,13 +174,29 @@ class Select:
         return text
 
 
+def every_measurement(policy: str | None = None) -> str:
+    """Every measurement (of a policy), as a source: ``"raw"./.*/``."""
+    return (f"{quote_ident(policy)}." if policy else "") + "/.*/"
+
+
+def show_series(policy: str | None = None, *conditions: str) -> str:
+    """``SHOW SERIES`` of every measurement (of a policy), where the conditions hold.
+
+    >>> print(show_series("raw", equal("elder", "e1")))
+    SHOW SERIES FROM "raw"./.*/ WHERE "elder" = 'e1'
+    """
+    text = f"SHOW SERIES FROM {every_measurement(policy)}"
+    return text + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+
+
 def select(
     measurement: str | Select,
     *columns: str,
     policy: str | None = None,
     database: str | None = None,
 ) -> Select:
-    """``SELECT columns FROM`` a measurement (of a policy) or a subquery; ``*`` without columns.
+    """``SELECT columns FROM`` a measurement (of a policy), a subquery, or every measurement
+    (:func:`every_measurement`, passed as ``Select(columns, source)``); ``*`` without columns.
 
     >>> print(select(select("bed", call("max", "hr", alias="hr")).group_by(time("1m")),
     ...              call("mean", "hr")))

@@ -117,11 +117,12 @@ def survey(db: InfluxClient, elder: str, site: str | None = None) -> ForgetRepor
     report = ForgetReport(elder, site)
     where = _where(elder, site)
     for rp in _policies(db):
-        for s in db.query(f'SHOW SERIES FROM "{rp}"./.*/ WHERE {where}', epoch=None):
+        for s in db.query(q.show_series(rp, where), epoch=None):
             for (key,) in s["values"]:
                 name = f"{rp}.{_measurement(key)}"
                 report.series[name] = report.series.get(name, 0) + 1
-        for s in db.query(f'SELECT count(*) FROM "{rp}"./.*/ WHERE {where}'):
+        counted = q.Select(("count(*)",), q.every_measurement(rp)).where(where)
+        for s in db.query(str(counted)):
             points = max((n or 0 for n in s["values"][0][1:]), default=0)
             if points:
                 report.points[f"{rp}.{s['name']}"] = points
