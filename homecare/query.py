@@ -32,6 +32,7 @@ __all__ = [
     "any_of",
     "call",
     "compare",
+    "delete",
     "equal",
     "every_measurement",
     "field",
@@ -39,6 +40,7 @@ __all__ = [
     "not_equal",
     "rollup_select",
     "select",
+    "show_field_keys",
     "show_series",
     "show_tag_values",
     "source",
@@ -187,6 +189,20 @@ def show_series(policy: str | None = None, *conditions: str) -> str:
     """
     text = f"SHOW SERIES FROM {every_measurement(policy)}"
     return text + (f" WHERE {' AND '.join(conditions)}" if conditions else "")
+
+
+def show_field_keys(measurement: str) -> str:
+    """``SHOW FIELD KEYS`` of a measurement: each field's name and type."""
+    return f"SHOW FIELD KEYS FROM {quote_ident(measurement)}"
+
+
+def delete(measurement: str, *conditions: str) -> str:
+    """``DELETE`` a measurement's points where the conditions hold (in every policy).
+
+    >>> print(delete("dead_letter", equal("reason", "schema"), "time = 5"))
+    DELETE FROM "dead_letter" WHERE "reason" = 'schema' AND time = 5
+    """
+    return f"DELETE FROM {quote_ident(measurement)} WHERE {' AND '.join(conditions)}"
 
 
 def select(

@@ -77,9 +77,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from homecare.influx import FieldValue, InfluxClient, escape_tag, line, quote_ident
+from homecare.influx import FieldValue, InfluxClient, escape_tag, line
 from homecare.nights import sleep_nights
-from homecare.query import rollup_select, select
+from homecare.query import rollup_select, select, show_field_keys
 from homecare.schema import (
     ALERT_MEASUREMENTS,
     DAY_S,
@@ -287,7 +287,7 @@ def _copy_lines(db: InfluxClient, measurement: str, where: str) -> list[str]:
     """Raw points of ``measurement`` as lines, each field keeping its type."""
     types = {
         v[0]: v[1]
-        for s in db.query(f"SHOW FIELD KEYS FROM {quote_ident(measurement)}")
+        for s in db.query(show_field_keys(measurement))
         for v in s["values"]
     }
     cast = {"float": float, "integer": int, "string": str, "boolean": bool}

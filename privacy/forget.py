@@ -43,7 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from homecare import query as q
 from homecare.contract import ID_PATTERN, TOPIC_ROOT
-from homecare.influx import InfluxClient, InfluxError, quote_ident
+from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import mqtt_client
 from homecare.schema import ELDER, SITE, DeadLetter, SecurityEvent
 from homecare.settings import Settings
@@ -155,15 +155,12 @@ def _erase_influx(db: InfluxClient, elder: str, site: str | None) -> None:
     for rp in _policies(db):
         for measurement, fields in NAMED_IN_TEXT.items():
             for row in _text_points(db, rp, measurement, elder, site, fields):
-                tags = " AND ".join(
+                tags = [
                     q.equal(k, v)
                     for k, v in row.items()
                     if k not in ("time", fields[0]) and isinstance(v, str)
-                )
-                clause = f"{tags} AND " if tags else ""
-                statements.append(
-                    f"DELETE FROM {quote_ident(measurement)} WHERE {clause}time = {row['time']}"
-                )
+                ]
+                statements.append(q.delete(measurement, *tags, f"time = {row['time']}"))
     for i in range(0, len(statements), DELETE_CHUNK):
         db.query("; ".join(statements[i : i + DELETE_CHUNK]))
 

@@ -174,6 +174,42 @@ def test_no_module_spells_the_storage_schema():
     assert not problems, "\n".join(problems)
 
 
+INFLUXQL_READ = re.compile(
+    r"SHOW (TAG VALUES|SERIES|FIELD KEYS|MEASUREMENTS)|DELETE FROM \"|"
+    r"SELECT\b.*(GROUP BY|\$timeFilter|fill\(|/\.\*/|FROM \"|\dms\b)"
+)
+"""InfluxQL that reads or deletes points (escalation's SQLite statements have none of
+these marks; administration — databases, users, policies, continuous queries — is not
+a read of the schema and stays where it is done)."""
+BUILDER = Path("homecare/query.py")
+
+
+def test_influxql_reads_are_built_in_one_place():
+    found = [
+        f"{path}:{line}: {text[:80]!r}"
+        for path in _modules()
+        if path != BUILDER
+        for line, text, _ in _texts(ast.parse((ROOT / path).read_text()))
+        if INFLUXQL_READ.search(text)
+    ]
+    assert not found, "InfluxQL written by hand (use homecare.query):\n" + "\n".join(found)
+
+
+@pytest.mark.parametrize(
+    ("text", "influxql"),
+    [
+        ("SELECT count(*) FROM {}./.*/", True),
+        ('SELECT max("a") FROM ({}) GROUP BY time(1d)', True),
+        ("SELECT * FROM alert WHERE time >= 5ms", True),
+        ('SHOW TAG VALUES FROM "bed" WITH KEY = "elder"', True),
+        ("SELECT * FROM alerts WHERE id = ? ORDER BY received", False),
+        ("SHOW RETENTION POLICIES", False),
+    ],
+)
+def test_the_read_guard_tells_influxql_from_sql(text, influxql):
+    assert bool(INFLUXQL_READ.search(text)) is influxql
+
+
 def test_the_guard_catches_spelled_names(tmp_path):
     """The guard is not vacuous: hand-written queries and storage names are found."""
     sample = (
