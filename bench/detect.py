@@ -54,7 +54,7 @@ import orjson
 import psutil
 
 from bench.peers import hst_rate, naive_rate
-from detectors.base import AccelBatch, Batch, Detection, Detector, ReadingBatch
+from detectors.base import AccelBatch, Batch, BatchStream, Detection, Detector, ReadingBatch
 from device_sim.fleet import Fleet
 from device_sim.homes import Motion, SimConfig, Simulation, SosPress
 from device_sim.motions import motion
@@ -175,11 +175,11 @@ def build_workload(elders: int, seconds: int, *, warmup: int = 5, seed: int = 0)
         cols["battery"] = np.round(battery - s * 2.5 / 3600.0, 1)
         batches: list[Batch] = [
             AccelBatch(rows, ts, frames, float(RATE)),
-            ReadingBatch("wearable", rows, ts, cols, wearable_dev),
+            ReadingBatch(BatchStream.WEARABLE, rows, ts, cols, wearable_dev),
         ]
         due = np.flatnonzero(bed_offset == s % BED_PERIOD_S)
         present = lying[due].astype(np.float64)
-        batches.append(ReadingBatch("bed", due, ts[due], {
+        batches.append(ReadingBatch(BatchStream.BED, due, ts[due], {
             "presence": present,
             "hr": np.where(present > 0, np.rint(rest_hr[due] - 6 + rng.normal(0, 1.5, len(due))),
                            np.nan),
@@ -189,14 +189,15 @@ def build_workload(elders: int, seconds: int, *, warmup: int = 5, seed: int = 0)
         who = rng.choice(elders, min(elders, rng.poisson(door_rate)), replace=False)
         if len(who):
             door_seq[who] += 1
-            batches.append(ReadingBatch("door", who, ts[who] + rng.uniform(0, 1, len(who)), {
+            at = ts[who] + rng.uniform(0, 1, len(who))
+            batches.append(ReadingBatch(BatchStream.DOOR, who, at, {
                 "opened": (door_seq[who] % 2).astype(np.float64),
                 "role": rng.integers(0, 4, len(who)).astype(np.float64),
                 "seq": door_seq[who].copy(),
             }, door_dev[who]))  # fmt: skip
         e, k = np.nonzero(status_offset == s % STATUS_PERIOD_S)
         if len(e):
-            batches.append(ReadingBatch("device_status", e, ts[e], {
+            batches.append(ReadingBatch(BatchStream.STATUS, e, ts[e], {
                 "battery": np.where(k == 0, battery[e], np.where(k == 1, 100.0, 80.0)),
                 "interval_s": np.full(len(e), float(STATUS_PERIOD_S)),
             }, 3 * e + k))  # fmt: skip

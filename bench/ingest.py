@@ -48,7 +48,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,8 +63,10 @@ from device_sim.routine import daytime
 from harness.servers import LocalBroker, LocalInflux
 from homecare import contract
 from homecare.influx import InfluxClient
+from homecare.query import call, select
 from homecare.receiver import connect_session, mqtt_client, session_properties
 from homecare.runtime import stop_process
+from homecare.schema import Bed, Button, DeadLetter, DeviceStatus, Door, Measurement, Wearable
 from homecare.settings import InfluxSettings, MqttSettings
 from homecare.status import read_status
 
@@ -74,13 +76,8 @@ RECEIVE_MAXIMUM = 65535
 HISTORY_S = 6 * 3600
 BUSY = 0.9
 """A core this busy has no room left."""
-STORED_FIELDS = {
-    "wearable": "rate",
-    "bed": "movement",
-    "door": "seq",
-    "button": "seq",
-    "device_status": "battery",
-}
+STORED = (Wearable, Bed, Door, Button, DeviceStatus)
+"""The measurements of readings (availability is not a reading)."""
 
 
 CORES = sorted(os.sched_getaffinity(0))
@@ -221,17 +218,18 @@ class IngestProc:
         self.stop()
 
 
-def _count(influx: LocalInflux, fields: dict[str, str]) -> int:
+def _count(influx: LocalInflux, measurements: Iterable[type[Measurement]]) -> int:
+    """Points stored in these measurements (by a field every point has)."""
     with InfluxClient(InfluxSettings(url=influx.url)) as db:
         total = 0
-        for measurement, field in fields.items():
-            series = db.query(f'SELECT count("{field}") FROM "{measurement}"')
+        for m in measurements:
+            series = db.query(str(select(m.name, call("count", m.always))))
             total += int(series[0]["values"][0][1]) if series else 0
         return total
 
 
 def _stored(influx: LocalInflux) -> int:
-    return _count(influx, STORED_FIELDS)
+    return _count(influx, STORED)
 
 
 def _readings(stats: FleetStats) -> int:
@@ -391,7 +389,7 @@ def run(
         report["shared_subscription"], readings = _shared(rig)
         published += readings
         stored = _stored(influx)
-        dead = _count(influx, {"dead_letter": "size"})
+        dead = _count(influx, [DeadLetter])
         report["exactly_once"] = {
             "published_readings": published,
             "stored_in_influxdb": stored,

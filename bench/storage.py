@@ -23,6 +23,8 @@ from typing import Any
 from harness.servers import LocalInflux, compacted_size
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
+from homecare.query import Select, every_measurement, show_series
+from homecare.schema import HISTORY, RAW, seconds
 from homecare.settings import ContractSettings, InfluxSettings, RetentionSettings
 from ingest import rollups
 from ingest.points import Converter
@@ -34,14 +36,15 @@ STEP_S = 600.0
 def _points(db: InfluxClient, rp: str) -> dict[str, int]:
     """Points per measurement of a policy (a point counts once, whatever its fields)."""
     out = {}
-    for s in db.query(f"SELECT count(*) FROM {rp}./.*/"):
+    for s in db.query(str(Select(("count(*)",), every_measurement(rp)))):
         counts = [v for v in s["values"][0][1:] if v is not None]
         out[s["name"]] = max(counts, default=0)
     return out
 
 
 def _series(db: InfluxClient, rp: str) -> int:
-    return sum(len(s.get("values") or []) for s in db.query(f"SHOW SERIES FROM {rp}./.*/"))
+    series = db.query(show_series(rp))
+    return sum(len(s.get("values") or []) for s in series)
 
 
 def _tsm_bytes(folder: Path) -> int:
@@ -64,7 +67,7 @@ def run(
     from device_sim.homes import SimConfig, Simulation  # heavy: only when the bench runs
 
     retention = RetentionSettings()
-    keep_s = rollups.seconds(retention.raw)
+    keep_s = seconds(retention.raw)
     if keep_s and days * 86400 > keep_s:
         raise ValueError(f"--days {days} is longer than the raw retention {retention.raw}")
     end = float(math.floor(time.time()) - 60)
@@ -103,11 +106,11 @@ def run(
                 log("waiting for influxd to compact ...")
                 data = server.root / "data" / "homecare"
                 compacted_size(data)
-                raw_points, history_points = _points(db, rollups.RAW), _points(db, rollups.HISTORY)
-                series = {rp: _series(db, rp) for rp in (rollups.RAW, rollups.HISTORY)}
+                raw_points, history_points = _points(db, RAW), _points(db, HISTORY)
+                series = {rp: _series(db, rp) for rp in (RAW, HISTORY)}
         finally:
             server.stop()
-        raw_dir, history_dir = data / rollups.RAW, data / rollups.HISTORY
+        raw_dir, history_dir = data / RAW, data / HISTORY
         figures = {
             "raw_tsm": _tsm_bytes(raw_dir),
             "raw_all_files": _all_bytes(raw_dir),

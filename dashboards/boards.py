@@ -1,8 +1,8 @@
 """The four dashboards: one elder, a site at a glance, alerts, and the device fleet.
 
-Queries read the storage schema of :mod:`ingest.points` (raw data, kept 30 days) and,
-for long ranges, the rollups of :mod:`ingest.rollups` (``"history"."wearable_1h"`` and
-friends, kept for years). Alert panels read the ``alert`` points of
+Queries read the storage schema of :mod:`homecare.schema` (raw data, kept 30 days) and,
+for long ranges, its rollups (``"history"."wearable_1h"`` and friends, kept for years),
+built by :mod:`homecare.query`. Alert panels read the ``alert`` points of
 :mod:`homecare.alerts` and the ``alert_escalation`` events of escalation: the one of
 event ``acknowledged`` carries ``after_s`` (seconds since the alert began), the one of
 event ``resolved`` its outcome in ``detail``.
@@ -17,6 +17,7 @@ elder's dashboard) and bookmarks survive every rebuild.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from grafana_foundation_sdk.builders import bargauge, heatmap, histogram, piechart, stat, table
@@ -43,6 +44,40 @@ from dashboards.influxql import (
     datasource_variable,
     tag_variable,
 )
+from homecare.contract import DeviceKind
+from homecare.query import (
+    INTERVAL,
+    TIME_FILTER,
+    Select,
+    call,
+    compare,
+    equal,
+    field,
+    matches,
+    not_equal,
+    select,
+    time,
+)
+from homecare.schema import (
+    ACTIVE_G,
+    DEVICE,
+    ELDER,
+    HISTORY,
+    KIND,
+    SITE,
+    Alert,
+    AlertEscalation,
+    Availability,
+    Bed,
+    DeadLetter,
+    DeviceStatus,
+    Door,
+    DoorRollup,
+    SecurityEvent,
+    Sleep,
+    Wearable,
+    WearableRollup,
+)
 
 ELDER_UID = "homecare-elder"
 SITE_UID = "homecare-site"
@@ -50,17 +85,30 @@ ALERTS_UID = "homecare-alerts"
 FLEET_UID = "homecare-fleet"
 TAGS = ["homecare"]
 
-ELDER = """"elder" = '$elder'"""
-SITE = """"site" = '$site'"""
-OPEN = """"state" =~ /^(open|notified|acknowledged)$/"""
+ELDER_IS = equal(ELDER, "$elder")
+SITE_IS = equal(SITE, "$site")
+OPEN = matches(Alert.state, "^(open|notified|acknowledged)$")
 """An alert nobody has closed yet (resolved and cancelled are closed)."""
 BASELINE_TIME = "time >= ${__from}ms - 7d AND time <= ${__to}ms"
 """The panel's range and the 7 days before it, which its first baseline points average."""
-ACTIVE_G = 0.05
-"""``mag_std`` (g) from which a second counts as active, as in the rollups' ``active_s``."""
 OUTCOMES = ("false_alarm", "handled_at_home", "visit", "ambulance")
 RECENT = "time > now() - 30d"
 """Status panels look back over the whole raw retention, whatever the picked range."""
+DAY = "time > now() - 1d"
+NOT_BED = not_equal(KIND, DeviceKind.BED)
+"""Battery-powered devices (the bed sensor is mains-powered)."""
+ROLE = Door.role
+
+
+def _per_interval(measurement: str, *columns: str, where: str | None = None) -> Select:
+    """Aggregates of the elder's raw points per panel interval (gaps left empty)."""
+    conditions = (ELDER_IS, *([where] if where else []), TIME_FILTER)
+    return select(measurement, *columns).where(*conditions).group_by(time(INTERVAL)).fill("null")
+
+
+def _last(name: str) -> str:
+    """The last value of a field, under its own name."""
+    return call("last", name, alias=name)
 
 
 def _cfg(id_val: str, value: object) -> model.DynamicConfigValue:
@@ -170,18 +218,23 @@ def _activity_by_hour(utc_offset_h: float = 0.0) -> heatmap.Panel:
         .y_axis(heatmap.YAxisConfig().unit("none").decimals(0))
         .cell_gap(1)
     )
+    active = call("sum", WearableRollup.active_s, then="/ 60", alias="a")
+    hourly = (
+        select(WearableRollup.at("1h"), active, policy=HISTORY)
+        .where(ELDER_IS, TIME_FILTER)
+        .group_by(time("1h"))
+        .fill("0")
+    )
     for hour in range(24):
-        hourly = (
-            'SELECT sum("active_s") / 60 AS "a" FROM "history"."wearable_1h" '
-            f"WHERE {ELDER} AND $timeFilter GROUP BY time(1h) fill(0)"
-        )
         start_m = round((hour - utc_offset_h) % 24 * 60)
-        at_hour = f'SELECT first("a") AS "a" FROM ({hourly}) GROUP BY time(1d, {start_m}m)'
+        at_hour = select(hourly, call("first", "a", alias="a")).group_by(time("1d", f"{start_m}m"))
         panel.with_target(
             Query(
                 f"H{hour:02d}",
-                f'SELECT max("a") AS "{hour:02d}" FROM ({at_hour}) WHERE $timeFilter '
-                "GROUP BY time(1d) fill(null)",
+                select(at_hour, call("max", "a", alias=f"{hour:02d}"))
+                .where(TIME_FILTER)
+                .group_by(time("1d"))
+                .fill("null"),
             )
         )
     return panel
@@ -198,9 +251,10 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
     dash.annotation(
         annotation(
             "Alerts",
-            f'SELECT "kind", "state", "severity" FROM "alert" WHERE {ELDER} AND $timeFilter',
-            text="kind",
-            tags="severity,state",
+            select(Alert.name, field(KIND), field(Alert.state), field(Alert.severity))
+            .where(ELDER_IS, TIME_FILTER),
+            text=KIND,
+            tags=f"{Alert.severity},{Alert.state}",
             color="red",
         )
     )
@@ -212,18 +266,19 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
         "of their hourly mean on each day, averaged over their previous 7 days with at "
         "least 12 hours worn.",
         "bpm",
-        Query("A", f'SELECT mean("hr") AS "wearable" FROM "wearable" WHERE {ELDER} AND '
-                   "$timeFilter GROUP BY time($__interval) fill(null)"),
-        Query("B", f'SELECT mean("hr") AS "bed" FROM "bed" WHERE {ELDER} AND $timeFilter '
-                   "GROUP BY time($__interval) fill(null)"),
+        Query("A", _per_interval(Wearable.name, call("mean", Wearable.hr, alias=Wearable.name))),
+        Query("B", _per_interval(Bed.name, call("mean", Bed.hr, alias=Bed.name))),
         # Partial days are left out: the 10th percentile of fewer than 5 hours is null, and
         # one null day would blank the low bound (only) for the next 7 days.
-        Query("C", 'SELECT moving_average("low", 7) AS "usual low", '
-                   'moving_average("high", 7) AS "usual high" FROM ('
-                   'SELECT percentile("hr_mean", 10) AS "low", percentile("hr_mean", 90) AS '
-                   '"high", count("hr_mean") AS "hours" FROM "history"."wearable_1h" WHERE '
-                   f"{ELDER} AND {BASELINE_TIME} GROUP BY time(1d)) "
-                   f'WHERE "hours" >= 12 AND {BASELINE_TIME}'),
+        Query("C", select(
+            select(WearableRollup.at("1h"),
+                   call("percentile", WearableRollup.hr_mean, 10, alias="low"),
+                   call("percentile", WearableRollup.hr_mean, 90, alias="high"),
+                   call("count", WearableRollup.hr_mean, alias="hours"), policy=HISTORY)
+            .where(ELDER_IS, BASELINE_TIME).group_by(time("1d")),
+            call("moving_average", "low", 7, alias="usual low"),
+            call("moving_average", "high", 7, alias="usual high"),
+        ).where(compare("hours", ">=", 12), BASELINE_TIME)),
     )  # fmt: skip
     band = [_cfg("custom.lineWidth", 0), _cfg("custom.fillOpacity", 15),
             _cfg("color", {"mode": "fixed", "fixedColor": "green"})]  # fmt: skip
@@ -236,8 +291,8 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Blood oxygen (SpO2)",
             "Wearable SpO2: the mean and the lowest reading of each interval.",
             "percent",
-            Query("A", 'SELECT mean("spo2") AS "mean", min("spo2") AS "lowest" FROM "wearable" '
-                       f"WHERE {ELDER} AND $timeFilter GROUP BY time($__interval) fill(null)"),
+            Query("A", _per_interval(Wearable.name, call("mean", Wearable.spo2, alias="mean"),
+                                     call("min", Wearable.spo2, alias="lowest"))),
         ).min(80).max(100),
         12, 8,
     )  # fmt: skip
@@ -247,9 +302,8 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Breaths per minute measured by the bed sensor while the elder lies in bed "
             "(mostly the night).",
             "none",
-            Query("A", 'SELECT mean("br") AS "breaths/min" FROM "bed" WHERE '
-                       f'{ELDER} AND "presence" = true AND $timeFilter '
-                       "GROUP BY time($__interval) fill(null)"),
+            Query("A", _per_interval(Bed.name, call("mean", Bed.br, alias="breaths/min"),
+                                     where=compare(Bed.presence, "=", True))),
         ),
         12, 8,
     )  # fmt: skip
@@ -261,8 +315,10 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Hours in bed between 18:00 and 12:00, and how often the elder got out of bed "
             "and back in that night.",
             "h",
-            Query("A", 'SELECT "in_bed_s" / 3600 AS "hours in bed", "exits" AS "bed exits" '
-                       f'FROM "history"."sleep_1d" WHERE {ELDER} AND $timeFilter'),
+            Query("A", select(Sleep.name,
+                              field(Sleep.in_bed_s, then="/ 3600", alias="hours in bed"),
+                              field(Sleep.exits, alias="bed exits"), policy=HISTORY)
+                       .where(ELDER_IS, TIME_FILTER)),
         ).override_by_name("bed exits", [_cfg("unit", "none"),
                                          _cfg("custom.axisPlacement", "right")]),
         12, 8,
@@ -272,8 +328,8 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Steps per day",
             "Steps counted by the wearable each day (daily rollup).",
             "none",
-            Query("A", f'SELECT "steps" FROM "history"."wearable_1d" WHERE {ELDER} AND '
-                       "$timeFilter"),
+            Query("A", select(WearableRollup.at("1d"), field(WearableRollup.steps),
+                              policy=HISTORY).where(ELDER_IS, TIME_FILTER)),
         ),
         12, 8,
     )  # fmt: skip
@@ -282,8 +338,8 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
             "Door openings per day",
             "Openings of each door (front, bathroom, bedroom, fridge) per day (daily rollup).",
             "none",
-            Query("A", f'SELECT "opens" FROM "history"."door_1d" WHERE {ELDER} AND $timeFilter '
-                       'GROUP BY "role"').alias("$tag_role"),
+            Query("A", select(DoorRollup.at("1d"), field(DoorRollup.opens), policy=HISTORY)
+                       .where(ELDER_IS, TIME_FILTER).group_by(ROLE)).alias(f"$tag_{ROLE}"),
         ).stacking(StackingConfig().mode(common.StackingMode.NORMAL)),
         24, 8,
     )  # fmt: skip
@@ -294,12 +350,12 @@ def elder_dashboard(utc_offset_h: float = 0.0) -> board.Dashboard:
         .description("Each device of the elder: when it last reported its status (last "
                      "seen) and its battery then.")
         .with_target(
-            Query("A", 'SELECT last("battery") AS "battery" FROM "device_status" WHERE '
-                       f'{ELDER} AND {RECENT} GROUP BY "device", "kind"').table()
+            Query("A", select(DeviceStatus.name, _last(DeviceStatus.battery))
+                       .where(ELDER_IS, RECENT).group_by(DEVICE, KIND)).table()
         )
         .override_by_name("Time", [_cfg("displayName", "last seen"),
                                    _cfg("unit", "dateTimeFromNow")])
-        .override_by_name("battery", [_cfg("unit", "percent"),
+        .override_by_name(DeviceStatus.battery, [_cfg("unit", "percent"),
                                       _cfg("thresholds", _battery().build()),
                                       _cfg("custom.cellOptions", {"type": "color-background"})]),
         24, 7,
@@ -341,20 +397,23 @@ def site_dashboard() -> board.Dashboard:
         .description("One row per elder: status (open alert, device offline, OK), open "
                      "alerts, devices offline, time since the last active second on the "
                      "wearable, lowest battery. Click an elder to open their dashboard.")
-        .with_target(Query("A", 'SELECT last("mag_std") AS "last active" FROM "wearable" '
-                                f'WHERE {SITE} AND "mag_std" >= {ACTIVE_G} AND {RECENT} '
-                                'GROUP BY "elder"').table())
-        .with_target(Query("B", 'SELECT count("id") AS "open alerts" FROM "alert" WHERE '
-                                f'{SITE} AND {OPEN} AND {RECENT} GROUP BY "elder"').table())
-        .with_target(Query("C", 'SELECT count("online") AS "devices offline" FROM '
-                                '(SELECT last("online") AS "online" FROM "availability" '
-                                f'WHERE {SITE} AND {RECENT} GROUP BY "elder", "device") '
-                                'WHERE "online" = false GROUP BY "elder"').table())
-        .with_target(Query("D", 'SELECT min("battery") AS "lowest battery" FROM '
-                                '(SELECT last("battery") AS "battery" FROM "device_status" '
-                                f'WHERE {SITE} AND time > now() - 1d GROUP BY "elder", "device") '
-                                'GROUP BY "elder"').table())
-        .with_transformation(_transform("joinByField", {"byField": "elder", "mode": "outer"}))
+        .with_target(Query("A", select(Wearable.name, call("last", Wearable.mag_std,
+                                                           alias="last active"))
+                                .where(SITE_IS, compare(Wearable.mag_std, ">=", ACTIVE_G), RECENT)
+                                .group_by(ELDER)).table())
+        .with_target(Query("B", select(Alert.name, call("count", Alert.id, alias="open alerts"))
+                                .where(SITE_IS, OPEN, RECENT).group_by(ELDER)).table())
+        .with_target(Query("C", select(
+            select(Availability.name, _last(Availability.online))
+            .where(SITE_IS, RECENT).group_by(ELDER, DEVICE),
+            call("count", Availability.online, alias="devices offline"),
+        ).where(compare(Availability.online, "=", False)).group_by(ELDER)).table())
+        .with_target(Query("D", select(
+            select(DeviceStatus.name, _last(DeviceStatus.battery))
+            .where(SITE_IS, DAY).group_by(ELDER, DEVICE),
+            call("min", DeviceStatus.battery, alias="lowest battery"),
+        ).group_by(ELDER)).table())
+        .with_transformation(_transform("joinByField", {"byField": ELDER, "mode": "outer"}))
         .with_transformation(_transform("organize", {
             "excludeByName": {"Time 2": True, "Time 3": True, "Time 4": True},
             "renameByName": {"Time 1": "last active"},
@@ -374,7 +433,7 @@ def site_dashboard() -> board.Dashboard:
             "indexByName": {"elder": 0, "status": 1, "open alerts": 2, "devices offline": 3,
                             "last active": 4, "lowest battery": 5},
         }))
-        .override_by_name("elder", [_cfg("links", [elder_link])])
+        .override_by_name(ELDER, [_cfg("links", [elder_link])])
         .override_by_name("status", [_cfg("mappings", STATUS_MAPPINGS),
                                      _cfg("custom.cellOptions", {"type": "color-background"})])
         .override_by_name("last active", [_cfg("unit", "dateTimeFromNow")])
@@ -387,9 +446,9 @@ def site_dashboard() -> board.Dashboard:
         bargauge.Panel()
         .title("Open alerts by severity")
         .description("Alerts of the site nobody has resolved or cancelled yet.")
-        .with_target(Query("A", 'SELECT count("id") FROM "alert" WHERE '
-                                f'{SITE} AND {OPEN} AND {RECENT} GROUP BY "severity"')
-                     .alias("$tag_severity"))
+        .with_target(Query("A", select(Alert.name, call("count", Alert.id))
+                                .where(SITE_IS, OPEN, RECENT).group_by(Alert.severity))
+                     .alias(f"$tag_{Alert.severity}"))
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
         .orientation(common.VizOrientation.HORIZONTAL),
         8, 8,
@@ -399,11 +458,12 @@ def site_dashboard() -> board.Dashboard:
         .title("Open alerts")
         .description("Each open alert: who, what, how severe, its state, and how long ago "
                      "it began (its age).")
-        .with_target(Query("A", 'SELECT "state", "device", "id" FROM "alert" WHERE '
-                                f'{SITE} AND {OPEN} AND {RECENT} GROUP BY "elder", "kind", '
-                                '"severity"').table())
+        .with_target(Query("A", select(Alert.name, field(Alert.state), field(Alert.device),
+                                       field(Alert.id))
+                                .where(SITE_IS, OPEN, RECENT)
+                                .group_by(ELDER, KIND, Alert.severity)).table())
         .override_by_name("Time", [_cfg("displayName", "began"), _cfg("unit", "dateTimeFromNow")])
-        .override_by_name("elder", [_cfg("links", [elder_link])])
+        .override_by_name(ELDER, [_cfg("links", [elder_link])])
         .sort_by([TableSortByFieldState().display_name("began").desc(False)]),
         16, 8,
     )  # fmt: skip
@@ -411,9 +471,9 @@ def site_dashboard() -> board.Dashboard:
         bargauge.Panel()
         .title("Battery")
         .description("Each battery-powered device's last reported battery.")
-        .with_target(Query("A", 'SELECT last("battery") FROM "device_status" WHERE '
-                                f"{SITE} AND \"kind\" != 'bed' AND time > now() - 1d "
-                                'GROUP BY "elder", "device"').alias("$tag_elder $tag_device"))
+        .with_target(Query("A", select(DeviceStatus.name, call("last", DeviceStatus.battery))
+                                .where(SITE_IS, NOT_BED, DAY).group_by(ELDER, DEVICE))
+                     .alias(f"$tag_{ELDER} $tag_{DEVICE}"))
         .unit("percent").min(0).max(100)
         .thresholds(_battery())
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
@@ -432,13 +492,13 @@ def _acknowledged(panel: Any) -> Any:
     so Grafana joins the two queries' rows."""
     return (
         panel
-        .with_target(Query("A", 'SELECT "id" FROM "alert" WHERE '
-                                f'{SITE} AND $timeFilter GROUP BY "elder", "kind", "severity"')
-                     .table())
-        .with_target(Query("B", 'SELECT "id" FROM "alert_escalation" WHERE '
-                                f"{SITE} AND \"event\" = 'acknowledged' AND $timeFilter "
-                                'GROUP BY "channel", "who"').table())
-        .with_transformation(_transform("joinByField", {"byField": "id", "mode": "inner"}))
+        .with_target(Query("A", select(Alert.name, field(Alert.id)).where(SITE_IS, TIME_FILTER)
+                                .group_by(ELDER, KIND, Alert.severity)).table())
+        .with_target(Query("B", select(AlertEscalation.name, field(AlertEscalation.id))
+                                .where(SITE_IS, equal(AlertEscalation.event, "acknowledged"),
+                                       TIME_FILTER)
+                                .group_by(AlertEscalation.channel, AlertEscalation.who)).table())
+        .with_transformation(_transform("joinByField", {"byField": Alert.id, "mode": "inner"}))
         .with_transformation(_transform("calculateField", {
             "mode": "binary", "alias": "acknowledged after",
             "binary": {"left": {"matcher": {"id": "byName", "options": "Time 2"}},
@@ -463,8 +523,8 @@ def alerts_dashboard() -> board.Dashboard:
             "Alerts by kind",
             "Alerts raised per day, by kind.",
             "none",
-            Query("A", f'SELECT count("id") FROM "alert" WHERE {SITE} AND $timeFilter '
-                       'GROUP BY time(1d), "kind" fill(none)').alias("$tag_kind"),
+            Query("A", select(Alert.name, call("count", Alert.id)).where(SITE_IS, TIME_FILTER)
+                       .group_by(time("1d"), KIND).fill("none")).alias(f"$tag_{KIND}"),
         ).stacking(StackingConfig().mode(common.StackingMode.NORMAL)),
         24, 8,
     )  # fmt: skip
@@ -474,10 +534,11 @@ def alerts_dashboard() -> board.Dashboard:
         .description("Each acknowledged alert: when it began, who it concerned, on which "
                      "channel and how long after it was acknowledged.")
         .with_transformation(_transform("organize", {
-            "excludeByName": {"Time 2": True, "id": True},
+            "excludeByName": {"Time 2": True, Alert.id: True},
             "renameByName": {"Time 1": "began"},
-            "indexByName": {"began": 0, "elder": 1, "kind": 2, "severity": 3,
-                            "acknowledged after": 4, "channel": 5, "who": 6},
+            "indexByName": {"began": 0, ELDER: 1, KIND: 2, Alert.severity: 3,
+                            "acknowledged after": 4, AlertEscalation.channel: 5,
+                            AlertEscalation.who: 6},
         }))
         .override_by_name("acknowledged after", [_cfg("unit", "ms")])
         .sort_by([TableSortByFieldState().display_name("began").desc(True)]),
@@ -491,7 +552,10 @@ def alerts_dashboard() -> board.Dashboard:
         .thresholds(_thresholds((None, "green"), (60_000, "orange"), (300_000, "red"))),
         8, 8,
     )  # fmt: skip
-    resolved = f"\"alert_escalation\" WHERE {SITE} AND \"event\" = 'resolved' AND $timeFilter"
+    resolved = select(AlertEscalation.name).where(
+        SITE_IS, equal(AlertEscalation.event, "resolved"), TIME_FILTER
+    )
+    count_ids = call("count", AlertEscalation.id)
     outcomes = (
         piechart.Panel()
         .title("Outcomes")
@@ -502,17 +566,18 @@ def alerts_dashboard() -> board.Dashboard:
     )  # fmt: skip
     for k, outcome in enumerate(OUTCOMES):
         outcomes.with_target(
-            Query(chr(ord("A") + k), f'SELECT count("id") AS "{outcome.replace("_", " ")}" '
-                                     f"FROM {resolved} AND \"detail\" = '{outcome}'")
+            Query(chr(ord("A") + k), replace(resolved, columns=(
+                call("count", AlertEscalation.id, alias=outcome.replace("_", " ")),
+            )).where(equal(AlertEscalation.detail, outcome)))
         )  # fmt: skip
     grid.add(outcomes, 12, 9)
     grid.add(
         stat.Panel()
         .title("False-alarm share")
         .description("False alarms among the alerts resolved in the range.")
-        .with_target(Query("A", f'SELECT count("id") FROM {resolved} AND '
-                                "\"detail\" = 'false_alarm'").hide())
-        .with_target(Query("B", f'SELECT count("id") FROM {resolved}').hide())
+        .with_target(Query("A", replace(resolved, columns=(count_ids,))
+                                .where(equal(AlertEscalation.detail, "false_alarm"))).hide())
+        .with_target(Query("B", replace(resolved, columns=(count_ids,))).hide())
         .with_target(Math("C", "$A / $B * 100"))
         .unit("percent")
         .thresholds(_thresholds((None, "green"), (20, "orange"), (50, "red"))),
@@ -533,16 +598,20 @@ def fleet_dashboard() -> board.Dashboard:
         "now-7d",
     )
     grid = Layout(dash)
-    last_online = ('(SELECT last("online") AS "online" FROM "availability" WHERE '
-                   f'{SITE} AND {RECENT} GROUP BY "device")')  # fmt: skip
+    last_online = (
+        select(Availability.name, _last(Availability.online))
+        .where(SITE_IS, RECENT)
+        .group_by(DEVICE)
+    )
+    online = Availability.online
     grid.add(
         stat.Panel()
         .title("Devices online / offline")
         .description("By each device's last availability message (offline: its last will).")
-        .with_target(Query("A", f'SELECT count("online") AS "online" FROM {last_online} '
-                                'WHERE "online" = true'))
-        .with_target(Query("B", f'SELECT count("online") AS "offline" FROM {last_online} '
-                                'WHERE "online" = false'))
+        .with_target(Query("A", select(last_online, call("count", online, alias="online"))
+                                .where(compare(online, "=", True))))
+        .with_target(Query("B", select(last_online, call("count", online, alias="offline"))
+                                .where(compare(online, "=", False))))
         .override_by_name("offline", [_cfg("color", {"mode": "fixed", "fixedColor": "red"})])
         .override_by_name("online", [_cfg("color", {"mode": "fixed", "fixedColor": "green"})]),
         8, 6,
@@ -551,9 +620,8 @@ def fleet_dashboard() -> board.Dashboard:
         histogram.Panel()
         .title("Battery distribution")
         .description("Last reported battery of every battery-powered device.")
-        .with_target(Query("A", 'SELECT last("battery") AS "battery" FROM "device_status" '
-                                f"WHERE {SITE} AND \"kind\" != 'bed' AND time > now() - 1d "
-                                'GROUP BY "device"').table())
+        .with_target(Query("A", select(DeviceStatus.name, _last(DeviceStatus.battery))
+                                .where(SITE_IS, NOT_BED, DAY).group_by(DEVICE)).table())
         .bucket_size(10)
         .combine(True)
         .unit("percent"),
@@ -563,17 +631,16 @@ def fleet_dashboard() -> board.Dashboard:
         table.Panel()
         .title("Devices")
         .description("Each device's availability, model, vendor and firmware, as last reported.")
-        .with_target(Query("A", 'SELECT last("online") AS "online" FROM "availability" WHERE '
-                                f'{SITE} AND {RECENT} GROUP BY "elder", "device", "kind"')
-                     .table())
-        .with_target(Query("B", 'SELECT last("model") AS "model", last("vendor") AS "vendor", '
-                                'last("firmware") AS "firmware", last("battery") AS "battery" '
-                                f'FROM "device_status" WHERE {SITE} AND {RECENT} '
-                                'GROUP BY "device"').table())
-        .with_transformation(_transform("joinByField", {"byField": "device", "mode": "outer"}))
+        .with_target(Query("A", select(Availability.name, _last(online))
+                                .where(SITE_IS, RECENT).group_by(ELDER, DEVICE, KIND)).table())
+        .with_target(Query("B", select(DeviceStatus.name, *(_last(f) for f in (
+                                    DeviceStatus.model, DeviceStatus.vendor, DeviceStatus.firmware,
+                                    DeviceStatus.battery)))
+                                .where(SITE_IS, RECENT).group_by(DEVICE)).table())
+        .with_transformation(_transform("joinByField", {"byField": DEVICE, "mode": "outer"}))
         .with_transformation(_transform("organize", {
             "excludeByName": {"Time 1": True, "Time 2": True}}))
-        .override_by_name("online", [_cfg("mappings", [
+        .override_by_name(online, [_cfg("mappings", [
             {"type": "value", "options": {
                 "true": {"text": "online", "color": "green", "index": 0},
                 "false": {"text": "offline", "color": "red", "index": 1}}}]),
@@ -584,14 +651,15 @@ def fleet_dashboard() -> board.Dashboard:
         table.Panel()
         .title("Firmware versions")
         .description("How many devices run each firmware, per model.")
-        .with_target(Query("A", 'SELECT last("firmware") AS "firmware", last("model") AS '
-                                f'"model" FROM "device_status" WHERE {SITE} AND {RECENT} '
-                                'GROUP BY "device"').table())
+        .with_target(Query("A", select(DeviceStatus.name, _last(DeviceStatus.firmware),
+                                       _last(DeviceStatus.model))
+                                .where(SITE_IS, RECENT).group_by(DEVICE)).table())
         .with_transformation(_transform("groupBy", {"fields": {
-            "model": {"operation": "groupby"}, "firmware": {"operation": "groupby"},
-            "device": {"operation": "aggregate", "aggregations": ["count"]}}}))
+            DeviceStatus.model: {"operation": "groupby"},
+            DeviceStatus.firmware: {"operation": "groupby"},
+            DEVICE: {"operation": "aggregate", "aggregations": ["count"]}}}))
         .with_transformation(_transform("organize", {
-            "renameByName": {"device (count)": "devices"}})),
+            "renameByName": {f"{DEVICE} (count)": "devices"}})),
         12, 8,
     )  # fmt: skip
     grid.add(
@@ -599,18 +667,22 @@ def fleet_dashboard() -> board.Dashboard:
         .title("Dead letters per model and vendor")
         .description("Messages refused at the edge in the range, attributed to the model "
                      "and vendor of the device that sent them; with the share per device.")
-        .with_target(Query("A", 'SELECT "device", "size" FROM "dead_letter" WHERE '
-                                "\"device\" != '' AND $timeFilter LIMIT 10000").table())
-        .with_target(Query("B", 'SELECT last("model") AS "model", last("vendor") AS "vendor" '
-                                f'FROM "device_status" WHERE {SITE} AND {RECENT} '
-                                'GROUP BY "device"').table())
-        .with_transformation(_transform("joinByField", {"byField": "device", "mode": "inner"}))
+        .with_target(Query("A", select(DeadLetter.name, field(DeadLetter.device),
+                                       field(DeadLetter.size))
+                                .where(not_equal(DeadLetter.device, ""), TIME_FILTER)
+                                .limit(10000)).table())
+        .with_target(Query("B", select(DeviceStatus.name, _last(DeviceStatus.model),
+                                       _last(DeviceStatus.vendor))
+                                .where(SITE_IS, RECENT).group_by(DEVICE)).table())
+        .with_transformation(_transform("joinByField", {"byField": DEVICE, "mode": "inner"}))
         .with_transformation(_transform("groupBy", {"fields": {
-            "model": {"operation": "groupby"}, "vendor": {"operation": "groupby"},
-            "size": {"operation": "aggregate", "aggregations": ["count"]},
-            "device": {"operation": "aggregate", "aggregations": ["distinctCount"]}}}))
+            DeviceStatus.model: {"operation": "groupby"},
+            DeviceStatus.vendor: {"operation": "groupby"},
+            DeadLetter.size: {"operation": "aggregate", "aggregations": ["count"]},
+            DEVICE: {"operation": "aggregate", "aggregations": ["distinctCount"]}}}))
         .with_transformation(_transform("organize", {"renameByName": {
-            "size (count)": "dead letters", "device (distinctCount)": "devices"}})),
+            f"{DeadLetter.size} (count)": "dead letters",
+            f"{DEVICE} (distinctCount)": "devices"}})),
         12, 8,
     )  # fmt: skip
     grid.add(
@@ -618,8 +690,9 @@ def fleet_dashboard() -> board.Dashboard:
             "Dead letters by reason",
             "Messages refused at the edge per interval, by reason.",
             "none",
-            Query("A", 'SELECT count("size") FROM "dead_letter" WHERE $timeFilter '
-                       'GROUP BY time($__interval), "reason" fill(none)').alias("$tag_reason"),
+            Query("A", select(DeadLetter.name, call("count", DeadLetter.size))
+                       .where(TIME_FILTER).group_by(time(INTERVAL), DeadLetter.reason)
+                       .fill("none")).alias(f"$tag_{DeadLetter.reason}"),
         ),
         12, 8,
     )  # fmt: skip
@@ -628,9 +701,10 @@ def fleet_dashboard() -> board.Dashboard:
         .title("Security events per device")
         .description("Messages a device published for another elder or device (its "
                      "credentials were used to speak for someone else).")
-        .with_target(Query("A", 'SELECT count("detail") AS "events" FROM "security_event" '
-                                f'WHERE {SITE} AND $timeFilter GROUP BY "elder", "device", '
-                                '"reason"').table())
+        .with_target(Query("A", select(SecurityEvent.name,
+                                       call("count", SecurityEvent.detail, alias="events"))
+                                .where(SITE_IS, TIME_FILTER)
+                                .group_by(ELDER, DEVICE, SecurityEvent.reason)).table())
         .override_by_name("Time", [_cfg("custom.hidden", True)]),
         12, 8,
     )  # fmt: skip

@@ -5,8 +5,10 @@ so the InfluxQL target is defined here the way the SDK defines its own (a ``Data
 with ``to_json`` and a builder). Every query is raw InfluxQL over the v1 API, so the
 same text runs on InfluxDB 1.x, 2.x (DBRP mapping) and 3.x; Grafana substitutes its
 macros (``$timeFilter``, ``$__interval``, ``${__from}``, ``$elder``, ``$site``) first.
+Query text is built by :mod:`homecare.query` from the names of :mod:`homecare.schema`.
 
->>> target = Query("A", 'SELECT mean("hr") FROM "wearable" WHERE $timeFilter').build()
+>>> from homecare.query import TIME_FILTER, call, select
+>>> target = Query("A", select("bed", call("mean", "br")).where(TIME_FILTER)).build()
 >>> target.to_json()["rawQuery"], target.to_json()["resultFormat"]
 (True, 'time_series')
 """
@@ -19,6 +21,9 @@ from grafana_foundation_sdk.builders import dashboard as board
 from grafana_foundation_sdk.cog import builder as cogbuilder
 from grafana_foundation_sdk.cog import variants as cogvariants
 from grafana_foundation_sdk.models import dashboard as model
+
+from homecare.query import Select, equal, show_tag_values
+from homecare.schema import ELDER, SITE, DeviceStatus
 
 DATASOURCE_UID = "homecare-influxdb"
 """The uid the provisioned InfluxDB datasource gets (deploy/grafana/provisioning)."""
@@ -60,8 +65,8 @@ class InfluxQuery(cogvariants.Dataquery):
 class Query(cogbuilder.Builder[InfluxQuery]):
     """Builder of an :class:`InfluxQuery`, in the SDK's style."""
 
-    def __init__(self, ref_id: str, query: str) -> None:
-        self._internal = InfluxQuery(ref_id, query)
+    def __init__(self, ref_id: str, query: Select | str) -> None:
+        self._internal = InfluxQuery(ref_id, str(query))
 
     def build(self) -> InfluxQuery:
         return self._internal
@@ -114,14 +119,16 @@ class AnnotationTarget:
 
 
 class Annotation(cogbuilder.Builder[model.AnnotationTarget]):
-    def __init__(self, query: str, *, text: str, tags: str) -> None:
-        self._internal = AnnotationTarget(query, text, tags)
+    def __init__(self, query: Select | str, *, text: str, tags: str) -> None:
+        self._internal = AnnotationTarget(str(query), text, tags)
 
     def build(self) -> model.AnnotationTarget:
         return self._internal  # type: ignore[return-value]  # duck-typed: to_json is enough
 
 
-def annotation(name: str, query: str, *, text: str, tags: str, color: str) -> board.AnnotationQuery:
+def annotation(
+    name: str, query: Select | str, *, text: str, tags: str, color: str
+) -> board.AnnotationQuery:
     """An annotation drawn from InfluxDB on every time-series panel of the dashboard."""
     return (
         board.AnnotationQuery()
@@ -154,5 +161,5 @@ def tag_variable(name: str, label: str, query: str) -> board.QueryVariable:
     )
 
 
-SITE_VAR = 'SHOW TAG VALUES FROM "device_status" WITH KEY = "site"'
-ELDER_VAR = """SHOW TAG VALUES FROM "device_status" WITH KEY = "elder" WHERE "site" = '$site'"""
+SITE_VAR = show_tag_values([DeviceStatus.name], SITE)
+ELDER_VAR = show_tag_values([DeviceStatus.name], ELDER, equal(SITE, "$site"))

@@ -3,7 +3,7 @@
 One page (PNG) and the same in HTML, for a weekly email: how the elder's week went in
 plain words and four simple charts — activity per day against their usual, time in bed
 per night, heart rate, front-door use — and the week's alerts with what was done. Days
-come from the daily rollups (:mod:`ingest.rollups`) where they exist and from the raw
+come from the daily rollups (:mod:`homecare.schema`) where they exist and from the raw
 readings otherwise, with the rollups' own statements; a day without readings is shown
 as "no data", and an elder without any gets a page that says so.
 
@@ -27,10 +27,26 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from homecare.contract import ID_PATTERN
-from homecare.influx import InfluxClient, InfluxError, quote_literal
+from homecare.influx import InfluxClient, InfluxError, quote_ident
+from homecare.nights import NIGHT_H, local_midnight, sleep_nights
+from homecare.query import rollup_select, select
+from homecare.runtime import load_settings, moment
+from homecare.schema import (
+    DAY_S,
+    ELDER,
+    HISTORY,
+    KIND,
+    ROLLED,
+    ROLLUPS,
+    Alert,
+    AlertEscalation,
+    BedRollup,
+    Door,
+    DoorRollup,
+    Sleep,
+    WearableRollup,
+)
 from homecare.settings import RetentionSettings
-from ingest import rollups
-from ingest.rollups import DAY_S, HISTORY, ROLLUPS
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -138,17 +154,16 @@ class Picture:
 def _history_ok(db: InfluxClient) -> bool:
     name = db.settings.database
     try:
-        return any(r["name"] == HISTORY for r in db.rows(f'SHOW RETENTION POLICIES ON "{name}"'))
+        policies = db.rows(f"SHOW RETENTION POLICIES ON {quote_ident(name)}")
+        return any(r["name"] == HISTORY for r in policies)
     except InfluxError:  # a 2.x/3.x server, or an account that may not list them
         return True
 
 
 def _history_rows(db: InfluxClient, measurement: str, elder: str, lo: float, hi: float) -> list:
     try:
-        return db.rows(
-            f"SELECT * FROM {HISTORY}.{measurement} WHERE elder = {quote_literal(elder)} AND "
-            f"time >= {int(lo * 1000)}ms AND time < {int(hi * 1000)}ms GROUP BY *"
-        )
+        q = select(measurement, policy=HISTORY).equal(**{ELDER: elder})
+        return db.rows(str(q.between(int(lo * 1000), int(hi * 1000)).group_by("*")))
     except InfluxError:  # no such policy (rollups never installed)
         return []
 
@@ -159,25 +174,25 @@ def daily(
     """Daily rollup rows per base measurement and day (ms): from ``history`` where it has
     the day, else the same statement over the raw readings."""
     out: dict[str, dict[int, list[dict[str, Any]]]] = {}
-    for measurement in dict.fromkeys(r.measurement for r in ROLLUPS):
+    for rolled in ROLLED:
         by_day: dict[int, list[dict[str, Any]]] = {}
         if history:
-            for row in _history_rows(db, f"{measurement}_1d", elder, lo, hi):
+            for row in _history_rows(db, rolled.at("1d"), elder, lo, hi):
                 by_day.setdefault(int(row["time"]), []).append(row)
         if len(by_day) < round((hi - lo) / DAY_S):
             merged: dict[tuple[int, str], dict[str, Any]] = {}
-            for rollup in (r for r in ROLLUPS if r.measurement == measurement):
-                q = rollups.statement(
+            for rollup in (r for r in ROLLUPS if r.target is rolled):
+                q = rollup_select(
                     rollup, "1d", database=db.settings.database, utc_offset_h=utc_offset_h,
                     into=False, start_ms=int(lo * 1000), end_ms=int(hi * 1000), elder=elder,
                 )  # fmt: skip
-                for row in db.rows(q):
-                    merged.setdefault((int(row["time"]), row.get("role", "")), {}).update(row)
+                for row in db.rows(str(q)):
+                    merged.setdefault((int(row["time"]), row.get(Door.role, "")), {}).update(row)
             have = set(by_day)
             for (day, _), row in merged.items():
                 if day not in have:
                     by_day.setdefault(day, []).append(row)
-        out[measurement] = by_day
+        out[rolled.base] = by_day
     return out
 
 
@@ -191,72 +206,72 @@ def _nights(
 ) -> None:
     """Fill each day with the night that starts that evening (rollup, else raw readings)."""
     by_start = {round(d.start): d for d in days}
-    night_s = (rollups.NIGHT_H[1] - rollups.NIGHT_H[0]) * 3600
+    night_s = (NIGHT_H[1] - NIGHT_H[0]) * 3600
     lo, hi = days[0].start, days[-1].start + DAY_S
     found: dict[int, dict[str, Any]] = {}
     if history:
-        found = {round(r["time"] / 1000): r for r in _history_rows(db, "sleep_1d", elder, lo, hi)}
+        rows = _history_rows(db, Sleep.name, elder, lo, hi)
+        found = {round(r["time"] / 1000): r for r in rows}
     if len(found) < len(days):
-        last = min(end, hi + rollups.NIGHT_H[1] * 3600 - DAY_S)
-        first = lo + rollups.NIGHT_H[1] * 3600 - 1
+        last = min(end, hi + NIGHT_H[1] * 3600 - DAY_S)
+        first = lo + NIGHT_H[1] * 3600 - 1
         if last > first:
-            for _, midnight, fields in rollups.sleep_nights(
+            for _, midnight, fields in sleep_nights(
                 db, retention, start=first, end=last, elders=[elder]
             ):
                 found.setdefault(round(midnight), fields)
     for start, night in found.items():
         day = by_start.get(start)
-        if day is None or night.get("covered_s", 0) < MIN_NIGHT_COVER * night_s:
+        if day is None or night.get(Sleep.covered_s, 0) < MIN_NIGHT_COVER * night_s:
             continue
-        day.in_bed_h = night["in_bed_s"] / 3600
-        day.exits = int(night["exits"])
-        day.bedtime_h = night.get("bedtime_h")
-        day.rise_h = night.get("rise_h")
+        day.in_bed_h = night[Sleep.in_bed_s] / 3600
+        day.exits = int(night[Sleep.exits])
+        day.bedtime_h = night.get(Sleep.bedtime_h)
+        day.rise_h = night.get(Sleep.rise_h)
 
 
 def _fill(days: list[Day], week: dict[str, dict[int, list[dict[str, Any]]]]) -> None:
     for day in days:
         key = round(day.start * 1000)
-        for row in week["wearable"].get(key, []):
-            day.steps = int(row.get("steps") or 0)
-            day.active_min = (row.get("active_s") or 0) / 60
-            if row.get("hr_mean") is not None:
-                day.hr = (row["hr_mean"], row["hr_min"], row["hr_max"])
-        for row in week["bed"].get(key, []):
-            day.bed_readings = int(row.get("readings") or 0)
-            if day.hr is None and row.get("hr_mean") is not None:
-                day.hr = (row["hr_mean"], row["hr_min"], row["hr_max"])
-        for row in week["door"].get(key, []):
-            day.door_opens[str(row.get("role"))] = int(row.get("opens") or 0)
+        w, b = WearableRollup, BedRollup
+        for row in week[w.base].get(key, []):
+            day.steps = int(row.get(w.steps) or 0)
+            day.active_min = (row.get(w.active_s) or 0) / 60
+            if row.get(w.hr_mean) is not None:
+                day.hr = (row[w.hr_mean], row[w.hr_min], row[w.hr_max])
+        for row in week[b.base].get(key, []):
+            day.bed_readings = int(row.get(b.readings) or 0)
+            if day.hr is None and row.get(b.hr_mean) is not None:
+                day.hr = (row[b.hr_mean], row[b.hr_min], row[b.hr_max])
+        for row in week[DoorRollup.base].get(key, []):
+            day.door_opens[str(row.get(Door.role))] = int(row.get(DoorRollup.opens) or 0)
 
 
 def _alerts(db: InfluxClient, elder: str, lo: float, hi: float, history: bool) -> list[AlertLine]:
     """The alerts that started in ``[lo, hi)``, with their answer and outcome (escalation's
     ``alert_escalation`` story)."""
-    where = f"elder = {quote_literal(elder)} AND time >= {int(lo * 1000)}ms"
+    since = f"time >= {int(lo * 1000)}ms"
     alerts: dict[str, dict[str, Any]] = {}
     story: list[dict[str, Any]] = []
-    for rp in [f"{HISTORY}.", ""] if history else [""]:  # the live policy's rows win
+    a, e = Alert, AlertEscalation
+    for rp in [HISTORY, None] if history else [None]:  # the live policy's rows win
         try:
-            alerts.update(
-                (r["id"], r)
-                for r in db.rows(
-                    f"SELECT * FROM {rp}alert WHERE {where} AND time < {int(hi * 1000)}ms "
-                    "GROUP BY *"
-                )
-            )
-            story += db.rows(f"SELECT * FROM {rp}alert_escalation WHERE {where} GROUP BY *")
+            started = select(a.name, policy=rp).equal(**{ELDER: elder}).where(since)
+            q = started.where(f"time < {int(hi * 1000)}ms").group_by("*")
+            alerts.update((r[a.id], r) for r in db.rows(str(q)))
+            q = select(e.name, policy=rp).equal(**{ELDER: elder}).where(since).group_by("*")
+            story += db.rows(str(q))
         except InfluxError:  # no history policy
             continue
     out = []
-    for alert_id, a in alerts.items():
-        alert = AlertLine(a["time"] / 1000, a["kind"], a["severity"], a["state"])
-        for e in sorted((e for e in story if e.get("id") == alert_id), key=lambda e: e["time"]):
-            if e.get("event") == "resolved" and e.get("detail") in OUTCOMES:
-                alert.outcome = e["detail"]
-            if e.get("event") == "acknowledged" and alert.ack_s is None:
-                alert.ack_s = e["time"] / 1000 - alert.ts
-                alert.channel = e.get("channel")
+    for alert_id, row in alerts.items():
+        alert = AlertLine(row["time"] / 1000, row[KIND], row[a.severity], row[a.state])
+        for ev in sorted((r for r in story if r.get(e.id) == alert_id), key=lambda r: r["time"]):
+            if ev.get(e.event) == "resolved" and ev.get(e.detail) in OUTCOMES:
+                alert.outcome = ev[e.detail]
+            if ev.get(e.event) == "acknowledged" and alert.ack_s is None:
+                alert.ack_s = ev["time"] / 1000 - alert.ts
+                alert.channel = ev.get(e.channel)
         out.append(alert)
     return sorted(out, key=lambda a: a.ts)
 
@@ -288,7 +303,7 @@ def gather(
     retention = retention or RetentionSettings()
     offset = retention.utc_offset_h
     today = int((end + offset * 3600) // DAY_S)
-    lo, hi = rollups.local_midnight(today - days, offset), rollups.local_midnight(today, offset)
+    lo, hi = local_midnight(today - days, offset), local_midnight(today, offset)
     history = _history_ok(db)
     week = [Day(lo + i * DAY_S) for i in range(days)]
     _fill(week, daily(db, elder, lo, hi, offset, history))
@@ -607,9 +622,7 @@ def report_command(
     """A one-page picture of an elder's week for the family: PNG and HTML."""
     import time
 
-    from ingest.cli import influx_settings, moment
-
-    settings = influx_settings()
+    settings = load_settings(influx=True)
     try:
         with InfluxClient(settings.influx) as db:
             picture = gather(

@@ -35,6 +35,7 @@ import numpy as np
 import numpy.typing as npt
 
 from homecare.contract import Severity
+from homecare.schema import Accel, Availability, Bed, Button, DeviceStatus, Door, Wearable
 
 Floats = npt.NDArray[np.float32]
 Times = npt.NDArray[np.float64]
@@ -45,20 +46,20 @@ Bools = npt.NDArray[np.bool_]
 class BatchStream(StrEnum):
     """Batch streams; the reading streams are named as their InfluxDB measurements."""
 
-    ACCEL = "accel"
-    WEARABLE = "wearable"
-    BED = "bed"
-    DOOR = "door"
-    BUTTON = "button"
-    STATUS = "device_status"
-    AVAILABILITY = "availability"
+    ACCEL = Accel.name
+    WEARABLE = Wearable.name
+    BED = Bed.name
+    DOOR = Door.name
+    BUTTON = Button.name
+    STATUS = DeviceStatus.name
+    AVAILABILITY = Availability.name
 
 
 DOOR_ROLES: tuple[str, ...] = ("front", "bathroom", "bedroom", "fridge")
 """Door role codes in a ``door`` batch's ``role`` column (index into this tuple)."""
 BUTTONS: tuple[str, ...] = ("sos", "ok")
 """Button codes in a ``button`` batch's ``button`` column."""
-_CODES: dict[str, tuple[str, ...]] = {"role": DOOR_ROLES, "button": BUTTONS}
+_CODES: dict[str, tuple[str, ...]] = {Door.role: DOOR_ROLES, Button.button: BUTTONS}
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,9 @@ from detectors.inactivity import (
     gaps_from_signs,
 )
 from detectors.morning import MorningDetector, wake_times
-from homecare.influx import InfluxClient, quote_literal
+from homecare import query as q
+from homecare.influx import InfluxClient
+from homecare.schema import ELDER, Bed, Door, Wearable
 from homecare.settings import Settings
 
 __all__ = [
@@ -177,24 +179,33 @@ class History:
 def list_elders(db: InfluxClient) -> list[str]:
     """Every elder with wearable, bed or door data (one ``SHOW TAG VALUES``)."""
     found: set[str] = set()
-    for series in db.query('SHOW TAG VALUES FROM "wearable", "bed", "door" WITH KEY = "elder"'):
+    for series in db.query(q.show_tag_values([Wearable.name, Bed.name, Door.name], ELDER)):
         found.update(str(v[1]) for v in series.get("values", []))
     return sorted(found)
 
 
 def _statements(elders: Sequence[str], start_ms: int, end_ms: int, move_g: float) -> str:
-    where = f"time >= {start_ms}ms AND time < {end_ms}ms AND ("
-    where += " OR ".join(f"elder = {quote_literal(e)}" for e in elders) + ")"
-    return ";".join(
-        (
-            f"SELECT mag_std, steps FROM (SELECT max(mag_std) AS mag_std, max(steps) AS steps "
-            f'FROM "wearable" WHERE {where} GROUP BY time({BIN_S}s), elder fill(none)) '
-            f"WHERE mag_std >= {move_g!r} OR steps > 0 GROUP BY elder",
-            f'SELECT mode(presence) AS presence FROM "bed" WHERE {where} '
-            f"GROUP BY time({BIN_S}s), elder fill(none)",
-            f'SELECT seq FROM "door" WHERE {where} GROUP BY elder',
-        )
+    w, minute = Wearable, q.time(f"{BIN_S}s")
+    who = q.any_of(ELDER, elders)
+    per_minute = (
+        q.select(w.name, q.call("max", w.mag_std, alias=w.mag_std),
+                 q.call("max", w.steps, alias=w.steps))
+        .between(start_ms, end_ms)
+        .where(who)
+        .group_by(minute, ELDER)
+        .fill("none")
+    )  # fmt: skip
+    moved = f"({q.compare(w.mag_std, '>=', move_g)} OR {q.compare(w.steps, '>', 0)})"
+    statements = (
+        q.select(per_minute, q.field(w.mag_std), q.field(w.steps)).where(moved).group_by(ELDER),
+        q.select(Bed.name, q.call("mode", Bed.presence, alias=Bed.presence))
+        .between(start_ms, end_ms)
+        .where(who)
+        .group_by(minute, ELDER)
+        .fill("none"),
+        q.select(Door.name, q.field(Door.seq)).between(start_ms, end_ms).where(who).group_by(ELDER),
     )
+    return ";".join(str(statement) for statement in statements)
 
 
 def _value(v: Any) -> float:
@@ -227,11 +238,11 @@ def history_from_influx(
     }
     rows_read = 0
     for lo in range(0, len(ids), chunk):
-        q = _statements(ids[lo : lo + chunk], int(start_s * 1000), int(end_s * 1000), s.move_g)
+        text = _statements(ids[lo : lo + chunk], int(start_s * 1000), int(end_s * 1000), s.move_g)
         queries += 1
-        for series in db.query(q):
+        for series in db.query(text):
             stream = series["name"]
-            row = index[(series.get("tags") or {})["elder"]]
+            row = index[(series.get("tags") or {})[ELDER]]
             cols = series["columns"]
             values = series["values"]
             rows_read += len(values)
@@ -287,8 +298,8 @@ def _bed_signs(bed: ReadingBatch, rows: Rows, s: InactivitySettings) -> tuple[Ro
     one with), as the inactivity detector counts them live."""
     order = np.lexsort((bed.ts, rows))
     r, t = rows[order], bed.ts[order]
-    p = bed.column("presence")[order] > 0.5
-    sign = activity_signs(ReadingBatch(BatchStream.BED, r, t, {"presence": p}), s)
+    p = bed.column(Bed.presence)[order] > 0.5
+    sign = activity_signs(ReadingBatch(BatchStream.BED, r, t, {Bed.presence: p}), s)
     sign |= ~p & np.r_[False, p[:-1] & (r[1:] == r[:-1])]
     return r[sign], t[sign]
 
@@ -317,7 +328,7 @@ def fit_baselines(
     n = len(rows_of)
     care.ensure(int(rows_of.max(initial=-1)) + 1)
     bed = history.batch(BatchStream.BED)
-    bed_rows, bed_p = rows_of[bed.rows], bed.column("presence")
+    bed_rows, bed_p = rows_of[bed.rows], bed.column(Bed.presence)
     sleep_end = np.full(n, np.nan)
 
     if morning is not None:

@@ -33,6 +33,7 @@ from detectors.base import (
 from homecare import contract
 from homecare.contract import Payload, Topic
 from homecare.frames import frame_stats
+from homecare.schema import Button
 
 
 @dataclass(slots=True)
@@ -139,7 +140,7 @@ class Batcher:
                 columns = {"opened": [], "role": [], "seq": []}
                 name = BatchStream.DOOR
             case contract.Stream.SOS | contract.Stream.OK:
-                columns = {"button": [], "seq": []}
+                columns = {Button.button: [], "seq": []}
                 name = BatchStream.BUTTON
             case _:
                 columns = {"battery": [], "interval_s": []}
@@ -156,7 +157,7 @@ class Batcher:
                     columns["role"].append(DOOR_ROLES.index(p.role))
                     columns["seq"].append(p.seq)
                 case contract.SosEvent() | contract.OkEvent():
-                    columns["button"].append(BUTTONS.index(p.stream))
+                    columns[Button.button].append(BUTTONS.index(p.stream))
                     columns["seq"].append(p.seq)
                     if isinstance(p, contract.OkEvent):
                         out.ok_presses.append((topic.elder, p.ts))

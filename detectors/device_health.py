@@ -56,6 +56,7 @@ from detectors.base import (
     grow,
 )
 from detectors.care import Care
+from homecare.schema import Wearable
 
 __all__ = ["DeviceHealthDetector", "DeviceHealthSettings"]
 
@@ -174,7 +175,7 @@ class DeviceHealthDetector:
                 # online through its status reports, so its cadence is theirs.
                 self.wearable[dev] = True
                 np.fmax.at(self.last_frame, dev, ts)
-                worn = (batch.column("mag_std") >= s.worn_g) | (batch.column("hr") > 0)
+                worn = (batch.column(Wearable.mag_std) >= s.worn_g) | (batch.column("hr") > 0)
                 np.fmax.at(self.last_worn, dev[worn], ts[worn])
                 self.unworn[dev[worn]] = False
                 # a wearable that never showed a sign starts its clock at its first frame

@@ -75,6 +75,7 @@ from detectors.base import (
     Times,
 )
 from detectors.care import Care, CareRows
+from homecare.schema import Wearable
 
 __all__ = [
     "InactivityDetector",
@@ -122,7 +123,7 @@ def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> 
     s = s or InactivitySettings()
     match batch.stream:
         case BatchStream.WEARABLE:
-            return (batch.column("mag_std") >= s.move_g) | (batch.column("steps") > 0)
+            return (batch.column(Wearable.mag_std) >= s.move_g) | (batch.column("steps") > 0)
         case BatchStream.DOOR:
             return np.ones(len(batch), bool)
         case BatchStream.BED:

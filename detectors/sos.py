@@ -29,6 +29,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import BUTTONS, BatchStream, Detection, ReadingBatch, RowState, Severity, waves
+from homecare.schema import Button
 
 __all__ = ["SosDetector", "SosSettings"]
 
@@ -66,7 +67,7 @@ class SosDetector(RowState):
         return []
 
     def update(self, batch: ReadingBatch) -> list[Detection]:
-        press = np.flatnonzero(batch.column("button") == SOS)
+        press = np.flatnonzero(batch.column(Button.button) == SOS)
         if len(press) == 0:
             return []
         keys = batch.keys()[press]

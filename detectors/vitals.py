@@ -59,6 +59,7 @@ from detectors.base import (
     waves,
 )
 from detectors.care import Care
+from homecare.schema import Wearable
 
 __all__ = ["SIGNALS", "VitalsDetector", "VitalsSettings"]
 
@@ -179,7 +180,7 @@ class VitalsDetector:
         found: list[Detection] = []
         if batch.stream == BatchStream.WEARABLE:
             # no movement statistics: taken as rest (NaN compares False)
-            rest = ~(batch.column("mag_std") >= self.settings.rest_g)
+            rest = ~(batch.column(Wearable.mag_std) >= self.settings.rest_g)
             rest &= ~(batch.column("steps") > 0)
             np.maximum.at(self.moved, batch.rows[~rest], batch.ts[~rest])
             rest &= batch.ts - self.moved[batch.rows] >= self.settings.settle_s

@@ -63,6 +63,7 @@ from device_sim.homes import (
 from device_sim.motions import MOTIONS, motion
 from device_sim.routine import IN_BED, Activity, Day, Posture, Segment, day_of, plan_day
 from homecare.contract import DeviceKind, DoorRole
+from homecare.schema import Wearable
 
 __all__ = [
     "CATALOGUE",
@@ -922,7 +923,7 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                     "spo2": spo2[ei, ki].astype(np.int64), "steps": steps[ei, ki].astype(np.int64),
                     "battery": np.round(batt_out[ei, ki], 1),
                     "activity_g": activity[ei, ki].astype(np.float32),
-                    "mag_std": magnitude[ei, ki].astype(np.float32),
+                    Wearable.mag_std: magnitude[ei, ki].astype(np.float32),
                     **{f"g{ax}": grav[ei, ki, j].astype(np.float32) for j, ax in enumerate("xyz")}}
         bed = _bed_rows(sim, state["bed_offset"], t, c, act, out, held, silent, hr_out,
                         np.where(np.isnan(br_t), base_br[:, None], br_t), rng)

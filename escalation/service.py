@@ -52,6 +52,7 @@ from homecare.alerts import alert_lines
 from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
 from homecare.receiver import connect_session, mqtt_client, session_properties
+from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
 
@@ -457,20 +458,17 @@ def event_line(alert: Alert, event: EventRecord | Mapping[str, Any]) -> str:
     """One ``alert_escalation`` point: the ladder's story (who, which channel, which rung,
     and each delivery's final state: ``delivered_<type>`` or ``failed_<type>``). ``event``:
     from the store's outbox, or its fields by name (a test's fixture week)."""
-    e = event if isinstance(event, Mapping) else {k: getattr(event, k) for k in _EVENT_KEYS}
-    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},event={e['event']}"
-    if e["who"]:
-        tags += f",who={e['who']}"
-    if e["channel"]:
-        tags += f",channel={e['channel']}"
-    fields = {
-        "id": alert.id,
-        "state": e["state"],
-        "ref": e["ref"],
-        "step": e["step"],
-        "detail": e["detail"],
-    }
-    return line("alert_escalation", tags, fields, round(e["ts"] * 1000))
+    row = event if isinstance(event, Mapping) else {k: getattr(event, k) for k in _EVENT_KEYS}
+    e = AlertEscalation  # the store's event columns carry the same names as its fields
+    site, elder, kind, event_tag, who, channel = e.tags
+    tags = f"{site}={alert.site},{elder}={alert.elder},{kind}={alert.kind}"
+    tags += f",{event_tag}={row[event_tag]}"
+    if row[who]:
+        tags += f",{who}={row[who]}"
+    if row[channel]:
+        tags += f",{channel}={row[channel]}"
+    fields = {e.id: alert.id, **{name: row[name] for name in (e.state, e.ref, e.step, e.detail)}}
+    return line(e.name, tags, fields, round(row["ts"] * 1000))
 
 
 _EVENT_KEYS = ("event", "who", "channel", "state", "ref", "step", "detail", "ts")

@@ -70,6 +70,7 @@ from device_sim.scenarios import (
     plan_scenarios,
     write_labels,
 )
+from homecare.schema import Button, Wearable
 
 KIND_OF = {"offline": "device_offline"}
 """Detector kinds named differently in the scenario catalogue."""
@@ -134,15 +135,15 @@ def _batches(chunk: Streams, devices_per_elder: int = 3) -> list[Batch]:
     w = chunk.wearable
     if len(w["ts"]):
         rows = w["elder"].astype(np.int64)
-        out.append(ReadingBatch("wearable", rows, w["ts"].astype(np.float64), {
-            "mag_std": w["mag_std"], "hr": np.where(w["hr"] < 0, np.nan, w["hr"]),
+        out.append(ReadingBatch(BatchStream.WEARABLE, rows, w["ts"].astype(np.float64), {
+            Wearable.mag_std: w[Wearable.mag_std], "hr": np.where(w["hr"] < 0, np.nan, w["hr"]),
             "spo2": np.where(w["spo2"] < 0, np.nan, w["spo2"]), "steps": w["steps"],
             "battery": w["battery"], "gx": w["gx"], "gy": w["gy"], "gz": w["gz"],
         }, rows * devices_per_elder))  # fmt: skip
     b = chunk.bed
     if len(b["ts"]):
         rows = b["elder"].astype(np.int64)
-        out.append(ReadingBatch("bed", rows, b["ts"].astype(np.float64), {
+        out.append(ReadingBatch(BatchStream.BED, rows, b["ts"].astype(np.float64), {
             "presence": b["presence"].astype(np.float64),
             "hr": np.where(b["hr"] < 0, np.nan, b["hr"]), "br": b["br"],
             "movement": b["movement"],
@@ -151,22 +152,22 @@ def _batches(chunk: Streams, devices_per_elder: int = 3) -> list[Batch]:
     if len(d["ts"]):
         rows = d["elder"].astype(np.int64)
         role = np.array([DOOR_ROLES.index(r) for r in d["role"]], np.float64)
-        out.append(ReadingBatch("door", rows, d["ts"].astype(np.float64), {
+        out.append(ReadingBatch(BatchStream.DOOR, rows, d["ts"].astype(np.float64), {
             "opened": (d["state"] == "opened").astype(np.float64), "role": role,
             "seq": np.zeros(len(rows)),
         }, rows * devices_per_elder + 2))  # fmt: skip
     s = chunk.status
     if len(s["ts"]):
         rows = s["elder"].astype(np.int64)
-        out.append(ReadingBatch("device_status", rows, s["ts"].astype(np.float64), {
+        out.append(ReadingBatch(BatchStream.STATUS, rows, s["ts"].astype(np.float64), {
             "battery": s["battery"], "interval_s": np.full(len(rows), np.nan),
         }, rows * devices_per_elder + s["kind"].astype(np.int64)))  # fmt: skip
     u = chunk.buttons
     if len(u["ts"]):
         rows = u["elder"].astype(np.int64)
         button = np.array([BUTTONS.index(x) for x in u["stream"]], np.float64)
-        out.append(ReadingBatch("button", rows, u["ts"].astype(np.float64), {
-            "button": button, "seq": np.arange(len(rows), dtype=np.float64),
+        out.append(ReadingBatch(BatchStream.BUTTON, rows, u["ts"].astype(np.float64), {
+            Button.button: button, "seq": np.arange(len(rows), dtype=np.float64),
         }, rows * devices_per_elder))  # fmt: skip
     return out
 
@@ -214,9 +215,9 @@ def fit_history(
     for chunk in iter_streams(past, [], days):
         w = chunk.wearable
         sign = activity_signs(
-            ReadingBatch("wearable", w["elder"], w["ts"], {"mag_std": w["mag_std"],
-                                                          "steps": w["steps"]}), s)  # fmt: skip
-        r, m, std = _minutes(w["elder"][sign], w["ts"][sign], w["mag_std"][sign], "max")
+            ReadingBatch(BatchStream.WEARABLE, w["elder"], w["ts"], {
+                Wearable.mag_std: w[Wearable.mag_std], "steps": w["steps"]}), s)  # fmt: skip
+        r, m, std = _minutes(w["elder"][sign], w["ts"][sign], w[Wearable.mag_std][sign], "max")
         _, _, steps = _minutes(w["elder"][sign], w["ts"][sign], w["steps"][sign], "max")
         parts["wearable"].append((r, m, std, steps))
         b = chunk.bed
@@ -224,7 +225,8 @@ def fit_history(
         d = chunk.doors
         role = np.array([DOOR_ROLES.index(x) for x in d["role"]], np.float64)
         parts["door"].append((d["elder"], d["ts"], (d["state"] == "opened") * 1.0, role))
-    cols = {"wearable": ("mag_std", "steps"), "bed": ("presence",), "door": ("opened", "role")}
+    cols = {"wearable": (Wearable.mag_std, "steps"), "bed": ("presence",),
+            "door": ("opened", "role")}  # fmt: skip
     batches: dict[str, ReadingBatch] = {}
     for stream, names in cols.items():
         joined = [np.concatenate([p[k] for p in parts[stream]]) for k in range(2 + len(names))]

@@ -40,23 +40,14 @@ from escalation.store import store_path
 from evaluation.cohort import KIND_OF
 from harness.servers import LocalBroker, LocalInflux, compacted_size
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
+from homecare import query as q
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
 from homecare.influx import InfluxClient
 from homecare.receiver import mqtt_client
 from homecare.runtime import stop_process
+from homecare.schema import ELDER, SITE, STREAM_MEASUREMENTS, Button, DeadLetter, Measurement
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
-
-MEASUREMENT = {
-    Stream.FRAME: ("wearable", "rate"),
-    Stream.READING: ("bed", "movement"),
-    Stream.EVENT: ("door", "seq"),
-    Stream.SOS: ("button", "seq"),
-    Stream.OK: ("button", "seq"),
-    Stream.STATUS: ("device_status", "battery"),
-    Stream.AVAILABILITY: ("availability", "online"),
-}
-"""Where each stream is stored, and a field every point of it has (to count points)."""
 
 
 @dataclass
@@ -82,7 +73,7 @@ class DemoResult:
 
     @property
     def lost(self) -> int:
-        sent = sum(n for s, n in self.published.per_stream.items() if s in MEASUREMENT)
+        sent = sum(n for s, n in self.published.per_stream.items() if s in STREAM_MEASUREMENTS)
         return sent - sum(self.stored.values())
 
 
@@ -216,11 +207,12 @@ def match_alerts(plan: list[Scenario], alerts: list[Alert]) -> list[tuple[Scenar
 
 
 def _count(
-    db: InfluxClient, measurement: str, field_: str, where: str, group: str = ""
+    db: InfluxClient, measurement: type[Measurement], where: str, group: str = ""
 ) -> dict[str, int]:
-    by = f" GROUP BY {group}" if group else ""
+    """Points of a measurement, per value of the ``group`` tag."""
+    counted = q.select(measurement.name, q.call("count", measurement.always)).where(where)
     out: dict[str, int] = {}
-    for series in db.query(f'SELECT count("{field_}") FROM "{measurement}" WHERE {where}{by}'):
+    for series in db.query(str(counted.group_by(group) if group else counted)):
         key = (series.get("tags") or {}).get(group, "") if group else ""
         out[key] = out.get(key, 0) + int(series["values"][0][1])
     return out
@@ -230,19 +222,19 @@ def stored_counts(
     db: InfluxClient, site: str, t0: float, t1: float
 ) -> tuple[dict[str, int], dict[str, int]]:
     """Points stored for this site and window, per stream and per elder."""
-    where = f"site = '{site}' AND time >= {int(t0 * 1e9)} AND time < {int(t1 * 1e9)}"
+    where = f"{q.equal(SITE, site)} AND time >= {int(t0 * 1e9)} AND time < {int(t1 * 1e9)}"
     per_stream: dict[str, int] = {}
     per_elder: dict[str, int] = {}
-    for stream, (measurement, field_) in MEASUREMENT.items():
+    for stream, measurement in STREAM_MEASUREMENTS.items():
         if stream is Stream.OK:
             continue
         if stream is Stream.SOS:
-            counts = _count(db, measurement, field_, where, "button")
-            per_stream[str(Stream.SOS)] = counts.get("sos", 0)
-            per_stream[str(Stream.OK)] = counts.get("ok", 0)
+            counts = _count(db, measurement, where, Button.button)
+            per_stream[str(Stream.SOS)] = counts.get(Stream.SOS, 0)
+            per_stream[str(Stream.OK)] = counts.get(Stream.OK, 0)
         else:
-            per_stream[str(stream)] = sum(_count(db, measurement, field_, where).values())
-        for elder, n in _count(db, measurement, field_, where, "elder").items():
+            per_stream[str(stream)] = sum(_count(db, measurement, where).values())
+        for elder, n in _count(db, measurement, where, ELDER).items():
             per_elder[elder] = per_elder.get(elder, 0) + n
     return per_stream, per_elder
 
@@ -413,7 +405,7 @@ def run_demo(
                 stored, per_elder = stored_counts(db, live.site, start, time.time() + 60)
                 dead = dict(
                     _count(
-                        db, "dead_letter", "size", f"time >= {int(start * 1e9)}", "reason"
+                        db, DeadLetter, f"time >= {int(start * 1e9)}", DeadLetter.reason
                     ).items()
                 )
         finally:
@@ -472,7 +464,7 @@ def print_summary(result: DemoResult, console: Console) -> None:
     table.add_column("stored", justify="right")
     for stream in Stream:
         sent = pub.per_stream.get(stream, 0)
-        if sent or stream in MEASUREMENT:
+        if sent or stream in STREAM_MEASUREMENTS:
             stored = result.stored.get(str(stream), 0)
             table.add_row(str(stream), str(sent), str(stored))
     console.print(table)

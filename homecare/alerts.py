@@ -5,10 +5,9 @@ found again (a frame re-delivered after a restart) is the same alert. A fall ale
 stays cancellable for ``grace_s``: an "I'm OK" press from the elder in that window
 cancels it, and escalation waits out the window before telling anyone.
 
-InfluxDB: ``alert`` holds one point per alert at its start time (tags ``site``,
-``elder``, ``kind``, ``severity``; fields ``id``, ``device``, ``state``, ``evidence``
-as JSON), rewritten in place when its state changes — what dashboards annotate;
-``alert_event`` holds one point per state change, at the time of the change.
+InfluxDB (:class:`homecare.schema.Alert`, :class:`~homecare.schema.AlertEvent`): one
+``alert`` point per alert at its start time, rewritten in place when its state changes
+(what dashboards annotate), and one ``alert_event`` point per state change, at its time.
 
 >>> book = AlertBook(grace_s=30)
 >>> [fall] = book.open([Raised("north", "e1", "w1", "fall", Severity.CRITICAL, 100.0, {})], now=101)
@@ -27,6 +26,8 @@ from dataclasses import dataclass, field
 
 from homecare.contract import Alert, AlertState, Severity
 from homecare.influx import line
+from homecare.schema import Alert as AlertPoint
+from homecare.schema import AlertEvent
 
 CANCELLABLE = frozenset({"fall"})
 """Kinds the wearer can cancel with "I'm OK" within the grace window."""
@@ -105,19 +106,23 @@ class AlertBook:
 
 def alert_lines(alert: Alert) -> list[str]:
     """The ``alert`` point (latest state, at the start time) and its ``alert_event``."""
-    tags = f"site={alert.site},elder={alert.elder},kind={alert.kind},severity={alert.severity}"
+    a = AlertPoint
+    site, elder, kind, severity = a.tags
+    tags = (
+        f"{site}={alert.site},{elder}={alert.elder},{kind}={alert.kind},{severity}={alert.severity}"
+    )
     fields = {
-        "id": alert.id,
-        "device": alert.device,
-        "state": str(alert.state),
-        "evidence": json.dumps(alert.evidence, sort_keys=True),
+        a.id: alert.id,
+        a.device: alert.device,
+        a.state: str(alert.state),
+        a.evidence: json.dumps(alert.evidence, sort_keys=True),
     }
     return [
-        line("alert", tags, fields, round(alert.ts * 1000)),
+        line(a.name, tags, fields, round(alert.ts * 1000)),
         line(
-            "alert_event",
-            f"{tags},state={alert.state}",
-            {"id": alert.id},
+            AlertEvent.name,
+            f"{tags},{AlertEvent.state}={alert.state}",
+            {AlertEvent.id: alert.id},
             round(alert.updated * 1000),
         ),
     ]

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+from homecare.schema import Wearable
+
 Floats = npt.NDArray[np.float32]
 
 
@@ -24,8 +26,8 @@ def frame_stats(accel: Floats) -> dict[str, Floats]:
     mean = np.sqrt(mag2).mean(1, dtype=np.float64)
     var = np.maximum(mag2.mean(1, dtype=np.float64) - mean * mean, 0.0)
     return {
-        "mag_mean": mean.astype(np.float32),
-        "mag_std": np.sqrt(var).astype(np.float32),
-        "mag_peak": np.sqrt(mag2.max(1)),
-        "mag_min": np.sqrt(mag2.min(1)),
+        Wearable.mag_mean: mean.astype(np.float32),
+        Wearable.mag_std: np.sqrt(var).astype(np.float32),
+        Wearable.mag_peak: np.sqrt(mag2.max(1)),
+        Wearable.mag_min: np.sqrt(mag2.min(1)),
     }

@@ -48,6 +48,15 @@ def quote_literal(value: str) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def quote_ident(name: str) -> str:
+    """An InfluxQL identifier (measurement, policy, field, tag key), always double-quoted.
+
+    >>> print(quote_ident('say "hi"'))
+    "say \\"hi\\""
+    """
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def format_field(value: FieldValue) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"

@@ -15,6 +15,7 @@ import signal
 import subprocess
 import threading
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -22,11 +23,13 @@ from typing import Any
 import typer
 from pydantic import ValidationError
 
+from homecare.schema import seconds
 from homecare.settings import Settings
 
 __all__ = [
     "configure_logging",
     "load_settings",
+    "moment",
     "sigterm_as_ctrl_c",
     "stop_on_signals",
     "stop_process",
@@ -34,8 +37,9 @@ __all__ = [
 ]
 
 
-def load_settings(*, servers: bool = False) -> Settings:
-    """Settings from the environment; with ``servers``, both server URLs are required.
+def load_settings(*, servers: bool = False, influx: bool = False) -> Settings:
+    """Settings from the environment; with ``servers``, both server URLs are required,
+    with ``influx`` InfluxDB's (commands that only read or manage storage).
 
     Invalid settings stop the command with a clear message instead of a traceback.
     """
@@ -45,7 +49,29 @@ def load_settings(*, servers: bool = False) -> Settings:
         raise typer.BadParameter(f"invalid settings: {exc}") from exc
     if servers and (not settings.mqtt.url or not settings.influx.url):
         raise typer.BadParameter("set HOMECARE_MQTT__URL and HOMECARE_INFLUX__URL")
+    if influx and not settings.influx.url:
+        raise typer.BadParameter("set HOMECARE_INFLUX__URL")
     return settings
+
+
+def moment(text: str, now: float) -> float:
+    """A time option: ``now``, a span back from now (``36h``, ``7d``) or an ISO date/time (UTC
+    unless it says otherwise).
+
+    >>> moment("2d", 1_000_000.0), moment("1970-01-02", 0.0), moment("now", 5.0)
+    (827200.0, 86400.0, 5.0)
+    """
+    if text == "now":
+        return now
+    try:
+        return now - seconds(text)
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text)
+    except ValueError:
+        raise typer.BadParameter(f"{text!r}: use now, a span such as 7d, or an ISO date") from None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
 
 def configure_logging(level: str) -> None:

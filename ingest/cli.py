@@ -10,14 +10,12 @@ from __future__ import annotations
 import json
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from homecare.influx import InfluxClient, InfluxError
-from homecare.settings import Settings
+from homecare.runtime import load_settings, moment, stop_on_signals
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -27,45 +25,12 @@ app = typer.Typer(
 )
 
 
-def moment(text: str, now: float) -> float:
-    """A time option: ``now``, a span back from now (``36h``, ``7d``) or an ISO date/time (UTC
-    unless it says otherwise).
-
-    >>> moment("2d", 1_000_000.0), moment("1970-01-02", 0.0), moment("now", 5.0)
-    (827200.0, 86400.0, 5.0)
-    """
-    from ingest.rollups import seconds
-
-    if text == "now":
-        return now
-    try:
-        return now - seconds(text)
-    except ValueError:
-        pass
-    try:
-        when = datetime.fromisoformat(text)
-    except ValueError:
-        raise typer.BadParameter(f"{text!r}: use now, a span such as 7d, or an ISO date") from None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
-def influx_settings() -> Settings:
-    """Settings from the environment, with InfluxDB's URL required (a clear error if not)."""
-    try:
-        settings = Settings()
-    except ValidationError as exc:
-        raise typer.BadParameter(f"invalid settings: {exc}") from exc
-    if not settings.influx.url:
-        raise typer.BadParameter("set HOMECARE_INFLUX__URL")
-    return settings
-
-
 @app.command("install")
 def install_command() -> None:
     """Create or alter the retention policies and continuous queries (InfluxDB 1.x, admin)."""
     from ingest.rollups import RollupError, install
 
-    settings = influx_settings()
+    settings = load_settings(influx=True)
     try:
         with InfluxClient(settings.influx) as db:
             changes = install(db, settings.retention)
@@ -87,10 +52,9 @@ def run_command(
     ] = None,
 ) -> None:
     """Compute the rollups, nights and alert copies for a range (idempotent)."""
-    from homecare.runtime import stop_on_signals
     from ingest.rollups import RollupError, run
 
-    settings = influx_settings()
+    settings = load_settings(influx=True)
     stop = stop_on_signals() if every else threading.Event()
     while True:
         now = time.time()

@@ -4,25 +4,7 @@ This is the edge: every message is checked against the wire contract
 (:mod:`homecare.contract`) here, once. Accelerometer frames are reduced to per-second
 activity statistics for the whole batch at once with numpy.
 
-Storage schema (tags ``site``, ``elder``, ``device``, ``kind`` on every reading):
-
-=================  ==========================================================================
-measurement        fields
-=================  ==========================================================================
-``wearable``       ``mag_mean``, ``mag_std``, ``mag_peak``, ``mag_min`` (g), ``hr``, ``spo2``,
-                   ``steps``, ``battery``, ``rate`` — one point per frame (second)
-``accel``          ``x``, ``y``, ``z`` (g) per sample, only with ``store_raw_accel``
-``bed``            ``presence``, ``hr``, ``br``, ``movement``
-``door``           tags ``door``, ``role``; fields ``opened`` (bool), ``seq``
-``button``         tag ``button`` (``sos``/``ok``); field ``seq``
-``device_status``  ``battery``, ``firmware``, ``rssi``, ``model``, ``vendor``, ``placement``,
-                   ``interval_s``
-``availability``   ``online`` (bool), at the time it was received
-``dead_letter``    tags ``reason``, ``ingest`` (the process); ``topic``, ``device``, ``detail``,
-                   ``payload`` (truncated), ``size``
-``security_event`` tags ``reason`` (``id_mismatch``), ``ingest``; ``detail`` — per device, by
-                   its topic
-=================  ==========================================================================
+Where each reading is stored, and under which names: :mod:`homecare.schema`.
 
 Point timestamps come from the payload (ms), so a re-delivered reading overwrites itself.
 """
@@ -41,6 +23,17 @@ from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
 from homecare.frames import frame_stats
 from homecare.influx import escape_tag, line
+from homecare.schema import (
+    Accel,
+    Availability,
+    Bed,
+    Button,
+    DeadLetter,
+    DeviceStatus,
+    Door,
+    SecurityEvent,
+    Wearable,
+)
 from homecare.settings import ContractSettings
 
 log = logging.getLogger(__name__)
@@ -63,7 +56,8 @@ class Points:
 @lru_cache(maxsize=262_144)
 def _tags(topic: Topic) -> str:
     """The line-protocol tag set of a device topic."""
-    return f"site={topic.site},elder={topic.elder},device={topic.device},kind={topic.kind}"
+    site, elder, device, kind = Wearable.tags  # every reading's tags: its device topic
+    return f"{site}={topic.site},{elder}={topic.elder},{device}={topic.device},{kind}={topic.kind}"
 
 
 class Converter:
@@ -81,7 +75,7 @@ class Converter:
         self.store_raw_accel = store_raw_accel
         # Dead letters are told apart by time within one process; across processes
         # (a shared subscription) by the ``ingest`` tag, so none overwrites another's.
-        self._source = f",ingest={escape_tag(source)}" if source else ""
+        self._source = f",{DeadLetter.ingest}={escape_tag(source)}" if source else ""
         self.last_dead_ms = last_dead_ms
         """The newest dead letter's time; a restart resumes after it (a flood runs ahead)."""
 
@@ -104,7 +98,7 @@ class Converter:
                 log.exception("unexpected failure on a message from %s", msg.topic[:200])
                 self._dead(out, msg, "internal_error", f"{type(exc).__name__}: {exc}"[:300])
                 continue
-            out.stored["availability" if isinstance(payload, bool) else payload.stream] += 1
+            out.stored[Stream.AVAILABILITY if isinstance(payload, bool) else payload.stream] += 1
             out.readings += 1
         if frames:
             self._frames(out, frames)
@@ -112,40 +106,29 @@ class Converter:
 
     def _line(self, payload: contract.Payload | bool, tags: str, msg: RawMessage) -> str:
         if isinstance(payload, bool):
-            return line("availability", tags, {"online": payload}, int(msg.received * 1000))
+            return line(Availability.name, tags, {Availability.online: payload},
+                        int(msg.received * 1000))  # fmt: skip
         ts = int(payload.ts * 1000)
         match payload:
             case contract.BedReading():
                 fields = {
-                    "presence": payload.presence,
-                    "hr": payload.hr,
-                    "br": payload.br,
-                    "movement": payload.movement,
+                    Bed.presence: payload.presence,
+                    Bed.hr: payload.hr,
+                    Bed.br: payload.br,
+                    Bed.movement: payload.movement,
                 }
-                return line("bed", tags, fields, ts)
+                return line(Bed.name, tags, fields, ts)
             case contract.DoorEvent():
-                door_tags = f"{tags},door={payload.door},role={payload.role}"
-                fields = {"opened": payload.state == "opened", "seq": payload.seq}
-                return line("door", door_tags, fields, ts)
+                door_tags = f"{tags},{Door.door}={payload.door},{Door.role}={payload.role}"
+                fields = {Door.opened: payload.state == "opened", Door.seq: payload.seq}
+                return line(Door.name, door_tags, fields, ts)
             case contract.SosEvent() | contract.OkEvent():
-                return line("button", f"{tags},button={payload.stream}", {"seq": payload.seq}, ts)
+                button_tags = f"{tags},{Button.button}={payload.stream}"
+                return line(Button.name, button_tags, {Button.seq: payload.seq}, ts)
             case contract.DeviceStatus():
-                return line(
-                    "device_status",
-                    tags,
-                    payload.model_dump(
-                        include={
-                            "battery",
-                            "firmware",
-                            "rssi",
-                            "model",
-                            "vendor",
-                            "placement",
-                            "interval_s",
-                        }
-                    ),
-                    ts,
-                )
+                # The status payload's attributes are stored under the same names.
+                fields = {name: getattr(payload, name) for name in DeviceStatus.fields}
+                return line(DeviceStatus.name, tags, fields, ts)
         raise AssertionError(f"no storage for {type(payload).__name__}")  # pragma: no cover
 
     def _frames(self, out: Points, frames: list[tuple[contract.WearableFrame, str]]) -> None:
@@ -156,37 +139,33 @@ class Converter:
         for rate, group in by_rate.items():
             columns = frame_stats(np.stack([f.accel for f, _ in group]))
             stats = np.round(
-                np.stack(
-                    [
-                        columns[k].astype(np.float64)
-                        for k in ("mag_mean", "mag_std", "mag_peak", "mag_min")
-                    ],
-                    axis=1,
-                ),
-                4,
+                np.stack([columns[k].astype(np.float64) for k in Wearable.STATS], axis=1), 4
             ).tolist()
+            # Names bound once per group: the loop below runs once per frame.
+            mean_, std_, peak_, min_ = Wearable.STATS
+            name_, rate_, battery_ = Wearable.name, Wearable.rate, Wearable.battery
+            counted = (Wearable.hr, Wearable.spo2, Wearable.steps)
             for (frame, tags), (mean, std, peak, low) in zip(group, stats, strict=True):
                 ts = int(frame.ts * 1000)
                 # The hot path: one f-string per frame rather than the generic line().
                 vitals = "".join(
                     f",{name}={value}i"
-                    for name, value in (
-                        ("hr", frame.hr),
-                        ("spo2", frame.spo2),
-                        ("steps", frame.steps),
+                    for name, value in zip(
+                        counted, (frame.hr, frame.spo2, frame.steps), strict=True
                     )
                     if value is not None
                 )
                 if frame.battery is not None:
-                    vitals += f",battery={float(frame.battery)!r}"
+                    vitals += f",{battery_}={float(frame.battery)!r}"
                 out.lines.append(
-                    f"wearable,{tags} mag_mean={mean!r},mag_std={std!r},mag_peak={peak!r},"
-                    f"mag_min={low!r},rate={rate}i{vitals} {ts}"
+                    f"{name_},{tags} {mean_}={mean!r},{std_}={std!r},{peak_}={peak!r},"
+                    f"{min_}={low!r},{rate_}={rate}i{vitals} {ts}"
                 )
                 if self.store_raw_accel:
                     step = 1000.0 / rate
+                    a = Accel
                     out.lines.extend(
-                        f"accel,{tags} x={x},y={y},z={z} {ts + round(i * step)}"
+                        f"{a.name},{tags} {a.x}={x},{a.y}={y},{a.z}={z} {ts + round(i * step)}"
                         for i, (x, y, z) in enumerate(frame.accel.tolist())
                     )
             out.stored[Stream.FRAME] += len(group)
@@ -202,18 +181,19 @@ class Converter:
         # Distinct timestamps, so dead letters received in the same millisecond all stay.
         ts = max(int(msg.received * 1000), self.last_dead_ms + 1)
         self.last_dead_ms = ts
-        fields = {"topic": msg.topic[:300].translate(_PRINTABLE),
-                  "device": topic.device if topic else "", "detail": detail,
-                  "payload": payload, "size": len(msg.payload)}  # fmt: skip
-        out.lines.append(line("dead_letter", f"reason={reason}{self._source}", fields, ts))
+        d = DeadLetter
+        fields = {d.topic: msg.topic[:300].translate(_PRINTABLE),
+                  d.device: topic.device if topic else "", d.detail: detail,
+                  d.payload: payload, d.size: len(msg.payload)}  # fmt: skip
+        out.lines.append(line(d.name, f"{d.reason}={reason}{self._source}", fields, ts))
         if reason == "id_mismatch" and topic is not None:
             # A device speaking for another elder or device: a security event of the
             # device whose credentials published it (its topic), for the device fleet.
             out.lines.append(
                 line(
-                    "security_event",
-                    f"{_tags(topic)},reason={reason}{self._source}",
-                    {"detail": detail},
+                    SecurityEvent.name,
+                    f"{_tags(topic)},{SecurityEvent.reason}={reason}{self._source}",
+                    {SecurityEvent.detail: detail},
                     ts,
                 )
             )

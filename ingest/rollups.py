@@ -21,6 +21,11 @@ $timeFilter GROUP BY time(1d)``; panels over at most 30 days may read raw data a
 Alerts over longer ranges: ``"history"."alert"``, ``"history"."alert_event"``,
 ``"history"."alert_escalation"``.
 
+The names of every policy, rollup measurement and field, and the rollup statements
+themselves, are defined in :mod:`homecare.schema` (built into InfluxQL by
+:mod:`homecare.query`); the nights of ``sleep_1d`` in :mod:`homecare.nights`. This module
+is the job that installs and runs them.
+
 Rollups (tags ``site``, ``elder``; ``door_*`` also ``role``). Hourly ``*_1h`` points sit at
 the start of their hour, daily ``*_1d`` at the start of the site's day (UTC shifted by
 ``utc_offset_h``); both are computed from the raw points (daily ones are not sums of
@@ -68,139 +73,40 @@ from __future__ import annotations
 import logging
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
-
-from homecare.contract import ID_PATTERN
-from homecare.influx import FieldValue, InfluxClient, escape_tag, line, quote_literal
+from homecare.influx import FieldValue, InfluxClient, escape_tag, line
+from homecare.nights import sleep_nights
+from homecare.query import rollup_select, select, show_field_keys
+from homecare.schema import (
+    ALERT_MEASUREMENTS,
+    DAY_S,
+    HISTORY,
+    INTERVALS,
+    RAW,
+    ROLLUPS,
+    Alert,
+    Rollup,
+    Sleep,
+    duration,
+    offset_s,
+    seconds,
+)
 from homecare.settings import RetentionSettings
 
 log = logging.getLogger(__name__)
 
-RAW = "raw"
-HISTORY = "history"
-DAY_S = 86400
-ACTIVE_G = 0.05
-"""``mag_std`` at least this: not at rest (the vitals detector's rest threshold)."""
-NIGHT_H = (18.0, 36.0)
-"""A night, in hours after the local midnight of its evening: 18:00 to 12:00 next day."""
-MAX_GAP_S = 300.0
-"""A bed reading stands for the time until the next one, at most this long: a longer
-silence is missing data, neither in nor out of bed."""
 ALERT_LOOKBACK_S = 30 * DAY_S
 """An ``alert`` point sits at its start and is rewritten on each state change: copies
 look this far back so a late acknowledgement reaches the history."""
 CHUNK_S = 7 * DAY_S
 """Longest time range of one rollup statement in ``run`` (bounds the server's work)."""
-ELDERS_PER_QUERY = 50
-INT_SOURCES = frozenset({"hr", "spo2", "steps", "seq"})
-"""Raw integer fields: their sum, min and max stay integers (counts always are)."""
 
 
 class RollupError(RuntimeError):
     """The server cannot do what was asked (e.g. continuous queries on InfluxDB 2.x)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Rollup:
-    """One aggregate statement over a raw measurement: a continuous query per interval."""
-
-    measurement: str
-    """Base name in ``history``: ``wearable`` → ``wearable_1h``, ``wearable_1d``."""
-    source: str
-    aggregates: tuple[tuple[str, str, str], ...]
-    """(field written, InfluxQL function, raw field)."""
-    where: str = ""
-    part: str = ""
-    """Tells apart statements writing other fields of the same measurement."""
-    tags: tuple[str, ...] = ("site", "elder")
-
-    def name(self, interval: str) -> str:
-        """The continuous query's name."""
-        return f"{self.measurement}_{interval}" + (f"_{self.part}" if self.part else "")
-
-    def is_int(self, alias: str) -> bool:
-        """Whether the written field is an integer (as ``SELECT … INTO`` writes it)."""
-        fn, src = next((f, s) for a, f, s in self.aggregates if a == alias)
-        return fn == "count" or (fn != "mean" and src in INT_SOURCES)
-
-
-def _stats(src: str, *fns: str) -> tuple[tuple[str, str, str], ...]:
-    return tuple((f"{src}_{fn}", fn, src) for fn in fns)
-
-
-ROLLUPS: tuple[Rollup, ...] = (
-    Rollup(
-        "wearable",
-        "wearable",
-        (
-            ("worn_s", "count", "mag_std"),
-            ("movement", "mean", "mag_std"),
-            ("steps", "sum", "steps"),
-            *_stats("hr", "mean", "min", "max"),
-            *_stats("spo2", "mean", "min"),
-        ),
-    ),
-    Rollup(
-        "wearable",
-        "wearable",
-        (("active_s", "count", "mag_std"),),
-        where=f"mag_std >= {ACTIVE_G:.3f}",  # as InfluxQL prints it back
-        part="active",
-    ),
-    Rollup(
-        "bed",
-        "bed",
-        (
-            ("readings", "count", "movement"),
-            *_stats("hr", "mean", "min", "max"),
-            *_stats("br", "mean", "min", "max"),
-            ("movement", "mean", "movement"),
-        ),
-    ),
-    Rollup("bed", "bed", (("in_bed_readings", "count", "presence"),), "presence = true", "in_bed"),
-    Rollup(
-        "door",
-        "door",
-        (("opens", "count", "seq"),),
-        "opened = true",
-        tags=("site", "elder", "role"),
-    ),
-)
-INTERVALS: dict[str, tuple[int, str]] = {"1h": (3600, "2h"), "1d": (DAY_S, "2d")}
-"""Bucket length (s) and how far back the continuous query recomputes (``RESAMPLE FOR``):
-the open bucket and the one before."""
-ALERT_MEASUREMENTS = ("alert", "alert_event", "alert_escalation")
-
-
-def duration(seconds: int) -> str:
-    """A duration as InfluxQL writes it back (so installed queries compare equal).
-
-    >>> duration(86400), duration(28800), duration(1800), duration(604800), duration(90)
-    ('1d', '8h', '30m', '1w', '90s')
-    """
-    for unit, size in (("w", 7 * DAY_S), ("d", DAY_S), ("h", 3600), ("m", 60)):
-        if seconds % size == 0:
-            return f"{seconds // size}{unit}"
-    return f"{seconds}s"
-
-
-def seconds(text: str) -> int:
-    """Seconds of a setting (``30d``, ``INF`` = 0) or of a server's answer (``720h0m0s``).
-
-    >>> seconds("30d"), seconds("720h0m0s"), seconds("INF"), seconds("0s"), seconds("2w")
-    (2592000, 2592000, 0, 0, 1209600)
-    """
-    if text.upper() == "INF":
-        return 0
-    units = {"w": 7 * DAY_S, "d": DAY_S, "h": 3600, "m": 60, "s": 1}
-    parts = re.findall(r"(\d+(?:\.\d+)?)([wdhms])", text)
-    if not parts or "".join(n + u for n, u in parts) != text:
-        raise ValueError(f"not a duration: {text!r}")
-    return round(sum(float(n) * units[u] for n, u in parts))
 
 
 def shard_duration(keep_s: int) -> str:
@@ -208,51 +114,6 @@ def shard_duration(keep_s: int) -> str:
     if 0 < keep_s < 2 * DAY_S:
         return "1h"
     return "1d" if 0 < keep_s <= 180 * DAY_S else "1w"
-
-
-def offset_s(interval_s: int, utc_offset_h: float) -> int:
-    """The ``GROUP BY time`` offset that puts buckets on the site's local hours and days.
-
-    >>> offset_s(86400, 8.0), offset_s(3600, 5.5), offset_s(3600, 0)
-    (57600, 1800, 0)
-    """
-    return round(-utc_offset_h * 3600) % interval_s
-
-
-def statement(
-    rollup: Rollup,
-    interval: str,
-    *,
-    database: str,
-    utc_offset_h: float = 0.0,
-    into: bool = True,
-    start_ms: int | None = None,
-    end_ms: int | None = None,
-    elder: str | None = None,
-) -> str:
-    """The rollup's ``SELECT … INTO`` history from ``raw``, or without ``INTO``: the same
-    rows from the default policy, to fetch (and write elsewhere, or show).
-
-    >>> print(statement(ROLLUPS[-1], "1h", database="homecare"))
-    SELECT count(seq) AS opens INTO homecare.history.door_1h FROM homecare.raw.door \
-WHERE opened = true GROUP BY time(1h), site, elder, role fill(none)
-    """
-    size, _ = INTERVALS[interval]
-    fields = ", ".join(f"{fn}({src}) AS {alias}" for alias, fn, src in rollup.aggregates)
-    target = f"INTO {database}.{HISTORY}.{rollup.measurement}_{interval} " if into else ""
-    source = f"{database}.{RAW}.{rollup.source}" if into else rollup.source
-    conds = [rollup.where] if rollup.where else []
-    if elder is not None:
-        conds.append(_elder_filter([elder]))
-    if start_ms is not None and end_ms is not None:
-        conds.append(f"time >= {start_ms}ms AND time < {end_ms}ms")
-    where = f" WHERE {' AND '.join(conds)}" if conds else ""
-    shift = offset_s(size, utc_offset_h)
-    group = f"time({interval}" + (f", {duration(shift)})" if shift else ")")
-    return (
-        f"SELECT {fields} {target}FROM {source}{where} "
-        f"GROUP BY {group}, {', '.join(rollup.tags)} fill(none)"
-    )
 
 
 def continuous_queries(database: str, retention: RetentionSettings) -> dict[str, str]:
@@ -273,7 +134,7 @@ def continuous_queries(database: str, retention: RetentionSettings) -> dict[str,
             )
         resample = f"RESAMPLE EVERY {duration(every_s)} FOR {resample_for}"
         for rollup in ROLLUPS:
-            select = statement(
+            select = rollup_select(
                 rollup, interval, database=database, utc_offset_h=retention.utc_offset_h
             )
             name = rollup.name(interval)
@@ -283,7 +144,8 @@ def continuous_queries(database: str, retention: RetentionSettings) -> dict[str,
     return out
 
 
-def _canonical(text: str) -> str:
+def canonical(text: str) -> str:
+    """A statement as compared with the server's copy (which quotes only where needed)."""
     return " ".join(text.replace('"', "").split())
 
 
@@ -350,7 +212,7 @@ def install(db: InfluxClient, retention: RetentionSettings) -> Changes:
         if old_query is None:
             db.query(create)
             changes.created.append(f"cq {name}")
-        elif _canonical(old_query) != _canonical(create):
+        elif canonical(old_query) != canonical(create):
             db.query(f"DROP CONTINUOUS QUERY {name} ON {database}")
             db.query(create)
             changes.altered.append(f"cq {name}")
@@ -417,18 +279,20 @@ def _rollup_lines(rollup: Rollup, interval: str, series: list[dict[str, Any]]) -
                 for c, v in zip(cols[1:], row[1:], strict=True)
             }
             if any(v is not None for v in fields.values()):
-                out.append(line(f"{rollup.measurement}_{interval}", tags, fields, int(row[0])))
+                out.append(line(rollup.target.at(interval), tags, fields, int(row[0])))
     return out
 
 
 def _copy_lines(db: InfluxClient, measurement: str, where: str) -> list[str]:
     """Raw points of ``measurement`` as lines, each field keeping its type."""
     types = {
-        v[0]: v[1] for s in db.query(f"SHOW FIELD KEYS FROM {measurement}") for v in s["values"]
+        v[0]: v[1]
+        for s in db.query(show_field_keys(measurement))
+        for v in s["values"]
     }
     cast = {"float": float, "integer": int, "string": str, "boolean": bool}
     out = []
-    for s in db.query(f"SELECT * FROM {measurement} WHERE {where} GROUP BY *"):
+    for s in db.query(str(select(measurement).where(where).group_by("*"))):
         tags = _tagset(s.get("tags") or {})
         cols = s["columns"]
         for row in s["values"]:
@@ -463,13 +327,13 @@ def run(
     report = RunReport(via, start, end)
     for rollup in ROLLUPS:
         for interval, (size, _) in INTERVALS.items():
-            target = f"{rollup.measurement}_{interval}"
+            target = rollup.target.at(interval)
             shift = offset_s(size, retention.utc_offset_h)
             for lo, hi in _chunks(start, end, size, shift):
-                q = statement(
+                q = str(rollup_select(
                     rollup, interval, database=database, utc_offset_h=retention.utc_offset_h,
                     into=via == "into", start_ms=lo * 1000, end_ms=hi * 1000,
-                )  # fmt: skip
+                ))  # fmt: skip
                 report.statements += 1
                 if via == "into":
                     report.add(target, _written(db.query(q)))
@@ -477,125 +341,23 @@ def run(
                     lines = _rollup_lines(rollup, interval, db.query(q))
                     db.write(lines, rp=HISTORY)
                     report.add(target, len(lines))
-    for measurement in ALERT_MEASUREMENTS:
-        lo = start - ALERT_LOOKBACK_S if measurement == "alert" else start
+    for alerts in ALERT_MEASUREMENTS:
+        measurement = alerts.name
+        lo = start - ALERT_LOOKBACK_S if alerts is Alert else start
         where = f"time >= {math.floor(lo * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
         report.statements += 1
         if via == "into":
-            q = f"SELECT * INTO {database}.{HISTORY}.{measurement} FROM {RAW}.{measurement} "
-            report.add(measurement, _written(db.query(f"{q}WHERE {where} GROUP BY *")))
+            q = select(measurement, policy=RAW).into(measurement, HISTORY, database)
+            report.add(measurement, _written(db.query(str(q.where(where).group_by("*")))))
         else:
             lines = _copy_lines(db, measurement, where)
             db.write(lines, rp=HISTORY)
             report.add(measurement, len(lines))
     lines = sleep_lines(db, retention, start=start, end=end)
     db.write(lines, rp=HISTORY)
-    report.add("sleep_1d", len(lines))
+    report.add(Sleep.name, len(lines))
     log.info("rollup run via %s: %s", via, report.written)
     return report
-
-
-def night_summary(
-    t: np.ndarray, present: np.ndarray, start: float, end: float
-) -> dict[str, float] | None:
-    """Time in bed, exits, first in and last out within ``[start, end)`` from bed readings
-    (times ``t`` sorted, readings after ``end`` only tell when the last one stops).
-
-    >>> t = np.arange(0.0, 100.0, 10.0)
-    >>> p = np.array([0, 1, 1, 0, 0, 1, 1, 1, 0, 0], bool)
-    >>> night_summary(t, p, 0.0, 100.0)
-    {'in_bed_s': 50.0, 'exits': 1.0, 'covered_s': 100.0, 'first_in': 10.0, 'last_out': 80.0}
-    """
-    inside = (t >= start) & (t < end)
-    if not inside.any():
-        return None
-    following = np.r_[t[1:], np.inf]
-    stands = np.minimum(np.minimum(following, t + MAX_GAP_S), end) - t
-    ti, pi, di = t[inside], present[inside], stands[inside]
-    summary = {"in_bed_s": float(di[pi].sum()), "exits": 0.0, "covered_s": float(di.sum())}
-    if pi.any():
-        first, last = int(np.argmax(pi)), int(np.flatnonzero(pi)[-1])
-        summary["exits"] = float(np.count_nonzero(pi[:last] & ~pi[1 : last + 1]))
-        summary["first_in"] = float(ti[first])
-        summary["last_out"] = float(ti[last] + di[last])
-    return summary
-
-
-def local_midnight(day: int, utc_offset_h: float) -> float:
-    """Unix time of the site's local midnight starting ``day`` (days since 1970, local)."""
-    return day * DAY_S - utc_offset_h * 3600
-
-
-def nights(start: float, end: float, utc_offset_h: float = 0.0) -> list[int]:
-    """Local days whose night ended within ``(start, end]``.
-
-    >>> nights(10 * 86400, 12 * 86400)  # nights ending at 12:00 on days 10 and 11
-    [9, 10]
-    """
-    local = utc_offset_h * 3600
-    first = math.floor((start + local) / DAY_S) - 2
-    last = math.floor((end + local) / DAY_S) + 1
-    return [
-        d
-        for d in range(first, last + 1)
-        if start < local_midnight(d, utc_offset_h) + NIGHT_H[1] * 3600 <= end
-    ]
-
-
-def _elder_filter(elders: Sequence[str]) -> str:
-    bad = [e for e in elders if not re.fullmatch(ID_PATTERN, e)]
-    if bad:
-        raise ValueError(f"not an elder id: {bad[0]!r}")
-    return "(" + " OR ".join(f"elder = {quote_literal(e)}" for e in elders) + ")"
-
-
-def list_bed_elders(db: InfluxClient) -> list[str]:
-    found = {
-        str(v[1])
-        for s in db.query('SHOW TAG VALUES FROM bed WITH KEY = "elder"')
-        for v in s.get("values") or []
-    }
-    return sorted(found)
-
-
-def sleep_nights(
-    db: InfluxClient,
-    retention: RetentionSettings,
-    *,
-    start: float,
-    end: float,
-    elders: Sequence[str] | None = None,
-) -> Iterator[tuple[dict[str, str], float, dict[str, FieldValue | None]]]:
-    """Tags, local midnight and ``sleep_1d`` fields of each night ended in ``(start, end]``,
-    for ``elders`` (default: every elder with a bed sensor)."""
-    offset = retention.utc_offset_h
-    days = nights(start, end, offset)
-    ids = list(elders) if elders is not None else list_bed_elders(db) if days else []
-    for day in days:
-        midnight = local_midnight(day, offset)
-        lo, hi = midnight + NIGHT_H[0] * 3600, midnight + NIGHT_H[1] * 3600
-        for i in range(0, len(ids), ELDERS_PER_QUERY):
-            q = (
-                f"SELECT presence FROM bed WHERE time >= {math.floor(lo * 1000)}ms "
-                f"AND time < {math.ceil((hi + MAX_GAP_S) * 1000)}ms AND "
-                f"{_elder_filter(ids[i : i + ELDERS_PER_QUERY])} GROUP BY site, elder"
-            )
-            for s in db.query(q):
-                values = s["values"]
-                t = np.array([v[0] for v in values], np.float64) / 1000
-                present = np.array([bool(v[1]) for v in values], bool)
-                night = night_summary(t, present, lo, hi)
-                if night is None:
-                    continue
-                fields: dict[str, FieldValue | None] = {
-                    "in_bed_s": round(night["in_bed_s"]),
-                    "exits": round(night["exits"]),
-                    "covered_s": round(night["covered_s"]),
-                }
-                if "first_in" in night:
-                    fields["bedtime_h"] = round((night["first_in"] - midnight) / 3600, 4)
-                    fields["rise_h"] = round((night["last_out"] - midnight - DAY_S) / 3600, 4)
-                yield s.get("tags") or {}, midnight, fields
 
 
 def sleep_lines(
@@ -603,6 +365,6 @@ def sleep_lines(
 ) -> list[str]:
     """``sleep_1d`` points of every elder for the nights that ended in ``(start, end]``."""
     return [
-        line("sleep_1d", _tagset(tags), fields, round(midnight * 1000))
+        line(Sleep.name, _tagset(tags), fields, round(midnight * 1000))
         for tags, midnight, fields in sleep_nights(db, retention, start=start, end=end)
     ]

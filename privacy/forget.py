@@ -41,14 +41,16 @@ import paho.mqtt.client as mqtt
 import typer
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from homecare import query as q
 from homecare.contract import ID_PATTERN, TOPIC_ROOT
-from homecare.influx import InfluxClient, InfluxError, quote_literal
+from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import mqtt_client
+from homecare.schema import ELDER, SITE, DeadLetter, SecurityEvent
 from homecare.settings import Settings
 
 log = logging.getLogger(__name__)
 
-NAMED_IN_TEXT = {"dead_letter": ("topic", "payload", "detail"), "security_event": ("detail",)}
+NAMED_IN_TEXT = {DeadLetter.name: DeadLetter.TEXT, SecurityEvent.name: SecurityEvent.TEXT}
 """Measurements whose string fields may name an elder other than (or without) their tags."""
 RETAINED_WAIT_S = 1.0
 """How long the broker is given to send the retained messages under the elder's topics."""
@@ -87,19 +89,19 @@ class ForgetReport:
 
 
 def _where(elder: str, site: str | None) -> str:
-    for name, value in (("elder", elder), ("site", site)):
+    for name, value in ((ELDER, elder), (SITE, site)):
         if value is not None and not re.fullmatch(ID_PATTERN, value):
             raise ValueError(f"{name} id {value!r} is not {ID_PATTERN}")
-    return f"\"elder\" = '{elder}'" + (f" AND \"site\" = '{site}'" if site else "")
+    return q.equal(ELDER, elder) + (f" AND {q.equal(SITE, site)}" if site else "")
 
 
 def _naming(elder: str, site: str | None, fields: tuple[str, ...]) -> str:
     """A WHERE clause matching points whose text fields name the elder (a whole id)."""
     who = f"{site}\\/{elder}" if site else elder  # with a site: a topic of that site
-    word = f"/(^|[^A-Za-z0-9_-]){who}([^A-Za-z0-9_-]|$)/"
+    word = f"(^|[^A-Za-z0-9_-]){who}([^A-Za-z0-9_-]|$)"
     # Points tagged with the elder are counted (and dropped) as the elder's series.
-    tagged = f"\"elder\" != '{elder}'" + (f" OR \"site\" != '{site}'" if site else "")
-    return "(" + " OR ".join(f'"{f}" =~ {word}' for f in fields) + f") AND ({tagged})"
+    tagged = q.not_equal(ELDER, elder) + (f" OR {q.not_equal(SITE, site)}" if site else "")
+    return "(" + " OR ".join(q.matches(f, word) for f in fields) + f") AND ({tagged})"
 
 
 def _policies(db: InfluxClient) -> list[str]:
@@ -115,11 +117,12 @@ def survey(db: InfluxClient, elder: str, site: str | None = None) -> ForgetRepor
     report = ForgetReport(elder, site)
     where = _where(elder, site)
     for rp in _policies(db):
-        for s in db.query(f'SHOW SERIES FROM "{rp}"./.*/ WHERE {where}', epoch=None):
+        for s in db.query(q.show_series(rp, where), epoch=None):
             for (key,) in s["values"]:
                 name = f"{rp}.{_measurement(key)}"
                 report.series[name] = report.series.get(name, 0) + 1
-        for s in db.query(f'SELECT count(*) FROM "{rp}"./.*/ WHERE {where}'):
+        counted = q.Select(("count(*)",), q.every_measurement(rp)).where(where)
+        for s in db.query(str(counted)):
             points = max((n or 0 for n in s["values"][0][1:]), default=0)
             if points:
                 report.points[f"{rp}.{s['name']}"] = points
@@ -137,11 +140,8 @@ def _text_points(
 ) -> list[dict[str, Any]]:  # fmt: skip
     """The points of an untagged measurement whose text names the elder, with their tags."""
     try:
-        return db.rows(
-            f'SELECT "{fields[0]}" FROM "{rp}"."{measurement}" '
-            f"WHERE {_naming(elder, site, fields)} GROUP BY *",
-            epoch="ns",
-        )
+        found = q.select(measurement, q.field(fields[0]), policy=rp)
+        return db.rows(str(found.where(_naming(elder, site, fields)).group_by("*")), epoch="ns")
     except InfluxError as exc:  # the measurement lacks one of the fields in this policy
         log.debug("no %s.%s points to match: %s", rp, measurement, exc)
         return []
@@ -155,15 +155,12 @@ def _erase_influx(db: InfluxClient, elder: str, site: str | None) -> None:
     for rp in _policies(db):
         for measurement, fields in NAMED_IN_TEXT.items():
             for row in _text_points(db, rp, measurement, elder, site, fields):
-                tags = " AND ".join(
-                    f'"{k}" = {quote_literal(v)}'
+                tags = [
+                    q.equal(k, v)
                     for k, v in row.items()
                     if k not in ("time", fields[0]) and isinstance(v, str)
-                )
-                clause = f"{tags} AND " if tags else ""
-                statements.append(
-                    f'DELETE FROM "{measurement}" WHERE {clause}time = {row["time"]}'
-                )
+                ]
+                statements.append(q.delete(measurement, *tags, f"time = {row['time']}"))
     for i in range(0, len(statements), DELETE_CHUNK):
         db.query("; ".join(statements[i : i + DELETE_CHUNK]))
 

@@ -87,7 +87,6 @@ class Escalate:
         assert self.proc is not None
         self.proc.proc.kill()
         self.proc.proc.wait(10)
-        self.proc.proc.stdout.close()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.proc.poll() is None:

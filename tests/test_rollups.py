@@ -19,10 +19,12 @@ from typer.testing import CliRunner
 from week import rolled_up
 
 from cli.main import app
+from homecare import nights, schema
 from homecare.influx import InfluxClient, line
+from homecare.query import rollup_select
+from homecare.schema import HISTORY, RAW
 from homecare.settings import InfluxSettings, RetentionSettings
 from ingest import rollups
-from ingest.rollups import HISTORY, RAW
 
 DAY = 86400
 
@@ -55,10 +57,10 @@ def test_install_creates_policies_and_queries_once(lifecycle):
         if s["name"] == "lifecycle"
         for v in s["values"]
     }
-    assert len(installed) == len(rollups.ROLLUPS) * len(rollups.INTERVALS)
+    assert len(installed) == len(schema.ROLLUPS) * len(schema.INTERVALS)
     # The continuous queries run exactly the statements `rollup run` runs.
-    sql = rollups.statement(rollups.ROLLUPS[1], "1d", database="lifecycle")
-    assert sql in installed["wearable_1d_active"]
+    sql = rollup_select(schema.ROLLUPS[1], "1d", database="lifecycle")
+    assert rollups.canonical(str(sql)) in rollups.canonical(installed["wearable_1d_active"])
 
 
 def _buckets(ts_s: np.ndarray, size: int) -> np.ndarray:
@@ -84,7 +86,7 @@ def test_rollups_match_the_raw_points(lifecycle):
                 std = np.array([r["mag_std"] for r in mine])
                 hr = np.array([r["hr"] for r in mine if r["hr"] is not None])
                 assert got["worn_s"] == len(mine)
-                assert (got["active_s"] or 0) == np.count_nonzero(std >= rollups.ACTIVE_G)
+                assert (got["active_s"] or 0) == np.count_nonzero(std >= schema.ACTIVE_G)
                 assert got["movement"] == pytest.approx(std.mean(), rel=1e-9)
                 assert got["steps"] == sum(r["steps"] for r in mine)
                 if len(hr):
@@ -122,7 +124,7 @@ def _nights_by_loop(rows: list[dict], start: float, end: float) -> tuple[float, 
         seen = True
         following = rows[i + 1]["time"] / 1000 if i + 1 < len(rows) else math.inf
         if r["presence"]:
-            in_bed += min(following, t + rollups.MAX_GAP_S, end) - t
+            in_bed += min(following, t + nights.MAX_GAP_S, end) - t
             exits += left
             left, was_in = False, True
         elif was_in:
@@ -136,7 +138,7 @@ def test_nights_match_the_raw_bed_readings(lifecycle):
     full_nights = 0
     for elder in week.elders:
         rows = db.rows(f"SELECT presence FROM raw.bed WHERE elder = '{elder}'")
-        for day in rollups.nights(week.start, week.end):
+        for day in nights.nights(week.start, week.end):
             midnight = day * DAY
             expected = _nights_by_loop(rows, midnight + 18 * 3600, midnight + 36 * 3600)
             got = sleep.get((elder, None, midnight))
@@ -155,8 +157,8 @@ def test_nights_match_the_raw_bed_readings(lifecycle):
 def test_write_path_gives_what_into_gives(week_influx):
     """The path for InfluxDB 2.x/3.x (no INTO): same statements, rows written back."""
     server, week = week_influx
-    measurements = [f"{r.measurement}_{i}" for r in rollups.ROLLUPS for i in rollups.INTERVALS]
-    measurements += ["sleep_1d", *rollups.ALERT_MEASUREMENTS]
+    measurements = [r.target.at(i) for r in schema.ROLLUPS for i in schema.INTERVALS]
+    measurements += ["sleep_1d", *(m.name for m in schema.ALERT_MEASUREMENTS)]
     with rolled_up(server, week, "lifecycle_w") as db:
         by_into = {m: _history(db, m) for m in dict.fromkeys(measurements)}
         db.query("DROP RETENTION POLICY history ON lifecycle_w")
@@ -211,15 +213,15 @@ def test_rollup_commands(week_influx, monkeypatch):
 
 
 KEPT = {
-    "": lambda f: True,
-    f"mag_std >= {rollups.ACTIVE_G:.3f}": lambda f: f["mag_std"] >= rollups.ACTIVE_G,
-    "presence = true": lambda f: f["presence"],
-    "opened = true": lambda f: f["opened"],
+    None: lambda f: True,
+    ("mag_std", ">=", f"{schema.ACTIVE_G:.3f}"): lambda f: f["mag_std"] >= schema.ACTIVE_G,
+    ("presence", "=", "true"): lambda f: f["presence"],
+    ("opened", "=", "true"): lambda f: f["opened"],
 }
 """Each rollup's WHERE as a test on one raw point's fields."""
 
 
-def _aggregate(fields: list[dict], rollup: rollups.Rollup) -> dict[str, float]:
+def _aggregate(fields: list[dict], rollup: schema.Rollup) -> dict[str, float]:
     """A rollup's fields over some raw points' fields (absent: no such data)."""
     reduce = {"count": len, "mean": np.mean, "sum": np.sum, "min": np.min, "max": np.max}
     kept = [f for f in fields if KEPT[rollup.where](f)]
@@ -240,8 +242,8 @@ def test_continuous_queries_fire_in_influxd(influx):
     rng = np.random.default_rng(5)
     now = time.time()
     buckets = {}
-    for interval, (size, _) in rollups.INTERVALS.items():
-        shift = rollups.offset_s(size, retention.utc_offset_h)
+    for interval, (size, _) in schema.INTERVALS.items():
+        shift = schema.offset_s(size, retention.utc_offset_h)
         buckets[interval] = (size, int((now - shift) // size * size + shift))
     hour, day = buckets["1h"][1], buckets["1d"][1]
     # Every minute of the open hour, and other minutes of the open day, past or future (the
@@ -283,13 +285,13 @@ def test_continuous_queries_fire_in_influxd(influx):
     def expected(with_late: bool) -> dict[tuple, float]:
         out = {}
         for (source, elder, role), points in raw.items():
-            for rollup in (r for r in rollups.ROLLUPS if r.source == source):
+            for rollup in (r for r in schema.ROLLUPS if r.source.name == source):
                 for interval, (size, start) in buckets.items():
                     mine = [
                         f for t, f, late in points
                         if start <= t < start + size and (with_late or not late)
                     ]  # fmt: skip
-                    key = (f"{rollup.measurement}_{interval}", elder, role or None, start * 1000)
+                    key = (rollup.target.at(interval), elder, role or None, start * 1000)
                     for name, value in _aggregate(mine, rollup).items():
                         out[(*key, name)] = value
         return out
