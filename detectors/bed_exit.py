@@ -38,7 +38,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     DOOR_ROLES,
@@ -52,23 +51,11 @@ from detectors.base import (
     waves,
 )
 from detectors.care import Care, CareRows
+from homecare.thresholds import BedExitSettings
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
 
 FRIDGE = DOOR_ROLES.index("fridge")
-
-
-class BedExitSettings(BaseModel):
-    """How the personal out-of-bed limit is learned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of past trips.")
-    margin: float = Field(default=1.5, ge=1, description="The quantile times this.")
-    prior_trips: float = Field(default=10.0, ge=0, description="Shrinkage to the care default.")
-    max_trip_s: float = Field(
-        default=3 * 3600.0, gt=0, description="Longer: up for the day, not a trip."
-    )
 
 
 def night_trips(

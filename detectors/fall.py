@@ -56,74 +56,13 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import AccelBatch, Detection, Floats, Rows, Severity, grow
+from homecare.thresholds import FallSettings
 
 __all__ = ["FallDetector", "FallSettings", "confirms", "resample"]
 
 _EPS = 1e-6
-
-
-class FallSettings(BaseModel):
-    """Thresholds of each stage; round, physically meaningful numbers, not tuned decimals."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rate_hz: float = Field(
-        default=50.0, gt=0, description="Working rate every input is resampled to."
-    )
-    impact_g: float = Field(
-        default=1.4, gt=1, description="Impact: 0.2 s mean magnitude at least this."
-    )
-    impact_window_s: float = Field(default=0.2, gt=0, description="Averaging window of the impact.")
-    impact_lookback_s: float = Field(
-        default=2.0,
-        gt=0,
-        description="The impact is the largest within this time before the last one.",
-    )
-    freefall_g: float = Field(
-        default=0.9, gt=0, description="Free-fall dip: 0.1 s mean at most this."
-    )
-    freefall_window_s: float = Field(
-        default=1.0, gt=0, description="Time before impact for the dip."
-    )
-    drop_g: float = Field(default=0.2, ge=0, description="Below this the device is in free flight.")
-    drop_s: float = Field(default=0.2, gt=0, description="Free flight this long: a dropped device.")
-    pre_gap_s: float = Field(
-        default=1.0, ge=0, description="Posture before ends this long pre-impact."
-    )
-    pre_window_s: float = Field(
-        default=2.0, gt=0, description="Length of the posture-before window."
-    )
-    posture_deg: float = Field(
-        default=45.0, gt=0, le=180, description="Posture change at least this."
-    )
-    settle_s: float = Field(
-        default=1.0, ge=0, description="Stillness window starts this after impact."
-    )
-    still_window_s: float = Field(default=10.0, gt=0, description="Length of the stillness window.")
-    still_g: float = Field(
-        default=0.1, gt=0, description="Activity (g) at most this counts as still."
-    )
-    still_fraction: float = Field(
-        default=0.7, gt=0, le=1, description="Share of still samples needed."
-    )
-    offbody_g: float = Field(default=0.004, ge=0, description="Mean activity below this: not worn.")
-    max_gap_s: float = Field(
-        default=1.0, gt=0, description="A longer gap between frames clears history."
-    )
-
-    @property
-    def history_s(self) -> float:
-        """Seconds of samples kept per row: enough for the posture before any impact."""
-        stages = self.impact_lookback_s + self.pre_gap_s + self.pre_window_s
-        return stages + self.impact_window_s + self.settle_s + 1.0
-
-    @property
-    def max_delay_s(self) -> float:
-        """Longest time from the impact to its detection, not counting the frame length."""
-        return self.impact_lookback_s + self.settle_s + self.still_window_s
 
 
 def confirms(

@@ -63,7 +63,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     BatchStream,
@@ -75,6 +74,7 @@ from detectors.base import (
     Times,
 )
 from detectors.care import Care, CareRows
+from homecare.thresholds import InactivitySettings
 
 __all__ = [
     "InactivityDetector",
@@ -85,32 +85,6 @@ __all__ = [
 ]
 
 H = 3600.0
-
-
-class InactivitySettings(BaseModel):
-    """What counts as a sign, and how the personal limit is learned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    move_g: float = Field(default=0.02, gt=0, description="Wearable mag_std at least this: moving.")
-    bed_move: float = Field(default=0.1, gt=0, le=1, description="Bed movement at least this.")
-    bed_fresh_s: float = Field(
-        default=120.0, gt=0, description="A presence reading means in bed for this long."
-    )
-    quantile: float = Field(default=0.95, gt=0.5, lt=1, description="Quantile of the limit.")
-    margin: float = Field(default=1.25, ge=1, description="Learned quantile times this.")
-    harmonics: int = Field(default=3, ge=1, le=6, description="Daily sine/cosine pairs.")
-    min_gap_s: float = Field(
-        default=300.0, gt=0, description="Shorter stillness is not worth modelling."
-    )
-    min_hours: int = Field(default=48, ge=8, description="Fewer observed hours: no fit.")
-    prior_days: float = Field(default=7.0, ge=0, description="Shrinkage towards the care default.")
-    lying_deg: float = Field(
-        default=60.0, gt=0, lt=180, description="Trunk this far from upright: lying."
-    )
-    upright_weight: float = Field(
-        default=0.2, gt=0, le=1, description="Weight of a batch's walking frames in upright."
-    )
 
 
 def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> Bools:

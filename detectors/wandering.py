@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from detectors.base import (
     DOOR_ROLES,
@@ -39,16 +38,11 @@ from detectors.base import (
     waves,
 )
 from detectors.care import Care, CareRows
+from homecare.thresholds import WanderingSettings
 
 __all__ = ["WanderingDetector", "WanderingSettings"]
 
 FRONT = DOOR_ROLES.index("front")
-
-
-class WanderingSettings(BaseModel):
-    """Nothing to tune here: the sleep window and the wait come from :class:`Care`."""
-
-    model_config = ConfigDict(frozen=True)
 
 
 class WanderingDetector(CareRows):

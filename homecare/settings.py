@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homecare import contract
+from homecare.thresholds import DetectorSettings
 
 
 def _read_secret(value: SecretStr | None, path: Path | None) -> SecretStr | None:
@@ -297,6 +298,7 @@ class Settings(BaseSettings):
     contract: ContractSettings = ContractSettings()
     ingest: IngestSettings = IngestSettings()
     detect: DetectSettings = DetectSettings()
+    detectors: DetectorSettings = DetectorSettings()
     escalate: EscalateSettings = EscalateSettings()
     retention: RetentionSettings = RetentionSettings()
     grafana: GrafanaSettings = GrafanaSettings()
