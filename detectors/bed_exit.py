@@ -48,6 +48,7 @@ from detectors.base import (
     Severity,
     Times,
     group_quantile,
+    overdue,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -131,26 +132,18 @@ class BedExitDetector(CareRows):
         return np.clip(mix, lo, self.care.limit("bed_exit_max_s", rows))
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
-            return []
-        out = now - self.out_since[: self.n]
-        waiting = np.flatnonzero(~np.isnan(out) & ~self.fired[: self.n])
-        if len(waiting) == 0:
-            return []
-        limit = self.limit_s(waiting)
-        late = out[waiting] > limit
-        found = [
+        n = self.n
+        rows, out, limit = overdue(self.out_since[:n], self.fired[:n], now, self.limit_s)
+        return [
             Detection(
                 self.kind,
                 int(r),
                 now,
                 Severity.WARNING,
-                {"out_s": round(float(out[r]), 1), "limit_s": round(float(lim), 1)},
+                {"out_s": round(float(o), 1), "limit_s": round(float(lim), 1)},
             )
-            for r, lim in zip(waiting[late], limit[late], strict=True)
+            for r, o, lim in zip(rows, out, limit, strict=True)
         ]
-        self.fired[waiting[late]] = True
-        return found
 
     def fit(self, rows: Rows, durations: Times) -> None:
         """Learn each row's limit from its past night trips (as from :func:`night_trips`);

@@ -72,6 +72,7 @@ from detectors.base import (
     Rows,
     Severity,
     Times,
+    overdue,
 )
 from detectors.care import Care, CareRows
 from homecare.thresholds import InactivitySettings
@@ -248,56 +249,39 @@ class InactivityDetector(CareRows):
         return np.clip(mix, lo, hi)
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
+        """Three timers, each fired once per wait: no sign of activity (out of bed), no
+        bed movement (in bed), lying out of bed."""
+        n, s, care = self.n, self.settings, self.care
+        if n == 0:
             return []
-        rows = np.arange(self.n)
-        s = self.settings
-        in_bed = self.in_bed[: self.n] & (now - self.bed_ts[: self.n] <= s.bed_fresh_s)
-        gap = now - self.last_active[: self.n]
-        found: list[Detection] = []
+        in_bed = self.in_bed[:n] & (now - self.bed_ts[:n] <= s.bed_fresh_s)
         # only rows past their care level's lowest limit need their personal limit
-        floor = self.care.limit("inactivity_min_s", rows)
-        check = np.flatnonzero(~in_bed & ~self.fired[: self.n] & (gap > floor))
-        if len(check):
-            limit = self.limit_s(check, now)
-            over = gap[check] > limit
-            for i in np.flatnonzero(over):
-                r = int(check[i])
-                found.append(self._detection(r, now, gap[r], limit[i], 0.0))
-            self.fired[check[over]] = True
-        still = now - self.bed_move_ts[: self.n]
-        bed_limit = self.care.limit("in_bed_still_s", rows)
-        hit = np.flatnonzero(in_bed & ~self.fired_bed[: self.n] & (still > bed_limit))
-        for b in hit:
-            found.append(self._detection(int(b), now, still[b], bed_limit[b], 1.0))
-        self.fired_bed[hit] = True
-        found += self._lying(now)
+        floor = care.limit("inactivity_min_s", np.arange(n))
+        gaps = overdue(
+            self.last_active[:n], self.fired[:n], now, lambda r: self.limit_s(r, now),
+            where=~in_bed, floor=floor,
+        )  # fmt: skip
+        still = overdue(
+            self.bed_move_ts[:n], self.fired_bed[:n], now,
+            lambda r: care.limit("in_bed_still_s", r), where=in_bed,
+        )  # fmt: skip
+        lying, upright = self.lying_ts[:n], self.upright_ts[:n]
+        lies = overdue(
+            # from the last upright frame (within a frame of lying down) or leaving the bed
+            np.maximum(upright, self.occupied_ts[:n]), self.fired_lying[:n], now,
+            lambda r: care.limit("lying_s", r),
+            where=(lying > upright)  # NaN (never lying, or never upright) compares False
+            & (now - lying <= s.bed_fresh_s)  # on a body, still streaming
+            & ~self.in_bed[:n] & (now - self.bed_ts[:n] <= s.bed_fresh_s),  # a bed says empty
+        )  # fmt: skip
+        found = [
+            self._detection(int(r), now, float(w), float(lim), bed, lying=lie)
+            for (rows, waited, limit), bed, lie in ((gaps, 0.0, False), (still, 1.0, False),
+                                                    (lies, 0.0, True))
+            for r, w, lim in zip(rows, waited, limit, strict=True)
+        ]  # fmt: skip
         found.sort(key=lambda d: d.row)
         return found
-
-    def _lying(self, now: float) -> list[Detection]:
-        """Rows lying on a body, still streaming, out of a bed that reports it empty."""
-        n, s = self.n, self.settings
-        lying, since = self.lying_ts[:n], self.upright_ts[:n]
-        cand = (
-            (lying > since)  # NaN (never lying, or never upright) compares False
-            & (now - lying <= s.bed_fresh_s)
-            & ~self.in_bed[:n]
-            & (now - self.bed_ts[:n] <= s.bed_fresh_s)
-            & ~self.fired_lying[:n]
-        )
-        rows = np.flatnonzero(cand)
-        if len(rows) == 0:
-            return []
-        # from the last upright frame (within a frame of lying down) or leaving the bed
-        lie = now - np.maximum(since[rows], self.occupied_ts[rows])
-        limit = self.care.limit("lying_s", rows)
-        over = lie > limit
-        self.fired_lying[rows[over]] = True
-        return [
-            self._detection(int(r), now, float(g), float(lim), 0.0, lying=True)
-            for r, g, lim in zip(rows[over], lie[over], limit[over], strict=True)
-        ]
 
     def _detection(
         self, row: int, now: float, gap: float, limit: float, bed: float, *, lying: bool = False

@@ -35,6 +35,7 @@ from detectors.base import (
     ReadingBatch,
     Rows,
     Severity,
+    overdue,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -91,28 +92,22 @@ class WanderingDetector(CareRows):
         self.out_since[rows] = np.nan
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
-            return []
-        out = now - self.out_since[: self.n]
-        waiting = np.flatnonzero(~np.isnan(out) & ~self.fired[: self.n])
-        if len(waiting) == 0:
-            return []
-        limit = self.care.limit("wander_return_s", waiting)
-        late = out[waiting] > limit
-        found = [
+        n = self.n
+        rows, out, limit = overdue(
+            self.out_since[:n], self.fired[:n], now, lambda r: self.care.limit("wander_return_s", r)
+        )
+        return [
             Detection(
                 self.kind,
                 int(r),
                 now,
                 Severity.WARNING,
                 {
-                    "out_s": round(float(out[r]), 1),
+                    "out_s": round(float(o), 1),
                     "limit_s": float(lim),
                     "door_closed": float(self.closed[r]),
                     "opened_ts": float(self.out_since[r]),
                 },
             )
-            for r, lim in zip(waiting[late], limit[late], strict=True)
+            for r, o, lim in zip(rows, out, limit, strict=True)
         ]
-        self.fired[waiting[late]] = True
-        return found
