@@ -51,7 +51,7 @@ from detectors.base import (
     overdue,
     waves,
 )
-from detectors.care import Care, CareRows
+from detectors.care import Care, CareRows, shrunk
 from homecare.thresholds import BedExitSettings
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
@@ -121,13 +121,7 @@ class BedExitDetector(CareRows):
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:
         """Each row's limit: learned, shrunk towards the care default, clipped to its bounds."""
         default = self.care.limit("bed_exit_default_s", rows)
-        learned = self.learned[rows].astype(np.float64)
-        w = np.where(np.isnan(learned), 0.0, self.weight[rows])
-        mix = default.copy()
-        some = w > 0
-        if some.any():
-            ws = w[some]
-            mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+        mix = shrunk(default, self.learned[rows], self.weight[rows])
         lo = self.care.limit("bed_exit_min_s", rows)
         return np.clip(mix, lo, self.care.limit("bed_exit_max_s", rows))
 

@@ -37,7 +37,10 @@ import numpy.typing as npt
 from detectors.base import Bools, Rows, RowState, Times, grow
 from homecare.thresholds import DAY_S, CareLimits, CareTable
 
-__all__ = ["CARE_TABLE", "CARE_TABLE_FILE", "DAY_S", "Care", "CareLimits", "CareTable"]
+__all__ = [
+    "CARE_TABLE", "CARE_TABLE_FILE", "DAY_S", "Care", "CareLimits", "CareRows", "CareTable",
+    "shrunk",
+]  # fmt: skip
 
 H = 3600.0
 M = 60.0
@@ -169,3 +172,25 @@ class CareRows(RowState):
             self._grow(top)
             self.care.ensure(top)
             self.n = top
+
+
+def shrunk(
+    default: npt.NDArray[np.float64],
+    learned: npt.NDArray[np.floating],
+    weight: npt.NDArray[np.floating],
+) -> npt.NDArray[np.float64]:
+    """A learned duration limit shrunk towards the care-level default: their geometric
+    mean weighted by ``weight`` (0: the default; NaN learned: nothing learned), since
+    duration limits scale multiplicatively. The caller clips it to the level's bounds.
+
+    >>> shrunk(np.array([100.0, 100.0]), np.array([400.0, np.nan]), np.array([0.5, 0.9]))
+    array([200., 100.])
+    """
+    learned = np.asarray(learned, np.float64)
+    w = np.where(np.isnan(learned), 0.0, weight)
+    mix = default.copy()
+    some = w > 0
+    if some.any():
+        ws = w[some]
+        mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+    return mix

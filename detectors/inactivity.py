@@ -74,7 +74,7 @@ from detectors.base import (
     Times,
     overdue,
 )
-from detectors.care import Care, CareRows
+from detectors.care import Care, CareRows, shrunk
 from homecare.thresholds import InactivitySettings
 
 __all__ = [
@@ -237,13 +237,7 @@ class InactivityDetector(CareRows):
         care = self.care
         hour = (care.local_s(rows, now) // H).astype(np.int64)
         default = care.limit("inactivity_default_s", rows)
-        learned = self.learned[rows, hour].astype(np.float64)
-        w = np.where(np.isnan(learned), 0.0, self.weight[rows])
-        mix = default.copy()
-        some = w > 0
-        if some.any():  # a geometric mean: limits scale multiplicatively
-            ws = w[some]
-            mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+        mix = shrunk(default, self.learned[rows, hour], self.weight[rows])
         lo = care.limit("inactivity_min_s", rows)
         hi = care.limit("inactivity_max_s", rows)
         return np.clip(mix, lo, hi)
