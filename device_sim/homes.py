@@ -3,10 +3,13 @@
 Each elder has three devices: a wearable (``w0001``: a frame every second, SOS/OK
 buttons), a bed sensor (``b0001``: a reading every ``bed_period_s``) and a door hub
 (``d0001``: front, bathroom, bedroom and fridge contacts). Every device reports its
-status every ``status_period_s``. All elders advance together: per second, the
-state of everyone is a handful of numpy arrays and frames are generated and
-JSON-encoded for all of them at once; only the few elders whose activity changes
-or who have a door event that second are touched one by one.
+status every ``status_period_s``. All elders advance together: :func:`timeline` says
+what every elder does in a stretch of seconds (numpy arrays elder × second: the routine,
+then the injected events on top), :class:`Body` steps heart rate and battery over it,
+and :class:`Simulation` renders it as messages, frames generated and JSON-encoded for
+all elders at once; only the few elders whose activity changes or who have a door event
+in the stretch are walked one by one. The fast path of an evaluation
+(:func:`device_sim.scenarios.iter_streams`) renders the same timeline as decoded columns.
 
 While the wearable is off the body (charging at night, or during the morning wash
 for elders who wear it 24/7) it publishes **no frames**, only its status. While an
