@@ -133,3 +133,21 @@ def test_the_shipped_care_table_is_the_documented_one() -> None:
     assert CareTable.from_toml(CARE_TABLE_FILE) == CARE_TABLE
     assert "NEWS2" in CARE_TABLE_FILE.read_text()  # the source of the vital-sign limits
     assert Settings().detectors.care is None  # no override: the shipped table
+
+
+def test_the_settings_table_command_prints_and_rewrites_the_table(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from homecare.settings import TABLE_END, TABLE_START, settings_table
+
+    printed = CliRunner().invoke(app, ["settings", "table"])
+    assert printed.exit_code == 0, printed.output
+    assert printed.output == settings_table()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n{TABLE_START}\n| stale |\n{TABLE_END}\n\nafter\n")
+    wrote = CliRunner().invoke(app, ["settings", "table", "--readme", str(readme)])
+    assert wrote.exit_code == 0, wrote.output
+    text = readme.read_text()
+    assert "| stale |" not in text
+    assert text == f"# x\n\n{TABLE_START}\n{settings_table()}{TABLE_END}\n\nafter\n"
