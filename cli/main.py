@@ -25,6 +25,7 @@ from homecare.runtime import (
     stop_on_signals,
     tune_gc_for_service,
 )
+from homecare.settings import settings_table, with_settings_table
 from ingest.cli import app as rollup_app
 from privacy.forget import elder_app
 
@@ -45,6 +46,22 @@ app.command("report")(report_command)
 app.add_typer(devices_app, name="devices")
 app.add_typer(elder_app, name="elder")
 app.add_typer(dashboards_app, name="dashboards")
+settings_app = typer.Typer(no_args_is_help=True, help="The settings and their defaults.")
+app.add_typer(settings_app, name="settings")
+
+
+@settings_app.command("table")
+def settings_table_command(
+    readme: Annotated[
+        Path | None, typer.Option(help="Rewrite the settings table inside this README.")
+    ] = None,
+) -> None:
+    """Print every setting (variable, default, what) as Markdown, from the settings models."""
+    if readme is None:
+        typer.echo(settings_table(), nl=False)
+        return
+    readme.write_text(with_settings_table(readme.read_text()))
+    typer.echo(f"wrote the settings table into {readme}")
 
 
 @app.callback(help=__doc__)

@@ -13,7 +13,7 @@ from detectors.base import (
     tick_all,
 )
 from detectors.bed_exit import BedExitDetector, BedExitSettings
-from detectors.care import CARE_TABLE, Care, CareLimits
+from detectors.care import CARE_TABLE, Care, CareLimits, CareTable
 from detectors.device_health import DeviceHealthDetector, DeviceHealthSettings
 from detectors.fall import FallDetector, FallSettings
 from detectors.inactivity import InactivityDetector, InactivitySettings
@@ -32,6 +32,7 @@ __all__ = [
     "BedExitSettings",
     "Care",
     "CareLimits",
+    "CareTable",
     "Detection",
     "Detector",
     "DeviceHealthDetector",

@@ -26,7 +26,7 @@ lets time pass for detectors that fire because nothing happened (inactivity, off
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -282,6 +282,45 @@ def waves(rows: Rows) -> list[npt.NDArray[np.intp]] | None:
     wave = np.empty(n, np.intp)
     wave[order] = idx - first
     return [np.flatnonzero(wave == w) for w in range(int(wave.max()) + 1)]
+
+
+def overdue(
+    since: Times,
+    fired: Bools,
+    now: float,
+    limit: Callable[[Rows], npt.NDArray[np.float64]],
+    *,
+    where: Bools | None = None,
+    floor: npt.NDArray[np.float64] | None = None,
+) -> tuple[Rows, Times, npt.NDArray[np.float64]]:
+    """The timer "out since t, fire once past a limit", for every row at once.
+
+    ``since[r]`` is when row r's wait began (NaN: not waiting) and ``fired[r]`` whether it
+    was reported in this wait; the caller re-arms it (``fired[r] = False``) when a new
+    wait begins. ``limit`` gives the limit of candidate rows (asked only for rows that
+    are waiting, not yet reported, in ``where`` and, if ``floor`` is given, past their
+    floor: a cheap lower bound of the limit). Returns the rows past their limit, in row
+    order, with their time waited and limit, and marks them reported.
+
+    >>> since, fired = np.array([0.0, np.nan, 50.0]), np.zeros(3, bool)
+    >>> rows, waited, lim = overdue(since, fired, 100.0, lambda r: np.full(len(r), 60.0))
+    >>> rows.tolist(), waited.tolist(), fired.tolist()
+    ([0], [100.0], [True, False, False])
+    >>> overdue(since, fired, 200.0, lambda r: np.full(len(r), 60.0))[0].tolist()  # once
+    [2]
+    """
+    waited = now - since
+    due = ~fired & (~np.isnan(waited) if floor is None else waited > floor)
+    if where is not None:
+        due &= where
+    rows = np.flatnonzero(due)
+    if len(rows) == 0:
+        return rows, np.zeros(0), np.zeros(0)
+    lim = limit(rows)
+    over = waited[rows] > lim
+    rows = rows[over]
+    fired[rows] = True
+    return rows, waited[rows], lim[over]
 
 
 def group_quantile(

@@ -612,11 +612,12 @@ def refit(
         if old is not None and not end_s - days * DAY_S < old.end <= end_s:
             old = None  # too old to help, or from the future (a replay): query it all
     t0 = time.perf_counter()
-    care = Care()
+    th = settings.detectors
+    care = Care(th.care)
     detectors = [
-        InactivityDetector(care=care),
-        BedExitDetector(care=care),
-        MorningDetector(care=care),
+        InactivityDetector(th.inactivity, care),
+        BedExitDetector(th.bed_exit, care),
+        MorningDetector(th.morning, care),
     ]
     with InfluxClient(settings.influx) as db:
         query_days = days if old is None else (end_s - old.end + overlap_s) / DAY_S

@@ -38,7 +38,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     DOOR_ROLES,
@@ -49,26 +48,15 @@ from detectors.base import (
     Severity,
     Times,
     group_quantile,
+    overdue,
     waves,
 )
-from detectors.care import Care, CareRows
+from detectors.care import Care, CareRows, shrunk
+from homecare.thresholds import BedExitSettings
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
 
 FRIDGE = DOOR_ROLES.index("fridge")
-
-
-class BedExitSettings(BaseModel):
-    """How the personal out-of-bed limit is learned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of past trips.")
-    margin: float = Field(default=1.5, ge=1, description="The quantile times this.")
-    prior_trips: float = Field(default=10.0, ge=0, description="Shrinkage to the care default.")
-    max_trip_s: float = Field(
-        default=3 * 3600.0, gt=0, description="Longer: up for the day, not a trip."
-    )
 
 
 def night_trips(
@@ -133,37 +121,23 @@ class BedExitDetector(CareRows):
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:
         """Each row's limit: learned, shrunk towards the care default, clipped to its bounds."""
         default = self.care.limit("bed_exit_default_s", rows)
-        learned = self.learned[rows].astype(np.float64)
-        w = np.where(np.isnan(learned), 0.0, self.weight[rows])
-        mix = default.copy()
-        some = w > 0
-        if some.any():
-            ws = w[some]
-            mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+        mix = shrunk(default, self.learned[rows], self.weight[rows])
         lo = self.care.limit("bed_exit_min_s", rows)
         return np.clip(mix, lo, self.care.limit("bed_exit_max_s", rows))
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
-            return []
-        out = now - self.out_since[: self.n]
-        waiting = np.flatnonzero(~np.isnan(out) & ~self.fired[: self.n])
-        if len(waiting) == 0:
-            return []
-        limit = self.limit_s(waiting)
-        late = out[waiting] > limit
-        found = [
+        n = self.n
+        rows, out, limit = overdue(self.out_since[:n], self.fired[:n], now, self.limit_s)
+        return [
             Detection(
                 self.kind,
                 int(r),
                 now,
                 Severity.WARNING,
-                {"out_s": round(float(out[r]), 1), "limit_s": round(float(lim), 1)},
+                {"out_s": round(float(o), 1), "limit_s": round(float(lim), 1)},
             )
-            for r, lim in zip(waiting[late], limit[late], strict=True)
+            for r, o, lim in zip(rows, out, limit, strict=True)
         ]
-        self.fired[waiting[late]] = True
-        return found
 
     def fit(self, rows: Rows, durations: Times) -> None:
         """Learn each row's limit from its past night trips (as from :func:`night_trips`);

@@ -5,9 +5,11 @@ The ability assessment puts each elder on a care level from 1 (independent) to 4
 warning, a shorter wait for a night-time return, narrower vital-sign ranges. The
 levels are a table (:data:`CARE_TABLE`) of :class:`CareLimits`; learned personal limits
 are always clipped to their level's bounds, and an elder with no history gets the
-level's default. :class:`Care` holds, per row, the care level, the UTC offset (for
-local clock times) and the sleep window; detectors share one instance and read limits
-for a whole batch with one gather (:meth:`Care.limit`).
+level's default. The numbers, and where they come from, are data:
+``detectors/care_levels.toml`` (``HOMECARE_DETECTORS__CARE_TABLE`` replaces it), read and
+checked by :class:`homecare.thresholds.CareTable`. :class:`Care` holds, per row, the
+care level, the UTC offset (for local clock times) and the sleep window; detectors share
+one instance and read limits for a whole batch with one gather (:meth:`Care.limit`).
 
 Assumptions: one care level per elder, changed rarely (after an assessment); an elder
 whose level is not set yet is treated as ``default_level``.
@@ -25,86 +27,34 @@ Cost: five numbers per row (17 bytes); a limit lookup is two gathers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import Bools, Rows, RowState, Times, grow
+from homecare.thresholds import DAY_S, CareLimits, CareTable
 
-__all__ = ["CARE_TABLE", "DAY_S", "Care", "CareLimits"]
+__all__ = [
+    "CARE_TABLE", "CARE_TABLE_FILE", "DAY_S", "Care", "CareLimits", "CareRows", "CareTable",
+    "shrunk",
+]  # fmt: skip
 
-DAY_S = 86400.0
 H = 3600.0
 M = 60.0
 
 
-class CareLimits(BaseModel):
-    """The limits of one care level (seconds, beats or breaths per minute, %)."""
+CARE_TABLE_FILE = Path(__file__).with_name("care_levels.toml")
+"""The shipped table, with its sources: one line per limit, its values for levels 1-4."""
+CARE_TABLE: CareTable = CareTable.from_toml(CARE_TABLE_FILE)
+"""The limits per care level, read and checked (:class:`CareTable`) once at import.
 
-    model_config = ConfigDict(frozen=True)
-
-    inactivity_default_s: float = Field(gt=0, description="Inactivity limit with no history.")
-    inactivity_min_s: float = Field(gt=0, description="A learned inactivity limit, at least.")
-    inactivity_max_s: float = Field(gt=0, description="A learned inactivity limit, at most.")
-    in_bed_still_s: float = Field(gt=0, description="In bed without any bed movement, at most.")
-    wander_return_s: float = Field(gt=0, description="Out of the front door at night, at most.")
-    bed_exit_default_s: float = Field(gt=0, description="Night out-of-bed limit, no history.")
-    bed_exit_min_s: float = Field(gt=0, description="A learned out-of-bed limit, at least.")
-    bed_exit_max_s: float = Field(gt=0, description="A learned out-of-bed limit, at most.")
-    wake_margin_s: float = Field(ge=0, description="Added to the learned usual wake time.")
-    wake_default_s: float = Field(gt=0, le=DAY_S, description="Not-up limit (local), no history.")
-    wake_earliest_s: float = Field(gt=0, le=DAY_S, description="Not-up limit, at the earliest.")
-    wake_latest_s: float = Field(gt=0, le=DAY_S, description="Not-up limit, at the latest.")
-    hr_high: float = Field(gt=0, description="Heart rate above this: tachycardia.")
-    hr_low: float = Field(gt=0, description="Heart rate below this: bradycardia.")
-    spo2_low: float = Field(gt=0, le=100, description="SpO2 below this: low oxygen.")
-    br_high: float = Field(gt=0, description="Breathing rate above this.")
-    br_low: float = Field(gt=0, description="Breathing rate below this.")
-    deviation_z: float = Field(gt=0, description="Deviation from the own baseline, in SDs.")
-    not_worn_s: float = Field(gt=0, description="Up but the wearable not worn, at most.")
-    lying_s: float = Field(gt=0, description="Lying out of bed (on the floor), at most.")
-
-
-# A learned inactivity limit may relax the care level's default (an elder who dozes in
-# the armchair every afternoon) but never tighten it: measured on the simulated cohort,
-# per-hour limits learned below the default raised 2.5 false alarms per elder-month, and a
-# lie on the floor is caught sooner by the lying rule anyway.
-CARE_TABLE: dict[int, CareLimits] = {
-    1: CareLimits(
-        inactivity_default_s=5 * H, inactivity_min_s=5 * H, inactivity_max_s=8 * H,
-        in_bed_still_s=4 * H, wander_return_s=30 * M, bed_exit_default_s=45 * M,
-        bed_exit_min_s=15 * M, bed_exit_max_s=90 * M, wake_margin_s=2 * H,
-        wake_default_s=10 * H, wake_earliest_s=6 * H, wake_latest_s=12 * H,
-        hr_high=130, hr_low=40, spo2_low=88, br_high=30, br_low=8, deviation_z=4.0,
-        not_worn_s=2 * H, lying_s=20 * M,
-    ),
-    2: CareLimits(
-        inactivity_default_s=4 * H, inactivity_min_s=4 * H, inactivity_max_s=6 * H,
-        in_bed_still_s=3 * H, wander_return_s=20 * M, bed_exit_default_s=30 * M,
-        bed_exit_min_s=10 * M, bed_exit_max_s=60 * M, wake_margin_s=1.5 * H,
-        wake_default_s=9.5 * H, wake_earliest_s=6 * H, wake_latest_s=11 * H,
-        hr_high=125, hr_low=40, spo2_low=88, br_high=28, br_low=8, deviation_z=3.5,
-        not_worn_s=1 * H, lying_s=15 * M,
-    ),
-    3: CareLimits(
-        inactivity_default_s=3 * H, inactivity_min_s=3 * H, inactivity_max_s=4 * H,
-        in_bed_still_s=2.5 * H, wander_return_s=15 * M, bed_exit_default_s=20 * M,
-        bed_exit_min_s=10 * M, bed_exit_max_s=40 * M, wake_margin_s=1 * H,
-        wake_default_s=9 * H, wake_earliest_s=6 * H, wake_latest_s=10.5 * H,
-        hr_high=120, hr_low=45, spo2_low=90, br_high=26, br_low=9, deviation_z=3.0,
-        not_worn_s=45 * M, lying_s=10 * M,
-    ),
-    4: CareLimits(
-        inactivity_default_s=2 * H, inactivity_min_s=2 * H, inactivity_max_s=3 * H,
-        in_bed_still_s=2 * H, wander_return_s=10 * M, bed_exit_default_s=15 * M,
-        bed_exit_min_s=5 * M, bed_exit_max_s=30 * M, wake_margin_s=45 * M,
-        wake_default_s=8.5 * H, wake_earliest_s=6 * H, wake_latest_s=10 * H,
-        hr_high=120, hr_low=45, spo2_low=90, br_high=25, br_low=10, deviation_z=3.0,
-        not_worn_s=30 * M, lying_s=5 * M,
-    ),
-}  # fmt: skip
+A learned inactivity limit may relax the care level's default (an elder who dozes in
+the armchair every afternoon) but never tighten it: measured on the simulated cohort,
+per-hour limits learned below the default raised 2.5 false alarms per elder-month, and a
+lie on the floor is caught sooner by the lying rule anyway."""
 
 
 class Care:
@@ -121,15 +71,16 @@ class Care:
 
     def __init__(
         self,
-        table: dict[int, CareLimits] | None = None,
+        table: CareTable | Mapping[int, CareLimits] | None = None,
         *,
         default_level: int = 2,
         sleep_start_s: float = 22 * H,
         sleep_end_s: float = 6 * H,
     ) -> None:
-        self.table = dict(CARE_TABLE if table is None else table)
-        if sorted(self.table) != [1, 2, 3, 4] or default_level not in self.table:
-            raise ValueError("the care table needs levels 1-4 and the default among them")
+        table = CARE_TABLE if table is None else table
+        self.table = table if isinstance(table, CareTable) else CareTable.model_validate(table)
+        if default_level not in self.table.root:
+            raise ValueError(f"default care level {default_level} is not in the table")
         self.default_level = default_level
         self.default_sleep = (sleep_start_s, sleep_end_s)
         # one column per limit, indexed by level (index 0 unused)
@@ -221,3 +172,25 @@ class CareRows(RowState):
             self._grow(top)
             self.care.ensure(top)
             self.n = top
+
+
+def shrunk(
+    default: npt.NDArray[np.float64],
+    learned: npt.NDArray[np.floating],
+    weight: npt.NDArray[np.floating],
+) -> npt.NDArray[np.float64]:
+    """A learned duration limit shrunk towards the care-level default: their geometric
+    mean weighted by ``weight`` (0: the default; NaN learned: nothing learned), since
+    duration limits scale multiplicatively. The caller clips it to the level's bounds.
+
+    >>> shrunk(np.array([100.0, 100.0]), np.array([400.0, np.nan]), np.array([0.5, 0.9]))
+    array([200., 100.])
+    """
+    learned = np.asarray(learned, np.float64)
+    w = np.where(np.isnan(learned), 0.0, weight)
+    mix = default.copy()
+    some = w > 0
+    if some.any():
+        ws = w[some]
+        mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+    return mix

@@ -44,7 +44,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     BatchStream,
@@ -57,30 +56,9 @@ from detectors.base import (
 )
 from detectors.care import Care
 from homecare.schema import Wearable
+from homecare.thresholds import DeviceHealthSettings
 
 __all__ = ["DeviceHealthDetector", "DeviceHealthSettings"]
-
-
-class DeviceHealthSettings(BaseModel):
-    """Cadences, battery band and what counts as worn."""
-
-    model_config = ConfigDict(frozen=True)
-
-    missed: float = Field(default=3.0, gt=1, description="Periods of silence before offline.")
-    offline_min_s: float = Field(default=120.0, gt=0, description="Silence at least this.")
-    bed_period_s: float = Field(default=30.0, gt=0, description="A bed sensor's longest period.")
-    status_period_s: float = Field(default=300.0, gt=0, description="Status period, undeclared.")
-    battery_low: float = Field(default=15.0, gt=0, lt=100, description="Below this: low.")
-    battery_ok: float = Field(default=25.0, gt=0, le=100, description="Above this: re-armed.")
-    battery_samples: int = Field(default=2, ge=1, description="Low readings in a row.")
-    worn_g: float = Field(default=0.004, ge=0, description="mag_std at least this: on a body.")
-    up_recent_s: float = Field(default=3600.0, gt=0, description="An up-sign this recent.")
-    bed_fresh_s: float = Field(
-        default=120.0, gt=0, description="A bed reading this recent tells where the elder is."
-    )
-    streaming_s: float = Field(
-        default=60.0, gt=0, description="A frame this recent: streaming (not on its charger)."
-    )
 
 
 class DeviceHealthDetector:

@@ -56,74 +56,13 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
-from detectors.base import AccelBatch, Detection, Floats, Rows, Severity, grow
+from detectors.base import AccelBatch, Detection, Floats, Rows, RowState, Severity, waves
+from homecare.thresholds import FallSettings
 
 __all__ = ["FallDetector", "FallSettings", "confirms", "resample"]
 
 _EPS = 1e-6
-
-
-class FallSettings(BaseModel):
-    """Thresholds of each stage; round, physically meaningful numbers, not tuned decimals."""
-
-    model_config = ConfigDict(frozen=True)
-
-    rate_hz: float = Field(
-        default=50.0, gt=0, description="Working rate every input is resampled to."
-    )
-    impact_g: float = Field(
-        default=1.4, gt=1, description="Impact: 0.2 s mean magnitude at least this."
-    )
-    impact_window_s: float = Field(default=0.2, gt=0, description="Averaging window of the impact.")
-    impact_lookback_s: float = Field(
-        default=2.0,
-        gt=0,
-        description="The impact is the largest within this time before the last one.",
-    )
-    freefall_g: float = Field(
-        default=0.9, gt=0, description="Free-fall dip: 0.1 s mean at most this."
-    )
-    freefall_window_s: float = Field(
-        default=1.0, gt=0, description="Time before impact for the dip."
-    )
-    drop_g: float = Field(default=0.2, ge=0, description="Below this the device is in free flight.")
-    drop_s: float = Field(default=0.2, gt=0, description="Free flight this long: a dropped device.")
-    pre_gap_s: float = Field(
-        default=1.0, ge=0, description="Posture before ends this long pre-impact."
-    )
-    pre_window_s: float = Field(
-        default=2.0, gt=0, description="Length of the posture-before window."
-    )
-    posture_deg: float = Field(
-        default=45.0, gt=0, le=180, description="Posture change at least this."
-    )
-    settle_s: float = Field(
-        default=1.0, ge=0, description="Stillness window starts this after impact."
-    )
-    still_window_s: float = Field(default=10.0, gt=0, description="Length of the stillness window.")
-    still_g: float = Field(
-        default=0.1, gt=0, description="Activity (g) at most this counts as still."
-    )
-    still_fraction: float = Field(
-        default=0.7, gt=0, le=1, description="Share of still samples needed."
-    )
-    offbody_g: float = Field(default=0.004, ge=0, description="Mean activity below this: not worn.")
-    max_gap_s: float = Field(
-        default=1.0, gt=0, description="A longer gap between frames clears history."
-    )
-
-    @property
-    def history_s(self) -> float:
-        """Seconds of samples kept per row: enough for the posture before any impact."""
-        stages = self.impact_lookback_s + self.pre_gap_s + self.pre_window_s
-        return stages + self.impact_window_s + self.settle_s + 1.0
-
-    @property
-    def max_delay_s(self) -> float:
-        """Longest time from the impact to its detection, not counting the frame length."""
-        return self.impact_lookback_s + self.settle_s + self.still_window_s
 
 
 def confirms(
@@ -181,11 +120,17 @@ def _angle_deg(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.ND
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
-class FallDetector:
+class FallDetector(RowState):
     """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
 
     kind: ClassVar[str] = "fall"
     streams: ClassVar[frozenset[str]] = frozenset({AccelBatch.stream})
+    _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
+        "ring": 0.0, "pos": 0, "filled": 0, "last_end": -np.inf, "prev": 0.0, "tail2": 1.0,
+        "pending": False, "unscored": False, "last_impact": 0.0, "impact_t": 0.0,
+        "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
+        "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
+    }  # fmt: skip
 
     def __init__(self, settings: FallSettings | None = None) -> None:
         s = self.settings = settings or FallSettings()
@@ -218,23 +163,6 @@ class FallDetector:
         self.acc_still = np.zeros(0)
         self.acc_act = np.zeros(0)
 
-    _ROW_ARRAYS: ClassVar[tuple[str, ...]] = (
-        "ring", "pos", "filled", "last_end", "prev", "tail2", "pending", "unscored", "last_impact",
-        "impact_t", "win_start",
-        "win_end", "peak_g", "freefall_g", "flight_s", "pre_vec", "acc_n", "acc_vec",
-        "acc_still", "acc_act",
-    )  # fmt: skip
-
-    def _grow(self, rows: int) -> None:
-        if rows <= len(self.pending):
-            return
-        for name in self._ROW_ARRAYS:
-            fill = {"last_end": -np.inf, "tail2": 1.0}.get(name, 0)
-            setattr(self, name, grow(getattr(self, name), rows, fill))
-
-    def state_bytes(self) -> int:
-        return sum(getattr(self, name).nbytes for name in self._ROW_ARRAYS)
-
     def tick(self, now: float) -> list[Detection]:
         """Nothing fires on time alone: a fall is decided when its stillness window ends."""
         return []
@@ -242,20 +170,16 @@ class FallDetector:
     def update(self, batch: AccelBatch) -> list[Detection]:
         if len(batch.rows) == 0:
             return []
-        self._grow(int(batch.rows.max()) + 1)
-        found: list[Detection] = []
+        top = int(batch.rows.max()) + 1
+        if top > len(self.pending):
+            self._grow(top)
         # a row may appear several times: process its k-th frame in the k-th wave
-        order = np.argsort(batch.rows, kind="stable")
-        sorted_rows = batch.rows[order]
-        starts = np.r_[True, sorted_rows[1:] != sorted_rows[:-1]]
-        group_start = np.maximum.accumulate(np.where(starts, np.arange(len(order)), 0))
-        wave = np.empty(len(order), np.int64)
-        wave[order] = np.arange(len(order)) - group_start
-        if wave.max() == 0:
-            found += self._wave(batch.rows, batch.ts, batch.accel, batch.rate)
+        parts = waves(batch.rows)
+        if parts is None:
+            found = self._wave(batch.rows, batch.ts, batch.accel, batch.rate)
         else:
-            for w in range(int(wave.max()) + 1):
-                sel = np.flatnonzero(wave == w)
+            found = []
+            for sel in parts:
                 found += self._wave(batch.rows[sel], batch.ts[sel], batch.accel[sel], batch.rate)
         found.sort(key=lambda d: (d.ts, d.row))
         return found

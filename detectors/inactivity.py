@@ -63,7 +63,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     BatchStream,
@@ -73,9 +72,11 @@ from detectors.base import (
     Rows,
     Severity,
     Times,
+    overdue,
 )
-from detectors.care import Care, CareRows
+from detectors.care import Care, CareRows, shrunk
 from homecare.schema import Wearable
+from homecare.thresholds import InactivitySettings
 
 __all__ = [
     "InactivityDetector",
@@ -86,32 +87,6 @@ __all__ = [
 ]
 
 H = 3600.0
-
-
-class InactivitySettings(BaseModel):
-    """What counts as a sign, and how the personal limit is learned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    move_g: float = Field(default=0.02, gt=0, description="Wearable mag_std at least this: moving.")
-    bed_move: float = Field(default=0.1, gt=0, le=1, description="Bed movement at least this.")
-    bed_fresh_s: float = Field(
-        default=120.0, gt=0, description="A presence reading means in bed for this long."
-    )
-    quantile: float = Field(default=0.95, gt=0.5, lt=1, description="Quantile of the limit.")
-    margin: float = Field(default=1.25, ge=1, description="Learned quantile times this.")
-    harmonics: int = Field(default=3, ge=1, le=6, description="Daily sine/cosine pairs.")
-    min_gap_s: float = Field(
-        default=300.0, gt=0, description="Shorter stillness is not worth modelling."
-    )
-    min_hours: int = Field(default=48, ge=8, description="Fewer observed hours: no fit.")
-    prior_days: float = Field(default=7.0, ge=0, description="Shrinkage towards the care default.")
-    lying_deg: float = Field(
-        default=60.0, gt=0, lt=180, description="Trunk this far from upright: lying."
-    )
-    upright_weight: float = Field(
-        default=0.2, gt=0, le=1, description="Weight of a batch's walking frames in upright."
-    )
 
 
 def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> Bools:
@@ -263,68 +238,45 @@ class InactivityDetector(CareRows):
         care = self.care
         hour = (care.local_s(rows, now) // H).astype(np.int64)
         default = care.limit("inactivity_default_s", rows)
-        learned = self.learned[rows, hour].astype(np.float64)
-        w = np.where(np.isnan(learned), 0.0, self.weight[rows])
-        mix = default.copy()
-        some = w > 0
-        if some.any():  # a geometric mean: limits scale multiplicatively
-            ws = w[some]
-            mix[some] = np.exp(ws * np.log(learned[some]) + (1 - ws) * np.log(default[some]))
+        mix = shrunk(default, self.learned[rows, hour], self.weight[rows])
         lo = care.limit("inactivity_min_s", rows)
         hi = care.limit("inactivity_max_s", rows)
         return np.clip(mix, lo, hi)
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
+        """Three timers, each fired once per wait: no sign of activity (out of bed), no
+        bed movement (in bed), lying out of bed."""
+        n, s, care = self.n, self.settings, self.care
+        if n == 0:
             return []
-        rows = np.arange(self.n)
-        s = self.settings
-        in_bed = self.in_bed[: self.n] & (now - self.bed_ts[: self.n] <= s.bed_fresh_s)
-        gap = now - self.last_active[: self.n]
-        found: list[Detection] = []
+        in_bed = self.in_bed[:n] & (now - self.bed_ts[:n] <= s.bed_fresh_s)
         # only rows past their care level's lowest limit need their personal limit
-        floor = self.care.limit("inactivity_min_s", rows)
-        check = np.flatnonzero(~in_bed & ~self.fired[: self.n] & (gap > floor))
-        if len(check):
-            limit = self.limit_s(check, now)
-            over = gap[check] > limit
-            for i in np.flatnonzero(over):
-                r = int(check[i])
-                found.append(self._detection(r, now, gap[r], limit[i], 0.0))
-            self.fired[check[over]] = True
-        still = now - self.bed_move_ts[: self.n]
-        bed_limit = self.care.limit("in_bed_still_s", rows)
-        hit = np.flatnonzero(in_bed & ~self.fired_bed[: self.n] & (still > bed_limit))
-        for b in hit:
-            found.append(self._detection(int(b), now, still[b], bed_limit[b], 1.0))
-        self.fired_bed[hit] = True
-        found += self._lying(now)
+        floor = care.limit("inactivity_min_s", np.arange(n))
+        gaps = overdue(
+            self.last_active[:n], self.fired[:n], now, lambda r: self.limit_s(r, now),
+            where=~in_bed, floor=floor,
+        )  # fmt: skip
+        still = overdue(
+            self.bed_move_ts[:n], self.fired_bed[:n], now,
+            lambda r: care.limit("in_bed_still_s", r), where=in_bed,
+        )  # fmt: skip
+        lying, upright = self.lying_ts[:n], self.upright_ts[:n]
+        lies = overdue(
+            # from the last upright frame (within a frame of lying down) or leaving the bed
+            np.maximum(upright, self.occupied_ts[:n]), self.fired_lying[:n], now,
+            lambda r: care.limit("lying_s", r),
+            where=(lying > upright)  # NaN (never lying, or never upright) compares False
+            & (now - lying <= s.bed_fresh_s)  # on a body, still streaming
+            & ~self.in_bed[:n] & (now - self.bed_ts[:n] <= s.bed_fresh_s),  # a bed says empty
+        )  # fmt: skip
+        found = [
+            self._detection(int(r), now, float(w), float(lim), bed, lying=lie)
+            for (rows, waited, limit), bed, lie in ((gaps, 0.0, False), (still, 1.0, False),
+                                                    (lies, 0.0, True))
+            for r, w, lim in zip(rows, waited, limit, strict=True)
+        ]  # fmt: skip
         found.sort(key=lambda d: d.row)
         return found
-
-    def _lying(self, now: float) -> list[Detection]:
-        """Rows lying on a body, still streaming, out of a bed that reports it empty."""
-        n, s = self.n, self.settings
-        lying, since = self.lying_ts[:n], self.upright_ts[:n]
-        cand = (
-            (lying > since)  # NaN (never lying, or never upright) compares False
-            & (now - lying <= s.bed_fresh_s)
-            & ~self.in_bed[:n]
-            & (now - self.bed_ts[:n] <= s.bed_fresh_s)
-            & ~self.fired_lying[:n]
-        )
-        rows = np.flatnonzero(cand)
-        if len(rows) == 0:
-            return []
-        # from the last upright frame (within a frame of lying down) or leaving the bed
-        lie = now - np.maximum(since[rows], self.occupied_ts[rows])
-        limit = self.care.limit("lying_s", rows)
-        over = lie > limit
-        self.fired_lying[rows[over]] = True
-        return [
-            self._detection(int(r), now, float(g), float(lim), 0.0, lying=True)
-            for r, g, lim in zip(rows[over], lie[over], limit[over], strict=True)
-        ]
 
     def _detection(
         self, row: int, now: float, gap: float, limit: float, bed: float, *, lying: bool = False

@@ -39,7 +39,6 @@ from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     BatchStream,
@@ -51,28 +50,10 @@ from detectors.base import (
     group_quantile,
     waves,
 )
-from detectors.care import DAY_S, Care, CareRows
+from detectors.care import Care, CareRows
+from homecare.thresholds import MorningSettings
 
 __all__ = ["MorningDetector", "MorningSettings", "wake_times"]
-
-
-class MorningSettings(BaseModel):
-    """What getting up means, and how the usual wake time is learned."""
-
-    model_config = ConfigDict(frozen=True)
-
-    up_min_s: float = Field(default=1800.0, gt=0, description="Out of bed this long: up.")
-    morning_from_s: float = Field(
-        default=4 * 3600.0, ge=0, lt=DAY_S, description="Getting up counts from (local)."
-    )
-    check_until_s: float = Field(
-        default=18 * 3600.0, gt=0, le=DAY_S, description="No warning after this (local)."
-    )
-    bed_fresh_s: float = Field(
-        default=120.0, gt=0, description="A presence reading means in bed for this long."
-    )
-    quantile: float = Field(default=0.9, gt=0, lt=1, description="Quantile of wake times.")
-    prior_days: float = Field(default=7.0, ge=0, description="Shrinkage to the care default.")
 
 
 def wake_times(

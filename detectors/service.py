@@ -48,6 +48,7 @@ from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import Receiver
 from homecare.settings import DetectSettings, Settings
 from homecare.status import write_status
+from homecare.thresholds import DetectorSettings
 
 log = logging.getLogger(__name__)
 
@@ -80,13 +81,23 @@ def for_sites(settings: Settings, sites: Sequence[str]) -> Settings:
     return settings.model_copy(update={"detect": detect})
 
 
-def default_detectors(care: Care) -> list[Detector[Any]]:
-    """Every detector, sharing one care table."""
+def default_detectors(
+    care: Care, settings: DetectorSettings | None = None
+) -> list[Detector[Any]]:
+    """Every detector with its thresholds from ``settings`` (``Settings.detectors``, the
+    environment's), sharing one care table."""
+    s = settings or DetectorSettings()
     return [
-        FallDetector(), SosDetector(), InactivityDetector(care=care), WanderingDetector(care=care),
-        BedExitDetector(care=care), MorningDetector(care=care), VitalsDetector(care=care),
-        DeviceHealthDetector(care=care),
+        FallDetector(s.fall), SosDetector(s.sos), InactivityDetector(s.inactivity, care),
+        WanderingDetector(s.wandering, care), BedExitDetector(s.bed_exit, care),
+        MorningDetector(s.morning, care), VitalsDetector(s.vitals, care),
+        DeviceHealthDetector(s.device_health, care),
     ]  # fmt: skip
+
+
+def care_table(settings: DetectorSettings) -> Care:
+    """The care table of ``settings.care_table`` if one is given, else the shipped one."""
+    return Care(settings.care)
 
 
 @dataclass(slots=True)
@@ -110,8 +121,10 @@ class Detect:
 
     def __init__(self, settings: Settings, *, detectors: list[Detector[Any]] | None = None) -> None:
         self.edge = Edge(settings.contract)
-        self.care = Care()
-        self.detectors = detectors if detectors is not None else default_detectors(self.care)
+        self.care = care_table(settings.detectors)
+        self.detectors = (
+            detectors if detectors is not None else default_detectors(self.care, settings.detectors)
+        )
         self.batcher = Batcher()
         self.book = AlertBook(grace_s=settings.detect.grace_s)
         self.clock = settings.detect.clock

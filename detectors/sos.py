@@ -26,25 +26,14 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import BUTTONS, BatchStream, Detection, ReadingBatch, RowState, Severity, waves
 from homecare.schema import Button
+from homecare.thresholds import SosSettings
 
 __all__ = ["SosDetector", "SosSettings"]
 
 SOS = BUTTONS.index("sos")
-
-
-class SosSettings(BaseModel):
-    """How a repeated delivery of one press is recognised."""
-
-    model_config = ConfigDict(frozen=True)
-
-    dedupe_s: float = Field(
-        default=600.0, ge=0, description="Same device and seq within this time: one press."
-    )
-    memory: int = Field(default=8, ge=1, le=64, description="Presses remembered per device.")
 
 
 class SosDetector(RowState):

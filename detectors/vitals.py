@@ -45,7 +45,6 @@ from typing import ClassVar, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from pydantic import BaseModel, ConfigDict, Field
 
 from detectors.base import (
     BatchStream,
@@ -60,6 +59,7 @@ from detectors.base import (
 )
 from detectors.care import Care
 from homecare.schema import Wearable
+from homecare.thresholds import VitalsSettings
 
 __all__ = ["SIGNALS", "VitalsDetector", "VitalsSettings"]
 
@@ -86,41 +86,6 @@ SIGNALS: tuple[Signal, ...] = (
     Signal(BatchStream.BED, "br", "br_high", "br_low", "breathing", "breathing", True),
 )
 CONDITIONS = ("high", "low", "dev_high", "dev_low")
-
-
-class VitalsSettings(BaseModel):
-    """Debouncing, baseline and rest; the ranges themselves come from the care level."""
-
-    model_config = ConfigDict(frozen=True)
-
-    wearable_min_samples: int = Field(default=10, ge=1, description="Consecutive, 1 Hz stream.")
-    bed_min_samples: int = Field(default=3, ge=1, description="Consecutive, 10-30 s stream.")
-    sustain_s: float = Field(default=30.0, ge=0, description="And lasting at least this.")
-    deviation_sustain_s: float = Field(
-        default=300.0, ge=0, description="A baseline deviation lasting at least this."
-    )
-    exit_margin: dict[str, float] = Field(
-        default={"hr": 5.0, "spo2": 2.0, "br": 2.0},
-        description="Re-arm once this far back inside an absolute limit.",
-    )
-    min_delta: dict[str, float] = Field(
-        default={"hr": 15.0, "spo2": 3.0, "br": 4.0},
-        description="A baseline deviation must also be at least this large.",
-    )
-    exit_z: float = Field(default=0.5, gt=0, lt=1, description="Re-arm within this × z.")
-    tau_s: float = Field(default=3 * 86400.0, gt=0, description="Baseline time constant.")
-    warm_s: float = Field(default=12 * 3600.0, ge=0, description="Resting data before baseline.")
-    max_step_s: float = Field(default=60.0, gt=0, description="A longer gap counts as this.")
-    learn_every_s: int = Field(
-        default=10, ge=1, description="The 1 Hz wearable feeds the baseline every this (s)."
-    )
-    rest_g: float = Field(default=0.05, gt=0, description="Wearable mag_std below this: rest.")
-    settle_s: float = Field(
-        default=300.0,
-        ge=0,
-        description="Rest must have lasted this long (heart rate recovering after a walk is "
-        "no deviation).",
-    )
 
 
 class VitalsDetector:

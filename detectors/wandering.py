@@ -27,7 +27,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict
 
 from detectors.base import (
     DOOR_ROLES,
@@ -36,19 +35,15 @@ from detectors.base import (
     ReadingBatch,
     Rows,
     Severity,
+    overdue,
     waves,
 )
 from detectors.care import Care, CareRows
+from homecare.thresholds import WanderingSettings
 
 __all__ = ["WanderingDetector", "WanderingSettings"]
 
 FRONT = DOOR_ROLES.index("front")
-
-
-class WanderingSettings(BaseModel):
-    """Nothing to tune here: the sleep window and the wait come from :class:`Care`."""
-
-    model_config = ConfigDict(frozen=True)
 
 
 class WanderingDetector(CareRows):
@@ -97,28 +92,22 @@ class WanderingDetector(CareRows):
         self.out_since[rows] = np.nan
 
     def tick(self, now: float) -> list[Detection]:
-        if self.n == 0:
-            return []
-        out = now - self.out_since[: self.n]
-        waiting = np.flatnonzero(~np.isnan(out) & ~self.fired[: self.n])
-        if len(waiting) == 0:
-            return []
-        limit = self.care.limit("wander_return_s", waiting)
-        late = out[waiting] > limit
-        found = [
+        n = self.n
+        rows, out, limit = overdue(
+            self.out_since[:n], self.fired[:n], now, lambda r: self.care.limit("wander_return_s", r)
+        )
+        return [
             Detection(
                 self.kind,
                 int(r),
                 now,
                 Severity.WARNING,
                 {
-                    "out_s": round(float(out[r]), 1),
+                    "out_s": round(float(o), 1),
                     "limit_s": float(lim),
                     "door_closed": float(self.closed[r]),
                     "opened_ts": float(self.out_since[r]),
                 },
             )
-            for r, lim in zip(waiting[late], limit[late], strict=True)
+            for r, o, lim in zip(rows, out, limit, strict=True)
         ]
-        self.fired[waiting[late]] = True
-        return found

@@ -3,10 +3,13 @@
 Each elder has three devices: a wearable (``w0001``: a frame every second, SOS/OK
 buttons), a bed sensor (``b0001``: a reading every ``bed_period_s``) and a door hub
 (``d0001``: front, bathroom, bedroom and fridge contacts). Every device reports its
-status every ``status_period_s``. All elders advance together: per second, the
-state of everyone is a handful of numpy arrays and frames are generated and
-JSON-encoded for all of them at once; only the few elders whose activity changes
-or who have a door event that second are touched one by one.
+status every ``status_period_s``. All elders advance together: :func:`timeline` says
+what every elder does in a stretch of seconds (numpy arrays elder × second: the routine,
+then the injected events on top), :class:`Body` steps heart rate and battery over it,
+and :class:`Simulation` renders it as messages, frames generated and JSON-encoded for
+all elders at once; only the few elders whose activity changes or who have a door event
+in the stretch are walked one by one. The fast path of an evaluation
+(:func:`device_sim.scenarios.iter_streams`) renders the same timeline as decoded columns.
 
 While the wearable is off the body (charging at night, or during the morning wash
 for elders who wear it 24/7) it publishes **no frames**, only its status. While an
@@ -33,8 +36,10 @@ from __future__ import annotations
 import bisect
 import math
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from functools import cached_property
+from typing import Any, Literal
 
 import numpy as np
 
@@ -43,7 +48,6 @@ from device_sim.routine import (
     IN_BED,
     Activity,
     Day,
-    DoorAction,
     Posture,
     Profile,
     day_of,
@@ -201,6 +205,346 @@ SimEvent = SosPress | OkPress | Motion | Away | Vitals | OffBody | Battery | Sil
 _KIND_INDEX = {DeviceKind.WEARABLE: 0, DeviceKind.BED: 1, DeviceKind.DOOR: 2}
 
 
+# -- what every elder does, second by second: one timeline for both renderers -----------
+
+
+def motion_stats(at: float, samples: np.ndarray, rate: int
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per-second spread, mean and magnitude spread of a motion, from ``floor(at)`` on."""
+    lead = round((at - math.floor(at)) * rate)
+    n = math.ceil((lead + len(samples)) / rate)
+    padded = np.full((n * rate, 3), np.nan, np.float32)
+    padded[lead: lead + len(samples)] = samples
+    sec = padded.reshape(n, rate, 3)
+    mean = np.nanmean(sec, axis=1)
+    spread = np.sqrt(np.nanmean(((sec - mean[:, None]) ** 2).sum(axis=2), axis=1))
+    return spread, mean, np.nanstd(np.linalg.norm(sec, axis=2), axis=1)
+
+
+@dataclass
+class Held:
+    """An injected motion (``samples`` at ``rate`` from ``at``), then lying still in
+    ``then`` posture until ``until``."""
+
+    at: float
+    until: float
+    then: Posture
+    samples: np.ndarray
+    rate: int
+
+    @cached_property
+    def stats(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-second spread, mean and magnitude spread (:func:`motion_stats`)."""
+        return motion_stats(self.at, self.samples, self.rate)
+
+
+@dataclass
+class Injected:
+    """One elder's injected events as intervals ``(from, until, ...)`` in seconds."""
+
+    held: list[Held] = field(default_factory=list)
+    away: list[tuple[float, float, Away]] = field(default_factory=list)
+    vit: list[tuple[float, float, Vitals]] = field(default_factory=list)
+    off: list[tuple[float, float]] = field(default_factory=list)
+    batt: list[tuple[float, float, float, float]] = field(default_factory=list)
+    silent: list[tuple[float, float, int]] = field(default_factory=list)
+    buttons: list[tuple[float, str]] = field(default_factory=list)
+    doors: list[tuple[float, str, str]] = field(default_factory=list)
+    first: float = INF
+    """The second the earliest event begins in: nothing to do before it."""
+
+    def add(self, at: float, event: SimEvent, rate: int) -> None:
+        """File ``event`` (happening at ``at``) under its interval."""
+        self.first = min(self.first, math.floor(at))
+        if isinstance(event, Motion):
+            done = at + len(event.accel) / rate
+            self.held.append(Held(at, done + event.hold_s, event.then, event.accel, rate))
+        elif isinstance(event, Away):
+            self.away.append((at, at + event.duration_s, event))
+            for off, role in event.doors:
+                self.doors += [(at + off, role.value, "opened"),
+                               (at + off + 4.0, role.value, "closed")]
+        elif isinstance(event, Vitals):
+            self.vit.append((at, at + event.duration_s, event))
+        elif isinstance(event, OffBody):
+            self.off.append((at, at + event.duration_s))
+        elif isinstance(event, Battery):
+            self.batt.append((at, at + event.duration_s, event.level, event.drain_per_h))
+        elif isinstance(event, Silence):
+            self.silent.append((at, at + event.duration_s, _KIND_INDEX[event.kind]))
+        else:
+            self.buttons.append((at, "sos" if isinstance(event, SosPress) else "ok"))
+
+    def _intervals(self) -> Iterator[tuple[str, Any, float, float]]:
+        for name in ("away", "vit", "off", "batt", "silent"):
+            for item in getattr(self, name):
+                yield name, item, item[0], item[1]
+        for held in self.held:
+            yield "held", held, held.at, held.until
+        for name in ("buttons", "doors"):
+            for item in getattr(self, name):
+                yield name, item, item[0], item[0] + 1.0
+
+    def by_chunk(self, start: float, chunk_s: int, end: float) -> dict[int, Injected]:
+        """The same events filed under every chunk they touch, so a chunk sees only its own."""
+        out: dict[int, Injected] = {}
+        for name, item, a, b in self._intervals():
+            first = int((math.floor(a) - start) // chunk_s)
+            last = int((math.ceil(min(b, end)) - 1 - start) // chunk_s)
+            for j in range(max(first, 0), last + 1):
+                getattr(out.setdefault(j, Injected()), name).append(item)
+        return out
+
+    def within(self, t: float, c: int) -> Injected:
+        """The events touching seconds ``t .. t + c - 1``; those over before ``t`` are
+        dropped from this one (a simulation steps forward only)."""
+        now, keep = Injected(), Injected()
+        if t + c <= self.first:
+            return now
+        for name, item, a, b in self._intervals():
+            if max(b, math.floor(a) + 1.0) <= t:
+                continue  # over
+            getattr(keep, name).append(item)
+            keep.first = min(keep.first, math.floor(a))
+            if math.floor(a - t) < c:
+                getattr(now, name).append(item)
+                now.first = min(now.first, math.floor(a))
+        self.__dict__.update(keep.__dict__)
+        return now
+
+
+def _span(t: float, c: int, a: float, b: float) -> slice:
+    """Seconds ``t + k`` from the one holding ``a`` up to ``b`` (as injections apply)."""
+    lo = int(np.clip(math.floor(a - t), 0, c))
+    hi = int(np.clip(math.ceil(b - t), 0, c))
+    return slice(lo, max(lo, hi))
+
+
+@dataclass
+class Timeline:
+    """What every elder does in seconds ``t, t + 1, ..., t + c - 1``: arrays elder × second,
+    and the door and button events in them (time order). The simulation renders it as
+    messages, :func:`device_sim.scenarios.iter_streams` as decoded columns.
+
+    ``src`` changes where the posture's source changes (a routine segment, an injected
+    override): where a renderer draws a new tilt. ``hr_t``, ``spo2_t``, ``br_t`` are
+    injected vital-sign targets, ``reset`` a battery level set, ``drain`` an injected drain
+    (%/h); NaN: none. With ``stats``, ``spread``/``mean``/``mag_sd`` hold a motion's
+    per-second statistics (NaN elsewhere); ``motions`` lists ``(elder, held)`` for samples.
+    """
+
+    t: float
+    c: int
+    act: np.ndarray
+    post: np.ndarray
+    out: np.ndarray
+    worn: np.ndarray
+    gait: np.ndarray
+    src: np.ndarray
+    held: np.ndarray
+    away: np.ndarray
+    off: np.ndarray
+    silent: np.ndarray
+    hr_t: np.ndarray
+    spo2_t: np.ndarray
+    br_t: np.ndarray
+    reset: np.ndarray
+    drain: np.ndarray
+    spread: np.ndarray
+    mean: np.ndarray
+    mag_sd: np.ndarray
+    motions: list[tuple[int, Held]] = field(default_factory=list)
+    doors: list[tuple[int, float, str, str]] = field(default_factory=list)
+    buttons: list[tuple[int, float, str]] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls, t: float, n: int, c: int, stats: bool) -> Timeline:
+        m = (n, c) if stats else (0, c)
+        return cls(
+            t, c, np.zeros((n, c), np.int64), np.zeros((n, c), np.int64),
+            np.zeros((n, c), bool), np.zeros((n, c), bool), np.zeros((n, c)),
+            np.zeros((n, c), np.int64), np.zeros((n, c), bool), np.zeros((n, c), bool),
+            np.zeros((n, c), bool), np.zeros((n, c, 3), bool), np.full((n, c), np.nan),
+            np.full((n, c), np.nan), np.full((n, c), np.nan), np.full((n, c), np.nan),
+            np.full((n, c), np.nan), np.full(m, np.nan), np.full((*m, 3), np.nan),
+            np.full(m, np.nan),
+        )  # fmt: skip
+
+
+class Routines:
+    """Each elder's planned days, walked chunk by chunk; an elder whose segment spans a
+    whole chunk with no door in it is filled without a walk."""
+
+    def __init__(self, elders: list[SimElder], seed: int) -> None:
+        n = len(elders)
+        self.elders, self.seed = elders, seed
+        self.days: list[Day | None] = [None] * n
+        self._ends: list[list[float]] = [[] for _ in range(n)]  # segment ends of each day
+        self._door_ts: list[list[float]] = [[] for _ in range(n)]
+        self.start = np.full(n, INF)  # the current segment (INF: walk first)
+        self.end = np.full(n, -INF)
+        self.next_door = np.full(n, -INF)
+        self.act = np.zeros(n, np.int64)
+        self.post = np.zeros(n, np.int64)
+        self.out = np.zeros(n, bool)
+        self.worn = np.zeros(n, bool)
+        self.gait = np.zeros(n)
+        self.src = np.zeros(n, np.int64)
+
+    def day(self, i: int, t: float) -> Day:
+        """Elder ``i``'s plan covering ``t``."""
+        day = self.days[i]
+        if day is None or not day.start <= t < day.end:
+            p = self.elders[i].profile
+            day = self._plan(i, day_of(p, self.seed, i, t))
+        return day
+
+    def _plan(self, i: int, number: int) -> Day:
+        day = self.days[i] = plan_day(self.elders[i].profile, self.seed, i, number)
+        self._ends[i] = [s.end for s in day.segments]
+        self._door_ts[i] = [d.ts for d in day.doors]
+        return day
+
+    def fill(self, tl: Timeline) -> None:
+        """The routine into ``tl``; its doors into ``tl.doors`` (unsorted)."""
+        t, c = tl.t, tl.c
+        stable = (self.start <= t) & (self.end >= t + c) & (self.next_door >= t + c)
+        rows = np.flatnonzero(stable)
+        for name in ("act", "post", "out", "worn", "gait", "src"):
+            getattr(tl, name)[rows] = getattr(self, name)[rows, None]
+        for i in np.flatnonzero(~stable).tolist():
+            self._walk(i, tl)
+
+    def _walk(self, i: int, tl: Timeline) -> None:
+        t, c = tl.t, tl.c
+        last = t + c - 1
+        day = self.day(i, t)
+        while True:
+            for k in range(bisect.bisect_right(self._ends[i], t), len(day.segments)):
+                s = day.segments[k]
+                if s.start >= t + c:
+                    break
+                if s.end > t:
+                    sl = slice(max(0, math.ceil(s.start - t)), min(c, math.ceil(s.end - t)))
+                    tl.act[i, sl], tl.post[i, sl], tl.out[i, sl] = s.activity, s.posture, s.out
+                    tl.worn[i, sl], tl.gait[i, sl] = s.worn, s.gait_hz
+                    tl.src[i, sl] = day.day * 4096 + k
+                    if s.start <= last < s.end:
+                        self.start[i], self.end[i] = s.start, s.end
+                        self.act[i], self.post[i], self.out[i] = s.activity, s.posture, s.out
+                        self.worn[i], self.gait[i] = s.worn, s.gait_hz
+                        self.src[i] = day.day * 4096 + k
+            door_ts = self._door_ts[i]
+            lo, hi = bisect.bisect_left(door_ts, t), bisect.bisect_left(door_ts, t + c)
+            tl.doors += [(i, d.ts, d.role.value, d.state) for d in day.doors[lo:hi]]
+            if day.end >= t + c:
+                break
+            day = self._plan(i, day.day + 1)
+        self.next_door[i] = door_ts[hi] if hi < len(door_ts) else INF
+
+
+def timeline(routines: Routines, injected: Mapping[int, Injected], t: float, c: int,
+             step_hz: np.ndarray, *, stats: bool = False) -> Timeline:
+    """Seconds ``t .. t + c - 1`` of every elder: the routine, then each elder's injected
+    events (``injected``: those touching the chunk) on top."""
+    tl = Timeline.empty(t, len(routines.elders), c, stats)
+    routines.fill(tl)
+    for i, o in injected.items():
+        for a, b, ev in o.away:
+            sl = _span(t, c, a, b)
+            tl.away[i, sl] = True
+            tl.act[i, sl], tl.post[i, sl], tl.out[i, sl] = ev.activity, ev.posture, ev.out
+            tl.gait[i, sl] = step_hz[i] if ev.activity == Activity.WALK else 0.0
+            tl.src[i, sl] = -2 - 2 * round(a * 1000)
+            if ev.worn is not None:
+                tl.worn[i, sl] = ev.worn
+        for h in o.held:
+            sl = _span(t, c, h.at, h.until)
+            tl.held[i, sl] = True
+            tl.act[i, sl], tl.post[i, sl], tl.out[i, sl] = Activity.LIE_FLOOR, h.then, False
+            tl.src[i, sl] = -1 - 2 * round(h.at * 1000)
+            tl.motions.append((i, h))
+            if stats:
+                sp, mu, ms = h.stats
+                ks = np.arange(len(sp)) + math.floor(h.at - t)
+                ok = (ks >= 0) & (ks < c)
+                tl.spread[i, ks[ok]] = sp[ok]
+                tl.mag_sd[i, ks[ok]] = ms[ok]
+                tl.mean[i, ks[ok]] = mu[ok]
+        for a, b in o.off:
+            tl.off[i, _span(t, c, a, b)] = True
+        for a, b, kind in o.silent:
+            tl.silent[i, _span(t, c, a, b), kind] = True
+        for a, b, ev in o.vit:
+            sl = _span(t, c, a, b)
+            tl.hr_t[i, sl] = np.nan if ev.hr is None else ev.hr
+            tl.spo2_t[i, sl] = np.nan if ev.spo2 is None else ev.spo2
+            tl.br_t[i, sl] = np.nan if ev.br is None else ev.br
+        for a, b, level, per_h in o.batt:
+            if 0 <= math.floor(a - t) < c:
+                tl.reset[i, math.floor(a - t)] = level
+            tl.drain[i, _span(t, c, a, b)] = per_h
+    # routine doors stay shut while on the floor or away; a dead hub sends nothing
+    doors = []
+    for i, ts, role, state in tl.doors:
+        k = math.floor(ts - t)
+        if not (tl.held[i, k] or tl.away[i, k] or tl.silent[i, k, 2]):
+            doors.append((i, ts, role, state))
+    for i, o in injected.items():
+        for ts, role, state in o.doors:
+            if t <= ts < t + c and not tl.silent[i, math.floor(ts - t), 2]:
+                doors.append((i, ts, role, state))
+        for ts, stream in o.buttons:
+            if t <= ts < t + c and not tl.silent[i, math.floor(ts - t), 0]:
+                tl.buttons.append((i, ts, stream))
+    tl.doors = sorted(doors, key=lambda d: (d[1], d[0]))
+    tl.buttons.sort(key=lambda b: (b[1], b[0]))
+    return tl
+
+
+class Body:
+    """Heart rate and battery of every elder: first-order dynamics stepped over a chunk."""
+
+    def __init__(self, hr: np.ndarray, battery: np.ndarray, rest_hr: np.ndarray,
+                 night_charge: np.ndarray) -> None:
+        self.hr, self.battery = hr, battery
+        self.rest_hr, self.night_charge = rest_hr, night_charge
+
+    def advance(self, rng: np.random.Generator, tl: Timeline) -> tuple[np.ndarray, np.ndarray]:
+        """Heart rate (bpm) and battery (%) of every elder at each second of ``tl``."""
+        n, c = tl.act.shape
+        target = self.rest_hr[:, None] + signals.HR_OFFSET[tl.act] + 4.0 * tl.out
+        alpha = np.full((n, c), signals.HR_ALPHA)
+        episode = ~np.isnan(tl.hr_t)  # an injected episode: an 8 s time constant
+        target[episode], alpha[episode] = tl.hr_t[episode], 1.0 - math.exp(-1.0 / 8.0)
+        noise = rng.normal(0.0, 0.4, (n, c))
+        # 24/7 wearers drain slowly and dock fast during the morning wash, so a month-long
+        # run has no low battery or dead wearable unless one is injected.
+        rate_h = np.where(self.night_charge, 2.5, 0.7)[:, None]
+        charge = np.where(self.night_charge, 30.0, 150.0)[:, None]
+        delta = np.where(tl.worn, -rate_h, charge) / 3600.0
+        floor = np.zeros((n, c))
+        draining = ~np.isnan(tl.drain)
+        delta[draining], floor[draining] = -tl.drain[draining] / 3600.0, 1.0
+        hr_out = np.empty((c, n))  # time-major: each step reads contiguous rows
+        batt_out = np.empty((c, n))
+        target, alpha, noise, delta, floor = (x.T.copy() for x in (target, alpha, noise,
+                                                                    delta, floor))
+        reset_at = set(np.nonzero(~np.isnan(tl.reset))[1].tolist())
+        hr, battery = self.hr, self.battery
+        for k in range(c):
+            hr += (target[k] - hr) * alpha[k] + noise[k]
+            hr_out[k] = hr
+            if k in reset_at:
+                battery = np.where(np.isnan(tl.reset[:, k]), battery, tl.reset[:, k])
+            battery += delta[k]
+            np.minimum(battery, 100.0, out=battery)
+            np.maximum(battery, floor[k], out=battery)
+            batt_out[k] = battery
+        self.battery = battery
+        return hr_out.T, batt_out.T
+
+
 def _devices(site: str, index: int, profile: Profile) -> tuple[str, SimDevice, SimDevice,
                                                                  SimDevice]:
     num = f"{index + 1:04d}"
@@ -219,7 +563,10 @@ class Simulation:
 
     Call :meth:`step` with consecutive windows (``step(t)``, ``step(t + 1)``, ...);
     a jump forward re-seeks every routine (state such as heart rate carries over).
-    The same config and the same calls give the same bytes.
+    The same config and the same calls give the same bytes. What each elder does comes
+    from :func:`timeline` (the routine, then the injected events), the same as the fast
+    path's (:func:`device_sim.scenarios.iter_streams`); this class renders it as the
+    devices' messages, with accelerometer samples.
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -232,58 +579,29 @@ class Simulation:
             elder, wearable, bed, door = _devices(config.site, i, profile)
             self.elders.append(SimElder(i, elder, profile, wearable, bed, door))
         profiles = [e.profile for e in self.elders]
-        self._rest_hr = np.array([p.rest_hr for p in profiles])
         self._spo2 = np.array([p.spo2 for p in profiles])
         self._br = np.array([p.br for p in profiles])
-        self._night_charge = np.array([not p.wears_at_night for p in profiles])
-        self._hr = self._rest_hr.copy()
+        self._step_hz = np.array([p.step_hz for p in profiles])
+        rest_hr = np.array([p.rest_hr for p in profiles])
+        night_charge = np.array([not p.wears_at_night for p in profiles])
         self._phase = self._rng.uniform(0, 2 * signals.TWO_PI, n)
-        self._battery = self._rng.uniform(60.0, 100.0, n)
+        battery = self._rng.uniform(60.0, 100.0, n)
         self._door_battery = self._rng.uniform(40.0, 100.0, n)
         self._rssi_base = self._rng.integers(-80, -50, (n, 3))
-        # Current segment of each elder, as arrays.
-        self._seg_end = np.zeros(n)
-        self._act = np.zeros(n, dtype=np.int64)
-        self._posture = np.zeros(n, dtype=np.int64)
-        self._grav = np.zeros((n, 3))
-        self._out = np.zeros(n, dtype=bool)
-        self._worn = np.zeros(n, dtype=bool)
-        self._gait_hz = np.zeros(n)
-        self._days: list[Day] = []
-        self._seg_idx: list[int] = []
-        self._door_idx: list[int] = []
-        self._next_door = np.full(n, INF)
+        self._body = Body(rest_hr.copy(), battery, rest_hr, night_charge)
+        self._routines = Routines(self.elders, config.seed)
         # Periodic reports: phase offsets drawn once per device.
         self._bed_offset = self._rng.integers(0, config.bed_period_s, n)
         self._status_offset = self._rng.integers(0, config.status_period_s, (n, 3))
         self._next_bed = np.zeros(n)
         self._next_status = np.zeros((n, 3))
-        # Injected events and motions.
-        self._pending: list[list[tuple[float, int, SimEvent]]] = [[] for _ in range(n)]
-        self._next_inject = np.full(n, INF)
-        self._inject_count = 0
-        self._motion: dict[int, tuple[float, np.ndarray]] = {}
-        self._hold_until = np.full(n, -INF)
-        self._hold_grav = np.zeros((n, 3))
+        self._injected: dict[int, Injected] = {}
         self._seq = np.zeros((n, 3), dtype=np.int64)
-        # Injected overrides of the routine, each active until its time (-inf: none).
-        self._away_until = np.full(n, -INF)
-        self._away_act = np.zeros(n, dtype=np.int64)
-        self._away_grav = np.zeros((n, 3))
-        self._away_out = np.zeros(n, dtype=bool)
-        self._away_worn = np.full(n, -1, dtype=np.int64)  # -1: as the routine says
-        self._away_gait = np.zeros(n)
-        self._extra_doors: list[list[DoorAction]] = [[] for _ in range(n)]
-        self._next_extra_door = np.full(n, INF)
-        self._vit_until = np.full(n, -INF)
-        self._vit = np.full((n, 3), np.nan)  # hr, spo2, br targets
-        self._off_until = np.full(n, -INF)
+        # rendering state: the tilted gravity of each elder's current posture source
+        self._src = np.full(n, np.iinfo(np.int64).min)
+        self._grav = np.zeros((n, 3))
+        self._was_off = np.zeros(n, bool)
         self._off_grav = np.zeros((n, 3))
-        self._batt_until = np.full(n, -INF)
-        self._batt_drain = np.zeros(n)
-        self._silent_until = np.full((n, 3), -INF)
-        self._out_now = self._out
-        self._worn_now = self._worn
         self._frame_head = [
             f'{{"elder":"{e.elder}","device":"{e.wearable.device}","ts":'.encode()
             for e in self.elders
@@ -293,7 +611,13 @@ class Simulation:
         self._door_topics = [e.door.topic(Stream.EVENT) for e in self.elders]
         self._status_topics = [[d.topic(Stream.STATUS) for d in e.devices] for e in self.elders]
         self._clock = float(config.start)
-        self._seek(self._clock)
+        self._seek_reports()
+
+    def _seek_reports(self) -> None:
+        """The next bed reading and status report of every device, from the clock on."""
+        base = math.ceil(self._clock)
+        self._next_bed = base + (self._bed_offset - base) % self.config.bed_period_s
+        self._next_status = base + (self._status_offset - base) % self.config.status_period_s
 
     # -- state --------------------------------------------------------------------
 
@@ -321,55 +645,12 @@ class Simulation:
         ``battery`` and ``door_battery`` (n,): percent now; ``hr`` (n,): bpm now.
         """
         return {"bed_offset": self._bed_offset.copy(), "status_offset": self._status_offset.copy(),
-                "battery": self._battery.copy(), "door_battery": self._door_battery.copy(),
-                "hr": self._hr.copy()}
+                "battery": self._body.battery.copy(), "door_battery": self._door_battery.copy(),
+                "hr": self._body.hr.copy()}
 
     def day(self, elder: int) -> Day:
         """The routine elder ``elder`` is following now (for tests and scenarios)."""
-        return self._days[elder]
-
-    def _seek(self, t: float) -> None:
-        cfg = self.config
-        self._days, self._seg_idx, self._door_idx = [], [], []
-        for e in self.elders:
-            day = plan_day(e.profile, cfg.seed, e.index, day_of(e.profile, cfg.seed, e.index, t))
-            k = bisect.bisect_right([s.start for s in day.segments], t) - 1
-            d = bisect.bisect_left([a.ts for a in day.doors], t)
-            self._days.append(day)
-            self._seg_idx.append(k)
-            self._door_idx.append(d)
-            self._next_door[e.index] = day.doors[d].ts if d < len(day.doors) else INF
-            self._enter(e.index, k)
-        base = math.ceil(t)
-        self._next_bed = base + (self._bed_offset - base) % cfg.bed_period_s
-        self._next_status = base + (self._status_offset - base) % cfg.status_period_s
-
-    def _enter(self, i: int, k: int) -> None:
-        seg = self._days[i].segments[k]
-        self._seg_idx[i] = k
-        self._seg_end[i] = seg.end
-        self._act[i] = seg.activity
-        self._posture[i] = seg.posture
-        self._grav[i] = signals.tilted(np.array([seg.posture]), self._rng)[0]
-        self._out[i] = seg.out
-        self._worn[i] = seg.worn
-        self._gait_hz[i] = seg.gait_hz
-
-    def _advance(self, i: int, s: float) -> None:
-        cfg = self.config
-        k = self._seg_idx[i] + 1
-        day = self._days[i]
-        while True:
-            if k >= len(day.segments):
-                day = plan_day(self.elders[i].profile, cfg.seed, i, day.day + 1)
-                self._days[i] = day
-                self._door_idx[i] = 0
-                self._next_door[i] = day.doors[0].ts if day.doors else INF
-                k = 0
-            if day.segments[k].end > s:
-                break
-            k += 1
-        self._enter(i, k)
+        return self._routines.day(elder, self._clock)
 
     # -- injection ----------------------------------------------------------------
 
@@ -382,10 +663,7 @@ class Simulation:
         duration = getattr(event, "duration_s", 0.0)
         if not duration >= 0:
             raise ValueError(f"duration_s must be >= 0, got {duration}")
-        self._inject_count += 1
-        queue = self._pending[elder]
-        bisect.insort(queue, (at_ts, self._inject_count, event), key=lambda x: x[:2])
-        self._next_inject[elder] = queue[0][0]
+        self._injected.setdefault(elder, Injected()).add(at_ts, event, self.config.rate)
 
     # -- generation ---------------------------------------------------------------
 
@@ -398,265 +676,166 @@ class Simulation:
         if t < self._clock - 1e-6:
             raise ValueError(f"step({t}) goes back before the simulation clock {self._clock}")
         if t > self._clock + 1e-6:
-            grid = self.config.start + math.ceil(t - self.config.start - 1e-6)
-            self._clock = grid
-            self._seek(grid)
+            self._clock = self.config.start + math.ceil(t - self.config.start - 1e-6)
+            self._routines.start[:] = INF  # re-seek every routine
+            self._seek_reports()
+        c = math.ceil(t + dt - 1e-6 - self._clock)
         out: list[tuple[Topic, bytes]] = []
-        while self._clock < t + dt - 1e-6:
-            self._second(self._clock, out)
-            self._clock += 1.0
+        if c <= 0:
+            return out
+        t0 = self._clock
+        now = {i: o.within(t0, c) for i, o in self._injected.items() if o.first < t0 + c}
+        tl = timeline(self._routines, {i: o for i, o in now.items() if o.first < INF}, t0, c,
+                      self._step_hz)
+        hr, battery = self._body.advance(self._rng, tl)
+        buttons = iter(tl.buttons)
+        doors = iter(tl.doors)
+        button, door = next(buttons, None), next(doors, None)
+        for k in range(c):
+            end = tl.t + k + 1.0
+            while button is not None and button[1] < end:
+                self._button(*button, out)
+                button = next(buttons, None)
+            while door is not None and door[1] < end:
+                self._door(*door, out)
+                door = next(doors, None)
+            self._frames(tl, k, hr[:, k], battery[:, k], out)
+            self._bed(tl, k, hr[:, k], out)
+            self._status(tl, k, battery[:, k], out)
+        self._clock += c
         return out
 
-    def _second(self, s: float, out: list[tuple[Topic, bytes]]) -> None:
-        end = s + 1.0
-        for i in np.flatnonzero(self._seg_end <= s).tolist():
-            self._advance(i, s)
-        for i in np.flatnonzero(self._next_inject < end).tolist():
-            self._fire_injections(i, end, out)
-        held = self._hold_until > s
-        away = self._away_until > s
-        for i in np.flatnonzero(self._next_door < end).tolist():
-            self._doors(i, end, bool(held[i] or away[i]), out)
-        for i in np.flatnonzero(self._next_extra_door < end).tolist():
-            self._injected_doors(i, end, out)
-        act = self._act.copy()
-        grav = self._grav
-        self._out_now, self._worn_now = self._out, self._worn
-        if away.any():
-            grav = grav.copy()
-            act[away] = self._away_act[away]
-            grav[away] = self._away_grav[away]
-            self._out_now = np.where(away, self._away_out, self._out)
-            keep = self._away_worn < 0
-            self._worn_now = np.where(away & ~keep, self._away_worn == 1, self._worn)
-        if held.any():
-            act[held] = Activity.LIE_FLOOR
-            grav = grav.copy()
-            grav[held] = self._hold_grav[held]
-        self._vitals(act, s)
-        self._frames(s, act, grav, held, out, away)
-        if (self._next_bed < end).any():
-            self._bed(end, act, held, out)
-        if (self._next_status < end).any():
-            self._status(end, out)
-
-    def _fire_injections(self, i: int, end: float, out: list[tuple[Topic, bytes]]) -> None:
+    def _button(self, i: int, ts: float, stream: str, out: list[tuple[Topic, bytes]]) -> None:
         elder = self.elders[i]
-        queue = self._pending[i]
-        while queue and queue[0][0] < end:
-            ts, _, event = queue.pop(0)
-            if isinstance(event, Motion):
-                self._motion[i] = (ts, event.accel)
-                done = ts + len(event.accel) / self.config.rate
-                # Held from the first sample: frames flow even if the routine had it off.
-                self._hold_until[i] = done + event.hold_s
-                self._hold_grav[i] = signals.tilted(np.array([event.then]), self._rng)[0]
-                continue
-            if not isinstance(event, SosPress | OkPress):
-                self._override(i, ts, event)
-                continue
-            if self._silent_until[i, 0] > ts:
-                continue
-            stream = Stream.SOS if isinstance(event, SosPress) else Stream.OK
-            seq = int(self._seq[i, 0])
-            self._seq[i, 0] += 1
-            payload = {"elder": elder.elder, "device": elder.wearable.device,
-                       "ts": round(ts, 3), "seq": seq}
-            out.append((elder.wearable.topic(stream), encode.dumps(payload)))
-        self._next_inject[i] = queue[0][0] if queue else INF
+        seq = int(self._seq[i, 0])
+        self._seq[i, 0] += 1
+        payload = {"elder": elder.elder, "device": elder.wearable.device,
+                   "ts": round(ts, 3), "seq": seq}
+        out.append((elder.wearable.topic(Stream(stream)), encode.dumps(payload)))
 
-    def _override(self, i: int, ts: float, event: SimEvent) -> None:
-        """Start an injected override of elder ``i``'s routine or devices at ``ts``."""
-        if isinstance(event, Away):
-            self._away_until[i] = ts + event.duration_s
-            self._away_act[i] = event.activity
-            self._away_grav[i] = signals.tilted(np.array([event.posture]), self._rng)[0]
-            self._away_out[i] = event.out
-            self._away_worn[i] = -1 if event.worn is None else int(event.worn)
-            self._away_gait[i] = self.elders[i].profile.step_hz
-            for offset, role in event.doors:
-                opened = ts + offset
-                self._extra_doors[i] += [DoorAction(opened, role, "opened"),
-                                         DoorAction(opened + 4.0, role, "closed")]
-            self._extra_doors[i].sort(key=lambda d: d.ts)
-            if self._extra_doors[i]:
-                self._next_extra_door[i] = self._extra_doors[i][0].ts
-        elif isinstance(event, Vitals):
-            self._vit_until[i] = ts + event.duration_s
-            self._vit[i] = [np.nan if v is None else float(v)
-                            for v in (event.hr, event.spo2, event.br)]
-        elif isinstance(event, OffBody):
-            self._off_until[i] = ts + event.duration_s
-            g = signals.tilted(np.array([Posture.SUPINE]), self._rng, spread=0.3)[0]
-            self._off_grav[i] = g
-        elif isinstance(event, Battery):
-            self._battery[i] = event.level
-            self._batt_until[i] = ts + event.duration_s
-            self._batt_drain[i] = event.drain_per_h
-        elif isinstance(event, Silence):
-            self._silent_until[i, _KIND_INDEX[event.kind]] = ts + event.duration_s
-
-    def _injected_doors(self, i: int, end: float, out: list[tuple[Topic, bytes]]) -> None:
+    def _door(self, i: int, ts: float, role: str, state: str,
+              out: list[tuple[Topic, bytes]]) -> None:
         elder = self.elders[i]
-        queue = self._extra_doors[i]
-        while queue and queue[0].ts < end:
-            action = queue.pop(0)
-            if self._silent_until[i, 2] > action.ts:
-                continue
-            seq = int(self._seq[i, 2])
-            self._seq[i, 2] += 1
-            payload = {"elder": elder.elder, "device": elder.door.device,
-                       "ts": round(action.ts, 3), "door": action.role.value,
-                       "role": action.role.value, "state": action.state, "seq": seq}
-            out.append((self._door_topics[i], encode.dumps(payload)))
-        self._next_extra_door[i] = queue[0].ts if queue else INF
+        seq = int(self._seq[i, 2])
+        self._seq[i, 2] += 1
+        payload = {"elder": elder.elder, "device": elder.door.device, "ts": round(ts, 3),
+                   "door": role, "role": role, "state": state, "seq": seq}
+        out.append((self._door_topics[i], encode.dumps(payload)))
 
-    def _doors(self, i: int, end: float, held: bool, out: list[tuple[Topic, bytes]]) -> None:
-        elder = self.elders[i]
-        day = self._days[i]
-        d = self._door_idx[i]
-        while d < len(day.doors) and day.doors[d].ts < end:
-            action = day.doors[d]
-            d += 1
-            if held or self._silent_until[i, 2] > action.ts:  # on the floor, or a dead hub
-                continue
-            seq = int(self._seq[i, 2])
-            self._seq[i, 2] += 1
-            payload = {"elder": elder.elder, "device": elder.door.device,
-                       "ts": round(action.ts, 3), "door": action.role.value,
-                       "role": action.role.value, "state": action.state, "seq": seq}
-            out.append((self._door_topics[i], encode.dumps(payload)))
-        self._door_idx[i] = d
-        self._next_door[i] = day.doors[d].ts if d < len(day.doors) else INF
-
-    def _vitals(self, act: np.ndarray, s: float) -> None:
-        hr = signals.heart_rate(self._rng, self._hr, self._rest_hr, act, self._out_now)
-        vit = np.flatnonzero((self._vit_until > s) & ~np.isnan(self._vit[:, 0]))
-        if vit.size:  # an injected episode: towards its target with an 8 s time constant
-            old = self._hr[vit]
-            hr[vit] = (old + (self._vit[vit, 0] - old) * (1.0 - math.exp(-1.0 / 8.0))
-                       + self._rng.normal(0.0, 0.4, vit.size))
-        self._hr = hr
-        on_body = self._worn_now
-        # 24/7 wearers drain slowly and dock fast during the morning wash, so a month-long
-        # run has no low battery or dead wearable unless one is injected.
-        rate_h = np.where(self._night_charge, 2.5, 0.7)
-        before = self._battery
-        self._battery = np.where(
-            on_body,
-            np.maximum(self._battery - rate_h / 3600.0, 0.0),
-            np.minimum(self._battery + np.where(self._night_charge, 30.0, 150.0) / 3600.0, 100.0),
-        )
-        drain = self._batt_until > s
-        if drain.any():
-            self._battery[drain] = np.maximum(before[drain] - self._batt_drain[drain] / 3600.0,
-                                              1.0)
-        self._door_battery = np.maximum(self._door_battery - 0.5 / 86400.0, 1.0)
-
-    def _frames(self, s: float, act: np.ndarray, grav: np.ndarray, held: np.ndarray,
-                out: list[tuple[Topic, bytes]], away: np.ndarray) -> None:
+    def _frames(self, tl: Timeline, k: int, hr_k: np.ndarray, battery: np.ndarray,
+                out: list[tuple[Topic, bytes]]) -> None:
         cfg = self.config
-        off = self._off_until > s  # lying on a table: sends, but nothing of a body
-        sending = np.flatnonzero((self._worn_now | held | off) & (self._battery > 0.0)
-                                 & ~(self._silent_until[:, 0] > s))
-        gait = self._gait_hz
-        if away.any():
-            gait = np.where(away, self._away_gait, gait)
+        s = tl.t + k
+        changed = np.flatnonzero(tl.src[:, k] != self._src)
+        if len(changed):  # a new posture: a new small tilt of the wearable
+            self._grav[changed] = signals.tilted(tl.post[changed, k], self._rng)
+            self._src[changed] = tl.src[changed, k]
+        off = tl.off[:, k]  # lying on a table: sends, but nothing of a body
+        started = np.flatnonzero(off & ~self._was_off)
+        if len(started):
+            supine = np.full(len(started), Posture.SUPINE)
+            self._off_grav[started] = signals.tilted(supine, self._rng, spread=0.3)
+        self._was_off = off
+        sending = np.flatnonzero((tl.worn[:, k] | tl.held[:, k] | off) & (battery > 0.0)
+                                 & ~tl.silent[:, k, 0])
+        act = tl.act[sending, k]
         accel, phase, steps = signals.accel_second(
-            self._rng, cfg.rate, grav[sending], act[sending], gait[sending],
+            self._rng, cfg.rate, self._grav[sending], act, tl.gait[sending, k],
             self._phase[sending],
         )
         self._phase[sending] = phase
-        if self._motion:
-            self._apply_motions(s, sending, accel)
-        spo2 = signals.spo2(self._rng, self._spo2[sending], act[sending])
-        hr = np.clip(np.rint(self._hr[sending]), 20, 250).astype(np.int64)
-        target = self._vit[sending, 1]
-        vit = np.flatnonzero((self._vit_until[sending] > s) & ~np.isnan(target))
+        if tl.motions:
+            self._apply_motions(s, tl.motions, sending, accel)
+        spo2 = signals.spo2(self._rng, self._spo2[sending], act)
+        hr = np.clip(np.rint(hr_k[sending]), 20, 250).astype(np.int64)
+        target = tl.spo2_t[sending, k]
+        vit = np.flatnonzero(~np.isnan(target))
         if vit.size:
             low = target[vit] + self._rng.integers(-1, 2, vit.size)
             spo2[vit] = np.clip(low, 50, 100).astype(spo2.dtype)
+        off_rows = off[sending]
+        if off_rows.any():
+            still = self._off_grav[sending[off_rows]][:, None, :]
+            accel[off_rows] = still + self._rng.normal(0.0, 0.0015, (off_rows.sum(), cfg.rate, 3))
         bodies = encode.accel_json(accel)
         ts = repr(float(s)).encode()
         head = self._frame_head
         topics = self._frame_topics
         tail_fmt = b',"rate":%d,"accel":%s,"hr":%d,"spo2":%d,"steps":%d,"battery":%.1f}'
         rate = cfg.rate
-        off_rows = off[sending]
-        if off_rows.any():
-            still = self._off_grav[sending[off_rows]][:, None, :]
-            accel[off_rows] = still + self._rng.normal(0.0, 0.0015, (off_rows.sum(), rate, 3))
-            bodies = encode.accel_json(accel)
-        for k, (i, body, h, o, st, b) in enumerate(zip(
+        for j, (i, body, h, o, st, b) in enumerate(zip(
             sending.tolist(), bodies, hr.tolist(), spo2.tolist(), steps.tolist(),
-            self._battery[sending].tolist(), strict=True,
+            battery[sending].tolist(), strict=True,
         )):
-            if off_rows[k]:  # no skin contact: no heart rate, no SpO2, no steps
+            if off_rows[j]:  # no skin contact: no heart rate, no SpO2, no steps
                 out.append((topics[i], head[i] + ts + b',"rate":%d,"accel":%s,"steps":0,'
                             b'"battery":%.1f}' % (rate, body, b)))
                 continue
             out.append((topics[i], head[i] + ts + tail_fmt % (rate, body, h, o, st, b)))
 
-    def _apply_motions(self, s: float, sending: np.ndarray, accel: np.ndarray) -> None:
+    def _apply_motions(self, s: float, motions: list[tuple[int, Held]], sending: np.ndarray,
+                       accel: np.ndarray) -> None:
         rate = self.config.rate
-        row = {int(i): r for r, i in enumerate(sending.tolist()) if int(i) in self._motion}
-        for i, (start, samples) in list(self._motion.items()):
-            first = round((s - start) * rate)  # motion sample at this frame's sample 0
-            if first >= len(samples):
-                del self._motion[i]
-                continue
-            if i not in row:
-                continue
+        row = {i: r for r, i in enumerate(sending.tolist())}
+        for i, held in motions:
+            first = round((s - held.at) * rate)  # motion sample at this frame's sample 0
             lo = max(0, -first)
-            hi = min(rate, len(samples) - first)
-            if lo < hi:
-                accel[row[i], lo:hi] = samples[first + lo : first + hi]
+            hi = min(rate, len(held.samples) - first)
+            if i in row and lo < hi:
+                accel[row[i], lo:hi] = held.samples[first + lo : first + hi]
 
-    def _bed(self, end: float, act: np.ndarray, held: np.ndarray,
+    def _bed(self, tl: Timeline, k: int, hr_k: np.ndarray,
              out: list[tuple[Topic, bytes]]) -> None:
-        due = np.flatnonzero(self._next_bed < end)
-        ts = self._next_bed[due]
-        self._next_bed[due] += self.config.bed_period_s
-        a = act[due]
-        present = np.isin(a, list(IN_BED)) & ~self._out_now[due] & ~held[due]
-        base_br = self._br[due]
-        episode = (self._vit_until[due] > end - 1.0) & ~np.isnan(self._vit[due, 2])
-        if episode.any():
-            base_br = np.where(episode, self._vit[due, 2], base_br)
-        hr, br, movement = signals.bed_vitals(self._rng, self._hr[due], base_br, a)
+        end = tl.t + k + 1.0
+        if not (self._next_bed < end).any():
+            return
+        reads = np.flatnonzero(self._next_bed < end)
+        at = self._next_bed.copy()
+        self._next_bed[reads] += self.config.bed_period_s
+        due = reads[~tl.silent[reads, k, 1]]
+        a = tl.act[due, k]
+        present = np.isin(a, list(IN_BED)) & ~tl.out[due, k] & ~tl.held[due, k]
+        br = tl.br_t[due, k]
+        base_br = np.where(np.isnan(br), self._br[due], br)
+        hr, br, movement = signals.bed_vitals(self._rng, hr_k[due], base_br, a)
         for j, i in enumerate(due.tolist()):
             elder = self.elders[i]
-            if self._silent_until[i, 1] > ts[j]:
-                continue
             payload: dict[str, object] = {"elder": elder.elder, "device": elder.bed.device,
-                                          "ts": float(ts[j]), "presence": bool(present[j])}
+                                          "ts": float(at[i]), "presence": bool(present[j])}
             if present[j]:
                 payload.update(hr=int(hr[j]), br=float(br[j]), movement=float(movement[j]))
             else:
                 payload.update(hr=None, br=None, movement=0.0)
             out.append((self._bed_topics[i], encode.dumps(payload)))
 
-    def _status(self, end: float, out: list[tuple[Topic, bytes]]) -> None:
+    def _status(self, tl: Timeline, k: int, battery: np.ndarray,
+                out: list[tuple[Topic, bytes]]) -> None:
+        cfg = self.config
+        end = tl.t + k + 1.0
+        if not (self._next_status < end).any():
+            return
         due_i, due_k = np.nonzero(self._next_status < end)
+        at = self._next_status.copy()
+        self._next_status[due_i, due_k] += cfg.status_period_s
         rssi = self._rssi_base[due_i, due_k] + self._rng.integers(-3, 4, len(due_i))
-        for i, k, r in zip(due_i.tolist(), due_k.tolist(), rssi.tolist(), strict=True):
+        for i, kind, r in zip(due_i.tolist(), due_k.tolist(), rssi.tolist(), strict=True):
             elder = self.elders[i]
-            device = elder.devices[k]
-            ts = float(self._next_status[i, k])
-            self._next_status[i, k] += self.config.status_period_s
-            if (k == 0 and self._battery[i] <= 0.0) or self._silent_until[i, k] > ts:
+            device = elder.devices[kind]
+            ts = float(at[i, kind])
+            if (kind == 0 and battery[i] <= 0.0) or tl.silent[i, k, kind]:
                 continue  # a flat or dead device says nothing
-            if k == 0:
-                battery = round(float(self._battery[i]), 1)
-                if self._out_now[i]:
+            if kind == 0:
+                level = round(float(battery[i]), 1)
+                if tl.out[i, k]:
                     r = min(r, -85)  # far from the home's access point: on the cellular link
-            elif k == 1:
-                battery = 100.0  # mains powered
+            elif kind == 1:
+                level = 100.0  # mains powered
             else:
-                battery = round(float(self._door_battery[i]), 1)
+                drained = 0.5 * (ts - cfg.start) / 86400.0
+                level = round(max(float(self._door_battery[i]) - drained, 1.0), 1)
             payload = {"elder": elder.elder, "device": device.device, "ts": ts,
-                       "battery": battery, "firmware": device.firmware, "rssi": int(r),
+                       "battery": level, "firmware": device.firmware, "rssi": int(r),
                        "model": device.model, "vendor": device.vendor,
                        "placement": device.placement,
-                       "interval_s": self.config.status_period_s}
-            out.append((self._status_topics[i][k], encode.dumps(payload)))
+                       "interval_s": cfg.status_period_s}
+            out.append((self._status_topics[i][kind], encode.dumps(payload)))

@@ -52,13 +52,17 @@ from device_sim import signals
 from device_sim.homes import (
     Away,
     Battery,
+    Body,
+    Injected,
     Motion,
     OffBody,
+    Routines,
     Silence,
     SimEvent,
     Simulation,
     SosPress,
     Vitals,
+    timeline,
 )
 from device_sim.motions import MOTIONS, motion
 from device_sim.routine import IN_BED, Activity, Day, Posture, Segment, day_of, plan_day
@@ -673,87 +677,13 @@ class Streams:
     buttons: dict[str, np.ndarray]
 
 
-@dataclass
-class _Elder:
-    """One elder's injected overrides as intervals ``(from, until, ...)`` in seconds."""
-
-    held: list[tuple[float, float, Posture, np.ndarray, np.ndarray, np.ndarray]] = field(
-        default_factory=list)  # from, until, posture, the motion's per-second spread, mean
-    # and spread of the magnitude
-    away: list[tuple[float, float, Away]] = field(default_factory=list)
-    vit: list[tuple[float, float, Vitals]] = field(default_factory=list)
-    off: list[tuple[float, float]] = field(default_factory=list)
-    batt: list[tuple[float, float, float, float]] = field(default_factory=list)
-    silent: list[tuple[float, float, int]] = field(default_factory=list)
-    buttons: list[tuple[float, str]] = field(default_factory=list)
-    doors: list[tuple[float, str, str]] = field(default_factory=list)
-
-    def by_chunk(self, start: float, chunk_s: int, end: float) -> dict[int, _Elder]:
-        """The same overrides filed under every chunk they touch, so a chunk sees only its own."""
-        out: dict[int, _Elder] = {}
-
-        def put(name: str, item: Any, a: float, b: float) -> None:
-            first = int((math.floor(a) - start) // chunk_s)
-            last = int((math.ceil(min(b, end)) - 1 - start) // chunk_s)
-            for j in range(max(first, 0), last + 1):
-                getattr(out.setdefault(j, _Elder()), name).append(item)
-
-        for name in ("held", "away", "vit", "off", "batt", "silent"):
-            for item in getattr(self, name):
-                put(name, item, item[0], item[1])
-        for name in ("buttons", "doors"):
-            for item in getattr(self, name):
-                put(name, item, item[0], item[0] + 1.0)
-        return out
-
-
-def _motion_stats(at: float, samples: Floats, rate: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per-second spread, mean and magnitude spread of a motion, from ``floor(at)`` on."""
-    lead = round((at - math.floor(at)) * rate)
-    n = math.ceil((lead + len(samples)) / rate)
-    padded = np.full((n * rate, 3), np.nan, np.float32)
-    padded[lead: lead + len(samples)] = samples
-    sec = padded.reshape(n, rate, 3)
-    mean = np.nanmean(sec, axis=1)
-    spread = np.sqrt(np.nanmean(((sec - mean[:, None]) ** 2).sum(axis=2), axis=1))
-    return spread, mean, np.nanstd(np.linalg.norm(sec, axis=2), axis=1)
-
-
-def _overrides(sim: Simulation, scenarios: Iterable[Scenario]) -> list[_Elder]:
+def _overrides(sim: Simulation, scenarios: Iterable[Scenario]) -> list[Injected]:
     rate = sim.config.rate
-    out = [_Elder() for _ in sim.elders]
-    kinds = {DeviceKind.WEARABLE: 0, DeviceKind.BED: 1, DeviceKind.DOOR: 2}
+    out = [Injected() for _ in sim.elders]
     for sc in scenarios:
-        o = out[sc.index]
         for at, ev in events(sc, rate):
-            if isinstance(ev, Motion):
-                done = at + len(ev.accel) / rate
-                spread, mean, mag = _motion_stats(at, ev.accel, rate)
-                o.held.append((at, done + ev.hold_s, ev.then, spread, mean, mag))
-            elif isinstance(ev, Away):
-                o.away.append((at, at + ev.duration_s, ev))
-                for off, role in ev.doors:
-                    o.doors += [(at + off, role.value, "opened"), (at + off + 4.0, role.value,
-                                                                   "closed")]
-            elif isinstance(ev, Vitals):
-                o.vit.append((at, at + ev.duration_s, ev))
-            elif isinstance(ev, OffBody):
-                o.off.append((at, at + ev.duration_s))
-            elif isinstance(ev, Battery):
-                o.batt.append((at, at + ev.duration_s, ev.level, ev.drain_per_h))
-            elif isinstance(ev, Silence):
-                o.silent.append((at, at + ev.duration_s, kinds[ev.kind]))
-            else:
-                o.buttons.append((at, "sos" if isinstance(ev, SosPress) else "ok"))
+            out[sc.index].add(at, ev, rate)
     return out
-
-
-def _span(t0: float, c: int, a: float, b: float) -> slice:
-    """Seconds ``t0 + k`` with ``floor(a) <= t0 + k < b`` (as the simulation applies them)."""
-    lo = int(np.clip(math.floor(a) - t0, 0, c))
-    hi = int(np.clip(math.ceil(b - t0), 0, c))
-    return slice(lo, max(lo, hi))
 
 
 def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
@@ -761,11 +691,12 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
     """Yield :class:`Streams` chunk by chunk over ``days`` from ``sim``'s start.
 
     A fast stand-in for stepping ``sim`` with the scenarios applied (pass a fresh,
-    unstepped simulation; it is only read): the same plans, the same injected events and
-    the same report phases, so frames are sent in the same seconds, the bed sees the
-    same presence, the same doors move and statuses come at the same times; heart rate,
-    SpO2, battery and bed vitals follow the same models with their own random draws.
-    Instead of samples a frame carries its second's spread and mean. About 4 s a
+    unstepped simulation; it is only read), derived from the same simulator: the same
+    :func:`~device_sim.homes.timeline` (routine and injected events, second by second),
+    the same heart-rate and battery dynamics (:class:`~device_sim.homes.Body`) and the
+    same report phases, so frames are sent in the same seconds, the bed sees the same
+    presence, the same doors move and statuses come at the same times; only the random
+    draws are its own. Instead of samples a frame carries its second's spread and mean. About 4 s a
     simulated day for 100 elders with the default mix (stepping: about 2 min).
     """
     cfg = sim.config
@@ -776,136 +707,34 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
     state = sim.initial_state()
     end = cfg.start + days * 86400.0
     ov = [o.by_chunk(cfg.start, int(chunk_s), end) for o in _overrides(sim, scenarios)]
-    plans: list[Day | None] = [None] * n
-    empty = _Elder()
-    rest = np.array([e.profile.rest_hr for e in sim.elders])
+    routines = Routines(sim.elders, cfg.seed)
+    step_hz = np.array([e.profile.step_hz for e in sim.elders])
     base_spo2 = np.array([e.profile.spo2 for e in sim.elders])
     base_br = np.array([e.profile.br for e in sim.elders])
+    rest = np.array([e.profile.rest_hr for e in sim.elders])
     night_charge = np.array([not e.profile.wears_at_night for e in sim.elders])
-    hr = state["hr"].copy()
-    battery = state["battery"].copy()
+    body = Body(state["hr"].copy(), state["battery"].copy(), rest, night_charge)
     phase = rng.uniform(0.0, 2.0, n)
-    c = int(chunk_s)
-    fast = 1.0 - math.exp(-1.0 / 8.0)
     t = cfg.start
     chunk = 0
     while t < end - 1e-9:
         c = int(min(chunk_s, math.ceil(end - t)))
         secs = t + np.arange(c)
-        act = np.zeros((n, c), np.int64)
-        post = np.zeros((n, c), np.int64)
-        out = np.zeros((n, c), bool)
-        worn = np.zeros((n, c), bool)
-        gait = np.zeros((n, c))
-        held = np.zeros((n, c), bool)
-        away = np.zeros((n, c), bool)
-        off = np.zeros((n, c), bool)
-        silent = np.zeros((n, c, 3), bool)
-        hr_t = np.full((n, c), np.nan)
-        spo2_t = np.full((n, c), np.nan)
-        br_t = np.full((n, c), np.nan)
-        reset = np.full((n, c), np.nan)
-        drain = np.full((n, c), np.nan)
-        spread = np.full((n, c), np.nan)
-        mag_sd = np.full((n, c), np.nan)
-        mean = np.full((n, c, 3), np.nan)
-        doors: list[tuple[int, float, str, str]] = []
-        buttons: list[tuple[int, float, str]] = []
-        for i, e in enumerate(sim.elders):
-            o = ov[i].get(chunk, empty)
-            routine_doors: list[tuple[float, str, str]] = []
-            day = plans[i]
-            if day is None or not day.start <= t < day.end:
-                day = plan_day(e.profile, cfg.seed, i, day_of(e.profile, cfg.seed, i, t))
-            while True:
-                for s in day.segments:
-                    if s.end > t and s.start < t + c:
-                        sl = slice(max(0, math.ceil(s.start - t)), min(c, math.ceil(s.end - t)))
-                        act[i, sl], post[i, sl], out[i, sl] = s.activity, s.posture, s.out
-                        worn[i, sl], gait[i, sl] = s.worn, s.gait_hz
-                routine_doors += [(d.ts, d.role.value, d.state) for d in day.doors
-                                  if t <= d.ts < t + c]
-                if day.end >= t + c:
-                    break
-                day = plan_day(e.profile, cfg.seed, i, day.day + 1)
-            plans[i] = day
-            for a, b, ev in o.away:
-                sl = _span(t, c, a, b)
-                away[i, sl] = True
-                act[i, sl], post[i, sl], out[i, sl] = ev.activity, ev.posture, ev.out
-                gait[i, sl] = e.profile.step_hz if ev.activity == Activity.WALK else 0.0
-                if ev.worn is not None:
-                    worn[i, sl] = ev.worn
-            for a, b, then, sp, mu, ms in o.held:
-                sl = _span(t, c, a, b)
-                held[i, sl] = True
-                act[i, sl], post[i, sl], out[i, sl] = Activity.LIE_FLOOR, then, False
-                k0 = math.floor(a - t)
-                ks = np.arange(len(sp)) + k0
-                ok = (ks >= 0) & (ks < c)
-                spread[i, ks[ok]] = sp[ok]
-                mag_sd[i, ks[ok]] = ms[ok]
-                mean[i, ks[ok]] = mu[ok]
-            for a, b in o.off:
-                off[i, _span(t, c, a, b)] = True
-            for a, b, k in o.silent:
-                silent[i, _span(t, c, a, b), k] = True
-            for a, b, ev in o.vit:
-                sl = _span(t, c, a, b)
-                hr_t[i, sl] = np.nan if ev.hr is None else ev.hr
-                spo2_t[i, sl] = np.nan if ev.spo2 is None else ev.spo2
-                br_t[i, sl] = np.nan if ev.br is None else ev.br
-            for a, b, level, per_h in o.batt:
-                if t <= math.floor(a) < t + c:
-                    reset[i, math.floor(a) - int(t)] = level
-                drain[i, _span(t, c, a, b)] = per_h
-            for ts, role, st in routine_doors:
-                k = math.floor(ts) - int(t)
-                if not (held[i, k] or away[i, k] or silent[i, k, 2]):
-                    doors.append((i, ts, role, st))
-            for ts, role, st in o.doors:
-                if t <= ts < t + c and not silent[i, math.floor(ts) - int(t), 2]:
-                    doors.append((i, ts, role, st))
-            for ts, stream in o.buttons:
-                if t <= ts < t + c and not silent[i, math.floor(ts) - int(t), 0]:
-                    buttons.append((i, ts, stream))
-        # heart rate and battery: first-order dynamics, stepped over the chunk for all
-        target = rest[:, None] + signals.HR_OFFSET[act] + 4.0 * out
-        alpha = np.full((n, c), signals.HR_ALPHA)
-        episode = ~np.isnan(hr_t)
-        target[episode], alpha[episode] = hr_t[episode], fast
-        noise = rng.normal(0.0, 0.4, (n, c))
-        rate_h = np.where(night_charge, 2.5, 0.7)[:, None]
-        charge = np.where(night_charge, 30.0, 150.0)[:, None]
-        delta = np.where(worn, -rate_h, charge) / 3600.0
-        floor = np.zeros((n, c))
-        draining = ~np.isnan(drain)
-        delta[draining], floor[draining] = -drain[draining] / 3600.0, 1.0
-        hr_out = np.empty((c, n))  # time-major: each step reads contiguous rows
-        batt_out = np.empty((c, n))
-        target, alpha, noise, delta, floor = (x.T.copy() for x in (target, alpha, noise,
-                                                                    delta, floor))
-        reset_at = set(np.nonzero(~np.isnan(reset))[1].tolist())
-        for k in range(c):
-            hr += (target[k] - hr) * alpha[k] + noise[k]
-            hr_out[k] = hr
-            if k in reset_at:
-                battery = np.where(np.isnan(reset[:, k]), battery, reset[:, k])
-            battery += delta[k]
-            np.minimum(battery, 100.0, out=battery)
-            np.maximum(battery, floor[k], out=battery)
-            batt_out[k] = battery
-        hr_out, batt_out = hr_out.T, batt_out.T
+        injected = {i: o[chunk] for i, o in enumerate(ov) if chunk in o}
+        tl = timeline(routines, injected, t, c, step_hz, stats=True)
+        act, post, worn, held, off, silent = tl.act, tl.post, tl.worn, tl.held, tl.off, tl.silent
+        spread, mean, mag_sd = tl.spread, tl.mean, tl.mag_sd
+        hr_out, batt_out = body.advance(rng, tl)
         # wearable frames
         sending = (worn | held | off) & (batt_out > 0.0) & ~silent[:, :, 0]
         walking = act == Activity.WALK
-        cum = phase[:, None] + np.cumsum(np.where(walking, gait, 0.0), axis=1)
+        cum = phase[:, None] + np.cumsum(np.where(walking, tl.gait, 0.0), axis=1)
         steps = np.diff(np.floor(cum), axis=1, prepend=np.floor(phase)[:, None])
         phase = cum[:, -1] % 2.0
         spo2 = np.clip(base_spo2[:, None] + rng.integers(-1, 2, (n, c))
                        - (act == Activity.SLEEP), 94, 99)
-        low = ~np.isnan(spo2_t)
-        spo2[low] = np.clip(spo2_t[low] + rng.integers(-1, 2, int(low.sum())), 50, 100)
+        low = ~np.isnan(tl.spo2_t)
+        spo2[low] = np.clip(tl.spo2_t[low] + rng.integers(-1, 2, int(low.sum())), 50, 100)
         wobble = rng.uniform(0.9, 1.1, (n, c))
         activity = ACTIVITY_G[act] * wobble
         magnitude = MAG_STD_G[act] * wobble
@@ -925,11 +754,10 @@ def iter_streams(sim: Simulation, scenarios: Iterable[Scenario], days: float, *,
                     "activity_g": activity[ei, ki].astype(np.float32),
                     Wearable.mag_std: magnitude[ei, ki].astype(np.float32),
                     **{f"g{ax}": grav[ei, ki, j].astype(np.float32) for j, ax in enumerate("xyz")}}
-        bed = _bed_rows(sim, state["bed_offset"], t, c, act, out, held, silent, hr_out,
-                        np.where(np.isnan(br_t), base_br[:, None], br_t), rng)
+        bed = _bed_rows(sim, state["bed_offset"], t, c, act, tl.out, held, silent, hr_out,
+                        np.where(np.isnan(tl.br_t), base_br[:, None], tl.br_t), rng)
         status = _status_rows(sim, state, t, c, batt_out, silent)
-        doors.sort(key=lambda d: (d[1], d[0]))
-        buttons.sort(key=lambda b: (b[1], b[0]))
+        doors, buttons = tl.doors, tl.buttons
         yield Streams(
             t, t + c, wearable, bed,
             {"elder": np.array([d[0] for d in doors], np.int64),

@@ -16,6 +16,7 @@ from typing import Annotated
 import typer
 
 from detectors.fall import FallSettings
+from homecare.runtime import load_settings
 
 replay_app = typer.Typer(
     no_args_is_help=True, add_completion=False, help="Replay recorded traces through detectors."
@@ -47,7 +48,11 @@ def replay_accel(
     """Replay accelerometer traces through the fall detector; one JSON line per event."""
     from evaluation.replay import replay_files
 
-    settings = FallSettings() if still_window is None else FallSettings(still_window_s=still_window)
+    settings = load_settings().detectors.fall  # the environment's thresholds, checked
+    if still_window is not None:
+        settings = FallSettings.model_validate(
+            {**settings.model_dump(), "still_window_s": still_window}
+        )
     events, errors = replay_files(
         files, units=units.value, rate=rate, settings=settings, hold_end_s=hold_end
     )
@@ -105,6 +110,7 @@ def evaluate_command(
             days=days,
             seed=seed,
             history_days=history_days,
+            thresholds=load_settings().detectors,
             out_dir=out,
             log=typer.echo,
         )

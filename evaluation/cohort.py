@@ -55,9 +55,9 @@ from detectors.base import (
 )
 from detectors.baselines import History, fit_baselines
 from detectors.care import Care
-from detectors.fall import FallDetector
-from detectors.inactivity import InactivitySettings, activity_signs
-from detectors.service import default_detectors
+from detectors.fall import FallDetector, FallSettings
+from detectors.inactivity import InactivityDetector, InactivitySettings, activity_signs
+from detectors.service import care_table, default_detectors
 from device_sim.homes import SimConfig, Simulation
 from device_sim.motions import MOTIONS
 from device_sim.scenarios import (
@@ -71,6 +71,7 @@ from device_sim.scenarios import (
     write_labels,
 )
 from homecare.schema import Button, Wearable
+from homecare.thresholds import DetectorSettings
 
 KIND_OF = {"offline": "device_offline"}
 """Detector kinds named differently in the scenario catalogue."""
@@ -108,14 +109,21 @@ def _elder_id(index: int) -> str:
     return f"e{index + 1:04d}"
 
 
-def run_falls(sim: Simulation, plan: list[Scenario], run: Run, *, chunk: int = 2000) -> None:
-    """The fall detector on the raw frames around every motion scenario."""
+def run_falls(
+    sim: Simulation,
+    plan: list[Scenario],
+    run: Run,
+    *,
+    chunk: int = 2000,
+    settings: FallSettings | None = None,
+) -> None:
+    """The fall detector (with ``settings``) on the raw frames around every motion scenario."""
     motions = [sc for sc in plan if sc.name in MOTIONS or sc.name == "long_lie"]
     for start in range(0, len(motions), chunk):
         windows = accel_windows(sim, motions[start : start + chunk])
         if not windows:
             continue
-        detector = FallDetector()
+        detector = FallDetector(settings)
         rows = np.arange(len(windows))
         elder_of = [w.scenario.elder for w in windows]
         length = max(len(w.ts) for w in windows)
@@ -210,7 +218,8 @@ def fit_history(
     """Live ``days`` of plain routine before ``config.start`` and fit the baselines on them
     (per-minute sign and bed history and every door event, as the live fit reads them)."""
     past = Simulation(replace(config, start=config.start - days * 86400.0))
-    s = InactivitySettings()
+    inactivity = [d.settings for d in detectors if isinstance(d, InactivityDetector)]
+    s = inactivity[0] if inactivity else InactivitySettings()  # the signs the fit counts
     parts: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
     for chunk in iter_streams(past, [], days):
         w = chunk.wearable
@@ -252,11 +261,16 @@ def run_streams(
     *,
     slice_s: float = 30.0,
     history_days: float = 0.0,
+    thresholds: DetectorSettings | None = None,
 ) -> list[Detector[Any]]:
-    """Every detector but the fall detector on the per-second streams, in time order
-    (after fitting the baselines on ``history_days`` of routine before, if any)."""
-    care = Care()
-    detectors = [d for d in default_detectors(care) if not isinstance(d, FallDetector)]
+    """Every detector but the fall detector (with ``thresholds``, default: the shipped
+    ones) on the per-second streams, in time order (after fitting the baselines on
+    ``history_days`` of routine before, if any)."""
+    thresholds = thresholds or DetectorSettings()
+    care = care_table(thresholds)
+    detectors = [
+        d for d in default_detectors(care, thresholds) if not isinstance(d, FallDetector)
+    ]
     if history_days > 0:
         fit_history(sim.config, history_days, detectors, care)
     for chunk in iter_streams(sim, plan, days):
@@ -337,13 +351,16 @@ def evaluate_cohort(
     days: float = 30,
     seed: int = 0,
     history_days: float = 0.0,
+    thresholds: DetectorSettings | None = None,
     out_dir: Path | None = None,
     log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
     """Simulate, inject, detect, score; write labels and the report to ``out_dir``.
 
     The baselines are first fitted on ``history_days`` of routine before (0: none, every
-    elder on the care-level defaults)."""
+    elder on the care-level defaults). ``thresholds``: the detectors' settings (default: the
+    shipped ones; ``homecare evaluate`` passes the environment's)."""
+    thresholds = thresholds or DetectorSettings()
     clock = time.perf_counter()
     start = float(math.floor(time.time() / 86400) * 86400 - (days + 1) * 86400)
     sim = Simulation(SimConfig(elders=elders, seed=seed, start=start))
@@ -357,11 +374,11 @@ def evaluate_cohort(
     )
     run = Run()
     t0 = time.perf_counter()
-    run_falls(sim, plan, run)
+    run_falls(sim, plan, run, settings=thresholds.fall)
     run.seconds["falls"] = time.perf_counter() - t0
     log(f"fall detector on the motions ({run.seconds['falls']:.0f} s)")
     t0 = time.perf_counter()
-    run_streams(sim, plan, days, run, history_days=history_days)
+    run_streams(sim, plan, days, run, history_days=history_days, thresholds=thresholds)
     run.seconds["streams"] = time.perf_counter() - t0
     log(f"other detectors on the streams ({run.seconds['streams']:.0f} s)")
     report = {

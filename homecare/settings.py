@@ -10,7 +10,9 @@ a ``*_file`` setting reads the secret from a file outside the repository.
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -19,6 +21,7 @@ from pydantic import BaseModel, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homecare import contract
+from homecare.thresholds import DetectorSettings
 
 
 def _read_secret(value: SecretStr | None, path: Path | None) -> SecretStr | None:
@@ -30,17 +33,25 @@ def _read_secret(value: SecretStr | None, path: Path | None) -> SecretStr | None
 class MqttSettings(BaseModel):
     """The broker. ``url`` empty means: ``homecare demo`` starts its own Mosquitto."""
 
-    url: str = ""
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    ca_file: Path | None = None
-    client_id: str = "homecare-ingest"
-    keepalive_s: int = 30
-    access_dir: Path = Path("deploy/mosquitto/access")
-    """The broker's password file, ACL and device registry, for ``homecare devices``."""
-    broker_pid_file: Path | None = None
-    """Mosquitto's ``pid_file``: ``homecare devices`` signals it to reload its accounts."""
+    url: str = Field(
+        "", description="mqtt://host:1883 or mqtts://host:8883; empty: the demo starts its own."
+    )
+    username: str | None = Field(None, description="The service's broker account.")
+    password: SecretStr | None = Field(None, description="Its password (a secret).")
+    password_file: Path | None = Field(None, description="Or a file holding it.")
+    ca_file: Path | None = Field(None, description="CA that signed the broker's certificate.")
+    client_id: str = Field("homecare-ingest", description="Ingest's persistent MQTT session.")
+    keepalive_s: int = Field(30, gt=0, description="MQTT keepalive.")
+    access_dir: Path = Field(
+        Path("deploy/mosquitto/access"),
+        description="The broker's certificate, password file, ACL and device registry, "
+        "for homecare devices.",
+    )
+    broker_pid_file: Path | None = Field(
+        None,
+        description="Mosquitto's pid_file: homecare devices sends it SIGHUP to reload its "
+        "accounts after a change.",
+    )
 
     @model_validator(mode="after")
     def _load_secret(self) -> MqttSettings:
@@ -66,15 +77,15 @@ class MqttSettings(BaseModel):
 class InfluxSettings(BaseModel):
     """InfluxDB's v1-compatible HTTP API (1.x natively, 2.x through DBRP, 3.x)."""
 
-    url: str = ""
-    database: str = "homecare"
-    retention_policy: str | None = None
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    timeout_s: float = 10.0
+    url: str = Field("", description="http(s)://host:8086; empty: the demo starts its own.")
+    database: str = Field("homecare", description="On 2.x/3.x: the bucket mapped by DBRP.")
+    retention_policy: str | None = Field(None, description="Write policy; none: the default.")
+    username: str | None = Field(None, description="The service's account (1.x).")
+    password: SecretStr | None = Field(None, description="Its password (a secret).")
+    password_file: Path | None = Field(None, description="Or a file holding it.")
+    token: SecretStr | None = Field(None, description="An API token (2.x, 3.x), not both.")
+    token_file: Path | None = Field(None, description="Or a file holding it.")
+    timeout_s: float = Field(10.0, gt=0, description="Per request.")
 
     @model_validator(mode="after")
     def _load_secret(self) -> InfluxSettings:
@@ -88,9 +99,15 @@ class InfluxSettings(BaseModel):
 class ContractSettings(BaseModel):
     """How strict ingest is at the edge."""
 
-    max_future_s: float = contract.MAX_FUTURE_S
-    max_past_s: float = contract.MAX_PAST_S
-    max_payload_bytes: int = contract.MAX_PAYLOAD_BYTES
+    max_future_s: float = Field(
+        contract.MAX_FUTURE_S, description="A payload's ts this far ahead of our clock: refused."
+    )
+    max_past_s: float = Field(
+        contract.MAX_PAST_S, description="A payload's ts this far behind our clock: refused."
+    )
+    max_payload_bytes: int = Field(
+        contract.MAX_PAYLOAD_BYTES, description="A larger payload is refused."
+    )
 
 
 class IngestSettings(BaseModel):
@@ -110,8 +127,10 @@ class IngestSettings(BaseModel):
 
 
 class DetectSettings(BaseModel):
-    client_id: str = "homecare-detect"
-    batch_size: int = Field(5000, ge=1)
+    """``homecare detect``: its session, batching, clock and elders' care levels."""
+
+    client_id: str = Field("homecare-detect", description="Detect's persistent MQTT session.")
+    batch_size: int = Field(5000, ge=1, description="Messages decoded and detected together.")
     batch_interval_s: float = Field(0.05, gt=0, description="Longest a reading waits to be seen.")
     grace_s: float = Field(30.0, ge=0, description='Time to press "I\'m OK" after a fall.')
     clock: Literal["wall", "data"] = Field(
@@ -155,7 +174,7 @@ class HttpSettings(RetrySettings):
     """An HTTPS receiver: its CA, our client certificate, a bearer token, timeouts."""
 
     token: SecretStr | None = Field(None, description="Bearer token sent to the receiver.")
-    token_file: Path | None = None
+    token_file: Path | None = Field(None, description="Or a file holding it.")
     ca_file: Path | None = Field(None, description="CA that signed the receiver's certificate.")
     cert_file: Path | None = Field(None, description="Client certificate (mutual TLS).")
     key_file: Path | None = Field(None, description="Its private key.")
@@ -197,15 +216,15 @@ class SmtpSettings(RetrySettings):
     """The mail server that carries family emails."""
 
     host: str = Field("", description="Empty: no email channel.")
-    port: int = Field(587, ge=1, le=65535)
+    port: int = Field(587, ge=1, le=65535, description="The mail server's port.")
     starttls: bool = Field(True, description="Upgrade with STARTTLS before logging in.")
     tls: bool = Field(False, description="Implicit TLS from the first byte (port 465).")
-    username: str | None = None
-    password: SecretStr | None = None
-    password_file: Path | None = None
+    username: str | None = Field(None, description="Login; none: no login.")
+    password: SecretStr | None = Field(None, description="Its password (a secret).")
+    password_file: Path | None = Field(None, description="Or a file holding it.")
     ca_file: Path | None = Field(None, description="CA that signed the server's certificate.")
     sender: str = Field("homecare@localhost", description="The From address.")
-    timeout_s: float = Field(10.0, gt=0)
+    timeout_s: float = Field(10.0, gt=0, description="Per connection and command.")
     connections: int = Field(4, ge=1, le=64, description="Emails sent at once.")
 
     @model_validator(mode="after")
@@ -222,9 +241,13 @@ class SmtpSettings(RetrySettings):
 class EscalateSettings(BaseModel):
     """``homecare escalate``: the ladder, its acknowledgement API and its delivery channels."""
 
-    client_id: str = "homecare-escalate"
-    secret: SecretStr | None = Field(None, description="Key of every contact's ack token.")
-    secret_file: Path | None = None
+    client_id: str = Field("homecare-escalate", description="Its persistent MQTT session.")
+    secret: SecretStr | None = Field(
+        None,
+        description="Key of every contact's ack token; none: a key made once in "
+        "state_dir/escalation.secret.",
+    )
+    secret_file: Path | None = Field(None, description="Or a file holding it.")
     http_host: str = Field("127.0.0.1", description="Acknowledgement API address.")
     http_port: int = Field(8480, ge=0, le=65535, description="0: a free port.")
     public_url: str = Field("", description="Base of ack links; default http://host:port.")
@@ -254,10 +277,12 @@ class GrafanaSettings(BaseModel):
     """An existing Grafana that ``homecare dashboards push`` publishes to (a service account
     token with the Editor role)."""
 
-    url: str = ""
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    timeout_s: float = 10.0
+    url: str = Field("", description="The Grafana that homecare dashboards push publishes to.")
+    token: SecretStr | None = Field(
+        None, description="A service-account token with the Editor role (a secret)."
+    )
+    token_file: Path | None = Field(None, description="Or a file holding it.")
+    timeout_s: float = Field(10.0, gt=0, description="Per request.")
 
     @model_validator(mode="after")
     def _load_secret(self) -> GrafanaSettings:
@@ -292,13 +317,18 @@ class Settings(BaseSettings):
         env_prefix="HOMECARE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
     )
 
-    site: str = "demo"
-    state_dir: Path = Path(".homecare")
+    site: str = Field("demo", description="The site homecare devices provisions for.")
+    state_dir: Path = Field(
+        Path(".homecare"),
+        description="Spool, status files, baselines, escalation.db, the CA.",
+    )
     mqtt: MqttSettings = MqttSettings()
     influx: InfluxSettings = InfluxSettings()
     contract: ContractSettings = ContractSettings()
     ingest: IngestSettings = IngestSettings()
     detect: DetectSettings = DetectSettings()
+    detectors: DetectorSettings = DetectorSettings()
+    """Every detector's thresholds and the care table (:mod:`homecare.thresholds`)."""
     escalate: EscalateSettings = EscalateSettings()
     retention: RetentionSettings = RetentionSettings()
     grafana: GrafanaSettings = GrafanaSettings()
@@ -307,3 +337,71 @@ class Settings(BaseSettings):
     @property
     def spool_dir(self) -> Path:
         return self.ingest.spool_dir or self.state_dir / "spool"
+
+
+TABLE_START = "<!-- settings table: `homecare settings table --readme README.md` writes it -->"
+TABLE_END = "<!-- end of the settings table -->"
+
+
+def setting_rows(
+    model: type[BaseModel] = Settings, path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, str, str]]:
+    """(variable, default, description) of every setting, nested groups flattened.
+
+    >>> next(r for r in setting_rows() if r[0].endswith("FALL__IMPACT_G"))
+    ('HOMECARE_DETECTORS__FALL__IMPACT_G', '1.4', 'Impact: 0.2 s mean magnitude at least this.')
+    """
+    for name, info in model.model_fields.items():
+        group = info.annotation
+        if isinstance(group, type) and issubclass(group, BaseModel):
+            yield from setting_rows(group, (*path, name))
+            continue
+        default = info.get_default(call_default_factory=True)
+        variable = "HOMECARE_" + "__".join((*path, name)).upper()
+        yield variable, _shown(default), " ".join((info.description or "").split())
+
+
+def _shown(value: object) -> str:
+    """A default as the environment would spell it."""
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "empty" if value == "" else str(value)
+
+
+def settings_table() -> str:
+    """The README's settings tables, from the models: the services', then the detectors'."""
+
+    def table(rows: list[tuple[str, str, str]]) -> list[str]:
+        bar = "\\|"
+        head = ["| variable | default | what |", "|---|---|---|"]
+        return head + [
+            f"| `{v}` | {d if d in ('none', 'empty') else f'`{d}`'} | {w.replace('|', bar)} |"
+            for v, d, w in rows
+        ]
+
+    rows = list(setting_rows())
+    services = [r for r in rows if not r[0].startswith("HOMECARE_DETECTORS__")]
+    detectors = [r for r in rows if r[0].startswith("HOMECARE_DETECTORS__")]
+    lines = [
+        *table(services),
+        "",
+        "Detector thresholds (`HOMECARE_DETECTORS__<DETECTOR>__<FIELD>`; how each detector "
+        "uses them is in its module's docstring):",
+        "",
+        *table(detectors),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def with_settings_table(readme: str) -> str:
+    """``readme`` with the text between :data:`TABLE_START` and :data:`TABLE_END` replaced
+    by :func:`settings_table`."""
+    start = readme.index(TABLE_START) + len(TABLE_START)
+    end = readme.index(TABLE_END, start)
+    return readme[:start] + "\n" + settings_table() + readme[end:]
