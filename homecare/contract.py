@@ -32,6 +32,7 @@ from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal
 
 import numpy as np
+import numpy.typing as npt
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -154,7 +155,7 @@ Seq = Annotated[
 ]
 
 
-def _samples(value: Any) -> np.ndarray:
+def _samples(value: Any) -> npt.NDArray[np.float32]:
     """N×3 float32 samples in g; numpy checks them, ~2x faster than validating 150 floats."""
     try:
         samples = np.asarray(value, dtype=np.float32)
@@ -171,7 +172,7 @@ def _samples(value: Any) -> np.ndarray:
 
 
 AccelSamples = Annotated[
-    np.ndarray,
+    npt.NDArray[np.float32],
     PlainValidator(_samples),
     PlainSerializer(lambda a: a.tolist(), return_type=list),
     WithJsonSchema(

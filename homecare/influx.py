@@ -122,7 +122,7 @@ class InfluxClient:
 
     def version(self) -> str:
         """The server's version from ``/ping`` (``1.8.10``, ``v2.7.4``, ``3.0.1``…)."""
-        return self._request("GET", "/ping").headers.get("X-Influxdb-Version", "")
+        return str(self._request("GET", "/ping").headers.get("X-Influxdb-Version", ""))
 
     def write(
         self, lines: Sequence[str] | bytes, precision: str = "ms", *, rp: str | None = None

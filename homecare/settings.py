@@ -142,7 +142,7 @@ class RetrySettings(BaseModel):
         >>> RetrySettings(backoff_s=0.5, backoff_max_s=3.0).delay(4)
         3.0
         """
-        wait = self.backoff_s * 2 ** (attempt - 1)
+        wait = self.backoff_s * 2.0 ** (attempt - 1)
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.backoff_max_s)
