@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import niquests
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
