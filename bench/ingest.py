@@ -115,7 +115,7 @@ def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
     connect_session(client, settings, session_properties(receive_maximum=RECEIVE_MAXIMUM))
     deadline = time.monotonic() + (600 if drain else 3)
     idle_since = time.monotonic()
-    last = -1
+    last = -1.0
     while time.monotonic() < deadline and (seen[0] < drain or not drain):
         time.sleep(0.05)
         if seen[0] != last:
@@ -135,6 +135,7 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
         target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
     )
     proc.start()
+    assert proc.pid is not None  # set by start()
     _pin(proc.pid, SUBSCRIBER_CORE)
     out = queue.get(timeout=900)
     proc.join()
@@ -274,7 +275,7 @@ def run(
     ):
         # The subscriber under test (bare paho, then ingest) gets a core of its own, as
         # it would in production; the broker, InfluxDB and this publisher share the rest.
-        for pid in (os.getpid(), broker.proc.pid, influx.proc.pid):  # type: ignore[union-attr]
+        for pid in (os.getpid(), broker.pid, influx.pid):
             _pin(pid, OTHER_CORES)
         report["pinning"] = {"subscriber": sorted(SUBSCRIBER_CORE), "others": sorted(OTHER_CORES)}
         state = root / "state"
@@ -305,8 +306,8 @@ def run(
         log(f"bare paho: {bare['messages']} messages at {bare_rate:,.0f}/s")
 
         servers = {
-            "mosquitto": psutil.Process(broker.proc.pid),  # type: ignore[union-attr]
-            "influxd": psutil.Process(influx.proc.pid),  # type: ignore[union-attr]
+            "mosquitto": psutil.Process(broker.pid),
+            "influxd": psutil.Process(influx.pid),
         }
         server_cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in servers.items()}
         ingest = IngestProc.start(broker, influx, state)

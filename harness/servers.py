@@ -157,6 +157,13 @@ class _LocalServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (to pin or measure it)."""
+        if self.proc is None:
+            raise ServerError(f"{self.name} in {self.root} was never started")
+        return self.proc.pid
+
     def __enter__(self) -> Self:
         return self.start()
 
