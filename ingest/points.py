@@ -40,7 +40,7 @@ from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
 from homecare.frames import frame_stats
-from homecare.influx import escape_tag, line
+from homecare.influx import FieldValue, escape_tag, line
 from homecare.settings import ContractSettings
 
 log = logging.getLogger(__name__)
@@ -202,7 +202,7 @@ class Converter:
         # Distinct timestamps, so dead letters received in the same millisecond all stay.
         ts = max(int(msg.received * 1000), self.last_dead_ms + 1)
         self.last_dead_ms = ts
-        fields = {"topic": msg.topic[:300].translate(_PRINTABLE),
+        fields: dict[str, FieldValue] = {"topic": msg.topic[:300].translate(_PRINTABLE),
                   "device": topic.device if topic else "", "detail": detail,
                   "payload": payload, "size": len(msg.payload)}  # fmt: skip
         out.lines.append(line("dead_letter", f"reason={reason}{self._source}", fields, ts))

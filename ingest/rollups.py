@@ -478,8 +478,8 @@ def run(
                     db.write(lines, rp=HISTORY)
                     report.add(target, len(lines))
     for measurement in ALERT_MEASUREMENTS:
-        lo = start - ALERT_LOOKBACK_S if measurement == "alert" else start
-        where = f"time >= {math.floor(lo * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
+        since = start - ALERT_LOOKBACK_S if measurement == "alert" else start
+        where = f"time >= {math.floor(since * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
         report.statements += 1
         if via == "into":
             q = f"SELECT * INTO {database}.{HISTORY}.{measurement} FROM {RAW}.{measurement} "
