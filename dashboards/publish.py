@@ -25,6 +25,7 @@ from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard
+from homecare.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def write(folder: Path, *, utc_offset_h: float = 0.0) -> list[Path]:
     return paths
 
 
-class PushError(RuntimeError):
+class PushError(DeliveryError):
     """Grafana refused a dashboard or could not be reached; the message says which."""
 
 

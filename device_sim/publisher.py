@@ -28,6 +28,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homecare.errors import BrokerError
+
 log = logging.getLogger(__name__)
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 12, 13, 14
@@ -41,7 +43,7 @@ CONNACK_REASONS = {
 }
 
 
-class MqttError(ConnectionError):
+class MqttError(BrokerError, ConnectionError):
     """The broker refused or dropped a link; the message names the client and the reason."""
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 
 from homecare import contract
 from homecare.contract import TOPIC_ROOT, DeviceKind
+from homecare.errors import ConfigError
 
 PBKDF2_ITERATIONS = 101
 """Mosquitto 2.0's default for ``$7$`` hashes. Generated passwords carry 192 random bits,
@@ -75,7 +76,7 @@ def service_of(user: str) -> str | None:
     return base if base in SERVICE_RIGHTS and re.match(contract.ID_PATTERN, user) else None
 
 
-class AccessError(ValueError):
+class AccessError(ConfigError):
     """A provisioning request that cannot be carried out; the message says why."""
 
 

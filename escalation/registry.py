@@ -43,6 +43,7 @@ from pydantic import (
 
 from escalation.notification import ChannelKind, ElderCard, Recipient
 from homecare.contract import Id, Severity
+from homecare.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's loader where PyYAML has it: a registry of thousands of elders loads 10x faster."""
 
 
-class RegistryError(ValueError):
+class RegistryError(ConfigError):
     """The registry file cannot be used; the message names the file and the field."""
 
 

@@ -25,10 +25,11 @@ from typing import Self
 
 import httpx
 
+from homecare.errors import ServiceError
 from homecare.influx import quote_literal
 
 
-class ServerError(RuntimeError):
+class ServerError(ServiceError):
     """A local server could not be started; the message carries the tail of its log."""
 
 

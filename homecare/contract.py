@@ -46,6 +46,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from homecare.errors import DataError
+
 CONTRACT_VERSION = "1"
 TOPIC_ROOT = "homecare/v1"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
@@ -92,13 +94,15 @@ QOS = 1
 """Every stream is published at QoS 1: ingest acknowledges only what it has stored."""
 
 
-class ContractError(ValueError):
-    """A message breaks the contract; ``reason`` is the dead-letter category."""
+class ContractError(DataError):
+    """A message breaks the contract; ``reason`` is the dead-letter category, ``topic`` the
+    message's topic where it is known."""
 
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
+    def __init__(self, reason: str, detail: str, *, topic: str | None = None) -> None:
+        super().__init__(f"{topic[:200]}: {reason}: {detail}" if topic else f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.topic = topic
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,21 +125,29 @@ class Topic:
         """Parse and check a topic, or raise :class:`ContractError`."""
         parts = topic.split("/")
         if len(parts) != 7 or f"{parts[0]}/{parts[1]}" != TOPIC_ROOT:
-            raise ContractError("bad_topic", f"expected {TOPIC_ROOT}/site/elder/kind/device/stream")
+            raise ContractError(
+                "bad_topic", f"expected {TOPIC_ROOT}/site/elder/kind/device/stream", topic=topic
+            )
         site, elder, kind, device, stream = parts[2:]
         for name, value in (("site", site), ("elder", elder), ("device", device)):
             if not _ID_RE.match(value):
-                raise ContractError("bad_topic", f"{name} id {value[:70]!r} is not {ID_PATTERN}")
+                raise ContractError(
+                    "bad_topic", f"{name} id {value[:70]!r} is not {ID_PATTERN}", topic=topic
+                )
         try:
             device_kind = DeviceKind(kind)
         except ValueError:
-            raise ContractError("bad_topic", f"unknown device kind {kind[:40]!r}") from None
+            raise ContractError(
+                "bad_topic", f"unknown device kind {kind[:40]!r}", topic=topic
+            ) from None
         try:
             device_stream = Stream(stream)
         except ValueError:
-            raise ContractError("unknown_stream", f"unknown stream {stream[:40]!r}") from None
+            raise ContractError(
+                "unknown_stream", f"unknown stream {stream[:40]!r}", topic=topic
+            ) from None
         if device_stream not in STREAMS[device_kind]:
-            raise ContractError("unknown_stream", f"a {kind} has no {stream} stream")
+            raise ContractError("unknown_stream", f"a {kind} has no {stream} stream", topic=topic)
         return cls(site, elder, device_kind, device, device_stream)
 
 
@@ -379,6 +391,7 @@ def check_ids(topic: Topic, payload: Payload) -> None:
             "id_mismatch",
             f"payload says elder={payload.elder} device={payload.device}, "
             f"topic says elder={topic.elder} device={topic.device}",
+            topic=str(topic),
         )
 
 

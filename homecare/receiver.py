@@ -34,6 +34,7 @@ from typing_extensions import TypeVar
 
 from homecare import contract
 from homecare.edge import RawMessage
+from homecare.errors import BrokerError
 from homecare.mqtt_batch import BatchClient
 from homecare.settings import MqttSettings
 
@@ -43,7 +44,7 @@ SESSION_EXPIRY_S = 7 * 86400
 C = TypeVar("C", bound=mqtt.Client, default=mqtt.Client)  # default: PEP 696
 
 
-class ReceiverError(RuntimeError):
+class ReceiverError(BrokerError):
     """The broker could not be reached or refused us."""
 
 

@@ -75,6 +75,7 @@ from typing import Any
 import numpy as np
 
 from homecare.contract import ID_PATTERN
+from homecare.errors import StorageError
 from homecare.influx import FieldValue, InfluxClient, escape_tag, line, quote_literal
 from homecare.settings import RetentionSettings
 
@@ -100,7 +101,7 @@ INT_SOURCES = frozenset({"hr", "spo2", "steps", "seq"})
 """Raw integer fields: their sum, min and max stay integers (counts always are)."""
 
 
-class RollupError(RuntimeError):
+class RollupError(StorageError):
     """The server cannot do what was asked (e.g. continuous queries on InfluxDB 2.x)."""
 
 
