@@ -213,11 +213,13 @@ def _count(influx: LocalInflux, fields: dict[str, str]) -> int:
         return total
 
 
-def _stored(influx: LocalInflux) -> int:
+def stored_readings(influx: LocalInflux) -> int:
+    """Points InfluxDB holds in the reading measurements (what ingest stored)."""
     return _count(influx, STORED_FIELDS)
 
 
-def _readings(stats: FleetStats) -> int:
+def published_readings(stats: FleetStats) -> int:
+    """Readings the broker acknowledged to the fleet, availability left out."""
     return sum(n for s, n in stats.per_stream.items() if s is not contract.Stream.AVAILABILITY)
 
 
@@ -227,7 +229,7 @@ def _fleet(sim: Simulation, url: str, gateways: int) -> Fleet:
     )
 
 
-async def _publish(
+async def publish_run(
     sim: Simulation,
     url: str,
     gateways: int,
@@ -235,6 +237,7 @@ async def _publish(
     speed: float | None,
     sample: Callable[[FleetStats], None] | None = None,
 ) -> FleetStats:
+    """Publish ``seconds`` of the simulation through a fleet; return once all is acknowledged."""
     async with _fleet(sim, url, gateways) as fleet:
         await fleet.run(seconds=seconds, speed=speed, on_second=sample)
         await fleet.drain(300)
@@ -292,7 +295,7 @@ def run(
             SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
         )
         log(f"preloading {seconds} s of traffic from {elders} elders ...")
-        pre = asyncio.run(_publish(sim, broker.url, gateways, seconds, None))
+        pre = asyncio.run(publish_run(sim, broker.url, gateways, seconds, None))
         n = pre.acked
         report["preload"] = {"messages": n, "publish_rate": round(pre.rate)}
 
@@ -348,7 +351,7 @@ def run(
             lags.append(published0 + stats.acked - ingest.read()["messages"])
 
         t0 = time.time()
-        live = asyncio.run(_publish(sim, broker.url, gateways, live_seconds, 1.0, sample))
+        live = asyncio.run(publish_run(sim, broker.url, gateways, live_seconds, 1.0, sample))
         wall = time.time() - t0
         after = ingest.wait_for(n + live.acked, 120)
         report["real_time"] = {
@@ -366,14 +369,14 @@ def run(
         # Overload, twice ingest's capacity over --live-seconds, two ways: all of it
         # published live, and half of it queued in the broker while ingest was down with
         # the other half published live at capacity.
-        published = _readings(pre) + _readings(live)
+        published = published_readings(pre) + published_readings(live)
         rig = Rig(sim, broker, influx, state, gateways, cap, live_seconds, servers, log)
         for mode in ("live", "queued"):
             report[f"overload_{mode}"], readings = _overload(mode, rig)
             published += readings
         report["shared_subscription"], readings = _shared(rig)
         published += readings
-        stored = _stored(influx)
+        stored = stored_readings(influx)
         dead = _count(influx, {"dead_letter": "size"})
         report["exactly_once"] = {
             "published_readings": published,
@@ -473,7 +476,7 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         + f"; the bottleneck: {report['bottleneck']}"
     )
-    return report, _readings(over) + (_readings(head) if head else 0)
+    return report, published_readings(over) + (published_readings(head) if head else 0)
 
 
 def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
@@ -517,7 +520,7 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
         f"shared subscription: stored {sum(rates):,.0f}/s together "
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
-    return report, _readings(over)
+    return report, published_readings(over)
 
 
 def _bottleneck(cpu: dict[str, float]) -> str:

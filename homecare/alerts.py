@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from homecare.contract import Alert, AlertState, Severity
 from homecare.influx import line
 
+__all__ = ["CANCELLABLE", "AlertBook", "Raised", "alert_id", "alert_lines"]
+
 CANCELLABLE = frozenset({"fall"})
 """Kinds the wearer can cancel with "I'm OK" within the grace window."""
 

@@ -48,6 +48,50 @@ from pydantic_core import PydanticCustomError
 
 from homecare.errors import DataError
 
+__all__ = [
+    "CONTRACT_VERSION",
+    "EVENT_STREAMS",
+    "ID_PATTERN",
+    "MAX_FUTURE_S",
+    "MAX_G",
+    "MAX_PAST_S",
+    "MAX_PAYLOAD_BYTES",
+    "OFFLINE",
+    "ONLINE",
+    "PAYLOADS",
+    "QOS",
+    "STREAMS",
+    "TOPIC_ROOT",
+    "AccelSamples",
+    "Alert",
+    "AlertState",
+    "BedReading",
+    "ContractError",
+    "DeviceKind",
+    "DeviceStatus",
+    "DoorEvent",
+    "DoorRole",
+    "HeartRate",
+    "Id",
+    "OkEvent",
+    "Payload",
+    "Percent",
+    "Seq",
+    "Severity",
+    "SosEvent",
+    "Stream",
+    "Topic",
+    "WearableFrame",
+    "alert_subscription",
+    "alert_topic",
+    "check_ids",
+    "command_topic",
+    "json_schemas",
+    "parse_availability",
+    "subscription",
+    "topic_scheme",
+]
+
 CONTRACT_VERSION = "1"
 TOPIC_ROOT = "homecare/v1"
 ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"

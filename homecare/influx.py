@@ -19,6 +19,18 @@ import httpx
 from homecare.errors import ConfigError, StorageError
 from homecare.settings import InfluxSettings
 
+__all__ = [
+    "FieldValue",
+    "InfluxClient",
+    "InfluxError",
+    "InfluxUnavailable",
+    "escape_str",
+    "escape_tag",
+    "format_field",
+    "line",
+    "quote_literal",
+]
+
 FieldValue = bool | int | float | str
 
 

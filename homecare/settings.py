@@ -20,6 +20,24 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from homecare import contract
 
+__all__ = [
+    "CallCentreSettings",
+    "ContractSettings",
+    "DetectSettings",
+    "Duration",
+    "EscalateSettings",
+    "GrafanaSettings",
+    "HttpSettings",
+    "InfluxSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "RetentionSettings",
+    "RetrySettings",
+    "Settings",
+    "SmtpSettings",
+    "WebhookSettings",
+]
+
 
 def _read_secret(value: SecretStr | None, path: Path | None) -> SecretStr | None:
     if value is None and path is not None:
