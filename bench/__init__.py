@@ -8,6 +8,9 @@ from typing import Any
 
 import typer
 
+__all__ = ["detect", "emit", "escalate", "ingest", "soak", "storage"]
+"""Modules the rest of the project imports (the command line), and :func:`emit`."""
+
 
 def emit(report: dict[str, Any], json_out: Path | None) -> None:
     """Print a benchmark's figures as JSON, and write them to ``--json`` when given."""

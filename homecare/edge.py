@@ -31,6 +31,8 @@ from homecare import contract
 from homecare.contract import ContractError, Payload, Stream, Topic
 from homecare.settings import ContractSettings
 
+__all__ = ["RANGE_ERRORS", "Decoded", "Edge", "RawMessage", "classify", "parse_topic"]
+
 RANGE_ERRORS = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
      "out_of_range"}

@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
+__all__ = ["Floats", "frame_stats"]
+
 Floats = npt.NDArray[np.float32]
 
 
