@@ -300,8 +300,9 @@ class Registry(_Strict):
 
     def ladder(self, severity: Severity | str, care_level: int) -> Ladder:
         override = self.care_levels.get(care_level)
-        chosen = getattr(override, str(severity)) if override else None
-        return chosen or getattr(self.policy, str(severity))
+        chosen: Ladder | None = getattr(override, str(severity)) if override else None
+        default: Ladder = getattr(self.policy, str(severity))
+        return chosen or default
 
     def may_acknowledge(self, contact_id: str, elder_id: str, site: str) -> bool:
         """Only the elder's own contacts and the site's provider contacts may acknowledge."""

@@ -38,6 +38,16 @@ from homecare.errors import BrokerError
 from homecare.mqtt_batch import BatchClient
 from homecare.settings import MqttSettings
 
+__all__ = [
+    "SESSION_EXPIRY_S",
+    "Delivery",
+    "Receiver",
+    "ReceiverError",
+    "connect_session",
+    "mqtt_client",
+    "session_properties",
+]
+
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 86400

@@ -32,6 +32,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from urllib.parse import urlsplit
 
+from homecare.errors import DeliveryError
+
 Origin = tuple[str, str, int]
 MAX_BODY = 1 << 20
 MAX_HEAD = 64 << 10
@@ -42,7 +44,7 @@ _TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _BAD_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class TransportError(Exception):
+class TransportError(DeliveryError):
     """The exchange failed: no connection, a timeout, or a broken answer."""
 
 
@@ -54,7 +56,7 @@ class Timeout(TransportError):
     pass
 
 
-class _Stale(Exception):
+class _Stale(TransportError):
     """A reused connection was closed by the receiver before answering."""
 
 
