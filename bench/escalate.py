@@ -25,7 +25,7 @@ import yaml
 from harness.demo import ServiceProcess
 from harness.servers import LocalBroker, LocalInflux
 from harness.standins import CallCentreStandIn
-from homecare.contract import Alert, alert_topic
+from homecare.contract import Alert, Severity, alert_topic
 from homecare.receiver import mqtt_client
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from homecare.status import read_status
@@ -118,7 +118,8 @@ def run(
                     t0 = time.time()
                     burst = [
                         Alert(id=f"bench{r}x{i:05d}", site="bench", elder=f"b{r}x{i:05d}",
-                              device="w1", kind="sos", severity="critical", ts=t0, updated=t0)
+                              device="w1", kind="sos", severity=Severity.CRITICAL, ts=t0,
+                              updated=t0)
                         for i in range(alerts)
                     ]  # fmt: skip
                     published = publish_burst(settings.mqtt, burst)

@@ -113,7 +113,7 @@ def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
     connect_session(client, settings, session_properties(receive_maximum=RECEIVE_MAXIMUM))
     deadline = time.monotonic() + (600 if drain else 3)
     idle_since = time.monotonic()
-    last = -1
+    last = -1.0
     while time.monotonic() < deadline and (seen[0] < drain or not drain):
         time.sleep(0.05)
         if seen[0] != last:
@@ -133,6 +133,7 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
         target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
     )
     proc.start()
+    assert proc.pid is not None  # set by start()
     try:
         _pin(proc.pid, SUBSCRIBER_CORE)
         out = queue.get(timeout=900)
@@ -228,11 +229,13 @@ def _count(influx: LocalInflux, measurements: Iterable[type[Measurement]]) -> in
         return total
 
 
-def _stored(influx: LocalInflux) -> int:
+def stored_readings(influx: LocalInflux) -> int:
+    """Points InfluxDB holds in the reading measurements (what ingest stored)."""
     return _count(influx, STORED)
 
 
-def _readings(stats: FleetStats) -> int:
+def published_readings(stats: FleetStats) -> int:
+    """Readings the broker acknowledged to the fleet, availability left out."""
     return sum(n for s, n in stats.per_stream.items() if s is not contract.Stream.AVAILABILITY)
 
 
@@ -242,7 +245,7 @@ def _fleet(sim: Simulation, url: str, gateways: int) -> Fleet:
     )
 
 
-async def _publish(
+async def publish_run(
     sim: Simulation,
     url: str,
     gateways: int,
@@ -250,6 +253,7 @@ async def _publish(
     speed: float | None,
     sample: Callable[[FleetStats], None] | None = None,
 ) -> FleetStats:
+    """Publish ``seconds`` of the simulation through a fleet; return once all is acknowledged."""
     async with _fleet(sim, url, gateways) as fleet:
         await fleet.run(seconds=seconds, speed=speed, on_second=sample)
         await fleet.drain(300)
@@ -291,7 +295,7 @@ def run(
     ):
         # The subscriber under test (bare paho, then ingest) gets a core of its own, as
         # it would in production; the broker, InfluxDB and this publisher share the rest.
-        for pid in (os.getpid(), broker.proc.pid, influx.proc.pid):  # type: ignore[union-attr]
+        for pid in (os.getpid(), broker.pid, influx.pid):
             _pin(pid, OTHER_CORES)
         report["pinning"] = {"subscriber": sorted(SUBSCRIBER_CORE), "others": sorted(OTHER_CORES)}
         state = Path(tmp) / "state"
@@ -307,7 +311,7 @@ def run(
             SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
         )
         log(f"preloading {seconds} s of traffic from {elders} elders ...")
-        pre = asyncio.run(_publish(sim, broker.url, gateways, seconds, None))
+        pre = asyncio.run(publish_run(sim, broker.url, gateways, seconds, None))
         n = pre.acked
         report["preload"] = {"messages": n, "publish_rate": round(pre.rate)}
 
@@ -321,8 +325,8 @@ def run(
         log(f"bare paho: {bare['messages']} messages at {bare_rate:,.0f}/s")
 
         servers = {
-            "mosquitto": psutil.Process(broker.proc.pid),  # type: ignore[union-attr]
-            "influxd": psutil.Process(influx.proc.pid),  # type: ignore[union-attr]
+            "mosquitto": psutil.Process(broker.pid),
+            "influxd": psutil.Process(influx.pid),
         }
         server_cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in servers.items()}
         ingest = services.enter_context(IngestProc.start(broker, influx, state))
@@ -363,7 +367,7 @@ def run(
             lags.append(published0 + stats.acked - ingest.read()["messages"])
 
         t0 = time.time()
-        live = asyncio.run(_publish(sim, broker.url, gateways, live_seconds, 1.0, sample))
+        live = asyncio.run(publish_run(sim, broker.url, gateways, live_seconds, 1.0, sample))
         wall = time.time() - t0
         after = ingest.wait_for(n + live.acked, 120)
         report["real_time"] = {
@@ -381,14 +385,14 @@ def run(
         # Overload, twice ingest's capacity over --live-seconds, two ways: all of it
         # published live, and half of it queued in the broker while ingest was down with
         # the other half published live at capacity.
-        published = _readings(pre) + _readings(live)
+        published = published_readings(pre) + published_readings(live)
         rig = Rig(sim, broker, influx, state, gateways, cap, live_seconds, servers, log)
         for mode in ("live", "queued"):
             report[f"overload_{mode}"], readings = _overload(mode, rig)
             published += readings
         report["shared_subscription"], readings = _shared(rig)
         published += readings
-        stored = _stored(influx)
+        stored = stored_readings(influx)
         dead = _count(influx, [DeadLetter])
         report["exactly_once"] = {
             "published_readings": published,
@@ -487,7 +491,7 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
         + ", ".join(f"{k} {v:.2f}" for k, v in cpu.items())
         + f"; the bottleneck: {report['bottleneck']}"
     )
-    return report, _readings(over) + (_readings(head) if head else 0)
+    return report, published_readings(over) + (published_readings(head) if head else 0)
 
 
 def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
@@ -532,7 +536,7 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
         f"shared subscription: stored {sum(rates):,.0f}/s together "
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
-    return report, _readings(over)
+    return report, published_readings(over)
 
 
 def _bottleneck(cpu: dict[str, float]) -> str:

@@ -228,6 +228,7 @@ def hst_rate(streams: Sequence[Sequence[float]], seed: int = 0) -> tuple[float, 
         for model, mags in zip(models, streams, strict=True):
             for m in mags[start : start + 50]:
                 x = {"mag": m}
+                # river ships py.typed, but these two methods are unannotated.
                 score = model.score_one(x)  # type: ignore[no-untyped-call]
                 model.learn_one(x)  # type: ignore[no-untyped-call]
                 if score > top:

@@ -35,7 +35,7 @@ def run(
     the end); return the figures (also printed through ``log``)."""
     import psutil
 
-    from bench.ingest import IngestProc, _publish, _readings, _stored
+    from bench.ingest import IngestProc, publish_run, published_readings, stored_readings
     from device_sim.homes import SimConfig, Simulation
     from harness.servers import LocalBroker, LocalInflux
 
@@ -83,16 +83,16 @@ def run(
         t0 = time.monotonic()
         try:
             try:
-                stats = asyncio.run(_publish(sim, broker.url, gateways, sim_span, speed))
+                stats = asyncio.run(publish_run(sim, broker.url, gateways, sim_span, speed))
             finally:
                 done.set()
                 sampler.join()
-            published = _readings(stats)
+            published = published_readings(stats)
             deadline = time.monotonic() + 300
-            stored = _stored(influx)
+            stored = stored_readings(influx)
             while stored < published and time.monotonic() < deadline:
                 time.sleep(1)
-                stored = _stored(influx)
+                stored = stored_readings(influx)
             alive = ingest.proc.poll() is None
             if alive:
                 rss.append((time.monotonic() - t0, proc.memory_info().rss))

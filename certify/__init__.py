@@ -8,3 +8,6 @@ writes a JSON report and an HTML certificate (:mod:`.report`). The simulator's d
 are the reference (:mod:`.reference`); :mod:`.faulty` holds devices that are wrong on
 purpose, each failing exactly the checks it should.
 """
+
+__all__ = ["cli"]
+"""Modules the rest of the project imports; the others are this package's own."""

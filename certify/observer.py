@@ -24,13 +24,14 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from homecare.errors import BrokerError
 from homecare.receiver import mqtt_client, session_properties
 from homecare.settings import MqttSettings
 
 SESSION_EXPIRY_S = 3600
 
 
-class ObserverError(RuntimeError):
+class ObserverError(BrokerError):
     """The kit could not subscribe to the broker."""
 
 

@@ -99,7 +99,7 @@ def build_report(ev: Evidence) -> Report:
 _COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#9a6700", "incomplete": "#9a6700"}
 
 
-def to_html(report: Report) -> str:
+def _to_html(report: Report) -> str:
     """A self-contained HTML certificate (no scripts, no external files)."""
     e = html.escape
     verdict = {"pass": "CERTIFIED", "fail": "NOT CERTIFIED",
@@ -139,5 +139,5 @@ def write_report(report: Report, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "report.json", folder / "certificate.html"
     json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
-    html_path.write_text(to_html(report))
+    html_path.write_text(_to_html(report))
     return json_path, html_path

@@ -5,3 +5,6 @@
 renders them to JSON and pushes them to a Grafana, :mod:`dashboards.cli` is
 ``homecare dashboards``; :mod:`dashboards.report` is the families' weekly picture.
 """
+
+__all__ = ["cli", "report"]
+"""Modules the rest of the project imports; the others are this package's own."""

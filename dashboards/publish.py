@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 import niquests
-from grafana_client import GrafanaApi
+from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard
+from homecare.errors import DeliveryError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +54,7 @@ def write(folder: Path, *, utc_offset_h: float = 0.0) -> list[Path]:
     return paths
 
 
-class PushError(RuntimeError):
+class PushError(DeliveryError):
     """Grafana refused a dashboard or could not be reached; the message says which."""
 
 

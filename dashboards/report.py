@@ -160,7 +160,9 @@ def _history_ok(db: InfluxClient) -> bool:
         return True
 
 
-def _history_rows(db: InfluxClient, measurement: str, elder: str, lo: float, hi: float) -> list:
+def _history_rows(
+    db: InfluxClient, measurement: str, elder: str, lo: float, hi: float
+) -> list[dict[str, Any]]:
     try:
         q = select(measurement, policy=HISTORY).equal(**{ELDER: elder})
         return db.rows(str(q.between(int(lo * 1000), int(hi * 1000)).group_by("*")))
@@ -278,7 +280,7 @@ def _alerts(db: InfluxClient, elder: str, lo: float, hi: float, history: bool) -
 
 def _usual(days: list[Day]) -> dict[str, float]:
     """The median day of ``days`` that have the measure."""
-    values = {
+    values: dict[str, list[float]] = {
         "steps": [d.steps for d in days if d.steps is not None],
         "active_min": [d.active_min for d in days if d.active_min is not None],
         "hr": [d.hr[0] for d in days if d.hr is not None],
@@ -500,7 +502,8 @@ def draw_charts(p: Picture, axes: list[Axes]) -> None:
     door.bar(x, opens, color=ORANGE, width=0.6)
     _no_data(door, x, [not d.has_data for d in p.days])
     door.set_ylim(0, max([*opens, 4]) * 1.25)
-    door.yaxis.get_major_locator().set_params(integer=True)
+    # The y axis's AutoLocator is a MaxNLocator, which takes ``integer``; the stub says Locator.
+    door.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
     _style(door, "Front door openings", labels)
 
 

@@ -42,6 +42,31 @@ Times = npt.NDArray[np.float64]
 Rows = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
+__all__ = [
+    "BUTTONS",
+    "DOOR_ROLES",
+    "AccelBatch",
+    "Batch",
+    "BatchStream",
+    "Bools",
+    "Detection",
+    "Detector",
+    "Floats",
+    "Hysteresis",
+    "ReadingBatch",
+    "Roster",
+    "RowState",
+    "Rows",
+    "Severity",
+    "Times",
+    "dispatch",
+    "group_quantile",
+    "grow",
+    "tick_all",
+    "waves",
+]
+"""``Severity`` is the contract's, named here too: every detection carries one."""
+
 
 class BatchStream(StrEnum):
     """Batch streams; the reading streams are named as their InfluxDB measurements."""

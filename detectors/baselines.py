@@ -626,7 +626,7 @@ def refit(
             days=min(query_days, days),
             end=end_s,
             chunk=chunk,
-            settings=detectors[0].settings,
+            settings=th.inactivity,
         )
     if old is not None:
         history = old.extend(history, days=days)

@@ -117,7 +117,8 @@ def _box(x: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
 
 def _angle_deg(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + _EPS)
-    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    deg: npt.NDArray[np.float64] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+    return deg
 
 
 class FallDetector(RowState):

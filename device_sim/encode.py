@@ -19,6 +19,7 @@ from functools import cache
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 _MILLI_G = 16000
 _SPAN = 2 * _MILLI_G + 1
@@ -31,7 +32,7 @@ def _number(milli: int) -> str:
 
 
 @cache
-def _table() -> tuple[np.ndarray, np.ndarray]:
+def _table() -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.int64]]:
     """Built on first use (~0.1 s), not at import: every ``homecare`` command imports this."""
     cells = np.zeros((3 * _SPAN, _WIDTH), dtype=np.uint8)
     lengths = np.zeros(3 * _SPAN, dtype=np.int64)
@@ -47,7 +48,7 @@ def _table() -> tuple[np.ndarray, np.ndarray]:
 _AXIS_OFFSET = np.array([_MILLI_G, _SPAN + _MILLI_G, 2 * _SPAN + _MILLI_G])
 
 
-def accel_json(accel: np.ndarray) -> list[bytes]:
+def accel_json(accel: npt.NDArray[np.floating[Any]]) -> list[bytes]:
     """``(n, rate, 3)`` g → n JSON arrays ``[[x,y,z],...]`` (milli-g, clipped to ±16 g)."""
     n = accel.shape[0]
     if n == 0:

@@ -36,12 +36,13 @@ from urllib.parse import urlsplit
 from device_sim.homes import SimDevice, Simulation
 from device_sim.publisher import LinkOptions, MqttError, MqttLink
 from homecare.contract import OFFLINE, ONLINE, Stream, Topic
+from homecare.errors import BrokerError
 
 _STREAMS = list(Stream)
 _STREAM_CODE = {s: k for k, s in enumerate(_STREAMS)}
 
 
-class FleetError(RuntimeError):
+class FleetError(BrokerError):
     """The fleet could not connect, or could not get its messages acknowledged in time."""
 
 

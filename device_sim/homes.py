@@ -475,11 +475,11 @@ def timeline(routines: Routines, injected: Mapping[int, Injected], t: float, c: 
             tl.off[i, _span(t, c, a, b)] = True
         for a, b, kind in o.silent:
             tl.silent[i, _span(t, c, a, b), kind] = True
-        for a, b, ev in o.vit:
+        for a, b, vit in o.vit:
             sl = _span(t, c, a, b)
-            tl.hr_t[i, sl] = np.nan if ev.hr is None else ev.hr
-            tl.spo2_t[i, sl] = np.nan if ev.spo2 is None else ev.spo2
-            tl.br_t[i, sl] = np.nan if ev.br is None else ev.br
+            tl.hr_t[i, sl] = np.nan if vit.hr is None else vit.hr
+            tl.spo2_t[i, sl] = np.nan if vit.spo2 is None else vit.spo2
+            tl.br_t[i, sl] = np.nan if vit.br is None else vit.br
         for a, b, level, per_h in o.batt:
             if 0 <= math.floor(a - t) < c:
                 tl.reset[i, math.floor(a - t)] = level
@@ -593,8 +593,8 @@ class Simulation:
         # Periodic reports: phase offsets drawn once per device.
         self._bed_offset = self._rng.integers(0, config.bed_period_s, n)
         self._status_offset = self._rng.integers(0, config.status_period_s, (n, 3))
-        self._next_bed = np.zeros(n)
-        self._next_status = np.zeros((n, 3))
+        self._next_bed = np.zeros(n, dtype=np.int64)
+        self._next_status = np.zeros((n, 3), dtype=np.int64)
         self._injected: dict[int, Injected] = {}
         self._seq = np.zeros((n, 3), dtype=np.int64)
         # rendering state: the tilted gravity of each elder's current posture source

@@ -12,7 +12,7 @@ until its PUBACK arrives; publishing while disconnected only queues; after a
 reconnect (``clean_session=False``, the same client id) everything unacknowledged is
 sent again in order, with the DUP flag on what had already gone out.
 
->>> encode_publish(b"a/b", b"hi", mid=1, retain=True)
+>>> _encode_publish(b"a/b", b"hi", mid=1, retain=True)
 b'3\\t\\x00\\x03a/b\\x00\\x01hi'
 """
 
@@ -28,6 +28,8 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from homecare.errors import BrokerError
+
 log = logging.getLogger(__name__)
 
 CONNECT, CONNACK, PUBLISH, PUBACK, PINGREQ, PINGRESP, DISCONNECT = 1, 2, 3, 4, 12, 13, 14
@@ -41,7 +43,7 @@ CONNACK_REASONS = {
 }
 
 
-class MqttError(ConnectionError):
+class MqttError(BrokerError, ConnectionError):
     """The broker refused or dropped a link; the message names the client and the reason."""
 
 
@@ -58,17 +60,17 @@ def _str(value: bytes) -> bytes:
     return struct.pack("!H", len(value)) + value
 
 
-def encode_publish(topic: bytes, payload: bytes, *, mid: int, retain: bool = False,
-                   qos: int = 1) -> bytes:
+def _encode_publish(topic: bytes, payload: bytes, *, mid: int, retain: bool = False,
+                    qos: int = 1) -> bytes:
     """A PUBLISH packet (``mid`` ignored at QoS 0)."""
     head = 0x30 | (qos << 1) | (1 if retain else 0)
     var = _str(topic) + (struct.pack("!H", mid) if qos else b"")
     return bytes((head,)) + _remaining(len(var) + len(payload)) + var + payload
 
 
-def encode_connect(client_id: str, *, keepalive: int, clean: bool,
-                   will: tuple[str, bytes] | None, username: str | None,
-                   password: str | None) -> bytes:
+def _encode_connect(client_id: str, *, keepalive: int, clean: bool,
+                    will: tuple[str, bytes] | None, username: str | None,
+                    password: str | None) -> bytes:
     flags = 0x02 if clean else 0
     payload = _str(client_id.encode())
     if will is not None:
@@ -155,10 +157,10 @@ class MqttLink(asyncio.Protocol):
         """
         if qos == 0:
             if self._connected.is_set():
-                self._write(encode_publish(topic, payload, mid=0, retain=retain, qos=0))
+                self._write(_encode_publish(topic, payload, mid=0, retain=retain, qos=0))
             return
         mid = self._next_mid()
-        packet = encode_publish(topic, payload, mid=mid, retain=retain)
+        packet = _encode_publish(topic, payload, mid=mid, retain=retain)
         self.inflight[mid] = (packet, token)
         if self._connected.is_set():
             self._sent.add(mid)
@@ -241,7 +243,7 @@ class MqttLink(asyncio.Protocol):
         self._buffer.clear()
         self._last_rx = asyncio.get_running_loop().time()
         opts = self.options
-        transport.write(encode_connect(
+        transport.write(_encode_connect(
             self.client_id, keepalive=opts.keepalive_s, clean=False, will=self.will,
             username=opts.username, password=opts.password,
         ))

@@ -156,7 +156,7 @@ def make_profile(seed: int, index: int, utc_offset_s: float = 0.0) -> Profile:
     )
 
 
-def wake_time(profile: Profile, seed: int, index: int, day: int) -> float:
+def _wake_time(profile: Profile, seed: int, index: int, day: int) -> float:
     """Unix time elder ``index`` wakes on local day ``day`` (days since 1970-01-01)."""
     r = _rng(seed, index, day, 1)
     hours = min(max(profile.wake_h + r.gauss(0.0, 0.3), 5.0), 9.75)
@@ -166,7 +166,7 @@ def wake_time(profile: Profile, seed: int, index: int, day: int) -> float:
 def day_of(profile: Profile, seed: int, index: int, ts: float) -> int:
     """The day number whose plan covers ``ts`` (before the morning wake-up: yesterday's)."""
     day = math.floor((ts + profile.utc_offset_s) / DAY_S)
-    return day if ts >= wake_time(profile, seed, index, day) else day - 1
+    return day if ts >= _wake_time(profile, seed, index, day) else day - 1
 
 
 class _Planner:
@@ -308,8 +308,8 @@ def _poisson(r: random.Random, mean: float) -> int:
 
 def plan_day(profile: Profile, seed: int, index: int, day: int) -> Day:
     """Plan elder ``index``'s day ``day``: from that morning's wake-up to the next one."""
-    start = wake_time(profile, seed, index, day)
-    end = wake_time(profile, seed, index, day + 1)
+    start = _wake_time(profile, seed, index, day)
+    end = _wake_time(profile, seed, index, day + 1)
     midnight = day * DAY_S - profile.utc_offset_s
     r = _rng(seed, index, day, 2)
     pl = _Planner(profile, r, start)

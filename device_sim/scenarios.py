@@ -299,7 +299,7 @@ def _tilt(rng: np.random.Generator, max_deg: float) -> npt.NDArray[np.float64]:
     axis /= np.linalg.norm(axis)
     a = np.radians(rng.uniform(0.0, max_deg))
     k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
-    return np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k)
+    return np.asarray(np.eye(3) + np.sin(a) * k + (1 - np.cos(a)) * (k @ k), dtype=np.float64)
 
 
 def _motion_timing(name: str, seed: int) -> tuple[float, float]:
@@ -341,7 +341,8 @@ def events(sc: Scenario, rate: int = 50) -> list[tuple[float, SimEvent]]:
         return [(sc.start, SosPress())]
     if sc.name == "wandering":
         d = sc.end - sc.start
-        doors = ((5.0, DoorRole.BEDROOM), (p["front_s"], DoorRole.FRONT),
+        doors: tuple[tuple[float, DoorRole], ...] = (
+                 (5.0, DoorRole.BEDROOM), (p["front_s"], DoorRole.FRONT),
                  (d - 40.0, DoorRole.FRONT), (d - 10.0, DoorRole.BEDROOM))
         return [(sc.start, Away(d, Activity.WALK, out=True, doors=doors))]
     if sc.name == "bed_exit":

@@ -30,11 +30,13 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from homecare.errors import ConfigError
+
 CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 
 
-class TlsError(RuntimeError):
+class TlsError(ConfigError):
     """A CA or certificate file is missing or unreadable; the message says which."""
 
 

@@ -43,6 +43,7 @@ from pydantic import (
 
 from escalation.notification import ChannelKind, ElderCard, Recipient
 from homecare.contract import Id, Severity
+from homecare.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +60,7 @@ SafeLoader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 """libyaml's loader where PyYAML has it: a registry of thousands of elders loads 10x faster."""
 
 
-class RegistryError(ValueError):
+class RegistryError(ConfigError):
     """The registry file cannot be used; the message names the file and the field."""
 
 
@@ -299,8 +300,9 @@ class Registry(_Strict):
 
     def ladder(self, severity: Severity | str, care_level: int) -> Ladder:
         override = self.care_levels.get(care_level)
-        chosen = getattr(override, str(severity)) if override else None
-        return chosen or getattr(self.policy, str(severity))
+        chosen: Ladder | None = getattr(override, str(severity)) if override else None
+        default: Ladder = getattr(self.policy, str(severity))
+        return chosen or default
 
     def may_acknowledge(self, contact_id: str, elder_id: str, site: str) -> bool:
         """Only the elder's own contacts and the site's provider contacts may acknowledge."""

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 from sklearn.metrics import precision_score, recall_score
 
 from detectors.base import (
@@ -194,9 +195,12 @@ def _slice(batch: Batch, lo: float, hi: float) -> Batch | None:
     )
 
 
+F64 = npt.NDArray[np.float64]
+
+
 def _minutes(
-    rows: np.ndarray, ts: np.ndarray, value: np.ndarray, how: str
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    rows: npt.NDArray[np.int64], ts: F64, value: F64, how: str
+) -> tuple[npt.NDArray[np.int64], F64, F64]:
     """Per (row, minute): its start and the ``max`` or ``mean`` of ``value`` (as InfluxDB's
     ``GROUP BY time(1m)`` in :func:`~detectors.baselines.history_from_influx`)."""
     if len(rows) == 0:
@@ -220,7 +224,7 @@ def fit_history(
     past = Simulation(replace(config, start=config.start - days * 86400.0))
     inactivity = [d.settings for d in detectors if isinstance(d, InactivityDetector)]
     s = inactivity[0] if inactivity else InactivitySettings()  # the signs the fit counts
-    parts: dict[str, list[tuple[np.ndarray, ...]]] = defaultdict(list)
+    parts: dict[str, list[tuple[npt.NDArray[Any], ...]]] = defaultdict(list)
     for chunk in iter_streams(past, [], days):
         w = chunk.wearable
         sign = activity_signs(

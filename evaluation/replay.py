@@ -33,6 +33,7 @@ import numpy as np
 
 from detectors.base import AccelBatch, Floats
 from detectors.fall import FallDetector, FallSettings
+from homecare.errors import DataError
 
 __all__ = ["Trace", "TraceError", "hold_end", "read_trace", "replay", "replay_files"]
 
@@ -41,7 +42,7 @@ HEADER = ("t", "ax", "ay", "az")
 Units = Literal["g", "ms2"]
 
 
-class TraceError(ValueError):
+class TraceError(DataError):
     """A trace file that cannot be replayed; the message names the file and line."""
 
     def __init__(self, path: str, line: int | None, detail: str) -> None:

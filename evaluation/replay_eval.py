@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import confusion_matrix, recall_score  # type: ignore[import-untyped]
+from sklearn.metrics import confusion_matrix, recall_score
 
 from detectors.base import Floats
 from detectors.fall import FallSettings

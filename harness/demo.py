@@ -42,6 +42,7 @@ from harness.servers import LocalBroker, LocalInflux, compacted_size
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
 from homecare import query as q
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
+from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
 from homecare.receiver import mqtt_client
 from homecare.runtime import stop_process
@@ -147,7 +148,7 @@ class ServiceProcess:
             deadline = time.monotonic() + 60
             while b"subscribed" not in log.read_bytes():
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{command} did not start; see {log}")
+                    raise ServiceError(f"{command} did not start; see {log}")
                 time.sleep(0.1)
         except BaseException:
             self.stop()

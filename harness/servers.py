@@ -25,11 +25,12 @@ from typing import Self
 
 import httpx
 
+from homecare.errors import ServiceError
 from homecare.influx import quote_literal
 from homecare.runtime import stop_process
 
 
-class ServerError(RuntimeError):
+class ServerError(ServiceError):
     """A local server could not be started; the message carries the tail of its log."""
 
 
@@ -165,6 +166,13 @@ class _LocalServer:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int:
+        """The server's process id (to pin or measure it)."""
+        if self.proc is None:
+            raise ServerError(f"{self.name} in {self.root} was never started")
+        return self.proc.pid
 
     def __enter__(self) -> Self:
         return self.start()

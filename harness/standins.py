@@ -514,6 +514,6 @@ class LocalSmtp(_Peer[Mail, int]):
             return f"{refusal} not now, try again later"
         raw = envelope.original_content or envelope.content or b""
         data = raw if isinstance(raw, bytes) else raw.encode()
-        message = cast(EmailMessage, message_from_bytes(data, policy=policy.default))
+        message = message_from_bytes(data, policy=policy.default)
         self._record(Mail(str(envelope.mail_from), list(envelope.rcpt_tos), message, time.time()))
         return "250 Message accepted for delivery"

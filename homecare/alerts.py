@@ -29,6 +29,8 @@ from homecare.influx import line
 from homecare.schema import Alert as AlertPoint
 from homecare.schema import AlertEvent
 
+__all__ = ["CANCELLABLE", "AlertBook", "Raised", "alert_id", "alert_lines"]
+
 CANCELLABLE = frozenset({"fall"})
 """Kinds the wearer can cancel with "I'm OK" within the grace window."""
 

@@ -11,10 +11,11 @@ category: ``oversized``, ``bad_topic``, ``unknown_stream``, ``not_json``, ``sche
 >>> msg = RawMessage("homecare/v1/s/e1/wearable/w1/sos", sos, 2.0)
 >>> edge.decode(msg, edge.context(now=2.0)).payload.seq
 1
->>> edge.decode(msg._replace(payload=b"{"), edge.context(now=2.0))
-Traceback (most recent call last):
-...
-homecare.contract.ContractError: not_json: unexpected end of data: line 1 column 2 (char 1)
+>>> try:
+...     edge.decode(msg._replace(payload=b"{"), edge.context(now=2.0))
+... except ContractError as exc:
+...     print(exc)
+homecare/v1/s/e1/wearable/w1/sos: not_json: unexpected end of data: line 1 column 2 (char 1)
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ from pydantic import ValidationError
 from homecare import contract
 from homecare.contract import ContractError, Payload, Stream, Topic
 from homecare.settings import ContractSettings
+
+__all__ = ["RANGE_ERRORS", "Decoded", "Edge", "RawMessage", "classify", "parse_topic"]
 
 RANGE_ERRORS = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
@@ -85,7 +88,8 @@ class Edge:
     def decode(self, msg: RawMessage, ctx: dict[str, float]) -> Decoded:
         if len(msg.payload) > self.limits.max_payload_bytes:
             raise ContractError(
-                "oversized", f"{len(msg.payload)} bytes > {self.limits.max_payload_bytes}"
+                "oversized", f"{len(msg.payload)} bytes > {self.limits.max_payload_bytes}",
+                topic=msg.topic,
             )
         topic = parse_topic(msg.topic)
         if topic.stream is Stream.AVAILABILITY:
@@ -93,10 +97,10 @@ class Edge:
         try:
             data = orjson.loads(msg.payload)
         except orjson.JSONDecodeError as exc:
-            raise ContractError("not_json", str(exc)[:200]) from None
+            raise ContractError("not_json", str(exc)[:200], topic=msg.topic) from None
         try:
             payload = contract.PAYLOADS[topic.stream].model_validate(data, context=ctx)
         except ValidationError as exc:
-            raise ContractError(*classify(exc)) from None
+            raise ContractError(*classify(exc), topic=msg.topic) from None
         contract.check_ids(topic, payload)
         return Decoded(topic, payload)

@@ -13,6 +13,8 @@ import numpy.typing as npt
 
 from homecare.schema import Wearable
 
+__all__ = ["Floats", "frame_stats"]
+
 Floats = npt.NDArray[np.float32]
 
 

@@ -16,12 +16,26 @@ from typing import Any, Self
 
 import httpx
 
+from homecare.errors import ConfigError, StorageError
 from homecare.settings import InfluxSettings
+
+__all__ = [
+    "FieldValue",
+    "InfluxClient",
+    "InfluxError",
+    "InfluxUnavailable",
+    "escape_str",
+    "escape_tag",
+    "format_field",
+    "line",
+    "quote_ident",
+    "quote_literal",
+]
 
 FieldValue = bool | int | float | str
 
 
-class InfluxError(RuntimeError):
+class InfluxError(StorageError):
     """InfluxDB refused a request (bad data or query); retrying will not help."""
 
 
@@ -80,7 +94,7 @@ class InfluxClient:
         self.settings = settings
         self.url = (url or settings.url).rstrip("/")
         if not self.url:
-            raise ValueError("influx url is not set (HOMECARE_INFLUX__URL)")
+            raise ConfigError("influx url is not set (HOMECARE_INFLUX__URL)")
         headers: dict[str, str] = {}
         auth: httpx.BasicAuth | None = None
         if settings.token is not None:
@@ -113,13 +127,16 @@ class InfluxClient:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:
             raise InfluxUnavailable(f"InfluxDB at {self.url} unreachable: {exc}") from exc
+        except httpx.HTTPError as exc:  # e.g. an answer that cannot be decoded
+            raise InfluxError(f"InfluxDB at {self.url}: {method} {path} failed: {exc}") from exc
         if response.status_code >= 500 or response.status_code in (408, 429):
             raise InfluxUnavailable(
                 f"InfluxDB at {self.url} answered {response.status_code}: {response.text[:300]}"
             )
         if response.status_code >= 400:
             raise InfluxError(
-                f"InfluxDB refused {path}: {response.status_code} {response.text[:500]}"
+                f"InfluxDB at {self.url} refused {path} (database {self.settings.database}): "
+                f"{response.status_code} {response.text[:500]}"
             )
         return response
 
@@ -131,7 +148,7 @@ class InfluxClient:
 
     def version(self) -> str:
         """The server's version from ``/ping`` (``1.8.10``, ``v2.7.4``, ``3.0.1``…)."""
-        return self._request("GET", "/ping").headers.get("X-Influxdb-Version", "")
+        return str(self._request("GET", "/ping").headers.get("X-Influxdb-Version", ""))
 
     def write(
         self, lines: Sequence[str] | bytes, precision: str = "ms", *, rp: str | None = None
@@ -155,7 +172,10 @@ class InfluxClient:
         params = self._params(q=q)
         if epoch:
             params["epoch"] = epoch
-        data = self._request("POST", "/query", data=params).json()
+        try:
+            data = self._request("POST", "/query", data=params).json()
+        except ValueError as exc:  # not JSON: a proxy's error page, a cut answer
+            raise InfluxError(f"InfluxDB at {self.url}: query {q[:200]!r}: {exc}") from exc
         series: list[dict[str, Any]] = []
         for result in data.get("results", []):
             if "error" in result:

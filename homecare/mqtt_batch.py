@@ -28,6 +28,8 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.exception import MalformedPacket
 
+__all__ = ["PAUSE_POLL_S", "READ_BYTES", "BatchClient", "RawPublish"]
+
 log = logging.getLogger(__name__)
 
 RawPublish = Callable[[bytes, bytes, int, int, bool], None]
@@ -36,7 +38,7 @@ RawPublish = Callable[[bytes, bytes, int, int, bool], None]
 READ_BYTES = 1 << 18
 PAUSE_POLL_S = 0.05
 """While reading is paused, paho's loop still runs this often (acknowledgements out)."""
-PUBLISH = mqtt.PUBLISH
+_PUBLISH = mqtt.PUBLISH
 _PUBACKS = [bytes((mqtt.PUBACK, 2, mid >> 8, mid & 0xFF)) for mid in range(65536)]
 
 
@@ -151,7 +153,7 @@ class BatchClient(mqtt.Client):
                 break
             pos = stop
             qos = (header >> 1) & 3
-            if fast is not None and header & 0xF0 == PUBLISH and qos < 2 and length >= 2:
+            if fast is not None and header & 0xF0 == _PUBLISH and qos < 2 and length >= 2:
                 p = i + 2 + ((buf[i] << 8) | buf[i + 1])  # the topic ends here
                 props = p + 2 * (qos > 0)  # after the packet id
                 # Properties present (or a packet too short for its fields): paho's handler.
@@ -168,7 +170,7 @@ class BatchClient(mqtt.Client):
         """Hand one packet to paho's handlers, as paho's own reader would."""
         self._in_packet = {
             "command": header, "have_remaining": 1, "remaining_count": [], "remaining_mult": 1,
-            "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0,
+            "remaining_length": len(body), "packet": body, "to_process": 0, "pos": 0,  # type: ignore[typeddict-item]  # paho only reads it: no copy to a bytearray
         }  # fmt: skip
         try:
             return self._packet_handle()

@@ -22,7 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, Self, TypeVar
+from typing import Any, Self
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -30,19 +30,31 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+from typing_extensions import TypeVar
 
 from homecare import contract
 from homecare.edge import RawMessage
+from homecare.errors import BrokerError
 from homecare.mqtt_batch import BatchClient
 from homecare.settings import MqttSettings
+
+__all__ = [
+    "SESSION_EXPIRY_S",
+    "Delivery",
+    "Receiver",
+    "ReceiverError",
+    "connect_session",
+    "mqtt_client",
+    "session_properties",
+]
 
 log = logging.getLogger(__name__)
 
 SESSION_EXPIRY_S = 7 * 86400
-C = TypeVar("C", bound=mqtt.Client)
+C = TypeVar("C", bound=mqtt.Client, default=mqtt.Client)  # default: PEP 696
 
 
-class ReceiverError(RuntimeError):
+class ReceiverError(BrokerError):
     """The broker could not be reached or refused us."""
 
 
@@ -57,7 +69,7 @@ class Delivery:
 
 def mqtt_client(
     settings: MqttSettings, client_id: str, *, manual_ack: bool = False,
-    client_class: type[C] = mqtt.Client,  # type: ignore[assignment]
+    client_class: type[C] = mqtt.Client,  # type: ignore[assignment]  # mypy cannot bind C here
 ) -> C:
     """A paho MQTT 5 client configured from settings (auth, TLS, Nagle off)."""
     client = client_class(

@@ -23,6 +23,29 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from homecare import contract
 from homecare.thresholds import DetectorSettings
 
+__all__ = [
+    "TABLE_END",
+    "TABLE_START",
+    "CallCentreSettings",
+    "ContractSettings",
+    "DetectSettings",
+    "Duration",
+    "EscalateSettings",
+    "GrafanaSettings",
+    "HttpSettings",
+    "InfluxSettings",
+    "IngestSettings",
+    "MqttSettings",
+    "RetentionSettings",
+    "RetrySettings",
+    "Settings",
+    "SmtpSettings",
+    "WebhookSettings",
+    "setting_rows",
+    "settings_table",
+    "with_settings_table",
+]
+
 
 def _read_secret(value: SecretStr | None, path: Path | None) -> SecretStr | None:
     if value is None and path is not None:
@@ -164,7 +187,7 @@ class RetrySettings(BaseModel):
         >>> RetrySettings(backoff_s=0.5, backoff_max_s=3.0).delay(4)
         3.0
         """
-        wait = self.backoff_s * 2 ** (attempt - 1)
+        wait = self.backoff_s * 2.0 ** (attempt - 1)
         if retry_after is not None:
             wait = max(wait, retry_after)
         return min(wait, self.backoff_max_s)

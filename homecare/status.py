@@ -7,6 +7,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+__all__ = ["read_status", "write_status"]
+
 
 def write_status(path: Path, status: dict[str, Any]) -> None:
     """Replace ``path`` atomically with ``status`` and the time it was written."""

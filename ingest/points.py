@@ -22,7 +22,7 @@ from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
 from homecare.frames import frame_stats
-from homecare.influx import escape_tag, line
+from homecare.influx import FieldValue, escape_tag, line
 from homecare.schema import (
     Accel,
     Availability,
@@ -182,7 +182,7 @@ class Converter:
         ts = max(int(msg.received * 1000), self.last_dead_ms + 1)
         self.last_dead_ms = ts
         d = DeadLetter
-        fields = {d.topic: msg.topic[:300].translate(_PRINTABLE),
+        fields: dict[str, FieldValue] = {d.topic: msg.topic[:300].translate(_PRINTABLE),
                   d.device: topic.device if topic else "", d.detail: detail,
                   d.payload: payload, d.size: len(msg.payload)}  # fmt: skip
         out.lines.append(line(d.name, f"{d.reason}={reason}{self._source}", fields, ts))

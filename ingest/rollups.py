@@ -77,6 +77,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from homecare.errors import StorageError
 from homecare.influx import FieldValue, InfluxClient, escape_tag, line
 from homecare.nights import sleep_nights
 from homecare.query import rollup_select, select, show_field_keys
@@ -105,7 +106,7 @@ CHUNK_S = 7 * DAY_S
 """Longest time range of one rollup statement in ``run`` (bounds the server's work)."""
 
 
-class RollupError(RuntimeError):
+class RollupError(StorageError):
     """The server cannot do what was asked (e.g. continuous queries on InfluxDB 2.x)."""
 
 
@@ -343,12 +344,12 @@ def run(
                     report.add(target, len(lines))
     for alerts in ALERT_MEASUREMENTS:
         measurement = alerts.name
-        lo = start - ALERT_LOOKBACK_S if alerts is Alert else start
-        where = f"time >= {math.floor(lo * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
+        since = start - ALERT_LOOKBACK_S if alerts is Alert else start
+        where = f"time >= {math.floor(since * 1000)}ms AND time < {math.ceil(end * 1000)}ms"
         report.statements += 1
         if via == "into":
-            q = select(measurement, policy=RAW).into(measurement, HISTORY, database)
-            report.add(measurement, _written(db.query(str(q.where(where).group_by("*")))))
+            copy = select(measurement, policy=RAW).into(measurement, HISTORY, database)
+            report.add(measurement, _written(db.query(str(copy.where(where).group_by("*")))))
         else:
             lines = _copy_lines(db, measurement, where)
             db.write(lines, rp=HISTORY)

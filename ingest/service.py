@@ -19,6 +19,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from homecare.edge import RawMessage
+from homecare.errors import StorageError
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
 from homecare.receiver import Delivery, Receiver
 from homecare.settings import Settings
@@ -33,7 +34,7 @@ LOG_EVERY_S = 10.0
 STATUS_EVERY_S = 1.0
 
 
-class IngestError(RuntimeError):
+class IngestError(StorageError):
     """Ingest could not store nor spool a batch (e.g. the disk is full); it stops."""
 
 

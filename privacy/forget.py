@@ -43,6 +43,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from homecare import query as q
 from homecare.contract import ID_PATTERN, TOPIC_ROOT
+from homecare.errors import BrokerError, HomecareError, StorageError
 from homecare.influx import InfluxClient, InfluxError
 from homecare.receiver import mqtt_client
 from homecare.schema import ELDER, SITE, DeadLetter, SecurityEvent
@@ -197,16 +198,22 @@ def clear_retained(settings: Settings, elder: str, site: str | None) -> int:
     client.loop_start()
     try:
         if not subscribed.wait(10):
-            raise RuntimeError("the broker did not confirm the subscription (refused login?)")
+            raise BrokerError(f"{settings.mqtt.url} did not confirm the subscription to {elder}'s "
+                              "topics (refused login?)")
         time.sleep(RETAINED_WAIT_S)
         infos = [client.publish(t, b"", qos=1, retain=True) for t in list(found)]
         for info in infos:
-            info.wait_for_publish(10)
+            try:
+                info.wait_for_publish(10)
+            except (RuntimeError, ValueError) as exc:  # paho: not sent (link lost, queue full)
+                raise BrokerError(f"{settings.mqtt.url}: clearing {elder}'s retained messages "
+                                  f"failed: {exc}") from exc
     finally:
         client.disconnect()
         client.loop_stop()
     if refused:
-        raise RuntimeError(f"the broker refused to clear {elder}'s retained messages: {refused}")
+        raise BrokerError(f"{settings.mqtt.url} refused to clear {elder}'s retained messages: "
+                          f"{refused}")
     return len(found)
 
 
@@ -284,7 +291,7 @@ def forget(settings: Settings, elder: str, site: str | None = None) -> ForgetRep
                 break
             time.sleep(attempt + 1)
     if left.series or left.points:
-        raise RuntimeError(f"data of {elder} still in InfluxDB after erasure: {left.as_dict()}")
+        raise StorageError(f"data of {elder} still in InfluxDB after erasure: {left.as_dict()}")
     report.retained = retained
     report.registry = registry
     report.escalation = escalation
@@ -329,7 +336,7 @@ def forget_command(
         typer.confirm(f"Erase everything about {elder} for good?", abort=True)
     try:
         report = forget(settings, elder, site)
-    except (InfluxError, OSError, RuntimeError) as exc:
+    except (HomecareError, OSError) as exc:
         # E.g. a write-only InfluxDB account: dropping series needs the admin's.
         typer.echo(f"elder forget {elder} failed: {exc}", err=True)
         raise typer.Exit(1) from exc

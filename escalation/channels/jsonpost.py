@@ -52,6 +52,7 @@ from escalation.notification import (
     DeliveryStatus,
     Notification,
 )
+from homecare.errors import DeliveryError
 from homecare.settings import HttpSettings
 
 USER_AGENT = "homecare-escalate/1"
@@ -101,7 +102,7 @@ def answer(
 _BAD_HEADER = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-class Unsendable(ValueError):
+class Unsendable(DeliveryError, ValueError):
     """Not an http(s) URL, or a header no HTTP peer would take: another try cannot help."""
 
 
