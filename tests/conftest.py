@@ -9,7 +9,7 @@ Lanes (markers set here, at collection, so a new test cannot be forgotten):
   every fixture it uses, for :data:`STARTS_SERVERS`.
 * ``unit``: everything else, doctests included. A unit test that starts a server anyway
   fails at once (:func:`_no_server_in_the_unit_lane`).
-* ``clock``: the test reads the tests' clock (the ``clock`` fixture, directly or through
+* ``clock``: the test reads the tests' clock (the ``wall_clock`` fixture, directly or through
   another fixture such as ``week_influx``). ``scripts/test.sh`` reruns these at fixed fake
   instants (``--clock``), so a test that passes only at some hours or on some days fails.
 """
@@ -71,7 +71,7 @@ def pytest_report_header(config: pytest.Config) -> str:
 
 
 @pytest.fixture(scope="session")
-def clock(pytestconfig: pytest.Config) -> float:
+def wall_clock(pytestconfig: pytest.Config) -> float:
     """The tests' "now" (unix seconds): ``--clock`` or ``$HOMECARE_TEST_CLOCK``, else the
     real time at the start of the session. Data that a test places in time is placed
     from here, never from ``time.time()``."""
@@ -79,13 +79,13 @@ def clock(pytestconfig: pytest.Config) -> float:
 
 
 @pytest.fixture
-def travel(clock: float) -> Iterator[float]:
+def travel(wall_clock: float) -> Iterator[float]:
     """The code under test reads the tests' clock too: ``time.time()``, ``datetime.now()``
-    and ``date.today()`` start at ``clock`` and tick on (time-machine). Pure Python only:
-    influxd and Mosquitto keep the real time, so server tests place data from ``clock``
+    and ``date.today()`` start at ``wall_clock`` and tick on (time-machine). Pure Python only:
+    influxd and Mosquitto keep the real time, so server tests place data from ``wall_clock``
     instead."""
-    with time_machine.travel(clock, tick=True):
-        yield clock
+    with time_machine.travel(wall_clock, tick=True):
+        yield wall_clock
 
 
 def _sources(item: pytest.Item) -> Iterator[str]:
@@ -127,7 +127,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(pytest.mark.servers)
         else:
             item.add_marker(pytest.mark.unit)
-        if "clock" in getattr(item, "fixturenames", ()):
+        if "wall_clock" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.clock)
 
 
@@ -165,7 +165,7 @@ def influx(tmp_path: Path) -> Iterator[LocalInflux]:
 
 @pytest.fixture(scope="session")
 def week_influx(
-    tmp_path_factory: pytest.TempPathFactory, clock: float
+    tmp_path_factory: pytest.TempPathFactory, wall_clock: float
 ) -> Iterator[tuple[LocalInflux, Week]]:
     """One influxd for the session holding a simulated week of three elders (tests/week.py),
     ending at the tests' clock. Eight days: the usual heart-rate band averages the seven
@@ -176,5 +176,5 @@ def week_influx(
     with LocalInflux(tmp_path_factory.mktemp("week") / "influxd") as server:
         with InfluxClient(InfluxSettings(url=server.url, database="homecare")) as client:
             client.create_database()
-            week = write_week(client, end=clock, days=8)
+            week = write_week(client, end=wall_clock, days=8)
         yield server, week

@@ -231,10 +231,10 @@ def test_variables_and_annotations_run(db, uid):
         assert set(anno["target"]["tagsColumn"].split(",")) <= set(columns)
 
 
-def test_a_gap_in_the_week_holds_nothing_of_that_elder(influx, clock):
+def test_a_gap_in_the_week_holds_nothing_of_that_elder(influx, wall_clock):
     with InfluxClient(InfluxSettings(url=influx.url, database="gap")) as client:
         client.create_database()
-        week = write_week(client, elders=2, days=2, gap=Gap(0.5, 1.5, ("e0002",)), end=clock)
+        week = write_week(client, elders=2, days=2, gap=Gap(0.5, 1.5, ("e0002",)), end=wall_clock)
         lo, hi = int((week.start + 0.5 * 86400) * 1000), int((week.start + 1.5 * 86400) * 1000)
         inside = f"time >= {lo}ms AND time < {hi}ms"
         for measurement in ("wearable", "bed", "device_status"):

@@ -23,7 +23,7 @@ What the week holds besides the routines (``Week`` names them):
 * ``gap``: no message at all from some (or all) elders for a stretch of days;
 * ``Week.absent``: an elder id of the site that has no data at all.
 
-When: the week ends at ``end`` on the elders' clock (the tests' ``clock`` fixture), which
+When: the week ends at ``end`` on the elders' clock (the ``wall_clock`` fixture), which
 fixes its content: routines are drawn per local day, so the date matters as well as the
 hour. influxd keeps the real time (its retention drops old raw points, the dashboards ask
 for ``now() - 1d``), so the week is stored a whole number of weeks away from ``end``,
