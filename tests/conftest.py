@@ -7,6 +7,8 @@ Lanes (markers set here, at collection, so a new test cannot be forgotten):
   process — through a fixture (``broker``, ``influx``, ``week_influx``...) or in its own
   code. Found by reading the source of the test, of the module functions it calls and of
   every fixture it uses, for :data:`STARTS_SERVERS`.
+  Or marked ``slow``: seconds of CPU without a server (a whole simulation, thousands of
+  fuzz examples), which would take the unit lane past its 30 s.
 * ``unit``: everything else, doctests included. A unit test that starts a server anyway
   fails at once (:func:`_no_server_in_the_unit_lane`).
 * ``clock``: the test reads the tests' clock (the ``wall_clock`` fixture, directly or through
@@ -121,7 +123,7 @@ def _sources(item: pytest.Item) -> Iterator[str]:
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
-        explicit = item.get_closest_marker("servers") or item.get_closest_marker("integration")
+        explicit = {m.name for m in item.iter_markers()} & {"servers", "integration", "slow"}
         if explicit or any(STARTS_SERVERS.search(src) for src in _sources(item)):
             item.add_marker(pytest.mark.integration)
             item.add_marker(pytest.mark.servers)

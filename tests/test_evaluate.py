@@ -17,7 +17,7 @@ mix depends on the days simulated (a start taken from the wall clock drew no SOS
 2026-12-06), so the test names its days."""
 
 
-@pytest.mark.integration  # the whole evaluation: 12 elder-days through every detector
+@pytest.mark.slow  # the whole evaluation: 12 elder-days through every detector
 def test_cohort_evaluation_scores_injected_scenarios(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--elders", "6", "--days", "2", "--seed", "3",
                                       "--start", COHORT_START, "--out", str(tmp_path / "run")])
@@ -48,6 +48,7 @@ def test_without_a_start_the_cohort_ends_yesterday_whatever_the_hour(travel, tmp
     assert f"from {report['start']}" in result.output
 
 
+@pytest.mark.slow
 def test_the_cohort_is_judged_with_baselines_fitted_on_its_own_past():
     # Cold detectors judged a whole month on the care defaults: a 22:00-06:00 sleep window
     # made an early riser's getting up a night trip (bed_exit) and a wandering at 06:30 by
