@@ -137,9 +137,11 @@ def stored_end(end: float, now: float) -> float:
     """Where a week that ends at ``end`` is stored: the whole number of weeks away from it
     that ends within the week before ``now`` (influxd's clock).
 
-    >>> stored_end(1_000.0, 1_000.0), stored_end(1_000.0 + 3 * WEEK_S + 60, 1_000.0 + 90)
-    (1000.0, 1060.0)
-    >>> stored_end(1_000.0 - 2 * WEEK_S, 1_000.0 + 60)  # a clock in the future
+    >>> stored_end(1_000.0, 1_000.0)  # the real now
+    1000.0
+    >>> stored_end(1_000.0 + 3 * WEEK_S + 60, 1_000.0 + 90)  # a clock weeks ahead
+    1060.0
+    >>> stored_end(1_000.0 - 2 * WEEK_S, 1_000.0 + 60)  # a clock weeks behind
     1000.0
     """
     return now - (now - end) % WEEK_S
