@@ -443,6 +443,7 @@ def test_fast_streams_match_the_simulation_second_for_second():
     assert min(during) > 120
 
 
+@pytest.mark.slow  # plans a week of 12 elders first
 def test_score_counts_hits_misses_and_false_alarms(plan):
     falls = [s for s in plan if s.kind == "fall"]
     look = next(s for s in plan if s.kind == "none")
