@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -92,6 +93,14 @@ def evaluate_command(
             help="Cohort: days of routine to fit personal baselines on first (0: none).", min=0
         ),
     ] = 0.0,
+    start: Annotated[
+        datetime | None,
+        typer.Option(
+            help="Cohort: first day simulated (UTC unless an offset is given); the routines "
+            "and the scenario mix depend on it (default: days + 1 days before today).",
+            formats=["%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S%z"],
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", help="Cohort: folder for labels and report.json.")
     ] = None,
@@ -111,6 +120,7 @@ def evaluate_command(
             seed=seed,
             history_days=history_days,
             thresholds=load_settings().detectors,
+            start=None if start is None else _utc(start).timestamp(),
             out_dir=out,
             log=typer.echo,
         )
@@ -122,6 +132,11 @@ def evaluate_command(
         typer.echo("error: --replay-dir needs --labels", err=True)
         raise typer.Exit(2)
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out)
+
+
+def _utc(moment: datetime) -> datetime:
+    """A moment given without an offset is UTC, as the cohort's days are."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def evaluate_replay(

@@ -34,6 +34,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -349,6 +350,18 @@ def score(
     return report
 
 
+def default_start(days: float, now: float) -> float:
+    """The start of ``days`` that end at the midnight (UTC) that began yesterday: a recent
+    stretch of whole days, whatever the hour ``now`` is.
+
+    >>> from datetime import datetime
+    >>> at = datetime.fromisoformat("2027-01-31T23:58:00+00:00").timestamp()
+    >>> datetime.fromtimestamp(default_start(2, at), UTC).isoformat()
+    '2027-01-28T00:00:00+00:00'
+    """
+    return float(math.floor(now / 86400) * 86400 - (days + 1) * 86400)
+
+
 def evaluate_cohort(
     *,
     elders: int = 100,
@@ -356,17 +369,21 @@ def evaluate_cohort(
     seed: int = 0,
     history_days: float = 0.0,
     thresholds: DetectorSettings | None = None,
+    start: float | None = None,
     out_dir: Path | None = None,
     log: Callable[[str], object] = print,
 ) -> dict[str, Any]:
     """Simulate, inject, detect, score; write labels and the report to ``out_dir``.
 
-    The baselines are first fitted on ``history_days`` of routine before (0: none, every
-    elder on the care-level defaults). ``thresholds``: the detectors' settings (default: the
-    shipped ones; ``homecare evaluate`` passes the environment's)."""
+    The cohort's routines and scenario mix depend on the days simulated, so ``start`` (unix
+    seconds; default :func:`default_start` of now) is part of what makes a run repeatable,
+    with ``seed``; the report says it. The baselines are first fitted on ``history_days``
+    of routine before (0: none, every elder on the care-level defaults). ``thresholds``: the
+    detectors' settings (default: the shipped ones; ``homecare evaluate`` passes the
+    environment's)."""
     thresholds = thresholds or DetectorSettings()
     clock = time.perf_counter()
-    start = float(math.floor(time.time() / 86400) * 86400 - (days + 1) * 86400)
+    start = default_start(days, time.time()) if start is None else float(start)
     sim = Simulation(SimConfig(elders=elders, seed=seed, start=start))
     plan = plan_scenarios(sim, seed, days)
     if out_dir is not None:
@@ -387,6 +404,7 @@ def evaluate_cohort(
     log(f"other detectors on the streams ({run.seconds['streams']:.0f} s)")
     report = {
         "elders": elders, "days": days, "seed": seed, "history_days": history_days,
+        "start": datetime.fromtimestamp(start, UTC).isoformat(),
         "scenarios": len(plan), "detections": len(run.found),
         "per_kind": score(plan, run.found, elders, days),
         "seconds": {k: round(v, 1) for k, v in run.seconds.items()},
@@ -398,7 +416,7 @@ def evaluate_cohort(
 
 def summary(report: dict[str, Any]) -> str:
     lines = [
-        f"{report['elders']} elders × {report['days']:g} days, "
+        f"{report['elders']} elders × {report['days']:g} days from {report['start']}, "
         f"{report['scenarios']} labelled scenarios",
         f"{'detector':<16}{'events':>7}{'recall':>8}{'precision':>10}"
         f"{'FA/elder-mo':>12}{'delay p50':>10}{'p95':>8}  target",

@@ -6,3 +6,12 @@ source "$(dirname "$0")/setup.sh"
 .venv/bin/lint-imports --no-cache
 .venv/bin/mypy
 .venv/bin/pytest -q -p no:cacheprovider --doctest-modules homecare cli ingest detectors escalation dashboards device_sim certify evaluation devices privacy bench harness tests "$@"
+# The tests that read the tests' clock (marked `clock` in tests/conftest.py) again, at fixed
+# fake instants: a Sunday month end just before midnight UTC, a Monday just after midnight,
+# a Saturday midday, a Wednesday month end in the small hours, and the Sunday hour at which
+# a fresh clone once failed. A test that passes only at some hours or on some days fails here.
+for clock in 2027-01-31T23:58:00Z 2026-03-02T00:03:00Z 2026-06-13T12:00:00Z \
+    2026-09-30T02:30:00Z 2026-12-06T17:10:00Z; do
+    echo "clock sweep: $clock"
+    .venv/bin/pytest -q -p no:cacheprovider -m clock --clock="$clock" tests
+done

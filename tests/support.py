@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -13,6 +14,21 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings, MqttSettings, Settings
+
+ELDERS_MORNING = datetime(2026, 3, 4, 10, tzinfo=UTC).timestamp()
+"""A Wednesday, 10:00: the simulated elders' clock in server tests that need them up and
+wearing their pendant (wearables charge at night)."""
+
+
+def elders_at(start: float, local: float = ELDERS_MORNING) -> float:
+    """The ``utc_offset_s`` that makes ``start`` (real time, as the servers need) the instant
+    ``local`` on the simulated elders' clock. Their routines are drawn per local day and
+    follow the local hour, so the traffic is the same whatever the real date and hour.
+
+    >>> elders_at(ELDERS_MORNING - 3600) / 3600
+    1.0
+    """
+    return local - start
 
 
 def settings_for(broker: Any, influx: Any, tmp_path: Any, **ingest: Any) -> Settings:

@@ -20,10 +20,11 @@ def frame(elder: str, ts: float, hr: int) -> RawMessage:
                       json.dumps(payload).encode(), ts)
 
 
-def test_care_level_tightens_the_heart_rate_limit():
+def test_care_level_tightens_the_heart_rate_limit(travel):
+    # every detector sees the minute, whatever the hour: only the heart-rate limit speaks
     settings = Settings(detect=DetectSettings(care_levels={"e4": 4, "e1": 1}))
     detect = Detect(settings)
-    t0 = time.time() - 120
+    t0 = travel - 120
     alerts = []
     for k in range(60):
         alerts += detect.handle([frame("e4", t0 + k, 122), frame("e1", t0 + k, 122)])

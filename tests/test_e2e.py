@@ -7,7 +7,7 @@ import threading
 import time
 
 import pytest
-from support import settings_for, wait_for
+from support import elders_at, settings_for, wait_for
 
 from device_sim import SimConfig, Simulation, SosPress
 from device_sim.fleet import Fleet
@@ -49,7 +49,8 @@ def _check_counted_back(influx, site, start, published):
 
 def test_simulated_homes_are_counted_back_exactly(broker, influx, tmp_path):
     start = float(int(time.time()) - 3600)
-    sim = Simulation(SimConfig(elders=4, seed=3, site="e2e", start=start))
+    sim = Simulation(SimConfig(elders=4, seed=3, site="e2e", start=start,
+                               utc_offset_s=elders_at(start)))  # whatever the real hour
     sim.inject(1, start + 30.0, SosPress())
     service, stop, thread = _ingest(settings_for(broker, influx, tmp_path))
     published = asyncio.run(_publish(sim, broker.url, 1200))
@@ -64,7 +65,8 @@ def test_simulated_homes_are_counted_back_exactly(broker, influx, tmp_path):
 def test_two_ingest_processes_share_the_load(broker, influx, tmp_path):
     """A shared subscription splits the stream; together they store everything once."""
     start = float(int(time.time()) - 3600)
-    sim = Simulation(SimConfig(elders=6, seed=5, site="shared", start=start))
+    sim = Simulation(SimConfig(elders=6, seed=5, site="shared", start=start,
+                               utc_offset_s=elders_at(start)))  # whatever the real hour
     running = [
         _ingest(settings_for(broker, influx, tmp_path, shared_group="ingest"), instance=name)
         for name in ("a", "b")

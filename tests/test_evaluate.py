@@ -3,18 +3,28 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime, time, timedelta
 
+import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
+from evaluation.cohort import default_start
+
+COHORT_START = "2026-03-01"
+"""The cohort's first day: with seed 3, its 6 × 2 days draw an SOS among eight kinds. The
+mix depends on the days simulated (a start taken from the wall clock drew no SOS on
+2026-12-06), so the test names its days."""
 
 
+@pytest.mark.slow  # the whole evaluation: 12 elder-days through every detector
 def test_cohort_evaluation_scores_injected_scenarios(tmp_path):
     result = CliRunner().invoke(app, ["evaluate", "--elders", "6", "--days", "2", "--seed", "3",
-                                      "--out", str(tmp_path / "run")])
+                                      "--start", COHORT_START, "--out", str(tmp_path / "run")])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "run" / "report.json").read_text())
     labels = json.loads((tmp_path / "run" / "labels.json").read_text())
+    assert report["start"] == f"{COHORT_START}T00:00:00+00:00"
     assert report["scenarios"] == len(labels) > 0
     per_kind = report["per_kind"]
     # What the scenario mix put in is counted back, per kind, against the labels.
@@ -25,6 +35,20 @@ def test_cohort_evaluation_scores_injected_scenarios(tmp_path):
     assert "recall" in result.output
 
 
+def test_without_a_start_the_cohort_ends_yesterday_whatever_the_hour(travel, tmp_path):
+    # The command's default: the days before today, by the (faked) wall clock.
+    result = CliRunner().invoke(app, ["evaluate", "--elders", "1", "--days", "0.1",
+                                      "--out", str(tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    end = datetime.fromisoformat(report["start"]) + timedelta(days=0.1)
+    yesterday = datetime.fromtimestamp(travel, UTC).date() - timedelta(days=1)
+    assert end == datetime.combine(yesterday, time.min, UTC)  # the days end at a midnight
+    assert end.timestamp() - 0.1 * 86400 == default_start(0.1, travel)
+    assert f"from {report['start']}" in result.output
+
+
+@pytest.mark.slow
 def test_the_cohort_is_judged_with_baselines_fitted_on_its_own_past():
     # Cold detectors judged a whole month on the care defaults: a 22:00-06:00 sleep window
     # made an early riser's getting up a night trip (bed_exit) and a wandering at 06:30 by

@@ -77,6 +77,7 @@ payloads = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=2000, deadline=None)
 @given(st.one_of(topics, st.builds("/".join, st.lists(st.text(max_size=12), max_size=9))))
 def test_topic_parser_accepts_exactly_the_scheme(text):
@@ -213,6 +214,7 @@ def test_every_payload_model_is_stored_or_dead_lettered_and_influxdb_takes_it(db
     db.write(points.lines)
 
 
+@pytest.mark.slow
 def test_the_generated_cases_reach_every_stream_and_both_outcomes():
     """The strategy above must exercise storage of every stream, not only rejections."""
     seen: Counter[str] = Counter()

@@ -82,11 +82,11 @@ def test_the_report_reads_rollups_where_they_exist(week_influx):
         assert sum(d.steps is not None and d.in_bed_h is not None for d in picture.days) >= 6
 
 
-def test_a_week_with_a_gap(week_influx, tmp_path):
+def test_a_week_with_a_gap(week_influx, wall_clock, tmp_path):
     server, _ = week_influx
     with InfluxClient(InfluxSettings(url=server.url, database="gap")) as db:
         db.create_database()
-        week = write_week(db, elders=2, gap=Gap(2, 4, ("e0002",)))
+        week = write_week(db, elders=2, gap=Gap(2, 4, ("e0002",)), end=wall_clock)
         picture = report.gather(db, "e0002", end=week.end)
     missing = [picture.day_label(d) for d in picture.days if not d.has_data]
     assert missing  # at least the whole day inside the gap

@@ -171,10 +171,9 @@ def test_write_path_gives_what_into_gives(week_influx):
             assert written.written[m] >= len(rows)  # two statements may fill one row
 
 
-def test_retention_deletes_raw_data_and_keeps_rollups(week_influx):
-    server, _ = week_influx
-    now = time.time() // 3600 * 3600
-    with InfluxClient(InfluxSettings(url=server.url, database="expiry")) as db:
+def test_retention_deletes_raw_data_and_keeps_rollups(influx):
+    now = time.time() // 3600 * 3600  # influxd's clock: it drops shards by the real time
+    with InfluxClient(InfluxSettings(url=influx.url, database="expiry")) as db:
         rollups.install(db, RetentionSettings())
         tags = "site=s,elder=e9,device=w9,kind=wearable"
         ages_h = (120, 72, 1)
@@ -194,9 +193,8 @@ def test_retention_deletes_raw_data_and_keeps_rollups(week_influx):
         assert len(db.rows("SELECT worn_s FROM history.wearable_1h")) == 3
 
 
-def test_rollup_commands(week_influx, monkeypatch):
-    server, _week = week_influx
-    monkeypatch.setenv("HOMECARE_INFLUX__URL", server.url)
+def test_rollup_commands(influx, monkeypatch):
+    monkeypatch.setenv("HOMECARE_INFLUX__URL", influx.url)
     monkeypatch.setenv("HOMECARE_INFLUX__DATABASE", "cli")
     runner = CliRunner()
     first = runner.invoke(app, ["rollup", "install"])

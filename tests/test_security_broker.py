@@ -25,12 +25,12 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from support import frame, topic, wait_for
+from support import elders_at, frame, topic, wait_for
 from typer.testing import CliRunner
 
 from cli.main import app
 from detectors.service import DetectService
-from device_sim import SimConfig, Simulation, SosPress, daytime
+from device_sim import SimConfig, Simulation, SosPress
 from device_sim.fleet import Fleet, FleetError, link_options
 from device_sim.publisher import MqttError, MqttLink
 from devices.access import SERVICE_RIGHTS, AccessError, BrokerAccess, check_password
@@ -354,7 +354,7 @@ def test_provisioned_devices_stored_end_to_end_over_tls_with_least_privilege(
     time.sleep(1)  # detect subscribed
     start = float(int(time.time()) - 120)
     sim = Simulation(SimConfig(elders=2, seed=3, site="sec", start=start,
-                               utc_offset_s=daytime(start)))  # awake: frames come
+                               utc_offset_s=elders_at(start)))  # awake: frames come
     sim.inject(1, start + 10, SosPress())
 
     async def publish() -> int:

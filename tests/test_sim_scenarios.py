@@ -91,6 +91,7 @@ def _segment(sc: Scenario, ts: float):
 # -- labels ---------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_labels_are_deterministic_from_the_seed_and_cover_every_kind(plan, tmp_path):
     assert plan == plan_scenarios(_sim(), seed=9, days=7)
     assert plan != plan_scenarios(_sim(), seed=10, days=7)
@@ -126,6 +127,7 @@ def test_default_mix_yields_enough_events_for_a_cohort_month():
         plan_scenarios(_sim(2), days=1, mix={"fall_upwards": 1.0})
 
 
+@pytest.mark.slow
 def test_planned_times_fit_each_routine():
     plan = plan_scenarios(_sim(), seed=12, days=7, mix=dict.fromkeys(CATALOGUE, 0.4))
     assert {s.name for s in plan} == set(CATALOGUE)
@@ -230,6 +232,7 @@ def test_bed_exit_leaves_the_bed_empty_and_the_elder_on_the_bathroom_floor():
         assert f["steps"] == 0
 
 
+@pytest.mark.slow
 def test_not_up_keeps_the_elder_in_bed_past_the_usual_wake_up():
     sc = _one("not_up")
     _, msgs = _run(sc, before=60, until=sc.start + 1800)
@@ -303,6 +306,7 @@ def test_a_silent_bed_is_known_from_its_first_missed_reading():
     assert sc.known - sc.start < sim.config.bed_period_s
 
 
+@pytest.mark.slow
 def test_battery_drains_below_15_percent_then_is_recharged():
     sc = _one("battery_low")
     t0 = float(int(sc.start - 5))
@@ -363,6 +367,7 @@ def test_accel_windows_carry_the_same_motion_as_the_simulation():
     assert window.ts[-1] >= sc.start + 50
 
 
+@pytest.mark.slow
 def test_fall_detector_finds_the_injected_falls_and_not_the_look_alikes():
     sim = _sim(elders=20)
     mix = {n: DEFAULT_MIX[n] * (8 if CATALOGUE[n].kind == "fall" else 1) for n in MOTION_NAMES}
@@ -387,6 +392,7 @@ def test_fall_detector_finds_the_injected_falls_and_not_the_look_alikes():
     assert sum(hits[j] > 0 for j in others) / len(others) <= 0.01
 
 
+@pytest.mark.slow
 def test_fast_streams_match_the_simulation_second_for_second():
     start = START + 6.5 * 3600  # the wake-up hours: every kind of message
     mix = {"sos": 8.0, "fall_forward": 4.0, "tachycardia": 8.0, "not_worn": 8.0, "bend": 8.0,
@@ -437,6 +443,7 @@ def test_fast_streams_match_the_simulation_second_for_second():
     assert min(during) > 120
 
 
+@pytest.mark.slow  # plans a week of 12 elders first
 def test_score_counts_hits_misses_and_false_alarms(plan):
     falls = [s for s in plan if s.kind == "fall"]
     look = next(s for s in plan if s.kind == "none")
@@ -453,6 +460,7 @@ def test_score_counts_hits_misses_and_false_alarms(plan):
     assert "inactivity" not in result or result["inactivity"]["false_alarms"] == 0
 
 
+@pytest.mark.slow
 def test_fast_streams_carry_the_mag_std_that_ingest_computes_live():
     # The fast path used to hand detectors the spread of the acceleration *vector* as
     # ``mag_std``: √3 × what frame_stats computes from the same frames for a still body,

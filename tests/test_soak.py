@@ -5,7 +5,11 @@ The real soak runs for minutes (README figures); this one proves the machinery i
 
 from __future__ import annotations
 
+import pytest
+
 from bench.soak import run
+
+pytestmark = pytest.mark.integration  # bench.soak starts its own Mosquitto and influxd
 
 
 def test_a_short_soak_with_restarts_loses_nothing(tmp_path):

@@ -22,6 +22,13 @@ What the week holds besides the routines (``Week`` names them):
   an open ``device_offline`` alert;
 * ``gap``: no message at all from some (or all) elders for a stretch of days;
 * ``Week.absent``: an elder id of the site that has no data at all.
+
+When: the week ends at ``end`` on the elders' clock (the ``wall_clock`` fixture), which
+fixes its content: routines are drawn per local day, so the date matters as well as the
+hour. influxd keeps the real time (its retention drops old raw points, the dashboards ask
+for ``now() - 1d``), so the week is stored a whole number of weeks away from ``end``,
+ending within the week before the real now, with the elders' clock set that far ahead
+(``Week.shift_s``): the same weekdays, hours and routines, at times influxd holds.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ from homecare.settings import ContractSettings, InfluxSettings, RetentionSetting
 from ingest import rollups
 from ingest.points import Converter
 
+WEEK_S = 7 * 86400
 FRAME_RATE = 25
 BED_EVERY_S = 60
 ACK_S = 42.0
@@ -74,10 +82,13 @@ class Week:
     site: str
     start: float
     end: float
+    """When the week is stored (unix seconds, as influxd holds them)."""
     elders: tuple[str, ...]
     absent: str
     offline_device: str
     gap: Gap | None
+    shift_s: float = 0.0
+    """How far the elders' clock runs ahead of the stored times: whole weeks."""
     alerts: list[Alert] = field(default_factory=list)
     """Every alert in its final state."""
     acks: list[float] = field(default_factory=list)
@@ -113,7 +124,8 @@ def _accel(rng: np.random.Generator, w: dict[str, np.ndarray], rows: np.ndarray)
 def rolled_up(server: LocalInflux, week: Week, database: str) -> InfluxClient:
     """A database of its own holding the session's week (database ``homecare``) in its
     ``raw`` policy, with retention installed and every rollup computed over the week."""
-    db = InfluxClient(InfluxSettings(url=server.url, database=database))
+    # copying the week and rolling it up take influxd many seconds on a busy CI runner
+    db = InfluxClient(InfluxSettings(url=server.url, database=database, timeout_s=120))
     retention = RetentionSettings()
     rollups.install(db, retention)
     db.query(f"SELECT * INTO {database}.raw.:MEASUREMENT FROM homecare.autogen./.*/ GROUP BY *")
@@ -121,25 +133,43 @@ def rolled_up(server: LocalInflux, week: Week, database: str) -> InfluxClient:
     return db
 
 
+def stored_end(end: float, now: float) -> float:
+    """Where a week that ends at ``end`` is stored: the whole number of weeks away from it
+    that ends within the week before ``now`` (influxd's clock).
+
+    >>> stored_end(1_000.0, 1_000.0)  # the real now
+    1000.0
+    >>> stored_end(1_000.0 + 3 * WEEK_S + 60, 1_000.0 + 90)  # a clock weeks ahead
+    1060.0
+    >>> stored_end(1_000.0 - 2 * WEEK_S, 1_000.0 + 60)  # a clock weeks behind
+    1000.0
+    """
+    return now - (now - end) % WEEK_S
+
+
 def write_week(
     client: InfluxClient,
     *,
+    end: float,
     elders: int = 3,
     days: float = 7,
     seed: int = 0,
     site: str = "north",
     frame_every_s: int = 60,
     gap: Gap | None = None,
-    end: float | None = None,
 ) -> Week:
-    """Simulate ``days`` ending at ``end`` (default: now) and store them through ingest."""
-    end = float(math.floor(time.time() if end is None else end))
+    """Simulate ``days`` ending at ``end`` on the elders' clock and store them through
+    ingest, where influxd's real clock holds them (:func:`stored_end`)."""
+    clock_end = float(math.floor(end))
+    end = stored_end(clock_end, float(math.floor(time.time())))  # influxd's clock
     start = end - round(days * 86400)
-    sim = Simulation(SimConfig(elders=elders, seed=seed, site=site, start=start, rate=FRAME_RATE))
+    sim = Simulation(SimConfig(elders=elders, seed=seed, site=site, start=start, rate=FRAME_RATE,
+                               utc_offset_s=clock_end - end))  # fmt: skip
     ids = tuple(e.elder for e in sim.elders)
     offline = sim.elders[-1].door
     offline_from = end - OFFLINE_H * 3600
-    week = Week(site, start, end, ids, f"e{elders + 1:04d}", offline.device, gap)
+    week = Week(site, start, end, ids, f"e{elders + 1:04d}", offline.device, gap,
+                shift_s=clock_end - end)  # fmt: skip
     converter = Converter(ContractSettings())
     rng = np.random.default_rng([seed, 0x3EE7])
     door_seq = np.zeros(elders, np.int64)
