@@ -552,6 +552,22 @@ def alerts_dashboard() -> board.Dashboard:
         .thresholds(_thresholds((None, "green"), (60_000, "orange"), (300_000, "red"))),
         8, 8,
     )  # fmt: skip
+    grid.add(
+        table.Panel()
+        .title("Deliveries that failed")
+        .description("Notifications escalation gave up on after its retries (a failed_<channel> "
+                     "event): who was not reached, on which channel, and the last error. "
+                     "The ladder's next rung still runs; call the contact another way.")
+        .with_target(Query("A", select(AlertEscalation.name, field(AlertEscalation.id),
+                                       field(AlertEscalation.detail))
+                                .where(SITE_IS, matches(AlertEscalation.event, "^failed_"),
+                                       TIME_FILTER)
+                                .group_by(ELDER, KIND, AlertEscalation.who,
+                                          AlertEscalation.channel)).table())
+        .with_transformation(_transform("merge", {}))
+        .sort_by([TableSortByFieldState().display_name("Time").desc(True)]),
+        24, 6,
+    )  # fmt: skip
     resolved = select(AlertEscalation.name).where(
         SITE_IS, equal(AlertEscalation.event, "resolved"), TIME_FILTER
     )

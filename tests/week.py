@@ -406,7 +406,10 @@ def _events(week: Week, client: InfluxClient, sim: Simulation, converter: Conver
             "inactivity",
             Severity.WARNING,
             end - 2 * 3600.0,
-            [(AlertState.NOTIFIED, 1.0, {})],
+            [(AlertState.NOTIFIED, 1.0, {}),
+             (AlertState.NOTIFIED, 95.0, {"event": "failed_email", "who": "f2",
+                                          "channel": "email",
+                                          "detail": "after 10 attempts: error: 550"})],
         ),
         (
             last,
@@ -434,9 +437,10 @@ def _events(week: Week, client: InfluxClient, sim: Simulation, converter: Conver
         for state, after_s, extra in steps:
             alert = alert.model_copy(update={"state": state, "updated": ts + after_s})
             lines += alert_lines(alert)
-            row = {"event": str(state), "state": str(state), "ts": alert.updated, "ref": None,
-                   "step": None, "who": extra.get("who"), "channel": extra.get("channel"),
-                   "detail": extra.get("outcome")}  # fmt: skip
+            row = {"event": extra.get("event", str(state)), "state": str(state),
+                   "ts": alert.updated, "ref": None, "step": None, "who": extra.get("who"),
+                   "channel": extra.get("channel"),
+                   "detail": extra.get("detail", extra.get("outcome"))}  # fmt: skip
             lines.append(event_line(alert, row))
             if state is AlertState.ACKNOWLEDGED:
                 week.acks.append(after_s)
