@@ -75,7 +75,8 @@ class FrameGroup(Generic[K]):
 
     def gravity(self) -> npt.NDArray[np.float64]:
         """Each frame's mean acceleration (frames × 3): gravity's direction, the posture."""
-        return self.accel.mean(axis=1, dtype=np.float64)
+        mean: npt.NDArray[np.float64] = self.accel.mean(axis=1, dtype=np.float64)
+        return mean
 
     def vitals(self) -> dict[str, npt.NDArray[np.float64]]:
         """:data:`VITALS` as float columns, NaN where a frame carries none."""
