@@ -35,7 +35,11 @@ class Subscriber:
             m._topic, m.payload, m.mid, m.qos, m.retain
         )
         self.client.on_connect = lambda c, *_: c.subscribe("t/#", options=SubscribeOptions(qos=1))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         connect_session(self.client, settings, session_properties(receive_maximum=65535))
+        # what is published before the SUBACK may find no subscription (a loaded machine)
+        assert subscribed.wait(30)
 
     def _raw(self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool) -> None:
         with self.lock:
@@ -78,7 +82,10 @@ def test_reads_every_packet_as_paho_does(tmp_path: Path) -> None:
         paho = mqtt_client(settings, "plain")
         paho.on_message = lambda _c, _u, m: plain.append((m._topic, m.payload, m.qos, m.retain))
         paho.on_connect = lambda c, *_: c.subscribe("t/#", options=SubscribeOptions(qos=1))
+        subscribed = threading.Event()
+        paho.on_subscribe = lambda *_: subscribed.set()
         connect_session(paho, settings, session_properties())
+        assert subscribed.wait(30)
         _publish(settings, messages)
         wait_for(lambda: len(batch.got) == len(messages) == len(plain), 30, "every message")
         batch.close()
