@@ -756,7 +756,7 @@ def latency(
     """Phase 3 (see module doc)."""
     from harness.servers import LocalBroker, LocalInflux
     from homecare.influx import InfluxClient
-    from homecare.receiver import Receiver
+    from homecare.receiver import MqttConsumer
     from homecare.runtime import stop_process
     from homecare.settings import InfluxSettings, MqttSettings
 
@@ -771,7 +771,7 @@ def latency(
         with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:
             db.create_database()
         # the persistent session first, so nothing published while detect starts is lost
-        with Receiver(MqttSettings(url=broker.url), client_id=DETECT_ID):
+        with MqttConsumer(MqttSettings(url=broker.url), client_id=DETECT_ID):
             pass
         ready, stop, alerts_q = ctx.Event(), ctx.Event(), ctx.Queue()
         listener = ctx.Process(target=_listen_main, args=(broker.url, ready, stop, alerts_q))

@@ -1,4 +1,4 @@
-"""Watch one device's traffic as a real MQTT subscriber does: paho, MQTT 5, QoS 1.
+"""Watch one device's traffic as a real MQTT subscriber does: MQTT 5, QoS 1, the core's consumer.
 
 The observer subscribes to everything (``#``) and keeps each message that names the
 device, in its topic or in its payload's ``device`` field, so a device publishing on
@@ -16,19 +16,21 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import orjson
-import paho.mqtt.client as mqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from homecare.consumer import AckMode, ConsumerError, Retained, Subscription, SubscriptionRefused
 from homecare.errors import BrokerError
-from homecare.receiver import mqtt_client, session_properties
+from homecare.receiver import MqttConsumer
 from homecare.settings import MqttSettings
 
 SESSION_EXPIRY_S = 3600
+KEEPALIVE_S = 10
+"""Short, so a broker outage is noticed (and the session resumed) within seconds."""
+WATCH_BATCH = 1000
+WATCH_WAIT_S = 0.2
+WATCH_PENDING = 65535
+"""Everything on the broker passes through the observer's buffer: a generous bound."""
 
 
 class ObserverError(BrokerError):
@@ -71,71 +73,72 @@ def names_device(topic: str, payload: bytes, device: str) -> bool:
 
 
 class Observer:
-    """Every message of one device, in arrival order; wait for one that matters."""
+    """Every message of one device, in arrival order; wait for one that matters.
+
+    The kit's :class:`~homecare.consumer.Consumer` takes with ``AckMode.ON_TAKE``: it
+    watches and stores nothing, so a message is acknowledged as it is taken. A thread
+    takes what arrives and keeps what names the device; :meth:`wait` blocks on that."""
 
     def __init__(self, settings: MqttSettings, device: str, *, client_id: str) -> None:
         self.settings = settings
         self.device = device
         self.messages: list[Observed] = []
-        self.reconnects = 0
         self._cond = threading.Condition()
-        self._subscribed = threading.Event()
-        self._connects = 0
-        self._client = mqtt_client(settings, client_id)
-        self._client.reconnect_delay_set(0.1, 1)
-        self._client.on_connect = self._on_connect
-        self._client.on_subscribe = self._on_subscribe
-        self._refused: str | None = None
-        self._client.on_message = self._on_message
+        self._stopping = threading.Event()
+        self._watcher: threading.Thread | None = None
+        self._client_id = client_id
+        self._consumer: MqttConsumer | None = None
 
-    def _on_connect(self, client: mqtt.Client, _u: Any, flags: Any, rc: Any, _p: Any) -> None:
-        if rc.is_failure:
-            return
-        self._connects += 1
-        self.reconnects = self._connects - 1
-        if not flags.session_present:
-            options = SubscribeOptions(qos=1, retainAsPublished=True, retainHandling=2)
-            client.subscribe("#", options=options)
-
-    def _on_subscribe(self, _c: mqtt.Client, _u: Any, _mid: int, codes: list[Any],
-                      _p: Any) -> None:
-        refused = [str(code) for code in codes if code.is_failure]
-        self._refused = ", ".join(refused) or None
-        self._subscribed.set()
-
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        topic = msg._topic.decode("utf-8", "replace")
-        if not names_device(topic, msg.payload, self.device):
-            return
-        seen = Observed(topic, bytes(msg.payload), msg.qos, bool(msg.retain), time.time())
-        with self._cond:
-            self.messages.append(seen)
-            self._cond.notify_all()
+    @property
+    def reconnects(self) -> int:
+        return self._consumer.reconnects if self._consumer else 0
 
     def start(self, timeout_s: float = 30.0) -> None:
-        props = session_properties(expiry_s=SESSION_EXPIRY_S)
+        self._consumer = MqttConsumer(
+            self.settings.model_copy(update={"keepalive_s": KEEPALIVE_S}),
+            client_id=self._client_id,
+            topics=[Subscription("#", Retained.AS_PUBLISHED)],
+            max_pending=WATCH_PENDING,
+            ack=AckMode.ON_TAKE,
+            durable=False,  # kept across the outage the kit stages, ended when it stops
+            session_expiry_s=SESSION_EXPIRY_S,
+            reconnect_s=(0.1, 1.0),
+            connect_wait_s=timeout_s,
+        )
         try:
-            self._client.connect(self.settings.host, self.settings.port, 10,
-                                 clean_start=False, properties=props)
-        except OSError as exc:
-            raise ObserverError(f"cannot connect to {self.settings.url}: {exc}") from exc
-        self._client.loop_start()
-        if not self._subscribed.wait(timeout_s):
-            self.stop()
-            raise ObserverError(f"no subscription acknowledged by {self.settings.url} "
-                                f"within {timeout_s:.0f} s")
-        if self._refused:
-            self.stop()
+            self._consumer.__enter__()
+        except SubscriptionRefused as exc:
             raise ObserverError(f"{self.settings.url} refused the kit's subscription to '#' "
-                                f"({self._refused}): give the kit's user read access to all "
-                                "topics, or run the kit's own broker")
+                                f"({exc}): give the kit's user read access to all "
+                                "topics, or run the kit's own broker") from exc
+        except ConsumerError as exc:
+            raise ObserverError(f"cannot watch {self.settings.url}: {exc}") from exc
+        self._stopping.clear()
+        self._watcher = threading.Thread(
+            target=self._watch, args=(self._consumer,), name="certify-observer", daemon=True
+        )
+        self._watcher.start()
+
+    def _watch(self, consumer: MqttConsumer) -> None:
+        while not self._stopping.is_set():
+            delivery = consumer.take(WATCH_BATCH, WATCH_WAIT_S, eager=True)
+            seen = [
+                Observed(m.topic, m.payload, m.qos, m.retained, m.received)
+                for m in delivery.messages
+                if names_device(m.topic, m.payload, self.device)
+            ]
+            if seen:
+                with self._cond:
+                    self.messages += seen
+                    self._cond.notify_all()
 
     def stop(self) -> None:
         """Disconnect and end the session, so the broker queues nothing more for the kit."""
-        props = Properties(PacketTypes.DISCONNECT)
-        props.SessionExpiryInterval = 0
-        self._client.disconnect(properties=props)
-        self._client.loop_stop()
+        self._stopping.set()
+        if self._consumer is not None:
+            self._consumer.__exit__(None, None, None)
+        if self._watcher is not None:
+            self._watcher.join(WATCH_WAIT_S + 5)
 
     def snapshot(self) -> list[Observed]:
         with self._cond:

@@ -1,7 +1,8 @@
 """Decoded messages → the columnar batches detectors consume, with stable rows for ids.
 
 One pass over the messages sorts them by stream; each stream then becomes one batch
-for all elders at once. Rows are elders (from :attr:`Batcher.elders`); device-keyed
+for all elders at once (frames through :func:`homecare.frames.frame_columns`, as ingest
+has them). Rows are elders (from :attr:`Batcher.elders`); device-keyed
 batches also carry device rows (:attr:`Batcher.devices`).
 
 >>> from homecare.contract import Topic, SosEvent
@@ -32,7 +33,7 @@ from detectors.base import (
 )
 from homecare import contract
 from homecare.contract import Payload, Topic
-from homecare.frames import frame_stats
+from homecare.frames import frame_columns
 from homecare.schema import Button
 
 
@@ -101,31 +102,26 @@ class Batcher:
 
     def _frames(self, frames: list[tuple[Topic, Payload]]) -> list[Batch]:
         batches: list[Batch] = []
-        by_rate: dict[int, list[tuple[Topic, contract.WearableFrame]]] = {}
+        pairs: list[tuple[Topic, contract.WearableFrame]] = []
         for topic, frame in frames:
             assert isinstance(frame, contract.WearableFrame)
             self.wearable[topic.elder] = topic.device
-            by_rate.setdefault(frame.rate, []).append((topic, frame))
-        for rate, group in by_rate.items():
-            rows = self.elders.rows(t.elder for t, _ in group)
-            ts = np.fromiter((f.ts for _, f in group), np.float64, len(group))
-            accel = np.stack([f.accel for _, f in group])
-            batches.append(AccelBatch(rows, ts, accel, float(rate)))
-            columns: dict[str, np.ndarray] = dict(frame_stats(accel))
+            pairs.append((topic, frame))
+        for group in frame_columns(pairs):
+            rows = self.elders.rows(t.elder for t in group.keys)
+            batches.append(AccelBatch(rows, group.ts, group.accel, float(group.rate)))
+            columns: dict[str, np.ndarray] = dict(group.stats)
             # the mean acceleration: gravity's direction, the posture (lying on the floor)
-            mean = accel.mean(axis=1, dtype=np.float64)
-            columns.update(gx=mean[:, 0], gy=mean[:, 1], gz=mean[:, 2])
-            for name in ("hr", "spo2", "steps", "battery"):
-                columns[name] = np.array(
-                    [_NAN if (v := getattr(f, name)) is None else v for _, f in group], np.float64
-                )
+            gravity = group.gravity()
+            columns.update(gx=gravity[:, 0], gy=gravity[:, 1], gz=gravity[:, 2])
+            columns.update(group.vitals())
             batches.append(
                 ReadingBatch(
                     BatchStream.WEARABLE,
                     rows,
-                    ts,
+                    group.ts,
                     columns,
-                    self.devices.rows(t.device for t, _ in group),
+                    self.devices.rows(t.device for t in group.keys),
                 )
             )
         return batches

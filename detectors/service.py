@@ -42,10 +42,11 @@ from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
 from homecare.alerts import AlertBook, Raised, alert_lines
+from homecare.consumer import RawMessage
 from homecare.contract import Alert, ContractError, alert_topic, subscription
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
-from homecare.receiver import Receiver
+from homecare.receiver import MqttConsumer
 from homecare.settings import DetectSettings, Settings
 from homecare.status import write_status
 from homecare.thresholds import DetectorSettings
@@ -136,7 +137,7 @@ class Detect:
     def now(self) -> float:
         return time.time() if self.clock == "wall" else self._data_now
 
-    def handle(self, messages: list[Any], *, received: float | None = None) -> list[Alert]:
+    def handle(self, messages: list[RawMessage], *, received: float | None = None) -> list[Alert]:
         """Decode, batch, detect; return the alerts opened or cancelled, in time order."""
         ctx = self.edge.context()
         decoded = []
@@ -213,30 +214,30 @@ class DetectService:
 
     def run(self, stop: threading.Event) -> DetectStats:
         cfg = self.settings.detect
-        receiver = Receiver(
+        consumer = MqttConsumer(
             self.settings.mqtt,
             client_id=self.client_id,
             topics=self.topics,
-            receive_maximum=self.settings.ingest.max_pending,
+            max_pending=self.settings.ingest.max_pending,
         )
-        with InfluxClient(self.settings.influx) as db, receiver:
-            log.info("detect %s subscribed to %s", self.client_id, receiver.topic)
+        with InfluxClient(self.settings.influx) as db, consumer:
+            log.info("detect %s subscribed to %s", self.client_id, consumer.topic)
             next_status = 0.0
             while not stop.is_set():
                 self.baselines.poll(
                     self.detect.detectors, self.detect.care, self.detect.batcher.elders
                 )
-                delivery = receiver.take(cfg.batch_size, cfg.batch_interval_s)
+                delivery = consumer.take(cfg.batch_size, cfg.batch_interval_s)
                 alerts = self.detect.handle(delivery.messages, received=time.time())
-                for alert in alerts:
-                    receiver.publish(
+                for alert in alerts:  # serialised once, to leave the process
+                    consumer.publish(
                         alert_topic(alert.site, alert.elder, alert.id),
                         alert.model_dump_json().encode(),
                         retain=True,
                     )
                     self._unwritten += alert_lines(alert)
                 self._write(db)
-                receiver.ack(delivery)
+                consumer.ack(delivery)  # after the alerts it caused are published
                 if time.monotonic() >= next_status:
                     next_status = time.monotonic() + 1.0
                     write_status(self.status_path, self.detect.stats.as_dict())

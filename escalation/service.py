@@ -1,7 +1,8 @@
 """``homecare escalate``: alerts from MQTT → the ladder → the call centre, families and apps.
 
-One asyncio process. paho's network thread hands MQTT messages over to the loop; the
-loop commits each batch to the store (:mod:`escalation.store`) before the
+One asyncio process. The consumer (:mod:`homecare.consumer`) hands batches of MQTT
+messages to the loop; each alert is parsed once, there, and goes to the ladder as an
+object; the loop commits each batch to the store (:mod:`escalation.store`) before the
 broker is told the messages were received (manual acknowledgement), so a kill -9
 loses nothing: what was not committed is re-sent by the broker, and what was
 committed is resumed from the store. Then:
@@ -24,15 +25,11 @@ import logging
 import secrets
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.reasoncodes import ReasonCode
-from paho.mqtt.subscribeoptions import SubscribeOptions
 from pydantic import ValidationError
 
 from escalation.api import AckServer
@@ -49,9 +46,10 @@ from escalation.notification import (
 from escalation.registry import RegistryFile
 from escalation.store import EventRecord, Store, store_path
 from homecare.alerts import alert_lines
+from homecare.consumer import RawMessage, Retained, Subscription
 from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
-from homecare.receiver import connect_session, mqtt_client, session_properties
+from homecare.receiver import MqttConsumer
 from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
@@ -60,6 +58,8 @@ log = logging.getLogger(__name__)
 
 ACK_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/alert/+/ack"
 INTAKE_BATCH = 250
+INTAKE_WAIT_S = 0.5
+"""How long one take waits for the first message (also bounds the wait at shutdown)."""
 OUTBOX_EVERY_S = 0.5
 
 
@@ -144,45 +144,22 @@ class EscalateService:
         self.make_channels = channels
         self.stats = EscalateStats()
         self.status_path = settings.state_dir / "escalate.json"
-        self._arrivals: deque[tuple[mqtt.MQTTMessage, int]] = deque()
-        self._arrived = asyncio.Event()
-        self._signalled = False
-        """Whether the loop was already told about the messages waiting in ``_arrivals``."""
-        self._generation = 0
-        """MQTT connection count: an acknowledgement is only valid on the connection it came."""
-        self._loop: asyncio.AbstractEventLoop | None = None
         self._wake = asyncio.Event()
         self._in_flight: set[str] = set()
         self._sending: set[asyncio.Task[None]] = set()
         self._done: list[tuple[Notification, Delivery]] = []
-        self._subscribed = threading.Event()
-        self._client = mqtt_client(settings.mqtt, self.cfg.client_id, manual_ack=True)
-
-    # MQTT, on paho's thread ------------------------------------------------------------
-    def _on_connect(
-        self, client: mqtt.Client, _u: Any, _f: Any, rc: ReasonCode, _p: Any = None
-    ) -> None:
-        if rc.is_failure:
-            log.error("broker refused %s: %s", self.cfg.client_id, rc)
-            return
-        self._generation += 1
-        client.subscribe(  # retained alerts only to a new subscription: not again on reconnect
-            [
-                (alert_subscription(), SubscribeOptions(qos=1, noLocal=True, retainHandling=1)),
-                (ACK_SUBSCRIPTION, SubscribeOptions(qos=1)),
-            ]
+        self._consumer = MqttConsumer(
+            settings.mqtt,
+            client_id=self.cfg.client_id,
+            topics=[
+                # retained alerts only to a new subscription (not again on reconnect), and
+                # not the transitions this process publishes on the same topics
+                Subscription(alert_subscription(), Retained.REPLAY, own=False),
+                Subscription(ACK_SUBSCRIPTION),
+            ],
         )
 
-    def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        assert self._loop is not None
-        self._arrivals.append((msg, self._generation))
-        if not self._signalled:  # wake the loop once per batch, not once per message
-            self._signalled = True
-            self._loop.call_soon_threadsafe(self._arrived.set)
-
-    # the loop --------------------------------------------------------------------------
     async def run(self, stop: asyncio.Event) -> EscalateStats:
-        self._loop = asyncio.get_running_loop()
         api = AckServer(self._acknowledge, self.engine.describe, self._health)
         await api.start(self.cfg.http_host, self.cfg.http_port)
         self.stats.http_port = api.port
@@ -193,8 +170,9 @@ class EscalateService:
                 channels[kind] = await stack.enter_async_context(channel)  # type: ignore[arg-type]
             self._channels = channels
             db = stack.enter_context(InfluxClient(self.settings.influx))
-            await asyncio.to_thread(self._connect)
-            stack.callback(self._disconnect)
+            await asyncio.to_thread(self._consumer.__enter__)
+            # after the loops stop: settle the acknowledgements sent, then disconnect
+            stack.push_async_callback(asyncio.to_thread, self._consumer.__exit__, None, None, None)
             log.info(
                 "escalate subscribed to %s and %s; ack API on port %d; %d alerts in the store",
                 alert_subscription(), ACK_SUBSCRIPTION, api.port, self.store.count_alerts(),
@@ -221,37 +199,25 @@ class EscalateService:
         self.store.close()
         return self.stats
 
-    def _connect(self) -> None:
-        client = self._client
-        client.on_connect = self._on_connect
-        client.on_subscribe = lambda *_: self._subscribed.set()
-        client.on_message = self._on_message
-        mqtt_cfg = self.settings.mqtt
-        connect_session(client, mqtt_cfg, session_properties())
-        if not self._subscribed.wait(30):
-            raise RuntimeError(f"no subscription on {mqtt_cfg.url}")
-
-    def _disconnect(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
-
     async def _intake(self) -> None:
         """Alerts and acknowledgements from MQTT, committed in batches, then acknowledged;
         each batch's alarms start going out before the next batch is taken in."""
-        arrivals = self._arrivals
+        consumer = self._consumer
         while True:
-            await self._arrived.wait()
-            self._arrived.clear()
-            self._signalled = False
-            while arrivals:
-                batch = [arrivals.popleft() for _ in range(min(INTAKE_BATCH, len(arrivals)))]
-                self._take(batch)
-                self._dispatch()
-                await asyncio.sleep(0)  # the sends start; then the next batch
+            delivery = await asyncio.to_thread(
+                consumer.take, INTAKE_BATCH, INTAKE_WAIT_S, eager=True
+            )
+            if not delivery.messages:
+                continue
+            self._take(delivery.messages)
+            consumer.ack(delivery)  # committed: the broker may forget them now
+            self._dispatch()
+            await asyncio.sleep(0)  # the sends start; then the next batch
 
-    def _take(self, batch: list[tuple[mqtt.MQTTMessage, int]]) -> None:
+    def _take(self, messages: list[RawMessage]) -> None:
+        """Parse each alert once and hand the objects to the ladder, which commits them."""
         alerts: list[Alert] = []
-        for msg, _ in batch:
+        for msg in messages:
             if msg.topic.endswith("/ack"):
                 self._mqtt_ack(msg)
                 continue
@@ -267,11 +233,8 @@ class EscalateService:
             self.stats.duplicates += outcomes.count("duplicate")
             self.stats.cancelled += outcomes.count("cancelled")
             self.stats.ignored += outcomes.count("ignored")
-        for msg, generation in batch:  # committed: the broker may forget them now
-            if msg.qos and generation == self._generation:
-                self._client.ack(msg.mid, msg.qos)
 
-    def _mqtt_ack(self, msg: mqtt.MQTTMessage) -> None:
+    def _mqtt_ack(self, msg: RawMessage) -> None:
         parts = msg.topic.split("/")
         try:
             data = json.loads(msg.payload)
@@ -379,10 +342,9 @@ class EscalateService:
             if event.transition:
                 alert = seen[event.seq] = event.alert_at()
                 infos.append(
-                    self._client.publish(
+                    self._consumer.publish(
                         alert_topic(alert.site, alert.elder, alert.id),
                         alert.model_dump_json().encode(),
-                        qos=1,
                         retain=True,
                     )
                 )

@@ -1,7 +1,8 @@
 """Validation at the edge: a raw MQTT message becomes a checked payload, or a reason.
 
-Ingest, the detectors and the certification kit all decode messages here, so a
-message is judged the same way everywhere. A message fails with a
+Ingest, the detectors and the certification kit all decode the consumer's messages
+(:class:`~homecare.consumer.RawMessage`) here, each once per process, so a message is
+judged the same way everywhere. A message fails with a
 :class:`~homecare.contract.ContractError` whose ``reason`` is its dead-letter
 category: ``oversized``, ``bad_topic``, ``unknown_stream``, ``not_json``, ``schema``,
 ``out_of_range``, ``timestamp`` or ``id_mismatch``.
@@ -28,23 +29,17 @@ import orjson
 from pydantic import ValidationError
 
 from homecare import contract
+from homecare.consumer import RawMessage
 from homecare.contract import ContractError, Payload, Stream, Topic
 from homecare.settings import ContractSettings
 
 __all__ = ["RANGE_ERRORS", "Decoded", "Edge", "RawMessage", "classify", "parse_topic"]
+"""``RawMessage`` is the consumer's, named here too: it is what the edge takes."""
 
 RANGE_ERRORS = frozenset(
     {"greater_than", "greater_than_equal", "less_than", "less_than_equal", "finite_number",
      "out_of_range"}
 )  # fmt: skip
-
-
-class RawMessage(NamedTuple):
-    """A message as received, before any validation."""
-
-    topic: str
-    payload: bytes
-    received: float
 
 
 class Decoded(NamedTuple):

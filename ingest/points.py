@@ -2,7 +2,8 @@
 
 This is the edge: every message is checked against the wire contract
 (:mod:`homecare.contract`) here, once. Accelerometer frames are reduced to per-second
-activity statistics for the whole batch at once with numpy.
+activity statistics for the whole batch at once with numpy
+(:func:`homecare.frames.frame_columns`, as the detectors have them).
 
 Where each reading is stored, and under which names: :mod:`homecare.schema`.
 
@@ -21,7 +22,7 @@ import numpy as np
 from homecare import contract
 from homecare.contract import ContractError, Stream, Topic
 from homecare.edge import Edge, RawMessage, parse_topic
-from homecare.frames import frame_stats
+from homecare.frames import frame_columns
 from homecare.influx import FieldValue, escape_tag, line
 from homecare.schema import (
     Accel,
@@ -82,13 +83,13 @@ class Converter:
     def convert(self, messages: list[RawMessage], now: float | None = None) -> Points:
         ctx = self.edge.context(now)
         out = Points()
-        frames: list[tuple[contract.WearableFrame, str]] = []
+        frames: list[tuple[str, contract.WearableFrame]] = []
         for msg in messages:
             try:
                 topic, payload = self.edge.decode(msg, ctx)
                 tags = _tags(topic)
                 if isinstance(payload, contract.WearableFrame):
-                    frames.append((payload, tags))
+                    frames.append((tags, payload))
                     continue
                 out.lines.append(self._line(payload, tags, msg))
             except ContractError as exc:
@@ -131,22 +132,21 @@ class Converter:
                 return line(DeviceStatus.name, tags, fields, ts)
         raise AssertionError(f"no storage for {type(payload).__name__}")  # pragma: no cover
 
-    def _frames(self, out: Points, frames: list[tuple[contract.WearableFrame, str]]) -> None:
+    def _frames(self, out: Points, frames: list[tuple[str, contract.WearableFrame]]) -> None:
         """Per-second activity statistics for every frame of the batch, one numpy pass per rate."""
-        by_rate: dict[int, list[tuple[contract.WearableFrame, str]]] = {}
-        for item in frames:
-            by_rate.setdefault(item[0].rate, []).append(item)
-        for rate, group in by_rate.items():
-            columns = frame_stats(np.stack([f.accel for f, _ in group]))
+        for group in frame_columns(frames):
+            rate = group.rate
             stats = np.round(
-                np.stack([columns[k].astype(np.float64) for k in Wearable.STATS], axis=1), 4
+                np.stack([group.stats[k].astype(np.float64) for k in Wearable.STATS], axis=1), 4
             ).tolist()
+            times = (group.ts * 1000).astype(np.int64).tolist()
             # Names bound once per group: the loop below runs once per frame.
             mean_, std_, peak_, min_ = Wearable.STATS
             name_, rate_, battery_ = Wearable.name, Wearable.rate, Wearable.battery
             counted = (Wearable.hr, Wearable.spo2, Wearable.steps)
-            for (frame, tags), (mean, std, peak, low) in zip(group, stats, strict=True):
-                ts = int(frame.ts * 1000)
+            for frame, tags, (mean, std, peak, low), ts in zip(
+                group.frames, group.keys, stats, times, strict=True
+            ):
                 # The hot path: one f-string per frame rather than the generic line().
                 vitals = "".join(
                     f",{name}={value}i"
@@ -168,8 +168,8 @@ class Converter:
                         f"{a.name},{tags} {a.x}={x},{a.y}={y},{a.z}={z} {ts + round(i * step)}"
                         for i, (x, y, z) in enumerate(frame.accel.tolist())
                     )
-            out.stored[Stream.FRAME] += len(group)
-            out.readings += len(group) * rate
+            out.stored[Stream.FRAME] += len(group.frames)
+            out.readings += len(group.frames) * rate
 
     def _dead(self, out: Points, msg: RawMessage, reason: str, detail: str) -> None:
         out.dead[reason] += 1

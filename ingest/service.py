@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from homecare.edge import RawMessage
+from homecare.consumer import Consumer, Delivery, RawMessage
 from homecare.errors import StorageError
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
-from homecare.receiver import Delivery, Receiver
+from homecare.receiver import MqttConsumer
 from homecare.settings import Settings
 from homecare.status import read_status, write_status
 from ingest.points import Converter, Points
@@ -115,27 +115,27 @@ class IngestService:
         and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
         """
         cfg = self.settings.ingest
-        receiver = Receiver(
+        consumer = MqttConsumer(
             self.settings.mqtt,
             client_id=self.client_id,
             shared_group=cfg.shared_group,
-            receive_maximum=cfg.max_pending,
+            max_pending=cfg.max_pending,
         )
         # A batch to store, or None: stop.
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
-        with InfluxClient(self.settings.influx) as db, receiver:
+        with InfluxClient(self.settings.influx) as db, consumer:
             self._ensure_database(db)
             writer = threading.Thread(
-                target=self._writer, args=(db, receiver, handover), name="ingest-writer"
+                target=self._writer, args=(db, consumer, handover), name="ingest-writer"
             )
             writer.start()
-            log.info("ingest %s subscribed to %s", self.client_id, receiver.topic)
+            log.info("ingest %s subscribed to %s", self.client_id, consumer.topic)
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
             try:
                 while writer.is_alive():
                     stopping = stop.is_set()
-                    delivery = receiver.take(
+                    delivery = consumer.take(
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
                     if delivery.messages:
@@ -145,7 +145,7 @@ class IngestService:
                         break
                     if time.monotonic() >= next_status:
                         next_status = time.monotonic() + STATUS_EVERY_S
-                        self._write_status(receiver)
+                        self._write_status(consumer)
                     if time.monotonic() >= next_log:
                         next_log = time.monotonic() + LOG_EVERY_S
                         log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
@@ -164,12 +164,13 @@ class IngestService:
     def _writer(
         self,
         db: InfluxClient,
-        receiver: Receiver,
+        consumer: Consumer,
         handover: queue.Queue[tuple[Delivery, Points] | None],
     ) -> None:
         """Store each batch (InfluxDB or spool), then acknowledge it; replay the spool."""
         try:
             while True:
+                item: tuple[Delivery, Points] | bool | None
                 try:
                     item = handover.get(timeout=SPOOL_RETRY_S)
                 except queue.Empty:  # idle: a good moment to retry the spool
@@ -178,22 +179,22 @@ class IngestService:
                     self._replay(db)
                 if item is None:
                     return
-                if item:
+                if isinstance(item, tuple):
                     delivery, points = item
                     self._store(db, delivery.messages, points)
-                    receiver.ack(delivery)
+                    consumer.ack(delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
             log.exception("ingest writer failed")
             self._failure = exc
 
-    def _write_status(self, receiver: Receiver | None) -> None:
+    def _write_status(self, consumer: Consumer | None) -> None:
         write_status(
             self.status_path,
             self.stats.as_dict()
             | {
-                "connected": receiver is not None and receiver.connected,
-                "pending": receiver.pending if receiver else 0,
+                "connected": consumer is not None and consumer.connected,
+                "pending": consumer.pending if consumer else 0,
                 "spooled": len(self.spool),
                 "last_dead_ms": self.converter.last_dead_ms,
             },

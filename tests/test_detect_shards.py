@@ -20,8 +20,9 @@ from cli.main import app
 from detectors.service import DetectService, for_sites
 from devices.access import BrokerAccess
 from harness.servers import LocalBroker
+from homecare.consumer import SubscriptionRefused
 from homecare.contract import subscription
-from homecare.receiver import Receiver, ReceiverError
+from homecare.receiver import MqttConsumer
 from homecare.settings import DetectSettings, MqttSettings, Settings
 
 pytestmark = pytest.mark.servers
@@ -64,8 +65,8 @@ def test_each_shard_has_its_own_session_status_and_filters(tmp_path):
 
 def test_a_receiver_takes_several_filters_in_one_subscription(broker):
     with pytest.raises(ValueError, match="non-empty list"):
-        Receiver(MqttSettings(url=broker.url), client_id="r", topics=subscription("north"))
-    receiver = Receiver(MqttSettings(url=broker.url), client_id="two-sites",
+        MqttConsumer(MqttSettings(url=broker.url), client_id="r", topics=subscription("north"))
+    receiver = MqttConsumer(MqttSettings(url=broker.url), client_id="two-sites",
                         topics=[subscription("north"), subscription("south")])
     publisher = Publisher(broker.port)
     with receiver:
@@ -84,13 +85,13 @@ def test_a_receiver_takes_several_filters_in_one_subscription(broker):
 def test_a_refused_subscription_is_a_clear_error(broker):
     """Mosquitto 2.0.11 grants every filter (its ACL applies on delivery), so the refusing
     SUBACK that other brokers send is forged here, on the real connection."""
-    receiver = Receiver(MqttSettings(url=broker.url), client_id="refused",
+    receiver = MqttConsumer(MqttSettings(url=broker.url), client_id="refused",
                         topics=[subscription("north"), subscription("south")])
     granted = receiver._client.on_subscribe
     denied = ReasonCode(PacketTypes.SUBACK, "Not authorized")
     receiver._client.on_subscribe = lambda c, u, mid, codes, p: granted(
         c, u, mid, [codes[0], denied], p)
-    with pytest.raises(ReceiverError, match=r"subscription refused: homecare/v1/south/\+/\+/"
+    with pytest.raises(SubscriptionRefused, match=r"subscription refused: homecare/v1/south/\+/\+/"
                        r"\+/\+: Not authorized"), receiver:
         pass
 
@@ -103,7 +104,7 @@ def test_per_site_filters_pass_the_broker_acl_of_a_shard_account(tmp_path):
     with LocalBroker(tmp_path / "mosquitto", access=access.folder) as broker:
         settings = MqttSettings(url=broker.url, username="detect-north",
                                 password="detect-north-pw-5e1b")
-        receiver = Receiver(settings, client_id="ignored", topics=[subscription("north")])
+        receiver = MqttConsumer(settings, client_id="ignored", topics=[subscription("north")])
         with receiver:  # a refused subscription would raise here
             for site, creds in gateways.items():
                 gateway = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=creds.username)

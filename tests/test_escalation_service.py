@@ -426,3 +426,49 @@ def test_the_registry_reloads_while_running_and_a_bad_edit_changes_nothing(world
         assert incidents(world, again.id)[0].message["location"]["address"] == "9 New Road"
     finally:
         reg_path.write_text(good)
+
+
+def test_an_arriving_alert_is_parsed_once_and_handed_to_the_ladder_as_that_object(
+    tmp_path, monkeypatch
+):
+    """No servers: the service's intake step on a batch as the consumer delivers it. A
+    spy (the real parser runs) counts alert parses up to the moment the ladder gets the
+    alerts; the ladder's own records are its business."""
+    from types import SimpleNamespace
+
+    from escalation.service import EscalateService
+    from homecare.consumer import RawMessage
+
+    standin = SimpleNamespace(url="http://127.0.0.1:9/")
+    reg = tmp_path / "registry.yaml"
+    reg.write_text(yaml.safe_dump(registry(standin, standin)))
+    settings = Settings(state_dir=tmp_path / "state", registry=reg)
+    service = EscalateService(settings, lambda _s: {})
+    now = time.time()
+    alerts = [
+        Alert(id=f"sos-e{i}", site=SITE, elder=f"e{i}", device="w1", kind="sos",
+              severity="critical", ts=now, updated=now)
+        for i in range(1, 6)
+    ]
+    messages = [
+        RawMessage(alert_topic(a.site, a.elder, a.id), a.model_dump_json().encode(), now)
+        for a in alerts
+    ]
+    parses: list[bytes] = []
+    real_parse = Alert.model_validate_json
+    monkeypatch.setattr(Alert, "model_validate_json", classmethod(
+        lambda _cls, data, **k: (parses.append(data), real_parse(data, **k))[1]))
+    handed: list[tuple[int, list[Alert]]] = []
+    receive_many = service.engine.receive_many
+
+    def ladder(batch):
+        batch = list(batch)
+        handed.append((len(parses), batch))
+        return receive_many(batch)
+
+    monkeypatch.setattr(service.engine, "receive_many", ladder)
+    service._take(messages)
+    service.store.close()
+    assert [(n, batch) for n, batch in handed] == [(len(alerts), alerts)]
+    assert parses[: len(alerts)] == [m.payload for m in messages]
+    assert service.stats.opened == len(alerts)

@@ -14,8 +14,9 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from support import wait_for
 
 from harness.servers import LocalBroker
+from homecare.consumer import AckMode, Retained, Subscription
 from homecare.mqtt_batch import READ_BYTES, BatchClient
-from homecare.receiver import Receiver, connect_session, mqtt_client, session_properties
+from homecare.receiver import MqttConsumer, connect_session, mqtt_client, session_properties
 from homecare.settings import MqttSettings
 
 Received = tuple[bytes, bytes, int, bool]
@@ -34,7 +35,11 @@ class Subscriber:
             m._topic, m.payload, m.mid, m.qos, m.retain
         )
         self.client.on_connect = lambda c, *_: c.subscribe("t/#", options=SubscribeOptions(qos=1))
+        subscribed = threading.Event()
+        self.client.on_subscribe = lambda *_: subscribed.set()
         connect_session(self.client, settings, session_properties(receive_maximum=65535))
+        # what is published before the SUBACK may find no subscription (a loaded machine)
+        assert subscribed.wait(30)
 
     def _raw(self, topic: bytes, payload: bytes, mid: int, qos: int, retain: bool) -> None:
         with self.lock:
@@ -77,7 +82,10 @@ def test_reads_every_packet_as_paho_does(tmp_path: Path) -> None:
         paho = mqtt_client(settings, "plain")
         paho.on_message = lambda _c, _u, m: plain.append((m._topic, m.payload, m.qos, m.retain))
         paho.on_connect = lambda c, *_: c.subscribe("t/#", options=SubscribeOptions(qos=1))
+        subscribed = threading.Event()
+        paho.on_subscribe = lambda *_: subscribed.set()
         connect_session(paho, settings, session_properties())
+        assert subscribed.wait(30)
         _publish(settings, messages)
         wait_for(lambda: len(batch.got) == len(messages) == len(plain), 30, "every message")
         batch.close()
@@ -120,8 +128,8 @@ def test_receiver_stays_within_its_bound_when_the_broker_sends_past_it(tmp_path:
     bound = receive_maximum
     with LocalBroker(tmp_path / "mosquitto") as broker:
         settings = MqttSettings(url=broker.url)
-        receiver = Receiver(
-            settings, client_id="bounded", topics=("t/#",), receive_maximum=receive_maximum
+        receiver = MqttConsumer(
+            settings, client_id="bounded", topics=("t/#",), max_pending=receive_maximum
         )
         with receiver:
             _publish(settings, [(f"t/e{i % 50}/frame", b"x" * size, 0, None) for i in range(n)])
@@ -142,11 +150,11 @@ def test_receiver_starts_behind_a_backlog_larger_than_its_bound(tmp_path: Path) 
     receiver must not stop reading before the SUBACK is in (it would never start)."""
     with LocalBroker(tmp_path / "mosquitto") as broker:
         settings = MqttSettings(url=broker.url)
-        with Receiver(settings, client_id="behind", topics=("t/#",), receive_maximum=100):
+        with MqttConsumer(settings, client_id="behind", topics=("t/#",), max_pending=100):
             pass  # the session now exists, and the broker queues for it
         _publish(settings, [(f"t/e{i % 50}/frame", b"%d" % i, 1, None) for i in range(1000)])
         payloads: list[bytes] = []
-        receiver = Receiver(settings, client_id="behind", topics=("t/#",), receive_maximum=100)
+        receiver = MqttConsumer(settings, client_id="behind", topics=("t/#",), max_pending=100)
         with receiver:
             deadline = time.monotonic() + 60
             while len(payloads) < 1000 and time.monotonic() < deadline:
@@ -154,3 +162,122 @@ def test_receiver_starts_behind_a_backlog_larger_than_its_bound(tmp_path: Path) 
                 payloads += [m.payload for m in delivery.messages]
                 receiver.ack(delivery)
     assert payloads == [b"%d" % i for i in range(1000)]
+
+
+def _retained(settings: MqttSettings, topic: str, payload: bytes) -> None:
+    client = mqtt_client(settings, "retainer")
+    client.connect(settings.host, settings.port)
+    client.loop_start()
+    client.publish(topic, payload, qos=1, retain=True).wait_for_publish(30)
+    client.disconnect()
+    client.loop_stop()
+
+
+def test_retained_state_is_replayed_once_where_asked_and_own_messages_skipped(tmp_path: Path):
+    """Escalation's subscription: the retained alerts once, when the subscription is new,
+    flagged; not its own transitions. A device-stream subscription (ingest) gets no
+    retained state at all."""
+    with LocalBroker(tmp_path / "mosquitto") as broker:
+        settings = MqttSettings(url=broker.url)
+        _retained(settings, "r/1", b"state")
+        replay = [Subscription("r/#", Retained.REPLAY, own=False)]
+        with MqttConsumer(settings, client_id="esc", topics=replay) as consumer:
+            delivery = consumer.take(10, 10, eager=True)
+            consumer.ack(delivery)
+            first = delivery.messages
+            assert consumer.publish("r/2", b"mine", retain=True).wait_for_publish(10) is None
+            _publish(settings, [("r/3", b"live", 1, None)])
+            later = []
+            for wait_s in (10, 0.3):
+                delivery = consumer.take(10, wait_s, eager=True)
+                consumer.ack(delivery)
+                later += delivery.messages
+        with MqttConsumer(settings, client_id="esc", topics=replay) as consumer:
+            time.sleep(0.5)
+            again = consumer.take(10, 0).messages
+        with MqttConsumer(settings, client_id="ingest", topics=["r/#"]) as consumer:
+            time.sleep(0.5)
+            skipped = consumer.take(10, 0).messages
+    assert [(m.topic, m.payload, m.retained, m.qos) for m in first] == [("r/1", b"state", True, 1)]
+    assert [(m.topic, m.payload, m.retained) for m in later] == [("r/3", b"live", False)]
+    assert again == []
+    assert skipped == []
+
+
+def test_acknowledged_on_take_or_by_the_caller_and_a_session_that_ends(tmp_path: Path):
+    """MANUAL: what was taken and not acknowledged comes again. ON_TAKE (the kit's
+    observer): taking acknowledges. Not durable: nothing is queued after the exit."""
+    with LocalBroker(tmp_path / "mosquitto") as broker:
+        settings = MqttSettings(url=broker.url)
+
+        def session(client_id: str, **options: Any) -> MqttConsumer:
+            return MqttConsumer(settings, client_id=client_id, topics=["t/#"], **options)
+
+        def take_all(consumer: MqttConsumer, n: int, *, ack: bool = False) -> list[bytes]:
+            """The first ``n`` payloads; acknowledged (``ack``) as they are taken."""
+            got: list[bytes] = []
+            deadline = time.monotonic() + 30
+            while len(got) < n and time.monotonic() < deadline:
+                delivery = consumer.take(n - len(got), 1.0)
+                got += [m.payload for m in delivery.messages]
+                if ack:
+                    acks[consumer.client_id] += consumer.ack(delivery)
+            return got
+
+        acks = {"manual": 0, "watch": 0}
+        for client_id in ("manual", "watch"):
+            with session(client_id):
+                pass  # the durable sessions exist: the broker queues for them
+        _publish(settings, [(f"t/{i}", b"%d" % i, 1, None) for i in range(5)])
+        expected = [b"%d" % i for i in range(5)]
+        with session("manual") as consumer:
+            assert take_all(consumer, 5) == expected  # and not acknowledged
+        with session("manual") as consumer:
+            redelivered = take_all(consumer, 5, ack=True)
+        with session("manual") as consumer:
+            time.sleep(0.5)
+            after_ack = consumer.take(10, 0).messages
+        with session("watch", ack=AckMode.ON_TAKE) as consumer:
+            watched = take_all(consumer, 5, ack=True)
+        with session("watch", ack=AckMode.ON_TAKE, durable=False) as consumer:
+            time.sleep(0.5)
+            watched_again = consumer.take(10, 0).messages
+        _publish(settings, [("t/late", b"late", 1, None)])
+        with session("watch", ack=AckMode.ON_TAKE, durable=False) as consumer:
+            time.sleep(0.5)
+            after_end = consumer.take(10, 0).messages
+    assert redelivered == expected
+    assert watched == expected
+    assert acks == {"manual": 5, "watch": 0}  # ON_TAKE: acknowledged already at take
+    assert after_ack == []
+    assert watched_again == []
+    assert after_end == []
+
+
+def test_an_eager_take_returns_at_the_first_message_and_exit_wakes_a_waiting_take(
+    tmp_path: Path,
+) -> None:
+    with LocalBroker(tmp_path / "mosquitto") as broker:
+        settings = MqttSettings(url=broker.url)
+        consumer = MqttConsumer(settings, client_id="eager", topics=["t/#"])
+        with consumer:
+            _publish(settings, [("t/1", b"one", 1, None)])
+            t0 = time.monotonic()
+            eager = consumer.take(100, 20, eager=True)
+            eager_s = time.monotonic() - t0
+            consumer.ack(eager)
+            waited: list[tuple[int, float]] = []
+
+            def wait() -> None:
+                t = time.monotonic()
+                got = consumer.take(100, 20)
+                waited.append((len(got.messages), time.monotonic() - t))
+
+            waiter = threading.Thread(target=wait)
+            waiter.start()
+            time.sleep(0.3)
+        waiter.join(10)
+    assert [m.payload for m in eager.messages] == [b"one"]
+    assert eager_s < 10
+    assert [n for n, _s in waited] == [0]  # woken by the exit, not at its 20 s timeout
+    assert waited[0][1] < 10

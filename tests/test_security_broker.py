@@ -36,9 +36,10 @@ from device_sim.publisher import MqttError, MqttLink
 from devices.access import SERVICE_RIGHTS, AccessError, BrokerAccess, check_password
 from devices.tls import make_ca
 from harness.servers import LocalBroker, LocalInflux
+from homecare.consumer import ConsumerError
 from homecare.contract import Alert, alert_subscription, alert_topic, subscription
 from homecare.influx import InfluxClient, InfluxError
-from homecare.receiver import Receiver, ReceiverError
+from homecare.receiver import MqttConsumer
 from homecare.settings import InfluxSettings, MqttSettings, Settings
 from ingest.service import IngestService
 
@@ -304,8 +305,8 @@ def test_services_refused_with_a_clear_error(secure_broker, pki):
     settings = MqttSettings(url=secure_broker.tls_url, username="ingest", password="wrong",
                             ca_file=pki[0].cert)
     t0 = time.monotonic()
-    with pytest.raises(ReceiverError, match="refused us: Not authorized"), \
-            Receiver(settings, client_id="refused-ingest"):
+    with pytest.raises(ConsumerError, match="refused us: Not authorized"), \
+            MqttConsumer(settings, client_id="refused-ingest"):
         pass
     assert time.monotonic() - t0 < 15
 
