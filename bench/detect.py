@@ -867,8 +867,7 @@ def latency(
             f"  {PHASE_NAMES[ph['mode']]}: {a['n']} alerts, median {a['median']:.0f} ms, p99 "
             f"{a['p99']:.0f} ms (target ≤ {LATENCY_P99_TARGET_MS:.0f}: "
             f"{'met' if ph['meets_p99_target'] else 'not met'})"
-            f" (SOS median {ph['sos_ms']['median']:.0f} / p99 {ph['sos_ms']['p99']:.0f}, falls "
-            f"median {ph['fall_ms']['median']:.0f} / p99 {ph['fall_ms']['p99']:.0f}; missed "
+            f" ({_kind_summary(ph, 'sos', 'SOS')}, {_kind_summary(ph, 'fall', 'falls')}; missed "
             f"{len(ph['missed'])}); {ph['publish_rate']:,} messages/s, service batches of median "
             f"{b.get('messages_median')} messages, {b.get('handle_us_per_message')} µs each"
         )
@@ -924,3 +923,11 @@ def run(
             log=log,
         )
     return report
+
+
+def _kind_summary(phase: dict[str, Any], kind: str, label: str) -> str:
+    """``SOS median 40 / p99 80``, or ``no SOS matched`` (a short phase may hold no fall)."""
+    ms = phase.get(f"{kind}_ms")
+    if ms is None:
+        return f"no {label} matched"
+    return f"{label} median {ms['median']:.0f} / p99 {ms['p99']:.0f}"
