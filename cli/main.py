@@ -10,6 +10,7 @@ import typer
 from pydantic import ValidationError
 
 from bench.cli import app as bench_app
+from broker.cli import app as broker_app
 from certify.cli import certify_command
 from dashboards.cli import app as dashboards_app
 from dashboards.report import report_command
@@ -44,6 +45,7 @@ app.add_typer(registry_app, name="registry")
 app.add_typer(rollup_app, name="rollup")
 app.command("report")(report_command)
 app.add_typer(devices_app, name="devices")
+app.add_typer(broker_app, name="broker")
 app.add_typer(elder_app, name="elder")
 app.add_typer(dashboards_app, name="dashboards")
 settings_app = typer.Typer(no_args_is_help=True, help="The settings and their defaults.")

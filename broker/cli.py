@@ -1,0 +1,69 @@
+"""``homecare broker``: provision and check the NATS broker's streams and consumers."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+
+from broker.provision import DEFAULT_PARTITIONS, ProvisionError, provision
+from homecare.consumer import ConsumerError
+from homecare.jetstream import check_source
+
+__all__ = ["app"]
+
+app = typer.Typer(no_args_is_help=True, help="The NATS broker's streams and durable consumers.")
+
+NatsUrl = Annotated[
+    str, typer.Option("--url", envvar="HOMECARE_NATS__URL", help="The NATS server (nats://…).")
+]
+
+
+@app.command("provision")
+def provision_command(
+    url: NatsUrl,
+    mqtt_url: Annotated[
+        str,
+        typer.Option(envvar="HOMECARE_MQTT__URL", help="Its MQTT listener (mqtt://host:1883)."),
+    ],
+    partitions: Annotated[
+        int, typer.Option(min=1, max=1024, help="Partitions of TELEMETRY (fixed once made).")
+    ] = DEFAULT_PARTITIONS,
+    ack_wait_s: Annotated[
+        float, typer.Option(min=0.1, help="Seconds before an unacknowledged message comes again.")
+    ] = 30.0,
+    max_ack_pending: Annotated[
+        int, typer.Option(min=1, help="Messages a consumer may hold unacknowledged.")
+    ] = 20_000,
+) -> None:
+    """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
+
+    Idempotent: what exists is kept; what differs where it cannot change is an error."""
+    try:
+        done = provision(
+            url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
+            max_ack_pending=max_ack_pending,
+        )  # fmt: skip
+    except (ProvisionError, ConsumerError) as exc:
+        typer.echo(f"provision failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps({
+        "created": done.created, "existing": done.existing, "source_ok": done.source.ok,
+        "source": done.source.detail,
+    }))  # fmt: skip
+    if not done.source.ok:
+        raise typer.Exit(1)
+
+
+@app.command("check")
+def check_command(url: NatsUrl) -> None:
+    """Exit 0 when TELEMETRY's source is active with no error, else 1 (and say why)."""
+    try:
+        status = check_source(url)
+    except ConsumerError as exc:
+        typer.echo(f"check failed: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps({"ok": status.ok, "detail": status.detail, "lag": status.lag}))
+    if not status.ok:
+        raise typer.Exit(1)

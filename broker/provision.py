@@ -1,0 +1,233 @@
+"""Provisioning of the NATS broker: the MQTT streams, TELEMETRY and its durable consumers.
+
+Order matters, as measured on NATS 2.15.1 (README, issue 14): ``$MQTT_msgs`` keeps a
+message only while something holds interest in it, and the ``$MQTT_*`` streams exist only
+once an MQTT client has connected. A stream that starts sourcing ``$MQTT_msgs`` under
+traffic misses what is published while its source is being set up. So, before any device
+connects, :func:`provision`
+
+1. has the server create its MQTT streams (one MQTT client connects briefly, if they
+   do not exist yet);
+2. creates TELEMETRY, sourcing ``$MQTT_msgs`` through the transform that partitions by
+   elder (:func:`telemetry_transform`), and waits until the source is active;
+3. creates (or updates the editable settings of) the durable pull consumers of ingest and
+   detect.
+
+Run again, it changes nothing that exists and refuses (:class:`ProvisionError`) where
+what exists differs in what cannot change under traffic (the partitions, the source):
+it never deletes nor recreates a stream.
+
+TELEMETRY keeps a message until every consumer has acknowledged it (interest retention,
+bounded by ``max_age_s``): the consumers exist from the start, so nothing is dropped for
+want of interest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import nats.js.errors
+import paho.mqtt.client as mqtt
+from nats.js import JetStreamContext
+from nats.js.api import (
+    AckPolicy,
+    ConsumerConfig,
+    DeliverPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamSource,
+    SubjectTransform,
+)
+from paho.mqtt.enums import CallbackAPIVersion
+
+from homecare.errors import ConfigError
+from homecare.jetstream import (
+    DETECT_CONSUMER,
+    INGEST_CONSUMER,
+    MQTT_STREAM,
+    SUBJECT_ROOT,
+    TELEMETRY_STREAM,
+    SourceStatus,
+    connect,
+    source_status,
+)
+
+__all__ = [
+    "DEFAULT_PARTITIONS",
+    "ProvisionError",
+    "Provisioned",
+    "provision",
+    "telemetry_transform",
+]
+
+DEFAULT_PARTITIONS = 64
+"""Fixed at provisioning: a later change needs a new stream, not an edit under traffic."""
+
+
+class ProvisionError(ConfigError):
+    """The broker's streams or consumers cannot be made as asked; the message says which."""
+
+
+def telemetry_transform(partitions: int) -> SubjectTransform:
+    """``$MQTT.msgs.<device topic>`` → ``telemetry.<partition>.<device topic>``, the
+    partition a hash of the elder token (the 2nd wildcard), so all of an elder's streams
+    share one. Only device topics (``homecare/v1/site/elder/kind/device/stream``, as
+    ingest's subscription had them): alerts and commands stay out.
+
+    >>> telemetry_transform(8).dest
+    'telemetry.{{partition(8,2)}}.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}.{{wildcard(4)}}.{{wildcard(5)}}'
+    """
+    if not 1 <= partitions <= 1024:
+        raise ProvisionError(f"partitions must be 1 to 1024, not {partitions}")
+    wildcards = ".".join(f"{{{{wildcard({i})}}}}" for i in range(1, 6))
+    return SubjectTransform(
+        src="$MQTT.msgs.homecare.v1.*.*.*.*.*",
+        dest=f"{SUBJECT_ROOT}.{{{{partition({partitions},2)}}}}.{wildcards}",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Provisioned:
+    """What :func:`provision` found and did."""
+
+    created: list[str] = field(default_factory=list)
+    existing: list[str] = field(default_factory=list)
+    source: SourceStatus = field(default_factory=lambda: SourceStatus(False, "not checked"))
+
+
+def _open_mqtt_streams(mqtt_url: str, username: str | None, password: str | None) -> None:
+    """Connect one MQTT client and leave: the server creates its ``$MQTT_*`` streams."""
+    parts = urlsplit(mqtt_url)
+    client = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id="homecare-provision", protocol=mqtt.MQTTv311,
+        clean_session=True,
+    )  # fmt: skip
+    if username:
+        client.username_pw_set(username, password)
+    if parts.scheme == "mqtts":
+        client.tls_set()
+    accepted = threading.Event()
+    client.on_connect = lambda *_a: accepted.set()
+    try:
+        client.connect(parts.hostname or "127.0.0.1", parts.port or 1883, 10)
+    except OSError as exc:
+        raise ProvisionError(f"MQTT listener {mqtt_url} unreachable: {exc}") from exc
+    client.loop_start()
+    try:
+        if not accepted.wait(10):
+            raise ProvisionError(f"MQTT listener {mqtt_url} did not accept a connection")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+async def _exists(js: JetStreamContext, stream: str) -> StreamConfig | None:
+    try:
+        return (await js.stream_info(stream)).config
+    except nats.js.errors.NotFoundError:
+        return None
+
+
+async def _provision(
+    nats_url: str, mqtt_url: str, *, partitions: int, ack_wait_s: float, max_ack_pending: int,
+    max_age_s: float, replicas: int, consumers: tuple[str, ...], mqtt_user: str | None,
+    mqtt_password: str | None, timeout_s: float,
+) -> Provisioned:  # fmt: skip
+    transform = telemetry_transform(partitions)
+    nc = await connect(nats_url, name="homecare-provision", wait_s=timeout_s)
+    done = Provisioned()
+    try:
+        js = nc.jetstream(timeout=timeout_s)
+        deadline = time.monotonic() + timeout_s
+        if await _exists(js, MQTT_STREAM) is None:
+            await asyncio.to_thread(_open_mqtt_streams, mqtt_url, mqtt_user, mqtt_password)
+            while await _exists(js, MQTT_STREAM) is None:
+                if time.monotonic() > deadline:
+                    raise ProvisionError(f"{MQTT_STREAM} did not appear on {nats_url}")
+                await asyncio.sleep(0.1)
+            done.created.append(MQTT_STREAM)
+        else:
+            done.existing.append(MQTT_STREAM)
+
+        config = await _exists(js, TELEMETRY_STREAM)
+        if config is None:
+            await js.add_stream(StreamConfig(
+                name=TELEMETRY_STREAM, subjects=[], retention=RetentionPolicy.INTEREST,
+                storage=StorageType.FILE, num_replicas=replicas, max_age=max_age_s,
+                description=f"device readings from {MQTT_STREAM}, {partitions} partitions by elder",
+                sources=[StreamSource(name=MQTT_STREAM, subject_transforms=[transform])],
+            ))  # fmt: skip
+            done.created.append(TELEMETRY_STREAM)
+        else:
+            sources = [
+                (s.name, [(t.src, t.dest) for t in s.subject_transforms or ()])
+                for s in config.sources or ()
+            ]
+            if sources != [(MQTT_STREAM, [(transform.src, transform.dest)])]:
+                raise ProvisionError(
+                    f"stream {TELEMETRY_STREAM} exists with sources {sources}, not "
+                    f"{MQTT_STREAM} → {transform.dest}: a stream is not recreated under "
+                    "traffic (another partition count needs a new stream and a migration)"
+                )
+            if config.retention is not RetentionPolicy.INTEREST:
+                raise ProvisionError(
+                    f"stream {TELEMETRY_STREAM} exists with {config.retention} retention"
+                )
+            done.existing.append(TELEMETRY_STREAM)
+
+        # Consumers at once: an interest stream keeps only what some consumer wants.
+        for name in consumers:
+            try:
+                await js.consumer_info(TELEMETRY_STREAM, name)
+                done.existing.append(name)
+            except nats.js.errors.NotFoundError:
+                done.created.append(name)
+            await js.add_consumer(TELEMETRY_STREAM, ConsumerConfig(
+                durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+                ack_wait=ack_wait_s, max_ack_pending=max_ack_pending, max_deliver=-1,
+                num_replicas=replicas if replicas > 1 else None,
+                description=f"{name}: durable pull consumer of {TELEMETRY_STREAM}",
+            ))  # fmt: skip
+
+        status = await source_status(js)
+        while not status.ok and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            status = await source_status(js)
+        return Provisioned(done.created, done.existing, status)
+    except nats.js.errors.APIError as exc:
+        raise ProvisionError(f"NATS {nats_url} refused: {exc}") from exc
+    finally:
+        await nc.close()
+
+
+def provision(
+    nats_url: str,
+    *,
+    mqtt_url: str,
+    partitions: int = DEFAULT_PARTITIONS,
+    ack_wait_s: float = 30.0,
+    max_ack_pending: int = 20_000,
+    max_age_s: float = 7 * 86400.0,
+    replicas: int = 1,
+    consumers: tuple[str, ...] = (INGEST_CONSUMER, DETECT_CONSUMER),
+    mqtt_user: str | None = None,
+    mqtt_password: str | None = None,
+    timeout_s: float = 30.0,
+) -> Provisioned:
+    """Create what is missing (idempotent); :class:`ProvisionError` where what exists
+    cannot be made to match. ``ack_wait_s``: how long a taken, unacknowledged message
+    waits before it is delivered again; ``max_ack_pending``: how many may be out
+    unacknowledged per consumer (the memory bound of a service)."""
+    if max_ack_pending < 1 or ack_wait_s <= 0:
+        raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
+    return asyncio.run(_provision(
+        nats_url, mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
+        max_ack_pending=max_ack_pending, max_age_s=max_age_s, replicas=replicas,
+        consumers=consumers, mqtt_user=mqtt_user, mqtt_password=mqtt_password,
+        timeout_s=timeout_s,
+    ))  # fmt: skip

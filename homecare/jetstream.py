@@ -1,0 +1,414 @@
+"""The :class:`~homecare.consumer.Consumer` on NATS JetStream: batches from a durable pull consumer.
+
+Devices publish MQTT 3.1.1 at QoS 1 to NATS Server's MQTT listener, which stores each
+publish in its internal stream ``$MQTT_msgs`` (subject ``$MQTT.msgs.`` + the topic with
+``/`` for ``.``) before it acknowledges it. The ``TELEMETRY`` stream *sources*
+``$MQTT_msgs`` (``homecare broker provision`` creates it) through a subject transform that
+partitions by elder, so every stream of one elder (wearable, bed, door) lands in the same
+partition::
+
+    $MQTT.msgs.homecare.v1.<site>.<elder>.<kind>.<device>.<stream>
+        → telemetry.<partition(P, elder)>.<site>.<elder>.<kind>.<device>.<stream>
+
+Services read it through durable pull consumers (``ingest``, ``detect``): a
+:class:`JetStreamConsumer` fetches a batch, hands it out as :class:`RawMessage` whose
+``topic`` is the device's MQTT topic again (:func:`topic_of`), so :mod:`homecare.edge`
+judges it unchanged, and acknowledges each message once the caller says its work is
+durable. What was not acknowledged comes again: at once when the consumer is left (it
+says so, ``-NAK``), after the consumer's ``ack_wait`` when the process died.
+``max_ack_pending`` on the consumer bounds what is out unacknowledged: back-pressure is
+the server's.
+
+The services are synchronous; ``nats-py`` is asyncio. Each consumer runs its client on a
+private event-loop thread and the service's threads hand it coroutines.
+
+>>> topic_of("telemetry.51.north.e0001.wearable.w0001.frame")
+'homecare/v1/north/e0001/wearable/w0001/frame'
+>>> partition_of("e0001", 64), partition_of("e0002", 64)
+(51, 6)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Self, TypeVar
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+
+from homecare.consumer import AckMode, ConsumerError, Delivery, RawMessage
+from homecare.contract import TOPIC_ROOT
+
+__all__ = [
+    "DETECT_CONSUMER",
+    "INGEST_CONSUMER",
+    "MQTT_QOS_HEADER",
+    "MQTT_STREAM",
+    "SUBJECT_ROOT",
+    "TELEMETRY_STREAM",
+    "EventLoopThread",
+    "JetStreamConsumer",
+    "SourceStatus",
+    "check_source",
+    "connect",
+    "partition_of",
+    "source_status",
+    "topic_of",
+]
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+TELEMETRY_STREAM = "TELEMETRY"
+"""Every device stream's readings, partitioned by elder."""
+MQTT_STREAM = "$MQTT_msgs"
+"""NATS Server's own stream of MQTT QoS 1 publishes (interest retention: it keeps a
+message only while a consumer, such as TELEMETRY's source, still wants it)."""
+SUBJECT_ROOT = "telemetry"
+INGEST_CONSUMER = "ingest"
+DETECT_CONSUMER = "detect"
+MQTT_QOS_HEADER = "Nmqtt-Pub"
+"""The header in which NATS Server keeps an MQTT publish's QoS."""
+_MQTT_DOT = "//"
+"""NATS Server writes a ``.`` inside an MQTT topic level as ``//`` in the subject."""
+
+
+def topic_of(subject: str) -> str:
+    """The device's MQTT topic of a TELEMETRY subject (the partition token dropped).
+
+    A subject outside the scheme is returned as it is: the edge dead-letters it
+    (``bad_topic``) rather than anything guessing here.
+
+    >>> topic_of("telemetry.31.north.e//3.wearable.w3.frame")
+    'homecare/v1/north/e.3/wearable/w3/frame'
+    >>> topic_of("elsewhere.x")
+    'elsewhere.x'
+    """
+    parts = subject.split(".")
+    if len(parts) < 3 or parts[0] != SUBJECT_ROOT:
+        return subject
+    return "/".join([TOPIC_ROOT, *(p.replace(_MQTT_DOT, ".") for p in parts[2:])])
+
+
+def partition_of(elder: str, partitions: int) -> int:
+    """The partition NATS's ``{{partition(P, elder)}}`` transform gives an elder: FNV-1a
+    (32 bits) of the token, modulo P. For the workers that will own partitions."""
+    h = 0x811C9DC5
+    for byte in elder.encode():
+        h = ((h ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return h % partitions
+
+
+class EventLoopThread:
+    """An asyncio loop on a daemon thread of its own; other threads run coroutines on it."""
+
+    def __init__(self, name: str) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name=name, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        """Run ``coro`` on the loop and wait for its result (its exception is raised here)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return future.result(timeout_s)
+        except TimeoutError:
+            future.cancel()
+            raise
+
+    def close(self) -> None:
+        """Cancel what still runs, stop the loop and join its thread."""
+
+        async def cancel_the_rest() -> None:
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+        if self.loop.is_closed():
+            return
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            self.run(cancel_the_rest(), 5.0)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join()
+        self.loop.close()
+
+
+async def connect(url: str, *, name: str, wait_s: float = 30.0) -> Nats:
+    """A NATS connection that reconnects for ever once made; the first connect is retried
+    for ``wait_s`` while the server is not up yet (services may start before it)."""
+
+    async def quiet(exc: Exception) -> None:
+        log.warning("%s: NATS %s: %s", name, url, exc)
+
+    async def disconnected() -> None:
+        log.warning("%s: disconnected from NATS %s", name, url)
+
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return await nats.connect(
+                url, name=name, connect_timeout=2, allow_reconnect=True,
+                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
+                disconnected_cb=disconnected,
+            )  # fmt: skip
+        except (OSError, TimeoutError, nats.errors.Error) as exc:
+            if time.monotonic() > deadline:
+                raise ConsumerError(f"NATS {url} unreachable for {name}: {exc}") from exc
+            await asyncio.sleep(0.5)
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """Whether TELEMETRY receives what devices publish: its source is set up and running."""
+
+    ok: bool
+    detail: str
+    lag: int | None = None
+    """Messages of ``$MQTT_msgs`` not yet copied into TELEMETRY."""
+
+
+async def source_status(
+    js: JetStreamContext, stream: str = TELEMETRY_STREAM, source: str = MQTT_STREAM
+) -> SourceStatus:
+    """:class:`SourceStatus` of ``stream``'s source ``source``, read from the server."""
+    try:
+        info = await js.stream_info(stream)
+    except nats.js.errors.NotFoundError:
+        return SourceStatus(False, f"stream {stream} not found: run homecare broker provision")
+    found = [s for s in info.sources or () if s.name == source]
+    if not found:
+        return SourceStatus(False, f"stream {stream} does not source {source}")
+    src = found[0]
+    if src.error:
+        return SourceStatus(
+            False, f"{stream}'s source {source}: {src.error.get('description', src.error)}", src.lag
+        )
+    try:
+        await js.stream_info(source)
+    except nats.js.errors.NotFoundError:
+        return SourceStatus(False, f"stream {source} not found: run homecare broker provision")
+    if src.active is None or src.active < 0:
+        return SourceStatus(False, f"{stream}'s source {source} is not active yet", src.lag)
+    return SourceStatus(True, f"{stream} sources {source} (lag {src.lag})", src.lag)
+
+
+def check_source(
+    url: str, *, stream: str = TELEMETRY_STREAM, source: str = MQTT_STREAM, timeout_s: float = 10.0
+) -> SourceStatus:
+    """:func:`source_status` on a connection of its own, for a service at start (and
+    every minute, or with :meth:`JetStreamConsumer.check_source` on its connection)."""
+
+    async def check() -> SourceStatus:
+        nc = await connect(url, name="homecare-check", wait_s=timeout_s)
+        try:
+            return await source_status(nc.jetstream(timeout=timeout_s), stream, source)
+        finally:
+            await nc.close()
+
+    return asyncio.run(check())
+
+
+class JetStreamConsumer:
+    """The :class:`~homecare.consumer.Consumer` on a durable pull consumer of a stream.
+
+    The durable consumer (its ``ack_wait``, ``max_ack_pending``) is provisioned
+    beforehand (``homecare broker provision``); entering binds to it, or raises
+    :class:`ConsumerError` naming what is missing. Several processes may bind to the same
+    durable name: the server hands each message to one of them (ingest instances).
+
+    Each message is acknowledged on its own (``+ACK`` to its reply subject), after the
+    caller's :meth:`ack`; leaving flushes those acknowledgements (the server has read them)
+    and hands back (``-NAK``) what was taken and not acknowledged, for the next session.
+    A pull consumer holds nothing it was not asked for: :attr:`pending` is 0 and the
+    backlog is on the server (:meth:`backlog`).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        durable: str,
+        stream: str = TELEMETRY_STREAM,
+        ack: AckMode = AckMode.MANUAL,
+        connect_wait_s: float = 30.0,
+        request_timeout_s: float = 10.0,
+    ) -> None:
+        self.url = url
+        self.durable = durable
+        self.stream = stream
+        self.ack_mode = ack
+        self._connect_wait_s = connect_wait_s
+        self._request_timeout_s = request_timeout_s
+        self._loop: EventLoopThread | None = None
+        self._nc: Nats | None = None
+        self._js: JetStreamContext | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
+        self._unacked: dict[int, str] = {}
+        """Receipt → the reply subject that acknowledges it, for what is out."""
+        self._next_receipt = 0
+        self._generation = 0
+        self._closed = True
+
+    # the Consumer ----------------------------------------------------------------------
+    def __enter__(self) -> Self:
+        if self._loop is not None:
+            raise RuntimeError("JetStreamConsumer is not re-entrant")
+        self._loop = EventLoopThread(f"jetstream-{self.durable}")
+        try:
+            self._loop.run(self._bind(), self._connect_wait_s + self._request_timeout_s + 5)
+        except BaseException:
+            self._loop.run(self._disconnect(), self._request_timeout_s + 5)
+            self._loop.close()
+            self._loop = None
+            raise
+        self._generation += 1
+        self._closed = False
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._closed = True
+        if self._loop is None:
+            return
+        try:
+            self._loop.run(self._settle(), self._request_timeout_s + 5)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("%s: the server did not confirm our last acknowledgements: %s",
+                        self.durable, exc)  # fmt: skip
+        finally:
+            self._loop.run(self._disconnect(), self._request_timeout_s + 5)
+            self._loop.close()
+            self._loop = None
+
+    def take(self, max_messages: int, timeout_s: float, *, eager: bool = False) -> Delivery:
+        """Up to ``max_messages``, waiting at most ``timeout_s`` for a full batch (with
+        ``eager``, for the first message); none once the consumer is closed."""
+        delivery = Delivery()
+        if self._closed or self._loop is None or max_messages < 1:
+            return delivery
+        msgs = self._loop.run(
+            self._fetch(max_messages, timeout_s, eager), timeout_s + self._request_timeout_s
+        )
+        now = time.time()
+        messages, receipts = delivery.messages, delivery.receipts
+        generation = self._generation
+        for msg in msgs:
+            headers = msg.headers or {}
+            qos = headers.get(MQTT_QOS_HEADER, "1")
+            messages.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
+                                       int(qos) if qos.isdigit() else 1))  # fmt: skip
+            self._next_receipt += 1
+            self._unacked[self._next_receipt] = msg.reply
+            receipts.append((generation, self._next_receipt))
+        if self.ack_mode is AckMode.ON_TAKE:
+            self._acknowledge(receipts)
+        return delivery
+
+    def ack(self, delivery: Delivery) -> int:
+        """Acknowledge a handled delivery; return how many acknowledgements were sent."""
+        if self.ack_mode is AckMode.ON_TAKE:
+            return 0  # acknowledged when it was taken
+        return self._acknowledge(delivery.receipts)
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def pending(self) -> int:
+        """Messages received and not yet taken: none, a pull consumer asks for each batch."""
+        return 0
+
+    # beyond the seam -------------------------------------------------------------------
+    def backlog(self) -> int:
+        """Messages of the stream this durable consumer has not been handed yet."""
+        if self._loop is None or self._js is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        js = self._js
+        info = self._loop.run(js.consumer_info(self.stream, self.durable), self._request_timeout_s)
+        return int(info.num_pending or 0)
+
+    def check_source(self) -> SourceStatus:
+        """:func:`source_status` of this consumer's stream, on this connection."""
+        if self._loop is None or self._js is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        return self._loop.run(source_status(self._js, self.stream), self._request_timeout_s + 5)
+
+    # on the loop -----------------------------------------------------------------------
+    async def _bind(self) -> None:
+        self._nc = await connect(
+            self.url, name=f"homecare-{self.durable}", wait_s=self._connect_wait_s
+        )
+        self._js = self._nc.jetstream(timeout=self._request_timeout_s)
+        try:
+            await self._js.consumer_info(self.stream, self.durable)
+        except nats.js.errors.NotFoundError as exc:
+            raise ConsumerError(
+                f"no durable consumer {self.durable!r} on stream {self.stream} at {self.url}: "
+                "run homecare broker provision"
+            ) from exc
+        self._sub = await self._js.pull_subscribe_bind(self.durable, self.stream)
+
+    async def _fetch(self, max_messages: int, timeout_s: float, eager: bool) -> list[Msg]:
+        sub = self._sub
+        assert sub is not None
+        out: list[Msg] = []
+        deadline = time.monotonic() + max(timeout_s, 0.01)
+        while len(out) < max_messages and not self._closed:
+            left = deadline - time.monotonic()
+            if left < 0.005:
+                break
+            try:
+                out += await sub.fetch(max_messages - len(out), timeout=left)
+            except TimeoutError:
+                break
+            except nats.errors.Error as exc:  # disconnected: the client reconnects meanwhile
+                log.debug("%s: fetch failed: %s", self.durable, exc)
+                await asyncio.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
+                continue
+            if eager and out:
+                break
+        return out
+
+    def _acknowledge(self, receipts: list[tuple[int, int]]) -> int:
+        """One flush for all; receipts of an earlier session are skipped (the server
+        delivers those messages again anyway)."""
+        generation, unacked = self._generation, self._unacked
+        replies = [unacked.pop(r) for g, r in receipts if g == generation and r in unacked]
+        if replies and self._loop is not None:
+            self._loop.run(self._send(replies, b"+ACK"), self._request_timeout_s)
+        return len(replies)
+
+    async def _send(self, replies: list[str], verb: bytes) -> None:
+        nc = self._nc
+        assert nc is not None
+        for reply in replies:
+            await nc.publish(reply, verb)
+
+    async def _settle(self) -> None:
+        """Hand back what was taken and not acknowledged, and make sure the server has
+        read every acknowledgement (a round trip after them)."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        replies, self._unacked = list(self._unacked.values()), {}
+        await self._send(replies, b"-NAK")
+        await nc.flush(timeout=int(self._request_timeout_s))
+
+    async def _disconnect(self) -> None:
+        nc, self._nc, self._js, self._sub = self._nc, None, None, None
+        if nc is not None and not nc.is_closed:
+            await nc.close()
