@@ -174,7 +174,7 @@ async def _provision(
                     f"{MQTT_STREAM} → {transform.dest}: a stream is not recreated under "
                     "traffic (another partition count needs a new stream and a migration)"
                 )
-            if config.retention is not RetentionPolicy.INTEREST:
+            if config.retention != RetentionPolicy.INTEREST:
                 raise ProvisionError(
                     f"stream {TELEMETRY_STREAM} exists with {config.retention} retention"
                 )

@@ -153,7 +153,7 @@ async def connect(url: str, *, name: str, wait_s: float = 30.0) -> Nats:
         log.warning("%s: NATS %s: %s", name, url, exc)
 
     async def disconnected() -> None:
-        log.warning("%s: disconnected from NATS %s", name, url)
+        log.info("%s: disconnected from NATS %s", name, url)  # a close says it too
 
     deadline = time.monotonic() + wait_s
     while True:
@@ -365,23 +365,27 @@ class JetStreamConsumer:
     async def _fetch(self, max_messages: int, timeout_s: float, eager: bool) -> list[Msg]:
         sub = self._sub
         assert sub is not None
-        out: list[Msg] = []
+        out: dict[int, Msg] = {}
+        """By stream sequence: a message held past ``ack_wait`` while the batch fills comes
+        again; its newest copy (the one whose acknowledgement counts) replaces the first."""
         deadline = time.monotonic() + max(timeout_s, 0.01)
         while len(out) < max_messages and not self._closed:
             left = deadline - time.monotonic()
             if left < 0.005:
                 break
             try:
-                out += await sub.fetch(max_messages - len(out), timeout=left)
+                msgs = await sub.fetch(max_messages - len(out), timeout=left)
             except TimeoutError:
                 break
             except nats.errors.Error as exc:  # disconnected: the client reconnects meanwhile
                 log.debug("%s: fetch failed: %s", self.durable, exc)
                 await asyncio.sleep(min(0.1, max(deadline - time.monotonic(), 0)))
                 continue
+            for msg in msgs:
+                out[msg.metadata.sequence.stream] = msg
             if eager and out:
                 break
-        return out
+        return list(out.values())
 
     def _acknowledge(self, receipts: list[tuple[int, int]]) -> int:
         """One flush for all; receipts of an earlier session are skipped (the server

