@@ -5,7 +5,7 @@ source "$(dirname "$0")/setup.sh"
 .venv/bin/ruff check .
 .venv/bin/lint-imports --no-cache
 .venv/bin/mypy
-.venv/bin/pytest -q -p no:cacheprovider --doctest-modules homecare cli ingest detectors escalation dashboards device_sim certify evaluation devices privacy bench harness tests "$@"
+.venv/bin/pytest -q -p no:cacheprovider --doctest-modules homecare cli ingest detectors escalation dashboards device_sim certify evaluation devices privacy bench harness broker tests "$@"
 # The tests that read the tests' clock (marked `clock` in tests/conftest.py) again, at fixed
 # fake instants: a Sunday month end just before midnight UTC, a Monday just after midnight,
 # a Saturday midday, a Wednesday month end in the small hours, and the Sunday hour at which

@@ -37,7 +37,13 @@ app()
 
 @pytest.mark.parametrize(
     "args",
-    [["--help"], ["bench", "--help"], ["bench", "ingest", "--help"], ["contract", "export"]],
+    [
+        ["--help"],
+        ["bench", "--help"],
+        ["bench", "ingest", "--help"],
+        ["broker", "--help"],
+        ["contract", "export"],
+    ],
     ids=lambda a: " ".join(a),
 )
 def test_the_command_runs_without_the_harness(args: list[str], tmp_path: Path) -> None:

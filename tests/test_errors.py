@@ -15,7 +15,7 @@ from homecare.settings import InfluxSettings
 
 PACKAGES = [
     "homecare", "cli", "ingest", "detectors", "escalation", "dashboards", "device_sim", "certify",
-    "evaluation", "devices", "privacy", "bench", "harness",
+    "evaluation", "devices", "privacy", "bench", "harness", "broker",
 ]  # fmt: skip
 
 
