@@ -15,6 +15,7 @@ COPY device_sim ./device_sim
 COPY certify ./certify
 COPY evaluation ./evaluation
 COPY devices ./devices
+COPY broker ./broker
 COPY privacy ./privacy
 COPY bench ./bench
 RUN pip install --no-cache-dir . && useradd --system --home /var/lib/homecare homecare \
