@@ -184,11 +184,12 @@ async def source_status(
 ) -> SourceStatus:
     """:class:`SourceStatus` of ``stream``'s source ``source``, read from the server.
 
-    Not ``ok`` for a while after the server restarts: measured on 2.15.1 (one node),
-    TELEMETRY is restored before ``$MQTT_msgs``, its source fails to start and is retried
-    after about 10 s (the publishes wait in ``$MQTT_msgs``: nothing is lost). A caller
-    retries before it concludes the source is broken. That ``ok`` source may also lag
-    unseen: ``lag`` is the server's last figure, 0 during that stall."""
+    Right after the server restarts it is briefly not ``ok`` (not active yet); a caller
+    retries before it concludes the source is broken. Then, measured on 2.15.1 (one
+    node), it reports ``ok`` with lag 0 while it copies nothing for about 10 s:
+    TELEMETRY is restored before ``$MQTT_msgs`` and its source is set up again only on
+    a later retry. The publishes wait in ``$MQTT_msgs`` meanwhile; nothing is lost, but
+    this check cannot see that stall."""
     try:
         info = await js.stream_info(stream)
     except nats.js.errors.NotFoundError:
