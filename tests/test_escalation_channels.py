@@ -184,7 +184,7 @@ def test_a_call_centre_answering_500_for_a_while_gets_the_alarm_once(centre):
 
 
 def test_a_call_centre_that_times_out_then_recovers_opens_one_incident(centre):
-    centre.then(Reply(delay_s=1.5))  # answers ok, but only after the client gave up
+    centre.then(Reply(delay_s=1.0))  # answers ok, but only after the client gave up
     delivery, after = settle(
         centre_channel(timeout_s=0.4), note(ChannelKind.CALL_CENTRE, centre.url)
     )
