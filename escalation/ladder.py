@@ -58,7 +58,6 @@ from homecare.contract import Alert, AlertState, Severity
 from homecare.settings import RetrySettings
 
 OUTCOMES = frozenset({"false_alarm", "handled_at_home", "visit", "ambulance"})
-ACTIVE = (AlertState.OPEN, AlertState.NOTIFIED, AlertState.ACKNOWLEDGED)
 CLOSED = (AlertState.RESOLVED, AlertState.CANCELLED)
 TOLD_BY_RESET = frozenset({"call_centre", "supervisor"})
 """Who gets a SCAIP reset when an alert they were sent is cancelled or resolved."""
