@@ -11,7 +11,9 @@ connects, :func:`provision`
 2. creates TELEMETRY, sourcing ``$MQTT_msgs`` through the transform that partitions by
    elder (:func:`telemetry_transform`), and waits until the source is active;
 3. creates (or updates the editable settings of) the durable pull consumers of ingest and
-   detect.
+   detect (one per shard of sites, filtered to them, when detect is sharded);
+4. creates ALERTS, where detect stores the alerts it raises and which sources apps'
+   MQTT acknowledgements, and escalation's durable consumer of it.
 
 Run again, it changes nothing that exists and refuses (:class:`ProvisionError`) where
 what exists differs in what cannot change under traffic (the partitions, the source):
@@ -47,13 +49,18 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from homecare.errors import ConfigError
 from homecare.jetstream import (
-    DETECT_CONSUMER,
+    ACK_SUBJECT_ROOT,
+    ALERT_SUBJECT_ROOT,
+    ALERTS_STREAM,
+    ESCALATE_CONSUMER,
     INGEST_CONSUMER,
     MQTT_STREAM,
     SUBJECT_ROOT,
     TELEMETRY_STREAM,
     SourceStatus,
     connect,
+    detect_consumer,
+    site_filters,
     source_status,
 )
 
@@ -61,6 +68,7 @@ __all__ = [
     "DEFAULT_PARTITIONS",
     "ProvisionError",
     "Provisioned",
+    "ack_transform",
     "provision",
     "telemetry_transform",
 ]
@@ -89,6 +97,24 @@ def telemetry_transform(partitions: int) -> SubjectTransform:
         src="$MQTT.msgs.homecare.v1.*.*.*.*.*",
         dest=f"{SUBJECT_ROOT}.{{{{partition({partitions},2)}}}}.{wildcards}",
     )
+
+
+def ack_transform() -> SubjectTransform:
+    """Apps acknowledge an alert over MQTT (``homecare/v1/<site>/<elder>/alert/<id>/ack``);
+    ALERTS sources those as ``alerts.ack.<site>.<elder>.<id>``.
+
+    >>> ack_transform().dest
+    'alerts.ack.{{wildcard(1)}}.{{wildcard(2)}}.{{wildcard(3)}}'
+    """
+    return SubjectTransform(
+        src="$MQTT.msgs.homecare.v1.*.*.alert.*.ack",
+        dest=f"{ACK_SUBJECT_ROOT}.{{{{wildcard(1)}}}}.{{{{wildcard(2)}}}}.{{{{wildcard(3)}}}}",
+    )
+
+
+ALERT_DUPLICATE_WINDOW_S = 86400.0
+"""Detect stores each alert with its id as ``Nats-Msg-Id``; within this window a replayed
+detection (after a restart) is not stored again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,7 +161,8 @@ async def _exists(js: JetStreamContext, stream: str) -> StreamConfig | None:
 
 async def _provision(
     nats_url: str, mqtt_url: str, *, partitions: int, ack_wait_s: float, max_ack_pending: int,
-    max_age_s: float, replicas: int, consumers: tuple[str, ...], mqtt_user: str | None,
+    max_age_s: float, replicas: int, consumers: tuple[str, ...],
+    detect_shards: tuple[tuple[str, ...], ...], mqtt_user: str | None,
     mqtt_password: str | None, timeout_s: float,
 ) -> Provisioned:  # fmt: skip
     transform = telemetry_transform(partitions)
@@ -181,18 +208,28 @@ async def _provision(
             done.existing.append(TELEMETRY_STREAM)
 
         # Consumers at once: an interest stream keeps only what some consumer wants.
-        for name in consumers:
-            try:
-                await js.consumer_info(TELEMETRY_STREAM, name)
-                done.existing.append(name)
-            except nats.js.errors.NotFoundError:
-                done.created.append(name)
-            await js.add_consumer(TELEMETRY_STREAM, ConsumerConfig(
-                durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
-                ack_wait=ack_wait_s, max_ack_pending=max_ack_pending, max_deliver=-1,
-                num_replicas=replicas if replicas > 1 else None,
-                description=f"{name}: durable pull consumer of {TELEMETRY_STREAM}",
+        wanted = [(name, None) for name in consumers] + [
+            (detect_consumer(sites), site_filters(sites)) for sites in detect_shards
+        ]
+        for name, filters in wanted:
+            await _consumer(js, TELEMETRY_STREAM, name, done, filters=filters,
+                            ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
+                            replicas=replicas)  # fmt: skip
+
+        if await _exists(js, ALERTS_STREAM) is None:
+            await js.add_stream(StreamConfig(
+                name=ALERTS_STREAM, subjects=[f"{ALERT_SUBJECT_ROOT}.>"],
+                retention=RetentionPolicy.LIMITS, storage=StorageType.FILE,
+                num_replicas=replicas, max_age=max_age_s,
+                duplicate_window=ALERT_DUPLICATE_WINDOW_S,
+                description="alerts detect raised, and apps' acknowledgements of them",
+                sources=[StreamSource(name=MQTT_STREAM, subject_transforms=[ack_transform()])],
             ))  # fmt: skip
+            done.created.append(ALERTS_STREAM)
+        else:
+            done.existing.append(ALERTS_STREAM)
+        await _consumer(js, ALERTS_STREAM, ESCALATE_CONSUMER, done, filters=None,
+                        ack_wait_s=ack_wait_s, max_ack_pending=1000, replicas=replicas)
 
         status = await source_status(js)
         while not status.ok and time.monotonic() < deadline:
@@ -205,6 +242,24 @@ async def _provision(
         await nc.close()
 
 
+async def _consumer(
+    js: JetStreamContext, stream: str, name: str, done: Provisioned, *,
+    filters: list[str] | None, ack_wait_s: float, max_ack_pending: int, replicas: int,
+) -> None:  # fmt: skip
+    """Create the durable pull consumer, or update what may change of it."""
+    try:
+        await js.consumer_info(stream, name)
+        done.existing.append(name)
+    except nats.js.errors.NotFoundError:
+        done.created.append(name)
+    await js.add_consumer(stream, ConsumerConfig(
+        durable_name=name, ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ack_wait_s, max_ack_pending=max_ack_pending, max_deliver=-1,
+        filter_subjects=filters, num_replicas=replicas if replicas > 1 else None,
+        description=f"{name}: durable pull consumer of {stream}",
+    ))  # fmt: skip
+
+
 def provision(
     nats_url: str,
     *,
@@ -214,7 +269,8 @@ def provision(
     max_ack_pending: int = 20_000,
     max_age_s: float = 7 * 86400.0,
     replicas: int = 1,
-    consumers: tuple[str, ...] = (INGEST_CONSUMER, DETECT_CONSUMER),
+    consumers: tuple[str, ...] = (INGEST_CONSUMER,),
+    detect_shards: tuple[tuple[str, ...], ...] = ((),),
     mqtt_user: str | None = None,
     mqtt_password: str | None = None,
     timeout_s: float = 30.0,
@@ -222,12 +278,13 @@ def provision(
     """Create what is missing (idempotent); :class:`ProvisionError` where what exists
     cannot be made to match. ``ack_wait_s``: how long a taken, unacknowledged message
     waits before it is delivered again; ``max_ack_pending``: how many may be out
-    unacknowledged per consumer (the memory bound of a service)."""
+    unacknowledged per consumer (the memory bound of a service); ``detect_shards``: the
+    sets of sites each detect process covers (``()``: every site, one process)."""
     if max_ack_pending < 1 or ack_wait_s <= 0:
         raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
     return asyncio.run(_provision(
         nats_url, mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
         max_ack_pending=max_ack_pending, max_age_s=max_age_s, replicas=replicas,
-        consumers=consumers, mqtt_user=mqtt_user, mqtt_password=mqtt_password,
-        timeout_s=timeout_s,
+        consumers=consumers, detect_shards=detect_shards, mqtt_user=mqtt_user,
+        mqtt_password=mqtt_password, timeout_s=timeout_s,
     ))  # fmt: skip

@@ -18,7 +18,6 @@ session (client id) and status file, named after its sites (:func:`shard_name`).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -46,6 +45,7 @@ from homecare.consumer import RawMessage
 from homecare.contract import Alert, ContractError, alert_topic, subscription
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
+from homecare.jetstream import shard_name
 from homecare.receiver import MqttConsumer
 from homecare.settings import DetectSettings, Settings
 from homecare.status import write_status
@@ -55,27 +55,6 @@ log = logging.getLogger(__name__)
 
 TICK_EVERY_S = 1.0
 WEARABLE_KINDS = frozenset({"fall"})
-MAX_SHARD_NAME = 100
-
-
-def shard_name(sites: Sequence[str]) -> str:
-    """A name for a set of sites, the same for every order; "" for all sites.
-
-    "." and "~" are not in site ids, so two different sets never share a name (and so
-    never a session or a status file); a long set is named by its hash.
-
-    >>> shard_name(["south", "north", "north"]), shard_name(["north-south"]), shard_name([])
-    ('north.south', 'north-south', '')
-    >>> long = shard_name([f"site-{i:03d}" for i in range(20)])
-    >>> long[0], len(long)
-    ('~', 17)
-    """
-    name = ".".join(sorted(set(sites)))
-    if len(name) > MAX_SHARD_NAME:
-        return "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name
-
-
 def for_sites(settings: Settings, sites: Sequence[str]) -> Settings:
     """The settings of a shard given on the command line, validated like the environment's."""
     detect = DetectSettings.model_validate({**settings.detect.model_dump(), "sites": sites})

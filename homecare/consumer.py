@@ -65,6 +65,8 @@ class RawMessage(NamedTuple):
     """The broker's stored state rather than a live message (see :class:`Retained`)."""
     qos: int = 1
     """The delivery guarantee it was published with: 1 (at least once) is the contract's."""
+    seq: int = 0
+    """Its sequence in the stream it was read from (JetStream); 0 where there is none."""
 
 
 @dataclass(slots=True)

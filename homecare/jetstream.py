@@ -32,10 +32,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import threading
 import time
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -51,7 +52,11 @@ from homecare.consumer import AckMode, ConsumerError, Delivery, RawMessage
 from homecare.contract import TOPIC_ROOT
 
 __all__ = [
+    "ACK_SUBJECT_ROOT",
+    "ALERTS_STREAM",
+    "ALERT_SUBJECT_ROOT",
     "DETECT_CONSUMER",
+    "ESCALATE_CONSUMER",
     "INGEST_CONSUMER",
     "MQTT_QOS_HEADER",
     "MQTT_STREAM",
@@ -59,10 +64,15 @@ __all__ = [
     "TELEMETRY_STREAM",
     "EventLoopThread",
     "JetStreamConsumer",
+    "SourceMissing",
     "SourceStatus",
+    "alert_subject",
     "check_source",
     "connect",
+    "detect_consumer",
     "partition_of",
+    "shard_name",
+    "site_filters",
     "source_status",
     "topic_of",
 ]
@@ -78,6 +88,13 @@ message only while a consumer, such as TELEMETRY's source, still wants it)."""
 SUBJECT_ROOT = "telemetry"
 INGEST_CONSUMER = "ingest"
 DETECT_CONSUMER = "detect"
+ALERTS_STREAM = "ALERTS"
+"""Alerts as detect raised them (``alerts.raised.<site>.<elder>.<alert id>``, one per id:
+``Nats-Msg-Id`` is the alert id) and apps' MQTT acknowledgements, sourced from
+``$MQTT_msgs`` (``alerts.ack.<site>.<elder>.<alert id>``): what escalation consumes."""
+ALERT_SUBJECT_ROOT = "alerts.raised"
+ACK_SUBJECT_ROOT = "alerts.ack"
+ESCALATE_CONSUMER = "escalate"
 MQTT_QOS_HEADER = "Nmqtt-Pub"
 """The header in which NATS Server keeps an MQTT publish's QoS."""
 _MQTT_DOT = "//"
@@ -99,6 +116,56 @@ def topic_of(subject: str) -> str:
     if len(parts) < 3 or parts[0] != SUBJECT_ROOT:
         return subject
     return "/".join([TOPIC_ROOT, *(p.replace(_MQTT_DOT, ".") for p in parts[2:])])
+
+
+def alert_subject(site: str, elder: str, alert_id: str) -> str:
+    """Where detect publishes an alert in :data:`ALERTS_STREAM`.
+
+    >>> alert_subject("north", "e1", "e1-fall-1767225600")
+    'alerts.raised.north.e1.e1-fall-1767225600'
+    """
+    return f"{ALERT_SUBJECT_ROOT}.{site}.{elder}.{alert_id}"
+
+
+MAX_SHARD_NAME = 100
+
+
+def shard_name(sites: Sequence[str]) -> str:
+    """A name for a set of sites, the same for every order; "" for all sites.
+
+    "." and "~" are not in site ids, so two different sets never share a name (and so
+    never a consumer or a status file); a long set is named by its hash.
+
+    >>> shard_name(["south", "north", "north"]), shard_name(["north-south"]), shard_name([])
+    ('north.south', 'north-south', '')
+    >>> long = shard_name([f"site-{i:03d}" for i in range(20)])
+    >>> long[0], len(long)
+    ('~', 17)
+    """
+    name = ".".join(sorted(set(sites)))
+    if len(name) > MAX_SHARD_NAME:
+        return "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
+    return name
+
+
+def detect_consumer(sites: Sequence[str]) -> str:
+    """The durable consumer of detect for a shard of sites (``+`` for the ``.`` that
+    consumer names may not hold; ``+`` is not in site ids either).
+
+    >>> detect_consumer([]), detect_consumer(["south", "north"])
+    ('detect', 'detect~north+south')
+    """
+    shard = shard_name(sites)
+    return f"{DETECT_CONSUMER}~{shard.replace('.', '+')}" if shard else DETECT_CONSUMER
+
+
+def site_filters(sites: Sequence[str]) -> list[str]:
+    """TELEMETRY subjects of these sites (every partition).
+
+    >>> site_filters(["north"])
+    ['telemetry.*.north.>']
+    """
+    return [f"{SUBJECT_ROOT}.*.{site}.>" for site in sorted(set(sites))]
 
 
 def partition_of(elder: str, partitions: int) -> int:
@@ -227,6 +294,11 @@ def check_source(
     return asyncio.run(check())
 
 
+class SourceMissing(ConsumerError):
+    """TELEMETRY does not receive what devices publish (its source is missing, broken or
+    not active): a service refuses to start on it rather than consume an empty stream."""
+
+
 class JetStreamConsumer:
     """The :class:`~homecare.consumer.Consumer` on a durable pull consumer of a stream.
 
@@ -251,7 +323,13 @@ class JetStreamConsumer:
         ack: AckMode = AckMode.MANUAL,
         connect_wait_s: float = 30.0,
         request_timeout_s: float = 10.0,
+        source: str | None = MQTT_STREAM,
+        source_check_s: float = 60.0,
+        source_wait_s: float = 15.0,
     ) -> None:
+        """``source``: the stream that must feed ``stream`` (checked at start, where it is
+        given up to ``source_wait_s`` to become active, and every ``source_check_s``
+        while taking); None for a stream fed directly (ALERTS)."""
         self.url = url
         self.durable = durable
         self.stream = stream
@@ -267,6 +345,12 @@ class JetStreamConsumer:
         self._next_receipt = 0
         self._generation = 0
         self._closed = True
+        self.source = source
+        self.source_check_s = source_check_s
+        self._source_wait_s = source_wait_s
+        self._next_source_check = 0.0
+        self.source_status: SourceStatus | None = None
+        """The last check of the source (None before the first, or with no source)."""
 
     # the Consumer ----------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -274,7 +358,10 @@ class JetStreamConsumer:
             raise RuntimeError("JetStreamConsumer is not re-entrant")
         self._loop = EventLoopThread(f"jetstream-{self.durable}")
         try:
-            self._loop.run(self._bind(), self._connect_wait_s + self._request_timeout_s + 5)
+            self._loop.run(
+                self._bind(),
+                self._connect_wait_s + self._request_timeout_s + self._source_wait_s + 5,
+            )
         except BaseException:
             self._loop.run(self._disconnect(), self._request_timeout_s + 5)
             self._loop.close()
@@ -306,6 +393,8 @@ class JetStreamConsumer:
         delivery = Delivery()
         if self._closed or self._loop is None or max_messages < 1:
             return delivery
+        if self.source is not None and time.monotonic() >= self._next_source_check:
+            self._watch_source()
         msgs = self._loop.run(
             self._fetch(max_messages, timeout_s, eager), timeout_s + self._request_timeout_s
         )
@@ -316,7 +405,8 @@ class JetStreamConsumer:
             headers = msg.headers or {}
             qos = headers.get(MQTT_QOS_HEADER, "1")
             messages.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
-                                       int(qos) if qos.isdigit() else 1))  # fmt: skip
+                                       int(qos) if qos.isdigit() else 1,
+                                       msg.metadata.sequence.stream))  # fmt: skip
             self._next_receipt += 1
             self._unacked[self._next_receipt] = msg.reply
             receipts.append((generation, self._next_receipt))
@@ -352,7 +442,48 @@ class JetStreamConsumer:
         """:func:`source_status` of this consumer's stream, on this connection."""
         if self._loop is None or self._js is None:
             raise ConsumerError(f"consumer {self.durable} is not connected")
-        return self._loop.run(source_status(self._js, self.stream), self._request_timeout_s + 5)
+        return self._loop.run(
+            source_status(self._js, self.stream, self.source or MQTT_STREAM),
+            self._request_timeout_s + 5,
+        )
+
+    def publish(self, messages: list[tuple[str, bytes, str]]) -> list[bool]:
+        """Store ``(subject, payload, id)`` messages in their stream on this connection and
+        wait until the stream has them all; return, for each, whether the stream already
+        had that id (``Nats-Msg-Id``: a replayed detection is not stored twice within the
+        stream's duplicate window). Raises :class:`ConsumerError` when it could not."""
+        if not messages:
+            return []
+        if self._loop is None or self._js is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        js = self._js
+
+        async def store() -> list[bool]:
+            acks = await asyncio.gather(*(
+                js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+                for subject, payload, msg_id in messages
+            ))  # fmt: skip
+            return [bool(ack.duplicate) for ack in acks]
+
+        try:
+            return self._loop.run(store(), self._request_timeout_s + 5)
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise ConsumerError(f"{self.durable}: could not store {len(messages)} messages: "
+                                f"{exc}") from exc  # fmt: skip
+
+    def _watch_source(self) -> None:
+        """The periodic check while taking: a broken source is logged as an error each
+        time (services put :attr:`source_status` in their status file for operations);
+        the service keeps consuming what the stream still has."""
+        self._next_source_check = time.monotonic() + self.source_check_s
+        try:
+            status = self.check_source()
+        except (TimeoutError, nats.errors.Error, ConsumerError) as exc:
+            status = SourceStatus(False, f"source check failed: {exc}")
+        if not status.ok:
+            log.error("%s: %s: readings from devices are not reaching %s",
+                      self.durable, status.detail, self.stream)  # fmt: skip
+        self.source_status = status
 
     # on the loop -----------------------------------------------------------------------
     async def _bind(self) -> None:
@@ -367,7 +498,25 @@ class JetStreamConsumer:
                 f"no durable consumer {self.durable!r} on stream {self.stream} at {self.url}: "
                 "run homecare broker provision"
             ) from exc
+        if self.source is not None:
+            self.source_status = await self._wait_for_source(self._js)
+            self._next_source_check = time.monotonic() + self.source_check_s
         self._sub = await self._js.pull_subscribe_bind(self.durable, self.stream)
+
+    async def _wait_for_source(self, js: JetStreamContext) -> SourceStatus:
+        """Refuse to start (:class:`SourceMissing`) unless the source is active: right
+        after a server restart it is briefly not, so it is given ``source_wait_s``."""
+        assert self.source is not None
+        deadline = time.monotonic() + self._source_wait_s
+        while True:
+            status = await source_status(js, self.stream, self.source)
+            if status.ok:
+                return status
+            if time.monotonic() > deadline:
+                raise SourceMissing(
+                    f"{self.durable} refuses to start at {self.url}: {status.detail}"
+                )
+            await asyncio.sleep(0.2)
 
     async def _fetch(self, max_messages: int, timeout_s: float, eager: bool) -> list[Msg]:
         sub = self._sub

@@ -36,6 +36,7 @@ __all__ = [
     "InfluxSettings",
     "IngestSettings",
     "MqttSettings",
+    "NatsSettings",
     "RetentionSettings",
     "RetrySettings",
     "Settings",
@@ -95,6 +96,35 @@ class MqttSettings(BaseModel):
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
+
+
+class NatsSettings(BaseModel):
+    """The NATS server whose JetStream streams the services consume (devices speak MQTT to
+    its MQTT listener: :class:`MqttSettings`)."""
+
+    url: str = Field(
+        "", description="nats://host:4222 or tls://host:4222; empty: the demo starts its own."
+    )
+    username: str | None = Field(None, description="The service's NATS account user.")
+    password: SecretStr | None = Field(None, description="Its password (a secret).")
+    password_file: Path | None = Field(None, description="Or a file holding it.")
+    creds_file: Path | None = Field(
+        None, description="A NATS credentials file (user JWT and seed), instead of a password."
+    )
+    ca_file: Path | None = Field(None, description="CA that signed the server's certificate.")
+    partitions: int = Field(
+        64, ge=1, le=1024, description="TELEMETRY's partitions by elder (fixed at provisioning)."
+    )
+    source_check_s: float = Field(
+        60.0, gt=0, description="How often a service checks that TELEMETRY's source is active."
+    )
+
+    @model_validator(mode="after")
+    def _load_secret(self) -> NatsSettings:
+        self.password = _read_secret(self.password, self.password_file)
+        if self.url and urlsplit(self.url).scheme not in ("nats", "tls"):
+            raise ValueError(f"nats url {self.url!r} must start with nats:// or tls://")
+        return self
 
 
 class InfluxSettings(BaseModel):
@@ -346,6 +376,7 @@ class Settings(BaseSettings):
         description="Spool, status files, baselines, escalation.db, the CA.",
     )
     mqtt: MqttSettings = MqttSettings()
+    nats: NatsSettings = NatsSettings()
     influx: InfluxSettings = InfluxSettings()
     contract: ContractSettings = ContractSettings()
     ingest: IngestSettings = IngestSettings()

@@ -31,7 +31,8 @@ import pytest
 import time_machine
 
 from harness import servers
-from harness.servers import LocalBroker, LocalInflux
+from broker.provision import provision
+from harness.servers import LocalBroker, LocalInflux, LocalNats
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings
 
@@ -157,6 +158,17 @@ def _no_server_in_the_unit_lane(
 def broker(tmp_path: Path) -> Iterator[LocalBroker]:
     """A fresh Mosquitto for one test (persistence on, in a temp folder)."""
     with LocalBroker(tmp_path / "mosquitto") as server:
+        yield server
+
+
+@pytest.fixture
+def nats_broker(tmp_path: Path) -> Iterator[LocalNats]:
+    """A fresh NATS Server (JetStream file store in a temp folder, MQTT listener), provisioned
+    as ``homecare broker provision`` does before any device connects (8 partitions, a short
+    ack wait so a test sees redelivery within seconds)."""
+    with LocalNats(tmp_path / "nats") as server:
+        done = provision(server.url, mqtt_url=server.mqtt_url, partitions=8, ack_wait_s=5.0)
+        assert done.source.ok, done.source.detail
         yield server
 
 

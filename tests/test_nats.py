@@ -32,9 +32,13 @@ from harness.servers import (
 from homecare.consumer import AckMode, ConsumerError, Delivery, RawMessage
 from homecare.edge import Edge
 from homecare.jetstream import (
+    ALERTS_STREAM,
+    ESCALATE_CONSUMER,
     INGEST_CONSUMER,
     TELEMETRY_STREAM,
     JetStreamConsumer,
+    SourceMissing,
+    alert_subject,
     check_source,
     partition_of,
 )
@@ -138,11 +142,12 @@ def test_a_local_server_will_not_start_a_changed_binary(tmp_path):
 # provisioning ----------------------------------------------------------------------------
 def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(server):
     first = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
-    assert first.created == ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect"]
+    made = ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect", "ALERTS", "escalate"]
+    assert first.created == made
     assert first.source.ok, first.source.detail
     again = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
     assert again.created == []
-    assert again.existing == ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect"]
+    assert again.existing == made
     with pytest.raises(ProvisionError, match="not recreated under traffic"):
         provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS * 2)
 
@@ -254,6 +259,42 @@ def test_the_source_check_sees_a_missing_stream(provisioned):
     assert json.loads(checked.output)["ok"] is False
     with pytest.raises(ConsumerError, match="run homecare broker provision"):
         JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER, connect_wait_s=2).__enter__()
+
+
+def test_a_consumer_refuses_to_start_on_a_stream_whose_source_is_gone(provisioned):
+    async def drop_source() -> None:
+        nc = await nats.connect(provisioned.url)
+        js = nc.jetstream()
+        config = (await js.stream_info(TELEMETRY_STREAM)).config
+        config.sources = []
+        await js.update_stream(config)
+        await nc.close()
+
+    asyncio.run(drop_source())
+    with pytest.raises(SourceMissing, match="does not source"):
+        JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER, source_wait_s=1).__enter__()
+    # a stream fed directly (ALERTS) names no source and is not checked
+    with JetStreamConsumer(provisioned.url, durable=ESCALATE_CONSUMER, stream=ALERTS_STREAM,
+                           source=None) as consumer:  # fmt: skip
+        assert consumer.source_status is None
+
+
+# alerts ------------------------------------------------------------------------------------
+def test_alerts_are_stored_once_per_id_with_apps_acknowledgements_beside_them(provisioned):
+    with JetStreamConsumer(provisioned.url, durable=ESCALATE_CONSUMER, stream=ALERTS_STREAM,
+                           source=None) as consumer:  # fmt: skip
+        subject = alert_subject("north", "e0001", "e0001-fall-1")
+        assert consumer.publish([(subject, b'{"id": 1}', "e0001-fall-1")]) == [False]
+        assert consumer.publish([(subject, b'{"id": 1}', "e0001-fall-1")]) == [True]  # replayed
+        app_ = Publisher(provisioned.mqtt_port, client_id="family-app")
+        try:
+            app_.publish([(f"{topic('e0001', 'alert', 'e0001-fall-1', 'ack')}", b"{}")])
+            app_.wait_acked(1, timeout_s=20)
+        finally:
+            app_.close()
+        got = _take_all(consumer, 2)
+    assert [m.topic for m in got] == [subject, "alerts.ack.t.e0001.e0001-fall-1"]
+    assert [m.seq for m in got] == [1, 2]
 
 
 # a crash of the server ----------------------------------------------------------------------
