@@ -30,8 +30,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import time_machine
 
-from harness import servers
 from broker.provision import provision
+from harness import servers
 from harness.servers import LocalBroker, LocalInflux, LocalNats
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings
