@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
+import ssl
 import threading
 import time
 from collections.abc import Coroutine, Sequence
@@ -50,6 +51,7 @@ from nats.js import JetStreamContext
 
 from homecare.consumer import AckMode, ConsumerError, Delivery, RawMessage
 from homecare.contract import TOPIC_ROOT
+from homecare.settings import NatsSettings
 
 __all__ = [
     "ACK_SUBJECT_ROOT",
@@ -69,6 +71,7 @@ __all__ = [
     "alert_subject",
     "check_source",
     "connect",
+    "connect_options",
     "detect_consumer",
     "partition_of",
     "shard_name",
@@ -212,9 +215,31 @@ class EventLoopThread:
         self.loop.close()
 
 
-async def connect(url: str, *, name: str, wait_s: float = 30.0) -> Nats:
+def connect_options(settings: NatsSettings | None) -> dict[str, Any]:
+    """``nats.connect`` keywords for the service's account and the server's CA."""
+    if settings is None:
+        return {}
+    options: dict[str, Any] = {}
+    if settings.username:
+        options["user"] = settings.username
+        if settings.password is not None:
+            options["password"] = settings.password.get_secret_value()
+    if settings.creds_file is not None:
+        options["user_credentials"] = str(settings.creds_file)
+    if settings.ca_file is not None or settings.url.startswith("tls://"):
+        options["tls"] = ssl.create_default_context(
+            cafile=str(settings.ca_file) if settings.ca_file else None
+        )
+    return options
+
+
+async def connect(
+    url: str, *, name: str, wait_s: float = 30.0, settings: NatsSettings | None = None
+) -> Nats:
     """A NATS connection that reconnects for ever once made; the first connect is retried
-    for ``wait_s`` while the server is not up yet (services may start before it)."""
+    for ``wait_s`` while the server is not up yet (services may start before it).
+    ``settings`` gives the account and TLS (:func:`connect_options`)."""
+    options = connect_options(settings)
 
     async def quiet(exc: Exception) -> None:
         log.warning("%s: NATS %s: %s", name, url, exc)
@@ -228,7 +253,7 @@ async def connect(url: str, *, name: str, wait_s: float = 30.0) -> Nats:
             return await nats.connect(
                 url, name=name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
-                disconnected_cb=disconnected,
+                disconnected_cb=disconnected, **options,
             )  # fmt: skip
         except (OSError, TimeoutError, nats.errors.Error) as exc:
             if time.monotonic() > deadline:
@@ -326,6 +351,7 @@ class JetStreamConsumer:
         source: str | None = MQTT_STREAM,
         source_check_s: float = 60.0,
         source_wait_s: float = 15.0,
+        settings: NatsSettings | None = None,
     ) -> None:
         """``source``: the stream that must feed ``stream`` (checked at start, where it is
         given up to ``source_wait_s`` to become active, and every ``source_check_s``
@@ -348,9 +374,21 @@ class JetStreamConsumer:
         self.source = source
         self.source_check_s = source_check_s
         self._source_wait_s = source_wait_s
+        self._settings = settings
         self._next_source_check = 0.0
         self.source_status: SourceStatus | None = None
         """The last check of the source (None before the first, or with no source)."""
+
+    @classmethod
+    def from_settings(
+        cls, settings: NatsSettings, *, durable: str, stream: str = TELEMETRY_STREAM,
+        source: str | None = MQTT_STREAM, ack: AckMode = AckMode.MANUAL,
+    ) -> JetStreamConsumer:  # fmt: skip
+        """A service's consumer: the server, account and source check of its settings."""
+        if not settings.url:
+            raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
+        return cls(settings.url, durable=durable, stream=stream, source=source, ack=ack,
+                   source_check_s=settings.source_check_s, settings=settings)  # fmt: skip
 
     # the Consumer ----------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -488,8 +526,9 @@ class JetStreamConsumer:
     # on the loop -----------------------------------------------------------------------
     async def _bind(self) -> None:
         self._nc = await connect(
-            self.url, name=f"homecare-{self.durable}", wait_s=self._connect_wait_s
-        )
+            self.url, name=f"homecare-{self.durable}", wait_s=self._connect_wait_s,
+            settings=self._settings,
+        )  # fmt: skip
         self._js = self._nc.jetstream(timeout=self._request_timeout_s)
         try:
             await self._js.consumer_info(self.stream, self.durable)
