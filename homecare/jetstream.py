@@ -130,7 +130,7 @@ def alert_subject(site: str, elder: str, alert_id: str) -> str:
     return f"{ALERT_SUBJECT_ROOT}.{site}.{elder}.{alert_id}"
 
 
-MAX_SHARD_NAME = 100
+_MAX_SHARD_NAME = 100
 
 
 def shard_name(sites: Sequence[str]) -> str:
@@ -146,7 +146,7 @@ def shard_name(sites: Sequence[str]) -> str:
     ('~', 17)
     """
     name = ".".join(sorted(set(sites)))
-    if len(name) > MAX_SHARD_NAME:
+    if len(name) > _MAX_SHARD_NAME:
         return "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
     return name
 
