@@ -333,7 +333,17 @@ def test_bad_acknowledgements_are_refused_and_the_service_carries_on(world):
     bad = [b"\xff\xfe not json", b'{"contact": "fam2"}', b'{"contact": "fam2", "token": "x"}']
     for payload in bad:
         app_ack(world, alert, payload)
-    wait_for(lambda: world["escalate"].log.count("refused") >= 7, 10, "the refusals logged")
+    # and alerts in ALERTS that are not alerts, or not where their subject says
+    junk = alert_subject(SITE, "e2", "junk-e2")
+    assert world["detect"].publish([(junk, b"{not an alert", "junk-e2")]) == [False]
+    elsewhere = alert.model_copy(update={"id": "moved-e2", "elder": "e3"})
+    moved = alert_subject(SITE, "e2", elsewhere.id)  # e3's alert under e2's subject
+    assert world["detect"].publish([(moved, elsewhere.model_dump_json().encode(), "m")]) == [False]
+    wait_for(lambda: world["escalate"].log.count("refused") >= 9, 10, "the refusals logged")
+    assert "junk-e2 refused" in world["escalate"].log
+    assert "alert moved-e2 (site t, elder e3)" in world["escalate"].log
+    assert stored_state(world, "junk-e2") is None
+    assert stored_state(world, elsewhere.id) is None
     assert stored_state(world, alert.id) == "notified"  # nothing above acknowledged it
     answer = httpx.post(f"{api}/alerts/{alert.id}/ack", json={"contact": "fam2", "token": good})
     assert answer.status_code == 200
