@@ -29,7 +29,7 @@ from escalation.store import open_readonly, store_path
 from harness.demo import ServiceProcess
 from harness.servers import LocalInflux, LocalNats, free_port
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
-from homecare.contract import Alert, alert_subscription
+from homecare.contract import Alert, AlertState, alert_subscription
 from homecare.influx import InfluxClient
 from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer, alert_subject
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
@@ -461,6 +461,20 @@ def test_an_apps_mqtt_acknowledgement_stops_the_ladder(world):
         for r in world["gateway"].requests  # e6's fall may have climbed earlier
         if isinstance(r.json, dict) and r.json.get("alert", {}).get("id") == alert.id
     ]
+
+
+def test_a_fall_cancelled_in_its_grace_window_through_alerts_tells_nobody(world):
+    """Detect stores the cancellation ("I'm OK") as the same alert in state cancelled, under
+    a message id of its own (the alert id alone would be dropped as a duplicate)."""
+    fall = raise_alert(world, "e8", kind="fall")
+    wait_for(lambda: stored_state(world, fall.id) == "open", 10, "the fall in its grace window")
+    cancelled = fall.model_copy(update={"state": AlertState.CANCELLED, "updated": time.time()})
+    assert store(world, cancelled) == [True]  # the alert id: the stream already has it
+    assert store(world, cancelled, msg_id=f"{fall.id}:cancelled") == [False]
+    wait_for(lambda: stored_state(world, fall.id) == "cancelled", 10, "the cancellation")
+    wait_for(lambda: world["listener"].states.get(fall.id) == "cancelled", 10, "the app's view")
+    time.sleep(GRACE_S + 1)
+    assert incidents(world, fall.id) == []
 
 
 def test_a_clean_restart_resumes_from_the_durable_consumer(world):
