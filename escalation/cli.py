@@ -30,6 +30,8 @@ def escalate_command(
     settings = load_settings(servers=True)
     if settings.registry is None:
         raise typer.BadParameter("set HOMECARE_REGISTRY to the registry file (YAML)")
+    if not settings.nats.url:  # alerts come from its ALERTS stream
+        raise typer.BadParameter("set HOMECARE_NATS__URL (nats://host:4222)")
     from escalation.registry import RegistryError, load_registry
 
     try:

@@ -1,17 +1,23 @@
-"""``homecare escalate``: alerts from MQTT → the ladder → the call centre, families and apps.
+"""``homecare escalate``: alerts from the ALERTS stream → the ladder → the call centre,
+families and apps.
 
-One asyncio process. The consumer (:mod:`homecare.consumer`) hands batches of MQTT
-messages to the loop; each alert is parsed once, there, and goes to the ladder as an
-object; the loop commits each batch to the store (:mod:`escalation.store`) before the
-broker is told the messages were received (manual acknowledgement), so a kill -9
-loses nothing: what was not committed is re-sent by the broker, and what was
-committed is resumed from the store. Then:
+One asyncio process. Its input is the durable consumer ``escalate`` of the JetStream
+stream ALERTS (:class:`~homecare.jetstream.JetStreamConsumer`): detect stores each alert
+it raises there (``alerts.raised.<site>.<elder>.<id>``), and the stream sources apps'
+MQTT acknowledgements (``alerts.ack.<site>.<elder>.<id>``). Each alert is parsed once,
+on arrival, and goes to the ladder as an object; the loop commits each batch to the
+store (:mod:`escalation.store`) before it acknowledges the batch to the stream, so a
+kill -9 loses nothing: what was not committed is delivered again by the stream, and
+what was committed is resumed from the store. Then:
 
 - due notifications are sent through the channels, many at once, each with its ref;
-- every transition is published retained on the alert's topic and written to
-  InfluxDB from the store's outbox, so neither misses one made while it was away;
-- acknowledgements arrive on ``homecare/v1/<site>/<elder>/alert/<id>/ack`` (JSON
-  ``{"contact", "token", "outcome"?}``) or through the HTTP API (:mod:`.api`);
+- the open alert and every transition are published retained (MQTT 3.1.1, QoS 1) on
+  the alert's topic on NATS's MQTT listener, where apps and families' app backends
+  subscribe, and written to InfluxDB, both from the store's outbox, so neither misses
+  one made while it was away;
+- acknowledgements arrive from apps on ``homecare/v1/<site>/<elder>/alert/<id>/ack``
+  (JSON ``{"contact", "token", "outcome"?}``, through ALERTS) or through the HTTP API
+  (:mod:`.api`);
 - the registry is re-read when it changes, digests go out once a day, and the call
   centre gets a heartbeat.
 """
@@ -28,7 +34,7 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from pydantic import ValidationError
 
@@ -46,26 +52,68 @@ from escalation.notification import (
 from escalation.registry import RegistryFile
 from escalation.store import EventRecord, Store, store_path
 from homecare.alerts import alert_lines
-from homecare.consumer import RawMessage, Retained, Subscription
-from homecare.contract import TOPIC_ROOT, Alert, alert_subscription, alert_topic
+from homecare.consumer import RawMessage
+from homecare.contract import Alert, alert_topic
 from homecare.influx import InfluxClient, InfluxError, line
-from homecare.receiver import MqttConsumer
+from homecare.jetstream import (
+    ACK_SUBJECT_ROOT,
+    ALERT_SUBJECT_ROOT,
+    ALERTS_STREAM,
+    ESCALATE_CONSUMER,
+    JetStreamConsumer,
+)
+from homecare.mqtt_publish import MqttPublisher
 from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
 
 log = logging.getLogger(__name__)
 
-ACK_SUBSCRIPTION = f"{TOPIC_ROOT}/+/+/alert/+/ack"
 INTAKE_BATCH = 250
 INTAKE_WAIT_S = 0.5
 """How long one take waits for the first message (also bounds the wait at shutdown)."""
 OUTBOX_EVERY_S = 0.5
 
 
+PUBACK_WAIT_S = 10.0
+"""How long the outbox waits for the MQTT listener's PUBACKs before it tries again later."""
+
+
 def ack_topic(site: str, elder: str, alert_id: str) -> str:
-    """Where an app acknowledges an alert over MQTT."""
+    """Where an app acknowledges an alert over MQTT (ALERTS sources it as an ack subject)."""
     return alert_topic(site, elder, alert_id) + "/ack"
+
+
+class Arrived(NamedTuple):
+    """What an ALERTS subject says: an alert raised, or an app's acknowledgement of one."""
+
+    ack: bool
+    site: str
+    elder: str
+    alert_id: str
+
+
+def arrived(subject: str) -> Arrived:
+    """Read an ALERTS subject (as :attr:`RawMessage.topic` has it: the subject as it is).
+
+    NATS writes a ``.`` inside an MQTT topic level as ``//``; a subject outside the two
+    schemes is a ``ValueError`` naming it.
+
+    >>> arrived("alerts.raised.north.e1.e1-fall-1767225600")
+    Arrived(ack=False, site='north', elder='e1', alert_id='e1-fall-1767225600')
+    >>> arrived("alerts.ack.north.e//1.sos-1").elder
+    'e.1'
+    >>> arrived("alerts.raised.north.e1")
+    Traceback (most recent call last):
+    ...
+    ValueError: not an alert or an acknowledgement: alerts.raised.north.e1
+    """
+    tokens = subject.split(".")
+    root = ".".join(tokens[:2])
+    if len(tokens) != 5 or root not in (ALERT_SUBJECT_ROOT, ACK_SUBJECT_ROOT) or "" in tokens:
+        raise ValueError(f"not an alert or an acknowledgement: {subject}")
+    site, elder, alert_id = (t.replace("//", ".") for t in tokens[2:])
+    return Arrived(root == ACK_SUBJECT_ROOT, site, elder, alert_id)
 
 
 def load_secret(settings: Settings, *, make: bool = True) -> bytes:
@@ -98,7 +146,7 @@ class EscalateStats:
     duplicates: int = 0
     cancelled: int = 0
     ignored: int = 0
-    """Alerts in a later state never seen open (retained history after the store was lost)."""
+    """Alerts in a later state never seen open (the stream's history after the store was lost)."""
     malformed: int = 0
     acks: int = 0
     acks_refused: int = 0
@@ -148,37 +196,39 @@ class EscalateService:
         self._in_flight: set[str] = set()
         self._sending: set[asyncio.Task[None]] = set()
         self._done: list[tuple[Notification, Delivery]] = []
-        self._consumer = MqttConsumer(
-            settings.mqtt,
-            client_id=self.cfg.client_id,
-            topics=[
-                # retained alerts only to a new subscription (not again on reconnect), and
-                # not the transitions this process publishes on the same topics
-                Subscription(alert_subscription(), Retained.REPLAY, own=False),
-                Subscription(ACK_SUBSCRIPTION),
-            ],
+        self._consumer = JetStreamConsumer.from_settings(
+            settings.nats, durable=ESCALATE_CONSUMER, stream=ALERTS_STREAM, source=None
         )
+        self._mqtt = MqttPublisher(settings.mqtt, client_id=self.cfg.client_id)
+        self._stopping = False
 
     async def run(self, stop: asyncio.Event) -> EscalateStats:
         api = AckServer(self._acknowledge, self.engine.describe, self._health)
         await api.start(self.cfg.http_host, self.cfg.http_port)
         self.stats.http_port = api.port
-        self.engine.policy.ack_base = self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
+        self.engine.policy.ack_base = (
+            self.cfg.public_url or f"http://{self.cfg.http_host}:{api.port}"
+        )
         async with AsyncExitStack() as stack:
             channels: dict[ChannelKind, Channel] = {}
             for kind, channel in self.make_channels(self.settings).items():
                 channels[kind] = await stack.enter_async_context(channel)  # type: ignore[arg-type]
             self._channels = channels
             db = stack.enter_context(InfluxClient(self.settings.influx))
+            await asyncio.to_thread(self._mqtt.__enter__)
+            stack.push_async_callback(asyncio.to_thread, self._mqtt.__exit__, None, None, None)
             await asyncio.to_thread(self._consumer.__enter__)
             # after the loops stop: settle the acknowledgements sent, then disconnect
             stack.push_async_callback(asyncio.to_thread, self._consumer.__exit__, None, None, None)
             log.info(
-                "escalate subscribed to %s and %s; ack API on port %d; %d alerts in the store",
-                alert_subscription(), ACK_SUBSCRIPTION, api.port, self.store.count_alerts(),
+                "escalate subscribed to %s through durable consumer %s at %s; alert states "
+                "go to %s; ack API on port %d; %d alerts in the store", ALERTS_STREAM,
+                ESCALATE_CONSUMER, self.settings.nats.url, self.settings.mqtt.url, api.port,
+                self.store.count_alerts(),
             )  # fmt: skip
+            intake = asyncio.create_task(self._intake())
             tasks = [
-                asyncio.create_task(self._intake()),
+                intake,
                 asyncio.create_task(self._sender()),
                 asyncio.create_task(self._outbox(db)),
                 asyncio.create_task(self._housekeeping()),
@@ -187,6 +237,9 @@ class EscalateService:
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
+            # intake finishes the batch it holds (committed, then acknowledged) and stops
+            self._stopping = True
+            await asyncio.wait([intake], timeout=INTAKE_WAIT_S + 15)
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -200,32 +253,45 @@ class EscalateService:
         return self.stats
 
     async def _intake(self) -> None:
-        """Alerts and acknowledgements from MQTT, committed in batches, then acknowledged;
+        """Alerts and acknowledgements from ALERTS, committed in batches, then acknowledged;
         each batch's alarms start going out before the next batch is taken in."""
         consumer = self._consumer
-        while True:
+        while not self._stopping:
             delivery = await asyncio.to_thread(
                 consumer.take, INTAKE_BATCH, INTAKE_WAIT_S, eager=True
             )
             if not delivery.messages:
                 continue
             self._take(delivery.messages)
-            consumer.ack(delivery)  # committed: the broker may forget them now
-            self._dispatch()
+            self._dispatch()  # committed: the alarms may go, and the stream may forget them
+            await asyncio.to_thread(consumer.ack, delivery)
             await asyncio.sleep(0)  # the sends start; then the next batch
 
     def _take(self, messages: list[RawMessage]) -> None:
         """Parse each alert once and hand the objects to the ladder, which commits them."""
         alerts: list[Alert] = []
         for msg in messages:
-            if msg.topic.endswith("/ack"):
-                self._mqtt_ack(msg)
+            try:
+                where = arrived(msg.topic)
+            except ValueError as exc:
+                self.stats.malformed += 1
+                log.warning("message refused: %s", exc)
+                continue
+            if where.ack:
+                self._mqtt_ack(msg, where)
                 continue
             try:
-                alerts.append(Alert.model_validate_json(msg.payload))
+                alert = Alert.model_validate_json(msg.payload)
             except ValidationError as exc:
                 self.stats.malformed += 1
-                log.warning("malformed alert on %s: %s", msg.topic, str(exc)[:200])
+                log.warning("malformed alert on %s refused: %s", msg.topic, str(exc)[:200])
+                continue
+            if (alert.site, alert.elder, alert.id) != where[1:]:
+                self.stats.malformed += 1
+                log.warning("alert %s (site %s, elder %s) on %s refused: not its subject",
+                            alert.id, alert.site, alert.elder, msg.topic)  # fmt: skip
+                continue
+            alerts.append(alert)
         if alerts:
             outcomes = self.engine.receive_many(alerts)
             self.stats.received += len(alerts)
@@ -234,8 +300,7 @@ class EscalateService:
             self.stats.cancelled += outcomes.count("cancelled")
             self.stats.ignored += outcomes.count("ignored")
 
-    def _mqtt_ack(self, msg: RawMessage) -> None:
-        parts = msg.topic.split("/")
+    def _mqtt_ack(self, msg: RawMessage, where: Arrived) -> None:
         try:
             data = json.loads(msg.payload)
             if not isinstance(data, dict):
@@ -247,7 +312,7 @@ class EscalateService:
             self.stats.malformed += 1
             log.warning("malformed acknowledgement on %s refused: %s", msg.topic, exc)
             return
-        self._acknowledge(parts[-2], fields, "mqtt")
+        self._acknowledge(where.alert_id, fields, "mqtt")
 
     def _acknowledge(self, alert_id: str, fields: dict[str, str], channel: str) -> AckResult:
         result = self.engine.acknowledge(
@@ -335,22 +400,25 @@ class EscalateService:
 
     async def _publish_events(self, seen: dict[int, Alert]) -> None:
         events = self.store.unpublished()
-        if not events:
+        if not events or not self._mqtt.connected:  # away: the outbox keeps them for later
             return
         infos = []
         for event in events:
             if event.transition:
                 alert = seen[event.seq] = event.alert_at()
                 infos.append(
-                    self._consumer.publish(
+                    self._mqtt.publish(
                         alert_topic(alert.site, alert.elder, alert.id),
                         alert.model_dump_json().encode(),
                         retain=True,
                     )
                 )
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + PUBACK_WAIT_S
         while any(not i.is_published() for i in infos):
             if time.monotonic() > deadline:
+                log.warning("%d alert states not acknowledged by the MQTT listener %s: "
+                            "published again later", sum(not i.is_published() for i in infos),
+                            self.settings.mqtt.url)  # fmt: skip
                 return  # the broker is away: try again later
             await asyncio.sleep(0.02)
         self.store.mark_published(e.seq for e in events)

@@ -1,8 +1,12 @@
-"""`homecare escalate` as its own process against the real broker, influxd, SMTP and call centre.
+"""`homecare escalate` as its own process against the real NATS Server, influxd, SMTP and
+call centre.
 
-One set of servers and one escalate process per module (restarts are what is tested):
-the alert's path through every channel, the acknowledgement paths, bad input, a call
-centre that fails for a while, and kill -9 at each stage of the ladder.
+One set of servers and one escalate process per module (restarts are what is tested).
+Alerts are stored in the ALERTS stream as `homecare detect` stores them; escalate
+consumes them through its durable consumer, and publishes each alert's state retained
+to the MQTT listener, where an app (MQTT 3.1.1) sees it and acknowledges. Tested: the
+alert's path through every channel, the acknowledgement paths, bad input, a call centre
+that fails for a while, restarts (clean, and kill -9 at each stage of the ladder).
 """
 
 from __future__ import annotations
@@ -18,15 +22,17 @@ import pytest
 import yaml
 from support import Publisher, wait_for
 
+from broker.provision import provision
 from escalation.registry import ack_token
 from escalation.service import ack_topic
 from escalation.store import open_readonly, store_path
 from harness.demo import ServiceProcess
-from harness.servers import LocalBroker, LocalInflux, free_port
+from harness.servers import LocalInflux, LocalNats, free_port
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
-from homecare.contract import Alert, alert_subscription, alert_topic
+from homecare.contract import Alert, AlertState, alert_subscription
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings, MqttSettings, Settings
+from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer, alert_subject
+from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 from homecare.status import read_status
 
 pytestmark = pytest.mark.servers
@@ -98,11 +104,14 @@ class Escalate:
 
 
 class Listener:
-    """The alerts' latest states, as an app subscribed to the alert topics sees them."""
+    """The alerts' states, as an app subscribed to the alert topics (MQTT 3.1.1) sees them."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, client_id: str = "esc-listener") -> None:
         self.states: dict[str, str] = {}
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="esc-listener")
+        self.seen: list[tuple[str, str, bool]] = []
+        """(alert id, state, retained) in the order they came."""
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id,
+                                  protocol=mqtt.MQTTv311)  # fmt: skip
         self.client.on_connect = lambda c, *_: c.subscribe(alert_subscription(), qos=1)
         self.client.on_message = self._on_message
         self.client.connect("127.0.0.1", port)
@@ -111,6 +120,7 @@ class Listener:
     def _on_message(self, _c, _u, msg) -> None:
         alert = Alert.model_validate_json(msg.payload)
         self.states[alert.id] = alert.state
+        self.seen.append((alert.id, alert.state, bool(msg.retain)))
 
     def close(self) -> None:
         self.client.disconnect()
@@ -121,21 +131,26 @@ class Listener:
 def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("escalate")
     with (
-        LocalBroker(root / "mosquitto") as broker,
+        LocalNats(root / "nats") as broker,
         LocalInflux(root / "influxd") as influx,
         CallCentreStandIn() as centre,
         HttpStandIn(path="/") as gateway,
         LocalSmtp() as smtp,
     ):
+        # as the nats_broker fixture (module-wide here): streams and consumers before anyone
+        done = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=8, ack_wait_s=5.0)
+        assert done.source.ok, done.source.detail
         reg = root / "registry.yaml"
         reg.write_text(yaml.safe_dump(registry(centre, gateway)))
         settings = Settings(
             state_dir=root / "state",
-            mqtt=MqttSettings(url=broker.url),
+            mqtt=MqttSettings(url=broker.mqtt_url),
+            nats=NatsSettings(url=broker.url),
             influx=InfluxSettings(url=influx.url),
         )
         port = free_port()
         env = {
+            "HOMECARE_NATS__URL": broker.url,
             "HOMECARE_REGISTRY": str(reg),
             "HOMECARE_ESCALATE__SECRET": SECRET,
             "HOMECARE_ESCALATE__HTTP_PORT": str(port),
@@ -150,33 +165,47 @@ def world(tmp_path_factory):
         }
         escalate = Escalate(settings, root, env)
         escalate.start()
-        publisher = Publisher(broker.port, "esc-detect")
-        listener = Listener(broker.port)
+        # detect's side: it stores alerts in ALERTS on its consumer's connection
+        detect = JetStreamConsumer(broker.url, durable=DETECT_CONSUMER)
+        app = Publisher(broker.mqtt_port, "esc-app")  # apps acknowledge over MQTT 3.1.1
+        listener = Listener(broker.mqtt_port)
         try:
-            yield {
-                "escalate": escalate, "centre": centre, "gateway": gateway, "smtp": smtp,
-                "publisher": publisher, "listener": listener, "influx": influx, "root": root,
-                "api": f"http://127.0.0.1:{port}", "settings": settings,
-            }  # fmt: skip
+            with detect:
+                yield {
+                    "escalate": escalate, "centre": centre, "gateway": gateway, "smtp": smtp,
+                    "detect": detect, "app": app, "listener": listener, "influx": influx,
+                    "root": root, "api": f"http://127.0.0.1:{port}", "settings": settings,
+                    "broker": broker,
+                }  # fmt: skip
         finally:
             listener.close()
-            publisher.close()
+            app.close()
             escalate.stop()
 
 
 def raise_alert(world, elder: str, kind: str = "sos", severity: str = "critical") -> Alert:
-    """Publish an alert as `homecare detect` does: QoS 1, retained, on its topic."""
+    """Store an alert in ALERTS as `homecare detect` does."""
     now = time.time()
     alert = Alert(id=f"{kind}-{elder}-{int(now * 1000)}", site=SITE, elder=elder, device="w1",
                   kind=kind, severity=severity, ts=now, updated=now)  # fmt: skip
-    publish(world, alert)
+    assert store(world, alert) == [False]
     return alert
 
 
-def publish(world, alert: Alert) -> None:
-    world["publisher"].client.publish(
-        alert_topic(alert.site, alert.elder, alert.id), alert.model_dump_json(), qos=1, retain=True
-    )
+def store(world, alert: Alert, msg_id: str | None = None) -> list[bool]:
+    """Store the alert in ALERTS (its id the message id, as detect does); whether the stream
+    already had that message id."""
+    subject = alert_subject(alert.site, alert.elder, alert.id)
+    return world["detect"].publish([(subject, alert.model_dump_json().encode(),
+                                     msg_id or alert.id)])  # fmt: skip
+
+
+def app_ack(world, alert: Alert, payload: bytes | str) -> None:
+    """An app's acknowledgement over MQTT 3.1.1 (QoS 1, waits for the PUBACK)."""
+    app = world["app"]
+    before = app.acked
+    app.publish([(ack_topic(alert.site, alert.elder, alert.id), payload)])
+    app.wait_acked(before + 1, timeout_s=10)
 
 
 def incidents(world, alert_id: str, recipient: str = "arc") -> list:
@@ -194,9 +223,12 @@ def stored_state(world, alert_id: str, column: str = "state") -> str | None:
 
 
 def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
+    """An alert stored in ALERTS: the call centre and the family are told once each, the
+    app sees its states retained; acknowledged over HTTP, resolved by the app over MQTT."""
     centre, smtp, gateway = world["centre"], world["smtp"], world["gateway"]
     alert = raise_alert(world, "e1")
     wait_for(lambda: incidents(world, alert.id), 10, "the call centre's incident")
+    wait_for(lambda: world["listener"].states.get(alert.id) == "notified", 10, "the app's view")
     [incident] = incidents(world, alert.id)
     assert incident.message["caller"]["id"] == "e1"
     page = httpx.get(incident.message["ack_url"], timeout=10)  # a link preview, say
@@ -218,12 +250,31 @@ def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
     time.sleep(STEP_S + 1)
     assert all(r.json.get("alert_id") != alert.id for r in centre.requests[asked:]
                if isinstance(r.json, dict))  # fmt: skip  # the ladder stopped
-    # resolved by the family over MQTT: the call centre's incident is reset
+    # resolved by the family's app over MQTT: the call centre's incident is reset
     payload = {"contact": "fam1", "token": ack_token(SECRET.encode(), "fam1"), "outcome": "visit"}
-    world["publisher"].publish([(ack_topic(SITE, "e1", alert.id), json.dumps(payload))])
+    app_ack(world, alert, json.dumps(payload))
     wait_for(lambda: world["listener"].states.get(alert.id) == "resolved", 10, "resolved")
     wait_for(lambda: incident.closed is not None, 10, "the incident reset")
     assert centre.heartbeats
+    assert len(incidents(world, alert.id)) == 1
+    alarms = [
+        m
+        for m in smtp.mails
+        if "fam1@example.org" in m.recipients
+        and not m.message["Subject"].startswith(("Update", "Reminder", "Closed"))
+    ]
+    assert len(alarms) == 1, [m.message["Subject"] for m in alarms]  # e1's only alert so far
+    live = [state for i, state, _ in world["listener"].seen if i == alert.id]
+    assert live[0] in ("open", "notified"), live
+    assert live[-1] == "resolved", live
+    assert "acknowledged" in live
+    # an app that subscribes now is handed the alert's last state, retained
+    late = Listener(world["broker"].mqtt_port, client_id="esc-late-app")
+    try:
+        wait_for(lambda: late.states.get(alert.id) == "resolved", 10, "the retained state")
+        assert (alert.id, "resolved", True) in late.seen
+    finally:
+        late.close()
     with InfluxClient(InfluxSettings(url=world["influx"].url)) as db:
         wait_for(lambda: db.rows(f"SELECT * FROM alert WHERE id = '{alert.id}'")[0]["state"]
                  == "resolved", 10, "InfluxDB's alert point")  # fmt: skip
@@ -279,10 +330,20 @@ def test_bad_acknowledgements_are_refused_and_the_service_carries_on(world):
     assert httpx.get(f"{api}/../../etc/passwd").status_code == 404
     forged = f"{api}/alerts/{alert.id}/ack?contact=fam2&token={'f' * 32}"
     assert httpx.get(forged).status_code == 403  # the page tells strangers nothing
-    topic = ack_topic(SITE, "e2", alert.id)
     bad = [b"\xff\xfe not json", b'{"contact": "fam2"}', b'{"contact": "fam2", "token": "x"}']
-    world["publisher"].publish([(topic, payload) for payload in bad])
-    wait_for(lambda: world["escalate"].log.count("refused") >= 7, 10, "the refusals logged")
+    for payload in bad:
+        app_ack(world, alert, payload)
+    # and alerts in ALERTS that are not alerts, or not where their subject says
+    junk = alert_subject(SITE, "e2", "junk-e2")
+    assert world["detect"].publish([(junk, b"{not an alert", "junk-e2")]) == [False]
+    elsewhere = alert.model_copy(update={"id": "moved-e2", "elder": "e3"})
+    moved = alert_subject(SITE, "e2", elsewhere.id)  # e3's alert under e2's subject
+    assert world["detect"].publish([(moved, elsewhere.model_dump_json().encode(), "m")]) == [False]
+    wait_for(lambda: world["escalate"].log.count("refused") >= 9, 10, "the refusals logged")
+    assert "junk-e2 refused" in world["escalate"].log
+    assert "alert moved-e2 (site t, elder e3)" in world["escalate"].log
+    assert stored_state(world, "junk-e2") is None
+    assert stored_state(world, elsewhere.id) is None
     assert stored_state(world, alert.id) == "notified"  # nothing above acknowledged it
     answer = httpx.post(f"{api}/alerts/{alert.id}/ack", json={"contact": "fam2", "token": good})
     assert answer.status_code == 200
@@ -383,28 +444,77 @@ def test_kill_9_at_each_stage_of_the_ladder_loses_and_duplicates_nothing(world):
     assert len(incidents(world, told.id, "sup")) == 1
 
 
-def test_a_restart_is_not_sent_the_retained_alerts_again(world):
-    """The persistent session keeps the subscription: reconnecting must not replay every
-    retained alert into the store (retained ones go only to a new subscription)."""
+def test_an_apps_mqtt_acknowledgement_stops_the_ladder(world):
+    """The family's app acknowledges over MQTT 3.1.1; ALERTS sources it to escalate."""
+    alert = raise_alert(world, "e6")
+    wait_for(lambda: incidents(world, alert.id), 10, "e6's incident")
+    wait_for(lambda: any("fam6@example.org" in m.recipients for m in world["smtp"].mails), 10,
+             "the family's alarm")  # fmt: skip
+    token = ack_token(SECRET.encode(), "fam6")
+    app_ack(world, alert, json.dumps({"contact": "fam6", "token": token}))
+    wait_for(lambda: world["listener"].states.get(alert.id) == "acknowledged", 10, "acked")
+    assert stored_state(world, alert.id, "acked_by") == "fam6"
+    time.sleep(STEP_S + 1)
+    assert not incidents(world, alert.id, "sup")  # the next rung never came
+    assert not [
+        r
+        for r in world["gateway"].requests  # e6's fall may have climbed earlier
+        if isinstance(r.json, dict) and r.json.get("alert", {}).get("id") == alert.id
+    ]
+
+
+def test_a_fall_cancelled_in_its_grace_window_through_alerts_tells_nobody(world):
+    """Detect stores the cancellation ("I'm OK") as the same alert in state cancelled, under
+    a message id of its own (the alert id alone would be dropped as a duplicate)."""
+    fall = raise_alert(world, "e8", kind="fall")
+    wait_for(lambda: stored_state(world, fall.id) == "open", 10, "the fall in its grace window")
+    cancelled = fall.model_copy(update={"state": AlertState.CANCELLED, "updated": time.time()})
+    assert store(world, cancelled) == [True]  # the alert id: the stream already has it
+    assert store(world, cancelled, msg_id=f"{fall.id}:cancelled") == [False]
+    wait_for(lambda: stored_state(world, fall.id) == "cancelled", 10, "the cancellation")
+    wait_for(lambda: world["listener"].states.get(fall.id) == "cancelled", 10, "the app's view")
+    time.sleep(GRACE_S + 1)
+    assert incidents(world, fall.id) == []
+
+
+def test_a_clean_restart_resumes_from_the_durable_consumer(world):
+    """Stopped (SIGTERM, as an upgrade does) and started again: what came while it was away
+    arrives once, what it had already taken never again, and stored twice by detect (a
+    replay) it is still one alert."""
     escalate = world["escalate"]
     alert = raise_alert(world, "e1", kind="tachycardia")
     wait_for(lambda: incidents(world, alert.id), 10, "e1's incident")
     before = escalate.proc.stop()
     assert before["received"] >= 1
-    escalate.start()  # back once subscribed on its old session
-    time.sleep(1.5)  # retained alerts would arrive right after the subscription
+    away = raise_alert(world, "e2", kind="tachycardia")
+    assert store(world, away) == [True]  # detect replayed it: the stream already has it
+    assert store(world, alert, msg_id=alert.id + "-again") == [False]  # past the window
+    escalate.start()
+    wait_for(lambda: incidents(world, away.id), 10, "the alert stored while it was away")
+    wait_for(lambda: (read_status(world["settings"].state_dir / "escalate.json") or {})
+             .get("received") == 2, 10, "both messages taken")  # fmt: skip
+    time.sleep(1)
     after = escalate.proc.stop()
-    escalate.env["HOMECARE_ESCALATE__CLIENT_ID"] = "escalate-new-session"
-    try:
-        escalate.start()  # a new session: its subscription is new, so retained alerts come
-        time.sleep(3)
-        fresh = escalate.proc.stop()
-    finally:
-        del escalate.env["HOMECARE_ESCALATE__CLIENT_ID"]
-        escalate.start()
-    assert after["received"] == 0
-    assert fresh["received"] >= 1
+    escalate.start()
+    assert (after["received"], after["opened"]) == (2, 1)  # the copy of e1's alert was known
+    assert len(incidents(world, alert.id)) == 1
+    assert len(incidents(world, away.id)) == 1
     assert stored_state(world, alert.id) == "notified"
+
+
+def test_escalate_carries_on_across_a_kill_9_of_nats_server(world):
+    """The broker crashes and comes back (same ports and store): escalate, still running,
+    takes what is stored after, and its MQTT publisher shows the app the states again."""
+    broker = world["broker"]
+    before = raise_alert(world, "e7", kind="low_spo2")
+    wait_for(lambda: incidents(world, before.id), 10, "the incident before the crash")
+    broker.kill()
+    broker.start()
+    after = raise_alert(world, "e7", kind="tachycardia")
+    wait_for(lambda: incidents(world, after.id), 30, "the incident after the crash")
+    wait_for(lambda: world["listener"].states.get(after.id) == "notified", 30, "the app's view")
+    assert world["escalate"].proc.proc.poll() is None  # the same process throughout
+    assert len(incidents(world, before.id)) == 1
 
 
 def test_the_registry_reloads_while_running_and_a_bad_edit_changes_nothing(world):
@@ -442,22 +552,36 @@ def test_an_arriving_alert_is_parsed_once_and_handed_to_the_ladder_as_that_objec
     standin = SimpleNamespace(url="http://127.0.0.1:9/")
     reg = tmp_path / "registry.yaml"
     reg.write_text(yaml.safe_dump(registry(standin, standin)))
-    settings = Settings(state_dir=tmp_path / "state", registry=reg)
+    settings = Settings(  # nothing listens there: the intake step connects to nothing
+        state_dir=tmp_path / "state", registry=reg,
+        nats=NatsSettings(url="nats://127.0.0.1:9"), mqtt=MqttSettings(url="mqtt://127.0.0.1:9"),
+    )  # fmt: skip
     service = EscalateService(settings, lambda _s: {})
     now = time.time()
     alerts = [
-        Alert(id=f"sos-e{i}", site=SITE, elder=f"e{i}", device="w1", kind="sos",
-              severity="critical", ts=now, updated=now)
+        Alert(
+            id=f"sos-e{i}",
+            site=SITE,
+            elder=f"e{i}",
+            device="w1",
+            kind="sos",
+            severity="critical",
+            ts=now,
+            updated=now,
+        )
         for i in range(1, 6)
     ]
     messages = [
-        RawMessage(alert_topic(a.site, a.elder, a.id), a.model_dump_json().encode(), now)
+        RawMessage(alert_subject(a.site, a.elder, a.id), a.model_dump_json().encode(), now)
         for a in alerts
     ]
     parses: list[bytes] = []
     real_parse = Alert.model_validate_json
-    monkeypatch.setattr(Alert, "model_validate_json", classmethod(
-        lambda _cls, data, **k: (parses.append(data), real_parse(data, **k))[1]))
+    monkeypatch.setattr(
+        Alert,
+        "model_validate_json",
+        classmethod(lambda _cls, data, **k: (parses.append(data), real_parse(data, **k))[1]),
+    )
     handed: list[tuple[int, list[Alert]]] = []
     receive_many = service.engine.receive_many
 

@@ -1,0 +1,138 @@
+"""Publish-only MQTT 3.1.1 at QoS 1: how a service shows apps a state as a retained message.
+
+The services read the broker through JetStream (:mod:`homecare.jetstream`); apps and
+families' app backends speak MQTT 3.1.1 to NATS's MQTT listener (no MQTT 5 there).
+Escalation keeps each alert's latest state retained on the alert's topic with this
+client: paho's public API only, a clean session (what was not acknowledged is published
+again by the caller, from its own store), and a PUBACK per message, which NATS sends
+once the message is stored.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+import time
+from collections.abc import Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from homecare.errors import BrokerError
+from homecare.settings import MqttSettings
+
+__all__ = ["MAX_INFLIGHT", "MqttPublishError", "MqttPublisher"]
+
+log = logging.getLogger(__name__)
+
+MAX_INFLIGHT = 1000
+"""QoS 1 publishes out unacknowledged at once (paho queues the rest): a burst of alerts."""
+
+
+class MqttPublishError(BrokerError):
+    """The MQTT listener could not be reached, or did not acknowledge in time."""
+
+
+class MqttPublisher:
+    """One MQTT 3.1.1 connection that publishes at QoS 1 and reconnects on its own.
+
+    A context manager: entering connects (retried for ``connect_wait_s`` while the
+    broker is not up yet: services may start before it), leaving disconnects.
+    :meth:`publish` returns paho's handle of each message, whose ``is_published()`` turns
+    true on its PUBACK; :meth:`publish_all` waits for them all.
+    """
+
+    def __init__(
+        self, settings: MqttSettings, *, client_id: str, connect_wait_s: float = 30.0
+    ) -> None:
+        if not settings.url:
+            raise MqttPublishError("no MQTT listener: set HOMECARE_MQTT__URL (mqtt://host:1883)")
+        self.settings = settings
+        self.client_id = client_id
+        self._connect_wait_s = connect_wait_s
+        self._connected = threading.Event()
+        self._client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
+            clean_session=True,
+        )  # fmt: skip
+        if settings.username:
+            password = settings.password.get_secret_value() if settings.password else None
+            self._client.username_pw_set(settings.username, password)
+        if settings.tls:
+            self._client.tls_set(ca_certs=str(settings.ca_file) if settings.ca_file else None)
+        self._client.max_inflight_messages_set(MAX_INFLIGHT)
+        self._client.reconnect_delay_set(1, 5)
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_socket_open = _nodelay
+
+    def __enter__(self) -> Self:
+        deadline = time.monotonic() + self._connect_wait_s
+        while True:
+            try:
+                self._client.connect(self.settings.host, self.settings.port,
+                                     self.settings.keepalive_s)  # fmt: skip
+                break
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise MqttPublishError(
+                        f"MQTT listener {self.settings.url} unreachable for {self.client_id}: {exc}"
+                    ) from exc
+                time.sleep(0.5)
+        self._client.loop_start()
+        if not self._connected.wait(max(deadline - time.monotonic(), 5.0)):
+            self._client.loop_stop()
+            raise MqttPublishError(
+                f"MQTT listener {self.settings.url} did not accept {self.client_id}"
+            )
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
+        """Queue one QoS 1 publish; its handle says when the broker has acknowledged it."""
+        return self._client.publish(topic, payload, qos=1, retain=retain)
+
+    def publish_all(
+        self, messages: Sequence[tuple[str, bytes]], *, retain: bool = False, timeout_s: float = 10
+    ) -> None:
+        """Publish and wait for every PUBACK; :class:`MqttPublishError` if not all came."""
+        infos = [self.publish(topic, payload, retain=retain) for topic, payload in messages]
+        deadline = time.monotonic() + timeout_s
+        while not all(i.is_published() for i in infos):
+            if time.monotonic() > deadline:
+                missing = sum(not i.is_published() for i in infos)
+                raise MqttPublishError(
+                    f"{self.settings.url}: {missing} of {len(infos)} publishes not acknowledged "
+                    f"within {timeout_s} s"
+                )
+            time.sleep(0.01)
+
+    def _on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            log.error("%s: MQTT listener %s refused us: %s", self.client_id, self.settings.url,
+                      reason)  # fmt: skip
+            return
+        self._connected.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if self._connected.is_set():
+            log.info("%s: disconnected from %s (%s)", self.client_id, self.settings.url, reason)
+        self._connected.clear()
+
+
+def _nodelay(_c: mqtt.Client, _u: Any, sock: Any) -> None:
+    """Nagle off: a retained state goes out at once, not with the next one."""
+    if isinstance(sock, socket.socket):
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
