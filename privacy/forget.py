@@ -11,10 +11,15 @@ Everything stored about one elder is removed, and what was removed is reported:
 * **The broker** (NATS) — the elder's messages in its streams: readings in TELEMETRY
   (``telemetry.<partition>.<site>.<elder>.…``), alerts and apps' acknowledgements in
   ALERTS, publishes still waiting in ``$MQTT_msgs``; and their retained MQTT messages
-  (alerts, availability), which the server keeps in ``$MQTT_rmsgs``. A retained message
-  is cleared the MQTT way, by an empty retained publish: measured on 2.15.1, purging it
-  from ``$MQTT_rmsgs`` directly leaves the server handing it to new subscribers from
-  memory until a restart.
+  (alerts, availability), which the server keeps in ``$MQTT_rmsgs``. Each message is
+  deleted with an erasing delete, which overwrites it on disk (measured on 2.15.1: a
+  purge, and the clearing of a retained message, leave the payload in the stream's block
+  file). A retained message is then also cleared the MQTT way, by an empty retained
+  publish: deleted from ``$MQTT_rmsgs`` alone, the server hands it to new subscribers
+  from memory until it restarts.
+  What an erased record keeps is its subject (the pseudonymous elder and device ids),
+  until the stream drops the block it lies in; the MQTT sessions of apps subscribed to
+  the elder's topics (``$MQTT_sess``) name them too, until those apps unsubscribe.
 * **The registry** — the elder's entry and the contacts no other elder has.
 * **Escalation's store** — the elder's alerts, their deliveries (which name the elder
   and their address) and events.
@@ -40,6 +45,7 @@ import asyncio
 import json
 import logging
 import re
+import secrets
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -236,6 +242,37 @@ async def _subjects(nc: Nats, stream: str, subject: str) -> dict[str, int]:
     return dict(info.state.subjects or {})
 
 
+async def _api(nc: Nats, verb: str, stream: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One JetStream API request; its answer (``error`` in it when refused)."""
+    reply = await nc.request(
+        f"$JS.API.STREAM.{verb}.{stream}", json.dumps(request).encode(), timeout=BROKER_TIMEOUT_S
+    )
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
+
+
+async def _erase(nc: Nats, stream: str, subject: str) -> int:
+    """Delete ``stream``'s messages on ``subject`` one by one, each overwritten on disk.
+
+    A purge only marks messages deleted: measured on 2.15.1, their payloads stay in the
+    stream's block files until the whole block goes (interest retention: once every
+    consumer has acknowledged all of it; ALERTS: at its age limit, a week). An erasing
+    delete overwrites the message where it lies."""
+    erased, seq = 0, 1
+    while True:
+        found = await _api(nc, "MSG.GET", stream, {"seq": seq, "next_by_subj": subject})
+        if found.get("error"):  # 10037: no message left on the subject; 10059: no stream
+            if found["error"].get("err_code") in (10037, 10059):
+                return erased
+            raise BrokerError(f"reading {subject} in {stream} refused: {found['error']}")
+        seq = int(found["message"]["seq"])
+        done = await _api(nc, "MSG.DELETE", stream, {"seq": seq, "no_erase": False})
+        if done.get("error") and done["error"].get("err_code") != 10057:  # 10057: gone already
+            raise BrokerError(f"erasing {stream} #{seq} refused: {done['error']}")
+        erased += 1 if done.get("success") else 0
+        seq += 1
+
+
 async def _purge(nc: Nats, stream: str, subject: str) -> int:
     """Purge ``stream``'s messages on ``subject``; how many there were."""
     reply = await nc.request(
@@ -267,7 +304,8 @@ def _clear_retained(settings: MqttSettings, elder: str, topics: list[str]) -> No
         raise BrokerError(f"{elder} has {len(topics)} retained messages: set HOMECARE_MQTT__URL "
                           "(the broker's MQTT listener) to clear them")  # fmt: skip
     client = mqtt.Client(
-        CallbackAPIVersion.VERSION2, client_id=f"homecare-forget-{elder}"[:64],
+        # Not named after the elder: the server keeps MQTT session records.
+        CallbackAPIVersion.VERSION2, client_id=f"homecare-forget-{secrets.token_hex(6)}",
         protocol=mqtt.MQTTv311, clean_session=True,
     )  # fmt: skip
     if settings.username:
@@ -309,13 +347,16 @@ async def _forget_broker(
 ) -> tuple[int, dict[str, int]]:
     """Clear the elder's retained messages, then purge their messages from every stream;
     (retained messages cleared, stream → messages purged)."""
-    nc = await connect(settings.nats.url, name=f"homecare-forget-{elder}",
+    nc = await connect(settings.nats.url, name="homecare-forget",
                        wait_s=BROKER_TIMEOUT_S, settings=settings.nats)  # fmt: skip
     try:
         retained_subject = f"{RETAINED_PREFIX}homecare.v1.{site or '*'}.{elder}.>"
         retained = await _subjects(nc, RETAINED_STREAM, retained_subject)
         if retained:
             topics = sorted(retained_topic(s) for s in retained)
+            # Overwritten on disk first (clearing alone leaves the payload in its block),
+            # then cleared the MQTT way, which drops them from the server's memory.
+            await _erase(nc, RETAINED_STREAM, retained_subject)
             await asyncio.to_thread(_clear_retained, settings.mqtt, elder, topics)
             deadline = time.monotonic() + BROKER_TIMEOUT_S
             while left := await _subjects(nc, RETAINED_STREAM, retained_subject):
@@ -330,8 +371,9 @@ async def _forget_broker(
         purged: dict[str, int] = {}
         for stream, subjects in stream_filters(elder, site).items():
             for subject in subjects:
-                for _ in range(PURGE_TRIES):
-                    purged[stream] = purged.get(stream, 0) + await _purge(nc, stream, subject)
+                purged[stream] = purged.get(stream, 0) + await _erase(nc, stream, subject)
+                for _ in range(PURGE_TRIES):  # and what arrived meanwhile
+                    purged[stream] += await _purge(nc, stream, subject)
                     if not await _subjects(nc, stream, subject):
                         break
                 else:

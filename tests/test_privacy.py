@@ -323,6 +323,15 @@ def test_forget_removes_the_elders_messages_from_the_broker(nats_broker, influx,
 
     after = _stream_subjects(nats_broker)
     assert _about(after, GONE) == dict.fromkeys(after, 0)
+    # Nor are their payloads left in the store's files (a purge would leave them there).
+    def stored(payload: bytes) -> list[Path]:
+        files = nats_broker.store.rglob("*")
+        return [p for p in files if p.is_file() and payload in p.read_bytes()]
+
+    assert stored(f'"elder": "{GONE}"'.encode()) == []  # readings
+    assert stored(f'"elder":"{GONE}"'.encode()) == []  # alerts, retained ones included
+    assert stored(f'"elder": "{KEPT}"'.encode()) != []
+    assert stored(f'"elder":"{KEPT}"'.encode()) != []
     assert _retained(nats_broker.mqtt_port, GONE) == []
     for other in ("e0", KEPT):  # untouched, subject by subject
         # ($MQTT_msgs keeps a publish only while a consumer has yet to take it: the server
