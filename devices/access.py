@@ -285,6 +285,8 @@ class BrokerAccess:
             "# JWTs in its dir; `homecare devices revoke` pushes updates through SYS.\n"
             f"operator: {op_jwt}\n"
             f"system_account: {system.public}\n"
+            # devices.refusals reads refusals from the log, its times as UTC.
+            "logtime_utc: true\n"
             f'resolver: {{\n  type: full\n  dir: "{registry["resolver_dir"]}"\n'
             "  allow_delete: false\n  interval: \"2m\"\n}\n"
             "resolver_preload: {\n"

@@ -13,6 +13,7 @@ against the account's key); a revocation is pushed to the server at
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -203,6 +204,33 @@ def push_account(folder: DirOption = None) -> None:
     if not settings.nats.url:
         raise _fail(AccessError("HOMECARE_NATS__URL is not set"))
     _push(settings, access)
+
+
+@app.command("watch")
+def watch(
+    log: Annotated[Path, typer.Option(help="nats-server's log file (its log_file).")],
+    interval_s: Annotated[float, typer.Option(help="How often to read new lines.")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Store what is logged so far and stop.")] = False,
+    folder: DirOption = None,
+) -> None:
+    """Store each refusal the server logged as a security event of its device (InfluxDB)."""
+    import signal
+    import threading
+
+    from devices.refusals import RefusalWatcher
+    from homecare.influx import InfluxClient
+
+    settings, access = _access(folder)
+    with InfluxClient(settings.influx) as influx:
+        watcher = RefusalWatcher(log, access, influx)
+        if once:
+            watcher.poll()
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_a: stop.set())
+            with contextlib.suppress(KeyboardInterrupt):
+                watcher.run(stop, interval_s)
+    typer.echo(f"{watcher.stored} security events stored")
 
 
 @app.command("list")
