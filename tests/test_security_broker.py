@@ -25,12 +25,10 @@ from paho.mqtt.reasoncodes import ReasonCode
 from support import frame, wait_for
 from typer.testing import CliRunner
 
-from broker.provision import provision
 from cli.main import app
 from devices import claims
-from devices.access import AccessError, BrokerAccess
+from devices.access import AccessError
 from devices.tls import make_ca
-from harness.servers import LocalNats
 from homecare.contract import Alert, alert_topic
 from homecare.jetstream import JetStreamConsumer
 from homecare.settings import NatsSettings
@@ -86,33 +84,6 @@ class Probe:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
-
-
-@pytest.fixture
-def pki(tmp_path):
-    ca = make_ca(tmp_path / "ca")
-    cert, key = ca.issue_server(tmp_path / "broker-tls", ["127.0.0.1", "localhost"])
-    return ca, cert, key
-
-
-@pytest.fixture
-def access(tmp_path):
-    access = BrokerAccess(tmp_path / "access")
-    access.init(resolver_dir=str(tmp_path / "jwt"))
-    return access
-
-
-@pytest.fixture
-def secure_nats(tmp_path, pki, access):
-    ca, cert, key = pki
-    provisioner = access.service("provision")
-    with LocalNats(tmp_path / "nats", auth=access.conf_path, tls=(cert, key)) as server:
-        done = provision(server.url, mqtt_url=server.mqtt_url, partitions=8, ack_wait_s=5.0,
-                         settings=NatsSettings(url=server.url, creds_file=provisioner.creds),
-                         mqtt_user="provision", mqtt_password=provisioner.password,
-                         mqtt_ca_file=ca.cert)  # fmt: skip
-        assert done.source.ok, done.source.detail
-        yield server
 
 
 def test_anonymous_forged_and_wrong_credentials_are_refused(secure_nats, pki, access):

@@ -7,11 +7,10 @@ from __future__ import annotations
 import time
 
 from support import frame, topic
-from test_security_broker import Probe, access, pki, secure_nats  # noqa: F401 (fixtures)
+from test_security_broker import Probe
 from typer.testing import CliRunner
 
 from cli.main import app
-
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
 from homecare.settings import ContractSettings, InfluxSettings
