@@ -161,6 +161,12 @@ class ContractSettings(BaseModel):
     max_payload_bytes: int = Field(
         contract.MAX_PAYLOAD_BYTES, description="A larger payload is refused."
     )
+    registry: Path | None = Field(
+        None,
+        description="The device registry (devices.json of homecare devices): a message from a "
+        "device not in it, or not at its site, elder and kind, is refused (unknown_device); "
+        "none: no check.",
+    )
 
 
 class IngestSettings(BaseModel):

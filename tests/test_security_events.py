@@ -82,3 +82,25 @@ def test_each_refusal_of_the_broker_is_a_security_event_of_its_device(
         board = db.rows('SELECT count("detail") AS "events" FROM "security_event" WHERE '
                         '"site" = \'s\' GROUP BY "elder", "device", "reason"')
         assert sum(r["events"] for r in board) == 3
+
+
+def test_readings_of_a_device_not_in_the_registry_are_dead_lettered_not_stored(
+        access, tmp_path):
+    """Gateway credentials may publish for a whole site: the registry says which devices
+    exist there. Re-read when it changes, so a newly provisioned device counts."""
+    access.provision("w8", site="t", elder="e8", kind="wearable")
+    now = time.time()
+    converter = Converter(ContractSettings(registry=access.registry_path))
+    messages = [
+        RawMessage(topic("e8", "wearable", "w8", "frame"), frame("e8", "w8", now), now),
+        RawMessage(topic("e7", "wearable", "w7", "frame"), frame("e7", "w7", now), now),
+        RawMessage(topic("e9", "wearable", "w8", "frame"), frame("e9", "w8", now), now),
+        RawMessage(topic("e7", "wearable", "w7", "availability"), b"online", now),
+    ]
+    points = converter.convert(messages, now=now)
+    assert dict(points.dead) == {"unknown_device": 3}
+    assert points.stored["frame"] == 1
+    assert [ln.split(",")[0] for ln in points.lines].count("wearable") == 1
+    access.provision("w7", site="t", elder="e7", kind="wearable")
+    converter.edge.registry.check_s = 0.0
+    assert converter.convert(messages[1:2], now=now).dead == {}
