@@ -68,13 +68,8 @@ class MqttSettings(BaseModel):
     keepalive_s: int = Field(30, gt=0, description="MQTT keepalive.")
     access_dir: Path = Field(
         Path("deploy/mosquitto/access"),
-        description="The broker's certificate, password file, ACL and device registry, "
-        "for homecare devices.",
-    )
-    broker_pid_file: Path | None = Field(
-        None,
-        description="Mosquitto's pid_file: homecare devices sends it SIGHUP to reload its "
-        "accounts after a change.",
+        description="The broker's certificate, the operator's and accounts' keys and JWTs, "
+        "the device registry and nats-auth.conf, for homecare devices.",
     )
 
     @model_validator(mode="after")
