@@ -50,7 +50,7 @@ import os
 import re
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -320,11 +320,11 @@ class BrokerAccess:
     # -- users ----------------------------------------------------------------------
 
     def _user_jwt(self, user: Key, name: str, pub: list[str], sub: list[str], *,
-                  bearer: bool, mqtt_only: bool = False) -> str:
+                  bearer: bool, mqtt_only: bool = False, signer: Key | None = None) -> str:
         return claims.encode(
             claims.user_claims(user.public, name, publish=pub, subscribe=sub, bearer=bearer,
                                connection_types=MQTT_ONLY if mqtt_only else None),
-            self.account,
+            signer or self.account,
         )  # fmt: skip
 
     def service(self, name: str) -> Credentials:
@@ -354,26 +354,42 @@ class BrokerAccess:
         self, device: str, *, site: str, elder: str, kind: DeviceKind | str
     ) -> tuple[DeviceGrant, Credentials]:
         """Register a device: its grant and its bearer JWT (shown once, never stored)."""
-        grant = DeviceGrant(
-            _check_id(device, "device"), _check_id(site, "site"), _check_id(elder, "elder"),
-            DeviceKind(kind),
-        )  # fmt: skip
-        if _service_of(device):
-            raise AccessError(f"{device!r} is a service account's name")
-        user = claims.new_key("user")
-        jwt = self._user_jwt(user, device, [grant.publish], [grant.command_subject],
-                             bearer=True, mqtt_only=True)  # fmt: skip
+        [done] = self.provision_many([(device, site, elder, kind)])
+        return done
+
+    def provision_many(
+        self, devices: Iterable[tuple[str, str, str, DeviceKind | str]]
+    ) -> list[tuple[DeviceGrant, Credentials]]:
+        """Register devices (id, site, elder, kind) with one write of the registry: a
+        city's roll-out. All or none: one bad row refuses the batch."""
+        grants = [
+            DeviceGrant(_check_id(device, "device"), _check_id(site, "site"),
+                        _check_id(elder, "elder"), DeviceKind(kind))
+            for device, site, elder, kind in devices
+        ]  # fmt: skip
+        done: list[tuple[DeviceGrant, Credentials, str]] = []
+        account = self.account
+        for grant in grants:
+            if _service_of(grant.device):
+                raise AccessError(f"{grant.device!r} is a service account's name")
+            user = claims.new_key("user")
+            jwt = self._user_jwt(user, grant.device, [grant.publish], [grant.command_subject],
+                                 bearer=True, mqtt_only=True, signer=account)  # fmt: skip
+            done.append((grant, Credentials(grant.device, jwt), user.public))
         with self._locked():
             registry = self._registry()
-            if device in registry["gateways"]:
-                raise AccessError(f"{device!r} is a gateway's name")
-            if device in registry["devices"]:
-                raise AccessError(f"{device!r} already has an account: revoke it first to "
-                                  "replace it")  # fmt: skip
-            registry["devices"][device] = {"site": site, "elder": elder, "kind": str(grant.kind),
-                                           "key": user.public}  # fmt: skip
+            for grant, _, key in done:
+                if grant.device in registry["gateways"]:
+                    raise AccessError(f"{grant.device!r} is a gateway's name")
+                if grant.device in registry["devices"]:
+                    raise AccessError(f"{grant.device!r} already has an account: revoke it "
+                                      "first to replace it")  # fmt: skip
+                registry["devices"][grant.device] = {
+                    "site": grant.site, "elder": grant.elder, "kind": str(grant.kind),
+                    "key": key,
+                }  # fmt: skip
             self._save(registry)
-        return grant, Credentials(device, jwt)
+        return [(grant, credentials) for grant, credentials, _ in done]
 
     def add_gateway(self, name: str, *, site: str) -> Credentials:
         """A user that publishes the device streams of every device of one site."""

@@ -166,6 +166,29 @@ def provision(
     typer.echo("The password (a JWT) is shown only this once; it is not kept.", err=True)
 
 
+@app.command("provision-batch")
+def provision_batch(
+    csv_file: Annotated[Path, typer.Argument(help="CSV with columns device,site,elder,kind.")],
+    url: Annotated[str | None, typer.Option(help="Broker URL devices use.")] = None,
+    folder: DirOption = None,
+) -> None:
+    """Register many devices at once (one registry write); print one JSON line per device
+    with what its installer needs (its JWT, shown once). One bad row refuses them all."""
+    import csv
+
+    settings, access = _access(folder)
+    try:
+        with csv_file.open(newline="") as f:
+            rows = [(r["device"], r["site"], r["elder"], r["kind"]) for r in csv.DictReader(f)]
+        done = access.provision_many(rows)
+    except (AccessError, OSError, KeyError, ValueError) as exc:
+        raise _fail(exc) from exc
+    for grant, credentials in done:
+        typer.echo(json.dumps(_connection(settings, access, credentials, grant, url)))
+    typer.echo(f"{len(done)} devices provisioned; their JWTs are shown only this once.",
+               err=True)  # fmt: skip
+
+
 @app.command("gateway")
 def gateway(
     name: Annotated[str, typer.Argument(help="Gateway name.")],

@@ -302,3 +302,27 @@ def test_a_device_jwt_names_only_its_own_subjects_over_mqtt(access):
     access.revoke("w1")
     assert access.revoked(creds.password)
     assert token["sub"] in claims.decode(access.account_jwt())["nats"]["revocations"]
+
+
+def test_a_batch_of_devices_is_provisioned_at_once_or_not_at_all(access, tmp_path):
+    rows = tmp_path / "devices.csv"
+    rows.write_text("device,site,elder,kind\nw1,s,e1,wearable\nb1,s,e1,bed\nd1,s,e2,door\n")
+    runner = CliRunner()
+    result = runner.invoke(app, ["devices", "provision-batch", str(rows), "--dir",
+                                 str(access.folder)])
+    assert result.exit_code == 0, result.output
+    infos = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [i["client_id"] for i in infos] == ["w1", "b1", "d1"]
+    assert infos[1]["subscribe"] == "homecare/v1/s/e1/command/b1"
+    assert claims.decode(infos[2]["password"])["nats"]["pub"] == {
+        "allow": ["homecare.v1.s.e2.door.d1.>"]}
+    # One row already registered, one bad kind: nothing of the batch is registered.
+    rows.write_text("device,site,elder,kind\nw2,s,e3,wearable\nw1,s,e1,wearable\n")
+    refused = runner.invoke(app, ["devices", "provision-batch", str(rows), "--dir",
+                                  str(access.folder)])
+    assert refused.exit_code == 2
+    assert "already has an account" in refused.output
+    rows.write_text("device,site,elder,kind\nw3,s,e3,toaster\n")
+    assert runner.invoke(app, ["devices", "provision-batch", str(rows), "--dir",
+                               str(access.folder)]).exit_code == 2
+    assert [g.device for g in access.devices()] == ["b1", "d1", "w1"]
