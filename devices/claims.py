@@ -28,6 +28,8 @@ import nkeys
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from homecare.errors import ConfigError
+
 __all__ = [
     "ClaimsError",
     "Key",
@@ -52,7 +54,7 @@ _HEADER = {"typ": "JWT", "alg": "ed25519-nkey"}
 UNLIMITED = -1
 
 
-class ClaimsError(ValueError):
+class ClaimsError(ConfigError):
     """A seed or a JWT that cannot be read or does not verify; the message says why."""
 
 
