@@ -40,9 +40,12 @@ class Probe:
     """A paho MQTT 3.1.1 client (as devices speak) that records what the broker did to it."""
 
     def __init__(self, port: int, *, ca: Path, user: str | None = None,
-                 password: str | None = None, client_id: str = "probe") -> None:
+                 password: str | None = None, client_id: str = "probe",
+                 clean_session: bool = True, will: str | None = None) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                                  protocol=mqtt.MQTTv311)
+                                  protocol=mqtt.MQTTv311, clean_session=clean_session)
+        if will:
+            self.client.will_set(will, b"offline", qos=1, retain=True)
         if user:
             self.client.username_pw_set(user, password)
         self.client.tls_set(ca_certs=str(ca))
@@ -142,8 +145,9 @@ def test_a_device_publishes_only_its_own_streams(secure_nats, pki, access, tmp_p
     ca = pki[0].cert
     _, creds = access.provision("w1", site="s", elder="e1", kind="wearable")
     ingest = access.service("ingest")
+    availability = "homecare/v1/s/e1/wearable/w1/availability"
     device = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
-                   client_id="w1")
+                   client_id="w1", will=availability)
     now = time.time()
     forged = Alert(id="a1", site="s", elder="e2", kind="sos", severity="critical", ts=now,
                    updated=now)
@@ -156,23 +160,27 @@ def test_a_device_publishes_only_its_own_streams(secure_nats, pki, access, tmp_p
     for where, payload in refused.items():
         device.publish(where, payload)  # acknowledged all the same
     device.publish("homecare/v1/s/e1/wearable/w1/frame", frame("e1", "w1", now))
-    device.publish("homecare/v1/s/e1/wearable/w1/availability", b"online")
+    device.publish(availability, b"online")
     assert device.disconnects == []
     settings = NatsSettings(url=secure_nats.url, creds_file=ingest.creds, partitions=8)
     topics: list[str] = []
     with JetStreamConsumer.from_settings(settings, durable="ingest") as consumer:
         deadline = time.monotonic() + 10
         while len(topics) < 2 and time.monotonic() < deadline:
-            delivery = consumer.take(10, 1.0)
+            delivery = consumer.take(10, 1.0, eager=True)
             topics += [m.topic for m in delivery.messages]
             consumer.ack(delivery)
         assert consumer.take(10, 1.0).messages == []
-    assert sorted(topics) == ["homecare/v1/s/e1/wearable/w1/availability",
-                              "homecare/v1/s/e1/wearable/w1/frame"]
+        # The device vanishes (no DISCONNECT): its last will, on its own topic, goes through.
+        device.client.loop_stop()
+        device.client.socket().close()
+        will = consumer.take(10, 5.0, eager=True)
+        consumer.ack(will)
+        assert [(m.topic, m.payload) for m in will.messages] == [(availability, b"offline")]
+    assert sorted(topics) == [availability, "homecare/v1/s/e1/wearable/w1/frame"]
     log = secure_nats.log.read_text()
     for where in refused:
         assert f'"w1" - Publish Violation - Subject "{where.replace("/", ".")}"' in log
-    device.close()
     # The ingest service's user may take from its own consumer, not from detect's: the
     # server answers the request with a permissions error.
     assert "permissions violation" in _refused_request(
@@ -200,11 +208,13 @@ def _refused_request(url: str, creds: Path, subject: str) -> str:
 
 
 def test_a_device_reads_only_its_own_commands(secure_nats, pki, access):
+    """With a persistent session, as the contract asks: the MQTT listener's own session
+    and delivery streams need nothing more in the device's permissions."""
     ca = pki[0].cert
     _, creds = access.provision("w1", site="s", elder="e1", kind="wearable")
     escalate = access.service("escalate")
     device = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
-                   client_id="w1")
+                   client_id="w1", clean_session=False)
     # Another elder's alerts, any alert, another device's commands, everything: SUBACK 0x80.
     for wanted in ("homecare/v1/s/e2/alert/+", "homecare/v1/+/+/alert/+",
                    "homecare/v1/s/e2/command/w2", "homecare/v1/s/+/+/+/+", "#"):
@@ -223,7 +233,14 @@ def test_a_device_reads_only_its_own_commands(secure_nats, pki, access):
     time.sleep(0.5)
     assert [(m.topic, m.payload) for m in device.messages] == [
         ("homecare/v1/s/e1/command/w1", b'{"led": "on"}')]
-    for probe in (device, sender):
+    device.close()
+    # A command sent while the device is away waits in its session.
+    sender.publish("homecare/v1/s/e1/command/w1", b'{"led": "off"}')
+    back = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
+                 client_id="w1", clean_session=False)
+    wait_for(lambda: back.messages, 10, "the command kept in the session")
+    assert back.messages[0].payload == b'{"led": "off"}'
+    for probe in (back, sender):
         probe.close()
 
 
