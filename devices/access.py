@@ -330,7 +330,8 @@ class BrokerAccess:
     def service(self, name: str) -> Credentials:
         """(Re)issue a service user's credentials file, ``services/<name>.creds``.
 
-        Services that speak MQTT get a bearer JWT, also returned as their MQTT password.
+        Services that speak MQTT get a bearer JWT, also their MQTT password: returned, and
+        in ``services/<name>.jwt``.
         """
         service = _service_of(name)
         if service is None:
@@ -347,6 +348,8 @@ class BrokerAccess:
             registry["services"][name] = user.public
             creds = self.services_dir / f"{name}.creds"
             _replace(creds, claims.creds_file_text(jwt, user.seed))
+            if bearer:  # its MQTT password, for HOMECARE_MQTT__PASSWORD_FILE
+                _replace(self.services_dir / f"{name}.jwt", jwt + "\n")
             self._save(registry)
         return Credentials(name, jwt, creds)
 

@@ -213,6 +213,7 @@ def test_a_device_reads_only_its_own_commands(secure_nats, pki, access):
     ca = pki[0].cert
     _, creds = access.provision("w1", site="s", elder="e1", kind="wearable")
     escalate = access.service("escalate")
+    assert (access.services_dir / "escalate.jwt").read_text().strip() == escalate.password
     device = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
                    client_id="w1", clean_session=False)
     # Another elder's alerts, any alert, another device's commands, everything: SUBACK 0x80.
