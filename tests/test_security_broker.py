@@ -102,17 +102,17 @@ def test_anonymous_forged_and_wrong_credentials_are_refused(secure_nats, pki, ac
     rogue = claims.new_key("account")
     forged = claims.encode(claims.user_claims(
         claims.new_key("user").public, "w1", publish=[">"], subscribe=[">"], bearer=True), rogue)
-    assert str(Probe(port, ca=ca, user="w1", password=forged, client_id="w1f").connack) == \
-        "Not authorized"
+    rogue_device = Probe(port, ca=ca, user="w1", password=forged, client_id="w1f")
+    assert str(rogue_device.connack) == "Not authorized"
     # The account's own signature, but not a bearer JWT: MQTT cannot prove the seed.
-    unsigned = claims.decode(device.password)
-    unsigned["nats"].pop("bearer_token")
-    not_bearer = claims.encode(unsigned, access.account)
-    assert str(Probe(port, ca=ca, user="w1", password=not_bearer, client_id="w1n").connack) == \
-        "Not authorized"
+    body = claims.decode(device.password)
+    body["nats"].pop("bearer_token")
+    not_bearer = Probe(port, ca=ca, user="w1", password=claims.encode(body, access.account),
+                       client_id="w1n")
+    assert str(not_bearer.connack) == "Not authorized"
     right = Probe(port, ca=ca, user="w1", password=device.password, client_id="w1")
     assert right.accepted
-    for probe in (anonymous, tampered, right):
+    for probe in (anonymous, tampered, rogue_device, not_bearer, right):
         probe.close()
 
     # A device's JWT is for MQTT only: not a NATS client on the services' port (the NATS
