@@ -26,10 +26,12 @@ from support import frame, wait_for
 from typer.testing import CliRunner
 
 from cli.main import app
+from device_sim import SimConfig, Simulation
+from device_sim.fleet import Fleet, FleetError
 from devices import claims
 from devices.access import AccessError
 from devices.tls import make_ca
-from homecare.contract import Alert, alert_topic
+from homecare.contract import Alert, alert_subscription, alert_topic, subscription
 from homecare.jetstream import JetStreamConsumer
 from homecare.settings import NatsSettings
 
@@ -350,3 +352,43 @@ def test_a_batch_of_devices_is_provisioned_at_once_or_not_at_all(access, tmp_pat
     assert runner.invoke(app, ["devices", "provision-batch", str(rows), "--dir",
                                str(access.folder)]).exit_code == 2
     assert [g.device for g in access.devices()] == ["b1", "d1", "w1"]
+
+
+def test_the_app_backend_reads_alerts_and_sends_acknowledgements_only(secure_nats, pki, access):
+    ca = pki[0].cert
+    escalate, backend = access.service("escalate"), access.service("app")
+    listener = Probe(secure_nats.mqtt_port, ca=ca, user="escalate", password=escalate.password,
+                     client_id="esc-probe")
+    assert listener.subscribe(alert_subscription()).value == 1
+    assert listener.subscribe(f"{alert_subscription()}/ack").value == 1
+    app_ = Probe(secure_nats.mqtt_port, ca=ca, user="app", password=backend.password,
+                 client_id="app-probe")
+    assert app_.subscribe(alert_subscription()).value == 1
+    assert app_.subscribe(subscription()).is_failure  # no device data
+    now = time.time()
+    alert = Alert(id="a1", site="s", elder="e1", kind="sos", severity="critical", ts=now,
+                  updated=now)
+    listener.publish(alert_topic("s", "e1", "a1"), alert.model_dump_json().encode())
+    wait_for(lambda: app_.messages, 10, "the alert at the app backend")
+    # An acknowledgement goes through; a forged alert and a reading are dropped.
+    app_.publish(alert_topic("s", "e1", "a1") + "/ack", b'{"contact": "c1", "token": "t"}')
+    app_.publish(alert_topic("s", "e1", "a9"), alert.model_dump_json().encode())
+    app_.publish("homecare/v1/s/e1/wearable/w1/frame", frame("e1", "w1", now))
+    wait_for(lambda: any(m.topic.endswith("/ack") for m in listener.messages), 10, "the ack")
+    time.sleep(0.5)
+    assert sorted(m.topic for m in listener.messages) == [
+        alert_topic("s", "e1", "a1"), alert_topic("s", "e1", "a1") + "/ack"]
+    for probe in (listener, app_):
+        probe.close()
+
+
+def test_a_fleet_with_a_wrong_credential_fails_clearly(secure_nats, pki):
+    sim = Simulation(SimConfig(elders=1, seed=1, site="s", start=time.time() - 60))
+
+    async def run() -> None:
+        async with Fleet(sim, secure_nats.mqtt_url, gateways=1, username="nobody",
+                         password="x", ca_file=str(pki[0].cert)):
+            pass
+
+    with pytest.raises(FleetError, match="refused the connection: not authorised"):
+        asyncio.run(run())
