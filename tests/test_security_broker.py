@@ -392,3 +392,19 @@ def test_a_fleet_with_a_wrong_credential_fails_clearly(secure_nats, pki):
 
     with pytest.raises(FleetError, match="refused the connection: not authorised"):
         asyncio.run(run())
+
+
+def test_broker_provision_runs_as_the_provisioning_user(secure_nats, pki, access, tmp_path):
+    access.service("provision")  # a new one: the fixture's is revoked
+    env = {"HOMECARE_NATS__URL": secure_nats.url, "HOMECARE_MQTT__URL": secure_nats.mqtt_url,
+           "HOMECARE_NATS__CREDS_FILE": str(access.services_dir / "provision.creds"),
+           "HOMECARE_MQTT__USERNAME": "provision",
+           "HOMECARE_MQTT__PASSWORD_FILE": str(access.services_dir / "provision.jwt"),
+           "HOMECARE_MQTT__CA_FILE": str(pki[0].cert), "HOMECARE_STATE_DIR": str(tmp_path)}
+    result = CliRunner().invoke(app, ["broker", "provision", "--partitions", "8",
+                                      "--ack-wait-s", "5"], env=env)
+    assert result.exit_code == 0, result.output
+    done = json.loads(result.stdout)
+    assert done["created"] == []
+    assert "TELEMETRY" in done["existing"]
+    assert done["source_ok"]
