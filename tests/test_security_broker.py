@@ -408,3 +408,21 @@ def test_broker_provision_runs_as_the_provisioning_user(secure_nats, pki, access
     assert done["created"] == []
     assert "TELEMETRY" in done["existing"]
     assert done["source_ok"]
+
+
+def test_a_revocation_the_server_missed_applies_at_its_next_start(secure_nats, pki, access):
+    """The server was unreachable when the device was revoked (nothing pushed): the
+    account in nats-auth.conf, which its configuration includes, carries the revocation."""
+    ca = pki[0].cert
+    _, creds = access.provision("w1", site="s", elder="e1", kind="wearable")
+    before = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
+                   client_id="w1")
+    assert before.accepted
+    before.close()
+    access.revoke("w1")
+    secure_nats.kill()
+    secure_nats.start()
+    after = Probe(secure_nats.mqtt_port, ca=ca, user="w1", password=creds.password,
+                  client_id="w1")
+    assert str(after.connack) == "Not authorized"
+    after.close()
