@@ -81,18 +81,28 @@ def _consume(stream: str, consumer: str) -> list[str]:
     ]  # fmt: skip
 
 
+DETECT_BUCKET = "detect"
+"""The key-value bucket and the object store where detect keeps its state (the only ones
+its user may use: NATS cannot grant a name pattern such as ``KV_detect*``)."""
 ALERT_TOPICS = f"{SUBJECT_ROOT}.*.*.alert.*"
 ALERT_ACKS = f"{SUBJECT_ROOT}.*.*.alert.*.ack"
 SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     "ingest": {"pub": _consume(TELEMETRY_STREAM, "ingest"), "sub": ["_INBOX.>"]},
     # detect: one consumer, or one per shard of sites (detect~north…): a name pattern
-    # NATS cannot express, so any consumer of TELEMETRY; it raises alerts into ALERTS
-    # and keeps its state in the key-value and object stores.
+    # NATS cannot express (its wildcards match whole tokens), so any consumer of
+    # TELEMETRY; it raises alerts into ALERTS and keeps its state in the key-value and
+    # object stores named DETECT_BUCKET.
     "detect": {
         "pub": [*_consume(TELEMETRY_STREAM, "*"), f"{ALERT_SUBJECT_ROOT}.>",
-                "$JS.API.STREAM.INFO.KV_*", "$JS.API.STREAM.INFO.OBJ_*",
-                "$JS.API.STREAM.MSG.GET.*", "$JS.API.DIRECT.GET.>", "$KV.>", "$O.>",
-                "$JS.API.CONSUMER.CREATE.OBJ_*.>", "$JS.API.STREAM.PURGE.OBJ_*"],
+                f"{_JS}.STREAM.INFO.ALERTS", f"{_JS}.STREAM.MSG.GET.ALERTS",
+                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET")
+                  for stream in (f"KV_{DETECT_BUCKET}", f"OBJ_{DETECT_BUCKET}")),
+                f"{_JS}.STREAM.PURGE.OBJ_{DETECT_BUCKET}", f"{_JS}.STREAM.NAMES",
+                f"{_JS}.DIRECT.GET.KV_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}",
+                f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.DELETE.OBJ_{DETECT_BUCKET}.*",
+                f"$KV.{DETECT_BUCKET}.>", f"$O.{DETECT_BUCKET}.>"],
         "sub": ["_INBOX.>"],
     },
     # escalate: consumes ALERTS; publishes the retained alert states for apps over MQTT,

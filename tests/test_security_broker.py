@@ -29,7 +29,7 @@ from cli.main import app
 from device_sim import SimConfig, Simulation
 from device_sim.fleet import Fleet, FleetError
 from devices import claims
-from devices.access import AccessError
+from devices.access import DETECT_BUCKET, AccessError
 from devices.tls import make_ca
 from homecare.contract import Alert, alert_subscription, alert_topic, subscription
 from homecare.jetstream import JetStreamConsumer
@@ -426,3 +426,39 @@ def test_a_revocation_the_server_missed_applies_at_its_next_start(secure_nats, p
                   client_id="w1")
     assert str(after.connack) == "Not authorized"
     after.close()
+
+
+def test_detect_keeps_its_state_and_raises_alerts_but_cannot_forge_readings(
+        secure_nats, access):
+    """The detect user: its key-value and object stores (buckets it creates), alerts into
+    ALERTS; never a device's subjects."""
+    detect = access.service("detect")
+
+    async def work() -> tuple[bytes, bytes, int, list[str]]:
+        errors: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats.connect(secure_nats.url, user_credentials=str(detect.creds),
+                                error_cb=on_error)
+        try:
+            js = nc.jetstream(timeout=5)
+            kv = await js.create_key_value(bucket=DETECT_BUCKET)
+            await kv.put("fall.e1", b"state-1")
+            store = await js.create_object_store(bucket=DETECT_BUCKET)
+            await store.put("fall", b"\x00" * 300_000)
+            ack = await js.publish("alerts.raised.s.e1.e1-fall-1", b"{}",
+                                   headers={"Nats-Msg-Id": "e1-fall-1"})
+            await nc.publish("homecare.v1.s.e1.wearable.w1.frame", b"{}")
+            await nc.flush()
+            await asyncio.sleep(0.2)
+            return (await kv.get("fall.e1")).value, (await store.get("fall")).data[:1], \
+                ack.seq, errors
+        finally:
+            await nc.close()
+
+    value, chunk, seq, errors = asyncio.run(work())
+    assert (value, chunk, seq) == (b"state-1", b"\x00", 1)
+    assert errors == ['nats: permissions violation for publish to '
+                      '"homecare.v1.s.e1.wearable.w1.frame"']
