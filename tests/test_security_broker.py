@@ -428,7 +428,7 @@ def test_a_revocation_the_server_missed_applies_at_its_next_start(secure_nats, p
     after.close()
 
 
-def test_detect_keeps_its_state_and_raises_alerts_but_cannot_forge_readings(
+def test_detect_keeps_its_state_and_raises_alerts_which_escalate_takes(
         secure_nats, access):
     """The detect user: its key-value and object stores (buckets it creates), alerts into
     ALERTS; never a device's subjects."""
@@ -462,3 +462,11 @@ def test_detect_keeps_its_state_and_raises_alerts_but_cannot_forge_readings(
     assert (value, chunk, seq) == (b"state-1", b"\x00", 1)
     assert errors == ['nats: permissions violation for publish to '
                       '"homecare.v1.s.e1.wearable.w1.frame"']
+    # Escalation's user takes the alert from its consumer of ALERTS.
+    escalate = access.service("escalate")
+    settings = NatsSettings(url=secure_nats.url, creds_file=escalate.creds)
+    with JetStreamConsumer.from_settings(settings, durable="escalate", stream="ALERTS",
+                                         source=None) as consumer:
+        delivery = consumer.take(1, 5.0, eager=True)
+        consumer.ack(delivery)
+    assert [m.seq for m in delivery.messages] == [1]
