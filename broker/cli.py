@@ -10,6 +10,7 @@ import typer
 from broker.provision import DEFAULT_PARTITIONS, ProvisionError, provision
 from homecare.consumer import ConsumerError
 from homecare.jetstream import check_source
+from homecare.settings import Settings
 
 __all__ = ["app"]
 
@@ -40,10 +41,16 @@ def provision_command(
     """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
 
     Idempotent: what exists is kept; what differs where it cannot change is an error."""
+    # The provisioning user (HOMECARE_NATS__CREDS_FILE; over MQTT HOMECARE_MQTT__USERNAME
+    # and _PASSWORD_FILE: its JWT) and the CAs, where the server requires them.
+    settings = Settings()
+    password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
     try:
         done = provision(
             url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
-            max_ack_pending=max_ack_pending,
+            max_ack_pending=max_ack_pending, settings=settings.nats,
+            mqtt_user=settings.mqtt.username, mqtt_password=password,
+            mqtt_ca_file=settings.mqtt.ca_file,
         )  # fmt: skip
     except (ProvisionError, ConsumerError) as exc:
         typer.echo(f"provision failed: {exc}", err=True)

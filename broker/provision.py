@@ -30,6 +30,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import nats.js.errors
@@ -63,6 +64,7 @@ from homecare.jetstream import (
     site_filters,
     source_status,
 )
+from homecare.settings import NatsSettings
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -126,7 +128,9 @@ class Provisioned:
     source: SourceStatus = field(default_factory=lambda: SourceStatus(False, "not checked"))
 
 
-def _open_mqtt_streams(mqtt_url: str, username: str | None, password: str | None) -> None:
+def _open_mqtt_streams(
+    mqtt_url: str, username: str | None, password: str | None, ca_file: Path | None = None
+) -> None:
     """Connect one MQTT client and leave: the server creates its ``$MQTT_*`` streams."""
     parts = urlsplit(mqtt_url)
     client = mqtt.Client(
@@ -136,7 +140,7 @@ def _open_mqtt_streams(mqtt_url: str, username: str | None, password: str | None
     if username:
         client.username_pw_set(username, password)
     if parts.scheme == "mqtts":
-        client.tls_set()
+        client.tls_set(ca_certs=str(ca_file) if ca_file else None)
     accepted = threading.Event()
     client.on_connect = lambda *_a: accepted.set()
     try:
@@ -163,16 +167,19 @@ async def _provision(
     nats_url: str, mqtt_url: str, *, partitions: int, ack_wait_s: float, max_ack_pending: int,
     max_age_s: float, replicas: int, consumers: tuple[str, ...],
     detect_shards: tuple[tuple[str, ...], ...], mqtt_user: str | None,
-    mqtt_password: str | None, timeout_s: float,
+    mqtt_password: str | None, timeout_s: float, settings: NatsSettings | None = None,
+    mqtt_ca_file: Path | None = None,
 ) -> Provisioned:  # fmt: skip
     transform = telemetry_transform(partitions)
-    nc = await connect(nats_url, name="homecare-provision", wait_s=timeout_s)
+    nc = await connect(nats_url, name="homecare-provision", wait_s=timeout_s, settings=settings)
     done = Provisioned()
     try:
         js = nc.jetstream(timeout=timeout_s)
         deadline = time.monotonic() + timeout_s
         if await _exists(js, MQTT_STREAM) is None:
-            await asyncio.to_thread(_open_mqtt_streams, mqtt_url, mqtt_user, mqtt_password)
+            await asyncio.to_thread(
+                _open_mqtt_streams, mqtt_url, mqtt_user, mqtt_password, mqtt_ca_file
+            )
             while await _exists(js, MQTT_STREAM) is None:
                 if time.monotonic() > deadline:
                     raise ProvisionError(f"{MQTT_STREAM} did not appear on {nats_url}")
@@ -274,17 +281,22 @@ def provision(
     mqtt_user: str | None = None,
     mqtt_password: str | None = None,
     timeout_s: float = 30.0,
+    settings: NatsSettings | None = None,
+    mqtt_ca_file: Path | None = None,
 ) -> Provisioned:
     """Create what is missing (idempotent); :class:`ProvisionError` where what exists
     cannot be made to match. ``ack_wait_s``: how long a taken, unacknowledged message
     waits before it is delivered again; ``max_ack_pending``: how many may be out
     unacknowledged per consumer (the memory bound of a service); ``detect_shards``: the
-    sets of sites each detect process covers (``()``: every site, one process)."""
+    sets of sites each detect process covers (``()``: every site, one process);
+    ``settings``: the provisioning user's credentials and the server's CA (NATS);
+    ``mqtt_ca_file``: the CA of the MQTT listener's certificate."""
     if max_ack_pending < 1 or ack_wait_s <= 0:
         raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
     return asyncio.run(_provision(
         nats_url, mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
         max_ack_pending=max_ack_pending, max_age_s=max_age_s, replicas=replicas,
         consumers=consumers, detect_shards=detect_shards, mqtt_user=mqtt_user,
-        mqtt_password=mqtt_password, timeout_s=timeout_s,
+        mqtt_password=mqtt_password, timeout_s=timeout_s, settings=settings,
+        mqtt_ca_file=mqtt_ca_file,
     ))  # fmt: skip

@@ -1,73 +1,134 @@
-"""Who may connect to the broker, and what each account may publish or read.
+"""Who may connect to NATS Server, and what each device and service may publish or read.
 
-One folder holds everything Mosquitto 2 needs for access control, written here and
-read by the broker: ``passwd`` (Mosquitto's password file: PBKDF2-SHA512 hashes in its
-``$7$`` format, the one ``mosquitto_passwd`` writes), ``acl`` (generated, never edited by
-hand) and ``devices.json`` (which device belongs to which site, elder and kind: no
-secrets). Files are replaced atomically, so a broker reloading them (SIGHUP) never reads
-half a file; mount the *folder* into a container, not single files, or a replaced file
-is not seen.
+NATS's decentralised accounts, not a file of users: one *operator* key signs two
+accounts, ``SYS`` (the server's own events and the resolver's updates) and ``HOMECARE``
+(devices, services, JetStream); the ``HOMECARE`` account key signs one user JWT per
+device and per service. The server holds only the operator's and the accounts' JWTs
+(the ``full`` resolver, :meth:`BrokerAccess.server_config`), never a list of users: a
+city's 200,000 devices add nothing to its configuration, and provisioning a device
+needs no reload at all. (An auth callout would put a service of ours on every
+device's connection path; the JWTs need none.)
 
-A device may publish only under its own topics
-(``homecare/v1/<site>/<elder>/<kind>/<device>/#``, its availability included) and
-subscribe only to its own command topic; a gateway may publish the device streams of
-one site; each service has only the rights it needs (:data:`SERVICE_RIGHTS`). Mosquitto
-re-reads both files on SIGHUP and disconnects a connected client whose account is gone,
-so a revocation takes effect without a restart (tests/test_security_broker.py).
+A device's credential is a *bearer* user JWT (the JWT alone proves the user; an MQTT
+client sends it as its CONNECT password over TLS) allowed to publish only its own
+streams (``homecare.v1.<site>.<elder>.<kind>.<device>.>``, what the MQTT listener
+makes of ``homecare/v1/<site>/<elder>/<kind>/<device>/…``) and to subscribe only to its
+command topic, over MQTT only. A service gets a credentials file (JWT and seed) with
+:data:`SERVICE_RIGHTS`. Revoking a user writes its key into the account JWT's
+``revocations`` and pushes the new account JWT to the running server through the
+system account (``$SYS.REQ.CLAIMS.UPDATE``): no restart, no reload, and the server
+drops the revoked user's connection at once (tests/test_security_broker.py).
+
+Measured with NATS Server 2.15.1's MQTT listener (MQTT 3.1.1): anonymous and bad
+credentials get CONNACK "not authorised"; a subscription outside the permissions gets
+SUBACK failure (0x80); a *publish* outside them is dropped but still acknowledged
+(PUBACK) on a connection that stays up: the device cannot learn it from the protocol.
+The server logs it (``Publish Violation``, with the connection's id), which
+:mod:`devices.refusals` turns into a security event of the device.
+
+The folder holds the secrets (the operator's and accounts' seeds, mode 0600), the JWTs,
+``devices.json`` (which device belongs to which site, elder and kind, and its user key:
+no secrets), the service credentials and ``nats-auth.conf``, the file the server's
+configuration includes.
 
 >>> import tempfile
 >>> access = BrokerAccess(Path(tempfile.mkdtemp()))
 >>> grant, credentials = access.provision("w1", site="north", elder="e1", kind="wearable")
 >>> credentials.username, grant.publish
-('w1', 'homecare/v1/north/e1/wearable/w1/#')
->>> "user w1" in access.acl_path.read_text(), access.revoke("w1").device
-(True, 'w1')
+('w1', 'homecare.v1.north.e1.wearable.w1.>')
+>>> access.revoke("w1").device, access.revoked(credentials.password)
+('w1', True)
 """
 
 from __future__ import annotations
 
-import base64
+import asyncio
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
-import secrets
-import signal
-from collections.abc import Iterator
+import ssl
+import time
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
+from devices import claims
+from devices.claims import Key
 from homecare import contract
-from homecare.contract import TOPIC_ROOT, DeviceKind
+from homecare.contract import DeviceKind
 from homecare.errors import ConfigError
+from homecare.jetstream import ALERT_SUBJECT_ROOT, TELEMETRY_STREAM
 
-PBKDF2_ITERATIONS = 101
-"""Mosquitto 2.0's default for ``$7$`` hashes. Generated passwords carry 192 random bits,
-so more iterations would add nothing but CPU when thousands of devices reconnect at once."""
+SUBJECT_ROOT = "homecare.v1"
+"""What the MQTT listener makes of :data:`homecare.contract.TOPIC_ROOT`."""
+ACCOUNT = "HOMECARE"
+SYSTEM_ACCOUNT = "SYS"
+AUTH_CONF = "nats-auth.conf"
+SYS_CREDS = "sys.creds"
+MQTT_ONLY = ["MQTT"]
+_JS = "$JS.API"
 
-ALERTS = contract.alert_subscription()
-ALERT_TREE = f"{TOPIC_ROOT}/+/+/alert/#"
-SERVICE_RIGHTS: dict[str, tuple[tuple[str, str], ...]] = {
-    "ingest": (("read", contract.subscription()),),
-    "detect": (("read", contract.subscription()), ("write", ALERTS)),
-    "escalate": (("readwrite", ALERT_TREE), ("write", f"{TOPIC_ROOT}/+/+/command/+")),
-    # The provider's app backend: relays alerts to phones and sends acknowledgements (each
-    # carries the contact's own token); it may not raise, change or forge an alert.
-    "app": (("read", ALERTS), ("write", f"{ALERTS}/ack")),
-    # `homecare elder forget` clears an erased elder's retained messages: alerts, availability
-    "privacy": (
-        ("readwrite", ALERTS),
-        ("readwrite", f"{TOPIC_ROOT}/+/+/+/+/{contract.Stream.AVAILABILITY}"),
-    ),
+
+def _consume(stream: str, consumer: str) -> list[str]:
+    """What a client of one durable pull consumer publishes (fetch, ack, info)."""
+    return [
+        f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{stream}", f"{_JS}.STREAM.INFO.$MQTT_msgs",
+        f"{_JS}.CONSUMER.INFO.{stream}.{consumer}",
+        f"{_JS}.CONSUMER.MSG.NEXT.{stream}.{consumer}", f"$JS.ACK.{stream}.{consumer}.>",
+    ]  # fmt: skip
+
+
+DETECT_BUCKET = "detect"
+"""The key-value bucket and the object store where detect keeps its state (the only ones
+its user may use: NATS cannot grant a name pattern such as ``KV_detect*``)."""
+ALERT_TOPICS = f"{SUBJECT_ROOT}.*.*.alert.*"
+ALERT_ACKS = f"{SUBJECT_ROOT}.*.*.alert.*.ack"
+SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
+    "ingest": {"pub": _consume(TELEMETRY_STREAM, "ingest"), "sub": ["_INBOX.>"]},
+    # detect: one consumer, or one per shard of sites (detect~north…): a name pattern
+    # NATS cannot express (its wildcards match whole tokens), so any consumer of
+    # TELEMETRY; it raises alerts into ALERTS and keeps its state in the key-value and
+    # object stores named DETECT_BUCKET.
+    "detect": {
+        "pub": [*_consume(TELEMETRY_STREAM, "*"), f"{ALERT_SUBJECT_ROOT}.>",
+                f"{_JS}.STREAM.INFO.ALERTS", f"{_JS}.STREAM.MSG.GET.ALERTS",
+                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET")
+                  for stream in (f"KV_{DETECT_BUCKET}", f"OBJ_{DETECT_BUCKET}")),
+                f"{_JS}.STREAM.PURGE.OBJ_{DETECT_BUCKET}", f"{_JS}.STREAM.NAMES",
+                f"{_JS}.DIRECT.GET.KV_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}",
+                f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.DELETE.OBJ_{DETECT_BUCKET}.*",
+                f"$KV.{DETECT_BUCKET}.>", f"$O.{DETECT_BUCKET}.>"],
+        "sub": ["_INBOX.>"],
+    },
+    # escalate: consumes ALERTS; publishes the retained alert states for apps over MQTT,
+    # and commands to devices.
+    "escalate": {
+        "pub": [*_consume("ALERTS", "escalate"), ALERT_TOPICS,
+                f"{SUBJECT_ROOT}.*.*.command.*"],
+        "sub": ["_INBOX.>", ALERT_TOPICS, ALERT_ACKS],
+    },
+    # The provider's app backend (MQTT): reads alerts, sends acknowledgements (each carries
+    # the contact's own token); it may not raise, change or forge an alert.
+    "app": {"pub": [ALERT_ACKS], "sub": [ALERT_TOPICS]},
+    # `homecare elder forget`: clears an erased elder's retained messages and stream data.
+    "privacy": {
+        "pub": [ALERT_TOPICS, f"{SUBJECT_ROOT}.*.*.*.*.availability", f"{_JS}.STREAM.>",
+                f"{_JS}.INFO"],
+        "sub": ["_INBOX.>"],
+    },
+    # `homecare broker provision`: creates the streams and consumers (over NATS) and the
+    # MQTT listener's own streams (one MQTT connection).
+    "provision": {"pub": [f"{_JS}.>"], "sub": ["_INBOX.>"]},
 }
-"""Each service account's ACL: (access, topic filter). Nothing else is allowed.
-
-``ingest-2`` (any ``<service>-<suffix>``) is an account of the same service: the broker
-makes every client's id its user name (``use_username_as_clientid``, so no account can
-take over another's session), hence one account per process, e.g. per ingest instance.
-"""
+"""Each service's NATS subjects. ``ingest-2`` (any ``<service>-<suffix>``) is another
+user of the same service (one per process). Services that speak MQTT (escalate, app,
+privacy, provision) present their JWT as the MQTT password: their JWT is a bearer one."""
+_MQTT_SERVICES = frozenset({"escalate", "app", "privacy", "provision"})
 
 
 def _service_of(user: str) -> str | None:
@@ -80,35 +141,9 @@ class AccessError(ConfigError):
     """A provisioning request that cannot be carried out; the message says why."""
 
 
-def hash_password(password: str, *, salt: bytes | None = None) -> str:
-    """A Mosquitto 2 password-file hash (``$7$``: PBKDF2-HMAC-SHA512).
-
-    >>> hashed = hash_password("secret")
-    >>> hashed.startswith("$7$101$"), check_password("secret", hashed), check_password("x", hashed)
-    (True, True, False)
-    """
-    salt = secrets.token_bytes(12) if salt is None else salt
-    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, PBKDF2_ITERATIONS)
-    b64 = base64.b64encode
-    return f"$7${PBKDF2_ITERATIONS}${b64(salt).decode()}${b64(digest).decode()}"
-
-
-def check_password(password: str, hashed: str) -> bool:
-    """Whether ``password`` matches a ``$7$`` hash (for tests and diagnostics)."""
-    try:
-        _, seven, iterations, salt, digest = hashed.split("$")
-    except ValueError:
-        return False
-    if seven != "7":
-        return False
-    mine = hashlib.pbkdf2_hmac("sha512", password.encode(), base64.b64decode(salt),
-                               int(iterations))  # fmt: skip
-    return secrets.compare_digest(base64.b64encode(mine).decode(), digest)
-
-
 @dataclass(frozen=True)
 class DeviceGrant:
-    """A device's place in the topic tree, and the topics its account may use."""
+    """A device's place in the subject tree, and the subjects its JWT allows."""
 
     device: str
     site: str
@@ -117,11 +152,15 @@ class DeviceGrant:
 
     @property
     def publish(self) -> str:
-        return f"{TOPIC_ROOT}/{self.site}/{self.elder}/{self.kind}/{self.device}/#"
+        return f"{SUBJECT_ROOT}.{self.site}.{self.elder}.{self.kind}.{self.device}.>"
 
     @property
     def command(self) -> str:
         return contract.command_topic(self.site, self.elder, self.device)
+
+    @property
+    def command_subject(self) -> str:
+        return self.command.replace("/", ".")
 
     def topic(self, stream: contract.Stream) -> str:
         return str(contract.Topic(self.site, self.elder, self.kind, self.device, stream))
@@ -129,10 +168,12 @@ class DeviceGrant:
 
 @dataclass(frozen=True)
 class Credentials:
-    """A new account's secret, shown once and never stored in clear."""
+    """A new user's credential, shown once and never stored: for a device (and an MQTT
+    service) the password is its bearer JWT; ``creds`` a service's credentials file."""
 
     username: str
     password: str
+    creds: Path | None = None
 
 
 def _check_id(value: str, what: str) -> str:
@@ -144,9 +185,10 @@ def _check_id(value: str, what: str) -> str:
 def _replace(path: Path, text: str, mode: int = 0o600) -> None:
     """Write a file atomically (temp file + rename), so a reader sees old or new, not half.
 
-    The new file keeps the old one's owner (run as root, the broker's user can still
+    The new file keeps the old one's owner (run as root, the server's user can still
     read what ``homecare devices`` rewrote) and never gets a wider mode than ``mode``.
     """
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     with os.fdopen(fd, "w") as out:
@@ -159,14 +201,18 @@ def _replace(path: Path, text: str, mode: int = 0o600) -> None:
     os.replace(tmp, path)
 
 
+Registry = dict[str, Any]
+
+
 class BrokerAccess:
-    """The broker's password file, ACL and device registry in one folder."""
+    """The operator, the accounts, the device registry and the service users in one folder."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        self.passwd_path = folder / "passwd"
-        self.acl_path = folder / "acl"
         self.registry_path = folder / "devices.json"
+        self.conf_path = folder / AUTH_CONF
+        self.sys_creds = folder / SYS_CREDS
+        self.services_dir = folder / "services"
 
     @contextlib.contextmanager
     def _locked(self) -> Iterator[None]:
@@ -176,23 +222,38 @@ class BrokerAccess:
             fcntl.flock(lock, fcntl.LOCK_EX)
             yield
 
+    # -- keys -----------------------------------------------------------------------
+
+    def _key(self, name: str, kind: claims.Kind) -> Key:
+        """A stored key, made on first use (its seed readable by the owner only)."""
+        path = self.folder / f"{name}.nk"
+        if path.exists():
+            return claims.key_from_seed(path.read_text())
+        key = claims.new_key(kind)
+        _replace(path, key.seed + "\n")
+        return key
+
+    @property
+    def operator(self) -> Key:
+        return self._key("operator", "operator")
+
+    @property
+    def system(self) -> Key:
+        return self._key("sys", "account")
+
+    @property
+    def account(self) -> Key:
+        return self._key("homecare", "account")
+
     # -- reading --------------------------------------------------------------------
 
-    def _hashes(self) -> dict[str, str]:
-        if not self.passwd_path.exists():
-            return {}
-        hashes: dict[str, str] = {}
-        for line in self.passwd_path.read_text().splitlines():
-            user, sep, hashed = line.partition(":")
-            if sep and user:
-                hashes[user] = hashed
-        return hashes
-
-    def _registry(self) -> dict[str, dict[str, dict[str, str]]]:
-        if not self.registry_path.exists():
-            return {"devices": {}, "gateways": {}}
-        data = json.loads(self.registry_path.read_text())
-        return {"devices": data.get("devices", {}), "gateways": data.get("gateways", {})}
+    def _registry(self) -> Registry:
+        data = json.loads(self.registry_path.read_text()) if self.registry_path.exists() else {}
+        return {
+            "devices": data.get("devices", {}), "gateways": data.get("gateways", {}),
+            "services": data.get("services", {}), "revoked": data.get("revoked", {}),
+            "resolver_dir": data.get("resolver_dir", "/data/jwt"),
+        }  # fmt: skip
 
     def devices(self) -> list[DeviceGrant]:
         return [
@@ -200,115 +261,217 @@ class BrokerAccess:
             for device, v in sorted(self._registry()["devices"].items())
         ]
 
+    def device_keys(self) -> dict[str, str]:
+        """Device id → its user's public key (what the server's events name)."""
+        return {d: v["key"] for d, v in self._registry()["devices"].items()}
+
     def gateways(self) -> dict[str, str]:
-        """Gateway account → the site whose device streams it may publish."""
+        """Gateway → the site whose device streams it may publish."""
         return {name: v["site"] for name, v in sorted(self._registry()["gateways"].items())}
 
-    def users(self) -> list[str]:
-        return sorted(self._hashes())
+    def revoked(self, jwt: str) -> bool:
+        """Whether a user JWT has been revoked (its key in the account's revocations)."""
+        return claims.decode(jwt)["sub"] in self._registry()["revoked"]
 
-    # -- writing --------------------------------------------------------------------
+    # -- the server's side -------------------------------------------------------------
 
-    def _save(self, registry: dict[str, dict[str, dict[str, str]]], hashes: dict[str, str]) -> None:
+    def account_jwt(self, registry: Registry | None = None) -> str:
+        revoked = (registry or self._registry())["revoked"]
+        return claims.encode(
+            claims.account_claims(self.account.public, ACCOUNT, jetstream=True,
+                                  revocations=revoked),
+            self.operator,
+        )  # fmt: skip
+
+    def _server_config(self, registry: Registry) -> str:
+        operator, system = self.operator, self.system
+        op_jwt = claims.encode(
+            claims.operator_claims(operator.public, "homecare", system.public), operator
+        )
+        sys_jwt = claims.encode(claims.account_claims(system.public, SYSTEM_ACCOUNT), operator)
+        return (
+            "# Generated by `homecare devices`; edits are overwritten. Include it at the top\n"
+            "# level of nats-server's configuration. The full resolver keeps the accounts'\n"
+            "# JWTs in its dir; `homecare devices revoke` pushes updates through SYS.\n"
+            f"operator: {op_jwt}\n"
+            f"system_account: {system.public}\n"
+            # devices.refusals reads refusals from the log, its times as UTC.
+            "logtime_utc: true\n"
+            f'resolver: {{\n  type: full\n  dir: "{registry["resolver_dir"]}"\n'
+            "  allow_delete: false\n  interval: \"2m\"\n}\n"
+            "resolver_preload: {\n"
+            f"  {system.public}: {sys_jwt}\n"
+            f"  {self.account.public}: {self.account_jwt(registry)}\n"
+            "}\n"
+        )
+
+    def _save(self, registry: Registry) -> None:
         _replace(self.registry_path, json.dumps(registry, indent=1, sort_keys=True) + "\n", 0o644)
-        _replace(self.passwd_path, "".join(f"{u}:{h}\n" for u, h in sorted(hashes.items())))
-        _replace(self.acl_path, self._acl(registry, hashes), 0o644)
+        _replace(self.conf_path, self._server_config(registry), 0o644)
 
-    def _acl(self, registry: dict[str, dict[str, dict[str, str]]], hashes: dict[str, str]) -> str:
-        lines = ["# Generated by `homecare devices`; edits are overwritten.",
-                 "# Anything not granted here is denied."]  # fmt: skip
-        for user in sorted(set(SERVICE_RIGHTS) | {u for u in hashes if _service_of(u)}):
-            rights = SERVICE_RIGHTS[_service_of(user) or user]
-            lines += ["", f"user {user}"] + [f"topic {a} {t}" for a, t in rights]
-        for name, v in sorted(registry["gateways"].items()):
-            lines += ["", f"user {name}", f"topic write {TOPIC_ROOT}/{v['site']}/+/+/+/+"]
-        for device, v in sorted(registry["devices"].items()):
-            grant = DeviceGrant(device, v["site"], v["elder"], DeviceKind(v["kind"]))
-            lines += ["", f"user {device}", f"topic write {grant.publish}",
-                      f"topic read {grant.command}"]  # fmt: skip
-        return "\n".join(lines) + "\n"
-
-    def init(self) -> None:
-        """Create the files (services' rights, no devices) if they do not exist yet."""
+    def init(self, *, resolver_dir: str | None = None) -> Path:
+        """Create the keys, the system user's credentials and the server's include file
+        (``resolver_dir``: where the server keeps account JWTs, as the server sees it)."""
         with self._locked():
-            self._save(self._registry(), self._hashes())
+            registry = self._registry()
+            if resolver_dir is not None:
+                registry["resolver_dir"] = resolver_dir
+            if not self.sys_creds.exists():
+                user = claims.new_key("user")
+                jwt = claims.encode(
+                    claims.user_claims(user.public, "sys", publish=["$SYS.>", "_INBOX.>"],
+                                       subscribe=["$SYS.>", "_INBOX.>"], bearer=False),
+                    self.system,
+                )  # fmt: skip
+                _replace(self.sys_creds, claims.creds_file_text(jwt, user.seed))
+            self._save(registry)
+        return self.conf_path
 
-    def set_password(self, user: str, password: str) -> None:
-        """Set the password of a service account (``ingest``, ``ingest-2``, ``detect``…)."""
-        if _service_of(user) is None:
-            raise AccessError(f"{user!r} is not a service account ({', '.join(SERVICE_RIGHTS)})")
+    # -- users ----------------------------------------------------------------------
+
+    def _user_jwt(self, user: Key, name: str, pub: list[str], sub: list[str], *,
+                  bearer: bool, mqtt_only: bool = False, signer: Key | None = None) -> str:
+        return claims.encode(
+            claims.user_claims(user.public, name, publish=pub, subscribe=sub, bearer=bearer,
+                               connection_types=MQTT_ONLY if mqtt_only else None),
+            signer or self.account,
+        )  # fmt: skip
+
+    def service(self, name: str) -> Credentials:
+        """(Re)issue a service user's credentials file, ``services/<name>.creds``.
+
+        Services that speak MQTT get a bearer JWT, also their MQTT password: returned, and
+        in ``services/<name>.jwt``.
+        """
+        service = _service_of(name)
+        if service is None:
+            raise AccessError(f"{name!r} is not a service account ({', '.join(SERVICE_RIGHTS)})")
+        rights = SERVICE_RIGHTS[service]
+        user = claims.new_key("user")
+        bearer = service in _MQTT_SERVICES
+        jwt = self._user_jwt(user, name, rights["pub"], rights["sub"], bearer=bearer)
         with self._locked():
-            hashes = self._hashes()
-            hashes[user] = hash_password(password)
-            self._save(self._registry(), hashes)
-
-    def _new_account(self, name: str) -> tuple[Credentials, dict[str, str]]:
-        if _service_of(name):
-            raise AccessError(f"{name!r} is a service account's name")
-        hashes = self._hashes()
-        if name in hashes:
-            raise AccessError(f"{name!r} already has an account: revoke it first to replace it")
-        password = secrets.token_urlsafe(24)
-        hashes[name] = hash_password(password)
-        return Credentials(name, password), hashes
+            registry = self._registry()
+            old = registry["services"].get(name)
+            if old is not None:
+                registry["revoked"][old] = int(time.time())
+            registry["services"][name] = user.public
+            creds = self.services_dir / f"{name}.creds"
+            _replace(creds, claims.creds_file_text(jwt, user.seed))
+            if bearer:  # its MQTT password, for HOMECARE_MQTT__PASSWORD_FILE
+                _replace(self.services_dir / f"{name}.jwt", jwt + "\n")
+            self._save(registry)
+        return Credentials(name, jwt, creds)
 
     def provision(
         self, device: str, *, site: str, elder: str, kind: DeviceKind | str
     ) -> tuple[DeviceGrant, Credentials]:
-        """Register a device: its grant and its new credentials (show the password once)."""
-        grant = DeviceGrant(
-            _check_id(device, "device"), _check_id(site, "site"), _check_id(elder, "elder"),
-            DeviceKind(kind),
-        )  # fmt: skip
+        """Register a device: its grant and its bearer JWT (shown once, never stored)."""
+        [done] = self.provision_many([(device, site, elder, kind)])
+        return done
+
+    def provision_many(
+        self, devices: Iterable[tuple[str, str, str, DeviceKind | str]]
+    ) -> list[tuple[DeviceGrant, Credentials]]:
+        """Register devices (id, site, elder, kind) with one write of the registry: a
+        city's roll-out. All or none: one bad row refuses the batch."""
+        grants = [
+            DeviceGrant(_check_id(device, "device"), _check_id(site, "site"),
+                        _check_id(elder, "elder"), DeviceKind(kind))
+            for device, site, elder, kind in devices
+        ]  # fmt: skip
+        done: list[tuple[DeviceGrant, Credentials, str]] = []
+        account = self.account
+        for grant in grants:
+            if _service_of(grant.device):
+                raise AccessError(f"{grant.device!r} is a service account's name")
+            user = claims.new_key("user")
+            jwt = self._user_jwt(user, grant.device, [grant.publish], [grant.command_subject],
+                                 bearer=True, mqtt_only=True, signer=account)  # fmt: skip
+            done.append((grant, Credentials(grant.device, jwt), user.public))
         with self._locked():
             registry = self._registry()
-            if device in registry["gateways"]:
-                raise AccessError(f"{device!r} is a gateway's name")
-            credentials, hashes = self._new_account(device)
-            registry["devices"][device] = {"site": site, "elder": elder, "kind": str(grant.kind)}
-            self._save(registry, hashes)
-        return grant, credentials
+            for grant, _, key in done:
+                if grant.device in registry["gateways"]:
+                    raise AccessError(f"{grant.device!r} is a gateway's name")
+                if grant.device in registry["devices"]:
+                    raise AccessError(f"{grant.device!r} already has an account: revoke it "
+                                      "first to replace it")  # fmt: skip
+                registry["devices"][grant.device] = {
+                    "site": grant.site, "elder": grant.elder, "kind": str(grant.kind),
+                    "key": key,
+                }  # fmt: skip
+            self._save(registry)
+        return [(grant, credentials) for grant, credentials, _ in done]
 
     def add_gateway(self, name: str, *, site: str) -> Credentials:
-        """An account that publishes the device streams of every device of one site."""
+        """A user that publishes the device streams of every device of one site."""
         _check_id(name, "gateway")
         _check_id(site, "site")
+        if _service_of(name):
+            raise AccessError(f"{name!r} is a service account's name")
+        user = claims.new_key("user")
+        jwt = self._user_jwt(user, name, [f"{SUBJECT_ROOT}.{site}.*.*.*.*"], [], bearer=True,
+                             mqtt_only=True)  # fmt: skip
         with self._locked():
             registry = self._registry()
-            if name in registry["devices"]:
-                raise AccessError(f"{name!r} is a device's name")
-            credentials, hashes = self._new_account(name)
-            registry["gateways"][name] = {"site": site}
-            self._save(registry, hashes)
-        return credentials
+            if name in registry["devices"] or name in registry["gateways"]:
+                raise AccessError(f"{name!r} already has an account: revoke it first")
+            registry["gateways"][name] = {"site": site, "key": user.public}
+            self._save(registry)
+        return Credentials(name, jwt)
 
     def revoke(self, name: str) -> DeviceGrant | None:
-        """Remove a device's or gateway's account and rights (the device's grant, if one).
+        """Revoke a device's or gateway's user (the device's grant, if one).
 
-        The broker applies it on its next reload (:func:`reload_broker`).
+        The running server learns it from :func:`push` (or its next start).
         """
         with self._locked():
             registry = self._registry()
-            hashes = self._hashes()
             entry = registry["devices"].pop(name, None)
             gateway = registry["gateways"].pop(name, None)
             if entry is None and gateway is None:
                 raise AccessError(f"no device or gateway {name!r} in {self.registry_path}")
-            hashes.pop(name, None)
-            self._save(registry, hashes)
+            registry["revoked"][(entry or gateway)["key"]] = int(time.time())
+            self._save(registry)
         if entry is None:
             return None
         return DeviceGrant(name, entry["site"], entry["elder"], DeviceKind(entry["kind"]))
 
     def describe(self) -> dict[str, object]:
         """The registry as data (no secrets), for ``homecare devices list``."""
+        registry = self._registry()
         return {
             "devices": [asdict(g) | {"kind": str(g.kind)} for g in self.devices()],
             "gateways": self.gateways(),
-            "services": sorted(u for u in self._hashes() if _service_of(u)),
+            "services": sorted(registry["services"]),
+            "revoked": len(registry["revoked"]),
         }
 
 
-def reload_broker(pid: int) -> None:
-    """Ask Mosquitto to re-read its password file and ACL (SIGHUP); revoked clients drop."""
-    os.kill(pid, signal.SIGHUP)
+def push(access: BrokerAccess, url: str, *, ca_file: Path | None = None,
+         timeout_s: float = 10.0) -> None:
+    """Hand the running server the account's current JWT (its revocations) through the
+    system account; the server drops revoked users' connections at once."""
+    import nats  # the client library only where a server is talked to
+
+    async def update() -> dict[str, Any]:
+        tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+        nc = await nats.connect(url, user_credentials=str(access.sys_creds), tls=tls,
+                                connect_timeout=timeout_s, allow_reconnect=False,
+                                max_reconnect_attempts=0)  # fmt: skip
+        try:
+            reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", access.account_jwt().encode(),
+                                     timeout=timeout_s)  # fmt: skip
+        finally:
+            await nc.close()
+        answer: dict[str, Any] = json.loads(reply.data)
+        return answer
+
+    try:
+        answer = asyncio.run(update())
+    except Exception as exc:  # the client's errors have no common base worth naming
+        raise AccessError(f"could not push the account to {url}: {exc!r}") from exc
+    data = answer.get("data") or answer.get("error") or {}
+    if data.get("code") != 200:
+        raise AccessError(f"{url} refused the account update: {answer}")

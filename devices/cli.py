@@ -1,9 +1,10 @@
-"""``homecare devices``: certificates, device accounts and their rights on the broker.
+"""``homecare devices``: certificates, device credentials and their rights on NATS Server.
 
-The files live in ``HOMECARE_MQTT__ACCESS_DIR`` (default ``deploy/mosquitto/access``,
-the folder docker-compose mounts into Mosquitto). After a change the broker is asked
-to reload (SIGHUP to the pid in ``HOMECARE_MQTT__BROKER_PID_FILE``); without a pid
-file the command says how to do it (``docker compose kill -s HUP mosquitto``).
+The keys, JWTs and the registry live in ``HOMECARE_MQTT__ACCESS_DIR``; the server's
+configuration includes ``nats-auth.conf`` from there (the operator, the accounts and the
+resolver). Provisioning a device changes nothing on the server (its JWT is checked
+against the account's key); a revocation is pushed to the server at
+``HOMECARE_NATS__URL`` through the system account, which drops the device at once.
 
     homecare devices ca init --host broker.example.org
     homecare devices provision w0001 --elder e0001 --kind wearable --site north
@@ -12,6 +13,7 @@ file the command says how to do it (``docker compose kill -s HUP mosquitto``).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 from pathlib import Path
@@ -25,7 +27,7 @@ from devices.access import (
     BrokerAccess,
     Credentials,
     DeviceGrant,
-    reload_broker,
+    push,
 )
 from devices.tls import CA_CERT, TlsError, make_ca
 from homecare.contract import STREAMS, DeviceKind, Stream
@@ -35,7 +37,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     help=__doc__,
-    short_help="Certificates, device accounts and their rights on the broker.",
+    short_help="Certificates, device credentials and their rights on the broker.",
 )
 ca_app = typer.Typer(no_args_is_help=True, help="The CA and the broker's TLS certificate.")
 app.add_typer(ca_app, name="ca")
@@ -50,18 +52,17 @@ def _access(folder: Path | None) -> tuple[Settings, BrokerAccess]:
     return settings, BrokerAccess(folder or settings.mqtt.access_dir)
 
 
-def _reload(settings: Settings) -> None:
-    pid_file = settings.mqtt.broker_pid_file
-    if pid_file is None:
-        typer.echo("Now reload the broker: docker compose kill -s HUP mosquitto "
-                   "(or kill -HUP <mosquitto pid>); no restart is needed.", err=True)  # fmt: skip
+def _push(settings: Settings, access: BrokerAccess) -> None:
+    if not settings.nats.url:
+        typer.echo("HOMECARE_NATS__URL is not set: run `homecare devices push` with it, or the "
+                   "server applies this at its next start.", err=True)  # fmt: skip
         return
     try:
-        reload_broker(int(pid_file.read_text().strip()))
-    except (OSError, ValueError) as exc:
-        typer.echo(f"Could not signal the broker ({pid_file}): {exc}; reload it by hand.", err=True)
+        push(access, settings.nats.url, ca_file=settings.nats.ca_file)
+    except AccessError as exc:
+        typer.echo(f"{exc}; run `homecare devices push` once it is reachable.", err=True)
         raise typer.Exit(1) from exc
-    typer.echo("Broker reloaded.", err=True)
+    typer.echo("Server updated.", err=True)
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -77,11 +78,8 @@ def ca_init(
     ] = None,
     folder: DirOption = None,
 ) -> None:
-    """Create a CA and the broker's server certificate (in the access folder, with ca.crt).
-
-    The CA's private key stays in --ca-dir, away from the broker; devices get ca.crt.
-    The access folder's password file and ACL are created too (service rights only).
-    """
+    """Create a CA and the MQTT listener's certificate (server.crt, server.key, ca.crt in
+    the access folder). The CA's private key stays in --ca-dir, away from the broker."""
     settings, access = _access(folder)
     try:
         ca = make_ca(ca_dir or settings.state_dir / "ca")
@@ -94,20 +92,33 @@ def ca_init(
                f"broker: {cert}, {key}, {access.folder / CA_CERT}")  # fmt: skip
 
 
-@app.command("service")
-def service_password(
-    name: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICE_RIGHTS)}.")],
-    password_file: Annotated[Path, typer.Option(help="File holding the password.")],
+@app.command("init")
+def init(
+    resolver_dir: Annotated[
+        str | None, typer.Option(help="Where the server keeps account JWTs (its own path).")
+    ] = None,
     folder: DirOption = None,
 ) -> None:
-    """Set a service account's password (ingest, detect, escalate, privacy, app) from a file."""
+    """Create the operator and accounts (once) and write nats-auth.conf for the server."""
+    _, access = _access(folder)
+    typer.echo(str(access.init(resolver_dir=resolver_dir)))
+
+
+@app.command("service")
+def service(
+    name: Annotated[str, typer.Argument(help=f"One of {', '.join(SERVICE_RIGHTS)}.")],
+    folder: DirOption = None,
+) -> None:
+    """(Re)issue a service's credentials file (services/NAME.creds; an old one is revoked).
+
+    Point the service at it with HOMECARE_NATS__CREDS_FILE."""
     settings, access = _access(folder)
     try:
-        access.set_password(name, password_file.read_text().strip())
-    except (AccessError, OSError) as exc:
+        credentials = access.service(name)
+    except AccessError as exc:
         raise _fail(exc) from exc
-    typer.echo(f"password set for service account {name}")
-    _reload(settings)
+    typer.echo(str(credentials.creds))
+    _push(settings, access)
 
 
 def _connection(
@@ -124,7 +135,7 @@ def _connection(
         "username": credentials.username,
         "password": credentials.password,
         "client_id": credentials.username,
-        "protocol": "MQTT 3.1.1 or 5, TLS 1.2+, QoS 1 for every stream",
+        "protocol": "MQTT 3.1.1, TLS 1.2+, QoS 1 for every stream; the password is a JWT",
     }
     if grant is not None:
         info["publish"] = {str(s): grant.topic(s) for s in sorted(STREAMS[grant.kind])}
@@ -143,7 +154,7 @@ def provision(
     url: Annotated[str | None, typer.Option(help="Broker URL devices use.")] = None,
     folder: DirOption = None,
 ) -> None:
-    """Create DEVICE's account and rights; print what the installer needs (password once)."""
+    """Register DEVICE and print what the installer needs (its JWT, shown once)."""
     settings, access = _access(folder)
     try:
         grant, credentials = access.provision(
@@ -152,25 +163,46 @@ def provision(
     except AccessError as exc:
         raise _fail(exc) from exc
     typer.echo(json.dumps(_connection(settings, access, credentials, grant, url), indent=2))
-    typer.echo("The password is shown only this once; only its hash is kept.", err=True)
-    _reload(settings)
+    typer.echo("The password (a JWT) is shown only this once; it is not kept.", err=True)
+
+
+@app.command("provision-batch")
+def provision_batch(
+    csv_file: Annotated[Path, typer.Argument(help="CSV with columns device,site,elder,kind.")],
+    url: Annotated[str | None, typer.Option(help="Broker URL devices use.")] = None,
+    folder: DirOption = None,
+) -> None:
+    """Register many devices at once (one registry write); print one JSON line per device
+    with what its installer needs (its JWT, shown once). One bad row refuses them all."""
+    import csv
+
+    settings, access = _access(folder)
+    try:
+        with csv_file.open(newline="") as f:
+            rows = [(r["device"], r["site"], r["elder"], r["kind"]) for r in csv.DictReader(f)]
+        done = access.provision_many(rows)
+    except (AccessError, OSError, KeyError, ValueError) as exc:
+        raise _fail(exc) from exc
+    for grant, credentials in done:
+        typer.echo(json.dumps(_connection(settings, access, credentials, grant, url)))
+    typer.echo(f"{len(done)} devices provisioned; their JWTs are shown only this once.",
+               err=True)  # fmt: skip
 
 
 @app.command("gateway")
 def gateway(
-    name: Annotated[str, typer.Argument(help="Gateway account name.")],
+    name: Annotated[str, typer.Argument(help="Gateway name.")],
     site: Annotated[str | None, typer.Option(help="Site id (default: settings).")] = None,
     url: Annotated[str | None, typer.Option(help="Broker URL the gateway uses.")] = None,
     folder: DirOption = None,
 ) -> None:
-    """Create an account that publishes the device streams of one site (a vendor gateway)."""
+    """Create a credential that publishes the device streams of one site (a vendor gateway)."""
     settings, access = _access(folder)
     try:
         credentials = access.add_gateway(name, site=site or settings.site)
     except AccessError as exc:
         raise _fail(exc) from exc
     typer.echo(json.dumps(_connection(settings, access, credentials, None, url), indent=2))
-    _reload(settings)
 
 
 @app.command("revoke")
@@ -178,18 +210,54 @@ def revoke(
     name: Annotated[str, typer.Argument(help="Device or gateway to remove.")],
     folder: DirOption = None,
 ) -> None:
-    """Remove a device's (or gateway's) account and rights; the broker drops it on reload."""
+    """Revoke a device's (or gateway's) credential; the server drops it when pushed."""
     settings, access = _access(folder)
     try:
         access.revoke(name)
     except AccessError as exc:
         raise _fail(exc) from exc
     typer.echo(f"revoked {name}")
-    _reload(settings)
+    _push(settings, access)
+
+
+@app.command("push")
+def push_account(folder: DirOption = None) -> None:
+    """Hand the server at HOMECARE_NATS__URL the account's current revocations."""
+    settings, access = _access(folder)
+    if not settings.nats.url:
+        raise _fail(AccessError("HOMECARE_NATS__URL is not set"))
+    _push(settings, access)
+
+
+@app.command("watch")
+def watch(
+    log: Annotated[Path, typer.Option(help="nats-server's log file (its log_file).")],
+    interval_s: Annotated[float, typer.Option(help="How often to read new lines.")] = 2.0,
+    once: Annotated[bool, typer.Option(help="Store what is logged so far and stop.")] = False,
+    folder: DirOption = None,
+) -> None:
+    """Store each refusal the server logged as a security event of its device (InfluxDB)."""
+    import signal
+    import threading
+
+    from devices.refusals import RefusalWatcher
+    from homecare.influx import InfluxClient
+
+    settings, access = _access(folder)
+    with InfluxClient(settings.influx) as influx:
+        watcher = RefusalWatcher(log, access, influx)
+        if once:
+            watcher.poll()
+        else:
+            stop = threading.Event()
+            signal.signal(signal.SIGTERM, lambda *_a: stop.set())
+            with contextlib.suppress(KeyboardInterrupt):
+                watcher.run(stop, interval_s)
+    typer.echo(f"{watcher.stored} security events stored")
 
 
 @app.command("list")
 def list_devices(folder: DirOption = None) -> None:
-    """The provisioned devices, gateways and service accounts (no secrets)."""
+    """The provisioned devices, gateways and service users (no secrets)."""
     _, access = _access(folder)
     typer.echo(json.dumps(access.describe(), indent=2))

@@ -418,9 +418,21 @@ class LocalNats(_LocalServer):
 
     name = "nats-server"
 
-    def __init__(self, root: Path, *, binary: Path | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        binary: Path | None = None,
+        auth: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+    ) -> None:
+        """``auth``: a configuration file to include (the operator, accounts and resolver
+        that :class:`devices.access.BrokerAccess` writes); without it anyone may connect.
+        ``tls``: (certificate, key) for the MQTT listener, which then speaks only TLS."""
         super().__init__(root)
         self.binary = binary
+        self.auth = auth
+        self.tls = tls
         self.port = free_port()
         self.mqtt_port = free_port()
         self.http_port = free_port()
@@ -429,13 +441,18 @@ class LocalNats(_LocalServer):
     def _command(self) -> list[str]:
         binary = check_binary(self.binary or nats_server_binary())
         conf = self.root / "nats.conf"
+        tls = ""
+        if self.tls is not None:
+            tls = f'  tls {{\n    cert_file: "{self.tls[0]}"\n    key_file: "{self.tls[1]}"\n  }}\n'
         conf.write_text(
             # MQTT needs a server name (its streams and sessions are stored under it).
             'server_name: "homecare-local"\n'
             f'listen: "127.0.0.1:{self.port}"\n'
             f'http: "127.0.0.1:{self.http_port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"\n}}\n'
-            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n}}\n'
+            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n{tls}}}\n'
+            # nats-server reads an include's path relative to the including file.
+            + (f'include "{os.path.relpath(self.auth, self.root)}"\n' if self.auth else "")
         )
         return [str(binary), "-c", str(conf)]
 
@@ -449,7 +466,8 @@ class LocalNats(_LocalServer):
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+        scheme = "mqtts" if self.tls is not None else "mqtt"
+        return f"{scheme}://127.0.0.1:{self.mqtt_port}"
 
     @property
     def monitor_url(self) -> str:

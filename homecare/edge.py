@@ -5,7 +5,10 @@ Ingest, the detectors and the certification kit all decode the consumer's messag
 judged the same way everywhere. A message fails with a
 :class:`~homecare.contract.ContractError` whose ``reason`` is its dead-letter
 category: ``oversized``, ``bad_topic``, ``unknown_stream``, ``not_json``, ``schema``,
-``out_of_range``, ``timestamp`` or ``id_mismatch``.
+``out_of_range``, ``timestamp``, ``id_mismatch`` or ``unknown_device`` (a device that
+``homecare devices`` never provisioned there, when ``ContractSettings.registry`` names its
+registry: the broker lets a gateway publish for a whole site, the registry says which
+devices exist).
 
 >>> edge = Edge(ContractSettings())
 >>> sos = b'{"elder": "e1", "device": "w1", "ts": 1, "seq": 1}'
@@ -21,8 +24,10 @@ homecare/v1/s/e1/wearable/w1/sos: not_json: unexpected end of data: line 1 colum
 
 from __future__ import annotations
 
+import json
 import time
 from functools import lru_cache
+from pathlib import Path
 from typing import NamedTuple
 
 import orjson
@@ -33,7 +38,9 @@ from homecare.consumer import RawMessage
 from homecare.contract import ContractError, Payload, Stream, Topic
 from homecare.settings import ContractSettings
 
-__all__ = ["RANGE_ERRORS", "Decoded", "Edge", "RawMessage", "classify", "parse_topic"]
+__all__ = [
+    "RANGE_ERRORS", "Decoded", "DeviceRegistry", "Edge", "RawMessage", "classify", "parse_topic",
+]
 """``RawMessage`` is the consumer's, named here too: it is what the edge takes."""
 
 RANGE_ERRORS = frozenset(
@@ -66,11 +73,45 @@ def classify(error: ValidationError) -> tuple[str, str]:
     return "schema", detail
 
 
+class DeviceRegistry:
+    """The provisioned devices (``devices.json``), re-read when the file changes (checked
+    at most every ``check_s``), so a device provisioned or revoked counts at once."""
+
+    def __init__(self, path: Path, *, check_s: float = 5.0) -> None:
+        self.path = path
+        self.check_s = check_s
+        self._devices: dict[str, tuple[str, str, str]] = {}
+        self._mtime = -1.0
+        self._checked = -float("inf")
+
+    def _refresh(self) -> None:
+        now = time.monotonic()
+        if now - self._checked < self.check_s:
+            return
+        self._checked = now
+        try:
+            mtime = self.path.stat().st_mtime
+            if mtime == self._mtime:
+                return
+            data = json.loads(self.path.read_text())
+        except FileNotFoundError:
+            mtime, data = 0.0, {}
+        self._mtime = mtime
+        devices = data.get("devices", {})
+        self._devices = {d: (v["site"], v["elder"], v["kind"]) for d, v in devices.items()}
+
+    def knows(self, topic: Topic) -> bool:
+        """Whether the topic's device is provisioned, at this site, elder and kind."""
+        self._refresh()
+        return self._devices.get(topic.device) == (topic.site, topic.elder, str(topic.kind))
+
+
 class Edge:
     """Decodes messages against the contract with the receiver's limits."""
 
     def __init__(self, limits: ContractSettings) -> None:
         self.limits = limits
+        self.registry = DeviceRegistry(limits.registry) if limits.registry else None
 
     def context(self, now: float | None = None) -> dict[str, float]:
         """Validation context for a batch: the receiver's clock and its time window."""
@@ -87,6 +128,11 @@ class Edge:
                 topic=msg.topic,
             )
         topic = parse_topic(msg.topic)
+        if self.registry is not None and not self.registry.knows(topic):
+            raise ContractError(
+                "unknown_device", f"{topic.device} is not provisioned as {topic.site}/"
+                f"{topic.elder}/{topic.kind}", topic=msg.topic,
+            )  # fmt: skip
         if topic.stream is Stream.AVAILABILITY:
             return Decoded(topic, contract.parse_availability(msg.payload))
         try:

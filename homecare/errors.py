@@ -9,7 +9,7 @@ Each concrete error lives beside the code that raises it and derives from one of
   ``homecare.contract.ContractError``, ``evaluation.replay.TraceError``;
 * :class:`ConfigError`: settings, a registry, an account or a certificate that cannot be
   used: ``escalation.registry.RegistryError``, ``devices.access.AccessError``,
-  ``devices.tls.TlsError``;
+  ``devices.claims.ClaimsError``, ``devices.tls.TlsError``;
 * :class:`StorageError`: a store refused or failed: ``homecare.influx.InfluxError`` (and
   ``InfluxUnavailable``), ``ingest.rollups.RollupError``, ``ingest.service.IngestError``;
 * :class:`BrokerError`: the MQTT broker could not be reached, refused us or did not

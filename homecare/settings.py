@@ -68,13 +68,8 @@ class MqttSettings(BaseModel):
     keepalive_s: int = Field(30, gt=0, description="MQTT keepalive.")
     access_dir: Path = Field(
         Path("deploy/mosquitto/access"),
-        description="The broker's certificate, password file, ACL and device registry, "
-        "for homecare devices.",
-    )
-    broker_pid_file: Path | None = Field(
-        None,
-        description="Mosquitto's pid_file: homecare devices sends it SIGHUP to reload its "
-        "accounts after a change.",
+        description="The broker's certificate, the operator's and accounts' keys and JWTs, "
+        "the device registry and nats-auth.conf, for homecare devices.",
     )
 
     @model_validator(mode="after")
@@ -160,6 +155,12 @@ class ContractSettings(BaseModel):
     )
     max_payload_bytes: int = Field(
         contract.MAX_PAYLOAD_BYTES, description="A larger payload is refused."
+    )
+    registry: Path | None = Field(
+        None,
+        description="The device registry (devices.json of homecare devices): a message from a "
+        "device not in it, or not at its site, elder and kind, is refused (unknown_device); "
+        "none: no check.",
     )
 
 

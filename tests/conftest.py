@@ -31,10 +31,12 @@ import pytest
 import time_machine
 
 from broker.provision import provision
+from devices.access import BrokerAccess
+from devices.tls import Ca, make_ca
 from harness import servers
 from harness.servers import LocalBroker, LocalInflux, LocalNats
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings
+from homecare.settings import InfluxSettings, NatsSettings
 
 if TYPE_CHECKING:
     from week import Week
@@ -168,6 +170,39 @@ def nats_broker(tmp_path: Path) -> Iterator[LocalNats]:
     ack wait so a test sees redelivery within seconds)."""
     with LocalNats(tmp_path / "nats") as server:
         done = provision(server.url, mqtt_url=server.mqtt_url, partitions=8, ack_wait_s=5.0)
+        assert done.source.ok, done.source.detail
+        yield server
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> tuple[Ca, Path, Path]:
+    """A CA and the MQTT listener's certificate for 127.0.0.1 (devices.tls)."""
+    ca = make_ca(tmp_path / "ca")
+    cert, key = ca.issue_server(tmp_path / "broker-tls", ["127.0.0.1", "localhost"])
+    return ca, cert, key
+
+
+@pytest.fixture
+def access(tmp_path: Path) -> BrokerAccess:
+    """An operator, its accounts and an empty device registry (devices.access)."""
+    access = BrokerAccess(tmp_path / "access")
+    access.init(resolver_dir=str(tmp_path / "jwt"))
+    return access
+
+
+@pytest.fixture
+def secure_nats(
+    tmp_path: Path, pki: tuple[Ca, Path, Path], access: BrokerAccess
+) -> Iterator[LocalNats]:
+    """NATS Server in operator mode with ``access``'s accounts, its MQTT listener on TLS,
+    provisioned by the ``provision`` service user before any device connects."""
+    ca, cert, key = pki
+    provisioner = access.service("provision")
+    with LocalNats(tmp_path / "nats", auth=access.conf_path, tls=(cert, key)) as server:
+        done = provision(server.url, mqtt_url=server.mqtt_url, partitions=8, ack_wait_s=5.0,
+                         settings=NatsSettings(url=server.url, creds_file=provisioner.creds),
+                         mqtt_user="provision", mqtt_password=provisioner.password,
+                         mqtt_ca_file=ca.cert)  # fmt: skip
         assert done.source.ok, done.source.detail
         yield server
 

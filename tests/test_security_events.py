@@ -1,12 +1,16 @@
-"""Identity checks: a payload speaking for another elder or device is a security event of
-the device that published it, counted per device in InfluxDB (the device-fleet view)."""
+"""Security events per device in InfluxDB (the device-fleet view): a payload speaking for
+another elder or device (the edge's identity checks), and each connection, publish or
+subscription the broker refused (:mod:`devices.refusals`, from nats-server's log)."""
 
 from __future__ import annotations
 
 import time
 
 from support import frame, topic
+from test_security_broker import Probe
+from typer.testing import CliRunner
 
+from cli.main import app
 from homecare.edge import RawMessage
 from homecare.influx import InfluxClient
 from homecare.settings import ContractSettings, InfluxSettings
@@ -42,3 +46,61 @@ def test_id_mismatches_are_dead_lettered_and_counted_per_publishing_device(influ
                                                                     "id_mismatch")
         assert "elder=e8" in event["detail"]
         assert db.rows('SELECT count("rate") FROM wearable')[0]["count"] == 1
+
+
+def test_each_refusal_of_the_broker_is_a_security_event_of_its_device(
+        secure_nats, pki, access, influx, monkeypatch):
+    ca = pki[0].cert
+    _, w1 = access.provision("w1", site="s", elder="e1", kind="wearable")
+    port = secure_nats.mqtt_port
+    device = Probe(port, ca=ca, user="w1", password=w1.password, client_id="w1")
+    device.publish("homecare/v1/s/e2/wearable/w2/frame", frame("e2", "w2", time.time()))
+    device.publish("homecare/v1/s/e1/wearable/w1/frame", frame("e1", "w1", time.time()))
+    assert device.subscribe("homecare/v1/s/e2/alert/+").is_failure
+    device.close()
+    forged = Probe(port, ca=ca, user="w1", password=w1.password[:-4] + "AAAA", client_id="w1")
+    anonymous = Probe(port, ca=ca, client_id="w9")  # not in the registry
+    for probe in (forged, anonymous):
+        assert probe.connack.is_failure
+        probe.close()
+    monkeypatch.setenv("HOMECARE_MQTT__ACCESS_DIR", str(access.folder))
+    monkeypatch.setenv("HOMECARE_INFLUX__URL", influx.url)
+    result = CliRunner().invoke(app, ["devices", "watch", "--log", str(secure_nats.log),
+                                      "--once"])
+    assert result.exit_code == 0, result.output
+    assert "4 security events stored" in result.output
+    with InfluxClient(InfluxSettings(url=influx.url)) as db:
+        rows = db.rows('SELECT count("detail") FROM security_event GROUP BY "device", "reason"')
+        assert {(r["device"], r["reason"]): r["count"] for r in rows} == {
+            ("w1", "publish_refused"): 1, ("w1", "subscribe_refused"): 1,
+            ("w1", "connect_refused"): 1, ("w9", "connect_refused"): 1}
+        [published] = db.rows("SELECT * FROM security_event WHERE \"reason\" = 'publish_refused'")
+        assert (published["site"], published["elder"], published["kind"]) == ("s", "e1",
+                                                                               "wearable")
+        assert published["detail"] == "homecare/v1/s/e2/wearable/w2/frame"
+        # On the fleet dashboard's query (by site): the registered device's three events.
+        board = db.rows('SELECT count("detail") AS "events" FROM "security_event" WHERE '
+                        '"site" = \'s\' GROUP BY "elder", "device", "reason"')
+        assert sum(r["events"] for r in board) == 3
+
+
+def test_readings_of_a_device_not_in_the_registry_are_dead_lettered_not_stored(
+        access, tmp_path):
+    """Gateway credentials may publish for a whole site: the registry says which devices
+    exist there. Re-read when it changes, so a newly provisioned device counts."""
+    access.provision("w8", site="t", elder="e8", kind="wearable")
+    now = time.time()
+    converter = Converter(ContractSettings(registry=access.registry_path))
+    messages = [
+        RawMessage(topic("e8", "wearable", "w8", "frame"), frame("e8", "w8", now), now),
+        RawMessage(topic("e7", "wearable", "w7", "frame"), frame("e7", "w7", now), now),
+        RawMessage(topic("e9", "wearable", "w8", "frame"), frame("e9", "w8", now), now),
+        RawMessage(topic("e7", "wearable", "w7", "availability"), b"online", now),
+    ]
+    points = converter.convert(messages, now=now)
+    assert dict(points.dead) == {"unknown_device": 3}
+    assert points.stored["frame"] == 1
+    assert [ln.split(",")[0] for ln in points.lines].count("wearable") == 1
+    access.provision("w7", site="t", elder="e7", kind="wearable")
+    converter.edge.registry.check_s = 0.0
+    assert converter.convert(messages[1:2], now=now).dead == {}
