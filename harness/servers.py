@@ -418,11 +418,17 @@ class LocalNats(_LocalServer):
 
     name = "nats-server"
 
-    def __init__(self, root: Path, *, binary: Path | None = None) -> None:
+    def __init__(
+        self, root: Path, *, binary: Path | None = None, mqtt_host: str = "127.0.0.1",
+        mqtt_port: int | None = None,
+    ) -> None:  # fmt: skip
+        """``mqtt_host``/``mqtt_port``: where devices connect (e.g. ``0.0.0.0`` and 1883 for
+        devices on the network, as the certification kit's ``--listen`` asks)."""
         super().__init__(root)
         self.binary = binary
         self.port = free_port()
-        self.mqtt_port = free_port()
+        self.mqtt_host = mqtt_host
+        self.mqtt_port = mqtt_port or free_port()
         self.http_port = free_port()
         self.store = self.root / "jetstream"
 
@@ -435,7 +441,7 @@ class LocalNats(_LocalServer):
             f'listen: "127.0.0.1:{self.port}"\n'
             f'http: "127.0.0.1:{self.http_port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"\n}}\n'
-            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n}}\n'
+            f'mqtt {{\n  listen: "{self.mqtt_host}:{self.mqtt_port}"\n}}\n'
         )
         return [str(binary), "-c", str(conf)]
 
@@ -449,7 +455,8 @@ class LocalNats(_LocalServer):
 
     @property
     def mqtt_url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+        host = "127.0.0.1" if self.mqtt_host in ("0.0.0.0", "::", "") else self.mqtt_host
+        return f"mqtt://{host}:{self.mqtt_port}"
 
     @property
     def monitor_url(self) -> str:
