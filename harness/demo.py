@@ -145,14 +145,16 @@ class ServiceProcess:
     shows apps the alert states) from ``settings.mqtt``.
 
     Running once it has written its status file ``ready`` (each service writes one as
-    soon as it consumes). A context manager: stopped on exit (SIGTERM, as in production)
-    if it still runs. In a session of its own, so that Ctrl-C and SIGTERM take the same
-    path: the command stops it.
+    soon as it consumes), or without ``ready`` once its log says ``subscribed`` (escalate
+    does when its consumer is bound). A context manager: stopped on exit (SIGTERM, as in
+    production) if it still runs. In a session of its own, so that Ctrl-C and SIGTERM
+    take the same path: the command stops it.
     """
 
     def __init__(
-        self, command: str, settings: Settings, log: Path, *, ready: Path, **env_extra: str
-    ) -> None:
+        self, command: str, settings: Settings, log: Path, *, ready: Path | None = None,
+        **env_extra: str,
+    ) -> None:  # fmt: skip
         env = dict(os.environ)
         env.update(
             {
@@ -166,7 +168,8 @@ class ServiceProcess:
                 **env_extra,
             }
         )
-        ready.unlink(missing_ok=True)  # a previous run's
+        if ready is not None:
+            ready.unlink(missing_ok=True)  # a previous run's
         self.log = log
         self.out = log.with_suffix(".out")
         """Its stdout: the stats it prints on the way out."""
@@ -181,7 +184,7 @@ class ServiceProcess:
             )
         try:
             deadline = time.monotonic() + 60
-            while not ready.exists():
+            while not (ready.exists() if ready else b"subscribed" in log.read_bytes()):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
                     tail = log.read_text(errors="replace").strip().splitlines()[-3:]
                     raise ServiceError(f"{command} did not start; see {log}: "
@@ -225,9 +228,21 @@ class AlertListener:
         self.client.loop_stop()
 
 
+def raised(alerts: list[Alert]) -> list[Alert]:
+    """Each alert once (the first state an app saw of it), in the order they came.
+
+    Escalate publishes an alert's state on its topic at each transition (notified,
+    acknowledged, cancelled...); an app may never see ``open`` (the first rung notifies
+    at once), so an alert is counted by its id, whatever its first state."""
+    first: dict[str, Alert] = {}
+    for alert in alerts:
+        first.setdefault(alert.id, alert)
+    return list(first.values())
+
+
 def match_alerts(plan: list[Scenario], alerts: list[Alert]) -> list[tuple[Scenario, Alert | None]]:
     """Each injected scenario with the first alert of its kind for its elder in its window."""
-    opened = sorted((a for a in alerts if a.state == AlertState.OPEN), key=lambda a: a.updated)
+    opened = sorted(raised(alerts), key=lambda a: a.ts)
     out = []
     for sc in sorted(plan, key=lambda sc: sc.known):
         kinds = {sc.kind, *(k for k, v in KIND_OF.items() if v == sc.kind)}
@@ -571,11 +586,11 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
     console.print(table)
     used = {a.id for _, a in matched if a is not None}
     look_alikes = [sc for sc in result.scenarios if sc.kind == "none"]
+    alerts = raised(result.alerts)
     on_look_alikes = sum(
         1
-        for a in result.alerts
-        if a.state == AlertState.OPEN
-        and a.id not in used
+        for a in alerts
+        if a.id not in used
         and any(
             sc.elder == a.elder and sc.start - EARLY_S <= a.ts <= sc.end + GRACE_S
             for sc in look_alikes
@@ -583,8 +598,8 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
     )
     end = result.scenarios_end
     other: dict[str, int] = {}
-    for a in result.alerts:
-        if a.state == AlertState.OPEN and a.id not in used and a.ts < end:
+    for a in alerts:
+        if a.id not in used and a.ts < end:
             other[f"{a.kind} ({a.severity})"] = other.get(f"{a.kind} ({a.severity})", 0) + 1
     found = sum(a is not None for _, a in matched)
     console.print(
@@ -592,7 +607,7 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
         f"{len(look_alikes)} look-alike movements injected (sitting down hard, stumbles, "
         f"dropped devices), {on_look_alikes} alerts on them; other alerts: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "none")
-        + f"; and {sum(a.ts >= end for a in result.alerts)} device-offline alerts as the "
+        + f"; and {sum(a.ts >= end for a in alerts)} device-offline alerts as the "
         "simulated devices disconnect at the end"
     )
 
