@@ -52,7 +52,7 @@ def certify_command(
     simulate: Annotated[str | None, typer.Option(
         help="Certify a simulated device: 'reference' or a faulty one "
              "(meters_per_s2, no_last_will, clock_ahead, dropped_frames, wrong_topic, "
-             "id_mismatch, oversized, qos0_events).")] = None,
+             "id_mismatch, oversized, qos0_events, online_not_retained).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated device.")] = 0,
 ) -> None:
     """Certify a device against the wire contract: JSON report and HTML certificate."""

@@ -22,9 +22,9 @@ the message counts as retained when the broker holds exactly it.
 from __future__ import annotations
 
 import contextlib
-import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -90,7 +90,7 @@ class Observer:
     """Every message of one device, in arrival order; wait for one that matters.
 
     paho's network thread hands each message (acknowledged as it is received: the kit
-    stores nothing, it only looks) to a queue; a watcher thread keeps what names the
+    stores nothing, it only looks) to an inbox; a watcher thread keeps what names the
     device, asks the broker whether each ``availability`` was retained, and wakes
     :meth:`wait`."""
 
@@ -100,7 +100,10 @@ class Observer:
         self.messages: list[Observed] = []
         self.reconnects = 0
         self._cond = threading.Condition()
-        self._inbox: queue.Queue[tuple[str, bytes, int, float]] = queue.Queue()
+        self._inbox: deque[tuple[str, bytes, int, float]] = deque()
+        """Received, not yet looked at by the watcher (under :attr:`_cond`)."""
+        self._probing: float | None = None
+        """The receive time of the message the watcher is asking about (retained?)."""
         self._stopping = threading.Event()
         self._watcher: threading.Thread | None = None
         self._client_id = client_id
@@ -128,6 +131,9 @@ class Observer:
         if not self._subscribed.wait(max(0.0, deadline - time.monotonic())) or self._refused:
             self._end(client)
             why = self._refused or "no answer to the subscription"
+            if why.startswith("connection refused"):
+                raise ObserverError(f"{self.settings.url} refused the kit ({why}): check "
+                                    "HOMECARE_MQTT__USERNAME and HOMECARE_MQTT__PASSWORD")
             raise ObserverError(f"{self.settings.url} refused the kit's subscription to '#' "
                                 f"({why}): give the kit's user read access to all topics, "
                                 "or run the kit's own broker")
@@ -155,22 +161,33 @@ class Observer:
     def _on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         if msg.retain:
             return  # stored state replayed to a new subscription: not the device now
-        self._inbox.put((msg.topic, bytes(msg.payload), msg.qos, time.time()))
+        with self._cond:
+            self._inbox.append((msg.topic, bytes(msg.payload), msg.qos, time.time()))
+            self._cond.notify_all()
 
     def _watch(self) -> None:
         while not self._stopping.is_set():
-            try:
-                topic, payload, qos, received = self._inbox.get(timeout=WATCH_WAIT_S)
-            except queue.Empty:
-                continue
-            if not names_device(topic, payload, self.device):
-                continue
+            with self._cond:
+                if not self._inbox:
+                    self._cond.wait(WATCH_WAIT_S)
+                    continue
+                topic, payload, qos, received = self._inbox.popleft()
+                self._probing = received
             kept = False
-            if topic.rsplit("/", 1)[-1] == Stream.AVAILABILITY:
+            mine = names_device(topic, payload, self.device)
+            if mine and topic.rsplit("/", 1)[-1] == Stream.AVAILABILITY:
                 kept = self._was_retained(topic, payload)
             with self._cond:
-                self.messages.append(Observed(topic, payload, qos, kept, received))
+                if mine:
+                    self.messages.append(Observed(topic, payload, qos, kept, received))
+                self._probing = None
                 self._cond.notify_all()
+
+    def _behind(self, until: float) -> bool:
+        """Whether a message received by ``until`` is still being looked at (under _cond)."""
+        if self._probing is not None and self._probing <= until:
+            return True
+        return bool(self._inbox) and self._inbox[0][3] <= until
 
     def _was_retained(self, topic: str, payload: bytes) -> bool:
         """Whether the broker now retains exactly this ``payload`` on ``topic``."""
@@ -212,8 +229,12 @@ class Observer:
 
     def wait(self, match: Callable[[Observed], bool], *, since: float,
              timeout_s: float) -> Observed | None:
-        """The first message received after ``since`` that ``match``es, or None at timeout."""
+        """The first message received after ``since`` that ``match``es, or None at timeout.
+
+        A message received in time counts even when the watcher is still asking the broker
+        about it (whether it was retained) as the time runs out."""
         deadline = time.monotonic() + timeout_s
+        until = time.time() + timeout_s
         start = 0
         with self._cond:
             while True:
@@ -224,5 +245,7 @@ class Observer:
                 start = len(self.messages)
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    return None
+                    if not self._behind(until):
+                        return None
+                    left = WATCH_WAIT_S
                 self._cond.wait(left)
