@@ -1,6 +1,6 @@
 """``homecare certify``: run the conformance suite against one device and write the report.
 
-    homecare certify --device w0042 --kind wearable                 # kit starts Mosquitto
+    homecare certify --device w0042 --kind wearable                 # kit starts NATS Server
     homecare certify --device b7 --kind bed --broker mqtt://10.0.0.5:1883 --non-interactive
     homecare certify --kind wearable --simulate reference --non-interactive   # the reference
 
@@ -25,12 +25,13 @@ def certify_command(
     device: Annotated[str, typer.Option(help="Device id, as in its topics.")] = "",
     broker: Annotated[str | None, typer.Option(
         help="mqtt:// or mqtts:// URL of the broker the device uses (default: "
-             "HOMECARE_MQTT__URL; neither: the kit starts its own Mosquitto).")] = None,
+             "HOMECARE_MQTT__URL; neither: the kit starts its own NATS Server).")] = None,
     local_broker: Annotated[bool, typer.Option(
-        "--local-broker", help="Start a local Mosquitto even if HOMECARE_MQTT__URL is set "
+        "--local-broker", help="Start a local NATS Server even if HOMECARE_MQTT__URL is set "
                                "(needed for the broker outage check).")] = False,
     listen: Annotated[str | None, typer.Option(
-        help="With a local broker: also listen on HOST:PORT, for a device on the network.")
+        help="With a local broker: its MQTT listener on HOST:PORT (e.g. 0.0.0.0:1883), for "
+             "a device on the network.")
     ] = None,
     duration: Annotated[float, typer.Option(
         min=0, help="Seconds of passive observation before the staged steps.")] = 600.0,
@@ -51,7 +52,7 @@ def certify_command(
     simulate: Annotated[str | None, typer.Option(
         help="Certify a simulated device: 'reference' or a faulty one "
              "(meters_per_s2, no_last_will, clock_ahead, dropped_frames, wrong_topic, "
-             "id_mismatch, oversized, qos0_events).")] = None,
+             "id_mismatch, oversized, qos0_events, online_not_retained).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated device.")] = 0,
 ) -> None:
     """Certify a device against the wire contract: JSON report and HTML certificate."""

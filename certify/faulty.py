@@ -7,7 +7,7 @@ reference device's wire output (:class:`~certify.reference.Fault`).
 
 >>> sorted(FAULTY)  # doctest: +NORMALIZE_WHITESPACE
 ['clock_ahead', 'dropped_frames', 'id_mismatch', 'meters_per_s2', 'no_last_will',
- 'oversized', 'qos0_events', 'wrong_topic']
+ 'online_not_retained', 'oversized', 'qos0_events', 'wrong_topic']
 """
 
 from __future__ import annotations
@@ -139,6 +139,10 @@ FAULTY: dict[str, Faulty] = {
     "oversized": Faulty(
         Oversized("oversized"), DeviceKind.WEARABLE, frozenset({"payload_size"}),
         {"payload_size": "8192"},
+    ),
+    "online_not_retained": Faulty(
+        Fault("online_not_retained", retain_online=False), DeviceKind.DOOR,
+        frozenset({"availability"}), {"availability": "'online' is not retained"},
     ),
     "qos0_events": Faulty(
         Fault("qos0_events", event_qos=0), DeviceKind.DOOR, frozenset({"qos", "outage"}),

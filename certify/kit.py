@@ -18,16 +18,20 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
+from broker.provision import provision
 from certify import prompts
 from certify.observer import Observed, Observer
 from certify.prompts import FALL_MOTIONS, LOOKALIKE_MOTIONS, Operator, StepKind
 from certify.reference import Fault, SimulatedDevice
-from harness.servers import LocalBroker
+from harness.servers import LocalNats, ServerError
 from homecare.contract import OFFLINE, ONLINE, DeviceKind
 from homecare.settings import MqttSettings
 
 Log = Callable[[str], None]
+PARTITIONS = 4
+"""TELEMETRY's partitions on the kit's own broker: one device, nothing to spread."""
 PROCEDURE_OUTAGE_S = 30.0
 """The broker outage of the certification procedure; shorter ones are noted in the report."""
 
@@ -127,7 +131,7 @@ class Session:
     """One device, one observer, one operator; the broker too when the kit runs it."""
 
     def __init__(self, options: CertifyOptions, observer: Observer, operator: Operator, *,
-                 broker: LocalBroker | None, broker_url: str, mode: str, log: Log) -> None:
+                 broker: LocalNats | None, broker_url: str, mode: str, log: Log) -> None:
         self.o = options
         self.observer = observer
         self.operator = operator
@@ -241,22 +245,27 @@ def certify(options: CertifyOptions, *, mqtt: MqttSettings | None = None,
             listen: str | None = None, log: Log = lambda _line: None) -> Evidence:
     """Run one certification session and return its evidence.
 
-    Without ``mqtt.url`` the kit starts its own Mosquitto (on loopback, plus ``listen``
-    ``host:port`` for a device on the network) and can stage a broker outage. With
-    ``simulate`` a simulated device (the reference, or a faulty one) is the device
-    under test and performs the operator steps itself.
+    Without ``mqtt.url`` the kit starts its own NATS Server, provisioned as production's
+    is before any device connects (``homecare broker provision``), with its MQTT listener
+    on loopback (or on ``listen`` ``host:port``, for a device on the network), and can
+    stage a broker outage. With ``simulate`` a simulated device (the reference, or a
+    faulty one) is the device under test and performs the operator steps itself.
     """
     with contextlib.ExitStack() as stack:
         broker = None
         if mqtt is None or not mqtt.url:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="certify-")))
-            extra = ""
+            where: dict[str, Any] = {}
             if listen:
                 host, _, port = listen.rpartition(":")
-                extra = f"listener {int(port)} {host or '0.0.0.0'}\n"
-            broker = stack.enter_context(LocalBroker(root / "mosquitto", extra_config=extra))
-            mqtt = MqttSettings(url=broker.url)
-            log(f"started a local Mosquitto at {broker.url}" + (f" and {listen}" if listen else ""))
+                where = {"mqtt_host": host or "0.0.0.0", "mqtt_port": int(port)}
+            broker = stack.enter_context(LocalNats(root / "nats", **where))
+            done = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS)
+            if not done.source.ok:
+                raise ServerError(f"the kit's NATS Server is not ready: {done.source.detail}")
+            mqtt = MqttSettings(url=broker.mqtt_url)
+            log(f"started a local NATS Server, MQTT at {broker.mqtt_url}"
+                + (f" (listening on {listen})" if listen else ""))
         device = None
         if simulate is not None:
             password = mqtt.password.get_secret_value() if mqtt.password else None

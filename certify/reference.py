@@ -50,6 +50,8 @@ class Fault:
     will: bool = True
     event_qos: int = 1
     rate: int = 50
+    retain_online: bool = True
+    """Whether ``online`` goes out retained (apps read presence from the retained state)."""
 
     def topic(self, topic: Topic) -> str:
         """The topic the device publishes ``topic``'s messages on."""
@@ -156,7 +158,7 @@ class SimulatedDevice:
         link.publish(self.fault.topic(topic).encode(), out, 0, retain=retain, qos=qos)
 
     def _online(self) -> None:
-        self._send(self.device.availability, ONLINE.encode(), retain=True)
+        self._send(self.device.availability, ONLINE.encode(), retain=self.fault.retain_online)
 
     async def _power_on(self) -> None:
         will = None

@@ -1,11 +1,18 @@
-"""The main job: simulated elders → Mosquitto → ingest → InfluxDB, and what arrived.
+"""The main job: simulated elders → NATS Server → ingest, detect, escalate → InfluxDB,
+and what arrived.
 
 With no broker or InfluxDB configured it starts its own (fresh data under
-``<state_dir>/demo`` each run, loopback ports, stopped on exit). Ingest runs as its
-own process, as in production; the simulator publishes an accelerated past window
-of ``hours`` (so no timestamp is in the future) and a misbehaving device sends a few
-bad messages, to show the dead-letter path. The summary counts back, per stream
-and per elder, what InfluxDB holds against what the broker acknowledged.
+``<state_dir>/demo`` each run, loopback ports, stopped on exit): a NATS Server with
+JetStream and its MQTT listener, provisioned (``homecare broker provision``: the MQTT
+streams, TELEMETRY, every durable consumer, ALERTS) before any device connects, as
+production must be. Devices speak MQTT 3.1.1 to the listener; ingest, detect and
+escalate each run as their own process, as in production, and read their durable
+consumers (``settings.nats``); escalate shows apps each alert's state retained on its
+MQTT topic (``settings.mqtt``), where the demo listens as an app would. The simulator
+publishes an accelerated past window of ``hours`` (so no timestamp is in the future)
+and a misbehaving device sends a few bad messages, to show the dead-letter path. The
+summary counts back, per stream and per elder, what InfluxDB holds against what the
+broker acknowledged.
 """
 
 from __future__ import annotations
@@ -32,22 +39,23 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from broker.provision import provision
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from device_sim.scenarios import EARLY_S, GRACE_S, Scenario, apply, plan_scenarios, write_labels
 from escalation.store import ladder_paths as stored_ladder_paths
 from escalation.store import store_path
 from evaluation.cohort import KIND_OF
-from harness.servers import LocalBroker, LocalInflux, compacted_size
+from harness.mqtt_client import mqtt_client
+from harness.servers import LocalInflux, LocalNats, compacted_size
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Operator
 from homecare import query as q
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
-from homecare.errors import ServiceError
+from homecare.errors import ConfigError, ServiceError
 from homecare.influx import InfluxClient
-from homecare.receiver import mqtt_client
 from homecare.runtime import stop_process
 from homecare.schema import ELDER, SITE, STREAM_MEASUREMENTS, Button, DeadLetter, Measurement
-from homecare.settings import InfluxSettings, MqttSettings, Settings
+from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 from homecare.status import read_status
 
 
@@ -97,33 +105,61 @@ def bad_messages(site: str, elder: str, device: str, now: float) -> list[tuple[s
     ]
 
 
+DEMO_PARTITIONS = 8
+"""TELEMETRY's partitions on the demo's own broker (a handful of elders)."""
+
+
 @contextlib.contextmanager
 def servers(settings: Settings, root: Path) -> Iterator[Settings]:
-    """The configured servers, or fresh local ones for this run."""
+    """The configured servers, or fresh local ones for this run.
+
+    A local NATS Server is provisioned before anything connects to it: devices'
+    publishes are kept only once TELEMETRY sources ``$MQTT_msgs`` with its consumers in
+    place. A configured one must have been provisioned (``homecare broker provision``):
+    the services refuse to start otherwise, naming what is missing."""
     with contextlib.ExitStack() as stack:
-        mqtt, influx = settings.mqtt, settings.influx
-        if not mqtt.url or not influx.url:
+        nats, mqtt, influx = settings.nats, settings.mqtt, settings.influx
+        if bool(nats.url) != bool(mqtt.url):
+            raise ConfigError(
+                "set both HOMECARE_NATS__URL (the services' streams) and HOMECARE_MQTT__URL "
+                "(its MQTT listener, for devices and apps), or neither for a local NATS Server"
+            )
+        if not nats.url or not influx.url:
             shutil.rmtree(root, ignore_errors=True)
-        if not mqtt.url:
-            broker = stack.enter_context(LocalBroker(root / "mosquitto"))
-            mqtt = MqttSettings(url=broker.url)
+        if not nats.url:
+            broker = stack.enter_context(LocalNats(root / "nats"))
+            done = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=DEMO_PARTITIONS)
+            if not done.source.ok:
+                raise ServiceError(f"the demo's NATS Server: {done.source.detail}")
+            nats = NatsSettings(url=broker.url, partitions=DEMO_PARTITIONS)
+            mqtt = MqttSettings(url=broker.mqtt_url)
         if not influx.url:
             db = stack.enter_context(LocalInflux(root / "influxd"))
             influx = InfluxSettings(url=db.url, database=settings.influx.database)
-        yield settings.model_copy(update={"mqtt": mqtt, "influx": influx})
+        yield settings.model_copy(update={"nats": nats, "mqtt": mqtt, "influx": influx})
 
 
 class ServiceProcess:
-    """A ``homecare`` service (ingest, detect) as its own process, configured by environment.
+    """A ``homecare`` service (ingest, detect, escalate) as its own process, configured by
+    environment: its streams from ``settings.nats``, the MQTT listener (where escalate
+    shows apps the alert states) from ``settings.mqtt``.
 
-    A context manager: stopped on exit (SIGTERM, as in production) if it still runs. In a
-    session of its own, so that Ctrl-C and SIGTERM take the same path: the command stops it.
+    Running once it has written its status file ``ready`` (each service writes one as
+    soon as it consumes), or without ``ready`` once its log says ``subscribed`` (escalate
+    does when its consumer is bound). A context manager: stopped on exit (SIGTERM, as in
+    production) if it still runs. In a session of its own, so that Ctrl-C and SIGTERM
+    take the same path: the command stops it.
     """
 
-    def __init__(self, command: str, settings: Settings, log: Path, **env_extra: str) -> None:
+    def __init__(
+        self, command: str, settings: Settings, log: Path, *, ready: Path | None = None,
+        **env_extra: str,
+    ) -> None:  # fmt: skip
         env = dict(os.environ)
         env.update(
             {
+                "HOMECARE_NATS__URL": settings.nats.url,
+                "HOMECARE_NATS__PARTITIONS": str(settings.nats.partitions),
                 "HOMECARE_MQTT__URL": settings.mqtt.url,
                 "HOMECARE_MQTT__CLIENT_ID": f"homecare-demo-{command}",
                 "HOMECARE_INFLUX__URL": settings.influx.url,
@@ -132,6 +168,8 @@ class ServiceProcess:
                 **env_extra,
             }
         )
+        if ready is not None:
+            ready.unlink(missing_ok=True)  # a previous run's
         self.log = log
         self.out = log.with_suffix(".out")
         """Its stdout: the stats it prints on the way out."""
@@ -146,9 +184,11 @@ class ServiceProcess:
             )
         try:
             deadline = time.monotonic() + 60
-            while b"subscribed" not in log.read_bytes():
+            while not (ready.exists() if ready else b"subscribed" in log.read_bytes()):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise ServiceError(f"{command} did not start; see {log}")
+                    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+                    raise ServiceError(f"{command} did not start; see {log}: "
+                                       + " / ".join(tail))
                 time.sleep(0.1)
         except BaseException:
             self.stop()
@@ -170,7 +210,8 @@ class ServiceProcess:
 
 
 class AlertListener:
-    """What an app or the call centre would see: every alert published on MQTT."""
+    """What an app would see: every alert state escalate publishes on the alert topics
+    (MQTT 3.1.1 at NATS's MQTT listener, as an app subscribes)."""
 
     def __init__(self, settings: MqttSettings) -> None:
         self.alerts: list[Alert] = []
@@ -179,7 +220,7 @@ class AlertListener:
         self.client.on_message = lambda _c, _u, m: self.alerts.append(
             Alert.model_validate_json(m.payload)
         )
-        self.client.connect(settings.host, settings.port)
+        self.client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
         self.client.loop_start()
 
     def close(self) -> None:
@@ -187,9 +228,21 @@ class AlertListener:
         self.client.loop_stop()
 
 
+def raised(alerts: list[Alert]) -> list[Alert]:
+    """Each alert once (the first state an app saw of it), in the order they came.
+
+    Escalate publishes an alert's state on its topic at each transition (notified,
+    acknowledged, cancelled...); an app may never see ``open`` (the first rung notifies
+    at once), so an alert is counted by its id, whatever its first state."""
+    first: dict[str, Alert] = {}
+    for alert in alerts:
+        first.setdefault(alert.id, alert)
+    return list(first.values())
+
+
 def match_alerts(plan: list[Scenario], alerts: list[Alert]) -> list[tuple[Scenario, Alert | None]]:
     """Each injected scenario with the first alert of its kind for its elder in its window."""
-    opened = sorted((a for a in alerts if a.state == AlertState.OPEN), key=lambda a: a.updated)
+    opened = sorted(raised(alerts), key=lambda a: a.ts)
     out = []
     for sc in sorted(plan, key=lambda sc: sc.known):
         kinds = {sc.kind, *(k for k, v in KIND_OF.items() if v == sc.kind)}
@@ -252,9 +305,10 @@ async def _publish(sim: Simulation, url: str, end: float, progress: Progress) ->
 
 
 def publish_bad(settings: MqttSettings, messages: list[tuple[str, bytes]]) -> int:
-    """Publish as a misbehaving device would (QoS 1), waiting for the broker's PUBACKs."""
+    """Publish as a misbehaving device would (MQTT 3.1.1, QoS 1), waiting for the broker's
+    PUBACKs."""
     client = mqtt_client(settings, "homecare-demo-faulty-device")
-    client.connect(settings.host, settings.port)
+    client.connect(settings.host, settings.port, keepalive=settings.keepalive_s)
     client.loop_start()
     try:
         infos = [client.publish(topic, payload, qos=1) for topic, payload in messages]
@@ -318,7 +372,7 @@ def start_escalate(
     registry = root / "registry.yaml"
     registry.write_text(yaml.safe_dump(demo_registry(sim, live.site, centre.url, gateway.url)))
     return ServiceProcess(
-        "escalate", live, root / "escalate.log",
+        "escalate", live, root / "escalate.log", ready=root / "escalate" / "escalate.json",
         HOMECARE_STATE_DIR=str(root / "escalate"), HOMECARE_REGISTRY=str(registry),
         HOMECARE_ESCALATE__CLIENT_ID="homecare-demo-escalate",
         HOMECARE_ESCALATE__HTTP_PORT="0", HOMECARE_ESCALATE__SECRET=secrets.token_hex(16),
@@ -377,9 +431,12 @@ def run_demo(
         plan = plan_scenarios(sim, seed, hours / 24, DEMO_MIX)
         apply(sim, plan)
         write_labels(root / "labels", plan)
-        ingest = services.enter_context(ServiceProcess("ingest", live, root / "ingest.log"))
+        ingest = services.enter_context(
+            ServiceProcess("ingest", live, root / "ingest.log", ready=status_of(live, "ingest"))
+        )
         detect = services.enter_context(
-            ServiceProcess("detect", live, root / "detect.log", HOMECARE_DETECT__CLOCK="data")
+            ServiceProcess("detect", live, root / "detect.log", ready=status_of(live, "detect"),
+                           HOMECARE_DETECT__CLOCK="data")
         )
         escalate = services.enter_context(start_escalate(live, root, centre, gateway, smtp, sim))
         listener = AlertListener(live.mqtt)
@@ -398,8 +455,8 @@ def run_demo(
             publish_bad(live.mqtt, bad)
             # ingest and detect each read the whole stream on their own session
             sent = published.acked + len(bad)
-            for service in ("ingest-main", "detect"):
-                _wait_for_progress(live.state_dir / f"{service}.json", sent)
+            for service in ("ingest", "detect"):
+                _wait_for_progress(status_of(live, service), sent)
             time.sleep(1.0)
             settle_escalation(root, listener.alerts, smtp)
             with InfluxClient(live.influx) as db:
@@ -438,6 +495,13 @@ def run_demo(
             "webhooks": len(gateway.requests),
         },
     )
+
+
+def status_of(settings: Settings, service: str) -> Path:
+    """The status file ``homecare ingest`` (one instance) or ``detect`` (every site)
+    writes while it runs."""
+    name = {"ingest": "ingest-main", "detect": "detect"}[service]
+    return settings.state_dir / f"{name}.json"
 
 
 def _wait_for_progress(
@@ -522,11 +586,11 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
     console.print(table)
     used = {a.id for _, a in matched if a is not None}
     look_alikes = [sc for sc in result.scenarios if sc.kind == "none"]
+    alerts = raised(result.alerts)
     on_look_alikes = sum(
         1
-        for a in result.alerts
-        if a.state == AlertState.OPEN
-        and a.id not in used
+        for a in alerts
+        if a.id not in used
         and any(
             sc.elder == a.elder and sc.start - EARLY_S <= a.ts <= sc.end + GRACE_S
             for sc in look_alikes
@@ -534,8 +598,8 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
     )
     end = result.scenarios_end
     other: dict[str, int] = {}
-    for a in result.alerts:
-        if a.state == AlertState.OPEN and a.id not in used and a.ts < end:
+    for a in alerts:
+        if a.id not in used and a.ts < end:
             other[f"{a.kind} ({a.severity})"] = other.get(f"{a.kind} ({a.severity})", 0) + 1
     found = sum(a is not None for _, a in matched)
     console.print(
@@ -543,7 +607,7 @@ def _print_alerts(result: DemoResult, console: Console) -> None:
         f"{len(look_alikes)} look-alike movements injected (sitting down hard, stumbles, "
         f"dropped devices), {on_look_alikes} alerts on them; other alerts: "
         + (", ".join(f"{k}: {v}" for k, v in sorted(other.items())) or "none")
-        + f"; and {sum(a.ts >= end for a in result.alerts)} device-offline alerts as the "
+        + f"; and {sum(a.ts >= end for a in alerts)} device-offline alerts as the "
         "simulated devices disconnect at the end"
     )
 

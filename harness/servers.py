@@ -419,22 +419,22 @@ class LocalNats(_LocalServer):
     name = "nats-server"
 
     def __init__(
-        self,
-        root: Path,
-        *,
-        binary: Path | None = None,
-        auth: Path | None = None,
-        tls: tuple[Path, Path] | None = None,
-    ) -> None:
+        self, root: Path, *, binary: Path | None = None, auth: Path | None = None,
+        tls: tuple[Path, Path] | None = None, mqtt_host: str = "127.0.0.1",
+        mqtt_port: int | None = None,
+    ) -> None:  # fmt: skip
         """``auth``: a configuration file to include (the operator, accounts and resolver
         that :class:`devices.access.BrokerAccess` writes); without it anyone may connect.
-        ``tls``: (certificate, key) for the MQTT listener, which then speaks only TLS."""
+        ``tls``: (certificate, key) for the MQTT listener, which then speaks only TLS.
+        ``mqtt_host``/``mqtt_port``: where devices connect (e.g. ``0.0.0.0`` and 1883 for
+        devices on the network, as the certification kit's ``--listen`` asks)."""
         super().__init__(root)
         self.binary = binary
         self.auth = auth
         self.tls = tls
         self.port = free_port()
-        self.mqtt_port = free_port()
+        self.mqtt_host = mqtt_host
+        self.mqtt_port = mqtt_port or free_port()
         self.http_port = free_port()
         self.store = self.root / "jetstream"
 
@@ -450,7 +450,7 @@ class LocalNats(_LocalServer):
             f'listen: "127.0.0.1:{self.port}"\n'
             f'http: "127.0.0.1:{self.http_port}"\n'
             f'jetstream {{\n  store_dir: "{self.store}"\n}}\n'
-            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n{tls}}}\n'
+            f'mqtt {{\n  listen: "{self.mqtt_host}:{self.mqtt_port}"\n{tls}}}\n'
             # nats-server reads an include's path relative to the including file.
             + (f'include "{os.path.relpath(self.auth, self.root)}"\n' if self.auth else "")
         )
@@ -467,7 +467,8 @@ class LocalNats(_LocalServer):
     @property
     def mqtt_url(self) -> str:
         scheme = "mqtts" if self.tls is not None else "mqtt"
-        return f"{scheme}://127.0.0.1:{self.mqtt_port}"
+        host = "127.0.0.1" if self.mqtt_host in ("0.0.0.0", "::", "") else self.mqtt_host
+        return f"{scheme}://{host}:{self.mqtt_port}"
 
     @property
     def monitor_url(self) -> str:

@@ -1,4 +1,5 @@
-"""The certification kit through a real Mosquitto: the simulator's reference devices pass
+"""The certification kit through a real NATS Server (its MQTT listener): the simulator's
+reference devices pass
 every check, each faulty device fails exactly its checks for the right reason, both report
 forms are written, and the non-interactive mode says what it skipped.
 
@@ -18,13 +19,14 @@ from typing import Any
 
 import pytest
 
+from broker.provision import provision
 from certify.checks import CHECKS
 from certify.faulty import FAULTY
 from certify.kit import CertifyOptions, certify
 from certify.prompts import NoOperator
 from certify.reference import Fault, SimulatedDevice
 from certify.report import Report, build_report, write_report
-from harness.servers import LocalBroker
+from harness.servers import LocalNats
 from homecare.contract import DeviceKind
 from homecare.settings import MqttSettings
 
@@ -43,15 +45,20 @@ def _simulated(kind: DeviceKind, fault: Fault, **timing: Any) -> Report:
     return build_report(certify(options, simulate=fault))
 
 
+def _provisioned(broker: LocalNats) -> LocalNats:
+    assert provision(broker.url, mqtt_url=broker.mqtt_url, partitions=4).source.ok
+    return broker
+
+
 def _non_interactive(root: Path) -> Report:
     """A device the kit cannot prompt, on a broker the kit does not run."""
-    with LocalBroker(root / "mosquitto") as broker:
-        device = SimulatedDevice(DeviceKind.WEARABLE, broker.url)
+    with LocalNats(root / "nats") as broker:
+        device = SimulatedDevice(DeviceKind.WEARABLE, _provisioned(broker).mqtt_url)
         device.start()
         try:
             options = CertifyOptions(device=device.device.device, kind=DeviceKind.WEARABLE,
                                      duration_s=12.0, settle_s=1.0)
-            evidence = certify(options, mqtt=MqttSettings(url=broker.url),
+            evidence = certify(options, mqtt=MqttSettings(url=broker.mqtt_url),
                                operator=NoOperator())
         finally:
             device.stop()
@@ -60,13 +67,13 @@ def _non_interactive(root: Path) -> Report:
 
 def _interactive(root: Path) -> subprocess.CompletedProcess[str]:
     """``homecare certify`` at a console where the operator declines every step."""
-    with LocalBroker(root / "mosquitto") as broker:
-        device = SimulatedDevice(DeviceKind.DOOR, broker.url)
+    with LocalNats(root / "nats") as broker:
+        device = SimulatedDevice(DeviceKind.DOOR, _provisioned(broker).mqtt_url)
         device.start()
         try:
             return subprocess.run(
                 [sys.executable, "-m", "cli", "certify", "--kind", "door", "--device",
-                 device.device.device, "--broker", broker.url, "--duration", "2",
+                 device.device.device, "--broker", broker.mqtt_url, "--duration", "2",
                  "--out", str(root / "out")],
                 input="s\n" * 5, capture_output=True, text=True, timeout=120, check=False,
             )

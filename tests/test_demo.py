@@ -1,4 +1,5 @@
-"""`homecare demo`, the README's first command, end to end on its own servers — twice in a row."""
+"""`homecare demo`, the README's first command, end to end on its own servers (NATS Server,
+provisioned before any device connects, and influxd) — twice in a row."""
 
 from __future__ import annotations
 

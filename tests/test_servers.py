@@ -7,12 +7,14 @@ import httpx
 from harness.servers import LOWEST_PORT, free_port
 
 
-def test_broker_accepts_connections(broker):
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
-        pass
-    broker.restart()
-    with socket.create_connection(("127.0.0.1", broker.port), timeout=2):
-        pass
+def test_broker_accepts_connections(nats_broker):
+    """NATS clients and MQTT devices, before and after a restart on the same ports."""
+    for restart in (True, False):
+        for port in (nats_broker.port, nats_broker.mqtt_port):
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                pass
+        if restart:
+            nats_broker.restart()
 
 
 def test_influx_answers_queries(influx):

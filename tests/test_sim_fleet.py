@@ -1,4 +1,6 @@
-"""The simulated fleet through a real Mosquitto: counts, availability, wills, restarts."""
+"""The simulated fleet through a real NATS Server's MQTT listener: counts, availability, wills,
+restarts and a kill -9 of the server (where no will is published: presence comes from the
+device-health detector's timeouts)."""
 
 from __future__ import annotations
 
@@ -11,10 +13,18 @@ from itertools import pairwise
 
 import paho.mqtt.client as mqtt
 import pytest
+from support import elders_at, wait_for
 
+from detectors.base import ReadingBatch
+from detectors.batches import Batcher
+from detectors.device_health import DeviceHealthDetector
 from device_sim import SimConfig, Simulation, SosPress
-from device_sim.fleet import Fleet, FleetError
+from device_sim.fleet import Fleet, FleetError, FleetStats
+from homecare.consumer import AckMode, RawMessage
 from homecare.contract import PAYLOADS, Stream, Topic, check_ids, subscription
+from homecare.edge import Edge
+from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer
+from homecare.settings import ContractSettings
 
 pytestmark = pytest.mark.servers
 
@@ -67,13 +77,13 @@ NOON = 19723 * 86400.0 + 12 * 3600.0
 
 
 @pytest.mark.parametrize("gateways", [0, 2])
-def test_subscriber_counts_exactly_what_the_fleet_says(broker, gateways):
-    sub = Subscriber(broker.port)
+def test_subscriber_counts_exactly_what_the_fleet_says(nats_broker, gateways):
+    sub = Subscriber(nats_broker.mqtt_port)
     sim = Simulation(SimConfig(elders=6, seed=2, site="north", start=NOON))
     sim.inject(3, NOON + 4.2, SosPress())
 
     async def main() -> Fleet:
-        async with Fleet(sim, broker.url, gateways=gateways) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url, gateways=gateways) as fleet:
             await fleet.run(seconds=40, speed=None)
         return fleet
 
@@ -101,26 +111,26 @@ def test_subscriber_counts_exactly_what_the_fleet_says(broker, gateways):
         if topic.stream == Stream.FRAME:
             frames.setdefault(topic.device, []).append(json.loads(payload)["ts"])
     assert all(ts == sorted(ts) and len(ts) == len(set(ts)) for ts in frames.values())
-    final = retained(broker.port, subscription("north"), 18)
+    final = retained(nats_broker.mqtt_port, subscription("north"), 18)
     assert len(final) == 18
     assert set(final.values()) == {b"offline"}
 
 
-def test_each_device_online_with_a_last_will_that_fires_when_killed(broker):
+def test_each_device_online_with_a_last_will_that_fires_when_killed(nats_broker):
     sim = Simulation(SimConfig(elders=2, seed=3, start=NOON))
 
     async def main() -> dict[str, bytes]:
-        async with Fleet(sim, broker.url) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url) as fleet:
             await fleet.run(seconds=3, speed=None)
             await fleet.drain()
-            before = await asyncio.to_thread(retained, broker.port,
+            before = await asyncio.to_thread(retained, nats_broker.mqtt_port,
                                              "homecare/v1/+/+/+/+/availability", 6)
             assert set(before.values()) == {b"online"}
             assert len(before) == 6
             fleet.kill("w0001")  # no DISCONNECT: the broker publishes the will
             await fleet.run(seconds=3, speed=None)
             await fleet.drain()
-            after = await asyncio.to_thread(retained, broker.port,
+            after = await asyncio.to_thread(retained, nats_broker.mqtt_port,
                                             "homecare/v1/+/+/+/+/availability", 6)
             assert fleet.stats.dropped >= 3  # the dead wearable's frames went nowhere
         return after
@@ -130,8 +140,82 @@ def test_each_device_online_with_a_last_will_that_fires_when_killed(broker):
     assert after[wearable] == b"offline"
     assert [v for k, v in after.items() if k != wearable] == [b"online"] * 5
     # On a clean exit the others said offline themselves.
-    assert set(retained(broker.port, "homecare/v1/+/+/+/+/availability", 6).values()) == {
+    assert set(retained(nats_broker.mqtt_port, "homecare/v1/+/+/+/+/availability", 6).values()) == {
         b"offline"}
+
+
+def test_a_killed_broker_publishes_no_last_will_presence_comes_from_timeouts(nats_broker):
+    """A last will is not published when the node that holds the device's connection is
+    killed: device presence comes from data and heartbeat timeouts (the device-health
+    detector).
+
+    A home's three devices publish for a minute; detect's consumer takes what they sent;
+    then kill -9 of nats-server, and the home loses power too (its devices never come
+    back). After the restart nobody says ``offline``: not the dead node, not the
+    restarted one (the devices' sessions and wills were on the node that died), and the
+    retained availability still says ``online``. The device-health detector, fed the
+    readings the consumer took, reports each device offline from its silence alone
+    (``last_will`` 0), after its own cadence and not before."""
+    start = float(int(time.time()) - 90)
+    sim = Simulation(SimConfig(elders=1, seed=3, site="north", start=start,
+                               utc_offset_s=elders_at(start)))
+    devices = {d.device for d in sim.elders[0].devices}
+    availability = "homecare/v1/+/+/+/+/availability"
+    watch = Subscriber(nats_broker.mqtt_port, client_id="presence", topic=availability)
+
+    with JetStreamConsumer(nats_broker.url, durable=DETECT_CONSUMER,
+                           ack=AckMode.ON_TAKE) as consumer:
+
+        async def publish() -> FleetStats:
+            async with Fleet(sim, nats_broker.mqtt_url, offline_on_exit=False) as fleet:
+                await fleet.run(seconds=60, speed=None)
+                await fleet.drain()
+                took.extend(await asyncio.to_thread(_take, consumer, fleet.stats.acked))
+                nats_broker.kill()  # kill -9 of the node holding the devices' connections
+                for device in devices:
+                    fleet.kill(device)  # ... and the power cut at home: they stay dead
+                await asyncio.to_thread(nats_broker.start)
+            return fleet.stats
+
+        took: list[RawMessage] = []
+        stats = asyncio.run(publish())
+    assert len(took) == stats.acked
+
+    wait_for(lambda: watch.client.is_connected(), 20, "the watcher back on the restarted server")
+    time.sleep(3.0)  # a will, had anyone published one, would be here by now
+    seen = watch.wait_for(0, timeout=0)
+    watch.close()
+    # live "online" from the start (again, where the kill took the watcher's acks) and the
+    # retained state replayed to its resubscription: "offline" nowhere
+    assert {p for _t, p, _r in seen} == {b"online"}
+    assert len({t for t, _p, _r in seen}) == 3
+    stale = retained(nats_broker.mqtt_port, availability, 3)
+    assert sorted(stale.values()) == [b"online"] * 3  # what apps see: still "online"
+
+    edge, batcher = Edge(ContractSettings()), Batcher()
+    ctx = edge.context()
+    detector = DeviceHealthDetector()
+    for batch in batcher.build(edge.decode(m, ctx) for m in took).batches:
+        if isinstance(batch, ReadingBatch) and batch.stream in detector.streams:
+            assert detector.update(batch) == []
+    last = time.time()
+    assert detector.tick(last + 60) == []  # a minute of silence is no outage
+    offline: dict[str, dict[str, float]] = {}
+    for t in range(90, 1230, 30):
+        for found in detector.tick(last + t):
+            assert found.kind == "offline"
+            offline[batcher.devices.key(found.device)] = found.evidence
+    assert set(offline) == devices
+    assert all(ev["last_will"] == 0.0 and ev["silent_s"] > ev["limit_s"] >= 120
+               for ev in offline.values()), offline
+
+
+def _take(consumer: JetStreamConsumer, n: int, timeout_s: float = 30.0) -> list[RawMessage]:
+    got: list[RawMessage] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        got += consumer.take(n - len(got), 0.5).messages
+    return got
 
 
 def _key(topic: str, payload: bytes) -> tuple[str, float, int]:
@@ -139,24 +223,29 @@ def _key(topic: str, payload: bytes) -> tuple[str, float, int]:
     return topic, body["ts"], body.get("seq", -1)
 
 
-@pytest.mark.parametrize(("gateways", "gap_s"), [(0, 0.0), (0, 0.5), (1, 0.5)])
-def test_broker_restart_mid_run_loses_nothing(broker, gateways, gap_s):
-    """broker.restart() (gap 0), or a stop, a gap while devices keep publishing, a start."""
-    sub = Subscriber(broker.port)
+@pytest.mark.parametrize(("gateways", "how", "gap_s"),
+                         [(0, "restart", 0.0), (0, "kill", 0.5), (1, "stop", 0.5)])
+def test_broker_restart_mid_run_loses_nothing(nats_broker, gateways, how, gap_s):
+    """A clean restart (gap 0), or a stop or a kill -9, a gap while devices keep
+    publishing, a start on the same ports and file store."""
+    sub = Subscriber(nats_broker.mqtt_port)
     sim = Simulation(SimConfig(elders=5, seed=4, start=NOON))
     sent: list[tuple[str, bytes]] = []
     while_down = []
     down = threading.Event()
 
     def restart() -> None:
-        if not gap_s:
-            broker.restart()
+        if how == "restart":
+            nats_broker.restart()
             return
-        broker.stop()
+        if how == "kill":
+            nats_broker.kill()
+        else:
+            nats_broker.stop()
         down.set()
         time.sleep(gap_s)
         down.clear()
-        broker.start()
+        nats_broker.start()
     step = sim.step
 
     def recording_step(t: float, dt: float = 1.0):
@@ -169,7 +258,7 @@ def test_broker_restart_mid_run_loses_nothing(broker, gateways, gap_s):
     sim.step = recording_step  # type: ignore[method-assign]
 
     async def main() -> Fleet:
-        async with Fleet(sim, broker.url, gateways=gateways, keepalive_s=5) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url, gateways=gateways, keepalive_s=5) as fleet:
             run = asyncio.create_task(fleet.run(seconds=60, speed=30))  # 2 s of wall time
             await asyncio.sleep(0.6)
             await asyncio.to_thread(restart)
@@ -192,12 +281,12 @@ def test_broker_restart_mid_run_loses_nothing(broker, gateways, gap_s):
     assert received == expected  # every message at least once (QoS 1 may duplicate)
 
 
-def test_unreachable_broker_is_a_clear_error(broker):
-    broker.stop()
+def test_unreachable_broker_is_a_clear_error(nats_broker):
+    nats_broker.stop()
     sim = Simulation(SimConfig(elders=1, seed=0, start=NOON))
 
     async def main() -> None:
-        async with Fleet(sim, broker.url):
+        async with Fleet(sim, nats_broker.mqtt_url):
             pass
 
     with pytest.raises(FleetError, match="cannot connect"):
@@ -205,17 +294,18 @@ def test_unreachable_broker_is_a_clear_error(broker):
 
 
 @pytest.mark.parametrize(("spread", "widest"), [(10, 0.6), (0, 0.1)])
-def test_paced_seconds_go_out_in_device_phases(broker, spread, widest):
+def test_paced_seconds_go_out_in_device_phases(nats_broker, spread, widest):
     """In real time each device keeps its own phase within the second (``spread``
     slices), so a city's devices do not all publish in the same millisecond; 0 is
     the synchronized worst case. Arrival times at a real subscriber show which."""
-    sub = Subscriber(broker.port, client_id=f"phase{spread}", topic="homecare/v1/+/+/+/+/frame")
+    sub = Subscriber(nats_broker.mqtt_port, client_id=f"phase{spread}",
+                     topic="homecare/v1/+/+/+/+/frame")
     arrived: list[tuple[float, str]] = []
     sub.client.on_message = lambda _c, _u, m: arrived.append((time.monotonic(), m.topic))
     sim = Simulation(SimConfig(elders=30, seed=4, start=NOON))  # paced from the run's start
 
     async def main() -> None:
-        async with Fleet(sim, broker.url, gateways=1, spread=spread) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url, gateways=1, spread=spread) as fleet:
             for _ in range(3):  # in chunks, as `homecare sim` runs: one schedule throughout
                 await fleet.run(seconds=1, speed=1.0)
             await fleet.drain()
@@ -235,17 +325,18 @@ def test_paced_seconds_go_out_in_device_phases(broker, spread, widest):
     assert all(abs(b - a - 1.0) < 0.3 for a, b in pairwise(times))
 
 
-def test_offer_publishes_prerendered_traffic_on_schedule_within_the_window(broker):
+def test_offer_publishes_prerendered_traffic_on_schedule_within_the_window(nats_broker):
     """A benchmark's load generator: messages rendered first, then published at a rate,
     never more than ``window`` unacknowledged, every one counted by a real subscriber."""
-    sub = Subscriber(broker.port, client_id="offer", topic="homecare/v1/+/+/+/+/frame")
+    sub = Subscriber(nats_broker.mqtt_port, client_id="offer", topic="homecare/v1/+/+/+/+/frame")
     sim = Simulation(SimConfig(elders=10, seed=5, start=NOON))
     rendered = [m for m in sim.step(NOON, 12.0) if m[0].stream is Stream.FRAME]
     seconds: list[int] = []
     most = [0]
 
     async def main() -> tuple[float, float]:
-        async with Fleet(sim, broker.url, gateways=1, window=7, offline_on_exit=False) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url, gateways=1, window=7,
+                         offline_on_exit=False) as fleet:
             await fleet.drain()  # the devices' availability
             publish = fleet.publish
 
