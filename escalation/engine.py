@@ -52,7 +52,7 @@ from escalation.notification import (
     Notification,
 )
 from escalation.registry import Registry
-from escalation.store import AlertRecord, Store
+from escalation.store import OPENED, AlertRecord, Store
 from homecare.contract import Alert, AlertState
 
 __all__ = ["Clock", "Escalation", "ManualClock"]
@@ -167,6 +167,8 @@ class Escalation:
             step, next_at = rung.step, rung.next_at
         store.insert_alert(alert, now, start_at=opening.start_at, next_at=next_at,
                            state=AlertState.OPEN, step=step)  # fmt: skip
+        # not a transition (detect stored the open alert), but apps see it open from here
+        store.add_event(alert.id, now, OPENED, AlertState.OPEN, transition=False)
         if opening.start_at > now:
             store.add_event(alert.id, now, "grace", AlertState.OPEN, transition=False,
                             detail=f"until {opening.start_at}")  # fmt: skip

@@ -50,7 +50,7 @@ from escalation.notification import (
     Notification,
 )
 from escalation.registry import RegistryFile
-from escalation.store import EventRecord, Store, store_path
+from escalation.store import OPENED, EventRecord, Store, store_path
 from homecare.alerts import alert_lines
 from homecare.consumer import RawMessage
 from homecare.contract import Alert, alert_topic
@@ -404,7 +404,7 @@ class EscalateService:
             return
         infos = []
         for event in events:
-            if event.transition:
+            if event.transition or event.event == OPENED:
                 alert = seen[event.seq] = event.alert_at()
                 infos.append(
                     self._mqtt.publish(

@@ -34,6 +34,10 @@ from typing import Any
 
 from homecare.contract import Alert, AlertState
 
+OPENED = "opened"
+"""The event of an alert's arrival: not a state transition (detect stored the alert open),
+but the one after which apps are shown it (retained on its MQTT topic)."""
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS alerts (
     id TEXT PRIMARY KEY,
