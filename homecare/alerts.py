@@ -48,8 +48,18 @@ class Raised:
     evidence: dict[str, float] = field(default_factory=dict)
 
 
-def alert_id(elder: str, kind: str, ts: float) -> str:
-    return hashlib.sha1(f"{elder}|{kind}|{round(ts * 1000)}".encode()).hexdigest()[:16]
+def alert_id(elder: str, kind: str, ts: float, device: str | None = None) -> str:
+    """The same condition always gets the same id (a replayed detection is recognised);
+    a device's own condition is keyed by the device too, so that an elder's three devices
+    going silent at once are three alerts, not one.
+
+    >>> alert_id("e1", "offline", 60.0, "w1") != alert_id("e1", "offline", 60.0, "b1")
+    True
+    >>> alert_id("e1", "fall", 60.0) == alert_id("e1", "fall", 60.0)
+    True
+    """
+    key = f"{elder}|{kind}|{round(ts * 1000)}" + (f"|{device}" if device else "")
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 class AlertBook:
@@ -63,7 +73,7 @@ class AlertBook:
         alerts = []
         for r in raised:
             alert = Alert(
-                id=alert_id(r.elder, r.kind, r.ts),
+                id=alert_id(r.elder, r.kind, r.ts, r.device),
                 site=r.site,
                 elder=r.elder,
                 device=r.device,
