@@ -18,7 +18,8 @@ COPY devices ./devices
 COPY broker ./broker
 COPY privacy ./privacy
 COPY bench ./bench
-RUN pip install --no-cache-dir . && useradd --system --home /var/lib/homecare homecare \
+# A fixed uid: the service credentials in the access folder are chowned to it (README).
+RUN pip install --no-cache-dir . && useradd --system --uid 10001 --home /var/lib/homecare homecare \
     && mkdir -p /var/lib/homecare && chown homecare /var/lib/homecare
 USER homecare
 ENV HOMECARE_STATE_DIR=/var/lib/homecare

@@ -65,9 +65,13 @@ def provision_command(
 
 @app.command("check")
 def check_command(url: NatsUrl) -> None:
-    """Exit 0 when TELEMETRY's source is active with no error, else 1 (and say why)."""
+    """Exit 0 when TELEMETRY's source is active with no error, else 1 (and say why).
+
+    As the service it runs for (HOMECARE_NATS__CREDS_FILE, HOMECARE_NATS__CA_FILE): a
+    refused credential fails at once, not after the wait for a server still starting."""
+    settings = Settings()
     try:
-        status = check_source(url)
+        status = check_source(url, settings=settings.nats.model_copy(update={"url": url}))
     except ConsumerError as exc:
         typer.echo(f"check failed: {exc}", err=True)
         raise typer.Exit(1) from exc

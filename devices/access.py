@@ -115,11 +115,17 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     # The provider's app backend (MQTT): reads alerts, sends acknowledgements (each carries
     # the contact's own token); it may not raise, change or forge an alert.
     "app": {"pub": [ALERT_ACKS], "sub": [ALERT_TOPICS]},
-    # `homecare elder forget`: clears an erased elder's retained messages and stream data.
+    # `homecare elder forget` (privacy.forget): reads, overwrites and purges an erased
+    # elder's messages in the streams they pass through, clears their retained messages
+    # (an empty retained MQTT publish on their alert and availability topics) and then
+    # subscribes to the elder's topics to see that none is left. It may not create, edit
+    # or delete a stream, nor touch a consumer.
     "privacy": {
-        "pub": [ALERT_TOPICS, f"{SUBJECT_ROOT}.*.*.*.*.availability", f"{_JS}.STREAM.>",
-                f"{_JS}.INFO"],
-        "sub": ["_INBOX.>"],
+        "pub": [ALERT_TOPICS, f"{SUBJECT_ROOT}.*.*.*.*.availability", f"{_JS}.INFO",
+                *(f"{_JS}.STREAM.{verb}.{stream}"
+                  for verb in ("INFO", "MSG.GET", "MSG.DELETE", "PURGE")
+                  for stream in (TELEMETRY_STREAM, "ALERTS", "$MQTT_msgs", "$MQTT_rmsgs"))],
+        "sub": ["_INBOX.>", f"{SUBJECT_ROOT}.>"],
     },
     # `homecare broker provision`: creates the streams and consumers (over NATS) and the
     # MQTT listener's own streams (one MQTT connection).

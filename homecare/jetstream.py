@@ -74,6 +74,7 @@ __all__ = [
     "connect_options",
     "detect_consumer",
     "partition_of",
+    "refusal",
     "shard_name",
     "site_filters",
     "source_status",
@@ -225,6 +226,9 @@ def connect_options(settings: NatsSettings | None) -> dict[str, Any]:
         if settings.password is not None:
             options["password"] = settings.password.get_secret_value()
     if settings.creds_file is not None:
+        if not settings.creds_file.is_file():  # else the client retries a missing file for ever
+            raise ConsumerError(f"NATS credentials file {settings.creds_file} not found "
+                                "(HOMECARE_NATS__CREDS_FILE)")  # fmt: skip
         options["user_credentials"] = str(settings.creds_file)
     if settings.ca_file is not None or settings.url.startswith("tls://"):
         options["tls"] = ssl.create_default_context(
@@ -233,32 +237,59 @@ def connect_options(settings: NatsSettings | None) -> dict[str, Any]:
     return options
 
 
+def refusal(exc: BaseException) -> bool:
+    """Whether a connection error is the server refusing who we are (credentials, or its
+    certificate that we refuse): retrying cannot help, unlike a server not up yet."""
+    if isinstance(exc, nats.errors.AuthorizationError | nats.errors.InvalidUserCredentialsError
+                  | ssl.SSLCertVerificationError):  # fmt: skip
+        return True
+    text = str(exc).lower()
+    return "authorization violation" in text or "authentication" in text
+
+
 async def connect(
     url: str, *, name: str, wait_s: float = 30.0, settings: NatsSettings | None = None
 ) -> Nats:
     """A NATS connection that reconnects for ever once made; the first connect is retried
-    for ``wait_s`` while the server is not up yet (services may start before it).
+    for ``wait_s`` while the server is not up yet (services may start before it), but a
+    refusal of the credentials (or of the server's certificate) fails at once.
     ``settings`` gives the account and TLS (:func:`connect_options`)."""
     options = connect_options(settings)
+    refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def quiet(exc: Exception) -> None:
+        if refusal(exc) and not refused.done():
+            refused.set_result(exc)
+            return
         log.warning("%s: NATS %s: %s", name, url, exc)
 
     async def disconnected() -> None:
         log.info("%s: disconnected from NATS %s", name, url)  # a close says it too
 
-    deadline = time.monotonic() + wait_s
-    while True:
-        try:
-            return await nats.connect(
-                url, name=name, connect_timeout=2, allow_reconnect=True,
-                max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
-                disconnected_cb=disconnected, **options,
-            )  # fmt: skip
-        except (OSError, TimeoutError, nats.errors.Error) as exc:
-            if time.monotonic() > deadline:
-                raise ConsumerError(f"NATS {url} unreachable for {name}: {exc}") from exc
-            await asyncio.sleep(0.5)
+    # nats-py retries a first connect for ever (max_reconnect_attempts=-1), refusals
+    # included: it runs as a task, bounded by wait_s and stopped by the first refusal.
+    nc = Nats()
+    attempt: asyncio.Future[None] = asyncio.ensure_future(nc.connect(
+        url, name=name, connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1,
+        reconnect_time_wait=0.5, error_cb=quiet, disconnected_cb=disconnected, **options,  # type: ignore[arg-type]  # seconds, a float is fine
+    ))  # fmt: skip
+    waiting: set[asyncio.Future[Any]] = {attempt, refused}
+    done, _ = await asyncio.wait(waiting, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+    if attempt in done and attempt.exception() is None:
+        return nc
+    attempt.cancel()
+    with contextlib.suppress(asyncio.CancelledError, nats.errors.Error, OSError):
+        await attempt
+    with contextlib.suppress(nats.errors.Error, OSError):
+        await nc.close()
+    if refused.done():
+        who = f"credentials {settings.creds_file}" if settings and settings.creds_file else (
+            f"user {settings.username!r}" if settings and settings.username else "no credentials")
+        raise ConsumerError(f"NATS {url} refused {name} ({who}): {refused.result()}; check "
+                            "HOMECARE_NATS__CREDS_FILE and HOMECARE_NATS__CA_FILE")  # fmt: skip
+    reason = attempt.exception() if attempt in done and not attempt.cancelled() else None
+    raise ConsumerError(f"NATS {url} unreachable for {name} within {wait_s:g} s"
+                        + (f": {reason}" if reason else ""))  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -304,13 +335,19 @@ async def source_status(
 
 
 def check_source(
-    url: str, *, stream: str = TELEMETRY_STREAM, source: str = MQTT_STREAM, timeout_s: float = 10.0
+    url: str,
+    *,
+    stream: str = TELEMETRY_STREAM,
+    source: str = MQTT_STREAM,
+    timeout_s: float = 10.0,
+    settings: NatsSettings | None = None,
 ) -> SourceStatus:
     """:func:`source_status` on a connection of its own, for a service at start (and
-    every minute, or with :meth:`JetStreamConsumer.check_source` on its connection)."""
+    every minute, or with :meth:`JetStreamConsumer.check_source` on its connection).
+    ``settings``: the service's account and the server's CA (:func:`connect_options`)."""
 
     async def check() -> SourceStatus:
-        nc = await connect(url, name="homecare-check", wait_s=timeout_s)
+        nc = await connect(url, name="homecare-check", wait_s=timeout_s, settings=settings)
         try:
             return await source_status(nc.jetstream(timeout=timeout_s), stream, source)
         finally:

@@ -67,7 +67,7 @@ class MqttSettings(BaseModel):
     client_id: str = Field("homecare-ingest", description="Ingest's persistent MQTT session.")
     keepalive_s: int = Field(30, gt=0, description="MQTT keepalive.")
     access_dir: Path = Field(
-        Path("deploy/mosquitto/access"),
+        Path("deploy/nats/access"),
         description="The broker's certificate, the operator's and accounts' keys and JWTs, "
         "the device registry and nats-auth.conf, for homecare devices.",
     )

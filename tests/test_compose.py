@@ -5,6 +5,7 @@ MQTT listener up, provisioning succeeds against it, a device's reading lands in 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import shutil
 import ssl
@@ -15,17 +16,19 @@ from typing import Any
 
 import httpx
 import nats
+import nats.errors
 import paho.mqtt.client as mqtt
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 from pydantic import ValidationError
-from support import topic, wait_for
+from support import wait_for
 from typer.main import get_command
 from typer.testing import CliRunner
 
-from broker.provision import provision
 from cli.main import app
+from devices.access import SERVICE_RIGHTS, BrokerAccess
+from devices.refusals import parse
 from harness.servers import NATS_SERVER_VERSION, LocalNats, check_binary, nats_server_binary
 from homecare.jetstream import ALERTS_STREAM, MQTT_STREAM, TELEMETRY_STREAM
 from homecare.settings import MqttSettings, NatsSettings, setting_rows
@@ -34,6 +37,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NATS_CONF = ROOT / "deploy/nats/nats.conf"
 NATS_IMAGE = re.compile(r"nats:(\d+)\.(\d+)\.(\d+)-alpine")
 """An exact release (alpine: the healthcheck needs a shell and wget)."""
+ACCESS = "${NATS_ACCESS_DIR:-./deploy/nats/access}"
+"""The access folder `homecare devices` writes, on the host."""
 NATS_USERS = ("ingest", "detect", "escalate", "privacy", "provision")
 """The services that speak to NATS, each with its own credentials."""
 MQTT_USERS = ("escalate", "privacy", "provision")
@@ -116,12 +121,24 @@ def test_the_broker_keeps_its_store_on_a_volume_and_reports_health():
     conf = NATS_CONF.read_text()
     assert broker["command"] == ["--config", "/etc/nats/nats.conf"]
     assert "./deploy/nats/nats.conf:/etc/nats/nats.conf:ro" in broker["volumes"]
-    assert "${NATS_ACCESS_DIR:-./deploy/nats/access}:/etc/nats/access:ro" in broker["volumes"]
+    assert f"{ACCESS}:/etc/nats/access:ro" in broker["volumes"]
     assert "nats-data:/data" in broker["volumes"]
     assert "nats-data" in compose["volumes"]
     assert re.search(r'store_dir: "/data/jetstream"', conf)
     assert re.search(r'^\s*sync_interval: "1s"', conf, re.M)  # not the 2 min default
-    assert 'include "access/auth.conf"' in conf  # the accounts, beside the certificate
+    # The accounts `homecare devices` writes, beside the certificate; their JWTs (the
+    # resolver's default dir) on the data volume.
+    assert 'include "access/nats-auth.conf"' in conf
+    assert BrokerAccess(Path("x"))._registry()["resolver_dir"] == "/data/jwt"
+    # The log, where security-watch reads the refusals.
+    assert re.search(r'^log_file: "/var/log/nats/nats.log"', conf, re.M)
+    assert "nats-log:/var/log/nats" in broker["volumes"]
+    watch = compose["services"]["security-watch"]
+    assert watch["command"] == ["devices", "watch", "--log", "/var/log/nats/nats.log"]
+    assert "nats-log:/var/log/nats:ro" in watch["volumes"]
+    assert f"{ACCESS}:/etc/homecare/access:ro" in watch["volumes"]
+    assert watch["environment"]["HOMECARE_MQTT__ACCESS_DIR"] == "/etc/homecare/access"
+    assert watch["environment"]["HOMECARE_INFLUX__USERNAME"] == "homecare_writer"
     assert "http://127.0.0.1:8222/healthz" in broker["healthcheck"]["test"]
     # Devices reach MQTT over TLS; the services' port stays inside; monitoring on loopback.
     assert broker["ports"] == [
@@ -142,17 +159,27 @@ def test_provisioning_runs_once_the_broker_is_healthy_and_before_every_consumer(
 
 def test_homecare_services_use_tls_their_own_accounts_and_no_literal_secret():
     services = _compose()["services"]
-    secrets: dict[str, str] = {}
-    for name in NATS_USERS:
+    for name in NATS_USERS:  # each its own user, as `homecare devices service NAME` writes it
         env = services[name]["environment"]
+        volumes = services[name]["volumes"]
         assert env["HOMECARE_NATS__URL"] == "tls://nats:4222", name
         assert env["HOMECARE_NATS__CA_FILE"] == "/etc/homecare/ca.crt", name
-        assert env["HOMECARE_NATS__CREDS_FILE"].startswith("/run/secrets/homecare/"), name
-        assert any(v.endswith(":/etc/homecare/ca.crt:ro") for v in services[name]["volumes"])
-        (mount,) = [v for v in services[name]["volumes"] if ":/run/secrets/homecare" in v]
-        secrets[name] = mount.split(":/run/secrets/homecare")[0]
-        assert mount.endswith(":ro"), name
-    assert len(set(secrets.values())) == len(secrets)  # nobody shares credentials
+        assert env["HOMECARE_NATS__CREDS_FILE"] == "/run/secrets/homecare/nats.creds", name
+        assert f"{ACCESS}/ca.crt:/etc/homecare/ca.crt:ro" in volumes, name
+        secrets = sorted(v for v in volumes if ":/run/secrets/homecare" in v)
+        expected = [f"{ACCESS}/services/{name}.creds:/run/secrets/homecare/nats.creds:ro"]
+        if name in MQTT_USERS:  # the same user's JWT is its MQTT password
+            assert env["HOMECARE_MQTT__USERNAME"] == name
+            assert env["HOMECARE_MQTT__PASSWORD_FILE"] == "/run/secrets/homecare/mqtt.password"
+            expected.append(f"{ACCESS}/services/{name}.jwt:/run/secrets/homecare/mqtt.password:ro")
+        assert secrets == sorted(expected), name
+    assert set(SERVICE_RIGHTS) >= set(NATS_USERS)
+    # ingest refuses readings of devices not in the registry; the folder is mounted, as
+    # devices.json is replaced (not rewritten in place) on each provisioning.
+    ingest = services["ingest"]
+    assert ingest["environment"]["HOMECARE_CONTRACT__REGISTRY"] == (
+        "/etc/homecare/access/devices.json")  # fmt: skip
+    assert f"{ACCESS}:/etc/homecare/access:ro" in ingest["volumes"]
     for name, service in services.items():
         env = service.get("environment") or {}
         if "HOMECARE_MQTT__URL" in env and name != "admin":
@@ -182,6 +209,7 @@ class DeployedNats(LocalNats):
             ('"0.0.0.0:8222"', f'"127.0.0.1:{self.http_port}"'),
             ('"0.0.0.0:8883"', f'"127.0.0.1:{self.mqtt_port}"'),
             ('"/data/jetstream"', f'"{self.store}"'),
+            ('"/var/log/nats/nats.log"', f'"{self.log}"'),
             ("/etc/nats/access/", f"{self.root / 'access'}/"),
         ):
             assert deployed in conf, deployed  # the compose file's ports and mounts
@@ -197,17 +225,6 @@ class DeployedNats(LocalNats):
     @property
     def mqtt_url(self) -> str:
         return f"mqtts://127.0.0.1:{self.mqtt_port}"
-
-
-AUTH_STAND_IN = """
-# A stand-in for the accounts `homecare devices` writes: a service and one device.
-authorization {
-  users = [
-    {user: provision, password: "pw-provision"}
-    {user: w1, password: "pw-w1"}
-  ]
-}
-"""
 
 
 def _mqtt_connect(port: int, ca: Path | None, user: str | None, password: str) -> Any:
@@ -236,23 +253,35 @@ def _mqtt_connect(port: int, ca: Path | None, user: str | None, password: str) -
     return outcome[0] if outcome else "no answer"
 
 
+def _homecare(args: list[str], env: dict[str, str]) -> str:
+    """A `homecare` command as the compose services run it; its output."""
+    result = CliRunner().invoke(app, args, env=env)
+    assert result.exit_code == 0, (args, result.output)
+    return result.stdout
+
+
 @pytest.mark.integration
-def test_the_deployed_broker_config_serves_tls_jetstream_and_mqtt(tmp_path, monkeypatch):
-    """What docker-compose starts: `homecare devices ca init` writes the access folder,
-    nats-server runs deploy/nats/nats.conf with the accounts included, provisioning
-    succeeds against it, and a device's reading over TLS lands in TELEMETRY."""
+def test_the_deployed_broker_config_serves_tls_jetstream_and_mqtt(tmp_path):
+    """What docker-compose starts: `homecare devices ca init`, `init` and `service` write
+    the access folder, nats-server runs deploy/nats/nats.conf including its
+    nats-auth.conf, `homecare broker provision` succeeds as the provision user over TLS
+    (NATS and MQTT), a provisioned device's MQTT reading over TLS lands in TELEMETRY,
+    anonymous and wrong credentials are refused, and the refusals are in the log that
+    security-watch reads."""
     root = tmp_path / "nats"
     access = root / "access"
-    env = {"HOMECARE_STATE_DIR": str(tmp_path / "admin")}
-    result = CliRunner().invoke(
-        app,
-        ["devices", "ca", "init", "--host", "127.0.0.1", "--host", "nats", "--dir", str(access)],
-        env=env,
-    )
-    assert result.exit_code == 0, result.output
+    admin = {"HOMECARE_STATE_DIR": str(tmp_path / "admin"), "HOMECARE_NATS__URL": ""}
+    folder = ["--dir", str(access)]
+    _homecare(["devices", "ca", "init", "--host", "127.0.0.1", "--host", "nats", *folder], admin)
     assert not (access / "ca.key").exists()  # the CA's key never goes to the broker
-    (access / "auth.conf").write_text(AUTH_STAND_IN)
+    # The resolver's JWT dir as this server sees it (in the container: /data/jwt).
+    _homecare(["devices", "init", "--resolver-dir", str(root / "jwt"), *folder], admin)
+    for service in ("provision", "ingest"):
+        _homecare(["devices", "service", service, *folder], admin)
+    device = json.loads(_homecare(["devices", "provision", "w1", "--elder", "e1", "--kind",
+                                   "wearable", "--site", "t", *folder], admin))  # fmt: skip
     ca = access / "ca.crt"
+    services = access / "services"
     with DeployedNats(root) as server:
         varz = httpx.get(f"{server.monitor_url}/varz", timeout=5).json()
         assert varz["version"] == NATS_SERVER_VERSION
@@ -260,26 +289,33 @@ def test_the_deployed_broker_config_serves_tls_jetstream_and_mqtt(tmp_path, monk
         assert varz["jetstream"]["config"]["sync_interval"] == 1_000_000_000  # ns
         assert varz["mqtt"]["port"] == server.mqtt_port
 
-        # As the compose service runs it: the server's CA from OpenSSL's default file.
-        monkeypatch.setenv("SSL_CERT_FILE", str(ca))
-        host = server.url.replace("tls://", "tls://provision:pw-provision@")
-        done = provision(host, mqtt_url=server.mqtt_url, partitions=8, mqtt_user="provision",
-                         mqtt_password="pw-provision")  # fmt: skip
-        assert done.source.ok, done.source.detail
-        assert {MQTT_STREAM, TELEMETRY_STREAM, ALERTS_STREAM} <= set(done.created)
+        # The compose service `provision`, its environment as there.
+        nats_env = {"HOMECARE_NATS__URL": server.url, "HOMECARE_NATS__CA_FILE": str(ca)}
+        provisioner = {
+            **nats_env, "HOMECARE_NATS__CREDS_FILE": str(services / "provision.creds"),
+            "HOMECARE_MQTT__URL": server.mqtt_url, "HOMECARE_MQTT__CA_FILE": str(ca),
+            "HOMECARE_MQTT__USERNAME": "provision",
+            "HOMECARE_MQTT__PASSWORD_FILE": str(services / "provision.jwt"),
+        }  # fmt: skip
+        done = json.loads(_homecare(["broker", "provision", "--partitions", "8"], provisioner))
+        assert done["source_ok"], done
+        assert {MQTT_STREAM, TELEMETRY_STREAM, ALERTS_STREAM} <= set(done["created"])
+        ingest = {**nats_env, "HOMECARE_NATS__CREDS_FILE": str(services / "ingest.creds")}
+        assert json.loads(_homecare(["broker", "check"], ingest))["ok"] is True
 
-        device = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="w1", protocol=mqtt.MQTTv311,
-                             clean_session=False)  # fmt: skip
-        device.username_pw_set("w1", "pw-w1")
-        device.tls_set(ca_certs=str(ca))
-        device.connect("127.0.0.1", server.mqtt_port)
-        device.loop_start()
-        device.publish(topic("e1", "wearable", "w1", "frame"), b"{}", qos=1).wait_for_publish(10)
-        device.disconnect()
-        device.loop_stop()
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=device["client_id"],
+                             protocol=mqtt.MQTTv311, clean_session=False)  # fmt: skip
+        client.username_pw_set(device["username"], device["password"])
+        client.tls_set(ca_certs=device["ca_file"])
+        client.connect("127.0.0.1", server.mqtt_port)
+        client.loop_start()
+        client.publish(device["publish"]["frame"], b"{}", qos=1).wait_for_publish(10)
+        client.disconnect()
+        client.loop_stop()
 
         async def stored() -> int:
-            nc = await nats.connect(host, tls=ssl.create_default_context(cafile=str(ca)))
+            nc = await nats.connect(server.url, user_credentials=str(services / "ingest.creds"),
+                                    tls=ssl.create_default_context(cafile=str(ca)))  # fmt: skip
             try:
                 return int((await nc.jetstream().stream_info(TELEMETRY_STREAM)).state.messages)
             finally:
@@ -288,17 +324,28 @@ def test_the_deployed_broker_config_serves_tls_jetstream_and_mqtt(tmp_path, monk
         wait_for(lambda: asyncio.run(stored()) == 1, 10, "the reading in TELEMETRY")
 
         # TLS only, accounts only.
-        assert not isinstance(_mqtt_connect(server.mqtt_port, None, "w1", "pw-w1"),
+        password = device["password"]
+        assert not isinstance(_mqtt_connect(server.mqtt_port, None, "w1", password),
                               mqtt.ReasonCode)  # fmt: skip
         anonymous = _mqtt_connect(server.mqtt_port, ca, None, "")
         assert isinstance(anonymous, mqtt.ReasonCode)
         assert anonymous.is_failure
-        wrong = _mqtt_connect(server.mqtt_port, ca, "w1", "not-it")
+        wrong = _mqtt_connect(server.mqtt_port, ca, "w1", password[:-4] + "AAAA")
         assert isinstance(wrong, mqtt.ReasonCode)
         assert wrong.is_failure
-        ok = _mqtt_connect(server.mqtt_port, ca, "w1", "pw-w1")
+        ok = _mqtt_connect(server.mqtt_port, ca, "w1", password)
         assert isinstance(ok, mqtt.ReasonCode)
         assert not ok.is_failure
+
+        async def anonymous_nats() -> None:
+            await nats.connect(server.url, tls=ssl.create_default_context(cafile=str(ca)),
+                               allow_reconnect=False)  # fmt: skip
+
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            asyncio.run(anonymous_nats())
+        # What security-watch reads: the refused connections, in the server's log_file.
+        refusals = [r for line in server.log.read_text().splitlines() if (r := parse(line))]
+        assert [r.reason for r in refusals].count("connect_refused") >= 2
 
 
 def test_no_private_key_or_credential_in_the_repository():
@@ -320,9 +367,13 @@ def test_no_private_key_or_credential_in_the_repository():
             assert not re.search(rb"^\w+:\$7\$\d+\$", text, re.M), name  # a passwd line
     paths = [
         "deploy/nats/access/server.key",
-        "deploy/nats/access/auth.conf",
+        "deploy/nats/access/nats-auth.conf",
+        "deploy/nats/access/operator.nk",
+        "deploy/nats/access/homecare.nk",
+        "deploy/nats/access/sys.creds",
+        "deploy/nats/access/services/ingest.creds",
+        "deploy/nats/access/services/escalate.jwt",
         "deploy/admin/ca/ca.key",
-        "deploy/admin/creds/ingest/nats.creds",
         ".env",
     ]
     ignored = subprocess.run(

@@ -22,8 +22,9 @@ import numpy as np
 import paho.mqtt.client as mqtt
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from support import Publisher, count, settings_for, topic, wait_for
+from support import Publisher, count, frame, settings_for, topic, wait_for
 from test_ingest import valid_traffic
+from test_security_broker import Probe, _refused_request
 
 from detectors.baselines import Baselines, read_baselines, save_baselines
 from escalation.registry import load_registry
@@ -32,7 +33,13 @@ from harness.servers import LocalInflux, LocalNats
 from homecare.alerts import alert_lines
 from homecare.contract import Alert, Severity, alert_topic
 from homecare.influx import InfluxClient
-from homecare.jetstream import ALERTS_STREAM, MQTT_STREAM, TELEMETRY_STREAM, alert_subject
+from homecare.jetstream import (
+    ALERTS_STREAM,
+    MQTT_STREAM,
+    TELEMETRY_STREAM,
+    alert_subject,
+    connect,
+)
 from homecare.settings import (
     InfluxSettings,
     MqttSettings,
@@ -245,11 +252,13 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
     db.close()
 
 
-def _stream_subjects(server: LocalNats) -> dict[str, dict[str, int]]:
-    """Messages per subject in each stream an elder's messages go through."""
+def _stream_subjects(
+    server: LocalNats, account: NatsSettings | None = None
+) -> dict[str, dict[str, int]]:
+    """Messages per subject in each stream an elder's messages go through (as ``account``)."""
 
     async def look() -> dict[str, dict[str, int]]:
-        nc = await nats.connect(server.url)
+        nc = await connect(server.url, name="test-look", settings=account)
         try:
             js = nc.jetstream()
             return {
@@ -404,3 +413,51 @@ def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
         assert json.loads(done.stdout)["points"] == {"autogen.bed": 1}
         assert count(admin, "bed") == 0
         admin.close()
+
+
+def test_forget_works_as_the_privacy_user_on_the_secure_broker(secure_nats, pki, access):
+    """On the deployed broker (operator mode, TLS), as the `privacy` service user of
+    `homecare devices`: e1's readings, alert and retained messages are gone from every
+    stream and from MQTT, e2's are as they were; the user could do no more than that."""
+    ca = pki[0].cert
+    escalate = access.service("escalate")
+    privacy = access.service("privacy")
+    sender = Probe(secure_nats.mqtt_port, ca=ca, user="escalate", password=escalate.password,
+                   client_id="escalate")  # fmt: skip
+    now = time.time()
+    for e in (GONE, KEPT):
+        device = f"w{e[1:]}"
+        _, creds = access.provision(device, site="t", elder=e, kind="wearable")
+        probe = Probe(secure_nats.mqtt_port, ca=ca, user=device, password=creds.password,
+                      client_id=device)  # fmt: skip
+        for i in range(3):
+            probe.publish(topic(e, "wearable", device, "frame"), frame(e, device, now + i))
+        probe.publish(topic(e, "wearable", device, "availability"), b"online", retain=True)
+        probe.close()
+        sender.publish(alert_topic("t", e, f"a{e}"), _alert(e, now).model_dump_json().encode(),
+                       retain=True)  # fmt: skip
+    sender.close()
+    looker = NatsSettings(url=secure_nats.url, creds_file=access.services_dir / "provision.creds")
+    wait_for(lambda: _about(_stream_subjects(secure_nats, looker), GONE)[TELEMETRY_STREAM] == 4,
+             10, "e1's readings and availability in TELEMETRY")  # fmt: skip
+    before = _stream_subjects(secure_nats, looker)
+    assert _about(before, GONE)[RETAINED_STREAM] == 2
+
+    settings = Settings(
+        nats=NatsSettings(url=secure_nats.url, creds_file=privacy.creds),
+        mqtt=MqttSettings(url=secure_nats.mqtt_url, username="privacy",
+                          password=privacy.password, ca_file=ca),
+    )  # fmt: skip
+    retained, deleted, unerased = asyncio.run(forget_module._forget_broker(settings, GONE, None))
+    assert retained == 2
+    assert deleted[TELEMETRY_STREAM] >= 4  # and the empty publishes that cleared the retained
+    assert unerased == {}
+    after = _stream_subjects(secure_nats, looker)
+    assert _about(after, GONE) == dict.fromkeys(after, 0)
+    for stream in (TELEMETRY_STREAM, RETAINED_STREAM):
+        mine = {s: k for s, k in before[stream].items() if KEPT in s.split(".")}
+        assert {s: k for s, k in after[stream].items() if KEPT in s.split(".")} == mine
+    # Its rights end there: it may not delete a stream nor read a consumer's messages.
+    for subject in ("$JS.API.STREAM.DELETE.TELEMETRY",
+                    "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest"):
+        assert "permissions violation" in _refused_request(secure_nats.url, privacy.creds, subject)

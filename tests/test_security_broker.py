@@ -34,12 +34,13 @@ from cli.main import app
 from device_sim import SimConfig, Simulation
 from device_sim.fleet import Fleet, FleetError
 from devices import claims
-from devices.access import DETECT_BUCKET, AccessError
+from devices.access import DETECT_BUCKET, AccessError, BrokerAccess
 from devices.tls import make_ca
 from harness.servers import LocalInflux
+from homecare.consumer import ConsumerError
 from homecare.contract import Alert, alert_subscription, alert_topic, subscription
 from homecare.influx import InfluxClient, InfluxError
-from homecare.jetstream import JetStreamConsumer
+from homecare.jetstream import JetStreamConsumer, check_source, connect
 from homecare.settings import InfluxSettings, NatsSettings
 
 pytestmark = pytest.mark.servers
@@ -565,3 +566,47 @@ def test_service_logs_at_info_carry_no_secrets_health_values_or_names(
         assert not re.search(rf"(?<![\d.]){re.escape(value)}(?![\d.])", logs), value
     for name in ("Margaret", "Thornbury"):
         assert name not in logs
+
+
+def test_broker_check_runs_as_the_service_and_a_refused_credential_fails_at_once(
+        secure_nats, access, tmp_path):
+    """`homecare broker check` and check_source connect with the service's credentials
+    (HOMECARE_NATS__CREDS_FILE); a credential the server refuses is an error at once, not
+    the 30 s wait for a server that is still starting."""
+    ingest = access.service("ingest")
+    status = check_source(secure_nats.url,
+                          settings=NatsSettings(url=secure_nats.url, creds_file=ingest.creds))
+    assert status.ok, status.detail
+    runner = CliRunner()
+    ok = runner.invoke(app, ["broker", "check"], env={
+        "HOMECARE_NATS__URL": secure_nats.url, "HOMECARE_NATS__CREDS_FILE": str(ingest.creds)})
+    assert ok.exit_code == 0, ok.output
+    assert json.loads(ok.stdout)["ok"] is True
+
+    other = BrokerAccess(tmp_path / "another-operator")  # a user the server never trusted
+    other.init()
+    stranger = other.service("ingest")
+    for creds in (None, stranger.creds):
+        started = time.monotonic()
+        with pytest.raises(ConsumerError, match="refused homecare-check"):
+            check_source(secure_nats.url, timeout_s=30,
+                         settings=NatsSettings(url=secure_nats.url, creds_file=creds))
+        assert time.monotonic() - started < 5
+    refused = runner.invoke(app, ["broker", "check"], env={
+        "HOMECARE_NATS__URL": secure_nats.url, "HOMECARE_NATS__CREDS_FILE": str(stranger.creds)})
+    assert refused.exit_code == 1
+    assert "refused" in refused.output
+    missing = runner.invoke(app, ["broker", "check"], env={
+        "HOMECARE_NATS__URL": secure_nats.url,
+        "HOMECARE_NATS__CREDS_FILE": str(tmp_path / "nowhere.creds")})
+    assert missing.exit_code == 1
+    assert "not found" in missing.output
+
+    async def service_connect() -> None:
+        await connect(secure_nats.url, name="ingest", wait_s=30,
+                      settings=NatsSettings(url=secure_nats.url, creds_file=stranger.creds))
+
+    started = time.monotonic()
+    with pytest.raises(ConsumerError, match="refused ingest"):
+        asyncio.run(service_connect())
+    assert time.monotonic() - started < 5
