@@ -74,6 +74,7 @@ __all__ = [
     "connect_options",
     "detect_consumer",
     "partition_of",
+    "server_urls",
     "shard_name",
     "site_filters",
     "source_status",
@@ -233,13 +234,28 @@ def connect_options(settings: NatsSettings | None) -> dict[str, Any]:
     return options
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of ``url``: one, or a cluster's nodes comma-separated (the client
+    starts with any and reconnects to another when its node is lost).
+
+    >>> server_urls("nats://a:4222, nats://b:4222")
+    ['nats://a:4222', 'nats://b:4222']
+    """
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
+    return urls
+
+
 async def connect(
     url: str, *, name: str, wait_s: float = 30.0, settings: NatsSettings | None = None
 ) -> Nats:
     """A NATS connection that reconnects for ever once made; the first connect is retried
     for ``wait_s`` while the server is not up yet (services may start before it).
+    ``url`` may name several servers, comma-separated (:func:`server_urls`).
     ``settings`` gives the account and TLS (:func:`connect_options`)."""
     options = connect_options(settings)
+    servers = server_urls(url)
 
     async def quiet(exc: Exception) -> None:
         log.warning("%s: NATS %s: %s", name, url, exc)
@@ -251,7 +267,7 @@ async def connect(
     while True:
         try:
             return await nats.connect(
-                url, name=name, connect_timeout=2, allow_reconnect=True,
+                servers, name=name, connect_timeout=2, allow_reconnect=True,
                 max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=quiet,
                 disconnected_cb=disconnected, **options,
             )  # fmt: skip
