@@ -36,14 +36,18 @@ def provision_command(
     max_ack_pending: Annotated[
         int, typer.Option(min=1, help="Messages a consumer may hold unacknowledged.")
     ] = 20_000,
+    replicas: Annotated[
+        int, typer.Option(min=1, max=5, help="Copies of each stream and consumer (3 on a cluster).")
+    ] = 1,
 ) -> None:
     """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
 
-    Idempotent: what exists is kept; what differs where it cannot change is an error."""
+    Idempotent: what exists is kept; what differs where it cannot change is an error.
+    On a cluster, ``--url`` may list every node, comma-separated."""
     try:
         done = provision(
             url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
-            max_ack_pending=max_ack_pending,
+            max_ack_pending=max_ack_pending, replicas=replicas,
         )  # fmt: skip
     except (ProvisionError, ConsumerError) as exc:
         typer.echo(f"provision failed: {exc}", err=True)

@@ -152,6 +152,18 @@ def cluster_up_command(
             typer.echo("stopping the cluster", err=True)
 
 
+@cluster_app.command("fsync-cost")
+def cluster_fsync_cost_command(
+    messages: Annotated[int, typer.Option(min=100, help="QoS 1 publishes per mode.")] = 20_000,
+) -> None:
+    """Acknowledged MQTT publishes/s on a fresh 3-node cluster with JetStream's default
+    fsync (every 2 minutes) and with sync_interval always, in one run."""
+    from harness.cluster import fsync_cost
+
+    rates = fsync_cost(messages)
+    typer.echo(json.dumps({mode: round(rate) for mode, rate in rates.items()}))
+
+
 @app.command("demo")
 def demo_command(
     elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 20,
