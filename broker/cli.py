@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from broker.provision import DEFAULT_PARTITIONS, ProvisionError, provision
+from broker.watchdog import SourceWatchdog
 from homecare.consumer import ConsumerError
 from homecare.jetstream import check_source
 
@@ -71,3 +72,18 @@ def check_command(url: NatsUrl) -> None:
     typer.echo(json.dumps({"ok": status.ok, "detail": status.detail, "lag": status.lag}))
     if not status.ok:
         raise typer.Exit(1)
+
+
+@app.command("watch")
+def watch_command(
+    url: NatsUrl,
+    stall_s: Annotated[
+        float, typer.Option(min=1, help="Seconds a source may stay inactive before a step-down.")
+    ] = 5.0,
+) -> None:
+    """Keep TELEMETRY's and ALERTS's sources flowing on a cluster: when one stays inactive
+    after a leader change, ask that stream's leader to step down. Runs until SIGTERM."""
+    from homecare.runtime import stop_on_signals
+
+    stats = SourceWatchdog(url, stall_s=stall_s).run(stop_on_signals())
+    typer.echo(json.dumps({"checks": stats.checks, "step_downs": stats.step_downs}))

@@ -125,9 +125,11 @@ def cluster_up_command(
     """Start a NATS cluster (JetStream, an MQTT listener per node) on loopback ports, print
     its URLs, and keep it up until Ctrl-C (or SIGTERM)."""
     import tempfile
+    import threading
     import time
 
     from broker.provision import provision
+    from broker.watchdog import SourceWatchdog
     from harness.servers import LocalNatsCluster
 
     with contextlib.ExitStack() as stack:
@@ -139,6 +141,11 @@ def cluster_up_command(
             if not done.source.ok:
                 typer.echo(f"provision failed: {done.source.detail}", err=True)
                 raise typer.Exit(1)
+        # The source watchdog, as a cluster deployment runs it (homecare broker watch).
+        watching = threading.Event()
+        stack.callback(watching.set)
+        watchdog = SourceWatchdog(cluster.urls)
+        threading.Thread(target=watchdog.run, args=(watching,), daemon=True).start()
         typer.echo(json.dumps({
             "HOMECARE_NATS__URL": cluster.urls, "mqtt_urls": cluster.mqtt_urls,
             "HOMECARE_MQTT__URL": cluster.mqtt_url,
