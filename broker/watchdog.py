@@ -85,11 +85,9 @@ class SourceWatchdog:
             js = nc.jetstream(timeout=2)
             while not stop.is_set():
                 for stream in self.streams:
-                    inactive = await self._inactive_source(js, stream)
-                    if inactive is not None:
-                        await self._judge(nc, stream, inactive)
-                    else:
-                        self._inactive_since.pop(stream, None)
+                    source = await self._inactive_source(js, stream)
+                    if self.due(stream, source is not None, time.monotonic()):
+                        await self._step_down(nc, stream, source or "?")
                 self.stats.checks += 1
                 await asyncio.sleep(self.interval_s)
         finally:
@@ -107,16 +105,24 @@ class SourceWatchdog:
                 return source.name
         return None
 
-    async def _judge(self, nc: Nats, stream: str, source: str) -> None:
-        now = time.monotonic()
+    def due(self, stream: str, inactive: bool, now: float) -> bool:
+        """Whether to step ``stream``'s leader down now, given whether one of its sources
+        is inactive at ``now``: inactive for ``stall_s`` and not stepped down within
+        ``cooldown_s``. Counts the step-downs it asks for."""
+        if not inactive:
+            self._inactive_since.pop(stream, None)
+            return False
         since = self._inactive_since.setdefault(stream, now)
         last = self._last_step_down.get(stream, -float("inf"))
         if now - since < self.stall_s or now - last < self.cooldown_s:
-            return
+            return False
         self._last_step_down[stream] = now
         self.stats.step_downs[stream] = self.stats.step_downs.get(stream, 0) + 1
-        log.warning("%s's source %s inactive for %.0f s: asking %s's leader to step down",
-                    stream, source, now - since, stream)  # fmt: skip
+        return True
+
+    async def _step_down(self, nc: Nats, stream: str, source: str) -> None:
+        log.warning("%s's source %s inactive for %.0f s or more: asking %s's leader to step "
+                    "down", stream, source, self.stall_s, stream)  # fmt: skip
         try:
             await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", b"", timeout=2)
         except (TimeoutError, nats.errors.Error) as exc:

@@ -41,8 +41,6 @@ from homecare.jetstream import (
     server_urls,
 )
 
-pytestmark = pytest.mark.integration  # conftest's lane finder knows LocalNats, not the cluster
-
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 8
 ACK_WAIT_S = 2.0
@@ -187,6 +185,7 @@ def _survives_the_kill_of(cluster: LocalNatsCluster, victim: int, fresh: float) 
     assert not acked - seen, f"{len(acked - seen)} acknowledged readings lost of {len(acked)}"
 
 
+@pytest.mark.integration  # conftest's lane finder knows LocalNats, not the cluster
 def test_killing_the_node_that_leads_telemetry_loses_no_acknowledged_reading(cluster, fresh):
     mqtt_leader = cluster.leader(MQTT_STREAM)
     victim = cluster.step_down(TELEMETRY_STREAM, avoid=mqtt_leader)
@@ -194,6 +193,7 @@ def test_killing_the_node_that_leads_telemetry_loses_no_acknowledged_reading(clu
     _survives_the_kill_of(cluster, victim, fresh)
 
 
+@pytest.mark.integration  # conftest's lane finder knows LocalNats, not the cluster
 def test_killing_the_node_that_leads_mqtt_msgs_loses_no_acknowledged_reading(cluster, fresh):
     telemetry_leader = cluster.leader(TELEMETRY_STREAM)
     victim = cluster.step_down(MQTT_STREAM, avoid=telemetry_leader)
@@ -239,3 +239,16 @@ async def _replicas(urls: list[str]) -> list[int]:
         return [s.config.num_replicas or 1 for s in streams] + [ingest.config.num_replicas or 1]
     finally:
         await nc.close()
+
+
+def test_the_watchdog_steps_down_after_a_stall_and_not_again_within_its_cooldown():
+    """The decision alone, on a timeline: the stall it remedies comes in about 2 of 15
+    kills of TELEMETRY's leader here, so the failure tests cannot be sure to show it."""
+    watchdog = SourceWatchdog("nats://127.0.0.1:1", stall_s=5, cooldown_s=15)
+    timeline = [(0, True), (4, True), (5, True), (6, True), (19, True), (20, True),
+                (21, False), (22, True), (26, True), (36, True)]  # fmt: skip
+    steps = [t for t, inactive in timeline if watchdog.due(TELEMETRY_STREAM, inactive, t)]
+    # 5: stalled 5 s; 20: 15 s after; 36: stalled again since 22, 16 s after the last.
+    assert steps == [5, 20, 36]
+    assert watchdog.stats.step_downs == {TELEMETRY_STREAM: 3}
+    assert not watchdog.due(MQTT_STREAM, False, 100)
