@@ -539,8 +539,8 @@ class LocalNatsCluster:
 
     ``sync_interval``: how often JetStream fsyncs its files. NATS's default (``2m``)
     acknowledges what a quorum of nodes holds in memory (written, not flushed): a
-    kill -9 loses nothing, a power cut of every node at once can lose up to the last
-    two minutes that were acknowledged. ``always`` fsyncs each write before it is
+    kill -9 loses nothing, a power cut of two nodes or more at once can lose up to the
+    last two minutes that were acknowledged. ``always`` fsyncs each write before it is
     acknowledged, and loses nothing; this is what a safety service runs.
     """
 
