@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from broker.provision import DEFAULT_PARTITIONS, ProvisionError, provision
+from broker.watchdog import SourceWatchdog
 from homecare.consumer import ConsumerError
 from homecare.jetstream import check_source
 from homecare.settings import Settings
@@ -37,10 +38,14 @@ def provision_command(
     max_ack_pending: Annotated[
         int, typer.Option(min=1, help="Messages a consumer may hold unacknowledged.")
     ] = 20_000,
+    replicas: Annotated[
+        int, typer.Option(min=1, max=5, help="Copies of each stream and consumer (3 on a cluster).")
+    ] = 1,
 ) -> None:
     """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
 
-    Idempotent: what exists is kept; what differs where it cannot change is an error."""
+    Idempotent: what exists is kept; what differs where it cannot change is an error.
+    On a cluster, ``--url`` may list every node, comma-separated."""
     # The provisioning user (HOMECARE_NATS__CREDS_FILE; over MQTT HOMECARE_MQTT__USERNAME
     # and _PASSWORD_FILE: its JWT) and the CAs, where the server requires them.
     settings = Settings()
@@ -48,7 +53,7 @@ def provision_command(
     try:
         done = provision(
             url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
-            max_ack_pending=max_ack_pending, settings=settings.nats,
+            max_ack_pending=max_ack_pending, replicas=replicas, settings=settings.nats,
             mqtt_user=settings.mqtt.username, mqtt_password=password,
             mqtt_ca_file=settings.mqtt.ca_file,
         )  # fmt: skip
@@ -78,3 +83,18 @@ def check_command(url: NatsUrl) -> None:
     typer.echo(json.dumps({"ok": status.ok, "detail": status.detail, "lag": status.lag}))
     if not status.ok:
         raise typer.Exit(1)
+
+
+@app.command("watch")
+def watch_command(
+    url: NatsUrl,
+    stall_s: Annotated[
+        float, typer.Option(min=1, help="Seconds a source may stay inactive before a step-down.")
+    ] = 5.0,
+) -> None:
+    """Keep TELEMETRY's and ALERTS's sources flowing on a cluster: when one stays inactive
+    after a leader change, ask that stream's leader to step down. Runs until SIGTERM."""
+    from homecare.runtime import stop_on_signals
+
+    stats = SourceWatchdog(url, stall_s=stall_s).run(stop_on_signals())
+    typer.echo(json.dumps({"checks": stats.checks, "step_downs": stats.step_downs}))

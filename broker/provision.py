@@ -187,6 +187,15 @@ async def _provision(
             done.created.append(MQTT_STREAM)
         else:
             done.existing.append(MQTT_STREAM)
+        mqtt_config = await _exists(js, MQTT_STREAM)
+        if mqtt_config is not None and (mqtt_config.num_replicas or 1) < replicas:
+            # The server makes its MQTT streams with replicas from its config (by default
+            # the count of routes it lists: R2 in a 3-node cluster), not from this call.
+            raise ProvisionError(
+                f"{MQTT_STREAM} has {mqtt_config.num_replicas or 1} replicas, not {replicas}: "
+                f"set mqtt {{ stream_replicas: {replicas}, consumer_replicas: {replicas} }} "
+                "in every node's configuration before any device connects"
+            )
 
         config = await _exists(js, TELEMETRY_STREAM)
         if config is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -50,6 +51,8 @@ app.add_typer(elder_app, name="elder")
 app.add_typer(dashboards_app, name="dashboards")
 settings_app = typer.Typer(no_args_is_help=True, help="The settings and their defaults.")
 app.add_typer(settings_app, name="settings")
+cluster_app = typer.Typer(no_args_is_help=True, help="A local NATS cluster (tests, demo, bench).")
+app.add_typer(cluster_app, name="cluster")
 
 
 @settings_app.command("table")
@@ -101,6 +104,71 @@ def ingest_command(
     tune_gc_for_service()
     stats = IngestService(settings, instance=instance or None).run(stop_on_signals())
     typer.echo(json.dumps(stats.as_dict()))
+
+
+@cluster_app.command("up")
+def cluster_up_command(
+    nodes: Annotated[int, typer.Option(min=1, max=7, help="NATS nodes.")] = 3,
+    root: Annotated[
+        Path | None, typer.Option(help="Folder for the nodes' stores (default: a temp folder).")
+    ] = None,
+    sync_interval: Annotated[
+        str, typer.Option(help="JetStream fsync: always (loses nothing) or a duration (2m).")
+    ] = "always",
+    provision_streams: Annotated[
+        bool, typer.Option("--provision/--no-provision", help="Provision the streams, R3.")
+    ] = True,
+    partitions: Annotated[
+        int, typer.Option(min=1, max=1024, help="Partitions of TELEMETRY (when provisioning).")
+    ] = 64,
+) -> None:
+    """Start a NATS cluster (JetStream, an MQTT listener per node) on loopback ports, print
+    its URLs, and keep it up until Ctrl-C (or SIGTERM)."""
+    import tempfile
+    import threading
+    import time
+
+    from broker.provision import provision
+    from broker.watchdog import SourceWatchdog
+    from harness.servers import LocalNatsCluster
+
+    with contextlib.ExitStack() as stack:
+        folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="cluster-")))
+        cluster = stack.enter_context(LocalNatsCluster(folder, nodes, sync_interval=sync_interval))
+        if provision_streams:
+            done = provision(cluster.urls, mqtt_url=cluster.mqtt_url, partitions=partitions,
+                             replicas=cluster.replicas)  # fmt: skip
+            if not done.source.ok:
+                typer.echo(f"provision failed: {done.source.detail}", err=True)
+                raise typer.Exit(1)
+        # The source watchdog, as a cluster deployment runs it (homecare broker watch).
+        watching = threading.Event()
+        stack.callback(watching.set)
+        watchdog = SourceWatchdog(cluster.urls)
+        threading.Thread(target=watchdog.run, args=(watching,), daemon=True).start()
+        typer.echo(json.dumps({
+            "HOMECARE_NATS__URL": cluster.urls, "mqtt_urls": cluster.mqtt_urls,
+            "HOMECARE_MQTT__URL": cluster.mqtt_url,
+            "monitor_urls": [n.monitor_url for n in cluster.nodes], "replicas": cluster.replicas,
+            "sync_interval": sync_interval, "store": str(folder),
+        }))  # fmt: skip
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            typer.echo("stopping the cluster", err=True)
+
+
+@cluster_app.command("fsync-cost")
+def cluster_fsync_cost_command(
+    messages: Annotated[int, typer.Option(min=100, help="QoS 1 publishes per mode.")] = 20_000,
+) -> None:
+    """Acknowledged MQTT publishes/s on a fresh 3-node cluster with JetStream's default
+    fsync (every 2 minutes) and with sync_interval always, in one run."""
+    from harness.cluster import fsync_cost
+
+    rates = fsync_cost(messages)
+    typer.echo(json.dumps({mode: round(rate) for mode, rate in rates.items()}))
 
 
 @app.command("demo")

@@ -14,6 +14,7 @@ corrupted download) is refused with a clear error instead of being tested.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import getpass
 import hashlib
@@ -26,12 +27,14 @@ import subprocess
 import sysconfig
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self, TypeVar
 
 import httpx
+import nats
+import nats.errors
 
 from homecare.errors import ServiceError
 from homecare.influx import quote_literal
@@ -44,6 +47,7 @@ __all__ = [
     "LocalBroker",
     "LocalInflux",
     "LocalNats",
+    "LocalNatsCluster",
     "NatsBinaryMismatch",
     "ServerError",
     "check_binary",
@@ -57,6 +61,7 @@ class ServerError(ServiceError):
     """A local server could not be started; the message carries the tail of its log."""
 
 
+T = TypeVar("T")
 LOWEST_PORT = 10000
 _PORTS_GIVEN: set[int] = set()
 _PORTS_LOCK = threading.Lock()
@@ -486,3 +491,216 @@ def compacted_size(data: Path) -> int:
             break
         size = now
     return size
+
+
+class _ClusterNode(_LocalServer):
+    """One node of a :class:`LocalNatsCluster`: its own ports, store and server name."""
+
+    name = "nats-node"
+
+    def __init__(self, root: Path, *, server_name: str, cluster: LocalNatsCluster) -> None:
+        super().__init__(root)
+        self.server_name = server_name
+        self.cluster = cluster
+        self.port = free_port()
+        self.mqtt_port = free_port()
+        self.http_port = free_port()
+        self.route_port = free_port()
+        self.store = self.root / "jetstream"
+
+    def _command(self) -> list[str]:
+        binary = check_binary(self.cluster.binary or nats_server_binary())
+        c = self.cluster
+        routes = ", ".join(f'"nats://127.0.0.1:{n.route_port}"' for n in c.nodes if n is not self)
+        conf = self.root / "nats.conf"
+        conf.write_text(
+            # Every node a name of its own (Raft peers, MQTT sessions), one cluster name.
+            f'server_name: "{self.server_name}"\n'
+            f'listen: "127.0.0.1:{self.port}"\n'
+            f'http: "127.0.0.1:{self.http_port}"\n'
+            f'jetstream {{\n  store_dir: "{self.store}"\n  sync_interval: "{c.sync_interval}"\n}}\n'
+            f'cluster {{\n  name: "{c.name}"\n  listen: "127.0.0.1:{self.route_port}"\n'
+            f"  routes: [{routes}]\n}}\n"
+            # The MQTT streams' replicas default to the count of routes listed, clamped to
+            # 1..3 (two here: R2); say R3, as every other stream and consumer has.
+            f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n'
+            f"  stream_replicas: {c.replicas}\n  consumer_replicas: {c.replicas}\n}}\n"
+        )
+        return [str(binary), "-c", str(conf)]
+
+    def _ready(self) -> bool:
+        # 200 once this node has a JetStream meta leader and has caught up with it (and,
+        # after a restart, with every stream and consumer it holds a replica of).
+        return httpx.get(f"{self.monitor_url}/healthz", timeout=0.5).status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def mqtt_url(self) -> str:
+        return f"mqtt://127.0.0.1:{self.mqtt_port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+class LocalNatsCluster:
+    """A NATS cluster of ``nodes`` servers with JetStream and MQTT, on loopback ports.
+
+    Each node has its own file store under ``root/<server name>``, client, MQTT,
+    monitoring and route ports; all share one cluster name, and every node lists the
+    others' routes. Streams made on it are replicated ``replicas`` times (provisioning
+    asks for it; the MQTT streams and consumers get it from the config). Any node can
+    be killed (:meth:`kill`, as a crash or power cut would) and started again on its
+    ports and store (:meth:`start`); :meth:`leader` says which node leads a stream.
+
+    ``sync_interval``: how often JetStream fsyncs its files. NATS's default (``2m``)
+    acknowledges what a quorum of nodes holds in memory (written, not flushed): a
+    kill -9 loses nothing, a power cut of two nodes or more at once can lose up to the
+    last two minutes that were acknowledged. ``always`` fsyncs each write before it is
+    acknowledged, and loses nothing; this is what a safety service runs.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        nodes: int = 3,
+        *,
+        sync_interval: str = "always",
+        name: str = "homecare",
+        binary: Path | None = None,
+    ) -> None:
+        if nodes < 1:
+            raise ValueError("a cluster needs at least one node")
+        self.root = root.resolve()
+        self.name = name
+        self.sync_interval = sync_interval
+        self.binary = binary
+        self.replicas = min(nodes, 3)
+        """Replicas of every stream and consumer: 3 (R3), fewer only on a smaller cluster."""
+        self.nodes = [
+            _ClusterNode(self.root / f"n{i + 1}", server_name=f"n{i + 1}", cluster=self)
+            for i in range(nodes)
+        ]
+
+    def __enter__(self) -> Self:
+        return self.start_all()
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+    def start_all(self) -> Self:
+        """Start every node at once (a node is ready only once the others answer: it
+        needs a JetStream meta leader) and wait until each is."""
+        errors: list[BaseException] = []
+
+        def start(node: _ClusterNode) -> None:
+            try:
+                node.start()
+            except BaseException as exc:  # raised below, in the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start, args=(n,)) for n in self.nodes]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if errors:
+            self.stop()
+            raise errors[0]
+        return self
+
+    def stop(self) -> None:
+        """Stop every node cleanly (SIGTERM)."""
+        for node in self.nodes:
+            node.stop()
+
+    def kill(self, i: int) -> None:
+        """Kill -9 node ``i``, as a crash or a power cut of that machine would."""
+        self.nodes[i].kill()
+
+    def start(self, i: int) -> None:
+        """Start node ``i`` again on its ports and store; return once it has caught up."""
+        self.nodes[i].start()
+
+    @property
+    def urls(self) -> str:
+        """Every node's client URL, comma-separated (``settings.nats.url`` takes them)."""
+        return ",".join(n.url for n in self.nodes)
+
+    @property
+    def url(self) -> str:
+        """The first node's client URL (for a client that knows only one)."""
+        return self.nodes[0].url
+
+    @property
+    def mqtt_urls(self) -> list[str]:
+        """Every node's MQTT listener (devices connect to any)."""
+        return [n.mqtt_url for n in self.nodes]
+
+    @property
+    def mqtt_url(self) -> str:
+        """The first node's MQTT listener (provisioning connects there)."""
+        return self.nodes[0].mqtt_url
+
+    def index(self, server_name: str) -> int:
+        """The node called ``server_name``."""
+        for i, node in enumerate(self.nodes):
+            if node.server_name == server_name:
+                return i
+        raise ServerError(f"no node {server_name!r} in cluster {self.name}")
+
+    def leader(self, stream: str, timeout_s: float = 10.0) -> int:
+        """The node that leads ``stream`` now (its ``STREAM.INFO`` cluster leader, as
+        the leader itself answers); waits up to ``timeout_s`` while it has none."""
+        return self.index(self._ask(self._stream_leader(stream, timeout_s), timeout_s))
+
+    def step_down(self, stream: str, *, avoid: int, timeout_s: float = 10.0) -> int:
+        """Have ``stream``'s leader step down until another node than ``avoid`` leads it;
+        return the new leader. For a test that needs two streams led by different nodes."""
+        deadline = time.monotonic() + timeout_s
+        while (leader := self.leader(stream, timeout_s)) == avoid:
+            if time.monotonic() > deadline:
+                raise ServerError(f"{stream} is still led by node {avoid} after {timeout_s} s")
+            self._ask(self._request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", timeout_s),
+                      timeout_s)  # fmt: skip
+            time.sleep(0.2)
+        return leader
+
+    def _ask(self, coro: Coroutine[Any, Any, T], timeout_s: float) -> T:
+        return asyncio.run(asyncio.wait_for(coro, timeout_s + 5))
+
+    async def _connected(self, timeout_s: float) -> Any:
+        live = [n.url for n in self.nodes if n.running]
+        if not live:
+            raise ServerError(f"every node of cluster {self.name} is down")
+        return await nats.connect(live, connect_timeout=2, max_reconnect_attempts=2)
+
+    async def _stream_leader(self, stream: str, timeout_s: float) -> str:
+        nc = await self._connected(timeout_s)
+        try:
+            js = nc.jetstream(timeout=2)
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    info = await js.stream_info(stream)
+                    if info.cluster is not None and info.cluster.leader:
+                        return str(info.cluster.leader)
+                except (TimeoutError, nats.errors.Error):
+                    pass  # no leader yet: the request goes unanswered
+                if time.monotonic() > deadline:
+                    raise ServerError(f"stream {stream} has no leader after {timeout_s} s")
+                await asyncio.sleep(0.2)
+        finally:
+            await nc.close()
+
+    async def _request(self, subject: str, timeout_s: float) -> None:
+        nc = await self._connected(timeout_s)
+        try:
+            await nc.request(subject, b"", timeout=timeout_s)
+        finally:
+            await nc.close()

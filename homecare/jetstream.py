@@ -75,6 +75,7 @@ __all__ = [
     "detect_consumer",
     "partition_of",
     "refusal",
+    "server_urls",
     "shard_name",
     "site_filters",
     "source_status",
@@ -247,14 +248,29 @@ def refusal(exc: BaseException) -> bool:
     return "authorization violation" in text or "authentication" in text
 
 
+def server_urls(url: str) -> list[str]:
+    """The servers of ``url``: one, or a cluster's nodes comma-separated (the client
+    starts with any and reconnects to another when its node is lost).
+
+    >>> server_urls("nats://a:4222, nats://b:4222")
+    ['nats://a:4222', 'nats://b:4222']
+    """
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    if not urls:
+        raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
+    return urls
+
+
 async def connect(
     url: str, *, name: str, wait_s: float = 30.0, settings: NatsSettings | None = None
 ) -> Nats:
     """A NATS connection that reconnects for ever once made; the first connect is retried
     for ``wait_s`` while the server is not up yet (services may start before it), but a
     refusal of the credentials (or of the server's certificate) fails at once.
+    ``url`` may name several servers, comma-separated (:func:`server_urls`).
     ``settings`` gives the account and TLS (:func:`connect_options`)."""
     options = connect_options(settings)
+    servers = server_urls(url)
     refused: asyncio.Future[BaseException] = asyncio.get_running_loop().create_future()
 
     async def quiet(exc: Exception) -> None:
@@ -270,7 +286,7 @@ async def connect(
     # included: it runs as a task, bounded by wait_s and stopped by the first refusal.
     nc = Nats()
     attempt: asyncio.Future[None] = asyncio.ensure_future(nc.connect(
-        url, name=name, connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1,
+        servers, name=name, connect_timeout=2, allow_reconnect=True, max_reconnect_attempts=-1,
         reconnect_time_wait=0.5, error_cb=quiet, disconnected_cb=disconnected, **options,  # type: ignore[arg-type]  # seconds, a float is fine
     ))  # fmt: skip
     waiting: set[asyncio.Future[Any]] = {attempt, refused}

@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 CLOCK_ENV = "HOMECARE_TEST_CLOCK"
 STARTS_SERVERS = re.compile(
-    r"\b(LocalBroker|LocalNats|LocalInflux|subprocess|Popen|IngestProcess)\b"
+    r"\b(LocalBroker|LocalNats|LocalNatsCluster|LocalInflux|subprocess|Popen|IngestProcess)\b"
 )
 """What in a test's source (or a fixture's, or a helper's) means it starts a server or a
 process of its own."""

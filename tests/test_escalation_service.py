@@ -230,7 +230,7 @@ def test_an_alert_reaches_every_channel_climbs_and_is_acknowledged(world):
     wait_for(lambda: incidents(world, alert.id), 10, "the call centre's incident")
     wait_for(lambda: world["listener"].states.get(alert.id) == "notified", 10, "the app's view")
     # the app saw it open first, when escalation took it in (detect shows apps nothing)
-    assert [st for a, st, _r in world["listener"].seen if a == alert.id][0] == "open"
+    assert next(st for a, st, _r in world["listener"].seen if a == alert.id) == "open"
     [incident] = incidents(world, alert.id)
     assert incident.message["caller"]["id"] == "e1"
     page = httpx.get(incident.message["ack_url"], timeout=10)  # a link preview, say
