@@ -1,9 +1,13 @@
-"""The ingest loop: take a batch from MQTT, validate it, store it, then acknowledge it.
+"""The ingest loop: take a batch from TELEMETRY, validate it, store it, then acknowledge it.
 
-A message is acknowledged to the broker only after its points (or its dead letter)
-are in InfluxDB or fsynced in the local spool, so a crash at any point loses
-nothing: the broker re-sends what was not acknowledged, and re-sent readings
-overwrite themselves (their timestamps come from the payload). While InfluxDB is
+Ingest reads the ``TELEMETRY`` stream (what devices published over MQTT, sourced from
+NATS's ``$MQTT_msgs``) through the durable pull consumer ``ingest``. A message is
+acknowledged only after its points (or its dead letter) are in InfluxDB or fsynced in
+the local spool, so a crash at any point loses nothing: the server delivers again what
+was not acknowledged (after the consumer's ``ack_wait``), and re-sent readings overwrite
+themselves (their timestamps come from the payload). The consumer's ``max_ack_pending``
+bounds what is in flight; several ingest processes bind the same durable consumer to
+share the load. While InfluxDB is
 unreachable every batch goes to the spool; when it returns the spool is replayed
 oldest first, and new batches keep queueing behind it so order is kept.
 """
@@ -18,10 +22,12 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from homecare.consumer import Consumer, Delivery, RawMessage
+import nats.errors
+
+from homecare.consumer import ConsumerError, Delivery, RawMessage
 from homecare.errors import StorageError
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
-from homecare.receiver import MqttConsumer
+from homecare.jetstream import INGEST_CONSUMER, JetStreamConsumer, SourceStatus
 from homecare.settings import Settings
 from homecare.status import read_status, write_status
 from ingest.points import Converter, Points
@@ -32,6 +38,8 @@ log = logging.getLogger(__name__)
 SPOOL_RETRY_S = 1.0
 LOG_EVERY_S = 10.0
 STATUS_EVERY_S = 1.0
+BACKLOG_EVERY_S = 5.0
+"""How often the status file's consumer backlog is asked of the server."""
 
 
 class IngestError(StorageError):
@@ -87,7 +95,8 @@ def _hand_over(
 
 
 class IngestService:
-    """One ingest process. Several can share the load through an MQTT shared subscription."""
+    """One ingest process. Several share the load by binding the same durable consumer
+    (each with its own ``instance``, so their dead letters and status files differ)."""
 
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -105,6 +114,9 @@ class IngestService:
         self.stats = IngestStats()
         self._retry_at = 0.0
         self._failure: Exception | None = None
+        self._source: SourceStatus | None = None
+        self._backlog: int | None = None
+        self._next_backlog = 0.0
 
     def run(self, stop: threading.Event) -> IngestStats:
         """Run until ``stop`` is set, then store and acknowledge what was received, and return.
@@ -115,12 +127,9 @@ class IngestService:
         and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
         """
         cfg = self.settings.ingest
-        consumer = MqttConsumer(
-            self.settings.mqtt,
-            client_id=self.client_id,
-            shared_group=cfg.shared_group,
-            max_pending=cfg.max_pending,
-        )
+        # Raises SourceMissing when TELEMETRY's source is not active: ingest refuses to
+        # start rather than wait on a stream that devices' readings no longer reach.
+        consumer = JetStreamConsumer.from_settings(self.settings.nats, durable=INGEST_CONSUMER)
         # A batch to store, or None: stop.
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
         with InfluxClient(self.settings.influx) as db, consumer:
@@ -129,7 +138,8 @@ class IngestService:
                 target=self._writer, args=(db, consumer, handover), name="ingest-writer"
             )
             writer.start()
-            log.info("ingest %s subscribed to %s", self.client_id, consumer.topic)
+            log.info("ingest %s consuming %s through durable %s (%s)", self.client_id,
+                     consumer.stream, consumer.durable, consumer.url)  # fmt: skip
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
             try:
@@ -164,7 +174,7 @@ class IngestService:
     def _writer(
         self,
         db: InfluxClient,
-        consumer: Consumer,
+        consumer: JetStreamConsumer,
         handover: queue.Queue[tuple[Delivery, Points] | None],
     ) -> None:
         """Store each batch (InfluxDB or spool), then acknowledge it; replay the spool."""
@@ -182,23 +192,54 @@ class IngestService:
                 if isinstance(item, tuple):
                     delivery, points = item
                     self._store(db, delivery.messages, points)
-                    consumer.ack(delivery)
+                    self._ack(consumer, delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
             log.exception("ingest writer failed")
             self._failure = exc
 
-    def _write_status(self, consumer: Consumer | None) -> None:
+    @staticmethod
+    def _ack(consumer: JetStreamConsumer, delivery: Delivery) -> None:
+        """Acknowledge a stored batch. An acknowledgement lost with the connection is no
+        loss: the server delivers the batch again and its points overwrite themselves."""
+        try:
+            consumer.ack(delivery)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("ingest: %d acknowledgements not sent (they come again): %s",
+                        len(delivery.receipts), exc)  # fmt: skip
+
+    def _write_status(self, consumer: JetStreamConsumer | None) -> None:
+        """The status file operations read: progress, the source's health (a broken
+        source shows here, besides the error the consumer logs at each failed check) and
+        what waits in the stream for ingest."""
+        source = consumer.source_status if consumer is not None else self._source
+        self._source = source
+        if consumer is not None and time.monotonic() >= self._next_backlog:
+            self._next_backlog = time.monotonic() + BACKLOG_EVERY_S
+            self._backlog = self._ask_backlog(consumer)
         write_status(
             self.status_path,
             self.stats.as_dict()
             | {
                 "connected": consumer is not None and consumer.connected,
-                "pending": consumer.pending if consumer else 0,
+                "backlog": self._backlog,
+                "source": None if source is None else {
+                    "ok": source.ok, "detail": source.detail, "lag": source.lag},
                 "spooled": len(self.spool),
                 "last_dead_ms": self.converter.last_dead_ms,
             },
-        )
+        )  # fmt: skip
+
+    @staticmethod
+    def _ask_backlog(consumer: JetStreamConsumer) -> int | None:
+        """Messages of TELEMETRY not yet handed to ingest; None while the server is away."""
+        if not consumer.connected:
+            return None
+        try:
+            return consumer.backlog()
+        except (TimeoutError, nats.errors.Error, ConsumerError) as exc:
+            log.warning("ingest %s: could not read the backlog: %s", consumer.durable, exc)
+            return None
 
     def _ensure_database(self, db: InfluxClient) -> None:
         try:
