@@ -21,6 +21,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import nats.errors
 
@@ -80,15 +81,12 @@ class IngestStats:
 
 IN_FLIGHT = 2
 """Batches validated and waiting while the writer stores the one before."""
+T = TypeVar("T")
 
 
-def _hand_over(
-    handover: queue.Queue[tuple[Delivery, Points] | None],
-    item: tuple[Delivery, Points] | None,
-    writer: threading.Thread,
-) -> None:
-    """Queue ``item`` for the writer, but never wait on a writer that has died."""
-    while writer.is_alive():
+def _hand_over(handover: queue.Queue[T], item: T, taker: threading.Thread) -> None:
+    """Queue ``item`` for the next stage, but never wait on a stage that has died."""
+    while taker.is_alive():
         with contextlib.suppress(queue.Full):
             handover.put(item, timeout=0.5)
             return
@@ -121,36 +119,42 @@ class IngestService:
     def run(self, stop: threading.Event) -> IngestStats:
         """Run until ``stop`` is set, then store and acknowledge what was received, and return.
 
-        Two stages overlap: this thread validates and formats batch *n+1* while the
-        writer thread stores batch *n* and acknowledges it (InfluxDB works meanwhile on
-        the other core). The hand-over queue holds two batches, so memory stays bounded
-        and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
+        Three stages overlap: this thread takes batch *n+2* from the server while the
+        converter thread validates and formats batch *n+1* and the writer thread stores
+        batch *n* and acknowledges it (InfluxDB works meanwhile on the other core). Each
+        hand-over queue is short, so memory stays bounded and a slow InfluxDB slows the
+        intake, leaving the rest in the stream (and ``max_ack_pending`` bounds what is
+        out unacknowledged in any case).
         """
         cfg = self.settings.ingest
         # Raises SourceMissing when TELEMETRY's source is not active: ingest refuses to
         # start rather than wait on a stream that devices' readings no longer reach.
         consumer = JetStreamConsumer.from_settings(self.settings.nats, durable=INGEST_CONSUMER)
-        # A batch to store, or None: stop.
+        # A batch to convert or to store, or None: stop.
+        taken: queue.Queue[Delivery | None] = queue.Queue(maxsize=1)
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
         with InfluxClient(self.settings.influx) as db, consumer:
             self._ensure_database(db)
             writer = threading.Thread(
                 target=self._writer, args=(db, consumer, handover), name="ingest-writer"
             )
+            converter = threading.Thread(
+                target=self._converter, args=(taken, handover, writer), name="ingest-converter"
+            )
             writer.start()
+            converter.start()
             log.info("ingest %s consuming %s through durable %s (%s)", self.client_id,
                      consumer.stream, consumer.durable, consumer.url)  # fmt: skip
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
             try:
-                while writer.is_alive():
+                while converter.is_alive():  # it ends when the writer has died
                     stopping = stop.is_set()
                     delivery = consumer.take(
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
                     if delivery.messages:
-                        points = self.converter.convert(delivery.messages)
-                        _hand_over(handover, (delivery, points), writer)
+                        _hand_over(taken, delivery, converter)
                     elif stopping:
                         break
                     if time.monotonic() >= next_status:
@@ -160,7 +164,8 @@ class IngestService:
                         next_log = time.monotonic() + LOG_EVERY_S
                         log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
             finally:
-                _hand_over(handover, None, writer)
+                _hand_over(taken, None, converter)
+                converter.join()
                 writer.join()
         self._write_status(None)
         if self._failure is not None:
@@ -170,6 +175,30 @@ class IngestService:
                 "ingest stopped with %d batches spooled in %s", len(self.spool), self.spool.folder
             )
         return self.stats
+
+    def _converter(
+        self,
+        taken: queue.Queue[Delivery | None],
+        handover: queue.Queue[tuple[Delivery, Points] | None],
+        writer: threading.Thread,
+    ) -> None:
+        """Validate and format each batch taken; hand it to the writer. On stop (None),
+        or when the writer has died, tell the writer to stop and return."""
+        try:
+            while writer.is_alive():
+                try:
+                    delivery = taken.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if delivery is None:
+                    return
+                _hand_over(handover, (delivery, self.converter.convert(delivery.messages)), writer)
+        except Exception as exc:
+            # Nothing unacknowledged is lost: the server delivers it again.
+            log.exception("ingest converter failed")
+            self._failure = exc
+        finally:
+            _hand_over(handover, None, writer)
 
     def _writer(
         self,
