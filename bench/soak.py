@@ -1,8 +1,9 @@
 """``homecare bench soak``: hours of traffic in minutes, with the servers restarted under it.
 
 Simulated elders publish at ``speed`` times real time (a past window, so no timestamp
-is in the future) through a real Mosquitto into a real ``homecare ingest`` process and
-a real influxd. Every ``restart_every_s`` the broker and influxd are restarted in turn
+is in the future) through a real NATS Server (MQTT listener, JetStream, provisioned as
+``homecare broker provision`` does) into a real ``homecare ingest`` process and a real
+influxd. Every ``restart_every_s`` the broker and influxd are restarted in turn
 (SIGTERM, then started on the same port and data). At the end the fleet drains and
 every reading the broker acknowledged is counted back in InfluxDB: published, stored,
 lost (target 0), and ingest's memory at the start and the end (target: flat).
@@ -36,8 +37,9 @@ def run(
     import psutil
 
     from bench.ingest import IngestProc, publish_run, published_readings, stored_readings
+    from broker.provision import provision
     from device_sim.homes import SimConfig, Simulation
-    from harness.servers import LocalBroker, LocalInflux
+    from harness.servers import LocalInflux, LocalNats
 
     seconds = minutes * 60
     sim_span = seconds * speed
@@ -46,7 +48,8 @@ def run(
     report: dict[str, Any] = {"minutes": minutes, "elders": elders, "speed": speed}
     with contextlib.ExitStack() as stack:
         folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
-        broker = stack.enter_context(LocalBroker(folder / "mosquitto"))
+        broker = stack.enter_context(LocalNats(folder / "nats"))
+        provision(broker.url, mqtt_url=broker.mqtt_url, detect_shards=())
         influx = stack.enter_context(LocalInflux(folder / "influxd"))
         state = folder / "state"
         state.mkdir()
@@ -83,7 +86,7 @@ def run(
         t0 = time.monotonic()
         try:
             try:
-                stats = asyncio.run(publish_run(sim, broker.url, gateways, sim_span, speed))
+                stats = asyncio.run(publish_run(sim, broker.mqtt_url, gateways, sim_span, speed))
             finally:
                 done.set()
                 sampler.join()

@@ -9,14 +9,14 @@ import pytest
 
 from bench.soak import run
 
-pytestmark = pytest.mark.integration  # bench.soak starts its own Mosquitto and influxd
+pytestmark = pytest.mark.integration  # bench.soak starts its own nats-server and influxd
 
 
 def test_a_short_soak_with_restarts_loses_nothing(tmp_path):
     report = run(
         minutes=0.2, elders=10, speed=20, restart_every_s=4, root=tmp_path, log=lambda _: None
     )
-    assert report["restarts"][:2] == ["mosquitto", "influxd"]
+    assert report["restarts"][:2] == ["nats-server", "influxd"]
     assert report["ingest_alive"]
     assert report["published_readings"] > 1000
     assert report["stored_in_influxdb"] == report["published_readings"]
