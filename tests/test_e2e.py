@@ -1,4 +1,5 @@
-"""Simulated homes → Mosquitto → ingest → InfluxDB, counted back exactly; ingest scaled out."""
+"""Simulated homes → NATS (MQTT listener → TELEMETRY) → ingest → InfluxDB, counted back
+exactly; ingest scaled out."""
 
 from __future__ import annotations
 
@@ -7,7 +8,8 @@ import threading
 import time
 
 import pytest
-from support import elders_at, settings_for, wait_for
+from support import elders_at, wait_for
+from test_ingest import nats_settings
 
 from device_sim import SimConfig, Simulation, SosPress
 from device_sim.fleet import Fleet
@@ -47,13 +49,13 @@ def _check_counted_back(influx, site, start, published):
     assert per_elder == published.per_elder
 
 
-def test_simulated_homes_are_counted_back_exactly(broker, influx, tmp_path):
+def test_simulated_homes_are_counted_back_exactly(nats_broker, influx, tmp_path):
     start = float(int(time.time()) - 3600)
     sim = Simulation(SimConfig(elders=4, seed=3, site="e2e", start=start,
                                utc_offset_s=elders_at(start)))  # whatever the real hour
     sim.inject(1, start + 30.0, SosPress())
-    service, stop, thread = _ingest(settings_for(broker, influx, tmp_path))
-    published = asyncio.run(_publish(sim, broker.url, 1200))
+    service, stop, thread = _ingest(nats_settings(nats_broker, influx, tmp_path))
+    published = asyncio.run(_publish(sim, nats_broker.mqtt_url, 1200))
     assert published.per_stream["sos"] == 1
     assert {"frame", "reading", "status", "availability"} <= {str(s) for s in published.per_stream}
     _check_counted_back(influx, "e2e", start, published)
@@ -62,16 +64,17 @@ def test_simulated_homes_are_counted_back_exactly(broker, influx, tmp_path):
     assert service.stats.dead == {}
 
 
-def test_two_ingest_processes_share_the_load(broker, influx, tmp_path):
-    """A shared subscription splits the stream; together they store everything once."""
+def test_two_ingest_processes_share_the_load(nats_broker, influx, tmp_path):
+    """Bound to one durable consumer, they split the stream; together they store
+    everything once."""
     start = float(int(time.time()) - 3600)
     sim = Simulation(SimConfig(elders=6, seed=5, site="shared", start=start,
                                utc_offset_s=elders_at(start)))  # whatever the real hour
     running = [
-        _ingest(settings_for(broker, influx, tmp_path, shared_group="ingest"), instance=name)
+        _ingest(nats_settings(nats_broker, influx, tmp_path), instance=name)
         for name in ("a", "b")
     ]
-    published = asyncio.run(_publish(sim, broker.url, 900, gateways=2))
+    published = asyncio.run(_publish(sim, nats_broker.mqtt_url, 900, gateways=2))
     _check_counted_back(influx, "shared", start, published)
     shares = [service.stats.messages for service, _, _ in running]
     assert sum(shares) >= published.acked
