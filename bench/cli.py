@@ -38,7 +38,7 @@ def bench_ingest_command(
     seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
     json_out: JsonOut = None,
 ) -> None:
-    """Ingest throughput vs a bare paho subscriber, real-time load and overload."""
+    """Ingest throughput vs a bare JetStream consumer, real-time load and overload."""
     from bench.ingest import run
 
     report = run(

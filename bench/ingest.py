@@ -1,24 +1,31 @@
-"""``homecare bench ingest``: ingest throughput against the bare paho ceiling, in one run.
+"""``homecare bench ingest``: ingest throughput against a bare JetStream consumer, in one run.
 
-Everything runs on this machine against a real Mosquitto and influxd that the
-benchmark starts. The subscriber under test gets the first core to itself; the broker,
-InfluxDB and the publishing fleet share the others (on 2 cores: the second).
-Simulated elders' traffic (frames, bed readings, door events, status) is published by
-the simulator's fleet in gateway mode, at 10:00 the elders' time (wearables charge at
-night), their clock starting hours back so that traffic rendered ahead of time is never
-in the future.
+Everything runs on this machine against a real NATS Server (JetStream file store, MQTT
+listener) and influxd that the benchmark starts and provisions as ``homecare broker
+provision`` does, before any device connects: TELEMETRY sourcing ``$MQTT_msgs``, the
+durable consumer ``ingest`` and, for the ceiling, a second durable consumer of the same
+stream (``bench-bare``). The subscriber under test gets the first core; InfluxDB and the
+publishing fleet share the others (on 2 cores: the second); nats-server may run on every
+core. Simulated elders' traffic (frames, bed readings, door events, status) is published over
+MQTT 3.1.1 at QoS 1 by the simulator's fleet in gateway mode, at 10:00 the elders' time
+(wearables charge at night), their clock starting hours back so that traffic rendered
+ahead of time is never in the future.
 
-1. **Capacity.** Both subscribers — a bare paho client that only counts in
-   ``on_message``, and ``homecare ingest`` as its own process — first create their
-   persistent sessions; then ``--seconds`` of traffic for ``--elders`` is published
-   and queued by the broker for both. Each then drains the same queue alone; the
-   rates are messages stored (ingest) or received (paho) per second between the first
-   message and the last. Neither competes with the publisher for CPU.
-2. **Real time.** ``--elders`` publish at real-time speed for ``--live-seconds``
-   while ingest runs: offered rate, stored rate, and the lag (published − stored).
+1. **Capacity.** ``--seconds`` of traffic for ``--elders`` is published and stored in
+   TELEMETRY for both durable consumers. Each then drains it alone: the bare consumer
+   (a nats-py pull loop that only counts and acknowledges each message) first, then
+   ``homecare ingest`` as its own process. The rates are messages received (bare) or
+   stored and acknowledged (ingest) per second between the first message and the last;
+   the ratio ingest/bare is printed. Neither competes with the publisher for CPU.
+   The bare consumer is deleted afterwards, so that TELEMETRY (interest retention)
+   drops what ingest acknowledged, as in production.
+2. **Real time.** ``--elders`` publish at real-time speed for ``--live-seconds`` while
+   ingest runs: offered rate, stored rate, the lag (published − stored), and the CPU of
+   each component (nats-server, ingest, influxd, and the publishing fleet) per 10,000
+   elders in real time: CPU seconds per second, i.e. cores.
 3. **Overload.** Twice ingest's capacity over ``--live-seconds``, two ways: *live*, all
    of it published at 2× capacity while ingest runs; *queued*, half of it waiting in
-   the broker when ingest starts (as after an outage) and half published live at
+   TELEMETRY when ingest starts (as after an outage) and half published live at
    capacity. The traffic is rendered by the simulator beforehand and then published on
    schedule (:meth:`Fleet.offer`): on 2 cores, simulating 2× live would take the CPU
    that the broker and InfluxDB need. Reported per way: offered and stored rates (from
@@ -27,14 +34,8 @@ in the future.
    ratio measures the machine, not ingest), ingest's memory, and what the broker still
    held; once everything has drained, every published reading is counted back in
    InfluxDB, and dead letters are counted too.
-
-4. **Shared subscription.** Two ingest processes in one MQTT shared-subscription group,
-   one per core, offered twice one process's capacity live: their stored rates.
-
-The broker saves its database only on exit here (``autosave_interval 0``; ``deploy/``
-saves every 60 s). A save rewrites every queued message while deliveries wait: with a
-backlog of 300k messages it cost Mosquitto about a third of a core and stalled ingest,
-and landing in one phase and not another it skewed the ratios between phases.
+4. **Two processes.** Two ingest processes bound to the one durable consumer, one per
+   core, offered twice one process's capacity live: their stored rates.
 """
 
 from __future__ import annotations
@@ -47,32 +48,39 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
+import nats
 import psutil
-from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from broker.provision import provision
 from device_sim.fleet import Fleet, FleetStats
 from device_sim.homes import SimConfig, Simulation
 from device_sim.routine import daytime
-from harness.servers import LocalBroker, LocalInflux
+from harness.servers import LocalInflux, LocalNats
 from homecare import contract
 from homecare.influx import InfluxClient
+from homecare.jetstream import INGEST_CONSUMER, TELEMETRY_STREAM
 from homecare.query import call, select
-from homecare.receiver import connect_session, mqtt_client, session_properties
 from homecare.runtime import stop_process
 from homecare.schema import Bed, Button, DeadLetter, DeviceStatus, Door, Measurement, Wearable
-from homecare.settings import InfluxSettings, MqttSettings
+from homecare.settings import InfluxSettings
 from homecare.status import read_status
 
 INGEST_ID = "bench-ingest"
-BARE_ID = "bench-bare"
-RECEIVE_MAXIMUM = 65535
+BARE_CONSUMER = "bench-bare"
+"""The ceiling's own durable consumer of TELEMETRY."""
+BATCH = 5000
+"""Messages the bare consumer asks for at once (ingest's default batch size)."""
+PARTITIONS = 64
+MAX_ACK_PENDING = 20_000
+ACK_WAIT_S = 30.0
+PER_10K = 10_000
 HISTORY_S = 6 * 3600
 BUSY = 0.9
 """A core this busy has no room left."""
@@ -93,38 +101,40 @@ def _pin(pid: int, cores: set[int]) -> None:
 
 
 def _bare_session(url: str, *, drain: int, result: Any = None) -> None:
-    """The ceiling: a paho subscriber whose ``on_message`` only counts (auto-ack, QoS 1)."""
-    settings = MqttSettings(url=url)
-    client = mqtt_client(settings, BARE_ID)
-    seen = [0, 0.0, 0.0]
+    """The ceiling: a nats-py pull loop on its own durable consumer of TELEMETRY that only
+    counts and acknowledges each message (``+ACK``, as ingest does), until ``drain``
+    messages (or 15 s without any)."""
 
-    def on_message(_c: mqtt.Client, _u: Any, _m: mqtt.MQTTMessage) -> None:
-        if seen[0] == 0:
-            seen[1] = time.time()
-        seen[0] += 1
-        seen[2] = time.time()
+    async def pull() -> dict[str, Any]:
+        nc = await nats.connect(url, name=BARE_CONSUMER)
+        try:
+            sub = await nc.jetstream().pull_subscribe_bind(BARE_CONSUMER, TELEMETRY_STREAM)
+            proc = psutil.Process()
+            cpu0 = sum(proc.cpu_times()[:2])
+            seen, first, last = 0, 0.0, 0.0
+            idle_since = time.monotonic()
+            while seen < drain:
+                try:
+                    msgs = await sub.fetch(BATCH, timeout=1.0)
+                except TimeoutError:
+                    if time.monotonic() - idle_since > 15:
+                        break
+                    continue
+                if seen == 0:
+                    first = time.time()
+                for msg in msgs:
+                    await msg.ack()
+                seen += len(msgs)
+                last, idle_since = time.time(), time.monotonic()
+            await nc.flush()
+            cpu = sum(proc.cpu_times()[:2]) - cpu0
+            return {"messages": seen, "first_at": first, "last_at": last, "cpu_s": cpu}
+        finally:
+            await nc.close()
 
-    client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe(
-        contract.subscription(), options=SubscribeOptions(qos=1)
-    )
-    proc = psutil.Process()
-    cpu0 = sum(proc.cpu_times()[:2])
-    connect_session(client, settings, session_properties(receive_maximum=RECEIVE_MAXIMUM))
-    deadline = time.monotonic() + (600 if drain else 3)
-    idle_since = time.monotonic()
-    last = -1.0
-    while time.monotonic() < deadline and (seen[0] < drain or not drain):
-        time.sleep(0.05)
-        if seen[0] != last:
-            last, idle_since = seen[0], time.monotonic()
-        elif drain and time.monotonic() - idle_since > 15:
-            break
-    cpu = sum(proc.cpu_times()[:2]) - cpu0
-    client.disconnect()
-    client.loop_stop()
+    out = asyncio.run(pull())
     if result is not None:
-        result.put({"messages": seen[0], "first_at": seen[1], "last_at": seen[2], "cpu_s": cpu})
+        result.put(out)
 
 
 def _drain_bare(url: str, expected: int) -> dict[str, Any]:
@@ -143,6 +153,63 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
     return out
 
 
+def _delete_bare(url: str) -> None:
+    """Drop the ceiling's durable consumer once measured: TELEMETRY keeps a message only
+    while some consumer still wants it."""
+
+    async def delete() -> None:
+        nc = await nats.connect(url)
+        try:
+            await nc.jetstream().delete_consumer(TELEMETRY_STREAM, BARE_CONSUMER)
+        finally:
+            await nc.close()
+
+    asyncio.run(delete())
+
+
+class BrokerWatch:
+    """Samples, once a second on a thread of its own, where the readings wait in the
+    broker: TELEMETRY's source lag (published to ``$MQTT_msgs``, not yet copied into
+    TELEMETRY) and ingest's backlog (in TELEMETRY, not yet handed to ingest). Tells a
+    slow source from a slow ingest."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.source_lag: list[int] = []
+        self.backlog: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._watch()), daemon=True)
+
+    async def _watch(self) -> None:
+        nc = await nats.connect(self.url, name="bench-watch")
+        try:
+            js = nc.jetstream()
+            while not self._stop.is_set():
+                info = await js.stream_info(TELEMETRY_STREAM)
+                self.source_lag.append(sum(src.lag or 0 for src in info.sources or ()))
+                consumer = await js.consumer_info(TELEMETRY_STREAM, INGEST_CONSUMER)
+                self.backlog.append(int(consumer.num_pending or 0))
+                await asyncio.sleep(1.0)
+        finally:
+            await nc.close()
+
+    def __enter__(self) -> BrokerWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "source_lag_max": max(self.source_lag, default=0),
+            "source_lag_end": self.source_lag[-1] if self.source_lag else 0,
+            "ingest_backlog_max": max(self.backlog, default=0),
+            "ingest_backlog_end": self.backlog[-1] if self.backlog else 0,
+        }
+
+
 @dataclass
 class IngestProc:
     """``homecare ingest`` as its own process (in a session of its own, as the servers):
@@ -154,24 +221,20 @@ class IngestProc:
     @classmethod
     def start(
         cls,
-        broker: LocalBroker,
+        broker: LocalNats,
         influx: LocalInflux,
         state: Path,
         *,
         instance: str = "",
-        group: str | None = None,
         cores: set[int] = SUBSCRIBER_CORE,
     ) -> IngestProc:
         env = {
             **os.environ,
-            "HOMECARE_MQTT__URL": broker.url,
+            "HOMECARE_NATS__URL": broker.url,
             "HOMECARE_MQTT__CLIENT_ID": INGEST_ID,
             "HOMECARE_INFLUX__URL": influx.url,
             "HOMECARE_STATE_DIR": str(state),
-            "HOMECARE_INGEST__MAX_PENDING": str(RECEIVE_MAXIMUM),
         }
-        if group:
-            env["HOMECARE_INGEST__SHARED_GROUP"] = group
         status = state / f"ingest-{instance or 'main'}.json"
         status.unlink(missing_ok=True)
         with (state / "ingest.log").open("ab") as log:
@@ -282,6 +345,11 @@ def _render(sim: Simulation, messages: int) -> list[tuple[contract.Topic, bytes]
     return out
 
 
+def _cpu(procs: dict[str, psutil.Process]) -> dict[str, float]:
+    """CPU seconds (user + system) each process has used so far."""
+    return {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
+
+
 def run(
     *, elders: int, seconds: int, live_seconds: int, gateways: int, seed: int, log: Any = print
 ) -> dict[str, Any]:
@@ -289,20 +357,32 @@ def run(
     report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count()}
     with (
         tempfile.TemporaryDirectory(prefix="homecare-bench-") as tmp,
-        LocalBroker(Path(tmp) / "mosquitto", autosave_s=0) as broker,
+        LocalNats(Path(tmp) / "nats") as broker,
         LocalInflux(Path(tmp) / "influxd") as influx,
         contextlib.ExitStack() as services,
     ):
-        # The subscriber under test (bare paho, then ingest) gets a core of its own, as
-        # it would in production; the broker, InfluxDB and this publisher share the rest.
-        for pid in (os.getpid(), broker.pid, influx.pid):
+        # The subscriber under test (the bare consumer, then ingest) gets a core that
+        # InfluxDB and this publisher stay off. nats-server is left free on every core:
+        # pinned to the other core beside them, TELEMETRY's source (its copy of
+        # $MQTT_msgs) fell behind 10,000 elders in real time (106k messages in 15 s) while
+        # ingest idled at a third of its core; free, the same run kept up.
+        for pid in (os.getpid(), influx.pid):
             _pin(pid, OTHER_CORES)
-        report["pinning"] = {"subscriber": sorted(SUBSCRIBER_CORE), "others": sorted(OTHER_CORES)}
+        report["pinning"] = {
+            "subscriber": sorted(SUBSCRIBER_CORE), "influxd_and_publisher": sorted(OTHER_CORES),
+            "nats-server": sorted(CORES),
+        }  # fmt: skip
         state = Path(tmp) / "state"
         state.mkdir()
-        # Persistent sessions first, so the broker queues the stream for both subscribers.
-        _bare_session(broker.url, drain=0)
-        IngestProc.start(broker, influx, state).stop()
+        # Before any device connects: the MQTT streams, TELEMETRY and both durable
+        # consumers, so TELEMETRY keeps every publish for both.
+        done = provision(
+            broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS, ack_wait_s=ACK_WAIT_S,
+            max_ack_pending=MAX_ACK_PENDING, consumers=(INGEST_CONSUMER, BARE_CONSUMER),
+            detect_shards=(),
+        )  # fmt: skip
+        if not done.source.ok:
+            raise RuntimeError(f"TELEMETRY's source is not active: {done.source.detail}")
 
         # The simulated clock starts hours back: the overload phases render minutes of
         # traffic ahead of time, and ingest dead-letters readings > 5 min in the future.
@@ -311,34 +391,32 @@ def run(
             SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
         )
         log(f"preloading {seconds} s of traffic from {elders} elders ...")
-        pre = asyncio.run(publish_run(sim, broker.url, gateways, seconds, None))
+        pre = asyncio.run(publish_run(sim, broker.mqtt_url, gateways, seconds, None))
         n = pre.acked
         report["preload"] = {"messages": n, "publish_rate": round(pre.rate)}
 
         bare = _drain_bare(broker.url, n)
         bare_rate = bare["messages"] / max(bare["last_at"] - bare["first_at"], 1e-9)
-        report["bare_paho"] = {
+        report["bare_consumer"] = {
             "messages": bare["messages"],
             "rate": round(bare_rate),
-            "cpu": round(bare["cpu_s"] / (bare["last_at"] - bare["first_at"]), 2),
+            "cpu": round(bare["cpu_s"] / max(bare["last_at"] - bare["first_at"], 1e-9), 2),
         }
-        log(f"bare paho: {bare['messages']} messages at {bare_rate:,.0f}/s")
+        log(f"bare JetStream consumer: {bare['messages']} messages at {bare_rate:,.0f}/s")
+        _delete_bare(broker.url)
 
         servers = {
-            "mosquitto": psutil.Process(broker.pid),
+            "nats-server": psutil.Process(broker.pid),
             "influxd": psutil.Process(influx.pid),
         }
-        server_cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in servers.items()}
+        server_cpu0 = _cpu(servers)
         ingest = services.enter_context(IngestProc.start(broker, influx, state))
         proc = psutil.Process(ingest.proc.pid)
         times0 = proc.cpu_times()
         status = ingest.wait_for(n)
         times1 = proc.cpu_times()
         span_s = status["last_at"] - status["first_at"]
-        server_cpu = {
-            k: round((sum(p.cpu_times()[:2]) - server_cpu0[k]) / span_s, 2)
-            for k, p in servers.items()
-        }
+        server_cpu = {k: round((v - server_cpu0[k]) / span_s, 2) for k, v in _cpu(servers).items()}
         cap = status["messages"] / span_s
         cpu = status["cpu_s"]
         report["ingest_capacity"] = {
@@ -346,51 +424,68 @@ def run(
             "rate": round(cap),
             "readings_per_s": round(status["readings"] / span_s),
             "cpu": round(cpu / span_s, 2),
-            "ratio_to_bare_paho": round(cap / bare_rate, 3),
+            "ratio_to_bare": round(cap / bare_rate, 3),
             "us_per_message": _us_per_message(times0, times1, status["messages"]),
             "rss_mb": round(proc.memory_info().rss / 1e6),
             "server_cpu": server_cpu,
         }
         log(
             f"ingest: {status['messages']} messages at {cap:,.0f}/s "
-            f"({cap / bare_rate:.0%} of bare paho), {status['readings'] / span_s:,.0f} readings/s, "
-            f"CPU {cpu / span_s:.0%} of a core; meanwhile mosquitto {server_cpu['mosquitto']:.0%}, "
-            f"influxd {server_cpu['influxd']:.0%}"
+            f"= {cap / bare_rate:.2f} of the bare consumer, {status['readings'] / span_s:,.0f} "
+            f"readings/s, CPU {cpu / span_s:.0%} of a core; meanwhile nats-server "
+            f"{server_cpu['nats-server']:.0%}, influxd {server_cpu['influxd']:.0%}"
         )
 
         # Real time: the fleet publishes at speed 1 while ingest keeps up (or not).
         base = ingest.read()["messages"]
         lags: list[int] = []
+        marks: list[tuple[float, dict[str, float]]] = []
         published0 = n
+        busy = {**servers, "ingest": proc, "publisher": psutil.Process()}
 
         def sample(stats: FleetStats) -> None:
             lags.append(published0 + stats.acked - ingest.read()["messages"])
+            marks.append((time.monotonic(), _cpu(busy)))
 
         t0 = time.time()
-        live = asyncio.run(publish_run(sim, broker.url, gateways, live_seconds, 1.0, sample))
+        with BrokerWatch(broker.url) as watch:
+            live = asyncio.run(
+                publish_run(sim, broker.mqtt_url, gateways, live_seconds, 1.0, sample)
+            )
         wall = time.time() - t0
         after = ingest.wait_for(n + live.acked, 120)
+        (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
+        per_10k = {
+            k: round((cpu1[k] - cpu0[k]) / max(m1 - m0, 1e-9) * PER_10K / elders, 3) for k in busy
+        }
         report["real_time"] = {
             "offered_rate": round(live.acked / wall),
             "stored_rate": round((after["messages"] - base) / (after["last_at"] - t0)),
             "lag_max": max(lags, default=0),
             "lag_end": lags[-1] if lags else 0,
+            "where_the_lag_waits": watch.summary(),
+            "cpu_s_per_s_per_10k_elders": per_10k,
         }
         log(
-            f"real time: offered {live.acked / wall:,.0f}/s, lag max {max(lags, default=0)} "
-            f"messages, end {report['real_time']['lag_end']}"
+            f"real time: offered {live.acked / wall:,.0f}/s, stored "
+            f"{report['real_time']['stored_rate']:,}/s, lag max {max(lags, default=0)} "
+            f"messages, end {report['real_time']['lag_end']} (of which, at most, "
+            f"{watch.summary()['source_lag_max']:,} not yet in TELEMETRY: its source's lag, "
+            f"and {watch.summary()['ingest_backlog_max']:,} in TELEMETRY not yet taken by "
+            "ingest); CPU seconds per second per "
+            f"10,000 elders: " + ", ".join(f"{k} {v:.2f}" for k, v in per_10k.items())
         )
         ingest.stop()
 
         # Overload, twice ingest's capacity over --live-seconds, two ways: all of it
-        # published live, and half of it queued in the broker while ingest was down with
+        # published live, and half of it queued in TELEMETRY while ingest was down with
         # the other half published live at capacity.
         published = published_readings(pre) + published_readings(live)
         rig = Rig(sim, broker, influx, state, gateways, cap, live_seconds, servers, log)
         for mode in ("live", "queued"):
             report[f"overload_{mode}"], readings = _overload(mode, rig)
             published += readings
-        report["shared_subscription"], readings = _shared(rig)
+        report["two_processes"], readings = _two_processes(rig)
         published += readings
         stored = stored_readings(influx)
         dead = _count(influx, [DeadLetter])
@@ -400,8 +495,10 @@ def run(
             "lost": published - stored,
             "dead_letters": dead,
         }
-        log(f"all phases: published {published} readings, in InfluxDB {stored}, "
-            f"lost {published - stored}, dead-lettered messages {dead}")
+        log(
+            f"all phases: published {published} readings, in InfluxDB {stored}, "
+            f"lost {published - stored}, dead-lettered messages {dead}"
+        )
     return report
 
 
@@ -410,7 +507,7 @@ class Rig:
     """What the overload phases run against, and the capacity they are measured by."""
 
     sim: Simulation
-    broker: LocalBroker
+    broker: LocalNats
     influx: LocalInflux
     state: Path
     gateways: int
@@ -420,10 +517,14 @@ class Rig:
     log: Callable[[str], Any]
 
     def offer(
-        self, messages: list[tuple[contract.Topic, bytes]], rate: float,
+        self,
+        messages: list[tuple[contract.Topic, bytes]],
+        rate: float,
         sample: Callable[[FleetStats], None],
     ) -> FleetStats:
-        return asyncio.run(_offer(self.sim, self.broker.url, self.gateways, messages, rate, sample))
+        return asyncio.run(
+            _offer(self.sim, self.broker.mqtt_url, self.gateways, messages, rate, sample)
+        )
 
 
 def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
@@ -494,8 +595,8 @@ def _overload(mode: str, rig: Rig) -> tuple[dict[str, Any], int]:
     return report, published_readings(over) + (published_readings(head) if head else 0)
 
 
-def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
-    """Two ingest processes in one MQTT shared-subscription group, one per core, offered
+def _two_processes(rig: Rig) -> tuple[dict[str, Any], int]:
+    """Two ingest processes bound to the one durable consumer, one per core, offered
     twice one process's capacity live: their combined stored rate against one's capacity.
     On 2 cores the second process shares its core with the broker, InfluxDB and the
     publisher, so this shows that the load spreads and nothing is lost, not the
@@ -505,13 +606,11 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
     with contextlib.ExitStack() as stack:
         procs = [
             stack.enter_context(
-                IngestProc.start(
-                    rig.broker, rig.influx, rig.state, instance=name, group="bench", cores=cores
-                )
+                IngestProc.start(rig.broker, rig.influx, rig.state, instance=name, cores=cores)
             )
             for name, cores in (("a", SUBSCRIBER_CORE), ("b", OTHER_CORES))
         ]
-        rig.log(f"shared subscription: 2 ingest processes, offering {2 * cap:,.0f}/s live ...")
+        rig.log(f"two processes, one durable consumer: offering {2 * cap:,.0f}/s live ...")
         marks: list[tuple[float, list[int]]] = []
 
         def sample(_stats: FleetStats) -> None:
@@ -523,7 +622,7 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
         deadline = time.monotonic() + 900
         while sum(p.read()["messages"] for p in procs) < over.acked:
             if time.monotonic() > deadline:
-                raise RuntimeError("the shared group did not drain")
+                raise RuntimeError("the two ingest processes did not drain")
             time.sleep(0.2)
     report = {
         "processes": len(procs),
@@ -533,7 +632,7 @@ def _shared(rig: Rig) -> tuple[dict[str, Any], int]:
         "to_one_process_capacity": round(sum(rates) / cap, 2),
     }
     rig.log(
-        f"shared subscription: stored {sum(rates):,.0f}/s together "
+        f"two processes: stored {sum(rates):,.0f}/s together "
         f"({' + '.join(f'{r:,.0f}' for r in rates)}) = {sum(rates) / cap:.2f}× one process"
     )
     return report, published_readings(over)

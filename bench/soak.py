@@ -53,7 +53,8 @@ def run(
     with contextlib.ExitStack() as stack:
         folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         broker = stack.enter_context(LocalNats(folder / "nats"))
-        provisioned = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS)
+        provisioned = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS,
+                                detect_shards=())
         if not provisioned.source.ok:
             raise RuntimeError(f"the soak's NATS Server: {provisioned.source.detail}")
         influx = stack.enter_context(LocalInflux(folder / "influxd"))

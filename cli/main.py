@@ -29,6 +29,7 @@ from homecare.runtime import (
 )
 from homecare.settings import settings_table, with_settings_table
 from ingest.cli import app as rollup_app
+from ingest.cli import ingest_command
 from privacy.forget import elder_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
@@ -89,21 +90,7 @@ def contract_export(
     typer.echo(f"wrote {len(schemas)} payload schemas and topics.json to {folder}")
 
 
-@app.command("ingest")
-def ingest_command(
-    instance: Annotated[
-        str, typer.Option(help="Name of this process when several share the load.")
-    ] = "",
-    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
-) -> None:
-    """Run the ingest service: MQTT → validate → InfluxDB, until SIGTERM."""
-    from ingest.service import IngestService
-
-    configure_logging(log_level)
-    settings = load_settings(servers=True)
-    tune_gc_for_service()
-    stats = IngestService(settings, instance=instance or None).run(stop_on_signals())
-    typer.echo(json.dumps(stats.as_dict()))
+app.command("ingest")(ingest_command)
 
 
 @cluster_app.command("up")

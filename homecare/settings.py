@@ -165,19 +165,14 @@ class ContractSettings(BaseModel):
 
 
 class IngestSettings(BaseModel):
+    """``homecare ingest``: its batches. What is in flight is bounded by the durable
+    consumer's ``max_ack_pending`` (set at provisioning); several processes share the load
+    by binding the same durable consumer."""
+
     batch_size: int = Field(5000, ge=1, description="Messages validated and written together.")
     batch_interval_s: float = Field(0.2, gt=0, description="Longest a message waits for a batch.")
     spool_dir: Path | None = Field(None, description="Durable spool; default under state_dir.")
     store_raw_accel: bool = Field(False, description="Also store every accelerometer sample.")
-    shared_group: str | None = Field(
-        None, description="MQTT shared-subscription group, to run several ingest processes."
-    )
-    max_pending: int = Field(
-        65535,
-        ge=100,
-        le=65535,
-        description="Messages held unacknowledged before the broker is left to queue",
-    )
 
 
 class DetectSettings(BaseModel):

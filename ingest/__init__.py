@@ -1,4 +1,5 @@
-"""Ingest: MQTT → validate against the wire contract → InfluxDB, acknowledged only once stored."""
+"""Ingest: TELEMETRY (NATS JetStream) → validate against the wire contract → InfluxDB,
+acknowledged only once stored."""
 
 from homecare.edge import RawMessage
 from ingest.points import Converter, Points

@@ -1,4 +1,5 @@
 """``homecare rollup``: retention policies, continuous queries and rollup backfills.
+(``homecare ingest``, the service, is :func:`ingest_command`.)
 
 homecare rollup install                     # policies and continuous queries (1.x, admin)
 homecare rollup run --since 30d             # (re)compute rollups and nights for a range
@@ -14,8 +15,15 @@ from typing import Annotated
 
 import typer
 
+from homecare.consumer import ConsumerError
 from homecare.influx import InfluxClient, InfluxError
-from homecare.runtime import load_settings, moment, stop_on_signals
+from homecare.runtime import (
+    configure_logging,
+    load_settings,
+    moment,
+    stop_on_signals,
+    tune_gc_for_service,
+)
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -23,6 +31,29 @@ app = typer.Typer(
     help=__doc__,
     short_help="Retention policies, continuous queries and rollup backfills in InfluxDB.",
 )
+
+
+def ingest_command(
+    instance: Annotated[
+        str, typer.Option(help="Name of this process when several share the load.")
+    ] = "",
+    log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+) -> None:
+    """Run the ingest service: TELEMETRY (NATS JetStream) → validate → InfluxDB, until SIGTERM.
+
+    Refuses to start (one line on stderr, exit 1) when the server, the durable consumer
+    ``ingest`` or TELEMETRY's source is missing: run ``homecare broker provision``."""
+    from ingest.service import IngestService
+
+    configure_logging(log_level)
+    settings = load_settings(influx=True)
+    tune_gc_for_service()
+    try:
+        stats = IngestService(settings, instance=instance or None).run(stop_on_signals())
+    except ConsumerError as exc:  # SourceMissing among them: it names what is missing
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    typer.echo(json.dumps(stats.as_dict()))
 
 
 @app.command("install")

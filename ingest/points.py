@@ -1,4 +1,5 @@
-"""Turn a batch of raw MQTT messages into InfluxDB points, or dead letters with a reason.
+"""Turn a batch of raw messages (devices' MQTT publishes, read from TELEMETRY) into
+InfluxDB points, or dead letters with a reason.
 
 This is the edge: every message is checked against the wire contract
 (:mod:`homecare.contract`) here, once. Accelerometer frames are reduced to per-second
@@ -75,7 +76,7 @@ class Converter:
         self.edge = Edge(limits)
         self.store_raw_accel = store_raw_accel
         # Dead letters are told apart by time within one process; across processes
-        # (a shared subscription) by the ``ingest`` tag, so none overwrites another's.
+        # (bound to one durable consumer) by the ``ingest`` tag, so none overwrites another's.
         self._source = f",{DeadLetter.ingest}={escape_tag(source)}" if source else ""
         self.last_dead_ms = last_dead_ms
         """The newest dead letter's time; a restart resumes after it (a flood runs ahead)."""

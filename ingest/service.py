@@ -1,9 +1,13 @@
-"""The ingest loop: take a batch from MQTT, validate it, store it, then acknowledge it.
+"""The ingest loop: take a batch from TELEMETRY, validate it, store it, then acknowledge it.
 
-A message is acknowledged to the broker only after its points (or its dead letter)
-are in InfluxDB or fsynced in the local spool, so a crash at any point loses
-nothing: the broker re-sends what was not acknowledged, and re-sent readings
-overwrite themselves (their timestamps come from the payload). While InfluxDB is
+Ingest reads the ``TELEMETRY`` stream (what devices published over MQTT, sourced from
+NATS's ``$MQTT_msgs``) through the durable pull consumer ``ingest``. A message is
+acknowledged only after its points (or its dead letter) are in InfluxDB or fsynced in
+the local spool, so a crash at any point loses nothing: the server delivers again what
+was not acknowledged (after the consumer's ``ack_wait``), and re-sent readings overwrite
+themselves (their timestamps come from the payload). The consumer's ``max_ack_pending``
+bounds what is in flight; several ingest processes bind the same durable consumer to
+share the load. While InfluxDB is
 unreachable every batch goes to the spool; when it returns the spool is replayed
 oldest first, and new batches keep queueing behind it so order is kept.
 """
@@ -17,11 +21,14 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import TypeVar
 
-from homecare.consumer import Consumer, Delivery, RawMessage
+import nats.errors
+
+from homecare.consumer import ConsumerError, Delivery, RawMessage
 from homecare.errors import StorageError
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
-from homecare.receiver import MqttConsumer
+from homecare.jetstream import INGEST_CONSUMER, JetStreamConsumer, SourceStatus
 from homecare.settings import Settings
 from homecare.status import read_status, write_status
 from ingest.points import Converter, Points
@@ -32,6 +39,8 @@ log = logging.getLogger(__name__)
 SPOOL_RETRY_S = 1.0
 LOG_EVERY_S = 10.0
 STATUS_EVERY_S = 1.0
+BACKLOG_EVERY_S = 5.0
+"""How often the status file's consumer backlog is asked of the server."""
 
 
 class IngestError(StorageError):
@@ -72,22 +81,20 @@ class IngestStats:
 
 IN_FLIGHT = 2
 """Batches validated and waiting while the writer stores the one before."""
+T = TypeVar("T")
 
 
-def _hand_over(
-    handover: queue.Queue[tuple[Delivery, Points] | None],
-    item: tuple[Delivery, Points] | None,
-    writer: threading.Thread,
-) -> None:
-    """Queue ``item`` for the writer, but never wait on a writer that has died."""
-    while writer.is_alive():
+def _hand_over(handover: queue.Queue[T], item: T, taker: threading.Thread) -> None:
+    """Queue ``item`` for the next stage, but never wait on a stage that has died."""
+    while taker.is_alive():
         with contextlib.suppress(queue.Full):
             handover.put(item, timeout=0.5)
             return
 
 
 class IngestService:
-    """One ingest process. Several can share the load through an MQTT shared subscription."""
+    """One ingest process. Several share the load by binding the same durable consumer
+    (each with its own ``instance``, so their dead letters and status files differ)."""
 
     def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
         self.settings = settings
@@ -105,42 +112,49 @@ class IngestService:
         self.stats = IngestStats()
         self._retry_at = 0.0
         self._failure: Exception | None = None
+        self._source: SourceStatus | None = None
+        self._backlog: int | None = None
+        self._next_backlog = 0.0
 
     def run(self, stop: threading.Event) -> IngestStats:
         """Run until ``stop`` is set, then store and acknowledge what was received, and return.
 
-        Two stages overlap: this thread validates and formats batch *n+1* while the
-        writer thread stores batch *n* and acknowledges it (InfluxDB works meanwhile on
-        the other core). The hand-over queue holds two batches, so memory stays bounded
-        and a slow InfluxDB slows the intake, leaving the rest queued in the broker.
+        Three stages overlap: this thread takes batch *n+2* from the server while the
+        converter thread validates and formats batch *n+1* and the writer thread stores
+        batch *n* and acknowledges it (InfluxDB works meanwhile on the other core). Each
+        hand-over queue is short, so memory stays bounded and a slow InfluxDB slows the
+        intake, leaving the rest in the stream (and ``max_ack_pending`` bounds what is
+        out unacknowledged in any case).
         """
         cfg = self.settings.ingest
-        consumer = MqttConsumer(
-            self.settings.mqtt,
-            client_id=self.client_id,
-            shared_group=cfg.shared_group,
-            max_pending=cfg.max_pending,
-        )
-        # A batch to store, or None: stop.
+        # Raises SourceMissing when TELEMETRY's source is not active: ingest refuses to
+        # start rather than wait on a stream that devices' readings no longer reach.
+        consumer = JetStreamConsumer.from_settings(self.settings.nats, durable=INGEST_CONSUMER)
+        # A batch to convert or to store, or None: stop.
+        taken: queue.Queue[Delivery | None] = queue.Queue(maxsize=1)
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
         with InfluxClient(self.settings.influx) as db, consumer:
             self._ensure_database(db)
             writer = threading.Thread(
                 target=self._writer, args=(db, consumer, handover), name="ingest-writer"
             )
+            converter = threading.Thread(
+                target=self._converter, args=(taken, handover, writer), name="ingest-converter"
+            )
             writer.start()
-            log.info("ingest %s subscribed to %s", self.client_id, consumer.topic)
+            converter.start()
+            log.info("ingest %s consuming %s through durable %s (%s)", self.client_id,
+                     consumer.stream, consumer.durable, consumer.url)  # fmt: skip
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
             try:
-                while writer.is_alive():
+                while converter.is_alive():  # it ends when the writer has died
                     stopping = stop.is_set()
                     delivery = consumer.take(
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
                     if delivery.messages:
-                        points = self.converter.convert(delivery.messages)
-                        _hand_over(handover, (delivery, points), writer)
+                        _hand_over(taken, delivery, converter)
                     elif stopping:
                         break
                     if time.monotonic() >= next_status:
@@ -150,7 +164,8 @@ class IngestService:
                         next_log = time.monotonic() + LOG_EVERY_S
                         log.info("ingest %s: %s", self.client_id, self.stats.as_dict())
             finally:
-                _hand_over(handover, None, writer)
+                _hand_over(taken, None, converter)
+                converter.join()
                 writer.join()
         self._write_status(None)
         if self._failure is not None:
@@ -161,10 +176,34 @@ class IngestService:
             )
         return self.stats
 
+    def _converter(
+        self,
+        taken: queue.Queue[Delivery | None],
+        handover: queue.Queue[tuple[Delivery, Points] | None],
+        writer: threading.Thread,
+    ) -> None:
+        """Validate and format each batch taken; hand it to the writer. On stop (None),
+        or when the writer has died, tell the writer to stop and return."""
+        try:
+            while writer.is_alive():
+                try:
+                    delivery = taken.get(timeout=0.5)
+                except queue.Empty:
+                    continue
+                if delivery is None:
+                    return
+                _hand_over(handover, (delivery, self.converter.convert(delivery.messages)), writer)
+        except Exception as exc:
+            # Nothing unacknowledged is lost: the server delivers it again.
+            log.exception("ingest converter failed")
+            self._failure = exc
+        finally:
+            _hand_over(handover, None, writer)
+
     def _writer(
         self,
         db: InfluxClient,
-        consumer: Consumer,
+        consumer: JetStreamConsumer,
         handover: queue.Queue[tuple[Delivery, Points] | None],
     ) -> None:
         """Store each batch (InfluxDB or spool), then acknowledge it; replay the spool."""
@@ -182,23 +221,54 @@ class IngestService:
                 if isinstance(item, tuple):
                     delivery, points = item
                     self._store(db, delivery.messages, points)
-                    consumer.ack(delivery)
+                    self._ack(consumer, delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
             log.exception("ingest writer failed")
             self._failure = exc
 
-    def _write_status(self, consumer: Consumer | None) -> None:
+    @staticmethod
+    def _ack(consumer: JetStreamConsumer, delivery: Delivery) -> None:
+        """Acknowledge a stored batch. An acknowledgement lost with the connection is no
+        loss: the server delivers the batch again and its points overwrite themselves."""
+        try:
+            consumer.ack(delivery)
+        except (TimeoutError, nats.errors.Error) as exc:
+            log.warning("ingest: %d acknowledgements not sent (they come again): %s",
+                        len(delivery.receipts), exc)  # fmt: skip
+
+    def _write_status(self, consumer: JetStreamConsumer | None) -> None:
+        """The status file operations read: progress, the source's health (a broken
+        source shows here, besides the error the consumer logs at each failed check) and
+        what waits in the stream for ingest."""
+        source = consumer.source_status if consumer is not None else self._source
+        self._source = source
+        if consumer is not None and time.monotonic() >= self._next_backlog:
+            self._next_backlog = time.monotonic() + BACKLOG_EVERY_S
+            self._backlog = self._ask_backlog(consumer)
         write_status(
             self.status_path,
             self.stats.as_dict()
             | {
                 "connected": consumer is not None and consumer.connected,
-                "pending": consumer.pending if consumer else 0,
+                "backlog": self._backlog,
+                "source": None if source is None else {
+                    "ok": source.ok, "detail": source.detail, "lag": source.lag},
                 "spooled": len(self.spool),
                 "last_dead_ms": self.converter.last_dead_ms,
             },
-        )
+        )  # fmt: skip
+
+    @staticmethod
+    def _ask_backlog(consumer: JetStreamConsumer) -> int | None:
+        """Messages of TELEMETRY not yet handed to ingest; None while the server is away."""
+        if not consumer.connected:
+            return None
+        try:
+            return consumer.backlog()
+        except (TimeoutError, nats.errors.Error, ConsumerError) as exc:
+            log.warning("ingest %s: could not read the backlog: %s", consumer.durable, exc)
+            return None
 
     def _ensure_database(self, db: InfluxClient) -> None:
         try:

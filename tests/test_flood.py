@@ -1,4 +1,7 @@
-"""A flood of hostile messages through the real broker into a real `homecare ingest` process.
+"""A flood of hostile messages through the real broker into real `homecare ingest` processes.
+
+Devices publish MQTT 3.1.1 at QoS 1 to NATS Server's MQTT listener; two ingest processes
+bind the same durable consumer of TELEMETRY and share it.
 
 100,000 malformed or oversized messages (every dead-letter reason, most from a topic
 never seen before) are mixed with 10,000 valid readings. The process must stay up with
@@ -27,7 +30,7 @@ BAD = 100_000
 ELDERS = 50
 SECONDS = 100  # a frame and a bed reading per elder-second: 10,000 valid messages
 MAX_PAYLOAD = 1024  # the edge's size limit here, so oversized messages stay cheap
-RSS_GROWTH_MB = 400  # generous: topic caches and Receive Maximum bound the real growth
+RSS_GROWTH_MB = 400  # generous: topic caches and max_ack_pending bound the real growth
 
 
 def _bad(i: int, now: float) -> tuple[str, str, bytes]:
@@ -104,17 +107,16 @@ def ingests() -> Iterator[list[IngestProcess]]:
 
 
 def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
-    broker, influx, tmp_path, ingests
+    nats_broker, influx, tmp_path, ingests
 ):
-    # Two ingest processes sharing the load (an MQTT shared subscription): dead letters
-    # of both, received in the same milliseconds, must all be kept.
+    # Two ingest processes sharing the load (one durable consumer, bound by both): dead
+    # letters of both, received in the same milliseconds, must all be kept.
     for k in range(2):
         (tmp_path / f"ingest{k}").mkdir()
-        ingest = IngestProcess(broker, influx, tmp_path / f"ingest{k}")
+        ingest = IngestProcess(nats_broker, influx, tmp_path / f"ingest{k}")
         ingest.env |= {
             "HOMECARE_CONTRACT__MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD),
             "HOMECARE_MQTT__CLIENT_ID": f"ingest-flood-{k}",
-            "HOMECARE_INGEST__SHARED_GROUP": "ingest",
         }
         ingest.start()
         assert ingest.proc is not None
@@ -143,7 +145,7 @@ def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
             mixed.append(valid[k // 10])
     assert len(mixed) == BAD + len(valid)
     t0 = time.monotonic()
-    asyncio.run(_publish(broker.port, mixed))
+    asyncio.run(_publish(nats_broker.mqtt_port, mixed))
     published_s = time.monotonic() - t0
 
     db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
@@ -186,7 +188,7 @@ def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
     for ingest in ingests:
         ingest.start()
     more = [(t, p) for _, t, p in (_bad(i, now) for i in range(BAD, BAD + 1000))]
-    asyncio.run(_publish(broker.port, more))
+    asyncio.run(_publish(nats_broker.mqtt_port, more))
     wait_for(lambda: count(db, "dead_letter") >= BAD + len(more), 30, "the later dead letters")
     time.sleep(0.5)
     assert count(db, "dead_letter") == BAD + len(more)

@@ -125,7 +125,7 @@ def test_bench_ingest_stops_its_children_and_removes_its_folder(
 ) -> None:
     args = ["bench", "ingest", "--elders", "5", "--seconds", "1", "--live-seconds", "60"]
     proc, temp, out = _start(args, tmp_path)
-    children = _wait_for_children(proc, _has("mosquitto", "influxd", "cli ingest"), out, 60)
+    children = _wait_for_children(proc, _has("nats-server", "influxd", "cli ingest"), out, 60)
     assert any(temp.iterdir()), "the bench made no temporary folder"
     _assert_stopped_cleanly(proc, children, sig, tmp_path, out)
     assert not any(temp.iterdir()), list(temp.iterdir())
