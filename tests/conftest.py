@@ -34,7 +34,7 @@ from broker.provision import provision
 from devices.access import BrokerAccess
 from devices.tls import Ca, make_ca
 from harness import servers
-from harness.servers import LocalBroker, LocalInflux, LocalNats
+from harness.servers import LocalInflux, LocalNats
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings, NatsSettings
 
@@ -43,7 +43,7 @@ if TYPE_CHECKING:
 
 CLOCK_ENV = "HOMECARE_TEST_CLOCK"
 STARTS_SERVERS = re.compile(
-    r"\b(LocalBroker|LocalNats|LocalNatsCluster|LocalInflux|subprocess|Popen|IngestProcess)\b"
+    r"\b(LocalNats|LocalNatsCluster|LocalInflux|subprocess|Popen|IngestProcess)\b"
 )
 """What in a test's source (or a fixture's, or a helper's) means it starts a server or a
 process of its own."""
@@ -149,18 +149,11 @@ def _no_server_in_the_unit_lane(
     def refuse(self: object) -> None:
         raise AssertionError(
             f"{request.node.nodeid} starts a server ({type(self).__name__}) but was sorted into "
-            "the unit lane: take the server from a fixture (broker, influx) or mark it "
+            "the unit lane: take the server from a fixture (nats_broker, influx) or mark it "
             "@pytest.mark.integration"
         )
 
     monkeypatch.setattr(servers._LocalServer, "start", refuse)
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[LocalBroker]:
-    """A fresh Mosquitto for one test (persistence on, in a temp folder)."""
-    with LocalBroker(tmp_path / "mosquitto") as server:
-        yield server
 
 
 @pytest.fixture
