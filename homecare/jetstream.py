@@ -124,6 +124,22 @@ def topic_of(subject: str) -> str:
     return "/".join([TOPIC_ROOT, *(p.replace(_MQTT_DOT, ".") for p in parts[2:])])
 
 
+def _is_app_ack(subject: str) -> bool:
+    """An app's acknowledgement of an alert (``…/<elder>/alert/<id>/ack``): it has as many
+    levels as a device topic, so TELEMETRY's transform copies it too, but it is no reading
+    (ALERTS carries it to escalation), so consumers of TELEMETRY acknowledge it unseen.
+
+    >>> _is_app_ack("telemetry.3.north.e1.alert.a1.ack")
+    True
+    >>> _is_app_ack("telemetry.3.north.e1.bed.b1.reading")
+    False
+    """
+    parts = subject.split(".")
+    return len(parts) == 7 and parts[0] == SUBJECT_ROOT and parts[4] == "alert" and (
+        parts[6] == "ack"
+    )
+
+
 def alert_subject(site: str, elder: str, alert_id: str) -> str:
     """Where detect publishes an alert in :data:`ALERTS_STREAM`.
 
@@ -501,7 +517,11 @@ class JetStreamConsumer:
         now = time.time()
         messages, receipts = delivery.messages, delivery.receipts
         generation = self._generation
+        not_readings = []
         for msg in msgs:
+            if _is_app_ack(msg.subject):
+                not_readings.append(msg.reply)
+                continue
             headers = msg.headers or {}
             qos = headers.get(MQTT_QOS_HEADER, "1")
             messages.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
@@ -510,6 +530,8 @@ class JetStreamConsumer:
             self._next_receipt += 1
             self._unacked[self._next_receipt] = msg.reply
             receipts.append((generation, self._next_receipt))
+        if not_readings:  # escalation has them, through ALERTS
+            self._loop.run(self._send(not_readings, b"+ACK"), self._request_timeout_s)
         if self.ack_mode is AckMode.ON_TAKE:
             self._acknowledge(receipts)
         return delivery
