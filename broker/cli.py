@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated
 
 import typer
 
-from broker.provision import DEFAULT_PARTITIONS, ProvisionError, provision
+from broker.provision import (
+    DEFAULT_PARTITIONS,
+    DETECT_MAX_ACK_PENDING,
+    ProvisionError,
+    provision,
+)
 from homecare.consumer import ConsumerError
+from homecare.contract import ID_PATTERN
 from homecare.jetstream import check_source
 
 __all__ = ["app"]
@@ -36,14 +43,25 @@ def provision_command(
     max_ack_pending: Annotated[
         int, typer.Option(min=1, help="Messages a consumer may hold unacknowledged.")
     ] = 20_000,
+    detect_shard: Annotated[
+        list[str] | None,
+        typer.Option(help="Sites of one detect process, comma-separated (repeat per shard; "
+                     "none: one detect for every site)."),
+    ] = None,
+    detect_max_ack_pending: Annotated[
+        int, typer.Option(min=1, help="Messages a detect shard may hold unacknowledged "
+                          "between two saves of its state.")
+    ] = DETECT_MAX_ACK_PENDING,
 ) -> None:
     """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
 
     Idempotent: what exists is kept; what differs where it cannot change is an error."""
     try:
+        shards = tuple(_shard(s) for s in detect_shard or ()) or ((),)
         done = provision(
             url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
-            max_ack_pending=max_ack_pending,
+            max_ack_pending=max_ack_pending, detect_shards=shards,
+            detect_max_ack_pending=detect_max_ack_pending,
         )  # fmt: skip
     except (ProvisionError, ConsumerError) as exc:
         typer.echo(f"provision failed: {exc}", err=True)
@@ -54,6 +72,15 @@ def provision_command(
     }))  # fmt: skip
     if not done.source.ok:
         raise typer.Exit(1)
+
+
+def _shard(option: str) -> tuple[str, ...]:
+    """``north,south`` → the sites of one shard (each a contract id, as ``detect --site``)."""
+    sites = tuple(sorted({s.strip() for s in option.split(",") if s.strip()}))
+    bad = [s for s in sites if not re.fullmatch(ID_PATTERN, s)]
+    if not sites or bad:
+        raise typer.BadParameter(f"--detect-shard {option!r}: sites are ids separated by commas")
+    return sites
 
 
 @app.command("check")

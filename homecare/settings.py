@@ -198,6 +198,10 @@ class DetectSettings(BaseModel):
         description="Sites this process detects for (a shard); empty: every site. Detectors "
         "keep per-elder state, so sharding is by site, never by a shared subscription.",
     )
+    save_every_s: float = Field(
+        5.0, gt=0, description="How often the detectors' state is saved to the broker; what it "
+        "covers is acknowledged then (keep the consumer's ack_wait well above it).",
+    )
 
 
 class RetrySettings(BaseModel):

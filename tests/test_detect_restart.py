@@ -1,0 +1,160 @@
+"""`homecare detect` stopped between a fall's impact and the end of its stillness window.
+
+A real ``nats-server`` (the ``nats_broker`` fixture: TELEMETRY, the ``detect`` consumer
+with a 5 s ack wait, ALERTS and the state bucket), a wearable publishing a simulated
+forward fall over MQTT, and ``homecare detect`` as a subprocess (data clock, state saved
+every second). The process is killed (-9) or stopped (SIGTERM) after the impact and
+before the stillness window ends (~11 s later), started again, and the rest of the fall
+published: ALERTS holds the fall exactly once. Without the saved state the restarted
+process would never see the impact (its frames were acknowledged) and miss the fall.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import numpy as np
+import pytest
+from support import Publisher, topic, wait_for
+
+from device_sim.motions import motion
+from device_sim.signals import to_device_frame
+from harness.servers import LocalNats
+from homecare.jetstream import ALERT_SUBJECT_ROOT, ALERTS_STREAM
+from homecare.status import read_status
+
+pytestmark = pytest.mark.servers
+
+RATE = 50
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fall_frames(now: float) -> tuple[list[tuple[str, bytes]], int]:
+    """A forward fall as 1 s wearable frames stamped up to ``now``, and its impact's frame."""
+    _, xyz, info = motion("fall_forward", np.random.default_rng(7), rate=RATE)
+    accel = to_device_frame(xyz).astype(np.float32)
+    n = len(accel) // RATE
+    t0 = float(int(now)) - n
+    frames = []
+    for k in range(n):
+        body = {"elder": "e1", "device": "w1", "ts": t0 + k, "rate": RATE,
+                "accel": np.round(accel[k * RATE : (k + 1) * RATE], 4).tolist()}  # fmt: skip
+        frames.append((topic("e1", "wearable", "w1", "frame"), json.dumps(body).encode()))
+    return frames, int(info["impact_t"])
+
+
+def alerts_stored(url: str) -> list[dict[str, Any]]:
+    """Every alert message in ALERTS (an ephemeral ordered read from the start)."""
+
+    async def read() -> list[dict[str, Any]]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            info = await js.stream_info(ALERTS_STREAM)
+            total = info.state.messages
+            got: list[dict[str, Any]] = []
+            if not total:
+                return got
+            sub = await js.subscribe(f"{ALERT_SUBJECT_ROOT}.>", ordered_consumer=True)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except TimeoutError:
+                    break
+                got.append(json.loads(msg.data))
+            await sub.unsubscribe()
+            return got
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+class DetectProcess:
+    """``homecare detect`` as its own process, as operations run it."""
+
+    def __init__(self, server: LocalNats, tmp_path: Path, n: int) -> None:
+        self.state_dir = tmp_path / "state"
+        self.log = tmp_path / f"detect-{n}.log"
+        env = os.environ | {
+            "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": server.url,
+            "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none: alerts wait in the state
+            "HOMECARE_STATE_DIR": str(self.state_dir), "HOMECARE_DETECT__CLOCK": "data",
+            "HOMECARE_DETECT__SAVE_EVERY_S": "1",
+        }  # fmt: skip
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", "detect"], cwd=ROOT, env=env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        return read_status(self.state_dir / "detect.json") or {}
+
+    def wait(self, what: str, check: Any, timeout_s: float = 30) -> None:
+        def ok() -> bool:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"detect exited ({self.proc.returncode}): "
+                                     f"{self.log.read_text()[-2000:]}")  # fmt: skip
+            return bool(check(self.status()))
+
+        wait_for(ok, timeout_s, what)
+
+
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+def test_a_fall_in_progress_survives_a_restart_of_detect_once(how, nats_broker, tmp_path):
+    frames, impact = fall_frames(time.time())
+    device = Publisher(nats_broker.mqtt_port, client_id="w1")
+    first = DetectProcess(nats_broker, tmp_path, 1)
+    try:
+        first.wait("detect started", lambda s: "processed_seq" in s)
+        # up to two frames past the impact: seen, saved and acknowledged
+        sent = device.publish(frames[: impact + 3])
+        device.wait_acked(sent, 20)
+        first.wait("the impact saved", lambda s: s["saved_seq"] >= sent and s["messages"] >= sent)
+        # two more, processed (perhaps not saved yet), then the stop
+        device.publish(frames[impact + 3 : impact + 5])
+        device.wait_acked(sent + 2, 20)
+        first.wait("two more frames", lambda s: s["messages"] >= sent + 2)
+        assert first.status()["alerts"] == {}  # the stillness window is not over
+        if how == "kill -9":
+            first.proc.kill()
+        else:
+            first.proc.send_signal(signal.SIGTERM)
+        assert first.proc.wait(30) == (0 if how == "SIGTERM" else -signal.SIGKILL)
+        (first.state_dir / "detect.json").unlink()
+
+        second = DetectProcess(nats_broker, tmp_path, 2)
+        try:
+            second.wait("detect started again", lambda s: "processed_seq" in s)
+            resumed = second.status()
+            assert resumed["saved_seq"] >= sent  # it resumed the saved state
+            device.publish(frames[impact + 5 :])
+            device.wait_acked(len(frames), 20)
+            second.wait("the fall", lambda s: s["alerts"].get("fall") == 1)
+            second.wait("every frame acknowledged",
+                        lambda s: s["saved_seq"] >= len(frames) and s["unacknowledged"] == 0)
+        finally:
+            second.proc.send_signal(signal.SIGTERM)
+            assert second.proc.wait(30) == 0, second.log.read_text()[-2000:]
+    finally:
+        if first.proc.poll() is None:
+            first.proc.kill()
+        device.close()
+    stored = alerts_stored(nats_broker.url)
+    falls = [a for a in stored if a["kind"] == "fall"]
+    assert len(falls) == 1, stored
+    assert falls[0]["elder"] == "e1"
+    assert abs(falls[0]["ts"] - (json.loads(frames[impact][1])["ts"])) < 1.5
+    if how == "SIGTERM":  # nothing to replay: the state covered all it was handed
+        assert resumed["replayed"] == 0
