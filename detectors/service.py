@@ -48,7 +48,7 @@ from detectors.fall import FallDetector
 from detectors.inactivity import InactivityDetector
 from detectors.morning import MorningDetector
 from detectors.resume import Position, StateStore
-from detectors.snapshot import SnapshotMismatch, freeze, thaw
+from detectors.snapshot import SnapshotMismatch, freeze, read_meta, thaw
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
@@ -154,9 +154,9 @@ class Detect:
     def thaw(self, blob: bytes) -> dict[str, Any]:
         """Resume the state of :meth:`freeze` (into this fresh pipeline); its meta.
         :class:`SnapshotMismatch` when it was made by other code or settings."""
-        meta, values = thaw({name: getattr(self, name) for name in STATE}, blob)
-        if meta.get("fingerprint") != self.fingerprint:
+        if read_meta(blob).get("fingerprint") != self.fingerprint:
             raise SnapshotMismatch("the snapshot was made under other detector settings")
+        meta, values = thaw({name: getattr(self, name) for name in STATE}, blob)
         for name in STATE:  # objects were written in place; plain values are set here
             setattr(self, name, values[name])
         return meta

@@ -142,9 +142,12 @@ def freeze(roots: Mapping[str, object], *, meta: Mapping[str, Any] | None = None
 
 
 def read_meta(blob: bytes) -> dict[str, Any]:
-    """Only the ``meta`` of a snapshot."""
-    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        return dict(json.loads(z["__tree__"].tobytes())["meta"])
+    """Only the ``meta`` of a snapshot (:class:`SnapshotMismatch` if it is none)."""
+    try:
+        with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+            return dict(json.loads(z["__tree__"].tobytes())["meta"])
+    except (ValueError, OSError, KeyError) as exc:
+        raise SnapshotMismatch(f"not a snapshot: {exc}") from exc
 
 
 class _Thawer:

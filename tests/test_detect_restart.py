@@ -11,7 +11,6 @@ process would never see the impact (its frames were acknowledged) and miss the f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -21,15 +20,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import nats
 import numpy as np
 import pytest
 from support import Publisher, topic, wait_for
+from test_detect_service import stored_alerts
 
 from device_sim.motions import motion
 from device_sim.signals import to_device_frame
 from harness.servers import LocalNats
-from homecare.jetstream import ALERT_SUBJECT_ROOT, ALERTS_STREAM
 from homecare.status import read_status
 
 pytestmark = pytest.mark.servers
@@ -50,34 +48,6 @@ def fall_frames(now: float) -> tuple[list[tuple[str, bytes]], int]:
                 "accel": np.round(accel[k * RATE : (k + 1) * RATE], 4).tolist()}  # fmt: skip
         frames.append((topic("e1", "wearable", "w1", "frame"), json.dumps(body).encode()))
     return frames, int(info["impact_t"])
-
-
-def alerts_stored(url: str) -> list[dict[str, Any]]:
-    """Every alert message in ALERTS (an ephemeral ordered read from the start)."""
-
-    async def read() -> list[dict[str, Any]]:
-        nc = await nats.connect(url)
-        try:
-            js = nc.jetstream()
-            info = await js.stream_info(ALERTS_STREAM)
-            total = info.state.messages
-            got: list[dict[str, Any]] = []
-            if not total:
-                return got
-            sub = await js.subscribe(f"{ALERT_SUBJECT_ROOT}.>", ordered_consumer=True)
-            deadline = time.monotonic() + 10
-            while time.monotonic() < deadline:
-                try:
-                    msg = await sub.next_msg(timeout=0.5)
-                except TimeoutError:
-                    break
-                got.append(json.loads(msg.data))
-            await sub.unsubscribe()
-            return got
-        finally:
-            await nc.close()
-
-    return asyncio.run(read())
 
 
 class DetectProcess:
@@ -151,10 +121,10 @@ def test_a_fall_in_progress_survives_a_restart_of_detect_once(how, nats_broker, 
         if first.proc.poll() is None:
             first.proc.kill()
         device.close()
-    stored = alerts_stored(nats_broker.url)
-    falls = [a for a in stored if a["kind"] == "fall"]
+    stored = stored_alerts(nats_broker.url)
+    falls = [a for a in stored if a.kind == "fall"]
     assert len(falls) == 1, stored
-    assert falls[0]["elder"] == "e1"
-    assert abs(falls[0]["ts"] - (json.loads(frames[impact][1])["ts"])) < 1.5
+    assert falls[0].elder == "e1"
+    assert abs(falls[0].ts - json.loads(frames[impact][1])["ts"]) < 1.5
     if how == "SIGTERM":  # nothing to replay: the state covered all it was handed
         assert resumed["replayed"] == 0
