@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel
 
+from homecare.errors import DataError
+
 __all__ = ["FORMAT", "SnapshotMismatch", "freeze", "read_meta", "thaw"]
 
 FORMAT = 1
@@ -59,7 +61,7 @@ _MODEL_MODULES = ("homecare.", "detectors.")
 """Where a pydantic model stored by value may come from."""
 
 
-class SnapshotMismatch(ValueError):
+class SnapshotMismatch(DataError):
     """The snapshot does not fit the running code's objects; the message says where."""
 
 
