@@ -301,9 +301,9 @@ class DetectService:
             try:
                 meta = self.detect.thaw(blob)
             except SnapshotMismatch as exc:
+                # nothing was written into the detectors: they start fresh
                 log.warning("%s: saved state not resumed (%s): starting fresh from sequence %d",
                             self.durable, exc, at.ack_floor)  # fmt: skip
-                self.detect = Detect(self.settings)
             else:
                 start = int(meta["seq"])
                 self._unwritten = list(meta.get("unwritten", []))
