@@ -57,6 +57,8 @@ __all__ = ["FORMAT", "SnapshotMismatch", "freeze", "read_meta", "thaw"]
 
 FORMAT = 1
 """Of the encoding below; a snapshot of another format is refused."""
+_PLAIN = frozenset({str, int, float, bool, type(None)})
+"""Values JSON holds as they are (a list or a str-keyed dict of them is written whole)."""
 _MODEL_MODULES = ("homecare.", "detectors.")
 """Where a pydantic model stored by value may come from."""
 
@@ -110,10 +112,15 @@ class _Freezer:
         if value is None or isinstance(value, bool | int | float | str):
             return value
         if isinstance(value, list):
+            if all(type(v) in _PLAIN for v in value):  # rosters' ids: JSON as they are
+                return value
             return [self.enc(v, f"{path}[{i}]") for i, v in enumerate(value)]
         if isinstance(value, tuple):
             return {"$t": [self.enc(v, f"{path}[{i}]") for i, v in enumerate(value)]}
         if isinstance(value, dict):
+            plain = all(type(v) in _PLAIN for v in value.values())
+            if plain and all(type(k) is str for k in value):
+                return {"$j": value}  # rosters' rows, sites: a JSON object as it is
             return {"$d": [[self.enc(k, path), self.enc(v, f"{path}[{k!r}]")]
                            for k, v in value.items()]}  # fmt: skip
         if isinstance(value, BaseModel):
@@ -165,6 +172,8 @@ class _Thawer:
         """The value ``enc`` describes, written into ``current`` where it is an object."""
         if isinstance(enc, list):
             items = current if isinstance(current, list) and len(current) == len(enc) else None
+            if not (items and _is_object(items[0])) and all(type(e) in _PLAIN for e in enc):
+                return list(enc)  # plain values, as written
             return [self.dec(items[i] if items else None, e, f"{path}[{i}]")
                     for i, e in enumerate(enc)]  # fmt: skip
         if not isinstance(enc, dict):
@@ -188,6 +197,8 @@ class _Thawer:
             return np.dtype(enc["$s"]).type(enc["v"])
         if "$t" in enc:
             return tuple(self.dec(None, e, f"{path}[{i}]") for i, e in enumerate(enc["$t"]))
+        if "$j" in enc:
+            return dict(enc["$j"])
         if "$d" in enc:
             return {self.dec(None, k, path): self.dec(None, v, f"{path}[{k!r}]")
                     for k, v in enc["$d"]}  # fmt: skip
