@@ -448,8 +448,9 @@ def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
 
 
 def _detect_main(
-    nats_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float
-) -> None:
+    nats_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float,
+    save_every_s: float,
+) -> None:  # fmt: skip
     """The detect service as its own process, as ``homecare detect`` runs; SIGTERM stops it.
 
     Its ``handle`` (decode + batch + detect), the batcher and the detectors are wrapped in
@@ -463,7 +464,9 @@ def _detect_main(
         state_dir=Path(state),
         nats=NatsSettings(url=nats_url),
         influx=InfluxSettings(url=influx_url, database="homecare"),
-        detect=DetectSettings.model_validate({"clock": "wall", "batch_interval_s": interval_s}),
+        detect=DetectSettings.model_validate(
+            {"clock": "wall", "batch_interval_s": interval_s, "save_every_s": save_every_s}
+        ),
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -785,6 +788,7 @@ def latency(
     spread: int,
     seed: int,
     batch_interval_s: float = DetectSettings().batch_interval_s,
+    save_every_s: float = DetectSettings().save_every_s,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Phase 3 (see module doc)."""
@@ -835,7 +839,10 @@ def latency(
         state.mkdir()
         detect = ctx.Process(
             target=_detect_main,
-            args=(server.url, influx.url, str(state), started, stats_q, batch_interval_s),
+            args=(
+                server.url, influx.url, str(state), started, stats_q, batch_interval_s,
+                save_every_s,
+            ),
         )
         detect.start()
         children.callback(stop_process, detect)
@@ -965,6 +972,7 @@ def run(
     naive_elders: int = 200,
     hst_elders: int = 20,
     seed: int = 0,
+    save_every_s: float = DetectSettings().save_every_s,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """All three phases; the figures (also printed through ``log``)."""
@@ -993,6 +1001,7 @@ def run(
             gateways=gateways,
             spread=spread,
             seed=seed,
+            save_every_s=save_every_s,
             log=log,
         )
     return report
