@@ -7,6 +7,7 @@ every second). The process is killed (-9) or stopped (SIGTERM) after the impact 
 before the stillness window ends (~11 s later), started again, and the rest of the fall
 published: ALERTS holds the fall exactly once. Without the saved state the restarted
 process would never see the impact (its frames were acknowledged) and miss the fall.
+A third case kills it before its first save: the restart replays all it was handed.
 """
 
 from __future__ import annotations
@@ -53,14 +54,14 @@ def fall_frames(now: float) -> tuple[list[tuple[str, bytes]], int]:
 class DetectProcess:
     """``homecare detect`` as its own process, as operations run it."""
 
-    def __init__(self, server: LocalNats, tmp_path: Path, n: int) -> None:
+    def __init__(self, server: LocalNats, tmp_path: Path, n: int, save_every_s: float = 1) -> None:
         self.state_dir = tmp_path / "state"
         self.log = tmp_path / f"detect-{n}.log"
         env = os.environ | {
             "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": server.url,
             "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none: alerts wait in the state
             "HOMECARE_STATE_DIR": str(self.state_dir), "HOMECARE_DETECT__CLOCK": "data",
-            "HOMECARE_DETECT__SAVE_EVERY_S": "1",
+            "HOMECARE_DETECT__SAVE_EVERY_S": str(save_every_s),
         }  # fmt: skip
         with self.log.open("w") as out:
             self.proc = subprocess.Popen(
@@ -81,26 +82,32 @@ class DetectProcess:
         wait_for(ok, timeout_s, what)
 
 
-@pytest.mark.parametrize("how", ["kill -9", "SIGTERM"])
+@pytest.mark.parametrize("how", ["kill -9", "SIGTERM", "kill -9 before any save"])
 def test_a_fall_in_progress_survives_a_restart_of_detect_once(how, nats_broker, tmp_path):
+    """``kill -9 before any save``: nothing was saved nor acknowledged, so the restarted
+    process replays everything the first was handed, and skips the consumer's
+    redeliveries of it (after its 5 s ack wait)."""
     frames, impact = fall_frames(time.time())
     device = Publisher(nats_broker.mqtt_port, client_id="w1")
-    first = DetectProcess(nats_broker, tmp_path, 1)
+    unsaved = how == "kill -9 before any save"
+    first = DetectProcess(nats_broker, tmp_path, 1, save_every_s=3600 if unsaved else 1)
     try:
         first.wait("detect started", lambda s: "processed_seq" in s)
         # up to two frames past the impact: seen, saved and acknowledged
         sent = device.publish(frames[: impact + 3])
         device.wait_acked(sent, 20)
-        first.wait("the impact saved", lambda s: s["saved_seq"] >= sent and s["messages"] >= sent)
+        first.wait("the impact seen", lambda s: s["messages"] >= sent)
+        if not unsaved:
+            first.wait("the impact saved", lambda s: s["saved_seq"] >= sent)
         # two more, processed (perhaps not saved yet), then the stop
         device.publish(frames[impact + 3 : impact + 5])
         device.wait_acked(sent + 2, 20)
         first.wait("two more frames", lambda s: s["messages"] >= sent + 2)
         assert first.status()["alerts"] == {}  # the stillness window is not over
-        if how == "kill -9":
-            first.proc.kill()
-        else:
+        if how == "SIGTERM":
             first.proc.send_signal(signal.SIGTERM)
+        else:
+            first.proc.kill()
         assert first.proc.wait(30) == (0 if how == "SIGTERM" else -signal.SIGKILL)
         (first.state_dir / "detect.json").unlink()
 
@@ -108,10 +115,16 @@ def test_a_fall_in_progress_survives_a_restart_of_detect_once(how, nats_broker, 
         try:
             second.wait("detect started again", lambda s: "processed_seq" in s)
             resumed = second.status()
-            assert resumed["saved_seq"] >= sent  # it resumed the saved state
+            if unsaved:  # it read again all the first process was handed
+                assert resumed["saved_seq"] == 0
+                assert resumed["replayed"] == sent + 2
+            else:
+                assert resumed["saved_seq"] >= sent  # it resumed the saved state
             device.publish(frames[impact + 5 :])
             device.wait_acked(len(frames), 20)
             second.wait("the fall", lambda s: s["alerts"].get("fall") == 1)
+            if unsaved:  # the consumer's redeliveries, skipped
+                second.wait("redeliveries", lambda s: s["skipped"] >= sent + 2)
             second.wait("every frame acknowledged",
                         lambda s: s["saved_seq"] >= len(frames) and s["unacknowledged"] == 0)
         finally:
