@@ -66,6 +66,9 @@ def bench_detect_command(
     ] = 20,
     gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the traces and simulated lives.")] = 0,
+    save_every_s: Annotated[
+        float, typer.Option(min=0.1, help="How often the live detect saves its state.")
+    ] = 5.0,
     json_out: JsonOut = None,
 ) -> None:
     """Detector throughput on one core against naive Python and River; live alert latency."""
@@ -74,7 +77,7 @@ def bench_detect_command(
     report = run(
         elders=elders, seconds=seconds, latency_elders=latency_elders,
         latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
-        seed=seed, log=typer.echo,
+        seed=seed, save_every_s=save_every_s, log=typer.echo,
     )  # fmt: skip
     emit(report, json_out)
 

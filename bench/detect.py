@@ -14,18 +14,23 @@
    loop (:class:`bench.peers.NaiveFall`) on a subset of elders, and River's
    ``HalfSpaceTrees`` scoring the magnitude stream sample by sample; samples/s of each
    and our ratio to them.
-3. **Alert latency** through a real Mosquitto: ``homecare detect`` (its
-   :class:`~detectors.service.DetectService`, wall clock) runs as its own process while
-   ``--latency-elders`` publish in real time through gateway connections; SOS presses and
-   falls with a long lie are injected for a few dozen elders. Latency runs from the
-   moment the message completing a detection was handed to the publishing client (the
-   SOS event; for a fall, the frame that ends its stillness window, found by replaying
-   the elder's published frames through a :class:`~detectors.fall.FallDetector`) to the
-   alert's arrival at a separate subscriber process. Two phases: *burst*, the fleet as
-   it is (every simulated second's messages handed over at once, all devices in phase),
-   and *spread*, the same traffic handed over in ``--spread`` slices across the second,
-   as independent devices with their own phases would send it. The service's batches are
-   timed inside its process (decode + batch + detect), to say where the time goes.
+3. **Alert latency** through a real NATS Server: ``homecare detect`` (its
+   :class:`~detectors.service.DetectService`, wall clock, on its durable consumer of
+   TELEMETRY, saving its state every ``detect.save_every_s``) runs as its own process
+   while ``--latency-elders`` publish in real time over MQTT through gateway connections;
+   SOS presses and falls with a long lie are injected for a few dozen elders. Latency runs
+   from the moment the message completing a detection was handed to the publishing client
+   (the SOS event; for a fall, the frame that ends its stillness window, found by
+   replaying the elder's published frames through a :class:`~detectors.fall.FallDetector`)
+   to the alert's arrival, stored in ALERTS, at a separate process reading that stream.
+   Two phases: *burst*, the fleet as it is (every simulated second's messages handed over
+   at once, all devices in phase), and *spread*, the same traffic handed over in
+   ``--spread`` slices across the second, as independent devices with their own phases
+   would send it. The service's batches are timed inside its process (decode + batch +
+   detect), to say where the time goes. The ceiling: a *bare consumer* (a nats-py pull
+   loop on a durable consumer of TELEMETRY that only counts and acknowledges) runs beside
+   it and notes when each SOS press reaches it; the ratio of detect's SOS latency to the
+   bare consumer's is printed.
 """
 
 from __future__ import annotations
@@ -85,8 +90,8 @@ LOOKALIKES = (
 )  # fmt: skip
 FALLS = ("fall_forward", "fall_backward", "fall_sideways", "fall_out_of_bed")
 STILL_TAIL_S = 12
-DETECT_ID = "bench-detect"
 LISTENER_ID = "bench-alerts"
+BARE_ID = "bench-bare"
 
 
 # --- 1. the throughput stream ----------------------------------------------------------
@@ -443,23 +448,24 @@ def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
 
 
 def _detect_main(
-    mqtt_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float
-) -> None:
+    nats_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float,
+    save_every_s: float,
+) -> None:  # fmt: skip
     """The detect service as its own process, as ``homecare detect`` runs; SIGTERM stops it.
 
     Its ``handle`` (decode + batch + detect), the batcher and the detectors are wrapped in
     timers, so the report can say where a batch's time goes."""
     from detectors.service import DetectService
     from homecare.runtime import tune_gc_for_service
-    from homecare.settings import DetectSettings, InfluxSettings, MqttSettings, Settings
+    from homecare.settings import DetectSettings, InfluxSettings, NatsSettings, Settings
 
     settings = Settings(
         _env_file=None,
         state_dir=Path(state),
-        mqtt=MqttSettings(url=mqtt_url, client_id=DETECT_ID),
+        nats=NatsSettings(url=nats_url),
         influx=InfluxSettings(url=influx_url, database="homecare"),
         detect=DetectSettings.model_validate(
-            {"client_id": DETECT_ID, "clock": "wall", "batch_interval_s": interval_s}
+            {"clock": "wall", "batch_interval_s": interval_s, "save_every_s": save_every_s}
         ),
     )
     stop = threading.Event()
@@ -503,6 +509,7 @@ def _detect_main(
     result.put(
         {
             "stats": stats.as_dict(),
+            "last_save": service._last_save,
             "batches": batches,
             "gc": {
                 "collections": len(pauses),
@@ -515,47 +522,71 @@ def _detect_main(
     )
 
 
-def _listen_main(mqtt_url: str, ready: Any, stop: Any, result: Any) -> None:
-    """A subscriber to every alert that stamps each arrival; its own process, so nothing
-    else in the benchmark holds its GIL."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.subscribeoptions import SubscribeOptions
+def _listen_main(nats_url: str, ready: Any, stop: Any, result: Any) -> None:
+    """A reader of ALERTS (an ordered consumer of new messages) that stamps each arrival;
+    its own process, so nothing else in the benchmark holds its GIL."""
+    from homecare.jetstream import ALERT_SUBJECT_ROOT
 
-    from homecare.contract import alert_subscription
-    from homecare.receiver import mqtt_client
-    from homecare.settings import MqttSettings
+    got: list[tuple[float, bytes]] = []
 
-    settings = MqttSettings(url=mqtt_url)
-    client = mqtt_client(settings, LISTENER_ID)
-    got: list[tuple[float, str, bytes]] = []
+    async def listen() -> None:
+        import nats
+        from nats.js.api import DeliverPolicy
 
-    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        got.append((time.time(), msg.topic, bytes(msg.payload)))
+        nc = await nats.connect(nats_url, name=LISTENER_ID)
 
-    client.on_message = on_message
-    client.on_connect = lambda c, *_: c.subscribe(
-        alert_subscription(), options=SubscribeOptions(qos=1)
-    )
-    client.on_subscribe = lambda *_: ready.set()
-    client.connect(settings.host, settings.port, clean_start=True)
-    client.loop_start()
-    stop.wait()
-    client.disconnect()
-    client.loop_stop()
+        async def on_message(msg: Any) -> None:
+            got.append((time.time(), msg.data))
+
+        js = nc.jetstream()
+        await js.subscribe(f"{ALERT_SUBJECT_ROOT}.>", cb=on_message, ordered_consumer=True,
+                           deliver_policy=DeliverPolicy.NEW)  # fmt: skip
+        ready.set()
+        await asyncio.to_thread(stop.wait)
+        await nc.close()
+
+    asyncio.run(listen())
     out = []
-    for at, topic, payload in got:
+    for at, payload in got:
         alert = json.loads(payload)
-        out.append(
-            {
-                "at": at,
-                "topic": topic,
-                "elder": alert["elder"],
-                "kind": alert["kind"],
-                "state": alert["state"],
-                "ts": alert["ts"],
-            }
-        )
+        out.append({"at": at, "elder": alert["elder"], "kind": alert["kind"],
+                    "state": alert["state"], "ts": alert["ts"]})  # fmt: skip
     result.put(out)
+
+
+def _bare_main(nats_url: str, ready: Any, stop: Any, result: Any) -> None:
+    """The ceiling: a nats-py pull loop on a durable consumer of TELEMETRY that only counts
+    and acknowledges (cumulatively, one acknowledgement per batch: as light on the shared
+    cores as a consumer can be), noting when each SOS press reaches it."""
+    from homecare.jetstream import TELEMETRY_STREAM
+
+    sos: dict[str, float] = {}
+    counted = [0, 0.0, 0.0]  # messages, first and last arrival
+
+    async def consume() -> None:
+        import nats
+
+        nc = await nats.connect(nats_url, name=BARE_ID)
+        sub = await nc.jetstream().pull_subscribe_bind(BARE_ID, TELEMETRY_STREAM)
+        ready.set()
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(5000, timeout=0.05)
+            except TimeoutError:
+                continue
+            now = time.time()
+            counted[0] += len(msgs)
+            counted[1] = counted[1] or now
+            counted[2] = now
+            for msg in msgs:
+                if msg.subject.endswith(".sos"):
+                    sos.setdefault(msg.subject.split(".")[3], now)
+            if msgs:  # its consumer acknowledges cumulatively: the last covers the batch
+                await nc.publish(msgs[-1].reply, b"+ACK")
+        await nc.close()
+
+    asyncio.run(consume())
+    result.put({"messages": counted[0], "seconds": counted[2] - counted[1], "sos": sos})
 
 
 class TimedFleet(Fleet):
@@ -698,11 +729,14 @@ def _phase_report(
     fleet: TimedFleet,
     first: dict[tuple[str, str], float],
     batches: list[tuple[float, int, float, float, float]],
+    bare: dict[str, float],
 ) -> dict[str, Any]:
-    """Latencies of one phase, and how the service spent its batches meanwhile."""
-    sos_ms, fall_ms, missed = [], [], []
+    """Latencies of one phase, the bare consumer's, and how the service spent its batches."""
+    sos_ms, fall_ms, bare_ms, missed = [], [], [], []
     pressed = {who: at for who, s, at, _ in fleet.sent if s is Stream.SOS}
     for elder in plan.sos:
+        if elder in pressed and elder in bare:
+            bare_ms.append((bare[elder] - pressed[elder]) * 1e3)
         got = first.get((elder, "sos"))
         if elder not in pressed or got is None:
             missed.append(f"{elder}:sos")
@@ -723,9 +757,12 @@ def _phase_report(
         "publish_rate": round(plan.published / wall),
         "missed": missed,
     }
-    for name, ms in (("sos", sos_ms), ("fall", fall_ms), ("all", sos_ms + fall_ms)):
+    for name, ms in (("sos", sos_ms), ("fall", fall_ms), ("all", sos_ms + fall_ms),
+                     ("bare_sos", bare_ms)):  # fmt: skip
         if ms:
             out[f"{name}_ms"] = _summary(ms)
+    if sos_ms and bare_ms:
+        out["sos_p99_ratio_to_bare"] = round(_pct(sos_ms, 0.99) / max(_pct(bare_ms, 0.99), 0.1), 2)
     if mine:
         handle = [b[2] * 1e3 for b in mine]
         out["service_batches"] = {
@@ -751,43 +788,67 @@ def latency(
     spread: int,
     seed: int,
     batch_interval_s: float = DetectSettings().batch_interval_s,
+    save_every_s: float = DetectSettings().save_every_s,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Phase 3 (see module doc)."""
-    from harness.servers import LocalBroker, LocalInflux
+    from nats.js.api import AckPolicy, ConsumerConfig
+
+    from broker.provision import provision
+    from harness.servers import LocalInflux, LocalNats
     from homecare.influx import InfluxClient
-    from homecare.receiver import MqttConsumer
+    from homecare.jetstream import TELEMETRY_STREAM
     from homecare.runtime import stop_process
-    from homecare.settings import InfluxSettings, MqttSettings
+    from homecare.settings import InfluxSettings
 
     ctx = mp.get_context("spawn")
     warm_s = min(15, max(5, seconds // 5))
     with (
         tempfile.TemporaryDirectory(prefix="homecare-bench-detect-") as tmp,
-        LocalBroker(Path(tmp) / "mosquitto", autosave_s=0) as broker,
+        LocalNats(Path(tmp) / "nats") as server,
         LocalInflux(Path(tmp) / "influxd") as influx,
         ExitStack() as children,
     ):
         with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:
             db.create_database()
-        # the persistent session first, so nothing published while detect starts is lost
-        with MqttConsumer(MqttSettings(url=broker.url), client_id=DETECT_ID):
-            pass
+        # TELEMETRY, detect's consumer, ALERTS and the state bucket before any device connects
+        done = provision(server.url, mqtt_url=server.mqtt_url, consumers=())
+        if not done.source.ok:
+            raise RuntimeError(f"provisioning failed: {done.source.detail}")
+
+        async def bare_consumer() -> None:
+            import nats
+
+            nc = await nats.connect(server.url)
+            await nc.jetstream().add_consumer(TELEMETRY_STREAM, ConsumerConfig(
+                durable_name=BARE_ID, ack_policy=AckPolicy.ALL, max_ack_pending=100_000,
+                ack_wait=30.0))  # fmt: skip
+            await nc.close()
+
+        asyncio.run(bare_consumer())
         ready, stop, alerts_q = ctx.Event(), ctx.Event(), ctx.Queue()
-        listener = ctx.Process(target=_listen_main, args=(broker.url, ready, stop, alerts_q))
+        listener = ctx.Process(target=_listen_main, args=(server.url, ready, stop, alerts_q))
         listener.start()
         children.callback(stop_process, listener)
+        bare_ready, bare_q = ctx.Event(), ctx.Queue()
+        bare = ctx.Process(target=_bare_main, args=(server.url, bare_ready, stop, bare_q))
+        bare.start()
+        children.callback(stop_process, bare)
         started, stats_q = ctx.Event(), ctx.Queue()
         state = Path(tmp) / "state"
         state.mkdir()
         detect = ctx.Process(
             target=_detect_main,
-            args=(broker.url, influx.url, str(state), started, stats_q, batch_interval_s),
+            args=(
+                server.url, influx.url, str(state), started, stats_q, batch_interval_s,
+                save_every_s,
+            ),
         )
         detect.start()
         children.callback(stop_process, detect)
-        if not (ready.wait(60) and started.wait(120)):
-            raise RuntimeError("the alert listener or the detect service did not start")
+        if not (ready.wait(60) and bare_ready.wait(60) and started.wait(120)):
+            raise RuntimeError("the alert listener, the bare consumer or detect did not start")
+        time.sleep(2.0)  # detect binds its consumer after its process is up
         phases = "burst then spread" if spread else "burst"
         log(
             f"latency: {elders} elders in real time, {phases}, {seconds} s each with {events} "
@@ -801,16 +862,17 @@ def latency(
         )  # fmt: skip
         seek_s = time.perf_counter() - made
         proc = psutil.Process(detect.pid)
-        procs = {"detect": proc, "publisher": psutil.Process()}
-        if broker.proc is not None:
-            procs["mosquitto"] = psutil.Process(broker.proc.pid)
+        procs = {"detect": proc, "publisher": psutil.Process(),
+                 "bare_consumer": psutil.Process(bare.pid)}  # fmt: skip
+        if server.proc is not None:
+            procs["nats-server"] = psutil.Process(server.proc.pid)
         cpu0 = {k: sum(p.cpu_times()[:2]) for k, p in procs.items()}
         machine0 = psutil.cpu_times()
         began = time.time()
         fleet, plans, lag = asyncio.run(
             _live(
                 sim,
-                broker.url,
+                server.mqtt_url,
                 seconds=seconds,
                 events=events,
                 warm_s=warm_s,
@@ -835,6 +897,8 @@ def latency(
         stop.set()
         arrivals: list[dict[str, Any]] = alerts_q.get(timeout=60)
         listener.join(30)
+        bare_out: dict[str, Any] = bare_q.get(timeout=60)
+        bare.join(30)
 
     first: dict[tuple[str, str], float] = {}
     for a in arrivals:
@@ -855,7 +919,14 @@ def latency(
         "alerts_other_elders": dict(
             Counter(a["kind"] for a in arrivals if a["elder"] not in injected)
         ),
-        "phases": [_phase_report(p, fleet, first, detect_out["batches"]) for p in plans],
+        "detect_last_save": detect_out["last_save"],
+        "bare_consumer": {
+            "messages": bare_out["messages"],
+            "messages_per_s": round(bare_out["messages"] / max(bare_out["seconds"], 1e-9)),
+        },
+        "phases": [
+            _phase_report(p, fleet, first, detect_out["batches"], bare_out["sos"]) for p in plans
+        ],
     }
     for ph in report["phases"]:
         if "all_ms" not in ph:
@@ -871,6 +942,15 @@ def latency(
             f"{len(ph['missed'])}); {ph['publish_rate']:,} messages/s, service batches of median "
             f"{b.get('messages_median')} messages, {b.get('handle_us_per_message')} µs each"
         )
+        bare_p99 = ph.get("bare_sos_ms", {}).get("p99")
+        if bare_p99 is not None:
+            log(f"    ceiling: the bare consumer saw the SOS presses at p99 {bare_p99:.0f} ms; "
+                f"detect's SOS alert p99 / the bare consumer's: "
+                f"{ph.get('sos_p99_ratio_to_bare', 'n/a')}")  # fmt: skip
+    saved = detect_out["last_save"]
+    log(f"  bare consumer: {report['bare_consumer']['messages']:,} messages, "
+        f"{report['bare_consumer']['messages_per_s']:,}/s; detect's last state save "
+        f"{saved.get('bytes', 0) / 1e6:.1f} MB in {saved.get('seconds', 'n/a')} s")  # fmt: skip
     log(
         f"  detect process: {cpu / wall:.0%} of a core, RSS {rss / 1e6:.0f} MB; cores busy: "
         + ", ".join(f"{k} {v:.2f}" for k, v in cpus.items())
@@ -892,6 +972,7 @@ def run(
     naive_elders: int = 200,
     hst_elders: int = 20,
     seed: int = 0,
+    save_every_s: float = DetectSettings().save_every_s,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """All three phases; the figures (also printed through ``log``)."""
@@ -920,6 +1001,7 @@ def run(
             gateways=gateways,
             spread=spread,
             seed=seed,
+            save_every_s=save_every_s,
             log=log,
         )
     return report

@@ -13,7 +13,9 @@ connects, :func:`provision`
 3. creates (or updates the editable settings of) the durable pull consumers of ingest and
    detect (one per shard of sites, filtered to them, when detect is sharded);
 4. creates ALERTS, where detect stores the alerts it raises and which sources apps'
-   MQTT acknowledgements, and escalation's durable consumer of it.
+   MQTT acknowledgements, and escalation's durable consumer of it;
+5. creates the object store where each detect shard saves its state
+   (:data:`DETECT_STATE_BUCKET`).
 
 Run again, it changes nothing that exists and refuses (:class:`ProvisionError`) where
 what exists differs in what cannot change under traffic (the partitions, the source):
@@ -40,6 +42,7 @@ from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
     StreamConfig,
@@ -68,6 +71,8 @@ from homecare.settings import NatsSettings
 
 __all__ = [
     "DEFAULT_PARTITIONS",
+    "DETECT_MAX_ACK_PENDING",
+    "DETECT_STATE_BUCKET",
     "ProvisionError",
     "Provisioned",
     "ack_transform",
@@ -77,6 +82,15 @@ __all__ = [
 
 DEFAULT_PARTITIONS = 64
 """Fixed at provisioning: a later change needs a new stream, not an edit under traffic."""
+
+
+DETECT_STATE_BUCKET = "detect_state"
+"""The object store of detect's state snapshots (``detectors.resume.STATE_BUCKET``: the
+same name; the broker and the detectors do not import each other)."""
+DETECT_MAX_ACK_PENDING = 100_000
+"""Detect acknowledges only what a saved snapshot covers (every ``detect.save_every_s``,
+5 s): a shard of 5,000 elders (~6,000 messages/s) holds ~30,000 unacknowledged between
+two saves, more while it catches up; each costs detect a reply subject, not the message."""
 
 
 class ProvisionError(ConfigError):
@@ -166,9 +180,9 @@ async def _exists(js: JetStreamContext, stream: str) -> StreamConfig | None:
 async def _provision(
     nats_url: str, mqtt_url: str, *, partitions: int, ack_wait_s: float, max_ack_pending: int,
     max_age_s: float, replicas: int, consumers: tuple[str, ...],
-    detect_shards: tuple[tuple[str, ...], ...], mqtt_user: str | None,
-    mqtt_password: str | None, timeout_s: float, settings: NatsSettings | None = None,
-    mqtt_ca_file: Path | None = None,
+    detect_shards: tuple[tuple[str, ...], ...], detect_max_ack_pending: int,
+    mqtt_user: str | None, mqtt_password: str | None, timeout_s: float,
+    settings: NatsSettings | None = None, mqtt_ca_file: Path | None = None,
 ) -> Provisioned:  # fmt: skip
     transform = telemetry_transform(partitions)
     nc = await connect(nats_url, name="homecare-provision", wait_s=timeout_s, settings=settings)
@@ -224,12 +238,13 @@ async def _provision(
             done.existing.append(TELEMETRY_STREAM)
 
         # Consumers at once: an interest stream keeps only what some consumer wants.
-        wanted = [(name, None) for name in consumers] + [
-            (detect_consumer(sites), site_filters(sites)) for sites in detect_shards
+        wanted = [(name, None, max_ack_pending) for name in consumers] + [
+            (detect_consumer(sites), site_filters(sites), detect_max_ack_pending)
+            for sites in detect_shards
         ]
-        for name, filters in wanted:
+        for name, filters, pending in wanted:
             await _consumer(js, TELEMETRY_STREAM, name, done, filters=filters,
-                            ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
+                            ack_wait_s=ack_wait_s, max_ack_pending=pending,
                             replicas=replicas)  # fmt: skip
 
         if await _exists(js, ALERTS_STREAM) is None:
@@ -246,6 +261,16 @@ async def _provision(
             done.existing.append(ALERTS_STREAM)
         await _consumer(js, ALERTS_STREAM, ESCALATE_CONSUMER, done, filters=None,
                         ack_wait_s=ack_wait_s, max_ack_pending=1000, replicas=replicas)
+
+        try:
+            await js.object_store(DETECT_STATE_BUCKET)
+            done.existing.append(DETECT_STATE_BUCKET)
+        except nats.js.errors.BucketNotFoundError:
+            await js.create_object_store(DETECT_STATE_BUCKET, config=ObjectStoreConfig(
+                description="detect's state per shard, with the stream sequence it covers",
+                storage=StorageType.FILE, replicas=replicas,
+            ))  # fmt: skip
+            done.created.append(DETECT_STATE_BUCKET)
 
         status = await source_status(js)
         while not status.ok and time.monotonic() < deadline:
@@ -287,6 +312,7 @@ def provision(
     replicas: int = 1,
     consumers: tuple[str, ...] = (INGEST_CONSUMER,),
     detect_shards: tuple[tuple[str, ...], ...] = ((),),
+    detect_max_ack_pending: int = DETECT_MAX_ACK_PENDING,
     mqtt_user: str | None = None,
     mqtt_password: str | None = None,
     timeout_s: float = 30.0,
@@ -297,15 +323,17 @@ def provision(
     cannot be made to match. ``ack_wait_s``: how long a taken, unacknowledged message
     waits before it is delivered again; ``max_ack_pending``: how many may be out
     unacknowledged per consumer (the memory bound of a service); ``detect_shards``: the
-    sets of sites each detect process covers (``()``: every site, one process);
+    sets of sites each detect process covers (``()``: every site, one process), and
+    ``detect_max_ack_pending`` their consumers' bound (:data:`DETECT_MAX_ACK_PENDING`);
     ``settings``: the provisioning user's credentials and the server's CA (NATS);
     ``mqtt_ca_file``: the CA of the MQTT listener's certificate."""
-    if max_ack_pending < 1 or ack_wait_s <= 0:
+    if max_ack_pending < 1 or detect_max_ack_pending < 1 or ack_wait_s <= 0:
         raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
     return asyncio.run(_provision(
         nats_url, mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
         max_ack_pending=max_ack_pending, max_age_s=max_age_s, replicas=replicas,
-        consumers=consumers, detect_shards=detect_shards, mqtt_user=mqtt_user,
+        consumers=consumers, detect_shards=detect_shards,
+        detect_max_ack_pending=detect_max_ack_pending, mqtt_user=mqtt_user,
         mqtt_password=mqtt_password, timeout_s=timeout_s, settings=settings,
         mqtt_ca_file=mqtt_ca_file,
     ))  # fmt: skip

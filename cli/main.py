@@ -183,18 +183,28 @@ def detect_command(
         list[str] | None, typer.Option(help="A site this shard owns (repeat); else settings.")
     ] = None,
 ) -> None:
-    """Run the detectors on the live streams; publish and store alerts, until SIGTERM."""
+    """Run the detectors on TELEMETRY; store alerts in ALERTS and InfluxDB, until SIGTERM.
+
+    Refuses to start (exit 1) when the broker lacks the shard's durable consumer, the
+    state bucket, or TELEMETRY's source: run ``homecare broker provision`` first."""
     from detectors.service import DetectService, for_sites
+    from homecare.consumer import ConsumerError
 
     configure_logging(log_level)
-    settings = load_settings(servers=True)
+    settings = load_settings(influx=True)
+    if not settings.nats.url:
+        raise typer.BadParameter("set HOMECARE_NATS__URL")
     try:
         settings = for_sites(settings, site) if site else settings
     except ValidationError as exc:
         raise typer.BadParameter(f"invalid --site: {exc}") from exc
     service = DetectService(settings)
     tune_gc_for_service()
-    stats = service.run(stop_on_signals())
+    try:
+        stats = service.run(stop_on_signals())
+    except ConsumerError as exc:
+        typer.echo(f"detect refuses to start: {exc}", err=True)
+        raise typer.Exit(1) from exc
     typer.echo(json.dumps(stats.as_dict()))
 
 

@@ -132,6 +132,8 @@ class FallDetector(RowState):
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
     }  # fmt: skip
+    _SCRATCH: ClassVar[tuple[str, ...]] = ("_sq", "_mag2")
+    """Buffers reused between batches: not state (:mod:`detectors.snapshot` skips them)."""
 
     def __init__(self, settings: FallSettings | None = None) -> None:
         s = self.settings = settings or FallSettings()

@@ -176,9 +176,8 @@ class IngestSettings(BaseModel):
 
 
 class DetectSettings(BaseModel):
-    """``homecare detect``: its session, batching, clock and elders' care levels."""
+    """``homecare detect``: batching, clock, elders' care levels, its sites and state saves."""
 
-    client_id: str = Field("homecare-detect", description="Detect's persistent MQTT session.")
     batch_size: int = Field(5000, ge=1, description="Messages decoded and detected together.")
     batch_interval_s: float = Field(0.05, gt=0, description="Longest a reading waits to be seen.")
     grace_s: float = Field(30.0, ge=0, description='Time to press "I\'m OK" after a fall.')
@@ -193,6 +192,10 @@ class DetectSettings(BaseModel):
         default_factory=list,
         description="Sites this process detects for (a shard); empty: every site. Detectors "
         "keep per-elder state, so sharding is by site, never by a shared subscription.",
+    )
+    save_every_s: float = Field(
+        5.0, gt=0, description="How often the detectors' state is saved to the broker; what it "
+        "covers is acknowledged then (keep the consumer's ack_wait well above it).",
     )
 
 

@@ -8,11 +8,15 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+import numpy as np
 import orjson
 import pytest
 from pydantic import ValidationError
 
 from detectors.service import Detect
+from detectors.snapshot import SnapshotMismatch, freeze, thaw
+from device_sim.motions import motion
+from device_sim.signals import to_device_frame
 from homecare import contract
 from homecare.edge import RawMessage
 from homecare.settings import DetectSettings, Settings
@@ -97,3 +101,97 @@ def test_a_message_is_parsed_and_validated_once_per_process(process, monkeypatch
         assert detect.stats.undecodable == 0
     json_messages = len(messages) - 1
     assert calls == {"parse": json_messages, "validate": json_messages}
+
+
+# the state a restart resumes ----------------------------------------------------------------
+def _fall_messages(now: float) -> tuple[list[RawMessage], int]:
+    """A forward fall as 1 s wearable frames (50 Hz) stamped up to ``now``; its impact frame."""
+    _, xyz, info = motion("fall_forward", np.random.default_rng(7), rate=50)
+    accel = to_device_frame(xyz).astype(np.float32)
+    n = len(accel) // 50
+    t0 = float(int(now)) - n
+    out = []
+    for k in range(n):
+        body = {"elder": "e1", "device": "w1", "ts": t0 + k, "rate": 50,
+                "accel": accel[k * 50 : (k + 1) * 50].tolist()}  # fmt: skip
+        out.append(RawMessage("homecare/v1/s/e1/wearable/w1/frame", json.dumps(body).encode(),
+                              t0 + k, seq=k + 1))  # fmt: skip
+    return out, int(info["impact_t"])
+
+
+def _data_clock() -> Settings:
+    return Settings(detect=DetectSettings(clock="data"))
+
+
+def test_a_fall_in_progress_is_resumed_from_the_frozen_state():
+    frames, impact = _fall_messages(time.time())
+    live = Detect(_data_clock())
+    for m in frames[: impact + 3]:
+        assert live.handle([m]) == []
+    blob = live.freeze(seq=impact + 3)
+    resumed, forgetful = Detect(_data_clock()), Detect(_data_clock())
+    assert resumed.thaw(blob)["seq"] == impact + 3
+    assert all(d.care is resumed.care for d in resumed.detectors if hasattr(d, "care"))
+    out = {"live": [], "resumed": [], "forgetful": []}
+    for m in frames[impact + 3 :]:
+        for name, detect in (("live", live), ("resumed", resumed), ("forgetful", forgetful)):
+            out[name] += [(a.kind, a.id, a.ts) for a in detect.handle([m])]
+    assert [k for k, _, _ in out["live"]] == ["fall"]
+    assert out["resumed"] == out["live"]  # the same alert, the same id
+    assert out["forgetful"] == []  # without the state the impact is gone
+
+
+def test_a_state_from_other_settings_or_code_is_refused_untouched():
+    frames, impact = _fall_messages(time.time())
+    live = Detect(_data_clock())
+    live.handle(frames[: impact + 3])
+    blob = live.freeze(seq=1)
+    other = Detect(Settings(detect=DetectSettings(clock="data"),
+                            detectors={"fall": {"still_window_s": 5.0}}))  # fmt: skip
+    with pytest.raises(SnapshotMismatch, match="other detector settings"):
+        other.thaw(blob)
+    assert len(other.batcher.elders) == 0  # nothing was written
+    fresh = Detect(_data_clock())
+    fall = fresh.detectors[0]
+    fall.pending = fall.pending.astype(np.int8)  # as if the code's state had changed
+    with pytest.raises(SnapshotMismatch, match=r"detectors\[0\]\.pending: saved bool"):
+        fresh.thaw(blob)
+    assert len(fresh.batcher.elders) == 0  # nothing was written
+
+
+def test_the_snapshot_walks_objects_generically():
+    class Ring:
+        _SCRATCH = ("buffer",)
+
+        def __init__(self) -> None:
+            self.values = np.zeros((0, 3), np.float32)
+            self.names: list[str] = []
+            self.buffer = np.empty(0)
+            self.when: tuple[float, ...] = ()
+
+    class Holder:
+        def __init__(self, shared: Ring) -> None:
+            self.a, self.b = shared, shared
+            self.by_key: dict[int, str] = {}
+
+    live = Holder(Ring())
+    live.a.values = np.arange(6, dtype=np.float32).reshape(2, 3)
+    live.a.names, live.a.when, live.a.buffer = ["x", "y"], (1.0, float("inf")), np.ones(9)
+    live.by_key = {3: "three"}
+    blob = freeze({"holder": live, "clock": 12.5}, meta={"seq": 7})
+    fresh = Holder(Ring())
+    meta, values = thaw({"holder": fresh, "clock": 0.0}, blob)
+    assert meta == {"seq": 7}
+    assert values["clock"] == 12.5
+    assert fresh.a is fresh.b
+    assert fresh.a.values.tolist() == live.a.values.tolist()
+    assert fresh.a.names == ["x", "y"]
+    assert fresh.a.when == (1.0, float("inf"))
+    assert fresh.by_key == {3: "three"}
+    assert len(fresh.a.buffer) == 0  # scratch is not state
+    unshared = Holder(Ring())
+    unshared.b = Ring()
+    with pytest.raises(SnapshotMismatch, match=r"holder\.b: saved as shared"):
+        thaw({"holder": unshared, "clock": 0.0}, blob)
+    with pytest.raises(SnapshotMismatch, match="not a snapshot"):
+        thaw({"holder": fresh}, b"garbage")

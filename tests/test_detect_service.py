@@ -1,4 +1,4 @@
-"""`homecare detect` via the real broker: injected events become alerts on MQTT and in InfluxDB."""
+"""`homecare detect` on the real NATS Server: device events become alerts in ALERTS and InfluxDB."""
 
 from __future__ import annotations
 
@@ -6,11 +6,13 @@ import asyncio
 import json
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
+import nats
 import numpy as np
-import paho.mqtt.client as mqtt
 import pytest
-from support import settings_for, wait_for
+from support import wait_for
 
 from detectors.service import DetectService
 from device_sim import Motion, OkPress, SimConfig, Simulation, SosPress
@@ -18,26 +20,52 @@ from device_sim.fleet import Fleet
 from device_sim.motions import motion
 from device_sim.routine import Posture
 from device_sim.signals import to_device_frame
-from homecare.contract import Alert, alert_subscription
+from harness.servers import LocalNats
+from homecare.contract import Alert
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings
+from homecare.jetstream import ALERT_SUBJECT_ROOT, ALERTS_STREAM
+from homecare.settings import DetectSettings, InfluxSettings, MqttSettings, NatsSettings, Settings
 
 pytestmark = pytest.mark.servers
 
 
-class AlertListener:
-    def __init__(self, port: int) -> None:
-        self.alerts: list[Alert] = []
-        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="alert-listener")
-        self.client.on_connect = lambda c, *_: c.subscribe(alert_subscription(), qos=1)
-        self.client.on_message = lambda _c, _u, m: self.alerts.append(
-            Alert.model_validate_json(m.payload))
-        self.client.connect("127.0.0.1", port)
-        self.client.loop_start()
+def stored_alerts(url: str) -> list[Alert]:
+    """Every alert message in ALERTS, oldest first (an ephemeral ordered read)."""
 
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+    async def read() -> list[Alert]:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            total = (await js.stream_info(ALERTS_STREAM)).state.messages
+            got: list[Alert] = []
+            if not total:
+                return got
+            sub = await js.subscribe(f"{ALERT_SUBJECT_ROOT}.>", ordered_consumer=True)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    msg = await sub.next_msg(timeout=0.5)
+                except TimeoutError:
+                    break
+                got.append(Alert.model_validate_json(msg.data))
+            await sub.unsubscribe()
+            return got
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def nats_settings(server: LocalNats, influx_url: str, tmp_path: Path, **detect: Any) -> Settings:
+    """Detect's settings against a test NATS server (state saved every second)."""
+    return Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        state_dir=tmp_path / "state",
+        nats=NatsSettings(url=server.url),
+        mqtt=MqttSettings(url=server.mqtt_url),
+        influx=InfluxSettings(url=influx_url, database="homecare"),
+        detect=DetectSettings.model_validate({"save_every_s": 1.0, **detect}),
+    )
 
 
 def _fall(rng: np.random.Generator, rate: int) -> np.ndarray:
@@ -45,7 +73,7 @@ def _fall(rng: np.random.Generator, rate: int) -> np.ndarray:
     return to_device_frame(xyz).astype(np.float32)
 
 
-def test_sos_and_fall_become_alerts_and_ok_cancels(broker, influx, tmp_path):
+def test_sos_and_fall_become_alerts_and_ok_cancels(nats_broker, influx, tmp_path):
     start = float(int(time.time()) - 7200)
     sim = Simulation(SimConfig(elders=3, seed=11, site="det", start=start))
     day = [sim.day(i) for i in range(3)]
@@ -56,24 +84,23 @@ def test_sos_and_fall_become_alerts_and_ok_cancels(broker, influx, tmp_path):
     sim.inject(2, start + 900.0, Motion(_fall(rng, 50), then=Posture.SUPINE, hold_s=180.0))
     sim.inject(2, start + 925.0, OkPress())
 
-    settings = settings_for(broker, influx, tmp_path)
-    settings = settings.model_copy(update={"detect": settings.detect.model_copy(
-        update={"clock": "data"})})
+    settings = nats_settings(nats_broker, influx.url, tmp_path, clock="data")
     service = DetectService(settings)
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
-    listener = AlertListener(broker.port)
-    time.sleep(1)
+    wait_for(lambda: service.status_path.exists(), 20, "detect started")
 
     async def publish():
-        async with Fleet(sim, broker.url, gateways=1) as fleet:
+        async with Fleet(sim, nats_broker.mqtt_url, gateways=1) as fleet:
             await fleet.run(seconds=1500, speed=None)
 
     asyncio.run(publish())
-    wait_for(lambda: {(a.kind, a.state) for a in listener.alerts}
-             >= {("sos", "open"), ("fall", "open"), ("fall", "cancelled")}, 30, "alerts")
-    by = {(a.elder, a.kind, a.state): a for a in listener.alerts}
+    wanted = {("sos", "open"), ("fall", "open"), ("fall", "cancelled")}
+    wait_for(lambda: {(a.kind, a.state) for a in stored_alerts(nats_broker.url)} >= wanted,
+             30, "alerts")
+    alerts = stored_alerts(nats_broker.url)
+    by = {(a.elder, a.kind, a.state): a for a in alerts}
     sos = by[("e0001", "sos", "open")]
     assert sos.severity == "critical"
     assert sos.device == "w0001"
@@ -85,10 +112,12 @@ def test_sos_and_fall_become_alerts_and_ok_cancels(broker, influx, tmp_path):
     assert ("e0003", "fall", "cancelled") in by
     assert ("e0002", "fall", "cancelled") not in by
     # nothing else in 25 quiet minutes of three homes (devices go offline as the fleet stops)
-    assert {a.kind for a in listener.alerts} <= {"sos", "fall", "offline"}
+    assert {a.kind for a in alerts} <= {"sos", "fall", "offline"}
+    assert len({(a.id, a.state) for a in alerts}) == len(alerts)  # each stored once
     stop.set()
     thread.join(20)
-    listener.close()
+    assert not thread.is_alive()
+    assert service.saved == service.processed > 0  # the last save covers all it processed
     with InfluxClient(InfluxSettings(url=influx.url)) as db:
         rows = db.rows("SELECT * FROM alert WHERE kind = 'sos' OR kind = 'fall'")
     states = {(r["elder"], r["kind"]): r["state"] for r in rows}

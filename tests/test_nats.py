@@ -142,7 +142,8 @@ def test_a_local_server_will_not_start_a_changed_binary(tmp_path):
 # provisioning ----------------------------------------------------------------------------
 def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(server):
     first = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
-    made = ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect", "ALERTS", "escalate"]
+    made = ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect", "ALERTS", "escalate",
+            "detect_state"]  # fmt: skip
     assert first.created == made
     assert first.source.ok, first.source.detail
     again = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
