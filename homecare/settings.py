@@ -64,7 +64,9 @@ class MqttSettings(BaseModel):
     password: SecretStr | None = Field(None, description="Its password (a secret).")
     password_file: Path | None = Field(None, description="Or a file holding it.")
     ca_file: Path | None = Field(None, description="CA that signed the broker's certificate.")
-    client_id: str = Field("homecare-ingest", description="Ingest's persistent MQTT session.")
+    client_id: str = Field(
+        "homecare-ingest", description="Ingest's name on its dead letters (instances add -NAME)."
+    )
     keepalive_s: int = Field(30, gt=0, description="MQTT keepalive.")
     access_dir: Path = Field(
         Path("deploy/nats/access"),
@@ -293,7 +295,9 @@ class SmtpSettings(RetrySettings):
 class EscalateSettings(BaseModel):
     """``homecare escalate``: the ladder, its acknowledgement API and its delivery channels."""
 
-    client_id: str = Field("homecare-escalate", description="Its persistent MQTT session.")
+    client_id: str = Field(
+        "homecare-escalate", description="Its MQTT client id, publishing alert states for apps."
+    )
     secret: SecretStr | None = Field(
         None,
         description="Key of every contact's ack token; none: a key made once in "
