@@ -42,6 +42,7 @@ __all__ = [
     "LOWEST_PORT",
     "NATS_SERVER_SHA256",
     "NATS_SERVER_VERSION",
+    "PORT_BAND_ENV",
     "LocalInflux",
     "LocalNats",
     "LocalNatsCluster",
@@ -72,6 +73,26 @@ def _ephemeral_low() -> int:
         return 32768
 
 
+PORT_BAND_ENV = "HOMECARE_PORT_BAND"
+"""``K/N``: this process takes its ports from the K-th of N equal bands (0-based), so N
+test processes running side by side (pytest-xdist workers, and the servers and services
+each starts) never hand out the same port."""
+
+
+def _band(first: int, last: int, band: str | None = None) -> tuple[int, int]:
+    """The band of ``first..last`` that ``band`` (default: :data:`PORT_BAND_ENV`) gives.
+
+    >>> _band(10000, 29999, "1/2"), _band(10000, 29999, "")
+    ((20000, 29999), (10000, 29999))
+    """
+    band = os.environ.get(PORT_BAND_ENV, "") if band is None else band
+    k, _, n = band.partition("/")
+    if not (k.isdigit() and n.isdigit() and 0 <= int(k) < int(n)):
+        return first, last
+    width = (last - first + 1) // int(n)
+    return first + int(k) * width, first + (int(k) + 1) * width - 1
+
+
 def free_port() -> int:
     """A free loopback port below the kernel's ephemeral range.
 
@@ -82,10 +103,11 @@ def free_port() -> int:
     stopped for an outage and about to restart on its port, never get each other's.
     """
     low = _ephemeral_low()
+    first, last = _band(LOWEST_PORT, low - 1)
     with _PORTS_LOCK:
-        if low - 1 > LOWEST_PORT:
+        if last > first:
             for _ in range(100):
-                port = random.randint(LOWEST_PORT, low - 1)
+                port = random.randint(first, last)
                 if port in _PORTS_GIVEN:
                     continue
                 with socket.socket() as sock:

@@ -61,9 +61,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, … under pytest -n N
+    if worker:  # each worker, and the servers it starts, takes ports from a band of its own
+        os.environ[servers.PORT_BAND_ENV] = (
+            f"{int(worker.removeprefix('gw'))}/{os.environ['PYTEST_XDIST_WORKER_COUNT']}"
+        )
     text = config.getoption("clock")
     if text is None:
-        config.stash[_clock_key] = float(int(time.time()))  # the one read of the real clock
+        now = float(int(time.time()))  # the one read of the real clock
+        config.stash[_clock_key] = now
+        if config.getoption("numprocesses", None):  # the workers read the same instant
+            os.environ[CLOCK_ENV] = datetime.fromtimestamp(now, UTC).isoformat()
         return
     try:
         at = datetime.fromisoformat(text)
