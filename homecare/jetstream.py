@@ -466,7 +466,8 @@ class JetStreamConsumer:
         if not settings.url:
             raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
         return cls(settings.url, durable=durable, stream=stream, source=source, ack=ack,
-                   source_check_s=settings.source_check_s, settings=settings)  # fmt: skip
+                   source_check_s=settings.source_check_s,
+                   source_wait_s=settings.source_wait_s, settings=settings)  # fmt: skip
 
     # the Consumer ----------------------------------------------------------------------
     def __enter__(self) -> Self:

@@ -115,6 +115,9 @@ class NatsSettings(BaseModel):
     source_check_s: float = Field(
         60.0, gt=0, description="How often a service checks that TELEMETRY's source is active."
     )
+    source_wait_s: float = Field(
+        15.0, gt=0, description="How long a starting service waits for the source to be active."
+    )
 
     @model_validator(mode="after")
     def _load_secret(self) -> NatsSettings:
