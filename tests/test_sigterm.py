@@ -57,13 +57,36 @@ def _start(args: list[str], tmp_path: Path) -> tuple[subprocess.Popen[bytes], Pa
 def _wait_for_children(
     proc: subprocess.Popen[bytes], ready: Callable[[list[str]], bool], out: Path, timeout_s: float
 ) -> list[psutil.Process]:
-    """The command's descendants once ``ready`` holds for their command lines."""
+    """The command's descendants once ``ready`` holds for their command lines.
+
+    If they never are, the command and what it started are killed before the test fails:
+    a command left running would outlive the test, and its unreaped ``Popen`` would fail
+    a later one (a ResourceWarning, an error under ``filterwarnings = error``)."""
     parent = psutil.Process(proc.pid)
+    procs: list[psutil.Process] = []
+    try:
+        return _poll_children(proc, parent, procs, ready, out, timeout_s)
+    except BaseException:
+        with contextlib.suppress(psutil.Error):
+            procs[:] = {*procs, *parent.children(recursive=True)}
+        for p in [parent, *procs]:
+            with contextlib.suppress(psutil.Error, OSError):
+                p.kill()
+        proc.wait()
+        psutil.wait_procs(procs, timeout=5)
+        raise
+
+
+def _poll_children(
+    proc: subprocess.Popen[bytes], parent: psutil.Process, procs: list[psutil.Process],
+    ready: Callable[[list[str]], bool], out: Path, timeout_s: float,
+) -> list[psutil.Process]:  # fmt: skip
+    """Poll until ``ready``; ``procs`` keeps the descendants last seen, for the cleanup."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             pytest.fail(f"the command ended before its children were up:\n{out.read_text()}")
-        procs = parent.children(recursive=True)
+        procs[:] = parent.children(recursive=True)
         lines = []
         for p in procs:
             try:
@@ -92,7 +115,8 @@ def _assert_stopped_cleanly(
     except subprocess.TimeoutExpired:
         code = None
     _, alive = psutil.wait_procs(children, timeout=5)
-    for p in [proc, *alive]:  # a failing run leaves nothing behind either
+    leftovers: list[subprocess.Popen[bytes] | psutil.Process] = [proc, *alive]
+    for p in leftovers:  # a failing run leaves nothing behind either
         with contextlib.suppress(psutil.Error, OSError):
             p.kill()
     assert code is not None, f"still running {EXIT_S} s after {sig.name}:\n{out.read_text()}"
@@ -113,7 +137,7 @@ def _assert_stopped_cleanly(
 def test_demo_stops_its_servers_and_services(tmp_path: Path, sig: signal.Signals) -> None:
     proc, _temp, out = _start(["demo", "--elders", "2", "--hours", "0.5"], tmp_path)
     children = _wait_for_children(
-        proc, _has("mosquitto", "influxd", "cli ingest", "cli detect", "cli escalate"), out, 60
+        proc, _has("nats-server", "influxd", "cli ingest", "cli detect", "cli escalate"), out, 60
     )
     _assert_stopped_cleanly(proc, children, sig, tmp_path, out)
 
@@ -136,7 +160,7 @@ def test_certify_stops_its_broker_and_removes_its_folder(tmp_path: Path) -> None
     args = ["certify", "--kind", "bed", "--simulate", "reference", "--non-interactive",
             "--duration", "120", "--out", str(tmp_path / "report")]  # fmt: skip
     proc, temp, out = _start(args, tmp_path)
-    children = _wait_for_children(proc, _has("mosquitto"), out, 60)
+    children = _wait_for_children(proc, _has("nats-server"), out, 60)
     assert any(temp.iterdir()), "the kit made no temporary folder"
     _assert_stopped_cleanly(proc, children, signal.SIGTERM, tmp_path, out)
     assert not any(temp.iterdir()), list(temp.iterdir())
