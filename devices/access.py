@@ -81,9 +81,10 @@ def _consume(stream: str, consumer: str) -> list[str]:
     ]  # fmt: skip
 
 
-DETECT_BUCKET = "detect"
-"""The key-value bucket and the object store where detect keeps its state (the only ones
-its user may use: NATS cannot grant a name pattern such as ``KV_detect*``)."""
+DETECT_BUCKET = "detect_state"
+"""The object store where detect keeps its state (``detectors.resume.STATE_BUCKET``, which
+``homecare broker provision`` creates), and a key-value bucket of the same name: the only
+ones its user may use (NATS cannot grant a name pattern such as ``KV_detect*``)."""
 ALERT_TOPICS = f"{SUBJECT_ROOT}.*.*.alert.*"
 ALERT_ACKS = f"{SUBJECT_ROOT}.*.*.alert.*.ack"
 SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {

@@ -7,13 +7,15 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from harness.servers import LocalInflux, LocalNats
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings, MqttSettings, Settings
+from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 
 ELDERS_MORNING = datetime(2026, 3, 4, 10, tzinfo=UTC).timestamp()
 """A Wednesday, 10:00: the simulated elders' clock in server tests that need them up and
@@ -31,10 +33,15 @@ def elders_at(start: float, local: float = ELDERS_MORNING) -> float:
     return local - start
 
 
-def settings_for(broker: Any, influx: Any, tmp_path: Any, **ingest: Any) -> Settings:
+def settings_for(nats: LocalNats, influx: LocalInflux, tmp_path: Path, **ingest: Any) -> Settings:
+    """The services' settings against a test's NATS Server (provisioned with 8 partitions, as
+    the ``nats_broker`` fixture does) and influxd; ``ingest`` overrides ingest's settings.
+    No ``.env`` file: a developer's own settings never leak into a test."""
     return Settings(
+        _env_file=None,  # type: ignore[call-arg]
         state_dir=tmp_path / "state",
-        mqtt=MqttSettings(url=broker.url, client_id="ingest-test"),
+        nats=NatsSettings(url=nats.url, partitions=8),
+        mqtt=MqttSettings(url=nats.mqtt_url, client_id="ingest-test"),
         influx=InfluxSettings(url=influx.url, database="homecare"),
         ingest={"batch_interval_s": 0.05, **ingest},
     )

@@ -8,26 +8,16 @@ import threading
 import time
 
 import pytest
-from support import elders_at, wait_for
+from support import elders_at, settings_for, wait_for
 
 from device_sim import SimConfig, Simulation, SosPress
 from device_sim.fleet import Fleet
 from harness.demo import stored_counts
 from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
+from homecare.settings import InfluxSettings
 from ingest.service import IngestService
 
 pytestmark = pytest.mark.servers
-
-
-def _settings(nats_broker, influx, tmp_path) -> Settings:
-    return Settings(
-        state_dir=tmp_path / "state",
-        nats=NatsSettings(url=nats_broker.url, partitions=8),
-        mqtt=MqttSettings(url=nats_broker.mqtt_url),
-        influx=InfluxSettings(url=influx.url, database="homecare"),
-        ingest={"batch_interval_s": 0.05},
-    )
 
 
 def _ingest(settings, instance=None):
@@ -63,7 +53,7 @@ def test_simulated_homes_are_counted_back_exactly(nats_broker, influx, tmp_path)
     sim = Simulation(SimConfig(elders=4, seed=3, site="e2e", start=start,
                                utc_offset_s=elders_at(start)))  # whatever the real hour
     sim.inject(1, start + 30.0, SosPress())
-    service, stop, thread = _ingest(_settings(nats_broker, influx, tmp_path))
+    service, stop, thread = _ingest(settings_for(nats_broker, influx, tmp_path))
     published = asyncio.run(_publish(sim, nats_broker.mqtt_url, 1200))
     assert published.per_stream["sos"] == 1
     assert {"frame", "reading", "status", "availability"} <= {str(s) for s in published.per_stream}
@@ -80,7 +70,7 @@ def test_two_ingest_processes_share_the_load(nats_broker, influx, tmp_path):
     sim = Simulation(SimConfig(elders=6, seed=5, site="shared", start=start,
                                utc_offset_s=elders_at(start)))  # whatever the real hour
     running = [
-        _ingest(_settings(nats_broker, influx, tmp_path), instance=name) for name in ("a", "b")
+        _ingest(settings_for(nats_broker, influx, tmp_path), instance=name) for name in ("a", "b")
     ]
     published = asyncio.run(_publish(sim, nats_broker.mqtt_url, 900, gateways=2))
     _check_counted_back(influx, "shared", start, published)

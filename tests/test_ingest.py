@@ -12,34 +12,21 @@ from typing import Any
 
 import nats
 import pytest
-from support import Publisher, count, frame, topic, wait_for
+from support import Publisher, count, frame, settings_for, topic, wait_for
 from typer.testing import CliRunner
 
 from cli.main import app
-from harness.servers import LocalInflux, LocalNats
 from homecare.influx import InfluxClient
 from homecare.jetstream import TELEMETRY_STREAM
-from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
+from homecare.settings import InfluxSettings
 from homecare.status import read_status
 from ingest.service import IngestService
-
-
-def nats_settings(nats_server: LocalNats, influx: LocalInflux, tmp_path: Any, **ingest: Any
-                  ) -> Settings:  # fmt: skip
-    """Ingest's settings against a test's NATS Server and influxd."""
-    return Settings(
-        state_dir=tmp_path / "state",
-        nats=NatsSettings(url=nats_server.url),
-        mqtt=MqttSettings(url=nats_server.mqtt_url, client_id="ingest-test"),
-        influx=InfluxSettings(url=influx.url, database="homecare"),
-        ingest={"batch_interval_s": 0.05, **ingest},
-    )
 
 
 @pytest.fixture
 def ingest(nats_broker, influx, tmp_path):
     """Ingest running in a thread of the test process, stopped gracefully afterwards."""
-    service = IngestService(nats_settings(nats_broker, influx, tmp_path))
+    service = IngestService(settings_for(nats_broker, influx, tmp_path))
     stop = threading.Event()
     thread = threading.Thread(target=service.run, args=(stop,), daemon=True)
     thread.start()
@@ -57,8 +44,6 @@ def db(influx):
 
 
 def settings_for_db(influx):
-    from homecare.settings import InfluxSettings
-
     return InfluxSettings(url=influx.url, database="homecare")
 
 
@@ -250,7 +235,7 @@ def test_ingest_refuses_to_start_when_telemetry_has_no_source(nats_broker, influ
 
 def test_a_source_lost_while_running_shows_in_the_status_file(nats_broker, influx, tmp_path,
                                                               caplog):  # fmt: skip
-    settings = nats_settings(nats_broker, influx, tmp_path)
+    settings = settings_for(nats_broker, influx, tmp_path)
     settings.nats.source_check_s = 0.5
     service = IngestService(settings)
     stop = threading.Event()

@@ -152,10 +152,11 @@ def _baselines(path: Path) -> None:
     np.savez(path.with_name(path.stem + ".history.npz"), elders=np.array(["e0", GONE]))
 
 
-def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, influx, tmp_path):
+def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(nats_broker, influx,
+                                                                    tmp_path):  # fmt: skip
     """InfluxDB, escalation's store, the registry and the baselines (readings through
     ingest); the broker's part is the NATS test below."""
-    settings = settings_for(broker, influx, tmp_path)
+    settings = settings_for(nats_broker, influx, tmp_path)
     db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
     retention = RetentionSettings()
     rollups.install(db, retention)  # raw (default) and history policies, as deployed
@@ -167,7 +168,7 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(broker, infl
     thread.start()
     wait_for(lambda: service.status_path.exists(), 10, "ingest started")
     now = time.time()
-    pub = Publisher(broker.port)
+    pub = Publisher(nats_broker.mqtt_port)
     bad = [
         (topic(GONE, "wearable", "w1", "frame"), b"not json"),  # their device, a dead letter
         (topic(KEPT, "wearable", "w2", "sos"),  # another device claiming to be e1

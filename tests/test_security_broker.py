@@ -27,7 +27,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
-from support import Publisher, frame, topic, wait_for
+from support import frame, topic, wait_for
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -438,8 +438,9 @@ def test_a_revocation_the_server_missed_applies_at_its_next_start(secure_nats, p
 
 def test_detect_keeps_its_state_and_raises_alerts_which_escalate_takes(
         secure_nats, access):
-    """The detect user: its key-value and object stores (buckets it creates), alerts into
-    ALERTS; never a device's subjects."""
+    """The detect user: its key-value bucket (one it creates), the object store of its state
+    (provisioned, where detectors.resume keeps it), alerts into ALERTS; never a device's
+    subjects."""
     detect = access.service("detect")
 
     async def work() -> tuple[bytes, bytes, int, list[str]]:
@@ -454,7 +455,7 @@ def test_detect_keeps_its_state_and_raises_alerts_which_escalate_takes(
             js = nc.jetstream(timeout=5)
             kv = await js.create_key_value(bucket=DETECT_BUCKET)
             await kv.put("fall.e1", b"state-1")
-            store = await js.create_object_store(bucket=DETECT_BUCKET)
+            store = await js.object_store(DETECT_BUCKET)  # provisioned
             await store.put("fall", b"\x00" * 300_000)
             ack = await js.publish("alerts.raised.s.e1.e1-fall-1", b"{}",
                                    headers={"Nats-Msg-Id": "e1-fall-1"})
@@ -507,58 +508,76 @@ def test_influxdb_least_privilege(secure_influx):
 
 
 def test_service_logs_at_info_carry_no_secrets_health_values_or_names(
-        broker, secure_influx, tmp_path):
-    """`homecare ingest` and `homecare detect` as processes at INFO, secrets from a file and
-    the environment; their whole output is searched for what must never be logged. (They
-    still read MQTT here, until their port to JetStream: then NATS credentials join the
-    secrets searched for.)"""
+        secure_nats, pki, access, secure_influx, tmp_path):
+    """`homecare ingest` and `homecare detect` as processes at INFO on the secured broker,
+    each with its own NATS credentials file, InfluxDB's password from a file; a gateway
+    publishes over TLS. Their whole output is searched for what must never be logged:
+    a secret (passwords, a user's JWT or seed), a health value, a name."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "influx").write_text("writer-pw-1b2e\n")
+    services = {name: access.service(name) for name in ("ingest", "detect")}
+    gateway = access.add_gateway("gw-t", site="t")
     base = {
-        "PATH": os.environ["PATH"], "HOMECARE_STATE_DIR": str(tmp_path / "state"),
-        "HOMECARE_MQTT__URL": broker.url, "HOMECARE_INFLUX__URL": secure_influx.url,
-        "HOMECARE_INFLUX__USERNAME": "writer",
+        **{k: os.environ[k] for k in ("PATH", "PYTHONPATH") if k in os.environ},
+        "HOMECARE_STATE_DIR": str(tmp_path / "state"),
+        "HOMECARE_NATS__URL": secure_nats.url, "HOMECARE_NATS__PARTITIONS": "8",
+        "HOMECARE_INFLUX__URL": secure_influx.url, "HOMECARE_INFLUX__USERNAME": "writer",
         "HOMECARE_INFLUX__PASSWORD_FILE": str(secrets / "influx"),
-    }
+    }  # fmt: skip
     procs = {}
-    for name in ("ingest", "detect"):
-        env = base | {"HOMECARE_MQTT__CLIENT_ID": f"{name}-l",
-                      "HOMECARE_DETECT__CLIENT_ID": "detect-l"}
+    for name, credentials in services.items():
+        env = base | {"HOMECARE_NATS__CREDS_FILE": str(credentials.creds),
+                      "HOMECARE_MQTT__CLIENT_ID": f"{name}-l"}  # fmt: skip
         procs[name] = subprocess.Popen(
             [sys.executable, "-m", "cli", name, "--log-level", "INFO"], env=env,
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=tmp_path)
-    wait_for(lambda: (tmp_path / "state" / "ingest-main.json").exists(), 30, "ingest up")
-    time.sleep(2)  # detect subscribed
+    state = tmp_path / "state"
+
+    def status(name: str) -> dict:
+        """A service's status file; a service that exited says why at once."""
+        for service, proc in procs.items():
+            if proc.poll() is not None:
+                raise AssertionError(f"{service} exited: {proc.communicate()[0].decode()[-3000:]}")
+        path = state / name
+        return json.loads(path.read_text() or "{}") if path.exists() else {}
+
+    wait_for(lambda: status("ingest-main.json") and status("detect.json"), 30, "services up")
     now = time.time()
-    device = Publisher(broker.port, client_id="gw-t")
+    device = Probe(secure_nats.mqtt_port, ca=pki[0].cert, user="gw-t",
+                   password=gateway.password, client_id="gw-t")
     messages = [(topic("e5", "wearable", "w5", "frame"), frame("e5", "w5", now - 5 + k, hr=187))
                 for k in range(5)]
     messages += [
         (topic("e5", "bed", "b5", "reading"), json.dumps(
             {"elder": "e5", "device": "b5", "ts": now, "presence": True, "hr": 43,
-             "br": 17.25, "movement": 0.1})),
+             "br": 17.25, "movement": 0.1}).encode()),
         (topic("e5", "wearable", "w5", "sos"),
-         json.dumps({"elder": "e5", "device": "w5", "ts": now, "seq": 1})),
+         json.dumps({"elder": "e5", "device": "w5", "ts": now, "seq": 1}).encode()),
         # Bad input carrying a name and a health value: dead-lettered, never logged.
         (topic("e5", "wearable", "w5", "status"), b'{"name": "Margaret Thornbury", "hr": 211}'),
         (topic("e5", "wearable", "w5", "frame"), frame("e6", "w5", now, hr=199)),
     ]
-    device.wait_acked(device.publish(messages), 10)
+    for where, payload in messages:
+        device.publish(where, payload)
     device.close()
-    status = tmp_path / "state" / "ingest-main.json"
-    wait_for(lambda: json.loads(status.read_text() or "{}").get("messages", 0) >= 9, 30,
+    wait_for(lambda: status("ingest-main.json").get("messages", 0) >= len(messages), 30,
              "ingest to store every message")
-    time.sleep(1)  # detect handles the SOS
+    wait_for(lambda: "sos" in status("detect.json").get("alerts", {}), 30, "detect's SOS alert")
+    assert status("ingest-main.json")["dead_letters"], "the bad input was dead-lettered"
     output = {}
     for name, proc in procs.items():
         proc.send_signal(signal.SIGTERM)
         output[name] = proc.communicate(timeout=30)[0].decode()
         assert proc.returncode == 0, output[name]
     logs = "\n".join(output.values())
-    assert "ingest-l" in logs
-    assert "detect-l" in logs
-    for secret in ("writer-pw-1b2e", "admin-pw-77c2"):
+    assert "ingest ingest-l consuming" in logs
+    assert "detect detect: resumed at sequence" in logs
+    creds = [line for credentials in services.values()
+             for line in credentials.creds.read_text().splitlines()
+             if line and line[0] not in "-*" and " " not in line]  # its JWT and its seed
+    assert len(creds) == 4
+    for secret in ("writer-pw-1b2e", "admin-pw-77c2", gateway.password, *creds):
         assert secret not in logs
     # Each value as a number of its own (not inside a timestamp, a count or a fraction).
     logs = re.sub(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d+ ", "", logs, flags=re.M)
