@@ -221,10 +221,11 @@ def _drop_source(url: str) -> None:
 def test_ingest_refuses_to_start_when_telemetry_has_no_source(nats_broker, influx, tmp_path):
     """Provisioned out of order, or TELEMETRY recreated by hand: devices' readings would
     never reach it, so ingest says so on one line and exits 1 (after the start-up grace
-    the consumer gives a source that is not active yet, 15 s)."""
+    the consumer gives a source that is not active yet: 15 s by default, 1 s here)."""
     _drop_source(nats_broker.url)
     env = {"HOMECARE_NATS__URL": nats_broker.url, "HOMECARE_INFLUX__URL": influx.url,
-           "HOMECARE_STATE_DIR": str(tmp_path / "state")}  # fmt: skip
+           "HOMECARE_STATE_DIR": str(tmp_path / "state"),
+           "HOMECARE_NATS__SOURCE_WAIT_S": "1"}  # fmt: skip
     done = CliRunner().invoke(app, ["ingest", "--log-level", "ERROR"], env=env)
     assert done.exit_code == 1, done.output
     assert done.stderr.strip().splitlines()[-1] == (
