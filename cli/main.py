@@ -133,13 +133,13 @@ def cluster_up_command(
         stack.callback(watching.set)
         watchdog = SourceWatchdog(cluster.urls)
         threading.Thread(target=watchdog.run, args=(watching,), daemon=True).start()
-        typer.echo(json.dumps({
-            "HOMECARE_NATS__URL": cluster.urls, "mqtt_urls": cluster.mqtt_urls,
-            "HOMECARE_MQTT__URL": cluster.mqtt_url,
-            "monitor_urls": [n.monitor_url for n in cluster.nodes], "replicas": cluster.replicas,
-            "sync_interval": sync_interval, "store": str(folder),
-        }))  # fmt: skip
-        try:
+        try:  # the URLs inside: a SIGTERM right after they are read is a clean stop
+            typer.echo(json.dumps({
+                "HOMECARE_NATS__URL": cluster.urls, "mqtt_urls": cluster.mqtt_urls,
+                "HOMECARE_MQTT__URL": cluster.mqtt_url,
+                "monitor_urls": [n.monitor_url for n in cluster.nodes],
+                "replicas": cluster.replicas, "sync_interval": sync_interval, "store": str(folder),
+            }))  # fmt: skip
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
