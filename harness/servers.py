@@ -344,7 +344,27 @@ def check_binary(path: Path, expected: str = NATS_SERVER_SHA256) -> Path:
     return path
 
 
-class LocalNats(_LocalServer):
+class _NatsServer(_LocalServer):
+    """What every local nats-server has: a client port, a monitoring port, a store, and
+    readiness from ``/healthz`` (200 once the server and JetStream, its store recovered
+    and, in a cluster, caught up with its peers, are up)."""
+
+    port: int
+    http_port: int
+
+    def _ready(self) -> bool:
+        return httpx.get(f"{self.monitor_url}/healthz", timeout=0.5).status_code == 200
+
+    @property
+    def url(self) -> str:
+        return f"nats://127.0.0.1:{self.port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+
+class LocalNats(_NatsServer):
     """NATS Server with JetStream (file store in this folder) and MQTT, on loopback ports.
 
     ``port`` takes NATS clients (services, provisioning), ``mqtt_port`` devices
@@ -393,23 +413,11 @@ class LocalNats(_LocalServer):
         )
         return [str(binary), "-c", str(conf)]
 
-    def _ready(self) -> bool:
-        # /healthz answers 200 once the server and JetStream (its store recovered) are up.
-        return httpx.get(f"{self.monitor_url}/healthz", timeout=0.5).status_code == 200
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
     @property
     def mqtt_url(self) -> str:
         scheme = "mqtts" if self.tls is not None else "mqtt"
         host = "127.0.0.1" if self.mqtt_host in ("0.0.0.0", "::", "") else self.mqtt_host
         return f"{scheme}://{host}:{self.mqtt_port}"
-
-    @property
-    def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
 
 
 def compacted_size(data: Path) -> int:
@@ -425,7 +433,7 @@ def compacted_size(data: Path) -> int:
     return size
 
 
-class _ClusterNode(_LocalServer):
+class _ClusterNode(_NatsServer):
     """One node of a :class:`LocalNatsCluster`: its own ports, store and server name."""
 
     name = "nats-node"
@@ -460,22 +468,9 @@ class _ClusterNode(_LocalServer):
         )
         return [str(binary), "-c", str(conf)]
 
-    def _ready(self) -> bool:
-        # 200 once this node has a JetStream meta leader and has caught up with it (and,
-        # after a restart, with every stream and consumer it holds a replica of).
-        return httpx.get(f"{self.monitor_url}/healthz", timeout=0.5).status_code == 200
-
-    @property
-    def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
-
     @property
     def mqtt_url(self) -> str:
         return f"mqtt://127.0.0.1:{self.mqtt_port}"
-
-    @property
-    def monitor_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
 
 
 class LocalNatsCluster:
