@@ -185,19 +185,15 @@ def _survives_the_kill_of(cluster: LocalNatsCluster, victim: int, fresh: float) 
     assert not acked - seen, f"{len(acked - seen)} acknowledged readings lost of {len(acked)}"
 
 
-@pytest.mark.integration  # conftest's lane finder knows LocalNats, not the cluster
-def test_killing_the_node_that_leads_telemetry_loses_no_acknowledged_reading(cluster, fresh):
-    mqtt_leader = cluster.leader(MQTT_STREAM)
-    victim = cluster.step_down(TELEMETRY_STREAM, avoid=mqtt_leader)
-    assert victim != mqtt_leader
-    _survives_the_kill_of(cluster, victim, fresh)
-
-
-@pytest.mark.integration  # conftest's lane finder knows LocalNats, not the cluster
-def test_killing_the_node_that_leads_mqtt_msgs_loses_no_acknowledged_reading(cluster, fresh):
-    telemetry_leader = cluster.leader(TELEMETRY_STREAM)
-    victim = cluster.step_down(MQTT_STREAM, avoid=telemetry_leader)
-    assert victim != telemetry_leader
+@pytest.mark.integration  # the lane finder reads test bodies; this one names no server class
+@pytest.mark.parametrize(("killed", "spared"), [
+    (TELEMETRY_STREAM, MQTT_STREAM), (MQTT_STREAM, TELEMETRY_STREAM),
+], ids=["the node that leads TELEMETRY", "the node that leads $MQTT_msgs"])  # fmt: skip
+def test_killing_a_streams_leader_loses_no_acknowledged_reading(cluster, fresh, killed, spared):
+    """The leader of one stream is killed while the other's leads elsewhere."""
+    other_leader = cluster.leader(spared)
+    victim = cluster.step_down(killed, avoid=other_leader)
+    assert victim != other_leader
     _survives_the_kill_of(cluster, victim, fresh)
 
 
