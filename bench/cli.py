@@ -36,11 +36,21 @@ def bench_ingest_command(
     live_seconds: Annotated[int, typer.Option(min=1, help="Real-time phase length.")] = 20,
     gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
     seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(min=1, help="Only compare the stored rate of 1 and of N ingest workers "
+                     "on one consumer, each draining --seconds of queued traffic."),
+    ] = None,
     json_out: JsonOut = None,
 ) -> None:
-    """Ingest throughput vs a bare JetStream consumer, real-time load and overload."""
-    from bench.ingest import run
+    """Ingest throughput vs a bare JetStream consumer, real-time load and overload (or,
+    with --workers, 1 against N workers on one consumer)."""
+    from bench.ingest import run, run_workers
 
+    if workers is not None:
+        emit(run_workers(elders=elders, seconds=seconds, workers=workers, gateways=gateways,
+                         seed=seed, log=typer.echo), json_out)  # fmt: skip
+        return
     report = run(
         elders=elders,
         seconds=seconds,

@@ -654,3 +654,72 @@ def _us_per_message(before: Any, after: Any, messages: int) -> dict[str, float]:
         "user": round((after.user - before.user) / max(messages, 1) * 1e6, 1),
         "system": round((after.system - before.system) / max(messages, 1) * 1e6, 1),
     }
+
+
+def run_workers(
+    *, elders: int, seconds: int, workers: int, gateways: int, seed: int, log: Any = print
+) -> dict[str, Any]:
+    """``--workers N``: the stored rate of 1 ingest worker, then of N, on the one durable
+    consumer ``ingest``, in one run against the same servers. Each round, ``--seconds`` of
+    the elders' traffic is queued in TELEMETRY first (ingest stopped), then the workers
+    start together and drain it; the rate is the messages stored and acknowledged between
+    the first worker's first message and the last worker's last batch. Worker ``i`` is
+    pinned to core ``i`` (modulo the cores); influxd and the publisher to the others, as in
+    :func:`run`. Every published reading is counted back in InfluxDB at the end."""
+    report: dict[str, Any] = {"elders": elders, "cores": os.cpu_count(), "rounds": []}
+    with (
+        tempfile.TemporaryDirectory(prefix="homecare-bench-") as tmp,
+        LocalNats(Path(tmp) / "nats") as broker,
+        LocalInflux(Path(tmp) / "influxd") as influx,
+    ):
+        for pid in (os.getpid(), influx.pid):
+            _pin(pid, OTHER_CORES)
+        state = Path(tmp) / "state"
+        state.mkdir()
+        done = provision(
+            broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS, ack_wait_s=ACK_WAIT_S,
+            max_ack_pending=MAX_ACK_PENDING, consumers=(INGEST_CONSUMER,), detect_shards=(),
+        )  # fmt: skip
+        if not done.source.ok:
+            raise RuntimeError(f"TELEMETRY's source is not active: {done.source.detail}")
+        start = float(math.floor(time.time()) - HISTORY_S)
+        sim = Simulation(
+            SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
+        )
+        published = 0
+        for count in sorted({1, workers}):
+            log(f"{count} worker(s): queuing {seconds} s of traffic from {elders} elders ...")
+            pre = asyncio.run(publish_run(sim, broker.mqtt_url, gateways, seconds, None))
+            published += published_readings(pre)
+            with contextlib.ExitStack() as stack:
+                procs = [
+                    stack.enter_context(IngestProc.start(
+                        broker, influx, state, instance=f"w{count}-{i}",
+                        cores={CORES[i % len(CORES)]},
+                    ))
+                    for i in range(count)
+                ]  # fmt: skip
+                deadline = time.monotonic() + 900
+                while sum(p.read()["messages"] for p in procs) < pre.acked:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"{count} workers did not drain {pre.acked}")
+                    time.sleep(0.2)
+                each = [p.read() for p in procs]
+            first = min(s["first_at"] for s in each if s["first_at"])
+            last = max(s["last_at"] for s in each if s["last_at"])
+            rate = pre.acked / max(last - first, 1e-9)
+            report["rounds"].append({
+                "workers": count, "messages": pre.acked, "stored_rate": round(rate),
+                "messages_each": [s["messages"] for s in each],
+                "cpu_each": [round(s["cpu_s"] / max(last - first, 1e-9), 2) for s in each],
+            })  # fmt: skip
+            log(f"{count} worker(s): {pre.acked} messages stored at {rate:,.0f}/s "
+                f"(each took {', '.join(str(s['messages']) for s in each)})")  # fmt: skip
+        rounds = report["rounds"]
+        report["speed_up"] = round(rounds[-1]["stored_rate"] / rounds[0]["stored_rate"], 2)
+        stored = stored_readings(influx)
+        report["exactly_once"] = {"published_readings": published, "stored_in_influxdb": stored,
+                                  "lost": published - stored}  # fmt: skip
+        log(f"{workers} workers store {report['speed_up']}× one worker's rate; published "
+            f"{published} readings, in InfluxDB {stored}")  # fmt: skip
+    return report

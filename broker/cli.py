@@ -13,11 +13,12 @@ from broker.provision import (
     DETECT_MAX_ACK_PENDING,
     ProvisionError,
     provision,
+    provision_districts,
 )
 from broker.watchdog import SourceWatchdog
 from homecare.consumer import ConsumerError
 from homecare.contract import ID_PATTERN
-from homecare.jetstream import check_source
+from homecare.jetstream import INGEST_CONSUMER, check_source
 from homecare.settings import Settings
 
 __all__ = ["app"]
@@ -74,7 +75,15 @@ def provision_command(
             mqtt_user=settings.mqtt.username, mqtt_password=password,
             mqtt_ca_file=settings.mqtt.ca_file, detect_shards=shards,
             detect_max_ack_pending=detect_max_ack_pending,
+            consumers=() if settings.districts else (INGEST_CONSUMER,),  # by district: below
         )  # fmt: skip
+        if settings.districts:  # ingest's consumers, one per district and InfluxDB
+            stored = provision_districts(
+                url, settings.districts, ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
+                replicas=replicas, settings=settings.nats,
+            )  # fmt: skip
+            done.created.extend(stored.created)
+            done.existing.extend(stored.existing)
     except (ProvisionError, ConsumerError) as exc:
         typer.echo(f"provision failed: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -64,10 +65,11 @@ from homecare.jetstream import (
     SourceStatus,
     connect,
     detect_consumer,
+    ingest_consumer,
     site_filters,
     source_status,
 )
-from homecare.settings import NatsSettings
+from homecare.settings import REPLICAS, DistrictSettings, NatsSettings
 
 __all__ = [
     "DEFAULT_PARTITIONS",
@@ -76,7 +78,9 @@ __all__ = [
     "ProvisionError",
     "Provisioned",
     "ack_transform",
+    "district_consumers",
     "provision",
+    "provision_districts",
     "telemetry_transform",
 ]
 
@@ -336,4 +340,75 @@ def provision(
         detect_max_ack_pending=detect_max_ack_pending, mqtt_user=mqtt_user,
         mqtt_password=mqtt_password, timeout_s=timeout_s, settings=settings,
         mqtt_ca_file=mqtt_ca_file,
+    ))  # fmt: skip
+
+
+# Storage by district -----------------------------------------------------------------------
+# (apart from provision(), which other services' consumers change: this part is ingest's)
+
+
+def district_consumers(
+    districts: Mapping[str, DistrictSettings],
+) -> list[tuple[str, list[str]]]:
+    """``(consumer, filters)`` of every district's InfluxDB: ``ingest-<D>-primary`` and,
+    where the district has a replica InfluxDB, ``ingest-<D>-replica``, each filtered to
+    the district's sites. Two consumers of the same messages: each InfluxDB of a pair is
+    fed on its own, so one that is away only grows its own consumer's backlog.
+
+    >>> d = DistrictSettings(sites=["s2", "s1"], primary="http://a:8086",
+    ...                      replica="http://b:8086")
+    >>> for name, filters in district_consumers({"north": d}):
+    ...     print(name, filters)
+    ingest-north-primary ['telemetry.*.s1.>', 'telemetry.*.s2.>']
+    ingest-north-replica ['telemetry.*.s1.>', 'telemetry.*.s2.>']
+    """
+    return [
+        (ingest_consumer(name, replica), site_filters(district.sites))
+        for name, district in districts.items()
+        for replica in REPLICAS
+        if replica == "primary" or district.replica
+    ]
+
+
+async def _provision_districts(
+    nats_url: str, districts: Mapping[str, DistrictSettings], *, ack_wait_s: float,
+    max_ack_pending: int, replicas: int, timeout_s: float, settings: NatsSettings | None,
+) -> Provisioned:  # fmt: skip
+    nc = await connect(nats_url, name="homecare-provision", wait_s=timeout_s, settings=settings)
+    done = Provisioned()
+    try:
+        js = nc.jetstream(timeout=timeout_s)
+        if await _exists(js, TELEMETRY_STREAM) is None:
+            raise ProvisionError(f"stream {TELEMETRY_STREAM} not found: provision it first")
+        for name, filters in district_consumers(districts):
+            await _consumer(js, TELEMETRY_STREAM, name, done, filters=filters,
+                            ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
+                            replicas=replicas)  # fmt: skip
+        return Provisioned(done.created, done.existing, await source_status(js))
+    except nats.js.errors.APIError as exc:
+        raise ProvisionError(f"NATS {nats_url} refused: {exc}") from exc
+    finally:
+        await nc.close()
+
+
+def provision_districts(
+    nats_url: str,
+    districts: Mapping[str, DistrictSettings],
+    *,
+    ack_wait_s: float = 30.0,
+    max_ack_pending: int = 20_000,
+    replicas: int = 1,
+    timeout_s: float = 30.0,
+    settings: NatsSettings | None = None,
+) -> Provisioned:
+    """Create (or update: a district's sites may change) ingest's durable consumers of
+    every district (:func:`district_consumers`) on TELEMETRY, which must exist. Run with
+    :func:`provision`, before any device connects: TELEMETRY keeps a message only for the
+    consumers that exist when it arrives (interest retention), so a consumer made later
+    misses what the others have already acknowledged."""
+    if max_ack_pending < 1 or ack_wait_s <= 0:
+        raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
+    return asyncio.run(_provision_districts(
+        nats_url, districts, ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
+        replicas=replicas, timeout_s=timeout_s, settings=settings,
     ))  # fmt: skip

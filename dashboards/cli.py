@@ -67,3 +67,22 @@ def push_command() -> None:
         raise typer.Exit(1) from exc
     for answer in answers:
         typer.echo(f"{answer.get('uid')}: version {answer.get('version')} {answer.get('url', '')}")
+
+
+@app.command("datasources")
+def datasources_command(
+    path: Annotated[
+        Path, typer.Argument(help="The provisioning file to write (Grafana's datasources folder).")
+    ] = DEFAULT_DIR.parent / "provisioning" / "datasources" / "influxdb.yml",
+) -> None:
+    """Write Grafana's InfluxDB datasources: one per InfluxDB of every district's pair
+    (HOMECARE_DISTRICTS), or the single store. Grafana has no failover between two URLs:
+    every dashboard's InfluxDB drop-down lists them, a monitor picks a district's replica
+    there when its primary does not answer."""
+    from dashboards.datasources import write
+
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        raise typer.BadParameter(f"invalid settings: {exc}") from exc
+    typer.echo(f"wrote {write(settings, path)}")

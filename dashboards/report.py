@@ -621,13 +621,22 @@ def report_command(
     name: Annotated[
         str | None, typer.Option(help="How to call them on the page (default: the id).")
     ] = None,
+    district: Annotated[
+        str | None,
+        typer.Option(help="The elder's district (HOMECARE_DISTRICTS): its primary InfluxDB "
+                     "is asked, its replica when the primary does not answer."),
+    ] = None,
 ) -> None:
     """A one-page picture of an elder's week for the family: PNG and HTML."""
     import time
 
-    settings = load_settings(influx=True)
+    settings = load_settings(influx=district is None)
     try:
-        with InfluxClient(settings.influx) as db:
+        urls = settings.influx_urls(district)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        with InfluxClient.failover(settings.influx, urls) as db:
             picture = gather(
                 db, elder, days=days, end=moment(end, time.time()),
                 retention=settings.retention, name=name,

@@ -10,6 +10,7 @@ and 3.x as its v1 compatibility layer, so one small client covers all three. The
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from types import TracebackType
 from typing import Any, Self
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 FieldValue = bool | int | float | str
+log = logging.getLogger(__name__)
 
 
 class InfluxError(StorageError):
@@ -88,13 +90,23 @@ def line(measurement: str, tags: str, fields: Mapping[str, FieldValue | None], t
 
 
 class InfluxClient:
-    """A synchronous client (ingest writes from a worker thread), used as a context manager."""
+    """A synchronous client (ingest writes from a worker thread), used as a context manager.
 
-    def __init__(self, settings: InfluxSettings, *, url: str | None = None) -> None:
+    ``fallbacks``: other InfluxDBs holding the same data (a district's replica, fed by its
+    own ingest consumer): a query that the current one does not answer (unreachable, 5xx)
+    is asked of the next, which is then kept for the client's life. Writes never move:
+    each InfluxDB of a pair is written by its own consumer.
+    """
+
+    def __init__(
+        self, settings: InfluxSettings, *, url: str | None = None, fallbacks: Sequence[str] = ()
+    ) -> None:
         self.settings = settings
         self.url = (url or settings.url).rstrip("/")
         if not self.url:
             raise ConfigError("influx url is not set (HOMECARE_INFLUX__URL)")
+        self._urls = [self.url, *(u.rstrip("/") for u in fallbacks if u)]
+        self._clients: dict[str, httpx.Client] = {}
         headers: dict[str, str] = {}
         auth: httpx.BasicAuth | None = None
         if settings.token is not None:
@@ -104,6 +116,16 @@ class InfluxClient:
         self._http = httpx.Client(
             base_url=self.url, headers=headers, auth=auth, timeout=settings.timeout_s
         )
+        self._clients[self.url] = self._http
+        self._client_options: dict[str, Any] = {
+            "headers": headers, "auth": auth, "timeout": settings.timeout_s}  # fmt: skip
+
+    @classmethod
+    def failover(cls, settings: InfluxSettings, urls: Sequence[str]) -> InfluxClient:
+        """A client of the first of ``urls`` that falls back on the others for reads."""
+        if not urls:
+            raise ConfigError("no InfluxDB url (HOMECARE_INFLUX__URL or HOMECARE_DISTRICTS)")
+        return cls(settings, url=urls[0], fallbacks=urls[1:])
 
     def __enter__(self) -> Self:
         return self
@@ -114,7 +136,8 @@ class InfluxClient:
         self.close()
 
     def close(self) -> None:
-        self._http.close()
+        for client in self._clients.values():
+            client.close()
 
     def _params(self, rp: str | None = None, **extra: str) -> dict[str, str]:
         params = {"db": self.settings.database, **extra}
@@ -123,6 +146,24 @@ class InfluxClient:
         return params
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        if path == "/write" or len(self._urls) == 1:
+            return self._request_once(method, path, **kwargs)
+        for _ in range(len(self._urls) - 1):  # each of the others once, then the last answer
+            try:
+                return self._request_once(method, path, **kwargs)
+            except InfluxUnavailable as exc:
+                following = self._urls[(self._urls.index(self.url) + 1) % len(self._urls)]
+                log.warning("%s; asking %s instead", exc, following)
+                self._use(following)
+        return self._request_once(method, path, **kwargs)
+
+    def _use(self, url: str) -> None:
+        """Send the next requests to ``url`` (one of the pair)."""
+        if url not in self._clients:
+            self._clients[url] = httpx.Client(base_url=url, **self._client_options)
+        self.url, self._http = url, self._clients[url]
+
+    def _request_once(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
             response = self._http.request(method, path, **kwargs)
         except httpx.TransportError as exc:

@@ -74,6 +74,7 @@ __all__ = [
     "connect",
     "connect_options",
     "detect_consumer",
+    "ingest_consumer",
     "partition_of",
     "refusal",
     "server_urls",
@@ -179,6 +180,16 @@ def detect_consumer(sites: Sequence[str]) -> str:
     """
     shard = shard_name(sites)
     return f"{DETECT_CONSUMER}~{shard.replace('.', '+')}" if shard else DETECT_CONSUMER
+
+
+def ingest_consumer(district: str | None = None, replica: str = "primary") -> str:
+    """The durable consumer of ingest: ``ingest`` for the single store, else one per
+    district and InfluxDB of its pair (each InfluxDB is fed by its own consumer).
+
+    >>> ingest_consumer(), ingest_consumer("north", "replica")
+    ('ingest', 'ingest-north-replica')
+    """
+    return INGEST_CONSUMER if district is None else f"{INGEST_CONSUMER}-{district}-{replica}"
 
 
 def site_filters(sites: Sequence[str]) -> list[str]:

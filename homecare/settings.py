@@ -24,11 +24,13 @@ from homecare import contract
 from homecare.thresholds import DetectorSettings
 
 __all__ = [
+    "REPLICAS",
     "TABLE_END",
     "TABLE_START",
     "CallCentreSettings",
     "ContractSettings",
     "DetectSettings",
+    "DistrictSettings",
     "Duration",
     "EscalateSettings",
     "GrafanaSettings",
@@ -147,6 +149,50 @@ class InfluxSettings(BaseModel):
         if self.token is not None and self.password is not None:
             raise ValueError("influx: set either a token or a username/password, not both")
         return self
+
+
+_Id = contract.Id
+"""A contract id (inside ``Settings`` its ``contract`` field hides the module)."""
+REPLICAS = ("primary", "replica")
+"""The two InfluxDBs of a district, each fed by its own ingest consumer (``ingest-<D>-<R>``)."""
+
+
+class DistrictSettings(BaseModel):
+    """A district: its sites and its pair of InfluxDBs. Each InfluxDB of the pair is fed by
+    its own durable consumer of TELEMETRY (the stream is the replication); the other
+    InfluxDB settings (database, account, timeout) are the ``influx`` group's.
+
+    >>> DistrictSettings(sites=["s1"], primary="http://a:8086").urls
+    ['http://a:8086']
+    """
+
+    sites: list[contract.Id] = Field(min_length=1, description="The district's sites.")
+    primary: str = Field(description="The InfluxDB that dashboards and the report ask first.")
+    replica: str = Field("", description="Its twin, asked when the primary does not answer.")
+
+    @model_validator(mode="after")
+    def _check_urls(self) -> DistrictSettings:
+        for url in self.urls:
+            if urlsplit(url).scheme not in ("http", "https"):
+                raise ValueError(f"district InfluxDB url {url!r} must start with http(s)://")
+        if self.replica and self.replica.rstrip("/") == self.primary.rstrip("/"):
+            raise ValueError(f"district replica {self.replica!r} is its primary: a pair "
+                             "needs two InfluxDBs")  # fmt: skip
+        return self
+
+    @property
+    def urls(self) -> list[str]:
+        """Primary first, then the replica (if any): the order queries try them."""
+        return [u for u in (self.primary, self.replica) if u]
+
+    def url(self, replica: str) -> str:
+        """The InfluxDB of ``replica`` (``primary`` or ``replica``)."""
+        if replica not in REPLICAS:
+            raise ValueError(f"replica {replica!r} is not one of {', '.join(REPLICAS)}")
+        url = self.primary if replica == "primary" else self.replica
+        if not url:
+            raise ValueError("this district has no replica InfluxDB (set its replica url)")
+        return url
 
 
 class ContractSettings(BaseModel):
@@ -393,10 +439,63 @@ class Settings(BaseSettings):
     retention: RetentionSettings = RetentionSettings()
     grafana: GrafanaSettings = GrafanaSettings()
     registry: Path | None = Field(None, description="The elder registry (YAML) escalation reads.")
+    districts: dict[_Id, DistrictSettings] = Field(
+        default_factory=dict,
+        description='Storage by district, as JSON: {"north": {"sites": ["s1"], "primary": '
+        '"http://influx-n1:8086", "replica": "http://influx-n2:8086"}}; empty: one store, '
+        "the influx group's url, for every site.",
+    )
+
+    @model_validator(mode="after")
+    def _one_district_per_site(self) -> Settings:
+        seen: dict[str, str] = {}
+        for name, district in self.districts.items():
+            for site in district.sites:
+                if seen.setdefault(site, name) != name:
+                    raise ValueError(f"site {site!r} is in districts {seen[site]!r} and {name!r}")
+        return self
 
     @property
     def spool_dir(self) -> Path:
         return self.ingest.spool_dir or self.state_dir / "spool"
+
+    def district_of(self, site: str) -> str | None:
+        """The district that stores ``site``'s readings; None without districts.
+
+        >>> s = Settings(_env_file=None, districts={"north": {"sites": ["s1"],
+        ...     "primary": "http://a:8086"}})
+        >>> s.district_of("s1"), Settings(_env_file=None).district_of("s1")
+        ('north', None)
+        """
+        for name, district in self.districts.items():
+            if site in district.sites:
+                return name
+        if self.districts:
+            raise ValueError(f"site {site!r} is in no district (HOMECARE_DISTRICTS)")
+        return None
+
+    def district(self, name: str) -> DistrictSettings:
+        """The district called ``name``; :class:`ValueError` naming the known ones if none."""
+        if name not in self.districts:
+            known = ", ".join(self.districts) or "none configured"
+            raise ValueError(f"no district {name!r} (HOMECARE_DISTRICTS: {known})")
+        return self.districts[name]
+
+    def influx_urls(self, district: str | None = None) -> list[str]:
+        """The InfluxDBs to ask for ``district`` (primary first), or the single store's."""
+        if district is not None:
+            return self.district(district).urls
+        if self.districts:
+            raise ValueError(
+                f"choose a district ({', '.join(self.districts)}): HOMECARE_DISTRICTS is set"
+            )
+        return [self.influx.url] if self.influx.url else []
+
+    def influx_for(self, district: str | None, replica: str = "primary") -> InfluxSettings:
+        """The ``influx`` group with the url of ``district``'s ``replica`` (None: as it is)."""
+        if district is None:
+            return self.influx
+        return self.influx.model_copy(update={"url": self.district(district).url(replica)})
 
 
 TABLE_START = "<!-- settings table: `homecare settings table --readme README.md` writes it -->"

@@ -37,19 +37,35 @@ def ingest_command(
     instance: Annotated[
         str, typer.Option(help="Name of this process when several share the load.")
     ] = "",
+    district: Annotated[
+        str | None,
+        typer.Option(help="Store this district's sites (HOMECARE_DISTRICTS) through the "
+                     "durable consumer ingest-<district>-<replica>; none: the single store."),
+    ] = None,
+    replica: Annotated[
+        str, typer.Option(help="Which InfluxDB of the district's pair: primary or replica.")
+    ] = "primary",
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
 ) -> None:
     """Run the ingest service: TELEMETRY (NATS JetStream) → validate → InfluxDB, until SIGTERM.
 
+    Any number of processes may run on one consumer (the server shares its messages).
     Refuses to start (one line on stderr, exit 1) when the server, the durable consumer
-    ``ingest`` or TELEMETRY's source is missing: run ``homecare broker provision``."""
+    (``ingest``, or ``ingest-<district>-<replica>``) or TELEMETRY's source is missing: run
+    ``homecare broker provision``."""
     from ingest.service import IngestService
 
     configure_logging(log_level)
-    settings = load_settings(influx=True)
+    settings = load_settings(influx=district is None)
     tune_gc_for_service()
     try:
-        stats = IngestService(settings, instance=instance or None).run(stop_on_signals())
+        service = IngestService(
+            settings, instance=instance or None, district=district, replica=replica
+        )
+    except ValueError as exc:  # no such district, or it has no replica
+        raise typer.BadParameter(str(exc)) from exc
+    try:
+        stats = service.run(stop_on_signals())
     except ConsumerError as exc:  # SourceMissing among them: it names what is missing
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

@@ -10,6 +10,14 @@ bounds what is in flight; several ingest processes bind the same durable consume
 share the load. While InfluxDB is
 unreachable every batch goes to the spool; when it returns the spool is replayed
 oldest first, and new batches keep queueing behind it so order is kept.
+
+Storage by district (``HOMECARE_DISTRICTS``): ``homecare ingest --district D --replica R``
+reads the durable consumer ``ingest-D-R`` (filtered to D's sites) and writes to that one
+InfluxDB of D's pair. There is no spool then: while that InfluxDB is away the worker holds
+its batch unacknowledged and retries, and the rest waits in TELEMETRY (interest retention
+keeps a message until every consumer has acknowledged it), so only this consumer's backlog
+grows and any worker on any machine can take over. The other InfluxDB of the pair, fed by
+its own consumer from the same stream, is not slowed.
 """
 
 from __future__ import annotations
@@ -28,7 +36,7 @@ import nats.errors
 from homecare.consumer import ConsumerError, Delivery, RawMessage
 from homecare.errors import StorageError
 from homecare.influx import InfluxClient, InfluxError, InfluxUnavailable
-from homecare.jetstream import INGEST_CONSUMER, JetStreamConsumer, SourceStatus
+from homecare.jetstream import JetStreamConsumer, SourceStatus, ingest_consumer
 from homecare.settings import Settings
 from homecare.status import read_status, write_status
 from ingest.points import Converter, Points
@@ -96,11 +104,22 @@ class IngestService:
     """One ingest process. Several share the load by binding the same durable consumer
     (each with its own ``instance``, so their dead letters and status files differ)."""
 
-    def __init__(self, settings: Settings, *, instance: str | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, instance: str | None = None, district: str | None = None,
+        replica: str = "primary",
+    ) -> None:  # fmt: skip
+        """``district``/``replica``: which InfluxDB of which district's pair this worker
+        feeds (none: the single store of ``settings.influx``, with its spool)."""
         self.settings = settings
+        if district is None and settings.districts:
+            raise ValueError(f"choose a --district ({', '.join(settings.districts)}): "
+                             "HOMECARE_DISTRICTS is set")  # fmt: skip
+        self.influx = settings.influx_for(district, replica)  # ValueError: no such district
+        self.durable = ingest_consumer(district, replica)
         suffix = f"-{instance}" if instance else ""
         self.client_id = f"{settings.mqtt.client_id}{suffix}"
-        self.status_path = settings.state_dir / f"ingest-{instance or 'main'}.json"
+        stem = "ingest" if district is None else self.durable
+        self.status_path = settings.state_dir / f"{stem}-{instance or 'main'}.json"
         previous = read_status(self.status_path) or {}
         self.converter = Converter(
             settings.contract,
@@ -108,7 +127,13 @@ class IngestService:
             source=self.client_id,
             last_dead_ms=int(previous.get("last_dead_ms") or 0),
         )
-        self.spool = Spool(settings.spool_dir / (instance or "main"))
+        self.spool: Spool | None = (
+            Spool(settings.spool_dir / (instance or "main")) if district is None else None
+        )
+        """None by district: the stream holds what waits for an InfluxDB that is away."""
+        self._stop = threading.Event()
+        self._unavailable = False
+        """The last write found InfluxDB away (district mode: the batch is held)."""
         self.stats = IngestStats()
         self._retry_at = 0.0
         self._failure: Exception | None = None
@@ -127,13 +152,14 @@ class IngestService:
         out unacknowledged in any case).
         """
         cfg = self.settings.ingest
+        self._stop = stop
         # Raises SourceMissing when TELEMETRY's source is not active: ingest refuses to
         # start rather than wait on a stream that devices' readings no longer reach.
-        consumer = JetStreamConsumer.from_settings(self.settings.nats, durable=INGEST_CONSUMER)
+        consumer = JetStreamConsumer.from_settings(self.settings.nats, durable=self.durable)
         # A batch to convert or to store, or None: stop.
         taken: queue.Queue[Delivery | None] = queue.Queue(maxsize=1)
         handover: queue.Queue[tuple[Delivery, Points] | None] = queue.Queue(maxsize=IN_FLIGHT)
-        with InfluxClient(self.settings.influx) as db, consumer:
+        with InfluxClient(self.influx) as db, consumer:
             self._ensure_database(db)
             writer = threading.Thread(
                 target=self._writer, args=(db, consumer, handover), name="ingest-writer"
@@ -143,13 +169,15 @@ class IngestService:
             )
             writer.start()
             converter.start()
-            log.info("ingest %s consuming %s through durable %s (%s)", self.client_id,
-                     consumer.stream, consumer.durable, consumer.url)  # fmt: skip
+            log.info("ingest %s consuming %s through durable %s (%s) into %s", self.client_id,
+                     consumer.stream, consumer.durable, consumer.url, self.influx.url)  # fmt: skip
             next_log = time.monotonic() + LOG_EVERY_S
             next_status = 0.0
             try:
                 while converter.is_alive():  # it ends when the writer has died
                     stopping = stop.is_set()
+                    if stopping and self.spool is None and self._unavailable:
+                        break  # nothing more can be stored: the rest stays in the stream
                     delivery = consumer.take(
                         cfg.batch_size, 0 if stopping else cfg.batch_interval_s
                     )
@@ -220,8 +248,8 @@ class IngestService:
                     return
                 if isinstance(item, tuple):
                     delivery, points = item
-                    self._store(db, delivery.messages, points)
-                    self._ack(consumer, delivery)
+                    if self._store(db, delivery.messages, points):
+                        self._ack(consumer, delivery)
         except Exception as exc:
             # Nothing unacknowledged is lost: the broker re-sends it to the next run.
             log.exception("ingest writer failed")
@@ -254,7 +282,9 @@ class IngestService:
                 "backlog": self._backlog,
                 "source": None if source is None else {
                     "ok": source.ok, "detail": source.detail, "lag": source.lag},
-                "spooled": len(self.spool),
+                "spooled": len(self.spool) if self.spool is not None else None,
+                "influx": self.influx.url,
+                "influx_unavailable": self._unavailable,
                 "last_dead_ms": self.converter.last_dead_ms,
             },
         )  # fmt: skip
@@ -278,10 +308,15 @@ class IngestService:
             self._retry_at = time.monotonic() + SPOOL_RETRY_S
         except InfluxError as exc:
             # A write-only account (or InfluxDB 2.x/3.x) cannot create it: it must exist.
-            log.info("not creating database %s: %s", self.settings.influx.database, exc)
+            log.info("not creating database %s: %s", self.influx.database, exc)
 
-    def _store(self, db: InfluxClient, messages: list[RawMessage], points: Points) -> None:
-        if self.spool or time.monotonic() < self._retry_at:
+    def _store(self, db: InfluxClient, messages: list[RawMessage], points: Points) -> bool:
+        """Store a batch (InfluxDB, else the spool); False when it could not be stored
+        before the stop (district mode): it is then not acknowledged."""
+        if self.spool is None:
+            if not self._write_until_stored(db, points.lines):
+                return False
+        elif self.spool or time.monotonic() < self._retry_at:
             self._to_spool(points.lines)
         else:
             try:
@@ -299,15 +334,37 @@ class IngestService:
         self.stats.readings += points.readings
         self.stats.stored.update(points.stored)
         self.stats.dead.update(points.dead)
+        return True
+
+    def _write_until_stored(self, db: InfluxClient, lines: list[str]) -> bool:
+        """District mode: write, retrying while InfluxDB is away; the batch stays
+        unacknowledged meanwhile (after ``ack_wait`` the server may hand it to another
+        worker too: a point written twice overwrites itself). False on stop."""
+        while not (self._unavailable and self._stop.is_set()):
+            try:
+                self._write(db, lines)
+            except InfluxUnavailable as exc:
+                if not self._unavailable:
+                    log.warning("InfluxDB %s unavailable; holding the batch, the rest waits "
+                                "in the stream: %s", self.influx.url, exc)  # fmt: skip
+                self._unavailable = True
+                self._stop.wait(SPOOL_RETRY_S)
+                continue
+            if self._unavailable:
+                log.info("InfluxDB %s answers again", self.influx.url)
+            self._unavailable = False
+            return True
+        return False
 
     def _to_spool(self, lines: list[str]) -> None:
+        assert self.spool is not None
         self.spool.append(lines)
         self.stats.spooled_batches += 1
 
     def _replay(self, db: InfluxClient) -> None:
         """Write spooled batches oldest first; stop at the first failure and retry later."""
         deadline = time.monotonic() + 1.0
-        for batch in self.spool:
+        for batch in self.spool or ():
             try:
                 self._write(db, batch.lines.decode().split("\n"))
             except InfluxUnavailable:
