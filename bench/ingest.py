@@ -686,6 +686,7 @@ def run_workers(
         sim = Simulation(
             SimConfig(elders=elders, seed=seed, start=start, utc_offset_s=daytime(start))
         )
+        servers = {"nats-server": psutil.Process(broker.pid), "influxd": psutil.Process(influx.pid)}
         published = 0
         for count in sorted({1, workers}):
             log(f"{count} worker(s): queuing {seconds} s of traffic from {elders} elders ...")
@@ -699,12 +700,15 @@ def run_workers(
                     ))
                     for i in range(count)
                 ]  # fmt: skip
+                cpu0, t0 = _cpu(servers), time.monotonic()
                 deadline = time.monotonic() + 900
                 while sum(p.read()["messages"] for p in procs) < pre.acked:
                     if time.monotonic() > deadline:
                         raise RuntimeError(f"{count} workers did not drain {pre.acked}")
                     time.sleep(0.2)
                 each = [p.read() for p in procs]
+                busy = {k: round((v - cpu0[k]) / (time.monotonic() - t0), 2)
+                        for k, v in _cpu(servers).items()}  # fmt: skip
             first = min(s["first_at"] for s in each if s["first_at"])
             last = max(s["last_at"] for s in each if s["last_at"])
             rate = pre.acked / max(last - first, 1e-9)
@@ -712,9 +716,11 @@ def run_workers(
                 "workers": count, "messages": pre.acked, "stored_rate": round(rate),
                 "messages_each": [s["messages"] for s in each],
                 "cpu_each": [round(s["cpu_s"] / max(last - first, 1e-9), 2) for s in each],
+                "servers_cores_busy": busy, "load_average_1m": round(os.getloadavg()[0], 1),
             })  # fmt: skip
             log(f"{count} worker(s): {pre.acked} messages stored at {rate:,.0f}/s "
-                f"(each took {', '.join(str(s['messages']) for s in each)})")  # fmt: skip
+                f"(each took {', '.join(str(s['messages']) for s in each)}); cores busy: "
+                + ", ".join(f"{k} {v:.2f}" for k, v in busy.items()))  # fmt: skip
         rounds = report["rounds"]
         report["speed_up"] = round(rounds[-1]["stored_rate"] / rounds[0]["stored_rate"], 2)
         stored = stored_readings(influx)
