@@ -27,8 +27,10 @@ import nats
 import pytest
 from pydantic import ValidationError
 from support import Publisher, count, frame, topic, wait_for
+from typer.testing import CliRunner
 
 from broker.provision import provision, provision_districts
+from cli.main import app
 from harness.servers import LocalInflux, LocalNats, LocalNatsCluster
 from homecare.influx import InfluxClient
 from homecare.jetstream import TELEMETRY_STREAM, ingest_consumer
@@ -120,7 +122,8 @@ def _pending(nats_url: str, durable: str) -> int:
 @pytest.fixture
 def city(tmp_path: Path) -> Iterator[tuple[LocalNats, dict[str, LocalInflux], Settings]]:
     """One NATS Server, three influxd: north's pair and south's single store; provisioned
-    by district before any device connects (no plain ``ingest`` consumer)."""
+    by ``homecare broker provision`` with HOMECARE_DISTRICTS before any device connects
+    (a consumer per district and InfluxDB, no plain ``ingest``)."""
     with (
         LocalNats(tmp_path / "nats") as server,
         LocalInflux(tmp_path / "n1") as n1,
@@ -139,11 +142,15 @@ def city(tmp_path: Path) -> Iterator[tuple[LocalNats, dict[str, LocalInflux], Se
                 "south": {"sites": ["sa"], "primary": s1.url},
             },
         )
-        done = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS,
-                         ack_wait_s=5.0, consumers=())  # fmt: skip
-        assert done.source.ok, done.source.detail
-        made = provision_districts(server.url, settings.districts, ack_wait_s=5.0)
-        assert sorted(made.created) == [
+        districts = {k: v.model_dump() for k, v in settings.districts.items()}
+        result = CliRunner().invoke(app, [
+            "broker", "provision", "--url", server.url, "--mqtt-url", server.mqtt_url,
+            "--partitions", str(PARTITIONS), "--ack-wait-s", "5"],
+            env={"HOMECARE_DISTRICTS": json.dumps(districts)})  # fmt: skip
+        assert result.exit_code == 0, result.output
+        made = json.loads(result.stdout.splitlines()[-1])["created"]
+        assert "ingest" not in made
+        assert sorted(c for c in made if c.startswith("ingest")) == [
             "ingest-north-primary", "ingest-north-replica", "ingest-south-primary"]  # fmt: skip
         yield server, {"n1": n1, "n2": n2, "s1": s1}, settings
 
@@ -176,6 +183,17 @@ def test_a_kill_9_of_one_influxdb_of_a_pair_loses_nothing_and_the_other_answers(
             answered = count(db, "wearable")
             assert db.url == influx["n2"].url
         assert answered > 0
+        report = CliRunner().invoke(
+            app, ["report", "nae0", "--district", "north", "--days", "2", "--end",
+                  time.strftime("%Y-%m-%d", time.gmtime(time.time() + 86400)),
+                  "--out", str(settings.state_dir / "reports")],
+            env={"HOMECARE_DISTRICTS": json.dumps({k: v.model_dump()
+                                                   for k, v in settings.districts.items()}),
+                 "HOMECARE_INFLUX__URL": "", "HOMECARE_INFLUX__TIMEOUT_S": "2"},
+        )  # fmt: skip
+        assert report.exit_code == 0, report.output
+        assert "no readings for" not in report.output
+        assert list((settings.state_dir / "reports").glob("nae0-*.png"))
         sender.join()
         pub.wait_acked(len(north) + len(south), 60)
         # The replica and south keep up; only the dead primary's consumer holds a backlog.
@@ -214,7 +232,7 @@ class Worker:
     """`homecare ingest --district d1` as its own process, to be killed like a service."""
 
     def __init__(self, env: dict[str, str], name: str, log: Path) -> None:
-        self.log = log
+        self.name, self.log = name, log
         with log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "cli", "ingest", "--district", "d1", "--replica",
@@ -225,8 +243,9 @@ class Worker:
     def consuming(self) -> bool:
         return b"consuming" in self.log.read_bytes()
 
-    def stored(self, state: Path, name: str) -> int:
-        path = state / f"ingest-d1-primary-{name}.json"
+    def stored(self, state: Path) -> int:
+        """Messages it stored, from its status file (``ingest-<consumer>-<instance>``)."""
+        path = state / f"ingest-d1-primary-{self.name}.json"
         try:
             return int(json.loads(path.read_text()).get("messages") or 0)
         except (OSError, ValueError):
@@ -279,8 +298,7 @@ def test_two_workers_share_a_consumer_and_a_kill_9_mid_batch_loses_and_doubles_n
                 )
                 sender.start()
                 victim = workers[0]
-                wait_for(lambda: victim.stored(state, "w1") > 0 and
-                         workers[1].stored(state, "w2") > 0, 30, "both workers storing")  # fmt: skip
+                wait_for(lambda: all(w.stored(state) > 0 for w in workers), 30, "both storing")
                 victim.proc.kill()  # kill -9 mid-stream, holding a batch
                 victim.proc.wait()
                 sender.join()
@@ -297,7 +315,7 @@ def test_two_workers_share_a_consumer_and_a_kill_9_mid_batch_loses_and_doubles_n
             # More deliveries than messages: the killed worker's batch was delivered again.
             assert info.delivered.consumer_seq > len(readings)
             assert (info.num_pending or 0) + (info.num_ack_pending or 0) == 0
-            assert workers[1].stored(state, "w2") > 0
+            assert workers[1].stored(state) > 0
         finally:
             for w in workers:
                 if w.proc.poll() is None:
