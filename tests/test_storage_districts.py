@@ -168,8 +168,8 @@ def test_a_kill_9_of_one_influxdb_of_a_pair_loses_nothing_and_the_other_answers(
     for t in threads:
         t.start()
     start = time.time() - 600
-    north = _interleave(_readings("na", 4, 40, start), _readings("nb", 3, 40, start))
-    south = _readings("sa", 3, 40, start)
+    north = _interleave(_readings("na", 4, 60, start), _readings("nb", 3, 60, start))
+    south = _readings("sa", 3, 60, start)
     pub = Publisher(server.mqtt_port, client_id="districts")
     try:
         sender = threading.Thread(
@@ -214,7 +214,7 @@ def test_a_kill_9_of_one_influxdb_of_a_pair_loses_nothing_and_the_other_answers(
     # no district stores another's sites.
     for url in (influx["n1"].url, influx["n2"].url):
         assert _stored(url) == len(north)
-        assert _stored(url, "elder = 'nae0'") == 40
+        assert _stored(url, "elder = 'nae0'") == 60
         assert _stored(url, "site = 'sa'") == 0
     assert _stored(influx["s1"].url) == len(south)
     assert _stored(influx["s1"].url, "site = 'na' OR site = 'nb'") == 0
@@ -289,7 +289,7 @@ def test_two_workers_share_a_consumer_and_a_kill_9_mid_batch_loses_and_doubles_n
         workers = [Worker(env, n, tmp_path / f"{n}.log") for n in ("w1", "w2")]
         try:
             wait_for(lambda: all(w.consuming() for w in workers), 30, "both workers consuming")
-            elders, seconds = 10, 40
+            elders, seconds = 10, 80  # 5 s of traffic: the kill lands while it flows
             readings = _readings("t", elders, seconds, time.time() - 600)
             pub = Publisher(nodes.nodes[0].mqtt_port, client_id="workers")
             try:
