@@ -31,7 +31,7 @@ from typer.testing import CliRunner
 
 from broker.provision import provision, provision_districts
 from cli.main import app
-from harness.servers import LocalInflux, LocalNats, LocalNatsCluster
+from harness.servers import LocalInflux, LocalNats, LocalNatsCluster, free_port
 from homecare.influx import InfluxClient
 from homecare.jetstream import TELEMETRY_STREAM, ingest_consumer
 from homecare.settings import (
@@ -321,3 +321,44 @@ def test_two_workers_share_a_consumer_and_a_kill_9_mid_batch_loses_and_doubles_n
                 if w.proc.poll() is None:
                     w.proc.terminate()
                     w.proc.wait(30)
+
+
+def test_a_worker_stopped_while_its_influxdb_is_away_hands_its_batch_back(
+    tmp_path: Path,
+) -> None:
+    """No spool by district: SIGTERM (the stop event) while the InfluxDB is away ends the
+    worker at once, with nothing acknowledged; every reading waits in the stream."""
+    with LocalNats(tmp_path / "nats") as server:
+        settings = Settings(
+            _env_file=None,  # type: ignore[call-arg]
+            state_dir=tmp_path / "state",
+            nats=NatsSettings(url=server.url, partitions=PARTITIONS),
+            mqtt=MqttSettings(url=server.mqtt_url, client_id="ingest-away"),
+            influx=InfluxSettings(database="homecare", timeout_s=1.0),
+            ingest={"batch_interval_s": 0.05},
+            districts={"d1": {"sites": ["t"], "primary": f"http://127.0.0.1:{free_port()}"}},
+        )
+        done = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS,
+                         ack_wait_s=30.0, consumers=())  # fmt: skip
+        assert done.source.ok, done.source.detail
+        provision_districts(server.url, settings.districts, ack_wait_s=30.0)
+        worker = IngestService(settings, district="d1")
+        stop = threading.Event()
+        thread = threading.Thread(target=worker.run, args=(stop,))
+        thread.start()
+        readings = _readings("t", 5, 10, time.time() - 600)
+        pub = Publisher(server.mqtt_port, client_id="away")
+        try:
+            pub.publish(readings)
+            pub.wait_acked(len(readings), 30)
+        finally:
+            pub.close()
+        status = settings.state_dir / "ingest-d1-primary-main.json"
+        wait_for(lambda: status.exists() and json.loads(status.read_text())["influx_unavailable"],
+                 30, "the worker holding its batch")  # fmt: skip
+        stop.set()
+        thread.join(15)
+        assert not thread.is_alive()
+        assert worker.stats.messages == 0
+        assert _pending(server.url, ingest_consumer("d1")) == len(readings)
+        assert not (settings.state_dir / "spool").exists()
