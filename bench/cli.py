@@ -170,3 +170,24 @@ def bench_city_command(
     losses = report["losses"]
     if losses["readings_lost"] or losses["alerts_missed"] or losses["alerts_duplicated"]:
         raise typer.Exit(1)
+
+
+@app.command("sessions")
+def bench_sessions_command(
+    connections: Annotated[
+        list[int], typer.Option(min=1, help="Devices connected at once (repeat for several).")
+    ] = [500, 2000],  # noqa: B006  # typer reads the default list; nothing mutates it
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="qos1_persistent, qos0_persistent, qos0_clean (default: all)."),
+    ] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """What a device's MQTT session and command subscription cost the 3-node cluster:
+    memory, JetStream consumers and Raft groups per device, per kind of session."""
+    from bench.sessions import KINDS, run
+
+    for k in kind or []:
+        if k not in KINDS:
+            raise typer.BadParameter(f"{k!r}: one of {', '.join(KINDS)}")
+    emit(run(connections=connections, kinds=kind, log=typer.echo), json_out)
