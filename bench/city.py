@@ -60,7 +60,7 @@ import numpy as np
 import psutil
 import yaml
 
-from bench.detect import Plan, TimedFleet, _fall_frames, _inject, _pct
+from bench.detect import Plan, TimedFleet, fall_frames, inject_events, percentile
 from bench.escalate import bench_registry
 from bench.ingest import published_readings, stored_readings
 from broker.provision import provision
@@ -215,7 +215,9 @@ async def _drive(
         await fleet.drain(120)
         steady = Plan("steady")
         warm_s = min(10, max(2, seconds // 5))
-        _inject(sim, steady, steady_elders, t0=sim.clock, seconds=seconds, warm_s=warm_s, rng=rng)
+        inject_events(
+            sim, steady, steady_elders, t0=sim.clock, seconds=seconds, warm_s=warm_s, rng=rng
+        )
         acked, began = fleet.stats.acked, time.time()
         await fleet.run(seconds=seconds, speed=1.0, on_second=lambda _s: sample())
         steady.wall, steady.published = (began, time.time()), fleet.stats.acked - acked
@@ -263,8 +265,8 @@ def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incid
 def _summary(ms: list[float]) -> dict[str, float]:
     if not ms:
         return {"n": 0}
-    return {"n": len(ms), "p50": round(_pct(ms, 0.5), 1), "p99": round(_pct(ms, 0.99), 1),
-            "max": round(max(ms), 1)}  # fmt: skip
+    return {"n": len(ms), "p50": round(percentile(ms, 0.5), 1),
+            "p99": round(percentile(ms, 0.99), 1), "max": round(max(ms), 1)}  # fmt: skip
 
 
 def _latencies(
@@ -285,7 +287,7 @@ def _latencies(
         if kind == "sos":
             sent = pressed.get(elder)
         else:
-            done = _fall_frames(fleet.sent, elder)
+            done = fall_frames(fleet.sent, elder)
             sent = done[0] if done else None
             if sent is None and not got:  # its stillness window outlasted the run
                 continue
@@ -402,7 +404,7 @@ def run(
             time.sleep(2.0)
         # Every SOS press, and every fall whose stillness window ended while the devices
         # still published (a fall late in a short run may not have).
-        falls = [e for e in steady.falls if _fall_frames(fleet.sent, e) is not None]
+        falls = [e for e in steady.falls if fall_frames(fleet.sent, e) is not None]
         injected = len(steady.sos) + len(falls) + sum(len(p.plan.sos) for p in phases)
         with contextlib.suppress(TimeoutError):
             centre.wait_incidents(injected, timeout_s=60)
@@ -417,7 +419,7 @@ def run(
     report["steady"] = {
         "messages_per_s": round(steady.published / wall),
         "alert_latency_ms": _summary(ms),
-        "meets_p99_target": bool(ms) and _pct(ms, 0.99) <= LATENCY_P99_TARGET_MS,
+        "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= LATENCY_P99_TARGET_MS,
         "missed": missed,
         "duplicated": duplicated,
         "cpu_cores_per_10k_elders": per_10k,
@@ -445,7 +447,7 @@ def run(
             "killed": phase.what,
             "takeover_s": round(min(after) - phase.killed_at, 2) if after else None,
             "alert_latency_ms": latency,
-            "meets_p99_target": bool(ms) and _pct(ms, 0.99) <= TAKEOVER_P99_TARGET_MS,
+            "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= TAKEOVER_P99_TARGET_MS,
             "presses": len(phase.plan.sos),
             "missed": missed,
             "duplicated": duplicated,

@@ -10,8 +10,7 @@ device is gone. For each kind, on a fresh :class:`~harness.servers.LocalNatsClus
 a minimal client of the simulator's packets) and subscribe to their command topic;
 then, with every connection still open: the nodes' memory (RSS of the three
 ``nats-server`` processes, and ``mem`` of ``/varz``), JetStream's consumers and
-replicated assets (``ha_assets`` of each node's ``/jsz``, a Raft group counted once per
-replica: divided by the 3 replicas, Raft groups) against the same figures
+Raft groups (``ha_assets`` of ``/jsz``) against the same figures
 before, per connection; and how fast the devices connected and subscribed.
 """
 
@@ -19,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import resource
 import struct
 import tempfile
 import time
@@ -29,11 +29,11 @@ from typing import Any
 import httpx
 import psutil
 
-from device_sim.publisher import _encode_connect, _remaining, _str
 from harness.servers import LocalNatsCluster
 from homecare.contract import command_topic
+from homecare.jetstream import MQTT_STREAM
 
-__all__ = ["KINDS", "run"]
+__all__ = ["KINDS", "connect_packet", "measure", "run", "subscribe_packet"]
 
 KINDS: dict[str, tuple[int, bool]] = {
     "qos1_persistent": (1, False),
@@ -42,7 +42,38 @@ KINDS: dict[str, tuple[int, bool]] = {
 }
 """Kind of session → (subscription QoS, clean session)."""
 SUBSCRIBE = 0x82
-SETTLE_S = 3.0
+
+
+def _length(n: int) -> bytes:
+    """MQTT's variable-length integer."""
+    out = bytearray()
+    while True:
+        byte, n = n % 128, n // 128
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _packet(head: int, body: bytes) -> bytes:
+    return bytes((head,)) + _length(len(body)) + body
+
+
+def _text(value: str) -> bytes:
+    raw = value.encode()
+    return struct.pack("!H", len(raw)) + raw
+
+
+def connect_packet(client_id: str, *, clean: bool) -> bytes:
+    """CONNECT (MQTT 3.1.1), no will, no keepalive (the device idles), anonymous."""
+    return _packet(0x10, _text("MQTT") + bytes((4, 0x02 if clean else 0)) + b"\0\0"
+                   + _text(client_id))  # fmt: skip
+
+
+def subscribe_packet(topic: str, qos: int, mid: int = 1) -> bytes:
+    return _packet(SUBSCRIBE, struct.pack("!H", mid) + _text(topic) + bytes((qos,)))
+
+
+SETTLE_S = 1.0
 
 
 class Refused(RuntimeError):
@@ -54,13 +85,11 @@ async def _device(
 ) -> asyncio.StreamWriter:
     """Connect (no keepalive: the connection idles), subscribe, and return the open link."""
     reader, writer = await asyncio.open_connection(host, port)
-    writer.write(_encode_connect(client_id, keepalive=0, clean=clean, will=None, username=None,
-                                 password=None))  # fmt: skip
+    writer.write(connect_packet(client_id, clean=clean))
     connack = await asyncio.wait_for(reader.readexactly(4), 60)
     if connack[0] >> 4 != 2 or connack[3] != 0:
         raise Refused(f"{client_id}: CONNACK {connack.hex()}")
-    body = struct.pack("!H", 1) + _str(topic.encode()) + bytes((qos,))
-    writer.write(bytes((SUBSCRIBE,)) + _remaining(len(body)) + body)
+    writer.write(subscribe_packet(topic, qos))
     suback = await asyncio.wait_for(reader.readexactly(5), 120)
     if suback[0] >> 4 != 9 or suback[4] == 0x80:
         raise Refused(f"{client_id}: SUBACK {suback.hex()}")
@@ -68,21 +97,42 @@ async def _device(
 
 
 def _figures(cluster: LocalNatsCluster) -> dict[str, float]:
-    """Memory of the nodes and JetStream's assets, summed over the three nodes (``/jsz``
-    counts the replicas each node holds)."""
+    """The nodes' memory, summed; the devices' consumers (on ``$MQTT_msgs``, counted once
+    whichever node holds a replica) and the cluster's Raft groups (``ha_assets``: every
+    node of a 3-node R3 cluster holds a replica of each, so the most any node reports)."""
     rss = sum(psutil.Process(n.pid).memory_info().rss for n in cluster.nodes)
-    mem = consumers = assets = 0
+    mem = assets = 0
+    consumers: set[str] = set()
     for node in cluster.nodes:
         mem += httpx.get(f"{node.monitor_url}/varz", timeout=10).json()["mem"]
-        jsz = httpx.get(f"{node.monitor_url}/jsz", timeout=10).json()
-        consumers += jsz.get("consumers", 0)
-        assets += jsz.get("ha_assets", 0)
-    return {"rss": rss, "varz_mem": mem, "consumers": consumers, "ha_assets": assets}
+        jsz = httpx.get(f"{node.monitor_url}/jsz?accounts=true&streams=true&consumers=true",
+                        timeout=30).json()  # fmt: skip
+        assets = max(assets, int(jsz.get("ha_assets", 0)))
+        for account in jsz.get("account_details") or []:
+            for stream in account.get("stream_detail") or []:
+                if stream["name"] == MQTT_STREAM:
+                    consumers |= {c["name"] for c in stream.get("consumer_detail") or []}
+    return {"rss": rss, "varz_mem": mem, "consumers": len(consumers), "ha_assets": assets}
+
+
+async def _settled(cluster: LocalNatsCluster, timeout_s: float = 60.0) -> dict[str, float]:
+    """The figures once the nodes' consumers and replicated assets stop changing (each
+    replica of a new consumer appears on its node a little later)."""
+    deadline = time.monotonic() + timeout_s
+    last = await asyncio.to_thread(_figures, cluster)
+    while time.monotonic() < deadline:
+        await asyncio.sleep(SETTLE_S)
+        now = await asyncio.to_thread(_figures, cluster)
+        if (now["consumers"], now["ha_assets"]) == (last["consumers"], last["ha_assets"]):
+            return now
+        last = now
+    return last
 
 
 async def _connect_all(
-    cluster: LocalNatsCluster, n: int, qos: int, clean: bool, parallel: int
+    cluster: LocalNatsCluster, n: int, qos: int, clean: bool, parallel: int, first: int = 1
 ) -> tuple[list[asyncio.StreamWriter], float]:
+    """Devices ``first`` … ``first + n - 1``, spread over the nodes' MQTT listeners."""
     gate = asyncio.Semaphore(parallel)
     ports = [node.mqtt_port for node in cluster.nodes]
 
@@ -93,7 +143,7 @@ async def _connect_all(
                                  qos, clean)  # fmt: skip
 
     t0 = time.perf_counter()
-    links = await asyncio.gather(*(one(k) for k in range(n)))
+    links = await asyncio.gather(*(one(k) for k in range(first, first + n)))
     return list(links), time.perf_counter() - t0
 
 
@@ -105,12 +155,10 @@ def measure(root: Path, kind: str, n: int, *, parallel: int = 64) -> dict[str, A
         async def go() -> dict[str, Any]:
             # The $MQTT_* streams are made at the first connection: one device before the
             # baseline, so that what is measured is what each further device adds.
-            first, _ = await _connect_all(cluster, 1, qos, clean, 1)
-            await asyncio.sleep(SETTLE_S)
-            before = await asyncio.to_thread(_figures, cluster)
+            first, _ = await _connect_all(cluster, 1, qos, clean, 1, first=0)
+            before = await _settled(cluster)
             links, took = await _connect_all(cluster, n, qos, clean, parallel)
-            await asyncio.sleep(SETTLE_S)
-            after = await asyncio.to_thread(_figures, cluster)
+            after = await _settled(cluster)
             for w in first + links:
                 w.close()
 
@@ -125,11 +173,10 @@ def measure(root: Path, kind: str, n: int, *, parallel: int = 64) -> dict[str, A
                 "rss_kb_per_device": per_device("rss", 1e3),
                 "varz_mem_kb_per_device": per_device("varz_mem", 1e3),
                 "consumers_per_device": per_device("consumers"),
-                # /jsz counts a replicated asset on every node holding a replica of it
-                "raft_replicas_per_device": per_device("ha_assets"),
-                "raft_groups_per_device": round(per_device("ha_assets") / cluster.replicas, 2),
+                "raft_groups_per_device": per_device("ha_assets"),
                 "consumers_total": after["consumers"],
-                "raft_groups_total": round(after["ha_assets"] / cluster.replicas),
+                "raft_groups_total": after["ha_assets"],
+                "replicas": cluster.replicas,
             }  # fmt: skip
 
         return asyncio.run(go())
@@ -140,9 +187,10 @@ def run(
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:  # fmt: skip
     """Every kind at every count; the figures (also printed through ``log``)."""
-    from device_sim.fleet import _raise_fd_limit
-
-    _raise_fd_limit(max(connections) + 256)
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = max(connections) + 256
+    if soft != resource.RLIM_INFINITY and soft < want:  # a socket per device
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(want, hard), hard))
     rows = []
     with contextlib.ExitStack() as stack:
         folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="sess-")))
