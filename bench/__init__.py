@@ -3,4 +3,4 @@
 The commands are in :mod:`bench.cli`, which loads a benchmark only when it runs.
 """
 
-__all__ = ["cli", "detect", "escalate", "ingest", "soak", "storage"]
+__all__ = ["city", "cli", "detect", "escalate", "ingest", "sessions", "soak", "storage"]

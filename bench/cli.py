@@ -146,3 +146,58 @@ def bench_soak_command(
     emit(report, json_out)
     if report["lost"] or not report["ingest_alive"]:
         raise typer.Exit(1)
+
+
+@app.command("city")
+def bench_city_command(
+    elders: Annotated[int, typer.Option(min=1, help="Simulated elders, in real time.")] = 5000,
+    seconds: Annotated[int, typer.Option(min=3, help="Length of the steady phase.")] = 60,
+    cluster: Annotated[
+        bool, typer.Option("--cluster/--one-node", help="The 3-node cluster (R3), or one node.")
+    ] = False,
+    chaos_seconds: Annotated[
+        int, typer.Option(min=0, help="Length of each chaos phase (kill -9); 0 skips them.")
+    ] = 40,
+    ingest_workers: Annotated[int, typer.Option(min=1, help="homecare ingest processes.")] = 2,
+    detect_workers: Annotated[int, typer.Option(min=1, help="homecare detect processes.")] = 2,
+    events: Annotated[
+        int, typer.Option(min=1, help="SOS presses and falls each in the steady phase.")
+    ] = 20,
+    gateways: Annotated[int, typer.Option(min=1, help="Publisher connections.")] = 4,
+    seed: Annotated[int, typer.Option(help="Seed of the simulated lives.")] = 0,
+    json_out: JsonOut = None,
+) -> None:
+    """The whole pipeline in real time (devices → NATS → ingest, detect → escalate → call
+    centre) on one node or the 3-node cluster; then kill -9 a detect worker and a NATS node."""
+    from bench.city import run
+
+    report = run(
+        elders=elders, seconds=seconds, cluster=cluster, chaos_seconds=chaos_seconds,
+        ingest_workers=ingest_workers, detect_workers=detect_workers, events=events,
+        gateways=gateways, seed=seed, log=typer.echo,
+    )  # fmt: skip
+    emit(report, json_out)
+    losses = report["losses"]
+    if losses["readings_lost"] or losses["alerts_missed"] or losses["alerts_duplicated"]:
+        raise typer.Exit(1)
+
+
+@app.command("sessions")
+def bench_sessions_command(
+    connections: Annotated[
+        list[int], typer.Option(min=1, help="Devices connected at once (repeat for several).")
+    ] = [500, 2000],  # noqa: B006  # typer reads the default list; nothing mutates it
+    kind: Annotated[
+        list[str] | None,
+        typer.Option(help="qos1_persistent, qos0_persistent, qos0_clean (default: all)."),
+    ] = None,
+    json_out: JsonOut = None,
+) -> None:
+    """What a device's MQTT session and command subscription cost the 3-node cluster:
+    memory, JetStream consumers and Raft groups per device, per kind of session."""
+    from bench.sessions import KINDS, run
+
+    for k in kind or []:
+        if k not in KINDS:
+            raise typer.BadParameter(f"{k!r}: one of {', '.join(KINDS)}")
+    emit(run(connections=connections, kinds=kind, log=typer.echo), json_out)

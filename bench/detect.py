@@ -617,7 +617,7 @@ class Plan:
     published: int = 0
 
 
-def _inject(
+def inject_events(
     sim: Simulation,
     plan: Plan,
     elders: list[int],
@@ -675,7 +675,7 @@ async def _live(
         for k, mode in enumerate(modes):
             plan = Plan(mode)
             chosen = picked[2 * events * k : 2 * events * (k + 1)]
-            _inject(sim, plan, chosen, t0=sim.clock, seconds=seconds, warm_s=warm_s, rng=rng)
+            inject_events(sim, plan, chosen, t0=sim.clock, seconds=seconds, warm_s=warm_s, rng=rng)
             fleet.spread = spread if mode == "spread" else 0
             acked = fleet.stats.acked
             began = time.time()
@@ -688,7 +688,7 @@ async def _live(
     return fleet, plans, lag
 
 
-def _fall_frames(
+def fall_frames(
     sent: list[tuple[str, Stream, float, bytes]], elder: str
 ) -> tuple[float, float] | None:
     """Replay an elder's published frames through a FallDetector: the publish time and
@@ -709,7 +709,7 @@ def _fall_frames(
     return None
 
 
-def _pct(values: list[float], q: float) -> float:
+def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
 
@@ -718,7 +718,7 @@ def _summary(ms: list[float]) -> dict[str, float]:
     return {
         "n": len(ms),
         "median": round(statistics.median(ms), 1),
-        "p99": round(_pct(ms, 0.99), 1),
+        "p99": round(percentile(ms, 0.99), 1),
         "max": round(max(ms), 1),
         "min": round(min(ms), 1),
     }
@@ -743,7 +743,7 @@ def _phase_report(
             continue
         sos_ms.append((got - pressed[elder]) * 1e3)
     for elder in plan.falls:
-        done = _fall_frames(fleet.sent, elder)
+        done = fall_frames(fleet.sent, elder)
         got = first.get((elder, "fall"))
         if done is None or got is None:
             missed.append(f"{elder}:fall")
@@ -762,7 +762,8 @@ def _phase_report(
         if ms:
             out[f"{name}_ms"] = _summary(ms)
     if sos_ms and bare_ms:
-        out["sos_p99_ratio_to_bare"] = round(_pct(sos_ms, 0.99) / max(_pct(bare_ms, 0.99), 0.1), 2)
+        ratio = percentile(sos_ms, 0.99) / max(percentile(bare_ms, 0.99), 0.1)
+        out["sos_p99_ratio_to_bare"] = round(ratio, 2)
     if mine:
         handle = [b[2] * 1e3 for b in mine]
         out["service_batches"] = {
@@ -770,7 +771,7 @@ def _phase_report(
             "messages_median": statistics.median(b[1] for b in mine),
             "messages_max": max(b[1] for b in mine),
             "handle_ms_median": round(statistics.median(handle), 1),
-            "handle_ms_p99": round(_pct(handle, 0.99), 1),
+            "handle_ms_p99": round(percentile(handle, 0.99), 1),
             "handle_us_per_message": round(sum(handle) * 1e3 / sum(b[1] for b in mine), 1),
             "share_batcher": round(sum(b[3] for b in mine) / sum(b[2] for b in mine), 3),
             "share_detectors": round(sum(b[4] for b in mine) / sum(b[2] for b in mine), 3),

@@ -5,11 +5,13 @@ MQTT listener up, provisioning succeeds against it, a device's reading lands in 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shutil
 import ssl
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -55,14 +57,15 @@ def test_compose_file_is_valid_with_the_example_env(tmp_path):
         dst = tmp_path / name
         (shutil.copytree if src.is_dir() else shutil.copy)(src, dst)
     (tmp_path / ".env").write_text((ROOT / ".env.example").read_text())
-    result = subprocess.run(
-        ["docker-compose", "config", "-q"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
+    for profile in ([], ["--profile", "city"]):  # the single site, and the city too
+        result = subprocess.run(
+            ["docker-compose", *profile, "config", "-q"],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert result.returncode == 0, (profile, result.stderr)
 
 
 def test_every_image_is_pinned():
@@ -87,6 +90,11 @@ def test_service_commands_exist_in_the_cli():
             group = commands[command[0]]
             if hasattr(group, "commands"):  # a command group: its subcommand must exist too
                 assert command[1] in group.commands, (name, command)
+                group = group.commands[command[1]]
+            options = {"--help", *(o for p in group.params for o in p.opts)}
+            for word in command:  # and every option it is given
+                if word.startswith("--"):
+                    assert word.split("=")[0] in options, (name, word)
 
 
 def test_every_homecare_variable_is_a_setting_with_a_valid_url():
@@ -159,10 +167,14 @@ def test_provisioning_runs_once_the_broker_is_healthy_and_before_every_consumer(
 
 def test_homecare_services_use_tls_their_own_accounts_and_no_literal_secret():
     services = _compose()["services"]
-    for name in NATS_USERS:  # each its own user, as `homecare devices service NAME` writes it
-        env = services[name]["environment"]
-        volumes = services[name]["volumes"]
-        assert env["HOMECARE_NATS__URL"] == "tls://nats:4222", name
+    workers = "provision ingest-1 ingest-2 detect-1 detect-2 escalate-active escalate-standby"
+    city = {f"city-{n}": n for n in workers.split()}
+    users = {**{n: n for n in NATS_USERS}, **{k: v.split("-")[0] for k, v in city.items()}}
+    for service_name, name in users.items():  # each its own user, as `devices service` writes it
+        env = services[service_name]["environment"]
+        volumes = services[service_name]["volumes"]
+        if service_name == name:  # the city's know every node (test_the_city_nodes_...)
+            assert env["HOMECARE_NATS__URL"] == "tls://nats:4222", name
         assert env["HOMECARE_NATS__CA_FILE"] == "/etc/homecare/ca.crt", name
         assert env["HOMECARE_NATS__CREDS_FILE"] == "/run/secrets/homecare/nats.creds", name
         assert f"{ACCESS}/ca.crt:/etc/homecare/ca.crt:ro" in volumes, name
@@ -183,7 +195,8 @@ def test_homecare_services_use_tls_their_own_accounts_and_no_literal_secret():
     for name, service in services.items():
         env = service.get("environment") or {}
         if "HOMECARE_MQTT__URL" in env and name != "admin":
-            assert env["HOMECARE_MQTT__URL"] == "mqtts://nats:8883", name
+            node = "city-nats-1" if name.startswith("city-") else "nats"
+            assert env["HOMECARE_MQTT__URL"] == f"mqtts://{node}:8883", name
             assert env["HOMECARE_MQTT__CA_FILE"] == "/etc/homecare/ca.crt", name
     assert {n for n in NATS_USERS if "HOMECARE_MQTT__URL" in services[n]["environment"]} == set(
         MQTT_USERS)  # ingest and detect read streams only  # fmt: skip
@@ -380,3 +393,171 @@ def test_no_private_key_or_credential_in_the_repository():
         ["git", "check-ignore", *paths], cwd=ROOT, capture_output=True, text=True, check=False
     ).stdout.split()
     assert ignored == paths
+
+
+CITY_CONF = ROOT / "deploy/nats/city.conf"
+CITY_NODES = ("city-nats-1", "city-nats-2", "city-nats-3")
+
+
+def _city() -> dict[str, Any]:
+    return {n: s for n, s in _compose()["services"].items() if "city" in s.get("profiles", ())}
+
+
+def _depends(service: dict[str, Any]) -> set[str]:
+    found = service.get("depends_on") or {}
+    return set(found)
+
+
+def test_the_city_profile_runs_three_nodes_and_every_service_twice():
+    """Issue 15: three NATS nodes, two ingest and two detect workers, escalation active
+    and standby, two InfluxDB; nothing of the single site is in it, or started by it."""
+    city = _city()
+    single = {n for n in _compose()["services"] if n not in city}
+
+    def named(prefix: str) -> list[str]:
+        return sorted(n for n in city if n.startswith(prefix))
+
+    assert named("city-nats-") == list(CITY_NODES)
+    assert [city[n]["command"][0] for n in named("city-ingest-")] == ["ingest", "ingest"]
+    assert [city[n]["command"] for n in named("city-detect-")] == [["detect"], ["detect"]]
+    assert named("city-escalate-") == ["city-escalate-active", "city-escalate-standby"]
+    assert all(city[n]["command"][0] == "escalate" for n in named("city-escalate-"))
+    assert named("city-influxdb-") == ["city-influxdb-a", "city-influxdb-b"]
+    for name, service in city.items():
+        assert name.startswith("city-"), name
+        assert service["profiles"] == ["city"], name
+        assert not _depends(service) & single, name  # starting the city starts no site service
+    for name in single:
+        assert not _depends(_compose()["services"][name]) & set(city), name
+    # Both ingest workers read the stream; each writes its InfluxDB of the pair.
+    assert {city[n]["environment"]["HOMECARE_INFLUX__URL"] for n in named("city-ingest-")} == {
+        "http://city-influxdb-a:8086", "http://city-influxdb-b:8086"}  # fmt: skip
+    # The two escalation instances are told apart (client id, ack API port).
+    ids = {city[n]["environment"]["HOMECARE_ESCALATE__CLIENT_ID"] for n in named("city-escalate-")}
+    assert len(ids) == 2
+    compose = _compose()
+    for name in CITY_NODES:  # a store of its own each
+        assert f"{name}-data:/data" in city[name]["volumes"]
+        assert f"{name}-data" in compose["volumes"]
+
+
+def test_the_city_nodes_form_one_r3_cluster_that_fsyncs_before_acknowledging():
+    city = _city()
+    conf = CITY_CONF.read_text()
+    for name in CITY_NODES:
+        node = city[name]
+        assert node["image"] == compose_nats_image()  # the single site's tested release
+        assert node["command"] == ["--config", "/etc/nats/city.conf"]
+        assert "./deploy/nats/city.conf:/etc/nats/city.conf:ro" in node["volumes"]
+        assert f"{ACCESS}:/etc/nats/access:ro" in node["volumes"]
+        assert node["environment"]["NATS_SERVER_NAME"] == name
+        assert "http://127.0.0.1:8222/healthz" in node["healthcheck"]["test"]
+        assert f'"nats://{name}:6222"' in conf  # every node is routed to
+    assert re.search(r"^server_name: \$NATS_SERVER_NAME$", conf, re.M)
+    assert re.search(r"^\s*sync_interval: always$", conf, re.M)
+    assert re.search(r"^\s*stream_replicas: 3$", conf, re.M)
+    assert re.search(r"^\s*consumer_replicas: 3$", conf, re.M)
+    assert 'include "access/nats-auth.conf"' in conf
+    # TLS and the listeners as on a single site.
+    single = NATS_CONF.read_text()
+    for line in ('listen: "0.0.0.0:4222"', 'listen: "0.0.0.0:8883"', 'http: "0.0.0.0:8222"',
+                 'cert_file: "/etc/nats/access/server.crt"'):  # fmt: skip
+        assert line in conf, line
+        assert line in single, line
+    # Provisioning R3 once all three are healthy, before any service of the city.
+    provision = city["city-provision"]
+    assert provision["command"] == ["broker", "provision", "--replicas", "3"]
+    assert provision["depends_on"] == {n: {"condition": "service_healthy"} for n in CITY_NODES}
+    nodes = ",".join(f"tls://{n}:4222" for n in CITY_NODES)
+    for name, service in city.items():
+        env = service.get("environment") or {}
+        if "HOMECARE_NATS__URL" in env:  # every service knows every node
+            assert env["HOMECARE_NATS__URL"] == nodes, name
+            assert NatsSettings(url=env["HOMECARE_NATS__URL"]).url == nodes
+        if service.get("image", "").startswith("homecare:") and service["command"][0] in (
+            "ingest", "detect", "escalate"):  # fmt: skip
+            assert service["depends_on"]["city-provision"] == {
+                "condition": "service_completed_successfully"}, name  # fmt: skip
+
+
+def compose_nats_image() -> str:
+    return str(_compose()["services"]["nats"]["image"])
+
+
+class CityNode(LocalNats):
+    """One node of the real nats-server cluster running deploy/nats/city.conf, its name
+    from the environment as compose gives it, its ports and routes on loopback."""
+
+    def __init__(self, root: Path, name: str, routes: dict[str, int]) -> None:
+        super().__init__(root)
+        self.server_name = name
+        self.routes = routes
+
+    def _command(self) -> list[str]:
+        conf = CITY_CONF.read_text()
+        replace = [
+            ('"0.0.0.0:4222"', f'"127.0.0.1:{self.port}"'),
+            ('"0.0.0.0:8222"', f'"127.0.0.1:{self.http_port}"'),
+            ('"0.0.0.0:8883"', f'"127.0.0.1:{self.mqtt_port}"'),
+            ('"0.0.0.0:6222"', f'"127.0.0.1:{self.routes[self.server_name]}"'),
+            ('"/data/jetstream"', f'"{self.store}"'),
+            ("/etc/nats/access/", f"{self.root.parent / 'access'}/"),
+            ('include "access/', 'include "../access/'),  # relative to the config
+        ] + [(f'"nats://{n}:6222"', f'"nats://127.0.0.1:{p}"') for n, p in self.routes.items()]
+        for deployed, here in replace:
+            assert deployed in conf, deployed  # the compose file's ports and mounts
+            conf = conf.replace(deployed, here)
+        (self.root / "nats.conf").write_text(conf)
+        binary = check_binary(self.binary or nats_server_binary())
+        return ["env", f"NATS_SERVER_NAME={self.server_name}", str(binary), "-c",
+                str(self.root / "nats.conf")]  # fmt: skip
+
+    @property
+    def url(self) -> str:
+        return f"tls://127.0.0.1:{self.port}"
+
+
+@pytest.mark.integration
+def test_the_city_config_runs_a_three_node_cluster_that_provisions_r3(tmp_path):
+    """What the city profile starts: three nats-servers from deploy/nats/city.conf (TLS,
+    the accounts, each named from its environment) form one cluster, fsync before each
+    acknowledgement, and `homecare broker provision --replicas 3` succeeds over TLS."""
+    from harness.servers import free_port
+
+    access = tmp_path / "access"
+    admin = {"HOMECARE_STATE_DIR": str(tmp_path / "admin"), "HOMECARE_NATS__URL": ""}
+    folder = ["--dir", str(access)]
+    _homecare(["devices", "ca", "init", "--host", "127.0.0.1", *folder], admin)
+    _homecare(["devices", "init", "--resolver-dir", str(tmp_path / "jwt"), *folder], admin)
+    _homecare(["devices", "service", "provision", *folder], admin)
+    routes = {n: free_port() for n in CITY_NODES}
+    nodes = [CityNode(tmp_path / n, n, routes) for n in CITY_NODES]
+    with contextlib.ExitStack() as stack:
+        threads = [threading.Thread(target=n.start) for n in nodes]  # each waits for a quorum
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for node in nodes:
+            stack.callback(node.stop)
+            assert node.running, node.log.read_text()[-2000:]
+        for node in nodes:
+            varz = httpx.get(f"{node.monitor_url}/varz", timeout=5).json()
+            assert varz["server_name"] == node.server_name
+            assert varz["jetstream"]["config"]["sync_always"] is True  # not the 2 min default
+            assert len(varz["cluster"]["urls"]) == 3
+        ca = access / "ca.crt"
+        services = access / "services"
+        env = {
+            "HOMECARE_NATS__URL": ",".join(n.url for n in nodes),
+            "HOMECARE_NATS__CA_FILE": str(ca),
+            "HOMECARE_NATS__CREDS_FILE": str(services / "provision.creds"),
+            "HOMECARE_MQTT__URL": f"mqtts://127.0.0.1:{nodes[0].mqtt_port}",
+            "HOMECARE_MQTT__CA_FILE": str(ca), "HOMECARE_MQTT__USERNAME": "provision",
+            "HOMECARE_MQTT__PASSWORD_FILE": str(services / "provision.jwt"),
+        }  # fmt: skip
+        done = json.loads(_homecare(["broker", "provision", "--partitions", "4",
+                                     "--replicas", "3"], env))  # fmt: skip
+        assert done["source_ok"], done
+        jsz = httpx.get(f"{nodes[1].monitor_url}/jsz?streams=true", timeout=5).json()
+        assert jsz["meta_cluster"]["cluster_size"] == 3

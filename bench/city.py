@@ -1,0 +1,481 @@
+"""``homecare bench city``: a city's elders in real time through the whole pipeline, on one
+node or on the 3-node cluster, and what a kill -9 of a detect worker and of a NATS node
+costs.
+
+Everything is real and on this machine: NATS Server (:class:`~harness.servers.LocalNats`,
+or :class:`~harness.servers.LocalNatsCluster`: three nodes, R3, an fsync before each
+acknowledgement), provisioned before any device connects; influxd; ``homecare ingest``,
+``homecare detect`` and ``homecare escalate`` each as processes of their own
+(:class:`~harness.demo.ServiceProcess`, as in production), several ingest and detect
+workers; the call centre's stand-in (:class:`~harness.standins.CallCentreStandIn`)
+recording when each alarm arrives. Simulated elders publish in real time over MQTT 3.1.1
+at QoS 1 through gateway connections (:class:`~bench.detect.TimedFleet`, which notes
+when each SOS press and watched frame was handed over); on the cluster they connect to
+the first node.
+
+Phases:
+
+1. **Steady** (``--seconds``): SOS presses and falls with a long lie are injected for a
+   few dozen elders. Reported: acknowledged messages/s, alert latency p50/p99 from the
+   message that completes a detection (the SOS press; for a fall, the frame on which its
+   stillness window ends, found by replaying the elder's frames through a
+   :class:`~detectors.fall.FallDetector`) to the call centre receiving the alarm, and the
+   CPU of each component (psutil, every process of it summed) per 10,000 elders.
+   The "I'm OK" grace window of falls (30 s by default, a wait by design) is set to 0, so
+   that the latency is the pipeline's.
+2. **Chaos** (``--chaos-seconds`` each; 0 skips): a kill -9 of a detect worker, then (on
+   the cluster) of the NATS node that leads TELEMETRY (moved off the first node, which
+   holds the devices' connections, beforehand). Elders press SOS every fraction of a
+   second from 2 s before the kill on. *Time to take over*: from the kill to the call
+   centre receiving the first alarm of a press made after it. *Alert latency during
+   takeover*: of every press of the phase. A detect worker that was the only one is
+   started again at once, as a supervisor (compose's ``restart``) would; with several,
+   the others take its share. The node is started again after its phase.
+
+Losses, at the end, once everything has drained: every reading the broker acknowledged
+to the devices against the points InfluxDB holds, and every injected SOS and fall
+against the alarms the call centre received (one each: a second alarm for the same
+event counts as a duplicate).
+
+Today every detect worker reads the one durable consumer ``detect``; with partitioned
+workers (priority groups, one active worker per partition) nothing here changes: the
+workers are processes of ``homecare detect``, and the bench kills one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import os
+import secrets
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import yaml
+
+from bench.detect import Plan, TimedFleet, fall_frames, inject_events, percentile
+from bench.escalate import bench_registry
+from bench.ingest import published_readings, stored_readings
+from broker.provision import provision
+from device_sim.homes import SimConfig, Simulation, SosPress
+from device_sim.routine import daytime
+from harness.demo import ServiceProcess
+from harness.servers import LocalInflux, LocalNats, LocalNatsCluster
+from harness.standins import CallCentreStandIn, Incident
+from homecare.contract import Stream
+from homecare.influx import InfluxClient
+from homecare.jetstream import TELEMETRY_STREAM
+from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
+
+__all__ = ["run"]
+
+PARTITIONS = 16
+"""TELEMETRY's partitions on the bench's broker."""
+PER_10K = 10_000
+SITE = "bench"
+LATENCY_P99_TARGET_MS = 250.0
+TAKEOVER_P99_TARGET_MS = 10_000.0
+KILL_AT = 0.3
+"""Where in a chaos phase the kill falls (share of the phase)."""
+PRESS_EVERY_S = 0.5
+"""How often an elder presses SOS during a chaos phase (each press a different elder)."""
+
+
+@dataclass
+class Workers:
+    """The service processes, started and restarted the same way."""
+
+    settings: Settings
+    root: Path
+    registry: Path
+    procs: dict[str, list[ServiceProcess]] = field(default_factory=dict)
+    restarts: int = 0
+
+    def start(self, service: str, k: int) -> ServiceProcess:
+        """Worker ``k`` of ``service``: its own state folder (status file, spool)."""
+        state = self.root / f"{service}-{k}"
+        extra = {"HOMECARE_STATE_DIR": str(state), "HOMECARE_DETECT__GRACE_S": "0"}
+        if service == "detect":
+            extra["HOMECARE_DETECT__CLOCK"] = "wall"
+        if service == "escalate":
+            extra |= {
+                "HOMECARE_REGISTRY": str(self.registry), "HOMECARE_ESCALATE__HTTP_PORT": "0",
+                "HOMECARE_ESCALATE__SECRET": secrets.token_hex(16),
+                "HOMECARE_ESCALATE__HEARTBEAT_S": "3600",
+                "HOMECARE_ESCALATE__CLIENT_ID": f"bench-city-escalate-{k}",
+            }  # fmt: skip
+        ready = state / {"ingest": "ingest-main.json"}.get(service, f"{service}.json")
+        log = self.root / f"{service}-{k}-{self.restarts}.log"
+        proc = ServiceProcess(service, self.settings, log, ready=ready, **extra)
+        self.procs.setdefault(service, []).append(proc)
+        return proc
+
+    def psutil(self) -> dict[str, list[psutil.Process]]:
+        return {s: [psutil.Process(p.proc.pid) for p in ps if p.proc.poll() is None]
+                for s, ps in self.procs.items()}  # fmt: skip
+
+    def stop(self) -> None:
+        for procs in self.procs.values():
+            for p in procs:
+                p.stop()
+
+
+@dataclass
+class Chaos:
+    """One kill: what, when (wall clock), and when what was killed was back."""
+
+    name: str
+    plan: Plan
+    killed_at: float = 0.0
+    what: str = ""
+    back_at: float | None = None
+
+
+def _cpu(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
+    """CPU seconds (user + system) of each component, its processes summed."""
+    out: dict[str, float] = {}
+    for name, procs in groups.items():
+        total = 0.0
+        for p in procs:
+            with contextlib.suppress(psutil.Error):
+                total += sum(p.cpu_times()[:2])
+        out[name] = total
+    return out
+
+
+@contextlib.contextmanager
+def _broker(root: Path, cluster: bool) -> Iterator[tuple[Any, str, str, int]]:
+    """The broker (one node, or three), provisioned: it, its NATS URLs, the MQTT URL the
+    devices use, the replicas."""
+    with contextlib.ExitStack() as stack:
+        if cluster:
+            nodes = stack.enter_context(LocalNatsCluster(root / "nats"))
+            urls, mqtt_url, replicas = nodes.urls, nodes.mqtt_url, nodes.replicas
+            broker: Any = nodes
+        else:
+            single = stack.enter_context(LocalNats(root / "nats"))
+            urls, mqtt_url, replicas, broker = single.url, single.mqtt_url, 1, single
+        done = provision(urls, mqtt_url=mqtt_url, partitions=PARTITIONS, replicas=replicas,
+                         timeout_s=120)  # fmt: skip
+        if not done.source.ok:
+            raise RuntimeError(f"the bench's broker is not provisioned: {done.source.detail}")
+        yield broker, urls, mqtt_url, replicas
+
+
+def _server_pids(broker: Any) -> list[psutil.Process]:
+    nodes = broker.nodes if isinstance(broker, LocalNatsCluster) else [broker]
+    return [psutil.Process(n.pid) for n in nodes if n.running]
+
+
+def _presses(sim: Simulation, plan: Plan, elders: list[int], *, t0: float, seconds: float,
+             kill_at: float) -> None:  # fmt: skip
+    """SOS presses from 2 s before the kill to the end of the phase less 3 s, one elder
+    each, every :data:`PRESS_EVERY_S` (spread wider when there are few elders)."""
+    first, last = max(1.0, kill_at - 2.0), max(kill_at + 1.0, seconds - 3.0)
+    count = min(len(elders), int((last - first) / PRESS_EVERY_S) + 1)
+    for k, i in enumerate(elders[:count]):
+        at = t0 + first + (last - first) * k / max(count - 1, 1)
+        sim.inject(i, at, SosPress())
+        plan.sos[sim.elders[i].elder] = at
+
+
+async def _drive(
+    sim: Simulation,
+    url: str,
+    *,
+    seconds: int,
+    chaos_seconds: int,
+    chaos: list[tuple[str, Callable[[], str], Callable[[], None]]],
+    events: int,
+    gateways: int,
+    rng: np.random.Generator,
+    sample: Callable[[], None],
+    seek_s: float,
+    log: Callable[[str], Any],
+) -> tuple[TimedFleet, Plan, list[Chaos]]:
+    """Publish in real time: the steady phase, then each chaos phase (a kill at
+    :data:`KILL_AT` of it, what was killed brought back after it)."""
+    order = rng.permutation(len(sim.elders)).tolist()
+    steady_elders, rest = order[: 2 * events], order[2 * events :]
+    per_phase = min(len(rest) // max(len(chaos), 1), int(chaos_seconds / PRESS_EVERY_S) + 1)
+    # Only the elders with an event are watched: their frames and presses are kept.
+    watch = {sim.elders[i].elder for i in order[: 2 * events + per_phase * len(chaos)]}
+    loop = asyncio.get_running_loop()
+    async with TimedFleet(sim, url, gateways=gateways, client_prefix=f"city{time.time_ns()}",
+                          offline_on_exit=False, watch=watch) as fleet:  # fmt: skip
+        if time.time() - sim.clock > 1.0:
+            sim.step(float(math.floor(time.time() + 0.9 * seek_s)) - 1.0)
+        await fleet.drain(120)
+        steady = Plan("steady")
+        warm_s = min(10, max(2, seconds // 5))
+        inject_events(
+            sim, steady, steady_elders, t0=sim.clock, seconds=seconds, warm_s=warm_s, rng=rng
+        )
+        acked, began = fleet.stats.acked, time.time()
+        await fleet.run(seconds=seconds, speed=1.0, on_second=lambda _s: sample())
+        steady.wall, steady.published = (began, time.time()), fleet.stats.acked - acked
+        log(f"  steady: {steady.published:,} messages in {steady.wall[1] - began:.0f} s")
+        phases: list[Chaos] = []
+        for n, (name, kill, restore) in enumerate(chaos):
+            phase = Chaos(name, Plan(name))
+            kill_at = KILL_AT * chaos_seconds
+            _presses(sim, phase.plan, rest[n * per_phase : (n + 1) * per_phase], t0=sim.clock,
+                     seconds=chaos_seconds, kill_at=kill_at)  # fmt: skip
+
+            async def strike(phase: Chaos = phase, kill: Callable[[], str] = kill) -> None:
+                phase.killed_at = time.time()
+                phase.what = await loop.run_in_executor(None, kill)
+                log(f"  {phase.name}: killed {phase.what}")
+
+            acked, began = fleet.stats.acked, time.time()
+            struck: list[asyncio.Task[None]] = []
+
+            def fire(s: Callable[[], Any] = strike, out: list[Any] = struck) -> None:
+                out.append(loop.create_task(s()))
+
+            timer = loop.call_later(kill_at + 1.0, fire)
+            await fleet.run(seconds=chaos_seconds, speed=1.0)
+            timer.cancel()
+            for task in struck:
+                await task
+            await loop.run_in_executor(None, restore)
+            phase.back_at = time.time()
+            phase.plan.wall, phase.plan.published = (began, time.time()), fleet.stats.acked - acked
+            phases.append(phase)
+        await fleet.drain(300)
+    return fleet, steady, phases
+
+
+def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incident]]:
+    """The call centre's incidents per (elder, kind of alert)."""
+    out: dict[tuple[str, str], list[Incident]] = {}
+    for i in incidents:
+        elder = str((i.message.get("caller") or {}).get("id", ""))
+        out.setdefault((elder, str(i.kind)), []).append(i)
+    return out
+
+
+def _summary(ms: list[float]) -> dict[str, float]:
+    if not ms:
+        return {"n": 0}
+    return {"n": len(ms), "p50": round(percentile(ms, 0.5), 1),
+            "p99": round(percentile(ms, 0.99), 1), "max": round(max(ms), 1)}  # fmt: skip
+
+
+def _latencies(
+    plan: Plan, fleet: TimedFleet, alarms: dict[tuple[str, str], list[Incident]]
+) -> tuple[list[tuple[float, float]], list[str], list[str]]:
+    """(published, arrived at the call centre) per injected event; missed; duplicated."""
+    pressed: dict[str, float] = {}
+    for who, stream, at, _ in fleet.sent:
+        if stream is Stream.SOS:
+            pressed.setdefault(who, at)
+    out, missed, duplicated = [], [], []
+    events = [(e, "sos") for e in plan.sos] + [(e, "fall") for e in plan.falls]
+    for elder, kind in events:
+        got = alarms.get((elder, kind), [])
+        ids = {i.alert_id for i in got}
+        if len(ids) > 1:
+            duplicated.append(f"{elder}:{kind}")
+        if kind == "sos":
+            sent = pressed.get(elder)
+        else:
+            done = fall_frames(fleet.sent, elder)
+            sent = done[0] if done else None
+            if sent is None and not got:  # its stillness window outlasted the run
+                continue
+        if sent is None or not got:
+            missed.append(f"{elder}:{kind}")
+            continue
+        out.append((sent, min(i.opened for i in got)))
+    return out, missed, duplicated
+
+
+def run(
+    *,
+    elders: int = 5000,
+    seconds: int = 60,
+    cluster: bool = False,
+    chaos_seconds: int = 40,
+    ingest_workers: int = 2,
+    detect_workers: int = 2,
+    events: int = 20,
+    gateways: int = 4,
+    seed: int = 0,
+    log: Callable[[str], Any] = print,
+) -> dict[str, Any]:
+    """Run the phases; return the figures (also printed through ``log``)."""
+    rng = np.random.default_rng(seed)
+    where = "the 3-node cluster (R3, sync_interval always)" if cluster else "one node"
+    report: dict[str, Any] = {
+        "elders": elders, "seconds": seconds, "broker": where, "cores": os.cpu_count(),
+        "ingest_workers": ingest_workers, "detect_workers": detect_workers,
+    }  # fmt: skip
+    with contextlib.ExitStack() as stack:
+        root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-city-")))
+        broker, urls, mqtt_url, _ = stack.enter_context(_broker(root, cluster))
+        influx = stack.enter_context(LocalInflux(root / "influxd"))
+        with InfluxClient(InfluxSettings(url=influx.url)) as db:
+            db.create_database()
+        centre = stack.enter_context(CallCentreStandIn())
+        made = time.perf_counter()
+        start = float(math.floor(time.time()))
+        sim = Simulation(SimConfig(elders=elders, seed=seed, site=SITE, start=start,
+                                   utc_offset_s=daytime(start)))  # fmt: skip
+        seek_s = time.perf_counter() - made
+        registry = root / "registry.yaml"
+        registry.write_text(
+            yaml.safe_dump(bench_registry(centre.url, [e.elder for e in sim.elders]))
+        )
+        settings = Settings(
+            _env_file=None, state_dir=root / "state", site=SITE,
+            nats=NatsSettings(url=urls, partitions=PARTITIONS),
+            mqtt=MqttSettings(url=mqtt_url), influx=InfluxSettings(url=influx.url),
+        )  # fmt: skip
+        workers = Workers(settings, root, registry)
+        stack.callback(workers.stop)
+        log(f"city: {elders} elders in real time on {where}; {ingest_workers} ingest and "
+            f"{detect_workers} detect workers, escalate, influxd ...")  # fmt: skip
+        for k in range(ingest_workers):
+            workers.start("ingest", k)
+        for k in range(detect_workers):
+            workers.start("detect", k)
+        workers.start("escalate", 0)
+
+        marks: list[tuple[float, dict[str, float]]] = []
+
+        def sample() -> None:
+            groups = {"nats-server": _server_pids(broker), **workers.psutil(),
+                      "influxd": [psutil.Process(influx.pid)],
+                      "publisher": [psutil.Process()]}  # fmt: skip
+            marks.append((time.monotonic(), _cpu(groups)))
+
+        def kill_detect() -> str:
+            victim = workers.procs["detect"][0]
+            victim.proc.kill()
+            victim.proc.wait()
+            workers.procs["detect"].remove(victim)
+            if not workers.procs["detect"]:  # the only one: its supervisor starts it again
+                workers.restarts += 1
+                workers.start("detect", 0)
+                return "the only detect worker (started again at once)"
+            return f"detect worker 1 of {detect_workers}"
+
+        def no_restore() -> None:
+            return None
+
+        chaos: list[tuple[str, Callable[[], str], Callable[[], None]]] = []
+        if chaos_seconds:
+            chaos.append(("detect worker killed", kill_detect, no_restore))
+        if chaos_seconds and isinstance(broker, LocalNatsCluster):
+            nodes = broker
+            victim = [nodes.step_down(TELEMETRY_STREAM, avoid=0, timeout_s=60)]
+
+            def kill_node() -> str:
+                victim[0] = nodes.leader(TELEMETRY_STREAM)
+                if victim[0] == 0:  # led again by the devices' node: take the next one
+                    victim[0] = 1
+                nodes.kill(victim[0])
+                return f"NATS node n{victim[0] + 1} (TELEMETRY's leader)"
+
+            chaos.append(("NATS node killed", kill_node, lambda: nodes.start(victim[0])))
+
+        fleet, steady, phases = asyncio.run(
+            _drive(sim, mqtt_url, seconds=seconds, chaos_seconds=chaos_seconds, chaos=chaos,
+                   events=events, gateways=gateways, rng=rng, sample=sample, seek_s=seek_s,
+                   log=log),
+        )  # fmt: skip
+
+        # Losses: every acknowledged reading in InfluxDB, every event at the call centre.
+        published = published_readings(fleet.stats)
+        deadline, stored, last = time.monotonic() + 180, -1, -1
+        while time.monotonic() < deadline:
+            stored = stored_readings(influx)
+            if stored >= published or (stored == last and time.monotonic() > deadline - 120):
+                break
+            last = stored
+            time.sleep(2.0)
+        # Every SOS press, and every fall whose stillness window ended while the devices
+        # still published (a fall late in a short run may not have).
+        falls = [e for e in steady.falls if fall_frames(fleet.sent, e) is not None]
+        injected = len(steady.sos) + len(falls) + sum(len(p.plan.sos) for p in phases)
+        with contextlib.suppress(TimeoutError):
+            centre.wait_incidents(injected, timeout_s=60)
+        time.sleep(2.0)  # a duplicate would come now
+        alarms = _first_alarms(centre.incidents)
+
+    (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
+    per_10k = {k: round((cpu1[k] - cpu0[k]) / (m1 - m0) * PER_10K / elders, 2) for k in cpu1}
+    pairs, missed, duplicated = _latencies(steady, fleet, alarms)
+    ms = [(b - a) * 1e3 for a, b in pairs]
+    wall = steady.wall[1] - steady.wall[0]
+    report["steady"] = {
+        "messages_per_s": round(steady.published / wall),
+        "alert_latency_ms": _summary(ms),
+        "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= LATENCY_P99_TARGET_MS,
+        "missed": missed,
+        "duplicated": duplicated,
+        "cpu_cores_per_10k_elders": per_10k,
+        "cpu_cores_per_10k_elders_total": round(sum(per_10k.values()), 2),
+    }
+    log(
+        f"steady: {report['steady']['messages_per_s']:,} messages/s; alert latency (message → "
+        f"call centre) {_fmt(report['steady']['alert_latency_ms'])} (target p99 ≤ "
+        f"{LATENCY_P99_TARGET_MS:.0f} ms); missed {len(missed)}, duplicated {len(duplicated)}"
+    )
+    log("  CPU, cores per 10,000 elders: " + ", ".join(f"{k} {v}" for k, v in per_10k.items())
+        + f" (total {report['steady']['cpu_cores_per_10k_elders_total']})")  # fmt: skip
+    all_missed, all_dup = list(missed), list(duplicated)
+    report["chaos"] = []
+    for phase in phases:
+        pairs, missed, duplicated = _latencies(phase.plan, fleet, alarms)
+        began = phase.plan.wall[0]
+        all_missed += missed
+        all_dup += duplicated
+        after = [b for a, b in pairs if a >= phase.killed_at]
+        ms = [(b - a) * 1e3 for a, b in pairs]
+        latency = _summary(ms)
+        figures: dict[str, Any] = {
+            "phase": phase.name,
+            "killed": phase.what,
+            "takeover_s": round(min(after) - phase.killed_at, 2) if after else None,
+            "alert_latency_ms": latency,
+            "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= TAKEOVER_P99_TARGET_MS,
+            "presses": len(phase.plan.sos),
+            "missed": missed,
+            "duplicated": duplicated,
+            "messages_per_s": round(phase.plan.published / (phase.plan.wall[1] - began)),
+        }
+        report["chaos"].append(figures)
+        log(f"{phase.name} ({phase.what}): first alarm of a press after the kill "
+            f"{figures['takeover_s']} s after it; alert latency "
+            f"{_fmt(latency)} "
+            f"(target p99 ≤ {TAKEOVER_P99_TARGET_MS / 1e3:.0f} s); missed {len(missed)}, "
+            f"duplicated {len(duplicated)}")  # fmt: skip
+    report["losses"] = {
+        "acknowledged_readings": published,
+        "stored_in_influxdb": stored,
+        "readings_lost": published - stored,
+        "events_injected": injected,
+        "falls_not_completed": len(steady.falls) - len(falls),
+        "alerts_missed": len(all_missed),
+        "alerts_duplicated": len(all_dup),
+        "fleet_reconnects": fleet.stats.reconnects,
+    }
+    log(f"losses: {published:,} readings acknowledged, {stored:,} stored ({published - stored} "
+        f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "
+        f"{len(all_dup)} alerted twice")  # fmt: skip
+    return report
+
+
+def _fmt(s: dict[str, float]) -> str:
+    if not s.get("n"):
+        return "none matched"
+    return f"p50 {s['p50']:.0f} ms / p99 {s['p99']:.0f} ms / max {s['max']:.0f} ms (n {s['n']})"

@@ -1,0 +1,48 @@
+"""`homecare bench city` and `bench sessions` work: the machinery in seconds, on real
+servers (the README's figures come from the full runs)."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.city import run
+from bench.sessions import measure
+
+pytestmark = pytest.mark.integration  # both start their own NATS Server(s)
+
+
+def test_a_few_elders_through_the_whole_pipeline_and_a_detect_worker_killed():
+    """Ten elders in real time: an SOS press reaches the call centre, the only detect
+    worker is killed -9 and started again, presses after the kill are still alerted,
+    once, and every acknowledged reading is stored."""
+    report = run(elders=10, seconds=5, chaos_seconds=12, events=1, ingest_workers=1,
+                 detect_workers=1, gateways=1, log=lambda _: None)  # fmt: skip
+    steady = report["steady"]
+    assert steady["messages_per_s"] > 5
+    assert steady["alert_latency_ms"]["n"] >= 1  # the SOS (the fall may outlast 17 s)
+    assert set(steady["cpu_cores_per_10k_elders"]) == {
+        "nats-server", "ingest", "detect", "escalate", "influxd", "publisher"}  # fmt: skip
+    assert steady["cpu_cores_per_10k_elders"]["nats-server"] > 0
+    [chaos] = report["chaos"]
+    assert chaos["killed"].startswith("the only detect worker")
+    assert chaos["presses"] >= 3
+    assert chaos["takeover_s"] is not None
+    assert chaos["takeover_s"] > 0
+    assert chaos["alert_latency_ms"]["n"] == chaos["presses"]
+    losses = report["losses"]
+    assert losses["acknowledged_readings"] > 100
+    assert losses["readings_lost"] == 0
+    assert losses["alerts_missed"] == 0
+    assert losses["alerts_duplicated"] == 0
+
+
+def test_a_qos1_persistent_subscription_is_a_replicated_consumer_and_qos0_is_none(tmp_path):
+    """What the sizing rests on (nats-server's MQTT): each device's QoS 1 subscription in a
+    persistent session is a JetStream consumer, R3, one Raft group; at QoS 0 none."""
+    qos1 = measure(tmp_path, "qos1_persistent", 4, parallel=4)
+    assert qos1["consumers_per_device"] == 1  # on $MQTT_msgs
+    assert qos1["raft_groups_per_device"] == 1  # its own Raft group, on all three nodes
+    assert qos1["replicas"] == 3
+    qos0 = measure(tmp_path, "qos0_persistent", 4, parallel=4)
+    assert qos0["consumers_per_device"] == 0
+    assert qos0["raft_groups_per_device"] == 0
