@@ -470,28 +470,30 @@ def _detect_main(
     )
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    service = DetectService(settings)
-    tune_gc_for_service()  # as `homecare detect` does
-    detect = service.detect
     build, dets = [0.0], [0.0]
-    # Timers wrapped around the service's own methods: the bench's view inside a batch.
-    detect.batcher.build = _timed(detect.batcher.build, build)  # type: ignore[method-assign]
-    for det in detect.detectors:
-        det.update = _timed(det.update, dets)  # type: ignore[method-assign]
-        det.tick = _timed(det.tick, dets)  # type: ignore[method-assign]
-    handle = detect.handle
     batches: list[tuple[float, int, float, float, float]] = []
 
-    def timed_handle(messages: list[Any], *, received: float | None = None) -> Any:
-        build[0] = dets[0] = 0.0
-        t = time.perf_counter()
-        out = handle(messages, received=received)
-        if messages:
-            took = time.perf_counter() - t
-            batches.append((time.time(), len(messages), took, build[0], dets[0]))
-        return out
+    def instrument(detect: Any) -> None:
+        """Timers around each partition's pipeline: the bench's view inside a batch."""
+        detect.batcher.build = _timed(detect.batcher.build, build)
+        for det in detect.detectors:
+            det.update = _timed(det.update, dets)
+            det.tick = _timed(det.tick, dets)
+        handle = detect.handle
 
-    detect.handle = timed_handle  # type: ignore[method-assign]
+        def timed_handle(messages: list[Any], *, received: float | None = None) -> Any:
+            build[0] = dets[0] = 0.0
+            t = time.perf_counter()
+            out = handle(messages, received=received)
+            if messages:
+                took = time.perf_counter() - t
+                batches.append((time.time(), len(messages), took, build[0], dets[0]))
+            return out
+
+        detect.handle = timed_handle
+
+    service = DetectService(settings, on_new_detect=instrument)
+    tune_gc_for_service()  # as `homecare detect` does
     pauses: list[tuple[int, float]] = []  # garbage collections: generation, seconds
     gc_began = [0.0]
 
@@ -509,7 +511,7 @@ def _detect_main(
     result.put(
         {
             "stats": stats.as_dict(),
-            "last_save": service._last_save,
+            "last_save": service.last_save_total(),
             "batches": batches,
             "gc": {
                 "collections": len(pauses),
@@ -951,7 +953,8 @@ def latency(
     saved = detect_out["last_save"]
     log(f"  bare consumer: {report['bare_consumer']['messages']:,} messages, "
         f"{report['bare_consumer']['messages_per_s']:,}/s; detect's last state save "
-        f"{saved.get('bytes', 0) / 1e6:.1f} MB in {saved.get('seconds', 'n/a')} s")  # fmt: skip
+        f"{saved.get('bytes', 0) / 1e6:.1f} MB ({saved.get('partitions', 0)} partitions) in "
+        f"{saved.get('seconds', 'n/a')} s")  # fmt: skip
     log(
         f"  detect process: {cpu / wall:.0%} of a core, RSS {rss / 1e6:.0f} MB; cores busy: "
         + ", ".join(f"{k} {v:.2f}" for k, v in cpus.items())

@@ -33,7 +33,7 @@ from harness.demo import ServiceProcess
 from harness.servers import LocalInflux, LocalNats
 from harness.standins import CallCentreStandIn
 from homecare.contract import Alert, AlertState, Severity, alert_subscription
-from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer, alert_subject
+from homecare.jetstream import JetStreamConsumer, alert_subject, detect_partition_consumer
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 from homecare.status import read_status
 
@@ -148,7 +148,7 @@ def run(
                 "rounds": rounds,
                 "connections": connections,
             }
-            detect = JetStreamConsumer(broker.url, durable=DETECT_CONSUMER)
+            detect = JetStreamConsumer(broker.url, durable=detect_partition_consumer(0))
             detect.__enter__()
             app = AppView(settings.mqtt)
             try:

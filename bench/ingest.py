@@ -379,7 +379,7 @@ def run(
         done = provision(
             broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS, ack_wait_s=ACK_WAIT_S,
             max_ack_pending=MAX_ACK_PENDING, consumers=(INGEST_CONSUMER, BARE_CONSUMER),
-            detect_shards=(),
+            detect=False,
         )  # fmt: skip
         if not done.source.ok:
             raise RuntimeError(f"TELEMETRY's source is not active: {done.source.detail}")

@@ -54,7 +54,7 @@ def run(
         folder = root or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="soak-")))
         broker = stack.enter_context(LocalNats(folder / "nats"))
         provisioned = provision(broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS,
-                                detect_shards=())
+                                detect=False)
         if not provisioned.source.ok:
             raise RuntimeError(f"the soak's NATS Server: {provisioned.source.detail}")
         influx = stack.enter_context(LocalInflux(folder / "influxd"))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from typing import Annotated
 
 import typer
@@ -11,13 +10,13 @@ import typer
 from broker.provision import (
     DEFAULT_PARTITIONS,
     DETECT_MAX_ACK_PENDING,
+    DETECT_PRIORITY_TIMEOUT_S,
     ProvisionError,
     provision,
     provision_districts,
 )
 from broker.watchdog import SourceWatchdog
 from homecare.consumer import ConsumerError
-from homecare.contract import ID_PATTERN
 from homecare.jetstream import INGEST_CONSUMER, check_source
 from homecare.settings import Settings
 
@@ -49,15 +48,14 @@ def provision_command(
     replicas: Annotated[
         int, typer.Option(min=1, max=5, help="Copies of each stream and consumer (3 on a cluster).")
     ] = 1,
-    detect_shard: Annotated[
-        list[str] | None,
-        typer.Option(help="Sites of one detect process, comma-separated (repeat per shard; "
-                     "none: one detect for every site)."),
-    ] = None,
     detect_max_ack_pending: Annotated[
-        int, typer.Option(min=1, help="Messages a detect shard may hold unacknowledged "
+        int, typer.Option(min=1, help="Messages a detect partition may hold unacknowledged "
                           "between two saves of its state.")
     ] = DETECT_MAX_ACK_PENDING,
+    detect_priority_timeout_s: Annotated[
+        float, typer.Option(min=2.0, help="Seconds a dead detect worker keeps its partitions "
+                            "before another takes them.")
+    ] = DETECT_PRIORITY_TIMEOUT_S,
 ) -> None:
     """Create the MQTT streams, TELEMETRY and the durable consumers, before devices connect.
 
@@ -68,13 +66,12 @@ def provision_command(
     settings = Settings()
     password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
     try:
-        shards = tuple(_shard(s) for s in detect_shard or ()) or ((),)
         done = provision(
             url, mqtt_url=mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
             max_ack_pending=max_ack_pending, replicas=replicas, settings=settings.nats,
             mqtt_user=settings.mqtt.username, mqtt_password=password,
-            mqtt_ca_file=settings.mqtt.ca_file, detect_shards=shards,
-            detect_max_ack_pending=detect_max_ack_pending,
+            mqtt_ca_file=settings.mqtt.ca_file, detect_max_ack_pending=detect_max_ack_pending,
+            detect_priority_timeout_s=detect_priority_timeout_s,
             consumers=() if settings.districts else (INGEST_CONSUMER,),  # by district: below
         )  # fmt: skip
         if settings.districts:  # ingest's consumers, one per district and InfluxDB
@@ -93,15 +90,6 @@ def provision_command(
     }))  # fmt: skip
     if not done.source.ok:
         raise typer.Exit(1)
-
-
-def _shard(option: str) -> tuple[str, ...]:
-    """``north,south`` → the sites of one shard (each a contract id, as ``detect --site``)."""
-    sites = tuple(sorted({s.strip() for s in option.split(",") if s.strip()}))
-    bad = [s for s in sites if not re.fullmatch(ID_PATTERN, s)]
-    if not sites or bad:
-        raise typer.BadParameter(f"--detect-shard {option!r}: sites are ids separated by commas")
-    return sites
 
 
 @app.command("check")

@@ -11,11 +11,14 @@ connects, :func:`provision`
 2. creates TELEMETRY, sourcing ``$MQTT_msgs`` through the transform that partitions by
    elder (:func:`telemetry_transform`), and waits until the source is active;
 3. creates (or updates the editable settings of) the durable pull consumers of ingest and
-   detect (one per shard of sites, filtered to them, when detect is sharded);
+   detect's, one per partition (``detect-p<N>``, filtered to ``telemetry.<N>.>``) in the
+   priority group ``detect`` with the ``pinned_client`` policy (:func:`detect_consumer_config`):
+   one worker at a time holds a partition, another takes it within the
+   ``priority_timeout`` once it stops pulling;
 4. creates ALERTS, where detect stores the alerts it raises and which sources apps'
    MQTT acknowledgements, and escalation's durable consumer of it;
-5. creates the object store where each detect shard saves its state
-   (:data:`DETECT_STATE_BUCKET`).
+5. creates the object store where detect saves each partition's state, and the
+   key-value bucket where its workers say they are alive (both :data:`DETECT_STATE_BUCKET`).
 
 Run again, it changes nothing that exists and refuses (:class:`ProvisionError`) where
 what exists differs in what cannot change under traffic (the partitions, the source):
@@ -29,6 +32,7 @@ want of interest.
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import Mapping
@@ -38,11 +42,13 @@ from urllib.parse import urlsplit
 
 import nats.js.errors
 import paho.mqtt.client as mqtt
+from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
     DeliverPolicy,
+    KeyValueConfig,
     ObjectStoreConfig,
     RetentionPolicy,
     StorageType,
@@ -57,6 +63,7 @@ from homecare.jetstream import (
     ACK_SUBJECT_ROOT,
     ALERT_SUBJECT_ROOT,
     ALERTS_STREAM,
+    DETECT_GROUP,
     ESCALATE_CONSUMER,
     INGEST_CONSUMER,
     MQTT_STREAM,
@@ -64,8 +71,9 @@ from homecare.jetstream import (
     TELEMETRY_STREAM,
     SourceStatus,
     connect,
-    detect_consumer,
+    detect_partition_consumer,
     ingest_consumer,
+    partition_filter,
     site_filters,
     source_status,
 )
@@ -74,10 +82,12 @@ from homecare.settings import REPLICAS, DistrictSettings, NatsSettings
 __all__ = [
     "DEFAULT_PARTITIONS",
     "DETECT_MAX_ACK_PENDING",
+    "DETECT_PRIORITY_TIMEOUT_S",
     "DETECT_STATE_BUCKET",
     "ProvisionError",
     "Provisioned",
     "ack_transform",
+    "detect_consumer_config",
     "district_consumers",
     "provision",
     "provision_districts",
@@ -94,7 +104,14 @@ same name; the broker and the detectors do not import each other)."""
 DETECT_MAX_ACK_PENDING = 100_000
 """Detect acknowledges only what a saved snapshot covers (every ``detect.save_every_s``,
 5 s): a shard of 5,000 elders (~6,000 messages/s) holds ~30,000 unacknowledged between
-two saves, more while it catches up; each costs detect a reply subject, not the message."""
+two saves, more while it catches up; each costs detect a reply subject, not the message.
+Per partition: a bound no partition of a city reaches."""
+DETECT_PRIORITY_TIMEOUT_S = 3.0
+"""A worker that has not pulled on a partition for this long loses it to another worker
+that pulls (the takeover after a kill -9 is this plus the first message's way). Workers
+keep a pull of at most 1 s out on every partition they hold."""
+DETECT_WORKERS_TTL_S = 60.0
+"""How long a dead worker's liveness key stays in the bucket (live ones renew it each second)."""
 
 
 class ProvisionError(ConfigError):
@@ -184,7 +201,7 @@ async def _exists(js: JetStreamContext, stream: str) -> StreamConfig | None:
 async def _provision(
     nats_url: str, mqtt_url: str, *, partitions: int, ack_wait_s: float, max_ack_pending: int,
     max_age_s: float, replicas: int, consumers: tuple[str, ...],
-    detect_shards: tuple[tuple[str, ...], ...], detect_max_ack_pending: int,
+    detect: bool, detect_max_ack_pending: int, detect_priority_timeout_s: float,
     mqtt_user: str | None, mqtt_password: str | None, timeout_s: float,
     settings: NatsSettings | None = None, mqtt_ca_file: Path | None = None,
 ) -> Provisioned:  # fmt: skip
@@ -242,14 +259,15 @@ async def _provision(
             done.existing.append(TELEMETRY_STREAM)
 
         # Consumers at once: an interest stream keeps only what some consumer wants.
-        wanted = [(name, None, max_ack_pending) for name in consumers] + [
-            (detect_consumer(sites), site_filters(sites), detect_max_ack_pending)
-            for sites in detect_shards
-        ]
-        for name, filters, pending in wanted:
-            await _consumer(js, TELEMETRY_STREAM, name, done, filters=filters,
-                            ack_wait_s=ack_wait_s, max_ack_pending=pending,
+        for name in consumers:
+            await _consumer(js, TELEMETRY_STREAM, name, done, filters=None,
+                            ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
                             replicas=replicas)  # fmt: skip
+        for partition in range(partitions if detect else 0):
+            await _pinned_consumer(nc, done, detect_consumer_config(
+                partition, ack_wait_s=ack_wait_s, max_ack_pending=detect_max_ack_pending,
+                priority_timeout_s=detect_priority_timeout_s, replicas=replicas,
+            ))  # fmt: skip
 
         if await _exists(js, ALERTS_STREAM) is None:
             await js.add_stream(StreamConfig(
@@ -271,10 +289,19 @@ async def _provision(
             done.existing.append(DETECT_STATE_BUCKET)
         except nats.js.errors.BucketNotFoundError:
             await js.create_object_store(DETECT_STATE_BUCKET, config=ObjectStoreConfig(
-                description="detect's state per shard, with the stream sequence it covers",
+                description="detect's state per partition, with the stream sequence it covers",
                 storage=StorageType.FILE, replicas=replicas,
             ))  # fmt: skip
             done.created.append(DETECT_STATE_BUCKET)
+        try:
+            await js.key_value(DETECT_STATE_BUCKET)
+            done.existing.append(f"KV {DETECT_STATE_BUCKET}")
+        except nats.js.errors.BucketNotFoundError:
+            await js.create_key_value(KeyValueConfig(
+                bucket=DETECT_STATE_BUCKET, description="detect's live workers", history=1,
+                ttl=DETECT_WORKERS_TTL_S, storage=StorageType.FILE, replicas=replicas,
+            ))  # fmt: skip
+            done.created.append(f"KV {DETECT_STATE_BUCKET}")
 
         status = await source_status(js)
         while not status.ok and time.monotonic() < deadline:
@@ -305,6 +332,54 @@ async def _consumer(
     ))  # fmt: skip
 
 
+def detect_consumer_config(
+    partition: int, *, ack_wait_s: float, max_ack_pending: int, priority_timeout_s: float,
+    replicas: int,
+) -> dict[str, object]:  # fmt: skip
+    """The JetStream API's configuration of a partition's detect consumer (nats-py 2.16's
+    ``ConsumerConfig`` has no priority groups: the request is made raw).
+
+    >>> c = detect_consumer_config(3, ack_wait_s=30, max_ack_pending=10, priority_timeout_s=3,
+    ...                            replicas=1)
+    >>> c["durable_name"], c["filter_subject"], c["priority_policy"], c["priority_timeout"]
+    ('detect-p3', 'telemetry.3.>', 'pinned_client', 3000000000)
+    """
+    name = detect_partition_consumer(partition)
+    config: dict[str, object] = {
+        "durable_name": name, "ack_policy": "explicit", "deliver_policy": "all",
+        "ack_wait": int(ack_wait_s * 1e9), "max_ack_pending": max_ack_pending,
+        "max_deliver": -1, "filter_subject": partition_filter(partition),
+        "priority_groups": [DETECT_GROUP], "priority_policy": "pinned_client",
+        "priority_timeout": int(priority_timeout_s * 1e9),
+        "description": f"{name}: detect's durable pull consumer of partition {partition}",
+    }  # fmt: skip
+    if replicas > 1:
+        config["num_replicas"] = replicas
+    return config
+
+
+async def _pinned_consumer(nc: Nats, done: Provisioned, config: dict[str, object]) -> None:
+    """Create (or update what may change of) a consumer with a priority group."""
+    name = str(config["durable_name"])
+    info = json.loads((await nc.request(f"$JS.API.CONSUMER.INFO.{TELEMETRY_STREAM}.{name}",
+                                        b"", timeout=10)).data or b"{}")  # fmt: skip
+    exists = "error" not in info
+    if exists and info["config"].get("priority_policy") != config["priority_policy"]:
+        raise ProvisionError(
+            f"consumer {name} exists without the {config['priority_policy']} priority policy "
+            "(a consumer cannot gain one): delete it while detect is stopped, then provision"
+        )
+    (done.existing if exists else done.created).append(name)
+    request = {"stream_name": TELEMETRY_STREAM, "config": config,
+               "action": "update" if exists else "create"}  # fmt: skip
+    reply = json.loads((await nc.request(
+        f"$JS.API.CONSUMER.CREATE.{TELEMETRY_STREAM}.{name}.{config['filter_subject']}",
+        json.dumps(request).encode(), timeout=10,
+    )).data or b"{}")  # fmt: skip
+    if "error" in reply:
+        raise ProvisionError(f"consumer {name}: {reply['error'].get('description', reply)}")
+
+
 def provision(
     nats_url: str,
     *,
@@ -315,8 +390,9 @@ def provision(
     max_age_s: float = 7 * 86400.0,
     replicas: int = 1,
     consumers: tuple[str, ...] = (INGEST_CONSUMER,),
-    detect_shards: tuple[tuple[str, ...], ...] = ((),),
+    detect: bool = True,
     detect_max_ack_pending: int = DETECT_MAX_ACK_PENDING,
+    detect_priority_timeout_s: float = DETECT_PRIORITY_TIMEOUT_S,
     mqtt_user: str | None = None,
     mqtt_password: str | None = None,
     timeout_s: float = 30.0,
@@ -326,18 +402,21 @@ def provision(
     """Create what is missing (idempotent); :class:`ProvisionError` where what exists
     cannot be made to match. ``ack_wait_s``: how long a taken, unacknowledged message
     waits before it is delivered again; ``max_ack_pending``: how many may be out
-    unacknowledged per consumer (the memory bound of a service); ``detect_shards``: the
-    sets of sites each detect process covers (``()``: every site, one process), and
-    ``detect_max_ack_pending`` their consumers' bound (:data:`DETECT_MAX_ACK_PENDING`);
+    unacknowledged per consumer (the memory bound of a service); ``detect``: make detect's
+    consumers, one per partition, with ``detect_max_ack_pending`` their bound
+    (:data:`DETECT_MAX_ACK_PENDING`) and ``detect_priority_timeout_s`` how long a worker
+    keeps a partition once it stops pulling (:data:`DETECT_PRIORITY_TIMEOUT_S`);
     ``settings``: the provisioning user's credentials and the server's CA (NATS);
     ``mqtt_ca_file``: the CA of the MQTT listener's certificate."""
     if max_ack_pending < 1 or detect_max_ack_pending < 1 or ack_wait_s <= 0:
         raise ProvisionError("max_ack_pending must be ≥ 1 and ack_wait_s > 0")
+    if detect_priority_timeout_s < 2.0:
+        raise ProvisionError("detect_priority_timeout_s must be ≥ 2 s (workers pull every 1 s)")
     return asyncio.run(_provision(
         nats_url, mqtt_url, partitions=partitions, ack_wait_s=ack_wait_s,
         max_ack_pending=max_ack_pending, max_age_s=max_age_s, replicas=replicas,
-        consumers=consumers, detect_shards=detect_shards,
-        detect_max_ack_pending=detect_max_ack_pending, mqtt_user=mqtt_user,
+        consumers=consumers, detect=detect, detect_max_ack_pending=detect_max_ack_pending,
+        detect_priority_timeout_s=detect_priority_timeout_s, mqtt_user=mqtt_user,
         mqtt_password=mqtt_password, timeout_s=timeout_s, settings=settings,
         mqtt_ca_file=mqtt_ca_file,
     ))  # fmt: skip

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from pydantic import ValidationError
 
 from bench.cli import app as bench_app
 from broker.cli import app as broker_app
@@ -179,25 +178,19 @@ def demo_command(
 @app.command("detect")
 def detect_command(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
-    site: Annotated[
-        list[str] | None, typer.Option(help="A site this shard owns (repeat); else settings.")
-    ] = None,
 ) -> None:
-    """Run the detectors on TELEMETRY; store alerts in ALERTS and InfluxDB, until SIGTERM.
+    """Run a detect worker on TELEMETRY's partitions; store alerts in ALERTS and InfluxDB,
+    until SIGTERM. Start as many as wanted: they share the partitions.
 
-    Refuses to start (exit 1) when the broker lacks the shard's durable consumer, the
+    Refuses to start (exit 1) when the broker lacks the partitions' durable consumers, the
     state bucket, or TELEMETRY's source: run ``homecare broker provision`` first."""
-    from detectors.service import DetectService, for_sites
+    from detectors.service import DetectService
     from homecare.consumer import ConsumerError
 
     configure_logging(log_level)
     settings = load_settings(influx=True)
     if not settings.nats.url:
         raise typer.BadParameter("set HOMECARE_NATS__URL")
-    try:
-        settings = for_sites(settings, site) if site else settings
-    except ValidationError as exc:
-        raise typer.BadParameter(f"invalid --site: {exc}") from exc
     service = DetectService(settings)
     tune_gc_for_service()
     try:

@@ -1,4 +1,4 @@
-"""Detect's saved state in the broker, and the replay that resumes a shard where it stopped.
+"""Detect's saved state in the broker, and the replay that resumes a partition where it stopped.
 
 A fall in progress (impact seen, stillness window not over, ~12 s), an open inactivity
 wait or a wandering lives in the detectors' arrays. Detect acknowledges a message only
@@ -8,12 +8,14 @@ still in TELEMETRY:
 1. every few seconds (``detect.save_every_s``) and on SIGTERM, the state of
    :class:`~detectors.service.Detect` is frozen (:mod:`detectors.snapshot`) with the
    highest stream sequence it has processed, and stored in the object store
-   :data:`STATE_BUCKET` under the shard's durable consumer name; once the store has
-   it, every message up to that sequence is acknowledged;
-2. on start the snapshot is thawed into fresh detectors, and what the durable consumer
-   had handed out after it (sequence + 1 … its *delivered* sequence) is read again at
-   once through an ephemeral consumer (:meth:`StateStore.replay`), rather than waiting
-   the durable's ``ack_wait`` for its redelivery;
+   :data:`STATE_BUCKET` under the partition's durable consumer name (``detect-p<N>``);
+   once the store has it, every message of the partition up to that sequence is
+   acknowledged;
+2. a worker that takes a partition (at start, or from a worker that died or handed it
+   over) thaws its snapshot into fresh detectors, and reads again what the durable
+   consumer had handed out after it (sequence + 1 … its *delivered* sequence) at once
+   through an ephemeral consumer (:meth:`StateStore.replay`), rather than waiting the
+   durable's ``ack_wait`` for its redelivery;
 3. then the durable consumer carries on; its redeliveries of what was already
    processed are skipped and acknowledged once a save covers them.
 
@@ -29,7 +31,6 @@ new chunks only once they are all stored, then the old chunks are purged).
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import logging
 import time
@@ -40,7 +41,6 @@ from typing import Self
 
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as Nats
 from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
@@ -56,18 +56,17 @@ from homecare.jetstream import (
     MQTT_QOS_HEADER,
     SUBJECT_ROOT,
     TELEMETRY_STREAM,
-    EventLoopThread,
-    connect,
+    JetStreamConsumer,
+    partition_of_subject,
     topic_of,
 )
-from homecare.settings import NatsSettings
 
 __all__ = ["CHUNK_BYTES", "STATE_BUCKET", "Position", "StateStore"]
 
 log = logging.getLogger(__name__)
 
 STATE_BUCKET = "detect_state"
-"""The object store of detect's snapshots, one object per shard (its durable's name);
+"""The object store of detect's snapshots, one object per partition (its durable's name);
 ``homecare broker provision`` makes it."""
 CHUNK_BYTES = 512 * 1024
 """Chunks under the server's default 1 MiB ``max_payload``."""
@@ -75,7 +74,7 @@ CHUNK_BYTES = 512 * 1024
 
 @dataclass(frozen=True, slots=True)
 class Position:
-    """Where the shard's durable consumer stands, read before anything is taken from it."""
+    """Where a partition's durable consumer stands, read when a worker takes it."""
 
     delivered: int
     """The highest stream sequence it has handed out (to this or a dead process)."""
@@ -88,84 +87,51 @@ class Position:
 
 
 class StateStore:
-    """Snapshots in :data:`STATE_BUCKET` and the replay of a shard's gap, on a connection of
-    its own (a private event-loop thread, as :class:`~homecare.jetstream.JetStreamConsumer`).
+    """Snapshots in :data:`STATE_BUCKET`, one object per partition (its durable consumer's
+    name), and the replay of a partition's gap, on the connection and event loop of
+    detect's :class:`~homecare.jetstream.JetStreamConsumer` (no second connection).
 
-    Entering connects and checks that the bucket and the durable consumer exist, or raises
-    :class:`ConsumerError` saying what to provision."""
+    Entering checks that the bucket exists, or raises :class:`ConsumerError` saying what
+    to provision."""
 
     def __init__(
-        self, settings: NatsSettings, *, durable: str, stream: str = TELEMETRY_STREAM,
-        request_timeout_s: float = 10.0, connect_wait_s: float = 30.0,
+        self, consumer: JetStreamConsumer, *, stream: str = TELEMETRY_STREAM,
+        request_timeout_s: float = 10.0,
     ) -> None:  # fmt: skip
-        if not settings.url:
-            raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
-        self.settings = settings
-        self.durable = durable
+        self.consumer = consumer
+        self.durable = consumer.durable
         self.stream = stream
         self._timeout_s = request_timeout_s
-        self._connect_wait_s = connect_wait_s
-        self._loop: EventLoopThread | None = None
-        self._nc: Nats | None = None
-        self._js: JetStreamContext | None = None
         self._objects: ObjectStore | None = None
 
     def __enter__(self) -> Self:
-        self._loop = EventLoopThread(f"detect-state-{self.durable}")
-        try:
-            self._loop.run(self._open(), self._connect_wait_s + self._timeout_s + 5)
-        except BaseException:
-            self.__exit__(None, None, None)
-            raise
+        async def open_(js: JetStreamContext) -> ObjectStore:
+            try:
+                return await js.object_store(STATE_BUCKET)
+            except nats.js.errors.BucketNotFoundError as exc:
+                raise ConsumerError(
+                    f"no object store {STATE_BUCKET!r} for detect's state at "
+                    f"{self.consumer.url}: run homecare broker provision"
+                ) from exc
+
+        self._objects = self.consumer.on_loop(open_, self._timeout_s + 5)
         return self
 
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
-        loop, self._loop = self._loop, None
-        if loop is None:
-            return
-        try:
-            loop.run(self._close(), self._timeout_s + 5)
-        finally:
-            loop.close()
+        self._objects = None
 
-    async def _open(self) -> None:
-        self._nc = await connect(self.settings.url, name=f"homecare-{self.durable}-state",
-                                 wait_s=self._connect_wait_s, settings=self.settings)  # fmt: skip
-        self._js = self._nc.jetstream(timeout=self._timeout_s)
-        try:
-            await self._js.consumer_info(self.stream, self.durable)
-        except nats.js.errors.NotFoundError as exc:
-            raise ConsumerError(
-                f"no durable consumer {self.durable!r} on stream {self.stream} at "
-                f"{self.settings.url}: run homecare broker provision (with --detect-shard for "
-                "a shard of sites)"
-            ) from exc
-        try:
-            self._objects = await self._js.object_store(STATE_BUCKET)
-        except nats.js.errors.BucketNotFoundError as exc:
-            raise ConsumerError(
-                f"no object store {STATE_BUCKET!r} for detect's state at {self.settings.url}: "
-                "run homecare broker provision"
-            ) from exc
-
-    async def _close(self) -> None:
-        nc, self._nc, self._js, self._objects = self._nc, None, None, None
-        if nc is not None and not nc.is_closed:
-            await nc.close()
-
-    def _run_loop(self) -> EventLoopThread:
-        if self._loop is None or self._js is None:
+    def _store(self) -> ObjectStore:
+        if self._objects is None:
             raise ConsumerError(f"the state store of {self.durable} is not open")
-        return self._loop
+        return self._objects
 
     # the durable consumer's position ---------------------------------------------------
-    def position(self) -> Position:
+    def position(self, durable: str) -> Position:
         """The durable consumer's delivered sequence, ack floor and limits."""
-        loop = self._run_loop()
-        assert self._js is not None
-        info = loop.run(self._js.consumer_info(self.stream, self.durable), self._timeout_s + 5)
+        info = self.consumer.on_loop(lambda js: js.consumer_info(self.stream, durable),
+                                     self._timeout_s + 5)  # fmt: skip
         c = info.config
         filters = tuple(c.filter_subjects or ()) or ((c.filter_subject,) if c.filter_subject
                                                       else ())  # fmt: skip
@@ -178,37 +144,33 @@ class StateStore:
         )
 
     # snapshots -------------------------------------------------------------------------
-    def load(self) -> bytes | None:
-        """The shard's snapshot, or None when it has none yet."""
-        loop = self._run_loop()
-        assert self._objects is not None
-        objects = self._objects
+    def load(self, name: str) -> bytes | None:
+        """The partition's snapshot, or None when it has none yet."""
+        objects = self._store()
 
-        async def get() -> bytes | None:
+        async def get(_: JetStreamContext) -> bytes | None:
             try:
-                return bytes((await objects.get(self.durable)).data or b"")
+                return bytes((await objects.get(name)).data or b"")
             except nats.js.errors.ObjectNotFoundError:
                 return None
             except nats.js.errors.NotFoundError:
                 return None
 
-        return loop.run(get(), 120.0)
+        return self.consumer.on_loop(get, 120.0)
 
-    def save(self, blob: bytes) -> concurrent.futures.Future[float]:
-        """Store ``blob`` as the shard's snapshot in the background; the future gives the
-        seconds it took once the store has it all (or raises)."""
-        loop = self._run_loop()
-        assert self._objects is not None
-        objects = self._objects
-        meta = ObjectMeta(name=self.durable, description=f"{self.durable}: detect's state",
+    def save(self, name: str, blob: bytes) -> concurrent.futures.Future[float]:
+        """Store ``blob`` as the partition's snapshot in the background; the future gives
+        the seconds it took once the store has it all (or raises)."""
+        objects = self._store()
+        meta = ObjectMeta(name=name, description=f"{name}: detect's state",
                           options=ObjectMetaOptions(max_chunk_size=CHUNK_BYTES))  # fmt: skip
 
-        async def put() -> float:
+        async def put(_: JetStreamContext) -> float:
             t = time.perf_counter()
-            await objects.put(self.durable, blob, meta=meta)
+            await objects.put(name, blob, meta=meta)
             return time.perf_counter() - t
 
-        return asyncio.run_coroutine_threadsafe(put(), loop.loop)
+        return self.consumer.submit(put)
 
     # the replay ------------------------------------------------------------------------
     def replay(
@@ -220,9 +182,7 @@ class StateStore:
         no more (messages past ``max_age``)."""
         if start > end:
             return
-        loop = self._run_loop()
-        assert self._js is not None
-        js = self._js
+        on_loop = self.consumer.on_loop
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
             ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True,
@@ -230,17 +190,17 @@ class StateStore:
             description=f"{self.durable}: replay of {start}..{end} after a restart",
         )  # fmt: skip
 
-        async def open_() -> JetStreamContext.PullSubscription:
+        async def open_(js: JetStreamContext) -> JetStreamContext.PullSubscription:
             return await js.pull_subscribe(
                 filters[0] if filters else f"{SUBJECT_ROOT}.>",
                 stream=self.stream, config=config,
             )  # fmt: skip
 
-        sub = loop.run(open_(), self._timeout_s + 5)
+        sub = on_loop(open_, self._timeout_s + 5)
         try:
             while True:
                 try:
-                    msgs = loop.run(sub.fetch(batch, timeout=2.0), self._timeout_s + 5)
+                    msgs = on_loop(lambda _: sub.fetch(batch, timeout=2.0), self._timeout_s + 5)
                 except (TimeoutError, nats.errors.TimeoutError):
                     log.warning("%s: replay stopped before %d: the stream has no more",
                                 self.durable, end)  # fmt: skip
@@ -254,20 +214,20 @@ class StateStore:
                         break
                     qos = (msg.headers or {}).get(MQTT_QOS_HEADER, "1")
                     out.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
-                                          int(qos) if qos.isdigit() else 1, last))  # fmt: skip
+                                          int(qos) if qos.isdigit() else 1, last,
+                                          partition_of_subject(msg.subject)))  # fmt: skip
                 if out:
                     yield out
                 if last >= end:
                     return
         finally:
-            loop.run(self._drop(sub), self._timeout_s + 5)
+            on_loop(lambda js: self._drop(js, sub), self._timeout_s + 5)
 
-    async def _drop(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _drop(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
         """Unsubscribe and delete the ephemeral consumer (else it lingers a minute)."""
         try:
             name = (await sub.consumer_info()).name
             await sub.unsubscribe()
-            assert self._js is not None
-            await self._js.delete_consumer(self.stream, name)
+            await js.delete_consumer(self.stream, name)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             log.debug("%s: replay consumer not deleted: %s", self.durable, exc)

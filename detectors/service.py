@@ -17,11 +17,11 @@ once.
 The clock is the wall clock in production. ``clock="data"`` uses the newest reading's
 time instead, for accelerated simulations and replays of the past.
 
-A city runs several processes, each owning some sites (``detect.sites``, a *shard*),
-because detectors keep per-elder state: each shard has its own durable consumer
-(:func:`~homecare.jetstream.detect_consumer`, filtered to its sites, made by ``homecare
-broker provision --detect-shard north,south``), snapshot and status file, named after its
-sites (:func:`~homecare.jetstream.shard_name`).
+Every process is a *worker*: detectors keep per-elder state, and TELEMETRY is
+partitioned by elder, so workers share the partitions, one worker per partition at a
+time (:class:`DetectService`); a worker that dies loses its partitions to a live one
+within the consumers' ``priority_timeout``, and the new holder resumes each from its
+saved state. One worker alone holds every partition (a single site).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,13 +52,20 @@ from detectors.snapshot import SnapshotMismatch, freeze, read_meta, thaw
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
 from detectors.wandering import WanderingDetector
+from detectors.workers import Roster, fair_share, worker_id
 from homecare.alerts import AlertBook, Raised, alert_lines
 from homecare.consumer import ConsumerError, Delivery, RawMessage
 from homecare.contract import Alert, AlertState, ContractError
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
-from homecare.jetstream import JetStreamConsumer, alert_subject, detect_consumer, shard_name
-from homecare.settings import DetectSettings, Settings
+from homecare.jetstream import (
+    DETECT_CONSUMER,
+    DETECT_GROUP,
+    JetStreamConsumer,
+    alert_subject,
+    detect_partition_consumer,
+)
+from homecare.settings import Settings
 from homecare.status import write_status
 from homecare.thresholds import DetectorSettings
 
@@ -68,16 +75,16 @@ TICK_EVERY_S = 1.0
 WEARABLE_KINDS = frozenset({"fall"})
 STATE_FORMAT = 1
 """Of what :meth:`Detect.freeze` saves beside the objects (:data:`STATE`)."""
+SETTLE_S = 2.0
+"""Seconds the count of live workers must hold before a worker hands partitions back."""
+PULL_EXPIRES_S = 1.0
+"""The longest pull a worker keeps out (the consumer's default; under priority_timeout)."""
+HAND_BACK_PAUSE_S = 10.0
+"""A worker does not pull on a partition it handed back for this long: another takes it."""
 STATE = ("detectors", "care", "batcher", "book", "_data_now", "_next_tick")
 """What of :class:`Detect` a restart must find again: every detector's arrays, the care
 table they share, the rosters and maps of the batcher, the alerts in their grace window
 and the clocks. Not the edge nor the settings (the running process's), nor the stats."""
-
-
-def for_sites(settings: Settings, sites: Sequence[str]) -> Settings:
-    """The settings of a shard given on the command line, validated like the environment's."""
-    detect = DetectSettings.model_validate({**settings.detect.model_dump(), "sites": sites})
-    return settings.model_copy(update={"detect": detect})
 
 
 def default_detectors(
@@ -221,123 +228,267 @@ class Detect:
         )
 
 
-class DetectService:
-    """``homecare detect``: :class:`Detect` between its durable consumer of TELEMETRY, the
-    ALERTS stream, its saved state and InfluxDB."""
+@dataclass(eq=False)
+class Partition:
+    """One TELEMETRY partition held by this worker: its detectors' state, what of its
+    consumer is held unacknowledged until a save covers it, and its saves."""
 
-    def __init__(self, settings: Settings) -> None:
+    index: int
+    name: str
+    """Its durable consumer (``detect-p<N>``), also its snapshot's name."""
+    detect: Detect
+    baselines: BaselineFile
+    processed: int = 0
+    """The highest stream sequence the detectors have seen; every message of the
+    partition's consumer up to it has been processed (a durable consumer delivers in order)."""
+    saved: int = 0
+    """The sequence the last saved snapshot covers (what may be acknowledged)."""
+    held: list[Delivery] = field(default_factory=list)
+    held_n: int = 0
+    dirty: bool = False
+    unwritten: list[str] = field(default_factory=list)
+    saving: tuple[concurrent.futures.Future[float], int, int] | None = None
+    """The save in flight: its future, the deliveries it covers, its sequence."""
+    last_save: dict[str, object] = field(default_factory=dict)
+
+
+class DetectService:
+    """``homecare detect``: a worker. :class:`Detect` per partition it holds, between the
+    partitions' durable consumers of TELEMETRY, the ALERTS stream, the partitions' saved
+    state and InfluxDB.
+
+    Every worker pulls on the partitions' consumers (``detect-p<N>``, priority group
+    ``detect``, ``pinned_client``): the server pins each partition to one worker, and a
+    worker takes a partition (its snapshot, then the replay of what the last holder was
+    handed after it) when the partition's first message comes with its pin. Workers say
+    they are alive in a key-value bucket (:class:`~detectors.workers.Roster`); one that
+    holds more than its fair share of the partitions saves the surplus, acknowledges it
+    and hands it back (unpin), and one that holds less pulls on the partitions nobody
+    holds. One worker alone holds every partition."""
+
+    def __init__(
+        self, settings: Settings, *, worker: str | None = None,
+        on_new_detect: Callable[[Detect], None] | None = None,
+    ) -> None:  # fmt: skip
+        """``on_new_detect``: called with each partition's fresh pipeline (the benchmark
+        times its parts)."""
         self.settings = settings
-        self.detect = Detect(settings)
-        self.baselines = BaselineFile(baselines_path(settings))
-        shard = shard_name(settings.detect.sites)
-        self.durable = detect_consumer(settings.detect.sites)
-        self.status_path = settings.state_dir / (f"detect.{shard}.json" if shard else "detect.json")
-        self._unwritten: list[str] = []
-        self.processed = 0
-        """The highest stream sequence the detectors have seen; every message of the
-        consumer up to it has been processed (a durable consumer delivers in order)."""
-        self.saved = 0
-        """The sequence the last saved snapshot covers (what may be acknowledged)."""
-        self._held: list[Delivery] = []
-        self._held_n = 0
-        self._dirty = False
-        self._saving: tuple[concurrent.futures.Future[float], int, int] | None = None
-        """The save in flight: its future, the deliveries it covers, its sequence."""
-        self._last_save: dict[str, object] = {}
+        self.on_new_detect = on_new_detect
+        self.worker = worker or worker_id()
+        self.durable = DETECT_CONSUMER
+        self.partitions = settings.nats.partitions
+        self.names = [detect_partition_consumer(p) for p in range(self.partitions)]
+        self.stats = DetectStats()
+        self.status_path = settings.state_dir / "detect.json"
+        self.parts: dict[int, Partition] = {}
         self._acking: concurrent.futures.Future[None] | None = None
-        """Acknowledgements of the last save, sent off the detect thread (a 5,000-elder
-        shard acknowledges ~30,000 messages at once; the batches go on meanwhile)."""
+        """Acknowledgements of the last saves, sent off the detect thread (a 5,000-elder
+        worker acknowledges ~30,000 messages at once; the batches go on meanwhile)."""
+        self._pending_limit = 1000
+        self._checked_limits = False
+        self._next_balance = 0.0
+        self.takeovers = 0
+        self.last_saves: dict[str, dict[str, object]] = {}
+        """Each partition's last save (kept after the partition is handed back)."""
+        self.released = 0
+        self.lost = 0
 
     def run(self, stop: threading.Event) -> DetectStats:
         cfg = self.settings.detect
-        nats = self.settings.nats
-        consumer = JetStreamConsumer.from_settings(nats, durable=self.durable)
-        acks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"{self.durable}-ack")
+        consumer = JetStreamConsumer.from_settings(
+            self.settings.nats, durable=self.durable, group=DETECT_GROUP, durables=self.names
+        )  # fmt: skip
+        acks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect-ack")
         with (
             InfluxClient(self.settings.influx) as db,
             consumer,
-            StateStore(nats, durable=self.durable) as store,
+            StateStore(consumer) as store,
+            Roster(consumer, self.worker) as roster,
             acks,
         ):
-            position = store.position()
-            self._check_limits(position)
-            self._resume(store, consumer, db, position)
-            log.info("detect %s: resumed at sequence %d (delivered %d, acknowledged %d)",
-                     self.durable, self.processed, position.delivered, position.ack_floor)
+            log.info("detect worker %s: %d partitions", self.worker, self.partitions)
+            consumer.want(self.names)
             next_status = 0.0
             next_save = time.monotonic() + cfg.save_every_s
-            pending_limit = max(1, position.max_ack_pending // 2)
             while not stop.is_set():
-                self.baselines.poll(
-                    self.detect.detectors, self.detect.care, self.detect.batcher.elders
-                )
-                delivery = consumer.take(cfg.batch_size, cfg.batch_interval_s)
-                self._handle(consumer, db, delivery.messages)
-                if delivery.messages:
-                    self._held.append(delivery)
-                    self._held_n += len(delivery.messages)
-                self._settle_save(consumer, acks)
                 now = time.monotonic()
-                if self._saving is None and (self._held_n >= pending_limit or (
-                        now >= next_save and (self._dirty or self._held))):  # fmt: skip
+                if now >= self._next_balance:
+                    self._next_balance = now + 0.5
+                    self._balance(consumer, store, db, acks, roster)
+                delivery = consumer.take(cfg.batch_size, cfg.batch_interval_s)
+                self._drop_lost(consumer.take_lost())
+                self._dispatch(consumer, store, db, delivery)
+                self._settle_saves(consumer, acks)
+                now = time.monotonic()
+                due = [p for p in self.parts.values() if p.saving is None and (
+                    p.held_n >= self._pending_limit
+                    or (now >= next_save and (p.dirty or p.held)))]  # fmt: skip
+                if now >= next_save:
                     next_save = now + cfg.save_every_s
-                    self._start_save(store)
+                if due:
+                    self._start_saves(consumer, store, due)
                 if now >= next_status:
                     next_status = now + 1.0
                     self._write_status(consumer)
-            self._final_save(store, consumer, acks)
+            self._hand_back(consumer, store, db, acks, list(self.parts.values()), final=True)
             self._write_status(consumer)
-        return self.detect.stats
+        return self.stats
 
-    # resuming ----------------------------------------------------------------------------
-    def _check_limits(self, position: Position) -> None:
-        every = self.settings.detect.save_every_s
-        if position.ack_wait_s < 2 * every:
-            log.warning("%s: ack_wait %.1f s is under twice detect.save_every_s (%.1f s): "
-                        "messages will be delivered again before a save acknowledges them",
-                        self.durable, position.ack_wait_s, every)  # fmt: skip
+    # holding partitions ------------------------------------------------------------------
+    def _balance(
+        self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+        acks: concurrent.futures.Executor, roster: Roster,
+    ) -> None:  # fmt: skip
+        """Pull on the partitions nobody holds while under the fair share; hand back the
+        surplus once the count of live workers has been steady for a while."""
+        share = fair_share(self.partitions, roster.live)
+        held = [n for n in self.names if n in consumer.pinned]
+        consumer.want([n for n in self.names if n not in consumer.pinned]
+                      if len(held) < share else [])  # fmt: skip
+        surplus = len(held) - share
+        if surplus <= 0 or time.monotonic() - roster.changed_at < SETTLE_S:
+            return
+        names = held[-surplus:]
+        parts = [p for p in self.parts.values() if p.name in names]
+        log.info("detect worker %s: %d live workers, handing back %d of %d partitions",
+                 self.worker, roster.live, surplus, len(held))  # fmt: skip
+        self._hand_back(consumer, store, db, acks, parts, names=names)
+        self.released += len(names)
 
-    def _resume(
-        self, store: StateStore, consumer: JetStreamConsumer, db: InfluxClient, at: Position
-    ) -> None:
-        """Thaw the saved state, then read again what the last process was handed after it."""
+    def _hand_back(
+        self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+        acks: concurrent.futures.Executor, parts: list[Partition], *,
+        names: list[str] | None = None, final: bool = False,
+    ) -> None:  # fmt: skip
+        """Stop pulling on these partitions, detect what they still delivered, save their
+        state, acknowledge what it covers, then unpin them: the next worker resumes
+        exactly there. On SIGTERM (``final``) every partition held goes so."""
+        names = names if names is not None else [p.name for p in parts]
+        if final:
+            consumer.want([])
+            names = list(self.names)
+        consumer.pause(names, HAND_BACK_PAUSE_S, wait_s=PULL_EXPIRES_S + 1.0)
+        for name in names:
+            rest = consumer.take(1, 0.0, only=name)
+            if rest.messages:
+                self._dispatch(consumer, store, db, rest)
+        parts = [p for p in self.parts.values() if p.name in names]
+        self._settle_saves(consumer, acks, wait_s=60.0)
+        self._start_saves(consumer, store, parts, check=False)
+        self._settle_saves(consumer, acks, wait_s=60.0)
+        if self._acking is not None:
+            self._acking.result(60.0)
+        held = [n for n in names if n in consumer.pinned]
+        if held:
+            consumer.unpin(held)
+        for part in parts:
+            self.parts.pop(part.index, None)
+
+    def _drop_lost(self, names: list[str]) -> None:
+        """Partitions the server pinned to another worker: their state here is stale;
+        what they held unacknowledged is the new holder's to replay."""
+        for part in [p for p in self.parts.values() if p.name in names]:
+            log.warning("detect worker %s: lost %s to another worker (state saved at %d, "
+                        "processed %d)", self.worker, part.name, part.saved,
+                        part.processed)  # fmt: skip
+            self.parts.pop(part.index, None)
+            self.lost += 1
+
+    def _take_over(
+        self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
+    ) -> Partition:
+        """Thaw the partition's saved state, then read again what its consumer had handed
+        out after it (to a dead worker, or to this one in the batch that brought the pin)."""
+        t = time.perf_counter()
+        name = self.names[index]
+        detect = Detect(self.settings)
+        detect.stats = self.stats
+        if self.on_new_detect is not None:
+            self.on_new_detect(detect)
+        part = Partition(index, name, detect, BaselineFile(baselines_path(self.settings)))
+        at = store.position(name)
+        self._check_limits(at)
         start = at.ack_floor
-        blob = store.load()
+        blob = store.load(name)
         if blob is not None:
             try:
-                meta = self.detect.thaw(blob)
+                meta = detect.thaw(blob)
             except SnapshotMismatch as exc:
                 # nothing was written into the detectors: they start fresh
                 log.warning("%s: saved state not resumed (%s): starting fresh from sequence %d",
-                            self.durable, exc, at.ack_floor)  # fmt: skip
+                            name, exc, at.ack_floor)  # fmt: skip
             else:
                 start = int(meta["seq"])
-                self._unwritten = list(meta.get("unwritten", []))
-                self.saved = start
-        self.processed = start
+                part.unwritten = list(meta.get("unwritten", []))
+                part.saved = start
+        part.processed = start
+        part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
         for messages in store.replay(start + 1, at.delivered, filters=at.filters,
                                      batch=self.settings.detect.batch_size):  # fmt: skip
-            self.detect.stats.replayed += len(messages)
-            self._handle(consumer, db, messages)
-        self.processed = max(self.processed, at.delivered)
+            self.stats.replayed += len(messages)
+            self._handle(part, consumer, db, messages)
+        part.processed = max(part.processed, at.delivered)
+        self.parts[index] = part
+        self.takeovers += 1
+        log.info("detect worker %s: took %s at sequence %d (saved %d, delivered %d) in %.2f s",
+                 self.worker, name, part.processed, part.saved, at.delivered,
+                 time.perf_counter() - t)  # fmt: skip
+        return part
+
+    def _check_limits(self, position: Position) -> None:
+        if self._checked_limits:
+            return
+        self._checked_limits = True
+        self._pending_limit = max(1, position.max_ack_pending // 2)
+        every = self.settings.detect.save_every_s
+        if position.ack_wait_s < 2 * every:
+            log.warning("ack_wait %.1f s is under twice detect.save_every_s (%.1f s): "
+                        "messages will be delivered again before a save acknowledges them",
+                        position.ack_wait_s, every)  # fmt: skip
 
     # the work ----------------------------------------------------------------------------
-    def _handle(
-        self, consumer: JetStreamConsumer, db: InfluxClient, messages: list[RawMessage]
-    ) -> None:
-        """Detect on what was not processed yet; store the alerts it raised."""
-        fresh = [m for m in messages if m.seq > self.processed]
-        self.detect.stats.skipped += len(messages) - len(fresh)
-        alerts = self.detect.handle(fresh, received=time.time())
-        if fresh:
-            self.processed = max(m.seq for m in fresh)
-            self._dirty = True
-        if alerts:
-            self._dirty = True
-            self._store(consumer, alerts)
-        self._write(db)
+    def _dispatch(
+        self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+        delivery: Delivery,
+    ) -> None:  # fmt: skip
+        """Each partition's messages to its detectors (taking the partition first)."""
+        if not delivery.messages:
+            return
+        split: dict[int, Delivery] = {}
+        for message, receipt in zip(delivery.messages, delivery.receipts, strict=True):
+            one = split.setdefault(message.partition, Delivery())
+            one.messages.append(message)
+            one.receipts.append(receipt)
+        for index, one in split.items():
+            if not 0 <= index < self.partitions:
+                log.error("message of partition %d: the worker knows %d partitions (is "
+                          "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
+                          self.partitions)  # fmt: skip
+                continue
+            part = self.parts.get(index) or self._take_over(index, consumer, store, db)
+            part.baselines.poll(part.detect.detectors, part.detect.care,
+                                part.detect.batcher.elders)  # fmt: skip
+            self._handle(part, consumer, db, one.messages)
+            part.held.append(one)
+            part.held_n += len(one.messages)
 
-    def _store(self, consumer: JetStreamConsumer, alerts: list[Alert]) -> None:
+    def _handle(
+        self, part: Partition, consumer: JetStreamConsumer, db: InfluxClient,
+        messages: list[RawMessage],
+    ) -> None:  # fmt: skip
+        """Detect on what was not processed yet; store the alerts it raised."""
+        fresh = [m for m in messages if m.seq > part.processed]
+        self.stats.skipped += len(messages) - len(fresh)
+        alerts = part.detect.handle(fresh, received=time.time())
+        if fresh:
+            part.processed = max(m.seq for m in fresh)
+            part.dirty = True
+        if alerts:
+            part.dirty = True
+            self._store(part, consumer, alerts)
+        self._write(part, db)
+
+    def _store(self, part: Partition, consumer: JetStreamConsumer, alerts: list[Alert]) -> None:
         """Each alert into ALERTS, once per id and state; a failure stops the service (its
         input is not acknowledged: the restart finds the alert again)."""
         out = [(alert_subject(a.site, a.elder, a.id), a.model_dump_json().encode(),
@@ -350,84 +501,112 @@ class DetectService:
             except ConsumerError as exc:
                 if attempt == 2:
                     raise
-                log.warning("%s: alerts not stored yet, retrying: %s", self.durable, exc)
+                log.warning("%s: alerts not stored yet, retrying: %s", part.name, exc)
                 time.sleep(1.0)
         for alert, again in zip(alerts, duplicates, strict=True):
             if again:
-                self.detect.stats.stored_again += 1
+                self.stats.stored_again += 1
             else:
-                self._unwritten += alert_lines(alert)
+                part.unwritten += alert_lines(alert)
 
-    def _write(self, db: InfluxClient) -> None:
+    def _write(self, part: Partition, db: InfluxClient) -> None:
         """Alerts go to InfluxDB when it is there; they are already in ALERTS regardless
         (what is held is saved with the state)."""
-        if not self._unwritten:
+        if not part.unwritten:
             return
         try:
-            db.write(self._unwritten)
-            self._unwritten = []
+            db.write(part.unwritten)
+            part.unwritten = []
         except InfluxError as exc:
-            log.warning("alerts not yet in InfluxDB (%d lines held): %s", len(self._unwritten), exc)
-            self._unwritten = self._unwritten[-10000:]
+            log.warning("alerts not yet in InfluxDB (%d lines held): %s", len(part.unwritten),
+                        exc)  # fmt: skip
+            part.unwritten = part.unwritten[-10000:]
 
     # saving the state --------------------------------------------------------------------
-    def _start_save(self, store: StateStore) -> None:
-        blob = self.detect.freeze(seq=self.processed, unwritten=self._unwritten,
-                                  saved_at=time.time())  # fmt: skip
-        self._saving = (store.save(blob), len(self._held), self.processed)
-        self._last_save["bytes"] = len(blob)
-        self._dirty = False
+    def _start_saves(
+        self, consumer: JetStreamConsumer, store: StateStore, parts: list[Partition], *,
+        check: bool = True,
+    ) -> None:  # fmt: skip
+        """Save each partition's state in the background. First ask the server whether
+        this worker still holds them (``check``): one that lost its pin without hearing of
+        it yet must not overwrite the new holder's state."""
+        if check and parts:
+            try:
+                current = consumer.pins_current([p.name for p in parts])
+            except (ConsumerError, TimeoutError) as exc:
+                log.warning("pins not checked, saves wait: %s", exc)
+                return
+            self._drop_lost([name for name, ok in current.items() if not ok])
+            parts = [p for p in parts if current.get(p.name)]
+        for part in parts:
+            blob = part.detect.freeze(seq=part.processed, unwritten=part.unwritten,
+                                      saved_at=time.time())  # fmt: skip
+            part.saving = (store.save(part.name, blob), len(part.held), part.processed)
+            part.last_save["bytes"] = len(blob)
+            part.dirty = False
 
-    def _settle_save(
+    def _settle_saves(
         self, consumer: JetStreamConsumer, acks: concurrent.futures.Executor, *,
         wait_s: float = 0.0,
     ) -> None:  # fmt: skip
-        """Once the save in flight is stored, acknowledge what it covers (on ``acks``)."""
-        if self._saving is None:
+        """Once a save in flight is stored, acknowledge what it covers (on ``acks``)."""
+        covered: list[Delivery] = []
+        for part in list(self.parts.values()):
+            if part.saving is None:
+                continue
+            future, n, seq = part.saving
+            try:
+                took = future.result(wait_s) if wait_s else (
+                    future.result() if future.done() else None)  # fmt: skip
+            except concurrent.futures.TimeoutError:
+                continue
+            except Exception as exc:  # the next save tries again; nothing is acknowledged
+                log.error("%s: state not saved: %s", part.name, exc)
+                part.saving = None
+                part.dirty = True
+                continue
+            if took is None:
+                continue
+            part.saving = None
+            done, part.held = part.held[:n], part.held[n:]
+            part.held_n -= sum(len(d.messages) for d in done)
+            covered += done
+            part.saved = seq
+            part.last_save.update(seq=seq, seconds=round(took, 3), at=time.time())
+            self.last_saves[part.name] = dict(part.last_save)
+        if not covered:
             return
-        future, n, seq = self._saving
-        try:
-            took = future.result(wait_s) if wait_s else (
-                future.result() if future.done() else None)  # fmt: skip
-        except concurrent.futures.TimeoutError:
-            return
-        except Exception as exc:  # the next save tries again; nothing is acknowledged
-            log.error("%s: state not saved: %s", self.durable, exc)
-            self._saving = None
-            self._dirty = True
-            return
-        if took is None:
-            return
-        self._saving = None
-        covered, self._held = self._held[:n], self._held[n:]
-        self._held_n -= sum(len(d.messages) for d in covered)
         if self._acking is not None:
             self._acking.result()  # in order, and an error is raised here
         self._acking = acks.submit(_acknowledge, consumer, covered)
-        self.saved = seq
-        self._last_save.update(seq=seq, seconds=round(took, 3), at=time.time())
 
-    def _final_save(
-        self, store: StateStore, consumer: JetStreamConsumer, acks: concurrent.futures.Executor
-    ) -> None:
-        """On SIGTERM: the state as it is now, then acknowledge all it covers."""
-        self._settle_save(consumer, acks, wait_s=60.0)
-        self._start_save(store)
-        self._settle_save(consumer, acks, wait_s=60.0)
-        if self._acking is not None:
-            self._acking.result(60.0)
+    def last_save_total(self) -> dict[str, object]:
+        """The partitions' last saves together: bytes, the longest time, how many."""
+        saves = list(self.last_saves.values())
+        return {
+            "bytes": sum(int(str(s.get("bytes", 0))) for s in saves),
+            "seconds": max((float(str(s.get("seconds", 0))) for s in saves), default=0.0),
+            "partitions": len(saves),
+        }
 
     def _write_status(self, consumer: JetStreamConsumer) -> None:
         source = consumer.source_status
-        status = self.detect.stats.as_dict() | {
-            "consumer": self.durable,
-            "processed_seq": self.processed,
-            "saved_seq": self.saved,
-            "unacknowledged": self._held_n,
-            "last_save": dict(self._last_save),
+        parts = sorted(self.parts.values(), key=lambda p: p.index)
+        status = self.stats.as_dict() | {
+            "worker": self.worker,
+            "partitions": [p.index for p in parts],
+            "pinned": sorted(self.names.index(n) for n in consumer.pinned),
+            "takeovers": self.takeovers,
+            "released": self.released,
+            "lost": self.lost,
+            "processed_seq": max((p.processed for p in parts), default=0),
+            "saved_seq": max((p.saved for p in parts), default=0),
+            "unacknowledged": sum(p.held_n for p in parts),
+            "last_save": max((p.last_save for p in parts),
+                             key=lambda s: float(str(s.get("at", 0))), default={}),
             "source_ok": None if source is None else source.ok,
             "source": None if source is None else source.detail,
-        }
+        }  # fmt: skip
         write_status(self.status_path, status)
 
 

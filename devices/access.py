@@ -89,12 +89,20 @@ ALERT_TOPICS = f"{SUBJECT_ROOT}.*.*.alert.*"
 ALERT_ACKS = f"{SUBJECT_ROOT}.*.*.alert.*.ack"
 SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     "ingest": {"pub": _consume(TELEMETRY_STREAM, "ingest"), "sub": ["_INBOX.>"]},
-    # detect: one consumer, or one per shard of sites (detect~north…): a name pattern
-    # NATS cannot express (its wildcards match whole tokens), so any consumer of
-    # TELEMETRY; it raises alerts into ALERTS and keeps its state in the key-value and
-    # object stores named DETECT_BUCKET.
+    # detect: one consumer per partition (detect-p<N>): a name pattern NATS cannot
+    # express (its wildcards match whole tokens), so any consumer of TELEMETRY, which
+    # its workers unpin to hand a partition over; it raises alerts into ALERTS, keeps
+    # its state in the object store and its workers' liveness in the key-value bucket
+    # named DETECT_BUCKET (whose keys it lists through an ordered consumer).
     "detect": {
-        "pub": [*_consume(TELEMETRY_STREAM, "*"), f"{ALERT_SUBJECT_ROOT}.>",
+        "pub": [*_consume(TELEMETRY_STREAM, "*"), f"{_JS}.CONSUMER.UNPIN.{TELEMETRY_STREAM}.*",
+                # the replay of a partition's gap: an ephemeral consumer of TELEMETRY
+                f"{_JS}.CONSUMER.CREATE.{TELEMETRY_STREAM}",
+                f"{_JS}.CONSUMER.CREATE.{TELEMETRY_STREAM}.>",
+                f"{_JS}.CONSUMER.DELETE.{TELEMETRY_STREAM}.*",
+                f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}",
+                f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.DELETE.KV_{DETECT_BUCKET}.*", f"{ALERT_SUBJECT_ROOT}.>",
                 f"{_JS}.STREAM.INFO.ALERTS", f"{_JS}.STREAM.MSG.GET.ALERTS",
                 *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET")
                   for stream in (f"KV_{DETECT_BUCKET}", f"OBJ_{DETECT_BUCKET}")),

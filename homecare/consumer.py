@@ -55,6 +55,8 @@ class RawMessage(NamedTuple):
     """The delivery guarantee it was published with: 1 (at least once) is the contract's."""
     seq: int = 0
     """Its sequence in the stream it was read from (JetStream); 0 where there is none."""
+    partition: int = -1
+    """The TELEMETRY partition it was read from; -1 where there is none."""
 
 
 @dataclass(slots=True)

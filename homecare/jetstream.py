@@ -31,14 +31,14 @@ private event-loop thread and the service's threads hand it coroutines.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
-import hashlib
 import json
 import logging
 import ssl
 import threading
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -59,10 +59,12 @@ __all__ = [
     "ALERTS_STREAM",
     "ALERT_SUBJECT_ROOT",
     "DETECT_CONSUMER",
+    "DETECT_GROUP",
     "ESCALATE_CONSUMER",
     "INGEST_CONSUMER",
     "MQTT_QOS_HEADER",
     "MQTT_STREAM",
+    "PIN_HEADER",
     "SUBJECT_ROOT",
     "TELEMETRY_STREAM",
     "EventLoopThread",
@@ -73,12 +75,13 @@ __all__ = [
     "check_source",
     "connect",
     "connect_options",
-    "detect_consumer",
+    "detect_partition_consumer",
     "ingest_consumer",
+    "partition_filter",
     "partition_of",
+    "partition_of_subject",
     "refusal",
     "server_urls",
-    "shard_name",
     "site_filters",
     "source_status",
     "topic_of",
@@ -95,6 +98,12 @@ message only while a consumer, such as TELEMETRY's source, still wants it)."""
 SUBJECT_ROOT = "telemetry"
 INGEST_CONSUMER = "ingest"
 DETECT_CONSUMER = "detect"
+"""The name of detect's workers; each partition has its consumer
+(:func:`detect_partition_consumer`), all in the priority group :data:`DETECT_GROUP`."""
+DETECT_GROUP = "detect"
+"""The priority group (``pinned_client`` policy) of detect's per-partition consumers."""
+PIN_HEADER = "Nats-Pin-Id"
+"""The header with which the server tells the pinned client its pin (ADR-42)."""
 ALERTS_STREAM = "ALERTS"
 """Alerts as detect raised them (``alerts.raised.<site>.<elder>.<alert id>``, one per id:
 ``Nats-Msg-Id`` is the alert id) and apps' MQTT acknowledgements, sourced from
@@ -150,36 +159,30 @@ def alert_subject(site: str, elder: str, alert_id: str) -> str:
     return f"{ALERT_SUBJECT_ROOT}.{site}.{elder}.{alert_id}"
 
 
-_MAX_SHARD_NAME = 100
+def detect_partition_consumer(partition: int) -> str:
+    """The durable consumer of one TELEMETRY partition for detect's workers.
 
-
-def shard_name(sites: Sequence[str]) -> str:
-    """A name for a set of sites, the same for every order; "" for all sites.
-
-    "." and "~" are not in site ids, so two different sets never share a name (and so
-    never a consumer or a status file); a long set is named by its hash.
-
-    >>> shard_name(["south", "north", "north"]), shard_name(["north-south"]), shard_name([])
-    ('north.south', 'north-south', '')
-    >>> long = shard_name([f"site-{i:03d}" for i in range(20)])
-    >>> long[0], len(long)
-    ('~', 17)
+    >>> detect_partition_consumer(7), partition_filter(7)
+    ('detect-p7', 'telemetry.7.>')
     """
-    name = ".".join(sorted(set(sites)))
-    if len(name) > _MAX_SHARD_NAME:
-        return "~" + hashlib.sha256(name.encode()).hexdigest()[:16]
-    return name
+    return f"{DETECT_CONSUMER}-p{partition}"
 
 
-def detect_consumer(sites: Sequence[str]) -> str:
-    """The durable consumer of detect for a shard of sites (``+`` for the ``.`` that
-    consumer names may not hold; ``+`` is not in site ids either).
+def partition_filter(partition: int) -> str:
+    """The TELEMETRY subjects of one partition."""
+    return f"{SUBJECT_ROOT}.{partition}.>"
 
-    >>> detect_consumer([]), detect_consumer(["south", "north"])
-    ('detect', 'detect~north+south')
+
+def partition_of_subject(subject: str) -> int:
+    """The partition token of a TELEMETRY subject; -1 for a subject outside the scheme.
+
+    >>> partition_of_subject("telemetry.5.north.e1.bed.b1.reading"), partition_of_subject("x.y")
+    (5, -1)
     """
-    shard = shard_name(sites)
-    return f"{DETECT_CONSUMER}~{shard.replace('.', '+')}" if shard else DETECT_CONSUMER
+    parts = subject.split(".", 2)
+    if len(parts) < 3 or parts[0] != SUBJECT_ROOT or not parts[1].isdigit():
+        return -1
+    return int(parts[1])
 
 
 def ingest_consumer(district: str | None = None, replica: str = "primary") -> str:
@@ -418,6 +421,20 @@ class JetStreamConsumer:
     and hands back (``-NAK``) what was taken and not acknowledged, for the next session.
     A pull consumer holds nothing it was not asked for: :attr:`pending` is 0 and the
     backlog is on the server (:meth:`backlog`).
+
+    **Pinned mode** (``group`` given, detect's workers): the consumer reads several durable
+    consumers (``durables``, one per partition) whose priority group ``group`` has the
+    ``pinned_client`` policy (NATS ≥ 2.11, ADR-42): the server hands each durable's
+    messages to one client at a time, the *pinned* one, and tells it its pin in the
+    ``Nats-Pin-Id`` header; every later pull of that client carries the pin (``id``), and
+    a pull with a pin that is no longer current gets status 423 (the pin is lost). A client
+    that has not pulled for the consumer's ``priority_timeout`` loses its pin to another
+    client that pulls. So pulls are not made by :meth:`take` but kept up on the event-loop
+    thread (a pull of at most ``pull_expires_s`` always out per durable), whatever the
+    caller's thread is busy with: a worker keeps its pins while it replays or saves.
+    It pulls on the durables it holds and on those :meth:`want` names, except those
+    :meth:`pause` stopped; :meth:`unpin` hands a durable back to the server (another
+    client that pulls gets it). :attr:`pinned` is what it holds now.
     """
 
     def __init__(
@@ -433,12 +450,37 @@ class JetStreamConsumer:
         source_check_s: float = 60.0,
         source_wait_s: float = 15.0,
         settings: NatsSettings | None = None,
+        group: str | None = None,
+        durables: Sequence[str] = (),
+        pull_expires_s: float = 1.0,
+        buffer_limit: int = 20_000,
     ) -> None:
         """``source``: the stream that must feed ``stream`` (checked at start, where it is
         given up to ``source_wait_s`` to become active, and every ``source_check_s``
-        while taking); None for a stream fed directly (ALERTS)."""
+        while taking); None for a stream fed directly (ALERTS). ``group``: pinned mode on
+        ``durables`` (``durable`` then only names this client), each pull waiting at most
+        ``pull_expires_s`` (under the consumers' ``priority_timeout``), and no more than
+        ``buffer_limit`` messages held between two takes."""
         self.url = url
         self.durable = durable
+        self.group = group
+        self.durables = tuple(durables) if group else (durable,)
+        if group and not self.durables:
+            raise ValueError("a pinned consumer needs the durables it may hold")
+        self._pull_expires_s = pull_expires_s
+        self._buffer_limit = buffer_limit
+        self.pinned: dict[str, str] = {}
+        """Durable → the pin the server gave this client (pinned mode): what it holds."""
+        self._wanted: set[str] = set()
+        self._paused: dict[str, float] = {}
+        """Durable → until when (monotonic) it is not pulled on."""
+        self._out: dict[str, tuple[str, int, float]] = {}
+        """Durable → its pull out: reply subject, messages still due, when it expires."""
+        self._pump: asyncio.Task[None] | None = None
+        self._pump_wake = asyncio.Event()
+        self.lost: list[str] = []
+        """Durables whose pin the server gave to another client (423), not yet seen by the
+        caller (:meth:`take_lost`)."""
         self.stream = stream
         self.ack_mode = ack
         self._connect_wait_s = connect_wait_s
@@ -472,13 +514,15 @@ class JetStreamConsumer:
     def from_settings(
         cls, settings: NatsSettings, *, durable: str, stream: str = TELEMETRY_STREAM,
         source: str | None = MQTT_STREAM, ack: AckMode = AckMode.MANUAL,
+        group: str | None = None, durables: Sequence[str] = (),
     ) -> JetStreamConsumer:  # fmt: skip
         """A service's consumer: the server, account and source check of its settings."""
         if not settings.url:
             raise ConsumerError("no NATS server: set HOMECARE_NATS__URL (nats://host:4222)")
         return cls(settings.url, durable=durable, stream=stream, source=source, ack=ack,
                    source_check_s=settings.source_check_s,
-                   source_wait_s=settings.source_wait_s, settings=settings)  # fmt: skip
+                   source_wait_s=settings.source_wait_s, settings=settings, group=group,
+                   durables=durables)  # fmt: skip
 
     # the Consumer ----------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -515,17 +559,23 @@ class JetStreamConsumer:
             self._loop.close()
             self._loop = None
 
-    def take(self, max_messages: int, timeout_s: float, *, eager: bool = False) -> Delivery:
+    def take(
+        self, max_messages: int, timeout_s: float, *, eager: bool = False, only: str = ""
+    ) -> Delivery:
         """Up to ``max_messages``, waiting at most ``timeout_s`` for a full batch (with
-        ``eager``, for the first message); none once the consumer is closed."""
+        ``eager``, for the first message); none once the consumer is closed. ``only``
+        (pinned mode): just what has arrived from that durable, without waiting."""
         delivery = Delivery()
         if self._closed or self._loop is None or max_messages < 1:
             return delivery
         if self.source is not None and time.monotonic() >= self._next_source_check:
             self._watch_source()
-        msgs = self._loop.run(
-            self._fetch(max_messages, timeout_s, eager), timeout_s + self._request_timeout_s
-        )
+        if only:
+            msgs = self._loop.run(self._take_arrived(only), self._request_timeout_s)
+        else:
+            msgs = self._loop.run(
+                self._fetch(max_messages, timeout_s, eager), timeout_s + self._request_timeout_s
+            )
         now = time.time()
         messages, receipts = delivery.messages, delivery.receipts
         generation = self._generation
@@ -538,7 +588,8 @@ class JetStreamConsumer:
             qos = headers.get(MQTT_QOS_HEADER, "1")
             messages.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
                                        int(qos) if qos.isdigit() else 1,
-                                       msg.metadata.sequence.stream))  # fmt: skip
+                                       msg.metadata.sequence.stream,
+                                       partition_of_subject(msg.subject)))  # fmt: skip
             self._next_receipt += 1
             self._unacked[self._next_receipt] = msg.reply
             receipts.append((generation, self._next_receipt))
@@ -563,14 +614,114 @@ class JetStreamConsumer:
         """Messages received and not yet taken: none, a pull consumer asks for each batch."""
         return 0
 
+    # pinned mode -----------------------------------------------------------------------
+    def want(self, durables: Sequence[str]) -> None:
+        """Pull on these durables too (besides those held), to be pinned to them."""
+        wanted = set(durables)
+        if self._loop is not None:
+            self._loop.loop.call_soon_threadsafe(self._set_wanted, wanted)
+        else:
+            self._wanted = wanted
+
+    def _set_wanted(self, wanted: set[str]) -> None:
+        self._wanted = wanted
+        self._pump_wake.set()
+
+    def pause(self, durables: Sequence[str], seconds: float, *, wait_s: float = 0.0) -> None:
+        """Stop pulling on ``durables`` for ``seconds``; with ``wait_s``, wait up to that
+        long until their pulls out have ended (nothing more arrives from them)."""
+        if self._loop is None:
+            return
+        until = time.monotonic() + seconds
+
+        async def stop() -> None:
+            for durable in durables:
+                self._paused[durable] = until
+            deadline = time.monotonic() + wait_s
+            # the arrival callback ends them: a short poll of its dict, bounded by wait_s
+            while any(d in self._out for d in durables) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+            for durable in durables:  # the server ends them anyway; nothing more is awaited
+                self._out.pop(durable, None)
+
+        self._loop.run(stop(), wait_s + self._request_timeout_s)
+
+    def unpin(self, durables: Sequence[str]) -> None:
+        """Hand ``durables`` back to the server (``$JS.API.CONSUMER.UNPIN``): it pins the
+        next client that pulls. Pause them first, or this client may get them again."""
+        if self._loop is None or self._nc is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        nc, group = self._nc, self.group
+
+        async def unpin_all() -> None:
+            for durable in durables:
+                self.pinned.pop(durable, None)
+                reply = await nc.request(f"$JS.API.CONSUMER.UNPIN.{self.stream}.{durable}",
+                                         json.dumps({"group": group}).encode(),
+                                         timeout=self._request_timeout_s)  # fmt: skip
+                error = json.loads(reply.data or b"{}").get("error")
+                if error:
+                    log.warning("%s: unpin %s refused: %s", self.durable, durable, error)
+
+        self._loop.run(unpin_all(), self._request_timeout_s * (1 + len(durables)))
+
+    def take_lost(self) -> list[str]:
+        """The durables lost to another client since the last call (status 423)."""
+        lost, self.lost = self.lost, []
+        return lost
+
+    def pins_current(self, durables: Sequence[str]) -> dict[str, bool]:
+        """Whether the server still has this client pinned on each durable (its consumer
+        info's priority group state): before a save, a worker that lost a pin without
+        hearing of it yet must not overwrite the new holder's state."""
+        if self._loop is None or self._nc is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        nc = self._nc
+
+        async def check(durable: str) -> bool:
+            reply = await nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}", b"",
+                                     timeout=self._request_timeout_s)  # fmt: skip
+            groups = json.loads(reply.data or b"{}").get("priority_groups") or []
+            pin = self.pinned.get(durable)
+            return pin is not None and any(
+                g.get("group") == self.group and g.get("pinned_client_id") == pin for g in groups
+            )
+
+        async def all_() -> dict[str, bool]:
+            found = await asyncio.gather(*(check(d) for d in durables))
+            return dict(zip(durables, found, strict=True))
+
+        return self._loop.run(all_(), self._request_timeout_s + 5)
+
+    def on_loop(
+        self, work: Callable[[JetStreamContext], Coroutine[Any, Any, T]], timeout_s: float
+    ) -> T:
+        """Run ``work(js)`` on this consumer's connection and event loop (helpers that
+        share the connection: detect's state store, its roster of workers)."""
+        if self._loop is None or self._js is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        return self._loop.run(work(self._js), timeout_s)
+
+    def submit(
+        self, work: Callable[[JetStreamContext], Coroutine[Any, Any, T]]
+    ) -> concurrent.futures.Future[T]:
+        """:meth:`on_loop` without waiting: the future of its result."""
+        if self._loop is None or self._js is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        return asyncio.run_coroutine_threadsafe(work(self._js), self._loop.loop)
+
     # beyond the seam -------------------------------------------------------------------
     def backlog(self) -> int:
         """Messages of the stream this durable consumer has not been handed yet."""
         if self._loop is None or self._js is None:
             raise ConsumerError(f"consumer {self.durable} is not connected")
         js = self._js
-        info = self._loop.run(js.consumer_info(self.stream, self.durable), self._request_timeout_s)
-        return int(info.num_pending or 0)
+
+        async def pending() -> int:
+            infos = await asyncio.gather(*(js.consumer_info(self.stream, d) for d in self.durables))
+            return sum(int(i.num_pending or 0) for i in infos)
+
+        return self._loop.run(pending(), self._request_timeout_s)
 
     def check_source(self) -> SourceStatus:
         """:func:`source_status` of this consumer's stream, on this connection."""
@@ -626,13 +777,20 @@ class JetStreamConsumer:
             settings=self._settings,
         )  # fmt: skip
         self._js = self._nc.jetstream(timeout=self._request_timeout_s)
-        try:
-            await self._js.consumer_info(self.stream, self.durable)
-        except nats.js.errors.NotFoundError as exc:
-            raise ConsumerError(
-                f"no durable consumer {self.durable!r} on stream {self.stream} at {self.url}: "
-                "run homecare broker provision"
-            ) from exc
+        for durable in self.durables:
+            # the raw API: nats-py (2.16) does not know priority groups and drops them
+            reply = await self._nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}",
+                                           b"", timeout=self._request_timeout_s)  # fmt: skip
+            info = json.loads(reply.data or b"{}")
+            if "error" in info:
+                raise ConsumerError(
+                    f"no durable consumer {durable!r} on stream {self.stream} at {self.url} "
+                    f"({info['error'].get('description')}): run homecare broker provision"
+                )
+            groups = info.get("config", {}).get("priority_groups") or []
+            if self.group and self.group not in groups:
+                raise ConsumerError(f"durable consumer {durable!r} has no priority group "
+                                    f"{self.group!r}: run homecare broker provision")  # fmt: skip
         if self.source is not None:
             self.source_status = await self._wait_for_source(self._js)
             self._next_source_check = time.monotonic() + self.source_check_s
@@ -641,8 +799,13 @@ class JetStreamConsumer:
         # fetch() awaits a task per message, ~40 µs of CPU each, 3× this callback's.
         self._inbox = self._nc.new_inbox()
         self._wake = asyncio.Event()
-        await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive,
-                                 pending_msgs_limit=-1, pending_bytes_limit=-1)  # fmt: skip
+        if self.group:
+            await self._nc.subscribe(f"{self._inbox}.*.*", cb=self._arrive_pinned,
+                                     pending_msgs_limit=-1, pending_bytes_limit=-1)  # fmt: skip
+            self._pump = asyncio.get_running_loop().create_task(self._keep_pulling())
+        else:
+            await self._nc.subscribe(f"{self._inbox}.*", cb=self._arrive,
+                                     pending_msgs_limit=-1, pending_bytes_limit=-1)  # fmt: skip
 
     async def _arrive(self, msg: Msg) -> None:
         """A pulled message, or the status that ends a pull request (no body, a
@@ -689,7 +852,7 @@ class JetStreamConsumer:
             left = deadline - time.monotonic()
             if len(out) >= max_messages or (eager and out) or left < 0.005:
                 break
-            if not self._pulling:  # ask for the rest, to be delivered before the deadline
+            if not self._pulling and not self.group:  # ask for the rest, before the deadline
                 self._requests += 1
                 self._pulling = f"{self._inbox}.{self._requests}"
                 pull = {"batch": max_messages - len(out), "expires": int(left * 1e9)}
@@ -705,6 +868,95 @@ class JetStreamConsumer:
                 await asyncio.wait_for(wake.wait(), left)
         self._pulling = ""
         return list(out.values())
+
+    async def _take_arrived(self, durable: str) -> list[Msg]:
+        """What has arrived from ``durable`` and was not taken yet."""
+        index = self.durables.index(durable)
+        mine = [m for m in self._arrived if self._index_of(m.reply) == index]
+        self._arrived = [m for m in self._arrived if self._index_of(m.reply) != index]
+        return mine
+
+    def _index_of(self, ack_subject: str) -> int:
+        """The durable (its index) an acknowledgement subject belongs to:
+        ``$JS.ACK.<stream>.<durable>.…``."""
+        parts = ack_subject.split(".")
+        try:
+            return self.durables.index(parts[3]) if len(parts) > 4 else -1
+        except ValueError:
+            return -1
+
+    async def _keep_pulling(self) -> None:
+        """Pinned mode: keep one pull out on every durable held or wanted and not paused,
+        so the server sees this client pull within its ``priority_timeout``."""
+        nc, wake = self._nc, self._pump_wake
+        assert nc is not None
+        expires = self._pull_expires_s
+        while True:
+            wake.clear()
+            now = time.monotonic()
+            for durable, (_, _, until) in list(self._out.items()):
+                if now > until + 2.0:  # its end never came (a reconnect lost it)
+                    del self._out[durable]
+            room = self._buffer_limit - len(self._arrived)
+            for index, durable in enumerate(self.durables):
+                if durable in self._out or self._paused.get(durable, 0.0) > now:
+                    continue
+                pin = self.pinned.get(durable)
+                if pin is None and durable not in self._wanted:
+                    continue
+                self._requests += 1
+                reply = f"{self._inbox}.{index}.{self._requests}"
+                batch = max(1, min(room, 1000))
+                pull: dict[str, Any] = {"batch": batch, "expires": int(expires * 1e9),
+                                        "group": self.group}  # fmt: skip
+                if pin is not None:
+                    pull["id"] = pin
+                try:
+                    await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{durable}",
+                                     json.dumps(pull).encode(), reply=reply)  # fmt: skip
+                except nats.errors.Error as exc:  # disconnected: the client reconnects
+                    log.debug("%s: pull on %s failed: %s", self.durable, durable, exc)
+                    break
+                self._out[durable] = (reply, batch, now + expires)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), min(0.1, expires / 4))
+
+    async def _arrive_pinned(self, msg: Msg) -> None:
+        """A pulled message (its ``Nats-Pin-Id``: this client's pin on that durable), or
+        the status that ends a pull (408 expired, 423 the pin is another's, 409 ...)."""
+        headers = msg.headers or {}
+        status = not msg.data and headers.get("Status")
+        # a status comes on the pull's reply subject (<inbox>.<index>.<n>); a message
+        # under its own subject, its durable named in its acknowledgement subject
+        try:
+            index = int(msg.subject.rsplit(".", 2)[1]) if status else self._index_of(msg.reply)
+            durable = self.durables[index]
+        except (ValueError, IndexError):
+            return
+        out = self._out.get(durable)
+        if status:
+            if status == "423" and durable in self.pinned:
+                del self.pinned[durable]
+                self.lost.append(durable)
+                log.info("%s: %s is pinned to another worker now", self.durable, durable)
+            if out is not None and out[0] == msg.subject:
+                del self._out[durable]
+        else:
+            pin = headers.get(PIN_HEADER)
+            if pin and self.pinned.get(durable) != pin:
+                if durable not in self.pinned:
+                    log.info("%s: pinned to %s", self.durable, durable)
+                self.pinned[durable] = pin
+            self._arrived.append(msg)
+            if out is not None:
+                if out[1] <= 1:  # the pull's batch is complete: the server sends no status
+                    del self._out[durable]
+                else:
+                    self._out[durable] = (out[0], out[1] - 1, out[2])
+        assert self._wake is not None
+        self._wake.set()
+        if out is None or durable not in self._out:  # that pull ended: the next one
+            self._pump_wake.set()
 
     def _acknowledge(self, receipts: list[tuple[int, int]]) -> int:
         """One flush for all; receipts of an earlier session are skipped (the server
@@ -734,6 +986,13 @@ class JetStreamConsumer:
         await nc.flush(timeout=int(self._request_timeout_s))
 
     async def _disconnect(self) -> None:
+        pump, self._pump = self._pump, None
+        if pump is not None:
+            pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pump
+        self._out.clear()
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None and not nc.is_closed:
             await nc.close()
+

@@ -227,7 +227,7 @@ class IngestSettings(BaseModel):
 
 
 class DetectSettings(BaseModel):
-    """``homecare detect``: batching, clock, elders' care levels, its sites and state saves."""
+    """``homecare detect``: batching, clock, elders' care levels and state saves."""
 
     batch_size: int = Field(5000, ge=1, description="Messages decoded and detected together.")
     batch_interval_s: float = Field(0.05, gt=0, description="Longest a reading waits to be seen.")
@@ -238,11 +238,6 @@ class DetectSettings(BaseModel):
     care_levels: dict[str, Annotated[int, Field(ge=1, le=4)]] = Field(
         default_factory=dict,
         description="Care level (1-4, from the ability assessment) per elder id; others: 2.",
-    )
-    sites: list[contract.Id] = Field(
-        default_factory=list,
-        description="Sites this process detects for (a shard); empty: every site. Detectors "
-        "keep per-elder state, so sharding is by site, never by a shared subscription.",
     )
     save_every_s: float = Field(
         5.0, gt=0, description="How often the detectors' state is saved to the broker; what it "

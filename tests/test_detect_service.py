@@ -25,6 +25,7 @@ from homecare.contract import Alert
 from homecare.influx import InfluxClient
 from homecare.jetstream import ALERT_SUBJECT_ROOT, ALERTS_STREAM
 from homecare.settings import DetectSettings, InfluxSettings, MqttSettings, NatsSettings, Settings
+from homecare.status import read_status
 
 pytestmark = pytest.mark.servers
 
@@ -61,7 +62,7 @@ def nats_settings(server: LocalNats, influx_url: str, tmp_path: Path, **detect: 
     return Settings(
         _env_file=None,  # type: ignore[call-arg]
         state_dir=tmp_path / "state",
-        nats=NatsSettings(url=server.url),
+        nats=NatsSettings(url=server.url, partitions=8),  # as the fixture provisions
         mqtt=MqttSettings(url=server.mqtt_url),
         influx=InfluxSettings(url=influx_url, database="homecare"),
         detect=DetectSettings.model_validate({"save_every_s": 1.0, **detect}),
@@ -117,7 +118,10 @@ def test_sos_and_fall_become_alerts_and_ok_cancels(nats_broker, influx, tmp_path
     stop.set()
     thread.join(20)
     assert not thread.is_alive()
-    assert service.saved == service.processed > 0  # the last save covers all it processed
+    # each partition was saved as it was handed back, covering all it processed
+    assert service.last_saves
+    assert all(int(s["seq"]) > 0 for s in service.last_saves.values())
+    assert read_status(service.status_path)["unacknowledged"] == 0
     with InfluxClient(InfluxSettings(url=influx.url)) as db:
         rows = db.rows("SELECT * FROM alert WHERE kind = 'sos' OR kind = 'fall'")
     states = {(r["elder"], r["kind"]): r["state"] for r in rows}

@@ -31,7 +31,7 @@ from harness.servers import LocalInflux, LocalNats, free_port
 from harness.standins import CallCentreStandIn, HttpStandIn, LocalSmtp, Reply
 from homecare.contract import Alert, AlertState, alert_subscription
 from homecare.influx import InfluxClient
-from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer, alert_subject
+from homecare.jetstream import JetStreamConsumer, alert_subject, detect_partition_consumer
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 from homecare.status import read_status
 
@@ -166,7 +166,7 @@ def world(tmp_path_factory):
         escalate = Escalate(settings, root, env)
         escalate.start()
         # detect's side: it stores alerts in ALERTS on its consumer's connection
-        detect = JetStreamConsumer(broker.url, durable=DETECT_CONSUMER)
+        detect = JetStreamConsumer(broker.url, durable=detect_partition_consumer(0))
         app = Publisher(broker.mqtt_port, "esc-app")  # apps acknowledge over MQTT 3.1.1
         listener = Listener(broker.mqtt_port)
         try:

@@ -40,6 +40,7 @@ from homecare.jetstream import (
     SourceMissing,
     alert_subject,
     check_source,
+    detect_partition_consumer,
     partition_of,
 )
 from homecare.settings import ContractSettings
@@ -142,8 +143,9 @@ def test_a_local_server_will_not_start_a_changed_binary(tmp_path):
 # provisioning ----------------------------------------------------------------------------
 def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(server):
     first = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
-    made = ["$MQTT_msgs", TELEMETRY_STREAM, "ingest", "detect", "ALERTS", "escalate",
-            "detect_state"]  # fmt: skip
+    made = ["$MQTT_msgs", TELEMETRY_STREAM, "ingest",
+            *(detect_partition_consumer(p) for p in range(PARTITIONS)), "ALERTS", "escalate",
+            "detect_state", "KV detect_state"]  # fmt: skip
     assert first.created == made
     assert first.source.ok, first.source.detail
     again = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
@@ -358,9 +360,10 @@ def test_a_watcher_acknowledges_as_it_takes(provisioned, fresh):
         device.wait_acked(5, timeout_s=20)
     finally:
         device.close()
-    with JetStreamConsumer(provisioned.url, durable="detect", ack=AckMode.ON_TAKE) as watcher:
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER,
+                           ack=AckMode.ON_TAKE) as watcher:
         delivery = _gather(watcher, 5, 10)
         assert len(delivery.messages) == 5
         assert watcher.ack(delivery) == 0  # acknowledged when taken
-    with JetStreamConsumer(provisioned.url, durable="detect") as again:
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as again:
         assert again.take(5, ACK_WAIT_S * 1.5, eager=True).messages == []

@@ -438,7 +438,7 @@ def test_a_revocation_the_server_missed_applies_at_its_next_start(secure_nats, p
 
 def test_detect_keeps_its_state_and_raises_alerts_which_escalate_takes(
         secure_nats, access):
-    """The detect user: its key-value bucket (one it creates), the object store of its state
+    """The detect user: its key-value bucket (provisioned), the object store of its state
     (provisioned, where detectors.resume keeps it), alerts into ALERTS; never a device's
     subjects."""
     detect = access.service("detect")
@@ -453,7 +453,7 @@ def test_detect_keeps_its_state_and_raises_alerts_which_escalate_takes(
                                 error_cb=on_error)
         try:
             js = nc.jetstream(timeout=5)
-            kv = await js.create_key_value(bucket=DETECT_BUCKET)
+            kv = await js.key_value(DETECT_BUCKET)  # provisioned: its workers' liveness
             await kv.put("fall.e1", b"state-1")
             store = await js.object_store(DETECT_BUCKET)  # provisioned
             await store.put("fall", b"\x00" * 300_000)
@@ -572,7 +572,7 @@ def test_service_logs_at_info_carry_no_secrets_health_values_or_names(
         assert proc.returncode == 0, output[name]
     logs = "\n".join(output.values())
     assert "ingest ingest-l consuming" in logs
-    assert "detect detect: resumed at sequence" in logs
+    assert re.search(r"detect worker \S+: took detect-p\d+ at sequence", logs)
     creds = [line for credentials in services.values()
              for line in credentials.creds.read_text().splitlines()
              if line and line[0] not in "-*" and " " not in line]  # its JWT and its seed

@@ -23,7 +23,7 @@ from device_sim.fleet import Fleet, FleetError, FleetStats
 from homecare.consumer import AckMode, RawMessage
 from homecare.contract import PAYLOADS, Stream, Topic, check_ids, subscription
 from homecare.edge import Edge
-from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer
+from homecare.jetstream import INGEST_CONSUMER, JetStreamConsumer
 from homecare.settings import ContractSettings
 
 pytestmark = pytest.mark.servers
@@ -163,7 +163,7 @@ def test_a_killed_broker_publishes_no_last_will_presence_comes_from_timeouts(nat
     availability = "homecare/v1/+/+/+/+/availability"
     watch = Subscriber(nats_broker.mqtt_port, client_id="presence", topic=availability)
 
-    with JetStreamConsumer(nats_broker.url, durable=DETECT_CONSUMER,
+    with JetStreamConsumer(nats_broker.url, durable=INGEST_CONSUMER,
                            ack=AckMode.ON_TAKE) as consumer:
 
         async def publish() -> FleetStats:
