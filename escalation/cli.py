@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +14,21 @@ registry_app = typer.Typer(
 )
 
 
+class StoreKind(StrEnum):
+    SQLITE = "sqlite"
+    CLUSTER = "cluster"
+
+
 def escalate_command(
     log_level: Annotated[str, typer.Option(help="Logging level.")] = "INFO",
+    store: Annotated[
+        StoreKind | None,
+        typer.Option(
+            help="sqlite: state in a file (one site); cluster: state in JetStream "
+            "key-value (R3), one active escalate, the others stand by. Default: "
+            "HOMECARE_ESCALATE__STORE, else sqlite."
+        ),
+    ] = None,
 ) -> None:
     """Escalate alerts to the call centre, families and apps, until SIGTERM."""
     from escalation.channels import default_channels
@@ -28,6 +42,13 @@ def escalate_command(
 
     configure_logging(log_level)
     settings = load_settings(servers=True)
+    if store is not None:
+        settings.escalate.store = store.value
+    if settings.escalate.store == "cluster" and settings.escalate.secret is None:
+        raise typer.BadParameter(
+            "escalate in cluster mode needs HOMECARE_ESCALATE__SECRET (or "
+            "__SECRET_FILE), the same for every escalate process"
+        )
     if settings.registry is None:
         raise typer.BadParameter("set HOMECARE_REGISTRY to the registry file (YAML)")
     if not settings.nats.url:  # alerts come from its ALERTS stream
@@ -38,8 +59,14 @@ def escalate_command(
         load_registry(settings.registry)
     except RegistryError as exc:  # at start there is no previous registry to keep
         raise typer.BadParameter(str(exc)) from exc
+    from escalation.cluster import LeaseLost
+
     tune_gc_for_service()
-    stats = run_service(settings, default_channels, stop_on_signals())
+    try:
+        stats = run_service(settings, default_channels, stop_on_signals())
+    except LeaseLost as exc:  # another escalate is active: exit, to be restarted as a standby
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(3) from exc
     typer.echo(json.dumps(stats.as_dict()))
 
 

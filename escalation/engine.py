@@ -259,6 +259,30 @@ class Escalation:
             self._decided.clear()
         return out
 
+    def sending(self, notes: list[Notification]) -> list[Notification]:
+        """Record, before they leave, that these are being sent ("sending rung X of alert
+        A"); answer those a try had already started for with no answer recorded: the
+        process that sent them stopped in between (kill -9, a failover). They go again
+        with the same ref, which the call centre and gateways de-duplicate on and email
+        carries as its Message-ID; each is an ``in_doubt`` event of its alert."""
+        if not notes:
+            return []
+        with self.store.tx():
+            now = self.clock()
+            doubt = self.store.mark_sending([n.ref for n in notes], now)
+            out = [n for n in notes if n.ref in doubt]
+            for note in out:
+                log.warning("delivery %s to %s (%s) was being sent when escalate stopped: "
+                            "sent again with the same ref", note.ref, note.recipient.id,
+                            note.recipient.channel)  # fmt: skip
+                if note.alert is not None and self.store.alert(note.alert.id) is not None:
+                    self.store.add_event(
+                        note.alert.id, now, "in_doubt", self.store.state(note.alert.id),
+                        transition=False, who=note.recipient.id,
+                        channel=str(note.recipient.channel), ref=note.ref, step=note.step,
+                    )  # fmt: skip
+        return out
+
     def delivered(self, results: Iterable[tuple[Notification, Delivery]]) -> None:
         """Record how deliveries went, by the policy's one retry rule: ok ones are done,
         failures are sent again after a backoff until the channel's cap, then failed for

@@ -20,6 +20,11 @@ what was committed is resumed from the store. Then:
   (:mod:`.api`);
 - the registry is re-read when it changes, digests go out once a day, and the call
   centre gets a heartbeat.
+
+With ``--store cluster`` (``HOMECARE_ESCALATE__STORE=cluster``) the state lives in the
+cluster (:mod:`escalation.cluster`) and several escalate processes run: the one that
+holds the lease is active and does all of the above; the others stand by (no consumer,
+no API, no MQTT) and one takes over when the active stops renewing its lease.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from escalation.api import AckServer
+from escalation.cluster import ClusterState, Lease, LeaseLost
 from escalation.engine import Clock, Escalation
 from escalation.ladder import AckResult, EscalationPolicy
 from escalation.notification import (
@@ -122,6 +128,11 @@ def load_secret(settings: Settings, *, make: bool = True) -> bytes:
     tokens the running service refuses)."""
     if settings.escalate.secret is not None:
         return settings.escalate.secret.get_secret_value().encode()
+    if settings.escalate.store == "cluster":  # active and standby must give the same tokens
+        raise ValueError(
+            "escalate in cluster mode needs HOMECARE_ESCALATE__SECRET (or "
+            "__SECRET_FILE), the same for every escalate process"
+        )
     path = settings.state_dir / "escalation.secret"
     if not path.exists() and not make:
         raise FileNotFoundError(
@@ -152,6 +163,8 @@ class EscalateStats:
     acks_refused: int = 0
     sent_ok: int = 0
     sent_failed: int = 0
+    in_doubt: int = 0
+    """Deliveries sent again because a try had started before a stop (same ref)."""
     heartbeats: int = 0
     http_port: int = 0
     registry_error: str | None = None
@@ -171,13 +184,17 @@ class EscalateService:
         channels: ChannelFactory,
         *,
         clock: Clock = time.time,
+        store: Store | None = None,
+        lease: Lease | None = None,
     ) -> None:
+        """``store``: the cluster's (with its ``lease``); else the SQLite file in state_dir."""
         if settings.registry is None:
             raise ValueError("set HOMECARE_REGISTRY to the registry file (YAML)")
         self.settings = settings
         self.cfg = settings.escalate
         self.registry = RegistryFile(settings.registry)
-        self.store = Store(store_path(settings.state_dir))
+        self.store = store if store is not None else Store(store_path(settings.state_dir))
+        self.lease = lease
         policy = EscalationPolicy(
             secret=load_secret(settings),
             grace_s=settings.detect.grace_s,
@@ -234,6 +251,8 @@ class EscalateService:
                 asyncio.create_task(self._housekeeping()),
                 asyncio.create_task(self._heartbeat()),
             ]
+            if self.lease is not None:
+                tasks.append(asyncio.create_task(self._fence(self.lease)))
             stopping = asyncio.create_task(stop.wait())
             await asyncio.wait([stopping, *tasks], return_when=asyncio.FIRST_COMPLETED)
             stopping.cancel()
@@ -243,7 +262,8 @@ class EscalateService:
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            await self._settle()
+            if self._may_send():
+                await self._settle()
             await api.close()
             failed = [t for t in tasks if not t.cancelled() and t.exception() is not None]
             if failed:  # a loop died: exit (non-zero), the supervisor restarts us from the store
@@ -331,11 +351,25 @@ class EscalateService:
     def _health(self) -> dict[str, Any]:
         return {"ok": True, "alerts": self.store.count_alerts(), "in_flight": len(self._in_flight)}
 
+    def _may_send(self) -> bool:
+        """Whether this process may act: always with SQLite; in the cluster, while its
+        lease holds (checked before every send, so a process that lost it sends nothing)."""
+        return self.lease is None or self.lease.valid()
+
+    async def _fence(self, lease: Lease) -> None:
+        """Stop the process the moment the lease is lost: another escalate is active."""
+        while not lease.lost.is_set():  # noqa: ASYNC110 (a threading.Event, set on the lease's loop)
+            await asyncio.sleep(0.05)
+        raise LeaseLost(f"escalate lost its lease: {lease.reason}")
+
     def _dispatch(self) -> None:
-        """Start sending what is due, up to ``concurrency`` deliveries in flight."""
+        """Start sending what is due, up to ``concurrency`` deliveries in flight; each is
+        recorded as being sent (committed) before it leaves."""
         room = self.cfg.concurrency - len(self._in_flight)
-        if room > 0:
-            for note in self.engine.due(room, busy=self._in_flight):
+        if room > 0 and self._may_send():
+            notes = self.engine.due(room, busy=self._in_flight)
+            self.stats.in_doubt += len(self.engine.sending(notes))
+            for note in notes:
                 self._in_flight.add(note.ref)
                 task = asyncio.create_task(self._send(note))
                 self._sending.add(task)
@@ -358,6 +392,8 @@ class EscalateService:
 
     async def _send(self, note: Notification) -> None:
         channel = self._channels.get(note.recipient.channel)
+        if not self._may_send():
+            return  # the lease is lost: the process stops; the next active sends it
         if channel is None:
             result = Delivery(ref=note.ref, status=DeliveryStatus.ERROR,
                               detail=f"no {note.recipient.channel} channel configured",
@@ -372,7 +408,15 @@ class EscalateService:
             self.stats.sent_ok += 1
         else:
             self.stats.sent_failed += 1
-        self._done.append((note, result))
+        if note.recipient.channel == ChannelKind.EMAIL and self._may_send():
+            # Email has no idempotency at the receiver: "sent" is committed right after the
+            # server's 250 to DATA (the channel answers before QUIT), not batched, so the
+            # window in which a stop re-sends an email is one commit long.
+            self.engine.delivered([(note, result)])
+            self._in_flight.discard(note.ref)
+        else:
+            self._done.append((note, result))
+        self._wake.set()
 
     async def _settle(self) -> None:
         """On SIGTERM: give deliveries in flight a moment and record their answers."""
@@ -507,7 +551,10 @@ _EVENT_KEYS = ("event", "who", "channel", "state", "ref", "step", "detail", "ts"
 def run_service(
     settings: Settings, channels: ChannelFactory, stop: threading.Event
 ) -> EscalateStats:
-    """Run until ``stop`` is set (by SIGTERM or SIGINT in the CLI)."""
+    """Run until ``stop`` is set (by SIGTERM or SIGINT in the CLI). In cluster mode, stand
+    by until this process holds the lease; raise :class:`LeaseLost` if it loses it."""
+    store: Store | None = None
+    lease: Lease | None = None
 
     async def main() -> EscalateStats:
         done = asyncio.Event()
@@ -515,6 +562,21 @@ def run_service(
         threading.Thread(
             target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
         ).start()
-        return await EscalateService(settings, channels).run(done)
+        return await EscalateService(settings, channels, store=store, lease=lease).run(done)
 
-    return asyncio.run(main())
+    if settings.escalate.store == "sqlite":
+        return asyncio.run(main())
+    cluster = ClusterState(settings)
+    try:
+        store = cluster.acquire(stop)
+        if store is None:  # stopped while standing by
+            return EscalateStats()
+        lease = cluster.lease
+        try:
+            return asyncio.run(main())
+        except RuntimeError as exc:
+            if lease.lost.is_set():
+                raise LeaseLost(f"escalate lost its lease: {lease.reason}") from exc
+            raise
+    finally:
+        cluster.close()

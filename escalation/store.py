@@ -78,7 +78,8 @@ CREATE TABLE IF NOT EXISTS deliveries (
     attempts INTEGER NOT NULL DEFAULT 0,
     detail TEXT,
     delivered REAL,
-    created REAL NOT NULL
+    created REAL NOT NULL,
+    sending REAL                    -- a try started then, no answer recorded yet
 );
 CREATE INDEX IF NOT EXISTS deliveries_due ON deliveries(due) WHERE status = 'pending';
 CREATE INDEX IF NOT EXISTS deliveries_alert ON deliveries(alert_id);
@@ -113,6 +114,10 @@ _ONGOING = (
 """An alert a new one of the same kind and elder is folded into (the ? is the flap limit)."""
 _IN_SLICE = 500
 """Values per ``IN (…)``: well under SQLite's limit on parameters."""
+
+
+ROW_TABLES = {"a": ("alerts", "id"), "d": ("deliveries", "ref"), "e": ("events", "seq")}
+"""The tables a mirror keeps, by a short prefix, with their primary key."""
 
 
 def store_path(state_dir: Path) -> Path:
@@ -185,6 +190,10 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        self._tracking = False
+        columns = {r[1] for r in self.db.execute("PRAGMA table_info(deliveries)")}
+        if "sending" not in columns:  # a file from before the column
+            self.db.execute("ALTER TABLE deliveries ADD COLUMN sending REAL")
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[sqlite3.Connection]:
@@ -195,10 +204,17 @@ class Store:
         self.db.execute("BEGIN IMMEDIATE")
         try:
             yield self.db
+            self._before_commit()
         except BaseException:
             self.db.execute("ROLLBACK")
+            if self._tracking:
+                self.db.execute("DELETE FROM temp.changed")
             raise
         self.db.execute("COMMIT")
+
+    def _before_commit(self) -> None:
+        """Where a mirror (:class:`~escalation.cluster.ClusterStore`) makes the transaction
+        durable elsewhere before it commits; raising rolls it back."""
 
     def close(self) -> None:
         self.db.close()
@@ -394,11 +410,29 @@ class Store:
         ).fetchone()
         return int(row[0]) if row else None
 
+    def mark_sending(self, refs: Sequence[str], now: float) -> set[str]:
+        """Record that these pending deliveries are being tried (before they leave); answer
+        those a try had started for with no answer recorded: a process stopped in the
+        middle of sending them (in doubt: they may have arrived)."""
+        doubt = {
+            r[0]
+            for r in self._in(
+                "SELECT ref FROM deliveries WHERE sending IS NOT NULL AND status = 'pending' "
+                "AND ref IN ({})",
+                refs,
+            )
+        }
+        self.db.executemany(
+            "UPDATE deliveries SET sending = ? WHERE ref = ? AND status = 'pending'",
+            [(now, r) for r in refs],
+        )
+        return doubt
+
     def delivery_ok(self, ref: str, attempts: int, delivered: float, detail: str) -> bool:
         """A pending delivery went through; ``False`` if it was dropped or recorded before."""
         cur = self.db.execute(
             "UPDATE deliveries SET status = 'ok', attempts = attempts + ?, delivered = ?, "
-            "detail = ? WHERE ref = ? AND status = 'pending'",
+            "detail = ?, sending = NULL WHERE ref = ? AND status = 'pending'",
             (attempts, delivered, detail, ref),
         )
         return bool(cur.rowcount)
@@ -406,8 +440,8 @@ class Store:
     def delivery_again(self, ref: str, attempts: int, due: float, detail: str) -> bool:
         """A pending delivery failed; tried again at ``due``."""
         cur = self.db.execute(
-            "UPDATE deliveries SET attempts = attempts + ?, due = ?, detail = ? "
-            "WHERE ref = ? AND status = 'pending'",
+            "UPDATE deliveries SET attempts = attempts + ?, due = ?, detail = ?, "
+            "sending = NULL WHERE ref = ? AND status = 'pending'",
             (attempts, due, detail, ref),
         )
         return bool(cur.rowcount)
@@ -415,8 +449,8 @@ class Store:
     def delivery_failed(self, ref: str, attempts: int, detail: str) -> bool:
         """A pending delivery failed for good: its final state."""
         cur = self.db.execute(
-            "UPDATE deliveries SET status = 'failed', attempts = attempts + ?, detail = ? "
-            "WHERE ref = ? AND status = 'pending'",
+            "UPDATE deliveries SET status = 'failed', attempts = attempts + ?, detail = ?, "
+            "sending = NULL WHERE ref = ? AND status = 'pending'",
             (attempts, detail, ref),
         )
         return bool(cur.rowcount)
@@ -445,6 +479,61 @@ class Store:
     def count_pending(self) -> int:
         row = self.db.execute("SELECT count(*) FROM deliveries WHERE status = 'pending'")
         return int(row.fetchone()[0])
+
+    # mirroring (the cluster store keeps every row elsewhere too) -------------------------
+    def track_changes(self) -> None:
+        """From now on, note the key of every row a transaction inserts, updates or deletes
+        (:meth:`take_changes` reads them), with temporary triggers."""
+        script = "CREATE TEMP TABLE IF NOT EXISTS changed (t TEXT, pk TEXT, PRIMARY KEY (t, pk));"
+        for prefix, (table, pk) in ROW_TABLES.items():
+            for op, row in (("INSERT", "NEW"), ("UPDATE", "NEW"), ("DELETE", "OLD")):
+                script += (
+                    f"CREATE TEMP TRIGGER IF NOT EXISTS {table}_{op.lower()} AFTER {op} ON "
+                    f"main.{table} BEGIN INSERT OR IGNORE INTO changed VALUES "
+                    f"('{prefix}', {row}.{pk}); END;"
+                )
+        self.db.executescript(script)
+        self._tracking = True
+
+    def take_changes(self) -> dict[tuple[str, str], dict[str, Any] | None]:
+        """The rows changed since the last call, by (table prefix, key): each as it is now
+        (``None``: deleted)."""
+        out: dict[tuple[str, str], dict[str, Any] | None] = {}
+        for prefix, pk in self.db.execute("SELECT t, pk FROM temp.changed").fetchall():
+            table, column = ROW_TABLES[prefix]
+            cur = self.db.execute(f"SELECT * FROM {table} WHERE {column} = ?", (pk,))
+            found = cur.fetchone()
+            names = [d[0] for d in cur.description]
+            out[(prefix, str(pk))] = dict(zip(names, found, strict=True)) if found else None
+        self.db.execute("DELETE FROM temp.changed")
+        return out
+
+    def put_rows(self, rows: Iterable[tuple[str, str, dict[str, Any] | None]]) -> None:
+        """Write rows as :meth:`take_changes` gave them (loading a mirror), in one
+        transaction; they are not noted as changes."""
+        columns = {
+            p: {r[1] for r in self.db.execute(f"PRAGMA table_info({t})")}
+            for p, (t, _) in ROW_TABLES.items()
+        }
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            for prefix, pk, row in rows:
+                table, column = ROW_TABLES[prefix]
+                if row is None:
+                    self.db.execute(f"DELETE FROM {table} WHERE {column} = ?", (pk,))
+                    continue
+                cols = [c for c in row if c in columns[prefix]]
+                self.db.execute(
+                    f"INSERT OR REPLACE INTO {table} ({', '.join(cols)}) "
+                    f"VALUES ({', '.join('?' * len(cols))})",
+                    [row[c] for c in cols],
+                )
+            if self._tracking:
+                self.db.execute("DELETE FROM temp.changed")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     # events (the outbox) ---------------------------------------------------------------
     def add_event(

@@ -240,7 +240,9 @@ class DetectSettings(BaseModel):
         description="Care level (1-4, from the ability assessment) per elder id; others: 2.",
     )
     save_every_s: float = Field(
-        5.0, gt=0, description="How often the detectors' state is saved to the broker; what it "
+        5.0,
+        gt=0,
+        description="How often the detectors' state is saved to the broker; what it "
         "covers is acknowledged then (keep the consumer's ack_wait well above it).",
     )
 
@@ -357,6 +359,21 @@ class EscalateSettings(BaseModel):
     call_centre: CallCentreSettings = CallCentreSettings()
     smtp: SmtpSettings = SmtpSettings()
     webhook: WebhookSettings = WebhookSettings()
+    store: Literal["sqlite", "cluster"] = Field(
+        "sqlite",
+        description="Where the escalation state lives: sqlite (a file in state_dir, one site) "
+        "or cluster (JetStream key-value buckets, replicated; one active escalate at a time "
+        "holds a lease, the others stand by).",
+    )
+    replicas: int | None = Field(
+        None, ge=1, le=5,
+        description="cluster store: replicas of its buckets; none: as many as ALERTS has.",
+    )  # fmt: skip
+    lease_s: float = Field(
+        3.0, ge=0.5, le=60.0,
+        description="cluster store: the active's lease; a standby takes over this long "
+        "after the active stops renewing it (renewed every third of it).",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _load_secret(self) -> EscalateSettings:

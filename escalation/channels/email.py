@@ -5,7 +5,10 @@ STARTTLS, implicit TLS and AUTH. Each send opens its own connection (in a thread
 most ``connections`` at once), so a hung mail server never blocks the ladder.
 
 The ``Message-ID`` is derived from the notification's ``ref``: a retry, or a re-send
-after a restart, is the same message, and mail systems drop the duplicate. 4xx answers
+after a restart or a failover, is the same message, and mail systems drop the duplicate.
+The send answers as soon as the server has said 250 to DATA (QUIT follows on its own
+thread), so the service commits "sent" at once: a stop re-sends an email only when it
+falls between that 250 and the commit (see docs/escalation.md, "Active and standby"). 4xx answers
 and lost connections are worth another try (the ladder's retry policy schedules it);
 5xx answers (a refused address, bad credentials) are final.
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import smtplib
 import ssl
+import threading
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from email.utils import format_datetime, formataddr
@@ -66,6 +70,13 @@ def _smtp_answer(exc: Exception) -> Answer:
     return Answer(DeliveryStatus.ERROR, f"{type(exc).__name__}: {exc}")
 
 
+def _quit(smtp: smtplib.SMTP) -> None:
+    try:
+        smtp.quit()
+    except (smtplib.SMTPException, OSError):
+        smtp.close()
+
+
 class EmailChannel:
     """Family emails through one SMTP server (``settings.host``)."""
 
@@ -112,9 +123,15 @@ class EmailChannel:
             smtp = smtplib.SMTP_SSL(s.host, s.port, timeout=s.timeout_s, context=self._tls)
         else:
             smtp = smtplib.SMTP(s.host, s.port, timeout=s.timeout_s)
-        with smtp:
+        try:
             if s.starttls:
                 smtp.starttls(context=self._tls)
             if s.username and s.password is not None:
                 smtp.login(s.username, s.password.get_secret_value())
             smtp.send_message(msg)
+        except BaseException:
+            smtp.close()
+            raise
+        # The server's 250 to DATA is the delivery: answer now, so that "sent" is committed
+        # at once; QUIT follows on a thread of its own and its answer changes nothing.
+        threading.Thread(target=_quit, args=(smtp,), name="smtp-quit", daemon=True).start()
