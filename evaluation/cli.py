@@ -273,7 +273,15 @@ def train_fall_command(
     folds: Annotated[int, typer.Option(help="Subject-wise cross-validation folds.", min=2)] = 6,
     target_specificity: Annotated[
         float, typer.Option(help="Pick the threshold for this specificity.", min=0.5, max=1)
-    ] = 0.96,
+    ] = 0.97,
+    simulate: Annotated[
+        int,
+        typer.Option(
+            help="Add this many simulated trials of each of the placement's simulator "
+            "motions (device_sim.motions); thresholds and figures stay the recordings'.",
+            min=0,
+        ),
+    ] = 0,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
     ] = None,
@@ -296,7 +304,7 @@ def train_fall_command(
         + " ".join(f"--data {d.name}" for d in data)
         + f" --hold-end {hold_end:g}"
         + (f" --resample {resample:g}" if resample else "")
-        + (f" --folds {folds} --target-specificity {target_specificity:g}")
+        + f" --folds {folds} --target-specificity {target_specificity:g} --simulate {simulate}"
     )
     card = train_placement(
         placement.code,
@@ -306,6 +314,7 @@ def train_fall_command(
         resample_hz=resample,
         folds=folds,
         target_specificity=target_specificity,
+        simulate=simulate,
         command=command,
         log=typer.echo,
     )

@@ -114,6 +114,29 @@ def load_traces(
     return traces, kept, errors
 
 
+SIM_PREFIX = "sim-"
+"""Subjects of simulated trials (:func:`simulated`) are named so."""
+
+
+def simulated(
+    names: Sequence[str], per_motion: int, *, people: int = 4, rate: float = 40.0, seed: int = SEED
+) -> tuple[list[Trace], list[Label]]:
+    """Simulated trials of ``names`` (:mod:`device_sim.motions`), randomly oriented, spread
+    over ``people`` simulated subjects so that cross-validation stays subject-wise."""
+    from device_sim.motions import motion
+
+    traces: list[Trace] = []
+    labels: list[Label] = []
+    for i, name in enumerate(names):
+        for k in range(per_motion):
+            rng = np.random.default_rng([seed, i, k])
+            _, xyz, info = motion(name, rng, rate=rate, orientation="random")
+            file = f"{SIM_PREFIX}{name}-{k}"
+            traces.append(Trace(file, xyz, rate))
+            labels.append(Label(file, f"{SIM_PREFIX}{k % people}", name, bool(info["expect_fall"])))
+    return traces, labels
+
+
 def collect(
     traces: Sequence[Trace],
     labels: Sequence[Label],
@@ -199,10 +222,14 @@ def cross_validate(
         oof[test_idx] = model.predict_proba(c.x[test_idx])[:, 1]
         per_fold.append({"subjects": sorted(set(groups[test_idx].tolist()))})
     score = trial_scores(c, oof)
-    threshold = pick_threshold(c.trials, score, target_specificity)
+    real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
+    sim = [i for i, t in enumerate(c.trials) if t.subject.startswith(SIM_PREFIX)]
+    # the threshold and the headline figures are the recorded people's
+    threshold = pick_threshold([c.trials[i] for i in real], score[real], target_specificity)
     for fold in per_fold:
-        sel = [i for i, t in enumerate(c.trials) if t.subject in fold["subjects"]]
+        sel = [i for i in real if c.trials[i].subject in fold["subjects"]]
         fold.update(rates([c.trials[i] for i in sel], score[sel], threshold))
+        fold["subjects"] = [p for p in fold["subjects"] if not p.startswith(SIM_PREFIX)]
     wrong: dict[str, list[int]] = {}
     for t, s in zip(c.trials, score, strict=True):
         entry = wrong.setdefault(t.code, [0, 0])
@@ -211,7 +238,8 @@ def cross_validate(
     return {
         "folds": k,
         "threshold": threshold,
-        **rates(c.trials, score, threshold),
+        **rates([c.trials[i] for i in real], score[real], threshold),
+        "simulated": rates([c.trials[i] for i in sim], score[sim], threshold) if sim else None,
         "per_fold": per_fold,
         "per_code": {code: {"trials": n, "wrong": w} for code, (n, w) in sorted(wrong.items())},
         "trial_scores": score,
@@ -252,6 +280,8 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         f"- Data: {', '.join(card['datasets'])}; {card['trials']} trials "
         f"({card['fall_trials']} falls, {card['adl_trials']} everyday activities), "
         f"{card['subjects']} people, {card['candidates']} impact candidates.",
+        f"- Simulated trials added: {card['simulated_per_motion']} per `device_sim.motions` "
+        f"motion of this placement, over 4 simulated people (their own folds).",
         f"- Trace extension: {card['hold_end_s']} s of the final posture (`--hold-end`); "
         f"resampled to {card['resample_hz']} Hz.",
         f"- Model: scikit-learn {card['sklearn']} GradientBoostingClassifier {card['params']}, "
@@ -262,7 +292,9 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         "",
         f"## Subject-wise {cv['folds']}-fold cross-validation (per trial)",
         "",
-        f"sensitivity {cv['sensitivity']:.4f}, specificity {cv['specificity']:.4f}",
+        f"Recorded people: sensitivity {cv['sensitivity']:.4f}, specificity "
+        f"{cv['specificity']:.4f}."
+        + (f" Simulated: {cv['simulated']}." if cv.get("simulated") else ""),
         "",
         "| held-out people | falls | everyday | sensitivity | specificity |",
         "|---|---|---|---|---|",
@@ -287,6 +319,7 @@ def train_placement(
     resample_hz: float | None = None,
     folds: int = 5,
     target_specificity: float = 0.97,
+    simulate: int = 0,
     seed: int = SEED,
     command: str = "",
     log: Any = print,
@@ -304,6 +337,13 @@ def train_placement(
         for err in errors:
             log(f"left out: {err}")
         traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
+        trials += kept
+    if simulate:
+        from device_sim.motions import MOTIONS
+
+        names = [n for n in MOTIONS if n.startswith(f"{placement.name.lower()}_")]
+        got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
+        traces += got
         trials += kept
     log(f"{len(traces)} trials read; collecting candidates ...")
     c = collect(traces, trials, hold_end_s=hold_end_s)
@@ -325,6 +365,7 @@ def train_placement(
         "fall_trials": sum(t.fall for t in trials),
         "adl_trials": sum(not t.fall for t in trials),
         "subjects": len({t.subject for t in trials}),
+        "simulated_per_motion": simulate,
         "candidates": len(c.x),
         "hold_end_s": hold_end_s,
         "resample_hz": resample_hz,
