@@ -17,7 +17,7 @@ from dashboards.report import report_command
 from device_sim.cli import app as sim_app
 from devices.cli import app as devices_app
 from escalation.cli import escalate_command, registry_app
-from evaluation.cli import evaluate_command, replay_app
+from evaluation.cli import evaluate_command, replay_app, train_fall_command
 from homecare import contract
 from homecare.runtime import (
     configure_logging,
@@ -36,6 +36,7 @@ contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices
 app.add_typer(contract_app, name="contract")
 app.add_typer(replay_app, name="replay")
 app.command("evaluate")(evaluate_command)
+app.command("train-fall")(train_fall_command)
 app.add_typer(sim_app)
 app.command("certify")(certify_command)
 app.add_typer(bench_app, name="bench")

@@ -31,6 +31,7 @@ from detectors.base import (
     ReadingBatch,
     Roster,
 )
+from detectors.fall_model import placement_code
 from homecare import contract
 from homecare.contract import Payload, Topic
 from homecare.frames import frame_columns
@@ -139,7 +140,7 @@ class Batcher:
                 columns = {Button.button: [], "seq": []}
                 name = BatchStream.BUTTON
             case _:
-                columns = {"battery": [], "interval_s": []}
+                columns = {"battery": [], "interval_s": [], "placement": []}
                 name = BatchStream.STATUS
         for topic, p in items:
             match p:
@@ -160,4 +161,8 @@ class Batcher:
                 case contract.DeviceStatus():
                     columns["battery"].append(p.battery)
                     columns["interval_s"].append(p.interval_s)
+                    # where a wearable is worn (Placement code); NaN: not a wearable
+                    wearable = topic.kind == contract.DeviceKind.WEARABLE
+                    code = float(placement_code(p.placement)) if wearable else _NAN
+                    columns["placement"].append(code)
         return self._reading(name, items, columns)

@@ -13,6 +13,9 @@ names the elder row (``elder``).
 * **battery_low** — from status reports and frames: below ``battery_low`` for
   ``battery_samples`` readings in a row; re-armed above ``battery_ok`` (a band, so a
   battery at the threshold warns once, not on every reading).
+* **placement_unknown** — a wearable's status report does not say where it is worn
+  (wrist, chest or waist): the fall detector then decides the most careful way, and the
+  device desk should set it. Once per device; re-armed by a report that says.
 * **not_worn** — a wearable streams (a frame within ``streaming_s``: one on its charger
   sends none), but shows neither movement (``mag_std`` at least
   ``worn_g``, above sensor noise: a body breathes) nor a heart rate for the care level's
@@ -78,7 +81,7 @@ class DeviceHealthDetector:
     _DEVICE: ClassVar[dict[str, float | int | bool]] = {
         "elder": -1, "last_seen": np.nan, "period": np.inf, "last_will": False,
         "offline": False, "wearable": False, "last_worn": np.nan, "unworn": False,
-        "last_frame": np.nan,
+        "last_frame": np.nan, "unplaced": False,
     }  # fmt: skip
     _ELDER: ClassVar[dict[str, float | int | bool]] = {
         "in_bed": False, "last_up": -np.inf, "bed_ts": -np.inf,
@@ -98,6 +101,7 @@ class DeviceHealthDetector:
         self.last_worn = np.zeros(0)  # last frame with movement or a heart rate
         self.unworn = np.zeros(0, bool)  # reported not worn, not re-armed
         self.last_frame = np.zeros(0)  # last wearable frame
+        self.unplaced = np.zeros(0, bool)  # reported placement unknown, not re-armed
         self.battery = Hysteresis(1, s.battery_samples)
         self.in_bed = np.zeros(0, bool)  # per elder: the bed's last presence
         self.last_up = np.zeros(0)  # per elder: last door event or getting out of bed
@@ -172,6 +176,8 @@ class DeviceHealthDetector:
                 declared = batch.column("interval_s")
                 declared = np.where(np.isnan(declared), s.status_period_s, declared)
                 self.period[dev] = np.minimum(self.period[dev], declared)
+                if "placement" in batch.values:
+                    found += self._placement(dev, ts, batch.column("placement"))
         if "battery" in batch.values:
             found += self._battery(dev, ts, batch.column("battery"))
         return found
@@ -190,6 +196,18 @@ class DeviceHealthDetector:
                         {"battery": float(level[sel[i]])})
             for i in idx[new[:, 0]]
         ]  # fmt: skip
+
+    def _placement(
+        self, dev: Rows, ts: npt.NDArray[np.float64], code: npt.NDArray[np.float64]
+    ) -> list[Detection]:
+        """Wearables (code not NaN) whose placement is unknown (code 0), once each."""
+        wearable = ~np.isnan(code)
+        self.unplaced[dev[wearable & (code > 0)]] = False
+        new = np.flatnonzero(wearable & (code == 0) & ~self.unplaced[dev])
+        new = new[np.unique(dev[new], return_index=True)[1]]  # once per device
+        self.unplaced[dev[new]] = True
+        return [self._found("placement_unknown", int(dev[i]), float(ts[i]), {"placement": 0.0})
+                for i in new]  # fmt: skip
 
     def _found(self, kind: str, device: int, ts: float, evidence: dict[str, float]) -> Detection:
         return Detection(kind, int(self.elder[device]), ts, Severity.INFO, evidence, device)

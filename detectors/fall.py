@@ -51,16 +51,29 @@ run only for rows whose raw magnitude reached ``impact_g`` or that await stillne
 
 from __future__ import annotations
 
+import itertools
 import math
+from collections.abc import Callable
 from typing import ClassVar
 
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import AccelBatch, Detection, Floats, Rows, RowState, Severity, waves
+from detectors.base import (
+    AccelBatch,
+    BatchStream,
+    Detection,
+    Floats,
+    ReadingBatch,
+    Rows,
+    RowState,
+    Severity,
+    waves,
+)
+from detectors.fall_model import FallModels, Placement
 from homecare.thresholds import FallSettings
 
-__all__ = ["FallDetector", "FallSettings", "confirms", "resample"]
+__all__ = ["FallDetector", "FallSettings", "confirms", "decide", "resample"]
 
 _EPS = 1e-6
 
@@ -77,6 +90,36 @@ def confirms(
         & (evidence["still_fraction"] >= s.still_fraction)
         & (evidence["activity_g"] >= s.offbody_g)
     )
+
+
+def decide(
+    evidence: dict[str, npt.NDArray[np.float64]],
+    placement: npt.NDArray[np.int8],
+    models: FallModels,
+    s: FallSettings,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64]]:
+    """Which candidates are falls, and each one's model score (NaN: decided by the rules).
+
+    A placement with a model decides by its score (a device in free flight or not worn
+    never counts); one without decides by the rules. An unknown placement is decided the
+    most careful way: a fall if the rules or any placement's model say so.
+    """
+    rules = confirms(evidence, s)
+    worn = (evidence["flight_s"] < s.drop_s) & (evidence["activity_g"] >= s.offbody_g)
+    ok = rules.copy()
+    score = np.full(len(rules), np.nan)
+    unknown = placement == Placement.UNKNOWN
+    for p, model in models.by_placement.items():
+        mine = np.flatnonzero((placement == p) | unknown)
+        if not len(mine):
+            continue
+        got = model.score({k: v[mine] for k, v in evidence.items()})
+        yes = worn[mine] & (got >= model.threshold)
+        own = placement[mine] == p
+        ok[mine[own]] = yes[own]
+        ok[mine[~own]] |= yes[~own]
+        score[mine] = np.fmax(score[mine], got)
+    return ok, score
 
 
 def resample(
@@ -115,6 +158,11 @@ def _box(x: npt.NDArray[np.float32], k: int) -> npt.NDArray[np.float32]:
     return (out / div).astype(np.float32)
 
 
+_SEGMENTS = ((-3.0, -2.0), (-2.0, -1.0), (-1.0, -0.5), (-0.5, 0.0), (0.0, 0.5), (0.5, 1.0))
+"""Spans (s from the impact) described by their magnitude mean, spread (orientation-free:
+the root of the acceleration vector's total variance) and turn from the span before."""
+
+
 def _angle_deg(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
     cos = (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1) + _EPS)
     deg: npt.NDArray[np.float64] = np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
@@ -125,18 +173,38 @@ class FallDetector(RowState):
     """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
 
     kind: ClassVar[str] = "fall"
-    streams: ClassVar[frozenset[str]] = frozenset({AccelBatch.stream})
+    streams: ClassVar[frozenset[str]] = frozenset({AccelBatch.stream, BatchStream.STATUS})
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
         "ring": 0.0, "pos": 0, "filled": 0, "last_end": -np.inf, "prev": 0.0, "tail2": 1.0,
         "pending": False, "unscored": False, "last_impact": 0.0, "impact_t": 0.0,
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
+        "shape": 0.0, "placement": 0, "kept_peak": 0.0,
     }  # fmt: skip
-    _SCRATCH: ClassVar[tuple[str, ...]] = ("_sq", "_mag2")
-    """Buffers reused between batches: not state (:mod:`detectors.snapshot` skips them)."""
+    _SHAPE: ClassVar[tuple[str, ...]] = (
+        "raw_peak_g", "pre_mean_g", "pre_std_g", "impact_std_g", "post_std_g", "jerk_gps",
+        "above2_s", "turn_deg", "energy_g", "min_g", "dip_lead_s", "pre_busy_s",
+        *(f"{stat}_{i}" for i in range(len(_SEGMENTS)) for stat in ("mean", "spread")),
+        *(f"swing_{i}" for i in range(1, len(_SEGMENTS))),
+    )  # fmt: skip
+    """The second stage's features of the impact's shape, kept per row in ``shape``."""
+    _SCRATCH: ClassVar[tuple[str, ...]] = ("_sq", "_mag2", "models")
+    """Buffers reused between batches and the models (configuration): not state
+    (:mod:`detectors.snapshot` skips them)."""
 
-    def __init__(self, settings: FallSettings | None = None) -> None:
+    def __init__(
+        self,
+        settings: FallSettings | None = None,
+        models: FallModels | None = None,
+        *,
+        candidates: bool = False,
+    ) -> None:
+        """``models``: the second stage per placement (default: the shipped ones).
+        ``candidates``: report every decided candidate (kind ``fall_candidate``, with its
+        features and ``fall`` 1/0) instead of falls only, for training."""
         s = self.settings = settings or FallSettings()
+        self.models = models if models is not None else FallModels.load()
+        self.candidates = candidates
         self.rate = s.rate_hz
         self.hist_len = math.ceil(s.history_s * s.rate_hz) + 1
         self.k_impact = max(1, round(s.impact_window_s * s.rate_hz))
@@ -165,12 +233,31 @@ class FallDetector(RowState):
         self.acc_vec = np.zeros((0, 3))
         self.acc_still = np.zeros(0)
         self.acc_act = np.zeros(0)
+        self.shape = np.zeros((0, len(self._SHAPE)))
+        self.placement = np.zeros(0, np.int8)  # Placement code, from status reports
+        self.kept_peak = np.zeros(0)  # impact of the scored candidate a new impact follows
 
     def tick(self, now: float) -> list[Detection]:
         """Nothing fires on time alone: a fall is decided when its stillness window ends."""
         return []
 
-    def update(self, batch: AccelBatch) -> list[Detection]:
+    def place(self, rows: Rows, placement: npt.NDArray[np.integer] | int) -> None:
+        """Set where the wearables of ``rows`` are worn (:class:`Placement` codes)."""
+        if len(rows) == 0:
+            return
+        top = int(np.max(rows)) + 1
+        if top > len(self.pending):
+            self._grow(top)
+        self.placement[rows] = placement
+
+    def update(self, batch: AccelBatch | ReadingBatch) -> list[Detection]:
+        if isinstance(batch, ReadingBatch):
+            # status reports: a wearable's placement (NaN for beds and doors)
+            if "placement" in batch.values:
+                code = batch.column("placement")
+                known = ~np.isnan(code)
+                self.place(batch.rows[known], code[known].astype(np.int8))
+            return []
         if len(batch.rows) == 0:
             return []
         top = int(batch.rows.max()) + 1
@@ -266,6 +353,11 @@ class FallDetector(RowState):
         rows, t0, crossed = rows[hit], t0[hit], crossed[hit]
         last = crossed.shape[1] - 1 - np.argmax(crossed[:, ::-1], axis=1)  # sample in frame
         self.last_impact[rows] = t0 + last / self.rate
+        # a candidate already scored keeps its scores unless a stronger impact follows
+        scored = self.pending[rows] & ~self.unscored[rows]
+        self.kept_peak[rows] = np.where(
+            scored, self.peak_g[rows], np.where(self.pending[rows], self.kept_peak[rows], 0.0)
+        )
         self.win_start[rows] = self.last_impact[rows] + s.settle_s
         self.win_end[rows] = self.win_start[rows] + s.still_window_s
         self.pending[rows] = True
@@ -274,7 +366,9 @@ class FallDetector(RowState):
             getattr(self, name)[rows] = 0
 
     def _score(self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats) -> None:
-        """Score impact, free-fall dip, free flight and posture before, from the history."""
+        """Score impact, free-fall dip, free flight and posture before, from the history;
+        a weaker impact after a scored one only restarts the stillness window (the hand
+        landing after the body, moving on the floor)."""
         s = self.settings
         r = self.rate
         x = self._history(rows, frames)
@@ -286,6 +380,11 @@ class FallDetector(RowState):
         back = round(s.impact_lookback_s * r)
         look = np.clip(last[:, None] + np.arange(-back, 1), 0, x.shape[1] - 1)
         peak_at = look[ar, np.argmax(smooth[ar[:, None], look], axis=1)]
+        self.unscored[rows] = False
+        stronger = smooth[ar, peak_at] >= self.kept_peak[rows]
+        if not stronger.all():
+            rows, t_of, x, mag, smooth = (v[stronger] for v in (rows, t_of, x, mag, smooth))
+            peak_at, ar = peak_at[stronger], np.arange(len(rows))
         impact = np.clip(peak_at - self.k_impact // 2, 0, None)  # centre of the window
         # free-fall dip and free flight in the second before the impact
         ff = _box(mag, self.k_freefall)
@@ -300,7 +399,68 @@ class FallDetector(RowState):
         self.peak_g[rows] = smooth[ar, peak_at]
         self.freefall_g[rows] = ff[ar[:, None], dip].min(axis=1)
         self.flight_s[rows] = (mag[ar[:, None], dip] < s.drop_g).sum(axis=1) / r
-        self.unscored[rows] = False
+        self.shape[rows] = self._shape(x, mag, impact, self.pre_vec[rows])
+
+    def _shape(
+        self,
+        x: Floats,
+        mag: Floats,
+        impact: npt.NDArray[np.int64],
+        pre_vec: npt.NDArray[np.float64],
+    ) -> npt.NDArray[np.float64]:
+        """The impact's shape (``_SHAPE``), orientation-free, around sample ``impact``."""
+        r = self.rate
+        last = x.shape[1] - 1
+        ar = np.arange(len(impact))[:, None]
+
+        def span(a: float, b: float) -> npt.NDArray[np.int64]:
+            idx = impact[:, None] + np.arange(round(a * r), round(b * r) + 1)
+            out: npt.NDArray[np.int64] = np.clip(idx, 0, last)
+            return out
+
+        pre = mag[ar, span(-2.5, -0.5)].astype(np.float64)
+        near = span(-0.5, 0.5)
+        post = mag[ar, span(0.5, 1.0)].astype(np.float64)
+        d = np.diff(x[ar, near], axis=1)
+        jerk = np.sqrt(np.einsum("fnk,fnk->fn", d, d)).max(axis=1) * r
+        after = x[ar, span(0.5, 1.0)].mean(axis=1, dtype=np.float64)
+        lead = mag[ar, span(-1.0, 0.0)].astype(np.float64)
+        dip = _box(mag, max(1, round(0.1 * r)))[ar, span(-1.0, 0.0)]
+        return np.stack(
+            [
+                mag[ar, near].max(axis=1),
+                pre.mean(axis=1),
+                pre.std(axis=1),
+                mag[ar, near].std(axis=1, dtype=np.float64),
+                post.std(axis=1),
+                jerk,
+                (mag[ar, span(-2.0, 1.0)] > 2.0).sum(axis=1) / r,
+                _angle_deg(pre_vec, after),
+                np.abs(lead - 1.0).mean(axis=1),
+                lead.min(axis=1),
+                (dip.shape[1] - 1 - np.argmin(dip, axis=1)) / r,
+                (np.abs(mag[ar, span(-4.0, -1.0)] - 1.0) > 0.3).sum(axis=1) / r,
+                *self._segments(x, mag, span),
+            ],
+            axis=1,
+        )
+
+    @staticmethod
+    def _segments(
+        x: Floats, mag: Floats, span: Callable[[float, float], npt.NDArray[np.int64]]
+    ) -> list[npt.NDArray[np.float64]]:
+        ar = np.arange(len(x))[:, None]
+        out: list[npt.NDArray[np.float64]] = []
+        means: list[npt.NDArray[np.float64]] = []
+        for a, b in _SEGMENTS:
+            idx = span(a, b)
+            seg = x[ar, idx].astype(np.float64)
+            mean = seg.mean(axis=1)
+            spread = np.sqrt(np.maximum((seg**2).sum(-1).mean(1) - (mean**2).sum(-1), 0))
+            out += [mag[ar, idx].mean(axis=1, dtype=np.float64), spread]
+            means.append(mean)
+        out += [_angle_deg(a, b) for a, b in itertools.pairwise(means)]
+        return out
 
     def _stillness(
         self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats, mag2: Floats
@@ -334,16 +494,27 @@ class FallDetector(RowState):
             "still_fraction": np.where(self.acc_n[rows] > 0, self.acc_still[rows] / got, 0),
             "activity_g": self.acc_act[rows] / got,
         }
-        ok = confirms(evidence, s)
+        shape = self.shape[rows]
+        features = evidence | {name: shape[:, j] for j, name in enumerate(self._SHAPE)}
+        placement = self.placement[rows]
+        ok, score = decide(features, placement, self.models, s)
+        # the rules' stages stay the explanation; the score says what the model made of them
+        evidence["rules"] = confirms(evidence, s).astype(np.float64)
+        evidence["model_score"] = score
+        evidence["placement"] = placement.astype(np.float64)
+        if self.candidates:
+            evidence = features | evidence | {"fall": ok.astype(np.float64)}
         return [
             Detection(
-                kind=self.kind,
+                kind="fall_candidate" if self.candidates else self.kind,
                 row=int(rows[i]),
                 ts=float(self.impact_t[rows[i]]),
                 severity=Severity.CRITICAL,
-                evidence={k: round(float(v[i]), 4) for k, v in evidence.items()},
+                evidence={
+                    k: round(float(v[i]), 4) for k, v in evidence.items() if not np.isnan(v[i])
+                },
             )
-            for i in np.flatnonzero(ok)
+            for i in (range(len(rows)) if self.candidates else np.flatnonzero(ok))
         ]
 
     def _remember(self, rows: Rows, frames: Floats) -> None:

@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MOTIONS", "motion", "random_rotation"]
+__all__ = ["MOTIONS", "WRIST_MOTIONS", "motion", "random_rotation"]
 
 FS = 500.0
 """Internal rate (Hz) before averaging down to the device rate."""
@@ -114,6 +114,29 @@ class _Timeline:
         for k in np.arange(t0, t1, 1 / step_hz):
             self.pulse(float(k), float(self.rng.uniform(0.08, 0.13)),
                        strike_g * float(self.rng.uniform(0.8, 1.2)))  # fmt: skip
+
+    def swing(
+        self, t0: float, t1: float, hz: float, deg: float, accel_g: float, axis: Array | None = None
+    ) -> None:
+        """The forearm swinging about ``axis`` (the sensor's x by default) by ±``deg`` at
+        ``hz`` around its current direction, with the swing's own ±``accel_g`` along y."""
+        span = self._span(t0, t1)
+        phase = 2 * np.pi * hz * (self.t[span] - t0)
+        angle = np.radians(deg) * np.sin(phase)
+        k = np.array([1.0, 0.0, 0.0]) if axis is None else axis / np.linalg.norm(axis)
+        v = self.up[span]
+        # Rodrigues' rotation of each up vector about k
+        cos, sin = np.cos(angle)[:, None], np.sin(angle)[:, None]
+        rot = v * cos + np.cross(k, v) * sin + k * (v @ k)[:, None] * (1 - cos)
+        self.up[span] = rot / np.linalg.norm(rot, axis=1, keepdims=True)
+        self.extra[span, 1] += accel_g * np.cos(phase)
+        self.extra[span, 2] += 0.3 * accel_g * np.sin(2 * phase)  # centripetal, twice a swing
+
+    def spike(self, t0: float, width: float, amp: float, direction: Array) -> None:
+        """A sharp impact of ``amp`` g along ``direction`` (a hand striking something)."""
+        span = self._span(t0, t0 + width)
+        d = direction / np.linalg.norm(direction)
+        self.extra[span] += amp * np.sin(np.pi * (self.t[span] - t0) / width)[:, None] * d
 
     def still(self, t0: float, level_g: float) -> None:
         """From ``t0`` on, micro-motion of ``level_g`` per axis (sensor noise if tiny)."""
@@ -341,6 +364,133 @@ def _device_thrown(rng: np.random.Generator) -> tuple[_Timeline, Info]:
     return _device(rng, throw=True)
 
 
+# --- on the wrist: the sensor turns with the forearm, the hand strikes things -------------
+
+
+def _unit(rng: np.random.Generator) -> Array:
+    v = rng.standard_normal(3)
+    return v / np.linalg.norm(v)
+
+
+def _wrist_fall(rng: np.random.Generator, side: str) -> tuple[_Timeline, Info]:
+    """A fall seen from the wrist: the arm swings while walking, flails in the fall, the
+    hand hits the floor (sharp) with the body, then lies wherever it landed."""
+    pre = rng.uniform(5, 8)
+    tl = _Timeline(pre + 30, rng)
+    step = rng.uniform(1.8, 2.0)
+    tl.posture(0, 0.1, _tilt(rng.uniform(0, 25), rng.uniform(0, 2 * np.pi)))
+    tl.walk(0, pre, step, rng.uniform(0.2, 0.4), rng.uniform(0.1, 0.2))
+    tl.swing(0, pre, step / 2, rng.uniform(15, 35), rng.uniform(0.2, 0.5))
+    dip_s, dip_g = rng.uniform(0.3, 0.5), rng.uniform(0.2, 0.7)
+    tl.pulse(pre, dip_s, dip_g - 1.0)
+    impact = pre + dip_s
+    tl.posture(pre - 0.3, impact + 0.1, _unit(rng))  # the arm reaches out: any direction
+    peak, width = rng.uniform(2.5, 6.0), rng.uniform(0.1, 0.25)
+    tl.pulse(impact - width / 2, width, peak - 1.0)
+    tl.spike(impact - 0.02, rng.uniform(0.01, 0.03), rng.uniform(3, 10), _unit(rng))
+    tl.pulse(impact + width / 2 + 0.05, rng.uniform(0.1, 0.2), rng.uniform(0.2, 0.8))
+    if side != "stay":  # the arm is moved once more, then lies on the floor
+        tl.posture(impact + 0.6, impact + 1.2, _unit(rng))
+    tl.still(impact + 1.5, rng.uniform(0.004, 0.012))
+    return tl, {"label": "fall", "expect_fall": True, "impact_t": impact, "peak_g": peak,
+                "freefall_g": dip_g, "placement": "wrist"}  # fmt: skip
+
+
+def _wrist_fall_forward(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _wrist_fall(rng, "move")
+
+
+def _wrist_fall_sideways(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    return _wrist_fall(rng, "stay")
+
+
+def _wrist_adl(tl: _Timeline, impact: float | None = None) -> tuple[_Timeline, Info]:
+    return tl, {"label": "adl", "expect_fall": False, "impact_t": impact, "placement": "wrist"}
+
+
+def _wrist_walk(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Walking with the arm swinging at half the step rate."""
+    tl = _Timeline(35, rng)
+    step = rng.uniform(1.7, 2.1)
+    tl.posture(0, 0.1, _tilt(rng.uniform(0, 25), rng.uniform(0, 2 * np.pi)))
+    end = rng.uniform(20, 34)
+    tl.walk(1, end, step, rng.uniform(0.2, 0.5), rng.uniform(0.1, 0.2))
+    tl.swing(1, end, step / 2, rng.uniform(15, 40), rng.uniform(0.2, 0.6))
+    return _wrist_adl(tl)
+
+
+def _wrist_gestures(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Talking with the hands: the forearm turns to a new direction every second or so."""
+    tl = _Timeline(30, rng)
+    t = 1.0
+    while t < 25:
+        dt = rng.uniform(0.3, 1.2)
+        tl.posture(t, t + dt, _tilt(rng.uniform(20, 120), rng.uniform(0, 2 * np.pi)))
+        tl.pulse(t, dt, rng.uniform(-0.3, 0.6))
+        t += dt + rng.uniform(0.1, 1.0)
+    tl.still(t, 0.01)
+    return _wrist_adl(tl)
+
+
+def _wrist_clapping(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Clapping 2–4 times a second for a few seconds: sharp palm-to-palm impacts."""
+    tl = _Timeline(25, rng)
+    t0 = rng.uniform(3, 6)
+    tl.posture(t0 - 0.8, t0 - 0.2, _tilt(rng.uniform(60, 110), rng.uniform(0, 2 * np.pi)))
+    hz, n = rng.uniform(2.0, 4.0), int(rng.integers(6, 20))
+    palm = _unit(rng)
+    tl.swing(t0, t0 + n / hz, hz, rng.uniform(5, 20), rng.uniform(0.5, 1.5))
+    for k in range(n):
+        tl.spike(t0 + k / hz, rng.uniform(0.008, 0.025), rng.uniform(3, 9), palm)
+    tl.posture(t0 + n / hz, t0 + n / hz + 0.8, _tilt(rng.uniform(0, 30), rng.uniform(0, 6.3)))
+    tl.still(t0 + n / hz + 1.0, 0.008)
+    return _wrist_adl(tl, t0)
+
+
+def _wrist_waving(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Waving a hand above the shoulder, 1.5–3 times a second, then lowering the arm."""
+    tl = _Timeline(25, rng)
+    t0 = rng.uniform(3, 6)
+    tl.posture(t0 - 1.0, t0, _tilt(rng.uniform(140, 180), rng.uniform(0, 2 * np.pi)))
+    dur = rng.uniform(2, 8)
+    tl.swing(t0, t0 + dur, rng.uniform(1.5, 3.0), rng.uniform(25, 50), rng.uniform(0.6, 1.8),
+             axis=_unit(rng))  # fmt: skip
+    tl.posture(t0 + dur, t0 + dur + 1.0, _tilt(rng.uniform(0, 30), rng.uniform(0, 6.3)))
+    tl.still(t0 + dur + 1.2, 0.01)
+    return _wrist_adl(tl, t0)
+
+
+def _wrist_table_hit(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Hitting a table with the hand (in anger or to swat a fly): a quick raise, 1–3 hard
+    strikes, then the hand rests on the table."""
+    tl = _Timeline(25, rng)
+    t0 = rng.uniform(4, 7)
+    flat = _tilt(rng.uniform(60, 100), rng.uniform(0, 2 * np.pi))
+    tl.posture(0, 0.1, flat)
+    down = -flat + rng.normal(0, 0.2, 3)
+    for k in range(int(rng.integers(1, 4))):
+        t = t0 + k * rng.uniform(0.4, 0.8)
+        tl.pulse(t - 0.3, 0.25, rng.uniform(0.4, 1.2))  # the raise and the swing down
+        tl.spike(t, rng.uniform(0.008, 0.02), rng.uniform(4, 12), down)
+    tl.still(t0 + 2.5, rng.uniform(0.003, 0.008))  # resting on the table
+    return _wrist_adl(tl, t0)
+
+
+def _wrist_dressing(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """Putting on or taking off a jacket: the arm pushed through a sleeve, turned far,
+    jerked, then hanging again."""
+    tl = _Timeline(30, rng)
+    t = rng.uniform(2, 4)
+    for _ in range(int(rng.integers(3, 7))):
+        dt = rng.uniform(0.4, 1.2)
+        tl.posture(t, t + dt, _unit(rng))
+        tl.pulse(t + dt * 0.5, rng.uniform(0.1, 0.3), rng.uniform(0.5, 1.8))
+        t += dt + rng.uniform(0.2, 0.8)
+    tl.posture(t, t + 1.0, _tilt(rng.uniform(0, 25), rng.uniform(0, 6.3)))
+    tl.still(t + 1.2, 0.01)
+    return _wrist_adl(tl)
+
+
 MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
     "fall_forward": _fall_forward,
     "fall_backward": _fall_backward,
@@ -358,8 +508,19 @@ MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
     "jump": _jump,
     "device_dropped": _device_dropped,
     "device_thrown": _device_thrown,
+    "wrist_fall_forward": _wrist_fall_forward,
+    "wrist_fall_sideways": _wrist_fall_sideways,
+    "wrist_walk": _wrist_walk,
+    "wrist_gestures": _wrist_gestures,
+    "wrist_clapping": _wrist_clapping,
+    "wrist_waving": _wrist_waving,
+    "wrist_table_hit": _wrist_table_hit,
+    "wrist_dressing": _wrist_dressing,
 }
-"""Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall."""
+"""Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall.
+The ``wrist_`` ones are seen by a watch (``info["placement"]`` is ``wrist``); the others
+by a pendant or a belt clip."""
+WRIST_MOTIONS = tuple(n for n in MOTIONS if n.startswith("wrist_"))
 
 
 def motion(

@@ -156,6 +156,21 @@ class AccessError(ConfigError):
     """A provisioning request that cannot be carried out; the message says why."""
 
 
+WEAR_PLACEMENTS = ("wrist", "chest", "waist", "pendant", "belt", "unknown")
+"""What ``--placement`` takes for a wearable (as the status report's ``placement``)."""
+
+
+def _check_placement(placement: str | None, kind: DeviceKind) -> str | None:
+    if placement is None:
+        return None
+    if kind != DeviceKind.WEARABLE:
+        raise AccessError(f"placement {placement!r} is for wearables, not a {kind} sensor")
+    if placement not in WEAR_PLACEMENTS:
+        raise AccessError(f"placement must be one of {', '.join(WEAR_PLACEMENTS)}, "
+                          f"got {placement!r}")  # fmt: skip
+    return placement
+
+
 @dataclass(frozen=True)
 class DeviceGrant:
     """A device's place in the subject tree, and the subjects its JWT allows."""
@@ -164,6 +179,8 @@ class DeviceGrant:
     site: str
     elder: str
     kind: DeviceKind
+    placement: str | None = None
+    """Where a wearable is worn (:data:`WEAR_PLACEMENTS`); its status reports say so too."""
 
     @property
     def publish(self) -> str:
@@ -272,7 +289,7 @@ class BrokerAccess:
 
     def devices(self) -> list[DeviceGrant]:
         return [
-            DeviceGrant(device, v["site"], v["elder"], DeviceKind(v["kind"]))
+            DeviceGrant(device, v["site"], v["elder"], DeviceKind(v["kind"]), v.get("placement"))
             for device, v in sorted(self._registry()["devices"].items())
         ]
 
@@ -379,21 +396,26 @@ class BrokerAccess:
         return Credentials(name, jwt, creds)
 
     def provision(
-        self, device: str, *, site: str, elder: str, kind: DeviceKind | str
+        self, device: str, *, site: str, elder: str, kind: DeviceKind | str,
+        placement: str | None = None,
     ) -> tuple[DeviceGrant, Credentials]:
-        """Register a device: its grant and its bearer JWT (shown once, never stored)."""
-        [done] = self.provision_many([(device, site, elder, kind)])
-        return done
+        """Register a device: its grant and its bearer JWT (shown once, never stored);
+        a wearable may say where it is worn."""
+        [done] = self.provision_many([(device, site, elder, kind, placement)])
+        return done  # fmt: skip
 
     def provision_many(
-        self, devices: Iterable[tuple[str, str, str, DeviceKind | str]]
+        self,
+        devices: Iterable[tuple[str, str, str, DeviceKind | str]
+                          | tuple[str, str, str, DeviceKind | str, str | None]],
     ) -> list[tuple[DeviceGrant, Credentials]]:
-        """Register devices (id, site, elder, kind) with one write of the registry: a
-        city's roll-out. All or none: one bad row refuses the batch."""
+        """Register devices (id, site, elder, kind[, placement]) with one write of the
+        registry: a city's roll-out. All or none: one bad row refuses the batch."""
         grants = [
-            DeviceGrant(_check_id(device, "device"), _check_id(site, "site"),
-                        _check_id(elder, "elder"), DeviceKind(kind))
-            for device, site, elder, kind in devices
+            DeviceGrant(_check_id(row[0], "device"), _check_id(row[1], "site"),
+                        _check_id(row[2], "elder"), DeviceKind(row[3]),
+                        _check_placement(row[4] if len(row) > 4 else None, DeviceKind(row[3])))
+            for row in devices
         ]  # fmt: skip
         done: list[tuple[DeviceGrant, Credentials, str]] = []
         account = self.account
@@ -416,6 +438,8 @@ class BrokerAccess:
                     "site": grant.site, "elder": grant.elder, "kind": str(grant.kind),
                     "key": key,
                 }  # fmt: skip
+                if grant.placement is not None:
+                    registry["devices"][grant.device]["placement"] = grant.placement
             self._save(registry)
         return [(grant, credentials) for grant, credentials, _ in done]
 
@@ -451,7 +475,8 @@ class BrokerAccess:
             self._save(registry)
         if entry is None:
             return None
-        return DeviceGrant(name, entry["site"], entry["elder"], DeviceKind(entry["kind"]))
+        return DeviceGrant(name, entry["site"], entry["elder"], DeviceKind(entry["kind"]),
+                           entry.get("placement"))  # fmt: skip
 
     def describe(self) -> dict[str, object]:
         """The registry as data (no secrets), for ``homecare devices list``."""

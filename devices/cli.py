@@ -142,6 +142,8 @@ def _connection(
         info["last_will"] = {"topic": grant.topic(Stream.AVAILABILITY), "payload": "offline",
                              "qos": 1, "retain": True}  # fmt: skip
         info["subscribe"] = grant.command
+        if grant.placement is not None:
+            info["placement"] = grant.placement  # what its status reports must say
     return info
 
 
@@ -153,12 +155,16 @@ def provision(
     site: Annotated[str | None, typer.Option(help="Site id (default: settings).")] = None,
     url: Annotated[str | None, typer.Option(help="Broker URL devices use.")] = None,
     folder: DirOption = None,
+    placement: Annotated[
+        str | None,
+        typer.Option(help="A wearable: where it is worn (wrist, chest, waist; pendant, belt)."),
+    ] = None,
 ) -> None:
     """Register DEVICE and print what the installer needs (its JWT, shown once)."""
     settings, access = _access(folder)
     try:
         grant, credentials = access.provision(
-            device, site=site or settings.site, elder=elder, kind=kind
+            device, site=site or settings.site, elder=elder, kind=kind, placement=placement
         )
     except AccessError as exc:
         raise _fail(exc) from exc
@@ -168,7 +174,9 @@ def provision(
 
 @app.command("provision-batch")
 def provision_batch(
-    csv_file: Annotated[Path, typer.Argument(help="CSV with columns device,site,elder,kind.")],
+    csv_file: Annotated[
+        Path, typer.Argument(help="CSV with columns device,site,elder,kind[,placement].")
+    ],
     url: Annotated[str | None, typer.Option(help="Broker URL devices use.")] = None,
     folder: DirOption = None,
 ) -> None:
@@ -179,7 +187,8 @@ def provision_batch(
     settings, access = _access(folder)
     try:
         with csv_file.open(newline="") as f:
-            rows = [(r["device"], r["site"], r["elder"], r["kind"]) for r in csv.DictReader(f)]
+            rows = [(r["device"], r["site"], r["elder"], r["kind"], r.get("placement") or None)
+                    for r in csv.DictReader(f)]  # fmt: skip
         done = access.provision_many(rows)
     except (AccessError, OSError, KeyError, ValueError) as exc:
         raise _fail(exc) from exc

@@ -47,6 +47,7 @@ _WHAT: dict[str, str] = {
     "offline": "{name}'s alarm device has stopped sending",
     "device_offline": "{name}'s alarm device has stopped sending",
     "not_worn": "{name} is not wearing the alarm pendant",
+    "placement_unknown": "{name}'s alarm wearable does not say where it is worn",
 }
 _DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s")
 

@@ -17,6 +17,7 @@ from typing import Annotated
 import typer
 
 from detectors.fall import FallSettings
+from detectors.fall_model import Placement, placement_code
 from homecare.runtime import load_settings
 
 replay_app = typer.Typer(
@@ -27,6 +28,22 @@ replay_app = typer.Typer(
 class Units(StrEnum):
     G = "g"
     MS2 = "ms2"
+
+
+class WornAt(StrEnum):
+    """Where the recorded wearable was worn (the fall detector's model for it)."""
+
+    WRIST = "wrist"
+    CHEST = "chest"
+    WAIST = "waist"
+    UNKNOWN = "unknown"
+
+    @property
+    def code(self) -> Placement:
+        return placement_code(self.value)
+
+
+PLACEMENT_HELP = "Where the wearable was worn: wrist, chest (pendant), waist (belt) or unknown."
 
 
 @replay_app.command("accel")
@@ -45,6 +62,7 @@ def replay_accel(
     still_window: Annotated[
         float | None, typer.Option(help="Stillness window in seconds (default 10).", min=1)
     ] = None,
+    placement: Annotated[WornAt, typer.Option(help=PLACEMENT_HELP)] = WornAt.UNKNOWN,
 ) -> None:
     """Replay accelerometer traces through the fall detector; one JSON line per event."""
     from evaluation.replay import replay_files
@@ -55,7 +73,12 @@ def replay_accel(
             {**settings.model_dump(), "still_window_s": still_window}
         )
     events, errors = replay_files(
-        files, units=units.value, rate=rate, settings=settings, hold_end_s=hold_end
+        files,
+        units=units.value,
+        rate=rate,
+        settings=settings,
+        hold_end_s=hold_end,
+        placement=placement.code,
     )
     for error in errors:
         typer.echo(f"error: {error}", err=True)
@@ -84,6 +107,24 @@ def evaluate_command(
     resample: Annotated[
         float | None, typer.Option("--resample", help="Resample every trace to HZ.", min=1)
     ] = None,
+    placement: Annotated[
+        WornAt, typer.Option("--placement", help="With --replay-dir: " + PLACEMENT_HELP)
+    ] = WornAt.UNKNOWN,
+    cv: Annotated[
+        int | None,
+        typer.Option(
+            "--cv",
+            help="With --replay-dir: subject-wise K-fold cross-validation of the learned "
+            "stage for --placement (train on some people, score the others).",
+            min=2,
+        ),
+    ] = None,
+    target_specificity: Annotated[
+        float,
+        typer.Option(
+            help="With --cv: the threshold is picked for this specificity.", min=0.5, max=1
+        ),
+    ] = 0.96,
     elders: Annotated[int, typer.Option(help="Simulated cohort: elders.", min=1)] = 100,
     days: Annotated[float, typer.Option(help="Simulated cohort: days.", min=0.1)] = 30.0,
     seed: Annotated[int, typer.Option(help="Simulated cohort: seed.")] = 0,
@@ -131,7 +172,10 @@ def evaluate_command(
     if labels is None:
         typer.echo("error: --replay-dir needs --labels", err=True)
         raise typer.Exit(2)
-    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out)
+    if cv is not None:
+        evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out)
+        return
+    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code)
 
 
 def _utc(moment: datetime) -> datetime:
@@ -146,6 +190,7 @@ def evaluate_replay(
     rotate: int | None,
     resample: float | None,
     json_out: Path | None,
+    placement: Placement = Placement.UNKNOWN,
 ) -> None:
     """Per-trial sensitivity and specificity of the fall detector on labelled recordings."""
     from evaluation.replay_eval import evaluate, summary
@@ -153,7 +198,14 @@ def evaluate_replay(
     if not labels.is_file():
         typer.echo(f"error: labels file {labels} not found", err=True)
         raise typer.Exit(2)
-    report = evaluate(replay_dir, labels, hold_end_s=hold_end, rotate=rotate, resample_hz=resample)
+    report = evaluate(
+        replay_dir,
+        labels,
+        hold_end_s=hold_end,
+        rotate=rotate,
+        resample_hz=resample,
+        placement=placement,
+    )
     typer.echo(summary(report))
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2) + "\n")
@@ -161,3 +213,113 @@ def evaluate_replay(
         for error in report["errors"]:
             typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1)
+
+
+def evaluate_cv(
+    replay_dir: Path,
+    labels: Path,
+    hold_end: float,
+    resample: float | None,
+    folds: int,
+    target_specificity: float,
+    json_out: Path | None,
+) -> None:
+    """Subject-wise cross-validation of the learned stage on labelled recordings."""
+    from evaluation.fall_train import collect, cross_validate, load_traces
+    from evaluation.replay_eval import read_labels
+
+    if not labels.is_file():
+        typer.echo(f"error: labels file {labels} not found", err=True)
+        raise typer.Exit(2)
+    traces, kept, errors = load_traces(replay_dir, read_labels(labels), resample_hz=resample)
+    c = collect(traces, kept, hold_end_s=hold_end)
+    report = cross_validate(c, folds=folds, target_specificity=target_specificity)
+    report.pop("trial_scores")
+    report["errors"] = errors
+    typer.echo(
+        f"trials {len(kept)} ({int(report['falls'])} falls, {int(report['adl'])} ADL), "
+        f"{len({t.subject for t in kept})} people, subject-wise {report['folds']}-fold"
+        f"  hold-end {hold_end} s  resample {resample}"
+    )
+    typer.echo(
+        f"threshold {report['threshold']:.4f}: sensitivity {report.get('sensitivity', 0):.4f}"
+        f"  specificity {report.get('specificity', 0):.4f}"
+    )
+    for code, v in report["per_code"].items():
+        if v["wrong"]:
+            typer.echo(f"  {code}: wrong {v['wrong']}/{v['trials']}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
+    if errors:
+        for error in errors:
+            typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1)
+
+
+def train_fall_command(
+    placement: Annotated[WornAt, typer.Argument(help="The placement the model is for.")],
+    data: Annotated[
+        list[Path],
+        typer.Option(
+            "--data", help="A folder of recordings with its labels.csv (repeat for several)."
+        ),
+    ],
+    hold_end: Annotated[
+        float, typer.Option("--hold-end", help="Extend each trace by its last posture.", min=0)
+    ] = 30.0,
+    resample: Annotated[
+        float | None, typer.Option("--resample", help="Resample every trace to HZ.", min=1)
+    ] = None,
+    folds: Annotated[int, typer.Option(help="Subject-wise cross-validation folds.", min=2)] = 6,
+    target_specificity: Annotated[
+        float, typer.Option(help="Pick the threshold for this specificity.", min=0.5, max=1)
+    ] = 0.97,
+    simulate: Annotated[
+        int,
+        typer.Option(
+            help="Add this many simulated trials of each of the placement's simulator "
+            "motions (device_sim.motions); thresholds and figures stay the recordings'.",
+            min=0,
+        ),
+    ] = 0,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
+    ] = None,
+) -> None:
+    """Train the fall detector's learned stage for PLACEMENT from named datasets (fixed
+    seed); writes fall-<placement>.npz and its card."""
+    from detectors.fall_model import MODEL_DIR
+    from evaluation.fall_train import train_placement
+
+    if placement is WornAt.UNKNOWN:
+        typer.echo("error: unknown placement has no model of its own", err=True)
+        raise typer.Exit(2)
+    sources = [(d, d / "labels.csv") for d in data]
+    for _, lab in sources:
+        if not lab.is_file():
+            typer.echo(f"error: labels file {lab} not found", err=True)
+            raise typer.Exit(2)
+    command = (
+        f"homecare train-fall {placement.value} "
+        + " ".join(f"--data {d.name}" for d in data)
+        + f" --hold-end {hold_end:g}"
+        + (f" --resample {resample:g}" if resample else "")
+        + f" --folds {folds} --target-specificity {target_specificity:g} --simulate {simulate}"
+    )
+    card = train_placement(
+        placement.code,
+        sources,
+        out_dir=out or MODEL_DIR,
+        hold_end_s=hold_end,
+        resample_hz=resample,
+        folds=folds,
+        target_specificity=target_specificity,
+        simulate=simulate,
+        command=command,
+        log=typer.echo,
+    )
+    cv = card["cross_validation"]
+    typer.echo(
+        f"fall-{placement.value}: {card['bytes']} bytes, threshold {card['threshold']:.4f}, "
+        f"subject-wise sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}"
+    )

@@ -58,6 +58,7 @@ from detectors.base import (
 from detectors.baselines import History, fit_baselines
 from detectors.care import Care
 from detectors.fall import FallDetector, FallSettings
+from detectors.fall_model import placement_code
 from detectors.inactivity import InactivityDetector, InactivitySettings, activity_signs
 from detectors.service import care_table, default_detectors
 from device_sim.homes import SimConfig, Simulation
@@ -128,6 +129,8 @@ def run_falls(
         detector = FallDetector(settings)
         rows = np.arange(len(windows))
         elder_of = [w.scenario.elder for w in windows]
+        worn = [sim.elders[w.scenario.index].profile.placement for w in windows]
+        detector.place(rows, np.array([placement_code(p) for p in worn], np.int8))
         length = max(len(w.ts) for w in windows)
         rate = windows[0].rate
         for k in range(length):

@@ -33,6 +33,7 @@ import numpy as np
 
 from detectors.base import AccelBatch, Floats
 from detectors.fall import FallDetector, FallSettings
+from detectors.fall_model import FallModels, Placement
 from homecare.errors import DataError
 
 __all__ = ["Trace", "TraceError", "hold_end", "read_trace", "replay", "replay_files"]
@@ -77,7 +78,8 @@ def _bad_line(path: str, lines: Sequence[str]) -> TraceError:
 
 
 def read_trace(path: str | Path, units: Units = "g", rate: float | None = None) -> Trace:
-    """Read and check one trace; the rate comes from ``t`` unless given."""
+    """Read and check one trace; the rate comes from ``t`` unless given: the median
+    spacing, or the mean one where samples came in bursts (median under half the mean)."""
     name = str(path)
     try:
         raw = Path(path).read_bytes()
@@ -102,6 +104,11 @@ def read_trace(path: str | Path, units: Units = "g", rate: float | None = None) 
     if (dt <= 0).any():
         raise TraceError(name, int(np.argmax(dt <= 0)) + 3, "t must increase")
     fs = rate if rate is not None else 1.0 / float(np.median(dt))
+    mean_dt = float(data[-1, 0] - data[0, 0]) / (len(data) - 1)
+    if rate is None and fs * mean_dt > 2.0:
+        # delivered in bursts (a watch sends a few samples at a time, stamped on
+        # arrival): sampled evenly in truth, at the mean rate
+        fs = 1.0 / mean_dt
     if not 1.0 <= fs <= 2000.0:
         raise TraceError(name, None, f"implausible sample rate {fs:.3g} Hz")
     xyz = data[:, 1:].astype(np.float32)
@@ -129,11 +136,15 @@ def replay(
     hold_end_s: float = 0.0,
     hold_noise_g: float = 0.01,
     seed: int = 0,
+    placement: Placement = Placement.UNKNOWN,
+    models: FallModels | None = None,
+    candidates: bool = False,
 ) -> list[dict[str, Any]]:
     """Run every trace through a fall detector; one event dict per detection, by file then time.
 
     Traces of one rate share one detector, one row each, fed 1-second frames; a final
-    partial second is dropped.
+    partial second is dropped. Every trace is worn at ``placement``; ``models`` (default:
+    the shipped ones) and ``candidates`` are the detector's.
     """
     rng = np.random.default_rng(seed)
     groups: dict[float, list[int]] = defaultdict(list)
@@ -144,7 +155,8 @@ def replay(
         n = max(1, round(rate))
         data = [hold_end(traces[i].xyz, rate, hold_end_s, rng, hold_noise_g) for i in members]
         frames = [len(d) // n for d in data]
-        detector = FallDetector(settings)
+        detector = FallDetector(settings, models, candidates=candidates)
+        detector.place(np.arange(len(members)), int(placement))
         by_len = np.argsort(frames)[::-1]  # longest first: active rows stay a prefix
         lengths = np.asarray(frames)[by_len]
         stacked = np.zeros((len(members), max(frames, default=0) * n, 3), np.float32)
@@ -178,6 +190,7 @@ def replay_files(
     settings: FallSettings | None = None,
     hold_end_s: float = 0.0,
     seed: int = 0,
+    placement: Placement = Placement.UNKNOWN,
 ) -> tuple[list[dict[str, Any]], list[TraceError]]:
     """Read and replay files; returns the events and the errors of files left out."""
     traces: list[Trace] = []
@@ -187,4 +200,7 @@ def replay_files(
             traces.append(read_trace(path, units, rate))
         except TraceError as exc:
             errors.append(exc)
-    return replay(traces, settings=settings, hold_end_s=hold_end_s, seed=seed), errors
+    events = replay(
+        traces, settings=settings, hold_end_s=hold_end_s, seed=seed, placement=placement
+    )
+    return events, errors

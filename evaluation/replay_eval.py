@@ -26,6 +26,7 @@ from sklearn.metrics import confusion_matrix, recall_score
 
 from detectors.base import Floats
 from detectors.fall import FallSettings
+from detectors.fall_model import Placement
 from evaluation.replay import Trace, TraceError, read_trace, replay
 
 __all__ = ["Label", "evaluate", "random_rotation", "read_labels", "resample_trace"]
@@ -105,8 +106,10 @@ def evaluate(
     rotate: int | None = None,
     resample_hz: float | None = None,
     settings: FallSettings | None = None,
+    placement: Placement = Placement.UNKNOWN,
 ) -> dict[str, Any]:
-    """Replay every labelled trial and return the figures (see module doc)."""
+    """Replay every labelled trial, worn at ``placement``, and return the figures (see
+    module doc)."""
     labels = read_labels(labels_csv)
     rng = np.random.default_rng(rotate)
     traces: list[Trace] = []
@@ -126,7 +129,7 @@ def evaluate(
             xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
         traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
         kept.append(lab)
-    events = replay(traces, settings=settings, hold_end_s=hold_end_s)
+    events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
     detected = {e["file"] for e in events}
     y_true = [lab.fall for lab in kept]
     y_pred = [lab.file in detected for lab in kept]
@@ -134,7 +137,12 @@ def evaluate(
         "trials": len(kept),
         **_rates(y_true, y_pred),
         "confusion": confusion_matrix(y_true, y_pred, labels=[False, True]).tolist(),
-        "options": {"hold_end_s": hold_end_s, "rotate": rotate, "resample_hz": resample_hz},
+        "options": {
+            "hold_end_s": hold_end_s,
+            "rotate": rotate,
+            "resample_hz": resample_hz,
+            "placement": placement.name.lower(),
+        },
         "settings": (settings or FallSettings()).model_dump(),
         "errors": errors,
     }
@@ -168,7 +176,8 @@ def summary(report: dict[str, Any]) -> str:
     o = report["options"]
     lines = [
         f"trials {report['trials']} ({report['falls']} falls, {report['adl']} ADL)"
-        f"  hold-end {o['hold_end_s']} s  rotate {o['rotate']}  resample {o['resample_hz']}",
+        f"  hold-end {o['hold_end_s']} s  rotate {o['rotate']}  resample {o['resample_hz']}"
+        f"  placement {o.get('placement', 'unknown')}",
         f"sensitivity {report.get('sensitivity', float('nan')):.4f}"
         f"  specificity {report.get('specificity', float('nan')):.4f}",
     ]

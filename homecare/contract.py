@@ -356,8 +356,14 @@ class DeviceStatus(Payload):
     rssi: int = Field(ge=-130, le=0, description="Signal strength, dBm.")
     model: str | None = Field(None, max_length=64, description="Device model.")
     vendor: str | None = Field(None, max_length=64, description="Device vendor.")
-    placement: Literal["pendant", "belt", "bed", "door"] | None = Field(
-        None, description="Where the device is worn or mounted."
+    placement: (
+        Literal["wrist", "chest", "waist", "pendant", "belt", "unknown", "bed", "door"] | None
+    ) = Field(
+        None,
+        description="Where the device is worn or mounted. A wearable: wrist (a band or "
+        "watch), chest (a pendant; ``pendant`` means the same), waist (a belt clip; "
+        "``belt`` means the same) or unknown; absent counts as unknown, and the fall "
+        "detector then applies its most careful decision and the device desk is told.",
     )
     interval_s: int = Field(300, ge=10, le=86400, description="Declared status interval, s.")
 

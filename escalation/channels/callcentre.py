@@ -77,6 +77,7 @@ ALARM_CODES: dict[str, AlarmCode] = {
     "offline": AlarmCode(310, "device offline", None),
     "device_offline": AlarmCode(310, "device offline", None),
     "not_worn": AlarmCode(320, "wearable not worn", "wearable"),
+    "placement_unknown": AlarmCode(330, "wearable placement unknown", "wearable"),
 }
 OTHER = AlarmCode(199, "other alarm", None)
 HEARTBEAT = AlarmCode(900, "platform alive", None)

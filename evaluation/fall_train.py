@@ -1,0 +1,382 @@
+"""Train the fall detector's second stage per placement, and judge it person by person.
+
+Every labelled trial is replayed through the first stage in candidate mode
+(:class:`~detectors.fall.FallDetector` with ``candidates=True``): each impact candidate
+comes out with its features (:data:`~detectors.fall_model.FEATURES`). In a fall trial the
+candidate with the largest impact is the fall; its other candidates (steps before the
+slip) are left out of training, since no one labelled them. Every candidate of an
+everyday-activity trial is a non-fall. A trial counts as a detected fall when any of its
+candidates scores at or above the threshold.
+
+Cross-validation is subject-wise (:class:`~sklearn.model_selection.GroupKFold` on the
+participants): a fold's people are scored by a model that never saw them. The decision
+threshold is the lowest score whose out-of-fold specificity (per trial) reaches
+``target_specificity``; the shipped model is then trained on everyone with it.
+
+The model is scikit-learn's :class:`~sklearn.ensemble.GradientBoostingClassifier`, shallow
+and small, written as arrays (:class:`~detectors.fall_model.TreeModel`, no pickle) with a
+card beside it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.ensemble import GradientBoostingClassifier
+from sklearn.model_selection import GroupKFold
+
+from detectors.fall import FallSettings
+from detectors.fall_model import FEATURES, FallModels, Placement, TreeModel
+from evaluation.replay import Trace, TraceError, read_trace, replay
+from evaluation.replay_eval import Label, random_rotation, read_labels, resample_trace
+
+__all__ = [
+    "Candidates",
+    "collect",
+    "cross_validate",
+    "export",
+    "fit",
+    "load_traces",
+    "pick_threshold",
+    "rates",
+    "train_placement",
+    "trial_scores",
+    "write_card",
+]
+
+SEED = 20261207
+PARAMS: dict[str, Any] = {
+    "n_estimators": 150,
+    "max_depth": 3,
+    "learning_rate": 0.1,
+    "subsample": 0.8,
+    "min_samples_leaf": 5,
+}
+"""The ensemble's size: ~150 trees of 15 nodes, about 20 KB as arrays."""
+
+F64 = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True, slots=True)
+class Candidates:
+    """Impact candidates of labelled trials: features, their trial and its label."""
+
+    x: F64
+    """candidates × FEATURES"""
+    trial: npt.NDArray[np.int64]
+    """index into ``trials`` of each candidate"""
+    train: npt.NDArray[np.bool_]
+    """labelled for training (a fall trial's largest impact, or any everyday one's)"""
+    trials: list[Label]
+
+    @property
+    def y(self) -> npt.NDArray[np.bool_]:
+        return np.array([self.trials[t].fall for t in self.trial], bool)
+
+    @property
+    def groups(self) -> list[str]:
+        return [self.trials[t].subject for t in self.trial]
+
+
+def load_traces(
+    replay_dir: Path,
+    labels: Sequence[Label],
+    *,
+    rotate: int | None = None,
+    resample_hz: float | None = None,
+) -> tuple[list[Trace], list[Label], list[str]]:
+    """Read the labelled trials (rotated or resampled if asked); unreadable ones are left
+    out with their error."""
+    rng = np.random.default_rng(rotate)
+    traces: list[Trace] = []
+    kept: list[Label] = []
+    errors: list[str] = []
+    for lab in labels:
+        try:
+            tr = read_trace(replay_dir / lab.file)
+        except TraceError as exc:
+            errors.append(str(exc))
+            continue
+        xyz, rate = tr.xyz, tr.rate
+        if rotate is not None:
+            xyz = xyz @ random_rotation(rng).T
+        if resample_hz is not None:
+            xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
+        traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
+        kept.append(lab)
+    return traces, kept, errors
+
+
+SIM_PREFIX = "sim-"
+"""Subjects of simulated trials (:func:`simulated`) are named so."""
+
+
+def simulated(
+    names: Sequence[str], per_motion: int, *, people: int = 4, rate: float = 40.0, seed: int = SEED
+) -> tuple[list[Trace], list[Label]]:
+    """Simulated trials of ``names`` (:mod:`device_sim.motions`), randomly oriented, spread
+    over ``people`` simulated subjects so that cross-validation stays subject-wise."""
+    from device_sim.motions import motion
+
+    traces: list[Trace] = []
+    labels: list[Label] = []
+    for i, name in enumerate(names):
+        for k in range(per_motion):
+            rng = np.random.default_rng([seed, i, k])
+            _, xyz, info = motion(name, rng, rate=rate, orientation="random")
+            file = f"{SIM_PREFIX}{name}-{k}"
+            traces.append(Trace(file, xyz, rate))
+            labels.append(Label(file, f"{SIM_PREFIX}{k % people}", name, bool(info["expect_fall"])))
+    return traces, labels
+
+
+def collect(
+    traces: Sequence[Trace],
+    labels: Sequence[Label],
+    *,
+    hold_end_s: float,
+    settings: FallSettings | None = None,
+) -> Candidates:
+    """Every first-stage candidate of every trial, with its features."""
+    events = replay(
+        traces,
+        settings=settings,
+        hold_end_s=hold_end_s,
+        models=FallModels(),
+        candidates=True,
+    )
+    index = {tr.name: i for i, tr in enumerate(traces)}
+    rows: list[list[float]] = []
+    trial: list[int] = []
+    for e in events:
+        rows.append([float(e.get(f, 0.0)) for f in FEATURES])
+        trial.append(index[e["file"]])
+    x = np.array(rows, np.float64).reshape(-1, len(FEATURES))
+    t = np.array(trial, np.int64)
+    train = np.ones(len(t), bool)
+    falls = np.array([labels[i].fall for i in t], bool)
+    peak = x[:, FEATURES.index("peak_g")] if len(x) else np.zeros(0)
+    for i in np.unique(t[falls]):
+        mine = np.flatnonzero(t == i)
+        train[mine] = False
+        train[mine[np.argmax(peak[mine])]] = True
+    return Candidates(x, t, train, list(labels))
+
+
+def fit(c: Candidates, mask: npt.NDArray[np.bool_], seed: int = SEED) -> GradientBoostingClassifier:
+    """A model trained on the training candidates of the trials in ``mask`` (per candidate)."""
+    sel = mask & c.train
+    model = GradientBoostingClassifier(random_state=seed, **PARAMS)
+    model.fit(c.x[sel], c.y[sel])
+    return model
+
+
+def trial_scores(c: Candidates, scores: F64) -> F64:
+    """Each trial's largest candidate score (0 for a trial without a candidate)."""
+    out = np.zeros(len(c.trials))
+    np.maximum.at(out, c.trial, scores)
+    return out
+
+
+def rates(trials: Sequence[Label], score: F64, threshold: float) -> dict[str, float]:
+    fall = np.array([t.fall for t in trials], bool)
+    hit = score >= threshold
+    out = {"falls": float(fall.sum()), "adl": float((~fall).sum())}
+    if fall.any():
+        out["sensitivity"] = round(float(hit[fall].mean()), 4)
+    if (~fall).any():
+        out["specificity"] = round(float((~hit[~fall]).mean()), 4)
+    return out
+
+
+def pick_threshold(trials: Sequence[Label], score: F64, target_specificity: float) -> float:
+    """The lowest threshold whose specificity over the everyday trials reaches the target."""
+    adl = np.sort(np.array([s for s, t in zip(score, trials, strict=True) if not t.fall]))
+    if not len(adl):
+        return 0.5
+    allowed = int(np.floor((1 - target_specificity) * len(adl)))  # false alarms allowed
+    k = len(adl) - allowed - 1  # the largest ADL score that must stay below
+    return float(np.nextafter(adl[k], 1.0)) if k >= 0 else 0.0
+
+
+def cross_validate(
+    c: Candidates, *, folds: int = 5, target_specificity: float = 0.97, seed: int = SEED
+) -> dict[str, Any]:
+    """Out-of-fold trial scores, subject-wise, and the figures at the picked threshold."""
+    oof = np.zeros(len(c.x))
+    groups = np.array(c.groups)
+    subjects = sorted(set(groups.tolist()))
+    k = min(folds, len(subjects))
+    per_fold: list[dict[str, Any]] = []
+    for train_idx, test_idx in GroupKFold(n_splits=k).split(c.x, c.y, groups):
+        mask = np.zeros(len(c.x), bool)
+        mask[train_idx] = True
+        model = fit(c, mask, seed)
+        oof[test_idx] = model.predict_proba(c.x[test_idx])[:, 1]
+        per_fold.append({"subjects": sorted(set(groups[test_idx].tolist()))})
+    score = trial_scores(c, oof)
+    real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
+    sim = [i for i, t in enumerate(c.trials) if t.subject.startswith(SIM_PREFIX)]
+    # the threshold and the headline figures are the recorded people's
+    threshold = pick_threshold([c.trials[i] for i in real], score[real], target_specificity)
+    for fold in per_fold:
+        sel = [i for i in real if c.trials[i].subject in fold["subjects"]]
+        fold.update(rates([c.trials[i] for i in sel], score[sel], threshold))
+        fold["subjects"] = [p for p in fold["subjects"] if not p.startswith(SIM_PREFIX)]
+    wrong: dict[str, list[int]] = {}
+    for t, s in zip(c.trials, score, strict=True):
+        entry = wrong.setdefault(t.code, [0, 0])
+        entry[0] += 1
+        entry[1] += int((s >= threshold) != t.fall)
+    return {
+        "folds": k,
+        "threshold": threshold,
+        **rates([c.trials[i] for i in real], score[real], threshold),
+        "simulated": rates([c.trials[i] for i in sim], score[sim], threshold) if sim else None,
+        "per_fold": per_fold,
+        "per_code": {code: {"trials": n, "wrong": w} for code, (n, w) in sorted(wrong.items())},
+        "trial_scores": score,
+    }
+
+
+def export(model: GradientBoostingClassifier, threshold: float) -> TreeModel:
+    """The trained ensemble as arrays (trees padded to the largest node count)."""
+    trees = [est[0].tree_ for est in model.estimators_]
+    nodes = max(t.node_count for t in trees)
+    shape = (len(trees), nodes)
+    left = np.full(shape, -1, np.int64)
+    right = np.full(shape, -1, np.int64)
+    feature = np.zeros(shape, np.int64)
+    split = np.zeros(shape)
+    value = np.zeros(shape)
+    for i, t in enumerate(trees):
+        n = t.node_count
+        left[i, :n], right[i, :n] = t.children_left, t.children_right
+        feature[i, :n] = np.maximum(t.feature, 0)
+        split[i, :n] = t.threshold
+        value[i, :n] = t.value[:, 0, 0]
+    prior = float(model.init_.class_prior_[1])
+    base = float(np.log(prior / (1 - prior)))
+    return TreeModel.from_arrays(
+        features=FEATURES, base=base, rate=float(model.learning_rate), threshold=threshold,
+        left=left, right=right, feature=feature, split=split, value=value,
+    )  # fmt: skip
+
+
+def write_card(path: Path, card: dict[str, Any]) -> None:
+    """The model card: what it was trained on, how, and how it did on unseen people."""
+    cv = card["cross_validation"]
+    lines = [
+        f"# Fall model card: {card['placement']}",
+        "",
+        f"- Trained: {card['date']} by `{card['command']}` (seed {card['seed']}).",
+        f"- Data: {', '.join(card['datasets'])}; {card['trials']} trials "
+        f"({card['fall_trials']} falls, {card['adl_trials']} everyday activities), "
+        f"{card['subjects']} people, {card['candidates']} impact candidates.",
+        f"- Simulated trials added: {card['simulated_per_motion']} per `device_sim.motions` "
+        f"motion of this placement, over 4 simulated people (their own folds).",
+        f"- Trace extension: {card['hold_end_s']} s of the final posture (`--hold-end`); "
+        f"resampled to {card['resample_hz']} Hz.",
+        f"- Model: scikit-learn {card['sklearn']} GradientBoostingClassifier {card['params']}, "
+        f"{card['bytes']} bytes as arrays.",
+        f"- Features (orientation-free): {', '.join(FEATURES)}.",
+        f"- Threshold {card['threshold']:.4f}: the lowest out-of-fold score with everyday-"
+        f"activity specificity ≥ {card['target_specificity']}.",
+        "",
+        f"## Subject-wise {cv['folds']}-fold cross-validation (per trial)",
+        "",
+        f"Recorded people: sensitivity {cv['sensitivity']:.4f}, specificity "
+        f"{cv['specificity']:.4f}."
+        + (f" Simulated: {cv['simulated']}." if cv.get("simulated") else ""),
+        "",
+        "| held-out people | falls | everyday | sensitivity | specificity |",
+        "|---|---|---|---|---|",
+    ]
+    for f in cv["per_fold"]:
+        lines.append(
+            f"| {' '.join(f['subjects'])} | {int(f['falls'])} | {int(f['adl'])} | "
+            f"{f.get('sensitivity', float('nan')):.3f} | {f.get('specificity', float('nan')):.3f} |"
+        )
+    lines += ["", "Wrong per activity code (out of fold):", ""]
+    lines += [f"- {code}: {v['wrong']}/{v['trials']}" for code, v in cv["per_code"].items()
+              if v["wrong"]]  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def train_placement(
+    placement: Placement,
+    sources: Sequence[tuple[Path, Path]],
+    *,
+    out_dir: Path,
+    hold_end_s: float = 30.0,
+    resample_hz: float | None = None,
+    folds: int = 5,
+    target_specificity: float = 0.97,
+    simulate: int = 0,
+    seed: int = SEED,
+    command: str = "",
+    log: Any = print,
+) -> dict[str, Any]:
+    """Train one placement's model from (replay_dir, labels.csv) sources; write
+    ``fall-<placement>.npz`` and its card ``.md`` (and ``.json``) into ``out_dir``."""
+    import sklearn
+
+    traces: list[Trace] = []
+    trials: list[Label] = []
+    for replay_dir, labels_csv in sources:
+        got, kept, errors = load_traces(
+            replay_dir, read_labels(labels_csv), resample_hz=resample_hz
+        )
+        for err in errors:
+            log(f"left out: {err}")
+        traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
+        trials += kept
+    if simulate:
+        from device_sim.motions import MOTIONS
+
+        names = [n for n in MOTIONS if n.startswith(f"{placement.name.lower()}_")]
+        got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
+        traces += got
+        trials += kept
+    log(f"{len(traces)} trials read; collecting candidates ...")
+    c = collect(traces, trials, hold_end_s=hold_end_s)
+    log(f"{len(c.x)} candidates ({int(c.train.sum())} labelled); cross-validating ...")
+    cv = cross_validate(c, folds=folds, target_specificity=target_specificity, seed=seed)
+    log(f"out of fold: sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}")
+    model = export(fit(c, np.ones(len(c.x), bool), seed), cv["threshold"])
+    name = f"fall-{placement.name.lower()}"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save(out_dir / f"{name}.npz")
+    cv.pop("trial_scores")
+    card = {
+        "placement": placement.name.lower(),
+        "date": datetime.now(UTC).strftime("%Y-%m-%d"),
+        "command": command,
+        "seed": seed,
+        "datasets": [d.name for d, _ in sources],
+        "trials": len(trials),
+        "fall_trials": sum(t.fall for t in trials),
+        "adl_trials": sum(not t.fall for t in trials),
+        "subjects": len({t.subject for t in trials}),
+        "simulated_per_motion": simulate,
+        "candidates": len(c.x),
+        "hold_end_s": hold_end_s,
+        "resample_hz": resample_hz,
+        "sklearn": sklearn.__version__,
+        "params": PARAMS,
+        "features": list(FEATURES),
+        "threshold": cv["threshold"],
+        "target_specificity": target_specificity,
+        "bytes": (out_dir / f"{name}.npz").stat().st_size,
+        "cross_validation": cv,
+    }
+    write_card(out_dir / f"{name}.md", card)
+    (out_dir / f"{name}.json").write_text(json.dumps(card, indent=2) + "\n")
+    return card
