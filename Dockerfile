@@ -18,6 +18,7 @@ COPY devices ./devices
 COPY broker ./broker
 COPY privacy ./privacy
 COPY bench ./bench
+COPY care ./care
 # A fixed uid: the service credentials in the access folder are chowned to it (README).
 RUN pip install --no-cache-dir . && useradd --system --uid 10001 --home /var/lib/homecare homecare \
     && mkdir -p /var/lib/homecare && chown homecare /var/lib/homecare

@@ -11,6 +11,7 @@ import typer
 
 from bench.cli import app as bench_app
 from broker.cli import app as broker_app
+from care.cli import app as care_app
 from certify.cli import certify_command
 from dashboards.cli import app as dashboards_app
 from dashboards.report import report_command
@@ -54,6 +55,7 @@ settings_app = typer.Typer(no_args_is_help=True, help="The settings and their de
 app.add_typer(settings_app, name="settings")
 cluster_app = typer.Typer(no_args_is_help=True, help="A local NATS cluster (tests, demo, bench).")
 app.add_typer(cluster_app, name="cluster")
+app.add_typer(care_app, name="care")
 
 
 @settings_app.command("table")

@@ -1,0 +1,319 @@
+"""Signs of decline: an elder's week against their own previous four weeks.
+
+Input is :class:`Days`: daily figures of a site's elders (elder × day, ``NaN`` where there
+is no data), the rollups' fields as :func:`care.rollups.read_days` reads them from
+InfluxDB (or :func:`device_sim.decline.simulate_days` makes them). :func:`features`
+turns them into what a worker understands (steps, active hours, times up at night,
+outings, hours in bed, resting pulse, hours the wearable was not worn, hours the bed
+sensor was silent), and :func:`assess` compares, for every elder at once:
+
+- **level**: the week's median against the baseline's median, in units of the
+  baseline's own spread (scikit-learn's :class:`~sklearn.preprocessing.RobustScaler`:
+  median and interquartile range, fitted with every elder as a column, NaN-aware), and
+  as a change in the feature's units. A sign needs both: a change large for *this*
+  elder and large enough to matter (a 3-step drop is not a sign, however regular).
+- **trend**: the Theil–Sen slope (median of every pairwise slope, vectorised over
+  elders) over the last 21 days: a decline still under way reaches the list before
+  the week's median has moved far; it counts when the change it projects over two
+  weeks passes the same two tests.
+
+Each sign carries its numbers (:class:`Sign`): the week's value, the baseline's, the
+change and the robust z. Scoring (for the ranking) is separate from deciding.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> steps = rng.normal(3000, 300, (2, 35)); steps[1, 28:] *= 0.5
+>>> days = Days(("anna", "ben"), 0.0, {"steps": steps})
+>>> [(s.elder, s.sign) for s in assess(days).signs]
+[('ben', 'activity')]
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+from sklearn.preprocessing import RobustScaler
+
+from device_sim.decline import (
+    ACTIVE_S,
+    BED_HR,
+    COVERED_S,
+    EXITS,
+    FRONT_OPENS,
+    IN_BED_S,
+    NIGHT_S,
+    STEPS,
+    WORN_S,
+)
+
+Floats = npt.NDArray[np.float64]
+
+BASELINE_DAYS = 28
+WEEK_DAYS = 7
+TREND_DAYS = 21
+WINDOW_DAYS = BASELINE_DAYS + WEEK_DAYS
+MIN_BASELINE = 14
+"""Days with data the baseline needs, or the feature says nothing about the elder."""
+MIN_WEEK = 3
+IQR_SIGMA = 1.349
+"""The interquartile range of a normal distribution, in σ."""
+MEDIAN_SE = 1.2533
+"""The standard error of a median, in σ/√n."""
+TREND_SE = 1.1 * 14 / np.sqrt(TREND_DAYS * (TREND_DAYS**2 - 1) / 12)
+"""The standard error of a two-week change projected by the Theil–Sen slope over
+:data:`TREND_DAYS` days, in σ (least squares' ×1.1 for Theil–Sen's efficiency)."""
+Z_ALONE = 4.0
+"""One sign this strong flags the elder by itself."""
+Z_TOGETHER = 3.0
+"""Every sign's best positive z, summed over √(signs with data): flags at this."""
+Z_REPORT = 2.0
+"""A sign of a flagged elder is reported (a reason) from this z."""
+Z_CAP = 8.0
+"""No one sign counts for more than this in the sum (a dead sensor is one sign)."""
+COVERED_ENOUGH = 0.5
+"""A night counts when the bed sensor covered at least this share of it."""
+
+
+@dataclass(frozen=True, slots=True)
+class Feature:
+    """One daily figure and what makes its change a sign."""
+
+    name: str
+    sign: str
+    """The sign it feeds (``activity``, ``night``…): the reason a worker reads."""
+    worse: int
+    """+1: higher is worse; −1: lower is worse."""
+    min_change: float
+    """Least change that matters, in the feature's units (absolute)."""
+    min_rel: float = 0.0
+    """… and as a share of the baseline (0: none)."""
+    z: float = 3.0
+    unit: str = ""
+    count: bool = False
+    """A count of events (Poisson: its spread is at least √mean, whatever the IQR)."""
+
+
+FEATURES: tuple[Feature, ...] = (
+    Feature("steps", "activity", -1, 300, 0.25, unit="steps"),
+    Feature("active_h", "activity", -1, 0.4, 0.25, unit="h"),
+    Feature("night_up", "night", +1, 1.0, 0.0, unit="times", count=True),
+    Feature("outings", "out", -1, 1.0, 0.35, unit="door openings", count=True),
+    Feature("in_bed_h", "bed", +1, 1.0, 0.1, unit="h"),
+    Feature("resting_hr", "pulse", +1, 4.0, 0.0, unit="bpm"),
+    Feature("not_worn_h", "unworn", +1, 3.0, 0.0, unit="h"),
+    Feature("offline_h", "offline", +1, 3.0, 0.0, unit="h"),
+)
+BY_NAME = {f.name: f for f in FEATURES}
+SIGNS = tuple(dict.fromkeys(f.sign for f in FEATURES))
+
+
+@dataclass(frozen=True)
+class Days:
+    """Daily figures of elders: ``figures[name]`` is elder × day; day 0 starts at ``start``
+    (Unix s, the site's midnight). Names are the rollups' (:data:`device_sim.decline.FIGURES`)
+    or already :data:`FEATURES` names."""
+
+    elders: tuple[str, ...]
+    start: float
+    figures: Mapping[str, Floats]
+
+    @property
+    def days(self) -> int:
+        return next(iter(self.figures.values())).shape[1] if self.figures else 0
+
+
+def _nan(shape: tuple[int, int]) -> Floats:
+    return np.full(shape, np.nan)
+
+
+def features(days: Days) -> dict[str, Floats]:
+    """The care features (elder × day) from the rollups' daily figures; names already
+    features pass through. An elder with no data of a device all window keeps NaN
+    (no wearable is not "never worn")."""
+    f = days.figures
+    shape = (len(days.elders), days.days)
+    out: dict[str, Floats] = {k: np.asarray(v, float) for k, v in f.items() if k in BY_NAME}
+    if STEPS in f:
+        out["steps"] = np.asarray(f[STEPS], float)
+    if ACTIVE_S in f:
+        out["active_h"] = np.asarray(f[ACTIVE_S], float) / 3600
+    if WORN_S in f:
+        worn = np.asarray(f[WORN_S], float)
+        has = np.isfinite(worn).any(axis=1, keepdims=True)
+        out["not_worn_h"] = np.where(has, 24 - np.nan_to_num(worn, nan=0.0) / 3600, np.nan)
+    if COVERED_S in f:
+        covered = np.asarray(f[COVERED_S], float)
+        has = np.isfinite(covered).any(axis=1, keepdims=True)
+        silent = (NIGHT_S - np.nan_to_num(covered, nan=0.0)) / 3600
+        out["offline_h"] = np.where(has, silent, np.nan)
+        good = np.nan_to_num(covered, nan=0.0) >= COVERED_ENOUGH * NIGHT_S
+    else:
+        good = np.ones(shape, bool)
+    if EXITS in f:
+        out["night_up"] = np.where(good, np.asarray(f[EXITS], float), np.nan)
+    if IN_BED_S in f:
+        out["in_bed_h"] = np.where(good, np.asarray(f[IN_BED_S], float) / 3600, np.nan)
+    if FRONT_OPENS in f:
+        out["outings"] = np.asarray(f[FRONT_OPENS], float)
+    if BED_HR in f:
+        out["resting_hr"] = np.asarray(f[BED_HR], float)
+    return out
+
+
+def theil_sen(y: Floats) -> Floats:
+    """Slope per day of each row (Theil–Sen: the median of all pairwise slopes), NaN-aware.
+
+    >>> theil_sen(np.array([[1.0, 2.0, 3.0, 40.0, 5.0], [5.0, np.nan, 3.0, 2.0, 1.0]]))
+    array([ 1., -1.])
+    """
+    d = y.shape[1]
+    i, j = np.triu_indices(d, k=1)
+    slopes = (y[:, j] - y[:, i]) / (j - i)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: NaN slope
+        out: Floats = np.nanmedian(slopes, axis=1)
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Sign:
+    """One sign of one elder, with its evidence."""
+
+    elder: str
+    sign: str
+    feature: str
+    week: float
+    """The week's median."""
+    baseline: float
+    """The four weeks' median."""
+    change: float
+    """``week − baseline``, or the trend's projected change over two weeks (``how``)."""
+    z: float
+    """The change in units of its standard error (σ from the baseline's interquartile
+    range), signed so that positive is worse."""
+    how: str = "level"
+    """``level``: the week's median moved; ``trend``: a decline under way."""
+
+    @property
+    def rel(self) -> float:
+        return self.change / abs(self.baseline) if self.baseline else 0.0
+
+    def evidence(self) -> dict[str, float]:
+        return {"week": round(self.week, 2), "baseline": round(self.baseline, 2),
+                "change": round(self.change, 2), "z": round(self.z, 2)}  # fmt: skip
+
+
+@dataclass
+class Assessment:
+    """The signs of every elder in a window: ``signs`` (fired), and per-elder scores."""
+
+    elders: tuple[str, ...]
+    start: float
+    signs: list[Sign] = field(default_factory=list)
+    score: dict[str, float] = field(default_factory=dict)
+
+    def flagged(self) -> set[str]:
+        return {s.elder for s in self.signs}
+
+    def of(self, elder: str) -> list[Sign]:
+        return [s for s in self.signs if s.elder == elder]
+
+
+def _robust(base: Floats) -> tuple[Floats, Floats]:
+    """Per-row median and interquartile range (elders are the scaler's columns)."""
+    scaler = RobustScaler(quantile_range=(25.0, 75.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN elder
+        scaler.fit(base.T)
+    centre = np.asarray(scaler.center_, float)
+    scale = np.asarray(scaler.scale_, float)
+    return centre, scale
+
+
+def _level_and_trend(
+    spec: Feature, values: Floats
+) -> tuple[Floats, Floats, Floats, list[tuple[str, Floats, Floats]]]:
+    """(ok, week value, baseline value, [(how, change, z)]) of one feature, every elder."""
+    x = values[:, -WINDOW_DAYS:]
+    base, week = x[:, :BASELINE_DAYS], x[:, BASELINE_DAYS:]
+    n_base = np.isfinite(base).sum(axis=1)
+    n_week = np.isfinite(week).sum(axis=1)
+    ok = (n_base >= MIN_BASELINE) & (n_week >= MIN_WEEK)
+    centre, iqr = _robust(base)
+    # A day's spread (σ from the IQR), floored: an elder as regular as clockwork still
+    # varies by a quarter of the least change that matters.
+    sigma = np.maximum(iqr / IQR_SIGMA, spec.min_change / 4)
+    with warnings.catch_warnings(), np.errstate(divide="ignore", invalid="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        if spec.count:  # counts: means, and a Poisson spread at least
+            centre = np.nanmean(base, axis=1)
+            now = np.nanmean(week, axis=1)
+            sigma = np.maximum(sigma, np.sqrt(np.maximum(centre, 0.5)))
+            spread = sigma * np.sqrt(1 / n_week + 1 / n_base)
+        else:  # the spread of a median of n days is about 1.25 σ / √n
+            now = np.nanmedian(week, axis=1)
+            spread = MEDIAN_SE * sigma * np.sqrt(1 / n_week + 1 / n_base)
+        change = now - centre
+        trend = theil_sen(x[:, -TREND_DAYS:]) * 14
+        tests = []
+        for how, delta, se in (("level", change, spread), ("trend", trend, TREND_SE * sigma)):
+            z = np.where(ok, spec.worse * delta / se, np.nan)
+            if how == "trend":  # a trend counts once the week has begun to move too
+                z = np.where(spec.worse * change > 0, z, np.nan)
+            tests.append((how, delta, z))
+    return ok, now, centre, tests
+
+
+def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
+    """The signs of the last :data:`WEEK_DAYS` days of ``days`` against the
+    :data:`BASELINE_DAYS` before them (earlier days are ignored).
+
+    Deciding: an elder is flagged when one sign is strong (z ≥ :data:`Z_ALONE`) or the
+    signs together are (Stouffer's sum of each sign's best positive z over √ the signs
+    with data ≥ :data:`Z_TOGETHER`: a frailty course moves many a little), and at least
+    one sign's change is large enough to matter (two, when together); the signs reported
+    are those with z ≥ :data:`Z_REPORT` whose change matters. ``z_scale`` multiplies the thresholds
+    (the evaluation's knob)."""
+    if days.days < WINDOW_DAYS:
+        raise ValueError(f"signs need {WINDOW_DAYS} days of figures, not {days.days}")
+    feats = features(days)
+    out = Assessment(days.elders, days.start + (days.days - WINDOW_DAYS) * 86400.0)
+    n = len(days.elders)
+    best = {sign: np.full(n, np.nan) for sign in SIGNS}
+    candidates: dict[tuple[int, str], Sign] = {}
+    for name, values in feats.items():
+        spec = BY_NAME[name]
+        _, now, centre, tests = _level_and_trend(spec, values)
+        for how, delta, z in tests:
+            best[spec.sign] = np.fmax(best[spec.sign], np.minimum(z, Z_CAP))
+            worse = spec.worse * delta
+            big = (worse >= spec.min_change) & (worse >= spec.min_rel * np.abs(centre))
+            for i in np.flatnonzero(big & (np.nan_to_num(z) >= Z_REPORT * z_scale)):
+                key = (int(i), spec.sign)
+                sign = Sign(days.elders[i], spec.sign, name, float(now[i]), float(centre[i]),
+                            float(delta[i]), float(z[i]), how)  # fmt: skip
+                if key not in candidates or sign.z > candidates[key].z:
+                    candidates[key] = sign
+    z_all = np.stack([best[s] for s in SIGNS])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        strongest = np.nanmax(z_all, axis=0)
+    counted = np.isfinite(z_all).sum(axis=0)
+    together = np.nansum(np.clip(z_all, 0, None), axis=0) / np.sqrt(np.maximum(counted, 1))
+    reported = np.zeros(n, int)
+    for k, _ in candidates:
+        reported[k] += 1
+    flag = (np.nan_to_num(strongest) >= Z_ALONE * z_scale) | (
+        (together >= Z_TOGETHER * z_scale) & (reported >= 2)
+    )
+    for (k, _), sign in sorted(
+        candidates.items(), key=lambda kv: (kv[0][0], SIGNS.index(kv[0][1]))
+    ):
+        if flag[k]:
+            out.signs.append(sign)
+    out.score = {e: float(together[i]) if out.of(e) else 0.0 for i, e in enumerate(days.elders)}
+    return out

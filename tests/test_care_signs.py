@@ -1,0 +1,97 @@
+"""Signs of decline on simulated cohorts (device_sim/decline.py) and on hand-made days."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from care.evaluate import evaluate
+from care.signs import WINDOW_DAYS, Days, assess, features, theil_sen
+from device_sim.decline import FRONT_OPENS, IN_BED_S, STEPS, WORN_S, simulate_days
+
+
+def _flat(n: int, value: float, noise: float, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).normal(value, noise, (n, WINDOW_DAYS))
+
+
+def test_each_sign_carries_its_numbers():
+    steps = _flat(3, 4000, 300)
+    steps[1, -7:] *= 0.5  # walks half as much this week
+    bed = _flat(3, 8.5 * 3600, 900, seed=1)
+    bed[2, -7:] += 3 * 3600  # three hours longer in bed
+    result = assess(Days(("a", "b", "c"), 0.0, {STEPS: steps, IN_BED_S: bed}))
+    assert result.flagged() == {"b", "c"}
+    [walk] = result.of("b")
+    assert (walk.sign, walk.feature, walk.how) == ("activity", "steps", "level")
+    assert walk.week == pytest.approx(2000, rel=0.15)
+    assert walk.baseline == pytest.approx(4000, rel=0.05)
+    assert walk.rel == pytest.approx(-0.5, abs=0.08)
+    assert walk.z > 4
+    [sleep] = result.of("c")
+    assert sleep.sign == "bed"
+    assert sleep.change == pytest.approx(3.0, abs=0.5)
+    assert result.score["a"] == 0.0 < result.score["b"]
+
+
+def test_a_small_or_noisy_change_is_no_sign():
+    steps = _flat(2, 4000, 1500)
+    steps[0, -7:] -= 200  # 5 %: within an ordinary week
+    assert assess(Days(("a", "b"), 0.0, {STEPS: steps})).signs == []
+
+
+def test_missing_days_are_no_data_not_zero():
+    steps = _flat(2, 4000, 300)
+    steps[0, -7:-2] = np.nan  # the wearable on the table five days: too few days to judge
+    steps[1, :20] = np.nan  # a new elder: a baseline of eight days says nothing
+    assert assess(Days(("a", "b"), 0.0, {STEPS: steps})).signs == []
+
+
+def test_an_elder_without_a_wearable_is_not_never_wearing_it():
+    worn = np.full((2, WINDOW_DAYS), 14 * 3600.0)
+    worn[1] = np.nan
+    f = features(Days(("a", "b"), 0.0, {WORN_S: worn}))
+    assert np.isnan(f["not_worn_h"][1]).all()
+    assert f["not_worn_h"][0] == pytest.approx(np.full(WINDOW_DAYS, 10.0))
+
+
+def test_fewer_outings_is_a_sign():
+    opens = np.random.default_rng(2).poisson(6.0, (4, WINDOW_DAYS)).astype(float)
+    opens[3, -7:] = np.random.default_rng(3).poisson(1.0, 7)
+    result = assess(Days(("a", "b", "c", "d"), 0.0, {FRONT_OPENS: opens}))
+    assert [s.sign for s in result.of("d")] == ["out"]
+    assert result.flagged() == {"d"}
+
+
+def test_theil_sen_ignores_an_outlier_and_gaps():
+    y = np.arange(21, dtype=float)[None, :] * 2.0
+    y[0, 5] = 500.0
+    y[0, 9] = np.nan
+    assert theil_sen(y)[0] == pytest.approx(2.0)
+
+
+def test_too_short_a_window_is_refused():
+    with pytest.raises(ValueError, match="35 days"):
+        assess(Days(("a",), 0.0, {STEPS: np.ones((1, 20))}))
+
+
+def test_simulated_decline_moves_the_figures_the_right_way():
+    cohort = simulate_days(elders=40, days=84, seed=4, mix={"gradual_decline": 0.5})
+    declining = [lb for lb in cohort.labels if lb.name == "gradual_decline" and lb.onset < 56]
+    assert declining
+    steps = cohort.figures[STEPS]
+    before = [np.nanmedian(steps[lb.elder, lb.onset - 14 : lb.onset]) for lb in declining]
+    after = [np.nanmedian(steps[lb.elder, lb.onset + 21 : lb.onset + 35]) for lb in declining]
+    assert np.median(np.array(after) / np.array(before)) < 0.7
+
+
+@pytest.mark.slow
+def test_signs_on_a_simulated_cohort():
+    # The issue's targets, measured on a small cohort (the README's figures come from
+    # `homecare care evaluate`, 400 elders): hospital stays are all caught within two
+    # weeks, few stable elders are flagged in a month.
+    result = evaluate(elders=160, days=98, seed=7)
+    hit, of = result.detected["sudden_change"]
+    assert of >= 8
+    assert hit == of
+    assert result.stable_month_rate <= 0.08
+    assert result.detected["gradual_decline"][1] >= 8
