@@ -232,3 +232,42 @@ def baselines_fit_command(
         typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
         if every is None or stop.wait(every * 3600):
             return
+
+
+i18n_app = typer.Typer(no_args_is_help=True, help="The message catalogues (homecare/locales).")
+app.add_typer(i18n_app, name="i18n")
+
+
+@i18n_app.command("extract")
+def i18n_extract_command(
+    add: Annotated[
+        str | None, typer.Option(help="Start a new language's catalogue, e.g. fr or zh-TW.")
+    ] = None,
+) -> None:
+    """Merge every word the code says into each catalogue (new words arrive untranslated)."""
+    from homecare.catalogues import add_language, update
+
+    if add is not None:
+        try:
+            typer.echo(
+                f"wrote {add_language(add)}: translate its entries, then `homecare i18n check`"
+            )
+        except FileExistsError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return
+    for path in update():
+        typer.echo(f"updated {path}")
+
+
+@i18n_app.command("check")
+def i18n_check_command() -> None:
+    """Exit 1 while any catalogue lacks a word the code says, or leaves one untranslated."""
+    from homecare.catalogues import problems
+    from homecare.i18n import available
+
+    found = problems()
+    for line in found:
+        typer.echo(line)
+    if found:
+        raise typer.Exit(1)
+    typer.echo(f"every word translated in {', '.join(available())}")
