@@ -355,6 +355,15 @@ class Registry(_Strict):
         """The elder's card with their site's time zone, language and hotline."""
         return elder.card(self.provider_for(elder.site))
 
+    def reader(self, elder_id: str, contact_id: str | None = None) -> tuple[str, str | None]:
+        """How a page for this elder's family names them, and in which language: the
+        contact's own, else the site's (``None``: the default). ``KeyError`` for an elder
+        or contact not in the registry."""
+        elder = self._elders[elder_id]
+        contact = self._contacts[contact_id] if contact_id else None
+        language = contact.language if contact else None
+        return elder.display_name, language or self.provider_for(elder.site).language
+
     def ladder(self, severity: Severity | str, care_level: int) -> Ladder:
         override = self.care_levels.get(care_level)
         chosen: Ladder | None = getattr(override, str(severity)) if override else None

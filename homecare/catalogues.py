@@ -16,6 +16,7 @@ homecare.pot -d homecare/locales -D homecare``.
 
 from __future__ import annotations
 
+import copy
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -86,8 +87,8 @@ def update() -> list[Path]:
     out = []
     for lang in available():
         catalog = _read(lang)
-        catalog.update(pot, no_fuzzy_matching=True)
-        out.append(_write(lang, catalog))
+        catalog.update(copy.deepcopy(pot), no_fuzzy_matching=True)  # it keeps the template's
+        out.append(_write(lang, catalog))  # entries, which English then fills in
     return out
 
 

@@ -225,6 +225,15 @@ def test_the_registry_holds_a_language_per_contact_and_a_default_per_site():
     assert not reg.may_acknowledge("12349", "e1", "east"), "a hotline is not a contact"
 
 
+def test_the_weekly_picture_is_for_a_contact_in_their_language_or_the_sites():
+    reg = Registry.model_validate(REGISTRY)
+    assert reg.reader("e1", "jo") == ("王秀英", "en")
+    assert reg.reader("e1", "li") == ("王秀英", "zh-CN"), "li named none: the site's"
+    assert reg.reader("e1") == ("王秀英", "zh-CN")
+    with pytest.raises(KeyError):
+        reg.reader("e1", "nobody")
+
+
 def test_a_language_without_a_catalogue_is_refused_naming_the_field(tmp_path):
     bad = {**REGISTRY, "sites": {"east": {"language": "xx-YY"}}}
     path = tmp_path / "registry.yaml"
@@ -276,3 +285,117 @@ def test_the_ladder_tells_each_contact_in_their_language_and_the_page_follows(tm
     status, page = server.route("GET", resolve, b"")
     assert "How did it end?" in str(page)
     assert "someone went round" in str(page)
+
+
+# -- the weekly picture ------------------------------------------------------------------
+
+MONDAY = 1_700_438_400.0  # Monday 20 November 2023, 00:00 UTC
+
+
+def _week(language: str, name: str = "王秀英") -> Any:
+    from dashboards import report
+
+    days = [
+        report.Day(
+            MONDAY + i * 86400,
+            steps=3000 + 400 * i,
+            active_min=90.0,
+            hr=(72.0, 58.0, 96.0),
+            door_opens={"front": 3},
+            bed_readings=500,
+            in_bed_h=8.5,
+            exits=i % 2,
+            bedtime_h=22.5,
+            rise_h=31.0,
+        )
+        for i in range(6)
+    ] + [report.Day(MONDAY + 6 * 86400)]  # a Sunday without readings
+    alerts = [
+        report.AlertLine(MONDAY + 86400 + 3600 * 9, "fall", "critical", "resolved",
+                         outcome="handled_at_home", ack_s=42.0, channel="mqtt"),
+        report.AlertLine(MONDAY + 2 * 86400, "sos", "critical", "cancelled"),
+        report.AlertLine(MONDAY + 3 * 86400, "smoke_x", "warning", "acknowledged",
+                         ack_s=300.0, channel="http"),
+        report.AlertLine(MONDAY + 4 * 86400, "bed_exit", "warning", "notified"),
+    ]  # fmt: skip
+    usual = {"steps": 4000.0, "hr": 70.0, "in_bed_h": 8.0, "front": 3.0}
+    return report.Picture("e1", name, 8.0, days, usual, True, alerts, language)
+
+
+def _uncovered(fig: Any) -> list[str]:
+    """Every character of the figure's texts that no font of its family chain has."""
+    from matplotlib import font_manager
+    from matplotlib.ft2font import FT2Font
+    from matplotlib.text import Text
+
+    charmaps: dict[str, set[int]] = {}
+    missing = []
+    for text in fig.findobj(Text):
+        chain = []
+        for family in text.get_fontfamily():
+            prop = text.get_fontproperties().copy()
+            prop.set_family(family)
+            path = font_manager.findfont(prop, fallback_to_default=False)
+            if path not in charmaps:
+                charmaps[path] = set(FT2Font(path).get_charmap())
+            chain.append(charmaps[path])
+        for char in text.get_text():
+            if not char.isspace() and not any(ord(char) in cmap for cmap in chain):
+                missing.append(f"{char!r} in {text.get_text()!r}")
+    return missing
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_the_weekly_picture_draws_every_glyph_in_a_real_font(language, recwarn):
+    from dashboards import report
+
+    picture = _week(language)
+    with report._in_font(picture.tr):
+        fig = report.render_page(picture)
+        png = report._png(fig)  # drawing makes the tick labels too
+    assert png.startswith(b"\x89PNG")
+    glyphs = [w for w in recwarn.list if "missing from font" in str(w.message)]
+    assert glyphs == [], "matplotlib drew an empty box"
+    assert _uncovered(fig) == []
+    texts = " ".join(t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text")))
+    assert not re.search(r"\b(mqtt|http|smoke_x|bed_exit|e1|notified)\b", texts), texts
+    if language == "zh-CN":
+        assert report.families(picture.tr)[0] == "Noto Sans CJK SC"
+        for said in ("王秀英的一周", "每天步数", "心率（次/分钟）", "通过手机应用在42秒内回应",
+                     "11月20日星期一至2023年11月26日星期日", "周日\n26日"):  # fmt: skip
+            assert said in texts, said
+
+
+def test_an_empty_box_is_caught(recwarn):
+    """The check above can fail: Chinese drawn in a font without it warns."""
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context({"font.family": ["DejaVu Sans"]}):
+        fig = Figure()
+        fig.text(0.1, 0.5, "王秀英")
+        from dashboards.report import _png
+
+        _png(fig)
+    assert any("missing from font" in str(w.message) for w in recwarn.list)
+    assert _uncovered(fig) == ["'王' in '王秀英'", "'秀' in '王秀英'", "'英' in '王秀英'"]
+
+
+@pytest.mark.parametrize("language", ["zh-CN", "en"])
+def test_the_weekly_html_is_in_the_readers_language(language):
+    from dashboards import report
+
+    page = report.render_html(_week(language))
+    assert f'<html lang="{language}">' in page
+    words = re.sub(r'src="data:[^"]*"', "", page)
+    assert not re.search(r"\b(mqtt|http|smoke_x|bed_exit|notified)\b", words)
+    if language == "zh-CN":
+        assert "<title>王秀英的一周</title>" in page
+        assert "活动：一般每天约4,000步，和平时差不多。" in page
+        assert "睡眠：每晚在床上约8小时30分，通常从22:30到07:00；每晚起床0.5次。" in page
+        assert "26日（周日）没有数据" in page
+        assert "已取消：老人按了“我没事”。" in page
+    else:
+        assert "Answered in 42 seconds in the app; handled at home." in page
+        assert "No readings on Sun 26: the sensors" in page
+        assert "Another alert" in page
