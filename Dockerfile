@@ -2,6 +2,9 @@
 # the command picks the service.
 FROM python:3.11-slim-bookworm
 WORKDIR /app
+# Noto Sans CJK: the weekly picture draws Chinese with a real font, never empty boxes.
+RUN apt-get update && apt-get install -y --no-install-recommends fonts-noto-cjk \
+    && rm -rf /var/lib/apt/lists/*
 COPY pyproject.toml README.md ./
 # The services and tools, and the benchmarks' light command module (bench/cli.py: a
 # benchmark loads only when it runs); not the harness (local servers, stand-ins, demo).

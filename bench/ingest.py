@@ -678,7 +678,7 @@ def run_workers(
         state.mkdir()
         done = provision(
             broker.url, mqtt_url=broker.mqtt_url, partitions=PARTITIONS, ack_wait_s=ACK_WAIT_S,
-            max_ack_pending=MAX_ACK_PENDING, consumers=(INGEST_CONSUMER,), detect_shards=(),
+            max_ack_pending=MAX_ACK_PENDING, consumers=(INGEST_CONSUMER,),
         )  # fmt: skip
         if not done.source.ok:
             raise RuntimeError(f"TELEMETRY's source is not active: {done.source.detail}")

@@ -14,7 +14,7 @@ from broker.cli import app as broker_app
 from care.cli import app as care_app
 from certify.cli import certify_command
 from dashboards.cli import app as dashboards_app
-from dashboards.report import report_command
+from dashboards.report import ReportOptions, report_command
 from device_sim.cli import app as sim_app
 from devices.cli import app as devices_app
 from escalation.cli import escalate_command, registry_app
@@ -46,7 +46,6 @@ app.add_typer(baselines_app, name="baselines")
 app.command("escalate")(escalate_command)
 app.add_typer(registry_app, name="registry")
 app.add_typer(rollup_app, name="rollup")
-app.command("report")(report_command)
 app.add_typer(devices_app, name="devices")
 app.add_typer(broker_app, name="broker")
 app.add_typer(elder_app, name="elder")
@@ -228,3 +227,77 @@ def baselines_fit_command(
         typer.echo(json.dumps(refit(settings, days=days, path=out, cached=not full)))
         if every is None or stop.wait(every * 3600):
             return
+
+
+i18n_app = typer.Typer(no_args_is_help=True, help="The message catalogues (homecare/locales).")
+app.add_typer(i18n_app, name="i18n")
+
+
+@i18n_app.command("extract")
+def i18n_extract_command(
+    add: Annotated[
+        str | None, typer.Option(help="Start a new language's catalogue, e.g. fr or zh-TW.")
+    ] = None,
+) -> None:
+    """Merge every word the code says into each catalogue (new words arrive untranslated)."""
+    from homecare.catalogues import add_language, update
+
+    if add is not None:
+        try:
+            typer.echo(
+                f"wrote {add_language(add)}: translate its entries, then `homecare i18n check`"
+            )
+        except FileExistsError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        return
+    for path in update():
+        typer.echo(f"updated {path}")
+
+
+@i18n_app.command("check")
+def i18n_check_command() -> None:
+    """Exit 1 while any catalogue lacks a word the code says, or leaves one untranslated."""
+    from homecare.catalogues import problems
+    from homecare.i18n import available
+
+    found = problems()
+    for line in found:
+        typer.echo(line)
+    if found:
+        raise typer.Exit(1)
+    typer.echo(f"every word translated in {', '.join(available())}")
+
+
+@app.command("report")
+def report_with_registry_command(
+    elder: ReportOptions.Elder,
+    days: ReportOptions.Days = 7,
+    out: ReportOptions.Out = None,
+    end: ReportOptions.End = "now",
+    name: ReportOptions.Name = None,
+    lang: ReportOptions.Lang = None,
+    district: ReportOptions.District = None,
+    reader: Annotated[
+        str | None,
+        typer.Option("--for", help="The family contact it is for: their language (registry)."),
+    ] = None,
+) -> None:
+    """A one-page picture of an elder's week for the family: PNG and HTML.
+
+    With HOMECARE_REGISTRY set, the page names the elder as the registry does and speaks
+    the language of the contact (--for) or of the elder's site, unless --name/--lang say."""
+    from escalation.registry import RegistryError, load_registry
+
+    path = load_settings().registry
+    if path is not None and (name is None or lang is None):
+        try:
+            called, language = load_registry(path).reader(elder, reader)
+        except RegistryError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        except KeyError as exc:
+            raise typer.BadParameter(f"{exc.args[0]!r} is not in the registry {path}") from exc
+        name, lang = name or called, lang or language
+    elif reader is not None:
+        raise typer.BadParameter("--for needs the registry: set HOMECARE_REGISTRY")
+    report_command(elder=elder, days=days, out=out, end=end, name=name, lang=lang,
+                   district=district)

@@ -8,17 +8,26 @@ readings otherwise, with the rollups' own statements; a day without readings is 
 as "no data", and an elder without any gets a page that says so.
 
 The report covers whole local days (the site's ``utc_offset_h``) before ``end``'s day.
+
+Every word, date and number is in the reader's language (``--lang``; :mod:`homecare.i18n`),
+and the picture draws it in that language's font (the catalogue's ``font`` entry:
+Noto Sans CJK SC for Chinese, Debian's ``fonts-noto-cjk``); a font that is not installed
+is an error, never a page of empty boxes.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
+import functools
 import html
 import io
 import logging
 import re
 import statistics
 import textwrap
+import unicodedata
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,6 +36,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from homecare.contract import ID_PATTERN
+from homecare.errors import ConfigError
+from homecare.i18n import N_, Translator, available, translator
 from homecare.influx import InfluxClient, InfluxError, quote_ident
 from homecare.nights import NIGHT_H, local_midnight, sleep_nights
 from homecare.query import rollup_select, select
@@ -62,28 +73,40 @@ MIN_NIGHT_COVER = 0.5
 """A night with readings for less of its window than this is shown as missing."""
 
 KINDS = {
-    "fall": "A possible fall",
-    "sos": "The emergency button was pressed",
-    "inactivity": "No movement for longer than usual",
-    "wandering": "Went out at night",
-    "bed_exit": "Out of bed at night for a long time",
-    "not_up": "Stayed in bed much later than usual",
-    "tachycardia": "Heart rate was very high",
-    "bradycardia": "Heart rate was very low",
-    "low_spo2": "Blood oxygen was low",
-    "low_br": "Breathing was slow",
-    "high_br": "Breathing was fast",
-    "device_offline": "A sensor stopped sending",
-    "battery_low": "A battery was running low",
-    "not_worn": "The wristband was not worn",
+    "fall": N_("A possible fall"),
+    "sos": N_("The emergency button was pressed"),
+    "inactivity": N_("No movement for longer than usual"),
+    "wandering": N_("Went out at night"),
+    "bed_exit": N_("Out of bed at night for a long time"),
+    "not_up": N_("Stayed in bed much later than usual"),
+    "tachycardia": N_("Heart rate was very high"),
+    "bradycardia": N_("Heart rate was very low"),
+    "low_spo2": N_("Blood oxygen was low"),
+    "breathing": N_("Breathing was unusual"),
+    "low_br": N_("Breathing was slow"),
+    "high_br": N_("Breathing was fast"),
+    "offline": N_("A sensor stopped sending"),
+    "device_offline": N_("A sensor stopped sending"),
+    "battery_low": N_("A battery was running low"),
+    "not_worn": N_("The wristband was not worn"),
 }
+OTHER_KIND = N_("Another alert")
+"""A kind the page has no words for: its code name is never shown to a family."""
 OUTCOMES = {
-    "false_alarm": "it was a false alarm",
-    "handled_at_home": "handled at home",
-    "visit": "someone visited",
-    "ambulance": "an ambulance was called",
+    "false_alarm": N_("it was a false alarm"),
+    "handled_at_home": N_("handled at home"),
+    "visit": N_("someone visited"),
+    "ambulance": N_("an ambulance was called"),
 }
-CHANNELS = {"call_centre": "the call centre", "email": "email", "sms": "text message"}
+CHANNELS = {
+    "call_centre": N_("by the call centre"),
+    "email": N_("after an email"),
+    "webhook": N_("after a text message"),
+    "sms": N_("after a text message"),
+    "http": N_("through the link in a message"),
+    "mqtt": N_("in the app"),
+}
+"""How the answer came (escalation's channel names); an unknown one is left unsaid."""
 
 
 @dataclass
@@ -129,6 +152,12 @@ class Picture:
     usual: dict[str, float]
     usual_from_history: bool
     alerts: list[AlertLine]
+    language: str | None = None
+    """The reader's (``None``: the default, English)."""
+
+    @property
+    def tr(self) -> Translator:
+        return translator(self.language)
 
     @property
     def has_data(self) -> bool:
@@ -137,18 +166,29 @@ class Picture:
     def local(self, ts: float) -> datetime:
         return datetime.fromtimestamp(ts + self.utc_offset_h * 3600, UTC)
 
+    def say(self, ts: float, pattern: str) -> str:
+        """A local moment in a CLDR pattern (itself a word of the catalogue)."""
+        return self.tr.datetime(self.local(ts), UTC, pattern)
+
     def day_label(self, day: Day) -> str:
-        return self.local(day.start).strftime("%a %-d")
+        # Translators: a short day for a chart's axis; the space becomes a line break.
+        return self.say(day.start, self.tr.pgettext("date pattern", "EEE d"))
+
+    def day_name(self, day: Day) -> str:
+        """A day named in a sentence ("Sun 26")."""
+        return self.say(day.start, self.tr.pgettext("day in a sentence", "EEE d"))
 
     @property
     def bounds(self) -> tuple[str, str]:
         """The first and last day, in words."""
-        first, last = self.local(self.days[0].start), self.local(self.days[-1].start)
-        return f"{first:%A %-d %B}", f"{last:%A %-d %B %Y}"
+        tr = self.tr
+        first = self.say(self.days[0].start, tr.pgettext("date pattern", "EEEE d MMMM"))
+        return first, self.say(self.days[-1].start, tr.pgettext("date pattern", "EEEE d MMMM y"))
 
     @property
     def period(self) -> str:
-        return "{} to {}".format(*self.bounds)
+        first, last = self.bounds
+        return self.tr.gettext("{first} to {last}").format(first=first, last=last)
 
 
 def _history_ok(db: InfluxClient) -> bool:
@@ -298,6 +338,7 @@ def gather(
     end: float,
     retention: RetentionSettings | None = None,
     name: str | None = None,
+    language: str | None = None,
 ) -> Picture:
     """Read the ``days`` whole local days before ``end``'s day, their usual and alerts."""
     if not re.fullmatch(ID_PATTERN, elder):
@@ -315,13 +356,13 @@ def gather(
     from_history = sum(d.steps is not None for d in before) >= MIN_USUAL_DAYS
     usual = _usual(before if from_history else week)
     alerts = _alerts(db, elder, lo, max(hi, end), history)
-    return Picture(elder, name or elder, offset, week, usual, from_history, alerts)
+    return Picture(elder, name or elder, offset, week, usual, from_history, alerts, language)
 
 
-def _hm(hours: float) -> str:
+def _hm(hours: float, tr: Translator) -> str:
     """``9 h 20 min``."""
     minutes = round(hours * 60)
-    return f"{minutes // 60} h {minutes % 60:02d} min"
+    return tr.gettext("{h} h {m} min").format(h=minutes // 60, m=f"{minutes % 60:02d}")
 
 
 def _clock(hours: float) -> str:
@@ -337,119 +378,146 @@ def _compare(value: float, usual: float, more: str, less: str, same: str) -> str
     return more if ratio > 1.25 else less if ratio < 0.75 else same
 
 
-def _list(labels: list[str]) -> str:
-    return labels[0] if len(labels) == 1 else ", ".join(labels[:-1]) + " and " + labels[-1]
-
-
 def sentences(p: Picture) -> list[str]:
     """The week in plain words, one sentence per topic."""
+    tr = p.tr
+    _ = tr.gettext
     if not p.has_data:
+        first, last = p.bounds
         return [
-            "We received no readings for {} between {} and {}.".format(p.name, *p.bounds),
-            "The sensors may be switched off, out of battery or out of reach of the home's "
-            "internet connection. Please check them, or ask the care team to.",
-        ]
+            _("We received no readings for {name} between {first} and {last}.").format(
+                name=p.name, first=first, last=last
+            ),
+            _("The sensors may be switched off, out of battery or out of reach of the home's "
+              "internet connection. Please check them, or ask the care team to."),
+        ]  # fmt: skip
     out: list[str] = []
     worn = [d for d in p.days if d.steps is not None]
     if worn:
         steps = statistics.median(d.steps or 0 for d in worn)
         how = (
-            _compare(steps, p.usual.get("steps", steps), "more active than usual",
-                     "less active than usual", "about as active as usual")
+            _compare(steps, p.usual.get("steps", steps), _("more active than usual"),
+                     _("less active than usual"), _("about as active as usual"))
             if p.usual_from_history
-            else "no earlier weeks to compare with yet"
+            else _("no earlier weeks to compare with yet")
         )  # fmt: skip
-        out.append(f"Activity: about {steps:,.0f} steps on a typical day — {how}.")
+        out.append(_("Activity: about {steps} steps on a typical day — {how}.").format(
+            steps=tr.number(round(steps), "#,##0"), how=how))  # fmt: skip
         quiet = [
-            p.day_label(d)
+            p.day_name(d)
             for d in worn
             if p.usual.get("steps") and (d.steps or 0) < 0.5 * p.usual["steps"]
         ]
         if quiet:
-            rest = "their usual" if p.usual_from_history else "the rest of the week"
-            out.append(f"Much quieter than {rest}: {_list(quiet)}.")
+            if p.usual_from_history:
+                out.append(_("Much quieter than their usual: {days}.").format(days=tr.join(quiet)))
+            else:
+                out.append(_("Much quieter than the rest of the week: {days}.").format(
+                    days=tr.join(quiet)))  # fmt: skip
     slept = [d for d in p.days if d.in_bed_h is not None and d.bedtime_h is not None]
     if slept:
         hours = statistics.mean(d.in_bed_h or 0 for d in slept)
         exits = statistics.mean(d.exits or 0 for d in slept)
         bed = statistics.median(d.bedtime_h or 0 for d in slept)
         rise = statistics.median(d.rise_h or 0 for d in slept)
-        up = "did not get up at night" if exits < 0.5 else f"got up {exits:.1f} times a night"
+        up = _("did not get up at night") if exits < 0.5 else _(
+            "got up {times} times a night").format(times=tr.number(exits, "0.0"))  # fmt: skip
         out.append(
-            f"Sleep: about {_hm(hours)} in bed a night, usually from {_clock(bed)} to "
-            f"{_clock(rise)}; {up}."
-        )
+            _("Sleep: about {hours} in bed a night, usually from {bed} to {rise}; {up}.").format(
+                hours=_hm(hours, tr), bed=_clock(bed), rise=_clock(rise), up=up)
+        )  # fmt: skip
     beats = [d.hr for d in p.days if d.hr is not None]
     if beats:
         mean = statistics.mean(b[0] for b in beats)
         low, high = min(b[1] for b in beats), max(b[2] for b in beats)
         usual = p.usual.get("hr", mean)
-        trend = "higher than usual" if mean > usual + 8 else (
-            "lower than usual" if mean < usual - 8 else "steady")  # fmt: skip
+        trend = _("higher than usual") if mean > usual + 8 else (
+            _("lower than usual") if mean < usual - 8 else _("steady"))  # fmt: skip
         out.append(
-            f"Heart rate: {mean:.0f} beats a minute on average ({low:.0f} at the lowest, "
-            f"{high:.0f} at the highest) — {trend}."
-        )
+            _("Heart rate: {mean} beats a minute on average ({low} at the lowest, {high} at "
+              "the highest) — {trend}.").format(mean=f"{mean:.0f}", low=f"{low:.0f}",
+                                                high=f"{high:.0f}", trend=trend)
+        )  # fmt: skip
     with_doors = [d for d in p.days if d.has_data]
     front = sum(d.door_opens.get("front", 0) for d in with_doors)
     if front:
-        out.append(f"Front door: opened {front} times, about {front / len(with_doors):.0f} a day.")
-    else:
-        out.append("Front door: not opened this week.")
-    missing = [p.day_label(d) for d in p.days if not d.has_data]
-    if missing:
         out.append(
-            f"No readings on {_list(missing)}: the sensors may have been off or out of reach."
-        )
-    unworn = [p.day_label(d) for d in p.days if d.has_data and d.steps is None]
-    if unworn:
-        out.append(f"The wristband sent nothing on {_list(unworn)}.")
-    if any(a.severity != "info" for a in p.alerts):
-        out.append(f"Alerts: {len(p.alerts)} this week, listed below with what was done.")
-    elif p.alerts:
-        out.append(f"Alerts: {len(p.alerts)} about the equipment only, none about {p.name}.")
+            tr.ngettext("Front door: opened {n} time, about {daily} a day.",
+                        "Front door: opened {n} times, about {daily} a day.", front)
+            .format(n=front, daily=f"{front / len(with_doors):.0f}")
+        )  # fmt: skip
     else:
-        out.append("Alerts: none this week.")
+        out.append(_("Front door: not opened this week."))
+    missing = [p.day_name(d) for d in p.days if not d.has_data]
+    if missing:
+        out.append(_("No readings on {days}: the sensors may have been off or out of reach.")
+                   .format(days=tr.join(missing)))  # fmt: skip
+    unworn = [p.day_name(d) for d in p.days if d.has_data and d.steps is None]
+    if unworn:
+        out.append(_("The wristband sent nothing on {days}.").format(days=tr.join(unworn)))
+    n = len(p.alerts)
+    if any(a.severity != "info" for a in p.alerts):
+        out.append(tr.ngettext("Alerts: {n} this week, listed below with what was done.",
+                               "Alerts: {n} this week, listed below with what was done.", n)
+                   .format(n=n))  # fmt: skip
+    elif p.alerts:
+        out.append(tr.ngettext("Alerts: {n} about the equipment only, none about {name}.",
+                               "Alerts: {n} about the equipment only, none about {name}.", n)
+                   .format(n=n, name=p.name))  # fmt: skip
+    else:
+        out.append(_("Alerts: none this week."))
     return out
 
 
 def alert_rows(p: Picture) -> list[tuple[str, str, str]]:
-    """When, what and what was done, for each alert of the week."""
+    """When, what and what was done, for each alert of the week: in words a family knows
+    (never a kind's code name, a protocol or an id)."""
+    tr = p.tr
+    _ = tr.gettext
     rows = []
     for a in p.alerts:
-        what = KINDS.get(a.kind, a.kind.replace("_", " ").capitalize())
+        what = _(KINDS.get(a.kind, OTHER_KIND))
         if a.state == "cancelled":
-            done = "Cancelled: the wearer pressed \u201cI'm OK\u201d."
+            done = _("Cancelled: the wearer pressed \u201cI'm OK\u201d.")
         else:
             parts = []
             if a.ack_s is not None:
-                via = CHANNELS.get(a.channel or "", a.channel or "")
-                parts.append(f"Answered in {_duration(a.ack_s)}" + (f" by {via}" if via else ""))
+                via = CHANNELS.get(a.channel or "")
+                parts.append(
+                    _("answered in {duration} {how}").format(duration=_duration(a.ack_s, tr),
+                                                             how=_(via))
+                    if via else _("answered in {duration}").format(duration=_duration(a.ack_s, tr))
+                )  # fmt: skip
             if a.outcome:
-                parts.append(OUTCOMES.get(a.outcome, a.outcome.replace("_", " ")))
+                parts.append(_(OUTCOMES.get(a.outcome, N_("closed"))))
             elif a.state in ("open", "notified"):
-                parts.append("carers were told" if a.state == "notified" else "not yet answered")
+                parts.append(_("carers were told") if a.state == "notified" else
+                             _("not yet answered"))  # fmt: skip
             elif a.state == "resolved":
-                parts.append("resolved")
-            done = "; ".join(parts).capitalize() + "."
-        rows.append((p.local(a.ts).strftime("%a %-d, %H:%M"), what, done))
+                parts.append(_("resolved"))
+            joined = _("; ").join(parts)
+            done = _("{what}.").format(what=joined[:1].upper() + joined[1:])
+        # Translators: when an alert began, in the list of the week's alerts.
+        rows.append((p.say(a.ts, tr.pgettext("date pattern", "EEE d, HH:mm")), what, done))
     return rows
 
 
-def _duration(seconds: float) -> str:
+def _duration(seconds: float, tr: Translator) -> str:
     if seconds < 90:
-        return f"{seconds:.0f} seconds"
-    return f"{seconds / 60:.0f} minutes"
+        n = round(seconds)
+        return tr.ngettext("{n} second", "{n} seconds", n).format(n=n)
+    n = round(seconds / 60)
+    return tr.ngettext("{n} minute", "{n} minutes", n).format(n=n)
 
 
 GREEN, BLUE, RED, ORANGE, GREY = "#3d8b37", "#3b6fb6", "#c0392b", "#c77c2a", "#9a9a9a"
 
 
-def _no_data(ax: Axes, x: list[int], missing: list[bool]) -> None:
+def _no_data(ax: Axes, x: list[int], missing: list[bool], tr: Translator) -> None:
     for i, gone in zip(x, missing, strict=True):
         if gone:
-            ax.text(i, 0.04, "no data", rotation=90, ha="center", va="bottom", color=GREY,
-                    fontsize=9, transform=ax.get_xaxis_transform())  # fmt: skip
+            ax.text(i, 0.04, tr.gettext("no data"), rotation=90, ha="center", va="bottom",
+                    color=GREY, fontsize=9, transform=ax.get_xaxis_transform())  # fmt: skip
 
 
 def _style(ax: Axes, title: str, labels: list[str]) -> None:
@@ -463,6 +531,8 @@ def _style(ax: Axes, title: str, labels: list[str]) -> None:
 
 def draw_charts(p: Picture, axes: list[Axes]) -> None:
     """Steps, time in bed, heart rate and front door per day, on four axes."""
+    tr = p.tr
+    _ = tr.gettext
     labels = [p.day_label(d).replace(" ", "\n") for d in p.days]
     x = list(range(len(p.days)))
     steps, bed, heart, door = axes
@@ -470,56 +540,127 @@ def draw_charts(p: Picture, axes: list[Axes]) -> None:
     steps.bar(x, values, color=GREEN, width=0.6)
     top = max([*values, p.usual.get("steps", 0), 1])
     if "steps" in p.usual:
-        usual = "their usual day" if p.usual_from_history else "typical day this week"
+        usual = _("their usual day") if p.usual_from_history else _("typical day this week")
         steps.axhline(p.usual["steps"], color="#333", linestyle="--", linewidth=1, label=usual)
         steps.legend(fontsize=8, frameon=False, loc="upper left")
-    _no_data(steps, x, [d.steps is None for d in p.days])
+    _no_data(steps, x, [d.steps is None for d in p.days], tr)
     steps.set_ylim(0, top * 1.2)
-    _style(steps, "Steps per day", labels)
+    _style(steps, _("Steps per day"), labels)
 
     hours = [d.in_bed_h or 0 for d in p.days]
     bed.bar(x, hours, color=BLUE, width=0.6)
     for i, d in zip(x, p.days, strict=True):
         if d.exits:
-            bed.text(i, hours[i] + 0.2, f"up {d.exits}\u00d7", ha="center", fontsize=8)
-    _no_data(bed, x, [d.in_bed_h is None for d in p.days])
+            up = _("up {n}\u00d7").format(n=d.exits)
+            bed.text(i, hours[i] + 0.2, up, ha="center", fontsize=8)
+    _no_data(bed, x, [d.in_bed_h is None for d in p.days], tr)
     bed.set_ylim(0, max([*hours, 10]) * 1.25)
-    _style(bed, "Hours in bed each night (by evening)", labels)
+    _style(bed, _("Hours in bed each night (by evening)"), labels)
 
     nan = float("nan")
     mean = [d.hr[0] if d.hr else nan for d in p.days]
     low = [d.hr[1] if d.hr else nan for d in p.days]
     high = [d.hr[2] if d.hr else nan for d in p.days]
-    heart.fill_between(x, low, high, color=RED, alpha=0.15, linewidth=0, label="lowest–highest")
-    heart.plot(x, mean, color=RED, marker="o", label="average")
+    heart.fill_between(x, low, high, color=RED, alpha=0.15, linewidth=0,
+                       label=_("lowest–highest"))  # fmt: skip
+    heart.plot(x, mean, color=RED, marker="o", label=_("average"))
     known = [v for v in low + high if v == v]
     heart.set_ylim(min([*known, 50]) - 10, max([*known, 100]) + 10)
-    _no_data(heart, x, [d.hr is None for d in p.days])
+    _no_data(heart, x, [d.hr is None for d in p.days], tr)
     heart.legend(fontsize=8, frameon=False, loc="upper right")
-    _style(heart, "Heart rate (beats a minute)", labels)
+    _style(heart, _("Heart rate (beats a minute)"), labels)
 
     opens = [d.door_opens.get("front", 0) for d in p.days]
     door.bar(x, opens, color=ORANGE, width=0.6)
-    _no_data(door, x, [not d.has_data for d in p.days])
+    _no_data(door, x, [not d.has_data for d in p.days], tr)
     door.set_ylim(0, max([*opens, 4]) * 1.25)
     # The y axis's AutoLocator is a MaxNLocator, which takes ``integer``; the stub says Locator.
     door.yaxis.get_major_locator().set_params(integer=True)  # type: ignore[call-arg]
-    _style(door, "Front door openings", labels)
+    _style(door, _("Front door openings"), labels)
 
 
 def _wrap(text: str, width: int) -> list[str]:
-    return textwrap.wrap(text, width) or [""]
+    """Lines of at most ``width`` columns; a wide (CJK) character takes two, and such text
+    breaks anywhere, as it is written without spaces."""
+    if text.isascii():
+        return textwrap.wrap(text, width) or [""]
+    lines, line, used = [], "", 0
+    for char in text:
+        cost = 2 if unicodedata.east_asian_width(char) in "WF" else 1
+        if used + cost > width and line:
+            lines.append(line)
+            line, used = "", 0
+        line += char
+        used += cost
+    return [*lines, line] if line or not lines else lines
+
+
+def font(tr: Translator) -> str:
+    """The language's font family (the catalogue's ``font`` entry), found among the
+    installed fonts: matplotlib's font cache may predate a font installed since, so the
+    system's fonts are looked at again before giving up with the package to install."""
+    # Translators: the font family your language's picture is drawn in (installed on the
+    # server), e.g. "Noto Sans CJK SC" for simplified Chinese.
+    family = tr.pgettext("font", "DejaVu Sans")
+    if _installed(family):
+        return family
+    raise ConfigError(
+        f"the font {family!r} for language {tr.language} is not installed "
+        "(on Debian: apt-get install fonts-noto-cjk)"
+    )
+
+
+def families(tr: Translator) -> list[str]:
+    """The language's font first, then every other shipped language's that is installed
+    (an English page about 王秀英 draws her name too), then matplotlib's own."""
+    chain = [font(tr)]
+    for lang in available():
+        with contextlib.suppress(ConfigError):
+            chain.append(font(translator(lang)))
+    return list(dict.fromkeys([*chain, "DejaVu Sans"]))
+
+
+@functools.cache
+def _installed(family: str) -> bool:
+    from matplotlib import font_manager
+
+    wanted = font_manager.FontProperties(family=family)
+    for attempt in range(2):
+        try:
+            font_manager.findfont(wanted, fallback_to_default=False)
+            return True
+        except ValueError:
+            if attempt:
+                break
+            known = {f.fname for f in font_manager.fontManager.ttflist}
+            for path in font_manager.findSystemFonts():
+                if path not in known:
+                    with contextlib.suppress(OSError, RuntimeError, ValueError):
+                        font_manager.fontManager.addfont(path)
+    return False
+
+
+@contextlib.contextmanager
+def _in_font(tr: Translator) -> Iterator[None]:
+    """Draw (and save) in the language's fonts."""
+    import matplotlib
+
+    with matplotlib.rc_context({"font.family": families(tr)}):
+        yield
 
 
 def render_page(p: Picture) -> Figure:
-    """The one-page picture: title, the week in words, four charts, the alerts."""
+    """The one-page picture: title, the week in words, four charts, the alerts. Save it
+    inside :func:`_in_font` (as :func:`page_png` does)."""
     from matplotlib.figure import Figure
 
+    _ = p.tr.gettext
     fig = Figure(figsize=(8.27, 11.69), dpi=110)
-    fig.text(0.06, 0.955, f"{p.name}'s week", fontsize=24, fontweight="bold")
+    fig.text(0.06, 0.955, _("{name}'s week").format(name=p.name), fontsize=24,
+             fontweight="bold")  # fmt: skip
     fig.text(0.06, 0.93, p.period, fontsize=13, color="#555")
     y = 0.89
-    fig.text(0.06, y, "In short", fontsize=15, fontweight="bold")
+    fig.text(0.06, y, _("In short"), fontsize=15, fontweight="bold")
     y -= 0.03
     for sentence in sentences(p):
         for i, part in enumerate(_wrap(sentence, 84)):
@@ -534,12 +675,13 @@ def render_page(p: Picture) -> Figure:
         y -= 0.45
     rows = alert_rows(p)
     if rows:
-        fig.text(0.06, y, "Alerts this week", fontsize=15, fontweight="bold")
+        fig.text(0.06, y, _("Alerts this week"), fontsize=15, fontweight="bold")
         y -= 0.028
         for shown, (when, what, done) in enumerate(rows):
             if y < 0.1 and shown < len(rows) - 1:  # the page is full
                 more = len(rows) - shown
-                fig.text(0.06, y, f"… and {more} more (see the web page).", fontsize=11)
+                fig.text(0.06, y, _("… and {n} more (see the web page).").format(n=more),
+                         fontsize=11)  # fmt: skip
                 break
             fig.text(0.06, y, when, fontsize=11, color="#555")
             fig.text(0.25, y, what, fontsize=11, fontweight="bold")
@@ -547,11 +689,14 @@ def render_page(p: Picture) -> Figure:
                 y -= 0.019
                 fig.text(0.25, y, part, fontsize=11)
             y -= 0.026
-    fig.text(
-        0.06, 0.02, f"Made on {datetime.now(UTC):%-d %B %Y} from the home's sensors.",
-        fontsize=9, color="#777",
-    )  # fmt: skip
+    fig.text(0.06, 0.02, _made(p), fontsize=9, color="#777")
     return fig
+
+
+def _made(p: Picture) -> str:
+    tr = p.tr
+    today = tr.datetime(datetime.now(UTC), UTC, tr.pgettext("date pattern", "d MMMM y"))
+    return tr.gettext("Made on {date} from the home's sensors.").format(date=today)
 
 
 def _png(fig: Figure) -> bytes:
@@ -560,23 +705,32 @@ def _png(fig: Figure) -> bytes:
     return buf.getvalue()
 
 
+def page_png(p: Picture) -> bytes:
+    """The one-page picture as PNG, drawn in the reader's language's font."""
+    with _in_font(p.tr):
+        return _png(render_page(p))
+
+
 def render_html(p: Picture) -> str:
     """The same in HTML for an email: large text, the charts inline, the alerts as a table."""
     from matplotlib.figure import Figure
 
     esc = html.escape
+    _ = p.tr.gettext
     items = "".join(f"<li>{esc(s)}</li>" for s in sentences(p))
     charts = ""
     if p.has_data:
-        fig = Figure(figsize=(10, 6.5), dpi=100, layout="constrained")
-        axes = fig.subplots(2, 2).ravel().tolist()
-        draw_charts(p, axes)
-        data = base64.b64encode(_png(fig)).decode()
-        charts = (
-            '<img style="width:100%" alt="Charts of the week: steps per day, hours in bed, '
-            f'heart rate and front door openings" src="data:image/png;base64,{data}">'
-        )
+        with _in_font(p.tr):
+            fig = Figure(figsize=(10, 6.5), dpi=100, layout="constrained")
+            axes = fig.subplots(2, 2).ravel().tolist()
+            draw_charts(p, axes)
+            data = base64.b64encode(_png(fig)).decode()
+        alt = _("Charts of the week: steps per day, hours in bed, heart rate and front door "
+                "openings")  # fmt: skip
+        charts = (f'<img style="width:100%" alt="{esc(alt, quote=True)}" '
+                  f'src="data:image/png;base64,{data}">')  # fmt: skip
     rows = alert_rows(p)
+    none = "<p>" + esc(_("None.")) + "</p>"
     alerts = (
         "<table style='border-collapse:collapse;width:100%'>"
         + "".join(
@@ -586,17 +740,18 @@ def render_html(p: Picture) -> str:
         )
         + "</table>"
         if rows
-        else "<p>None.</p>"
+        else none
     )
+    title = esc(_("{name}'s week").format(name=p.name))
+    short, listed = esc(_("In short")), esc(_("Alerts this week"))
     return (
-        '<!doctype html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(p.name)}'s week</title></head>\n"
+        f'<!doctype html>\n<html lang="{esc(p.tr.language)}"><head><meta charset="utf-8">'
+        f"<title>{title}</title></head>\n"
         '<body style="font-family:sans-serif;max-width:760px;margin:auto;padding:16px;'
         'font-size:18px;line-height:1.5;color:#222">\n'
-        f"<h1>{esc(p.name)}'s week</h1><p style='color:#555'>{esc(p.period)}</p>\n"
-        f"<h2>In short</h2><ul>{items}</ul>\n{charts}\n<h2>Alerts this week</h2>{alerts}\n"
-        f"<p style='color:#777;font-size:14px'>Made on {datetime.now(UTC):%-d %B %Y} from "
-        "the home's sensors.</p>\n</body></html>\n"
+        f"<h1>{title}</h1><p style='color:#555'>{esc(p.period)}</p>\n"
+        f"<h2>{short}</h2><ul>{items}</ul>\n{charts}\n<h2>{listed}</h2>{alerts}\n"
+        f"<p style='color:#777;font-size:14px'>{esc(_made(p))}</p>\n</body></html>\n"
     )
 
 
@@ -605,27 +760,43 @@ def write(p: Picture, folder: Path) -> tuple[Path, Path]:
     folder.mkdir(parents=True, exist_ok=True)
     stem = f"{p.elder}-{p.local(p.days[-1].start):%Y-%m-%d}"
     png, page = folder / f"{stem}.png", folder / f"{stem}.html"
-    png.write_bytes(_png(render_page(p)))
+    png.write_bytes(page_png(p))
     page.write_text(render_html(p))
     log.info("report for %s: %d days, %d alerts", p.elder, len(p.days), len(p.alerts))
     return png, page
 
 
-def report_command(
-    elder: Annotated[str, typer.Argument(help="The elder's id (as in the telemetry).")],
-    days: Annotated[int, typer.Option(min=1, max=31, help="Whole days before --end.")] = 7,
-    out: Annotated[
+class ReportOptions:
+    """The options of ``homecare report``, shared with the command line's registry-aware
+    wrapper (which knows the elder's name and family's language)."""
+
+    Elder = Annotated[str, typer.Argument(help="The elder's id (as in the telemetry).")]
+    Days = Annotated[int, typer.Option(min=1, max=31, help="Whole days before --end.")]
+    Out = Annotated[
         Path | None, typer.Option(help="Folder for the PNG and HTML (default <state_dir>/reports).")
-    ] = None,
-    end: Annotated[str, typer.Option(help="Report the days before this one (now, ISO).")] = "now",
-    name: Annotated[
+    ]
+    End = Annotated[str, typer.Option(help="Report the days before this one (now, ISO).")]
+    Name = Annotated[
         str | None, typer.Option(help="How to call them on the page (default: the id).")
-    ] = None,
-    district: Annotated[
+    ]
+    Lang = Annotated[
+        str | None, typer.Option(help="The family's language, e.g. zh-CN (default: English).")
+    ]
+    District = Annotated[
         str | None,
         typer.Option(help="The elder's district (HOMECARE_DISTRICTS): its primary InfluxDB "
                      "is asked, its replica when the primary does not answer."),
-    ] = None,
+    ]
+
+
+def report_command(
+    elder: ReportOptions.Elder,
+    days: ReportOptions.Days = 7,
+    out: ReportOptions.Out = None,
+    end: ReportOptions.End = "now",
+    name: ReportOptions.Name = None,
+    lang: ReportOptions.Lang = None,
+    district: ReportOptions.District = None,
 ) -> None:
     """A one-page picture of an elder's week for the family: PNG and HTML."""
     import time
@@ -636,11 +807,13 @@ def report_command(
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     try:
+        language = translator(lang).language
         with InfluxClient.failover(settings.influx, urls) as db:
             picture = gather(
                 db, elder, days=days, end=moment(end, time.time()),
-                retention=settings.retention, name=name,
+                retention=settings.retention, name=name, language=language,
             )  # fmt: skip
+        font(picture.tr)  # before anything is written: a missing font is the whole error
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
     except InfluxError as exc:

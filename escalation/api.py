@@ -10,8 +10,10 @@ aiohttp (the channels' HTTP client too) parses and frames; the routing is
 
 A ``GET`` on either (the link in an email or SMS) changes nothing: mail scanners and
 link previews fetch links too. It answers a small HTML page saying what the alert is,
-with a button that POSTs. Other answers are JSON: 200, 400 (malformed), 403 (invalid
-token), 404 (unknown alert or route), 409 (already closed), 413 (body over 64 KiB).
+with a button that POSTs; a browser's POST (one that accepts ``text/html``) is answered
+with a page saying what was done. Pages are in the contact's language (else the site's).
+Other answers are JSON: 200, 400 (malformed), 403 (invalid token), 404 (unknown alert or
+route), 409 (already closed), 413 (body over 64 KiB).
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ from urllib.parse import parse_qsl, urlsplit
 from aiohttp import web
 
 from escalation.ladder import OUTCOMES, AckResult
-from escalation.messages import OUTCOME_WORDS
+from escalation.messages import outcome_words, state_words
+from homecare.i18n import translator
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +96,15 @@ class AckServer:
             body = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _response(413, {"error": "body over 64 KiB"})
-        status, payload = self.route(request.method, request.raw_path, body)
+        browser = "text/html" in request.headers.get("Accept", "")
+        status, payload = self.route(request.method, request.raw_path, body, browser=browser)
         return _response(status, payload)
 
-    def route(self, method: str, target: str, body: bytes) -> tuple[int, dict[str, Any] | str]:
-        """The answer: a JSON object, or (``str``) an HTML page."""
+    def route(
+        self, method: str, target: str, body: bytes, *, browser: bool = False
+    ) -> tuple[int, dict[str, Any] | str]:
+        """The answer: a JSON object, or (``str``) an HTML page (a ``GET``, or a
+        ``browser``'s ``POST``)."""
         path = urlsplit(target).path
         if path == "/health" and method == "GET":
             return 200, self.health()
@@ -116,6 +123,8 @@ class AckServer:
         if action == "resolve" and not fields.get("outcome"):
             return 400, {"error": "outcome is required to resolve"}
         result = self.acknowledge(alert_id, fields, "http")
+        if browser:
+            return result.status, self.done_page(alert_id, fields, result)
         body_out: dict[str, Any] = {"result": result.message}
         if result.state:
             body_out["state"] = result.state
@@ -128,25 +137,53 @@ class AckServer:
         said = self.describe(alert_id, fields["contact"], fields["token"])
         if not said.ok:
             return said.status, {"result": said.message}
+        tr = translator(said.language)
+        _ = tr.gettext
         choose = ""
         if action == "resolve" or fields.get("outcome"):
             options = "".join(
                 f'<option value="{o}"{" selected" * (o == fields.get("outcome"))}>'
-                f"{html.escape(OUTCOME_WORDS.get(o, o))}</option>"
+                f"{html.escape(outcome_words(o, tr))}</option>"
                 for o in sorted(OUTCOMES)
             )
-            choose = (
-                f'<p><label>How did it end? <select name="outcome">{options}</select></label></p>'
-            )
-        button = "It is dealt with" if choose else "I'm dealing with it"
-        page = (
-            '<!doctype html><html><head><meta charset="utf-8"><title>Alert</title></head><body>'
+            choose = (f'<p><label>{html.escape(_("How did it end?"))} '
+                      f'<select name="outcome">{options}</select></label></p>')  # fmt: skip
+        button = _("It is dealt with") if choose else _("I'm dealing with it")
+        now = _("Where it stands: {state}.").format(state=state_words(str(said.state), tr))
+        body = (
             f"<h1>{html.escape(said.message[:1].upper() + said.message[1:])}</h1>"
-            f"<p>Alert {html.escape(alert_id)} is {html.escape(str(said.state))}.</p>"
+            f"<p>{html.escape(now)}</p>"
             f'<form method="post" action="{html.escape(target, quote=True)}">{choose}'
-            f'<button type="submit">{button}</button></form></body></html>'
+            f'<button type="submit">{html.escape(button)}</button></form>'
         )
-        return 200, page
+        return 200, _page(tr.language, _("Alert"), body)
+
+    def done_page(self, alert_id: str, fields: dict[str, str], result: AckResult) -> str:
+        """What a press of the page's button did, in the contact's words."""
+        said = self.describe(alert_id, fields["contact"], fields["token"])
+        tr = translator(said.language if said.ok else None)
+        _ = tr.gettext
+        if result.ok and result.state == "resolved":
+            text = _("Thank you: the alert is closed.")
+        elif result.ok:
+            text = _("Thank you: the others now know that you are dealing with it.")
+        elif result.status == 409:
+            text = _("This alert is already closed: nothing more is needed.")
+        elif result.status == 403:
+            text = _("This link is not valid for you. Please use the link in your own message.")
+        else:
+            text = _("That did not work. Please try again, or call the person directly.")
+        heading = said.message[:1].upper() + said.message[1:] if said.ok else _("Alert")
+        return _page(tr.language, _("Alert"),
+                     f"<h1>{html.escape(heading)}</h1><p>{html.escape(text)}</p>")  # fmt: skip
+
+
+def _page(language: str, title: str, body: str) -> str:
+    return (
+        f'<!doctype html><html lang="{html.escape(language)}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{html.escape(title)}</title></head><body>{body}</body></html>"
+    )
 
 
 def _response(status: int, payload: dict[str, Any] | str) -> web.Response:

@@ -54,6 +54,7 @@ from escalation.notification import (
 from escalation.registry import Registry
 from escalation.store import OPENED, AlertRecord, Store
 from homecare.contract import Alert, AlertState
+from homecare.i18n import translator
 
 __all__ = ["Clock", "Escalation", "ManualClock"]
 
@@ -365,10 +366,12 @@ class Escalation:
         record = self._authorised(alert_id, contact_id, token, "page")
         if isinstance(record, AckResult):
             return record
-        alert = record.parsed()
-        elder = self.registry().elder(alert.elder)
-        name = elder.card().display_name if elder else alert.elder
-        return AckResult(200, what_happened(alert, name), str(record.state))
+        alert, reg = record.parsed(), self.registry()
+        elder, contact = reg.elder(alert.elder), reg.contact(contact_id)
+        language = (contact.language if contact else None) or reg.provider_for(alert.site).language
+        name = elder.display_name if elder else alert.elder
+        words = what_happened(alert, name, translator(language))
+        return AckResult(200, words, str(record.state), language=language)
 
     def _authorised(
         self, alert_id: str, contact_id: str, token: str, channel: str

@@ -94,11 +94,14 @@ def delivery_ref(key: str, step: int, recipient: Recipient, kind: MessageType) -
     return make_ref(key, step, recipient.id, recipient.channel, kind)
 
 
-def unknown_elder_card(alert: Alert) -> ElderCard:
-    """An alert for an elder missing from the registry still reaches the call centre."""
+def unknown_elder_card(reg: Registry, alert: Alert) -> ElderCard:
+    """An alert for an elder missing from the registry still reaches the call centre (in
+    its site's time zone and language)."""
+    site = reg.provider_for(alert.site)
     return ElderCard(
-        id=alert.elder, site=alert.site, display_name=alert.elder, address="not in the registry"
-    )
+        id=alert.elder, site=alert.site, display_name=alert.elder, address="not in the registry",
+        timezone=site.timezone or "UTC", language=site.language, hotline=site.hotline,
+    )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,8 @@ class AckResult:
     status: int
     message: str
     state: str | None = None
+    language: str | None = None
+    """The reader's language, for a page about the alert (None: the default)."""
 
     @property
     def ok(self) -> bool:
@@ -355,7 +360,7 @@ class EscalationPolicy:
             return []
         elder_id = elder_id or (alert.elder if alert else None)
         elder = reg.elder(elder_id) if elder_id else None
-        card = elder.card() if elder else (unknown_elder_card(alert) if alert else None)
+        card = reg.card(elder) if elder else (unknown_elder_card(reg, alert) if alert else None)
         severity = alert.severity if alert else Severity.INFO
         due = now + after
         if contact.role in PERSONAL_ROLES and severity != Severity.CRITICAL:
@@ -412,7 +417,8 @@ class EscalationPolicy:
                 contact = reg.contact(cid)
                 if contact is None or contact.role != "family":
                     continue
-                local = datetime.fromtimestamp(now, ZoneInfo(contact.timezone or elder.timezone))
+                zone = ZoneInfo(contact.timezone or reg.card(elder).timezone)
+                local = datetime.fromtimestamp(now, zone)
                 if local.hour < reg.digest_hour:
                     continue
                 key = f"digest:{elder.id}:{local.date()}"

@@ -57,6 +57,12 @@ class ElderCard(BaseModel):
     phone: str | None = Field(None, description="How to reach the elder by voice.")
     timezone: str = "UTC"
     care_level: int = Field(2, ge=1, le=4)
+    language: str | None = Field(
+        None, description="The site's language: the words for a contact who named none."
+    )
+    hotline: str | None = Field(
+        None, description="The site's hotline (e.g. the elders' services line), told to families."
+    )
 
 
 class Recipient(BaseModel):
@@ -69,6 +75,7 @@ class Recipient(BaseModel):
     role: str = Field(description="family, care_worker, call_centre, supervisor, device_desk")
     channel: ChannelKind
     address: str = Field(description="Email address, or the webhook URL.")
+    language: str | None = Field(None, description="The language they read (None: the site's).")
 
 
 class Notification(BaseModel):

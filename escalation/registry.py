@@ -33,6 +33,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -44,6 +45,7 @@ from pydantic import (
 from escalation.notification import ChannelKind, ElderCard, Recipient
 from homecare.contract import Id, Severity
 from homecare.errors import ConfigError
+from homecare.i18n import valid_language
 
 log = logging.getLogger(__name__)
 
@@ -77,6 +79,13 @@ def _timezone(value: str) -> str:
 
 
 TimeZone = Annotated[str, Field(description="IANA timezone, e.g. Europe/London")]
+Language = Annotated[
+    str,
+    AfterValidator(valid_language),
+    Field(description="A shipped language, e.g. zh-CN or en (homecare/locales)."),
+]
+Hotline = Annotated[str, Field(pattern=r"^\+?[0-9][0-9 ()-]{1,24}$",
+                               description="A phone number, e.g. 12349.")]  # fmt: skip
 
 
 class ContactChannel(_Strict):
@@ -91,6 +100,7 @@ class Contact(_Strict):
     channels: list[ContactChannel] = Field(min_length=1)
     quiet_hours: str | None = Field(None, description="HH:MM-HH:MM, local time; may wrap.")
     timezone: TimeZone | None = Field(None, description="Default: the elder's.")
+    language: Language | None = Field(None, description="What they read; default: the site's.")
 
     @field_validator("timezone")
     @classmethod
@@ -110,7 +120,14 @@ class Contact(_Strict):
     @cached_property
     def _recipients(self) -> tuple[Recipient, ...]:  # the same for every message: made once
         return tuple(
-            Recipient(id=self.id, name=self.name, role=self.role, channel=c.kind, address=c.address)
+            Recipient(
+                id=self.id,
+                name=self.name,
+                role=self.role,
+                channel=c.kind,
+                address=c.address,
+                language=self.language,
+            )
             for c in self.channels
         )
 
@@ -147,7 +164,7 @@ class Elder(_Strict):
     site: Id
     address: str = Field(min_length=1, description="Address or room, for responders.")
     phone: str | None = None
-    timezone: TimeZone = "UTC"
+    timezone: TimeZone | None = Field(None, description="Default: the site's, else UTC.")
     care_level: int = Field(2, ge=1, le=4)
     devices: list[Id] = Field(default_factory=list)
     contacts: list[Id] = Field(
@@ -156,22 +173,22 @@ class Elder(_Strict):
 
     @field_validator("timezone")
     @classmethod
-    def _tz(cls, value: str) -> str:
-        return _timezone(value)
+    def _tz(cls, value: str | None) -> str | None:
+        return value if value is None else _timezone(value)
 
-    def card(self) -> ElderCard:
-        return self._card
-
-    @cached_property
-    def _card(self) -> ElderCard:  # the same for every message: made once
+    def card(self, site: Provider | None = None) -> ElderCard:
+        """What a message says of the elder; ``site`` (:meth:`Registry.provider_for`) gives
+        the time zone, language and hotline the elder's own entry leaves out."""
         return ElderCard(
             id=self.id,
             site=self.site,
             display_name=self.display_name,
             address=self.address,
             phone=self.phone,
-            timezone=self.timezone,
+            timezone=self.timezone or (site.timezone if site else None) or "UTC",
             care_level=self.care_level,
+            language=site.language if site else None,
+            hotline=site.hotline if site else None,
         )
 
 
@@ -238,16 +255,41 @@ class PolicyOverride(_Strict):
     info: Ladder | None = None
 
 
+PROVIDER_ROLES = ("call_centre", "supervisor", "device_desk")
+
+
 class Provider(_Strict):
+    """Who answers for the elders (the top-level ``provider``, or one site's), and the
+    site's words: the language of a contact who named none, the time zone of an elder
+    who named none, and the hotline families are told to call."""
+
     call_centre: Id
     supervisor: Id | None = None
     device_desk: Id | None = None
+    language: Language | None = Field(None, description="Default: English.")
+    timezone: TimeZone | None = Field(None, description="Default: UTC.")
+    hotline: Hotline | None = Field(
+        None, description="The elders' services line families may call, e.g. 12349."
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str | None) -> str | None:
+        return value if value is None else _timezone(value)
+
+
+class SiteProvider(Provider):
+    """A site's own entry: anything it leaves out is the top-level provider's."""
+
+    call_centre: Id | None = None  # type: ignore[assignment]
 
 
 class Registry(_Strict):
     provider: Provider
-    sites: dict[str, Provider] = Field(
-        default_factory=dict, description="A site served by another call centre or desk."
+    sites: dict[str, SiteProvider] = Field(
+        default_factory=dict,
+        description="A site served by another call centre or desk, or with its own language, "
+        "time zone or hotline.",
     )
     elders: list[Elder] = Field(default_factory=list)
     contacts: list[Contact] = Field(default_factory=list)
@@ -275,7 +317,7 @@ class Registry(_Strict):
         for where, provider in [("provider", self.provider)] + [
             (f"sites.{k}", v) for k, v in self.sites.items()
         ]:
-            for role in ("call_centre", "supervisor", "device_desk"):
+            for role in PROVIDER_ROLES:
                 cid = getattr(provider, role)
                 if cid is not None and cid not in contacts:
                     raise ValueError(f"{where}.{role}: unknown contact {cid!r}")
@@ -295,8 +337,32 @@ class Registry(_Strict):
     def contact(self, contact_id: str) -> Contact | None:
         return self._contacts.get(contact_id)
 
+    @cached_property
+    def _providers(self) -> dict[str, Provider]:
+        base = self.provider.model_dump()
+        return {
+            site: Provider.model_validate(
+                base | {k: v for k, v in own.model_dump().items() if v is not None}
+            )
+            for site, own in self.sites.items()
+        }
+
     def provider_for(self, site: str) -> Provider:
-        return self.sites.get(site, self.provider)
+        """The site's provider: its own entry over the top-level one."""
+        return self._providers.get(site, self.provider)
+
+    def card(self, elder: Elder) -> ElderCard:
+        """The elder's card with their site's time zone, language and hotline."""
+        return elder.card(self.provider_for(elder.site))
+
+    def reader(self, elder_id: str, contact_id: str | None = None) -> tuple[str, str | None]:
+        """How a page for this elder's family names them, and in which language: the
+        contact's own, else the site's (``None``: the default). ``KeyError`` for an elder
+        or contact not in the registry."""
+        elder = self._elders[elder_id]
+        contact = self._contacts[contact_id] if contact_id else None
+        language = contact.language if contact else None
+        return elder.display_name, language or self.provider_for(elder.site).language
 
     def ladder(self, severity: Severity | str, care_level: int) -> Ladder:
         override = self.care_levels.get(care_level)
@@ -309,7 +375,8 @@ class Registry(_Strict):
         elder = self.elder(elder_id)
         if elder is not None and contact_id in elder.contacts:
             return True
-        return contact_id in self.provider_for(site).model_dump().values()
+        provider = self.provider_for(site)
+        return contact_id in {getattr(provider, role) for role in PROVIDER_ROLES}
 
 
 def error_text(path: Path, exc: ValidationError) -> str:

@@ -502,7 +502,8 @@ class EscalateService:
         while True:
             now = self.engine.clock()
             reg = self.registry.current
-            targets = {reg.provider.call_centre} | {p.call_centre for p in reg.sites.values()}
+            targets = {reg.provider_for(site).call_centre for site in reg.sites}
+            targets.add(reg.provider.call_centre)
             channel = self._channels.get(ChannelKind.CALL_CENTRE)
             for cid in sorted(targets):
                 contact = reg.contact(cid)

@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
-apt_packages=(influxdb docker-compose python3-venv chromium chromium-driver)
+apt_packages=(influxdb docker-compose python3-venv chromium chromium-driver fonts-noto-cjk)  # chromium: the care page's browser tests; fonts-noto-cjk: Chinese in the weekly picture
 missing=()
 for pkg in "${apt_packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

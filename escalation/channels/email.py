@@ -4,6 +4,11 @@ A family email is rare and small; smtplib needs no new dependency and speaks
 STARTTLS, implicit TLS and AUTH. Each send opens its own connection (in a thread, at
 most ``connections`` at once), so a hung mail server never blocks the ladder.
 
+Words are in the reader's language (:mod:`escalation.messages`). The message is built
+with the standard library's modern policy (``email.policy.default``): a Chinese
+subject or name goes out as RFC 2047 encoded words, the body as UTF-8, and
+``Content-Language`` says which language it is.
+
 The ``Message-ID`` is derived from the notification's ``ref``: a retry, or a re-send
 after a restart or a failover, is the same message, and mail systems drop the duplicate.
 The send answers as soon as the server has said 250 to DATA (QUIT follows on its own
@@ -20,19 +25,22 @@ import smtplib
 import ssl
 import threading
 from datetime import UTC, datetime
+from email import policy
+from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime, formataddr
+from email.utils import format_datetime
 from types import TracebackType
 from typing import Self
 
 from escalation.channels.retry import Answer, delivery
-from escalation.messages import family_message
+from escalation.messages import family_message, language_of
 from escalation.notification import (
     ChannelKind,
     Delivery,
     DeliveryStatus,
     Notification,
 )
+from homecare.i18n import translator
 from homecare.settings import SmtpSettings
 
 
@@ -40,15 +48,20 @@ def email_message(note: Notification, sender: str) -> EmailMessage:
     """The email for one notification; ``ValueError`` if it cannot be written (a header
     with a line break, a heartbeat)."""
     words = family_message(note)
-    msg = EmailMessage()
+    msg = EmailMessage(policy=policy.SMTP)
     msg["From"] = sender
-    msg["To"] = formataddr((note.recipient.name, note.recipient.address))
+    try:
+        msg["To"] = Address(display_name=note.recipient.name, addr_spec=note.recipient.address)
+    except (ValueError, IndexError) as exc:  # the parser's errors for a malformed address
+        raise ValueError(f"no valid To header for contact {note.recipient.id!r}: {exc}") from exc
     msg["Subject"] = words.subject
     msg["Date"] = format_datetime(datetime.now(UTC))
     msg["Message-ID"] = f"<{note.ref}@homecare.invalid>"
     msg["X-Homecare-Ref"] = note.ref
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to the platform
-    msg.set_content(words.body)
+    # Not every relay takes 8-bit mail (8BITMIME): words beyond ASCII travel as base64.
+    msg.set_content(words.body, cte=None if words.body.isascii() else "base64")
+    msg["Content-Language"] = translator(language_of(note)).language  # after: set_content clears it
     return msg
 
 

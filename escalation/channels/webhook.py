@@ -1,8 +1,10 @@
 """A generic JSON webhook for SMS and push gateways: the family's short message.
 
 The gateway gets the words (:mod:`escalation.messages`) rather than the
-alarm's data: a ``text`` short enough for one SMS where it can be, a ``subject`` and
-``body`` for push, the ``ack_url``, and the ``ref`` (also the ``Idempotency-Key``
+alarm's data, in the reader's ``language``: ``sms``, the alarm in one SMS segment (70
+characters in Chinese, 160 in plain English) then "I'm on it" with the link as a second;
+``text``, both on one line (push); a ``subject`` and ``body``; the ``ack_url``; and the
+``ref`` (also the ``Idempotency-Key``
 header), so a retry never texts twice. No evidence, no health values.
 """
 
@@ -11,11 +13,12 @@ from __future__ import annotations
 from typing import Any
 
 from escalation.channels.jsonpost import PostingChannel
-from escalation.messages import family_message
+from escalation.messages import family_message, language_of
 from escalation.notification import (
     ChannelKind,
     Notification,
 )
+from homecare.i18n import translator
 from homecare.settings import WebhookSettings
 
 
@@ -25,8 +28,10 @@ def webhook_message(note: Notification) -> dict[str, Any]:
         "ref": note.ref,
         "type": str(note.type),
         "to": {"id": note.recipient.id, "name": note.recipient.name},
+        "language": translator(language_of(note)).language,
         "subject": words.subject,
-        "text": words.short,
+        "text": words.text,
+        "sms": [words.short, words.ack] if words.ack else [words.short],
         "body": words.body,
         "ack_url": note.ack_url,
     }
