@@ -92,6 +92,19 @@ def bench_detect_command(
     emit(report, json_out)
 
 
+@app.command("takeover")
+def bench_takeover_command(
+    partitions: Annotated[int, typer.Option(min=2, help="TELEMETRY's partitions.")] = 16,
+    trials: Annotated[int, typer.Option(min=1, help="Workers killed (-9), one at a time.")] = 5,
+    cluster: Annotated[bool, typer.Option(help="On the 3-node cluster (R3).")] = False,
+    json_out: JsonOut = None,
+) -> None:
+    """Time for a killed detect worker's partitions to be taken by the other worker."""
+    from bench.takeover import run
+
+    emit(run(partitions=partitions, trials=trials, cluster=cluster, log=typer.echo), json_out)
+
+
 @app.command("escalate")
 def bench_escalate_command(
     alerts: Annotated[int, typer.Option(min=1, help="Alerts opened at once per round.")] = 1000,

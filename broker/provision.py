@@ -103,7 +103,7 @@ DETECT_STATE_BUCKET = "detect_state"
 same name; the broker and the detectors do not import each other)."""
 DETECT_MAX_ACK_PENDING = 100_000
 """Detect acknowledges only what a saved snapshot covers (every ``detect.save_every_s``,
-5 s): a shard of 5,000 elders (~6,000 messages/s) holds ~30,000 unacknowledged between
+5 s): a worker of 5,000 elders (~6,000 messages/s) holds ~30,000 unacknowledged between
 two saves, more while it catches up; each costs detect a reply subject, not the message.
 Per partition: a bound no partition of a city reaches."""
 DETECT_PRIORITY_TIMEOUT_S = 3.0

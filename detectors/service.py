@@ -79,8 +79,9 @@ SETTLE_S = 2.0
 """Seconds the count of live workers must hold before a worker hands partitions back."""
 PULL_EXPIRES_S = 1.0
 """The longest pull a worker keeps out (the consumer's default; under priority_timeout)."""
-HAND_BACK_PAUSE_S = 10.0
-"""A worker does not pull on a partition it handed back for this long: another takes it."""
+HAND_BACK_PAUSE_S = 2.0
+"""A worker does not pull on a partition it handed back for this long, whatever it wants:
+another worker, already pulling, takes it at its next message."""
 STATE = ("detectors", "care", "batcher", "book", "_data_now", "_next_tick")
 """What of :class:`Detect` a restart must find again: every detector's arrays, the care
 table they share, the rosters and maps of the batcher, the alerts in their grace window
@@ -288,6 +289,8 @@ class DetectService:
         self._checked_limits = False
         self._next_balance = 0.0
         self.takeovers = 0
+        self.taken_at: dict[int, float] = {}
+        """Partition → when (wall time) this worker took it last."""
         self.last_saves: dict[str, dict[str, object]] = {}
         """Each partition's last save (kept after the partition is handed back)."""
         self.released = 0
@@ -367,7 +370,8 @@ class DetectService:
         if final:
             consumer.want([])
             names = list(self.names)
-        consumer.pause(names, HAND_BACK_PAUSE_S, wait_s=PULL_EXPIRES_S + 1.0)
+        consumer.pause(names, 3600.0 if final else HAND_BACK_PAUSE_S,
+                       wait_s=PULL_EXPIRES_S + 1.0)  # fmt: skip
         for name in names:
             rest = consumer.take(1, 0.0, only=name)
             if rest.messages:
@@ -429,6 +433,7 @@ class DetectService:
             self._handle(part, consumer, db, messages)
         part.processed = max(part.processed, at.delivered)
         self.parts[index] = part
+        self.taken_at[index] = time.time()
         self.takeovers += 1
         log.info("detect worker %s: took %s at sequence %d (saved %d, delivered %d) in %.2f s",
                  self.worker, name, part.processed, part.saved, at.delivered,
@@ -595,6 +600,8 @@ class DetectService:
         status = self.stats.as_dict() | {
             "worker": self.worker,
             "partitions": [p.index for p in parts],
+            "taken_at": {str(p.index): self.taken_at.get(p.index) for p in parts},
+            "sequences": {str(p.index): [p.processed, p.saved] for p in parts},
             "pinned": sorted(self.names.index(n) for n in consumer.pinned),
             "takeovers": self.takeovers,
             "released": self.released,

@@ -10,7 +10,9 @@ back after saving its state, one holding fewer pulls on the partitions nobody ho
 
 Liveness only balances the partitions: which worker holds a partition is the server's
 pin (the ``pinned_client`` priority group), so two workers never both hold one because
-their views of who is alive differ for a moment.
+their views of who is alive differ for a moment. A worker wrongly thought dead (a long
+pause) keeps its partitions: it still pulls, and the others only pull on partitions
+nobody holds.
 
 >>> fair_share(64, 1), fair_share(64, 2), fair_share(64, 3), fair_share(8, 0)
 (64, 32, 22, 8)
@@ -65,7 +67,7 @@ class Roster:
 
     def __init__(
         self, consumer: JetStreamConsumer, worker: str, *, beat_s: float = 1.0,
-        dead_after_s: float = 3.0,
+        dead_after_s: float = 2.0,
     ) -> None:  # fmt: skip
         self.consumer = consumer
         self.worker = worker

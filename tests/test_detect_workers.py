@@ -1,0 +1,194 @@
+"""`homecare detect` as several workers sharing TELEMETRY's partitions.
+
+A real ``nats-server`` (the ``nats_broker`` fixture: 8 partitions, each with its detect
+consumer in the ``pinned_client`` priority group, a 3 s priority timeout, a 5 s ack
+wait), one wearable per partition publishing a frame a second over MQTT, and workers as
+processes (``homecare detect``, state saved every second, each with its own state
+folder). One worker takes every partition; a second joins and they hold four each; the
+one holding a fall in progress (impact seen, stillness window not over) is killed (-9):
+the other takes its partitions within seconds and the fall is alerted exactly once; a
+third joins and takes a share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+import pytest
+from support import Publisher, topic, wait_for
+from test_detect_restart import fall_frames
+from test_detect_service import stored_alerts
+
+from harness.servers import LocalNats
+from homecare.jetstream import partition_of
+from homecare.status import read_status
+
+pytestmark = pytest.mark.servers
+
+ROOT = Path(__file__).resolve().parents[1]
+PARTITIONS = 8
+TAKEOVER_LIMIT_S = 12.0
+"""Generous for a loaded CI machine: the target (priority timeout 3 s, liveness 3 s) is 5 s."""
+
+
+def last_seq(url: str, subjects: str) -> int:
+    """The stream sequence of TELEMETRY's last message on ``subjects``."""
+
+    async def get() -> int:
+        nc = await nats.connect(url)
+        try:
+            return int((await nc.jetstream().get_last_msg("TELEMETRY", subjects)).seq or 0)
+        finally:
+            await nc.close()
+
+    return asyncio.run(get())
+
+
+def elder_per_partition() -> dict[int, str]:
+    """An elder id for each partition (TELEMETRY's transform puts elders by FNV-1a)."""
+    found: dict[int, str] = {}
+    k = 0
+    while len(found) < PARTITIONS:
+        k += 1
+        found.setdefault(partition_of(f"e{k}", PARTITIONS), f"e{k}")
+    return found
+
+
+class Worker:
+    """``homecare detect`` as its own process, with its own state folder."""
+
+    def __init__(self, server: LocalNats, tmp_path: Path, name: str) -> None:
+        self.name = name
+        self.state_dir = tmp_path / name
+        self.log = tmp_path / f"{name}.log"
+        env = os.environ | {
+            "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": server.url,
+            "HOMECARE_NATS__PARTITIONS": str(PARTITIONS),
+            "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none: alerts wait in the state
+            "HOMECARE_STATE_DIR": str(self.state_dir), "HOMECARE_DETECT__CLOCK": "data",
+            "HOMECARE_DETECT__SAVE_EVERY_S": "1",
+        }  # fmt: skip
+        with self.log.open("w") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli", "detect"], cwd=ROOT, env=env, stdout=out,
+                stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def status(self) -> dict[str, Any]:
+        if self.proc.poll() is not None:
+            raise AssertionError(f"{self.name} exited ({self.proc.returncode}): "
+                                 f"{self.log.read_text()[-2000:]}")  # fmt: skip
+        return read_status(self.state_dir / "detect.json") or {}
+
+    def held(self) -> set[int]:
+        return set(self.status().get("partitions", []))
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+class Beds:
+    """One bed sensor per partition, a reading a second each, until stopped: every
+    partition has traffic, so every partition is pinned to some worker."""
+
+    def __init__(self, port: int, elders: dict[int, str]) -> None:
+        self.device = Publisher(port, client_id="beds")
+        self.elders = list(elders.values())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            now = float(int(time.time()))
+            self.device.publish([
+                (topic(e, "bed", f"b{e}", "reading"), json.dumps({
+                    "elder": e, "device": f"b{e}", "ts": now, "presence": True, "hr": 60,
+                    "br": 14.0, "movement": 0.1}).encode())
+                for e in self.elders
+            ])  # fmt: skip
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.device.close()
+
+
+def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker, tmp_path):
+    elders = elder_per_partition()
+    workers: list[Worker] = []
+    background: Beds | None = None
+    try:
+        a = Worker(nats_broker, tmp_path, "a")
+        workers.append(a)
+        wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
+        background = Beds(nats_broker.mqtt_port, elders)
+        wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
+
+        b = Worker(nats_broker, tmp_path, "b")
+        workers.append(b)
+        wait_for(lambda: len(a.held()) == len(b.held()) == 4, 60, "a and b to hold 4 each")
+        assert not a.held() & b.held()
+        assert a.status()["released"] == 4  # its surplus, saved and handed back
+
+        # a fall in one of b's partitions: the impact and two frames past it, seen and saved
+        fall_partition = min(b.held())
+        fall_elder = elders[fall_partition]
+        frames, impact = fall_frames(time.time())
+        frames = [(t.replace("/e1/", f"/{fall_elder}/").replace("/w1/", f"/w{fall_elder}/"),
+                   p.replace(b'"e1"', f'"{fall_elder}"'.encode())
+                   .replace(b'"w1"', f'"w{fall_elder}"'.encode()))
+                  for t, p in frames]  # fmt: skip
+        device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
+        try:
+            device.publish(frames[: impact + 3])
+            device.wait_acked(impact + 3, 20)
+            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
+            wait_for(lambda: b.status()["sequences"][str(fall_partition)][1] >= seen, 20,
+                     "b to save its state past the impact")  # fmt: skip
+            assert b.status()["alerts"] == {}  # the stillness window is not over
+            theirs = b.held()
+            b.proc.kill()
+            killed = time.time()
+            assert b.proc.wait(10) == -signal.SIGKILL
+
+            wait_for(lambda: theirs <= a.held(), TAKEOVER_LIMIT_S + 5, "a to take b's partitions")
+            taken = a.status()["taken_at"]
+            takeover = max(float(taken[str(p)]) for p in theirs) - killed
+            assert takeover < TAKEOVER_LIMIT_S, takeover
+
+            device.publish(frames[impact + 3 :])
+            device.wait_acked(len(frames), 20)
+            wait_for(lambda: a.status()["alerts"].get("fall") == 1, 30, "the fall")
+            assert a.status()["replayed"] >= 1  # what b was handed after its last save
+        finally:
+            device.close()
+
+        c = Worker(nats_broker, tmp_path, "c")
+        workers.append(c)
+        wait_for(lambda: len(c.held()) >= 3 and len(a.held()) <= 4, 60, "c to take a share")
+        assert not a.held() & c.held()
+    finally:
+        if background is not None:
+            background.close()
+        for worker in workers:
+            worker.stop()
+    falls = [x for x in stored_alerts(nats_broker.url) if x.kind == "fall"]
+    assert len(falls) == 1, falls
+    assert falls[0].elder == fall_elder
