@@ -69,6 +69,7 @@ LEASE_BUCKET = "escalation-lease"
 LEASE_KEY = "active"
 WAL_KEY = "wal"
 _CHUNK_KEY = "walc"
+_SENT = "s"
 _WAL_CHUNK = 256 * 1024
 """Above this (compressed), the last transaction is written in chunks before ``wal``
 points at them (a server takes 1 MiB per message by default)."""
@@ -227,6 +228,10 @@ class ClusterStore(Store):
         self.lease = lease
         self.wal_revision = 0
         self.transactions = 0
+        self._marked: set[str] = set()
+        self.sent_marks: set[str] = set()
+        """Refs of emails a server accepted (its 250) that the previous active may not
+        have recorded: :meth:`mark_sent`'s keys, found at :meth:`load`."""
 
     # loading on takeover ---------------------------------------------------------------
     def load(self) -> int:
@@ -238,12 +243,18 @@ class ClusterStore(Store):
         if wal is not None:
             self.wal_revision = wal[1]
             last = self._last_transaction(wal[0], chunks)
+        self.sent_marks = {row_of_key(k)[1] for k in entries if k.startswith(_SENT + ".")}
         rows = [
             (*row_of_key(key), json.loads(value))
             for key, (value, _) in entries.items()
             if key.split(".", 1)[0] in ROW_TABLES and key not in last
         ]
-        self.put_rows([*rows, *((*row_of_key(k), v) for k, v in last.items())])
+        self.put_rows(
+            [
+                *rows,
+                *((*row_of_key(k), v) for k, v in last.items() if k.split(".", 1)[0] in ROW_TABLES),
+            ]
+        )
         return len(rows) + len(last)
 
     async def _entries(self) -> dict[str, tuple[bytes, int]]:
@@ -280,8 +291,22 @@ class ClusterStore(Store):
         if not self.lease.valid():
             raise LeaseLost(f"escalate's lease is not held ({self.lease.reason or 'lapsed'})")
         rows = {key_of(prefix, pk): row for (prefix, pk), row in changed.items()}
+        for (prefix, pk), row in changed.items():  # recorded now: its mark is not needed
+            marked = pk in self._marked or pk in self.sent_marks
+            if prefix == "d" and marked and row is not None and row["status"] != "pending":
+                rows[key_of(_SENT, pk)] = None
+                self._marked.discard(pk)
+                self.sent_marks.discard(pk)
         self.transactions += 1
         self._loop.run(self._write(rows), self.lease.lease_s * 2 + _REQUEST_S)
+
+    def mark_sent(self, ref: str) -> None:
+        """Record at once, from any thread, that a server accepted this delivery (one
+        write, no transaction): the next active treats it as delivered."""
+        self._marked.add(ref)
+        self._loop.run(
+            self._retrying(lambda: self.kv.put(key_of(_SENT, ref), b"250")), _REQUEST_S * 2
+        )
 
     async def _write(self, rows: dict[str, Any]) -> None:
         body = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
