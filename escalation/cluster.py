@@ -54,6 +54,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
@@ -64,6 +65,9 @@ from homecare.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FORGET_SUBJECT = "homecare.escalation.forget"
+"""``homecare elder forget`` asks the active escalate here (request/reply) to erase an
+elder from the state it holds: only the active writes the bucket."""
 STATE_BUCKET = "escalation"
 LEASE_BUCKET = "escalation-lease"
 LEASE_KEY = "active"
@@ -368,6 +372,33 @@ class ClusterStore(Store):
                 await asyncio.sleep(0.1)
 
 
+def forget_in_cluster(settings: Settings, elder: str, site: str | None) -> dict[str, int]:
+    """Ask the active escalate to erase an elder (alerts, deliveries, events) from the
+    cluster's state; :class:`StorageError` when none answers (nothing can be erased
+    behind its back: it would write the rows again)."""
+
+    async def ask() -> dict[str, int]:
+        nc = await connect(settings.nats.url, name="homecare-forget-escalation",
+                           settings=settings.nats)  # fmt: skip
+        try:
+            body = json.dumps({"elder": elder, "site": site}).encode()
+            reply = await nc.request(FORGET_SUBJECT, body, timeout=30)
+        except nats.errors.NoRespondersError as exc:
+            raise StorageError("no active escalate answered: escalation's state in the "
+                               "cluster is erased by the active one; start it and run "
+                               "this again") from exc  # fmt: skip
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StorageError(f"erasing {elder} from escalation's state: {exc}") from exc
+        finally:
+            await nc.close()
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise StorageError(f"the active escalate refused to erase {elder}: {answer['error']}")
+        return {str(k): int(v) for k, v in answer["removed"].items()}
+
+    return asyncio.run(ask())
+
+
 class ClusterState:
     """The connection, the buckets and the lease of one escalate process in cluster mode."""
 
@@ -377,6 +408,7 @@ class ClusterState:
         self.holder = f"{cfg.client_id}@{uuid.uuid4().hex[:12]}"
         self.loop = EventLoopThread("escalate-cluster")
         self.nc: Nats | None = None
+        self.store: ClusterStore | None = None
         self._renewal: concurrent.futures.Future[None] | None = None
         try:
             self.state, self.lease = self.loop.run(self._open(), 60.0)
@@ -401,9 +433,33 @@ class ClusterState:
         started = time.monotonic()
         store = ClusterStore(self.loop, self.state, self.lease)
         rows = store.load()
+        self.store = store
         log.info("escalate is the active one (%s): %d rows of state loaded in %.2f s",
                  self.holder, rows, time.monotonic() - started)  # fmt: skip
         return store
+
+    def serve_forget(self, main: asyncio.AbstractEventLoop) -> None:
+        """Answer :data:`FORGET_SUBJECT` requests (``{"elder", "site"}``) by erasing on the
+        service's loop ``main``, where the store is used, and replying the rows removed."""
+        store, nc = self.store, self.nc
+        assert store is not None
+        assert nc is not None
+
+        async def erase(elder: str, site: str | None) -> dict[str, int]:
+            return store.erase_elder(elder, site)
+
+        async def handle(msg: Msg) -> None:
+            try:
+                req = json.loads(msg.data)
+                elder, site = str(req["elder"]), req.get("site")
+                done = asyncio.run_coroutine_threadsafe(erase(elder, site), main)
+                answer: dict[str, Any] = {"removed": await asyncio.wrap_future(done)}
+            except Exception as exc:  # the requester gets the reason; the service goes on
+                log.warning("erasure request refused: %s", exc)
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            await msg.respond(json.dumps(answer).encode())
+
+        self.loop.run(nc.subscribe(FORGET_SUBJECT, cb=handle), _REQUEST_S)
 
     def close(self) -> None:
         """Hand the lease back (a clean stop) and disconnect."""

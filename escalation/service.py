@@ -237,11 +237,22 @@ class EscalateService:
                 email.on_accepted = self.store.mark_sent
                 self._accepted_before(self.store)
             db = stack.enter_context(InfluxClient(self.settings.influx))
-            await asyncio.to_thread(self._mqtt.__enter__)
-            stack.push_async_callback(asyncio.to_thread, self._mqtt.__exit__, None, None, None)
-            await asyncio.to_thread(self._consumer.__enter__)
-            # after the loops stop: settle the acknowledgements sent, then disconnect
-            stack.push_async_callback(asyncio.to_thread, self._consumer.__exit__, None, None, None)
+            # both at once: a standby that takes over is sending a round trip sooner
+            entered = await asyncio.gather(
+                asyncio.to_thread(self._mqtt.__enter__),
+                asyncio.to_thread(self._consumer.__enter__),
+                return_exceptions=True,
+            )
+            if not isinstance(entered[0], BaseException):
+                stack.push_async_callback(asyncio.to_thread, self._mqtt.__exit__, None, None, None)
+            if not isinstance(entered[1], BaseException):
+                # after the loops stop: settle the acknowledgements sent, then disconnect
+                stack.push_async_callback(
+                    asyncio.to_thread, self._consumer.__exit__, None, None, None
+                )
+            for outcome in entered:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             log.info(
                 "escalate subscribed to %s through durable consumer %s at %s; alert states "
                 "go to %s; ack API on port %d; %d alerts in the store", ALERTS_STREAM,
@@ -573,6 +584,7 @@ def run_service(
     by until this process holds the lease; raise :class:`LeaseLost` if it loses it."""
     store: Store | None = None
     lease: Lease | None = None
+    cluster: ClusterState | None = None
 
     async def main() -> EscalateStats:
         done = asyncio.Event()
@@ -580,6 +592,8 @@ def run_service(
         threading.Thread(
             target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
         ).start()
+        if cluster is not None:
+            cluster.serve_forget(loop)
         return await EscalateService(settings, channels, store=store, lease=lease).run(done)
 
     if settings.escalate.store == "sqlite":
