@@ -54,6 +54,7 @@ from typing import Any
 import nats.errors
 import nats.js.errors
 from nats.aio.client import Client as Nats
+from nats.aio.msg import Msg
 from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
@@ -64,11 +65,15 @@ from homecare.settings import Settings
 
 log = logging.getLogger(__name__)
 
+FORGET_SUBJECT = "homecare.escalation.forget"
+"""``homecare elder forget`` asks the active escalate here (request/reply) to erase an
+elder from the state it holds: only the active writes the bucket."""
 STATE_BUCKET = "escalation"
 LEASE_BUCKET = "escalation-lease"
 LEASE_KEY = "active"
 WAL_KEY = "wal"
 _CHUNK_KEY = "walc"
+_SENT = "s"
 _WAL_CHUNK = 256 * 1024
 """Above this (compressed), the last transaction is written in chunks before ``wal``
 points at them (a server takes 1 MiB per message by default)."""
@@ -227,6 +232,10 @@ class ClusterStore(Store):
         self.lease = lease
         self.wal_revision = 0
         self.transactions = 0
+        self._marked: set[str] = set()
+        self.sent_marks: set[str] = set()
+        """Refs of emails a server accepted (its 250) that the previous active may not
+        have recorded: :meth:`mark_sent`'s keys, found at :meth:`load`."""
 
     # loading on takeover ---------------------------------------------------------------
     def load(self) -> int:
@@ -238,12 +247,18 @@ class ClusterStore(Store):
         if wal is not None:
             self.wal_revision = wal[1]
             last = self._last_transaction(wal[0], chunks)
+        self.sent_marks = {row_of_key(k)[1] for k in entries if k.startswith(_SENT + ".")}
         rows = [
             (*row_of_key(key), json.loads(value))
             for key, (value, _) in entries.items()
             if key.split(".", 1)[0] in ROW_TABLES and key not in last
         ]
-        self.put_rows([*rows, *((*row_of_key(k), v) for k, v in last.items())])
+        self.put_rows(
+            [
+                *rows,
+                *((*row_of_key(k), v) for k, v in last.items() if k.split(".", 1)[0] in ROW_TABLES),
+            ]
+        )
         return len(rows) + len(last)
 
     async def _entries(self) -> dict[str, tuple[bytes, int]]:
@@ -280,8 +295,22 @@ class ClusterStore(Store):
         if not self.lease.valid():
             raise LeaseLost(f"escalate's lease is not held ({self.lease.reason or 'lapsed'})")
         rows = {key_of(prefix, pk): row for (prefix, pk), row in changed.items()}
+        for (prefix, pk), row in changed.items():  # recorded now: its mark is not needed
+            marked = pk in self._marked or pk in self.sent_marks
+            if prefix == "d" and marked and row is not None and row["status"] != "pending":
+                rows[key_of(_SENT, pk)] = None
+                self._marked.discard(pk)
+                self.sent_marks.discard(pk)
         self.transactions += 1
         self._loop.run(self._write(rows), self.lease.lease_s * 2 + _REQUEST_S)
+
+    def mark_sent(self, ref: str) -> None:
+        """Record at once, from any thread, that a server accepted this delivery (one
+        write, no transaction): the next active treats it as delivered."""
+        self._marked.add(ref)
+        self._loop.run(
+            self._retrying(lambda: self.kv.put(key_of(_SENT, ref), b"250")), _REQUEST_S * 2
+        )
 
     async def _write(self, rows: dict[str, Any]) -> None:
         body = zlib.compress(json.dumps(rows, separators=(",", ":")).encode(), 1)
@@ -343,6 +372,33 @@ class ClusterStore(Store):
                 await asyncio.sleep(0.1)
 
 
+def forget_in_cluster(settings: Settings, elder: str, site: str | None) -> dict[str, int]:
+    """Ask the active escalate to erase an elder (alerts, deliveries, events) from the
+    cluster's state; :class:`StorageError` when none answers (nothing can be erased
+    behind its back: it would write the rows again)."""
+
+    async def ask() -> dict[str, int]:
+        nc = await connect(settings.nats.url, name="homecare-forget-escalation",
+                           settings=settings.nats)  # fmt: skip
+        try:
+            body = json.dumps({"elder": elder, "site": site}).encode()
+            reply = await nc.request(FORGET_SUBJECT, body, timeout=30)
+        except nats.errors.NoRespondersError as exc:
+            raise StorageError("no active escalate answered: escalation's state in the "
+                               "cluster is erased by the active one; start it and run "
+                               "this again") from exc  # fmt: skip
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise StorageError(f"erasing {elder} from escalation's state: {exc}") from exc
+        finally:
+            await nc.close()
+        answer = json.loads(reply.data)
+        if "error" in answer:
+            raise StorageError(f"the active escalate refused to erase {elder}: {answer['error']}")
+        return {str(k): int(v) for k, v in answer["removed"].items()}
+
+    return asyncio.run(ask())
+
+
 class ClusterState:
     """The connection, the buckets and the lease of one escalate process in cluster mode."""
 
@@ -352,6 +408,7 @@ class ClusterState:
         self.holder = f"{cfg.client_id}@{uuid.uuid4().hex[:12]}"
         self.loop = EventLoopThread("escalate-cluster")
         self.nc: Nats | None = None
+        self.store: ClusterStore | None = None
         self._renewal: concurrent.futures.Future[None] | None = None
         try:
             self.state, self.lease = self.loop.run(self._open(), 60.0)
@@ -376,9 +433,33 @@ class ClusterState:
         started = time.monotonic()
         store = ClusterStore(self.loop, self.state, self.lease)
         rows = store.load()
+        self.store = store
         log.info("escalate is the active one (%s): %d rows of state loaded in %.2f s",
                  self.holder, rows, time.monotonic() - started)  # fmt: skip
         return store
+
+    def serve_forget(self, main: asyncio.AbstractEventLoop) -> None:
+        """Answer :data:`FORGET_SUBJECT` requests (``{"elder", "site"}``) by erasing on the
+        service's loop ``main``, where the store is used, and replying the rows removed."""
+        store, nc = self.store, self.nc
+        assert store is not None
+        assert nc is not None
+
+        async def erase(elder: str, site: str | None) -> dict[str, int]:
+            return store.erase_elder(elder, site)
+
+        async def handle(msg: Msg) -> None:
+            try:
+                req = json.loads(msg.data)
+                elder, site = str(req["elder"]), req.get("site")
+                done = asyncio.run_coroutine_threadsafe(erase(elder, site), main)
+                answer: dict[str, Any] = {"removed": await asyncio.wrap_future(done)}
+            except Exception as exc:  # the requester gets the reason; the service goes on
+                log.warning("erasure request refused: %s", exc)
+                answer = {"error": f"{type(exc).__name__}: {exc}"}
+            await msg.respond(json.dumps(answer).encode())
+
+        self.loop.run(nc.subscribe(FORGET_SUBJECT, cb=handle), _REQUEST_S)
 
     def close(self) -> None:
         """Hand the lease back (a clean stop) and disconnect."""

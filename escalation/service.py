@@ -44,7 +44,8 @@ from typing import Any, NamedTuple
 from pydantic import ValidationError
 
 from escalation.api import AckServer
-from escalation.cluster import ClusterState, Lease, LeaseLost
+from escalation.channels.email import EmailChannel
+from escalation.cluster import ClusterState, ClusterStore, Lease, LeaseLost
 from escalation.engine import Clock, Escalation
 from escalation.ladder import AckResult, EscalationPolicy
 from escalation.notification import (
@@ -231,12 +232,27 @@ class EscalateService:
             for kind, channel in self.make_channels(self.settings).items():
                 channels[kind] = await stack.enter_async_context(channel)  # type: ignore[arg-type]
             self._channels = channels
+            email = channels.get(ChannelKind.EMAIL)
+            if isinstance(self.store, ClusterStore) and isinstance(email, EmailChannel):
+                email.on_accepted = self.store.mark_sent
+                self._accepted_before(self.store)
             db = stack.enter_context(InfluxClient(self.settings.influx))
-            await asyncio.to_thread(self._mqtt.__enter__)
-            stack.push_async_callback(asyncio.to_thread, self._mqtt.__exit__, None, None, None)
-            await asyncio.to_thread(self._consumer.__enter__)
-            # after the loops stop: settle the acknowledgements sent, then disconnect
-            stack.push_async_callback(asyncio.to_thread, self._consumer.__exit__, None, None, None)
+            # both at once: a standby that takes over is sending a round trip sooner
+            entered = await asyncio.gather(
+                asyncio.to_thread(self._mqtt.__enter__),
+                asyncio.to_thread(self._consumer.__enter__),
+                return_exceptions=True,
+            )
+            if not isinstance(entered[0], BaseException):
+                stack.push_async_callback(asyncio.to_thread, self._mqtt.__exit__, None, None, None)
+            if not isinstance(entered[1], BaseException):
+                # after the loops stop: settle the acknowledgements sent, then disconnect
+                stack.push_async_callback(
+                    asyncio.to_thread, self._consumer.__exit__, None, None, None
+                )
+            for outcome in entered:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             log.info(
                 "escalate subscribed to %s through durable consumer %s at %s; alert states "
                 "go to %s; ack API on port %d; %d alerts in the store", ALERTS_STREAM,
@@ -351,6 +367,20 @@ class EscalateService:
     def _health(self) -> dict[str, Any]:
         return {"ok": True, "alerts": self.store.count_alerts(), "in_flight": len(self._in_flight)}
 
+    def _accepted_before(self, store: ClusterStore) -> None:
+        """Emails the previous active saw accepted (its mark written after the server's
+        250) but did not record: delivered, not sent again."""
+        done = []
+        for ref in sorted(store.sent_marks):
+            if store.attempts(ref) is not None:  # still pending in the state
+                note = Notification.model_validate_json(store.notification(ref))
+                done.append((note, Delivery(ref=ref, status=DeliveryStatus.OK,
+                                            detail="accepted before the takeover")))  # fmt: skip
+        if done:
+            log.info("%d emails accepted by the server before the takeover: recorded as "
+                     "delivered, not sent again", len(done))  # fmt: skip
+            self.engine.delivered(done)
+
     def _may_send(self) -> bool:
         """Whether this process may act: always with SQLite; in the cluster, while its
         lease holds (checked before every send, so a process that lost it sends nothing)."""
@@ -416,7 +446,6 @@ class EscalateService:
             self._in_flight.discard(note.ref)
         else:
             self._done.append((note, result))
-        self._wake.set()
 
     async def _settle(self) -> None:
         """On SIGTERM: give deliveries in flight a moment and record their answers."""
@@ -556,6 +585,7 @@ def run_service(
     by until this process holds the lease; raise :class:`LeaseLost` if it loses it."""
     store: Store | None = None
     lease: Lease | None = None
+    cluster: ClusterState | None = None
 
     async def main() -> EscalateStats:
         done = asyncio.Event()
@@ -563,6 +593,8 @@ def run_service(
         threading.Thread(
             target=lambda: (stop.wait(), loop.call_soon_threadsafe(done.set)), daemon=True
         ).start()
+        if cluster is not None:
+            cluster.serve_forget(loop)
         return await EscalateService(settings, channels, store=store, lease=lease).run(done)
 
     if settings.escalate.store == "sqlite":

@@ -421,8 +421,14 @@ async def _forget_broker(
 
 def _forget_escalation(settings: Settings, elder: str, site: str | None) -> dict[str, int] | None:
     """Delete the elder's alerts from escalation's store, with their deliveries (which
-    carry the elder's name and address) and events, in one transaction."""
+    carry the elder's name and address) and events, in one transaction (in cluster mode
+    the active escalate does it, in the state it holds and in the cluster's buckets)."""
     from escalation.store import Store, store_path
+
+    if settings.escalate.store == "cluster":
+        from escalation.cluster import forget_in_cluster
+
+        return forget_in_cluster(settings, elder, site)
 
     path = store_path(settings.state_dir)
     if not path.exists():

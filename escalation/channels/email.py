@@ -21,9 +21,11 @@ and lost connections are worth another try (the ladder's retry policy schedules 
 from __future__ import annotations
 
 import asyncio
+import logging
 import smtplib
 import ssl
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from email import policy
 from email.headerregistry import Address
@@ -42,6 +44,8 @@ from escalation.notification import (
 )
 from homecare.i18n import translator
 from homecare.settings import SmtpSettings
+
+log = logging.getLogger(__name__)
 
 
 def email_message(note: Notification, sender: str) -> EmailMessage:
@@ -99,6 +103,10 @@ class EmailChannel:
         self.settings = settings
         self._slots = asyncio.Semaphore(settings.connections)
         self._tls: ssl.SSLContext | None = None
+        self.on_accepted: Callable[[str], None] | None = None
+        """Called with the ref in the sending thread as soon as the server said 250 to DATA,
+        before anything else: the cluster store records "sent" there (one write), so a
+        failover re-sends an email only if it falls between that 250 and that write."""
 
     async def __aenter__(self) -> Self:
         if self.settings.tls or self.settings.starttls:
@@ -119,17 +127,17 @@ class EmailChannel:
         except ValueError as exc:  # nothing a server could take: no point retrying
             return Delivery(ref=notification.ref, status=DeliveryStatus.ERROR, detail=str(exc),
                             final=True)  # fmt: skip
-        return delivery(notification.ref, await self._try(msg))
+        return delivery(notification.ref, await self._try(msg, notification.ref))
 
-    async def _try(self, msg: EmailMessage) -> Answer:
+    async def _try(self, msg: EmailMessage, ref: str) -> Answer:
         async with self._slots:
             try:
-                await asyncio.to_thread(self._send_now, msg)
+                await asyncio.to_thread(self._send_now, msg, ref)
             except (smtplib.SMTPException, OSError) as exc:
                 return _smtp_answer(exc)
         return Answer(DeliveryStatus.OK, "accepted")
 
-    def _send_now(self, msg: EmailMessage) -> None:
+    def _send_now(self, msg: EmailMessage, ref: str) -> None:
         s = self.settings
         smtp: smtplib.SMTP
         if s.tls:
@@ -145,6 +153,11 @@ class EmailChannel:
         except BaseException:
             smtp.close()
             raise
+        if self.on_accepted is not None:
+            try:
+                self.on_accepted(ref)
+            except Exception:  # it is delivered: the answer below still records it
+                log.exception("email %s accepted, but recording it at once failed", ref)
         # The server's 250 to DATA is the delivery: answer now, so that "sent" is committed
         # at once; QUIT follows on a thread of its own and its answer changes nothing.
         threading.Thread(target=_quit, args=(smtp,), name="smtp-quit", daemon=True).start()
