@@ -67,7 +67,7 @@ from broker.provision import provision
 from device_sim.homes import SimConfig, Simulation, SosPress
 from device_sim.routine import daytime
 from harness.demo import ServiceProcess
-from harness.servers import LocalInflux, LocalNats, LocalNatsCluster
+from harness.servers import LocalInflux, LocalNats, LocalNatsCluster, ServerError
 from harness.standins import CallCentreStandIn, Incident
 from homecare.contract import Stream
 from homecare.influx import InfluxClient
@@ -385,7 +385,19 @@ def run(
                 nodes.kill(victim[0])
                 return f"NATS node n{victim[0] + 1} (TELEMETRY's leader)"
 
-            chaos.append(("NATS node killed", kill_node, lambda: nodes.start(victim[0])))
+            def restart_node() -> None:
+                """Start the node again: ready once it has caught up with the others (a
+                loaded machine may need more than one start's 30 s; its store is kept)."""
+                for attempt in range(4):
+                    try:
+                        nodes.start(victim[0])
+                        return
+                    except ServerError as exc:
+                        log(f"  node n{victim[0] + 1} not caught up yet ({attempt + 1}): "
+                            f"{str(exc).splitlines()[-1][:120]}")  # fmt: skip
+                log(f"  node n{victim[0] + 1} left down: the rest runs on two nodes")
+
+            chaos.append(("NATS node killed", kill_node, restart_node))
 
         fleet, steady, phases = asyncio.run(
             _drive(sim, mqtt_url, seconds=seconds, chaos_seconds=chaos_seconds, chaos=chaos,

@@ -82,8 +82,9 @@ class Refused(RuntimeError):
 
 async def _device(
     host: str, port: int, client_id: str, topic: str, qos: int, clean: bool
-) -> asyncio.StreamWriter:
-    """Connect (no keepalive: the connection idles), subscribe, and return the open link."""
+) -> asyncio.StreamWriter | None:
+    """Connect (no keepalive: the connection idles), subscribe, and return the open link;
+    ``None`` when the broker refused the subscription (SUBACK failure)."""
     reader, writer = await asyncio.open_connection(host, port)
     writer.write(connect_packet(client_id, clean=clean))
     connack = await asyncio.wait_for(reader.readexactly(4), 60)
@@ -91,8 +92,11 @@ async def _device(
         raise Refused(f"{client_id}: CONNACK {connack.hex()}")
     writer.write(subscribe_packet(topic, qos))
     suback = await asyncio.wait_for(reader.readexactly(5), 120)
-    if suback[0] >> 4 != 9 or suback[4] == 0x80:
+    if suback[0] >> 4 != 9:
         raise Refused(f"{client_id}: SUBACK {suback.hex()}")
+    if suback[4] == 0x80:  # the broker could not make the subscription (its log says why)
+        writer.close()
+        return None
     return writer
 
 
@@ -131,12 +135,12 @@ async def _settled(cluster: LocalNatsCluster, timeout_s: float = 60.0) -> dict[s
 
 async def _connect_all(
     cluster: LocalNatsCluster, n: int, qos: int, clean: bool, parallel: int, first: int = 1
-) -> tuple[list[asyncio.StreamWriter], float]:
+) -> tuple[list[asyncio.StreamWriter | None], float]:
     """Devices ``first`` … ``first + n - 1``, spread over the nodes' MQTT listeners."""
     gate = asyncio.Semaphore(parallel)
     ports = [node.mqtt_port for node in cluster.nodes]
 
-    async def one(k: int) -> asyncio.StreamWriter:
+    async def one(k: int) -> asyncio.StreamWriter | None:
         async with gate:
             topic = command_topic("city", f"e{k:06d}", f"w{k:06d}")
             return await _device("127.0.0.1", ports[k % len(ports)], f"dev-{k:06d}", topic,
@@ -160,20 +164,30 @@ def measure(root: Path, kind: str, n: int, *, parallel: int = 64) -> dict[str, A
             links, took = await _connect_all(cluster, n, qos, clean, parallel)
             after = await _settled(cluster)
             for w in first + links:
-                w.close()
+                if w is not None:
+                    w.close()
+            refused = sum(w is None for w in links)
+            why = sorted({line.split("] ", 1)[-1][:160] for node in cluster.nodes
+                          for line in node.log.read_text(errors="replace").splitlines()
+                          if "[ERR]" in line or "[WRN]" in line})  # fmt: skip
 
-            def per_device(key: str, scale: float = 1.0) -> float:
-                return round((after[key] - before[key]) / n / scale, 2)
+            subscribed = max(n - refused, 1)
+
+            def per_device(key: str, scale: float = 1.0, of: int = n) -> float:
+                return round((after[key] - before[key]) / of / scale, 2)
 
             return {
                 "kind": kind, "devices": n, "subscription_qos": qos, "clean_session": clean,
+                "subscriptions_refused": refused,
+                "server_errors": why[:10],
                 "connect_and_subscribe_s": round(took, 2),
                 "devices_per_s": round(n / took),
                 "rss_mb_total": round(after["rss"] / 1e6),
                 "rss_kb_per_device": per_device("rss", 1e3),
+                "rss_mb_before": round(before["rss"] / 1e6),
                 "varz_mem_kb_per_device": per_device("varz_mem", 1e3),
-                "consumers_per_device": per_device("consumers"),
-                "raft_groups_per_device": per_device("ha_assets"),
+                "consumers_per_device": per_device("consumers", of=subscribed),
+                "raft_groups_per_device": per_device("ha_assets", of=subscribed),
                 "consumers_total": after["consumers"],
                 "raft_groups_total": after["ha_assets"],
                 "replicas": cluster.replicas,
@@ -202,5 +216,6 @@ def run(
                     f"{row['rss_kb_per_device']:6.1f} kB RSS and "
                     f"{row['raft_groups_per_device']:.2f} Raft groups per device "
                     f"(cluster: {row['rss_mb_total']} MB, "
-                    f"{row['raft_groups_total']} Raft groups)")  # fmt: skip
+                    f"{row['raft_groups_total']} Raft groups); "
+                    f"{row['subscriptions_refused']} subscriptions refused")  # fmt: skip
     return {"cluster": "3 nodes on this machine, consumer_replicas 3", "rows": rows}

@@ -15,11 +15,11 @@ def test_a_few_elders_through_the_whole_pipeline_and_a_detect_worker_killed():
     """Ten elders in real time: an SOS press reaches the call centre, the only detect
     worker is killed -9 and started again, presses after the kill are still alerted,
     once, and every acknowledged reading is stored."""
-    report = run(elders=10, seconds=5, chaos_seconds=12, events=1, ingest_workers=1,
+    report = run(elders=10, seconds=4, chaos_seconds=10, events=1, ingest_workers=1,
                  detect_workers=1, gateways=1, log=lambda _: None)  # fmt: skip
     steady = report["steady"]
     assert steady["messages_per_s"] > 5
-    assert steady["alert_latency_ms"]["n"] >= 1  # the SOS (the fall may outlast 17 s)
+    assert steady["alert_latency_ms"]["n"] >= 1  # the SOS (the fall may outlast the run)
     assert set(steady["cpu_cores_per_10k_elders"]) == {
         "nats-server", "ingest", "detect", "escalate", "influxd", "publisher"}  # fmt: skip
     assert steady["cpu_cores_per_10k_elders"]["nats-server"] > 0
