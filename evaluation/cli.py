@@ -125,6 +125,16 @@ def evaluate_command(
             help="With --cv: the threshold is picked for this specificity.", min=0.5, max=1
         ),
     ] = 0.96,
+    wear_days: Annotated[
+        int | None,
+        typer.Option(
+            "--wear-days",
+            help="False fall alarms per wearer-day: simulate N days of wear at --placement "
+            "(unknown: wrist, chest and waist each); with --replay-dir: play every person's "
+            "everyday-activity trials back to back instead (any N).",
+            min=1,
+        ),
+    ] = None,
     elders: Annotated[int, typer.Option(help="Simulated cohort: elders.", min=1)] = 100,
     days: Annotated[float, typer.Option(help="Simulated cohort: days.", min=0.1)] = 30.0,
     seed: Annotated[int, typer.Option(help="Simulated cohort: seed.")] = 0,
@@ -151,6 +161,9 @@ def evaluate_command(
 ) -> None:
     """Measure the detectors: on a simulated cohort with labelled scenarios (default), or the
     fall detector on labelled recordings (--replay-dir, --labels)."""
+    if wear_days is not None:
+        evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out)
+        return
     if replay_dir is None:
         from evaluation.cohort import evaluate_cohort
         from evaluation.cohort import summary as cohort_summary
@@ -323,3 +336,33 @@ def train_fall_command(
         f"fall-{placement.value}: {card['bytes']} bytes, threshold {card['threshold']:.4f}, "
         f"subject-wise sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}"
     )
+
+
+def evaluate_wear(
+    days: int,
+    placement: Placement,
+    replay_dir: Path | None,
+    labels: Path | None,
+    resample: float | None,
+    seed: int,
+    json_out: Path | None,
+) -> None:
+    """False fall alarms per wearer-day, simulated or from recordings back to back."""
+    from evaluation.wear import recorded_day, simulated_days, summary
+
+    reports = []
+    if replay_dir is not None:
+        if labels is None or not labels.is_file():
+            typer.echo("error: --replay-dir needs --labels (an existing file)", err=True)
+            raise typer.Exit(2)
+        reports.append(recorded_day(replay_dir, labels, placement, resample_hz=resample))
+    else:
+        places = [placement] if placement != Placement.UNKNOWN else [
+            Placement.WRIST, Placement.CHEST, Placement.WAIST
+        ]  # fmt: skip
+        for p in places:
+            typer.echo(f"simulating {days} wearer-days at the {p.name.lower()} ...")
+            reports.append(simulated_days(p, days, seed=seed))
+    typer.echo(summary(reports))
+    if json_out is not None:
+        json_out.write_text(json.dumps(reports, indent=2, default=float) + "\n")

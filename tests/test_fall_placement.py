@@ -274,3 +274,24 @@ def test_the_shipped_wrist_model_on_simulated_wrist_motions() -> None:
     # the rules alone (a chest device's) find almost none of them: the model is needed
     rules = {e["file"] for e in replay(falls, placement=Placement.CHEST)}
     assert len(rules) < len(found)
+
+
+@pytest.mark.slow
+def test_false_alarms_per_wearer_day_simulated_and_recorded(tmp_path: Path) -> None:
+    from evaluation.wear import recorded_day, simulated_days
+
+    quiet = simulated_days(Placement.WRIST, 2, day_s=900, seed=3)
+    assert quiet["hours"] == 0.5
+    assert quiet["false_alarms"] == 0
+    # a model that calls everything a fall: every impact of the day is a false alarm
+    eager = simulated_days(Placement.WRIST, 2, day_s=900, seed=3,
+                           models=FallModels({Placement.WRIST: _constant(0.99)}))  # fmt: skip
+    assert eager["false_alarms"] > 0
+    assert eager["per_wearer_day"] == pytest.approx(eager["false_alarms"] / (1800 / 86400))
+    data = tmp_path / "lab"
+    _write_dataset(data)
+    day = recorded_day(data, data / "labels.csv", Placement.CHEST)
+    assert day["people"] == 4
+    assert day["trials"] == 24
+    assert day["hours"] > 0.2
+    assert day["per_wearer_day"] == pytest.approx(day["false_alarms"] / day["hours"] * 24)
