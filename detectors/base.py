@@ -43,8 +43,11 @@ Rows = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 __all__ = [
+    "BATHROOM",
     "BUTTONS",
     "DOOR_ROLES",
+    "MAT_PLACES",
+    "ROOMS",
     "AccelBatch",
     "Batch",
     "BatchStream",
@@ -78,13 +81,29 @@ class BatchStream(StrEnum):
     BUTTON = Button.name
     STATUS = DeviceStatus.name
     AVAILABILITY = Availability.name
+    MOTION = "motion"
+    """Ambient signs of life: a passive infrared sensor or an appliance in a room."""
+    MAT = "mat"
+    """A pressure mat (bed or chair): occupied or free."""
 
 
-DOOR_ROLES: tuple[str, ...] = ("front", "bathroom", "bedroom", "fridge")
-"""Door role codes in a ``door`` batch's ``role`` column (index into this tuple)."""
+DOOR_ROLES: tuple[str, ...] = (
+    "front", "bathroom", "bedroom", "fridge", "cupboard", "cabinet", "medicine",
+)  # fmt: skip
+"""Door role codes in a ``door`` batch's ``role`` column (index into this tuple); contacts
+on cupboards, cabinets and a medicine box are doors too (signs of life inside)."""
+ROOMS: tuple[str, ...] = (
+    "bathroom", "kitchen", "bedroom", "living_room", "entrance", "hall", "dining", "other",
+)  # fmt: skip
+"""Room codes in a ``motion`` batch's ``room`` column."""
+BATHROOM = ROOMS.index("bathroom")
+MAT_PLACES: tuple[str, ...] = ("bed", "chair")
+"""Mat place codes in a ``mat`` batch's ``place`` column."""
 BUTTONS: tuple[str, ...] = ("sos", "ok")
 """Button codes in a ``button`` batch's ``button`` column."""
-_CODES: dict[str, tuple[str, ...]] = {Door.role: DOOR_ROLES, Button.button: BUTTONS}
+_CODES: dict[str, tuple[str, ...]] = {
+    Door.role: DOOR_ROLES, Button.button: BUTTONS, "room": ROOMS, "place": MAT_PLACES,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +160,8 @@ class ReadingBatch:
     * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
     * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``
     * ``device_status``: ``battery``, ``interval_s``;  ``availability``: ``online``
+    * ``motion``: ``detected`` (1 detected or an appliance on, 0 cleared/off), ``room``
+      (:data:`ROOMS`);  ``mat``: ``occupied``, ``place`` (:data:`MAT_PLACES`)
     """
 
     stream: str
