@@ -34,8 +34,18 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from homecare.contract import Severity
-from homecare.schema import Accel, Availability, Bed, Button, DeviceStatus, Door, Wearable
+from homecare.contract import MAT_PLACES, ROOMS, DoorRole, Severity
+from homecare.schema import (
+    Accel,
+    Availability,
+    Bed,
+    Button,
+    DeviceStatus,
+    Door,
+    Mat,
+    Motion,
+    Wearable,
+)  # fmt: skip
 
 Floats = npt.NDArray[np.float32]
 Times = npt.NDArray[np.float64]
@@ -81,28 +91,22 @@ class BatchStream(StrEnum):
     BUTTON = Button.name
     STATUS = DeviceStatus.name
     AVAILABILITY = Availability.name
-    MOTION = "motion"
+    MOTION = Motion.name
     """Ambient signs of life: a passive infrared sensor or an appliance in a room."""
-    MAT = "mat"
+    MAT = Mat.name
     """A pressure mat (bed or chair): occupied or free."""
 
 
-DOOR_ROLES: tuple[str, ...] = (
-    "front", "bathroom", "bedroom", "fridge", "cupboard", "cabinet", "medicine",
-)  # fmt: skip
+DOOR_ROLES: tuple[str, ...] = tuple(r.value for r in DoorRole)
 """Door role codes in a ``door`` batch's ``role`` column (index into this tuple); contacts
 on cupboards, cabinets and a medicine box are doors too (signs of life inside)."""
-ROOMS: tuple[str, ...] = (
-    "bathroom", "kitchen", "bedroom", "living_room", "entrance", "hall", "dining", "other",
-)  # fmt: skip
-"""Room codes in a ``motion`` batch's ``room`` column."""
 BATHROOM = ROOMS.index("bathroom")
-MAT_PLACES: tuple[str, ...] = ("bed", "chair")
-"""Mat place codes in a ``mat`` batch's ``place`` column."""
+"""Room codes in a ``motion`` batch's ``room`` column index the contract's :data:`ROOMS`;
+mat place codes in a ``mat`` batch's ``place`` column its :data:`MAT_PLACES`."""
 BUTTONS: tuple[str, ...] = ("sos", "ok")
 """Button codes in a ``button`` batch's ``button`` column."""
 _CODES: dict[str, tuple[str, ...]] = {
-    Door.role: DOOR_ROLES, Button.button: BUTTONS, "room": ROOMS, "place": MAT_PLACES,
+    Door.role: DOOR_ROLES, Button.button: BUTTONS, Motion.room: ROOMS, Mat.place: MAT_PLACES,
 }  # fmt: skip
 
 
