@@ -34,8 +34,18 @@ from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from homecare.contract import Severity
-from homecare.schema import Accel, Availability, Bed, Button, DeviceStatus, Door, Wearable
+from homecare.contract import MAT_PLACES, ROOMS, DoorRole, Severity
+from homecare.schema import (
+    Accel,
+    Availability,
+    Bed,
+    Button,
+    DeviceStatus,
+    Door,
+    Mat,
+    Motion,
+    Wearable,
+)  # fmt: skip
 
 Floats = npt.NDArray[np.float32]
 Times = npt.NDArray[np.float64]
@@ -43,8 +53,11 @@ Rows = npt.NDArray[np.int64]
 Bools = npt.NDArray[np.bool_]
 
 __all__ = [
+    "BATHROOM",
     "BUTTONS",
     "DOOR_ROLES",
+    "MAT_PLACES",
+    "ROOMS",
     "AccelBatch",
     "Batch",
     "BatchStream",
@@ -78,13 +91,23 @@ class BatchStream(StrEnum):
     BUTTON = Button.name
     STATUS = DeviceStatus.name
     AVAILABILITY = Availability.name
+    MOTION = Motion.name
+    """Ambient signs of life: a passive infrared sensor or an appliance in a room."""
+    MAT = Mat.name
+    """A pressure mat (bed or chair): occupied or free."""
 
 
-DOOR_ROLES: tuple[str, ...] = ("front", "bathroom", "bedroom", "fridge")
-"""Door role codes in a ``door`` batch's ``role`` column (index into this tuple)."""
+DOOR_ROLES: tuple[str, ...] = tuple(r.value for r in DoorRole)
+"""Door role codes in a ``door`` batch's ``role`` column (index into this tuple); contacts
+on cupboards, cabinets and a medicine box are doors too (signs of life inside)."""
+BATHROOM = ROOMS.index("bathroom")
+"""Room codes in a ``motion`` batch's ``room`` column index the contract's :data:`ROOMS`;
+mat place codes in a ``mat`` batch's ``place`` column its :data:`MAT_PLACES`."""
 BUTTONS: tuple[str, ...] = ("sos", "ok")
 """Button codes in a ``button`` batch's ``button`` column."""
-_CODES: dict[str, tuple[str, ...]] = {Door.role: DOOR_ROLES, Button.button: BUTTONS}
+_CODES: dict[str, tuple[str, ...]] = {
+    Door.role: DOOR_ROLES, Button.button: BUTTONS, Motion.room: ROOMS, Mat.place: MAT_PLACES,
+}  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,6 +164,8 @@ class ReadingBatch:
     * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
     * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``
     * ``device_status``: ``battery``, ``interval_s``;  ``availability``: ``online``
+    * ``motion``: ``detected`` (1 detected or an appliance on, 0 cleared/off), ``room``
+      (:data:`ROOMS`);  ``mat``: ``occupied``, ``place`` (:data:`MAT_PLACES`)
     """
 
     stream: str

@@ -25,6 +25,8 @@ import numpy as np
 from detectors.base import (
     BUTTONS,
     DOOR_ROLES,
+    MAT_PLACES,
+    ROOMS,
     AccelBatch,
     Batch,
     BatchStream,
@@ -139,6 +141,12 @@ class Batcher:
             case contract.Stream.SOS | contract.Stream.OK:
                 columns = {Button.button: [], "seq": []}
                 name = BatchStream.BUTTON
+            case contract.Stream.MOTION:
+                columns = {"detected": [], "room": [], "seq": []}
+                name = BatchStream.MOTION
+            case contract.Stream.OCCUPANCY:
+                columns = {"occupied": [], "place": [], "seq": []}
+                name = BatchStream.MAT
             case _:
                 columns = {"battery": [], "interval_s": [], "placement": []}
                 name = BatchStream.STATUS
@@ -152,6 +160,14 @@ class Batcher:
                 case contract.DoorEvent():
                     columns["opened"].append(float(p.state == "opened"))
                     columns["role"].append(DOOR_ROLES.index(p.role))
+                    columns["seq"].append(p.seq)
+                case contract.MotionEvent():
+                    columns["detected"].append(float(p.state == "detected"))
+                    columns["room"].append(ROOMS.index(p.room))
+                    columns["seq"].append(p.seq)
+                case contract.MatEvent():
+                    columns["occupied"].append(float(p.state == "occupied"))
+                    columns["place"].append(MAT_PLACES.index(p.place))
                     columns["seq"].append(p.seq)
                 case contract.SosEvent() | contract.OkEvent():
                     columns[Button.button].append(BUTTONS.index(p.stream))

@@ -38,6 +38,20 @@ gather. With little history the learned log-limit is shrunk towards the care-lev
 default (weight ``days / (days + prior_days)``), and it is always clipped to the care
 level's ``inactivity_min_s``-``inactivity_max_s``; an elder with no fit uses the default.
 
+**Homes with ambient sensors** (motion sensors, contacts on cupboards and the fridge, bed
+and chair pressure mats: the ``motion`` and ``mat`` streams): every motion, contact and mat
+event is a sign of life, in any room. Once a row has shown one, its gap timer runs only
+while the elder is *at home and off the mats*: sitting on an occupied chair mat (or
+lying on the bed) is rest, not inactivity, and after the front door the elder may be out
+(the timer waits for the next sign inside; at night the wandering detector watches the
+door). Gaps measured that way are short (one goes from room to room), so these rows get
+their own limit per local hour, learned the same way from the gaps the timer would have
+measured (:func:`home_gaps`, :meth:`InactivityDetector.fit_home`) and clipped to the care
+level's ``home_inactivity_min_s``-``home_inactivity_max_s`` (1.5-3 h at level 2). A
+bed reading without a ``movement`` value (a bed mat) cannot show stillness, so the
+in-bed rule leaves it alone. Not judged: a collapse while sitting (the chair mat stays
+occupied), or right after coming in (the front door was the last sign).
+
 Assumptions: signs of one row arrive roughly in time order; ``tick`` is called every few
 seconds. Warm-up: until the first sign the clock starts at the first data of any kind.
 
@@ -65,6 +79,7 @@ import numpy as np
 import numpy.typing as npt
 
 from detectors.base import (
+    DOOR_ROLES,
     BatchStream,
     Bools,
     Detection,
@@ -83,10 +98,12 @@ __all__ = [
     "InactivitySettings",
     "activity_signs",
     "gaps_from_signs",
+    "home_gaps",
     "hourly_longest",
 ]
 
 H = 3600.0
+FRONT = DOOR_ROLES.index("front")
 
 
 def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> Bools:
@@ -103,7 +120,21 @@ def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> 
             return np.ones(len(batch), bool)
         case BatchStream.BED:
             return batch.column("presence") > 0.5
+        case BatchStream.MOTION | BatchStream.MAT:
+            return np.ones(len(batch), bool)
     return np.zeros(len(batch), bool)
+
+
+def home_gaps(rows: Rows, ts: Times, on_mat: Bools, front: Bools) -> tuple[Rows, Times, Times]:
+    """The gaps the home timer measures (row, start, length), from each row's signs of
+    life in time order: ``on_mat[i]`` whether a mat (bed or chair) is occupied after sign
+    *i*, ``front[i]`` whether it was the front door. A gap counts when it starts off
+    every mat and not at the front door (the elder may have gone out)."""
+    order = np.lexsort((ts, rows))
+    r, t, m, f = rows[order], ts[order], on_mat[order], front[order]
+    same = r[1:] == r[:-1]
+    armed = same & ~m[:-1] & ~f[:-1]
+    return r[1:][armed], t[:-1][armed], (t[1:] - t[:-1])[armed]
 
 
 def gaps_from_signs(rows: Rows, ts: Times) -> tuple[Rows, Times, Times]:
@@ -151,13 +182,15 @@ class InactivityDetector(CareRows):
 
     kind: ClassVar[str] = "inactivity"
     streams: ClassVar[frozenset[str]] = frozenset(
-        {BatchStream.WEARABLE, BatchStream.DOOR, BatchStream.BED}
-    )
+        {BatchStream.WEARABLE, BatchStream.DOOR, BatchStream.BED, BatchStream.MOTION,
+         BatchStream.MAT}
+    )  # fmt: skip
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
         "last_active": np.nan, "in_bed": False, "bed_ts": -np.inf, "bed_move_ts": np.nan,
         "fired": False, "fired_bed": False, "learned": np.nan, "weight": 0.0,
         "upright": np.nan, "upright_ts": np.nan, "lying_ts": np.nan, "fired_lying": False,
-        "occupied_ts": -np.inf,
+        "occupied_ts": -np.inf, "home": False, "on_mat": False, "away": False,
+        "home_learned": np.nan, "home_weight": 0.0,
     }  # fmt: skip
 
     def __init__(
@@ -178,6 +211,11 @@ class InactivityDetector(CareRows):
         self.lying_ts = np.zeros(0)  # last frame lying on a body
         self.fired_lying = np.zeros(0, bool)  # warned for the current lie
         self.occupied_ts = np.zeros(0)  # last bed reading with presence
+        self.home = np.zeros(0, bool)  # has ambient sensors (a motion or mat event seen)
+        self.on_mat = np.zeros(0, bool)  # a chair (or bed) mat occupied
+        self.away = np.zeros(0, bool)  # the last sign was the front door: maybe out
+        self.home_learned = np.zeros((0, 24), np.float32)  # home limit per local hour, s
+        self.home_weight = np.zeros(0, np.float32)  # its weight against the care default
         self.n = 0  # rows seen
 
     def update(self, batch: ReadingBatch) -> list[Detection]:
@@ -190,9 +228,13 @@ class InactivityDetector(CareRows):
         if fresh.any():
             np.fmin.at(self.last_active, rows[fresh], ts[fresh])
         sign = activity_signs(batch, self.settings)
+        if batch.stream in (BatchStream.MOTION, BatchStream.MAT, BatchStream.DOOR):
+            self._home(batch)
         if batch.stream == BatchStream.BED:
             presence = batch.column("presence") > 0.5
-            moved = batch.column("movement") >= self.settings.bed_move
+            movement = batch.column("movement")
+            # a mat reports no movement: it cannot show stillness, so it never looks still
+            moved = (movement >= self.settings.bed_move) | np.isnan(movement)
             sign |= ~presence & self.in_bed[rows]  # getting out of bed
             entered = presence & ~self.in_bed[rows]
             np.fmax.at(self.occupied_ts, rows[presence], ts[presence])
@@ -211,6 +253,19 @@ class InactivityDetector(CareRows):
             np.maximum.at(self.last_active, rows[sign], ts[sign])
             self.fired[rows[sign]] = False
         return []
+
+    def _home(self, batch: ReadingBatch) -> None:
+        """Ambient state: home rows, the mats, and whether the last sign was the front door
+        (each row's last entry in the batch decides)."""
+        rows = batch.rows
+        if batch.stream != BatchStream.DOOR:
+            self.home[rows] = True
+        last = np.zeros(len(rows), bool)
+        last[len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]] = True
+        front = batch.column("role") == FRONT if batch.stream == BatchStream.DOOR else None
+        self.away[rows[last]] = False if front is None else front[last]
+        if batch.stream == BatchStream.MAT:
+            self.on_mat[rows[last]] = batch.column("occupied")[last] > 0.5
 
     def _posture(self, batch: ReadingBatch) -> None:
         """Learn upright from walking frames; note the last lying and not-lying frame."""
@@ -241,7 +296,14 @@ class InactivityDetector(CareRows):
         mix = shrunk(default, self.learned[rows, hour], self.weight[rows])
         lo = care.limit("inactivity_min_s", rows)
         hi = care.limit("inactivity_max_s", rows)
-        return np.clip(mix, lo, hi)
+        limit = np.clip(mix, lo, hi)
+        home = self.home[rows]
+        if home.any():  # off the mats at home: the home limit
+            h, hr = rows[home], hour[home]
+            lo = care.limit("home_inactivity_min_s", h)
+            mix = shrunk(lo, self.home_learned[h, hr], self.home_weight[h])
+            limit[home] = np.clip(mix, lo, care.limit("home_inactivity_max_s", h))
+        return limit
 
     def tick(self, now: float) -> list[Detection]:
         """Three timers, each fired once per wait: no sign of activity (out of bed), no
@@ -252,9 +314,11 @@ class InactivityDetector(CareRows):
         in_bed = self.in_bed[:n] & (now - self.bed_ts[:n] <= s.bed_fresh_s)
         # only rows past their care level's lowest limit need their personal limit
         floor = care.limit("inactivity_min_s", np.arange(n))
+        home = self.home[:n]
+        floor = np.where(home, care.limit("home_inactivity_min_s", np.arange(n)), floor)
         gaps = overdue(
             self.last_active[:n], self.fired[:n], now, lambda r: self.limit_s(r, now),
-            where=~in_bed, floor=floor,
+            where=~in_bed & ~(home & (self.on_mat[:n] | self.away[:n])), floor=floor,
         )  # fmt: skip
         still = overdue(
             self.bed_move_ts[:n], self.fired_bed[:n], now,
@@ -296,11 +360,31 @@ class InactivityDetector(CareRows):
         """Learn each row's limit per local hour from its gaps between signs (as from
         :func:`gaps_from_signs` over 2-4 weeks of history). Rows not in the input keep
         their limits; rows with fewer than ``min_hours`` observed hours get none."""
-        s = self.settings
         if len(rows) == 0:
             return
         self.reserve(rows)
         self.care.ensure(self.n)
+        self._fit_curves(rows, gap_start, gap_len, self.learned, self.weight)
+
+    def fit_home(self, rows: Rows, gap_start: Times, gap_len: Times) -> None:
+        """Learn the home limit per local hour from the gaps of :func:`home_gaps` (at
+        home, off the mats), as :meth:`fit` does; marks the rows as homes."""
+        if len(rows) == 0:
+            return
+        self.reserve(rows)
+        self.care.ensure(self.n)
+        self.home[rows] = True
+        self._fit_curves(rows, gap_start, gap_len, self.home_learned, self.home_weight)
+
+    def _fit_curves(
+        self,
+        rows: Rows,
+        gap_start: Times,
+        gap_len: Times,
+        learned: npt.NDArray[np.float32],
+        weights: npt.NDArray[np.float32],
+    ) -> None:
+        s = self.settings
         r, hour, longest = hourly_longest(
             rows, gap_start, gap_len, self.care.utc_offset_s, s.min_gap_s
         )
@@ -312,14 +396,14 @@ class InactivityDetector(CareRows):
         for row in np.flatnonzero(counts):  # offline, once a day: one small fit per elder
             lo, hi = bounds[row], bounds[row + 1]
             if hi - lo < s.min_hours:
-                self.learned[row] = np.nan
-                self.weight[row] = 0.0
+                learned[row] = np.nan
+                weights[row] = 0.0
                 continue
             y = np.log(longest[lo:hi])
             model = QuantileRegressor(quantile=s.quantile, alpha=0.0, solver="highs")
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # HiGHS may note a degenerate problem
                 model.fit(_features(hour[lo:hi], s.harmonics), y)
-            self.learned[row] = np.exp(model.predict(grid)) * s.margin
+            learned[row] = np.exp(model.predict(grid)) * s.margin
             days = (hi - lo) / 24
-            self.weight[row] = days / (days + s.prior_days)
+            weights[row] = days / (days + s.prior_days)

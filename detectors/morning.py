@@ -12,7 +12,10 @@ the start of the first stretch out of bed of at least ``up_min_s`` after
 ``morning_from_s``. The limit is their ``quantile`` (0.9: a usual late morning, not the
 median) plus the care level's ``wake_margin_s`` (2 h at level 1 down to 45 min at 4),
 shrunk linearly towards the care default (weight ``days / (days + prior_days)``) and
-clipped to the level's ``wake_earliest_s``-``wake_latest_s``. Wake times are a small
+clipped to the level's ``wake_earliest_s``-``wake_latest_s``. A late riser (a usual wake
+time after the default) is never warned before their usual time plus the margin times
+the weight, and the level's latest moves out to their usual time plus the margin: a
+person who sleeps from 02:00 to noon every day is not "not up" at 11:00. Wake times are a small
 sample (one a day) of a narrow, skewed distribution; an order statistic needs no model,
 and clock times average linearly away from midnight. A new elder gets the default
 (10:00 at level 1 down to 08:30 at level 4).
@@ -76,7 +79,10 @@ def wake_times(
     # end of the stretch: the return of the same row, else its last reading
     last_of_row = np.r_[np.flatnonzero(r[1:] != r[:-1]), len(r) - 1]
     row_end = last_of_row[np.searchsorted(last_of_row, leave)]
-    ret = np.where(nxt < len(back), back[np.minimum(nxt, len(back) - 1)], row_end)
+    if len(back):
+        ret = np.where(nxt < len(back), back[np.minimum(nxt, len(back) - 1)], row_end)
+    else:  # nobody went back to bed in these readings
+        ret = row_end
     ret = np.where((ret > row_end) | (r[ret] != r[leave]), row_end, ret)
     long = t[ret] - t[leave] >= s.up_min_s
     leave = leave[long]
@@ -86,7 +92,7 @@ def wake_times(
     ok = local >= s.morning_from_s
     rr, day, local = rr[ok], day[ok], local[ok]
     # the first per (row, day): entries are in time order within a row
-    first = np.r_[True, (rr[1:] != rr[:-1]) | (day[1:] != day[:-1])]
+    first = np.r_[True, (rr[1:] != rr[:-1]) | (day[1:] != day[:-1])][: len(rr)]
     return rr[first], day[first], local[first]
 
 
@@ -147,10 +153,16 @@ class MorningDetector(CareRows):
         the care default, clipped to the care bounds."""
         c = self.care
         default = c.limit("wake_default_s", rows)
-        learned = self.learned[rows] + c.limit("wake_margin_s", rows)
+        margin = c.limit("wake_margin_s", rows)
+        usual = self.learned[rows].astype(np.float64)
+        learned = usual + margin
         w = np.where(np.isnan(learned), 0.0, self.weight[rows])
         mix = np.where(w > 0, w * learned + (1 - w) * default, default)
-        return np.clip(mix, c.limit("wake_earliest_s", rows), c.limit("wake_latest_s", rows))
+        # a late riser: never before their own usual late morning plus the weighted margin,
+        # and the care level's latest moves to their usual time plus the margin
+        floor = np.where(w > 0, usual + w * margin, -np.inf)
+        hi = np.fmax(c.limit("wake_latest_s", rows), np.where(w > 0, learned, np.nan))
+        return np.clip(np.maximum(mix, floor), c.limit("wake_earliest_s", rows), hi)
 
     def tick(self, now: float) -> list[Detection]:
         if self.n == 0:

@@ -4,7 +4,9 @@ A front-door ``opened`` event inside the elder's sleep window (:class:`Care`, lo
 22:00-06:00 by default, per elder) starts a wait. The elder is back when the front door
 has closed again *and* a sign from inside follows (another door: bathroom, bedroom,
 fridge), or at once when the bed reports presence. A closed front door alone proves
-nothing: one closes it behind oneself going out. Still out ``wander_return_s`` (care
+nothing: one closes it behind oneself going out. In a home with ambient sensors, any
+motion sensor or mat (a ``motion`` or ``mat`` event) after the door closed is a sign
+from inside too. Still out ``wander_return_s`` (care
 level: 30 min at level 1 down to 10 min at level 4) after the door opened → warning.
 
 Assumptions: door events and bed readings of one elder arrive in time order; the wearable
@@ -50,7 +52,9 @@ class WanderingDetector(CareRows):
     """Warns when an elder went out of the front door at night and is not back."""
 
     kind: ClassVar[str] = "wandering"
-    streams: ClassVar[frozenset[str]] = frozenset({BatchStream.DOOR, BatchStream.BED})
+    streams: ClassVar[frozenset[str]] = frozenset(
+        {BatchStream.DOOR, BatchStream.BED, BatchStream.MOTION, BatchStream.MAT}
+    )
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
         "out_since": np.nan, "closed": False, "fired": False,
     }  # fmt: skip
@@ -76,6 +80,9 @@ class WanderingDetector(CareRows):
         waiting = ~np.isnan(self.out_since[rows])
         if batch.stream == BatchStream.BED:
             self._back(rows[waiting & (batch.column("presence")[part] > 0.5)])
+            return
+        if batch.stream in (BatchStream.MOTION, BatchStream.MAT):  # a sign inside
+            self._back(rows[waiting & self.closed[rows]])
             return
         front = batch.column("role")[part] == FRONT
         opened = batch.column("opened")[part] > 0.5

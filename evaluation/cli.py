@@ -1,4 +1,4 @@
-"""Commands for the fall detector: ``homecare replay accel`` and ``homecare evaluate``.
+"""Commands for the detectors: ``homecare replay accel|events`` and ``homecare evaluate``.
 
 ``replay accel FILE...`` prints one JSON object per detected event. Exit status: 0 when
 every file was read, 1 when any file was malformed (its error is on stderr, naming the
@@ -90,7 +90,38 @@ def replay_accel(
         raise typer.Exit(1)
 
 
+@replay_app.command("events")
+def replay_events(
+    log: Annotated[Path, typer.Argument(help="A home's sensor log: CSV or the ADL datasets' TSV.")],
+    learn_days: Annotated[
+        float, typer.Option("--learn-days", help="Baselines from this many first days.", min=0)
+    ] = 7.0,
+) -> None:
+    """Replay a home's sensor log through the routine detectors on its own clock; one JSON
+    line per alert. Malformed rows are named on stderr (exit status 1); the rest is replayed."""
+    from evaluation.home import replay_home
+    from evaluation.homelog import read_home_log
+
+    home = read_home_log(log)
+    for error in home.errors:
+        typer.echo(f"error: {error}", err=True)
+    out = sys.stdout
+    for alert in replay_home(home, learn_days=learn_days, thresholds=load_settings().detectors):
+        out.write(json.dumps(alert) + "\n")
+    out.flush()
+    if home.errors:
+        raise typer.Exit(1)
+
+
 def evaluate_command(
+    home: Annotated[
+        Path | None,
+        typer.Option("--home", help="A home's sensor log: false alarms and detection delay."),
+    ] = None,
+    learn_days: Annotated[
+        float, typer.Option("--learn-days", help="With --home: baselines from these first days.")
+    ] = 7.0,
+    cuts: Annotated[int, typer.Option("--cuts", help="With --home: cut copies.", min=1)] = 200,
     replay_dir: Annotated[
         Path | None,
         typer.Option("--replay-dir", help="Recorded traces instead of the simulated cohort."),
@@ -160,7 +191,11 @@ def evaluate_command(
     ] = None,
 ) -> None:
     """Measure the detectors: on a simulated cohort with labelled scenarios (default), or the
-    fall detector on labelled recordings (--replay-dir, --labels)."""
+    fall detector on labelled recordings (--replay-dir, --labels), or a home's routine
+    detectors on its sensor log (--home)."""
+    if home is not None:
+        evaluate_home_log(home, learn_days, cuts, seed, json_out)
+        return
     if wear_days is not None:
         evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out)
         return
@@ -366,3 +401,28 @@ def evaluate_wear(
     typer.echo(summary(reports))
     if json_out is not None:
         json_out.write_text(json.dumps(reports, indent=2, default=float) + "\n")
+
+
+def evaluate_home_log(
+    path: Path, learn_days: float, cuts: int, seed: int, json_out: Path | None
+) -> None:
+    """False alarms per day and detection delay of the routine detectors on a home's log."""
+    from evaluation.home import evaluate_home, summary
+    from evaluation.homelog import read_home_log
+
+    home = read_home_log(path)
+    for error in home.errors:
+        typer.echo(f"error: {error}", err=True)
+    try:
+        report = evaluate_home(
+            home, learn_days=learn_days, cuts=cuts, seed=seed,
+            thresholds=load_settings().detectors,
+        ).as_dict()  # fmt: skip
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(summary(report))
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n")
+    if home.errors:
+        raise typer.Exit(1)

@@ -8,7 +8,8 @@ Topic scheme (version 1)::
 
     homecare/v1/<site>/<elder>/<kind>/<device>/<stream>
 
-``kind`` is ``wearable``, ``bed`` or ``door``; ``stream`` is one of
+``kind`` is ``wearable``, ``bed``, ``door``, ``motion`` (a passive infrared sensor in a
+room) or ``mat`` (a bed or chair pressure mat); ``stream`` is one of
 :data:`STREAMS` and must be allowed for the kind. Every id is 1-64 characters of
 ``[A-Za-z0-9_-]``. ``availability`` carries the plain text ``online`` or
 ``offline``, retained, and is also the device's MQTT last will. Every other
@@ -52,6 +53,7 @@ __all__ = [
     "CONTRACT_VERSION",
     "EVENT_STREAMS",
     "ID_PATTERN",
+    "MAT_PLACES",
     "MAX_FUTURE_S",
     "MAX_G",
     "MAX_PAST_S",
@@ -60,6 +62,7 @@ __all__ = [
     "ONLINE",
     "PAYLOADS",
     "QOS",
+    "ROOMS",
     "STREAMS",
     "TOPIC_ROOT",
     "AccelSamples",
@@ -73,9 +76,12 @@ __all__ = [
     "DoorRole",
     "HeartRate",
     "Id",
+    "MatEvent",
+    "MotionEvent",
     "OkEvent",
     "Payload",
     "Percent",
+    "Room",
     "Seq",
     "Severity",
     "SosEvent",
@@ -112,6 +118,8 @@ class DeviceKind(StrEnum):
     WEARABLE = "wearable"
     BED = "bed"
     DOOR = "door"
+    MOTION = "motion"
+    MAT = "mat"
 
 
 class Stream(StrEnum):
@@ -122,6 +130,8 @@ class Stream(StrEnum):
     EVENT = "event"
     STATUS = "status"
     AVAILABILITY = "availability"
+    MOTION = "motion"
+    OCCUPANCY = "occupancy"
 
 
 STREAMS: dict[DeviceKind, frozenset[Stream]] = {
@@ -130,9 +140,11 @@ STREAMS: dict[DeviceKind, frozenset[Stream]] = {
     ),
     DeviceKind.BED: frozenset({Stream.READING, Stream.STATUS, Stream.AVAILABILITY}),
     DeviceKind.DOOR: frozenset({Stream.EVENT, Stream.STATUS, Stream.AVAILABILITY}),
+    DeviceKind.MOTION: frozenset({Stream.MOTION, Stream.STATUS, Stream.AVAILABILITY}),
+    DeviceKind.MAT: frozenset({Stream.OCCUPANCY, Stream.STATUS, Stream.AVAILABILITY}),
 }
 
-EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT})
+EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT, Stream.MOTION, Stream.OCCUPANCY})
 """Streams a device must buffer while offline and publish at QoS 1 (every stream should)."""
 QOS = 1
 """Every stream is published at QoS 1: ingest acknowledges only what it has stored."""
@@ -333,16 +345,57 @@ class DoorRole(StrEnum):
     BATHROOM = "bathroom"
     BEDROOM = "bedroom"
     FRIDGE = "fridge"
+    CUPBOARD = "cupboard"
+    CABINET = "cabinet"
+    MEDICINE = "medicine"
+
+
+class Room(StrEnum):
+    """Rooms a motion sensor watches (and a device's status may name)."""
+
+    BATHROOM = "bathroom"
+    KITCHEN = "kitchen"
+    BEDROOM = "bedroom"
+    LIVING_ROOM = "living_room"
+    ENTRANCE = "entrance"
+    HALL = "hall"
+    DINING = "dining"
+    OTHER = "other"
+
+
+ROOMS: tuple[str, ...] = tuple(r.value for r in Room)
+MAT_PLACES: tuple[str, ...] = ("bed", "chair")
 
 
 class DoorEvent(Payload):
-    """A door (or the fridge) opened or closed."""
+    """A door, the fridge, a cupboard, a cabinet or a medicine box opened or closed."""
 
     stream = Stream.EVENT
 
     door: Id
     role: DoorRole
     state: Literal["opened", "closed"]
+    seq: Seq
+
+
+class MotionEvent(Payload):
+    """A passive infrared sensor saw motion in its room (``detected``), or saw none for
+    its own timeout since (``cleared``)."""
+
+    stream = Stream.MOTION
+
+    room: Room
+    state: Literal["detected", "cleared"]
+    seq: Seq
+
+
+class MatEvent(Payload):
+    """A pressure mat under a mattress or on a chair became occupied or free."""
+
+    stream = Stream.OCCUPANCY
+
+    place: Literal["bed", "chair"] = Field(description="Where the mat lies.")
+    state: Literal["occupied", "free"]
     seq: Seq
 
 
@@ -357,14 +410,19 @@ class DeviceStatus(Payload):
     model: str | None = Field(None, max_length=64, description="Device model.")
     vendor: str | None = Field(None, max_length=64, description="Device vendor.")
     placement: (
-        Literal["wrist", "chest", "waist", "pendant", "belt", "unknown", "bed", "door"] | None
+        Literal[
+            "wrist", "chest", "waist", "pendant", "belt", "unknown", "bed", "door", "wall", "chair"
+        ]
+        | None
     ) = Field(
         None,
         description="Where the device is worn or mounted. A wearable: wrist (a band or "
         "watch), chest (a pendant; ``pendant`` means the same), waist (a belt clip; "
         "``belt`` means the same) or unknown; absent counts as unknown, and the fall "
-        "detector then applies its most careful decision and the device desk is told.",
+        "detector then applies its most careful decision and the device desk is told. "
+        "A home sensor: bed, door, wall or chair.",
     )
+    room: Room | None = Field(None, description="The room it is in, as registered.")
     interval_s: int = Field(300, ge=10, le=86400, description="Declared status interval, s.")
 
 
@@ -420,7 +478,16 @@ def command_topic(site: str, elder: str, device: str) -> str:
 
 PAYLOADS: dict[Stream, type[Payload]] = {
     model.stream: model
-    for model in (WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus)
+    for model in (
+        WearableFrame,
+        SosEvent,
+        OkEvent,
+        BedReading,
+        DoorEvent,
+        DeviceStatus,
+        MotionEvent,
+        MatEvent,
+    )
 }
 
 

@@ -22,8 +22,10 @@ measurement           fields
 ``bed``               ``presence``, ``hr``, ``br``, ``movement``
 ``door``              tags ``door``, ``role``; fields ``opened`` (bool), ``seq``
 ``button``            tag ``button`` (``sos``/``ok``); field ``seq``
+``motion``            tag ``room``; fields ``detected`` (bool), ``seq``: a motion sensor's events
+``mat``               tag ``place`` (``bed``/``chair``); fields ``occupied`` (bool), ``seq``
 ``device_status``     ``battery``, ``firmware``, ``rssi``, ``model``, ``vendor``,
-                      ``placement``, ``interval_s``
+                      ``placement``, ``interval_s``, ``room``
 ``availability``      ``online`` (bool), at the time it was received
 ``dead_letter``       tags ``reason``, ``ingest`` (the process); ``topic``, ``device``,
                       ``detail``, ``payload`` (truncated), ``size``
@@ -96,7 +98,9 @@ __all__ = [
     "DeviceStatus",
     "Door",
     "DoorRollup",
+    "Mat",
     "Measurement",
+    "Motion",
     "Rolled",
     "Rollup",
     "SecurityEvent",
@@ -206,6 +210,30 @@ class Button(Measurement):
     always = seq
 
 
+class Motion(Measurement):
+    """A passive infrared sensor's events: motion detected (true) or cleared (false)."""
+
+    name = "motion"
+    room = "room"
+    tags = (*READING_TAGS, room)
+    detected = "detected"
+    seq = "seq"
+    fields = (detected, seq)
+    always = seq
+
+
+class Mat(Measurement):
+    """A pressure mat's events: occupied (true) or free (false)."""
+
+    name = "mat"
+    place = "place"
+    tags = (*READING_TAGS, place)
+    occupied = "occupied"
+    seq = "seq"
+    fields = (occupied, seq)
+    always = seq
+
+
 class DeviceStatus(Measurement):
     name = "device_status"
     tags = READING_TAGS
@@ -216,7 +244,8 @@ class DeviceStatus(Measurement):
     vendor = "vendor"
     placement = "placement"
     interval_s = "interval_s"
-    fields = (battery, firmware, rssi, model, vendor, placement, interval_s)
+    room = "room"
+    fields = (battery, firmware, rssi, model, vendor, placement, interval_s, room)
     always = battery
 
 
@@ -299,7 +328,7 @@ class AlertEscalation(Measurement):
 
 RAW_MEASUREMENTS: tuple[type[Measurement], ...] = (
     Wearable, Accel, Bed, Door, Button, DeviceStatus, Availability, DeadLetter, SecurityEvent,
-    Alert, AlertEvent, AlertEscalation,
+    Alert, AlertEvent, AlertEscalation, Motion, Mat,
 )  # fmt: skip
 ALERT_MEASUREMENTS: tuple[type[Measurement], ...] = (Alert, AlertEvent, AlertEscalation)
 """Alert records: written raw, copied to ``history`` by every ``homecare rollup run``."""
@@ -312,6 +341,8 @@ STREAM_MEASUREMENTS: dict[Stream, type[Measurement]] = {
     Stream.OK: Button,
     Stream.STATUS: DeviceStatus,
     Stream.AVAILABILITY: Availability,
+    Stream.MOTION: Motion,
+    Stream.OCCUPANCY: Mat,
 }
 """Where each wire stream is stored (frames may also fill ``accel``)."""
 

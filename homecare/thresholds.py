@@ -274,6 +274,23 @@ class CareLimits(BaseModel):
     deviation_z: float = Field(gt=0, description="Deviation from the own baseline, in SDs.")
     not_worn_s: float = Field(gt=0, description="Up but the wearable not worn, at most.")
     lying_s: float = Field(gt=0, description="Lying out of bed (on the floor), at most.")
+    home_inactivity_min_s: float = Field(
+        default=5400.0,
+        gt=0,
+        description="Ambient sensors, at home off the mats: no sign, at least.",
+    )
+    home_inactivity_max_s: float = Field(
+        default=10800.0, gt=0, description="Ambient sensors: a learned home limit, at most."
+    )
+    bathroom_default_s: float = Field(
+        default=3600.0, gt=0, description="Last sign in the bathroom, then none: no history."
+    )
+    bathroom_min_s: float = Field(
+        default=1800.0, gt=0, description="A learned bathroom limit, at least."
+    )
+    bathroom_max_s: float = Field(
+        default=5400.0, gt=0, description="A learned bathroom limit, at most."
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> Self:
@@ -282,6 +299,8 @@ class CareLimits(BaseModel):
             ("inactivity_min_s", "inactivity_default_s", "inactivity_max_s"),
             ("bed_exit_min_s", "bed_exit_default_s", "bed_exit_max_s"),
             ("wake_earliest_s", "wake_default_s", "wake_latest_s"),
+            ("home_inactivity_min_s", "home_inactivity_min_s", "home_inactivity_max_s"),
+            ("bathroom_min_s", "bathroom_default_s", "bathroom_max_s"),
         ):
             if not getattr(self, lo) <= getattr(self, mid) <= getattr(self, hi):
                 raise ValueError(f"{lo} <= {mid} <= {hi} does not hold")

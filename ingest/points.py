@@ -33,6 +33,8 @@ from homecare.schema import (
     DeadLetter,
     DeviceStatus,
     Door,
+    Mat,
+    Motion,
     SecurityEvent,
     Wearable,
 )
@@ -124,6 +126,14 @@ class Converter:
                 door_tags = f"{tags},{Door.door}={payload.door},{Door.role}={payload.role}"
                 fields = {Door.opened: payload.state == "opened", Door.seq: payload.seq}
                 return line(Door.name, door_tags, fields, ts)
+            case contract.MotionEvent():
+                motion_tags = f"{tags},{Motion.room}={payload.room}"
+                fields = {Motion.detected: payload.state == "detected", Motion.seq: payload.seq}
+                return line(Motion.name, motion_tags, fields, ts)
+            case contract.MatEvent():
+                mat_tags = f"{tags},{Mat.place}={payload.place}"
+                fields = {Mat.occupied: payload.state == "occupied", Mat.seq: payload.seq}
+                return line(Mat.name, mat_tags, fields, ts)
             case contract.SosEvent() | contract.OkEvent():
                 button_tags = f"{tags},{Button.button}={payload.stream}"
                 return line(Button.name, button_tags, {Button.seq: payload.seq}, ts)

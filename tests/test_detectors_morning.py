@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from detectors.base import ReadingBatch
 from detectors.care import CARE_TABLE, Care
@@ -90,7 +91,11 @@ def test_learned_wake_time_moves_the_limit() -> None:
     lim = det.limit_s(np.array([0, 1, 2]))
     # early riser: ~06:15 + 1.5 h shrunk 14/21 towards 09:30 -> about 08:25
     assert 8 * H < lim[0] < 8.75 * H
-    assert lim[1] == CARE_TABLE[2].wake_latest_s  # ~11:15 + 1.5 h, shrunk: still past 11:00
+    # late riser (~11:15): never before their usual time + 14/21 of the margin (the level's
+    # 11:00 latest moves out to their usual time + the margin)
+    usual = float(det.learned[1])
+    assert lim[1] == pytest.approx(usual + 14 / 21 * 1.5 * H, rel=1e-6)
+    assert lim[1] > CARE_TABLE[2].wake_latest_s
     assert lim[2] == CARE_TABLE[2].wake_default_s
     in_bed_until(det, [0], T0 + lim[0], T0 + lim[0] - 60)
     assert det.tick(T0 + lim[0]) == []

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 from harness.servers import LocalInflux
 from homecare import contract
-from homecare.contract import ContractError, DeviceKind, DoorRole, Stream, Topic
+from homecare.contract import ContractError, DeviceKind, DoorRole, Room, Stream, Topic
 from homecare.edge import Edge, RawMessage
 from homecare.influx import InfluxClient
 from homecare.settings import ContractSettings, InfluxSettings
@@ -170,6 +170,17 @@ FIELDS: dict[Stream, Any] = {
         "vendor": draw(st.none() | texts),
         "placement": draw(mostly(st.sampled_from([None, "pendant", "belt", "door"]), texts)),
         "interval_s": draw(_int(10, 86400)),
+        "room": draw(st.none() | mostly(st.sampled_from(list(Room)), st.text(max_size=8))),
+    },
+    Stream.MOTION: lambda draw: {
+        "room": draw(mostly(st.sampled_from(list(Room)), st.text(max_size=8))),
+        "state": draw(mostly(st.sampled_from(["detected", "cleared"]), st.just("maybe"))),
+        "seq": draw(seqs),
+    },
+    Stream.OCCUPANCY: lambda draw: {
+        "place": draw(mostly(st.sampled_from(["bed", "chair"]), st.just("sofa"))),
+        "state": draw(mostly(st.sampled_from(["occupied", "free"]), st.just("sat"))),
+        "seq": draw(seqs),
     },
 }
 KIND_OF = {s: next(k for k in DeviceKind if s in contract.STREAMS[k]) for s in Stream}

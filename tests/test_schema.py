@@ -54,6 +54,8 @@ GENERIC = {
     "model": "device models in the registry and simulator",
     "readings": "counters of readings in service status",
     "opened": "the door event's wire state value",
+    "detected": "the motion event's wire state value (and the cohort report's count)",
+    "occupied": "the mat event's wire state value",
     "online": "the availability payload's wire value (contract.ONLINE)",
     "alert": "the alert message itself: escalation's store column, webhooks, the demo",
     "evidence": "the contract's Alert.evidence",

@@ -1,0 +1,416 @@
+"""A real home's log through the routine detectors: ``homecare replay events`` and
+``homecare evaluate --home``.
+
+The log (:mod:`evaluation.homelog`) is replayed on its own clock: its local times are the
+detectors' local times (UTC offset 0), and the detectors see what the live service would
+hand them, minute by minute, ``tick`` at each minute's end:
+
+* contacts → ``door`` events (role: front, fridge, cupboard, …);
+* motion sensors and appliances → ``motion`` events (detected/cleared, room);
+* a chair mat → ``mat`` events (occupied/free);
+* a bed mat → ``bed`` readings, presence every ``bed_every_s`` while occupied and one
+  without at its end (a mat holds its state; the bed detectors read a bed sensor's
+  periodic readings), with no ``movement`` (a mat cannot tell it).
+
+**Learned from the first days** (``learn_days``, default 7): the bed detectors' baselines
+as the daily refit learns them (:func:`detectors.baselines.fit_baselines`: the usual wake
+time and the end of the sleep window, the night-trip limit), the home inactivity limit per
+local hour (:func:`detectors.inactivity.home_gaps`) and the bathroom limit
+(:func:`detectors.bathroom.bathroom_visits`). Nothing else is set from the home: care
+level 2 (the default), the default 22:00 start of the sleep window.
+
+**Evaluation.** False alarms: every alert after the learning days on the log as it is
+(its days are ordinary days: nobody collapsed), per detector and per day. Detection delay:
+``cuts`` copies of the log cut at random times after the learning days (every sensor
+silent from then on, mats and motion turned off at the cut: :meth:`HomeLog.cut`), drawn
+while the elder is at home (the last event before the cut is not the front door: out of
+the house, a collapse would not be at home); all copies run side by side as rows of the
+same detectors. The delay is from the cut to the copy's first alert of any kind; none
+within ``horizon_s`` (12 h) is a miss.
+
+>>> day, h = 86400.0, 3600.0
+>>> events = []
+>>> for t in np.arange(3) * day:  # in bed to 07:00, then the kitchen every 20 min
+...     events += [(t, "bed", "mat", "bed", 1.0), (t + 7 * h, "bed", "mat", "bed", 0.0)]
+...     events += [(t + 7 * h + 1200 * k, "pir", "motion", "kitchen", 1.0) for k in range(51)]
+>>> log = HomeLog.of("demo", events)
+>>> replay_home(log, learn_days=1, after_s=0)
+[]
+>>> [(a["kind"], a["local_time"]) for a in replay_home(log.cut(2 * day + 12 * h), learn_days=1)]
+[('inactivity', '1970-01-03T13:31:00')]
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from detectors.base import (
+    DOOR_ROLES,
+    MAT_PLACES,
+    ROOMS,
+    BatchStream,
+    Detection,
+    Detector,
+    ReadingBatch,
+    Roster,
+    dispatch,
+    tick_all,
+)
+from detectors.baselines import History, fit_baselines
+from detectors.bathroom import BathroomDetector, bathroom_visits
+from detectors.bed_exit import BedExitDetector
+from detectors.care import DAY_S, Care
+from detectors.inactivity import InactivityDetector, home_gaps
+from detectors.morning import MorningDetector
+from detectors.wandering import WanderingDetector
+from evaluation.homelog import HomeLog
+from homecare.thresholds import DetectorSettings
+
+__all__ = ["HomeReport", "evaluate_home", "home_batches", "home_detectors", "replay_home"]
+
+H = 3600.0
+STEP_S = 60.0
+FRONT = DOOR_ROLES.index("front")
+CHAIR = MAT_PLACES.index("chair")
+
+
+def home_detectors(thresholds: DetectorSettings | None = None) -> tuple[list[Any], Care]:
+    """The routine detectors of a home, sharing one care table."""
+    th = thresholds or DetectorSettings()
+    care = Care(th.care)
+    dets: list[Any] = [
+        InactivityDetector(th.inactivity, care),
+        WanderingDetector(th.wandering, care),
+        BedExitDetector(th.bed_exit, care),
+        MorningDetector(th.morning, care),
+        BathroomDetector(care=care),
+    ]
+    return dets, care
+
+
+def _bed_readings(log: HomeLog, bed_every_s: float) -> tuple[list[float], list[float]]:
+    """A bed mat's occupied stretches as periodic presence readings, one without at the end."""
+    ts: list[float] = []
+    presence: list[float] = []
+    mats = (log.kind == "mat") & (log.place == "bed")
+    for sensor in np.unique(log.sensor[mats]):
+        mine = mats & (log.sensor == sensor)
+        t, v = log.ts[mine], log.value[mine]
+        since = math.nan
+        for ti, vi in zip(t.tolist(), v.tolist(), strict=True):
+            if vi > 0.5 and math.isnan(since):
+                since = ti
+            elif vi <= 0.5 and not math.isnan(since):
+                ticks = np.arange(since, ti, bed_every_s)
+                ts += ticks.tolist()
+                presence += [1.0] * len(ticks)
+                ts.append(ti)
+                presence.append(0.0)
+                since = math.nan
+        if not math.isnan(since):  # occupied to the end of the log
+            ticks = np.arange(since, float(log.ts[-1]) + bed_every_s, bed_every_s)
+            ts += ticks.tolist()
+            presence += [1.0] * len(ticks)
+    return ts, presence
+
+
+def home_batches(logs: Sequence[HomeLog], *, bed_every_s: float = 60.0) -> dict[str, ReadingBatch]:
+    """Every log's events as the detectors' batches, row *i* for ``logs[i]``, in time order."""
+    parts: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], dict[str, Any]]]]
+    parts = defaultdict(list)
+    for row, log in enumerate(logs):
+        contact = log.kind == "contact"
+        if contact.any():
+            role = np.array([DOOR_ROLES.index(str(p)) for p in log.place[contact]], np.float64)
+            n = int(contact.sum())
+            seq = np.arange(n, dtype=np.float64)
+            parts[BatchStream.DOOR].append(
+                (np.full(n, row, np.int64), log.ts[contact],
+                 {"opened": log.value[contact], "role": role, "seq": seq})
+            )  # fmt: skip
+        motion = (log.kind == "motion") | (log.kind == "appliance")
+        if motion.any():
+            room = np.array([ROOMS.index(str(p)) for p in log.place[motion]], np.float64)
+            parts[BatchStream.MOTION].append(
+                (np.full(int(motion.sum()), row, np.int64), log.ts[motion],
+                 {"detected": log.value[motion], "room": room})
+            )  # fmt: skip
+        chair = (log.kind == "mat") & (log.place != "bed")
+        if chair.any():
+            parts[BatchStream.MAT].append(
+                (np.full(int(chair.sum()), row, np.int64), log.ts[chair],
+                 {"occupied": log.value[chair], "place": np.full(int(chair.sum()), float(CHAIR))})
+            )  # fmt: skip
+        bed_ts, presence = _bed_readings(log, bed_every_s)
+        if bed_ts:
+            parts[BatchStream.BED].append(
+                (np.full(len(bed_ts), row, np.int64), np.array(bed_ts),
+                 {"presence": np.array(presence)})
+            )  # fmt: skip
+    batches: dict[str, ReadingBatch] = {}
+    for stream, got in parts.items():
+        rows = np.concatenate([g[0] for g in got])
+        ts = np.concatenate([g[1] for g in got])
+        order = np.argsort(ts, kind="stable")
+        values = {k: np.concatenate([g[2][k] for g in got])[order] for k in got[0][2]}
+        batches[stream] = ReadingBatch(stream, rows[order], ts[order], values)
+    return batches
+
+
+def _history(log: HomeLog, end: float, bed_every_s: float) -> History:
+    batches = home_batches([log], bed_every_s=bed_every_s)
+    kept: dict[str, ReadingBatch] = {}
+    for stream, b in batches.items():
+        keep = b.ts < end
+        kept[stream] = ReadingBatch(
+            stream, b.rows[keep], b.ts[keep], {k: np.asarray(v)[keep] for k, v in b.values.items()}
+        )
+    start = float(log.ts[0]) if len(log) else end
+    return History(("home",), start, end, kept)
+
+
+def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any, Any]:
+    """Every event before ``end`` with the mat state after it and whether it was the front
+    door or in the bathroom."""
+    keep = log.ts < end
+    ts, kind, place, value, sensor = (
+        log.ts[keep],
+        log.kind[keep],
+        log.place[keep],
+        log.value[keep],
+        log.sensor[keep],
+    )
+    occupied: set[str] = set()
+    on_mat = np.zeros(len(ts), bool)
+    for i in range(len(ts)):
+        if kind[i] == "mat":
+            (occupied.add if value[i] > 0.5 else occupied.discard)(str(sensor[i]))
+        on_mat[i] = bool(occupied)
+    front = (kind == "contact") & (place == "front")
+    bathroom = ((kind == "motion") | (kind == "appliance")) & (place == "bathroom")
+    return ts, on_mat, front, bathroom
+
+
+def learn(
+    log: HomeLog, dets: Sequence[Any], care: Care, *, learn_days: float, bed_every_s: float = 60.0
+) -> float:
+    """Fit every detector's baselines on the log's first ``learn_days`` (row 0); returns
+    the end of the learning days."""
+    start = float(log.ts[0]) if len(log) else 0.0
+    end = start + learn_days * DAY_S
+    fit_baselines(_history(log, end, bed_every_s), dets, care, Roster())
+    ts, on_mat, front, bathroom = _signs(log, end)
+    rows = np.zeros(len(ts), np.int64)
+    for det in dets:
+        if isinstance(det, InactivityDetector):
+            det.fit_home(*home_gaps(rows, ts, on_mat, front))
+        if isinstance(det, BathroomDetector):
+            det.fit(*bathroom_visits(rows, ts, bathroom, on_mat))
+    return end
+
+
+_LEARNED = {
+    InactivityDetector: ("learned", "weight", "home", "home_learned", "home_weight"),
+    BedExitDetector: ("learned", "weight"),
+    MorningDetector: ("learned", "weight"),
+    BathroomDetector: ("learned", "weight"),
+}
+
+
+def _spread(dets: Sequence[Any], care: Care, n: int) -> None:
+    """Give rows 1..n-1 row 0's baselines (the copies of one home share them)."""
+    rows = np.arange(n)
+    care.ensure(n)
+    for name in ("sleep_start_s", "sleep_end_s", "level", "utc_offset_s"):
+        getattr(care, name)[1:n] = getattr(care, name)[0]
+    for det in dets:
+        det.reserve(rows)
+        for name in _LEARNED.get(type(det), ()):
+            arr = getattr(det, name)
+            arr[1:n] = arr[0]
+
+
+def run(
+    batches: dict[str, ReadingBatch], dets: Sequence[Detector[Any]], start: float, end: float
+) -> list[Detection]:
+    """Minute by minute from ``start`` to ``end``: each stream's entries of the minute,
+    then ``tick`` at its end."""
+    edges = np.arange(math.floor(start / STEP_S) * STEP_S, end + STEP_S, STEP_S)
+    cuts = {s: np.searchsorted(b.ts, edges) for s, b in batches.items()}
+    found: list[Detection] = []
+    for k in range(len(edges) - 1):
+        for stream, b in batches.items():
+            lo, hi = cuts[stream][k], cuts[stream][k + 1]
+            if hi > lo:
+                part = ReadingBatch(
+                    stream, b.rows[lo:hi], b.ts[lo:hi],
+                    {name: np.asarray(v)[lo:hi] for name, v in b.values.items()},
+                )  # fmt: skip
+                found += dispatch(dets, part)
+        found += tick_all(dets, float(edges[k + 1]))
+    return found
+
+
+def _alert(d: Detection) -> dict[str, Any]:
+    local = datetime.fromtimestamp(d.ts, UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    return {"kind": d.kind, "severity": d.severity.value, "local_time": local, **d.evidence}
+
+
+def replay_home(
+    log: HomeLog,
+    *,
+    learn_days: float = 7.0,
+    thresholds: DetectorSettings | None = None,
+    bed_every_s: float = 60.0,
+    after_s: float = 12 * H,
+) -> list[dict[str, Any]]:
+    """Replay one log with baselines learned from its first days; its alerts, in time order.
+    The clock runs on ``after_s`` past the last event, so a silence at the end is judged."""
+    if len(log) == 0:
+        return []
+    dets, care = home_detectors(thresholds)
+    learn_end = learn(log, dets, care, learn_days=learn_days, bed_every_s=bed_every_s)
+    found = run(home_batches([log], bed_every_s=bed_every_s), dets, float(log.ts[0]),
+                float(log.ts[-1]) + after_s)  # fmt: skip
+    return [{**_alert(d), "learning": d.ts < learn_end} for d in sorted(found, key=lambda d: d.ts)]
+
+
+@dataclass(frozen=True, slots=True)
+class HomeReport:
+    """What ``evaluate --home`` reports (as :meth:`as_dict`)."""
+
+    log: str
+    days: float
+    learn_days: float
+    judged_days: float
+    false_alarms: dict[str, int]
+    cuts: int
+    delays_s: list[float]
+    horizon_s: float
+    by_kind: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        d = np.array(self.delays_s)
+        found = d[np.isfinite(d)]
+        total = sum(self.false_alarms.values())
+        per_day = total / self.judged_days if self.judged_days > 0 else math.nan
+
+        def share(limit: float) -> float:
+            return round(float((d <= limit).mean()), 3) if len(d) else math.nan
+
+        def q(p: float) -> float | None:
+            if not len(d):
+                return None
+            v = float(np.quantile(np.where(np.isfinite(d), d, np.inf), p, method="lower"))
+            return round(v / 60, 1) if math.isfinite(v) else None
+
+        return {
+            "log": self.log,
+            "days": round(self.days, 2),
+            "learn_days": self.learn_days,
+            "judged_days": round(self.judged_days, 2),
+            "false_alarms": self.false_alarms,
+            "false_alarms_per_day": round(per_day, 3),
+            "false_alarms_per_day_by_detector": {
+                k: round(v / self.judged_days, 3) for k, v in self.false_alarms.items()
+            },
+            "cuts": self.cuts,
+            "detected": len(found),
+            "delay_median_min": q(0.5),
+            "delay_p95_min": q(0.95),
+            "within_2h": share(2 * H),
+            "within_4h": share(4 * H),
+            "horizon_h": self.horizon_s / H,
+            "first_alert_by_detector": self.by_kind,
+        }
+
+
+def _at_home(log: HomeLog, t: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
+    """Whether the last event before each time is not the front door."""
+    i = np.searchsorted(log.ts, t) - 1
+    front = (log.kind == "contact") & (log.place == "front")
+    home: npt.NDArray[np.bool_] = (i >= 0) & ~front[np.maximum(i, 0)]
+    return home
+
+
+def evaluate_home(
+    log: HomeLog,
+    *,
+    learn_days: float = 7.0,
+    cuts: int = 200,
+    seed: int = 0,
+    horizon_s: float = 12 * H,
+    thresholds: DetectorSettings | None = None,
+    bed_every_s: float = 60.0,
+) -> HomeReport:
+    """False alarms on the log as it is, and the delay on ``cuts`` cut copies."""
+    if len(log) < 2:
+        raise ValueError(f"{log.name}: too few events to evaluate")
+    first, last = float(log.ts[0]), float(log.ts[-1])
+    learn_end = first + learn_days * DAY_S
+    if learn_end >= last - horizon_s:
+        raise ValueError(
+            f"{log.name}: {(last - first) / DAY_S:.1f} days leave none to judge after "
+            f"{learn_days} learning days and a {horizon_s / H:.0f} h horizon"
+        )
+    rng = np.random.default_rng(seed)
+    at: list[float] = []
+    while len(at) < cuts:
+        t = rng.uniform(learn_end, last - horizon_s, 4 * cuts)
+        at += t[_at_home(log, t)].tolist()
+    cut_at = np.sort(np.array(at[:cuts]))
+    logs = [log, *(log.cut(float(t)) for t in cut_at)]
+    dets, care = home_detectors(thresholds)
+    learn(log, dets, care, learn_days=learn_days, bed_every_s=bed_every_s)
+    _spread(dets, care, len(logs))
+    found = run(home_batches(logs, bed_every_s=bed_every_s), dets, first, last)
+    false_alarms: dict[str, int] = defaultdict(int)
+    first_alert = np.full(len(logs), np.inf)
+    kind_of: dict[int, str] = {}
+    for d in found:
+        if d.row == 0:
+            if d.ts >= learn_end:
+                false_alarms[d.kind] += 1
+            continue
+        t = cut_at[d.row - 1]
+        if t <= d.ts < first_alert[d.row]:
+            first_alert[d.row] = d.ts
+            kind_of[d.row] = d.kind
+    delays = first_alert[1:] - cut_at
+    delays[delays > horizon_s] = np.inf
+    by_kind: dict[str, int] = defaultdict(int)
+    for row, kind in kind_of.items():
+        if np.isfinite(delays[row - 1]):
+            by_kind[kind] += 1
+    return HomeReport(
+        log.name,
+        (last - first) / DAY_S,
+        learn_days,
+        (last - learn_end) / DAY_S,
+        {k: false_alarms.get(k, 0) for k in sorted({d.kind for d in dets} | set(false_alarms))},
+        cuts,
+        delays.tolist(),
+        horizon_s,
+        dict(sorted(by_kind.items())),
+    )
+
+
+def summary(report: dict[str, Any]) -> str:
+    """The report in a few lines."""
+    fa = ", ".join(f"{k} {v}" for k, v in report["false_alarms_per_day_by_detector"].items())
+    return "\n".join([
+        f"{report['log']}: {report['days']} days, baselines from the first "
+        f"{report['learn_days']}, {report['judged_days']} days judged",
+        f"false alarms per day: {report['false_alarms_per_day']} ({fa})",
+        f"{report['cuts']} cut copies: detected {report['detected']}, delay median "
+        f"{report['delay_median_min']} min, p95 {report['delay_p95_min']} min, within 2 h "
+        f"{report['within_2h']:.0%}, within 4 h {report['within_4h']:.0%}",
+    ])  # fmt: skip
