@@ -153,6 +153,10 @@ class Elder(_Strict):
     contacts: list[Id] = Field(
         default_factory=list, description="Family and care workers, in the order to call."
     )
+    living_alone: bool = Field(False, description="Lives alone (proactive care's groups).")
+    hardship: bool = Field(
+        False, description="In special hardship: the programme's list for regular visits."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -242,6 +246,10 @@ class Provider(_Strict):
     call_centre: Id
     supervisor: Id | None = None
     device_desk: Id | None = None
+    coordinator: Id | None = Field(
+        None, description="Who plans the site's visits: told of overdue visits and open "
+        "follow-ups (proactive care)."
+    )  # fmt: skip
 
 
 class Registry(_Strict):
@@ -275,7 +283,7 @@ class Registry(_Strict):
         for where, provider in [("provider", self.provider)] + [
             (f"sites.{k}", v) for k, v in self.sites.items()
         ]:
-            for role in ("call_centre", "supervisor", "device_desk"):
+            for role in ("call_centre", "supervisor", "device_desk", "coordinator"):
                 cid = getattr(provider, role)
                 if cid is not None and cid not in contacts:
                     raise ValueError(f"{where}.{role}: unknown contact {cid!r}")
@@ -309,7 +317,8 @@ class Registry(_Strict):
         elder = self.elder(elder_id)
         if elder is not None and contact_id in elder.contacts:
             return True
-        return contact_id in self.provider_for(site).model_dump().values()
+        provider = self.provider_for(site).model_dump(exclude={"coordinator"})
+        return contact_id in provider.values()
 
 
 def error_text(path: Path, exc: ValidationError) -> str:
