@@ -100,7 +100,9 @@ def _digest(token: str) -> str:
 
 
 class Register:
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, hasher: PasswordHasher | None = None) -> None:
+        """``hasher``: Argon2id with argon2-cffi's defaults (RFC 9106's low-memory
+        choice: 64 MiB, 3 passes), unless given (tests take a cheaper one)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -109,7 +111,7 @@ class Register:
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
         self._lock = threading.Lock()
-        self._hasher = PasswordHasher()
+        self._hasher = hasher or PasswordHasher()
 
     def close(self) -> None:
         self._db.close()

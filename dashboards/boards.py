@@ -755,7 +755,7 @@ def care_dashboard() -> board.Dashboard:
                      "for this month, against the programme's target.")
         .with_target(Query("A", select(rate.name, _last(rate.elders_in_group),
                                        _last(rate.elders_contacted), _last(rate.rate_pct),
-                                       _last(rate.target_pct))
+                                       _last(rate.target_pct), policy=HISTORY)
                                 .where(SITE_IS, TIME_FILTER).group_by(CARE_GROUP)).table())
         .override_by_name("Time", [_cfg("displayName", "month"), _cfg("unit", "dateTimeAsIso")])
         .override_by_regexp(f"{rate.rate_pct}|{rate.target_pct}", [_cfg("unit", "percent")]),
@@ -766,7 +766,8 @@ def care_dashboard() -> board.Dashboard:
         .title("Open follow-ups")
         .description("Visits or calls after which something is still to be done.")
         .with_target(Query("A", select(CareFollowUps.name,
-                                       call("last", CareFollowUps.follow_ups_open))
+                                       call("last", CareFollowUps.follow_ups_open),
+                                       policy=HISTORY)
                                 .where(SITE_IS, TIME_FILTER)))
         .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
         5, 8,
@@ -776,7 +777,8 @@ def care_dashboard() -> board.Dashboard:
         .title("Elders overdue")
         .description("Elders whose visit or call is past its interval.")
         .with_target(Query("A", select(CareFollowUps.name,
-                                       call("last", CareFollowUps.elders_overdue))
+                                       call("last", CareFollowUps.elders_overdue),
+                                       policy=HISTORY)
                                 .where(SITE_IS, TIME_FILTER)))
         .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
         5, 8,
@@ -786,7 +788,7 @@ def care_dashboard() -> board.Dashboard:
             "Monthly visit rate by group",
             "Each month's rate per group (the target is in the table above).",
             "percent",
-            Query("A", select(rate.name, field(rate.rate_pct))
+            Query("A", select(rate.name, field(rate.rate_pct), policy=HISTORY)
                        .where(SITE_IS, TIME_FILTER).group_by(CARE_GROUP))
             .alias(f"$tag_{CARE_GROUP}"),
         ).min(0).max(100),
@@ -797,7 +799,8 @@ def care_dashboard() -> board.Dashboard:
         .title("Visits per worker, latest month")
         .description("Visits recorded by each community worker in the latest month.")
         .with_target(Query("A", select(CareWorkerVisits.name,
-                                       call("last", CareWorkerVisits.visits_made))
+                                       call("last", CareWorkerVisits.visits_made),
+                                       policy=HISTORY)
                                 .where(SITE_IS, TIME_FILTER).group_by(WORKER))
                      .alias(f"$tag_{WORKER}"))
         .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))

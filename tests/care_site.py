@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+from argon2 import PasswordHasher
 
 from care.plan import signs_rows
 from care.policy import VisitPolicy
@@ -55,7 +56,8 @@ def walks_half(elders: tuple[str, ...], who: str) -> Days:
 def make_register(path: Path, now: float) -> Register:
     """Workers of both sites; Anna last visited 40 days ago, Carl called 2 days ago, Ben
     walking half as much this week."""
-    reg = Register(path)
+    # Argon2id as in production, with less memory and one pass: the tests log in often.
+    reg = Register(path, hasher=PasswordHasher(time_cost=1, memory_cost=8192))
     reg.add_worker("maria", "north", PASSWORDS["maria"])
     reg.add_worker("sam", "south", PASSWORDS["sam"])
     reg.record(site="north", elder="anna", worker="maria", kind="visit", outcome="all_well",

@@ -99,7 +99,7 @@ def test_api_login_session_csrf_and_site_isolation(site):
         assert forged.status_code == 403
         done = http.post("/api/visits", json=visit, headers={"X-CSRF-Token": csrf})
         assert done.status_code == 201
-        assert [r["elder"] for r in http.get("/api/plan").json()["rows"]] == ["ben"]
+        assert [r["elder"] for r in http.get("/api/plan").json()["rows"]] == ["ben"]  # Anna done
         history = http.get("/api/elders/anna/visits").json()["visits"]
         assert [v["notes"] for v in history][:1] == ["tea"]
         theirs = {**visit, "elder": "dora"}
@@ -109,6 +109,13 @@ def test_api_login_session_csrf_and_site_isolation(site):
         odd = {**visit, "outcome": "meh"}
         assert http.post("/api/visits", json=odd, headers={"X-CSRF-Token": csrf}
                          ).status_code == 400  # fmt: skip
+        # the page's form: a same-origin post must carry the session's token too
+        form = {"elder": "ben", "kind": "call", "outcome": "all_well", "csrf": "guessed"}
+        assert http.post("/visits", data=form).status_code == 403
+        assert http.post("/visits", data={**form, "csrf": csrf}).status_code == 303
+        elsewhere = {"Origin": "http://elsewhere.example"}
+        assert http.post("/visits", data={**form, "csrf": csrf}, headers=elsewhere
+                         ).status_code == 403  # fmt: skip
         rate = {g["group"]: g for g in http.get("/api/rate").json()["groups"]}
         assert (rate["alone_high_need"]["contacted"], rate["alone_high_need"]["elders"]) == (1, 1)
         assert rate["alone_high_need"]["rate_pct"] == 100.0
