@@ -6,7 +6,8 @@ Each command imports what it needs when it runs, so ``homecare --help`` stays fa
 from __future__ import annotations
 
 import json
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
@@ -31,3 +32,156 @@ def evaluate_command(
     typer.echo(json.dumps(result.as_dict(), indent=2))
     if not result.met():
         raise typer.Exit(1)
+
+
+def _context() -> tuple[Any, Any, Any, Any]:
+    """(settings, register, registry, policy), or a clear error naming what is missing."""
+    from care.policy import PolicyError, load_policy
+    from care.register import Register, register_path
+    from escalation.registry import RegistryError, load_registry
+    from homecare.runtime import load_settings
+
+    settings = load_settings()
+    if settings.registry is None:
+        raise typer.BadParameter("set HOMECARE_REGISTRY (the elder registry)")
+    try:
+        registry = load_registry(settings.registry)
+        policy = load_policy(settings.care.policy)
+    except (RegistryError, PolicyError) as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    return settings, Register(register_path(settings.state_dir)), registry, policy
+
+
+@app.command("plan")
+def plan_command(
+    site: Annotated[str, typer.Option(help="The site to plan.")],
+    limit: Annotated[int, typer.Option(min=1, help="Rows to print.")] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="JSON lines, not text.")] = False,
+    refresh: Annotated[
+        bool, typer.Option(help="Recompute the week's signs from InfluxDB first.")
+    ] = True,
+) -> None:
+    """Who to visit or call this week at SITE, ranked, with the reasons; overdue first."""
+    import time
+
+    from care.service import refresh_signs, site_plan
+    from homecare.influx import InfluxClient, InfluxError
+
+    settings, register, registry, policy = _context()
+    now = time.time()
+    alerts: dict[str, dict[str, int]] = {}
+    if refresh and settings.influx.url:
+        try:
+            with InfluxClient(settings.influx) as db:
+                _, alerts = refresh_signs(db, register, registry, site, now=now,
+                                          utc_offset_h=settings.retention.utc_offset_h)  # fmt: skip
+        except InfluxError as exc:
+            typer.echo(f"signs not refreshed (the last ones are used): {exc}", err=True)
+    rows = [r for r in site_plan(register, registry, policy, site, now=now, alerts=alerts)
+            if r.this_week][:limit]  # fmt: skip
+    for i, r in enumerate(rows, 1):
+        if as_json:
+            typer.echo(json.dumps(r.as_dict()))
+        else:
+            head = f"{i:3d}. {r.name} ({r.elder}): {r.contact}"
+            typer.echo(head + "".join(f"\n       - {reason}" for reason in r.reasons))
+    register.close()
+
+
+worker_app = typer.Typer(no_args_is_help=True, help="Community workers' accounts.")
+app.add_typer(worker_app, name="worker")
+
+
+@worker_app.command("add")
+def worker_add(
+    name: Annotated[str, typer.Argument(help="The worker's login name.")],
+    site: Annotated[str, typer.Option(help="The one site the worker sees.")],
+    password_file: Annotated[
+        Path | None, typer.Option(help="Read the password from this file (default: ask).")
+    ] = None,
+) -> None:
+    """Create a worker's account, or reset its password and site (ends their sessions)."""
+    from care.register import Register, RegisterError, register_path
+    from homecare.runtime import load_settings
+
+    settings = load_settings()
+    if password_file is not None:
+        password = password_file.read_text().strip()
+    else:
+        password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    register = Register(register_path(settings.state_dir))
+    try:
+        register.add_worker(name, site, password)
+    except RegisterError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    finally:
+        register.close()
+    typer.echo(f"worker {name} can log in to site {site}")
+
+
+@app.command("serve")
+def serve_command() -> None:
+    """Serve the visit register's page and API; recompute signs and tell coordinators of
+    overdue visits and open follow-ups every ``HOMECARE_CARE__REFRESH_S``."""
+    import asyncio
+
+    from care.web import serve
+
+    settings, register, _, policy = _context()
+    try:
+        asyncio.run(serve(settings, register, policy))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        register.close()
+
+
+@app.command("notify")
+def notify_command() -> None:
+    """Tell each site's coordinator of overdue contacts and follow-ups left open (once each)."""
+    import asyncio
+    import time
+
+    from care.service import send_notices
+
+    settings, register, registry, policy = _context()
+    try:
+        sent = asyncio.run(send_notices(settings, register, registry, policy, now=time.time()))
+    finally:
+        register.close()
+    typer.echo(json.dumps([d.model_dump() for d in sent], indent=2))
+
+
+@app.command("report")
+def report_command(
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: this month).")] = None,
+    site: Annotated[str | None, typer.Option(help="One site (default: every site).")] = None,
+    csv_file: Annotated[Path | None, typer.Option("--csv", help="Write the CSV here.")] = None,
+    write: Annotated[
+        bool, typer.Option(help="Write the figures to InfluxDB for the care dashboard.")
+    ] = True,
+) -> None:
+    """The monthly visit rate per site and group against its target, visits per worker,
+    open follow-ups: printed as CSV (or written to --csv) and written for the dashboard."""
+    import time
+
+    from care.report import month_report, to_csv, write_points
+    from homecare.influx import InfluxClient
+
+    settings, register, registry, policy = _context()
+    try:
+        report = month_report(register, registry, policy, month=month, now=time.time(),
+                              site=site)  # fmt: skip
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    finally:
+        register.close()
+    text = to_csv(report)
+    if csv_file is not None:
+        csv_file.write_text(text)
+    else:
+        typer.echo(text, nl=False)
+    if write and settings.influx.url:
+        with InfluxClient(settings.influx) as db:
+            n = write_points(db, report)
+        typer.echo(f"{n} points written for {report.month}", err=True)

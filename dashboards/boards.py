@@ -11,7 +11,7 @@ Each dashboard has a fixed uid, so links between them (the site board's rows ope
 elder's dashboard) and bookmarks survive every rebuild.
 
 >>> sorted(uid for uid, _ in DASHBOARDS)
-['homecare-alerts', 'homecare-elder', 'homecare-fleet', 'homecare-site']
+['homecare-alerts', 'homecare-care', 'homecare-elder', 'homecare-fleet', 'homecare-site']
 """
 
 from __future__ import annotations
@@ -60,15 +60,20 @@ from homecare.query import (
 )
 from homecare.schema import (
     ACTIVE_G,
+    CARE_GROUP,
     DEVICE,
     ELDER,
     HISTORY,
     KIND,
     SITE,
+    WORKER,
     Alert,
     AlertEscalation,
     Availability,
     Bed,
+    CareFollowUps,
+    CareVisitRate,
+    CareWorkerVisits,
     DeadLetter,
     DeviceStatus,
     Door,
@@ -83,6 +88,7 @@ ELDER_UID = "homecare-elder"
 SITE_UID = "homecare-site"
 ALERTS_UID = "homecare-alerts"
 FLEET_UID = "homecare-fleet"
+CARE_UID = "homecare-care"
 TAGS = ["homecare"]
 
 ELDER_IS = equal(ELDER, "$elder")
@@ -727,9 +733,87 @@ def fleet_dashboard() -> board.Dashboard:
     return dash
 
 
+# -- Proactive care ----------------------------------------------------------------------
+
+
+def care_dashboard() -> board.Dashboard:
+    """The numbers programmes report, from the monthly points of ``homecare care report``
+    (one per site and group, per worker, per site; at the month's first midnight)."""
+    dash = _dashboard(
+        CARE_UID,
+        "Homecare: proactive care",
+        "Monthly visit rate per group against its target, visits and calls per worker, "
+        "open follow-ups and elders overdue for their visit or call.",
+        "now-1y",
+    )
+    grid = Layout(dash)
+    rate = CareVisitRate
+    grid.add(
+        table.Panel()
+        .title("Visit rate by group, latest month")
+        .description("Of each group's elders, how many had the visit or call the policy asks "
+                     "for this month, against the programme's target.")
+        .with_target(Query("A", select(rate.name, _last(rate.elders_in_group),
+                                       _last(rate.elders_contacted), _last(rate.rate_pct),
+                                       _last(rate.target_pct), policy=HISTORY)
+                                .where(SITE_IS, TIME_FILTER).group_by(CARE_GROUP)).table())
+        .override_by_name("Time", [_cfg("displayName", "month"), _cfg("unit", "dateTimeAsIso")])
+        .override_by_regexp(f"{rate.rate_pct}|{rate.target_pct}", [_cfg("unit", "percent")]),
+        14, 8,
+    )  # fmt: skip
+    grid.add(
+        stat.Panel()
+        .title("Open follow-ups")
+        .description("Visits or calls after which something is still to be done.")
+        .with_target(Query("A", select(CareFollowUps.name,
+                                       call("last", CareFollowUps.follow_ups_open),
+                                       policy=HISTORY)
+                                .where(SITE_IS, TIME_FILTER)))
+        .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
+        5, 8,
+    )  # fmt: skip
+    grid.add(
+        stat.Panel()
+        .title("Elders overdue")
+        .description("Elders whose visit or call is past its interval.")
+        .with_target(Query("A", select(CareFollowUps.name,
+                                       call("last", CareFollowUps.elders_overdue),
+                                       policy=HISTORY)
+                                .where(SITE_IS, TIME_FILTER)))
+        .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
+        5, 8,
+    )  # fmt: skip
+    grid.add(
+        _bars(
+            "Monthly visit rate by group",
+            "Each month's rate per group (the target is in the table above).",
+            "percent",
+            Query("A", select(rate.name, field(rate.rate_pct), policy=HISTORY)
+                       .where(SITE_IS, TIME_FILTER).group_by(CARE_GROUP))
+            .alias(f"$tag_{CARE_GROUP}"),
+        ).min(0).max(100),
+        14, 8,
+    )  # fmt: skip
+    grid.add(
+        bargauge.Panel()
+        .title("Visits per worker, latest month")
+        .description("Visits recorded by each community worker in the latest month.")
+        .with_target(Query("A", select(CareWorkerVisits.name,
+                                       call("last", CareWorkerVisits.visits_made),
+                                       policy=HISTORY)
+                                .where(SITE_IS, TIME_FILTER).group_by(WORKER))
+                     .alias(f"$tag_{WORKER}"))
+        .reduce_options(ReduceDataOptions().calcs(["lastNotNull"]).values(False))
+        .orientation(common.VizOrientation.HORIZONTAL),
+        10, 8,
+    )  # fmt: skip
+    return dash
+
+
 DASHBOARDS: list[tuple[str, Callable[[], board.Dashboard]]] = [
     (ELDER_UID, elder_dashboard),
     (SITE_UID, site_dashboard),
     (ALERTS_UID, alerts_dashboard),
     (FLEET_UID, fleet_dashboard),
+    (CARE_UID, care_dashboard),
 ]

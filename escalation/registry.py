@@ -170,6 +170,10 @@ class Elder(_Strict):
     contacts: list[Id] = Field(
         default_factory=list, description="Family and care workers, in the order to call."
     )
+    living_alone: bool = Field(False, description="Lives alone (proactive care's groups).")
+    hardship: bool = Field(
+        False, description="In special hardship: the programme's list for regular visits."
+    )
 
     @field_validator("timezone")
     @classmethod
@@ -271,6 +275,10 @@ class Provider(_Strict):
     hotline: Hotline | None = Field(
         None, description="The elders' services line families may call, e.g. 12349."
     )
+    coordinator: Id | None = Field(
+        None, description="Who plans the site's visits: told of overdue visits and open "
+        "follow-ups (proactive care)."
+    )  # fmt: skip
 
     @field_validator("timezone")
     @classmethod
@@ -317,7 +325,7 @@ class Registry(_Strict):
         for where, provider in [("provider", self.provider)] + [
             (f"sites.{k}", v) for k, v in self.sites.items()
         ]:
-            for role in PROVIDER_ROLES:
+            for role in (*PROVIDER_ROLES, "coordinator"):
                 cid = getattr(provider, role)
                 if cid is not None and cid not in contacts:
                     raise ValueError(f"{where}.{role}: unknown contact {cid!r}")

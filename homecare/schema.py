@@ -70,6 +70,8 @@ from homecare.contract import Stream
 __all__ = [
     "ACTIVE_G",
     "ALERT_MEASUREMENTS",
+    "CARE_GROUP",
+    "CARE_MEASUREMENTS",
     "DAY_S",
     "DEVICE",
     "ELDER",
@@ -86,6 +88,7 @@ __all__ = [
     "ROLLUPS",
     "SITE",
     "STREAM_MEASUREMENTS",
+    "WORKER",
     "Accel",
     "Alert",
     "AlertEscalation",
@@ -94,6 +97,9 @@ __all__ = [
     "Bed",
     "BedRollup",
     "Button",
+    "CareFollowUps",
+    "CareVisitRate",
+    "CareWorkerVisits",
     "DeadLetter",
     "DeviceStatus",
     "Door",
@@ -542,9 +548,57 @@ def offset_s(interval_s: int, utc_offset_h: float) -> int:
     return round(-utc_offset_h * 3600) % interval_s
 
 
+# -- Proactive care (care/report.py writes them, the care dashboard reads them) ------------
+
+CARE_GROUP = "care_group"
+"""Tag: the visit policy's group (``care/policy.py``)."""
+WORKER = "worker"
+"""Tag: a community worker's account name."""
+
+
+class CareVisitRate(Measurement):
+    """One point per site, group and month, at the month's first midnight (UTC): how many
+    of the group's elders had the contact the policy asks for in that month."""
+
+    name = "care_visit_rate"
+    policy = HISTORY
+    tags = (SITE, CARE_GROUP)
+    elders_in_group = "elders_in_group"
+    elders_contacted = "elders_contacted"
+    rate_pct = "rate_pct"
+    target_pct = "target_pct"
+    fields = (elders_in_group, elders_contacted, rate_pct, target_pct)
+
+
+class CareWorkerVisits(Measurement):
+    """One point per site, worker and month: visits and calls recorded."""
+
+    name = "care_worker_visits"
+    policy = HISTORY
+    tags = (SITE, WORKER)
+    visits_made = "visits_made"
+    calls_made = "calls_made"
+    fields = (visits_made, calls_made)
+
+
+class CareFollowUps(Measurement):
+    """One point per site and month (rewritten as the month goes): follow-ups left open,
+    elders overdue for their contact."""
+
+    name = "care_follow_ups"
+    policy = HISTORY
+    tags = (SITE,)
+    follow_ups_open = "follow_ups_open"
+    elders_overdue = "elders_overdue"
+    fields = (follow_ups_open, elders_overdue)
+
+
+CARE_MEASUREMENTS: tuple[type[Measurement], ...] = (CareVisitRate, CareWorkerVisits, CareFollowUps)
+
+
 # -- The whole schema, for checks --------------------------------------------------------------
 
-MEASUREMENTS: tuple[type[Measurement], ...] = (*RAW_MEASUREMENTS, Sleep)
+MEASUREMENTS: tuple[type[Measurement], ...] = (*RAW_MEASUREMENTS, Sleep, *CARE_MEASUREMENTS)
 """Every measurement with one name (the rollups of :data:`ROLLED` have one per interval)."""
 
 

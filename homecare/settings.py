@@ -28,6 +28,7 @@ __all__ = [
     "TABLE_END",
     "TABLE_START",
     "CallCentreSettings",
+    "CareSettings",
     "ContractSettings",
     "DetectSettings",
     "DistrictSettings",
@@ -429,6 +430,18 @@ class RetentionSettings(BaseModel):
     )  # fmt: skip
 
 
+class CareSettings(BaseModel):
+    """Proactive care (``homecare care …``): the visit policy and the visit register's page."""
+
+    policy: Path | None = Field(None, description="Visit policy (YAML); none: the default.")
+    http_host: str = Field("127.0.0.1", description="The visit register's page and API.")
+    http_port: int = Field(8490, ge=0, le=65535, description="0: a free port.")
+    session_ttl_s: float = Field(8 * 3600.0, gt=0, description="A worker's session lasts this.")
+    refresh_s: float = Field(
+        3600.0, gt=0, description="The page's server recomputes signs and sends notices this often."
+    )
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="HOMECARE_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -466,6 +479,7 @@ class Settings(BaseSettings):
                 if seen.setdefault(site, name) != name:
                     raise ValueError(f"site {site!r} is in districts {seen[site]!r} and {name!r}")
         return self
+    care: CareSettings = CareSettings()
 
     @property
     def spool_dir(self) -> Path:

@@ -23,6 +23,8 @@ Everything stored about one elder is removed, and what was removed is reported:
 * **The registry** — the elder's entry and the contacts no other elder has.
 * **Escalation's store** — the elder's alerts, their deliveries (which name the elder
   and their address) and events.
+* **The visit register** (proactive care, ``care.db``) — the elder's visits and calls
+  with their notes, their stored signs of decline, and the notices sent about them.
 * **Baselines** — the elder's learned limits; the history cache that holds their
   per-minute activity is deleted (the next ``baselines fit`` queries afresh).
 
@@ -121,6 +123,8 @@ class ForgetReport:
     """Rows removed from escalation's store (alerts, deliveries, events); ``None``: no store."""
     baselines: bool = False
     history_cache: bool = False
+    care: dict[str, int] | None = None
+    """Rows removed from the visit register (contacts, signs, notices); ``None``: none kept."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -130,6 +134,7 @@ class ForgetReport:
             "registry": self.registry, "escalation": self.escalation,
             "baselines": self.baselines,
             "history_cache": self.history_cache,
+            "care": self.care,
         }  # fmt: skip
 
 
@@ -440,6 +445,20 @@ def _forget_escalation(settings: Settings, elder: str, site: str | None) -> dict
         store.close()
 
 
+def _forget_care(settings: Settings, elder: str, site: str | None) -> dict[str, int] | None:
+    """Delete the elder's visits, calls, notes, signs and notices from the visit register."""
+    from care.register import Register, register_path
+
+    path = register_path(settings.state_dir)
+    if not path.exists():
+        return None
+    register = Register(path)
+    try:
+        return register.erase_elder(elder, site)
+    finally:
+        register.close()
+
+
 def _forget_baselines(settings: Settings, elder: str) -> tuple[bool, bool]:
     """Drop the elder's row from the baselines file and delete a history cache naming them."""
     from detectors.baselines import baselines_path, read_baselines, save_baselines
@@ -508,6 +527,7 @@ def forget(settings: Settings, elder: str, site: str | None = None) -> ForgetRep
     report.registry = registry
     report.escalation = escalation
     report.baselines, report.history_cache = _forget_baselines(settings, elder)
+    report.care = _forget_care(settings, elder, site)
     log.info(
         "forgot elder %s: %d series, %d points, %s retained messages, %s stream messages",
         elder, sum(report.series.values()), sum(report.points.values()), retained,
@@ -526,7 +546,7 @@ def forget_command(
     yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
 ) -> None:
     """Erase an elder's telemetry, alerts, broker messages (streams and retained), registry
-    entry and baselines."""
+    entry, baselines and visit records."""
     import json
 
     from homecare.runtime import load_settings

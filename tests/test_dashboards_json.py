@@ -13,7 +13,7 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from dashboards.boards import ALERTS_UID, ELDER_UID, FLEET_UID, SITE_UID
+from dashboards.boards import ALERTS_UID, CARE_UID, ELDER_UID, FLEET_UID, SITE_UID
 from dashboards.influxql import DATASOURCE_UID, DATASOURCE_VAR
 from dashboards.publish import build
 
@@ -53,7 +53,7 @@ def variables(dash: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_uids_are_fixed_and_unique():
-    assert sorted(BUILT) == sorted([ELDER_UID, SITE_UID, ALERTS_UID, FLEET_UID])
+    assert sorted(BUILT) == sorted([ELDER_UID, SITE_UID, ALERTS_UID, FLEET_UID, CARE_UID])
     assert all(dash["uid"] == uid for uid, dash in BUILT.items())
     titles = [dash["title"] for dash in BUILT.values()]
     assert len(set(titles)) == len(titles)

@@ -17,7 +17,7 @@ import homecare
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = [
     "homecare", "cli", "ingest", "detectors", "escalation", "dashboards", "device_sim", "certify",
-    "evaluation", "devices", "privacy", "bench", "harness", "broker",
+    "evaluation", "devices", "privacy", "bench", "harness", "broker", "care",
 ]  # fmt: skip
 CORE = sorted(m.name for m in pkgutil.iter_modules(homecare.__path__) if m.name != "__main__")
 SOURCES = sorted(p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py"))

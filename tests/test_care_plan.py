@@ -1,0 +1,178 @@
+"""The week's list, the visit policy, the register and its HTTP API (a real aiohttp server
+on loopback, driven with httpx)."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+
+import httpx
+import pytest
+from care_site import DAY, PASSWORDS, make_register, registry, serving
+
+from care.policy import PolicyError, VisitPolicy, load_policy
+from care.register import Register, RegisterError
+from care.report import month_bounds, month_report, to_csv
+from care.service import due_notices, send_notices, site_plan
+from harness.standins import HttpStandIn, Reply
+from homecare.settings import Settings
+
+
+@pytest.fixture
+def site(tmp_path, travel):
+    reg = make_register(tmp_path / "care.db", time.time())
+    yield reg, registry()
+    reg.close()
+
+
+def test_plan_ranks_overdue_first_then_signs_with_plain_reasons(site):
+    reg, reg_file = site
+    rows = site_plan(reg, reg_file, VisitPolicy(), "north", now=time.time())
+    week = [r for r in rows if r.this_week]
+    assert [r.elder for r in week] == ["anna", "ben"]  # Carl was called two days ago
+    anna, ben = week
+    assert anna.overdue_days == 10
+    assert anna.reasons == ["visit overdue by 10 days (monthly; last 40 days ago)"]
+    assert anna.contact == "visit"
+    # about half as much, with the numbers
+    assert re.fullmatch(r"walks (4[5-9]|5[0-5]) % less than in the four weeks before "
+                        r"\(\d,\d{3} steps a day, was (3,9|4,0)\d\d\)", ben.reasons[0])  # fmt: skip
+    assert ben.signs[0]["sign"] == "activity"
+    assert ben.signs[0]["z"] > 4
+    assert "call due (monthly; never yet)" in ben.reasons
+    assert {r.elder for r in rows} == {"anna", "ben", "carl"}  # never another site's
+
+
+def test_policy_file_is_validated(tmp_path):
+    path = tmp_path / "policy.yaml"
+    path.write_text("groups:\n  - {name: all, contact: visit, every_days: 7, colour: red}\n")
+    with pytest.raises(PolicyError, match=r"groups\.0\.colour"):
+        load_policy(path)
+    path.write_text("groups:\n  - {name: all, contact: visit, every_days: 7}\n")
+    assert load_policy(path).groups[0].every_days == 7
+
+
+def test_register_refuses_bad_records_and_weak_passwords(site):
+    reg, _ = site
+    with pytest.raises(RegisterError, match="outcome"):
+        reg.record(site="north", elder="anna", worker="maria", kind="visit", outcome="meh")
+    with pytest.raises(RegisterError, match="future"):
+        reg.record(site="north", elder="anna", worker="maria", kind="visit",
+                   outcome="all_well", at=time.time() + DAY)  # fmt: skip
+    with pytest.raises(RegisterError, match="10 characters"):
+        reg.add_worker("x", "north", "short")
+    row = reg._db.execute("SELECT password FROM workers WHERE name = 'maria'").fetchone()
+    assert row[0].startswith("$argon2id$")
+    assert PASSWORDS["maria"] not in row[0]
+
+
+def test_register_survives_a_restart(tmp_path, site):
+    reg, _ = site
+    reg.record(site="north", elder="ben", worker="maria", kind="call", outcome="concern",
+               notes="sounded tired", follow_up=True)  # fmt: skip
+    again = Register(reg.path)
+    try:
+        [latest, *_] = again.history("north", "ben")
+        assert (latest.notes, latest.follow_up) == ("sounded tired", True)
+    finally:
+        again.close()
+
+
+def test_api_login_session_csrf_and_site_isolation(site):
+    reg, reg_file = site
+    with serving(reg, reg_file) as url, httpx.Client(base_url=url) as http:
+        assert http.get("/api/plan").status_code == 401
+        bad = http.post("/api/login", json={"name": "maria", "password": "wrong password"})
+        assert bad.status_code == 401
+        login = http.post("/api/login", json={"name": "maria", "password": PASSWORDS["maria"]})
+        assert login.status_code == 200
+        cookie = login.headers["set-cookie"].lower()
+        assert "httponly" in cookie
+        assert "samesite=strict" in cookie
+        csrf = login.json()["csrf"]
+        plan = http.get("/api/plan").json()
+        assert [r["elder"] for r in plan["rows"]] == ["anna", "ben"]
+        visit = {"elder": "anna", "kind": "visit", "outcome": "all_well", "notes": "tea"}
+        assert http.post("/api/visits", json=visit).status_code == 403  # no CSRF header
+        forged = http.post("/api/visits", json=visit, headers={"X-CSRF-Token": "x" * 43})
+        assert forged.status_code == 403
+        done = http.post("/api/visits", json=visit, headers={"X-CSRF-Token": csrf})
+        assert done.status_code == 201
+        assert [r["elder"] for r in http.get("/api/plan").json()["rows"]] == ["ben"]  # Anna done
+        history = http.get("/api/elders/anna/visits").json()["visits"]
+        assert [v["notes"] for v in history][:1] == ["tea"]
+        theirs = {**visit, "elder": "dora"}
+        assert http.post("/api/visits", json=theirs, headers={"X-CSRF-Token": csrf}
+                         ).status_code == 404  # fmt: skip
+        assert http.get("/api/elders/dora/visits").status_code == 404
+        odd = {**visit, "outcome": "meh"}
+        assert http.post("/api/visits", json=odd, headers={"X-CSRF-Token": csrf}
+                         ).status_code == 400  # fmt: skip
+        # the page's form: a same-origin post must carry the session's token too
+        form = {"elder": "ben", "kind": "call", "outcome": "all_well", "csrf": "guessed"}
+        assert http.post("/visits", data=form).status_code == 403
+        assert http.post("/visits", data={**form, "csrf": csrf}).status_code == 303
+        elsewhere = {"Origin": "http://elsewhere.example"}
+        assert http.post("/visits", data={**form, "csrf": csrf}, headers=elsewhere
+                         ).status_code == 403  # fmt: skip
+        rate = {g["group"]: g for g in http.get("/api/rate").json()["groups"]}
+        assert (rate["alone_high_need"]["contacted"], rate["alone_high_need"]["elders"]) == (1, 1)
+        assert rate["alone_high_need"]["rate_pct"] == 100.0
+        assert http.get("/api/rate", params={"month": "2026-13"}).status_code == 400
+    with serving(reg, reg_file) as url, httpx.Client(base_url=url) as http:
+        http.post("/api/login", json={"name": "sam", "password": PASSWORDS["sam"]})
+        rows = http.get("/api/plan", params={"all": "1"}).json()["rows"]
+        assert [r["elder"] for r in rows] == ["dora"]
+        assert http.get("/api/elders/anna/visits").status_code == 404
+
+
+def test_sessions_expire_and_failed_logins_lock_the_name(site):
+    reg, reg_file = site
+    with serving(reg, reg_file, ttl_s=1.0) as url, httpx.Client(base_url=url) as http:
+        http.post("/api/login", json={"name": "maria", "password": PASSWORDS["maria"]})
+        assert http.get("/api/plan").status_code == 200
+        time.sleep(1.2)
+        assert http.get("/api/plan").status_code == 401
+        for _ in range(5):
+            http.post("/api/login", json={"name": "sam", "password": "not sam's password"})
+        right = http.post("/api/login", json={"name": "sam", "password": PASSWORDS["sam"]})
+        assert right.status_code == 401  # locked for a minute, even with the right password
+
+
+def test_overdue_visits_and_open_follow_ups_reach_the_coordinator(tmp_path, site):
+    reg, _ = site
+    now = time.time()
+    reg.record(site="north", elder="carl", worker="maria", kind="visit", outcome="concern",
+               follow_up=True, at=now - 8 * DAY)  # fmt: skip
+    with HttpStandIn(default=Reply(status=None), path="/hook") as coordinator:
+        reg_file = registry(coordinator.url)
+        settings = Settings(_env_file=None, state_dir=tmp_path,  # type: ignore[call-arg]
+                            escalate={"webhook": {"attempts": 1, "timeout_s": 5.0}})  # fmt: skip
+        due = {n.ref.rsplit("-", 1)[0] for n in due_notices(reg, reg_file, VisitPolicy(),
+                                                            now=now)}  # fmt: skip
+        assert due == {"care-overdue-north-anna", "care-overdue-north-ben",
+                       "care-overdue-south-dora", "care-follow-up-north-carl"}  # fmt: skip
+        sent = asyncio.run(send_notices(settings, reg, reg_file, VisitPolicy(), now=now))
+        assert [d.status for d in sent] == ["ok"] * 4
+        bodies = [r.body.decode() for r in coordinator.wait(4)]
+        assert any("Anna Berg" in b and "visit overdue" in b for b in bodies)
+        assert any("Carl Dahl" in b and "follow up open" in b for b in bodies)
+        again = asyncio.run(send_notices(settings, reg, reg_file, VisitPolicy(), now=now))
+        assert again == []  # each told once
+
+
+def test_monthly_report_and_csv(site):
+    reg, reg_file = site
+    now = time.time()
+    start, _, month = month_bounds(None, now)
+    report = month_report(reg, reg_file, VisitPolicy(), month=month, now=now)
+    rates = {(r.site, r.group): r for r in report.rates}
+    carl_called = start <= now - 2 * DAY
+    assert rates["north", "everyone"].contacted == int(carl_called)
+    assert rates["north", "everyone"].elders == 2
+    assert rates["north", "alone_high_need"].contacted == 0
+    assert rates["south", "alone_high_need"].elders == 1
+    text = to_csv(report)
+    assert text.splitlines()[0].startswith("month,site,group,elders,contacted,rate_pct")
+    assert f"{month},north,alone_high_need,1,0,0.0,100.0,no" in text
