@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dashboards.words import CHANNELS, KINDS, OTHER_KIND, OUTCOMES
 from homecare.contract import ID_PATTERN
 from homecare.errors import ConfigError
 from homecare.i18n import N_, Translator, available, translator
@@ -72,41 +73,6 @@ MIN_USUAL_DAYS = 7
 MIN_NIGHT_COVER = 0.5
 """A night with readings for less of its window than this is shown as missing."""
 
-KINDS = {
-    "fall": N_("A possible fall"),
-    "sos": N_("The emergency button was pressed"),
-    "inactivity": N_("No movement for longer than usual"),
-    "wandering": N_("Went out at night"),
-    "bed_exit": N_("Out of bed at night for a long time"),
-    "not_up": N_("Stayed in bed much later than usual"),
-    "tachycardia": N_("Heart rate was very high"),
-    "bradycardia": N_("Heart rate was very low"),
-    "low_spo2": N_("Blood oxygen was low"),
-    "breathing": N_("Breathing was unusual"),
-    "low_br": N_("Breathing was slow"),
-    "high_br": N_("Breathing was fast"),
-    "offline": N_("A sensor stopped sending"),
-    "device_offline": N_("A sensor stopped sending"),
-    "battery_low": N_("A battery was running low"),
-    "not_worn": N_("The wristband was not worn"),
-}
-OTHER_KIND = N_("Another alert")
-"""A kind the page has no words for: its code name is never shown to a family."""
-OUTCOMES = {
-    "false_alarm": N_("it was a false alarm"),
-    "handled_at_home": N_("handled at home"),
-    "visit": N_("someone visited"),
-    "ambulance": N_("an ambulance was called"),
-}
-CHANNELS = {
-    "call_centre": N_("by the call centre"),
-    "email": N_("after an email"),
-    "webhook": N_("after a text message"),
-    "sms": N_("after a text message"),
-    "http": N_("through the link in a message"),
-    "mqtt": N_("in the app"),
-}
-"""How the answer came (escalation's channel names); an unknown one is left unsaid."""
 
 
 @dataclass

@@ -186,6 +186,16 @@ def test_a_chinese_email_has_encoded_headers_and_a_utf8_body():
                       "a@b.c")  # fmt: skip
 
 
+def test_the_call_centre_operator_reads_what_happened_in_their_language():
+    from escalation.channels.callcentre import scaip_message
+
+    centre = note().recipient.model_copy(update={"role": "call_centre", "language": None,
+                                                 "channel": ChannelKind.CALL_CENTRE})  # fmt: skip
+    body = scaip_message(note(recipient=centre), "homecare", now=T0)
+    assert body["words"] == {"language": "zh-CN", "text": "王秀英可能摔倒了"}
+    assert body["status"]["text"] == "fall detected", "the protocol's text stays"
+
+
 def test_the_sms_gateway_gets_one_segment_then_the_link():
     body = webhook_message(note(recipient=note().recipient.model_copy(
         update={"channel": ChannelKind.WEBHOOK, "address": "https://sms.example.cn/send"}
@@ -399,3 +409,84 @@ def test_the_weekly_html_is_in_the_readers_language(language):
         assert "Answered in 42 seconds in the app; handled at home." in page
         assert "No readings on Sun 26: the sensors" in page
         assert "Another alert" in page
+
+
+# -- the certification report ------------------------------------------------------------
+
+
+def test_the_certificate_is_in_the_readers_language_and_the_json_stays_english(tmp_path):
+    import json
+
+    from certify.checks import CHECKS, CheckResult
+    from certify.report import Report, write_report
+
+    checks = [
+        CheckResult(id=c.id, title=c.title, status="pass", summary="ok") for c in CHECKS[:3]
+    ] + [CheckResult(id="qos", title="Everything at QoS 1", status="fail",
+                     summary="2 events at QoS 0", fix="publish events at QoS 1")]  # fmt: skip
+    report = Report(device="w1", kind="wearable", site="east", elder="e1", model="W-2",
+                    vendor="Acme", firmware="1.4", contract_version="1", date="2026-12-07",
+                    broker="mqtt://127.0.0.1:1883", mode="local", settings={"duration_s": 60},
+                    result="fail", notes=[], checks=checks)  # fmt: skip
+    json_path, html_path = write_report(report, tmp_path, "zh-CN")
+    page = html_path.read_text()
+    assert '<html lang="zh-CN">' in page
+    for said in ("认证未通过", "主题格式", "所有消息均为QoS 1", "修改建议：", "接口规范版本",
+                 "未通过"):  # fmt: skip
+        assert said in page, said
+    assert "NOT CERTIFIED" not in page
+    assert json.loads(json_path.read_text())["checks"][3]["title"] == "Everything at QoS 1"
+    assert "NOT CERTIFIED" in write_report(report, tmp_path / "en")[1].read_text()
+
+
+# -- Grafana dashboards ------------------------------------------------------------------
+
+
+def _shown_texts(node: Any, key: str = "") -> list[tuple[str, str]]:
+    """Every text Grafana shows: titles, descriptions, display names, mapped values."""
+    if isinstance(node, str):
+        return [(key, node)] if key in {"title", "description", "displayName", "text"} else []
+    if isinstance(node, dict):
+        if node.get("id") == "displayName":  # an override's property
+            return [("displayName", node["value"])]
+        return [t for k, v in node.items() for t in _shown_texts(v, k)]
+    if isinstance(node, list):
+        return [t for v in node for t in _shown_texts(v, key)]
+    return []
+
+
+def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from dashboards.publish import build
+
+    result = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "zh-CN"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "homecare-alerts-zh-cn.json", "homecare-elder-zh-cn.json",
+        "homecare-fleet-zh-cn.json", "homecare-site-zh-cn.json",
+    ]  # fmt: skip
+    for path in tmp_path.iterdir():
+        board = json.loads(path.read_text())
+        shown = _shown_texts({k: v for k, v in board.items() if k != "templating"})
+        shown += [("label", v["label"]) for v in board["templating"]["list"] if v.get("label")]
+        assert len(shown) > 20
+        names = ("English", "InfluxDB")  # a language's own name, a product's
+        english = [(k, t) for k, t in shown if not HAN.search(t) and t not in names]
+        assert english == [], path.name
+        [switch] = [link for link in board["links"] if link["type"] == "link"]
+        assert switch["title"] == "English"
+        assert switch["url"] == f"/d/{board['uid'].removesuffix('-zh-cn')}"
+    elder = json.loads((tmp_path / "homecare-elder-zh-cn.json").read_text())
+    assert elder["title"] == "居家养老：老人"
+    assert ("displayName", "平时下限") in _shown_texts(elder)
+    site = json.loads((tmp_path / "homecare-site-zh-cn.json").read_text())
+    assert "/d/homecare-elder-zh-cn/" in json.dumps(site), "the site board opens Chinese boards"
+    english_elder = json.loads(build()["homecare-elder"])
+    assert any(link["title"] == "中文" for link in english_elder["links"])
+    bad = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "xx"])
+    assert bad.exit_code != 0
+    assert "no catalogue for language 'xx'" in bad.output
