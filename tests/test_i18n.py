@@ -291,6 +291,13 @@ def test_the_ladder_tells_each_contact_in_their_language_and_the_page_follows(tm
     assert "谢谢，其他联系人已经知道由您来处理。" in str(done)
     status, answer = server.route("POST", link, b"")
     assert (status, answer) == (200, {"result": "acknowledged", "state": "acknowledged"})
+    forged = "/alerts/a-sos/ack?contact=li&token=" + "f" * 32
+    status, refused = server.route("GET", forged, b"", browser=True)
+    assert status == 403
+    assert "这个链接不是发给您的" in str(refused)
+    assert server.route("GET", forged, b"")[1] == {
+        "result": "invalid token for this contact and alert"
+    }, "a program gets JSON"
     resolve = f"/alerts/a-sos/resolve?contact=jo&token={ack_token(b's', 'jo')}"
     status, page = server.route("GET", resolve, b"")
     assert "How did it end?" in str(page)
