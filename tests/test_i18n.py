@@ -244,6 +244,32 @@ def test_the_weekly_picture_is_for_a_contact_in_their_language_or_the_sites():
         reg.reader("e1", "nobody")
 
 
+def test_the_report_command_takes_name_and_language_from_the_registry(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    import dashboards.report
+    from cli.main import app
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(REGISTRY, allow_unicode=True))
+    asked: dict[str, Any] = {}
+    # the registry part only: gathering the week needs InfluxDB (tests/test_report.py)
+    monkeypatch.setattr(dashboards.report, "report_command", lambda **kw: asked.update(kw))
+    monkeypatch.setattr("cli.main.report_command", dashboards.report.report_command)
+    env = {"HOMECARE_REGISTRY": str(path)}
+    runner = CliRunner()
+    assert runner.invoke(app, ["report", "e1", "--for", "jo"], env=env).exit_code == 0
+    assert (asked["name"], asked["lang"]) == ("王秀英", "en")
+    assert runner.invoke(app, ["report", "e1"], env=env).exit_code == 0
+    assert (asked["name"], asked["lang"]) == ("王秀英", "zh-CN")
+    unknown = runner.invoke(app, ["report", "e9"], env=env)
+    assert unknown.exit_code == 2
+    assert "'e9' is not in the registry" in unknown.output
+    alone = runner.invoke(app, ["report", "e1", "--for", "jo"], env={"HOMECARE_REGISTRY": None})
+    assert "--for needs the registry" in alone.output
+
+
 def test_a_language_without_a_catalogue_is_refused_naming_the_field(tmp_path):
     bad = {**REGISTRY, "sites": {"east": {"language": "xx-YY"}}}
     path = tmp_path / "registry.yaml"
