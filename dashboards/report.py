@@ -545,20 +545,37 @@ def draw_charts(p: Picture, axes: list[Axes]) -> None:
     _style(door, _("Front door openings"), labels)
 
 
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in "WF"
+
+
 def _wrap(text: str, width: int) -> list[str]:
-    """Lines of at most ``width`` columns; a wide (CJK) character takes two, and such text
-    breaks anywhere, as it is written without spaces."""
-    if text.isascii():
-        return textwrap.wrap(text, width) or [""]
-    lines, line, used = [], "", 0
+    """Lines of at most ``width`` columns. A wide (CJK) character takes two and a line
+    may break before any of them, as Chinese is written without spaces; other words
+    break at spaces, so an English sentence about 王秀英 wraps as English does.
+
+    >>> _wrap("about as active as usual — steady", 16)
+    ['about as active', 'as usual —', 'steady']
+    >>> _wrap("活动：一般每天约4,000步，和平时差不多。", 20)
+    ['活动：一般每天约', '4,000步，和平时差不', '多。']
+    """
+    tokens: list[str] = []
     for char in text:
-        cost = 2 if unicodedata.east_asian_width(char) in "WF" else 1
-        if used + cost > width and line:
-            lines.append(line)
+        if char == " " or _wide(char) or not tokens or tokens[-1] == " " or _wide(tokens[-1][-1]):
+            tokens.append(char)
+        else:
+            tokens[-1] += char
+    lines, line, used = [], "", 0
+    for token in tokens:
+        cost = sum(2 if _wide(c) else 1 for c in token)
+        if used + cost > width and line.strip():
+            lines.append(line.rstrip())
             line, used = "", 0
-        line += char
+        if token == " " and not line:
+            continue
+        line += token
         used += cost
-    return [*lines, line] if line or not lines else lines
+    return [*lines, line.rstrip()] if line.strip() or not lines else lines
 
 
 def font(tr: Translator) -> str:
