@@ -25,7 +25,6 @@ import io
 import logging
 import re
 import statistics
-import textwrap
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
