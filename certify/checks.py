@@ -39,6 +39,7 @@ from homecare.contract import (
     Topic,
 )
 from homecare.edge import Edge, RawMessage
+from homecare.i18n import N_
 from homecare.settings import ContractSettings
 
 Status = Literal["pass", "fail", "skipped"]
@@ -572,6 +573,7 @@ class Check:
 
     id: str
     title: str
+    """In English (the JSON report's); the certificate shows it in the reader's language."""
     kinds: frozenset[DeviceKind]
     judge: Callable[[Analysis], Outcome]
 
@@ -584,21 +586,21 @@ class Check:
 ALL = frozenset(DeviceKind)
 WEARABLE = frozenset({DeviceKind.WEARABLE})
 CHECKS: tuple[Check, ...] = (
-    Check("topic_scheme", "Topic scheme", ALL, topic_scheme),
-    Check("payload_ids", "Payload ids match the topic", ALL, payload_ids),
-    Check("payload_schema", "Payloads valid against the contract", ALL, payload_schema),
-    Check("payload_size", "Payload sizes within limits", ALL, payload_size),
-    Check("timestamps", "Timestamps monotonic", ALL, timestamps),
-    Check("clock_skew", "Clock within ±2 s of receipt", ALL, clock_skew),
-    Check("cadence", "Cadence, sample rate, gaps and duplicates",
+    Check("topic_scheme", N_("Topic scheme"), ALL, topic_scheme),
+    Check("payload_ids", N_("Payload ids match the topic"), ALL, payload_ids),
+    Check("payload_schema", N_("Payloads valid against the contract"), ALL, payload_schema),
+    Check("payload_size", N_("Payload sizes within limits"), ALL, payload_size),
+    Check("timestamps", N_("Timestamps monotonic"), ALL, timestamps),
+    Check("clock_skew", N_("Clock within ±2 s of receipt"), ALL, clock_skew),
+    Check("cadence", N_("Cadence, sample rate, gaps and duplicates"),
           frozenset({DeviceKind.WEARABLE, DeviceKind.BED}), cadence),
-    Check("accel_units", "Accelerometer in g", WEARABLE, accel_units),
-    Check("status", "Battery and status at the declared interval", ALL, status),
-    Check("qos", "Everything at QoS 1", ALL, qos),
-    Check("availability", "Last will and availability (power off and on)", ALL, availability),
-    Check("outage", "Events buffered across a broker outage", ALL, outage),
-    Check("sos_latency", "SOS latency", WEARABLE, sos_latency),
-    Check("fall_test", "Staged falls and look-alikes", WEARABLE, fall_test),
+    Check("accel_units", N_("Accelerometer in g"), WEARABLE, accel_units),
+    Check("status", N_("Battery and status at the declared interval"), ALL, status),
+    Check("qos", N_("Everything at QoS 1"), ALL, qos),
+    Check("availability", N_("Last will and availability (power off and on)"), ALL, availability),
+    Check("outage", N_("Events buffered across a broker outage"), ALL, outage),
+    Check("sos_latency", N_("SOS latency"), WEARABLE, sos_latency),
+    Check("fall_test", N_("Staged falls and look-alikes"), WEARABLE, fall_test),
 )
 """The suite, in report order."""
 

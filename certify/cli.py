@@ -54,9 +54,18 @@ def certify_command(
              "(meters_per_s2, no_last_will, clock_ahead, dropped_frames, wrong_topic, "
              "id_mismatch, oversized, qos0_events, online_not_retained).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the simulated device.")] = 0,
+    lang: Annotated[str | None, typer.Option(
+        help="Language of the certificate, e.g. zh-CN (default: English).")] = None,
 ) -> None:
     """Certify a device against the wire contract: JSON report and HTML certificate."""
     from pydantic import ValidationError
+
+    from homecare.i18n import LanguageError, valid_language
+
+    try:
+        lang = valid_language(lang) if lang else None
+    except LanguageError as exc:
+        raise typer.BadParameter(str(exc)) from exc
 
     from certify.faulty import FAULTY
     from certify.kit import CertifyOptions, certify
@@ -100,7 +109,7 @@ def certify_command(
         typer.echo(f"{check.status.upper():8} {check.id:15} {check.summary}")
         if check.fix:
             typer.echo(f"{'':24} fix: {check.fix}")
-    json_path, html_path = write_report(report, out)
+    json_path, html_path = write_report(report, out, lang)
     typer.echo(f"{report.result.upper()}: {report.device} ({report.model or 'model unknown'}, "
                f"firmware {report.firmware or 'unknown'}); wrote {json_path} and {html_path}")
     if report.result == "fail":

@@ -5,6 +5,11 @@ contract version, the date, how the session ran (broker, mode, durations, what w
 shortened or skipped), every check with its verdict, evidence and fix, and the overall
 result: ``pass`` (every check passed), ``fail`` (any failed) or ``incomplete`` (none
 failed, some could not run — not a certificate).
+
+The JSON stays in English (machines read it); the certificate is in the reader's
+language (``homecare certify --lang zh-CN``): its headings, verdicts, facts and check
+titles. A check's summary, evidence and fix quote what the device sent, and stay as the
+kit wrote them.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from pydantic import BaseModel
 from certify.checks import CheckResult, run_checks
 from certify.kit import Evidence
 from homecare.contract import CONTRACT_VERSION, PAYLOADS, DeviceStatus, Stream, Topic
+from homecare.i18n import Translator, translator
 
 Result = Literal["pass", "fail", "incomplete"]
 
@@ -99,45 +105,52 @@ def build_report(ev: Evidence) -> Report:
 _COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "skipped": "#9a6700", "incomplete": "#9a6700"}
 
 
-def _to_html(report: Report) -> str:
+def _to_html(report: Report, tr: Translator | None = None) -> str:
     """A self-contained HTML certificate (no scripts, no external files)."""
+    tr = tr or translator()
+    _ = tr.gettext
     e = html.escape
-    verdict = {"pass": "CERTIFIED", "fail": "NOT CERTIFIED",
-               "incomplete": "INCOMPLETE — not certified"}[report.result]
-    facts = [("Device", report.device), ("Kind", report.kind), ("Model", report.model),
-             ("Vendor", report.vendor), ("Firmware", report.firmware),
-             ("Contract version", report.contract_version), ("Date (UTC)", report.date),
-             ("Broker", report.broker), ("Mode", report.mode),
-             ("Session", ", ".join(f"{k} {v:g}" for k, v in report.settings.items()))]
+    verdict = {"pass": _("CERTIFIED"), "fail": _("NOT CERTIFIED"),
+               "incomplete": _("INCOMPLETE — not certified")}[report.result]
+    status = {"pass": _("PASS"), "fail": _("FAIL"), "skipped": _("SKIPPED")}
+    session = ", ".join(f"{k} {v:g}" for k, v in report.settings.items())
+    facts = [(_("Device"), report.device), (_("Kind"), report.kind), (_("Model"), report.model),
+             (_("Vendor"), report.vendor), (_("Firmware"), report.firmware),
+             (_("Contract version"), report.contract_version), (_("Date (UTC)"), report.date),
+             (_("Broker"), report.broker), (_("Mode"), report.mode), (_("Session"), session)]
     rows = "".join(f"<tr><th>{e(k)}</th><td>{e(v or '—')}</td></tr>" for k, v in facts)
+    fix_word = _("Fix:")
     checks = []
     for c in report.checks:
         evidence = "".join(f"<li>{e(x)}</li>" for x in c.evidence)
-        fix = f'<p class="fix"><b>Fix:</b> {e(c.fix)}</p>' if c.fix else ""
+        fix = f'<p class="fix"><b>{e(fix_word)}</b> {e(c.fix)}</p>' if c.fix else ""
         checks.append(
             f'<tr id="{e(c.id)}"><td><b style="color:{_COLOURS[c.status]}">'
-            f"{e(c.status.upper())}</b></td><td><b>{e(c.title)}</b> <code>{e(c.id)}</code>"
-            f"<p>{e(c.summary)}</p>{f'<ul>{evidence}</ul>' if evidence else ''}{fix}</td></tr>"
+            f"{e(status.get(c.status, c.status.upper()))}</b></td><td><b>{e(_(c.title))}</b> "
+            f"<code>{e(c.id)}</code><p>{e(c.summary)}</p>"
+            f"{f'<ul>{evidence}</ul>' if evidence else ''}{fix}</td></tr>"
         )
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)
+    title = _("homecare certificate: {device}").format(device=report.device)
+    heading, notes_h, checks_h = (_("homecare device certification"), _("Notes"), _("Checks"))
     return (
-        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-        f"<title>homecare certificate: {e(report.device)}</title><style>"
+        f'<!DOCTYPE html>\n<html lang="{e(tr.language)}"><head><meta charset="utf-8">'
+        f"<title>{e(title)}</title><style>"
         "body{font-family:sans-serif;max-width:60em;margin:2em auto}"
         "table{border-collapse:collapse;width:100%}td,th{border:1px solid #ccc;padding:.4em;"
         "text-align:left;vertical-align:top}p{margin:.2em 0}.fix{color:#555}</style></head>"
-        f"<body><h1>homecare device certification</h1>"
+        f"<body><h1>{e(heading)}</h1>"
         f'<h2 style="color:{_COLOURS[report.result]}">{e(verdict)}</h2>'
         f"<table>{rows}</table>"
-        + (f"<h3>Notes</h3><ul>{notes}</ul>" if notes else "")
-        + f"<h3>Checks</h3><table>{''.join(checks)}</table></body></html>\n"
+        + (f"<h3>{e(notes_h)}</h3><ul>{notes}</ul>" if notes else "")
+        + f"<h3>{e(checks_h)}</h3><table>{''.join(checks)}</table></body></html>\n"
     )
 
 
-def write_report(report: Report, folder: Path) -> tuple[Path, Path]:
-    """Write ``report.json`` and ``certificate.html`` into ``folder``."""
+def write_report(report: Report, folder: Path, language: str | None = None) -> tuple[Path, Path]:
+    """Write ``report.json`` and ``certificate.html`` (in ``language``) into ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     json_path, html_path = folder / "report.json", folder / "certificate.html"
     json_path.write_text(json.dumps(report.model_dump(mode="json"), indent=2) + "\n")
-    html_path.write_text(_to_html(report))
+    html_path.write_text(_to_html(report, translator(language)))
     return json_path, html_path

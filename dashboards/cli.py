@@ -2,6 +2,7 @@
 
     homecare dashboards build [DIR]     # JSON into the provisioning folder (default below)
     homecare dashboards push            # to HOMECARE_GRAFANA__URL with __TOKEN (or __TOKEN_FILE)
+    homecare dashboards build --lang zh-CN   # only the Chinese boards (default: every language)
 """
 
 from __future__ import annotations
@@ -13,10 +14,24 @@ from typing import Annotated
 import typer
 from pydantic import ValidationError
 
+from homecare.i18n import LanguageError, valid_language
 from homecare.settings import Settings
 
 DEFAULT_DIR = Path(__file__).resolve().parents[1] / "deploy" / "grafana" / "dashboards"
 """The provisioning folder docker-compose mounts into Grafana."""
+
+Languages = Annotated[
+    list[str] | None,
+    typer.Option("--lang", help="Build these languages (repeatable; default: every shipped one)."),
+]
+
+
+def _languages(lang: list[str] | None) -> list[str] | None:
+    try:
+        return [valid_language(x) for x in lang] if lang else None
+    except LanguageError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -31,6 +46,7 @@ def build_command(
     folder: Annotated[
         Path, typer.Argument(help="Where to write <uid>.json (Grafana's provisioning folder).")
     ] = DEFAULT_DIR,
+    lang: Languages = None,
 ) -> None:
     """Write every dashboard's JSON into FOLDER (a rebuild of unchanged code changes nothing).
 
@@ -41,13 +57,14 @@ def build_command(
         local = Settings().retention.utc_offset_h
     except ValidationError as exc:
         raise typer.BadParameter(f"invalid settings: {exc}") from exc
-    paths = write(folder, utc_offset_h=local)
+    paths = write(folder, utc_offset_h=local, languages=_languages(lang))
     typer.echo(f"wrote {len(paths)} dashboards to {folder}")
 
 
 @app.command("push")
-def push_command() -> None:
+def push_command(lang: Languages = None) -> None:
     """Publish every dashboard to an existing Grafana (folder "Homecare", overwriting)."""
+    languages = _languages(lang)
     from dashboards.publish import PushError, push
 
     try:
@@ -61,7 +78,8 @@ def push_command() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         answers = push(settings.url, settings.token.get_secret_value(),
-                       timeout_s=settings.timeout_s, utc_offset_h=local)  # fmt: skip
+                       timeout_s=settings.timeout_s, utc_offset_h=local,
+                       languages=languages)  # fmt: skip
     except PushError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

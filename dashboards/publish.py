@@ -1,21 +1,26 @@
 """Dashboards to JSON files for provisioning, or to an existing Grafana over its HTTP API.
 
-``build`` renders every dashboard of :mod:`dashboards.boards` to a stable JSON text
-(sorted keys, so a rebuild of unchanged code changes no byte and the committed files
-can be checked against a fresh build). ``push`` publishes them with ``grafana-client``
-into one folder, overwriting the previous version of each uid.
+``build`` renders every dashboard of :mod:`dashboards.boards` in one language to a
+stable JSON text (sorted keys, so a rebuild of unchanged code changes no byte and the
+committed files can be checked against a fresh build); ``build_all`` does it for every
+shipped language (or those asked for), which ``write`` and ``push`` publish. ``push``
+publishes them with ``grafana-client`` into one folder, overwriting the previous version
+of each uid.
 
 >>> docs = build()
 >>> sorted(docs) == sorted(uid for uid, _ in DASHBOARDS)
 True
 >>> json.loads(docs["homecare-elder"])["uid"]
 'homecare-elder'
+>>> json.loads(build(language="zh-CN")["homecare-elder-zh-cn"])["title"]
+'居家养老：老人'
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +29,9 @@ from grafana_client.api import GrafanaApi
 from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
-from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard
+from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard, uid_for
 from homecare.errors import DeliveryError
+from homecare.i18n import available, translator
 
 log = logging.getLogger(__name__)
 
@@ -33,21 +39,35 @@ FOLDER_UID = "homecare"
 FOLDER_TITLE = "Homecare"
 
 
-def build(*, utc_offset_h: float = 0.0) -> dict[str, str]:
-    """Every dashboard's JSON text, by uid; hours of day in the site's local time."""
+def build(*, utc_offset_h: float = 0.0, language: str | None = None) -> dict[str, str]:
+    """Every dashboard's JSON text in one language (default English), by uid; hours of
+    day in the site's local time."""
+    tr = translator(language)
     out = {}
     for uid, make in DASHBOARDS:
-        dash = elder_dashboard(utc_offset_h) if uid == ELDER_UID else make()
+        dash = elder_dashboard(utc_offset_h, tr) if uid == ELDER_UID else make(tr)
         text = json.dumps(dash.build(), cls=JSONEncoder, indent=2, sort_keys=True)
-        out[uid] = text + "\n"
+        out[uid_for(uid, tr.language)] = text + "\n"
     return out
 
 
-def write(folder: Path, *, utc_offset_h: float = 0.0) -> list[Path]:
+def build_all(
+    *, utc_offset_h: float = 0.0, languages: Sequence[str] | None = None
+) -> dict[str, str]:
+    """:func:`build` for each language (default: every shipped one)."""
+    out: dict[str, str] = {}
+    for language in languages or available():
+        out |= build(utc_offset_h=utc_offset_h, language=language)
+    return out
+
+
+def write(
+    folder: Path, *, utc_offset_h: float = 0.0, languages: Sequence[str] | None = None
+) -> list[Path]:
     """Write ``<uid>.json`` for each dashboard into ``folder``; return the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for uid, text in build(utc_offset_h=utc_offset_h).items():
+    for uid, text in build_all(utc_offset_h=utc_offset_h, languages=languages).items():
         path = folder / f"{uid}.json"
         path.write_text(text)
         paths.append(path)
@@ -59,7 +79,12 @@ class PushError(DeliveryError):
 
 
 def push(
-    url: str, token: str, *, timeout_s: float = 10.0, utc_offset_h: float = 0.0
+    url: str,
+    token: str,
+    *,
+    timeout_s: float = 10.0,
+    utc_offset_h: float = 0.0,
+    languages: Sequence[str] | None = None,
 ) -> list[dict[str, Any]]:
     """Create the folder if missing and publish every dashboard into it, overwriting.
 
@@ -74,7 +99,7 @@ def push(
                 raise
             api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
         answers = []
-        for uid, text in build(utc_offset_h=utc_offset_h).items():
+        for uid, text in build_all(utc_offset_h=utc_offset_h, languages=languages).items():
             answer = api.dashboard.update_dashboard(
                 {"dashboard": json.loads(text), "folderUid": FOLDER_UID, "overwrite": True,
                  "message": "homecare dashboards push"}

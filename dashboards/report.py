@@ -25,7 +25,6 @@ import io
 import logging
 import re
 import statistics
-import textwrap
 import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from dashboards.words import CHANNELS, KINDS, OTHER_KIND, OUTCOMES
 from homecare.contract import ID_PATTERN
 from homecare.errors import ConfigError
 from homecare.i18n import N_, Translator, available, translator
@@ -72,41 +72,6 @@ MIN_USUAL_DAYS = 7
 MIN_NIGHT_COVER = 0.5
 """A night with readings for less of its window than this is shown as missing."""
 
-KINDS = {
-    "fall": N_("A possible fall"),
-    "sos": N_("The emergency button was pressed"),
-    "inactivity": N_("No movement for longer than usual"),
-    "wandering": N_("Went out at night"),
-    "bed_exit": N_("Out of bed at night for a long time"),
-    "not_up": N_("Stayed in bed much later than usual"),
-    "tachycardia": N_("Heart rate was very high"),
-    "bradycardia": N_("Heart rate was very low"),
-    "low_spo2": N_("Blood oxygen was low"),
-    "breathing": N_("Breathing was unusual"),
-    "low_br": N_("Breathing was slow"),
-    "high_br": N_("Breathing was fast"),
-    "offline": N_("A sensor stopped sending"),
-    "device_offline": N_("A sensor stopped sending"),
-    "battery_low": N_("A battery was running low"),
-    "not_worn": N_("The wristband was not worn"),
-}
-OTHER_KIND = N_("Another alert")
-"""A kind the page has no words for: its code name is never shown to a family."""
-OUTCOMES = {
-    "false_alarm": N_("it was a false alarm"),
-    "handled_at_home": N_("handled at home"),
-    "visit": N_("someone visited"),
-    "ambulance": N_("an ambulance was called"),
-}
-CHANNELS = {
-    "call_centre": N_("by the call centre"),
-    "email": N_("after an email"),
-    "webhook": N_("after a text message"),
-    "sms": N_("after a text message"),
-    "http": N_("through the link in a message"),
-    "mqtt": N_("in the app"),
-}
-"""How the answer came (escalation's channel names); an unknown one is left unsaid."""
 
 
 @dataclass
@@ -579,20 +544,37 @@ def draw_charts(p: Picture, axes: list[Axes]) -> None:
     _style(door, _("Front door openings"), labels)
 
 
+def _wide(char: str) -> bool:
+    return unicodedata.east_asian_width(char) in "WF"
+
+
 def _wrap(text: str, width: int) -> list[str]:
-    """Lines of at most ``width`` columns; a wide (CJK) character takes two, and such text
-    breaks anywhere, as it is written without spaces."""
-    if text.isascii():
-        return textwrap.wrap(text, width) or [""]
-    lines, line, used = [], "", 0
+    """Lines of at most ``width`` columns. A wide (CJK) character takes two and a line
+    may break before any of them, as Chinese is written without spaces; other words
+    break at spaces, so an English sentence about 王秀英 wraps as English does.
+
+    >>> _wrap("about as active as usual — steady", 16)
+    ['about as active', 'as usual —', 'steady']
+    >>> _wrap("活动：一般每天约4,000步，和平时差不多。", 20)
+    ['活动：一般每天约', '4,000步，和平时差不', '多。']
+    """
+    tokens: list[str] = []
     for char in text:
-        cost = 2 if unicodedata.east_asian_width(char) in "WF" else 1
-        if used + cost > width and line:
-            lines.append(line)
+        if char == " " or _wide(char) or not tokens or tokens[-1] == " " or _wide(tokens[-1][-1]):
+            tokens.append(char)
+        else:
+            tokens[-1] += char
+    lines, line, used = [], "", 0
+    for token in tokens:
+        cost = sum(2 if _wide(c) else 1 for c in token)
+        if used + cost > width and line.strip():
+            lines.append(line.rstrip())
             line, used = "", 0
-        line += char
+        if token == " " and not line:
+            continue
+        line += token
         used += cost
-    return [*lines, line] if line or not lines else lines
+    return [*lines, line.rstrip()] if line.strip() or not lines else lines
 
 
 def font(tr: Translator) -> str:

@@ -119,7 +119,7 @@ class AckServer:
         if not fields.get("contact") or not fields.get("token"):
             return 400, {"error": "contact and token are required"}
         if method == "GET":
-            return self.page(target, alert_id, action, fields)
+            return self.page(target, alert_id, action, fields, browser=browser)
         if action == "resolve" and not fields.get("outcome"):
             return 400, {"error": "outcome is required to resolve"}
         result = self.acknowledge(alert_id, fields, "http")
@@ -131,11 +131,20 @@ class AckServer:
         return result.status, body_out
 
     def page(
-        self, target: str, alert_id: str, action: str, fields: dict[str, str]
+        self,
+        target: str,
+        alert_id: str,
+        action: str,
+        fields: dict[str, str],
+        *,
+        browser: bool = False,
     ) -> tuple[int, dict[str, Any] | str]:
-        """The confirmation page: what the alert is, and a button that POSTs the link."""
+        """The confirmation page: what the alert is, and a button that POSTs the link. A
+        refusal is JSON, or a page saying it in words for a browser."""
         said = self.describe(alert_id, fields["contact"], fields["token"])
         if not said.ok:
+            if browser:
+                return said.status, self.done_page(alert_id, fields, said)
             return said.status, {"result": said.message}
         tr = translator(said.language)
         _ = tr.gettext
@@ -161,7 +170,7 @@ class AckServer:
     def done_page(self, alert_id: str, fields: dict[str, str], result: AckResult) -> str:
         """What a press of the page's button did, in the contact's words."""
         said = self.describe(alert_id, fields["contact"], fields["token"])
-        tr = translator(said.language if said.ok else None)
+        tr = translator(said.language)
         _ = tr.gettext
         if result.ok and result.state == "resolved":
             text = _("Thank you: the alert is closed.")
@@ -171,6 +180,8 @@ class AckServer:
             text = _("This alert is already closed: nothing more is needed.")
         elif result.status == 403:
             text = _("This link is not valid for you. Please use the link in your own message.")
+        elif result.status == 404:
+            text = _("This alert is not known here. Please use the link in your latest message.")
         else:
             text = _("That did not work. Please try again, or call the person directly.")
         heading = said.message[:1].upper() + said.message[1:] if said.ok else _("Alert")

@@ -378,16 +378,21 @@ class Escalation:
     ) -> AlertRecord | AckResult:
         """The alert's record, if the contact's token is valid and they may act on it."""
         record = self.store.alert(alert_id)
+        reg = self.registry()
+        contact = reg.contact(contact_id)  # only to word the refusal in a known language
+        language = (contact.language if contact else None) or reg.provider.language
         if record is None:
             log.warning("acknowledgement for unknown alert %r refused", alert_id[:64])
-            return AckResult(404, f"no alert {alert_id[:64]!r}")
-        if not self.policy.may_act(self.registry(), record, contact_id, token):
+            return AckResult(404, f"no alert {alert_id[:64]!r}", language=language)
+        language = (contact.language if contact else None) or (
+            reg.provider_for(record.site).language)
+        if not self.policy.may_act(reg, record, contact_id, token):
             self.refused += 1
             log.warning(
                 "acknowledgement of alert %s by contact %r over %s refused: invalid token",
                 alert_id, contact_id[:64], channel,
             )  # fmt: skip
-            return AckResult(403, "invalid token for this contact and alert")
+            return AckResult(403, "invalid token for this contact and alert", language=language)
         return record
 
     def _answered_with_ack(

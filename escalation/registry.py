@@ -359,9 +359,16 @@ class Registry(_Strict):
         """The site's provider: its own entry over the top-level one."""
         return self._providers.get(site, self.provider)
 
+    @cached_property
+    def _cards(self) -> dict[str, ElderCard]:  # the same for every message: made once each
+        return {}
+
     def card(self, elder: Elder) -> ElderCard:
         """The elder's card with their site's time zone, language and hotline."""
-        return elder.card(self.provider_for(elder.site))
+        card = self._cards.get(elder.id)
+        if card is None:
+            card = self._cards[elder.id] = elder.card(self.provider_for(elder.site))
+        return card
 
     def reader(self, elder_id: str, contact_id: str | None = None) -> tuple[str, str | None]:
         """How a page for this elder's family names them, and in which language: the

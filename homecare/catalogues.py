@@ -40,6 +40,11 @@ KEYWORDS: dict[str, tuple[int | tuple[int, str], ...] | None] = {
     "ngettext": (1, 2),
     "pgettext": ((1, "c"), 2),
 }
+_HEADER = """\
+# The homecare words in {language}: every text a person reads (homecare/i18n.py).
+# Refresh from the code with `homecare i18n extract`; `homecare i18n check` must pass.
+#"""
+_EPOCH = datetime(2026, 12, 7, tzinfo=UTC)
 _PLACEHOLDER = re.compile(r"(?<!\{)\{([a-z_]*)\}")
 
 
@@ -74,7 +79,12 @@ def _write(lang: str, catalog: Catalog) -> Path:
                 message.string = tuple(message.id)
             elif message.id and not message.string:
                 message.string = message.id
-    catalog.revision_date = datetime.now(UTC)
+    # A stable header: extracting again changes only the entries (no dates to merge).
+    catalog.header_comment = _HEADER.format(language=catalog.locale_identifier or lang)
+    catalog.project, catalog.version, catalog.msgid_bugs_address = "homecare", "1", ""
+    catalog.copyright_holder = "the homecare telemetry authors"
+    catalog.last_translator = catalog.language_team = "homecare maintainers"
+    catalog.creation_date = catalog.revision_date = _EPOCH
     with path.open("wb") as f:
         write_po(f, catalog, width=96, ignore_obsolete=True, include_lineno=False)
     return path

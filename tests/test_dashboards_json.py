@@ -13,13 +13,15 @@ import yaml
 from typer.testing import CliRunner
 
 from cli.main import app
-from dashboards.boards import ALERTS_UID, CARE_UID, ELDER_UID, FLEET_UID, SITE_UID
+from dashboards.boards import ALERTS_UID, CARE_UID, ELDER_UID, FLEET_UID, SITE_UID, uid_for
 from dashboards.influxql import DATASOURCE_UID, DATASOURCE_VAR
-from dashboards.publish import build
+from dashboards.publish import build, build_all
+from homecare.i18n import available
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMITTED = ROOT / "deploy" / "grafana" / "dashboards"
-BUILT = {uid: json.loads(text) for uid, text in build().items()}
+BUILT = {uid: json.loads(text) for uid, text in build_all().items()}
+"""Every board in every shipped language."""
 BUILTINS = {"timeFilter", "__interval", "__interval_ms", "__from", "__to", "__value",
             "__url_time_range", "__field", "__series", "__data", "col"}  # fmt: skip
 """Grafana's own macros and data-link variables; ``$tag_<key>`` is an alias of a tag."""
@@ -53,11 +55,12 @@ def variables(dash: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def test_uids_are_fixed_and_unique():
-    assert sorted(BUILT) == sorted([ELDER_UID, SITE_UID, ALERTS_UID, FLEET_UID, CARE_UID])
+    boards = [ELDER_UID, SITE_UID, ALERTS_UID, FLEET_UID, CARE_UID]
+    assert sorted(BUILT) == sorted(uid_for(uid, lang) for uid in boards for lang in available())
     assert all(dash["uid"] == uid for uid, dash in BUILT.items())
     titles = [dash["title"] for dash in BUILT.values()]
     assert len(set(titles)) == len(titles)
-    assert build() == build()  # the same code gives the same bytes
+    assert build_all() == build_all()  # the same code gives the same bytes
 
 
 def test_committed_json_is_a_fresh_build(tmp_path):
@@ -134,6 +137,10 @@ def test_links_between_dashboards_resolve():
         for link in dash.get("links", []):
             if link["type"] == "dashboards":
                 assert any(set(link["tags"]) <= set(d["tags"]) for d in BUILT.values())
+            else:  # the same board in another language
+                target = link["url"].removeprefix("/d/")
+                assert target in BUILT, (uid, link)
+                assert target != uid, (uid, link)
     assert found >= 2  # the site board's elder column and its open-alerts table
 
 

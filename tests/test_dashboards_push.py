@@ -18,7 +18,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cli.main import app
-from dashboards.publish import FOLDER_UID, build
+from dashboards.publish import FOLDER_UID, build_all
 from harness.servers import free_port
 
 TOKEN = "glsa_test-token"
@@ -99,7 +99,7 @@ def test_push_creates_the_folder_and_every_dashboard(grafana):
     paths = [(c[0], c[1]) for c in state.calls]
     assert paths[:2] == [("GET", f"/api/folders/{FOLDER_UID}"), ("POST", "/api/folders")]
     saved = [c[3] for c in state.calls if c[1] == "/api/dashboards/db"]
-    expected = {uid: json.loads(text) for uid, text in build().items()}
+    expected = {uid: json.loads(text) for uid, text in build_all().items()}
     assert {s["dashboard"]["uid"]: s["dashboard"] for s in saved} == expected
     assert {(s["folderUid"], s["overwrite"]) for s in saved} == {(FOLDER_UID, True)}
     for uid in expected:

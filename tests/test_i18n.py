@@ -186,6 +186,16 @@ def test_a_chinese_email_has_encoded_headers_and_a_utf8_body():
                       "a@b.c")  # fmt: skip
 
 
+def test_the_call_centre_operator_reads_what_happened_in_their_language():
+    from escalation.channels.callcentre import scaip_message
+
+    centre = note().recipient.model_copy(update={"role": "call_centre", "language": None,
+                                                 "channel": ChannelKind.CALL_CENTRE})  # fmt: skip
+    body = scaip_message(note(recipient=centre), "homecare", now=T0)
+    assert body["words"] == {"language": "zh-CN", "text": "王秀英可能摔倒了"}
+    assert body["status"]["text"] == "fall detected", "the protocol's text stays"
+
+
 def test_the_sms_gateway_gets_one_segment_then_the_link():
     body = webhook_message(note(recipient=note().recipient.model_copy(
         update={"channel": ChannelKind.WEBHOOK, "address": "https://sms.example.cn/send"}
@@ -232,6 +242,32 @@ def test_the_weekly_picture_is_for_a_contact_in_their_language_or_the_sites():
     assert reg.reader("e1") == ("王秀英", "zh-CN")
     with pytest.raises(KeyError):
         reg.reader("e1", "nobody")
+
+
+def test_the_report_command_takes_name_and_language_from_the_registry(tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    import dashboards.report
+    from cli.main import app
+
+    path = tmp_path / "registry.yaml"
+    path.write_text(yaml.safe_dump(REGISTRY, allow_unicode=True))
+    asked: dict[str, Any] = {}
+    # the registry part only: gathering the week needs InfluxDB (tests/test_report.py)
+    monkeypatch.setattr(dashboards.report, "report_command", lambda **kw: asked.update(kw))
+    monkeypatch.setattr("cli.main.report_command", dashboards.report.report_command)
+    env = {"HOMECARE_REGISTRY": str(path)}
+    runner = CliRunner()
+    assert runner.invoke(app, ["report", "e1", "--for", "jo"], env=env).exit_code == 0
+    assert (asked["name"], asked["lang"]) == ("王秀英", "en")
+    assert runner.invoke(app, ["report", "e1"], env=env).exit_code == 0
+    assert (asked["name"], asked["lang"]) == ("王秀英", "zh-CN")
+    unknown = runner.invoke(app, ["report", "e9"], env=env)
+    assert unknown.exit_code == 2
+    assert "'e9' is not in the registry" in unknown.output
+    alone = runner.invoke(app, ["report", "e1", "--for", "jo"], env={"HOMECARE_REGISTRY": None})
+    assert "--for needs the registry" in alone.output
 
 
 def test_a_language_without_a_catalogue_is_refused_naming_the_field(tmp_path):
@@ -281,6 +317,13 @@ def test_the_ladder_tells_each_contact_in_their_language_and_the_page_follows(tm
     assert "谢谢，其他联系人已经知道由您来处理。" in str(done)
     status, answer = server.route("POST", link, b"")
     assert (status, answer) == (200, {"result": "acknowledged", "state": "acknowledged"})
+    forged = "/alerts/a-sos/ack?contact=li&token=" + "f" * 32
+    status, refused = server.route("GET", forged, b"", browser=True)
+    assert status == 403
+    assert "这个链接不是发给您的" in str(refused)
+    assert server.route("GET", forged, b"")[1] == {
+        "result": "invalid token for this contact and alert"
+    }, "a program gets JSON"
     resolve = f"/alerts/a-sos/resolve?contact=jo&token={ack_token(b's', 'jo')}"
     status, page = server.route("GET", resolve, b"")
     assert "How did it end?" in str(page)
@@ -399,3 +442,84 @@ def test_the_weekly_html_is_in_the_readers_language(language):
         assert "Answered in 42 seconds in the app; handled at home." in page
         assert "No readings on Sun 26: the sensors" in page
         assert "Another alert" in page
+
+
+# -- the certification report ------------------------------------------------------------
+
+
+def test_the_certificate_is_in_the_readers_language_and_the_json_stays_english(tmp_path):
+    import json
+
+    from certify.checks import CHECKS, CheckResult
+    from certify.report import Report, write_report
+
+    checks = [
+        CheckResult(id=c.id, title=c.title, status="pass", summary="ok") for c in CHECKS[:3]
+    ] + [CheckResult(id="qos", title="Everything at QoS 1", status="fail",
+                     summary="2 events at QoS 0", fix="publish events at QoS 1")]  # fmt: skip
+    report = Report(device="w1", kind="wearable", site="east", elder="e1", model="W-2",
+                    vendor="Acme", firmware="1.4", contract_version="1", date="2026-12-07",
+                    broker="mqtt://127.0.0.1:1883", mode="local", settings={"duration_s": 60},
+                    result="fail", notes=[], checks=checks)  # fmt: skip
+    json_path, html_path = write_report(report, tmp_path, "zh-CN")
+    page = html_path.read_text()
+    assert '<html lang="zh-CN">' in page
+    for said in ("认证未通过", "主题格式", "所有消息均为QoS 1", "修改建议：", "接口规范版本",
+                 "未通过"):  # fmt: skip
+        assert said in page, said
+    assert "NOT CERTIFIED" not in page
+    assert json.loads(json_path.read_text())["checks"][3]["title"] == "Everything at QoS 1"
+    assert "NOT CERTIFIED" in write_report(report, tmp_path / "en")[1].read_text()
+
+
+# -- Grafana dashboards ------------------------------------------------------------------
+
+
+def _shown_texts(node: Any, key: str = "") -> list[tuple[str, str]]:
+    """Every text Grafana shows: titles, descriptions, display names, mapped values."""
+    if isinstance(node, str):
+        return [(key, node)] if key in {"title", "description", "displayName", "text"} else []
+    if isinstance(node, dict):
+        if node.get("id") == "displayName":  # an override's property
+            return [("displayName", node["value"])]
+        return [t for k, v in node.items() for t in _shown_texts(v, k)]
+    if isinstance(node, list):
+        return [t for v in node for t in _shown_texts(v, key)]
+    return []
+
+
+def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from cli.main import app
+    from dashboards.publish import build
+
+    result = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "zh-CN"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "homecare-alerts-zh-cn.json", "homecare-elder-zh-cn.json",
+        "homecare-fleet-zh-cn.json", "homecare-site-zh-cn.json",
+    ]  # fmt: skip
+    for path in tmp_path.iterdir():
+        board = json.loads(path.read_text())
+        shown = _shown_texts({k: v for k, v in board.items() if k != "templating"})
+        shown += [("label", v["label"]) for v in board["templating"]["list"] if v.get("label")]
+        assert len(shown) > 20
+        names = ("English", "InfluxDB")  # a language's own name, a product's
+        english = [(k, t) for k, t in shown if not HAN.search(t) and t not in names]
+        assert english == [], path.name
+        [switch] = [link for link in board["links"] if link["type"] == "link"]
+        assert switch["title"] == "English"
+        assert switch["url"] == f"/d/{board['uid'].removesuffix('-zh-cn')}"
+    elder = json.loads((tmp_path / "homecare-elder-zh-cn.json").read_text())
+    assert elder["title"] == "居家养老：老人"
+    assert ("displayName", "平时下限") in _shown_texts(elder)
+    site = json.loads((tmp_path / "homecare-site-zh-cn.json").read_text())
+    assert "/d/homecare-elder-zh-cn/" in json.dumps(site), "the site board opens Chinese boards"
+    english_elder = json.loads(build()["homecare-elder"])
+    assert any(link["title"] == "中文" for link in english_elder["links"])
+    bad = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "xx"])
+    assert bad.exit_code != 0
+    assert "no catalogue for language 'xx'" in bad.output

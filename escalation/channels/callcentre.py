@@ -13,7 +13,10 @@ in JSON over HTTPS (the issue's transport), one alarm per request:
   re-send after a restart, carries the same one, so the centre never opens a second
   incident;
 - ``caller``, ``device`` (id and type), ``status`` (code, kind, text), ``priority``,
-  ``location``, ``voice`` (the number to call the elder back on), ``evidence``.
+  ``location``, ``voice`` (the number to call the elder back on), ``evidence``;
+- ``words``: what happened, as a sentence for the operator in their language (the call
+  centre contact's ``language``, else the site's): ``{"language": "zh-CN", "text":
+  "王秀英可能摔倒了"}``. The status ``text`` stays the protocol's.
 
 The status codes are this platform's own table in SCAIP's structure (the standard's
 code list is not public): see :data:`ALARM_CODES`. The receiver answers with JSON
@@ -38,12 +41,14 @@ from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
 from escalation.channels.jsonpost import PostingChannel
+from escalation.messages import language_of, what_happened
 from escalation.notification import (
     ChannelKind,
     MessageType,
     Notification,
 )
 from homecare.contract import Alert, Severity
+from homecare.i18n import translator
 from homecare.settings import CallCentreSettings
 
 log = logging.getLogger(__name__)
@@ -131,6 +136,10 @@ def scaip_message(note: Notification, sender: str, now: float | None = None) -> 
     if note.alert is not None:
         message.update(_alarm(note.alert))
         message.setdefault("caller", {"id": note.alert.elder, "site": note.alert.site})
+        tr = translator(language_of(note))
+        said = what_happened(note.alert, note.elder.display_name if note.elder else
+                             note.alert.elder, tr)  # fmt: skip
+        message["words"] = {"language": tr.language, "text": said[:1].upper() + said[1:]}
     if note.batch:
         message["alarms"] = [{"elder": a.elder, "site": a.site, **_alarm(a)} for a in note.batch]
     if note.outcomes:
