@@ -499,7 +499,7 @@ def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
     result = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "zh-CN"])
     assert result.exit_code == 0, result.output
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "homecare-alerts-zh-cn.json", "homecare-elder-zh-cn.json",
+        "homecare-alerts-zh-cn.json", "homecare-care-zh-cn.json", "homecare-elder-zh-cn.json",
         "homecare-fleet-zh-cn.json", "homecare-site-zh-cn.json",
     ]  # fmt: skip
     for path in tmp_path.iterdir():
