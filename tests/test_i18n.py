@@ -158,6 +158,12 @@ def test_a_chinese_family_alarm_says_what_when_where_and_whom_to_call():
     assert site_default.subject == words.subject, "no language of their own: the site's"
 
 
+def test_a_language_whose_catalogue_is_gone_still_gets_its_message(caplog):
+    words = family_message(note(lang="xx-YY"))
+    assert words.subject == "Urgent: 王秀英 may have fallen"
+    assert "no catalogue for language 'xx-YY'" in caplog.text
+
+
 def test_a_chinese_daily_digest_lists_each_alert_with_its_outcome():
     night = alert("wandering", Severity.WARNING, evidence={"out_s": 1500.0}, ts=T0 - 3600,
                   id="a-night", state=AlertState.RESOLVED)  # fmt: skip
