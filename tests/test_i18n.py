@@ -394,6 +394,7 @@ def _uncovered(fig: Any) -> list[str]:
     return missing
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_weekly_picture_draws_every_glyph_in_a_real_font(language, recwarn):
     from dashboards import report
@@ -430,6 +431,7 @@ def test_an_empty_box_is_caught(recwarn):
     assert _uncovered(fig) == ["'王' in '王秀英'", "'秀' in '王秀英'", "'英' in '王秀英'"]
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_weekly_html_is_in_the_readers_language(language):
     from dashboards import report
@@ -494,6 +496,7 @@ def _shown_texts(node: Any, key: str = "") -> list[tuple[str, str]]:
     return []
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
     import json
 
