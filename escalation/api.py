@@ -146,7 +146,7 @@ class AckServer:
             if browser:
                 return said.status, self.done_page(alert_id, fields, said)
             return said.status, {"result": said.message}
-        tr = translator(said.language)
+        tr = translator(said.language, fallback=True)
         _ = tr.gettext
         choose = ""
         if action == "resolve" or fields.get("outcome"):
@@ -170,7 +170,7 @@ class AckServer:
     def done_page(self, alert_id: str, fields: dict[str, str], result: AckResult) -> str:
         """What a press of the page's button did, in the contact's words."""
         said = self.describe(alert_id, fields["contact"], fields["token"])
-        tr = translator(said.language)
+        tr = translator(said.language, fallback=True)
         _ = tr.gettext
         if result.ok and result.state == "resolved":
             text = _("Thank you: the alert is closed.")

@@ -370,7 +370,7 @@ class Escalation:
         elder, contact = reg.elder(alert.elder), reg.contact(contact_id)
         language = (contact.language if contact else None) or reg.provider_for(alert.site).language
         name = elder.display_name if elder else alert.elder
-        words = what_happened(alert, name, translator(language))
+        words = what_happened(alert, name, translator(language, fallback=True))
         return AckResult(200, words, str(record.state), language=language)
 
     def _authorised(

@@ -240,7 +240,7 @@ def _hotline(note: Notification, tr: Translator, severity: Severity) -> str:
 
 def family_message(note: Notification) -> Message:
     """The words for one notification to a person (email, SMS or push)."""
-    tr = translator(language_of(note))
+    tr = translator(language_of(note), fallback=True)
     if note.type == MessageType.DIGEST:
         return desk_batch(note) if note.elder is None else daily_digest(note)
     if note.alert is None:
@@ -295,7 +295,7 @@ def _outcome(note: Notification, alert: Alert, tr: Translator) -> str:
 
 def daily_digest(note: Notification) -> Message:
     """A family's daily summary: nothing happened, or each alert with how it ended."""
-    tr = translator(language_of(note))
+    tr = translator(language_of(note), fallback=True)
     _ = tr.gettext
     name, tz = _name(note, tr), _tz(note)
     # Translators: a CLDR pattern for the end of the day covered, e.g. "Tuesday 14 November, 09:00".
@@ -323,7 +323,7 @@ def daily_digest(note: Notification) -> Message:
 
 def desk_batch(note: Notification) -> Message:
     """The device desk's batch of info alerts: ids are what the desk works with."""
-    tr = translator(language_of(note))
+    tr = translator(language_of(note), fallback=True)
     _ = tr.gettext
     count = len(note.batch)
     subject = tr.ngettext("{n} device notice", "{n} device notices", count).format(n=count)

@@ -212,6 +212,15 @@ def _translator(tag: str) -> Translator:
     return Translator(tag, translations, locale)
 
 
-def translator(lang: str | None = None) -> Translator:
-    """The translator of a shipped language (``None``: the default); made once each."""
-    return _translator(valid_language(lang or DEFAULT_LANGUAGE))
+def translator(lang: str | None = None, *, fallback: bool = False) -> Translator:
+    """The translator of a shipped language (``None``: the default); made once each.
+
+    ``fallback``: a language with no catalogue (one removed since the registry was
+    checked, say) gets the default's words and a warning, so a message still goes out."""
+    try:
+        return _translator(valid_language(lang or DEFAULT_LANGUAGE))
+    except LanguageError:
+        if not fallback:
+            raise
+        log.warning("no catalogue for language %r: %s words instead", lang, DEFAULT_LANGUAGE)
+        return _translator(DEFAULT_LANGUAGE)

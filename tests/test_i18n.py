@@ -158,6 +158,12 @@ def test_a_chinese_family_alarm_says_what_when_where_and_whom_to_call():
     assert site_default.subject == words.subject, "no language of their own: the site's"
 
 
+def test_a_language_whose_catalogue_is_gone_still_gets_its_message(caplog):
+    words = family_message(note(lang="xx-YY"))
+    assert words.subject == "Urgent: 王秀英 may have fallen"
+    assert "no catalogue for language 'xx-YY'" in caplog.text
+
+
 def test_a_chinese_daily_digest_lists_each_alert_with_its_outcome():
     night = alert("wandering", Severity.WARNING, evidence={"out_s": 1500.0}, ts=T0 - 3600,
                   id="a-night", state=AlertState.RESOLVED)  # fmt: skip
@@ -388,6 +394,7 @@ def _uncovered(fig: Any) -> list[str]:
     return missing
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_weekly_picture_draws_every_glyph_in_a_real_font(language, recwarn):
     from dashboards import report
@@ -424,6 +431,7 @@ def test_an_empty_box_is_caught(recwarn):
     assert _uncovered(fig) == ["'王' in '王秀英'", "'秀' in '王秀英'", "'英' in '王秀英'"]
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 @pytest.mark.parametrize("language", ["zh-CN", "en"])
 def test_the_weekly_html_is_in_the_readers_language(language):
     from dashboards import report
@@ -488,6 +496,7 @@ def _shown_texts(node: Any, key: str = "") -> list[tuple[str, str]]:
     return []
 
 
+@pytest.mark.slow  # matplotlib or eight dashboards: seconds of CPU
 def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
     import json
 

@@ -136,7 +136,7 @@ def scaip_message(note: Notification, sender: str, now: float | None = None) -> 
     if note.alert is not None:
         message.update(_alarm(note.alert))
         message.setdefault("caller", {"id": note.alert.elder, "site": note.alert.site})
-        tr = translator(language_of(note))
+        tr = translator(language_of(note), fallback=True)
         said = what_happened(note.alert, note.elder.display_name if note.elder else
                              note.alert.elder, tr)  # fmt: skip
         message["words"] = {"language": tr.language, "text": said[:1].upper() + said[1:]}

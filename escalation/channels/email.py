@@ -65,7 +65,8 @@ def email_message(note: Notification, sender: str) -> EmailMessage:
     msg["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to the platform
     # Not every relay takes 8-bit mail (8BITMIME): words beyond ASCII travel as base64.
     msg.set_content(words.body, cte=None if words.body.isascii() else "base64")
-    msg["Content-Language"] = translator(language_of(note)).language  # after: set_content clears it
+    # after set_content, which clears every Content-* header
+    msg["Content-Language"] = translator(language_of(note), fallback=True).language
     return msg
 
 

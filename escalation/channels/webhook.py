@@ -28,7 +28,7 @@ def webhook_message(note: Notification) -> dict[str, Any]:
         "ref": note.ref,
         "type": str(note.type),
         "to": {"id": note.recipient.id, "name": note.recipient.name},
-        "language": translator(language_of(note)).language,
+        "language": translator(language_of(note), fallback=True).language,
         "subject": words.subject,
         "text": words.text,
         "sms": [words.short, words.ack] if words.ack else [words.short],
