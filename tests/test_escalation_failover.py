@@ -348,7 +348,7 @@ def test_elder_forget_erases_the_elder_from_the_clusters_state(world, tmp_path):
     time.sleep(0.5)  # its answers recorded
     settings = Settings(
         state_dir=tmp_path, nats=NatsSettings(url=world["url"]),
-        escalate=EscalateSettings(store="cluster", secret=SECRET),
+        escalate=EscalateSettings(store="cluster", secret=SECRET, lease_s=LEASE_S),
     )  # fmt: skip
     removed = forget_in_cluster(settings, f"e{i}", None)
     assert removed["alerts"] == 1
