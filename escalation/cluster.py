@@ -137,6 +137,13 @@ async def open_buckets(nc: Nats, replicas: int, lease_s: float) -> tuple[KeyValu
                 out.append(await js.create_key_value(config))
             except nats.js.errors.APIError:  # the other process made it meanwhile
                 out.append(await js.key_value(config.bucket))
+    stream = await js.stream_info(f"KV_{LEASE_BUCKET}")
+    if abs((stream.config.max_age or 0.0) - lease_s) > 0.001:  # lease_s changed since
+        log.warning("the lease bucket's max_age was %s s: set to %s s (lease_s)",
+                    stream.config.max_age, lease_s)  # fmt: skip
+        stream.config.max_age = lease_s
+        stream.config.duplicate_window = min(stream.config.duplicate_window or lease_s, lease_s)
+        await js.update_stream(stream.config)
     return out[0], out[1]
 
 

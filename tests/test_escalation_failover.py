@@ -21,6 +21,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -347,7 +348,7 @@ def test_elder_forget_erases_the_elder_from_the_clusters_state(world, tmp_path):
     time.sleep(0.5)  # its answers recorded
     settings = Settings(
         state_dir=tmp_path, nats=NatsSettings(url=world["url"]),
-        escalate=EscalateSettings(store="cluster", secret=SECRET),
+        escalate=EscalateSettings(store="cluster", secret=SECRET, lease_s=LEASE_S),
     )  # fmt: skip
     removed = forget_in_cluster(settings, f"e{i}", None)
     assert removed["alerts"] == 1
@@ -361,3 +362,62 @@ def test_elder_forget_erases_the_elder_from_the_clusters_state(world, tmp_path):
         assert not [key for key, (value, _) in entries.items() if alert.id.encode() in value]
     finally:
         cluster.close()
+
+
+def test_a_transaction_cut_between_its_wal_and_its_rows_is_loaded_whole(nats_broker, tmp_path):
+    """A kill between the ``wal`` write (the commit point) and the rows' writes: the next
+    active applies the last transaction from ``wal`` (here a large one, written in
+    chunks). The cut is made by replacing the rows' write with nothing (the one way to
+    stop a process at exactly that point in a test). Only the last transaction can be
+    cut: each one waits for its rows before the next is written."""
+    settings = Settings(
+        state_dir=tmp_path, nats=NatsSettings(url=nats_broker.url),
+        escalate=EscalateSettings(store="cluster", secret=SECRET, lease_s=1.0),
+    )  # fmt: skip
+    never = threading.Event()
+    first = ClusterState(settings)
+    try:
+        store = first.acquire(never)
+        assert store is not None
+        noise = random.Random(1)
+        alerts = [
+            Alert(
+                id=f"big-{n}",
+                site=SITE,
+                elder=f"e{n}",
+                kind="sos",
+                severity="critical",
+                ts=1.0,
+                updated=1.0,
+                evidence={f"v{k}": noise.random() for k in range(120)},
+            )
+            for n in range(300)
+        ]
+        with store.tx():
+            store.insert_alert(alerts[0], 1.0, start_at=1.0, next_at=5.0, state=AlertState.OPEN)
+
+        async def cut(rows: dict) -> None:
+            return None
+
+        store._apply = cut  # the process dies after the wal write, before the rows
+        with store.tx():  # large: its wal goes in chunks
+            for alert in alerts[1:]:
+                store.insert_alert(alert, 1.0, start_at=1.0, next_at=None, state=AlertState.OPEN)
+            store.set_rung(alerts[0].id, 3, 9.0)
+        entries = first.loop.run(store._entries(), 10)
+        assert "walc.1" in entries  # the large transaction was written in chunks
+        assert "a.big-299" not in entries  # its rows never were
+    finally:
+        first._renewal.cancel()  # a kill: the lease is not handed back, it lapses
+    heir = ClusterState(settings)
+    try:
+        loaded = heir.acquire(never)
+        assert loaded is not None
+        record = loaded.alert(alerts[0].id)
+        assert record is not None
+        assert (record.step, record.next_at) == (3, 9.0)  # the cut transaction, from wal
+        assert loaded.count_alerts() == 300
+        assert loaded.alert("big-299") == store.alert("big-299")
+    finally:
+        heir.close()
+        first.close()
