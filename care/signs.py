@@ -284,12 +284,18 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     out = Assessment(days.elders, days.start + (days.days - WINDOW_DAYS) * 86400.0)
     n = len(days.elders)
     best = {sign: np.full(n, np.nan) for sign in SIGNS}
+    level_sum = {sign: np.zeros(n) for sign in SIGNS}
+    level_n = {sign: np.zeros(n) for sign in SIGNS}
     candidates: dict[tuple[int, str], Sign] = {}
     for name, values in feats.items():
         spec = BY_NAME[name]
         _, now, centre, tests = _level_and_trend(spec, values)
         for how, delta, z in tests:
             best[spec.sign] = np.fmax(best[spec.sign], np.minimum(z, Z_CAP))
+            if how == "level":
+                seen = np.isfinite(z)
+                level_sum[spec.sign] += np.where(seen, np.clip(z, -Z_CAP, Z_CAP), 0.0)
+                level_n[spec.sign] += seen
             worse = spec.worse * delta
             big = (worse >= spec.min_change) & (worse >= spec.min_rel * np.abs(centre))
             for i in np.flatnonzero(big & (np.nan_to_num(z) >= Z_REPORT * z_scale)):
@@ -302,8 +308,12 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         strongest = np.nanmax(z_all, axis=0)
-    counted = np.isfinite(z_all).sum(axis=0)
-    together = np.nansum(np.clip(z_all, 0, None), axis=0) / np.sqrt(np.maximum(counted, 1))
+    # Stouffer over signs of each sign's mean level z, signed: ordinary ups and downs
+    # cancel out, a decline moves every sign the same way.
+    per_sign = np.stack([np.where(level_n[s] > 0, level_sum[s] / np.maximum(level_n[s], 1), np.nan)
+                         for s in SIGNS])  # fmt: skip
+    counted = np.isfinite(per_sign).sum(axis=0)
+    together = np.nansum(per_sign, axis=0) / np.sqrt(np.maximum(counted, 1))
     reported = np.zeros(n, int)
     for k, _ in candidates:
         reported[k] += 1
