@@ -66,9 +66,9 @@ MEDIAN_SE = 1.2533
 TREND_SE = 1.1 * 14 / np.sqrt(TREND_DAYS * (TREND_DAYS**2 - 1) / 12)
 """The standard error of a two-week change projected by the Theil–Sen slope over
 :data:`TREND_DAYS` days, in σ (least squares' ×1.1 for Theil–Sen's efficiency)."""
-Z_ALONE = 4.0
+Z_ALONE = 5.0
 """One sign this strong flags the elder by itself."""
-Z_TOGETHER = 3.0
+Z_TOGETHER = 3.5
 """Every sign's best positive z, summed over √(signs with data): flags at this."""
 Z_REPORT = 2.0
 """A sign of a flagged elder is reported (a reason) from this z."""
@@ -98,14 +98,14 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("steps", "activity", -1, 300, 0.25, unit="steps"),
-    Feature("active_h", "activity", -1, 0.4, 0.25, unit="h"),
-    Feature("night_up", "night", +1, 1.0, 0.0, unit="times", count=True),
-    Feature("outings", "out", -1, 1.0, 0.35, unit="door openings", count=True),
-    Feature("in_bed_h", "bed", +1, 1.0, 0.1, unit="h"),
-    Feature("resting_hr", "pulse", +1, 4.0, 0.0, unit="bpm"),
-    Feature("not_worn_h", "unworn", +1, 3.0, 0.0, unit="h"),
-    Feature("offline_h", "offline", +1, 3.0, 0.0, unit="h"),
+    Feature("steps", "activity", -1, 150, 0.15, unit="steps"),
+    Feature("active_h", "activity", -1, 0.2, 0.15, unit="h"),
+    Feature("night_up", "night", +1, 0.5, 0.0, unit="times", count=True),
+    Feature("outings", "out", -1, 0.5, 0.2, unit="door openings", count=True),
+    Feature("in_bed_h", "bed", +1, 0.5, 0.06, unit="h"),
+    Feature("resting_hr", "pulse", +1, 2.0, 0.0, unit="bpm"),
+    Feature("not_worn_h", "unworn", +1, 1.5, 0.0, unit="h"),
+    Feature("offline_h", "offline", +1, 1.5, 0.0, unit="h"),
 )
 BY_NAME = {f.name: f for f in FEATURES}
 SIGNS = tuple(dict.fromkeys(f.sign for f in FEATURES))
