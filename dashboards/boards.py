@@ -744,7 +744,7 @@ def care_dashboard() -> board.Dashboard:
         "Homecare: proactive care",
         "Monthly visit rate per group against its target, visits and calls per worker, "
         "open follow-ups and elders overdue for their visit or call.",
-        "now-1y",
+        "now-365d",
     )
     grid = Layout(dash)
     rate = CareVisitRate
