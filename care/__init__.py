@@ -8,6 +8,6 @@ figures (:mod:`care.report`), notices to coordinators (:mod:`care.service`); eve
 person-facing word in :mod:`care.texts`.
 """
 
-__all__ = ["cli", "evaluate", "plan", "policy", "register", "report", "service", "signs",
+__all__ = ["bench", "cli", "evaluate", "plan", "policy", "register", "report", "service", "signs",
            "texts", "web"]  # fmt: skip
 """Modules the rest of the project imports; the others are this package's own."""

@@ -185,3 +185,14 @@ def report_command(
         with InfluxClient(settings.influx) as db:
             n = write_points(db, report)
         typer.echo(f"{n} points written for {report.month}", err=True)
+
+
+@app.command("bench")
+def bench_command(
+    elders: Annotated[int, typer.Option(min=10, help="Elders on the one site.")] = 5000,
+    rounds: Annotated[int, typer.Option(min=1, help="Times each request is timed.")] = 5,
+) -> None:
+    """Time the register's page, plan API and a recorded visit with a site of ELDERS."""
+    from care.bench import bench
+
+    typer.echo(json.dumps(bench(elders=elders, rounds=rounds), indent=2))

@@ -112,8 +112,8 @@ def _row(
     contacts = last_contacts.get(elder.id, {})
     reasons: list[str] = []
     priority = 0.0
-    score, raw = signs.get(elder.id, (0.0, "[]"))
-    found: list[dict[str, Any]] = json.loads(raw)
+    score, raw = signs.get(elder.id, (0.0, ""))
+    found: list[dict[str, Any]] = json.loads(raw) if raw else []
     if found:
         priority += score
         reasons += [s["reason"] for s in found]

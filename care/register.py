@@ -31,8 +31,8 @@ from typing import Any
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
+from care import texts
 from care.policy import CONTACTS
-from care.texts import OUTCOMES
 from homecare.contract import ID_PATTERN
 
 SCHEMA = """
@@ -137,7 +137,7 @@ class Register:
             if not re.fullmatch(ID_PATTERN, value):
                 raise RegisterError(f"{what} {value!r} is not {ID_PATTERN}")
         if len(password) < 10:
-            raise RegisterError("a password needs at least 10 characters")
+            raise RegisterError(texts.PASSWORD_SHORT.format(n=10))
         hashed = self._hasher.hash(password)
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE worker = ?", (name,))
@@ -192,15 +192,17 @@ class Register:
     ) -> int:  # fmt: skip
         """Store a visit or call; its id."""
         if kind not in CONTACTS:
-            raise RegisterError(f"kind must be one of {', '.join(CONTACTS)}, not {kind!r}")
-        if outcome not in OUTCOMES:
-            raise RegisterError(f"outcome must be one of {', '.join(OUTCOMES)}, not {outcome!r}")
+            raise RegisterError(texts.BAD_KIND.format(known=", ".join(CONTACTS), given=kind))
+        if outcome not in texts.OUTCOMES:
+            raise RegisterError(
+                texts.BAD_OUTCOME.format(known=", ".join(texts.OUTCOMES), given=outcome)
+            )
         if len(notes) > NOTES_MAX:
-            raise RegisterError(f"notes are limited to {NOTES_MAX} characters")
+            raise RegisterError(texts.NOTES_LONG.format(n=NOTES_MAX))
         now = time.time()
         when = now if at is None else at
         if when > now + 300:
-            raise RegisterError("a visit cannot be recorded in the future")
+            raise RegisterError(texts.IN_FUTURE)
         with self._tx() as db:
             cur = db.execute(
                 "INSERT INTO contacts (site, elder, worker, at, kind, outcome, notes, "

@@ -91,14 +91,21 @@ def month_report(
     by_elder: dict[tuple[str, str], set[str]] = {}
     for c in contacts:
         by_elder.setdefault((c.site, c.elder), set()).add(c.kind)
+    group_of = {
+        (e.site, e.id): policy.group_of(e)
+        for e in registry.elders
+        if site is None or e.site == site
+    }
+    members: dict[tuple[str, str], list[str]] = {}
+    for (s, elder), group in group_of.items():
+        if group is not None:
+            members.setdefault((s, group.name), []).append(elder)
     rates = []
     for s in sites:
         for group in policy.groups:
-            members = [e for e in registry.elders if e.site == s and policy.group_of(e) is group]
-            done = sum(
-                any(counts_for(group, k) for k in by_elder.get((s, e.id), ())) for e in members
-            )
-            rates.append(GroupRate(s, group.name, len(members), done, group.target_pct))
+            ids = members.get((s, group.name), [])
+            done = sum(any(counts_for(group, k) for k in by_elder.get((s, e), ())) for e in ids)
+            rates.append(GroupRate(s, group.name, len(ids), done, group.target_pct))
     workers: dict[tuple[str, str], list[int]] = {}
     for c in contacts:
         counts = workers.setdefault((c.site, c.worker), [0, 0])
@@ -107,15 +114,13 @@ def month_report(
     for c in register.open_follow_ups(site):
         follow[c.site] = follow.get(c.site, 0) + 1
     overdue = dict.fromkeys(sites, 0)
-    for s in sites:
-        last = register.last_contacts(s)
-        for e in registry.elders:
-            of = policy.group_of(e) if e.site == s else None
-            if of is None:
-                continue
-            times = [at for k, at in last.get(e.id, {}).items() if counts_for(of, k)]
-            if not times or max(times) + of.every_days * 86400 < min(now, end):
-                overdue[s] += 1
+    last = {s: register.last_contacts(s) for s in sites}
+    for (s, elder), of in group_of.items():
+        if of is None:
+            continue
+        times = [at for k, at in last[s].get(elder, {}).items() if counts_for(of, k)]
+        if not times or max(times) + of.every_days * 86400 < min(now, end):
+            overdue[s] += 1
     return MonthReport(
         name, start, rates,
         [WorkerCount(s, w, v, c) for (s, w), (v, c) in sorted(workers.items())],

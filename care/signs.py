@@ -66,9 +66,9 @@ MEDIAN_SE = 1.2533
 TREND_SE = 1.1 * 14 / np.sqrt(TREND_DAYS * (TREND_DAYS**2 - 1) / 12)
 """The standard error of a two-week change projected by the Theil–Sen slope over
 :data:`TREND_DAYS` days, in σ (least squares' ×1.1 for Theil–Sen's efficiency)."""
-Z_ALONE = 4.0
+Z_ALONE = 5.0
 """One sign this strong flags the elder by itself."""
-Z_TOGETHER = 3.0
+Z_TOGETHER = 3.5
 """Every sign's best positive z, summed over √(signs with data): flags at this."""
 Z_REPORT = 2.0
 """A sign of a flagged elder is reported (a reason) from this z."""
@@ -98,14 +98,14 @@ class Feature:
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("steps", "activity", -1, 300, 0.25, unit="steps"),
-    Feature("active_h", "activity", -1, 0.4, 0.25, unit="h"),
-    Feature("night_up", "night", +1, 1.0, 0.0, unit="times", count=True),
-    Feature("outings", "out", -1, 1.0, 0.35, unit="door openings", count=True),
-    Feature("in_bed_h", "bed", +1, 1.0, 0.1, unit="h"),
-    Feature("resting_hr", "pulse", +1, 4.0, 0.0, unit="bpm"),
-    Feature("not_worn_h", "unworn", +1, 3.0, 0.0, unit="h"),
-    Feature("offline_h", "offline", +1, 3.0, 0.0, unit="h"),
+    Feature("steps", "activity", -1, 150, 0.15, unit="steps"),
+    Feature("active_h", "activity", -1, 0.2, 0.15, unit="h"),
+    Feature("night_up", "night", +1, 0.5, 0.0, unit="times", count=True),
+    Feature("outings", "out", -1, 0.5, 0.2, unit="door openings", count=True),
+    Feature("in_bed_h", "bed", +1, 0.5, 0.06, unit="h"),
+    Feature("resting_hr", "pulse", +1, 2.0, 0.0, unit="bpm"),
+    Feature("not_worn_h", "unworn", +1, 1.5, 0.0, unit="h"),
+    Feature("offline_h", "offline", +1, 1.5, 0.0, unit="h"),
 )
 BY_NAME = {f.name: f for f in FEATURES}
 SIGNS = tuple(dict.fromkeys(f.sign for f in FEATURES))
@@ -284,12 +284,18 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     out = Assessment(days.elders, days.start + (days.days - WINDOW_DAYS) * 86400.0)
     n = len(days.elders)
     best = {sign: np.full(n, np.nan) for sign in SIGNS}
+    level_sum = {sign: np.zeros(n) for sign in SIGNS}
+    level_n = {sign: np.zeros(n) for sign in SIGNS}
     candidates: dict[tuple[int, str], Sign] = {}
     for name, values in feats.items():
         spec = BY_NAME[name]
         _, now, centre, tests = _level_and_trend(spec, values)
         for how, delta, z in tests:
             best[spec.sign] = np.fmax(best[spec.sign], np.minimum(z, Z_CAP))
+            if how == "level":
+                seen = np.isfinite(z)
+                level_sum[spec.sign] += np.where(seen, np.clip(z, -Z_CAP, Z_CAP), 0.0)
+                level_n[spec.sign] += seen
             worse = spec.worse * delta
             big = (worse >= spec.min_change) & (worse >= spec.min_rel * np.abs(centre))
             for i in np.flatnonzero(big & (np.nan_to_num(z) >= Z_REPORT * z_scale)):
@@ -302,8 +308,12 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         strongest = np.nanmax(z_all, axis=0)
-    counted = np.isfinite(z_all).sum(axis=0)
-    together = np.nansum(np.clip(z_all, 0, None), axis=0) / np.sqrt(np.maximum(counted, 1))
+    # Stouffer over signs of each sign's mean level z, signed: ordinary ups and downs
+    # cancel out, a decline moves every sign the same way.
+    per_sign = np.stack([np.where(level_n[s] > 0, level_sum[s] / np.maximum(level_n[s], 1), np.nan)
+                         for s in SIGNS])  # fmt: skip
+    counted = np.isfinite(per_sign).sum(axis=0)
+    together = np.nansum(per_sign, axis=0) / np.sqrt(np.maximum(counted, 1))
     reported = np.zeros(n, int)
     for k, _ in candidates:
         reported[k] += 1

@@ -148,6 +148,12 @@ def rate_line(contacted: int, elders: int) -> str:
     return f"{contacted} of {elders}"
 
 
+PASSWORD_SHORT = "a password needs at least {n} characters"
+BAD_KIND = "kind must be one of {known}, not {given!r}"
+BAD_OUTCOME = "outcome must be one of {known}, not {given!r}"
+NOTES_LONG = "notes are limited to {n} characters"
+IN_FUTURE = "a visit cannot be recorded in the future"
+
 # -- To the coordinator ----------------------------------------------------------------------
 
 OVERDUE_KIND = "visit_overdue"

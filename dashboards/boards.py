@@ -872,7 +872,7 @@ def care_dashboard(tr: Translator = _EN) -> board.Dashboard:
         _("Homecare: proactive care"),
         _("Monthly visit rate per group against its target, visits and calls per worker, "
           "open follow-ups and elders overdue for their visit or call."),
-        "now-1y",
+        "now-365d",
         tr,
     )
     grid = Layout(dash)

@@ -119,7 +119,7 @@ def test_the_weeks_alerts_by_elder_and_kind(db):
     assert week_alerts(db, SITE, now=now) == {"anna": {"fall": 2}}  # Ben's was the week before
 
 
-def test_every_care_panel_query_returns_the_months_figures(db, tmp_path, wall_clock):
+def test_every_care_panel_query_returns_the_months_figures(db, tmp_path, wall_clock, travel):
     reg = make_register(tmp_path / "care.db", wall_clock)
     try:
         start, _, month = month_bounds(None, wall_clock)

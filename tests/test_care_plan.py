@@ -176,3 +176,38 @@ def test_monthly_report_and_csv(site):
     text = to_csv(report)
     assert text.splitlines()[0].startswith("month,site,group,elders,contacted,rate_pct")
     assert f"{month},north,alone_high_need,1,0,0.0,100.0,no" in text
+
+
+def test_the_commands_plan_add_workers_and_export(tmp_path, monkeypatch, travel):
+    import yaml
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    reg_path = tmp_path / "registry.yaml"
+    reg_path.write_text(yaml.safe_dump(registry().model_dump(mode="json", exclude_defaults=True)))
+    monkeypatch.chdir(tmp_path)  # no developer's .env
+    monkeypatch.setenv("HOMECARE_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("HOMECARE_REGISTRY", str(reg_path))
+    monkeypatch.delenv("HOMECARE_INFLUX__URL", raising=False)
+    (tmp_path / "pw").write_text("a long enough passphrase\n")
+    cli = CliRunner()
+    added = cli.invoke(app, ["care", "worker", "add", "maria", "--site", "north",
+                             "--password-file", str(tmp_path / "pw")])  # fmt: skip
+    assert added.exit_code == 0, added.output
+    weak = tmp_path / "weak"
+    weak.write_text("short")
+    refused = cli.invoke(app, ["care", "worker", "add", "x", "--site", "north",
+                               "--password-file", str(weak)])  # fmt: skip
+    assert refused.exit_code == 2
+    assert "10 characters" in refused.output
+    planned = cli.invoke(app, ["care", "plan", "--site", "north"])
+    assert planned.exit_code == 0, planned.output
+    assert "1. Anna Berg (anna): visit" in planned.output
+    assert "call due (monthly; never yet)" in planned.output
+    out = tmp_path / "month.csv"
+    done = cli.invoke(app, ["care", "report", "--csv", str(out)])
+    assert done.exit_code == 0, done.output
+    assert ",north,alone_high_need,1,0,0.0,100.0,no" in out.read_text()
+    bad = cli.invoke(app, ["care", "report", "--month", "2026-13"])
+    assert bad.exit_code == 2
