@@ -57,6 +57,10 @@ def plan_command(
     site: Annotated[str, typer.Option(help="The site to plan.")],
     limit: Annotated[int, typer.Option(min=1, help="Rows to print.")] = 50,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines, not text.")] = False,
+    language: Annotated[
+        str | None,
+        typer.Option("--lang", help="The reasons' language (zh-CN, en); default: the site's."),
+    ] = None,
     refresh: Annotated[
         bool, typer.Option(help="Recompute the week's signs from InfluxDB first.")
     ] = True,
@@ -64,10 +68,16 @@ def plan_command(
     """Who to visit or call this week at SITE, ranked, with the reasons; overdue first."""
     import time
 
+    from care import texts
     from care.service import refresh_signs, site_plan
+    from homecare.i18n import LanguageError, translator
     from homecare.influx import InfluxClient, InfluxError
 
     settings, register, registry, policy = _context()
+    try:
+        tr = translator(language or registry.provider_for(site).language)
+    except LanguageError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     now = time.time()
     alerts: dict[str, dict[str, int]] = {}
     if refresh and settings.influx.url:
@@ -77,13 +87,13 @@ def plan_command(
                                           utc_offset_h=settings.retention.utc_offset_h)  # fmt: skip
         except InfluxError as exc:
             typer.echo(f"signs not refreshed (the last ones are used): {exc}", err=True)
-    rows = [r for r in site_plan(register, registry, policy, site, now=now, alerts=alerts)
+    rows = [r for r in site_plan(register, registry, policy, site, now=now, alerts=alerts, tr=tr)
             if r.this_week][:limit]  # fmt: skip
     for i, r in enumerate(rows, 1):
         if as_json:
             typer.echo(json.dumps(r.as_dict()))
         else:
-            head = f"{i:3d}. {r.name} ({r.elder}): {r.contact}"
+            head = f"{i:3d}. {r.name} ({r.elder}): {tr.gettext(texts.CONTACT_WORDS[r.contact])}"
             typer.echo(head + "".join(f"\n       - {reason}" for reason in r.reasons))
     register.close()
 
@@ -99,6 +109,10 @@ def worker_add(
     password_file: Annotated[
         Path | None, typer.Option(help="Read the password from this file (default: ask).")
     ] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--lang", help="What the worker reads (zh-CN, en); default: the site's."),
+    ] = None,
 ) -> None:
     """Create a worker's account, or reset its password and site (ends their sessions)."""
     from care.register import Register, RegisterError, register_path
@@ -111,7 +125,7 @@ def worker_add(
         password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
     register = Register(register_path(settings.state_dir))
     try:
-        register.add_worker(name, site, password)
+        register.add_worker(name, site, password, language)
     except RegisterError as exc:
         raise typer.BadParameter(str(exc)) from exc
     finally:
@@ -157,6 +171,11 @@ def report_command(
     month: Annotated[str | None, typer.Option(help="YYYY-MM (default: this month).")] = None,
     site: Annotated[str | None, typer.Option(help="One site (default: every site).")] = None,
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Write the CSV here.")] = None,
+    language: Annotated[
+        str | None,
+        typer.Option("--lang", help="Headers in words of this language (zh-CN, en) for "
+                     "people, not the column names for scripts."),
+    ] = None,
     write: Annotated[
         bool, typer.Option(help="Write the figures to InfluxDB for the care dashboard.")
     ] = True,
@@ -166,9 +185,14 @@ def report_command(
     import time
 
     from care.report import month_report, to_csv, write_points
+    from homecare.i18n import LanguageError, translator
     from homecare.influx import InfluxClient
 
     settings, register, registry, policy = _context()
+    try:
+        tr = translator(language) if language else None
+    except LanguageError as exc:
+        raise typer.BadParameter(str(exc)) from exc
     try:
         report = month_report(register, registry, policy, month=month, now=time.time(),
                               site=site)  # fmt: skip
@@ -176,7 +200,7 @@ def report_command(
         raise typer.BadParameter(str(exc)) from exc
     finally:
         register.close()
-    text = to_csv(report)
+    text = to_csv(report, tr)
     if csv_file is not None:
         csv_file.write_text(text)
     else:

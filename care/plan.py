@@ -21,6 +21,7 @@ from care import texts
 from care.policy import VisitPolicy, counts_for
 from care.signs import Assessment
 from escalation.registry import Elder, Registry
+from homecare.i18n import Translator, translator
 
 DAY_S = 86400.0
 DUE_WITHIN_DAYS = 7
@@ -86,15 +87,18 @@ def plan(
     signs: Mapping[str, tuple[float, str]] | None = None,
     alerts: Mapping[str, Mapping[str, int]] | None = None,
     last_contacts: Mapping[str, Mapping[str, float]] | None = None,
+    tr: Translator | None = None,
 ) -> list[PlanRow]:
-    """Every elder of the site, ranked: those on this week's list first (overdue first)."""
+    """Every elder of the site, ranked: those on this week's list first (overdue first);
+    the reasons in ``tr``'s words (default: English)."""
+    tr = tr if tr is not None else translator()
     signs = signs or {}
     alerts = alerts or {}
     last_contacts = last_contacts or {}
     rows = []
     for elder in registry.elders:
         if elder.site == site:
-            rows.append(_row(elder, policy, now, signs, alerts, last_contacts))
+            rows.append(_row(elder, policy, now, signs, alerts, last_contacts, tr))
     rows.sort(key=lambda r: (not r.this_week, -r.overdue_days, -r.priority, r.due or math.inf,
                              r.elder))  # fmt: skip
     return rows
@@ -107,6 +111,7 @@ def _row(
     signs: Mapping[str, tuple[float, str]],
     alerts: Mapping[str, Mapping[str, int]],
     last_contacts: Mapping[str, Mapping[str, float]],
+    tr: Translator,
 ) -> PlanRow:
     group = policy.group_of(elder)
     contacts = last_contacts.get(elder.id, {})
@@ -116,10 +121,10 @@ def _row(
     found: list[dict[str, Any]] = json.loads(raw) if raw else []
     if found:
         priority += score
-        reasons += [s["reason"] for s in found]
+        reasons += [texts.stored_reason(s, tr) for s in found]
     for kind, n in sorted((alerts.get(elder.id) or {}).items()):
         priority += ALERT_WEIGHT.get(kind, 1.0) * n
-        reasons.append(texts.alerts_reason(kind, n))
+        reasons.append(texts.alerts_reason(kind, n, tr))
     due = last = None
     overdue = 0
     due_soon = False
@@ -132,7 +137,8 @@ def _row(
         days_since = None if last is None else math.floor((now - last) / DAY_S)
         if due <= now + DUE_WITHIN_DAYS * DAY_S:
             due_soon = True
-            reasons.append(texts.due_reason(group.contact, group.every_days, days_since, overdue))
+            reasons.append(texts.due_reason(group.contact, group.every_days, days_since, overdue,
+                                             tr))  # fmt: skip
             if last is None:  # never contacted: as pressing as a week overdue
                 overdue = max(overdue, 1)
         if not found:
@@ -142,11 +148,11 @@ def _row(
     if priority > 0 or found:
         if elder.living_alone:
             priority += 1.0
-            reasons.append(texts.LIVES_ALONE)
+            reasons.append(tr.gettext(texts.LIVES_ALONE))
         if elder.hardship:
-            reasons.append(texts.HARDSHIP)
+            reasons.append(tr.gettext(texts.HARDSHIP))
         priority += 0.5 * (elder.care_level - 1)
-        reasons.append(texts.care_level(elder.care_level))
+        reasons.append(texts.care_level(elder.care_level, tr))
     return PlanRow(
         elder=elder.id, name=elder.display_name, address=elder.address, phone=elder.phone,
         care_level=elder.care_level, living_alone=elder.living_alone,

@@ -34,6 +34,7 @@ from argon2.exceptions import InvalidHashError, VerificationError
 from care import texts
 from care.policy import CONTACTS
 from homecare.contract import ID_PATTERN
+from homecare.i18n import Translator
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS workers (
@@ -63,13 +64,25 @@ NOTES_MAX = 2000
 
 
 class RegisterError(ValueError):
-    """A record the register refuses (unknown outcome, a note too long); says why."""
+    """A record the register refuses (unknown outcome, a note too long); says why, in
+    English (``str``) or in a reader's words (:meth:`words`)."""
+
+    def __init__(self, template: str, **params: object) -> None:
+        super().__init__(template.format(**params) if params else template)
+        self.template = template
+        self.params = params
+
+    def words(self, tr: Translator) -> str:
+        words = tr.gettext(self.template)
+        return words.format(**self.params) if self.params else words
 
 
 @dataclass(frozen=True, slots=True)
 class Worker:
     name: str
     site: str
+    language: str | None = None
+    """What the worker reads (``zh-CN``); ``None``: their registry contact's, else the site's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +123,9 @@ class Register:
         self._db.execute("PRAGMA synchronous=FULL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.executescript(SCHEMA)
+        columns = {r[1] for r in self._db.execute("PRAGMA table_info(workers)")}
+        if "language" not in columns:  # a register made before workers had a language
+            self._db.execute("ALTER TABLE workers ADD COLUMN language TEXT")
         self._lock = threading.Lock()
         self._hasher = hasher or PasswordHasher()
 
@@ -129,27 +145,40 @@ class Register:
 
     # -- Workers and sessions -----------------------------------------------------------------
 
-    def add_worker(self, name: str, site: str, password: str) -> None:
-        """Create or reset a worker's account (a new password ends their sessions)."""
+    def add_worker(
+        self, name: str, site: str, password: str, language: str | None = None
+    ) -> None:
+        """Create or reset a worker's account (a new password ends their sessions);
+        ``language``: a shipped one (:func:`homecare.i18n.valid_language`), or none."""
         import re
+
+        from homecare.i18n import LanguageError, valid_language
+
+        if language is not None:
+            try:
+                language = valid_language(language)
+            except LanguageError as exc:
+                raise RegisterError(str(exc)) from exc
 
         for what, value in (("worker", name), ("site", site)):
             if not re.fullmatch(ID_PATTERN, value):
                 raise RegisterError(f"{what} {value!r} is not {ID_PATTERN}")
         if len(password) < 10:
-            raise RegisterError(texts.PASSWORD_SHORT.format(n=10))
+            raise RegisterError(texts.PASSWORD_SHORT, n=10)
         hashed = self._hasher.hash(password)
         with self._tx() as db:
             db.execute("DELETE FROM sessions WHERE worker = ?", (name,))
             db.execute(
-                "INSERT INTO workers VALUES (?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
-                "site = excluded.site, password = excluded.password",
-                (name, site, hashed, time.time()),
+                "INSERT INTO workers (name, site, password, created, language) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT(name) DO UPDATE SET "
+                "site = excluded.site, password = excluded.password, "
+                "language = excluded.language",
+                (name, site, hashed, time.time(), language),
             )
 
     def check_password(self, name: str, password: str) -> Worker | None:
         row = self._db.execute(
-            "SELECT name, site, password FROM workers WHERE name = ?", (name,)
+            "SELECT name, site, password, language FROM workers WHERE name = ?", (name,)
         ).fetchone()
         if row is None:
             self._hasher.hash(password)  # the same time for an unknown name
@@ -158,7 +187,7 @@ class Register:
             self._hasher.verify(row[2], password)
         except (VerificationError, InvalidHashError):
             return None
-        return Worker(row[0], row[1])
+        return Worker(row[0], row[1], row[3])
 
     def open_session(self, worker: Worker, ttl_s: float) -> tuple[str, Session]:
         """A new session: (the token for the cookie, the session)."""
@@ -173,12 +202,12 @@ class Register:
     def session(self, token: str) -> Session | None:
         """The live session of a cookie's token; ``None`` if unknown or expired."""
         row = self._db.execute(
-            "SELECT w.name, w.site, s.csrf, s.expires FROM sessions s JOIN workers w "
+            "SELECT w.name, w.site, s.csrf, s.expires, w.language FROM sessions s JOIN workers w "
             "ON w.name = s.worker WHERE s.token = ?", (_digest(token),),
         ).fetchone()  # fmt: skip
         if row is None or row[3] < time.time():
             return None
-        return Session(Worker(row[0], row[1]), row[2], row[3])
+        return Session(Worker(row[0], row[1], row[4]), row[2], row[3])
 
     def close_session(self, token: str) -> None:
         with self._tx() as db:
@@ -192,13 +221,13 @@ class Register:
     ) -> int:  # fmt: skip
         """Store a visit or call; its id."""
         if kind not in CONTACTS:
-            raise RegisterError(texts.BAD_KIND.format(known=", ".join(CONTACTS), given=kind))
+            raise RegisterError(texts.BAD_KIND, known=", ".join(CONTACTS), given=repr(kind))
         if outcome not in texts.OUTCOMES:
             raise RegisterError(
-                texts.BAD_OUTCOME.format(known=", ".join(texts.OUTCOMES), given=outcome)
+                texts.BAD_OUTCOME, known=", ".join(texts.OUTCOMES), given=repr(outcome)
             )
         if len(notes) > NOTES_MAX:
-            raise RegisterError(texts.NOTES_LONG.format(n=NOTES_MAX))
+            raise RegisterError(texts.NOTES_LONG, n=NOTES_MAX)
         now = time.time()
         when = now if at is None else at
         if when > now + 300:

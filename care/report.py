@@ -15,9 +15,11 @@ import math
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from care import texts
 from care.policy import VisitPolicy, counts_for
 from care.register import Register
 from escalation.registry import Registry
+from homecare.i18n import Translator
 from homecare.influx import InfluxClient, escape_tag, line
 from homecare.schema import (
     CARE_GROUP,
@@ -164,16 +166,22 @@ CSV_COLUMNS = (
 )  # fmt: skip
 
 
-def to_csv(report: MonthReport) -> str:
-    """One row per site and group, one per worker, one per site's totals."""
+def to_csv(report: MonthReport, tr: Translator | None = None) -> str:
+    """One row per site and group, one per worker, one per site's totals; ``tr``: a
+    header in that reader's words and ``met`` as their yes/no (default: the column
+    names, for scripts)."""
     buf = io.StringIO()
     out = csv.DictWriter(buf, CSV_COLUMNS, lineterminator="\n")
-    out.writeheader()
+    if tr is None:
+        out.writeheader()
+    else:
+        out.writerow({c: tr.gettext(texts.CSV_HEADERS[c]) for c in CSV_COLUMNS})
+    yes, no = ("yes", "no") if tr is None else (tr.gettext(texts.YES), tr.gettext(texts.NO))
     for r in report.rates:
         out.writerow({"month": report.month, "site": r.site, "group": r.group,
                       "elders": r.elders, "contacted": r.contacted,
                       CareVisitRate.rate_pct: r.rate_pct, CareVisitRate.target_pct: r.target_pct,
-                      "met": "yes" if r.rate_pct >= r.target_pct else "no"})  # fmt: skip
+                      "met": yes if r.rate_pct >= r.target_pct else no})  # fmt: skip
     for w in report.workers:
         out.writerow({"month": report.month, "site": w.site, "worker": w.worker,
                       "visits": w.visits, "calls": w.calls})  # fmt: skip

@@ -26,6 +26,7 @@ from escalation.channels import default_channels
 from escalation.notification import Channel, ChannelKind, Delivery, MessageType, Notification
 from escalation.registry import Registry
 from homecare.contract import Alert, Severity
+from homecare.i18n import Translator
 from homecare.influx import InfluxClient
 from homecare.settings import Settings
 
@@ -50,10 +51,10 @@ def refresh_signs(
 
 def site_plan(
     register: Register, registry: Registry, policy: VisitPolicy, site: str, *, now: float,
-    alerts: Mapping[str, Mapping[str, int]] | None = None,
+    alerts: Mapping[str, Mapping[str, int]] | None = None, tr: Translator | None = None,
 ) -> list[PlanRow]:  # fmt: skip
     return plan(registry, site, policy=policy, now=now, signs=register.signs(site),
-                alerts=alerts, last_contacts=register.last_contacts(site))  # fmt: skip
+                alerts=alerts, last_contacts=register.last_contacts(site), tr=tr)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)

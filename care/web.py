@@ -27,7 +27,6 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -40,6 +39,7 @@ from care.register import Register, RegisterError, Session, Worker
 from care.report import month_report
 from care.service import site_plan
 from escalation.registry import Registry
+from homecare.i18n import Translator, available, translator
 from homecare.schema import CareFollowUps, CareVisitRate
 
 log = logging.getLogger(__name__)
@@ -72,8 +72,11 @@ def _esc(text: object) -> str:
     return html.escape(str(text), quote=True)
 
 
-def _day(ts: float | None) -> str:
-    return texts.NEVER if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%d %b %Y")
+def _day(ts: float | None, tr: Translator, tz: str | None) -> str:
+    """A day on the page in the reader's words (``7 Dec 2026``, ``2026年12月7日``)."""
+    if ts is None:
+        return tr.gettext(texts.NEVER)
+    return tr.date(ts, tz, tr.gettext(texts.DAY_FORMAT))
 
 
 class CareServer:
@@ -177,18 +180,40 @@ class CareServer:
     def _csrf_ok(expected: str, given: str | None) -> bool:
         return bool(expected) and given is not None and hmac.compare_digest(expected, given)
 
+    def _reader(self, request: web.Request, session: Session | None = None) -> Translator:
+        """The worker's language (their account's, their registry contact's, their
+        site's); before login the browser's choice among the shipped ones, else the
+        provider's."""
+        registry = self.registry()
+        if session is None:
+            session = self._session(request)
+        if session is not None:
+            w = session.worker
+            contact = registry.contact(w.name)
+            lang = (w.language or (contact.language if contact else None)
+                    or registry.provider_for(w.site).language)  # fmt: skip
+            return translator(lang, fallback=True)
+        return translator(_browser_language(request) or registry.provider.language,
+                          fallback=True)  # fmt: skip
+
+    def _tz(self, site: str) -> str | None:
+        return self.registry().provider_for(site).timezone
+
     def _forbidden(self, request: web.Request) -> web.Response:
+        tr = self._reader(request)
+        t = tr.gettext
         if request.path.startswith("/api/"):
-            return web.json_response({"error": texts.FORBIDDEN}, status=403)
-        return self._html(texts.FORBIDDEN, f'<p class="error">{_esc(texts.FORBIDDEN)}</p>'
-                          f'<p><a href="/">{_esc(texts.TITLE)}</a></p>', status=403)  # fmt: skip
+            return web.json_response({"error": t(texts.FORBIDDEN)}, status=403)
+        return self._html(tr, t(texts.FORBIDDEN),
+                          f'<p class="error">{_esc(t(texts.FORBIDDEN))}</p>'
+                          f'<p><a href="/">{_esc(t(texts.TITLE))}</a></p>', status=403)  # fmt: skip
 
     # -- Pages -------------------------------------------------------------------------------
 
     @staticmethod
-    def _html(title: str, body: str, status: int = 200) -> web.Response:
+    def _html(tr: Translator, title: str, body: str, status: int = 200) -> web.Response:
         page = (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+            f'<!doctype html><html lang="{_esc(tr.language)}"><head><meta charset="utf-8">'
             '<meta name="viewport" content="width=device-width, initial-scale=1">'
             f'<title>{_esc(title)}</title><link rel="stylesheet" href="/care.css"></head>'
             f"<body>{body}</body></html>"
@@ -202,21 +227,23 @@ class CareServer:
         return web.Response(text=CSS, content_type="text/css")
 
     async def _login_page(self, request: web.Request, error: str = "") -> web.Response:
+        tr = self._reader(request)
+        t = tr.gettext
         token = secrets.token_urlsafe(24)
         note = f'<p class="error" id="error">{_esc(error)}</p>' if error else ""
         if request.query.get("expired"):
-            note = f'<p class="error" id="error">{_esc(texts.SESSION_OVER)}</p>'
+            note = f'<p class="error" id="error">{_esc(t(texts.SESSION_OVER))}</p>'
         body = (
-            f"<h1>{_esc(texts.TITLE)}</h1>{note}"
+            f"<h1>{_esc(t(texts.TITLE))}</h1>{note}"
             '<form method="post" action="/login">'
             f'<input type="hidden" name="csrf" value="{token}">'
-            f'<label>{_esc(texts.USERNAME)} <input name="name" id="name" autocomplete="username" '
-            "required></label>"
-            f'<label>{_esc(texts.PASSWORD)} <input name="password" id="password" type="password" '
-            'autocomplete="current-password" required></label>'
-            f'<button type="submit" id="login">{_esc(texts.LOGIN)}</button></form>'
+            f'<label>{_esc(t(texts.USERNAME))} <input name="name" id="name" '
+            'autocomplete="username" required></label>'
+            f'<label>{_esc(t(texts.PASSWORD))} <input name="password" id="password" '
+            'type="password" autocomplete="current-password" required></label>'
+            f'<button type="submit" id="login">{_esc(t(texts.LOGIN))}</button></form>'
         )
-        response = self._html(texts.LOGIN, body, status=401 if error else 200)
+        response = self._html(tr, t(texts.LOGIN), body, status=401 if error else 200)
         self._set_cookie(response, request, LOGIN_COOKIE, token, 900)
         return response
 
@@ -226,7 +253,8 @@ class CareServer:
             return self._forbidden(request)
         signed = self._sign_in(_str(form.get("name")) or "", _str(form.get("password")) or "")
         if signed is None:
-            return await self._login_page(request, texts.LOGIN_FAILED)
+            tr = self._reader(request)
+            return await self._login_page(request, tr.gettext(texts.LOGIN_FAILED))
         token, _ = self.register.open_session(signed, self.session_ttl_s)
         response = _redirect("/")
         self._set_cookie(response, request, COOKIE, token, self.session_ttl_s)
@@ -245,17 +273,19 @@ class CareServer:
         response.del_cookie(COOKIE, path="/")
         return response
 
-    def _rows(self, site: str) -> list[PlanRow]:
+    def _rows(self, site: str, tr: Translator) -> list[PlanRow]:
         return site_plan(self.register, self.registry(), self.policy, site, now=time.time(),
-                         alerts=self.alerts(site))  # fmt: skip
+                         alerts=self.alerts(site), tr=tr)  # fmt: skip
 
     async def _page(self, request: web.Request) -> web.StreamResponse:
         session = self._session(request)
         if session is None:
             return _redirect("/login" + ("?expired=1" if COOKIE in request.cookies else ""))
         site, csrf = session.worker.site, session.csrf
+        tr = self._reader(request, session)
+        t = tr.gettext
         now = time.time()
-        rows = self._rows(site)
+        rows = self._rows(site, tr)
         q = request.query.get("q", "").strip().lower()
         try:
             limit = max(1, min(int(request.query.get("limit", PAGE_ROWS)), 10_000))
@@ -266,108 +296,120 @@ class CareServer:
         else:
             chosen = [r for r in rows if r.this_week]
         shown = chosen[:limit]
-        flash = f'<p class="flash" id="flash">{_esc(texts.RECORDED)}</p>' if request.query.get(
-            "done") else ""  # fmt: skip
+        flash = (f'<p class="flash" id="flash">{_esc(t(texts.RECORDED))}</p>'
+                 if request.query.get("done") else "")  # fmt: skip
         parts = [
             "<header>"
-            f'<h1>{_esc(texts.TITLE)}: <span id="site">{_esc(site)}</span></h1>'
+            f'<h1>{_esc(t(texts.TITLE))}: <span id="site">{_esc(site)}</span></h1>'
             f'<form method="post" action="/logout"><span class="muted">'
             f"{_esc(session.worker.name)}</span> "
             f'<input type="hidden" name="csrf" value="{csrf}">'
-            f'<button type="submit" id="logout">{_esc(texts.LOGOUT)}</button></form></header>',
+            f'<button type="submit" id="logout">{_esc(t(texts.LOGOUT))}</button></form>'
+            "</header>",
             flash,
-            self._rate_html(site, now),
-            f"<h2>{_esc(texts.THIS_WEEK)}</h2>",
+            self._rate_html(site, now, tr),
+            f"<h2>{_esc(t(texts.THIS_WEEK))}</h2>",
             '<form method="get" action="/">'
-            f'<label>{_esc(texts.SEARCH)} <input name="q" id="q" value="{_esc(q)}"></label>'
+            f'<label>{_esc(t(texts.SEARCH))} <input name="q" id="q" value="{_esc(q)}">'
+            "</label>"
             "</form>",
         ]
         if not shown:
-            parts.append(f'<p id="empty">{_esc(texts.NOTHING_THIS_WEEK)}</p>')
+            parts.append(f'<p id="empty">{_esc(t(texts.NOTHING_THIS_WEEK))}</p>')
         parts.append('<ol class="plan" id="plan">')
-        parts += [self._row_html(r, csrf) for r in shown]
+        tz = self._tz(site)
+        parts += [self._row_html(r, csrf, tr, tz) for r in shown]
         parts.append("</ol>")
-        showing = texts.SHOWING.format(shown=len(shown), total=len(chosen))
+        showing = t(texts.SHOWING).format(shown=len(shown), total=len(chosen))
         parts.append(f'<p class="muted" id="count">{_esc(showing)}</p>')
         if len(chosen) > len(shown):
             more = urlencode({"q": q, "limit": limit + PAGE_ROWS})
-            parts.append(f'<p><a href="/?{more}">{_esc(texts.SHOW_MORE)}</a></p>')
-        parts.append(self._follow_ups_html(site, csrf))
-        return self._html(texts.TITLE, "".join(parts))
+            parts.append(f'<p><a href="/?{more}">{_esc(t(texts.SHOW_MORE))}</a></p>')
+        parts.append(self._follow_ups_html(site, csrf, tr))
+        return self._html(tr, t(texts.TITLE), "".join(parts))
 
-    def _rate_html(self, site: str, now: float) -> str:
+    def _rate_html(self, site: str, now: float, tr: Translator) -> str:
+        t = tr.gettext
         report = month_report(self.register, self.registry(), self.policy, month=None, now=now,
                               site=site)  # fmt: skip
         lines = [
             f'<tr id="rate-{_esc(r.group)}"><td>{_esc(r.group)}</td>'
-            f'<td class="contacted">{_esc(texts.rate_line(r.contacted, r.elders))}</td>'
-            f'<td class="rate">{r.rate_pct:g} %</td><td>{r.target_pct:g} %</td></tr>'
+            f'<td class="contacted">{_esc(texts.rate_line(r.contacted, r.elders, tr))}</td>'
+            f'<td class="rate">{_esc(tr.number(r.rate_pct))} %</td>'
+            f"<td>{_esc(tr.number(r.target_pct))} %</td></tr>"
             for r in report.rates
             if r.elders
         ]
         return (
-            f"<h2>{_esc(texts.VISIT_RATE)} ({_esc(report.month)})</h2>"
-            f'<table id="rates"><tr><th>{_esc(texts.GROUP)}</th><th>{_esc(texts.CONTACTED)}'
-            f"</th><th>%</th><th>{_esc(texts.TARGET)}</th></tr>{''.join(lines)}</table>"
+            f"<h2>{_esc(t(texts.VISIT_RATE))} ({_esc(report.month)})</h2>"
+            f'<table id="rates"><tr><th>{_esc(t(texts.GROUP))}</th>'
+            f"<th>{_esc(t(texts.CONTACTED))}</th><th>%</th><th>{_esc(t(texts.TARGET))}</th></tr>{''.join(lines)}</table>"
         )
 
     @staticmethod
-    def _row_html(r: PlanRow, csrf: str) -> str:
+    def _row_html(r: PlanRow, csrf: str, tr: Translator, tz: str | None) -> str:
+        t = tr.gettext
         reasons = "".join(f"<li>{_esc(x)}</li>" for x in r.reasons)
         kinds = "".join(
             f'<option value="{k}"{" selected" * (k == r.contact)}>'
-            f"{_esc(texts.CONTACT_WORDS[k])}</option>"
+            f"{_esc(t(texts.CONTACT_WORDS[k]))}</option>"
             for k in CONTACTS
         )
-        outcomes = "".join(f'<option value="{k}">{_esc(v)}</option>'
+        outcomes = "".join(f'<option value="{k}">{_esc(t(v))}</option>'
                            for k, v in texts.OUTCOMES.items())  # fmt: skip
-        phone = f" · {_esc(texts.PHONE)} {_esc(r.phone)}" if r.phone else ""
+        phone = f" · {_esc(t(texts.PHONE))} {_esc(r.phone)}" if r.phone else ""
         return (
             f'<li id="elder-{_esc(r.elder)}"{" class=overdue" * (r.overdue_days > 0)}>'
             f'<span class="who">{_esc(r.name)}</span> <span class="muted">({_esc(r.elder)}) · '
             f"{_esc(r.address)}{phone}</span>"
             f'<ul class="reasons">{reasons}</ul>'
-            f'<span class="muted">{_esc(texts.LAST_CONTACT)}: {_esc(_day(r.last_contact))}</span>'
-            f"<details><summary>{_esc(texts.RECORD)}</summary>"
+            f'<span class="muted">{_esc(t(texts.LAST_CONTACT))}: '
+            f"{_esc(_day(r.last_contact, tr, tz))}</span>"
+            f"<details><summary>{_esc(t(texts.RECORD))}</summary>"
             '<form method="post" action="/visits">'
             f'<input type="hidden" name="csrf" value="{csrf}">'
             f'<input type="hidden" name="elder" value="{_esc(r.elder)}">'
-            f'<label>{_esc(texts.KIND)} <select name="kind">{kinds}</select></label>'
-            f'<label>{_esc(texts.OUTCOME)} <select name="outcome">{outcomes}</select></label>'
-            f'<label>{_esc(texts.NOTES)} <textarea name="notes" rows="2" maxlength="2000">'
+            f'<label>{_esc(t(texts.KIND))} <select name="kind">{kinds}</select></label>'
+            f'<label>{_esc(t(texts.OUTCOME))} <select name="outcome">{outcomes}</select>'
+            "</label>"
+            f'<label>{_esc(t(texts.NOTES))} <textarea name="notes" rows="2" maxlength="2000">'
             "</textarea></label>"
-            f'<label><input type="checkbox" name="follow_up" value="1"> {_esc(texts.FOLLOW_UP)}'
-            f'</label><button type="submit" class="save">{_esc(texts.SAVE)}</button></form>'
+            '<label><input type="checkbox" name="follow_up" value="1"> '
+            f"{_esc(t(texts.FOLLOW_UP))}</label>"
+            f'<button type="submit" class="save">{_esc(t(texts.SAVE))}</button></form>'
             "</details></li>"
         )
 
-    def _follow_ups_html(self, site: str, csrf: str) -> str:
+    def _follow_ups_html(self, site: str, csrf: str, tr: Translator) -> str:
+        t = tr.gettext
         open_ = self.register.open_follow_ups(site)
+        heading = f"<h2>{_esc(t(texts.OPEN_FOLLOW_UPS))}</h2>"
         if not open_:
-            return f"<h2>{_esc(texts.OPEN_FOLLOW_UPS)}</h2><p>{_esc(texts.NO_FOLLOW_UPS)}</p>"
+            return f"{heading}<p>{_esc(t(texts.NO_FOLLOW_UPS))}</p>"
+        tz = self._tz(site)
         registry = self.registry()
         items = []
         for c in open_:
             elder = registry.elder(c.elder)
             name = elder.display_name if elder else c.elder
             items.append(
-                f'<li id="follow-up-{c.id}">{_esc(name)} · {_esc(_day(c.at))} · '
-                f"{_esc(texts.OUTCOMES.get(c.outcome, c.outcome))}"
+                f'<li id="follow-up-{c.id}">{_esc(name)} · {_esc(_day(c.at, tr, tz))} · '
+                f"{_esc(t(texts.OUTCOMES.get(c.outcome, c.outcome)))}"
                 f"{' · ' + _esc(c.notes) if c.notes else ''}"
                 f'<form method="post" action="/follow-ups/{c.id}/close">'
                 f'<input type="hidden" name="csrf" value="{csrf}">'
-                f'<button type="submit">{_esc(texts.CLOSE_FOLLOW_UP)}</button></form></li>'
+                f'<button type="submit">{_esc(t(texts.CLOSE_FOLLOW_UP))}</button></form></li>'
             )
-        return f'<h2>{_esc(texts.OPEN_FOLLOW_UPS)}</h2><ul id="follow-ups">{"".join(items)}</ul>'
+        return f'{heading}<ul id="follow-ups">{"".join(items)}</ul>'
 
     def _own_elder(self, session: Session, elder: str) -> bool:
         found = self.registry().elder(elder)
         return found is not None and found.site == session.worker.site
 
-    def _record(self, session: Session, fields: dict[str, Any]) -> int:
+    def _record(self, session: Session, fields: dict[str, Any], tr: Translator) -> int:
         elder = str(fields.get("elder") or "")
         if not self._own_elder(session, elder):
-            raise web.HTTPNotFound(text=texts.NOT_FOUND)
+            raise web.HTTPNotFound(text=tr.gettext(texts.NOT_FOUND))
         at = fields.get("at")
         return self.register.record(
             site=session.worker.site, elder=elder, worker=session.worker.name,
@@ -384,10 +426,13 @@ class CareServer:
             return _redirect("/login?expired=1")
         if not self._csrf_ok(session.csrf, _str(form.get("csrf"))):
             return self._forbidden(request)
+        tr = self._reader(request, session)
         try:
-            self._record(session, {k: _str(v) for k, v in form.items()})
+            self._record(session, {k: _str(v) for k, v in form.items()}, tr)
         except (RegisterError, ValueError) as exc:
-            return self._html(texts.TITLE, f'<p class="error">{_esc(exc)}</p>', status=400)
+            words = exc.words(tr) if isinstance(exc, RegisterError) else str(exc)
+            return self._html(tr, tr.gettext(texts.TITLE), f'<p class="error">{_esc(words)}</p>',
+                              status=400)  # fmt: skip
         return _redirect("/?done=1")
 
     async def _close_follow_up(self, request: web.Request) -> web.StreamResponse:
@@ -398,7 +443,7 @@ class CareServer:
         if not self._csrf_ok(session.csrf, _str(form.get("csrf"))):
             return self._forbidden(request)
         if not self.register.close_follow_up(session.worker.site, int(request.match_info["id"])):
-            raise web.HTTPNotFound(text=texts.NOT_FOUND)
+            raise web.HTTPNotFound(text=self._reader(request, session).gettext(texts.NOT_FOUND))
         return _redirect("/?done=1")
 
     # -- API ---------------------------------------------------------------------------------
@@ -406,10 +451,12 @@ class CareServer:
     def _api_session(self, request: web.Request, *, write: bool = False) -> Session:
         session = self._session(request)
         if session is None:
-            raise web.HTTPUnauthorized(text='{"error": "log in first"}',
+            words = self._reader(request).gettext(texts.LOG_IN_FIRST)
+            raise web.HTTPUnauthorized(text=json.dumps({"error": words}, ensure_ascii=False),
                                        content_type="application/json")  # fmt: skip
         if write and not self._csrf_ok(session.csrf, request.headers.get("X-CSRF-Token")):
-            raise web.HTTPForbidden(text=json.dumps({"error": texts.FORBIDDEN}),
+            words = self._reader(request, session).gettext(texts.FORBIDDEN)
+            raise web.HTTPForbidden(text=json.dumps({"error": words}, ensure_ascii=False),
                                     content_type="application/json")  # fmt: skip
         return session
 
@@ -418,10 +465,12 @@ class CareServer:
             body = await request.json()
             name, password = str(body["name"]), str(body["password"])
         except (ValueError, KeyError, TypeError):
-            return web.json_response({"error": "name and password are required"}, status=400)
+            words = self._reader(request).gettext(texts.NAME_AND_PASSWORD)
+            return web.json_response({"error": words}, status=400)
         signed = self._sign_in(name, password)
         if signed is None:
-            return web.json_response({"error": texts.LOGIN_FAILED}, status=401)
+            words = self._reader(request).gettext(texts.LOGIN_FAILED)
+            return web.json_response({"error": words}, status=401)
         token, session = self.register.open_session(signed, self.session_ttl_s)
         response = web.json_response({"site": session.worker.site, "csrf": session.csrf,
                                       "expires": session.expires})  # fmt: skip
@@ -430,7 +479,7 @@ class CareServer:
 
     async def _api_plan(self, request: web.Request) -> web.StreamResponse:
         session = self._api_session(request)
-        rows = self._rows(session.worker.site)
+        rows = self._rows(session.worker.site, self._reader(request, session))
         everyone = request.query.get("all") == "1"
         chosen = [r.as_dict() for r in rows if everyone or r.this_week]
         return web.json_response({"site": session.worker.site, "rows": chosen})
@@ -439,7 +488,8 @@ class CareServer:
         session = self._api_session(request)
         elder = request.match_info["elder"]
         if not self._own_elder(session, elder):
-            return web.json_response({"error": texts.NOT_FOUND}, status=404)
+            words = self._reader(request, session).gettext(texts.NOT_FOUND)
+            return web.json_response({"error": words}, status=404)
         visits = [
             {"id": c.id, "at": c.at, "worker": c.worker, "kind": c.kind, "outcome": c.outcome,
              "notes": c.notes, "follow_up": c.follow_up, "follow_up_closed": c.follow_up_closed}
@@ -449,15 +499,17 @@ class CareServer:
 
     async def _api_record(self, request: web.Request) -> web.StreamResponse:
         session = self._api_session(request, write=True)
+        tr = self._reader(request, session)
         try:
             body = await request.json()
             if not isinstance(body, dict):
                 raise ValueError("the body must be a JSON object")
-            contact_id = self._record(session, body)
+            contact_id = self._record(session, body, tr)
         except web.HTTPNotFound:
-            return web.json_response({"error": texts.NOT_FOUND}, status=404)
+            return web.json_response({"error": tr.gettext(texts.NOT_FOUND)}, status=404)
         except (RegisterError, ValueError, TypeError) as exc:
-            return web.json_response({"error": str(exc)[:300]}, status=400)
+            words = exc.words(tr) if isinstance(exc, RegisterError) else str(exc)
+            return web.json_response({"error": words[:300]}, status=400)
         return web.json_response({"id": contact_id}, status=201)
 
     async def _api_rate(self, request: web.Request) -> web.StreamResponse:
@@ -486,6 +538,21 @@ def _secure_headers(response: web.StreamResponse) -> None:
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "no-referrer"
     response.headers["Cache-Control"] = "no-store"
+
+
+def _browser_language(request: web.Request) -> str | None:
+    """The first shipped language the browser's ``Accept-Language`` asks for."""
+    from babel import negotiate_locale
+
+    header = request.headers.get("Accept-Language", "")
+    wanted = [p.split(";")[0].strip() for p in header.split(",")]
+    shipped = list(available())
+    found = negotiate_locale([w for w in wanted if w and w != "*"], shipped, sep="-")
+    if found is None:  # "zh" alone asks for Chinese: the shipped zh-CN
+        primary = {s.split("-")[0].lower(): s for s in reversed(shipped)}
+        found = next((primary[w.split("-")[0].lower()] for w in wanted
+                      if w.split("-")[0].lower() in primary), None)  # fmt: skip
+    return found
 
 
 def _redirect(location: str) -> web.Response:

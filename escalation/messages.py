@@ -72,6 +72,10 @@ _WHAT: dict[str, str] = {
     "device_offline": N_("{name}'s alarm device has stopped sending"),
     "not_worn": N_("{name} is not wearing the alarm pendant"),
     "placement_unknown": N_("{name}'s alarm wearable does not say where it is worn"),
+    "bathroom": N_("{name} has been in the bathroom{for_} with no sign of coming out"),
+    "fall_candidate": N_("{name} may have fallen (not yet confirmed)"),
+    "visit_overdue": N_("{name} is overdue for a visit or call from the care team"),
+    "follow_up_open": N_("a follow-up after a visit to {name} is still open"),
 }
 _DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s")
 
