@@ -173,8 +173,11 @@ def report_command(
     csv_file: Annotated[Path | None, typer.Option("--csv", help="Write the CSV here.")] = None,
     language: Annotated[
         str | None,
-        typer.Option("--lang", help="Headers in words of this language (zh-CN, en) for "
-                     "people, not the column names for scripts."),
+        typer.Option(
+            "--lang",
+            help="Headers in words of this language (zh-CN, en) for "
+            "people, not the column names for scripts.",
+        ),
     ] = None,
     write: Annotated[
         bool, typer.Option(help="Write the figures to InfluxDB for the care dashboard.")

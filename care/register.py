@@ -145,9 +145,7 @@ class Register:
 
     # -- Workers and sessions -----------------------------------------------------------------
 
-    def add_worker(
-        self, name: str, site: str, password: str, language: str | None = None
-    ) -> None:
+    def add_worker(self, name: str, site: str, password: str, language: str | None = None) -> None:
         """Create or reset a worker's account (a new password ends their sessions);
         ``language``: a shipped one (:func:`homecare.i18n.valid_language`), or none."""
         import re

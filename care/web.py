@@ -541,18 +541,18 @@ def _secure_headers(response: web.StreamResponse) -> None:
 
 
 def _browser_language(request: web.Request) -> str | None:
-    """The first shipped language the browser's ``Accept-Language`` asks for."""
-    from babel import negotiate_locale
-
+    """The first shipped language the browser's ``Accept-Language`` asks for, in its
+    order (weights are written in descending order by browsers); ``zh`` alone is the
+    shipped ``zh-CN``."""
     header = request.headers.get("Accept-Language", "")
-    wanted = [p.split(";")[0].strip() for p in header.split(",")]
-    shipped = list(available())
-    found = negotiate_locale([w for w in wanted if w and w != "*"], shipped, sep="-")
-    if found is None:  # "zh" alone asks for Chinese: the shipped zh-CN
-        primary = {s.split("-")[0].lower(): s for s in reversed(shipped)}
-        found = next((primary[w.split("-")[0].lower()] for w in wanted
-                      if w.split("-")[0].lower() in primary), None)  # fmt: skip
-    return found
+    shipped = {s.lower(): s for s in available()}
+    primary = {s.split("-")[0]: s for s in sorted(shipped, reverse=True)}
+    for part in header.split(","):
+        wanted = part.split(";")[0].strip().replace("_", "-").lower()
+        found = shipped.get(wanted) or primary.get(wanted.split("-")[0])
+        if found:
+            return shipped.get(found, found)
+    return None
 
 
 def _redirect(location: str) -> web.Response:

@@ -16,6 +16,7 @@ from care.register import Register, RegisterError
 from care.report import month_bounds, month_report, to_csv
 from care.service import due_notices, send_notices, site_plan
 from harness.standins import HttpStandIn, Reply
+from homecare.i18n import translator
 from homecare.settings import Settings
 
 
@@ -156,8 +157,8 @@ def test_overdue_visits_and_open_follow_ups_reach_the_coordinator(tmp_path, site
         sent = asyncio.run(send_notices(settings, reg, reg_file, VisitPolicy(), now=now))
         assert [d.status for d in sent] == ["ok"] * 4
         bodies = [r.body.decode() for r in coordinator.wait(4)]
-        assert any("Anna Berg" in b and "visit overdue" in b for b in bodies)
-        assert any("Carl Dahl" in b and "follow up open" in b for b in bodies)
+        assert any("Anna Berg is overdue for a visit or call" in b for b in bodies)
+        assert any("follow-up after a visit to Carl Dahl is still open" in b for b in bodies)
         again = asyncio.run(send_notices(settings, reg, reg_file, VisitPolicy(), now=now))
         assert again == []  # each told once
 
@@ -205,9 +206,70 @@ def test_the_commands_plan_add_workers_and_export(tmp_path, monkeypatch, travel)
     assert planned.exit_code == 0, planned.output
     assert "1. Anna Berg (anna): visit" in planned.output
     assert "call due (monthly; never yet)" in planned.output
+    chinese = cli.invoke(app, ["care", "plan", "--site", "north", "--lang", "zh-CN"])
+    assert "1. Anna Berg (anna): 上门探访" in chinese.output, chinese.output
+    assert "该电话问候了（每月一次；尚未联系过）" in chinese.output
+    headed = cli.invoke(app, ["care", "report", "--lang", "zh-CN"])
+    assert headed.output.startswith("月份,站点,分组"), headed.output
     out = tmp_path / "month.csv"
     done = cli.invoke(app, ["care", "report", "--csv", str(out)])
     assert done.exit_code == 0, done.output
     assert ",north,alone_high_need,1,0,0.0,100.0,no" in out.read_text()
     bad = cli.invoke(app, ["care", "report", "--month", "2026-13"])
     assert bad.exit_code == 2
+
+
+HAN = re.compile(r"[\u4e00-\u9fff]")
+
+
+def _chinese_site(reg_file):
+    """The same registry with Chinese as the site's default language."""
+    data = reg_file.model_dump(mode="json", exclude_defaults=True)
+    data["provider"]["language"] = "zh-CN"
+    return type(reg_file).model_validate(data)
+
+
+def test_plan_reasons_and_the_csv_in_chinese(site):
+    reg, reg_file = site
+    zh = translator("zh-CN")
+    rows = site_plan(reg, reg_file, VisitPolicy(), "north", now=time.time(), tr=zh)
+    anna, ben = [r for r in rows if r.this_week]
+    assert anna.reasons == ["上门探访已逾期10天（每月一次；上次在40天前）"]
+    assert re.fullmatch(r"步行比前四周少(4[5-9]|5[0-5])%（每天\d,\d{3}步，之前(3,9|4,0)\d\d步）",
+                        ben.reasons[0])  # fmt: skip
+    assert "该电话问候了（每月一次；尚未联系过）" in ben.reasons
+    report = month_report(reg, reg_file, VisitPolicy(), month=None, now=time.time())
+    lines = to_csv(report, zh).splitlines()
+    assert lines[0].startswith("月份,站点,分组,老人,已联系,联系率（%）")
+    assert any(line.endswith(",否,,,,,") for line in lines)
+
+
+def test_a_chinese_worker_reads_the_page_and_the_api_in_chinese(site):
+    reg, reg_file = site
+    reg.add_worker("li", "north", "li's long passphrase", language="zh_cn")
+    with pytest.raises(RegisterError, match="no catalogue"):
+        reg.add_worker("jo", "north", "jo's long passphrase", language="xx-YY")
+    with serving(reg, reg_file) as url, httpx.Client(base_url=url) as http:
+        login = http.get("/login", headers={"Accept-Language": "zh;q=0.9, en;q=0.8"})
+        assert '<html lang="zh-CN">' in login.text
+        assert "登录" in login.text
+        assert "Log in" in http.get("/login").text  # no preference: the provider's (English)
+        http.post("/api/login", json={"name": "li", "password": "li's long passphrase"})
+        page = http.get("/")
+        assert '<html lang="zh-CN">' in page.text
+        for words in ("主动关怀", "本周需要探访或致电的老人", "上门探访已逾期10天",
+                      "步行比前四周少", "记录探访或电话", "一切安好", "退出登录"):  # fmt: skip
+            assert words in page.text, words
+        assert "Proactive care" not in page.text
+        plan = http.get("/api/plan").json()
+        assert all(HAN.search(reason) for r in plan["rows"] for reason in r["reasons"])
+        csrf = http.post("/api/login", json={"name": "li", "password": "li's long passphrase"}
+                         ).json()["csrf"]  # fmt: skip
+        odd = {"elder": "anna", "kind": "visit", "outcome": "meh"}
+        refused = http.post("/api/visits", json=odd, headers={"X-CSRF-Token": csrf})
+        assert refused.status_code == 400
+        assert refused.json()["error"].startswith("结果必须是")
+    # a worker who named no language reads their site's
+    with serving(reg, _chinese_site(reg_file)) as url, httpx.Client(base_url=url) as http:
+        http.post("/api/login", json={"name": "maria", "password": PASSWORDS["maria"]})
+        assert "本周需要探访或致电的老人" in http.get("/").text

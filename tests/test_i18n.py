@@ -3,6 +3,7 @@ each family message, email, SMS and acknowledgement page follows the reader's la
 
 from __future__ import annotations
 
+import importlib
 import re
 import shutil
 from email import message_from_bytes, policy
@@ -16,7 +17,7 @@ from escalation.channels.email import email_message
 from escalation.channels.webhook import webhook_message
 from escalation.engine import Escalation, ManualClock
 from escalation.ladder import AckResult, EscalationPolicy
-from escalation.messages import _WHAT, family_message, sms_segments
+from escalation.messages import _WHAT, family_message, sms_segments, what_happened
 from escalation.notification import (
     ChannelKind,
     ElderCard,
@@ -29,6 +30,7 @@ from escalation.store import Store, store_path
 from homecare import i18n
 from homecare.catalogues import add_language, problems, template
 from homecare.contract import Alert, AlertState, Severity
+from homecare.i18n import translator
 
 T0 = 1_700_000_000.0  # Tuesday 14 November 2023 22:13 UTC; Wednesday 06:13 in Shanghai
 HAN = re.compile(r"[\u4e00-\u9fff]")
@@ -532,3 +534,35 @@ def test_a_care_monitor_can_switch_the_dashboards_to_chinese(tmp_path):
     bad = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path), "--lang", "xx"])
     assert bad.exit_code != 0
     assert "no catalogue for language 'xx'" in bad.output
+
+
+def _raised_kinds() -> set[str]:
+    """Every alert kind the detectors and proactive care can raise, read from the code."""
+    import inspect
+
+    import detectors
+    from care import texts
+    from detectors import device_health, vitals
+    from detectors.base import Detector
+
+    kinds = {texts.OVERDUE_KIND, texts.FOLLOW_UP_KIND, "fall_candidate"}
+    kinds |= {k for s in vitals.SIGNALS for k in (s.high_kind, s.low_kind) if k}
+    kinds |= set(re.findall(r'_found\("(\w+)"', inspect.getsource(device_health)))
+    for path in Path(detectors.__file__).parent.glob("*.py"):
+        module = importlib.import_module(f"detectors.{path.stem}")
+        for _, cls in inspect.getmembers(module, inspect.isclass):
+            kind = getattr(cls, "kind", None)
+            if isinstance(kind, str) and cls is not Detector and cls.__module__ == module.__name__:
+                kinds.add(kind)
+    return kinds - {"vitals", "device_health"}  # these raise the kinds of their signals
+
+
+def test_every_alert_kind_raised_has_words_in_every_language():
+    kinds = _raised_kinds()
+    assert {"bathroom", "fall", "placement_unknown", "tachycardia", "offline"} <= kinds
+    missing = sorted(kinds - set(_WHAT))
+    assert not missing, f"no family or operator wording for {missing}"
+    for kind in kinds:
+        zh = what_happened(alert(kind, Severity.WARNING), "王秀英", translator("zh-CN"))
+        assert HAN.search(zh.replace("王秀英", "")), zh
+        assert not re.search(r"[a-z]{3,}", zh), zh
