@@ -117,13 +117,14 @@ async def send_notices(
                 log.warning("no coordinator for site %s: %s not sent", notice.site, notice.ref)
                 continue
             elder = registry.elder(notice.elder)
+            card = registry.card(elder) if elder else None  # the site's language and zone
             ok = False
             for recipient in coordinator.recipients():
                 channel = chans.get(recipient.channel)
                 if channel is None:
                     continue
                 note = Notification(ref=f"{notice.ref}-{recipient.channel}", type=MessageType.ALARM,
-                                    recipient=recipient, elder=elder.card() if elder else None,
+                                    recipient=recipient, elder=card,
                                     alert=notice.alert, created=now)  # fmt: skip
                 delivery = await channel.send(note)
                 deliveries.append(delivery)

@@ -4,6 +4,7 @@ on loopback, driven with httpx)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 
@@ -273,3 +274,22 @@ def test_a_chinese_worker_reads_the_page_and_the_api_in_chinese(site):
     with serving(reg, _chinese_site(reg_file)) as url, httpx.Client(base_url=url) as http:
         http.post("/api/login", json={"name": "maria", "password": PASSWORDS["maria"]})
         assert "本周需要探访或致电的老人" in http.get("/").text
+
+
+def test_the_coordinator_is_told_in_the_sites_language(tmp_path, site):
+    reg, _ = site
+    reg.record(site="north", elder="carl", worker="maria", kind="visit", outcome="concern",
+               follow_up=True, at=time.time() - 8 * DAY)  # fmt: skip
+    with HttpStandIn(default=Reply(status=None), path="/hook") as coordinator:
+        reg_file = _chinese_site(registry(coordinator.url))
+        settings = Settings(_env_file=None, state_dir=tmp_path,  # type: ignore[call-arg]
+                            escalate={"webhook": {"attempts": 1, "timeout_s": 5.0}})  # fmt: skip
+        sent = asyncio.run(send_notices(settings, reg, reg_file, VisitPolicy(), now=time.time()))
+        told = [json.loads(r.body) for r in coordinator.wait(len(sent))]
+        assert any("Anna Berg的上门探访或电话问候已逾期" in t["subject"] for t in told)
+        assert any("探访Carl Dahl后的跟进事项尚未完成" in t["body"] for t in told)
+        for t in told:  # names aside, no English word reaches the coordinator
+            words = t["subject"] + t["body"]
+            for name in ("Anna Berg", "Ben Cole", "Dora Eng", "Carl Dahl", "Elm Row", "Oak Lane"):
+                words = words.replace(name, "")
+            assert not re.search(r"[A-Za-z]{3,}", words), t["body"]
