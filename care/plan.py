@@ -119,9 +119,10 @@ def _row(
     priority = 0.0
     score, raw = signs.get(elder.id, (0.0, ""))
     found: list[dict[str, Any]] = json.loads(raw) if raw else []
+    found = [{**s, "reason": texts.stored_reason(s, tr)} for s in found]  # the reader's words
     if found:
         priority += score
-        reasons += [texts.stored_reason(s, tr) for s in found]
+        reasons += [s["reason"] for s in found]
     for kind, n in sorted((alerts.get(elder.id) or {}).items()):
         priority += ALERT_WEIGHT.get(kind, 1.0) * n
         reasons.append(texts.alerts_reason(kind, n, tr))

@@ -215,6 +215,8 @@ LAST_CONTACT = N_("Last contact")
 NEVER = N_("never")
 DAY_FORMAT = N_("d MMM y")
 """The CLDR pattern of a day on the page (a word too: Chinese writes ``y年M月d日``)."""
+MONTH_FORMAT = N_("MMMM y")
+"""The CLDR pattern of the month of the visit rate (``December 2026``, ``2026年12月``)."""
 
 
 def rate_line(contacted: int, elders: int, tr: Translator | None = None) -> str:

@@ -27,6 +27,7 @@ import math
 import secrets
 import time
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -77,6 +78,12 @@ def _day(ts: float | None, tr: Translator, tz: str | None) -> str:
     if ts is None:
         return tr.gettext(texts.NEVER)
     return tr.date(ts, tz, tr.gettext(texts.DAY_FORMAT))
+
+
+def _month(month: str, tr: Translator) -> str:
+    """``2026-12`` in the reader's words."""
+    year, number = (int(x) for x in month.split("-"))
+    return tr.date(datetime(year, number, 1, 12), None, tr.gettext(texts.MONTH_FORMAT))
 
 
 class CareServer:
@@ -341,7 +348,7 @@ class CareServer:
             if r.elders
         ]
         return (
-            f"<h2>{_esc(t(texts.VISIT_RATE))} ({_esc(report.month)})</h2>"
+            f"<h2>{_esc(t(texts.VISIT_RATE))} ({_esc(_month(report.month, tr))})</h2>"
             f'<table id="rates"><tr><th>{_esc(t(texts.GROUP))}</th>'
             f"<th>{_esc(t(texts.CONTACTED))}</th><th>%</th><th>{_esc(t(texts.TARGET))}</th></tr>{''.join(lines)}</table>"
         )

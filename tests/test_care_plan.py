@@ -262,8 +262,12 @@ def test_a_chinese_worker_reads_the_page_and_the_api_in_chinese(site):
                       "步行比前四周少", "记录探访或电话", "一切安好", "退出登录"):  # fmt: skip
             assert words in page.text, words
         assert "Proactive care" not in page.text
+        year, month = month_bounds(None, time.time())[2].split("-")
+        assert f"本月探访情况 ({year}年{int(month)}月)" in page.text
         plan = http.get("/api/plan").json()
         assert all(HAN.search(reason) for r in plan["rows"] for reason in r["reasons"])
+        assert all(HAN.search(s["reason"]) for r in plan["rows"] for s in r["signs"])
+        assert any(r["signs"] for r in plan["rows"])
         csrf = http.post("/api/login", json={"name": "li", "password": "li's long passphrase"}
                          ).json()["csrf"]  # fmt: skip
         odd = {"elder": "anna", "kind": "visit", "outcome": "meh"}
