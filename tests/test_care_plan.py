@@ -207,6 +207,10 @@ def test_the_commands_plan_add_workers_and_export(tmp_path, monkeypatch, travel)
     assert planned.exit_code == 0, planned.output
     assert "1. Anna Berg (anna): visit" in planned.output
     assert "call due (monthly; never yet)" in planned.output
+    for lang, code in (("zh-CN", 0), ("xx-YY", 2)):
+        worker = cli.invoke(app, ["care", "worker", "add", "li", "--site", "north", "--lang", lang,
+                                  "--password-file", str(tmp_path / "pw")])  # fmt: skip
+        assert worker.exit_code == code, worker.output
     chinese = cli.invoke(app, ["care", "plan", "--site", "north", "--lang", "zh-CN"])
     assert "1. Anna Berg (anna): 上门探访" in chinese.output, chinese.output
     assert "该电话问候了（每月一次；尚未联系过）" in chinese.output
