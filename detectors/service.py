@@ -27,6 +27,7 @@ saved state. One worker alone holds every partition (a single site).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import threading
@@ -47,7 +48,7 @@ from detectors.device_health import DeviceHealthDetector
 from detectors.fall import FallDetector
 from detectors.inactivity import InactivityDetector
 from detectors.morning import MorningDetector
-from detectors.resume import Position, StateStore
+from detectors.resume import Position, Prepared, StateStore
 from detectors.snapshot import SnapshotMismatch, freeze, read_meta, thaw
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
@@ -292,6 +293,7 @@ class DetectService:
         self.taken_at: dict[int, float] = {}
         """Partition → when (wall time) this worker took it last."""
         self.last_saves: dict[str, dict[str, object]] = {}
+        self._fingerprint = Detect(settings).fingerprint
         """Each partition's last save (kept after the partition is handed back)."""
         self.released = 0
         self.lost = 0
@@ -398,11 +400,23 @@ class DetectService:
             self.parts.pop(part.index, None)
             self.lost += 1
 
+    def _start_of(self, blob: bytes | None, at: Position) -> int:
+        """The first sequence a partition's replay reads: after its snapshot, if it will
+        be resumed, else after the consumer's acknowledgement floor."""
+        if blob is not None:
+            with contextlib.suppress(SnapshotMismatch, ValueError, KeyError):
+                meta = read_meta(blob)
+                if meta.get("fingerprint") == self._fingerprint:
+                    return int(meta["seq"]) + 1
+        return at.ack_floor + 1
+
     def _take_over(
-        self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
-    ) -> Partition:
+        self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+        ready: Prepared,
+    ) -> Partition:  # fmt: skip
         """Thaw the partition's saved state, then read again what its consumer had handed
-        out after it (to a dead worker, or to this one in the batch that brought the pin)."""
+        out after it (to a dead worker, or to this one in the batch that brought the pin).
+        ``ready``: its position, snapshot and the replay's first batch, fetched already."""
         t = time.perf_counter()
         name = self.names[index]
         detect = Detect(self.settings)
@@ -410,10 +424,10 @@ class DetectService:
         if self.on_new_detect is not None:
             self.on_new_detect(detect)
         part = Partition(index, name, detect, BaselineFile(baselines_path(self.settings)))
-        at = store.position(name)
+        at = ready.position
         self._check_limits(at)
         start = at.ack_floor
-        blob = store.load(name)
+        blob = ready.blob
         if blob is not None:
             try:
                 meta = detect.thaw(blob)
@@ -427,7 +441,15 @@ class DetectService:
                 part.saved = start
         part.processed = start
         part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
-        for messages in store.replay(start + 1, at.delivered, filters=at.filters,
+        rest = start + 1
+        if ready.start == rest:  # as prepared: its first batch is the replay's
+            if ready.first:
+                self.stats.replayed += len(ready.first)
+                self._handle(part, consumer, db, ready.first)
+                rest = ready.first[-1].seq + 1
+            if not ready.more:
+                rest = at.delivered + 1
+        for messages in store.replay(rest, at.delivered, filters=at.filters,
                                      batch=self.settings.detect.batch_size):  # fmt: skip
             self.stats.replayed += len(messages)
             self._handle(part, consumer, db, messages)
@@ -464,13 +486,18 @@ class DetectService:
             one = split.setdefault(message.partition, Delivery())
             one.messages.append(message)
             one.receipts.append(receipt)
+        for index in [i for i in split if not 0 <= i < self.partitions]:
+            log.error("messages of partition %d: the worker knows %d partitions (is "
+                      "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
+                      self.partitions)  # fmt: skip
+            del split[index]
+        new = [self.names[i] for i in split if i not in self.parts]
+        ready = store.prepare(new, start_of=self._start_of,
+                              batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
         for index, one in split.items():
-            if not 0 <= index < self.partitions:
-                log.error("message of partition %d: the worker knows %d partitions (is "
-                          "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
-                          self.partitions)  # fmt: skip
-                continue
-            part = self.parts.get(index) or self._take_over(index, consumer, store, db)
+            part = self.parts.get(index) or self._take_over(
+                index, consumer, store, db, ready[self.names[index]]
+            )
             part.baselines.poll(part.detect.detectors, part.detect.care,
                                 part.detect.batcher.elders)  # fmt: skip
             self._handle(part, consumer, db, one.messages)
