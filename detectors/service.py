@@ -37,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 import numpy as np
 
 from detectors.base import Detection, Detector, dispatch, tick_all
@@ -386,7 +388,11 @@ class DetectService:
             self._acking.result(60.0)
         held = [n for n in names if n in consumer.pinned]
         if held:
-            consumer.unpin(held)
+            try:
+                consumer.unpin(held)
+            except (TimeoutError, nats.errors.Error, ConsumerError) as exc:
+                # not pulled on any more: the server moves them after the priority timeout
+                log.warning("detect worker %s: unpin failed: %r", self.worker, exc)
         for part in parts:
             self.parts.pop(part.index, None)
 
@@ -492,12 +498,25 @@ class DetectService:
                       self.partitions)  # fmt: skip
             del split[index]
         new = [self.names[i] for i in split if i not in self.parts]
-        ready = store.prepare(new, start_of=self._start_of,
-                              batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
+        try:
+            ready = store.prepare(new, start_of=self._start_of,
+                                  batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            # a leader change on a cluster: the next messages try again, and the replay
+            # then covers these (they are not acknowledged)
+            log.warning("detect worker %s: partitions %s not taken yet: %r", self.worker,
+                        new, exc)  # fmt: skip
+            ready = {}
         for index, one in split.items():
-            part = self.parts.get(index) or self._take_over(
-                index, consumer, store, db, ready[self.names[index]]
-            )
+            part = self.parts.get(index)
+            if part is None and self.names[index] in ready:
+                try:
+                    part = self._take_over(index, consumer, store, db, ready[self.names[index]])
+                except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                    log.warning("detect worker %s: %s not taken yet: %r", self.worker,
+                                self.names[index], exc)  # fmt: skip
+            if part is None:
+                continue
             part.baselines.poll(part.detect.detectors, part.detect.care,
                                 part.detect.batcher.elders)  # fmt: skip
             self._handle(part, consumer, db, one.messages)
@@ -565,8 +584,8 @@ class DetectService:
         if check and parts:
             try:
                 current = consumer.pins_current([p.name for p in parts])
-            except (ConsumerError, TimeoutError) as exc:
-                log.warning("pins not checked, saves wait: %s", exc)
+            except (ConsumerError, TimeoutError, nats.errors.Error) as exc:
+                log.warning("pins not checked, saves wait: %r", exc)
                 return
             self._drop_lost([name for name, ok in current.items() if not ok])
             parts = [p for p in parts if current.get(p.name)]
