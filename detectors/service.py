@@ -254,6 +254,9 @@ class Partition:
     saving: tuple[concurrent.futures.Future[float], int, int] | None = None
     """The save in flight: its future, the deliveries it covers, its sequence."""
     last_save: dict[str, object] = field(default_factory=dict)
+    next_save: float = 0.0
+    """When (monotonic) its next save is due: partitions are saved in turn, spread over
+    the save interval, so that no batch waits for all of them to be frozen at once."""
 
 
 class DetectService:
@@ -296,6 +299,9 @@ class DetectService:
         """Partition → when (wall time) this worker took it last."""
         self.last_saves: dict[str, dict[str, object]] = {}
         self._fingerprint = Detect(settings).fingerprint
+        self._orphans: dict[str, concurrent.futures.Future[float]] = {}
+        """Saves in flight of partitions this worker lost: waited for before it takes
+        them again (a late one would overwrite a newer snapshot)."""
         """Each partition's last save (kept after the partition is handed back)."""
         self.released = 0
         self.lost = 0
@@ -316,7 +322,6 @@ class DetectService:
             log.info("detect worker %s: %d partitions", self.worker, self.partitions)
             consumer.want(self.names)
             next_status = 0.0
-            next_save = time.monotonic() + cfg.save_every_s
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= self._next_balance:
@@ -329,9 +334,9 @@ class DetectService:
                 now = time.monotonic()
                 due = [p for p in self.parts.values() if p.saving is None and (
                     p.held_n >= self._pending_limit
-                    or (now >= next_save and (p.dirty or p.held)))]  # fmt: skip
-                if now >= next_save:
-                    next_save = now + cfg.save_every_s
+                    or (now >= p.next_save and (p.dirty or p.held)))]  # fmt: skip
+                for part in due:
+                    part.next_save = now + cfg.save_every_s
                 if due:
                     self._start_saves(consumer, store, due)
                 if now >= next_status:
@@ -405,6 +410,8 @@ class DetectService:
                         part.processed)  # fmt: skip
             self.parts.pop(part.index, None)
             self.lost += 1
+            if part.saving is not None:
+                self._orphans[part.name] = part.saving[0]
 
     def _start_of(self, blob: bytes | None, at: Position) -> int:
         """The first sequence a partition's replay reads: after its snapshot, if it will
@@ -430,6 +437,8 @@ class DetectService:
         if self.on_new_detect is not None:
             self.on_new_detect(detect)
         part = Partition(index, name, detect, BaselineFile(baselines_path(self.settings)))
+        every = self.settings.detect.save_every_s
+        part.next_save = time.monotonic() + every * (1 + index / self.partitions)
         at = ready.position
         self._check_limits(at)
         start = at.ack_floor
@@ -498,6 +507,11 @@ class DetectService:
                       self.partitions)  # fmt: skip
             del split[index]
         new = [self.names[i] for i in split if i not in self.parts]
+        for name in new:  # a save of its state made before this worker lost it comes first
+            orphan = self._orphans.pop(name, None)
+            if orphan is not None:
+                with contextlib.suppress(Exception):
+                    orphan.result(30.0)
         try:
             ready = store.prepare(new, start_of=self._start_of,
                                   batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
