@@ -85,7 +85,8 @@ def provision_command(
         typer.echo(f"provision failed: {exc}", err=True)
         raise typer.Exit(1) from exc
     typer.echo(json.dumps({
-        "created": done.created, "existing": done.existing, "source_ok": done.source.ok,
+        "created": done.created, "existing": done.existing, "retired": done.retired,
+        "source_ok": done.source.ok,
         "source": done.source.detail,
     }))  # fmt: skip
     if not done.source.ok:

@@ -63,6 +63,7 @@ from homecare.jetstream import (
     ACK_SUBJECT_ROOT,
     ALERT_SUBJECT_ROOT,
     ALERTS_STREAM,
+    DETECT_CONSUMER,
     DETECT_GROUP,
     ESCALATE_CONSUMER,
     INGEST_CONSUMER,
@@ -160,6 +161,8 @@ class Provisioned:
 
     created: list[str] = field(default_factory=list)
     existing: list[str] = field(default_factory=list)
+    retired: list[str] = field(default_factory=list)
+    """Consumers deleted: detect's of before its workers (site shards)."""
     source: SourceStatus = field(default_factory=lambda: SourceStatus(False, "not checked"))
 
 
@@ -263,6 +266,8 @@ async def _provision(
             await _consumer(js, TELEMETRY_STREAM, name, done, filters=None,
                             ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
                             replicas=replicas)  # fmt: skip
+        if detect:
+            await _retire_site_shards(js, done)
         for partition in range(partitions if detect else 0):
             await _pinned_consumer(nc, done, detect_consumer_config(
                 partition, ack_wait_s=ack_wait_s, max_ack_pending=detect_max_ack_pending,
@@ -307,7 +312,7 @@ async def _provision(
         while not status.ok and time.monotonic() < deadline:
             await asyncio.sleep(0.1)
             status = await source_status(js)
-        return Provisioned(done.created, done.existing, status)
+        return Provisioned(done.created, done.existing, done.retired, status)
     except nats.js.errors.APIError as exc:
         raise ProvisionError(f"NATS {nats_url} refused: {exc}") from exc
     finally:
@@ -330,6 +335,20 @@ async def _consumer(
         filter_subjects=filters, num_replicas=replicas if replicas > 1 else None,
         description=f"{name}: durable pull consumer of {stream}",
     ))  # fmt: skip
+
+
+async def _retire_site_shards(js: JetStreamContext, done: Provisioned) -> None:
+    """Delete detect's consumers of before its workers (``detect``, or one per shard of
+    sites, ``detect~<sites>``): nothing reads them any more, and on an interest stream
+    a consumer nobody acknowledges keeps every reading until ``max_age``. Stop the old
+    detect processes first."""
+    names: list[str] = []
+    while page := await js.consumers_info(TELEMETRY_STREAM, offset=len(names)):
+        names += [info.name or "" for info in page]
+    for name in names:
+        if name == DETECT_CONSUMER or name.startswith(f"{DETECT_CONSUMER}~"):
+            await js.delete_consumer(TELEMETRY_STREAM, name)
+            done.retired.append(name)
 
 
 def detect_consumer_config(

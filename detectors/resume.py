@@ -31,10 +31,11 @@ new chunks only once they are all stored, then the old chunks are purged).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
@@ -45,6 +46,7 @@ from nats.js import JetStreamContext
 from nats.js.api import (
     AckPolicy,
     ConsumerConfig,
+    ConsumerInfo,
     DeliverPolicy,
     ObjectMeta,
     ObjectMetaOptions,
@@ -61,7 +63,7 @@ from homecare.jetstream import (
     topic_of,
 )
 
-__all__ = ["CHUNK_BYTES", "STATE_BUCKET", "Position", "StateStore"]
+__all__ = ["CHUNK_BYTES", "STATE_BUCKET", "Position", "Prepared", "StateStore"]
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +72,21 @@ STATE_BUCKET = "detect_state"
 ``homecare broker provision`` makes it."""
 CHUNK_BYTES = 512 * 1024
 """Chunks under the server's default 1 MiB ``max_payload``."""
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """What :meth:`StateStore.prepare` fetched for taking one partition."""
+
+    position: Position
+    blob: bytes | None
+    """Its snapshot (None: it has none)."""
+    start: int
+    """Where its replay starts (``start_of``'s answer)."""
+    first: list[RawMessage]
+    """The replay's first batch."""
+    more: bool
+    """Whether the replay goes on past ``first`` (:meth:`StateStore.replay`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,16 +149,7 @@ class StateStore:
         """The durable consumer's delivered sequence, ack floor and limits."""
         info = self.consumer.on_loop(lambda js: js.consumer_info(self.stream, durable),
                                      self._timeout_s + 5)  # fmt: skip
-        c = info.config
-        filters = tuple(c.filter_subjects or ()) or ((c.filter_subject,) if c.filter_subject
-                                                      else ())  # fmt: skip
-        return Position(
-            delivered=info.delivered.stream_seq if info.delivered else 0,
-            ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
-            ack_wait_s=float(c.ack_wait or 30.0),
-            max_ack_pending=int(c.max_ack_pending or 1000),
-            filters=filters,
-        )
+        return _position(info)
 
     # snapshots -------------------------------------------------------------------------
     def load(self, name: str) -> bytes | None:
@@ -172,6 +180,39 @@ class StateStore:
 
         return self.consumer.submit(put)
 
+    # taking partitions -------------------------------------------------------------------
+    def prepare(
+        self, names: list[str], *, start_of: Callable[[bytes | None, Position], int],
+        batch: int = 5000,
+    ) -> dict[str, Prepared]:  # fmt: skip
+        """What a worker needs to take each of ``names``, fetched for all at once (on a
+        cluster each step is a round trip through Raft; one partition after another, a
+        worker that took 8 partitions took 8 times as long): the consumer's position, the
+        snapshot, and the first batch of the replay from ``start_of(snapshot, position)``."""
+
+        async def one(js: JetStreamContext, name: str) -> Prepared:
+            info = await js.consumer_info(self.stream, name)
+            at = _position(info)
+            try:
+                blob: bytes | None = bytes((await self._store().get(name)).data or b"")
+            except nats.js.errors.NotFoundError:
+                blob = None
+            start = start_of(blob, at)
+            if start > at.delivered:
+                return Prepared(at, blob, start, [], False)
+            sub = await self._open_replay(js, start, at.delivered, at.filters)
+            try:
+                first, last, more = await self._next_batch(sub, at.delivered, batch)
+            finally:
+                await self._drop(js, sub)
+            return Prepared(at, blob, start, first, more and last < at.delivered)
+
+        async def all_(js: JetStreamContext) -> list[Prepared]:
+            return list(await asyncio.gather(*(one(js, n) for n in names)))
+
+        found = self.consumer.on_loop(all_, 120.0)
+        return dict(zip(names, found, strict=True))
+
     # the replay ------------------------------------------------------------------------
     def replay(
         self, start: int, end: int, *, filters: tuple[str, ...], batch: int = 5000
@@ -183,45 +224,54 @@ class StateStore:
         if start > end:
             return
         on_loop = self.consumer.on_loop
+        sub = on_loop(lambda js: self._open_replay(js, start, end, filters), self._timeout_s + 5)
+        try:
+            while True:
+                out, last, more = on_loop(lambda _: self._next_batch(sub, end, batch),
+                                          self._timeout_s + 5)  # fmt: skip
+                if out:
+                    yield out
+                if not more or last >= end:
+                    return
+        finally:
+            on_loop(lambda js: self._drop(js, sub), self._timeout_s + 5)
+
+    async def _open_replay(
+        self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...]
+    ) -> JetStreamContext.PullSubscription:
         config = ConsumerConfig(
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
             ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True,
             filter_subjects=list(filters) or None,
-            description=f"{self.durable}: replay of {start}..{end} after a restart",
+            description=f"{self.durable}: replay of {start}..{end}",
         )  # fmt: skip
+        return await js.pull_subscribe(
+            filters[0] if filters else f"{SUBJECT_ROOT}.>", stream=self.stream, config=config
+        )
 
-        async def open_(js: JetStreamContext) -> JetStreamContext.PullSubscription:
-            return await js.pull_subscribe(
-                filters[0] if filters else f"{SUBJECT_ROOT}.>",
-                stream=self.stream, config=config,
-            )  # fmt: skip
-
-        sub = on_loop(open_, self._timeout_s + 5)
+    async def _next_batch(
+        self, sub: JetStreamContext.PullSubscription, end: int, batch: int
+    ) -> tuple[list[RawMessage], int, bool]:
+        """The next batch up to ``end``, its last sequence, and whether more may follow
+        (False where the stream has no more: messages past ``max_age``)."""
         try:
-            while True:
-                try:
-                    msgs = on_loop(lambda _: sub.fetch(batch, timeout=2.0), self._timeout_s + 5)
-                except (TimeoutError, nats.errors.TimeoutError):
-                    log.warning("%s: replay stopped before %d: the stream has no more",
-                                self.durable, end)  # fmt: skip
-                    return
-                now = time.time()
-                out = []
-                last = 0
-                for msg in msgs:
-                    last = msg.metadata.sequence.stream
-                    if last > end:
-                        break
-                    qos = (msg.headers or {}).get(MQTT_QOS_HEADER, "1")
-                    out.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
-                                          int(qos) if qos.isdigit() else 1, last,
-                                          partition_of_subject(msg.subject)))  # fmt: skip
-                if out:
-                    yield out
-                if last >= end:
-                    return
-        finally:
-            on_loop(lambda js: self._drop(js, sub), self._timeout_s + 5)
+            msgs = await sub.fetch(batch, timeout=2.0)
+        except (TimeoutError, nats.errors.TimeoutError):
+            log.warning("%s: replay stopped before %d: the stream has no more",
+                        self.durable, end)  # fmt: skip
+            return [], 0, False
+        now = time.time()
+        out = []
+        last = 0
+        for msg in msgs:
+            last = msg.metadata.sequence.stream
+            if last > end:
+                break
+            qos = (msg.headers or {}).get(MQTT_QOS_HEADER, "1")
+            out.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
+                                  int(qos) if qos.isdigit() else 1, last,
+                                  partition_of_subject(msg.subject)))  # fmt: skip
+        return out, last, last < end
 
     async def _drop(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
         """Unsubscribe and delete the ephemeral consumer (else it lingers a minute)."""
@@ -231,3 +281,17 @@ class StateStore:
             await js.delete_consumer(self.stream, name)
         except (nats.errors.Error, nats.js.errors.Error) as exc:
             log.debug("%s: replay consumer not deleted: %s", self.durable, exc)
+
+
+def _position(info: ConsumerInfo) -> Position:
+    """A durable consumer's :class:`Position` from its info."""
+    c = info.config
+    filters = tuple(c.filter_subjects or ()) or ((c.filter_subject,) if c.filter_subject
+                                                  else ())  # fmt: skip
+    return Position(
+        delivered=info.delivered.stream_seq if info.delivered else 0,
+        ack_floor=info.ack_floor.stream_seq if info.ack_floor else 0,
+        ack_wait_s=float(c.ack_wait or 30.0),
+        max_ack_pending=int(c.max_ack_pending or 1000),
+        filters=filters,
+    )

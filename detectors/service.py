@@ -27,6 +27,7 @@ saved state. One worker alone holds every partition (a single site).
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import hashlib
 import logging
 import threading
@@ -36,6 +37,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import nats.errors
+import nats.js.errors
 import numpy as np
 
 from detectors.base import Detection, Detector, dispatch, tick_all
@@ -47,7 +50,7 @@ from detectors.device_health import DeviceHealthDetector
 from detectors.fall import FallDetector
 from detectors.inactivity import InactivityDetector
 from detectors.morning import MorningDetector
-from detectors.resume import Position, StateStore
+from detectors.resume import Position, Prepared, StateStore
 from detectors.snapshot import SnapshotMismatch, freeze, read_meta, thaw
 from detectors.sos import SosDetector
 from detectors.vitals import VitalsDetector
@@ -251,6 +254,9 @@ class Partition:
     saving: tuple[concurrent.futures.Future[float], int, int] | None = None
     """The save in flight: its future, the deliveries it covers, its sequence."""
     last_save: dict[str, object] = field(default_factory=dict)
+    next_save: float = 0.0
+    """When (monotonic) its next save is due: partitions are saved in turn, spread over
+    the save interval, so that no batch waits for all of them to be frozen at once."""
 
 
 class DetectService:
@@ -292,6 +298,10 @@ class DetectService:
         self.taken_at: dict[int, float] = {}
         """Partition → when (wall time) this worker took it last."""
         self.last_saves: dict[str, dict[str, object]] = {}
+        self._fingerprint = Detect(settings).fingerprint
+        self._orphans: dict[str, concurrent.futures.Future[float]] = {}
+        """Saves in flight of partitions this worker lost: waited for before it takes
+        them again (a late one would overwrite a newer snapshot)."""
         """Each partition's last save (kept after the partition is handed back)."""
         self.released = 0
         self.lost = 0
@@ -312,7 +322,6 @@ class DetectService:
             log.info("detect worker %s: %d partitions", self.worker, self.partitions)
             consumer.want(self.names)
             next_status = 0.0
-            next_save = time.monotonic() + cfg.save_every_s
             while not stop.is_set():
                 now = time.monotonic()
                 if now >= self._next_balance:
@@ -325,9 +334,9 @@ class DetectService:
                 now = time.monotonic()
                 due = [p for p in self.parts.values() if p.saving is None and (
                     p.held_n >= self._pending_limit
-                    or (now >= next_save and (p.dirty or p.held)))]  # fmt: skip
-                if now >= next_save:
-                    next_save = now + cfg.save_every_s
+                    or (now >= p.next_save and (p.dirty or p.held)))]  # fmt: skip
+                for part in due:
+                    part.next_save = now + cfg.save_every_s
                 if due:
                     self._start_saves(consumer, store, due)
                 if now >= next_status:
@@ -384,7 +393,11 @@ class DetectService:
             self._acking.result(60.0)
         held = [n for n in names if n in consumer.pinned]
         if held:
-            consumer.unpin(held)
+            try:
+                consumer.unpin(held)
+            except (TimeoutError, nats.errors.Error, ConsumerError) as exc:
+                # not pulled on any more: the server moves them after the priority timeout
+                log.warning("detect worker %s: unpin failed: %r", self.worker, exc)
         for part in parts:
             self.parts.pop(part.index, None)
 
@@ -397,12 +410,26 @@ class DetectService:
                         part.processed)  # fmt: skip
             self.parts.pop(part.index, None)
             self.lost += 1
+            if part.saving is not None:
+                self._orphans[part.name] = part.saving[0]
+
+    def _start_of(self, blob: bytes | None, at: Position) -> int:
+        """The first sequence a partition's replay reads: after its snapshot, if it will
+        be resumed, else after the consumer's acknowledgement floor."""
+        if blob is not None:
+            with contextlib.suppress(SnapshotMismatch, ValueError, KeyError):
+                meta = read_meta(blob)
+                if meta.get("fingerprint") == self._fingerprint:
+                    return int(meta["seq"]) + 1
+        return at.ack_floor + 1
 
     def _take_over(
-        self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
-    ) -> Partition:
+        self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+        ready: Prepared,
+    ) -> Partition:  # fmt: skip
         """Thaw the partition's saved state, then read again what its consumer had handed
-        out after it (to a dead worker, or to this one in the batch that brought the pin)."""
+        out after it (to a dead worker, or to this one in the batch that brought the pin).
+        ``ready``: its position, snapshot and the replay's first batch, fetched already."""
         t = time.perf_counter()
         name = self.names[index]
         detect = Detect(self.settings)
@@ -410,10 +437,12 @@ class DetectService:
         if self.on_new_detect is not None:
             self.on_new_detect(detect)
         part = Partition(index, name, detect, BaselineFile(baselines_path(self.settings)))
-        at = store.position(name)
+        every = self.settings.detect.save_every_s
+        part.next_save = time.monotonic() + every * (1 + index / self.partitions)
+        at = ready.position
         self._check_limits(at)
         start = at.ack_floor
-        blob = store.load(name)
+        blob = ready.blob
         if blob is not None:
             try:
                 meta = detect.thaw(blob)
@@ -427,7 +456,15 @@ class DetectService:
                 part.saved = start
         part.processed = start
         part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
-        for messages in store.replay(start + 1, at.delivered, filters=at.filters,
+        rest = start + 1
+        if ready.start == rest:  # as prepared: its first batch is the replay's
+            if ready.first:
+                self.stats.replayed += len(ready.first)
+                self._handle(part, consumer, db, ready.first)
+                rest = ready.first[-1].seq + 1
+            if not ready.more:
+                rest = at.delivered + 1
+        for messages in store.replay(rest, at.delivered, filters=at.filters,
                                      batch=self.settings.detect.batch_size):  # fmt: skip
             self.stats.replayed += len(messages)
             self._handle(part, consumer, db, messages)
@@ -464,13 +501,36 @@ class DetectService:
             one = split.setdefault(message.partition, Delivery())
             one.messages.append(message)
             one.receipts.append(receipt)
+        for index in [i for i in split if not 0 <= i < self.partitions]:
+            log.error("messages of partition %d: the worker knows %d partitions (is "
+                      "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
+                      self.partitions)  # fmt: skip
+            del split[index]
+        new = [self.names[i] for i in split if i not in self.parts]
+        for name in new:  # a save of its state made before this worker lost it comes first
+            orphan = self._orphans.pop(name, None)
+            if orphan is not None:
+                with contextlib.suppress(Exception):
+                    orphan.result(30.0)
+        try:
+            ready = store.prepare(new, start_of=self._start_of,
+                                  batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+            # a leader change on a cluster: the next messages try again, and the replay
+            # then covers these (they are not acknowledged)
+            log.warning("detect worker %s: partitions %s not taken yet: %r", self.worker,
+                        new, exc)  # fmt: skip
+            ready = {}
         for index, one in split.items():
-            if not 0 <= index < self.partitions:
-                log.error("message of partition %d: the worker knows %d partitions (is "
-                          "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
-                          self.partitions)  # fmt: skip
+            part = self.parts.get(index)
+            if part is None and self.names[index] in ready:
+                try:
+                    part = self._take_over(index, consumer, store, db, ready[self.names[index]])
+                except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                    log.warning("detect worker %s: %s not taken yet: %r", self.worker,
+                                self.names[index], exc)  # fmt: skip
+            if part is None:
                 continue
-            part = self.parts.get(index) or self._take_over(index, consumer, store, db)
             part.baselines.poll(part.detect.detectors, part.detect.care,
                                 part.detect.batcher.elders)  # fmt: skip
             self._handle(part, consumer, db, one.messages)
@@ -538,8 +598,8 @@ class DetectService:
         if check and parts:
             try:
                 current = consumer.pins_current([p.name for p in parts])
-            except (ConsumerError, TimeoutError) as exc:
-                log.warning("pins not checked, saves wait: %s", exc)
+            except (ConsumerError, TimeoutError, nats.errors.Error) as exc:
+                log.warning("pins not checked, saves wait: %r", exc)
                 return
             self._drop_lost([name for name, ok in current.items() if not ok])
             parts = [p for p in parts if current.get(p.name)]

@@ -498,7 +498,7 @@ def run_demo(
 
 
 def status_of(settings: Settings, service: str) -> Path:
-    """The status file ``homecare ingest`` (one instance) or ``detect`` (every site)
+    """The status file ``homecare ingest`` (one instance) or ``detect`` (one worker)
     writes while it runs."""
     name = {"ingest": "ingest-main", "detect": "detect"}[service]
     return settings.state_dir / f"{name}.json"

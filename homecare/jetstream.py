@@ -894,12 +894,13 @@ class JetStreamConsumer:
         while True:
             wake.clear()
             now = time.monotonic()
-            for durable, (_, _, until) in list(self._out.items()):
-                if now > until + 2.0:  # its end never came (a reconnect lost it)
-                    del self._out[durable]
             room = self._buffer_limit - len(self._arrived)
             for index, durable in enumerate(self.durables):
-                if durable in self._out or self._paused.get(durable, 0.0) > now:
+                out = self._out.get(durable)
+                # A pull past its expiry is renewed even if its end has not come yet: a
+                # busy client reads its messages late, and the server counts the time
+                # from the last pull *request* (a reconnect may also have lost the end).
+                if (out is not None and now < out[2]) or self._paused.get(durable, 0.0) > now:
                     continue
                 pin = self.pinned.get(durable)
                 if pin is None and durable not in self._wanted:

@@ -25,10 +25,12 @@ from typing import Any
 
 import nats
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 from support import Publisher, topic, wait_for
 from test_detect_restart import fall_frames
 from test_detect_service import stored_alerts
 
+from broker.provision import provision
 from harness.servers import LocalNats
 from homecare.jetstream import partition_of
 from homecare.status import read_status
@@ -192,3 +194,27 @@ def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker
     falls = [x for x in stored_alerts(nats_broker.url) if x.kind == "fall"]
     assert len(falls) == 1, falls
     assert falls[0].elder == fall_elder
+
+
+def test_provisioning_retires_the_consumers_of_site_shards(nats_broker):
+    """Detect's consumers of before its workers (``detect``, ``detect~<sites>``) would
+    keep every reading of an interest stream until its max age: provisioning deletes
+    them, and keeps the partitions' consumers."""
+
+    async def add_old() -> None:
+        nc = await nats.connect(nats_broker.url)
+        try:
+            js = nc.jetstream()
+            for name, subject in (("detect", None), ("detect~north", "telemetry.*.north.>")):
+                await js.add_consumer("TELEMETRY", ConsumerConfig(
+                    durable_name=name, ack_policy=AckPolicy.EXPLICIT, filter_subject=subject))
+        finally:
+            await nc.close()
+
+    asyncio.run(add_old())
+    done = provision(nats_broker.url, mqtt_url=nats_broker.mqtt_url, partitions=PARTITIONS,
+                     ack_wait_s=5.0)  # fmt: skip
+    assert sorted(done.retired) == ["detect", "detect~north"]
+    assert done.created == []
+    assert [f"detect-p{p}" for p in range(PARTITIONS)] == [
+        n for n in done.existing if n.startswith("detect-p")]
