@@ -70,6 +70,7 @@ from harness.demo import ServiceProcess
 from harness.servers import LocalInflux, LocalNats, LocalNatsCluster, ServerError
 from harness.standins import CallCentreStandIn, Incident
 from homecare.contract import Stream
+from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
 from homecare.jetstream import TELEMETRY_STREAM
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
@@ -401,8 +402,13 @@ def run(
             victim.proc.wait()
             workers.procs["detect"].remove(victim)
             if not workers.procs["detect"]:  # the only one: its supervisor starts it again
-                workers.restarts += 1
-                workers.start("detect", 0)
+                for attempt in range(5):  # as compose's restart does, until it runs
+                    workers.restarts += 1
+                    try:
+                        workers.start("detect", 0)
+                        break
+                    except ServiceError as exc:
+                        log(f"  detect did not start ({attempt + 1}): {str(exc)[-160:]}")
                 return "the only detect worker (started again at once)"
             return f"detect worker 1 of {detect_workers}"
 
