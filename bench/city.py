@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -72,7 +73,7 @@ from harness.standins import CallCentreStandIn, Incident
 from homecare.contract import Stream
 from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
-from homecare.jetstream import TELEMETRY_STREAM
+from homecare.jetstream import ALERTS_STREAM, TELEMETRY_STREAM, alert_subject
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 
 __all__ = ["run"]
@@ -291,6 +292,32 @@ def _wait_for_detect(urls: str, timeout_s: float, log: Callable[[str], Any]) -> 
     return left
 
 
+def _in_alerts(urls: str, elders: list[str]) -> dict[str, list[str]]:
+    """The kinds of alert each of these elders has in ALERTS (what detect published):
+    tells an alert detect never raised from one that escalation did not deliver."""
+    import nats
+
+    async def ask() -> dict[str, list[str]]:
+        nc = await nats.connect(urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
+        out: dict[str, list[str]] = {}
+        try:
+            js = nc.jetstream(timeout=10)
+            for elder in elders:
+                sub = await js.pull_subscribe(alert_subject(SITE, elder, "*"), durable=None,
+                                              stream=ALERTS_STREAM)  # fmt: skip
+                try:
+                    msgs = await sub.fetch(100, timeout=2)
+                except TimeoutError:
+                    msgs = []
+                out[elder] = sorted({json.loads(m.data).get("kind", "?") for m in msgs})
+                await sub.unsubscribe()
+        finally:
+            await nc.close()
+        return out
+
+    return asyncio.run(ask())
+
+
 def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incident]]:
     """The call centre's incidents per (elder, kind of alert)."""
     out: dict[tuple[str, str], list[Incident]] = {}
@@ -298,6 +325,12 @@ def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incid
         elder = str((i.message.get("caller") or {}).get("id", ""))
         out.setdefault((elder, str(i.kind)), []).append(i)
     return out
+
+
+def _expected(steady: Plan, phases: list[Chaos]) -> list[tuple[str, str]]:
+    """(elder, kind of alert) of every injected event."""
+    out = [(e, "sos") for e in steady.sos] + [(e, "fall") for e in steady.falls]
+    return out + [(e, "sos") for p in phases for e in p.plan.sos]
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -468,6 +501,8 @@ def run(
             centre.wait_incidents(injected, timeout_s=60)
         time.sleep(2.0)  # a duplicate would come now
         alarms = _first_alarms(centre.incidents)
+        missing = [e for (e, k) in _expected(steady, phases) if (e, k) not in alarms]
+        raised = _in_alerts(urls, missing) if missing else {}
         log(f"  {len(centre.incidents)} alarms at the call centre; stopping")
 
     (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
@@ -537,6 +572,7 @@ def run(
         "alerts_duplicated": len(all_dup),
         "fleet_reconnects": fleet.stats.reconnects,
         "detect_backlog_at_end": behind,
+        "missed_in_alerts_stream": {e: k for e, k in raised.items() if k},
     }
     log(f"losses: {published:,} readings acknowledged, {stored:,} stored ({published - stored} "
         f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "
