@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import math
 import os
 import secrets
@@ -70,8 +71,9 @@ from harness.demo import ServiceProcess
 from harness.servers import LocalInflux, LocalNats, LocalNatsCluster, ServerError
 from harness.standins import CallCentreStandIn, Incident
 from homecare.contract import Stream
+from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
-from homecare.jetstream import TELEMETRY_STREAM
+from homecare.jetstream import ALERTS_STREAM, TELEMETRY_STREAM, alert_subject
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 
 __all__ = ["run"]
@@ -199,6 +201,7 @@ async def _drive(
     sample: Callable[[], None],
     seek_s: float,
     log: Callable[[str], Any],
+    offered: list[int],
 ) -> tuple[TimedFleet, Plan, list[Chaos]]:
     """Publish in real time: the steady phase, then each chaos phase (a kill at
     :data:`KILL_AT` of it, what was killed brought back after it)."""
@@ -221,6 +224,7 @@ async def _drive(
         acked, began = fleet.stats.acked, time.time()
         await fleet.run(seconds=seconds, speed=1.0, on_second=lambda _s: sample())
         steady.wall, steady.published = (began, time.time()), fleet.stats.acked - acked
+        offered.append(fleet.stats.acked - acked)  # ``seconds`` simulated seconds' worth
         log(f"  steady: {steady.published:,} messages in {steady.wall[1] - began:.0f} s")
         phases: list[Chaos] = []
         for n, (name, kill, restore) in enumerate(chaos):
@@ -253,6 +257,67 @@ async def _drive(
     return fleet, steady, phases
 
 
+def _detect_backlog(urls: str) -> int:
+    """Readings of TELEMETRY not yet handed to detect, over every detect consumer
+    (``detect``, or one per partition). Those handed over and not acknowledged are not
+    counted: detect acknowledges only what its saved state covers, seconds later."""
+    import nats
+
+    async def ask() -> int:
+        nc = await nats.connect(urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
+        try:
+            js = nc.jetstream(timeout=10)
+            total = 0
+            for info in await js.consumers_info(TELEMETRY_STREAM):
+                if info.name.startswith("detect"):
+                    total += int(info.num_pending or 0)
+            return total
+        finally:
+            await nc.close()
+
+    return asyncio.run(ask())
+
+
+def _wait_for_detect(urls: str, timeout_s: float, log: Callable[[str], Any]) -> int:
+    """Wait until detect has caught up with TELEMETRY (or ``timeout_s``): an alert counted
+    missing must be missing, not late. Returns what was still waiting."""
+    deadline, left = time.monotonic() + timeout_s, -1
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):  # a node still catching up: ask again
+            left = _detect_backlog(urls)
+            if left == 0:
+                return 0
+        time.sleep(2.0)
+    log(f"  detect still {left:,} readings behind after {timeout_s:.0f} s")
+    return left
+
+
+def _in_alerts(urls: str, elders: list[str]) -> dict[str, list[str]]:
+    """The kinds of alert each of these elders has in ALERTS (what detect published):
+    tells an alert detect never raised from one that escalation did not deliver."""
+    import nats
+
+    async def ask() -> dict[str, list[str]]:
+        nc = await nats.connect(urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
+        out: dict[str, list[str]] = {}
+        try:
+            js = nc.jetstream(timeout=10)
+            for elder in elders:
+                sub = await js.pull_subscribe(alert_subject(SITE, elder, "*"), durable=None,
+                                              stream=ALERTS_STREAM)  # fmt: skip
+                try:
+                    msgs = await sub.fetch(100, timeout=2)
+                except TimeoutError:
+                    msgs = []
+                out[elder] = sorted({json.loads(m.data).get("kind", "?") for m in msgs})
+                await sub.unsubscribe()
+        finally:
+            await nc.close()
+        return out
+
+    return asyncio.run(ask())
+
+
 def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incident]]:
     """The call centre's incidents per (elder, kind of alert)."""
     out: dict[tuple[str, str], list[Incident]] = {}
@@ -260,6 +325,12 @@ def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incid
         elder = str((i.message.get("caller") or {}).get("id", ""))
         out.setdefault((elder, str(i.kind)), []).append(i)
     return out
+
+
+def _expected(steady: Plan, phases: list[Chaos]) -> list[tuple[str, str]]:
+    """(elder, kind of alert) of every injected event."""
+    out = [(e, "sos") for e in steady.sos] + [(e, "fall") for e in steady.falls]
+    return out + [(e, "sos") for p in phases for e in p.plan.sos]
 
 
 def _summary(ms: list[float]) -> dict[str, float]:
@@ -350,6 +421,7 @@ def run(
         workers.start("escalate", 0)
 
         marks: list[tuple[float, dict[str, float]]] = []
+        offered: list[int] = []
 
         def sample() -> None:
             groups = {"nats-server": _server_pids(broker), **workers.psutil(),
@@ -363,8 +435,13 @@ def run(
             victim.proc.wait()
             workers.procs["detect"].remove(victim)
             if not workers.procs["detect"]:  # the only one: its supervisor starts it again
-                workers.restarts += 1
-                workers.start("detect", 0)
+                for attempt in range(5):  # as compose's restart does, until it runs
+                    workers.restarts += 1
+                    try:
+                        workers.start("detect", 0)
+                        break
+                    except ServiceError as exc:
+                        log(f"  detect did not start ({attempt + 1}): {str(exc)[-160:]}")
                 return "the only detect worker (started again at once)"
             return f"detect worker 1 of {detect_workers}"
 
@@ -402,7 +479,7 @@ def run(
         fleet, steady, phases = asyncio.run(
             _drive(sim, mqtt_url, seconds=seconds, chaos_seconds=chaos_seconds, chaos=chaos,
                    events=events, gateways=gateways, rng=rng, sample=sample, seek_s=seek_s,
-                   log=log),
+                   log=log, offered=offered),
         )  # fmt: skip
 
         # Losses: every acknowledged reading in InfluxDB, every event at the call centre.
@@ -418,18 +495,31 @@ def run(
         # still published (a fall late in a short run may not have).
         falls = [e for e in steady.falls if fall_frames(fleet.sent, e) is not None]
         injected = len(steady.sos) + len(falls) + sum(len(p.plan.sos) for p in phases)
+        log(f"  drained: {stored:,} of {published:,} readings stored")
+        behind = _wait_for_detect(urls, 600, log)
         with contextlib.suppress(TimeoutError):
             centre.wait_incidents(injected, timeout_s=60)
         time.sleep(2.0)  # a duplicate would come now
         alarms = _first_alarms(centre.incidents)
+        missing = [e for (e, k) in _expected(steady, phases) if (e, k) not in alarms]
+        raised = _in_alerts(urls, missing) if missing else {}
+        log(f"  {len(centre.incidents)} alarms at the call centre; stopping")
 
     (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
-    per_10k = {k: round((cpu1[k] - cpu0[k]) / (m1 - m0) * PER_10K / elders, 2) for k in cpu1}
+    wall = steady.wall[1] - steady.wall[0]
+    # The load is what one simulated second holds; a publisher that fell behind real time
+    # offered less than that per wall second: CPU per 10,000 elders is scaled by the
+    # traffic actually carried, not by the elders configured.
+    per_sim_second = offered[0] / seconds
+    pace = steady.published / wall / per_sim_second
+    scale = PER_10K / elders / pace
+    per_10k = {k: round((cpu1[k] - cpu0[k]) / (m1 - m0) * scale, 2) for k in cpu1}
     pairs, missed, duplicated = _latencies(steady, fleet, alarms)
     ms = [(b - a) * 1e3 for a, b in pairs]
-    wall = steady.wall[1] - steady.wall[0]
     report["steady"] = {
         "messages_per_s": round(steady.published / wall),
+        "messages_per_s_real_time": round(per_sim_second),
+        "real_time_pace": round(pace, 2),
         "alert_latency_ms": _summary(ms),
         "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= LATENCY_P99_TARGET_MS,
         "missed": missed,
@@ -438,7 +528,8 @@ def run(
         "cpu_cores_per_10k_elders_total": round(sum(per_10k.values()), 2),
     }
     log(
-        f"steady: {report['steady']['messages_per_s']:,} messages/s; alert latency (message → "
+        f"steady: {report['steady']['messages_per_s']:,} messages/s ({pace:.2f} of real time, "
+        f"{per_sim_second:,.0f}/s); alert latency (message → "
         f"call centre) {_fmt(report['steady']['alert_latency_ms'])} (target p99 ≤ "
         f"{LATENCY_P99_TARGET_MS:.0f} ms); missed {len(missed)}, duplicated {len(duplicated)}"
     )
@@ -480,6 +571,8 @@ def run(
         "alerts_missed": len(all_missed),
         "alerts_duplicated": len(all_dup),
         "fleet_reconnects": fleet.stats.reconnects,
+        "detect_backlog_at_end": behind,
+        "missed_in_alerts_stream": {e: k for e, k in raised.items() if k},
     }
     log(f"losses: {published:,} readings acknowledged, {stored:,} stored ({published - stored} "
         f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "

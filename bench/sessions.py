@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import resource
 import struct
 import tempfile
@@ -119,6 +120,20 @@ def _figures(cluster: LocalNatsCluster) -> dict[str, float]:
     return {"rss": rss, "varz_mem": mem, "consumers": len(consumers), "ha_assets": assets}
 
 
+def _errors(cluster: LocalNatsCluster) -> dict[str, int]:
+    """The nodes' errors and warnings about sessions and consumers (not the start-up's
+    route and meta-leader chatter), numbers and names blanked, with how often each."""
+    counts: dict[str, int] = {}
+    for node in cluster.nodes:
+        for line in node.log.read_text(errors="replace").splitlines():
+            level = "[ERR] " if "[ERR] " in line else "[WRN] " if "[WRN] " in line else None
+            if level is None or re.search(r"route|meta leader|routing", line, re.I):
+                continue
+            text = re.sub(r"[0-9A-Za-z]{16,}|\d+(\.\d+)?", "#", line.split(level, 1)[1])[:200]
+            counts[text] = counts.get(text, 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1])[:8])
+
+
 async def _settled(cluster: LocalNatsCluster, timeout_s: float = 60.0) -> dict[str, float]:
     """The figures once the nodes' consumers and replicated assets stop changing (each
     replica of a new consumer appears on its node a little later)."""
@@ -167,9 +182,7 @@ def measure(root: Path, kind: str, n: int, *, parallel: int = 64) -> dict[str, A
                 if w is not None:
                     w.close()
             refused = sum(w is None for w in links)
-            why = sorted({line.split("] ", 1)[-1][:160] for node in cluster.nodes
-                          for line in node.log.read_text(errors="replace").splitlines()
-                          if "[ERR]" in line or "[WRN]" in line})  # fmt: skip
+            why = _errors(cluster)
 
             subscribed = max(n - refused, 1)
 
@@ -179,7 +192,7 @@ def measure(root: Path, kind: str, n: int, *, parallel: int = 64) -> dict[str, A
             return {
                 "kind": kind, "devices": n, "subscription_qos": qos, "clean_session": clean,
                 "subscriptions_refused": refused,
-                "server_errors": why[:10],
+                "server_errors": why,
                 "connect_and_subscribe_s": round(took, 2),
                 "devices_per_s": round(n / took),
                 "rss_mb_total": round(after["rss"] / 1e6),
