@@ -82,8 +82,9 @@ class BatchStream(StrEnum):
 
 DOOR_ROLES: tuple[str, ...] = ("front", "bathroom", "bedroom", "fridge")
 """Door role codes in a ``door`` batch's ``role`` column (index into this tuple)."""
-BUTTONS: tuple[str, ...] = ("sos", "ok")
-"""Button codes in a ``button`` batch's ``button`` column."""
+BUTTONS: tuple[str, ...] = ("sos", "ok", "fall")
+"""Button codes in a ``button`` batch's ``button`` column (``fall``: the wearable's own
+fall detection, with ``confidence`` and ``cancelled`` columns, NaN for the others)."""
 _CODES: dict[str, tuple[str, ...]] = {Door.role: DOOR_ROLES, Button.button: BUTTONS}
 
 
@@ -139,8 +140,11 @@ class ReadingBatch:
       (g, see :func:`frame_stats`), ``gx``, ``gy``, ``gz`` (the frame's mean acceleration,
       g: the posture; live only, not stored), ``hr``, ``spo2``, ``steps``, ``battery``
     * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
-    * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``
-    * ``device_status``: ``battery``, ``interval_s``;  ``availability``: ``online``
+    * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``,
+      ``confidence``, ``cancelled`` (the last two for a device-detected fall)
+    * ``device_status``: ``battery``, ``interval_s``, ``placement`` (a wearable's
+      :class:`~detectors.fall_model.Placement` code, NaN for others);
+      ``availability``: ``online``
     """
 
     stream: str

@@ -136,8 +136,8 @@ class Batcher:
             case contract.Stream.EVENT:
                 columns = {"opened": [], "role": [], "seq": []}
                 name = BatchStream.DOOR
-            case contract.Stream.SOS | contract.Stream.OK:
-                columns = {Button.button: [], "seq": []}
+            case contract.Stream.SOS | contract.Stream.OK | contract.Stream.FALL:
+                columns = {Button.button: [], "seq": [], "confidence": [], "cancelled": []}
                 name = BatchStream.BUTTON
             case _:
                 columns = {"battery": [], "interval_s": [], "placement": []}
@@ -153,9 +153,15 @@ class Batcher:
                     columns["opened"].append(float(p.state == "opened"))
                     columns["role"].append(DOOR_ROLES.index(p.role))
                     columns["seq"].append(p.seq)
-                case contract.SosEvent() | contract.OkEvent():
+                case contract.SosEvent() | contract.OkEvent() | contract.FallEvent():
                     columns[Button.button].append(BUTTONS.index(p.stream))
                     columns["seq"].append(p.seq)
+                    confidence, cancelled = _NAN, _NAN
+                    if isinstance(p, contract.FallEvent):
+                        confidence = _NAN if p.confidence is None else p.confidence
+                        cancelled = float(p.cancelled)
+                    columns["confidence"].append(confidence)
+                    columns["cancelled"].append(cancelled)
                     if isinstance(p, contract.OkEvent):
                         out.ok_presses.append((topic.elder, p.ts))
                 case contract.DeviceStatus():

@@ -71,6 +71,7 @@ __all__ = [
     "DeviceStatus",
     "DoorEvent",
     "DoorRole",
+    "FallEvent",
     "HeartRate",
     "Id",
     "OkEvent",
@@ -122,17 +123,18 @@ class Stream(StrEnum):
     EVENT = "event"
     STATUS = "status"
     AVAILABILITY = "availability"
+    FALL = "fall"
 
 
 STREAMS: dict[DeviceKind, frozenset[Stream]] = {
     DeviceKind.WEARABLE: frozenset(
-        {Stream.FRAME, Stream.SOS, Stream.OK, Stream.STATUS, Stream.AVAILABILITY}
+        {Stream.FRAME, Stream.SOS, Stream.OK, Stream.STATUS, Stream.AVAILABILITY, Stream.FALL}
     ),
     DeviceKind.BED: frozenset({Stream.READING, Stream.STATUS, Stream.AVAILABILITY}),
     DeviceKind.DOOR: frozenset({Stream.EVENT, Stream.STATUS, Stream.AVAILABILITY}),
 }
 
-EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT})
+EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT, Stream.FALL})
 """Streams a device must buffer while offline and publish at QoS 1 (every stream should)."""
 QOS = 1
 """Every stream is published at QoS 1: ingest acknowledges only what it has stored."""
@@ -310,6 +312,21 @@ class SosEvent(Payload):
     seq: Seq
 
 
+class FallEvent(Payload):
+    """The wearable detected a fall itself (many watches and pendants do). Handled as an
+    SOS press that the wearer's "I'm OK" can still cancel within the grace window; one the
+    wearer already cancelled on the device is stored, not alerted."""
+
+    stream = Stream.FALL
+    seq: Seq
+    confidence: float | None = Field(
+        None, ge=0, le=1, description="The device's confidence that this was a fall, 0-1."
+    )
+    cancelled: bool = Field(
+        False, description="The wearer cancelled the alarm on the device before it was sent."
+    )
+
+
 class OkEvent(Payload):
     """The wearer pressed "I'm OK", cancelling a pending fall alert."""
 
@@ -420,7 +437,9 @@ def command_topic(site: str, elder: str, device: str) -> str:
 
 PAYLOADS: dict[Stream, type[Payload]] = {
     model.stream: model
-    for model in (WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus)
+    for model in (
+        WearableFrame, SosEvent, OkEvent, BedReading, DoorEvent, DeviceStatus, FallEvent
+    )
 }
 
 

@@ -35,6 +35,7 @@ def sample(stream: Stream) -> dict:
             Stream.READING: {"presence": True, "hr": 60, "br": 14.5, "movement": 0.2},
             Stream.EVENT: {"door": "front1", "role": "front", "state": "opened", "seq": 3},
             Stream.STATUS: {"battery": 90, "firmware": "2.1.0", "rssi": -70, "model": "B1"},
+            Stream.FALL: {"seq": 4, "confidence": 0.92, "cancelled": False},
         }[stream]
     )
 

@@ -168,8 +168,14 @@ FIELDS: dict[Stream, Any] = {
         "rssi": draw(_int(-130, 0)),
         "model": draw(st.none() | texts),
         "vendor": draw(st.none() | texts),
-        "placement": draw(mostly(st.sampled_from([None, "pendant", "belt", "door"]), texts)),
+        "placement": draw(mostly(st.sampled_from([None, "pendant", "belt", "door", "wrist"]),
+                                 texts)),
         "interval_s": draw(_int(10, 86400)),
+    },
+    Stream.FALL: lambda draw: {
+        "seq": draw(seqs),
+        "confidence": draw(st.none() | _num(0, 1)),
+        "cancelled": draw(mostly(st.booleans(), st.just("yes"))),
     },
 }
 KIND_OF = {s: next(k for k in DeviceKind if s in contract.STREAMS[k]) for s in Stream}
