@@ -21,6 +21,15 @@ A fall is confirmed by four stages, each with its own threshold in :class:`FallS
    above ``offbody_g``: a body on the floor breathes and trembles, a device on a table does
    not.
 
+**Where the wearable is worn** decides who judges these scores (:func:`decide`): each row
+has a :class:`~detectors.fall_model.Placement` (from the wearable's status reports,
+:meth:`FallDetector.place`); a placement with a model (the wrist's) is decided by its
+learned second stage, which scores the stages above together with the impact's shape
+(``_SHAPE``: orientation-free statistics of the 4 s before to 1 s after the impact,
+computed when the stages are scored) — a waist or chest one by the rules, an unknown one
+by the rules or any model. The rules' stage scores stay in every alert's evidence, with
+``rules`` (whether they alone confirm it), ``model_score`` and ``placement``.
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
