@@ -482,7 +482,7 @@ async def _provision_districts(
             await _consumer(js, TELEMETRY_STREAM, name, done, filters=filters,
                             ack_wait_s=ack_wait_s, max_ack_pending=max_ack_pending,
                             replicas=replicas)  # fmt: skip
-        return Provisioned(done.created, done.existing, await source_status(js))
+        return Provisioned(done.created, done.existing, source=await source_status(js))
     except nats.js.errors.APIError as exc:
         raise ProvisionError(f"NATS {nats_url} refused: {exc}") from exc
     finally:

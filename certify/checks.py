@@ -26,6 +26,7 @@ from pydantic import BaseModel
 
 from certify.kit import Evidence
 from certify.prompts import StepKind
+from detectors.fall_model import placement_code
 from evaluation.replay import Trace, replay
 from homecare import contract
 from homecare.contract import (
@@ -46,6 +47,9 @@ Status = Literal["pass", "fail", "skipped"]
 CLOCK_TOLERANCE_S = 2.0
 MAX_MISSING = 0.01
 """Frames may be missing or duplicated for at most 1 % of the session (outside outages)."""
+DEVICE_FALL_LIMIT_S = 30.0
+"""From the end of a staged fall to the device's own ``fall`` event at the kit (a device
+may wait for the wearer to lie still, or offer its own cancel window first)."""
 SOS_LIMIT_S = 10.0
 """From the prompt to the SOS event at the kit, the operator's reaction included."""
 BED_PERIOD_S = (10.0, 30.0)
@@ -546,7 +550,9 @@ def fall_test(a: Analysis) -> Outcome:
         if rows:
             xyz = np.asarray([s for row in rows for s in row], dtype=np.float32)
             traces.append(Trace(str(k), xyz, float(rate)))
-    found = Counter(e["file"] for e in replay(traces) if e["kind"] == "fall")
+    reports = [i.data for i in a.stream(Stream.STATUS) if i.error is None and i.data]
+    worn = placement_code(reports[-1].get("placement") if reports else None)
+    found = Counter(e["file"] for e in replay(traces, placement=worn) if e["kind"] == "fall")
     evidence, missed, false = [], 0, 0
     for k, stage in enumerate(a.ev.stages):
         hit = found[str(k)] > 0
@@ -565,6 +571,41 @@ def fall_test(a: Analysis) -> Outcome:
             "The detector needs valid frames in g at a steady rate through the movement and "
             "the 15 s after it: fix the other failed checks first.", *evidence)
     return passed(f"{falls} test falls detected, {alikes} look-alikes not", *evidence)
+
+
+def device_fall(a: Analysis) -> Outcome:
+    """A wearable that detects falls itself: its ``fall`` events follow the contract, come
+    after each staged fall and not after the look-alikes."""
+    events = a.stream(Stream.FALL)
+    if not events:
+        return skipped("no 'fall' event: the device does not detect falls itself (its "
+                       "frames are judged by fall_test)")
+    fix = ("Publish 'fall' at QoS 1 when the device detects a fall: {elder, device, ts, seq, "
+           "confidence 0-1, cancelled} (see the contract's fall.json).")
+    bad = [i for i in events if i.error is not None or i.data is None]
+    if bad:
+        return failed(f"{len(bad)} of {len(events)} fall events break the contract", fix,
+                      *[f"{i.topic}: {i.error}" for i in bad[:5]])
+    if not a.ev.stages:
+        return passed(f"{len(events)} valid fall events (no staged movements to match)")
+    evidence, missed, false = [], 0, 0
+    for stage in a.ev.stages:
+        hit = [i for i in events
+               if stage.start <= i.received <= stage.end + DEVICE_FALL_LIMIT_S
+               and not (i.data or {}).get("cancelled")]
+        wanted = stage.kind is StepKind.FALL
+        missed += wanted and not hit
+        false += bool(hit) and not wanted
+        said = (f"fall event {hit[0].received - stage.start:.1f} s after the start"
+                if hit else "no fall event")
+        evidence.append(f"{stage.kind} {stage.motion}: {said}"
+                        + (" (right)" if bool(hit) == wanted else " (WRONG)"))
+    falls = sum(1 for s in a.ev.stages if s.kind is StepKind.FALL)
+    if missed or false:
+        return failed(f"{missed} of {falls} staged falls without a fall event, {false} "
+                      f"look-alikes with one", fix, *evidence)
+    return passed(f"a fall event for each of {falls} staged falls, none for the look-alikes",
+                  *evidence)
 
 
 @dataclass(frozen=True, slots=True)
@@ -601,6 +642,7 @@ CHECKS: tuple[Check, ...] = (
     Check("outage", N_("Events buffered across a broker outage"), ALL, outage),
     Check("sos_latency", N_("SOS latency"), WEARABLE, sos_latency),
     Check("fall_test", N_("Staged falls and look-alikes"), WEARABLE, fall_test),
+    Check("device_fall", N_("Falls the device detects itself"), WEARABLE, device_fall),
 )
 """The suite, in report order."""
 

@@ -778,12 +778,14 @@ def fleet_dashboard(tr: Translator = _EN) -> board.Dashboard:
     grid.add(
         _columns(table.Panel(), tr)
         .title(_("Devices"))
-        .description(_("Each device's availability, model, vendor and firmware, as last reported."))
+        .description(_("Each device's availability, model, vendor and firmware, as last "
+                     "reported, and where a wearable is worn (empty: unknown, the fall "
+                     "detector's most careful decision)."))
         .with_target(Query("A", select(Availability.name, _last(online))
                                 .where(SITE_IS, RECENT).group_by(ELDER, DEVICE, KIND)).table())
         .with_target(Query("B", select(DeviceStatus.name, *(_last(f) for f in (
                                     DeviceStatus.model, DeviceStatus.vendor, DeviceStatus.firmware,
-                                    DeviceStatus.battery)))
+                                    DeviceStatus.battery, DeviceStatus.placement)))
                                 .where(SITE_IS, RECENT).group_by(DEVICE)).table())
         .with_transformation(_transform("joinByField", {"byField": DEVICE, "mode": "outer"}))
         .with_transformation(_transform("organize", {

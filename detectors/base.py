@@ -103,8 +103,9 @@ on cupboards, cabinets and a medicine box are doors too (signs of life inside)."
 BATHROOM = ROOMS.index("bathroom")
 """Room codes in a ``motion`` batch's ``room`` column index the contract's :data:`ROOMS`;
 mat place codes in a ``mat`` batch's ``place`` column its :data:`MAT_PLACES`."""
-BUTTONS: tuple[str, ...] = ("sos", "ok")
-"""Button codes in a ``button`` batch's ``button`` column."""
+BUTTONS: tuple[str, ...] = ("sos", "ok", "fall")
+"""Button codes in a ``button`` batch's ``button`` column (``fall``: the wearable's own
+fall detection, with ``confidence`` and ``cancelled`` columns, NaN for the others)."""
 _CODES: dict[str, tuple[str, ...]] = {
     Door.role: DOOR_ROLES, Button.button: BUTTONS, Motion.room: ROOMS, Mat.place: MAT_PLACES,
 }  # fmt: skip
@@ -162,8 +163,11 @@ class ReadingBatch:
       (g, see :func:`frame_stats`), ``gx``, ``gy``, ``gz`` (the frame's mean acceleration,
       g: the posture; live only, not stored), ``hr``, ``spo2``, ``steps``, ``battery``
     * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
-    * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``
-    * ``device_status``: ``battery``, ``interval_s``;  ``availability``: ``online``
+    * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``,
+      ``confidence``, ``cancelled`` (the last two for a device-detected fall)
+    * ``device_status``: ``battery``, ``interval_s``, ``placement`` (a wearable's
+      :class:`~detectors.fall_model.Placement` code, NaN for others);
+      ``availability``: ``online``
     * ``motion``: ``detected`` (1 detected or an appliance on, 0 cleared/off), ``room``
       (:data:`ROOMS`);  ``mat``: ``occupied``, ``place`` (:data:`MAT_PLACES`)
     """

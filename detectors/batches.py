@@ -138,8 +138,8 @@ class Batcher:
             case contract.Stream.EVENT:
                 columns = {"opened": [], "role": [], "seq": []}
                 name = BatchStream.DOOR
-            case contract.Stream.SOS | contract.Stream.OK:
-                columns = {Button.button: [], "seq": []}
+            case contract.Stream.SOS | contract.Stream.OK | contract.Stream.FALL:
+                columns = {Button.button: [], "seq": [], "confidence": [], "cancelled": []}
                 name = BatchStream.BUTTON
             case contract.Stream.MOTION:
                 columns = {"detected": [], "room": [], "seq": []}
@@ -169,9 +169,15 @@ class Batcher:
                     columns["occupied"].append(float(p.state == "occupied"))
                     columns["place"].append(MAT_PLACES.index(p.place))
                     columns["seq"].append(p.seq)
-                case contract.SosEvent() | contract.OkEvent():
+                case contract.SosEvent() | contract.OkEvent() | contract.FallEvent():
                     columns[Button.button].append(BUTTONS.index(p.stream))
                     columns["seq"].append(p.seq)
+                    confidence, cancelled = _NAN, _NAN
+                    if isinstance(p, contract.FallEvent):
+                        confidence = _NAN if p.confidence is None else p.confidence
+                        cancelled = float(p.cancelled)
+                    columns["confidence"].append(confidence)
+                    columns["cancelled"].append(cancelled)
                     if isinstance(p, contract.OkEvent):
                         out.ok_presses.append((topic.elder, p.ts))
                 case contract.DeviceStatus():

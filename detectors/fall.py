@@ -21,6 +21,15 @@ A fall is confirmed by four stages, each with its own threshold in :class:`FallS
    above ``offbody_g``: a body on the floor breathes and trembles, a device on a table does
    not.
 
+**Where the wearable is worn** decides who judges these scores (:func:`decide`): each row
+has a :class:`~detectors.fall_model.Placement` (from the wearable's status reports,
+:meth:`FallDetector.place`); a placement with a model (the wrist's) is decided by its
+learned second stage, which scores the stages above together with the impact's shape
+(``_SHAPE``: orientation-free statistics of the 4 s before to 1 s after the impact,
+computed when the stages are scored) — a waist or chest one by the rules, an unknown one
+by the rules or any model. The rules' stage scores stay in every alert's evidence, with
+``rules`` (whether they alone confirm it), ``model_score`` and ``placement``.
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
@@ -51,7 +60,6 @@ run only for rows whose raw magnitude reached ``impact_g`` or that await stillne
 
 from __future__ import annotations
 
-import itertools
 import math
 from collections.abc import Callable
 from typing import ClassVar
@@ -408,59 +416,67 @@ class FallDetector(RowState):
         impact: npt.NDArray[np.int64],
         pre_vec: npt.NDArray[np.float64],
     ) -> npt.NDArray[np.float64]:
-        """The impact's shape (``_SHAPE``), orientation-free, around sample ``impact``."""
+        """The impact's shape (``_SHAPE``), orientation-free, around sample ``impact``:
+        one gather of the 5 s around it (4 s before to 1 s after), then views of it."""
         r = self.rate
-        last = x.shape[1] - 1
+        lo, hi = round(-4.0 * r), round(1.0 * r)
         ar = np.arange(len(impact))[:, None]
+        idx = np.clip(impact[:, None] + np.arange(lo, hi + 1), 0, x.shape[1] - 1)
+        xw, mw = x[ar, idx], mag[ar, idx]
 
-        def span(a: float, b: float) -> npt.NDArray[np.int64]:
-            idx = impact[:, None] + np.arange(round(a * r), round(b * r) + 1)
-            out: npt.NDArray[np.int64] = np.clip(idx, 0, last)
-            return out
+        def span(a: float, b: float) -> slice:
+            return slice(round(a * r) - lo, round(b * r) - lo + 1)
 
-        pre = mag[ar, span(-2.5, -0.5)].astype(np.float64)
+        pre = mw[:, span(-2.5, -0.5)].astype(np.float64)
         near = span(-0.5, 0.5)
-        post = mag[ar, span(0.5, 1.0)].astype(np.float64)
-        d = np.diff(x[ar, near], axis=1)
+        post = mw[:, span(0.5, 1.0)].astype(np.float64)
+        d = np.diff(xw[:, near], axis=1)
         jerk = np.sqrt(np.einsum("fnk,fnk->fn", d, d)).max(axis=1) * r
-        after = x[ar, span(0.5, 1.0)].mean(axis=1, dtype=np.float64)
-        lead = mag[ar, span(-1.0, 0.0)].astype(np.float64)
-        dip = _box(mag, max(1, round(0.1 * r)))[ar, span(-1.0, 0.0)]
+        after = xw[:, span(0.5, 1.0)].mean(axis=1, dtype=np.float64)
+        lead = mw[:, span(-1.0, 0.0)].astype(np.float64)
+        dip = _box(mw, max(1, round(0.1 * r)))[:, span(-1.0, 0.0)]
         return np.stack(
             [
-                mag[ar, near].max(axis=1),
+                mw[:, near].max(axis=1),
                 pre.mean(axis=1),
                 pre.std(axis=1),
-                mag[ar, near].std(axis=1, dtype=np.float64),
+                mw[:, near].std(axis=1, dtype=np.float64),
                 post.std(axis=1),
                 jerk,
-                (mag[ar, span(-2.0, 1.0)] > 2.0).sum(axis=1) / r,
+                (mw[:, span(-2.0, 1.0)] > 2.0).sum(axis=1) / r,
                 _angle_deg(pre_vec, after),
                 np.abs(lead - 1.0).mean(axis=1),
                 lead.min(axis=1),
                 (dip.shape[1] - 1 - np.argmin(dip, axis=1)) / r,
-                (np.abs(mag[ar, span(-4.0, -1.0)] - 1.0) > 0.3).sum(axis=1) / r,
-                *self._segments(x, mag, span),
+                (np.abs(mw[:, span(-4.0, -1.0)] - 1.0) > 0.3).sum(axis=1) / r,
+                *self._segments(xw, mw, span),
             ],
             axis=1,
         )
 
     @staticmethod
     def _segments(
-        x: Floats, mag: Floats, span: Callable[[float, float], npt.NDArray[np.int64]]
+        xw: Floats, mw: Floats, span: Callable[[float, float], slice]
     ) -> list[npt.NDArray[np.float64]]:
-        ar = np.arange(len(x))[:, None]
-        out: list[npt.NDArray[np.float64]] = []
-        means: list[npt.NDArray[np.float64]] = []
-        for a, b in _SEGMENTS:
-            idx = span(a, b)
-            seg = x[ar, idx].astype(np.float64)
-            mean = seg.mean(axis=1)
-            spread = np.sqrt(np.maximum((seg**2).sum(-1).mean(1) - (mean**2).sum(-1), 0))
-            out += [mag[ar, idx].mean(axis=1, dtype=np.float64), spread]
-            means.append(mean)
-        out += [_angle_deg(a, b) for a, b in itertools.pairwise(means)]
-        return out
+        """Per span of ``_SEGMENTS``: magnitude mean and spread, then the turns between
+        consecutive spans; all spans at once from running sums (few numpy calls: this runs
+        for every scored candidate)."""
+        cuts = [span(a, b) for a, b in _SEGMENTS]
+        lo = np.array([c.start for c in cuts])
+        hi = np.array([c.stop for c in cuts])
+        x64 = xw.astype(np.float64)
+        zero = np.zeros((len(xw), 1))
+        cs_x = np.concatenate([zero[:, :, None].repeat(3, 2), np.cumsum(x64, axis=1)], axis=1)
+        cs_q = np.concatenate([zero, np.cumsum((x64 * x64).sum(-1), axis=1)], axis=1)
+        cs_m = np.concatenate([zero, np.cumsum(mw, axis=1, dtype=np.float64)], axis=1)
+        count = (hi - lo).astype(np.float64)
+        mean = (cs_x[:, hi] - cs_x[:, lo]) / count[None, :, None]  # rows × spans × 3
+        var = (cs_q[:, hi] - cs_q[:, lo]) / count - (mean**2).sum(-1)
+        spread = np.sqrt(np.maximum(var, 0))
+        mag = (cs_m[:, hi] - cs_m[:, lo]) / count
+        turn = _angle_deg(mean[:, :-1], mean[:, 1:])
+        out = [v for i in range(len(cuts)) for v in (mag[:, i], spread[:, i])]
+        return out + [turn[:, i] for i in range(len(cuts) - 1)]
 
     def _stillness(
         self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats, mag2: Floats

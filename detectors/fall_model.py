@@ -123,6 +123,38 @@ class TreeModel:
     split: F64
     value: F64
     card: dict[str, Any] = field(default_factory=dict)
+    _complete: tuple[int, Ints, F64, F64] = field(init=False, repr=False, compare=False)
+    """Every tree as a complete binary tree of one depth (a shallower leaf repeated below
+    itself): feature and threshold per inner node, value per leaf, walked by arithmetic."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_complete", self._completed())
+
+    def _completed(self) -> tuple[int, Ints, F64, F64]:
+        def depth(t: int, node: int) -> int:
+            if self.left[t, node] < 0:
+                return 0
+            return 1 + max(depth(t, int(self.left[t, node])), depth(t, int(self.right[t, node])))
+
+        trees = len(self.left)
+        d = max((depth(t, 0) for t in range(trees)), default=0)
+        inner, leaves = 2**d - 1, 2**d
+        feat = np.zeros((trees, max(inner, 1)), np.int64)
+        split = np.full((trees, max(inner, 1)), np.inf)  # +inf: always to the left
+        value = np.zeros((trees, leaves))
+        for t in range(trees):
+            stack = [(0, 0, 0)]  # (node in the tree, position at its level, level)
+            while stack:
+                node, pos, level = stack.pop()
+                if self.left[t, node] < 0:  # a leaf: fill every leaf below its position
+                    span = 2 ** (d - level)
+                    value[t, pos * span : (pos + 1) * span] = self.value[t, node]
+                    continue
+                k = 2**level - 1 + pos
+                feat[t, k], split[t, k] = self.feature[t, node], self.split[t, node]
+                stack.append((int(self.left[t, node]), 2 * pos, level + 1))
+                stack.append((int(self.right[t, node]), 2 * pos + 1, level + 1))
+        return d, feat, split, value
 
     @classmethod
     def from_arrays(
@@ -194,20 +226,24 @@ class TreeModel:
         )
 
     def raw(self, x: F64) -> F64:
-        """Log-odds for candidates × features (columns in ``self.features`` order)."""
-        n = len(x)
-        trees = len(self.left)
-        node = np.zeros((trees, n), np.int64)
-        t = np.arange(trees)[:, None]
-        cols = np.arange(n)[None, :]
-        for _ in range(self.left.shape[1]):  # depth is far less; stops when all are leaves
-            left = self.left[t, node]
-            inner = left >= 0
-            if not inner.any():
-                break
-            go_left = x[cols, np.maximum(self.feature[t, node], 0)] <= self.split[t, node]
-            node = np.where(inner, np.where(go_left, left, self.right[t, node]), node)
-        total: F64 = self.base + self.rate * self.value[t, node].sum(axis=0)
+        """Log-odds for candidates × features (columns in ``self.features`` order): every
+        tree for every candidate at once, one level per step (left when ``x <= split``)."""
+        d, feat, split, value = self._complete
+        n, trees = len(x), len(feat)
+        inner = feat.shape[1]
+        flat_x = np.ascontiguousarray(x, np.float64).ravel()
+        flat_feat, flat_split = feat.ravel(), split.ravel()
+        at_tree = np.arange(trees) * inner  # flat offsets: one gather per level
+        at_row = (np.arange(n) * x.shape[1])[:, None]
+        node = np.zeros((n, trees), np.int64)  # position within the current level
+        for level in range(d):
+            k = at_tree + (2**level - 1) + node
+            f = flat_feat.take(k)
+            node = 2 * node + (flat_x.take(at_row + f) > flat_split.take(k))
+        leaves = value.shape[1]
+        total: F64 = self.base + self.rate * value.ravel().take(
+            np.arange(trees) * leaves + node
+        ).sum(axis=1)
         return total
 
     def score(self, columns: dict[str, F64]) -> F64:

@@ -1,8 +1,12 @@
-"""SOS: the emergency button opens a critical detection at once.
+"""SOS: the emergency button opens a critical detection at once; so does a fall the
+wearable detected itself (``button == fall``, detection kind ``fall``, with the device's
+``device_confidence``), which, as every ``fall``, the wearer can still cancel with "I'm
+OK" in the grace window. A device fall the wearer already cancelled on the device
+(``cancelled``) raises nothing (ingest stores it).
 
 A ``button`` batch entry with ``button == sos`` is a press. A device publishes each press
 once at QoS 1, so the broker may deliver it again, and a device that was offline
-republishes its buffer: a press whose device and ``seq`` equal one seen within
+republishes its buffer: a press whose device, kind and ``seq`` equal one seen within
 ``dedupe_s`` is the same press and is dropped. The window (rather than "seq must grow")
 keeps a device that restarts its counter after a reset from being silenced.
 
@@ -34,6 +38,7 @@ from homecare.thresholds import SosSettings
 __all__ = ["SosDetector", "SosSettings"]
 
 SOS = BUTTONS.index("sos")
+FALL = BUTTONS.index("fall")
 
 
 class SosDetector(RowState):
@@ -56,13 +61,23 @@ class SosDetector(RowState):
         return []
 
     def update(self, batch: ReadingBatch) -> list[Detection]:
-        press = np.flatnonzero(batch.column(Button.button) == SOS)
+        button = batch.column(Button.button)
+        fall = button == FALL
+        if fall.any() and "cancelled" in batch.values:
+            fall &= ~(batch.column("cancelled") > 0.5)  # cancelled on the device: stored only
+        press = np.flatnonzero((button == SOS) | fall)
         if len(press) == 0:
             return []
         keys = batch.keys()[press]
         self._grow(int(keys.max()) + 1)
         seq = batch.column("seq")[press]
-        seq = np.where(np.isnan(seq), -2, seq).astype(np.int64)  # no seq: never a duplicate
+        is_fall = fall[press]
+        # no seq: never a duplicate; a fall's seq is its own counter, kept apart from SOS's
+        seq = np.where(np.isnan(seq), -2, seq * 2 + is_fall).astype(np.int64)
+        confidence = (
+            batch.column("confidence")[press] if "confidence" in batch.values
+            else np.full(len(press), np.nan)
+        )  # fmt: skip
         found: list[Detection] = []
         parts = waves(keys) or [np.arange(len(press))]
         for part in parts:
@@ -77,13 +92,18 @@ class SosDetector(RowState):
             self.pos[k] += 1
             for i in np.flatnonzero(new):
                 j = press[part[i]]
+                evidence = {"seq": float(q[i] // 2 if q[i] >= 0 else q[i])}
+                if is_fall[part[i]]:
+                    evidence["device_detected"] = 1.0
+                    if not np.isnan(confidence[part[i]]):
+                        evidence["device_confidence"] = float(confidence[part[i]])
                 found.append(
                     Detection(
-                        self.kind,
+                        "fall" if is_fall[part[i]] else self.kind,
                         int(batch.rows[j]),
                         float(batch.ts[j]),
                         Severity.CRITICAL,
-                        {"seq": float(q[i])},
+                        evidence,
                         device=int(k[i]),
                     )
                 )

@@ -155,7 +155,15 @@ def evaluate_command(
         typer.Option(
             help="With --cv: the threshold is picked for this specificity.", min=0.5, max=1
         ),
-    ] = 0.96,
+    ] = 0.97,
+    simulate: Annotated[
+        int,
+        typer.Option(
+            help="With --cv: add N simulated trials of each of --placement's simulator motions "
+            "to training (figures stay the recordings').",
+            min=0,
+        ),
+    ] = 0,
     wear_days: Annotated[
         int | None,
         typer.Option(
@@ -221,7 +229,8 @@ def evaluate_command(
         typer.echo("error: --replay-dir needs --labels", err=True)
         raise typer.Exit(2)
     if cv is not None:
-        evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out)
+        evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
+                    placement.code, simulate)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code)
 
@@ -271,16 +280,21 @@ def evaluate_cv(
     folds: int,
     target_specificity: float,
     json_out: Path | None,
+    placement: Placement = Placement.UNKNOWN,
+    simulate: int = 0,
 ) -> None:
-    """Subject-wise cross-validation of the learned stage on labelled recordings."""
-    from evaluation.fall_train import collect, cross_validate, load_traces
-    from evaluation.replay_eval import read_labels
+    """Subject-wise cross-validation of the learned stage on labelled recordings (as
+    ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added)."""
+    from evaluation.fall_train import collect, cross_validate, gather
 
     if not labels.is_file():
         typer.echo(f"error: labels file {labels} not found", err=True)
         raise typer.Exit(2)
-    traces, kept, errors = load_traces(replay_dir, read_labels(labels), resample_hz=resample)
-    c = collect(traces, kept, hold_end_s=hold_end)
+    errors: list[str] = []
+    traces, trials = gather(placement, [(replay_dir, labels)], resample_hz=resample,
+                            simulate=simulate, log=errors.append)  # fmt: skip
+    kept = [t for t in trials if not t.subject.startswith("sim-")]
+    c = collect(traces, trials, hold_end_s=hold_end)
     report = cross_validate(c, folds=folds, target_specificity=target_specificity)
     report.pop("trial_scores")
     report["errors"] = errors

@@ -43,6 +43,7 @@ __all__ = [
     "cross_validate",
     "export",
     "fit",
+    "gather",
     "load_traces",
     "pick_threshold",
     "rates",
@@ -310,6 +311,37 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
     path.write_text("\n".join(lines) + "\n")
 
 
+def gather(
+    placement: Placement,
+    sources: Sequence[tuple[Path, Path]],
+    *,
+    resample_hz: float | None = None,
+    simulate: int = 0,
+    seed: int = SEED,
+    log: Any = print,
+) -> tuple[list[Trace], list[Label]]:
+    """The labelled trials of every source (unreadable ones logged and left out), plus
+    ``simulate`` simulated trials of each of the placement's simulator motions."""
+    traces: list[Trace] = []
+    trials: list[Label] = []
+    for replay_dir, labels_csv in sources:
+        got, kept, errors = load_traces(
+            replay_dir, read_labels(labels_csv), resample_hz=resample_hz
+        )
+        for err in errors:
+            log(f"left out: {err}")
+        traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
+        trials += kept
+    if simulate:
+        from device_sim.motions import MOTIONS
+
+        names = [n for n in MOTIONS if n.startswith(f"{placement.name.lower()}_")]
+        got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
+        traces += got
+        trials += kept
+    return traces, trials
+
+
 def train_placement(
     placement: Placement,
     sources: Sequence[tuple[Path, Path]],
@@ -328,23 +360,8 @@ def train_placement(
     ``fall-<placement>.npz`` and its card ``.md`` (and ``.json``) into ``out_dir``."""
     import sklearn
 
-    traces: list[Trace] = []
-    trials: list[Label] = []
-    for replay_dir, labels_csv in sources:
-        got, kept, errors = load_traces(
-            replay_dir, read_labels(labels_csv), resample_hz=resample_hz
-        )
-        for err in errors:
-            log(f"left out: {err}")
-        traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
-        trials += kept
-    if simulate:
-        from device_sim.motions import MOTIONS
-
-        names = [n for n in MOTIONS if n.startswith(f"{placement.name.lower()}_")]
-        got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
-        traces += got
-        trials += kept
+    traces, trials = gather(placement, sources, resample_hz=resample_hz, simulate=simulate,
+                            seed=seed, log=log)  # fmt: skip
     log(f"{len(traces)} trials read; collecting candidates ...")
     c = collect(traces, trials, hold_end_s=hold_end_s)
     log(f"{len(c.x)} candidates ({int(c.train.sum())} labelled); cross-validating ...")

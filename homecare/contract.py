@@ -74,6 +74,7 @@ __all__ = [
     "DeviceStatus",
     "DoorEvent",
     "DoorRole",
+    "FallEvent",
     "HeartRate",
     "Id",
     "MatEvent",
@@ -132,11 +133,12 @@ class Stream(StrEnum):
     AVAILABILITY = "availability"
     MOTION = "motion"
     OCCUPANCY = "occupancy"
+    FALL = "fall"
 
 
 STREAMS: dict[DeviceKind, frozenset[Stream]] = {
     DeviceKind.WEARABLE: frozenset(
-        {Stream.FRAME, Stream.SOS, Stream.OK, Stream.STATUS, Stream.AVAILABILITY}
+        {Stream.FRAME, Stream.SOS, Stream.OK, Stream.STATUS, Stream.AVAILABILITY, Stream.FALL}
     ),
     DeviceKind.BED: frozenset({Stream.READING, Stream.STATUS, Stream.AVAILABILITY}),
     DeviceKind.DOOR: frozenset({Stream.EVENT, Stream.STATUS, Stream.AVAILABILITY}),
@@ -144,7 +146,9 @@ STREAMS: dict[DeviceKind, frozenset[Stream]] = {
     DeviceKind.MAT: frozenset({Stream.OCCUPANCY, Stream.STATUS, Stream.AVAILABILITY}),
 }
 
-EVENT_STREAMS = frozenset({Stream.SOS, Stream.OK, Stream.EVENT, Stream.MOTION, Stream.OCCUPANCY})
+EVENT_STREAMS = frozenset(
+    {Stream.SOS, Stream.OK, Stream.EVENT, Stream.MOTION, Stream.OCCUPANCY, Stream.FALL}
+)
 """Streams a device must buffer while offline and publish at QoS 1 (every stream should)."""
 QOS = 1
 """Every stream is published at QoS 1: ingest acknowledges only what it has stored."""
@@ -322,6 +326,21 @@ class SosEvent(Payload):
     seq: Seq
 
 
+class FallEvent(Payload):
+    """The wearable detected a fall itself (many watches and pendants do). Handled as an
+    SOS press that the wearer's "I'm OK" can still cancel within the grace window; one the
+    wearer already cancelled on the device is stored, not alerted."""
+
+    stream = Stream.FALL
+    seq: Seq
+    confidence: float | None = Field(
+        None, ge=0, le=1, description="The device's confidence that this was a fall, 0-1."
+    )
+    cancelled: bool = Field(
+        False, description="The wearer cancelled the alarm on the device before it was sent."
+    )
+
+
 class OkEvent(Payload):
     """The wearer pressed "I'm OK", cancelling a pending fall alert."""
 
@@ -487,6 +506,7 @@ PAYLOADS: dict[Stream, type[Payload]] = {
         DeviceStatus,
         MotionEvent,
         MatEvent,
+        FallEvent,
     )
 }
 

@@ -206,13 +206,17 @@ class Door(Measurement):
 
 
 class Button(Measurement):
-    """SOS and "I'm OK" presses, told apart by the ``button`` tag."""
+    """SOS and "I'm OK" presses and falls the wearable detected itself, told apart by the
+    ``button`` tag (``sos``, ``ok``, ``fall``); a fall carries the device's ``confidence``
+    and whether the wearer ``cancelled`` it on the device."""
 
     name = "button"
     button = "button"
     tags = (*READING_TAGS, button)
     seq = "seq"
-    fields = (seq,)
+    confidence = "confidence"
+    cancelled = "cancelled"
+    fields = (seq, confidence, cancelled)
     always = seq
 
 
@@ -345,6 +349,7 @@ STREAM_MEASUREMENTS: dict[Stream, type[Measurement]] = {
     Stream.EVENT: Door,
     Stream.SOS: Button,
     Stream.OK: Button,
+    Stream.FALL: Button,
     Stream.STATUS: DeviceStatus,
     Stream.AVAILABILITY: Availability,
     Stream.MOTION: Motion,

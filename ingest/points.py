@@ -137,6 +137,11 @@ class Converter:
             case contract.SosEvent() | contract.OkEvent():
                 button_tags = f"{tags},{Button.button}={payload.stream}"
                 return line(Button.name, button_tags, {Button.seq: payload.seq}, ts)
+            case contract.FallEvent():
+                button_tags = f"{tags},{Button.button}={payload.stream}"
+                fields = {Button.seq: payload.seq, Button.confidence: payload.confidence,
+                          Button.cancelled: payload.cancelled}  # fmt: skip
+                return line(Button.name, button_tags, fields, ts)
             case contract.DeviceStatus():
                 # The status payload's attributes are stored under the same names.
                 fields = {name: getattr(payload, name) for name in DeviceStatus.fields}

@@ -37,6 +37,7 @@ def sample(stream: Stream) -> dict:
             Stream.STATUS: {"battery": 90, "firmware": "2.1.0", "rssi": -70, "model": "B1"},
             Stream.MOTION: {"room": "bathroom", "state": "detected", "seq": 4},
             Stream.OCCUPANCY: {"place": "chair", "state": "occupied", "seq": 5},
+            Stream.FALL: {"seq": 4, "confidence": 0.92, "cancelled": False},
         }[stream]
     )
 

@@ -168,7 +168,8 @@ FIELDS: dict[Stream, Any] = {
         "rssi": draw(_int(-130, 0)),
         "model": draw(st.none() | texts),
         "vendor": draw(st.none() | texts),
-        "placement": draw(mostly(st.sampled_from([None, "pendant", "belt", "door"]), texts)),
+        "placement": draw(mostly(st.sampled_from([None, "pendant", "belt", "door", "wrist"]),
+                                 texts)),
         "interval_s": draw(_int(10, 86400)),
         "room": draw(st.none() | mostly(st.sampled_from(list(Room)), st.text(max_size=8))),
     },
@@ -181,6 +182,11 @@ FIELDS: dict[Stream, Any] = {
         "place": draw(mostly(st.sampled_from(["bed", "chair"]), st.just("sofa"))),
         "state": draw(mostly(st.sampled_from(["occupied", "free"]), st.just("sat"))),
         "seq": draw(seqs),
+    },
+    Stream.FALL: lambda draw: {
+        "seq": draw(seqs),
+        "confidence": draw(st.none() | _num(0, 1)),
+        "cancelled": draw(mostly(st.booleans(), st.just("yes"))),
     },
 }
 KIND_OF = {s: next(k for k in DeviceKind if s in contract.STREAMS[k]) for s in Stream}
