@@ -68,6 +68,7 @@ KINDS = {
     "wandering": "Went out at night",
     "bed_exit": "Out of bed at night for a long time",
     "not_up": "Stayed in bed much later than usual",
+    "bathroom": "A long time in the bathroom",
     "tachycardia": "Heart rate was very high",
     "bradycardia": "Heart rate was very low",
     "low_spo2": "Blood oxygen was low",

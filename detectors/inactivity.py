@@ -239,11 +239,16 @@ class InactivityDetector(CareRows):
             entered = presence & ~self.in_bed[rows]
             np.fmax.at(self.occupied_ts, rows[presence], ts[presence])
             self.in_bed[rows] = presence
-            self.bed_ts[rows] = ts
+            # a bed mat's state is held until it changes: fresh for ever
+            held = batch.column("held") > 0.5
+            self.bed_ts[rows] = np.where(held, np.inf, ts)
             stirred = presence & (moved | entered)
             if stirred.any():
                 np.fmax.at(self.bed_move_ts, rows[stirred], ts[stirred])
                 self.fired_bed[rows[stirred]] = False
+            if held.any():  # a mat cannot show stillness: no still timer while on it
+                self.bed_move_ts[rows[held & presence]] = np.inf
+                self.bed_move_ts[rows[held & ~presence]] = ts[held & ~presence]
         if batch.stream == BatchStream.WEARABLE and "gx" in batch.values:
             self._posture(batch)
         if sign.all():

@@ -39,6 +39,7 @@ _WHAT: dict[str, str] = {
     "not_up": "{name} has not got up this morning as usual",
     "bed_exit": "{name} got up in the night and has not gone back to bed{for_}",
     "wandering": "{name} went out in the night and has not come back{for_}",
+    "bathroom": "{name} went to the bathroom and nothing has moved since{for_}",
     "tachycardia": "{name}'s heart rate is unusually high",
     "bradycardia": "{name}'s heart rate is unusually low",
     "low_spo2": "{name}'s oxygen level is low",
