@@ -114,11 +114,15 @@ class BathroomDetector(CareRows):
         bath = bathroom_signs(batch)
         if batch.stream == BatchStream.DOOR:
             bath &= self.home[batch.rows]
+        # a PIR clearing after its timeout (or an appliance off) is no sign anywhere
+        sign = batch.column("detected") > 0.5 if batch.stream == BatchStream.MOTION else None
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts, b = batch.rows[part], batch.ts[part], bath[part]
+            live = np.ones(len(part), bool) if sign is None else sign[part]
+            b = b & live
             self.since[rows[b]] = ts[b]
             self.fired[rows[b]] = False
-            self.since[rows[~b]] = np.nan
+            self.since[rows[~b & live]] = np.nan
         return []
 
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:

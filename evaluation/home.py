@@ -37,7 +37,7 @@ within ``horizon_s`` (12 h) is a miss.
 >>> replay_home(log, learn_days=1, after_s=0)
 []
 >>> [(a["kind"], a["local_time"]) for a in replay_home(log.cut(2 * day + 12 * h), learn_days=1)]
-[('inactivity', '1970-01-03T13:31:00')]
+[('inactivity', '1970-01-03T13:11:00')]
 """
 
 from __future__ import annotations
@@ -156,7 +156,9 @@ def _history(log: HomeLog, end: float) -> History:
 def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any, Any]:
     """Every event before ``end`` with the mat state after it and whether it was the front
     door or in the bathroom."""
-    keep = log.ts < end
+    # a motion sensor clearing (its timeout) or an appliance turning off is no sign
+    ambient = (log.kind == "motion") | (log.kind == "appliance")
+    keep = (log.ts < end) & ~(ambient & (log.value < 0.5))
     ts, kind, place, value, sensor = (
         log.ts[keep],
         log.kind[keep],
@@ -171,7 +173,8 @@ def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any,
             (occupied.add if value[i] > 0.5 else occupied.discard)(str(sensor[i]))
         on_mat[i] = bool(occupied)
     front = (kind == "contact") & (place == "front")
-    bathroom = ((kind == "motion") | (kind == "appliance")) & (place == "bathroom")
+    bathroom = (((kind == "motion") | (kind == "appliance") | (kind == "contact"))
+                & (place == "bathroom"))  # fmt: skip
     return ts, on_mat, front, bathroom
 
 
@@ -307,9 +310,13 @@ class HomeReport:
 
 
 def _at_home(log: HomeLog, t: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-    """Whether the last event before each time is not the front door."""
-    i = np.searchsorted(log.ts, t) - 1
-    front = (log.kind == "contact") & (log.place == "front")
+    """Whether the last sign before each time is not the front door (as the detectors see
+    it: a motion sensor clearing is no sign)."""
+    ambient = (log.kind == "motion") | (log.kind == "appliance")
+    signs = ~(ambient & (log.value < 0.5))
+    ts = log.ts[signs]
+    front = ((log.kind == "contact") & (log.place == "front"))[signs]
+    i = np.searchsorted(ts, t) - 1
     home: npt.NDArray[np.bool_] = (i >= 0) & ~front[np.maximum(i, 0)]
     return home
 

@@ -304,3 +304,29 @@ def test_detect_batches_motion_and_mat_events_and_holds_a_bed_mat() -> None:
     assert inactivity.tick(t + 9 * H) == []
     assert inactivity.in_bed[0]
     assert morning.in_bed[0]
+
+
+def test_simulated_home_log_is_driven_by_the_routine(tmp_path: Path) -> None:
+    """`homecare sim-home` writes a routine's days as a home log the replay reads whole."""
+    from cli.main import app as homecare
+
+    out = tmp_path / "sim.csv"
+    result = runner.invoke(homecare, ["sim-home", str(out), "--days", "4", "--elder", "2"])
+    assert result.exit_code == 0, result.output
+    log = read_home_log(out)
+    assert log.errors == []
+    kinds = set(zip(log.kind.tolist(), log.place.tolist(), strict=True))
+    assert {("mat", "bed"), ("mat", "chair"), ("motion", "bathroom"), ("motion", "kitchen"),
+            ("contact", "fridge"), ("appliance", "bathroom")} <= kinds  # fmt: skip
+    report = evaluate_home(log, learn_days=2, cuts=10, seed=1).as_dict()
+    assert report["false_alarms_per_day"] == 0.0
+    assert report["within_4h"] == 1.0
+
+
+def test_a_pir_clearing_after_the_front_door_is_no_sign_of_being_home() -> None:
+    det = InactivityDetector()
+    t = T0 + 15 * H
+    det.update(motion([0], t, room=5))  # the hall
+    det.update(door([0], t + 10, 0))  # out of the front door
+    det.update(motion([0], t + 70, room=5, detected=0.0))  # the hall PIR clears a minute on
+    assert det.tick(t + 5 * H) == []  # out: no warning
