@@ -77,7 +77,11 @@ def staged_motion(kind: StepKind, motion: str, number: int, of: int, stage_s: fl
 
 
 def outage_events(device_kind: str, outage_s: float) -> Step:
-    act = "open and close the door" if device_kind == "door" else "press the SOS button once"
+    act = {
+        "door": "open and close the door",
+        "motion": "walk past the motion sensor",
+        "mat": "sit on the mat, then get up",
+    }.get(device_kind, "press the SOS button once")
     return Step(StepKind.OUTAGE_EVENTS,
                 f"The kit will stop the broker for {outage_s:.0f} s; while it is down, {act}.",
                 f"Broker stopped: {act} NOW.")

@@ -31,6 +31,7 @@ from homecare.settings import settings_table, with_settings_table
 from ingest.cli import app as rollup_app
 from ingest.cli import ingest_command
 from privacy.forget import elder_app
+from zigbee.cli import app as zigbee_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices build against.")
@@ -50,6 +51,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(broker_app, name="broker")
 app.add_typer(elder_app, name="elder")
 app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(zigbee_app, name="zigbee")
 settings_app = typer.Typer(no_args_is_help=True, help="The settings and their defaults.")
 app.add_typer(settings_app, name="settings")
 cluster_app = typer.Typer(no_args_is_help=True, help="A local NATS cluster (tests, demo, bench).")

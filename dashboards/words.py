@@ -24,6 +24,7 @@ KINDS = {
     "device_offline": N_("A sensor stopped sending"),
     "battery_low": N_("A battery was running low"),
     "not_worn": N_("The wristband was not worn"),
+    "bathroom": N_("A long time in the bathroom"),
 }
 OTHER_KIND = N_("Another alert")
 OUTCOMES = {

@@ -162,7 +162,8 @@ class ReadingBatch:
     * ``wearable`` (one per 1 s frame): ``mag_mean``, ``mag_std``, ``mag_peak``, ``mag_min``
       (g, see :func:`frame_stats`), ``gx``, ``gy``, ``gz`` (the frame's mean acceleration,
       g: the posture; live only, not stored), ``hr``, ``spo2``, ``steps``, ``battery``
-    * ``bed``: ``presence``, ``hr``, ``br``, ``movement``
+    * ``bed``: ``presence``, ``hr``, ``br``, ``movement``, ``held`` (1: a bed mat's event,
+      whose state holds until the next; a bed sensor's readings are fresh for a while)
     * ``door``: ``opened``, ``role``, ``seq``;  ``button``: ``button``, ``seq``,
       ``confidence``, ``cancelled`` (the last two for a device-detected fall)
     * ``device_status``: ``battery``, ``interval_s``, ``placement`` (a wearable's

@@ -90,6 +90,10 @@ class Batcher:
             out.batches.extend(self._frames(frames))
         for stream, items in by_stream.items():
             out.batches.append(self._other(stream, items, out))
+            if stream == contract.Stream.OCCUPANCY:
+                beds = [(t, p) for t, p in items if getattr(p, "place", None) == "bed"]
+                if beds:  # a bed mat stands in for a bed sensor: the bed detectors read it
+                    out.batches.append(self._bed_mats(beds))
         if availability:
             at = received if received is not None else max(out.latest_ts, 0.0)
             out.batches.append(
@@ -128,6 +132,13 @@ class Batcher:
                 )
             )
         return batches
+
+    def _bed_mats(self, items: list[tuple[Topic, Payload]]) -> ReadingBatch:
+        """Bed mats' events as bed readings: presence, no movement, held until the next."""
+        occupied = [float(getattr(p, "state", "") == "occupied") for _, p in items]
+        columns = {"presence": occupied, "movement": [_NAN] * len(items),
+                   "held": [1.0] * len(items)}  # fmt: skip
+        return self._reading(BatchStream.BED, items, columns)
 
     def _other(self, stream: str, items: list[tuple[Topic, Payload]], out: Built) -> ReadingBatch:
         columns: dict[str, list[float]]

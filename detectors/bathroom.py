@@ -2,7 +2,8 @@
 
 A bathroom is where many falls happen, and where a home's other sensors cannot see: the
 elder's last sign was a motion sensor (or an appliance such as the flush) in the
-bathroom, or the bathroom door, and since then no sign anywhere (another room's motion,
+bathroom, or the bathroom door in a home with motion sensors (a home without them has
+the wearable's rules), and since then no sign anywhere (another room's motion,
 another door or contact, a mat, the bed). Past the personal limit → warning, once per
 visit. Any sign elsewhere ends the wait; another bathroom sign restarts it.
 
@@ -17,7 +18,7 @@ Assumptions: signs of one row arrive in time order (``waves`` keeps several of o
 a batch in order); motion rooms and door roles are coded as in :mod:`detectors.base`.
 
 Warm-up: none (care default). Cost: motion, door, mat and bed batches (a comparison and
-a scatter each); ``tick`` compares one time per row. State: 13 bytes per row.
+a scatter each); ``tick`` compares one time per row. State: 14 bytes per row.
 
 >>> det = BathroomDetector()
 >>> bath = ReadingBatch("motion", np.array([0, 1]), np.array([0.0, 0.0]),
@@ -52,8 +53,9 @@ from detectors.base import (
     waves,
 )
 from detectors.care import Care, CareRows, shrunk
+from homecare.thresholds import BathroomSettings
 
-__all__ = ["BathroomDetector", "bathroom_signs", "bathroom_visits"]
+__all__ = ["BathroomDetector", "BathroomSettings", "bathroom_signs", "bathroom_visits"]
 
 BATHROOM_DOOR = DOOR_ROLES.index("bathroom")
 
@@ -90,31 +92,37 @@ class BathroomDetector(CareRows):
         {BatchStream.MOTION, BatchStream.DOOR, BatchStream.MAT, BatchStream.BED}
     )
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
-        "since": np.nan, "fired": False, "learned": np.nan, "weight": 0.0,
+        "since": np.nan, "fired": False, "learned": np.nan, "weight": 0.0, "home": False,
     }  # fmt: skip
 
-    quantile: ClassVar[float] = 0.95
-    margin: ClassVar[float] = 1.5
-    prior_visits: ClassVar[float] = 10.0
-
-    def __init__(self, care: Care | None = None) -> None:
+    def __init__(self, settings: BathroomSettings | None = None, care: Care | None = None) -> None:
+        self.settings = settings or BathroomSettings()
         self.care = care or Care()
         self.since = np.zeros(0)  # last bathroom sign, while nothing came since (NaN: not)
         self.fired = np.zeros(0, bool)  # warned for this visit
         self.learned = np.zeros(0, np.float32)  # personal limit, s (NaN: none)
         self.weight = np.zeros(0, np.float32)  # its weight against the care default
+        self.home = np.zeros(0, bool)  # has motion sensors (a motion event seen)
         self.n = 0
 
     def update(self, batch: ReadingBatch) -> list[Detection]:
         if len(batch) == 0 or batch.stream not in self.streams:
             return []
         self.reserve(batch.rows)
+        if batch.stream == BatchStream.MOTION:
+            self.home[batch.rows] = True
         bath = bathroom_signs(batch)
+        if batch.stream == BatchStream.DOOR:
+            bath &= self.home[batch.rows]
+        # a PIR clearing after its timeout (or an appliance off) is no sign anywhere
+        sign = batch.column("detected") > 0.5 if batch.stream == BatchStream.MOTION else None
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts, b = batch.rows[part], batch.ts[part], bath[part]
+            live = np.ones(len(part), bool) if sign is None else sign[part]
+            b = b & live
             self.since[rows[b]] = ts[b]
             self.fired[rows[b]] = False
-            self.since[rows[~b]] = np.nan
+            self.since[rows[~b & live]] = np.nan
         return []
 
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:
@@ -143,7 +151,8 @@ class BathroomDetector(CareRows):
         if len(rows) == 0:
             return
         self.reserve(rows)
-        q, counts = group_quantile(rows, silences, self.quantile, self.n)
+        s = self.settings
+        q, counts = group_quantile(rows, silences, s.quantile, self.n)
         has = np.flatnonzero(counts > 0)
-        self.learned[has] = np.maximum(q[has], 60.0) * self.margin
-        self.weight[has] = counts[has] / (counts[has] + self.prior_visits)
+        self.learned[has] = np.maximum(q[has], 60.0) * s.margin
+        self.weight[has] = counts[has] / (counts[has] + s.prior_visits)

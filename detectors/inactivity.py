@@ -120,7 +120,9 @@ def activity_signs(batch: ReadingBatch, s: InactivitySettings | None = None) -> 
             return np.ones(len(batch), bool)
         case BatchStream.BED:
             return batch.column("presence") > 0.5
-        case BatchStream.MOTION | BatchStream.MAT:
+        case BatchStream.MOTION:  # cleared (a PIR's timeout, an appliance off) is no sign
+            return batch.column("detected") > 0.5
+        case BatchStream.MAT:
             return np.ones(len(batch), bool)
     return np.zeros(len(batch), bool)
 
@@ -189,7 +191,8 @@ class InactivityDetector(CareRows):
         "last_active": np.nan, "in_bed": False, "bed_ts": -np.inf, "bed_move_ts": np.nan,
         "fired": False, "fired_bed": False, "learned": np.nan, "weight": 0.0,
         "upright": np.nan, "upright_ts": np.nan, "lying_ts": np.nan, "fired_lying": False,
-        "occupied_ts": -np.inf, "home": False, "on_mat": False, "away": False,
+        "occupied_ts": -np.inf, "home": False, "on_mat": False, "front_ts": -np.inf,
+        "inside_ts": -np.inf,
         "home_learned": np.nan, "home_weight": 0.0,
     }  # fmt: skip
 
@@ -213,7 +216,8 @@ class InactivityDetector(CareRows):
         self.occupied_ts = np.zeros(0)  # last bed reading with presence
         self.home = np.zeros(0, bool)  # has ambient sensors (a motion or mat event seen)
         self.on_mat = np.zeros(0, bool)  # a chair (or bed) mat occupied
-        self.away = np.zeros(0, bool)  # the last sign was the front door: maybe out
+        self.front_ts = np.zeros(0)  # last front-door event
+        self.inside_ts = np.zeros(0)  # last other sign: later than the front door = home
         self.home_learned = np.zeros((0, 24), np.float32)  # home limit per local hour, s
         self.home_weight = np.zeros(0, np.float32)  # its weight against the care default
         self.n = 0  # rows seen
@@ -229,7 +233,7 @@ class InactivityDetector(CareRows):
             np.fmin.at(self.last_active, rows[fresh], ts[fresh])
         sign = activity_signs(batch, self.settings)
         if batch.stream in (BatchStream.MOTION, BatchStream.MAT, BatchStream.DOOR):
-            self._home(batch)
+            self._home(batch, sign)
         if batch.stream == BatchStream.BED:
             presence = batch.column("presence") > 0.5
             movement = batch.column("movement")
@@ -239,11 +243,16 @@ class InactivityDetector(CareRows):
             entered = presence & ~self.in_bed[rows]
             np.fmax.at(self.occupied_ts, rows[presence], ts[presence])
             self.in_bed[rows] = presence
-            self.bed_ts[rows] = ts
+            # a bed mat's state is held until it changes: fresh for ever
+            held = batch.column("held") > 0.5
+            self.bed_ts[rows] = np.where(held, np.inf, ts)
             stirred = presence & (moved | entered)
             if stirred.any():
                 np.fmax.at(self.bed_move_ts, rows[stirred], ts[stirred])
                 self.fired_bed[rows[stirred]] = False
+            if held.any():  # a mat cannot show stillness: no still timer while on it
+                self.bed_move_ts[rows[held & presence]] = np.inf
+                self.bed_move_ts[rows[held & ~presence]] = ts[held & ~presence]
         if batch.stream == BatchStream.WEARABLE and "gx" in batch.values:
             self._posture(batch)
         if sign.all():
@@ -254,18 +263,27 @@ class InactivityDetector(CareRows):
             self.fired[rows[sign]] = False
         return []
 
-    def _home(self, batch: ReadingBatch) -> None:
-        """Ambient state: home rows, the mats, and whether the last sign was the front door
-        (each row's last entry in the batch decides)."""
-        rows = batch.rows
+    def _home(self, batch: ReadingBatch, sign: Bools) -> None:
+        """Ambient state: home rows, the chair mat, and the times of the last front-door
+        event and of the last sign inside (by time, whatever order streams come in)."""
+        rows, ts = batch.rows, batch.ts
         if batch.stream != BatchStream.DOOR:
             self.home[rows] = True
-        last = np.zeros(len(rows), bool)
-        last[len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]] = True
-        front = batch.column("role") == FRONT if batch.stream == BatchStream.DOOR else None
-        self.away[rows[last]] = False if front is None else front[last]
-        if batch.stream == BatchStream.MAT:
+        front = np.zeros(len(rows), bool)
+        if batch.stream == BatchStream.DOOR:
+            front = batch.column("role") == FRONT
+        np.fmax.at(self.front_ts, rows[front], ts[front])
+        inside = sign & ~front
+        np.fmax.at(self.inside_ts, rows[inside], ts[inside])
+        if batch.stream == BatchStream.MAT:  # each row's last entry decides
+            last = np.zeros(len(rows), bool)
+            last[len(rows) - 1 - np.unique(rows[::-1], return_index=True)[1]] = True
             self.on_mat[rows[last]] = batch.column("occupied")[last] > 0.5
+
+    def away(self, n: int) -> Bools:
+        """Rows whose last sign was the front door: maybe out (the timer waits)."""
+        away: Bools = self.front_ts[:n] >= self.inside_ts[:n]
+        return away
 
     def _posture(self, batch: ReadingBatch) -> None:
         """Learn upright from walking frames; note the last lying and not-lying frame."""
@@ -318,7 +336,7 @@ class InactivityDetector(CareRows):
         floor = np.where(home, care.limit("home_inactivity_min_s", np.arange(n)), floor)
         gaps = overdue(
             self.last_active[:n], self.fired[:n], now, lambda r: self.limit_s(r, now),
-            where=~in_bed & ~(home & (self.on_mat[:n] | self.away[:n])), floor=floor,
+            where=~in_bed & ~(home & (self.on_mat[:n] | self.away(n))), floor=floor,
         )  # fmt: skip
         still = overdue(
             self.bed_move_ts[:n], self.fired_bed[:n], now,

@@ -136,6 +136,7 @@ class MorningDetector(CareRows):
             return []
         self.reserve(batch.rows)
         presence = batch.column("presence") > 0.5
+        held = batch.column("held") > 0.5  # a bed mat: its state holds until it changes
         for part in waves(batch.rows) or [np.arange(len(batch))]:
             rows, ts, p = batch.rows[part], batch.ts[part], presence[part]
             back = p & ~self.in_bed[rows]
@@ -145,7 +146,7 @@ class MorningDetector(CareRows):
             left = ~p & self.in_bed[rows]
             self.out_since[rows[left]] = ts[left]
             self.in_bed[rows] = p
-            self.bed_ts[rows] = ts
+            self.bed_ts[rows] = np.where(held[part], np.inf, ts)
         return []
 
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:

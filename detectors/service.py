@@ -44,6 +44,7 @@ import numpy as np
 from detectors.base import Detection, Detector, dispatch, tick_all
 from detectors.baselines import BaselineFile, baselines_path
 from detectors.batches import Batcher
+from detectors.bathroom import BathroomDetector
 from detectors.bed_exit import BedExitDetector
 from detectors.care import Care
 from detectors.device_health import DeviceHealthDetector
@@ -101,7 +102,7 @@ def default_detectors(
         FallDetector(s.fall), SosDetector(s.sos), InactivityDetector(s.inactivity, care),
         WanderingDetector(s.wandering, care), BedExitDetector(s.bed_exit, care),
         MorningDetector(s.morning, care), VitalsDetector(s.vitals, care),
-        DeviceHealthDetector(s.device_health, care),
+        DeviceHealthDetector(s.device_health, care), BathroomDetector(s.bathroom, care),
     ]  # fmt: skip
 
 

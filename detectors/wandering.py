@@ -82,7 +82,10 @@ class WanderingDetector(CareRows):
             self._back(rows[waiting & (batch.column("presence")[part] > 0.5)])
             return
         if batch.stream in (BatchStream.MOTION, BatchStream.MAT):  # a sign inside
-            self._back(rows[waiting & self.closed[rows]])
+            sign = np.ones(len(rows), bool)
+            if batch.stream == BatchStream.MOTION:  # a PIR clearing after a timeout is none
+                sign = batch.column("detected")[part] > 0.5
+            self._back(rows[waiting & self.closed[rows] & sign])
             return
         front = batch.column("role")[part] == FRONT
         opened = batch.column("opened")[part] > 0.5

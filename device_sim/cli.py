@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -88,3 +89,24 @@ def _summary(stats: FleetStats) -> str:
     return (f"{stats.sim_seconds} s simulated, {stats.acked} acked "
             f"({stats.rate:.0f}/s, {stats.pending} pending, {stats.reconnects} reconnects): "
             f"{streams}")
+
+
+@app.command("sim-home")
+def sim_home(
+    out: Annotated[Path, typer.Argument(help="Where to write the home log (CSV).")],
+    days: Annotated[int, typer.Option(min=1, help="Days to simulate.")] = 14,
+    seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same lives.")] = 0,
+    elder: Annotated[int, typer.Option(min=0, help="Which elder of the seed's cohort.")] = 0,
+    first_day: Annotated[int, typer.Option(
+        help="First local day (days since 1970-01-01).")] = 20_362,
+) -> None:
+    """Write a simulated elder's days as a home's ambient-sensor log (motion sensors, door
+    contacts, bed and chair mats, the flush), for `homecare replay events` / `evaluate --home`."""
+    from device_sim.ambient import ambient_events, write_home_log
+    from device_sim.routine import make_profile, plan_day
+
+    profile = make_profile(seed, elder)
+    events = [e for d in range(first_day, first_day + days)
+              for e in ambient_events(plan_day(profile, seed, elder, d))]
+    rows = write_home_log(events, out, utc_offset_s=profile.utc_offset_s)
+    typer.echo(f"{out}: {rows} events, {days} days of elder {elder} (seed {seed})")

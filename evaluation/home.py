@@ -8,9 +8,9 @@ hand them, minute by minute, ``tick`` at each minute's end:
 * contacts → ``door`` events (role: front, fridge, cupboard, …);
 * motion sensors and appliances → ``motion`` events (detected/cleared, room);
 * a chair mat → ``mat`` events (occupied/free);
-* a bed mat → ``bed`` readings, presence every ``bed_every_s`` while occupied and one
-  without at its end (a mat holds its state; the bed detectors read a bed sensor's
-  periodic readings), with no ``movement`` (a mat cannot tell it).
+* a bed mat → ``bed`` readings of presence, ``held`` (its state holds until the next
+  event, where a bed sensor's readings are fresh for two minutes), with no ``movement``
+  (a mat cannot tell it): what ``detect``'s batcher makes of a bed mat's events.
 
 **Learned from the first days** (``learn_days``, default 7): the bed detectors' baselines
 as the daily refit learns them (:func:`detectors.baselines.fit_baselines`: the usual wake
@@ -37,7 +37,7 @@ within ``horizon_s`` (12 h) is a miss.
 >>> replay_home(log, learn_days=1, after_s=0)
 []
 >>> [(a["kind"], a["local_time"]) for a in replay_home(log.cut(2 * day + 12 * h), learn_days=1)]
-[('inactivity', '1970-01-03T13:31:00')]
+[('inactivity', '1970-01-03T13:11:00')]
 """
 
 from __future__ import annotations
@@ -91,38 +91,12 @@ def home_detectors(thresholds: DetectorSettings | None = None) -> tuple[list[Any
         WanderingDetector(th.wandering, care),
         BedExitDetector(th.bed_exit, care),
         MorningDetector(th.morning, care),
-        BathroomDetector(care=care),
+        BathroomDetector(th.bathroom, care),
     ]
     return dets, care
 
 
-def _bed_readings(log: HomeLog, bed_every_s: float) -> tuple[list[float], list[float]]:
-    """A bed mat's occupied stretches as periodic presence readings, one without at the end."""
-    ts: list[float] = []
-    presence: list[float] = []
-    mats = (log.kind == "mat") & (log.place == "bed")
-    for sensor in np.unique(log.sensor[mats]):
-        mine = mats & (log.sensor == sensor)
-        t, v = log.ts[mine], log.value[mine]
-        since = math.nan
-        for ti, vi in zip(t.tolist(), v.tolist(), strict=True):
-            if vi > 0.5 and math.isnan(since):
-                since = ti
-            elif vi <= 0.5 and not math.isnan(since):
-                ticks = np.arange(since, ti, bed_every_s)
-                ts += ticks.tolist()
-                presence += [1.0] * len(ticks)
-                ts.append(ti)
-                presence.append(0.0)
-                since = math.nan
-        if not math.isnan(since):  # occupied to the end of the log
-            ticks = np.arange(since, float(log.ts[-1]) + bed_every_s, bed_every_s)
-            ts += ticks.tolist()
-            presence += [1.0] * len(ticks)
-    return ts, presence
-
-
-def home_batches(logs: Sequence[HomeLog], *, bed_every_s: float = 60.0) -> dict[str, ReadingBatch]:
+def home_batches(logs: Sequence[HomeLog]) -> dict[str, ReadingBatch]:
     """Every log's events as the detectors' batches, row *i* for ``logs[i]``, in time order."""
     parts: dict[str, list[tuple[npt.NDArray[np.int64], npt.NDArray[np.float64], dict[str, Any]]]]
     parts = defaultdict(list)
@@ -149,11 +123,13 @@ def home_batches(logs: Sequence[HomeLog], *, bed_every_s: float = 60.0) -> dict[
                 (np.full(int(chair.sum()), row, np.int64), log.ts[chair],
                  {"occupied": log.value[chair], "place": np.full(int(chair.sum()), float(CHAIR))})
             )  # fmt: skip
-        bed_ts, presence = _bed_readings(log, bed_every_s)
-        if bed_ts:
+        bed = (log.kind == "mat") & (log.place == "bed")
+        if bed.any():
+            n = int(bed.sum())
             parts[BatchStream.BED].append(
-                (np.full(len(bed_ts), row, np.int64), np.array(bed_ts),
-                 {"presence": np.array(presence)})
+                (np.full(n, row, np.int64), log.ts[bed],
+                 {"presence": log.value[bed], "movement": np.full(n, np.nan),
+                  "held": np.ones(n)})
             )  # fmt: skip
     batches: dict[str, ReadingBatch] = {}
     for stream, got in parts.items():
@@ -165,8 +141,8 @@ def home_batches(logs: Sequence[HomeLog], *, bed_every_s: float = 60.0) -> dict[
     return batches
 
 
-def _history(log: HomeLog, end: float, bed_every_s: float) -> History:
-    batches = home_batches([log], bed_every_s=bed_every_s)
+def _history(log: HomeLog, end: float) -> History:
+    batches = home_batches([log])
     kept: dict[str, ReadingBatch] = {}
     for stream, b in batches.items():
         keep = b.ts < end
@@ -180,7 +156,9 @@ def _history(log: HomeLog, end: float, bed_every_s: float) -> History:
 def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any, Any]:
     """Every event before ``end`` with the mat state after it and whether it was the front
     door or in the bathroom."""
-    keep = log.ts < end
+    # a motion sensor clearing (its timeout) or an appliance turning off is no sign
+    ambient = (log.kind == "motion") | (log.kind == "appliance")
+    keep = (log.ts < end) & ~(ambient & (log.value < 0.5))
     ts, kind, place, value, sensor = (
         log.ts[keep],
         log.kind[keep],
@@ -195,18 +173,17 @@ def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any,
             (occupied.add if value[i] > 0.5 else occupied.discard)(str(sensor[i]))
         on_mat[i] = bool(occupied)
     front = (kind == "contact") & (place == "front")
-    bathroom = ((kind == "motion") | (kind == "appliance")) & (place == "bathroom")
+    bathroom = (((kind == "motion") | (kind == "appliance") | (kind == "contact"))
+                & (place == "bathroom"))  # fmt: skip
     return ts, on_mat, front, bathroom
 
 
-def learn(
-    log: HomeLog, dets: Sequence[Any], care: Care, *, learn_days: float, bed_every_s: float = 60.0
-) -> float:
+def learn(log: HomeLog, dets: Sequence[Any], care: Care, *, learn_days: float) -> float:
     """Fit every detector's baselines on the log's first ``learn_days`` (row 0); returns
     the end of the learning days."""
     start = float(log.ts[0]) if len(log) else 0.0
     end = start + learn_days * DAY_S
-    fit_baselines(_history(log, end, bed_every_s), dets, care, Roster())
+    fit_baselines(_history(log, end), dets, care, Roster())
     ts, on_mat, front, bathroom = _signs(log, end)
     rows = np.zeros(len(ts), np.int64)
     for det in dets:
@@ -269,7 +246,6 @@ def replay_home(
     *,
     learn_days: float = 7.0,
     thresholds: DetectorSettings | None = None,
-    bed_every_s: float = 60.0,
     after_s: float = 12 * H,
 ) -> list[dict[str, Any]]:
     """Replay one log with baselines learned from its first days; its alerts, in time order.
@@ -277,8 +253,8 @@ def replay_home(
     if len(log) == 0:
         return []
     dets, care = home_detectors(thresholds)
-    learn_end = learn(log, dets, care, learn_days=learn_days, bed_every_s=bed_every_s)
-    found = run(home_batches([log], bed_every_s=bed_every_s), dets, float(log.ts[0]),
+    learn_end = learn(log, dets, care, learn_days=learn_days)
+    found = run(home_batches([log]), dets, float(log.ts[0]),
                 float(log.ts[-1]) + after_s)  # fmt: skip
     return [{**_alert(d), "learning": d.ts < learn_end} for d in sorted(found, key=lambda d: d.ts)]
 
@@ -334,9 +310,13 @@ class HomeReport:
 
 
 def _at_home(log: HomeLog, t: npt.NDArray[np.float64]) -> npt.NDArray[np.bool_]:
-    """Whether the last event before each time is not the front door."""
-    i = np.searchsorted(log.ts, t) - 1
-    front = (log.kind == "contact") & (log.place == "front")
+    """Whether the last sign before each time is not the front door (as the detectors see
+    it: a motion sensor clearing is no sign)."""
+    ambient = (log.kind == "motion") | (log.kind == "appliance")
+    signs = ~(ambient & (log.value < 0.5))
+    ts = log.ts[signs]
+    front = ((log.kind == "contact") & (log.place == "front"))[signs]
+    i = np.searchsorted(ts, t) - 1
     home: npt.NDArray[np.bool_] = (i >= 0) & ~front[np.maximum(i, 0)]
     return home
 
@@ -349,7 +329,6 @@ def evaluate_home(
     seed: int = 0,
     horizon_s: float = 12 * H,
     thresholds: DetectorSettings | None = None,
-    bed_every_s: float = 60.0,
 ) -> HomeReport:
     """False alarms on the log as it is, and the delay on ``cuts`` cut copies."""
     if len(log) < 2:
@@ -369,9 +348,9 @@ def evaluate_home(
     cut_at = np.sort(np.array(at[:cuts]))
     logs = [log, *(log.cut(float(t)) for t in cut_at)]
     dets, care = home_detectors(thresholds)
-    learn(log, dets, care, learn_days=learn_days, bed_every_s=bed_every_s)
+    learn(log, dets, care, learn_days=learn_days)
     _spread(dets, care, len(logs))
-    found = run(home_batches(logs, bed_every_s=bed_every_s), dets, first, last)
+    found = run(home_batches(logs), dets, first, last)
     false_alarms: dict[str, int] = defaultdict(int)
     first_alert = np.full(len(logs), np.inf)
     kind_of: dict[int, str] = {}

@@ -167,6 +167,16 @@ class BedExitSettings(BaseModel):
     )
 
 
+class BathroomSettings(BaseModel):
+    """How the personal bathroom limit is learned from past visits."""
+
+    model_config = _FROZEN
+
+    quantile: float = Field(default=0.95, gt=0, lt=1, description="Quantile of past visits.")
+    margin: float = Field(default=1.5, ge=1, description="The quantile times this.")
+    prior_visits: float = Field(default=10.0, ge=0, description="Shrinkage to the care default.")
+
+
 class MorningSettings(BaseModel):
     """What getting up means, and how the usual wake time is learned."""
 
@@ -369,6 +379,7 @@ class DetectorSettings(BaseModel):
     morning: MorningSettings = MorningSettings()
     vitals: VitalsSettings = VitalsSettings()
     device_health: DeviceHealthSettings = DeviceHealthSettings()
+    bathroom: BathroomSettings = BathroomSettings()
     care_table: Path | None = Field(
         None,
         description="A TOML file replacing the shipped care-level table "

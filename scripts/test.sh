@@ -8,7 +8,7 @@ source "$(dirname "$0")/setup.sh"
 # Two workers (pytest-xdist; CI has 2 cores): most tests wait on their servers. A test
 # file stays on one worker (--dist loadfile: its module-wide servers start once), and each
 # worker takes its servers' ports from a band of its own (tests/conftest.py).
-.venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile --doctest-modules homecare cli ingest detectors escalation dashboards device_sim certify evaluation devices privacy bench harness broker care tests "$@"
+.venv/bin/pytest -q -p no:cacheprovider -n 2 --dist loadfile --doctest-modules homecare cli ingest detectors escalation dashboards device_sim certify evaluation devices privacy bench harness broker care zigbee tests "$@"
 # The tests that read the tests' clock (marked `clock` in tests/conftest.py) again, at fixed
 # fake instants: a Sunday month end just before midnight UTC, a Monday just after midnight,
 # a Saturday midday, a Wednesday month end in the small hours, and the Sunday hour at which

@@ -122,3 +122,41 @@ def test_garbage_is_judged_not_crashed_on() -> None:
     assert verdicts["payload_schema"].status == "fail"
     assert verdicts["payload_schema"].summary.startswith("5 of 8 payloads break the contract")
     assert verdicts["cadence"].status == "pass"
+
+
+@pytest.mark.parametrize(
+    ("kind", "stream", "good", "bad"),
+    [
+        ("motion", "motion", {"room": "bathroom", "state": "detected"},
+         {"room": "garage", "state": "detected"}),
+        ("mat", "occupancy", {"place": "chair", "state": "occupied"},
+         {"place": "chair", "state": "sitting"}),
+    ],
+)  # fmt: skip
+def test_motion_sensors_and_mats_are_judged_by_their_streams(
+    kind: str, stream: str, good: dict[str, str], bad: dict[str, str]
+) -> None:
+    def event(k: int, fields: dict[str, str]) -> Observed:
+        data = {"elder": "e1", "device": "m1", "ts": T0 + k, "seq": k, **fields}
+        return Observed(topic("e1", kind, "m1", stream), json.dumps(data).encode(), 1, False,
+                        T0 + k + 0.3)  # fmt: skip
+
+    verdicts = _judge(DeviceKind(kind), "m1", [event(k, good) for k in range(3)] + [event(3, bad)])
+    assert verdicts["topic_scheme"].status == "pass"
+    assert verdicts["payload_schema"].status == "fail"
+    assert verdicts["payload_schema"].summary.startswith("1 of 4 payloads break the contract")
+    assert "cadence" not in verdicts  # events come when something happens
+    misplaced = Observed(topic("e1", kind, "m1", "reading"), b"{}", 1, False, T0 + 1)
+    wrong = _judge(DeviceKind(kind), "m1", [event(0, good), misplaced])
+    assert wrong["topic_scheme"].status == "fail"
+
+
+def test_the_kit_says_it_simulates_no_motion_sensor_or_mat() -> None:
+    from typer.testing import CliRunner
+
+    from cli.main import app
+
+    result = CliRunner().invoke(app, ["certify", "--kind", "motion", "--simulate", "reference",
+                                      "--non-interactive"])  # fmt: skip
+    assert result.exit_code == 2
+    assert "simulates no motion yet" in result.output

@@ -269,3 +269,64 @@ def test_morning_late_riser_not_warned_before_their_usual_time() -> None:
     early = MorningDetector(care=Care())
     early.fit(np.zeros(14, np.int64), np.full(14, 7 * H))
     assert early.limit_s(np.array([0]))[0] == pytest.approx((7 + 1.5) * H * 2 / 3 + 9.5 * H / 3)
+
+
+def test_detect_batches_motion_and_mat_events_and_holds_a_bed_mat() -> None:
+    """The live path: contract events → detect's batches → the routine detectors."""
+    from detectors.batches import Batcher
+    from homecare.contract import MatEvent, MotionEvent, Topic
+
+    def topic(kind: str, device: str, stream: str) -> Topic:
+        return Topic.parse(f"homecare/v1/north/e1/{kind}/{device}/{stream}")
+
+    t = T0 + 23 * H
+    ctx = {"now": t + 10}
+    decoded = [
+        (topic("motion", "pir", "motion"),
+         MotionEvent.model_validate({"elder": "e1", "device": "pir", "ts": t, "seq": 1,
+                                     "room": "bathroom", "state": "detected"}, context=ctx)),
+        (topic("mat", "bedmat", "occupancy"),
+         MatEvent.model_validate({"elder": "e1", "device": "bedmat", "ts": t + 5, "seq": 2,
+                                  "place": "bed", "state": "occupied"}, context=ctx)),
+    ]  # fmt: skip
+    built = Batcher().build(decoded)
+    by_stream = {b.stream: b for b in built.batches}
+    assert set(by_stream) == {"motion", "mat", "bed"}
+    assert by_stream["motion"].column("room").tolist() == [0.0]  # bathroom
+    assert by_stream["bed"].column("held").tolist() == [1.0]
+    care = Care()
+    inactivity, morning = InactivityDetector(care=care), MorningDetector(care=care)
+    for b in built.batches:
+        for det in (inactivity, morning):
+            if b.stream in det.streams:
+                det.update(b)
+    # in bed on the mat all night, no bed sensor readings: neither timer fires
+    assert inactivity.tick(t + 9 * H) == []
+    assert inactivity.in_bed[0]
+    assert morning.in_bed[0]
+
+
+def test_simulated_home_log_is_driven_by_the_routine(tmp_path: Path) -> None:
+    """`homecare sim-home` writes a routine's days as a home log the replay reads whole."""
+    from cli.main import app as homecare
+
+    out = tmp_path / "sim.csv"
+    result = runner.invoke(homecare, ["sim-home", str(out), "--days", "4", "--elder", "2"])
+    assert result.exit_code == 0, result.output
+    log = read_home_log(out)
+    assert log.errors == []
+    kinds = set(zip(log.kind.tolist(), log.place.tolist(), strict=True))
+    assert {("mat", "bed"), ("mat", "chair"), ("motion", "bathroom"), ("motion", "kitchen"),
+            ("contact", "fridge"), ("appliance", "bathroom")} <= kinds  # fmt: skip
+    report = evaluate_home(log, learn_days=2, cuts=10, seed=1).as_dict()
+    assert report["false_alarms_per_day"] == 0.0
+    assert report["within_4h"] == 1.0
+
+
+def test_a_pir_clearing_after_the_front_door_is_no_sign_of_being_home() -> None:
+    det = InactivityDetector()
+    t = T0 + 15 * H
+    det.update(motion([0], t, room=5))  # the hall
+    det.update(door([0], t + 10, 0))  # out of the front door
+    det.update(motion([0], t + 70, room=5, detected=0.0))  # the hall PIR clears a minute on
+    assert det.tick(t + 5 * H) == []  # out: no warning

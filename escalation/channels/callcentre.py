@@ -74,6 +74,7 @@ ALARM_CODES: dict[str, AlarmCode] = {
     "not_up": AlarmCode(111, "not up in the morning", None),
     "bed_exit": AlarmCode(112, "out of bed at night", "bed"),
     "wandering": AlarmCode(113, "left home at night", "door"),
+    "bathroom": AlarmCode(114, "too long in the bathroom", "motion"),
     "tachycardia": AlarmCode(120, "heart rate high", None),
     "bradycardia": AlarmCode(121, "heart rate low", None),
     "low_spo2": AlarmCode(122, "oxygen saturation low", "wearable"),

@@ -1,0 +1,1 @@
+"""Zigbee2MQTT homes: off-the-shelf Zigbee sensors mapped to the wire contract."""
