@@ -1,0 +1,207 @@
+"""Issue 15's services on the secured broker (NATS JWT accounts, devices.access): each runs
+with its own user's credentials and needs no right it was not given, and none that
+another service has.
+
+- escalate in cluster mode: two processes, the standby takes over after a kill -9, and
+  `elder forget` (the privacy user) erases through the active one (a request it answers
+  through its response permission);
+- detect: two workers share TELEMETRY's partitions (priority groups, pins, unpin, their
+  liveness in the detect_state key-value bucket, state in its object store);
+- ingest: a district's worker (`ingest-<D>-<R>`) stores from its own consumer;
+- a service touching another's bucket or consumer gets the server's permissions error.
+
+Every test also reads the server's log: no permissions violation of the service user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from pathlib import Path
+
+import nats
+import pytest
+import yaml
+from support import wait_for
+from test_escalation_failover import Pair, incidents, mails_to, registry
+
+from devices import claims
+from devices.access import ESCALATE_RESPONSE, BrokerAccess, service_rights
+from escalation.cluster import forget_in_cluster
+from harness.servers import LocalNats, free_port
+from harness.standins import CallCentreStandIn, LocalSmtp
+from homecare.contract import Alert
+from homecare.errors import StorageError
+from homecare.jetstream import alert_subject
+from homecare.settings import EscalateSettings, NatsSettings, Settings
+
+pytestmark = pytest.mark.servers
+
+SECRET = "secure-failover-secret"
+
+
+def violations(server: LocalNats) -> list[str]:
+    """The server's permission refusals so far (one log line each)."""
+    return [line for line in server.log.read_text(errors="replace").splitlines()
+            if re.search("violation", line, re.IGNORECASE)]  # fmt: skip
+
+
+def raise_alert(url: str, creds: Path, i: int) -> Alert:
+    """Store an SOS in ALERTS as detect does, with detect's credentials."""
+    now = time.time()
+    alert = Alert(id=f"sos-e{i}-{int(now * 1000)}", site="t", elder=f"e{i}", device="w1",
+                  kind="sos", severity="critical", ts=now, updated=now)  # fmt: skip
+
+    async def publish() -> None:
+        nc = await nats.connect(url, user_credentials=str(creds))
+        try:
+            await nc.jetstream(timeout=5).publish(
+                alert_subject(alert.site, alert.elder, alert.id),
+                alert.model_dump_json().encode(),
+                headers={"Nats-Msg-Id": alert.id},
+            )
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+    return alert
+
+
+def refused_requests(url: str, creds: Path, subjects: list[str]) -> list[str]:
+    """The errors the server sends one user for requests it may not publish (at once)."""
+    errors: list[str] = []
+
+    async def attempt() -> None:
+        async def on_error(exc: Exception) -> None:
+            errors.append(str(exc))
+
+        nc = await nats.connect(url, user_credentials=str(creds), error_cb=on_error)
+        try:
+            for subject in subjects:
+                await nc.publish(subject, b"", reply=nc.new_inbox())
+            await nc.flush()
+            deadline = time.monotonic() + 5
+            while len(errors) < len(subjects) and time.monotonic() < deadline:  # noqa: ASYNC110
+                await asyncio.sleep(0.02)
+        finally:
+            await nc.close()
+
+    asyncio.run(attempt())
+    return errors
+
+
+def test_escalate_takes_over_and_forgets_with_its_own_rights_on_the_secured_broker(
+    secure_nats, pki, access, tmp_path
+):
+    """Two `escalate --store cluster` processes as the escalate user (NATS and MQTT): one
+    active, one standing by; kill -9 of the active, the standby takes over and resumes
+    from the buckets; `forget` as the privacy user erases through the new active. Without
+    an active escalate, forget says so; the escalate user answers only requests."""
+    ca = pki[0]
+    escalate, privacy = access.service("escalate"), access.service("privacy")
+    detect = access.service("detect")
+    assert claims.decode(escalate.password)["nats"]["resp"] == ESCALATE_RESPONSE
+    with CallCentreStandIn() as centre, LocalSmtp() as smtp:
+        reg = tmp_path / "registry.yaml"
+        reg.write_text(yaml.safe_dump(registry(centre)))
+        env = {
+            "HOMECARE_NATS__URL": secure_nats.url,
+            "HOMECARE_NATS__CREDS_FILE": str(escalate.creds),
+            "HOMECARE_MQTT__URL": secure_nats.mqtt_url,
+            "HOMECARE_MQTT__USERNAME": "escalate",
+            "HOMECARE_MQTT__PASSWORD_FILE": str(access.services_dir / "escalate.jwt"),
+            "HOMECARE_MQTT__CA_FILE": str(ca.cert),
+            "HOMECARE_INFLUX__URL": f"http://127.0.0.1:{free_port()}",  # none: events wait
+            "HOMECARE_REGISTRY": str(reg),
+            "HOMECARE_ESCALATE__SECRET": SECRET,
+            "HOMECARE_ESCALATE__LEASE_S": "1.5",
+            "HOMECARE_ESCALATE__HEARTBEAT_S": "300",
+            "HOMECARE_ESCALATE__CALL_CENTRE__TIMEOUT_S": "2",
+            "HOMECARE_ESCALATE__SMTP__HOST": "127.0.0.1",
+            "HOMECARE_ESCALATE__SMTP__PORT": str(smtp.port),
+            "HOMECARE_ESCALATE__SMTP__STARTTLS": "false",
+        }
+        world = {"centre": centre, "smtp": smtp}
+        settings = Settings(
+            state_dir=tmp_path, nats=NatsSettings(url=secure_nats.url, creds_file=privacy.creds),
+            escalate=EscalateSettings(store="cluster", secret=SECRET, lease_s=1.5),
+        )  # fmt: skip
+        with pytest.raises(StorageError, match="no active escalate"):
+            forget_in_cluster(settings, "e1", None)
+        pair = Pair(tmp_path / "escalate", env)
+        try:
+            first = raise_alert(secure_nats.url, detect.creds, 1)
+            wait_for(lambda: incidents(world, first) and mails_to(world, "fam1@"), 20,
+                     "the first alert's rung 0")  # fmt: skip
+            time.sleep(0.5)  # its answers recorded in the bucket
+            heir, _ = pair.fail_over()
+            second = raise_alert(secure_nats.url, detect.creds, 2)
+            wait_for(lambda: incidents(world, second), 20, "the new active consuming ALERTS")
+            assert "0 rows of state loaded" not in heir.log.read_text()
+            time.sleep(0.5)
+            removed = forget_in_cluster(settings, "e1", None)
+            assert removed["alerts"] == 1
+            assert removed["deliveries"] >= 2
+            pair.wait_standby()
+            assert len(incidents(world, first)) == 1  # not sent again by the heir
+        finally:
+            pair.stop()
+    assert [p for p in pair.procs if "Violation" in p.log.read_text()] == []
+    assert violations(secure_nats) == []
+
+
+def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats, access):
+    """The server answers each request outside a user's rights with a permissions error
+    (what the client's error callback gets, naming the subject)."""
+    url = secure_nats.url
+    ingest_north = access.service("ingest-north-primary")
+    detect, escalate = access.service("detect"), access.service("escalate")
+    privacy = access.service("privacy")
+    refused = {
+        # a district's ingest: its own consumer only, not the single store's nor another's
+        ingest_north.creds: [
+            "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest",
+            "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest-south-primary",
+            "$JS.API.STREAM.INFO.KV_escalation",
+        ],
+        # detect: not escalation's state, lease or consumer
+        detect.creds: [
+            "$KV.escalation-lease.active",
+            "$JS.API.STREAM.INFO.KV_escalation",
+            "$JS.API.CONSUMER.MSG.NEXT.ALERTS.escalate",
+            "homecare.escalation.forget",
+        ],
+        # escalate: not detect's partitions, roster or state, and no inbox but a reply
+        escalate.creds: [
+            "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.detect-p0",
+            "$JS.API.CONSUMER.UNPIN.TELEMETRY.detect-p0",
+            "$KV.detect_state.worker.x",
+            "$JS.API.STREAM.INFO.OBJ_detect_state",
+            "_INBOX.someone",
+        ],
+        # privacy: asks escalate to erase, never writes its state itself
+        privacy.creds: ["$KV.escalation.wal", "$JS.API.STREAM.CREATE.KV_escalation"],
+    }
+    for creds, subjects in refused.items():
+        errors = refused_requests(url, creds, subjects)
+        # nats-py lower-cases the server's -ERR line
+        assert sorted(errors) == sorted(
+            f'nats: permissions violation for publish to "{s}"' for s in map(str.lower, subjects)
+        ), errors
+    assert len(violations(secure_nats)) == sum(map(len, refused.values()))
+
+
+def test_ingest_district_users_name_their_own_consumer(tmp_path):
+    """`ingest-<D>-<R>` (and another process of it, `…-2`) gets that consumer's rights;
+    other ingest users the single store's."""
+    rights = service_rights("ingest-north-primary-2")["pub"]
+    assert "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest-north-primary" in rights
+    assert "$JS.ACK.TELEMETRY.ingest-north-primary.>" in rights
+    assert not [r for r in rights if r.endswith((".ingest", ".ingest.>"))]
+    access = BrokerAccess(tmp_path / "access")
+    jwt = claims.decode(access.service("ingest-north-replica").password)
+    assert jwt["nats"]["pub"]["allow"] == service_rights("ingest-north-replica")["pub"]
+    assert "resp" not in jwt["nats"]
+    assert json.dumps(service_rights("ingest-2")) == json.dumps(service_rights("ingest"))
