@@ -18,14 +18,17 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import threading
 import time
 from pathlib import Path
 
 import nats
 import pytest
 import yaml
-from support import wait_for
+from support import topic, wait_for
+from test_detect_workers import PARTITIONS, Worker, elder_per_partition
 from test_escalation_failover import Pair, incidents, mails_to, registry
+from test_security_broker import Probe
 
 from devices import claims
 from devices.access import ESCALATE_RESPONSE, BrokerAccess, service_rights
@@ -149,6 +152,66 @@ def test_escalate_takes_over_and_forgets_with_its_own_rights_on_the_secured_brok
         finally:
             pair.stop()
     assert [p for p in pair.procs if "Violation" in p.log.read_text()] == []
+    assert violations(secure_nats) == []
+
+
+class Readings:
+    """A bed sensor per partition, a reading a second each, through a site's gateway
+    credential over MQTT/TLS (every partition has traffic, so each is pinned to a worker)."""
+
+    def __init__(self, server: LocalNats, ca: Path, access: BrokerAccess) -> None:
+        gateway = access.add_gateway("beds", site="t")
+        self.probe = Probe(server.mqtt_port, ca=ca, user="beds", password=gateway.password,
+                           client_id="beds")  # fmt: skip
+        assert self.probe.accepted, self.probe.connack
+        self.elders = list(elder_per_partition().values())
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(1.0):
+            now = float(int(time.time()))
+            for e in self.elders:
+                payload = {"elder": e, "device": f"b{e}", "ts": now, "presence": True,
+                           "hr": 60, "br": 14.0, "movement": 0.1}  # fmt: skip
+                self.probe.publish(topic(e, "bed", f"b{e}", "reading"),
+                                   json.dumps(payload).encode())  # fmt: skip
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(10)
+        self.probe.close()
+
+
+def test_detect_workers_share_the_partitions_with_the_detect_users_rights(
+    secure_nats, pki, access, tmp_path, monkeypatch
+):
+    """Two `homecare detect` workers as the detect user: the first pulls every partition
+    (priority group, pinned), the second joins, the first saves and unpins its surplus
+    and each holds four; the roster is in detect_state's key-value bucket."""
+    detect = access.service("detect")
+    monkeypatch.setenv("HOMECARE_NATS__CREDS_FILE", str(detect.creds))
+    workers: list[Worker] = []
+    readings: Readings | None = None
+    try:
+        a = Worker(secure_nats, tmp_path, "a")
+        workers.append(a)
+        wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
+        readings = Readings(secure_nats, pki[0].cert, access)
+        wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
+        b = Worker(secure_nats, tmp_path, "b")
+        workers.append(b)
+        wait_for(lambda: len(a.held()) == len(b.held()) == PARTITIONS // 2, 60,
+                 "a and b to hold half each")  # fmt: skip
+        assert not a.held() & b.held()
+        assert a.status()["released"] == PARTITIONS // 2  # saved and unpinned
+    finally:
+        if readings is not None:
+            readings.close()
+        for worker in workers:
+            worker.stop()
+    assert [w.name for w in workers if "iolation" in w.log.read_text()] == []
     assert violations(secure_nats) == []
 
 
