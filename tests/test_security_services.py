@@ -25,11 +25,12 @@ from pathlib import Path
 import nats
 import pytest
 import yaml
-from support import topic, wait_for
+from support import count, frame, topic, wait_for
 from test_detect_workers import PARTITIONS, Worker, elder_per_partition
 from test_escalation_failover import Pair, incidents, mails_to, registry
 from test_security_broker import Probe
 
+from broker.provision import provision_districts
 from devices import claims
 from devices.access import ESCALATE_RESPONSE, BrokerAccess, service_rights
 from escalation.cluster import forget_in_cluster
@@ -37,8 +38,17 @@ from harness.servers import LocalNats, free_port
 from harness.standins import CallCentreStandIn, LocalSmtp
 from homecare.contract import Alert
 from homecare.errors import StorageError
+from homecare.influx import InfluxClient
 from homecare.jetstream import alert_subject
-from homecare.settings import EscalateSettings, NatsSettings, Settings
+from homecare.settings import (
+    DistrictSettings,
+    EscalateSettings,
+    InfluxSettings,
+    MqttSettings,
+    NatsSettings,
+    Settings,
+)
+from ingest.service import IngestService
 
 pytestmark = pytest.mark.servers
 
@@ -213,6 +223,58 @@ def test_detect_workers_share_the_partitions_with_the_detect_users_rights(
             worker.stop()
     assert [w.name for w in workers if "iolation" in w.log.read_text()] == []
     assert violations(secure_nats) == []
+
+
+def test_a_district_ingest_worker_stores_from_its_own_consumer_with_its_rights(
+    secure_nats, pki, access, influx, tmp_path
+):
+    """`ingest --district north --replica primary` as the user `ingest-north-primary`:
+    its consumer (provisioned by the provision user) delivers, it stores in the
+    district's InfluxDB and acknowledges, and takes from no other consumer."""
+    provisioner = access.service("provision")  # a new one: the fixture's is revoked
+    districts = {"north": DistrictSettings(sites=["t"], primary=influx.url)}
+    done = provision_districts(
+        secure_nats.url, districts, ack_wait_s=5.0,
+        settings=NatsSettings(url=secure_nats.url, creds_file=provisioner.creds),
+    )  # fmt: skip
+    assert done.source.ok, done.source.detail
+    user = access.service("ingest-north-primary")
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        state_dir=tmp_path / "state",
+        nats=NatsSettings(url=secure_nats.url, creds_file=user.creds, partitions=8),
+        mqtt=MqttSettings(client_id="ingest-north"),
+        influx=InfluxSettings(database="homecare", timeout_s=2.0),
+        ingest={"batch_interval_s": 0.05},
+        districts=districts,
+    )
+    worker = IngestService(settings, instance="north-primary", district="north",
+                           replica="primary")  # fmt: skip
+    stop = threading.Event()
+    thread = threading.Thread(target=worker.run, args=(stop,))
+    thread.start()
+    gateway = access.add_gateway("gw", site="t")
+    probe = Probe(secure_nats.mqtt_port, ca=pki[0].cert, user="gw", password=gateway.password,
+                  client_id="gw")  # fmt: skip
+    try:
+        now = time.time() - 60
+        for i in range(5):
+            probe.publish(topic("e1", "wearable", "w1", "frame"), frame("e1", "w1", now + i))
+        with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:
+            wait_for(lambda: _count(db) == 5, 30, "five frames stored in north's InfluxDB")
+    finally:
+        probe.close()
+        stop.set()
+        thread.join(30)
+    assert not thread.is_alive()
+    assert violations(secure_nats) == []
+
+
+def _count(db: InfluxClient) -> int:
+    try:
+        return count(db, "wearable")
+    except Exception:  # no database yet
+        return -1
 
 
 def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats, access):
