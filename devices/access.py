@@ -128,8 +128,10 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
                 f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.DELETE.KV_{DETECT_BUCKET}.*", f"{ALERT_SUBJECT_ROOT}.>",
                 f"{_JS}.STREAM.INFO.ALERTS", f"{_JS}.STREAM.MSG.GET.ALERTS",
-                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET")
+                # provisioned (it creates neither): read and write them, no more
+                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("INFO", "MSG.GET")
                   for stream in (f"KV_{DETECT_BUCKET}", f"OBJ_{DETECT_BUCKET}")),
+                # STREAM.NAMES: nats-py finds the object store's stream by subject
                 f"{_JS}.STREAM.PURGE.OBJ_{DETECT_BUCKET}", f"{_JS}.STREAM.NAMES",
                 f"{_JS}.DIRECT.GET.KV_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}",
