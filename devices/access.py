@@ -147,7 +147,7 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     # escalate: consumes ALERTS; publishes the retained alert states for apps over MQTT,
     # and commands to devices.
     # In cluster mode (`--store cluster`, escalation.cluster) it also keeps its state and
-    # its lease in two key-value buckets it creates (and the lease's max_age it updates),
+    # its lease in two key-value buckets it creates (the lease's max_age it updates),
     # loads the state through an ordered consumer (with flow control), and answers
     # erasure requests on FORGET_SUBJECT: a reply only through NATS's response
     # permission (ESCALATE_RESPONSE), never a publish to any inbox.
@@ -155,7 +155,7 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
         "pub": [*_consume("ALERTS", "escalate"), ALERT_TOPICS,
                 f"{SUBJECT_ROOT}.*.*.command.*",
                 *(right for bucket in ESCALATION_BUCKETS for right in _kv_rights(bucket)),
-                *(f"{_JS}.STREAM.UPDATE.KV_{bucket}" for bucket in ESCALATION_BUCKETS)],
+                f"{_JS}.STREAM.UPDATE.KV_{ESCALATION_BUCKETS[1]}"],  # the lease's max_age
         "sub": ["_INBOX.>", ALERT_TOPICS, ALERT_ACKS, FORGET_SUBJECT],
     },
     # The provider's app backend (MQTT): reads alerts, sends acknowledgements (each carries
