@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 import threading
 import time
@@ -39,7 +40,7 @@ from harness.standins import CallCentreStandIn, LocalSmtp
 from homecare.contract import Alert
 from homecare.errors import StorageError
 from homecare.influx import InfluxClient
-from homecare.jetstream import alert_subject
+from homecare.jetstream import alert_subject, connect
 from homecare.settings import (
     DistrictSettings,
     EscalateSettings,
@@ -277,7 +278,7 @@ def _count(db: InfluxClient) -> int:
         return -1
 
 
-def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats, access):
+def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats, access, caplog):
     """The server answers each request outside a user's rights with a permissions error
     (what the client's error callback gets, naming the subject)."""
     url = secure_nats.url
@@ -316,6 +317,24 @@ def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats,
             f'nats: permissions violation for publish to "{s}"' for s in map(str.lower, subjects)
         ), errors
     assert len(violations(secure_nats)) == sum(map(len, refused.values()))
+
+    # A service's own connection (homecare.jetstream.connect) logs the refusal, naming
+    # the service, the subject and the rights it lacks, at WARNING.
+    async def as_a_service() -> None:
+        settings = NatsSettings(url=url, creds_file=ingest_north.creds)
+        nc = await connect(url, name="ingest-north-primary", settings=settings)
+        try:
+            await nc.publish("$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest", b"")
+            await nc.flush()
+            await asyncio.sleep(0.3)
+        finally:
+            await nc.close()
+
+    with caplog.at_level(logging.WARNING, logger="homecare.jetstream"):
+        asyncio.run(as_a_service())
+    assert "ingest-north-primary: NATS " in caplog.text
+    assert ('permissions violation for publish to "$js.api.consumer.msg.next.telemetry.ingest"'
+            in caplog.text)  # fmt: skip
 
 
 def test_ingest_district_users_name_their_own_consumer(tmp_path):
