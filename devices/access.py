@@ -81,6 +81,30 @@ def _consume(stream: str, consumer: str) -> list[str]:
     ]  # fmt: skip
 
 
+def _kv_rights(bucket: str) -> list[str]:
+    """What a client of one key-value bucket publishes: create it (where missing) and read
+    its info, put/create/update/delete its keys, get them (direct get, or the stream's
+    message get), and watch it (an ordered consumer, its info, deleted after, with flow
+    control)."""
+    stream = f"KV_{bucket}"
+    return [
+        f"$KV.{bucket}.>", f"{_JS}.STREAM.CREATE.{stream}", f"{_JS}.STREAM.INFO.{stream}",
+        f"{_JS}.STREAM.MSG.GET.{stream}", f"{_JS}.DIRECT.GET.{stream}.>",
+        f"{_JS}.CONSUMER.CREATE.{stream}", f"{_JS}.CONSUMER.CREATE.{stream}.>",
+        f"{_JS}.CONSUMER.INFO.{stream}.*", f"{_JS}.CONSUMER.DELETE.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]  # fmt: skip
+
+
+ESCALATION_BUCKETS = ("escalation", "escalation-lease")
+"""escalation.cluster's buckets (``STATE_BUCKET``, ``LEASE_BUCKET``): escalate's state
+and its lease in cluster mode."""
+FORGET_SUBJECT = "homecare.escalation.forget"
+"""Where ``homecare elder forget`` asks the active escalate (``escalation.cluster``)."""
+ESCALATE_RESPONSE = {"max": 1, "ttl": 60 * 10**9}
+"""escalate's response permission: one reply to each request it receives (an erasure),
+within 60 s (JWT v2's ``resp``; ``ttl`` in nanoseconds, a Go duration)."""
+
 DETECT_BUCKET = "detect_state"
 """The object store where detect keeps its state (``detectors.resume.STATE_BUCKET``, which
 ``homecare broker provision`` creates), and a key-value bucket of the same name: the only
@@ -104,22 +128,35 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
                 f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.DELETE.KV_{DETECT_BUCKET}.*", f"{ALERT_SUBJECT_ROOT}.>",
                 f"{_JS}.STREAM.INFO.ALERTS", f"{_JS}.STREAM.MSG.GET.ALERTS",
-                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("CREATE", "INFO", "MSG.GET")
+                # provisioned (it creates neither): read and write them, no more
+                *(f"{_JS}.STREAM.{verb}.{stream}" for verb in ("INFO", "MSG.GET")
                   for stream in (f"KV_{DETECT_BUCKET}", f"OBJ_{DETECT_BUCKET}")),
+                # STREAM.NAMES: nats-py finds the object store's stream by subject
                 f"{_JS}.STREAM.PURGE.OBJ_{DETECT_BUCKET}", f"{_JS}.STREAM.NAMES",
                 f"{_JS}.DIRECT.GET.KV_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}",
                 f"{_JS}.CONSUMER.CREATE.OBJ_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.DELETE.OBJ_{DETECT_BUCKET}.*",
-                f"$KV.{DETECT_BUCKET}.>", f"$O.{DETECT_BUCKET}.>"],
+                f"$KV.{DETECT_BUCKET}.>", f"$O.{DETECT_BUCKET}.>",
+                # flow control of its ordered consumers (the workers' roster, a state's get)
+                f"$JS.FC.KV_{DETECT_BUCKET}.>", f"$JS.FC.OBJ_{DETECT_BUCKET}.>",
+                f"{_JS}.CONSUMER.INFO.KV_{DETECT_BUCKET}.*",
+                f"{_JS}.CONSUMER.INFO.OBJ_{DETECT_BUCKET}.*"],
         "sub": ["_INBOX.>"],
     },
     # escalate: consumes ALERTS; publishes the retained alert states for apps over MQTT,
     # and commands to devices.
+    # In cluster mode (`--store cluster`, escalation.cluster) it also keeps its state and
+    # its lease in two key-value buckets it creates (the lease's max_age it updates),
+    # loads the state through an ordered consumer (with flow control), and answers
+    # erasure requests on FORGET_SUBJECT: a reply only through NATS's response
+    # permission (ESCALATE_RESPONSE), never a publish to any inbox.
     "escalate": {
         "pub": [*_consume("ALERTS", "escalate"), ALERT_TOPICS,
-                f"{SUBJECT_ROOT}.*.*.command.*"],
-        "sub": ["_INBOX.>", ALERT_TOPICS, ALERT_ACKS],
+                f"{SUBJECT_ROOT}.*.*.command.*",
+                *(right for bucket in ESCALATION_BUCKETS for right in _kv_rights(bucket)),
+                f"{_JS}.STREAM.UPDATE.KV_{ESCALATION_BUCKETS[1]}"],  # the lease's max_age
+        "sub": ["_INBOX.>", ALERT_TOPICS, ALERT_ACKS, FORGET_SUBJECT],
     },
     # The provider's app backend (MQTT): reads alerts, sends acknowledgements (each carries
     # the contact's own token); it may not raise, change or forge an alert.
@@ -133,7 +170,8 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
         "pub": [ALERT_TOPICS, f"{SUBJECT_ROOT}.*.*.*.*.availability", f"{_JS}.INFO",
                 *(f"{_JS}.STREAM.{verb}.{stream}"
                   for verb in ("INFO", "MSG.GET", "MSG.DELETE", "PURGE")
-                  for stream in (TELEMETRY_STREAM, "ALERTS", "$MQTT_msgs", "$MQTT_rmsgs"))],
+                  for stream in (TELEMETRY_STREAM, "ALERTS", "$MQTT_msgs", "$MQTT_rmsgs")),
+                FORGET_SUBJECT],  # asks the active escalate (cluster mode) to erase
         "sub": ["_INBOX.>", f"{SUBJECT_ROOT}.>"],
     },
     # `homecare broker provision`: creates the streams and consumers (over NATS) and the
@@ -144,6 +182,32 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
 user of the same service (one per process). Services that speak MQTT (escalate, app,
 privacy, provision) present their JWT as the MQTT password: their JWT is a bearer one."""
 _MQTT_SERVICES = frozenset({"escalate", "app", "privacy", "provision"})
+
+
+_DISTRICT_USER = re.compile(r"^(ingest-.+-(?:primary|replica))(?:-[A-Za-z0-9_]+)?$")
+"""An ingest user of one district's store: ``ingest-<D>-<R>`` (or ``ingest-<D>-<R>-2``,
+another process of it), named after its durable consumer
+(``homecare.jetstream.ingest_consumer``)."""
+
+
+def service_rights(user: str) -> dict[str, list[str]]:
+    """The subjects ``user`` (a service user's name) may publish and subscribe to.
+
+    An ingest user named after a district's consumer (``ingest-north-primary``) may take
+    from that consumer only; any other ingest user, from ``ingest`` (the single store).
+
+    >>> service_rights("ingest-north-replica")["pub"][-2]
+    '$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest-north-replica'
+    >>> service_rights("ingest-2")["pub"][-2]
+    '$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest'
+    """
+    service = _service_of(user)
+    if service is None:
+        raise AccessError(f"{user!r} is not a service account ({', '.join(SERVICE_RIGHTS)})")
+    district = _DISTRICT_USER.match(user) if service == "ingest" else None
+    if district:
+        return {"pub": _consume(TELEMETRY_STREAM, district.group(1)), "sub": ["_INBOX.>"]}
+    return SERVICE_RIGHTS[service]
 
 
 def _service_of(user: str) -> str | None:
@@ -362,10 +426,12 @@ class BrokerAccess:
     # -- users ----------------------------------------------------------------------
 
     def _user_jwt(self, user: Key, name: str, pub: list[str], sub: list[str], *,
-                  bearer: bool, mqtt_only: bool = False, signer: Key | None = None) -> str:
+                  bearer: bool, mqtt_only: bool = False, signer: Key | None = None,
+                  response: dict[str, int] | None = None) -> str:
         return claims.encode(
             claims.user_claims(user.public, name, publish=pub, subscribe=sub, bearer=bearer,
-                               connection_types=MQTT_ONLY if mqtt_only else None),
+                               connection_types=MQTT_ONLY if mqtt_only else None,
+                               response=response),
             signer or self.account,
         )  # fmt: skip
 
@@ -375,13 +441,12 @@ class BrokerAccess:
         Services that speak MQTT get a bearer JWT, also their MQTT password: returned, and
         in ``services/<name>.jwt``.
         """
+        rights = service_rights(name)
         service = _service_of(name)
-        if service is None:
-            raise AccessError(f"{name!r} is not a service account ({', '.join(SERVICE_RIGHTS)})")
-        rights = SERVICE_RIGHTS[service]
         user = claims.new_key("user")
         bearer = service in _MQTT_SERVICES
-        jwt = self._user_jwt(user, name, rights["pub"], rights["sub"], bearer=bearer)
+        jwt = self._user_jwt(user, name, rights["pub"], rights["sub"], bearer=bearer,
+                             response=ESCALATE_RESPONSE if service == "escalate" else None)
         with self._locked():
             registry = self._registry()
             old = registry["services"].get(name)

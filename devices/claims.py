@@ -167,11 +167,19 @@ def user_claims(
     subscribe: list[str],
     bearer: bool,
     connection_types: list[str] | None = None,
+    response: dict[str, int] | None = None,
 ) -> dict[str, Any]:
     """A user allowed to publish and subscribe only on the subjects named.
 
     ``bearer``: the JWT alone is the credential (no nonce signed by the user's seed), as
-    an MQTT client must present it: in the CONNECT packet's password.
+    an MQTT client must present it: in the CONNECT packet's password. ``response``: NATS's
+    response permission, ``{"max": replies, "ttl": nanoseconds}`` (JWT v2's ``resp``, a
+    Go duration): the user may publish that many replies to the reply subject of each
+    request it received, for that long, without any right to publish to inboxes.
+
+    >>> user_claims("U", "u", publish=[], subscribe=["q"], bearer=False,
+    ...             response={"max": 1, "ttl": 10**9})["nats"]["resp"]
+    {'max': 1, 'ttl': 1000000000}
     """
     nats: dict[str, Any] = {
         "type": "user", "version": 2,
@@ -183,6 +191,10 @@ def user_claims(
         nats["bearer_token"] = True
     if connection_types:
         nats["allowed_connection_types"] = connection_types
+    if response is not None:
+        if response.keys() != {"max", "ttl"} or min(response.values()) < 1:
+            raise ClaimsError(f"a response permission is {{max, ttl}} >= 1, not {response}")
+        nats["resp"] = {"max": response["max"], "ttl": response["ttl"]}
     return {"sub": user, "name": name, "nats": nats}
 
 

@@ -34,7 +34,7 @@ from escalation.cluster import ClusterState, ClusterStore, LeaseLost, forget_in_
 from harness.servers import LocalNats, LocalNatsCluster, free_port
 from harness.standins import CallCentreStandIn, LocalSmtp
 from homecare.contract import Alert, AlertState
-from homecare.jetstream import DETECT_CONSUMER, JetStreamConsumer, alert_subject
+from homecare.jetstream import JetStreamConsumer, alert_subject, detect_partition_consumer
 from homecare.settings import EscalateSettings, NatsSettings, Settings
 
 pytestmark = pytest.mark.servers
@@ -188,7 +188,7 @@ def world(tmp_path_factory):
             "HOMECARE_ESCALATE__SMTP__BACKOFF_S": "0.1",
         }
         pair = Pair(root, env)
-        detect = JetStreamConsumer(url, durable=DETECT_CONSUMER)
+        detect = JetStreamConsumer(url, durable=detect_partition_consumer(0))  # raises alerts
         try:
             with detect:
                 yield {"pair": pair, "centre": centre, "smtp": smtp, "detect": detect,
