@@ -32,6 +32,7 @@ import psutil
 
 from harness.servers import LocalNatsCluster
 from homecare.contract import command_topic
+from homecare.errors import BrokerError
 from homecare.jetstream import MQTT_STREAM
 
 __all__ = ["KINDS", "connect_packet", "measure", "run", "subscribe_packet"]
@@ -77,7 +78,7 @@ def subscribe_packet(topic: str, qos: int, mid: int = 1) -> bytes:
 SETTLE_S = 1.0
 
 
-class Refused(RuntimeError):
+class Refused(BrokerError):
     """The broker refused a device's connection or subscription."""
 
 

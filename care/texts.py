@@ -26,6 +26,7 @@ from typing import Any
 
 from care.signs import Sign
 from homecare.i18n import N_, Translator, translator
+from homecare.schema import CareFollowUps, CareVisitRate
 
 _NUMBERS = (N_("no times"), N_("once"), N_("twice"), N_("three times"), N_("four times"),
             N_("five times"), N_("six times"), N_("seven times"), N_("eight times"),
@@ -233,10 +234,11 @@ IN_FUTURE = N_("a visit cannot be recorded in the future")
 
 CSV_HEADERS: Mapping[str, str] = {
     "month": N_("Month"), "site": N_("Site"), "group": N_("Group"), "elders": N_("Elders"),
-    "contacted": N_("Contacted"), "rate_pct": N_("Rate (%)"), "target_pct": N_("Target (%)"),
+    "contacted": N_("Contacted"), CareVisitRate.rate_pct: N_("Rate (%)"),
+    CareVisitRate.target_pct: N_("Target (%)"),
     "met": N_("Target met"), "worker": N_("Worker"), "visits": N_("Visits"),
-    "calls": N_("Calls"), "follow_ups_open": N_("Open follow-ups"),
-    "elders_overdue": N_("Elders overdue"),
+    "calls": N_("Calls"), CareFollowUps.follow_ups_open: N_("Open follow-ups"),
+    CareFollowUps.elders_overdue: N_("Elders overdue"),
 }  # fmt: skip
 """The monthly CSV's header in the reader's words (``--lang``), by column."""
 YES = N_("yes")

@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, RootModel, model
 __all__ = [
     "CARE_LEVELS",
     "DAY_S",
+    "BathroomSettings",
     "BedExitSettings",
     "CareLimits",
     "CareTable",
