@@ -161,14 +161,15 @@ def run(
             victim = _Worker(url, folder, f"w{trial + 1}", partitions)
             workers.append(victim)
             _wait(lambda v=victim: len(v.held()) == partitions - half  # type: ignore[misc]
-                  and len(survivor.held()) == half, 60, "the two sharing the partitions")
+                  and len(survivor.held()) == half,
+                  60, "the two sharing the partitions")  # fmt: skip
             time.sleep(2.0)  # a save or two of the victim's partitions
             theirs = victim.held()
             victim.proc.kill()
             killed = time.time()
             victim.proc.wait(10)
             _wait(lambda t=theirs: t <= survivor.held(), 60,  # type: ignore[misc]
-                  "the survivor holding the victim's partitions")
+                  "the survivor holding the victim's partitions")  # fmt: skip
             taken = survivor.status()["taken_at"]
             at = [float(taken[str(p)]) - killed for p in theirs]
             times.append(max(at))

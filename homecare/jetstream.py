@@ -781,7 +781,11 @@ class JetStreamConsumer:
             # the raw API: nats-py (2.16) does not know priority groups and drops them
             reply = await self._nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}",
                                            b"", timeout=self._request_timeout_s)  # fmt: skip
-            info = json.loads(reply.data or b"{}")
+            if not reply.data:  # a status instead of an answer: JetStream not ready yet
+                status = (reply.headers or {}).get("Status", "no answer")
+                raise ConsumerError(f"JetStream at {self.url} did not answer for consumer "
+                                    f"{durable!r} (status {status})")  # fmt: skip
+            info = json.loads(reply.data)
             if "error" in info:
                 raise ConsumerError(
                     f"no durable consumer {durable!r} on stream {self.stream} at {self.url} "

@@ -206,8 +206,9 @@ def test_provisioning_retires_the_consumers_of_site_shards(nats_broker):
         try:
             js = nc.jetstream()
             for name, subject in (("detect", None), ("detect~north", "telemetry.*.north.>")):
-                await js.add_consumer("TELEMETRY", ConsumerConfig(
-                    durable_name=name, ack_policy=AckPolicy.EXPLICIT, filter_subject=subject))
+                config = ConsumerConfig(durable_name=name, ack_policy=AckPolicy.EXPLICIT,
+                                        filter_subject=subject)  # fmt: skip
+                await js.add_consumer("TELEMETRY", config)
         finally:
             await nc.close()
 
@@ -217,4 +218,4 @@ def test_provisioning_retires_the_consumers_of_site_shards(nats_broker):
     assert sorted(done.retired) == ["detect", "detect~north"]
     assert done.created == []
     assert [f"detect-p{p}" for p in range(PARTITIONS)] == [
-        n for n in done.existing if n.startswith("detect-p")]
+        n for n in done.existing if n.startswith("detect-p")]  # fmt: skip
