@@ -51,6 +51,7 @@ import math
 import os
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -99,6 +100,9 @@ class Workers:
     registry: Path
     procs: dict[str, list[ServiceProcess]] = field(default_factory=dict)
     restarts: int = 0
+    exits: list[str] = field(default_factory=list)
+    """Workers that exited by themselves (and were started again)."""
+    lock: threading.Lock = field(default_factory=threading.Lock)
 
     def start(self, service: str, k: int) -> ServiceProcess:
         """Worker ``k`` of ``service``: its own state folder (status file, spool)."""
@@ -118,6 +122,24 @@ class Workers:
         proc = ServiceProcess(service, self.settings, log, ready=ready, **extra)
         self.procs.setdefault(service, []).append(proc)
         return proc
+
+    def supervise(self, stop: threading.Event, log: Callable[[str], Any]) -> None:
+        """Start again, as compose's ``restart: unless-stopped`` does, any worker that
+        exited by itself (the kills of the chaos phases restart their own); each such
+        exit is noted in :attr:`exits` with the last line of its log."""
+        while not stop.wait(1.0):
+            with self.lock:
+                for service, procs in self.procs.items():
+                    for k, proc in enumerate(list(procs)):
+                        if proc.proc.poll() is None:
+                            continue
+                        tail = proc.log.read_text(errors="replace").strip().splitlines()[-1:]
+                        self.exits.append(f"{service}: {' '.join(tail)[:200]}")
+                        log(f"  {service} exited by itself ({self.exits[-1]}); starting it again")
+                        procs.remove(proc)
+                        self.restarts += 1
+                        with contextlib.suppress(ServiceError):
+                            self.start(service, k)
 
     def psutil(self) -> dict[str, list[psutil.Process]]:
         return {s: [psutil.Process(p.proc.pid) for p in ps if p.proc.poll() is None]
@@ -419,6 +441,12 @@ def run(
         for k in range(detect_workers):
             workers.start("detect", k)
         workers.start("escalate", 0)
+        supervising = threading.Event()
+        supervisor = threading.Thread(target=workers.supervise, args=(supervising, log),
+                                      daemon=True)  # fmt: skip
+        supervisor.start()
+        stack.callback(supervisor.join, 120)  # on the way out: stop supervising, then
+        stack.callback(supervising.set)  # the workers stop (callbacks run last first)
 
         marks: list[tuple[float, dict[str, float]]] = []
         offered: list[int] = []
@@ -430,19 +458,20 @@ def run(
             marks.append((time.monotonic(), _cpu(groups)))
 
         def kill_detect() -> str:
-            victim = workers.procs["detect"][0]
-            victim.proc.kill()
-            victim.proc.wait()
-            workers.procs["detect"].remove(victim)
-            if not workers.procs["detect"]:  # the only one: its supervisor starts it again
-                for attempt in range(5):  # as compose's restart does, until it runs
-                    workers.restarts += 1
-                    try:
-                        workers.start("detect", 0)
-                        break
-                    except ServiceError as exc:
-                        log(f"  detect did not start ({attempt + 1}): {str(exc)[-160:]}")
-                return "the only detect worker (started again at once)"
+            with workers.lock:
+                victim = workers.procs["detect"][0]
+                victim.proc.kill()
+                victim.proc.wait()
+                workers.procs["detect"].remove(victim)
+                if not workers.procs["detect"]:  # the only one: its supervisor starts it again
+                    for attempt in range(5):  # as compose's restart does, until it runs
+                        workers.restarts += 1
+                        try:
+                            workers.start("detect", 0)
+                            break
+                        except ServiceError as exc:
+                            log(f"  detect did not start ({attempt + 1}): {str(exc)[-160:]}")
+                    return "the only detect worker (started again at once)"
             return f"detect worker 1 of {detect_workers}"
 
         def no_restore() -> None:
@@ -572,6 +601,7 @@ def run(
         "alerts_duplicated": len(all_dup),
         "fleet_reconnects": fleet.stats.reconnects,
         "detect_backlog_at_end": behind,
+        "workers_exited_by_themselves": workers.exits,
         "missed_in_alerts_stream": {e: k for e, k in raised.items() if k},
     }
     log(f"losses: {published:,} readings acknowledged, {stored:,} stored ({published - stored} "

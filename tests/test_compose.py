@@ -31,7 +31,13 @@ from typer.testing import CliRunner
 from cli.main import app
 from devices.access import SERVICE_RIGHTS, BrokerAccess
 from devices.refusals import parse
-from harness.servers import NATS_SERVER_VERSION, LocalNats, check_binary, nats_server_binary
+from harness.servers import (
+    NATS_SERVER_VERSION,
+    LocalNats,
+    ServerError,
+    check_binary,
+    nats_server_binary,
+)
 from homecare.jetstream import ALERTS_STREAM, MQTT_STREAM, TELEMETRY_STREAM
 from homecare.settings import MqttSettings, NatsSettings, setting_rows
 
@@ -533,13 +539,21 @@ def test_the_city_config_runs_a_three_node_cluster_that_provisions_r3(tmp_path):
     routes = {n: free_port() for n in CITY_NODES}
     nodes = [CityNode(tmp_path / n, n, routes) for n in CITY_NODES]
     with contextlib.ExitStack() as stack:
-        threads = [threading.Thread(target=n.start) for n in nodes]  # each waits for a quorum
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
         for node in nodes:
             stack.callback(node.stop)
+
+        def start(node: CityNode) -> None:
+            with contextlib.suppress(ServerError):  # not ready in time: tried again below
+                node.start()
+
+        for _ in range(3):  # each waits for a quorum (30 s; a loaded CI machine may need more)
+            waiting = [n for n in nodes if not n.running]
+            threads = [threading.Thread(target=start, args=(n,)) for n in waiting]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        for node in nodes:
             assert node.running, node.log.read_text()[-2000:]
         for node in nodes:
             varz = httpx.get(f"{node.monitor_url}/varz", timeout=5).json()
