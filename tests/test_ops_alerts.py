@@ -19,6 +19,7 @@ import yaml
 from support import wait_for
 
 from broker.watchdog import SourceWatchdog
+from devices.access import BrokerAccess
 from escalation.channels import default_channels
 from escalation.ladder import EscalationPolicy
 from escalation.messages import family_message
@@ -124,9 +125,9 @@ def test_operations_alerts_go_to_provider_contacts_only_in_their_language():
 
 
 # against the real server ----------------------------------------------------------------------
-async def _set_source(url: str, sources: list | None) -> list:
+async def _set_source(url: str, sources: list | None, **options: str) -> list:
     """Replace TELEMETRY's sources (``None``: leave them); answer the ones it had."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **options)
     try:
         js = nc.jetstream()
         config = (await js.stream_info(TELEMETRY_STREAM)).config
@@ -139,9 +140,9 @@ async def _set_source(url: str, sources: list | None) -> list:
         await nc.close()
 
 
-async def _ops_alerts(url: str) -> list[Alert]:
+async def _ops_alerts(url: str, **options: str) -> list[Alert]:
     """Every operations alert ALERTS holds, in order."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, **options)
     try:
         js = nc.jetstream()
         sub = await js.subscribe(f"alerts.raised.{OPERATIONS_SITE}.>", ordered_consumer=True)
@@ -207,3 +208,41 @@ def test_a_broken_source_reaches_the_call_centre_not_the_family_and_resolves(
             stop.set()
             watching.join(10)
             escalate.join(20)
+
+
+def test_the_watchdog_user_may_do_its_work_and_a_restart_takes_the_open_alert_over(
+    secure_nats: LocalNats, access: BrokerAccess
+):
+    """On the deployed broker (operator mode) as the `watchdog` service user of `homecare
+    devices service`: it reads the streams, raises the alert and reads it back; a
+    watchdog started while the source is still broken takes the alert over (no second
+    one) and resolves it."""
+    admin = {"user_credentials": str(access.service("provision").creds)}
+    settings = NatsSettings(url=secure_nats.url, creds_file=access.service("watchdog").creds,
+                            source_alert_s=1.0)  # fmt: skip
+    stop = threading.Event()
+    first = SourceWatchdog(secure_nats.url, interval_s=0.25, settings=settings)
+    running = threading.Thread(target=first.run, args=(stop,), daemon=True)
+    running.start()
+    try:
+        wait_for(lambda: first.stats.checks >= 2, 20, "the watchdog checking")
+        sources = asyncio.run(_set_source(secure_nats.url, [], **admin))
+        wait_for(lambda: first.stats.raised, 20, "an operations alert")
+    finally:
+        stop.set()
+        running.join(10)
+    second = SourceWatchdog(secure_nats.url, interval_s=0.25, settings=settings)
+    stop = threading.Event()
+    running = threading.Thread(target=second.run, args=(stop,), daemon=True)
+    running.start()
+    try:
+        wait_for(lambda: second.stats.checks >= 8, 20, "the new watchdog checking")
+        assert second.stats.raised == {}  # still broken, 2 s past alert_s: taken over
+        asyncio.run(_set_source(secure_nats.url, sources, **admin))
+        wait_for(lambda: second.stats.resolved, 20, "the alert resolved")
+    finally:
+        stop.set()
+        running.join(10)
+    states = [(a.id, a.state) for a in asyncio.run(_ops_alerts(secure_nats.url, **admin))]
+    [raised] = {a for a, _ in states}
+    assert states == [(raised, AlertState.OPEN), (raised, AlertState.RESOLVED)]
