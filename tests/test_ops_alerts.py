@@ -82,7 +82,9 @@ def test_the_alert_is_raised_after_the_threshold_once_and_resolved_with_the_same
     assert watchdog.alert_due(TELEMETRY_STREAM, FLOWING, 1310.0) is None
     assert watchdog.alert_due(TELEMETRY_STREAM, BROKEN, 1400.0) is None
     again = watchdog.alert_due(TELEMETRY_STREAM, BROKEN, 1430.0)
-    assert again is not None and again.id != raised.id and again.ts == 1400.0
+    assert again is not None
+    assert again.id != raised.id
+    assert again.ts == 1400.0
 
 
 def test_a_restarted_watchdog_takes_over_the_open_alert_instead_of_raising_another():
@@ -91,7 +93,8 @@ def test_a_restarted_watchdog_takes_over_the_open_alert_instead_of_raising_anoth
     watchdog.adopt(TELEMETRY_STREAM, left_open)
     assert watchdog.alert_due(TELEMETRY_STREAM, BROKEN, 5000.0) is None
     resolved = watchdog.alert_due(TELEMETRY_STREAM, FLOWING, 5001.0)
-    assert resolved is not None and resolved.id == left_open.id
+    assert resolved is not None
+    assert resolved.id == left_open.id
     done = SourceWatchdog("nats://127.0.0.1:1", alert_s=30)
     done.adopt(TELEMETRY_STREAM, resolved)  # resolved already: nothing to take over
     assert done.alert_due(TELEMETRY_STREAM, FLOWING, 5002.0) is None
@@ -109,7 +112,8 @@ def test_operations_alerts_go_to_provider_contacts_only_in_their_language():
     assert [d.note.recipient.id for d in later.decided] == ["sup"]
     sup = rung.decided[1].note
     words = family_message(sup)
-    assert "TELEMETRY" in words.subject and "值班工程师" in words.body
+    assert "TELEMETRY" in words.subject
+    assert "值班工程师" in words.body
     english = Notification(ref="r", type=MessageType.ALARM, alert=alert, created=1031.0,
                            recipient=sup.recipient.model_copy(update={"language": "en"}),
                            elder=sup.elder)  # fmt: skip
@@ -118,10 +122,13 @@ def test_operations_alerts_go_to_provider_contacts_only_in_their_language():
         "Urgent: The TELEMETRY stream has received nothing from the homes' devices for about "
         "a minute: no alarm from a home is being detected"
     )
-    assert "engineer on duty" in message.body and "Please call" not in message.body
+    assert "engineer on duty" in message.body
+    assert "Please call" not in message.body
     with pytest.raises(ValueError, match="provider contacts only"):
-        Registry.model_validate(registry("https://arc/alarm", "https://push/fam") | {
-            "policy": {"operations": {"steps": [{"after_s": 0, "to": ["first_contact"]}]}}})
+        Registry.model_validate(
+            registry("https://arc/alarm", "https://push/fam")
+            | {"policy": {"operations": {"steps": [{"after_s": 0, "to": ["first_contact"]}]}}}
+        )
 
 
 # against the real server ----------------------------------------------------------------------
