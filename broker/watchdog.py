@@ -123,9 +123,11 @@ class SourceWatchdog:
             js = nc.jetstream(timeout=2)
             while not stop.is_set():
                 for stream in self.streams:
-                    source = await self._inactive_source(js, stream)
+                    answered, source = await self._inactive_source(js, stream)
                     if self.due(stream, source is not None, time.monotonic()):
                         await self._step_down(nc, stream, source or "?")
+                    if not answered:  # an election: no verdict, and no more waits on it
+                        continue
                     status = await self._source_status(js, stream)
                     if status is not None and await self._adopt(js, stream):
                         alert = self.alert_due(stream, status, time.time())
@@ -136,17 +138,20 @@ class SourceWatchdog:
         finally:
             await nc.close()
 
-    async def _inactive_source(self, js: JetStreamContext, stream: str) -> str | None:
-        """The name of a source of ``stream`` that is not active now, else None (also
-        when the stream cannot be asked: no leader yet, or no such stream)."""
+    async def _inactive_source(self, js: JetStreamContext, stream: str) -> tuple[bool, str | None]:
+        """Whether the server answered about ``stream`` (no such stream is an answer; no
+        leader yet is not), and the name of a source of it that is not active now, else
+        None (also when the stream cannot be asked, or does not exist)."""
         try:
             info = await js.stream_info(stream)
+        except nats.js.errors.NotFoundError:
+            return True, None
         except (TimeoutError, nats.errors.Error):
-            return None
+            return False, None
         for source in info.sources or ():
             if source.active is None or source.active < 0:
-                return source.name
-        return None
+                return True, source.name
+        return True, None
 
     async def _source_status(self, js: JetStreamContext, stream: str) -> SourceStatus | None:
         """Whether ``stream`` receives from ``$MQTT_msgs``; ``None`` when the server did
