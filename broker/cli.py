@@ -116,10 +116,23 @@ def watch_command(
     stall_s: Annotated[
         float, typer.Option(min=1, help="Seconds a source may stay inactive before a step-down.")
     ] = 5.0,
+    alert_s: Annotated[
+        float | None,
+        typer.Option(
+            min=1,
+            help="Seconds a source may stay broken before an operations alert "
+            "(default: HOMECARE_NATS__SOURCE_ALERT_S, 30).",
+        ),
+    ] = None,
 ) -> None:
     """Keep TELEMETRY's and ALERTS's sources flowing on a cluster: when one stays inactive
-    after a leader change, ask that stream's leader to step down. Runs until SIGTERM."""
+    after a leader change, ask that stream's leader to step down; when one stays broken,
+    raise an operations alert (to the call centre and supervisor), resolved when it
+    flows again. One per cluster (or single server). Runs until SIGTERM."""
     from homecare.runtime import stop_on_signals
 
-    stats = SourceWatchdog(url, stall_s=stall_s).run(stop_on_signals())
-    typer.echo(json.dumps({"checks": stats.checks, "step_downs": stats.step_downs}))
+    nats_settings = Settings().nats.model_copy(update={"url": url})
+    watchdog = SourceWatchdog(url, stall_s=stall_s, alert_s=alert_s, settings=nats_settings)
+    stats = watchdog.run(stop_on_signals())
+    typer.echo(json.dumps({"checks": stats.checks, "step_downs": stats.step_downs,
+                           "raised": stats.raised, "resolved": stats.resolved}))  # fmt: skip

@@ -58,6 +58,7 @@ from typing import Any
 from devices import claims
 from devices.claims import Key
 from homecare import contract
+from homecare.alerts import OPERATIONS_SITE
 from homecare.contract import DeviceKind
 from homecare.errors import ConfigError
 from homecare.jetstream import ALERT_SUBJECT_ROOT, TELEMETRY_STREAM
@@ -177,6 +178,16 @@ SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     # `homecare broker provision`: creates the streams and consumers (over NATS) and the
     # MQTT listener's own streams (one MQTT connection).
     "provision": {"pub": [f"{_JS}.>"], "sub": ["_INBOX.>"]},
+    # `homecare broker watch` (broker.watchdog): reads the sourcing streams' info, asks
+    # their leaders to step down, raises operations alerts (site _ops) into ALERTS and
+    # reads the last one back at start; no other alert, no consumer.
+    "watchdog": {
+        "pub": [f"{_JS}.INFO",
+                *(f"{_JS}.STREAM.INFO.{s}" for s in (TELEMETRY_STREAM, "ALERTS", "$MQTT_msgs")),
+                *(f"{_JS}.STREAM.LEADER.STEPDOWN.{s}" for s in (TELEMETRY_STREAM, "ALERTS")),
+                f"{_JS}.STREAM.MSG.GET.ALERTS", f"{ALERT_SUBJECT_ROOT}.{OPERATIONS_SITE}.>"],
+        "sub": ["_INBOX.>"],
+    },
 }
 """Each service's NATS subjects. ``ingest-2`` (any ``<service>-<suffix>``) is another
 user of the same service (one per process). Services that speak MQTT (escalate, app,

@@ -137,6 +137,10 @@ class Escalation:
                 assert record is not None
                 self._close(record, AlertState.CANCELLED, now, detail="I'm OK pressed")
                 return "cancelled"
+            case Arrival.CLEARED:
+                assert record is not None
+                self._close(record, AlertState.RESOLVED, now, detail="condition cleared")
+                return "resolved"
             case Arrival.IGNORED:
                 log.debug("alert %s arrived %s, never seen open: ignored", alert.id, alert.state)
                 return "ignored"

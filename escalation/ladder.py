@@ -53,7 +53,7 @@ from escalation.registry import (
     token_valid,
 )
 from escalation.store import AlertRecord
-from homecare.alerts import CANCELLABLE
+from homecare.alerts import CANCELLABLE, OPERATIONS_SITE, is_operations
 from homecare.contract import Alert, AlertState, Severity
 from homecare.settings import RetrySettings
 
@@ -98,8 +98,9 @@ def unknown_elder_card(reg: Registry, alert: Alert) -> ElderCard:
     """An alert for an elder missing from the registry still reaches the call centre (in
     its site's time zone and language)."""
     site = reg.provider_for(alert.site)
+    address = "the homecare platform" if is_operations(alert) else "not in the registry"
     return ElderCard(
-        id=alert.elder, site=alert.site, display_name=alert.elder, address="not in the registry",
+        id=alert.elder, site=alert.site, display_name=alert.elder, address=address,
         timezone=site.timezone or "UTC", language=site.language, hotline=site.hotline,
     )  # fmt: skip
 
@@ -128,6 +129,8 @@ class Arrival(StrEnum):
     """Seen before (a re-delivery), or a later state of an alert we track ourselves."""
     IGNORED = "ignored"
     """A later state of an alert never seen open (retained history after the store was lost)."""
+    CLEARED = "cleared"
+    """Resolved by whoever raised it (an operations alert: the source flows again)."""
     CANCEL = "cancel"
     """"I'm OK" pressed for an alert going on."""
     CANCELLED_UNSEEN = "cancelled_unseen"
@@ -142,11 +145,16 @@ def arrival(alert: Alert, known: AlertState | None) -> Arrival:
     >>> arrival(a, None), arrival(a, AlertState.OPEN), arrival(a, AlertState.RESOLVED)
     (<Arrival.CANCELLED_UNSEEN: 'cancelled_unseen'>, <Arrival.CANCEL: 'cancel'>, \
 <Arrival.KNOWN: 'known'>)
+       >>> done = a.model_copy(update={"state": "resolved"})
+    >>> arrival(done, AlertState.NOTIFIED), arrival(done, AlertState.RESOLVED)
+    (<Arrival.CLEARED: 'cleared'>, <Arrival.KNOWN: 'known'>)
     """
     if alert.state == AlertState.CANCELLED:
         if known is None:
             return Arrival.CANCELLED_UNSEEN
         return Arrival.KNOWN if known in CLOSED else Arrival.CANCEL
+    if alert.state == AlertState.RESOLVED and known is not None and known not in CLOSED:
+        return Arrival.CLEARED
     if alert.state != AlertState.OPEN:
         return Arrival.IGNORED if known is None else Arrival.KNOWN
     return Arrival.NEW if known is None else Arrival.KNOWN
@@ -268,14 +276,18 @@ class EscalationPolicy:
         """Closed warnings since this time still fold a new one of the same kind in."""
         return now - self.flap_s
 
-    def ladder_for(self, reg: Registry, elder: str, severity: str) -> Ladder:
+    def ladder_for(self, reg: Registry, elder: str, severity: str, site: str = "") -> Ladder:
+        """The elder's ladder for ``severity``; an operations alert's (site ``_ops``) is the
+        policy's ``operations`` ladder, whatever its severity."""
+        if site == OPERATIONS_SITE:
+            return reg.policy.operations
         card = reg.elder(elder)
         return reg.ladder(severity, card.care_level if card else 2)
 
     def opening(self, reg: Registry, alert: Alert, now: float) -> Opening:
         """A new alert: falls wait out the grace window; batched ladders have no timer."""
         start_at = max(now, alert.ts + self.grace_s) if alert.kind in CANCELLABLE else now
-        ladder = self.ladder_for(reg, alert.elder, str(alert.severity))
+        ladder = self.ladder_for(reg, alert.elder, str(alert.severity), alert.site)
         next_at = None if ladder.batch_s else start_at + ladder.steps[0].after_s
         return Opening(start_at, next_at, ladder)
 
@@ -294,11 +306,15 @@ class EscalationPolicy:
     def targets(
         self, reg: Registry, site: str, elder_id: str, targets: list[Target], index: int
     ) -> list[str]:
-        """The contact ids a rung's targets mean for this elder."""
+        """The contact ids a rung's targets mean for this elder. An operations alert's
+        "elder" is a broken part of the platform: it has no family to tell."""
         provider = reg.provider_for(site)
-        elder = reg.elder(elder_id)
+        operations = site == OPERATIONS_SITE
+        elder = None if operations else reg.elder(elder_id)
         out: list[str] = []
         for target in targets:
+            if target in ("first_contact", "next_contact") and operations:
+                continue
             if target in ("first_contact", "next_contact"):
                 cid = (
                     elder.contacts[index % len(elder.contacts)]
@@ -324,7 +340,7 @@ class EscalationPolicy:
     ) -> Rung:
         """Run rung ``i`` (``told``: the (contact, channel) pairs told about this alert
         before, who get an update rather than a new alarm)."""
-        ladder = ladder or self.ladder_for(reg, alert.elder, str(alert.severity))
+        ladder = ladder or self.ladder_for(reg, alert.elder, str(alert.severity), alert.site)
         current = ladder.step(i)
         if current is None:
             return Rung([], i, None)
@@ -359,7 +375,8 @@ class EscalationPolicy:
         if contact is None:
             return []
         elder_id = elder_id or (alert.elder if alert else None)
-        elder = reg.elder(elder_id) if elder_id else None
+        operations = alert is not None and is_operations(alert)
+        elder = reg.elder(elder_id) if elder_id and not operations else None
         card = reg.card(elder) if elder else (unknown_elder_card(reg, alert) if alert else None)
         severity = alert.severity if alert else Severity.INFO
         due = now + after
@@ -394,7 +411,7 @@ class EscalationPolicy:
         groups: dict[str, list[AlertRecord]] = {}
         oldest: dict[str, float] = {}
         for record in waiting:
-            ladder = self.ladder_for(reg, record.elder, record.severity)
+            ladder = self.ladder_for(reg, record.elder, record.severity, record.site)
             if not ladder.batch_s:
                 continue
             for cid in self.targets(reg, record.site, record.elder, ladder.steps[0].to, 0):

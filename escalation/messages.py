@@ -35,6 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from escalation.notification import MessageType, Notification
+from homecare.alerts import SOURCE_BROKEN, is_operations
 from homecare.contract import Alert, AlertState, Severity
 from homecare.i18n import N_, Translator, translator
 
@@ -76,8 +77,19 @@ _WHAT: dict[str, str] = {
     "fall_candidate": N_("{name} may have fallen (not yet confirmed)"),
     "visit_overdue": N_("{name} is overdue for a visit or call from the care team"),
     "follow_up_open": N_("a follow-up after a visit to {name} is still open"),
+    # an operations alert: {name} is a broker stream (TELEMETRY), not a person
+    SOURCE_BROKEN: N_(
+        "the {name} stream has received nothing from the homes' devices"
+        "{for_}: no alarm from a home is being detected"
+    ),
 }
-_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s")
+_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s", "broken_s")
+_OPS_TODO = N_(
+    "Please tell the engineer on duty now: check the broker (homecare broker "
+    "check) and the {name} stream's source. Until it is mended, alarms from "
+    "homes do not reach you."
+)
+_OPS_SHORT_TODO = N_("Call the engineer on duty now.")
 
 _TODO: dict[Severity, str] = {
     Severity.CRITICAL: N_("Please call {name} now. If there is no answer, go round if you can, "
@@ -265,9 +277,12 @@ def family_message(note: Notification) -> Message:
         body = f"{closed}\n\n{said}\n{heading}\n{done}\n\n{signature}\n"
         short = _("{subject} ({time}): {how}.").format(subject=subject, time=at, how=how)
         return Message(subject, body, short)
-    todo = _(_TODO[alert.severity]).format(name=name)
-    short_todo = _(_SHORT_TODO[alert.severity]).format(name=name)
-    hotline = _hotline(note, tr, alert.severity)
+    if is_operations(alert):  # for the provider's own staff: the platform is broken
+        todo, short_todo, hotline = _(_OPS_TODO).format(name=name), _(_OPS_SHORT_TODO), ""
+    else:
+        todo = _(_TODO[alert.severity]).format(name=name)
+        short_todo = _(_SHORT_TODO[alert.severity]).format(name=name)
+        hotline = _hotline(note, tr, alert.severity)
     if note.type == MessageType.UPDATE and alert.state == AlertState.ACKNOWLEDGED:
         subject = _("Update: {what}").format(what=sentence)
         status = _("Someone is now dealing with this.") + "\n\n"

@@ -251,6 +251,21 @@ class Policy(_Strict):
     )
     warning: Ladder = _ladder((0, ["first_contact"]), (600, ["call_centre"]))
     info: Ladder = _ladder((0, ["device_desk"]), batch_s=900)
+    operations: Ladder = Field(
+        _ladder((0, ["call_centre", "supervisor"]), (900, ["supervisor"]), repeat_s=900),
+        description="Operations alerts (site _ops: the platform is broken, e.g. a stream's "
+        "source): provider contacts only, never an elder's family.",
+    )
+
+    @field_validator("operations")
+    @classmethod
+    def _provider_only(cls, ladder: Ladder) -> Ladder:
+        personal = {t for s in ladder.steps for t in s.to} & {"first_contact", "next_contact"}
+        if personal:
+            raise ValueError(f"an operations ladder tells provider contacts only, not {personal}")
+        if ladder.batch_s:
+            raise ValueError("an operations ladder is not batched")
+        return ladder
 
 
 class PolicyOverride(_Strict):

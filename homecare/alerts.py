@@ -29,10 +29,28 @@ from homecare.influx import line
 from homecare.schema import Alert as AlertPoint
 from homecare.schema import AlertEvent
 
-__all__ = ["CANCELLABLE", "AlertBook", "Raised", "alert_id", "alert_lines"]
+__all__ = [
+    "CANCELLABLE",
+    "OPERATIONS_SITE",
+    "SOURCE_BROKEN",
+    "AlertBook",
+    "Raised",
+    "alert_id",
+    "alert_lines",
+    "is_operations",
+    "source_broken_alert",
+]
 
 CANCELLABLE = frozenset({"fall"})
 """Kinds the wearer can cancel with "I'm OK" within the grace window."""
+OPERATIONS_SITE = "_ops"
+"""The reserved site of operations alerts: a fault of the platform, not of one home.
+Its "elder" is the broken thing (a stream's name); escalation tells the provider's call
+centre and supervisor (a registry may give ``sites: {_ops: ...}`` an operations desk of
+its own), never an elder's family. ``_`` keeps it apart from site names people choose."""
+SOURCE_BROKEN = "source_broken"
+"""A stream's source (TELEMETRY's ``$MQTT_msgs``) stays missing, broken or inactive:
+devices are still acknowledged, but ingest and detect see nothing."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +78,45 @@ def alert_id(elder: str, kind: str, ts: float, device: str | None = None) -> str
     """
     key = f"{elder}|{kind}|{round(ts * 1000)}" + (f"|{device}" if device else "")
     return hashlib.sha1(key.encode()).hexdigest()[:16]
+
+
+def is_operations(alert: Alert) -> bool:
+    """Whether an alert is about the platform (:data:`OPERATIONS_SITE`), not an elder."""
+    return alert.site == OPERATIONS_SITE
+
+
+def source_broken_alert(
+    stream: str,
+    since: float,
+    now: float,
+    *,
+    lag: int | None = None,
+    state: AlertState = AlertState.OPEN,
+) -> Alert:
+    """The operations alert of ``stream``'s source broken since ``since`` (Unix s): its
+    id comes from the stream and ``since``, so a watchdog raising it again (a restart, a
+    second watchdog) raises the same alert; ``state`` RESOLVED when it flows again.
+
+    >>> a = source_broken_alert("TELEMETRY", 1000.0, 1031.0)
+    >>> a.site, a.elder, a.kind, a.severity.value, a.evidence
+    ('_ops', 'TELEMETRY', 'source_broken', 'critical', {'broken_s': 31.0})
+    >>> a.id == source_broken_alert("TELEMETRY", 1000.0, 1040.0, state="resolved").id
+    True
+    """
+    evidence = {"broken_s": round(now - since, 1)}
+    if lag is not None:
+        evidence["lag"] = float(lag)
+    return Alert(
+        id=alert_id(stream, SOURCE_BROKEN, since),
+        site=OPERATIONS_SITE,
+        elder=stream,
+        kind=SOURCE_BROKEN,
+        severity=Severity.CRITICAL,
+        ts=since,
+        evidence=evidence,
+        state=state,
+        updated=now,
+    )
 
 
 class AlertBook:

@@ -121,6 +121,10 @@ class NatsSettings(BaseModel):
     source_wait_s: float = Field(
         15.0, gt=0, description="How long a starting service waits for the source to be active."
     )
+    source_alert_s: float = Field(
+        30.0, gt=0, description="How long a stream's source may stay broken before the "
+        "watchdog (homecare broker watch) raises an operations alert.",
+    )  # fmt: skip
 
     @model_validator(mode="after")
     def _load_secret(self) -> NatsSettings:

@@ -47,7 +47,7 @@ NATS_IMAGE = re.compile(r"nats:(\d+)\.(\d+)\.(\d+)-alpine")
 """An exact release (alpine: the healthcheck needs a shell and wget)."""
 ACCESS = "${NATS_ACCESS_DIR:-./deploy/nats/access}"
 """The access folder `homecare devices` writes, on the host."""
-NATS_USERS = ("ingest", "detect", "escalate", "privacy", "provision")
+NATS_USERS = ("ingest", "detect", "escalate", "privacy", "provision", "watchdog")
 """The services that speak to NATS, each with its own credentials."""
 MQTT_USERS = ("escalate", "privacy", "provision")
 """Those that must also speak MQTT: retained alert states, erasure, the first connect."""
