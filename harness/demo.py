@@ -279,13 +279,14 @@ def stored_counts(
     where = f"{q.equal(SITE, site)} AND time >= {int(t0 * 1e9)} AND time < {int(t1 * 1e9)}"
     per_stream: dict[str, int] = {}
     per_elder: dict[str, int] = {}
+    buttons = (Stream.SOS, Stream.OK, Stream.FALL)  # one measurement, told apart by a tag
     for stream, measurement in STREAM_MEASUREMENTS.items():
-        if stream is Stream.OK:
+        if stream in buttons[1:]:
             continue
         if stream is Stream.SOS:
             counts = _count(db, measurement, where, Button.button)
-            per_stream[str(Stream.SOS)] = counts.get(Stream.SOS, 0)
-            per_stream[str(Stream.OK)] = counts.get(Stream.OK, 0)
+            for button in buttons:
+                per_stream[str(button)] = counts.get(button, 0)
         else:
             per_stream[str(stream)] = sum(_count(db, measurement, where).values())
         for elder, n in _count(db, measurement, where, ELDER).items():

@@ -176,6 +176,8 @@ def test_homecare_services_use_tls_their_own_accounts_and_no_literal_secret():
     workers = "provision ingest-1 ingest-2 detect-1 detect-2 escalate-active escalate-standby"
     city = {f"city-{n}": n for n in workers.split()}
     users = {**{n: n for n in NATS_USERS}, **{k: v.split("-")[0] for k, v in city.items()}}
+    # The city's ingest workers each read their district replica's consumer as its own user.
+    users |= {"city-ingest-1": "ingest-city-primary", "city-ingest-2": "ingest-city-replica"}
     for service_name, name in users.items():  # each its own user, as `devices service` writes it
         env = services[service_name]["environment"]
         volumes = services[service_name]["volumes"]
