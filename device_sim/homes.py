@@ -649,6 +649,8 @@ class Simulation:
         self._amb_next_status = np.zeros(len(self._amb_list), dtype=np.int64)
         self._amb_seq: dict[str, int] = {}
         self._feeds: dict[int, ambient.AmbientFeed] = {}
+        self._sensed_queue: dict[int, list[ambient.Event]] = {}
+        self._amb_state: dict[tuple[int, str], float] = {}
         self._next_amb = np.full(len(self.elders), INF)
         self._seek_reports()
 
@@ -667,7 +669,7 @@ class Simulation:
 
             feed = ambient.AmbientFeed(plan, day_of(p, seed, i, self._clock), self._clock)
             self._feeds[i] = feed
-            self._next_amb[i] = feed.next_ts
+            self._next_amb[i] = self._next_ambient(i)
 
     # -- state --------------------------------------------------------------------
 
@@ -714,6 +716,22 @@ class Simulation:
         if not duration >= 0:
             raise ValueError(f"duration_s must be >= 0, got {duration}")
         self._injected.setdefault(elder, Injected()).add(at_ts, event, self.config.rate)
+
+    def sense(self, elder: int, event: ambient.Event) -> None:
+        """Make one of a fitted home's motion sensors or mats report ``event`` (``(ts, sensor,
+        kind, place, value)`` as :func:`device_sim.ambient.ambient_events` gives them), on
+        top of the routine: the certification kit walks past its reference sensor so."""
+        if elder not in self._feeds:
+            raise ValueError(f"elder index {elder}'s home has no ambient sensors")
+        if (elder, event[3]) not in self._amb_devices:
+            raise ValueError(f"no {event[2]} sensor at {event[3]!r} in elder {elder}'s home")
+        queue = self._sensed_queue.setdefault(elder, [])
+        bisect.insort(queue, event, key=lambda e: e[0])
+        self._next_amb[elder] = self._next_ambient(elder)
+
+    def _next_ambient(self, i: int) -> float:
+        queue = self._sensed_queue.get(i)
+        return min(self._feeds[i].next_ts, queue[0][0] if queue else INF)
 
     # -- generation ---------------------------------------------------------------
 
@@ -785,13 +803,20 @@ class Simulation:
         end = tl.t + tl.c
         due: list[tuple[int, ambient.Event]] = []
         for i in np.flatnonzero(self._next_amb < end).tolist():
-            feed = self._feeds[i]
-            for e in feed.until(end):
+            mine: list[ambient.Event] = []
+            for e in self._feeds[i].until(end):
                 k = min(max(math.floor(e[0] - tl.t), 0), tl.c - 1)
-                if e[4] > 0.5 and (tl.held[i, k] or tl.away[i, k]):
-                    continue
-                due.append((i, e))
-            self._next_amb[i] = feed.next_ts
+                if not (e[4] > 0.5 and (tl.held[i, k] or tl.away[i, k])):
+                    mine.append(e)
+            queue = self._sensed_queue.get(i, [])
+            while queue and queue[0][0] < end:
+                mine.append(queue.pop(0))
+            mine.sort(key=lambda e: e[0])
+            for e in mine:  # a sensor reports a change of state, never the same state again
+                if self._amb_state.get((i, e[1])) != e[4]:
+                    self._amb_state[i, e[1]] = e[4]
+                    due.append((i, e))
+            self._next_amb[i] = self._next_ambient(i)
         due.sort(key=lambda d: (d[1][0], d[0]))
         return due
 
