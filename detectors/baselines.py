@@ -397,12 +397,14 @@ def home_signs(
     bath = np.concatenate([np.asarray(pt[5], bool) for pt in parts])
     order = np.lexsort((ts, rows))
     rows, ts, key, occ, front, bath = (a[order] for a in (rows, ts, key, occ, front, bath))
+    # each mat's state after every sign (its last event in the row), any of them occupied
+    idx = np.arange(len(ts))
+    first = np.maximum.accumulate(np.where(np.r_[True, rows[1:] != rows[:-1]], idx, 0))
     on_mat = np.zeros(len(ts), bool)
-    occupied: set[tuple[int, int]] = set()
-    for i, (r, k, o) in enumerate(zip(rows.tolist(), key.tolist(), occ.tolist(), strict=True)):
-        if k >= 0:
-            (occupied.add if o else occupied.discard)((r, k))
-        on_mat[i] = any(m[0] == r for m in occupied)
+    for k in np.unique(key[key >= 0]).tolist():
+        last = np.maximum.accumulate(np.where(key == k, idx, -1))
+        mine = last >= first
+        on_mat[mine] |= occ[last[mine]]
     return rows, ts, on_mat, front, bath
 
 
