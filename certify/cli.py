@@ -81,9 +81,6 @@ def certify_command(
         if simulate != "reference" and simulate not in FAULTY:
             raise typer.BadParameter(f"unknown device {simulate!r}: reference or one of "
                                      f"{', '.join(FAULTY)}", param_hint="--simulate")
-        if kind in (DeviceKind.MOTION, DeviceKind.MAT):
-            raise typer.BadParameter(f"the kit simulates no {kind} yet: certify a real one",
-                                     param_hint="--simulate")
         fault = Fault() if simulate == "reference" else FAULTY[simulate].fault
         if simulate != "reference" and FAULTY[simulate].kind is not kind:
             raise typer.BadParameter(f"{simulate} is a {FAULTY[simulate].kind}",

@@ -6,8 +6,9 @@ tested for rejecting each for the right reason. Every fault is a small hook on t
 reference device's wire output (:class:`~certify.reference.Fault`).
 
 >>> sorted(FAULTY)  # doctest: +NORMALIZE_WHITESPACE
-['clock_ahead', 'dropped_frames', 'id_mismatch', 'meters_per_s2', 'no_last_will',
- 'online_not_retained', 'oversized', 'qos0_events', 'wrong_topic']
+['clock_ahead', 'dropped_frames', 'id_mismatch', 'mat_on_the_sofa', 'meters_per_s2',
+ 'motion_without_room', 'no_last_will', 'online_not_retained', 'oversized', 'qos0_events',
+ 'wrong_topic']
 """
 
 from __future__ import annotations
@@ -98,6 +99,32 @@ class Oversized(Fault):
 
 
 @dataclass(frozen=True)
+class MotionWithoutRoom(Fault):
+    """A motion sensor that leaves its room out of each event (the room lives only in the
+    vendor's app), so no one can tell the bathroom's motion from the kitchen's."""
+
+    def payload(self, topic: Topic, payload: bytes) -> bytes | None:
+        if topic.stream is not Stream.MOTION:
+            return payload
+        data = orjson.loads(payload)
+        del data["room"]
+        return orjson.dumps(data)
+
+
+@dataclass(frozen=True)
+class MatOnTheSofa(Fault):
+    """A pressure mat that names its own place (``sofa``) instead of the contract's bed or
+    chair: the detectors could not tell a night in bed from an afternoon seated."""
+
+    def payload(self, topic: Topic, payload: bytes) -> bytes | None:
+        if topic.stream is not Stream.OCCUPANCY:
+            return payload
+        data = orjson.loads(payload)
+        data["place"] = "sofa"
+        return orjson.dumps(data)
+
+
+@dataclass(frozen=True)
 class Faulty:
     """A faulty device, the checks it must fail and the phrase that explains it."""
 
@@ -147,6 +174,14 @@ FAULTY: dict[str, Faulty] = {
     "qos0_events": Faulty(
         Fault("qos0_events", event_qos=0), DeviceKind.DOOR, frozenset({"qos", "outage"}),
         {"qos": "QoS 0", "outage": "lost"},
+    ),
+    "motion_without_room": Faulty(
+        MotionWithoutRoom("motion_without_room"), DeviceKind.MOTION,
+        frozenset({"payload_schema"}), {"payload_schema": "room"},
+    ),
+    "mat_on_the_sofa": Faulty(
+        MatOnTheSofa("mat_on_the_sofa"), DeviceKind.MAT, frozenset({"payload_schema"}),
+        {"payload_schema": "place"},
     ),
 }
 """Every faulty device by name (``homecare certify --simulate NAME``)."""

@@ -5,8 +5,9 @@ in real time on its own :class:`~device_sim.publisher.MqttLink` (QoS 1, last wil
 persistent session, re-sending after a broker outage), and is also the kit's
 :class:`~certify.prompts.Operator`: asked to power off it drops its
 connection without a goodbye (the broker publishes its will), to power on it
-reconnects, it presses SOS, opens the door, and performs test falls and look-alike
-movements from :mod:`device_sim.motions`. The elder is kept sitting with the
+reconnects, it presses SOS, opens the door, walks past the living room's motion sensor,
+sits on the chair mat and gets up, and performs test falls and look-alike movements from
+:mod:`device_sim.motions`. The elder is kept sitting with the
 wearable on (whatever the hour of the simulated routine), so frames always flow.
 
 A :class:`Fault` changes what goes on the wire; the reference has none.
@@ -40,6 +41,11 @@ MOTION_BEFORE_S = 4.0
 """A staged movement is played from this long before its impact ..."""
 MOTION_AFTER_S = 14.0
 """... to this long after it: the fall detector decides within 13 s of an impact."""
+PIR_TIMEOUT_S = 5.0
+"""The reference motion sensor clears this long after the motion it saw: short, so each
+staged walk-past (seconds apart) is a detection of its own."""
+AMBIENT = frozenset({DeviceKind.MOTION, DeviceKind.MAT})
+"""The kinds fitted to a home's rooms and furniture, not to the elder."""
 
 
 @dataclass(frozen=True)
@@ -74,10 +80,14 @@ class SimulatedDevice:
         self.sim = Simulation(SimConfig(
             elders=1, seed=seed, site=site, start=float(math.floor(time.time())),
             rate=self.fault.rate, status_period_s=status_period_s,
+            ambient=1.0 if kind in AMBIENT else 0.0,
         ))
         elder = self.sim.elders[0]
-        self.device: SimDevice = {DeviceKind.WEARABLE: elder.wearable, DeviceKind.BED: elder.bed,
-                                  DeviceKind.DOOR: elder.door}[kind]
+        self.device: SimDevice = {
+            DeviceKind.WEARABLE: elder.wearable, DeviceKind.BED: elder.bed,
+            DeviceKind.DOOR: elder.door, **{d.kind: d for d in elder.ambient
+                                            if d.room == "living_room"},
+        }[kind]
         self.options = link_options(url, keepalive_s=keepalive_s, username=username,
                                     password=password)
         self.rng = np.random.default_rng([seed, 0xCE])
@@ -97,6 +107,8 @@ class SimulatedDevice:
         self._thread.start()
         self._call(self._power_on())
         self._call(self._start_publishing())
+        if self.device.kind in AMBIENT:
+            self._touch(2.0)  # someone walks past, or sits down, once while it is observed
 
     def stop(self) -> None:
         """Publish ``offline`` and disconnect cleanly, as a device shut down properly."""
@@ -202,6 +214,8 @@ class SimulatedDevice:
             self._do(lambda: self.sim.inject(0, now, SosPress()))
         elif step.kind is StepKind.OUTAGE_EVENTS and self.device.kind is DeviceKind.DOOR:
             self._away(doors=((0.0, DoorRole.FRONT),))
+        elif step.kind is StepKind.OUTAGE_EVENTS and self.device.kind in AMBIENT:
+            self._touch(0.0)
         elif step.kind in (StepKind.FALL, StepKind.LOOKALIKE) and step.motion:
             self._perform(step.motion)
 
@@ -213,6 +227,25 @@ class SimulatedDevice:
             self._do(lambda: sim.inject(0, now, event))
         else:
             sim.inject(0, now, event)
+
+    def _touch(self, after_s: float) -> None:
+        """Walk past the motion sensor (detected, cleared after its timeout), or sit on the
+        chair mat for 8 s, starting ``after_s`` from now."""
+        sim, now = self.sim, max(self.sim.clock, time.time()) + after_s
+        device = self.device
+        kind, place = ("motion", "living_room") if device.kind is DeviceKind.MOTION \
+            else ("mat", "chair")
+        sensor = "pir-living_room" if kind == "motion" else "chair-mat"
+        hold = PIR_TIMEOUT_S if kind == "motion" else 8.0
+
+        def touch() -> None:
+            sim.sense(0, (now, sensor, kind, place, 1.0))
+            sim.sense(0, (now + hold, sensor, kind, place, 0.0))
+
+        if self._thread.is_alive():
+            self._do(touch)
+        else:
+            touch()
 
     def _perform(self, name: str) -> None:
         _, xyz, info = motion(name, self.rng, rate=self.fault.rate)

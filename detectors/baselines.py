@@ -1,24 +1,29 @@
 """Personal baselines learned from history in InfluxDB, refitted daily, applied by ``detect``.
 
-Three detectors learn a personal limit from each elder's past (their ``fit`` methods):
-inactivity (how long they usually go without a sign of activity, per local hour),
-bed exit (how long their night trips usually take) and not up in the morning (their
-usual wake time). Fitting 10,000 elders takes minutes of CPU, so it runs apart from
-detection: a daily ``homecare baselines fit`` (cron or a compose loop) reads the last
-``days`` of history (:func:`history_from_influx`), fits (:func:`fit_baselines`) and writes
+Four detectors learn a personal limit from each elder's past (their ``fit`` methods):
+inactivity (how long they usually go without a sign of activity, per local hour; in a
+home with motion sensors or mats also how long at home off the mats), bed exit (how long
+their night trips usually take), not up in the morning (their usual wake time) and too
+long in the bathroom (the silence after their past visits; :func:`home_signs` and
+:func:`fit_home_limits`, the same code the replay of a home log learns with). Fitting
+10,000 elders takes minutes of CPU, so it runs apart from detection: a daily
+``homecare baselines fit`` (cron or a compose loop) reads the last ``days`` of history
+(:func:`history_from_influx`), fits (:func:`fit_baselines`) and writes
 ``<state_dir>/baselines.npz`` atomically (:func:`save_baselines`); the long-running
 ``homecare detect`` polls the file's mtime (:class:`BaselineFile`) and applies it
 (:func:`load_baselines`) between batches, in milliseconds.
 
 **Queries** (:func:`history_from_influx`): per group of ``chunk`` elders, one HTTP request
-of three InfluxQL statements over ``[end - days, end)``, aligned to whole minutes:
+of five InfluxQL statements over ``[end - days, end)``, aligned to whole minutes:
 
 * ``wearable``: per minute ``max(mag_std)`` and ``max(steps)``, filtered in a subquery to
   the minutes that hold a sign (``max(mag_std) >= move_g OR max(steps) > 0``: the rule of
   :func:`~detectors.inactivity.activity_signs`, pushed down so still minutes never travel);
 * ``bed``: per minute ``mode(presence)`` (the majority state; ``fill(none)``, so a silent
   sensor stays silent, as at run time);
-* ``door``: every event as stored (``seq``; a few dozen a day).
+* ``door``: every event as stored (``seq``, ``opened``, by ``role``; a few dozen a day);
+* ``motion`` and ``mat``: every event as stored (``detected`` by ``room``, ``occupied`` by
+  ``place``; a fitted home's few hundred a day).
 
 Elders are chosen with ``elder = '…' OR …`` (the tag index answers it; no regex), and when
 none are given they come from one ``SHOW TAG VALUES``. Cost per elder and day of history:
@@ -62,7 +67,19 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from detectors.base import BatchStream, ReadingBatch, Roster, Rows, Times, group_quantile
+from detectors.base import (
+    DOOR_ROLES,
+    MAT_PLACES,
+    ROOMS,
+    BatchStream,
+    Bools,
+    ReadingBatch,
+    Roster,
+    Rows,
+    Times,
+    group_quantile,
+)
+from detectors.bathroom import BathroomDetector, bathroom_signs, bathroom_visits
 from detectors.bed_exit import BedExitDetector, night_trips
 from detectors.care import DAY_S, Care
 from detectors.inactivity import (
@@ -70,11 +87,12 @@ from detectors.inactivity import (
     InactivitySettings,
     activity_signs,
     gaps_from_signs,
+    home_gaps,
 )
 from detectors.morning import MorningDetector, wake_times
 from homecare import query as q
 from homecare.influx import InfluxClient
-from homecare.schema import ELDER, Bed, Door, Wearable
+from homecare.schema import ELDER, Bed, Door, Mat, Motion, Wearable
 from homecare.settings import Settings
 
 __all__ = [
@@ -85,7 +103,9 @@ __all__ = [
     "apply_baselines",
     "baselines_path",
     "fit_baselines",
+    "fit_home_limits",
     "history_from_influx",
+    "home_signs",
     "list_elders",
     "load_baselines",
     "load_history",
@@ -102,7 +122,9 @@ BIN_S = 60
 """Resolution of the history: one row per elder and minute (signs, bed state)."""
 FORMAT = 1
 """Version of the ``.npz`` layouts; a file of another version is refused."""
-_STREAMS = (BatchStream.WEARABLE, BatchStream.BED, BatchStream.DOOR)
+_STREAMS = (BatchStream.WEARABLE, BatchStream.BED, BatchStream.DOOR, BatchStream.MOTION,
+            BatchStream.MAT)  # fmt: skip
+_FRONT = DOOR_ROLES.index("front")
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,13 +225,33 @@ def _statements(elders: Sequence[str], start_ms: int, end_ms: int, move_g: float
         .where(who)
         .group_by(minute, ELDER)
         .fill("none"),
-        q.select(Door.name, q.field(Door.seq)).between(start_ms, end_ms).where(who).group_by(ELDER),
+        q.select(Door.name, q.field(Door.seq), q.field(Door.opened))
+        .between(start_ms, end_ms)
+        .where(who)
+        .group_by(ELDER, Door.role),
+        q.select(Motion.name, q.field(Motion.detected))
+        .between(start_ms, end_ms)
+        .where(who)
+        .group_by(ELDER, Motion.room),
+        q.select(Mat.name, q.field(Mat.occupied))
+        .between(start_ms, end_ms)
+        .where(who)
+        .group_by(ELDER, Mat.place),
     )
     return ";".join(str(statement) for statement in statements)
 
 
 def _value(v: Any) -> float:
     return np.nan if v is None else float(v)
+
+
+_TAG_INDEX: dict[str, tuple[str, ...]] = {
+    Door.role: DOOR_ROLES, Motion.room: ROOMS, Mat.place: MAT_PLACES,
+}
+
+
+def _index(names: Sequence[str], value: Any) -> float:
+    return float(names.index(str(value))) if str(value) in names else np.nan
 
 
 def history_from_influx(
@@ -247,6 +289,10 @@ def history_from_influx(
             values = series["values"]
             rows_read += len(values)
             named = {c: [_value(v[i]) for v in values] for i, c in enumerate(cols) if i > 0}
+            tags = series.get("tags") or {}
+            for tag, labels in _TAG_INDEX.items():  # a place tag as the detectors' index
+                if tag in tags:
+                    named[tag] = [_index(labels, tags[tag])] * len(values)
             parts[stream].append(([row] * len(values), [v[0] / 1000 for v in values], named))
     batches: dict[str, ReadingBatch] = {}
     for stream, got in parts.items():
@@ -281,6 +327,13 @@ class Baselines:
     fitted_at: float
     history_start: float
     history_end: float
+    home: npt.NDArray[np.bool_] | None = None
+    """Fitted homes (motion or mat history); with their learned at-home, off-the-mats
+    limit per local hour and the bathroom limit (None: a file from before them)."""
+    home_inactivity: npt.NDArray[np.float32] | None = None
+    home_inactivity_weight: npt.NDArray[np.float32] | None = None
+    bathroom: npt.NDArray[np.float32] | None = None
+    bathroom_weight: npt.NDArray[np.float32] | None = None
 
     def __len__(self) -> int:
         return len(self.elders)
@@ -304,6 +357,74 @@ def _bed_signs(bed: ReadingBatch, rows: Rows, s: InactivitySettings) -> tuple[Ro
     return r[sign], t[sign]
 
 
+def home_signs(
+    batches: dict[str, ReadingBatch] | History, rows_of: Rows
+) -> tuple[Rows, Times, Bools, Bools, Bools] | None:
+    """A fitted home's signs of life, in time order per row: (row, ts, a mat or the bed
+    occupied after it, the front door, in the bathroom). Motion detected (a PIR clearing,
+    its timeout, is no sign), every door or contact event, every change of a mat or of the
+    bed's presence; ``rows_of`` maps the batches' rows. None when no home has ambient
+    sensors (no motion and no mat events): the home limits are then not learned.
+
+    The replay of a home log (:func:`evaluation.home.learn`) and the daily refit from
+    InfluxDB learn from these the same way (:func:`fit_home_limits`)."""
+    get = batches.batch if isinstance(batches, History) else (
+        lambda k: batches.get(k) or ReadingBatch(k, np.zeros(0, np.int64), np.zeros(0), {}))
+    motion, mat = get(BatchStream.MOTION), get(BatchStream.MAT)
+    if not len(motion) and not len(mat):
+        return None
+    door, bed = get(BatchStream.DOOR), get(BatchStream.BED)
+    parts: list[tuple[Any, ...]] = []  # rows, ts, mat key (-1: none), occupied, front, bathroom
+    detected = motion.column("detected") > 0.5
+    parts.append((motion.rows[detected], motion.ts[detected], -1, detected[detected],
+                  np.zeros(int(detected.sum()), bool), bathroom_signs(motion)[detected]))
+    parts.append((door.rows, door.ts, -1, np.zeros(len(door), bool),
+                  door.column("role") == _FRONT, bathroom_signs(door)))
+    place = np.nan_to_num(mat.column("place"), nan=len(MAT_PLACES)).astype(np.int64)
+    parts.append((mat.rows, mat.ts, place, mat.column("occupied") > 0.5,
+                  np.zeros(len(mat), bool), np.zeros(len(mat), bool)))
+    if len(bed):  # the bed's presence where it changes (a sensor repeats it every few s)
+        order = np.lexsort((bed.ts, bed.rows))
+        r, t, p = bed.rows[order], bed.ts[order], bed.column(Bed.presence)[order] > 0.5
+        change = np.r_[True, (r[1:] != r[:-1]) | (p[1:] != p[:-1])]
+        parts.append((r[change], t[change], len(MAT_PLACES) + 1, p[change],
+                      np.zeros(int(change.sum()), bool), np.zeros(int(change.sum()), bool)))
+    rows = np.concatenate([rows_of[pt[0]] for pt in parts])
+    ts = np.concatenate([pt[1] for pt in parts])
+    key = np.concatenate([np.broadcast_to(np.asarray(pt[2]), len(pt[0])) for pt in parts])
+    occ = np.concatenate([np.asarray(pt[3], bool) for pt in parts])
+    front = np.concatenate([np.asarray(pt[4], bool) for pt in parts])
+    bath = np.concatenate([np.asarray(pt[5], bool) for pt in parts])
+    order = np.lexsort((ts, rows))
+    rows, ts, key, occ, front, bath = (a[order] for a in (rows, ts, key, occ, front, bath))
+    # each mat's state after every sign (its last event in the row), any of them occupied
+    idx = np.arange(len(ts))
+    first = np.maximum.accumulate(np.where(np.r_[True, rows[1:] != rows[:-1]], idx, 0))
+    on_mat = np.zeros(len(ts), bool)
+    for k in np.unique(key[key >= 0]).tolist():
+        last = np.maximum.accumulate(np.where(key == k, idx, -1))
+        mine = last >= first
+        on_mat[mine] |= occ[last[mine]]
+    return rows, ts, on_mat, front, bath
+
+
+def fit_home_limits(
+    signs: tuple[Rows, Times, Bools, Bools, Bools] | None,
+    inactivity: InactivityDetector | None,
+    bathroom: BathroomDetector | None,
+) -> None:
+    """Learn the home limits from :func:`home_signs`: the inactivity detector's at-home,
+    off-the-mats silence per local hour (:func:`~detectors.inactivity.home_gaps`) and the
+    bathroom detector's limit (:func:`~detectors.bathroom.bathroom_visits`)."""
+    if signs is None:
+        return
+    rows, ts, on_mat, front, bath = signs
+    if inactivity is not None:
+        inactivity.fit_home(*home_gaps(rows, ts, on_mat, front))
+    if bathroom is not None:
+        bathroom.fit(*bathroom_visits(rows, ts, bath, on_mat))
+
+
 def fit_baselines(
     history: History,
     detectors: Iterable[object],
@@ -321,7 +442,8 @@ def fit_baselines(
     inactivity = _find(dets, InactivityDetector)
     bed_exit = _find(dets, BedExitDetector)
     morning = _find(dets, MorningDetector)
-    for det in (inactivity, bed_exit, morning):
+    bathroom = _find(dets, BathroomDetector)
+    for det in (inactivity, bed_exit, morning, bathroom):
         if det is not None and det.care is not care:
             raise ValueError(f"{type(det).__name__} does not share the care table given")
     rows_of = roster.rows(history.elders)
@@ -373,8 +495,14 @@ def fit_baselines(
         gr, gs, gl = gaps_from_signs(np.concatenate(sign_rows), np.concatenate(sign_ts))
         ok = gl <= fs.max_gap_s
         inactivity.fit(gr[ok], gs[ok], gl[ok])
+        inactivity.home[rows_of] = False
+        inactivity.home_learned[rows_of], inactivity.home_weight[rows_of] = np.nan, 0.0
+    if bathroom is not None:
+        bathroom.reserve(rows_of)
+        bathroom.learned[rows_of], bathroom.weight[rows_of] = np.nan, 0.0
+    fit_home_limits(home_signs(history, rows_of), inactivity, bathroom)
 
-    return _collect(history, rows_of, inactivity, bed_exit, morning, care, sleep_end)
+    return _collect(history, rows_of, inactivity, bed_exit, morning, care, sleep_end, bathroom)
 
 
 def _collect(
@@ -385,12 +513,14 @@ def _collect(
     morning: MorningDetector | None,
     care: Care,
     sleep_end: npt.NDArray[np.float64],
+    bathroom: BathroomDetector | None = None,
 ) -> Baselines:
     n = len(rows)
 
     def take(det: Any, name: str, shape: tuple[int, ...] = ()) -> npt.NDArray[np.float32]:
         if det is None:
-            return np.full((n, *shape), np.nan if name != "weight" else 0.0, np.float32)
+            return np.full((n, *shape), np.nan if not name.endswith("weight") else 0.0,
+                           np.float32)
         return np.array(getattr(det, name)[rows], np.float32)
 
     return Baselines(
@@ -406,6 +536,11 @@ def _collect(
         time.time(),
         history.start,
         history.end,
+        take(inactivity, "home").astype(bool) if inactivity is not None else np.zeros(n, bool),
+        take(inactivity, "home_learned", (24,)),
+        take(inactivity, "home_weight"),
+        take(bathroom, "learned"),
+        take(bathroom, "weight"),
     )
 
 
@@ -439,8 +574,13 @@ def save_baselines(path: Path | str, baselines: Baselines) -> None:
             "sleep_end_s": b.sleep_end_s,
             "utc_offset_s": b.utc_offset_s,
             "times": np.array([b.fitted_at, b.history_start, b.history_end]),
+            **{name: getattr(b, name) for name in _HOME_ARRAYS if getattr(b, name) is not None},
         },
     )
+
+
+_HOME_ARRAYS = ("home", "home_inactivity", "home_inactivity_weight", "bathroom",
+                "bathroom_weight")  # fmt: skip
 
 
 def read_baselines(path: Path | str) -> Baselines:
@@ -462,6 +602,7 @@ def read_baselines(path: Path | str) -> Baselines:
             fitted_at,
             start,
             end,
+            *(z[name] if name in z.files else None for name in _HOME_ARRAYS),
         )
 
 
@@ -481,11 +622,19 @@ def apply_baselines(
         (_find(dets, BedExitDetector), b.bed_exit, b.bed_exit_weight),
         (_find(dets, MorningDetector), b.wake, b.wake_weight),
     ]
+    if b.bathroom is not None and b.bathroom_weight is not None:
+        pairs.append((_find(dets, BathroomDetector), b.bathroom, b.bathroom_weight))
     for det, learned, weight in pairs:
         if det is not None:
             det.reserve(rows)
             det.learned[rows] = learned
             det.weight[rows] = weight
+    inactivity = _find(dets, InactivityDetector)
+    if inactivity is not None and b.home is not None and b.home_inactivity is not None \
+            and b.home_inactivity_weight is not None:
+        inactivity.home[rows] |= b.home  # a home stays one (its live events say so too)
+        inactivity.home_learned[rows] = b.home_inactivity
+        inactivity.home_weight[rows] = b.home_inactivity_weight
     has = ~np.isnan(b.sleep_end_s)
     if has.any():
         r = rows[has]
@@ -618,6 +767,7 @@ def refit(
         InactivityDetector(th.inactivity, care),
         BedExitDetector(th.bed_exit, care),
         MorningDetector(th.morning, care),
+        BathroomDetector(th.bathroom, care),
     ]
     with InfluxClient(settings.influx) as db:
         query_days = days if old is None else (end_s - old.end + overlap_s) / DAY_S

@@ -28,13 +28,27 @@ home can be replayed and evaluated like a real one (``homecare sim-home``).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import bisect
+import math
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 
 from device_sim.routine import IN_BED, Activity, Day, Segment
 
-__all__ = ["Event", "ambient_events", "room_of", "write_home_log"]
+__all__ = [
+    "AMBIENT_MATS",
+    "AMBIENT_ROOMS",
+    "STREAM_OF",
+    "AmbientFeed",
+    "Event",
+    "ambient_device",
+    "ambient_events",
+    "ambient_payload",
+    "fitted",
+    "room_of",
+    "write_home_log",
+]
 
 Event = tuple[float, str, str, str, float]
 
@@ -119,3 +133,88 @@ def write_home_log(events: Iterable[Event], path: Path, *, utc_offset_s: float =
             f.write(f"{local.isoformat(timespec='seconds')},{sensor},{kind},{place},{word}\n")
             rows += 1
     return rows
+
+
+AMBIENT_ROOMS: tuple[str, ...] = ("bathroom", "kitchen", "hall", "living_room", "dining",
+                                  "bedroom")
+"""The rooms :func:`room_of` can name: a fitted home has a motion sensor in each."""
+AMBIENT_MATS: tuple[str, ...] = ("bed", "chair")
+_ON = {"motion": "detected", "mat": "occupied"}
+_OFF = {"motion": "cleared", "mat": "free"}
+
+
+def fitted(index: int, share: float) -> bool:
+    """Whether home ``index`` has ambient sensors when ``share`` of the homes do, spread
+    evenly (0.5: every second home; 1: all)."""
+    return math.floor((index + 1) * share + 1e-9) > math.floor(index * share + 1e-9)
+
+
+def ambient_device(kind: str, place: str, number: str) -> str:
+    """A fitted home's motion sensor or mat id: ``pir0001-kitchen``, ``mat0001-bed``."""
+    return f"{'pir' if kind == 'motion' else 'mat'}{number}-{place}"
+
+
+class AmbientFeed:
+    """One fitted home's motion and mat events, in time order, for the live simulator.
+
+    The same :func:`ambient_events` as ``homecare sim-home`` (one way to render a day),
+    taken day after day as the clock moves on. A mat occupied across the wake-up that
+    divides two planned days stays occupied (no ``free`` and ``occupied`` in the same
+    second), and an event that repeats the sensor's state is not sent.
+    """
+
+    def __init__(self, plan: Callable[[int], Day], day: int, t: float) -> None:
+        self._plan = plan
+        self._state: dict[str, float] = {}
+        self._load(day, t, pending={})
+
+    def _load(self, number: int, t: float, pending: dict[str, Event]) -> None:
+        self.day = self._plan(number)
+        events = [e for e in ambient_events(self.day) if e[2] in _ON]
+        carried: dict[str, Event] = {}
+        keep: list[Event] = []
+        for e in events:
+            ts, sensor, _, _, value = e
+            if value < 0.5 and ts >= self.day.end - 0.5:
+                carried[sensor] = e  # decided when the next day shows what follows
+            elif value > 0.5 and ts <= self.day.start + 0.5 and sensor in pending:
+                del pending[sensor]  # still on across the day boundary
+            else:
+                keep.append(e)
+        keep[:0] = pending.values()
+        self._events = keep
+        self._carried = carried
+        self._pos = bisect.bisect_left([e[0] for e in keep], t)
+
+    @property
+    def next_ts(self) -> float:
+        """When the next event is due (the day's end while none is left)."""
+        return self._events[self._pos][0] if self._pos < len(self._events) else self.day.end
+
+    def until(self, end: float) -> list[Event]:
+        """The events before ``end``, consumed."""
+        out: list[Event] = []
+        while self.next_ts < end:
+            if self._pos >= len(self._events):
+                self._load(self.day.day + 1, self.day.end, dict(self._carried))
+                continue
+            event = self._events[self._pos]
+            self._pos += 1
+            if self._state.get(event[1]) != event[4]:
+                self._state[event[1]] = event[4]
+                out.append(event)
+        return out
+
+
+def ambient_payload(elder: str, device: str, event: Event, seq: int) -> dict[str, object]:
+    """The contract's payload (a :class:`~homecare.contract.MotionEvent` or
+    :class:`~homecare.contract.MatEvent`) of one ambient event."""
+    ts, _, kind, place, value = event
+    state = _ON[kind] if value > 0.5 else _OFF[kind]
+    where = "room" if kind == "motion" else "place"
+    return {"elder": elder, "device": device, "ts": round(ts, 3), where: place,
+            "state": state, "seq": seq}
+
+
+STREAM_OF = {"motion": "motion", "mat": "occupancy"}
+"""The contract stream each ambient kind publishes on."""

@@ -41,6 +41,9 @@ def sim(
         help="mqtt://host:port (default: HOMECARE_MQTT__URL).")] = None,
     window: Annotated[int, typer.Option(min=1, max=60000,
                                         help="Most unacknowledged messages.")] = 20000,
+    ambient: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Share of homes with a motion sensor per room and bed and "
+        "chair mats (0.5: every second home).")] = 0.5,
 ) -> None:
     """Simulate ELDERS homes and publish their devices' traffic at QoS 1."""
     from device_sim.homes import SimConfig
@@ -53,7 +56,7 @@ def sim(
     now = math.floor(time.time())
     start = now if speed == 1.0 else now - hours * 3600.0
     config = SimConfig(elders=elders, seed=seed, site=site or settings.site,
-                       start=float(start), rate=rate)
+                       start=float(start), rate=rate, ambient=ambient)
     password = settings.mqtt.password.get_secret_value() if settings.mqtt.password else None
     ca_file = str(settings.mqtt.ca_file) if settings.mqtt.ca_file else None
     stats = asyncio.run(_run(config, url, hours, None if speed == 0 else speed, gateway,

@@ -40,6 +40,7 @@ from homecare.errors import BrokerError
 
 _STREAMS = list(Stream)
 _STREAM_CODE = {s: k for k, s in enumerate(_STREAMS)}
+assert len(_STREAMS) <= 16, "a message's ack token keeps its stream in 4 bits"
 
 
 class FleetError(BrokerError):
@@ -217,7 +218,7 @@ class Fleet:
         """Send one message at QoS 1 through the device's link (or its gateway)."""
         route = self._route.get(topic)
         if route is None:
-            token = (self._elder_index[topic.elder] << 3) | _STREAM_CODE[topic.stream]
+            token = (self._elder_index[topic.elder] << 4) | _STREAM_CODE[topic.stream]
             route = (self._link_of(topic), str(topic).encode(), token)
             self._route[topic] = route
         link, topic_bytes, token = route
@@ -229,8 +230,8 @@ class Fleet:
 
     def _on_ack(self, token: int) -> None:
         self._acked += 1
-        self._by_elder[token >> 3] += 1
-        self._by_stream[token & 7] += 1
+        self._by_elder[token >> 4] += 1
+        self._by_stream[token & 15] += 1
         waiter = self._waiter
         if waiter is not None and self.outstanding <= waiter[0] and not waiter[1].done():
             waiter[1].set_result(None)

@@ -2,8 +2,11 @@
 
 Each elder has three devices: a wearable (``w0001``: a frame every second, SOS/OK
 buttons), a bed sensor (``b0001``: a reading every ``bed_period_s``) and a door hub
-(``d0001``: front, bathroom, bedroom and fridge contacts). Every device reports its
-status every ``status_period_s``. All elders advance together: :func:`timeline` says
+(``d0001``: front, bathroom, bedroom and fridge contacts); a share of the homes
+(``SimConfig.ambient``) also has a motion sensor per room (``pir0001-kitchen``) and bed
+and chair mats (``mat0001-bed``), whose events :mod:`device_sim.ambient` renders from the
+same routine as ``homecare sim-home``. Every device reports its status every
+``status_period_s``. All elders advance together: :func:`timeline` says
 what every elder does in a stretch of seconds (numpy arrays elder × second: the routine,
 then the injected events on top), :class:`Body` steps heart rate and battery over it,
 and :class:`Simulation` renders it as messages, frames generated and JSON-encoded for
@@ -43,7 +46,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from device_sim import encode, signals
+from device_sim import ambient, encode, signals
 from device_sim.routine import (
     IN_BED,
     Activity,
@@ -72,8 +75,13 @@ class SimConfig:
     bed_period_s: int = 10
     status_period_s: int = STATUS_PERIOD_S
     utc_offset_s: float = 0.0
+    ambient: float = 0.0
+    """Share of the homes fitted with a motion sensor per room and a bed and a chair mat
+    (:mod:`device_sim.ambient`), spread evenly: 0 none, 0.5 every second home, 1 all."""
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ambient <= 1.0:
+            raise ValueError(f"ambient share {self.ambient} is outside 0-1")
         if not 25 <= self.rate <= 100:
             raise ValueError(f"rate {self.rate} Hz is outside the contract's 25-100 Hz")
         if not 10 <= self.bed_period_s <= 30:
@@ -93,7 +101,8 @@ class SimDevice:
     model: str
     vendor: str
     firmware: str
-    placement: Literal["pendant", "belt", "bed", "door"]
+    placement: Literal["pendant", "belt", "bed", "door", "wall", "chair"]
+    room: str | None = None
 
     def topic(self, stream: Stream) -> Topic:
         return Topic(self.site, self.elder, self.kind, self.device, stream)
@@ -105,7 +114,8 @@ class SimDevice:
 
 @dataclass(frozen=True, slots=True)
 class SimElder:
-    """A simulated elder (pseudonymous id ``e0001``) and their three devices."""
+    """A simulated elder (pseudonymous id ``e0001``), their three devices and, in a fitted
+    home, its motion sensors and mats (``ambient``)."""
 
     index: int
     elder: str
@@ -113,10 +123,13 @@ class SimElder:
     wearable: SimDevice
     bed: SimDevice
     door: SimDevice
+    ambient: tuple[SimDevice, ...] = ()
 
     @property
-    def devices(self) -> tuple[SimDevice, SimDevice, SimDevice]:
-        return (self.wearable, self.bed, self.door)
+    def devices(self) -> tuple[SimDevice, ...]:
+        """Wearable, bed sensor and door hub first (status indexes them 0-2), then the
+        home's ambient sensors."""
+        return (self.wearable, self.bed, self.door, *self.ambient)
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,6 +571,18 @@ def _devices(site: str, index: int, profile: Profile) -> tuple[str, SimDevice, S
     return elder, wearable, bed, door
 
 
+def _ambient_devices(site: str, index: int, elder: str) -> tuple[SimDevice, ...]:
+    num = f"{index + 1:04d}"
+    pirs = tuple(SimDevice(DeviceKind.MOTION, ambient.ambient_device("motion", room, num), elder,
+                           site, "Motion P1", "Acme Care", "1.2.0", "wall", room)
+                 for room in ambient.AMBIENT_ROOMS)
+    mats = tuple(SimDevice(DeviceKind.MAT, ambient.ambient_device("mat", place, num), elder, site,
+                           "PressureMat 2", "Nordic Rest", "1.0.4", place,  # type: ignore[arg-type]
+                           "bedroom" if place == "bed" else "living_room")
+                 for place in ambient.AMBIENT_MATS)
+    return pirs + mats
+
+
 class Simulation:
     """Every elder of a simulated site, stepped through simulated time.
 
@@ -577,7 +602,9 @@ class Simulation:
         for i in range(n):
             profile = make_profile(config.seed, i, config.utc_offset_s)
             elder, wearable, bed, door = _devices(config.site, i, profile)
-            self.elders.append(SimElder(i, elder, profile, wearable, bed, door))
+            fit = _ambient_devices(config.site, i, elder) if ambient.fitted(i, config.ambient) \
+                else ()
+            self.elders.append(SimElder(i, elder, profile, wearable, bed, door, fit))
         profiles = [e.profile for e in self.elders]
         self._spo2 = np.array([p.spo2 for p in profiles])
         self._br = np.array([p.br for p in profiles])
@@ -611,6 +638,20 @@ class Simulation:
         self._door_topics = [e.door.topic(Stream.EVENT) for e in self.elders]
         self._status_topics = [[d.topic(Stream.STATUS) for d in e.devices] for e in self.elders]
         self._clock = float(config.start)
+        # fitted homes: their own draws (the other devices' bytes stay as without them)
+        amb_rng = np.random.default_rng([config.seed, 0xA3])
+        self._fitted = [e.index for e in self.elders if e.ambient]
+        self._amb_devices = {(e.index, d.room if d.kind == DeviceKind.MOTION else d.placement): d
+                             for e in self.elders for d in e.ambient}
+        self._amb_list = [(e.index, d) for e in self.elders for d in e.ambient]
+        self._amb_status_offset = amb_rng.integers(0, config.status_period_s, len(self._amb_list))
+        self._amb_battery = amb_rng.uniform(40.0, 100.0, len(self._amb_list))
+        self._amb_next_status = np.zeros(len(self._amb_list), dtype=np.int64)
+        self._amb_seq: dict[str, int] = {}
+        self._feeds: dict[int, ambient.AmbientFeed] = {}
+        self._sensed_queue: dict[int, list[ambient.Event]] = {}
+        self._amb_state: dict[tuple[int, str], float] = {}
+        self._next_amb = np.full(len(self.elders), INF)
         self._seek_reports()
 
     def _seek_reports(self) -> None:
@@ -618,6 +659,17 @@ class Simulation:
         base = math.ceil(self._clock)
         self._next_bed = base + (self._bed_offset - base) % self.config.bed_period_s
         self._next_status = base + (self._status_offset - base) % self.config.status_period_s
+        period = self.config.status_period_s
+        self._amb_next_status = base + (self._amb_status_offset - base) % period
+        for i in self._fitted:
+            p, seed = self.elders[i].profile, self.config.seed
+
+            def plan(number: int, p: Profile = p, seed: int = seed, i: int = i) -> Day:
+                return plan_day(p, seed, i, number)
+
+            feed = ambient.AmbientFeed(plan, day_of(p, seed, i, self._clock), self._clock)
+            self._feeds[i] = feed
+            self._next_amb[i] = self._next_ambient(i)
 
     # -- state --------------------------------------------------------------------
 
@@ -665,6 +717,22 @@ class Simulation:
             raise ValueError(f"duration_s must be >= 0, got {duration}")
         self._injected.setdefault(elder, Injected()).add(at_ts, event, self.config.rate)
 
+    def sense(self, elder: int, event: ambient.Event) -> None:
+        """Make one of a fitted home's motion sensors or mats report ``event`` (``(ts, sensor,
+        kind, place, value)`` as :func:`device_sim.ambient.ambient_events` gives them), on
+        top of the routine: the certification kit walks past its reference sensor so."""
+        if elder not in self._feeds:
+            raise ValueError(f"elder index {elder}'s home has no ambient sensors")
+        if (elder, event[3]) not in self._amb_devices:
+            raise ValueError(f"no {event[2]} sensor at {event[3]!r} in elder {elder}'s home")
+        queue = self._sensed_queue.setdefault(elder, [])
+        bisect.insort(queue, event, key=lambda e: e[0])
+        self._next_amb[elder] = self._next_ambient(elder)
+
+    def _next_ambient(self, i: int) -> float:
+        queue = self._sensed_queue.get(i)
+        return min(self._feeds[i].next_ts, queue[0][0] if queue else INF)
+
     # -- generation ---------------------------------------------------------------
 
     def step(self, t: float, dt: float = 1.0) -> list[tuple[Topic, bytes]]:
@@ -690,9 +758,13 @@ class Simulation:
         hr, battery = self._body.advance(self._rng, tl)
         buttons = iter(tl.buttons)
         doors = iter(tl.doors)
-        button, door = next(buttons, None), next(doors, None)
+        sensed = iter(self._ambient_due(tl))
+        button, door, seen = next(buttons, None), next(doors, None), next(sensed, None)
         for k in range(c):
             end = tl.t + k + 1.0
+            while seen is not None and seen[1][0] < end:
+                self._sensed(*seen, out)
+                seen = next(sensed, None)
             while button is not None and button[1] < end:
                 self._button(*button, out)
                 button = next(buttons, None)
@@ -702,6 +774,8 @@ class Simulation:
             self._frames(tl, k, hr[:, k], battery[:, k], out)
             self._bed(tl, k, hr[:, k], out)
             self._status(tl, k, battery[:, k], out)
+            if self._amb_list:
+                self._ambient_status(tl, k, out)
         self._clock += c
         return out
 
@@ -721,6 +795,58 @@ class Simulation:
         payload = {"elder": elder.elder, "device": elder.door.device, "ts": round(ts, 3),
                    "door": role, "role": role, "state": state, "seq": seq}
         out.append((self._door_topics[i], encode.dumps(payload)))
+
+    def _ambient_due(self, tl: Timeline) -> list[tuple[int, ambient.Event]]:
+        """The fitted homes' motion and mat events in the chunk, in time order. While the
+        elder lies on the floor or is away (injected), the routine's sensors do not turn on
+        (they still clear), as the routine's doors stay shut."""
+        end = tl.t + tl.c
+        due: list[tuple[int, ambient.Event]] = []
+        for i in np.flatnonzero(self._next_amb < end).tolist():
+            mine: list[ambient.Event] = []
+            for e in self._feeds[i].until(end):
+                k = min(max(math.floor(e[0] - tl.t), 0), tl.c - 1)
+                if not (e[4] > 0.5 and (tl.held[i, k] or tl.away[i, k])):
+                    mine.append(e)
+            queue = self._sensed_queue.get(i, [])
+            while queue and queue[0][0] < end:
+                mine.append(queue.pop(0))
+            mine.sort(key=lambda e: e[0])
+            for e in mine:  # a sensor reports a change of state, never the same state again
+                if self._amb_state.get((i, e[1])) != e[4]:
+                    self._amb_state[i, e[1]] = e[4]
+                    due.append((i, e))
+            self._next_amb[i] = self._next_ambient(i)
+        due.sort(key=lambda d: (d[1][0], d[0]))
+        return due
+
+    def _sensed(self, i: int, event: ambient.Event, out: list[tuple[Topic, bytes]]) -> None:
+        device = self._amb_devices[i, event[3]]
+        seq = self._amb_seq.get(device.device, 0)
+        self._amb_seq[device.device] = seq + 1
+        payload = ambient.ambient_payload(device.elder, device.device, event, seq)
+        out.append((device.topic(Stream(ambient.STREAM_OF[event[2]])), encode.dumps(payload)))
+
+    def _ambient_status(self, tl: Timeline, k: int, out: list[tuple[Topic, bytes]]) -> None:
+        cfg = self.config
+        end = tl.t + k + 1.0
+        due = np.flatnonzero(self._amb_next_status < end)
+        if not len(due):
+            return
+        at = self._amb_next_status.copy()
+        self._amb_next_status[due] += cfg.status_period_s
+        for j in due.tolist():
+            i, device = self._amb_list[j]
+            ts = float(at[j])
+            drained = 0.2 * (ts - cfg.start) / 86400.0
+            level = round(max(float(self._amb_battery[j]) - drained, 1.0), 1)
+            rssi = int(self._rssi_base[i, 2]) + (j % 7) - 3
+            payload = {"elder": device.elder, "device": device.device, "ts": ts,
+                       "battery": level, "firmware": device.firmware, "rssi": rssi,
+                       "model": device.model, "vendor": device.vendor,
+                       "placement": device.placement, "room": device.room,
+                       "interval_s": cfg.status_period_s}
+            out.append((device.topic(Stream.STATUS), encode.dumps(payload)))
 
     def _frames(self, tl: Timeline, k: int, hr_k: np.ndarray, battery: np.ndarray,
                 out: list[tuple[Topic, bytes]]) -> None:

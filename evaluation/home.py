@@ -16,8 +16,9 @@ hand them, minute by minute, ``tick`` at each minute's end:
 as the daily refit learns them (:func:`detectors.baselines.fit_baselines`: the usual wake
 time and the end of the sleep window, the night-trip limit), the home inactivity limit per
 local hour (:func:`detectors.inactivity.home_gaps`) and the bathroom limit
-(:func:`detectors.bathroom.bathroom_visits`). Nothing else is set from the home: care
-level 2 (the default), the default 22:00 start of the sleep window.
+(:func:`detectors.bathroom.bathroom_visits`), from the signs of
+:func:`detectors.baselines.home_signs`: the same code as the refit from InfluxDB. Nothing
+else is set from the home: care level 2 (the default), the default 22:00 start of the sleep window.
 
 **Evaluation.** False alarms: every alert after the learning days on the log as it is
 (its days are ordinary days: nobody collapsed), per detector and per day. Detection delay:
@@ -65,10 +66,10 @@ from detectors.base import (
     tick_all,
 )
 from detectors.baselines import History, fit_baselines
-from detectors.bathroom import BathroomDetector, bathroom_visits
+from detectors.bathroom import BathroomDetector
 from detectors.bed_exit import BedExitDetector
 from detectors.care import DAY_S, Care
-from detectors.inactivity import InactivityDetector, home_gaps
+from detectors.inactivity import InactivityDetector
 from detectors.morning import MorningDetector
 from detectors.wandering import WanderingDetector
 from evaluation.homelog import HomeLog
@@ -153,44 +154,13 @@ def _history(log: HomeLog, end: float) -> History:
     return History(("home",), start, end, kept)
 
 
-def _signs(log: HomeLog, end: float) -> tuple[npt.NDArray[np.float64], Any, Any, Any]:
-    """Every event before ``end`` with the mat state after it and whether it was the front
-    door or in the bathroom."""
-    # a motion sensor clearing (its timeout) or an appliance turning off is no sign
-    ambient = (log.kind == "motion") | (log.kind == "appliance")
-    keep = (log.ts < end) & ~(ambient & (log.value < 0.5))
-    ts, kind, place, value, sensor = (
-        log.ts[keep],
-        log.kind[keep],
-        log.place[keep],
-        log.value[keep],
-        log.sensor[keep],
-    )
-    occupied: set[str] = set()
-    on_mat = np.zeros(len(ts), bool)
-    for i in range(len(ts)):
-        if kind[i] == "mat":
-            (occupied.add if value[i] > 0.5 else occupied.discard)(str(sensor[i]))
-        on_mat[i] = bool(occupied)
-    front = (kind == "contact") & (place == "front")
-    bathroom = (((kind == "motion") | (kind == "appliance") | (kind == "contact"))
-                & (place == "bathroom"))  # fmt: skip
-    return ts, on_mat, front, bathroom
-
-
 def learn(log: HomeLog, dets: Sequence[Any], care: Care, *, learn_days: float) -> float:
-    """Fit every detector's baselines on the log's first ``learn_days`` (row 0); returns
-    the end of the learning days."""
+    """Fit every detector's baselines on the log's first ``learn_days`` (row 0), the home
+    limits included, as the daily refit learns them from InfluxDB
+    (:func:`detectors.baselines.fit_baselines`); returns the end of the learning days."""
     start = float(log.ts[0]) if len(log) else 0.0
     end = start + learn_days * DAY_S
     fit_baselines(_history(log, end), dets, care, Roster())
-    ts, on_mat, front, bathroom = _signs(log, end)
-    rows = np.zeros(len(ts), np.int64)
-    for det in dets:
-        if isinstance(det, InactivityDetector):
-            det.fit_home(*home_gaps(rows, ts, on_mat, front))
-        if isinstance(det, BathroomDetector):
-            det.fit(*bathroom_visits(rows, ts, bathroom, on_mat))
     return end
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -326,3 +327,77 @@ def test_days_away_are_not_learned_as_stillness() -> None:
                         {"mag_std": np.full(home.sum(), 0.05)})  # fmt: skip
     care, detectors, roster, _ = fitted(History(("away",), START, END, {"wearable": wear}))
     assert (limits(detectors, care, roster, ["away"])["inactivity"] == L2.inactivity_min_s).all()
+
+
+def test_a_fitted_homes_limits_are_learned_from_influx_as_the_replay_learns_them(
+    world, tmp_path
+) -> None:
+    """A simulated home's motion, mat and door events, stored as ingest stores them: the
+    refit learns the at-home, off-the-mats limit per hour and the bathroom limit, the same
+    as the replay of the home's log (one learning code), and detect applies them."""
+    from detectors.bathroom import BathroomDetector
+    from device_sim.ambient import ambient_events, write_home_log
+    from device_sim.routine import make_profile, plan_day
+    from evaluation.home import home_detectors, learn
+    from evaluation.homelog import read_home_log
+
+    profile = make_profile(0, 1)
+    events = [e for d in range(20_400, 20_410) for e in ambient_events(plan_day(profile, 0, 1, d))
+              if e[2] != "appliance"]  # a flush is no device of the contract  # fmt: skip
+    events = [(float(round(e[0])), *e[1:]) for e in events]  # the log's whole seconds
+    # a mat freed and occupied in the same second (planned days meet at the wake-up) is
+    # one point in InfluxDB; the live mat stays occupied (device_sim.ambient.AmbientFeed)
+    same = Counter((e[0], e[1]) for e in events)
+    events = [e for e in events if same[e[0], e[1]] == 1]
+    write_home_log(events, tmp_path / "home.csv", utc_offset_s=profile.utc_offset_s)
+    tags = "site=s,elder=home,kind={kind},device={device}"
+    lines = []
+    for seq, (ts, sensor, kind, place, value) in enumerate(events):
+        ms, on = int(ts * 1000), value > 0.5
+        if kind == "motion":
+            t = tags.format(kind="motion", device=sensor) + f",room={place}"
+            lines.append(line("motion", t, {"detected": on, "seq": seq}, ms))
+        elif kind == "mat":
+            t = tags.format(kind="mat", device=sensor) + f",place={place}"
+            lines.append(line("mat", t, {"occupied": on, "seq": seq}, ms))
+        else:
+            t = tags.format(kind="door", device="d1") + f",door={place},role={place}"
+            lines.append(line("door", t, {"opened": on, "seq": seq}, ms))
+    influx, _ = world
+    homes = InfluxSettings(url=influx.url, database="homes")
+    with InfluxClient(homes) as db:
+        db.create_database()
+        db.write(lines)
+    end = (events[-1][0] + 60) // 60 * 60
+
+    # the replay of the same events as a log, learning over the same span
+    log = read_home_log(tmp_path / "home.csv")
+    dets, care = home_detectors()
+    learn(log, dets, care, learn_days=(end - float(log.ts[0])) / DAY)
+    replay_ina = next(d for d in dets if isinstance(d, InactivityDetector))
+    replay_bath = next(d for d in dets if isinstance(d, BathroomDetector))
+    assert replay_ina.home[0]
+    assert replay_bath.weight[0] > 0.5
+
+    settings = Settings(state_dir=tmp_path / "state", influx=homes)
+    figures = refit(settings, days=11, end=end)
+    assert figures["elders"] == 1
+    b = read_baselines(settings.state_dir / "baselines.npz")
+    assert b.home is not None
+    assert b.home_inactivity is not None
+    assert b.bathroom is not None
+    assert b.home.tolist() == [True]
+    np.testing.assert_allclose(b.home_inactivity[0], replay_ina.home_learned[0], atol=2.0)
+    assert b.home_inactivity_weight[0] == pytest.approx(replay_ina.home_weight[0], abs=1e-3)
+    assert b.bathroom[0] == pytest.approx(replay_bath.learned[0], abs=2.0)
+    assert b.bathroom_weight[0] == pytest.approx(replay_bath.weight[0], abs=1e-3)
+    # detect applies them: a home, with its learned limits
+    detect = Detect(settings)
+    assert BaselineFile(settings.state_dir / "baselines.npz").poll(
+        detect.detectors, detect.care, detect.batcher.elders, now=0.0) is not None
+    row = detect.batcher.elders.rows(["home"])
+    inactivity = next(d for d in detect.detectors if isinstance(d, InactivityDetector))
+    bathroom = next(d for d in detect.detectors if isinstance(d, BathroomDetector))
+    assert inactivity.home[row].all()
+    np.testing.assert_allclose(inactivity.home_learned[row][0], b.home_inactivity[0])
+    assert bathroom.learned[row][0] == pytest.approx(float(b.bathroom[0]))

@@ -37,6 +37,8 @@ REFERENCE = {
     DeviceKind.WEARABLE: {"duration_s": 4.0, "falls": 1, "lookalikes": 1},
     DeviceKind.BED: {"duration_s": 12.0},
     DeviceKind.DOOR: {"duration_s": 12.0},
+    DeviceKind.MOTION: {"duration_s": 12.0},
+    DeviceKind.MAT: {"duration_s": 12.0},
 }
 
 

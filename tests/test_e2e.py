@@ -80,3 +80,24 @@ def test_two_ingest_processes_share_the_load(nats_broker, influx, tmp_path):
     for _, stop, thread in running:
         stop.set()
         thread.join(20)
+
+
+def test_a_fitted_homes_motion_sensors_and_mats_are_stored(nats_broker, influx, tmp_path):
+    """A home with a motion sensor per room and bed and chair mats: its events pass the
+    contract and ingest stores every one (a window around the elder sitting down)."""
+    from device_sim.ambient import ambient_events
+    from device_sim.routine import make_profile, plan_day
+
+    day = plan_day(make_profile(3, 0), 3, 0, 20516)  # on the elder's own (local) clock
+    sits = [e[0] for e in ambient_events(day) if e[1] == "chair-mat" and e[4] > 0.5]
+    start = float(int(time.time()) - 3600)
+    sim = Simulation(SimConfig(elders=1, seed=3, site="amb", start=start, rate=25, ambient=1.0,
+                               utc_offset_s=elders_at(start, sits[0] - 120.0)))
+    service, stop, thread = _ingest(settings_for(nats_broker, influx, tmp_path))
+    published = asyncio.run(_publish(sim, nats_broker.mqtt_url, 300))
+    assert published.per_stream["motion"] >= 1
+    assert published.per_stream["occupancy"] >= 1
+    _check_counted_back(influx, "amb", start, published)
+    stop.set()
+    thread.join(20)
+    assert service.stats.dead == {}
