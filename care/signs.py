@@ -17,6 +17,11 @@ sensor was silent), and :func:`assess` compares, for every elder at once:
   the week's median has moved far; it counts when the change it projects over two
   weeks passes the same two tests.
 
+- **drift** (:func:`drift`), daily: each day of the last two weeks against the elder's
+  own median and MAD over up to eight weeks before them, the signs' daily z combined
+  (Stouffer) and added up by a one-sided CUSUM: a frailty course moves every sign a
+  little, day after day, long before a week's median has moved far.
+
 Each sign carries its numbers (:class:`Sign`): the week's value, the baseline's, the
 change and the robust z. Scoring (for the ranking) is separate from deciding.
 
@@ -66,9 +71,9 @@ MEDIAN_SE = 1.2533
 TREND_SE = 1.1 * 14 / np.sqrt(TREND_DAYS * (TREND_DAYS**2 - 1) / 12)
 """The standard error of a two-week change projected by the Theil–Sen slope over
 :data:`TREND_DAYS` days, in σ (least squares' ×1.1 for Theil–Sen's efficiency)."""
-Z_ALONE = 5.0
+Z_ALONE = 7.0
 """One sign this strong flags the elder by itself."""
-Z_TOGETHER = 3.5
+Z_TOGETHER = 6.0
 """Every sign's best positive z, summed over √(signs with data): flags at this."""
 Z_REPORT = 2.0
 """A sign of a flagged elder is reported (a reason) from this z."""
@@ -373,8 +378,10 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     signs together are (Stouffer's sum of each sign's best positive z over √ the signs
     with data ≥ :data:`Z_TOGETHER`: a frailty course moves many a little), and at least
     one sign's change is large enough to matter (two, when together); the signs reported
-    are those with z ≥ :data:`Z_REPORT` whose change matters. ``z_scale`` multiplies the thresholds
-    (the evaluation's knob)."""
+    are those with z ≥ :data:`Z_REPORT` whose change matters. Or when the daily drift's
+    CUSUM reaches :data:`DRIFT_H`, with the signs whose run moved enough to matter
+    (``how="drift"``). ``days`` may hold up to :data:`HISTORY_DAYS` days (the drift's
+    baseline). ``z_scale`` multiplies the thresholds (the evaluation's knob)."""
     if days.days < WINDOW_DAYS:
         raise ValueError(f"signs need {WINDOW_DAYS} days of figures, not {days.days}")
     feats = features(days)
