@@ -21,7 +21,7 @@ def evaluate_command(
     elders: Annotated[int, typer.Option(min=20, help="Simulated elders.")] = 400,
     days: Annotated[int, typer.Option(min=49, help="Simulated days.")] = 126,
     seed: Annotated[int, typer.Option(help="The cohort's seed.")] = 0,
-    every: Annotated[int, typer.Option(min=1, max=7, help="Days between runs.")] = 7,
+    every: Annotated[int, typer.Option(min=1, max=7, help="Days between runs.")] = 1,
 ) -> None:
     """Measure the signs of decline on a simulated cohort (gradual declines, hospital
     stays, stable elders): the share of declines flagged within 14 days, and of stable

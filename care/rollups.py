@@ -2,7 +2,7 @@
 
 Daily rollups (``"history"."wearable_1d"``, ``bed_1d``, ``door_1d``, ``sleep_1d``: see
 :mod:`ingest.rollups`) sit at the site's midnight; :func:`window` gives the last
-:data:`~care.signs.WINDOW_DAYS` *complete* days before ``now`` on that grid, and
+:data:`~care.signs.HISTORY_DAYS` *complete* days before ``now`` on that grid, and
 :func:`read_days` reads every elder of the site in four queries (one per measurement,
 grouped by elder), into the elder × day arrays the signs take.
 """
@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from care.signs import WINDOW_DAYS, Days, Floats
+from care.signs import HISTORY_DAYS, WINDOW_DAYS, Days, Floats
 from device_sim.decline import BED_HR, FRONT_OPENS
 from homecare.contract import DoorRole
 from homecare.influx import InfluxClient
@@ -53,7 +53,7 @@ def read_days(
     *,
     now: float,
     utc_offset_h: float = 0.0,
-    days: int = WINDOW_DAYS,
+    days: int = HISTORY_DAYS,
 ) -> Days:
     """The daily figures of ``elders`` of ``site`` over the window before ``now``; NaN
     where a rollup has no point (no data that day)."""

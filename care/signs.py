@@ -17,6 +17,11 @@ sensor was silent), and :func:`assess` compares, for every elder at once:
   the week's median has moved far; it counts when the change it projects over two
   weeks passes the same two tests.
 
+- **drift** (:func:`drift`), daily: each day of the last two weeks against the elder's
+  own median and MAD over up to eight weeks before them, the signs' daily z combined
+  (Stouffer) and added up by a one-sided CUSUM: a frailty course moves every sign a
+  little, day after day, long before a week's median has moved far.
+
 Each sign carries its numbers (:class:`Sign`): the week's value, the baseline's, the
 change and the robust z. Scoring (for the ranking) is separate from deciding.
 
@@ -66,15 +71,31 @@ MEDIAN_SE = 1.2533
 TREND_SE = 1.1 * 14 / np.sqrt(TREND_DAYS * (TREND_DAYS**2 - 1) / 12)
 """The standard error of a two-week change projected by the Theil–Sen slope over
 :data:`TREND_DAYS` days, in σ (least squares' ×1.1 for Theil–Sen's efficiency)."""
-Z_ALONE = 5.0
+Z_ALONE = 7.0
 """One sign this strong flags the elder by itself."""
-Z_TOGETHER = 3.5
+Z_TOGETHER = 6.0
 """Every sign's best positive z, summed over √(signs with data): flags at this."""
 Z_REPORT = 2.0
 """A sign of a flagged elder is reported (a reason) from this z."""
 Z_CAP = 8.0
 """No one sign counts for more than this in the sum (a dead sensor is one sign)."""
 COVERED_ENOUGH = 0.5
+HISTORY_DAYS = 70
+"""Days of figures :func:`assess` reads: the drift's baseline and its recent days."""
+RECENT_DAYS = 14
+"""The drift's recent days; the baseline is up to eight weeks before them."""
+DRIFT_SIGNS = ("activity", "night", "out", "bed", "pulse")
+"""Signs the daily drift combines (not the data's own: unworn, offline)."""
+MAD_SIGMA = 1.4826
+"""The median absolute deviation of a normal distribution, in σ."""
+DAY_CLIP = 3.0
+"""One day's z of one feature counts at most this much (a wild day is one day)."""
+DRIFT_K = 0.4
+"""The CUSUM's allowance: the combined daily z a stable elder's days stay below."""
+DRIFT_CAP = 1.3
+"""One day adds at most this − :data:`DRIFT_K` (a cold of three days is no frailty course)."""
+DRIFT_H = 5.5
+"""The CUSUM flags at this (tuned with ``homecare care evaluate`` on seeds 0–2)."""
 """A night counts when the bed sensor covered at least this share of it."""
 
 
@@ -196,7 +217,8 @@ class Sign:
     """The change in units of its standard error (σ from the baseline's interquartile
     range), signed so that positive is worse."""
     how: str = "level"
-    """``level``: the week's median moved; ``trend``: a decline under way."""
+    """``level``: the week's median moved; ``trend``: a decline under way; ``drift``:
+    day after day a little worse (the daily CUSUM; ``week`` is the run's median)."""
 
     @property
     def rel(self) -> float:
@@ -268,6 +290,86 @@ def _level_and_trend(
     return ok, now, centre, tests
 
 
+@dataclass(frozen=True)
+class Drift:
+    """The daily CUSUM of every elder (see :func:`drift`)."""
+
+    cusum: Floats
+    """Each elder's CUSUM on the last day (0: nothing accumulating)."""
+    run: npt.NDArray[np.int64]
+    """Days of the run the CUSUM has accumulated over (since it was last 0)."""
+    features: dict[str, tuple[Floats, Floats, Floats]]
+    """Feature → (the run's median, the baseline's median, the run's z: the sum of its
+    daily z over √ its days with data, positive is worse)."""
+
+
+def _daily_z(spec: Feature, values: Floats) -> tuple[Floats, Floats]:
+    """(elder × recent day z, baseline centre) of one feature: each day against the
+    elder's own median and MAD over up to eight weeks before the recent days."""
+    x = values[:, -HISTORY_DAYS:]
+    base, recent = x[:, :-RECENT_DAYS], x[:, -RECENT_DAYS:]
+    ok = np.isfinite(base).sum(axis=1) >= MIN_BASELINE
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN elder
+        if spec.count:
+            centre = np.nanmean(base, axis=1)
+            sigma = np.maximum(np.nanstd(base, axis=1), np.sqrt(np.maximum(centre, 0.5)))
+        else:
+            centre = np.nanmedian(base, axis=1)
+            mad = np.nanmedian(np.abs(base - centre[:, None]), axis=1) * MAD_SIGMA
+            sigma = np.maximum(mad, spec.min_change / 4)
+    z = np.clip(spec.worse * (recent - centre[:, None]) / sigma[:, None], -DAY_CLIP, DAY_CLIP)
+    return np.where(ok[:, None], z, np.nan), centre
+
+
+def drift(feats: Mapping[str, Floats]) -> Drift:
+    """A one-sided CUSUM (Page) of each elder's combined daily z over the last
+    :data:`RECENT_DAYS` days, every elder at once.
+
+    Each day, each feature's z against the elder's own robust baseline; a sign's z is
+    its features' mean (steps and active hours are one sign), and the day's combined z
+    is Stouffer's sum over the signs with data that day. A frailty course moves every
+    sign a little, day after day: the CUSUM ``S = max(0, S + min(z, cap) − k)`` adds it
+    up, where a single week's median would wait for it to become large. Days without
+    data leave ``S`` as it is."""
+    n = next(iter(feats.values())).shape[0] if feats else 0
+    per_sign: dict[str, list[Floats]] = {s: [] for s in DRIFT_SIGNS}
+    zs: dict[str, tuple[Floats, Floats]] = {}
+    for name, values in feats.items():
+        spec = BY_NAME[name]
+        if spec.sign in per_sign and values.shape[1] > RECENT_DAYS:
+            zs[name] = _daily_z(spec, values)
+            per_sign[spec.sign].append(zs[name][0])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a sign without data that day
+        signs = [np.nanmean(np.stack(v), axis=0) for v in per_sign.values() if v]
+    if not signs:
+        return Drift(np.zeros(n), np.zeros(n, np.int64), {})
+    by_sign = np.stack(signs)
+    counted = np.isfinite(by_sign).sum(axis=0)
+    combined = np.nansum(by_sign, axis=0) / np.sqrt(np.maximum(counted, 1))
+    cusum = np.zeros(n)
+    run = np.zeros(n, np.int64)
+    for t in range(combined.shape[1]):  # over days; every elder at once
+        seen = counted[:, t] > 0
+        step = np.maximum(0.0, cusum + np.minimum(combined[:, t], DRIFT_CAP) - DRIFT_K)
+        run = np.where(seen, np.where(step > 0, run + 1, 0), run)
+        cusum = np.where(seen, step, cusum)
+    in_run = np.arange(RECENT_DAYS)[None, :] >= RECENT_DAYS - np.maximum(run, 1)[:, None]
+    out: dict[str, tuple[Floats, Floats, Floats]] = {}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        for name, (z, centre) in zs.items():
+            recent = feats[name][:, -RECENT_DAYS:]
+            now = np.nanmedian(np.where(in_run, recent, np.nan), axis=1)
+            days_seen = (in_run & np.isfinite(z)).sum(axis=1)
+            z_run = np.nansum(np.where(in_run, z, np.nan), axis=1) / np.sqrt(
+                np.maximum(days_seen, 1)
+            )
+            out[name] = (now, centre, np.where(days_seen > 0, z_run, np.nan))
+    return Drift(cusum, run, out)
+
+
 def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     """The signs of the last :data:`WEEK_DAYS` days of ``days`` against the
     :data:`BASELINE_DAYS` before them (earlier days are ignored).
@@ -276,8 +378,10 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     signs together are (Stouffer's sum of each sign's best positive z over √ the signs
     with data ≥ :data:`Z_TOGETHER`: a frailty course moves many a little), and at least
     one sign's change is large enough to matter (two, when together); the signs reported
-    are those with z ≥ :data:`Z_REPORT` whose change matters. ``z_scale`` multiplies the thresholds
-    (the evaluation's knob)."""
+    are those with z ≥ :data:`Z_REPORT` whose change matters. Or when the daily drift's
+    CUSUM reaches :data:`DRIFT_H`, with the signs whose run moved enough to matter
+    (``how="drift"``). ``days`` may hold up to :data:`HISTORY_DAYS` days (the drift's
+    baseline). ``z_scale`` multiplies the thresholds (the evaluation's knob)."""
     if days.days < WINDOW_DAYS:
         raise ValueError(f"signs need {WINDOW_DAYS} days of figures, not {days.days}")
     feats = features(days)
@@ -320,10 +424,23 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     flag = (np.nan_to_num(strongest) >= Z_ALONE * z_scale) | (
         (together >= Z_TOGETHER * z_scale) & (reported >= 2)
     )
-    for (k, _), sign in sorted(
-        candidates.items(), key=lambda kv: (kv[0][0], SIGNS.index(kv[0][1]))
-    ):
-        if flag[k]:
-            out.signs.append(sign)
-    out.score = {e: float(together[i]) if out.of(e) else 0.0 for i, e in enumerate(days.elders)}
+    chosen = {key: sign for key, sign in candidates.items() if flag[key[0]]}
+    # The daily drift: a CUSUM past its threshold, with the signs whose run moved enough
+    # to matter as its reasons.
+    found = drift(feats)
+    drifting = found.cusum >= DRIFT_H * z_scale
+    for name, (now, centre, z) in found.features.items():
+        spec = BY_NAME[name]
+        worse = spec.worse * (now - centre)
+        big = (worse >= spec.min_change) & (worse >= spec.min_rel * np.abs(centre))
+        for i in np.flatnonzero(drifting & big & (np.nan_to_num(z) >= Z_REPORT * z_scale)):
+            key = (int(i), spec.sign)
+            sign = Sign(days.elders[i], spec.sign, name, float(now[i]), float(centre[i]),
+                        float(now[i] - centre[i]), float(z[i]), "drift")  # fmt: skip
+            if key not in chosen or sign.z > chosen[key].z:
+                chosen[key] = sign
+    for _, sign in sorted(chosen.items(), key=lambda kv: (kv[0][0], SIGNS.index(kv[0][1]))):
+        out.signs.append(sign)
+    score = np.fmax(together, found.cusum / DRIFT_H * Z_TOGETHER)
+    out.score = {e: float(score[i]) if out.of(e) else 0.0 for i, e in enumerate(days.elders)}
     return out

@@ -58,7 +58,7 @@ def sign_reason(sign: Sign, tr: Translator | None = None) -> str:
     t = _tr(tr)
     w, b = sign.week, sign.baseline
     pct = t.number(round(abs(sign.rel) * 100))
-    trend = sign.how == "trend"
+    trend = sign.how in ("trend", "drift")  # a course under way
     still = t.gettext(", and still falling") if trend else ""
     rising = t.gettext(", and still rising") if trend else ""
 

@@ -86,7 +86,7 @@ def test_signs_are_read_from_the_daily_rollups(db, tmp_path, wall_clock):
     elders = [f"e{i}" for i in range(8)]
     start, _ = window(wall_clock, 0.0)
     _write_days(db, cohort.figures, elders, start)
-    days = read_days(db, SITE, [*elders, "nobody"], now=wall_clock)
+    days = read_days(db, SITE, [*elders, "nobody"], now=wall_clock, days=WINDOW_DAYS)
     assert days.start == start
     for name in FIGURES:  # what was stored comes back, day by day, elder by elder
         np.testing.assert_allclose(days.figures[name][:8], cohort.figures[name], rtol=1e-9)

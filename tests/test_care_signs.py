@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from care.evaluate import evaluate
-from care.signs import WINDOW_DAYS, Days, assess, features, theil_sen
+from care.signs import BY_NAME, DRIFT_H, WINDOW_DAYS, Days, assess, drift, features, theil_sen
 from device_sim.decline import FRONT_OPENS, IN_BED_S, STEPS, WORN_S, simulate_days
 
 
@@ -88,10 +88,44 @@ def test_simulated_decline_moves_the_figures_the_right_way():
 def test_signs_on_a_simulated_cohort():
     # The targets, measured on a small cohort (the README's figures come from
     # `homecare care evaluate`, 400 elders): hospital stays are all caught within two
-    # weeks, few stable elders are flagged in a month.
-    result = evaluate(elders=160, days=98, seed=7)
+    # weeks, most gradual declines too, few stable elders are flagged in a month.
+    result = evaluate(elders=160, days=98, seed=7, every=2)
     hit, of = result.detected["sudden_change"]
     assert of >= 8
     assert hit == of
     assert result.stable_month_rate <= 0.08
-    assert result.detected["gradual_decline"][1] >= 8
+    hit, of = result.detected["gradual_decline"]
+    assert of >= 8
+    assert hit >= 0.6 * of
+
+
+def test_a_decline_two_weeks_old_is_flagged_by_its_daily_drift_and_stable_elders_are_not():
+    # Onsets on day 56 of 70: two weeks into a frailty course (two thirds of its size),
+    # eight weeks of the elder's own normal before it.
+    cohort = simulate_days(elders=60, days=70, seed=3, mix={"gradual_decline": 0.5},
+                           first_onset=56)  # fmt: skip
+    names = tuple(f"e{i}" for i in range(60))
+    result = assess(Days(names, 0.0, cohort.figures))
+    declining = {names[lb.elder] for lb in cohort.labels if lb.name == "gradual_decline"}
+    stable = set(names) - declining
+    assert len(declining & result.flagged()) >= 0.8 * len(declining)
+    assert len(stable & result.flagged()) <= 1
+    drifted = [s for s in result.signs if s.how == "drift"]
+    assert drifted
+    for s in drifted:  # each reason keeps its numbers, and points the worse way
+        assert s.z >= 2.0
+        assert BY_NAME[s.feature].worse * s.change > 0
+        assert s.change == pytest.approx(s.week - s.baseline)
+
+
+def test_the_drift_adds_up_small_days_and_forgets_a_cold():
+    rng = np.random.default_rng(5)
+    bed = rng.normal(8.5, 0.5, (3, 70))
+    bed[1, -14:] += np.linspace(0.1, 1.2, 14)  # a little longer in bed, day after day
+    bed[2, -6:-3] += 2.5  # a three-day cold
+    found = drift({"in_bed_h": bed})
+    assert found.cusum[1] >= DRIFT_H > found.cusum[2]
+    assert found.cusum[0] < DRIFT_H
+    now, centre, z = found.features["in_bed_h"]
+    assert now[1] - centre[1] > 0.4
+    assert z[1] > 2

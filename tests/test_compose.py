@@ -577,3 +577,19 @@ def test_the_city_config_runs_a_three_node_cluster_that_provisions_r3(tmp_path):
         assert done["source_ok"], done
         jsz = httpx.get(f"{nodes[1].monitor_url}/jsz?streams=true", timeout=5).json()
         assert jsz["meta_cluster"]["cluster_size"] == 3
+
+
+def test_care_serves_the_register_from_the_rollups_and_the_registrys_coordinator():
+    from escalation.registry import load_registry
+
+    care = _compose()["services"]["care"]
+    assert care["command"] == ["care", "serve"]
+    assert "profiles" not in care  # the default stack
+    env = care["environment"]
+    assert env["HOMECARE_INFLUX__USERNAME"] == "homecare_reader"  # it only reads rollups
+    assert env["HOMECARE_REGISTRY"] == "/etc/homecare/registry/registry.yaml"
+    assert "${REGISTRY_DIR:-./deploy/registry}:/etc/homecare/registry:ro" in care["volumes"]
+    example = load_registry(ROOT / "deploy/registry/registry.yaml")
+    coordinator = example.provider.coordinator
+    assert coordinator is not None
+    assert example.contact(coordinator) is not None
