@@ -591,10 +591,12 @@ def qos(a: Analysis) -> Outcome:
 
 
 def _skip_reason(a: Analysis, check: str, default: Text) -> Text:
-    """Why the kit skipped a step: its own words (English, as the kit logged them), else
-    the check's."""
+    """Why the kit skipped a step: its own words (marked ``N_`` in :mod:`certify.kit`, so
+    the catalogue has them), else the check's."""
     said = a.ev.skipped.get(check)
-    return quote(said) if said else default
+    if not said:
+        return default
+    return quote(said) if "{" in said or "}" in said else Text(msgid=said)
 
 
 def availability(a: Analysis) -> Outcome:
