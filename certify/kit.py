@@ -27,6 +27,7 @@ from certify.prompts import FALL_MOTIONS, LOOKALIKE_MOTIONS, Operator, StepKind
 from certify.reference import Fault, SimulatedDevice
 from harness.servers import LocalNats, ServerError
 from homecare.contract import OFFLINE, ONLINE, DeviceKind
+from homecare.i18n import N_
 from homecare.settings import MqttSettings
 
 Log = Callable[[str], None]
@@ -123,8 +124,8 @@ def _availability(state: str) -> Callable[[Observed], bool]:
 
 def _declined(operator: Operator) -> str:
     if operator.interactive:
-        return "skipped by the operator"
-    return "operator step: skipped in non-interactive mode"
+        return N_("skipped by the operator")
+    return N_("operator step: skipped in non-interactive mode")
 
 
 class Session:
@@ -178,8 +179,8 @@ class Session:
 
     def _outage(self) -> None:
         if self.broker is None:
-            self.ev.skipped["outage"] = ("the kit does not run this broker; run with a local "
-                                         "broker (no --broker) to include the outage")
+            self.ev.skipped["outage"] = N_("the kit does not run this broker; run with a "
+                                            "local broker (no --broker) to include the outage")
             return
         o = self.o
         step = prompts.outage_events(o.kind, o.outage_s)
@@ -224,8 +225,8 @@ class Session:
         plan += [(StepKind.LOOKALIKE, LOOKALIKE_MOTIONS[i % len(LOOKALIKE_MOTIONS)], i,
                   o.lookalikes) for i in range(o.lookalikes)]
         if not plan:
-            self.ev.skipped["fall_test"] = "no test falls or look-alikes asked (--falls 0 " \
-                                           "--lookalikes 0)"
+            self.ev.skipped["fall_test"] = N_("no test falls or look-alikes asked (--falls 0 "
+                                              "--lookalikes 0)")
             return
         for kind, motion, i, of in plan:
             step = prompts.staged_motion(kind, motion, i + 1, of, o.stage_s)

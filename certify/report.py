@@ -8,8 +8,8 @@ failed, some could not run — not a certificate).
 
 The JSON stays in English (machines read it); the certificate is in the reader's
 language (``homecare certify --lang zh-CN``): its headings, verdicts, facts and check
-titles. A check's summary, evidence and fix quote what the device sent, and stay as the
-kit wrote them.
+titles, and each check's summary, evidence and fix (:class:`certify.checks.Text`);
+only what quotes the device (topics, payload errors, ids) stays as the device sent it.
 """
 
 from __future__ import annotations
@@ -122,12 +122,13 @@ def _to_html(report: Report, tr: Translator | None = None) -> str:
     fix_word = _("Fix:")
     checks = []
     for c in report.checks:
-        evidence = "".join(f"<li>{e(x)}</li>" for x in c.evidence)
-        fix = f'<p class="fix"><b>{e(fix_word)}</b> {e(c.fix)}</p>' if c.fix else ""
+        summary, said, fixed = c.words(tr)
+        evidence = "".join(f"<li>{e(x)}</li>" for x in said)
+        fix = f'<p class="fix"><b>{e(fix_word)}</b> {e(fixed)}</p>' if fixed else ""
         checks.append(
             f'<tr id="{e(c.id)}"><td><b style="color:{_COLOURS[c.status]}">'
             f"{e(status.get(c.status, c.status.upper()))}</b></td><td><b>{e(_(c.title))}</b> "
-            f"<code>{e(c.id)}</code><p>{e(c.summary)}</p>"
+            f"<code>{e(c.id)}</code><p>{e(summary)}</p>"
             f"{f'<ul>{evidence}</ul>' if evidence else ''}{fix}</td></tr>"
         )
     notes = "".join(f"<li>{e(n)}</li>" for n in report.notes)

@@ -482,6 +482,78 @@ def test_the_certificate_is_in_the_readers_language_and_the_json_stays_english(t
     assert "NOT CERTIFIED" in write_report(report, tmp_path / "en")[1].read_text()
 
 
+def _quoted(text: Any) -> list[str]:
+    """What a check quotes as the device sent it (or ids): the ``str`` values, nested."""
+    out: list[str] = []
+    for value in text.values.values():
+        if isinstance(value, str):
+            out.append(value)
+        elif isinstance(value, list):
+            out += [q for t in value for q in _quoted(t)]
+        elif hasattr(value, "msgid"):
+            out += _quoted(value)
+    return out
+
+
+_ENGLISH = re.compile(r"[A-Za-z]{2,}(?:[ ,;:]+[A-Za-z]{2,})+")
+"""Two English words in a row: a sentence left untranslated (units and ids stand alone)."""
+_TERMS = ("UTC Unix", "JSON Schema", "homecare contract export DIR")
+"""Technical names a Chinese sentence keeps as they are."""
+
+
+def test_a_chinese_certificate_says_every_check_in_chinese(tmp_path):
+    import html
+    import json
+
+    from support import frame, topic
+
+    from certify.kit import CertifyOptions, Evidence
+    from certify.observer import Observed
+    from certify.report import build_report, write_report
+    from homecare.contract import DeviceKind
+
+    t0 = 1_800_000_000.0
+    messages = []
+    for k in range(8):  # in m/s², stamped 10 s behind, ts 3 and 4 swapped: failures with evidence
+        data = json.loads(frame("e1", "w1", t0 + (7 - k if k in (3, 4) else k)))
+        data["accel"] = [[x * 9.80665 for x in row] for row in data["accel"]]
+        messages.append(Observed(topic("e1", "wearable", "w1", "frame"), json.dumps(data).encode(),
+                                 0, False, t0 + k + 11))  # fmt: skip
+    options = CertifyOptions(device="w1", kind=DeviceKind.WEARABLE, duration_s=0)
+    ev = Evidence(options, "mqtt://test", "non-interactive", t0, t0 + 30, messages)
+    ev.skipped["availability"] = "skipped by the operator"  # the kit's own words
+    report = build_report(ev)
+    assert report.checks[-5].summary == "skipped by the operator"
+    assert {c.status for c in report.checks} >= {"fail", "skipped"}
+    json_path, html_path = write_report(report, tmp_path, "zh-CN")
+    page = html.unescape(html_path.read_text())
+    zh = i18n.translator("zh-CN")
+    said = 0
+    for check in report.checks:
+        assert check.wording is not None
+        summary, evidence, fix = check.words(zh)
+        assert summary in page
+        assert fix in page
+        texts = [(check.wording.summary, summary),
+                 *zip(check.wording.evidence, evidence, strict=True)]  # fmt: skip
+        if check.wording.fix is not None:
+            texts.append((check.wording.fix, fix))
+        for text, shown in texts:
+            if text.msgid == "{quote}":  # the device's own words
+                assert shown == text.values["quote"]
+                continue
+            left = shown
+            for quote in sorted([*_quoted(text), *_TERMS], key=len, reverse=True):
+                left = left.replace(quote, "")
+            assert re.search(r"[\u4e00-\u9fff]", left), (check.id, shown)
+            assert not _ENGLISH.search(left), (check.id, shown)
+            said += 1
+    assert said > len(report.checks) + sum(1 for c in report.checks if c.fix)
+    on_file = json.loads(json_path.read_text())["checks"]
+    assert [c["summary"] for c in on_file] == [c.summary for c in report.checks]
+    assert all(not re.search(r"[\u4e00-\u9fff]", c["summary"] + c["fix"]) for c in on_file)
+
+
 # -- Grafana dashboards ------------------------------------------------------------------
 
 
