@@ -25,6 +25,13 @@ known times around its kill:
    holds its answer, escalate is killed with the request in flight; the standby takes
    over.
 
+An escalate process that exits is started again at once (:class:`Supervisor`, as
+compose's ``restart: unless-stopped``): a node's kill can end one. The active exits by
+design when it cannot renew its lease (the lease bucket's new Raft leader may take
+longer to be elected than the lease lasts), and a process that binds its consumer or
+opens its buckets while a stream has no leader exits on the request's timeout; the test
+prints which exited.
+
 At the end, once everything has drained: every reading the broker acknowledged to a
 device (PUBACK) is stored exactly once in each InfluxDB of the pair (per elder); every
 injected SOS and fall produced exactly one alert in ALERTS; every alert reached the call
@@ -169,6 +176,16 @@ class Elders:
             return elder, at + float(label["impact_t"])
 
         return self._on_loop(inject)
+
+    def flowing(self, timeout_s: float) -> None:
+        """Wait until the devices' messages are acknowledged within about two seconds of
+        being handed over (after a node's kill their links may still be reconnecting)."""
+
+        def behind() -> int:
+            return self.fleet.outstanding if self.fleet is not None else 1 << 30
+
+        limit = 2 * len(self.sim.elders) * 2
+        wait_for(lambda: self._on_loop(behind) <= limit, timeout_s, "the devices acknowledged")
 
     def close(self) -> FleetStats:
         """Stop stepping, wait until every message is acknowledged; what was."""
@@ -402,6 +419,7 @@ def test_a_kill_9_of_each_machine_in_turn_loses_and_doubles_nothing(tmp_path: Pa
             phase = Phase("detect worker", Plan("detect"))
             phases.append(phase)
             i = next(who)
+            elders.flowing(60)  # so that the impact's frame is in TELEMETRY when read below
             fallen, impact = elders.fall(phase.plan, i, lead_s=1.0)
             part = partition_of(fallen, PARTITIONS)
             elders.sos(phase.plan, next(who), lead_s=impact - time.time() + 4.0)
