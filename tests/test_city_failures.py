@@ -420,26 +420,35 @@ def test_a_kill_9_of_each_machine_in_turn_loses_and_doubles_nothing(tmp_path: Pa
             phases.append(phase)
             i = next(who)
             elders.flowing(60)  # so that the impact's frame is in TELEMETRY when read below
+
+            def balanced() -> bool:  # the nodes' kills may have moved partitions
+                held = [services.status(n).get("partitions", []) for n in ("detect-0", "detect-1")]
+                return sorted(p for h in held for p in h) == list(range(PARTITIONS)) and all(
+                    len(h) == PARTITIONS // 2 for h in held
+                )
+
+            wait_for(balanced, 60, "the detect workers holding two partitions each")
             fallen, impact = elders.fall(phase.plan, i, lead_s=1.0)
             part = partition_of(fallen, PARTITIONS)
             elders.sos(phase.plan, next(who), lead_s=impact - time.time() + 4.0)
             time.sleep(max(0.0, impact + 2.0 - time.time()))  # the impact's frame published
             seen = _last_seq(url0)
 
-            def holder() -> str | None:
+            holder: list[str] = []
+
+            def read_by_holder() -> bool:
+                """The worker holding the fall's partition now has read past the impact
+                (partitions may still move between workers after the nodes' kills)."""
                 for name in ("detect-0", "detect-1"):
-                    if part in services.status(name).get("partitions", []):
-                        return name
-                return None
+                    status = services.status(name)
+                    done = (status.get("sequences") or {}).get(str(part), [0])[0]
+                    if part in status.get("partitions", []) and int(done) >= seen:
+                        holder[:] = [name]
+                        return True
+                return False
 
-            wait_for(lambda: holder() is not None, 10, f"a worker holding partition {part}")
-            victim_name = holder()
-            assert victim_name is not None
-
-            def read(name: str = victim_name) -> int:
-                return int((services.status(name).get("sequences") or {}).get(str(part), [0])[0])
-
-            wait_for(lambda: read() >= seen, 10, "the holder reading the impact")
+            wait_for(read_by_holder, 15, f"the worker holding partition {part} reading the impact")
+            victim_name = holder[0]
             assert not [a for a in stored_alerts(url0) if a.elder == fallen], "alerted too soon"
             services.kill(victim_name)
             killed_at = time.time()
