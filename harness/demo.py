@@ -28,7 +28,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,14 +146,15 @@ class ServiceProcess:
 
     Running once it has written its status file ``ready`` (each service writes one as
     soon as it consumes), or without ``ready`` once its log says ``subscribed`` (escalate
-    does when its consumer is bound). A context manager: stopped on exit (SIGTERM, as in
+    does when its consumer is bound). ``args``: the command's options (``ingest
+    --district d1``). A context manager: stopped on exit (SIGTERM, as in
     production) if it still runs. In a session of its own, so that Ctrl-C and SIGTERM
     take the same path: the command stops it.
     """
 
     def __init__(
         self, command: str, settings: Settings, log: Path, *, ready: Path | None = None,
-        **env_extra: str,
+        args: Sequence[str] = (), **env_extra: str,
     ) -> None:  # fmt: skip
         env = dict(os.environ)
         env.update(
@@ -176,7 +177,7 @@ class ServiceProcess:
         log.parent.mkdir(parents=True, exist_ok=True)
         with log.open("wb") as err, self.out.open("wb") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", command],
+                [sys.executable, "-m", "cli", command, *args],
                 env=env,
                 stdout=out,
                 stderr=err,
