@@ -74,10 +74,11 @@ _WHAT: dict[str, str] = {
     "placement_unknown": N_("{name}'s alarm wearable does not say where it is worn"),
     "bathroom": N_("{name} has been in the bathroom{for_} with no sign of coming out"),
     "fall_candidate": N_("{name} may have fallen (not yet confirmed)"),
+    "fall_recovered": N_("{name} had a fall and got up again after being down{for_}"),
     "visit_overdue": N_("{name} is overdue for a visit or call from the care team"),
     "follow_up_open": N_("a follow-up after a visit to {name} is still open"),
 }
-_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s")
+_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s", "down_s")
 
 _TODO: dict[Severity, str] = {
     Severity.CRITICAL: N_("Please call {name} now. If there is no answer, go round if you can, "

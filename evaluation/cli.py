@@ -141,6 +141,15 @@ def evaluate_command(
     placement: Annotated[
         WornAt, typer.Option("--placement", help="With --replay-dir: " + PLACEMENT_HELP)
     ] = WornAt.UNKNOWN,
+    cut_after: Annotated[
+        float | None,
+        typer.Option(
+            "--cut-after",
+            help="With --replay-dir: cut each fall trial SECONDS after its impact and let the "
+            "wearer get up (a recovered fall; reported as a fall or a recovered one counts).",
+            min=0,
+        ),
+    ] = None,
     cv: Annotated[
         int | None,
         typer.Option(
@@ -232,7 +241,8 @@ def evaluate_command(
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
                     placement.code, simulate)  # fmt: skip
         return
-    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code)
+    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
+                    cut_after)  # fmt: skip
 
 
 def _utc(moment: datetime) -> datetime:
@@ -248,6 +258,7 @@ def evaluate_replay(
     resample: float | None,
     json_out: Path | None,
     placement: Placement = Placement.UNKNOWN,
+    cut_after: float | None = None,
 ) -> None:
     """Per-trial sensitivity and specificity of the fall detector on labelled recordings."""
     from evaluation.replay_eval import evaluate, summary
@@ -262,6 +273,7 @@ def evaluate_replay(
         rotate=rotate,
         resample_hz=resample,
         placement=placement,
+        cut_after_s=cut_after,
     )
     typer.echo(summary(report))
     if json_out is not None:
