@@ -954,7 +954,7 @@ def falls_per_month(tr: Translator = _EN) -> table.Panel:
     """Falls per elder per 30 days, critical and recovered apart, from the alert history
     (``homecare rollup run`` copies alerts there; raw alerts are kept 30 days only)."""
     _ = tr.gettext
-    return (
+    panel: table.Panel = (
         _columns(table.Panel(), tr, {"falls": N_("falls")})
         .title(_("Falls per elder per month"))
         .description(_("Falls per elder in each 30 days: those after which the elder lay "
@@ -969,6 +969,7 @@ def falls_per_month(tr: Translator = _EN) -> table.Panel:
                                    _cfg("unit", "dateTimeAsIso")])
         .sort_by([TableSortByFieldState().display_name(_("month")).desc(True)])
     )  # fmt: skip
+    return panel
 
 
 DASHBOARDS: list[tuple[str, Callable[..., board.Dashboard]]] = [

@@ -424,10 +424,10 @@ def sentences(p: Picture) -> list[str]:
         out.append(_("The wristband sent nothing on {days}.").format(days=tr.join(unworn)))
     falls = [a for a in p.alerts if a.kind in FALLS and a.state != "cancelled"]
     if falls:
-        up = sum(a.kind == "fall_recovered" for a in falls)
+        got_up = sum(a.kind == "fall_recovered" for a in falls)
         out.append(tr.ngettext("Falls: {n} this week ({up} got up again without help).",
                                "Falls: {n} this week ({up} got up again without help).",
-                               len(falls)).format(n=len(falls), up=up))  # fmt: skip
+                               len(falls)).format(n=len(falls), up=got_up))  # fmt: skip
     n = len(p.alerts)
     if any(a.severity != "info" for a in p.alerts):
         out.append(tr.ngettext("Alerts: {n} this week, listed below with what was done.",

@@ -150,6 +150,16 @@ def evaluate_command(
             min=0,
         ),
     ] = None,
+    motions: Annotated[
+        int | None,
+        typer.Option(
+            "--motions",
+            help="Play every simulator motion of --placement N times (random orientation, "
+            "at --resample HZ or 50): per motion, the share reported as a fall, a recovered "
+            "fall, or either.",
+            min=1,
+        ),
+    ] = None,
     cv: Annotated[
         int | None,
         typer.Option(
@@ -212,6 +222,18 @@ def evaluate_command(
     detectors on its sensor log (--home)."""
     if home is not None:
         evaluate_home_log(home, learn_days, cuts, seed, json_out)
+        return
+    if motions is not None:
+        from evaluation.replay_eval import evaluate_motions
+
+        table = evaluate_motions(motions, placement.code, resample or 50.0, seed)
+        typer.echo(f"{'motion':<22} {'fall':>6} {'recov.':>6} {'either':>6}")
+        for name, r in table.items():
+            flag = "" if r["expect_fall"] else "  (no fall)"
+            typer.echo(f"{name:<22} {r['fall']:6.3f} {r['fall_recovered']:6.3f} "
+                       f"{r['any_fall']:6.3f}{flag}")  # fmt: skip
+        if json_out is not None:
+            json_out.write_text(json.dumps(table, indent=2) + "\n")
         return
     if wear_days is not None:
         evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out)

@@ -29,7 +29,10 @@ from detectors.fall import FallSettings
 from detectors.fall_model import Placement
 from evaluation.replay import Trace, TraceError, read_trace, replay
 
-__all__ = ["Label", "evaluate", "get_up", "random_rotation", "read_labels", "resample_trace"]
+__all__ = [
+    "Label", "evaluate", "evaluate_motions", "get_up", "random_rotation", "read_labels",
+    "resample_trace",
+]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,3 +227,35 @@ def summary(report: dict[str, Any]) -> str:
     if report["errors"]:
         lines.append(f"{len(report['errors'])} files could not be read")
     return "\n".join(lines)
+
+
+def evaluate_motions(
+    n: int, placement: Placement, rate: float = 50.0, seed: int = 0
+) -> dict[str, dict[str, float]]:
+    """Every simulator motion of ``placement`` (the wrist's, or the pendant's and belt's)
+    ``n`` times, each in a random orientation at ``rate``, through the detector: per
+    motion, the share of trials reported as a fall (critical), as a recovered fall, and as
+    either."""
+    from device_sim.motions import MOTIONS, WRIST_MOTIONS, motion
+
+    wrist = placement == Placement.WRIST
+    names = [m for m in MOTIONS if (m in WRIST_MOTIONS) == wrist]
+    out: dict[str, dict[str, float]] = {}
+    for name in names:
+        traces = [
+            Trace(str(k), motion(name, np.random.default_rng([seed, k]), rate, "random")[1], rate)
+            for k in range(n)
+        ]
+        events = replay(traces, placement=placement, seed=seed)
+        kinds: dict[str, set[str]] = defaultdict(set)
+        for e in events:
+            kinds[e["file"]].add(e["kind"])
+        info = MOTIONS[name](np.random.default_rng(0))[1]
+        out[name] = {
+            "trials": n,
+            "expect_fall": float(bool(info["expect_fall"])),
+            "fall": sum("fall" in k for k in kinds.values()) / n,
+            "fall_recovered": sum("fall_recovered" in k for k in kinds.values()) / n,
+            "any_fall": len(kinds) / n,
+        }
+    return out

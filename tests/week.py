@@ -417,7 +417,10 @@ def _events(week: Week, client: InfluxClient, sim: Simulation, converter: Conver
             "fall_recovered",
             Severity.WARNING,
             start + 2 * 86400 + 15 * 3600.0,
-            [(AlertState.NOTIFIED, 1.0, {})],
+            [
+                (AlertState.NOTIFIED, 1.0, {}),
+                (AlertState.RESOLVED, 7200.0, {"who": "f2", "outcome": "handled_at_home"}),
+            ],
         ),
         (
             last,
