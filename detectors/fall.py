@@ -30,6 +30,12 @@ computed when the stages are scored) — a waist or chest one by the rules, an u
 by the rules or any model. The rules' stage scores stay in every alert's evidence, with
 ``rules`` (whether they alone confirm it), ``model_score`` and ``placement``.
 
+**Got up again**: a candidate with a fall's impact and dip, lying just after the impact
+(``turn_deg``) and upright again (within ``upright_deg`` of the posture before) at the
+stillness window's end is a *recovered* fall (:func:`recovered`): kind ``fall_recovered``,
+severity warning, evidence ``down_s``: recorded and the family told, never the critical
+alarm (on the wrist, whose model decides, a fall the model recognises stays critical).
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
