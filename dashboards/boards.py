@@ -942,7 +942,34 @@ def care_dashboard(tr: Translator = _EN) -> board.Dashboard:
         .orientation(common.VizOrientation.HORIZONTAL),
         10, 8,
     )  # fmt: skip
+    grid.add(falls_per_month(tr), 24, 8)
     return dash
+
+
+FALL_KINDS = matches(KIND, "^fall(_recovered)?$")
+"""Falls on record: the critical ones and those the elder got up from (``fall_recovered``)."""
+
+
+def falls_per_month(tr: Translator = _EN) -> table.Panel:
+    """Falls per elder per 30 days, critical and recovered apart, from the alert history
+    (``homecare rollup run`` copies alerts there; raw alerts are kept 30 days only)."""
+    _ = tr.gettext
+    panel: table.Panel = (
+        _columns(table.Panel(), tr, {"falls": N_("falls")})
+        .title(_("Falls per elder per month"))
+        .description(_("Falls per elder in each 30 days: those after which the elder lay "
+                       "still (an alarm) and those the elder got up from (recorded, the "
+                       "family told). A fall is the strongest sign of the next one."))
+        .with_target(Query("A", select(Alert.name, call("count", Alert.id, alias="falls"),
+                                       policy=HISTORY)
+                                .where(SITE_IS, FALL_KINDS, TIME_FILTER)
+                                .group_by(time("30d"), ELDER, KIND).fill("none")).table())
+        .with_transformation(_transform("merge", {}))
+        .override_by_name("Time", [_cfg("displayName", _("month")),
+                                   _cfg("unit", "dateTimeAsIso")])
+        .sort_by([TableSortByFieldState().display_name(_("month")).desc(True)])
+    )  # fmt: skip
+    return panel
 
 
 DASHBOARDS: list[tuple[str, Callable[..., board.Dashboard]]] = [

@@ -71,6 +71,8 @@ MIN_USUAL_DAYS = 7
 """Fewer earlier days with data than this: the usual is this week's median day."""
 MIN_NIGHT_COVER = 0.5
 """A night with readings for less of its window than this is shown as missing."""
+FALLS = ("fall", "fall_recovered")
+"""Kinds counted as falls in the week's summary (a fall the wearer cancelled is not)."""
 
 
 
@@ -420,6 +422,12 @@ def sentences(p: Picture) -> list[str]:
     unworn = [p.day_name(d) for d in p.days if d.has_data and d.steps is None]
     if unworn:
         out.append(_("The wristband sent nothing on {days}.").format(days=tr.join(unworn)))
+    falls = [a for a in p.alerts if a.kind in FALLS and a.state != "cancelled"]
+    if falls:
+        got_up = sum(a.kind == "fall_recovered" for a in falls)
+        out.append(tr.ngettext("Falls: {n} this week ({up} got up again without help).",
+                               "Falls: {n} this week ({up} got up again without help).",
+                               len(falls)).format(n=len(falls), up=got_up))  # fmt: skip
     n = len(p.alerts)
     if any(a.severity != "info" for a in p.alerts):
         out.append(tr.ngettext("Alerts: {n} this week, listed below with what was done.",

@@ -9,6 +9,7 @@ from homecare.i18n import N_
 
 KINDS = {
     "fall": N_("A possible fall"),
+    "fall_recovered": N_("A fall, got up again"),
     "sos": N_("The emergency button was pressed"),
     "inactivity": N_("No movement for longer than usual"),
     "wandering": N_("Went out at night"),

@@ -30,6 +30,12 @@ computed when the stages are scored) — a waist or chest one by the rules, an u
 by the rules or any model. The rules' stage scores stay in every alert's evidence, with
 ``rules`` (whether they alone confirm it), ``model_score`` and ``placement``.
 
+**Got up again**: a candidate with a fall's impact and dip, lying just after the impact
+(``turn_deg``) and upright again (within ``upright_deg`` of the posture before) at the
+stillness window's end is a *recovered* fall (:func:`recovered`): kind ``fall_recovered``,
+severity warning, evidence ``down_s``: recorded and the family told, never the critical
+alarm (on the wrist, whose model decides, a fall the model recognises stays critical).
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
@@ -81,7 +87,14 @@ from detectors.base import (
 from detectors.fall_model import FallModels, Placement
 from homecare.thresholds import FallSettings
 
-__all__ = ["FallDetector", "FallSettings", "confirms", "decide", "resample"]
+__all__ = [
+    "RECOVERED", "FallDetector", "FallSettings", "confirms", "decide", "recovered", "resample",
+]  # fmt: skip
+
+RECOVERED = "fall_recovered"
+"""The kind of a fall the wearer got up from (the fall's outcome ``recovered``; evidence
+``down_s``: seconds from the impact until upright again): not an alarm but a fall on
+record, for the family and the care monitor."""
 
 _EPS = 1e-6
 
@@ -128,6 +141,31 @@ def decide(
         ok[mine[~own]] |= yes[~own]
         score[mine] = np.fmax(score[mine], got)
     return ok, score
+
+
+def recovered(
+    features: dict[str, npt.NDArray[np.float64]],
+    up_t: npt.NDArray[np.float64],
+    score: npt.NDArray[np.float64],
+    need: npt.NDArray[np.float64],
+    s: FallSettings,
+) -> npt.NDArray[np.bool_]:
+    """Which candidates are falls the wearer got up from: an impact with the dip of a fall
+    (worn, not flying), lying just after it (``turn_deg``: the posture half a second to a
+    second after the impact turned at least ``posture_deg`` from before), then upright
+    again (within ``upright_deg`` of before) from ``up_t`` to the stillness window's end
+    (finite: up at the end). Where the placement's own model
+    decides (the wrist, on which the arm's turn says little) its score must reach ``need``
+    (that model's threshold; NaN elsewhere) too."""
+    return (
+        (features["peak_g"] >= s.impact_g)
+        & (features["freefall_g"] <= s.freefall_g)
+        & (features["flight_s"] < s.drop_s)
+        & (features["activity_g"] >= s.offbody_g)
+        & (features["turn_deg"] >= s.posture_deg)
+        & np.isfinite(up_t)
+        & (np.isnan(need) | (score >= need))
+    )
 
 
 def resample(
@@ -187,7 +225,7 @@ class FallDetector(RowState):
         "pending": False, "unscored": False, "last_impact": 0.0, "impact_t": 0.0,
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
-        "shape": 0.0, "placement": 0, "kept_peak": 0.0,
+        "shape": 0.0, "placement": 0, "kept_peak": 0.0, "up_t": np.inf,
     }  # fmt: skip
     _SHAPE: ClassVar[tuple[str, ...]] = (
         "raw_peak_g", "pre_mean_g", "pre_std_g", "impact_std_g", "post_std_g", "jerk_gps",
@@ -244,6 +282,7 @@ class FallDetector(RowState):
         self.shape = np.zeros((0, len(self._SHAPE)))
         self.placement = np.zeros(0, np.int8)  # Placement code, from status reports
         self.kept_peak = np.zeros(0)  # impact of the scored candidate a new impact follows
+        self.up_t = np.full(0, np.inf)  # when the wearer was upright again in the window
 
     def tick(self, now: float) -> list[Detection]:
         """Nothing fires on time alone: a fall is decided when its stillness window ends."""
@@ -372,6 +411,7 @@ class FallDetector(RowState):
         self.unscored[rows] = True
         for name in ("acc_n", "acc_vec", "acc_still", "acc_act"):
             getattr(self, name)[rows] = 0
+        self.up_t[rows] = np.inf
 
     def _score(self, rows: Rows, t0: npt.NDArray[np.float64], frames: Floats) -> None:
         """Score impact, free-fall dip, free flight and posture before, from the history;
@@ -496,6 +536,14 @@ class FallDetector(RowState):
         self.acc_vec[rows] += vec
         self.acc_still[rows] += np.where(act <= s.still_g, cnt, 0)
         self.acc_act[rows] += act * cnt
+        # upright again: this frame's part of the window leans little from the posture
+        # before; ``up_t`` is when the current upright stretch began (inf: not upright now)
+        seen = cnt > 0
+        up = seen & (_angle_deg(self.pre_vec[rows], vec / safe[:, None]) < s.upright_deg)
+        first_in = np.argmax(inside, axis=1) / self.rate
+        self.up_t[rows] = np.where(
+            up, np.minimum(self.up_t[rows], t0 + first_in), np.where(seen, np.inf, self.up_t[rows])
+        )
         done = t0 + n / self.rate >= self.win_end[rows]
         if not done.any():
             return []
@@ -514,23 +562,35 @@ class FallDetector(RowState):
         features = evidence | {name: shape[:, j] for j, name in enumerate(self._SHAPE)}
         placement = self.placement[rows]
         ok, score = decide(features, placement, self.models, s)
+        need = np.full(len(rows), np.nan)
+        for p, model in self.models.by_placement.items():
+            need[placement == p] = model.threshold
+        got_up = recovered(features, self.up_t[rows], score, need, s)
+        # upright at the window's end is not lying still, where the rules judge posture
+        ok &= ~(got_up & np.isnan(need))
+        got_up &= ~ok
         # the rules' stages stay the explanation; the score says what the model made of them
         evidence["rules"] = confirms(evidence, s).astype(np.float64)
         evidence["model_score"] = score
         evidence["placement"] = placement.astype(np.float64)
+        evidence["turn_deg"] = features["turn_deg"]
+        evidence["down_s"] = np.where(got_up, self.up_t[rows] - self.impact_t[rows], np.nan)
         if self.candidates:
             evidence = features | evidence | {"fall": ok.astype(np.float64)}
+            chosen = np.arange(len(rows))
+        else:
+            chosen = np.flatnonzero(ok | got_up)
         return [
             Detection(
-                kind="fall_candidate" if self.candidates else self.kind,
+                kind="fall_candidate" if self.candidates else self.kind if ok[i] else RECOVERED,
                 row=int(rows[i]),
                 ts=float(self.impact_t[rows[i]]),
-                severity=Severity.CRITICAL,
+                severity=Severity.CRITICAL if ok[i] or self.candidates else Severity.WARNING,
                 evidence={
                     k: round(float(v[i]), 4) for k, v in evidence.items() if not np.isnan(v[i])
                 },
             )
-            for i in (range(len(rows)) if self.candidates else np.flatnonzero(ok))
+            for i in chosen
         ]
 
     def _remember(self, rows: Rows, frames: Floats) -> None:

@@ -195,6 +195,27 @@ def _fall(rng: np.random.Generator, side: str, start: str = "walk") -> tuple[_Ti
                 "freefall_g": dip_g}  # fmt: skip
 
 
+def _recovered_fall(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """A fall while walking, a few seconds down moving about, then getting up (2-4 s, on
+    hands and knees) and standing or walking on: a fall on record, not an alarm."""
+    tl, info = _fall(rng, str(rng.choice(["front", "back", "side"])))
+    impact = info["impact_t"]
+    down = float(rng.uniform(2.0, 8.0))
+    rise = impact + down
+    tl.still(impact + 1.0, float(rng.uniform(0.02, 0.05)))  # stirring on the floor
+    knees = _tilt(float(rng.uniform(50, 80)), float(rng.uniform(0, 2 * np.pi)))
+    up_s = float(rng.uniform(2.0, 4.0))
+    tl.posture(rise, rise + up_s / 2, knees)
+    tl.posture(rise + up_s / 2, rise + up_s, UP)
+    tl.pulse(rise + up_s / 2, 0.5, float(rng.uniform(0.1, 0.3)))  # pushing up
+    tl.still(rise, 0.02)
+    if rng.random() < 0.5:
+        tl.walk(rise + up_s + 1.0, len(tl.t) / FS, rng.uniform(1.4, 1.8),
+                rng.uniform(0.2, 0.35), rng.uniform(0.1, 0.2))  # fmt: skip
+    return tl, {**info, "expect_fall": True, "expect": "fall_recovered",
+                "down_s": down + up_s / 2}  # fmt: skip
+
+
 def _fall_forward(rng: np.random.Generator) -> tuple[_Timeline, Info]:
     return _fall(rng, "front")
 
@@ -496,6 +517,7 @@ MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
     "fall_backward": _fall_backward,
     "fall_sideways": _fall_sideways,
     "fall_out_of_bed": _fall_out_of_bed,
+    "recovered_fall": _recovered_fall,
     "slow_collapse": _slow_collapse,
     "stumble": _stumble,
     "sit_hard": _sit_hard_chair,
@@ -517,7 +539,8 @@ MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
     "wrist_table_hit": _wrist_table_hit,
     "wrist_dressing": _wrist_dressing,
 }
-"""Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall.
+"""Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall
+(``info["expect"]``, where present, the kind: ``fall_recovered`` for a fall got up from).
 The ``wrist_`` ones are seen by a watch (``info["placement"]`` is ``wrist``); the others
 by a pendant or a belt clip."""
 WRIST_MOTIONS = tuple(n for n in MOTIONS if n.startswith("wrist_"))

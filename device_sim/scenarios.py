@@ -146,7 +146,7 @@ _MOTION_WHERE = {
     "fall_out_of_bed": "in_bed_worn", "long_lie": "upright", "sit_hard": "sit_start",
     "sit_hard_bed": "sit_start", "collapse_into_chair": "sit_start", "lie_down": "bed_start",
     "bend": "standing", "stumble": "walking", "stairs_down": "long_walk", "jump": "standing",
-    "device_dropped": "upright", "device_thrown": "standing",
+    "device_dropped": "upright", "device_thrown": "standing", "recovered_fall": "walking",
 }
 _ON_THE_FLOOR = ("inactivity", "tachycardia", "bed_exit")
 """What lying on the floor rightly raises: no sign of activity, a heart rate 15 bpm above
@@ -157,6 +157,9 @@ CATALOGUE: dict[str, Spec] = {
        for n in _FALLS},
     "long_lie": Spec("long_lie", "inactivity", "upright", DeviceKind.WEARABLE,
                      ("fall", "tachycardia", "bed_exit")),
+    # a fall got up from: recorded and the family told, no alarm (not in DEFAULT_MIX: the
+    # cohort's figures stay comparable; add it with --mix or plan_scenarios(mix=...))
+    "recovered_fall": Spec("recovered_fall", "fall_recovered", "walking", DeviceKind.WEARABLE),
     **{n: Spec(n, "none", _MOTION_WHERE[n], DeviceKind.WEARABLE) for n in _LOOK_ALIKES},
     "sos": Spec("sos", "sos", "up_worn", DeviceKind.WEARABLE),
     "wandering": Spec("wandering", "wandering", "asleep", DeviceKind.DOOR,

@@ -118,6 +118,10 @@ async def replicas_for(nc: Nats, wanted: int | None) -> int:
     return int(info.config.num_replicas or 1)
 
 
+_LEADERLESS_S = 40.0
+"""How long escalate waits for its buckets' streams to have a leader before it gives up."""
+
+
 async def open_buckets(nc: Nats, replicas: int, lease_s: float) -> tuple[KeyValue, KeyValue]:
     """The state bucket and the lease bucket, made if missing (either process may be first)."""
     js = nc.jetstream(timeout=_REQUEST_S)
@@ -427,9 +431,22 @@ class ClusterState:
         s = self.settings
         self.nc = await connect(s.nats.url, name=f"homecare-escalate-{self.holder}",
                                 settings=s.nats)  # fmt: skip
-        replicas = await replicas_for(self.nc, s.escalate.replicas)
-        state, lease = await open_buckets(self.nc, replicas, s.escalate.lease_s)
-        return state, Lease(lease, self.holder, s.escalate.lease_s)
+        # Right after a node's loss a stream may have no leader for some seconds (a Raft
+        # election: 4–6 s measured on the 3-node cluster): wait it out, as a standby must,
+        # rather than exit (tests/test_city_failures.py saw escalate exit here).
+        deadline = time.monotonic() + _LEADERLESS_S
+        while True:
+            try:
+                replicas = await replicas_for(self.nc, s.escalate.replicas)
+                state, lease = await open_buckets(self.nc, replicas, s.escalate.lease_s)
+            except (TimeoutError, nats.errors.NoRespondersError,
+                    nats.js.errors.ServiceUnavailableError) as exc:  # fmt: skip
+                if time.monotonic() > deadline:
+                    raise
+                log.warning("the cluster's buckets do not answer yet (%s): trying again", exc)
+                await asyncio.sleep(0.5)
+                continue
+            return state, Lease(lease, self.holder, s.escalate.lease_s)
 
     def acquire(self, stop: threading.Event) -> ClusterStore | None:
         """Stand by until this process is the active one; then its store, loaded."""

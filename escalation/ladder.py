@@ -48,6 +48,7 @@ from escalation.registry import (
     PERSONAL_ROLES,
     Ladder,
     Registry,
+    Step,
     Target,
     ack_token,
     token_valid,
@@ -56,6 +57,10 @@ from escalation.store import AlertRecord
 from homecare.alerts import CANCELLABLE, OPERATIONS_SITE, is_operations
 from homecare.contract import Alert, AlertState, Severity
 from homecare.settings import RetrySettings
+
+FAMILY_NOTICE = frozenset({"fall_recovered"})
+"""Kinds the family is told of (once, their first contact; the daily digest lists them)
+but no call centre is called: a fall the elder got up from is on record, not an alarm."""
 
 OUTCOMES = frozenset({"false_alarm", "handled_at_home", "visit", "ambulance"})
 CLOSED = (AlertState.RESOLVED, AlertState.CANCELLED)
@@ -276,18 +281,24 @@ class EscalationPolicy:
         """Closed warnings since this time still fold a new one of the same kind in."""
         return now - self.flap_s
 
-    def ladder_for(self, reg: Registry, elder: str, severity: str, site: str = "") -> Ladder:
-        """The elder's ladder for ``severity``; an operations alert's (site ``_ops``) is the
-        policy's ``operations`` ladder, whatever its severity."""
+    def ladder_for(
+        self, reg: Registry, elder: str, severity: str, site: str = "", kind: str = ""
+    ) -> Ladder:
+        """The severity's ladder for the elder's care level; an operations alert's (site
+        ``_ops``) is the policy's ``operations`` ladder, whatever its severity; a kind in
+        :data:`FAMILY_NOTICE` stops at its first rung's family contact (no call centre)."""
         if site == OPERATIONS_SITE:
             return reg.policy.operations
         card = reg.elder(elder)
-        return reg.ladder(severity, card.care_level if card else 2)
+        ladder = reg.ladder(severity, card.care_level if card else 2)
+        if kind in FAMILY_NOTICE:
+            return Ladder(steps=[Step(after_s=0, to=["first_contact"])])
+        return ladder
 
     def opening(self, reg: Registry, alert: Alert, now: float) -> Opening:
         """A new alert: falls wait out the grace window; batched ladders have no timer."""
         start_at = max(now, alert.ts + self.grace_s) if alert.kind in CANCELLABLE else now
-        ladder = self.ladder_for(reg, alert.elder, str(alert.severity), alert.site)
+        ladder = self.ladder_for(reg, alert.elder, str(alert.severity), alert.site, alert.kind)
         next_at = None if ladder.batch_s else start_at + ladder.steps[0].after_s
         return Opening(start_at, next_at, ladder)
 
@@ -340,7 +351,8 @@ class EscalationPolicy:
     ) -> Rung:
         """Run rung ``i`` (``told``: the (contact, channel) pairs told about this alert
         before, who get an update rather than a new alarm)."""
-        ladder = ladder or self.ladder_for(reg, alert.elder, str(alert.severity), alert.site)
+        ladder = ladder or self.ladder_for(reg, alert.elder, str(alert.severity), alert.site,
+                                           alert.kind)
         current = ladder.step(i)
         if current is None:
             return Rung([], i, None)
@@ -411,7 +423,7 @@ class EscalationPolicy:
         groups: dict[str, list[AlertRecord]] = {}
         oldest: dict[str, float] = {}
         for record in waiting:
-            ladder = self.ladder_for(reg, record.elder, record.severity, record.site)
+            ladder = self.ladder_for(reg, record.elder, record.severity, record.site, record.kind)
             if not ladder.batch_s:
                 continue
             for cid in self.targets(reg, record.site, record.elder, ladder.steps[0].to, 0):

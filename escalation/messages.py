@@ -75,6 +75,7 @@ _WHAT: dict[str, str] = {
     "placement_unknown": N_("{name}'s alarm wearable does not say where it is worn"),
     "bathroom": N_("{name} has been in the bathroom{for_} with no sign of coming out"),
     "fall_candidate": N_("{name} may have fallen (not yet confirmed)"),
+    "fall_recovered": N_("{name} had a fall and got up again after being down{for_}"),
     "visit_overdue": N_("{name} is overdue for a visit or call from the care team"),
     "follow_up_open": N_("a follow-up after a visit to {name} is still open"),
     # an operations alert: {name} is a broker stream (TELEMETRY), not a person
@@ -83,7 +84,7 @@ _WHAT: dict[str, str] = {
         "{for_}: no alarm from a home is being detected"
     ),
 }
-_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s", "broken_s")
+_DURATION_KEYS = ("gap_s", "out_s", "silent_s", "unworn_s", "broken_s", "down_s")
 _OPS_TODO = N_(
     "Please tell the engineer on duty now: check the broker (homecare broker "
     "check) and the {name} stream's source. Until it is mended, alarms from "

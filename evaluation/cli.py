@@ -141,6 +141,25 @@ def evaluate_command(
     placement: Annotated[
         WornAt, typer.Option("--placement", help="With --replay-dir: " + PLACEMENT_HELP)
     ] = WornAt.UNKNOWN,
+    cut_after: Annotated[
+        float | None,
+        typer.Option(
+            "--cut-after",
+            help="With --replay-dir: cut each fall trial SECONDS after its impact and let the "
+            "wearer get up (a recovered fall; reported as a fall or a recovered one counts).",
+            min=0,
+        ),
+    ] = None,
+    motions: Annotated[
+        int | None,
+        typer.Option(
+            "--motions",
+            help="Play every simulator motion of --placement N times (random orientation, "
+            "at --resample HZ or 50): per motion, the share reported as a fall, a recovered "
+            "fall, or either.",
+            min=1,
+        ),
+    ] = None,
     cv: Annotated[
         int | None,
         typer.Option(
@@ -204,6 +223,18 @@ def evaluate_command(
     if home is not None:
         evaluate_home_log(home, learn_days, cuts, seed, json_out)
         return
+    if motions is not None:
+        from evaluation.replay_eval import evaluate_motions
+
+        table = evaluate_motions(motions, placement.code, resample or 50.0, seed)
+        typer.echo(f"{'motion':<22} {'fall':>6} {'recov.':>6} {'either':>6}")
+        for name, r in table.items():
+            flag = "" if r["expect_fall"] else "  (no fall)"
+            typer.echo(f"{name:<22} {r['fall']:6.3f} {r['fall_recovered']:6.3f} "
+                       f"{r['any_fall']:6.3f}{flag}")  # fmt: skip
+        if json_out is not None:
+            json_out.write_text(json.dumps(table, indent=2) + "\n")
+        return
     if wear_days is not None:
         evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out)
         return
@@ -232,7 +263,8 @@ def evaluate_command(
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
                     placement.code, simulate)  # fmt: skip
         return
-    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code)
+    evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
+                    cut_after)  # fmt: skip
 
 
 def _utc(moment: datetime) -> datetime:
@@ -248,6 +280,7 @@ def evaluate_replay(
     resample: float | None,
     json_out: Path | None,
     placement: Placement = Placement.UNKNOWN,
+    cut_after: float | None = None,
 ) -> None:
     """Per-trial sensitivity and specificity of the fall detector on labelled recordings."""
     from evaluation.replay_eval import evaluate, summary
@@ -262,6 +295,7 @@ def evaluate_replay(
         rotate=rotate,
         resample_hz=resample,
         placement=placement,
+        cut_after_s=cut_after,
     )
     typer.echo(summary(report))
     if json_out is not None:

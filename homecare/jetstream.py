@@ -771,6 +771,33 @@ class JetStreamConsumer:
         self.source_status = status
 
     # on the loop -----------------------------------------------------------------------
+    async def _consumer_info(self, durable: str) -> dict[str, Any]:
+        """The durable's info, waiting out a stream with no leader (a Raft election after a
+        node's loss takes seconds) for up to ``connect_wait_s``, rather than failing."""
+        assert self._nc is not None
+        deadline = time.monotonic() + self._connect_wait_s
+        while True:
+            # the raw API: nats-py (2.16) does not know priority groups and drops them
+            try:
+                reply = await self._nc.request(
+                    f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}", b"",
+                    timeout=self._request_timeout_s,
+                )  # fmt: skip
+            except (TimeoutError, nats.errors.NoRespondersError) as exc:
+                if time.monotonic() > deadline:
+                    raise ConsumerError(f"JetStream at {self.url} did not answer for consumer "
+                                        f"{durable!r}: {exc}") from exc  # fmt: skip
+                await asyncio.sleep(0.5)
+                continue
+            if reply.data:
+                info: dict[str, Any] = json.loads(reply.data)
+                return info
+            status = (reply.headers or {}).get("Status", "no answer")
+            if time.monotonic() > deadline:  # a status instead of an answer: not ready yet
+                raise ConsumerError(f"JetStream at {self.url} did not answer for consumer "
+                                    f"{durable!r} (status {status})")  # fmt: skip
+            await asyncio.sleep(0.5)
+
     async def _bind(self) -> None:
         self._nc = await connect(
             self.url, name=f"homecare-{self.durable}", wait_s=self._connect_wait_s,
@@ -778,14 +805,7 @@ class JetStreamConsumer:
         )  # fmt: skip
         self._js = self._nc.jetstream(timeout=self._request_timeout_s)
         for durable in self.durables:
-            # the raw API: nats-py (2.16) does not know priority groups and drops them
-            reply = await self._nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}",
-                                           b"", timeout=self._request_timeout_s)  # fmt: skip
-            if not reply.data:  # a status instead of an answer: JetStream not ready yet
-                status = (reply.headers or {}).get("Status", "no answer")
-                raise ConsumerError(f"JetStream at {self.url} did not answer for consumer "
-                                    f"{durable!r} (status {status})")  # fmt: skip
-            info = json.loads(reply.data)
+            info = await self._consumer_info(durable)
             if "error" in info:
                 raise ConsumerError(
                     f"no durable consumer {durable!r} on stream {self.stream} at {self.url} "

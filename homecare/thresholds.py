@@ -95,6 +95,9 @@ class FallSettings(BaseModel):
     still_fraction: float = Field(
         default=0.7, gt=0, le=1, description="Share of still samples needed."
     )
+    upright_deg: float = Field(
+        default=30.0, gt=0, le=180, description="Recovered fall: back within this of before."
+    )
     offbody_g: float = Field(default=0.004, ge=0, description="Mean activity below this: not worn.")
     max_gap_s: float = Field(
         default=1.0, gt=0, description="A longer gap between frames clears history."

@@ -245,3 +245,22 @@ def test_a_gap_in_the_week_holds_nothing_of_that_elder(influx, wall_clock):
                                  f"\"elder\" = 'e0002' AND time >= {hi}ms")
             assert after, measurement  # the elder comes back after the gap
         assert client.query(f"SELECT * FROM \"wearable\" WHERE \"elder\" = '{week.absent}'") == []
+
+
+def test_falls_per_elder_per_month(db):
+    """The care board counts each elder's falls from the alert history, critical and
+    recovered apart (tests/week.py: two critical falls and one got up from)."""
+    client, week = db
+    dash = BUILT["homecare-care"]
+    end_ms = int(week.end * 1000) + 60_000
+    [(name, target, series, start)] = [
+        r for r in _run(client, dash, {"site": week.site}, end_ms) if r[0].startswith("Falls per")
+    ]
+    _check_shape(name, target, series, start, end_ms)
+    counted = {(s["tags"]["elder"], s["tags"]["kind"]): sum(_values([s])) for s in series}
+    expected: dict[tuple[str, str], int] = {}
+    for a in week.alerts:
+        if a.kind in ("fall", "fall_recovered"):
+            expected[(a.elder, a.kind)] = expected.get((a.elder, a.kind), 0) + 1
+    assert counted == expected
+    assert any(kind == "fall_recovered" for _, kind in counted)

@@ -112,14 +112,16 @@ def test_each_look_alike_is_rejected_by_its_stage(name, relaxed, stage):
 
 
 def test_stillness_stage_rejects_moving_on():
-    """A fall followed by getting up and walking away is no fall to report."""
+    """A fall followed by getting up and walking away is no alarm: a recovered fall."""
     rng = np.random.default_rng(5)
     _, fall, info = motion("fall_forward", rng, rate=50)
     _, walk, _ = motion("walk", rng, rate=50)
     impact = round(info["impact_t"] * 50)
     trace = np.concatenate([fall[: impact + 150], walk[50:1000]])  # up after 3 s, walks
-    assert run([trace], 50.0) == []
-    assert len(run([fall], 50.0)) == 1
+    assert [(d.kind, d.severity.value) for d, _ in run([trace], 50.0)] == [
+        ("fall_recovered", "warning")
+    ]
+    assert [d.kind for d, _ in run([fall], 50.0)] == ["fall"]
 
 
 def test_slow_collapse_without_impact_is_left_to_the_inactivity_detector():

@@ -131,3 +131,16 @@ def test_their_usual_comes_from_the_weeks_before(week_influx, monkeypatch):
     words = " ".join(report.sentences(picture))
     assert "usual" in words
     assert "no earlier weeks" not in words
+
+
+def test_falls_got_up_from_are_in_the_week(week_influx):
+    """A fall the elder got up from (tests/week.py: the second elder's) is counted and listed
+    in words; a fall cancelled with "I'm OK" is listed but not counted."""
+    server, week = week_influx
+    with InfluxClient(InfluxSettings(url=server.url, database="homecare")) as db:
+        second = report.gather(db, week.elders[1], end=week.end)
+        first = report.gather(db, week.elders[0], end=week.end)
+    words = " ".join(report.sentences(second))
+    assert "Falls: 1 this week (1 got up again without help)." in words
+    assert "A fall, got up again" in [what for _, what, _ in report.alert_rows(second)]
+    assert "Falls:" not in " ".join(report.sentences(first))

@@ -412,6 +412,17 @@ def _events(week: Week, client: InfluxClient, sim: Simulation, converter: Conver
                                           "detail": "after 10 attempts: error: 550"})],
         ),
         (
+            second,
+            second.wearable.device,
+            "fall_recovered",
+            Severity.WARNING,
+            start + 2 * 86400 + 15 * 3600.0,
+            [
+                (AlertState.NOTIFIED, 1.0, {}),
+                (AlertState.RESOLVED, 7200.0, {"who": "f2", "outcome": "handled_at_home"}),
+            ],
+        ),
+        (
             last,
             week.offline_device,
             "device_offline",
