@@ -149,14 +149,3 @@ def test_motion_sensors_and_mats_are_judged_by_their_streams(
     misplaced = Observed(topic("e1", kind, "m1", "reading"), b"{}", 1, False, T0 + 1)
     wrong = _judge(DeviceKind(kind), "m1", [event(0, good), misplaced])
     assert wrong["topic_scheme"].status == "fail"
-
-
-def test_the_kit_says_it_simulates_no_motion_sensor_or_mat() -> None:
-    from typer.testing import CliRunner
-
-    from cli.main import app
-
-    result = CliRunner().invoke(app, ["certify", "--kind", "motion", "--simulate", "reference",
-                                      "--non-interactive"])  # fmt: skip
-    assert result.exit_code == 2
-    assert "simulates no motion yet" in result.output
