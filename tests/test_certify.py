@@ -75,7 +75,7 @@ def _interactive(root: Path) -> subprocess.CompletedProcess[str]:
         try:
             return subprocess.run(
                 [sys.executable, "-m", "cli", "certify", "--kind", "door", "--device",
-                 device.device.device, "--broker", broker.mqtt_url, "--duration", "2",
+                 device.device.device, "--broker", broker.mqtt_url, "--duration", "6",
                  "--out", str(root / "out")],
                 input="s\n" * 5, capture_output=True, text=True, timeout=120, check=False,
             )
