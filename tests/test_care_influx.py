@@ -131,6 +131,10 @@ def test_every_care_panel_query_returns_the_months_figures(db, tmp_path, wall_cl
         assert write_points(db, report) > 0
     finally:
         reg.close()
+    # The falls panel counts the alert copies that `homecare rollup run` keeps in history.
+    db.write([line(Alert.name, f"elder=anna,kind={kind},severity=critical,site={SITE}",
+                   {Alert.id: f"f{i}", Alert.state: "resolved"}, int((start + 600 * i) * 1000))
+              for i, kind in enumerate(("fall", "fall_recovered"))], rp=HISTORY)  # fmt: skip
     dash = json.loads(build()[CARE_UID])
     end_ms = int(wall_clock * 1000) + 60_000
     start_ms = end_ms - 365 * 86400_000
