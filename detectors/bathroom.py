@@ -52,7 +52,7 @@ from detectors.base import (
     overdue,
     waves,
 )
-from detectors.care import Care, CareRows, shrunk
+from detectors.care import Care, CareRows
 from homecare.thresholds import BathroomSettings
 
 __all__ = ["BathroomDetector", "BathroomSettings", "bathroom_signs", "bathroom_visits"]
@@ -127,9 +127,7 @@ class BathroomDetector(CareRows):
 
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:
         """Each row's limit: learned, shrunk towards the care default, clipped to its bounds."""
-        c = self.care
-        mix = shrunk(c.limit("bathroom_default_s", rows), self.learned[rows], self.weight[rows])
-        return np.clip(mix, c.limit("bathroom_min_s", rows), c.limit("bathroom_max_s", rows))
+        return self.care.learned_limit("bathroom", rows, self.learned[rows], self.weight[rows])
 
     def tick(self, now: float) -> list[Detection]:
         n = self.n

@@ -51,7 +51,7 @@ from detectors.base import (
     overdue,
     waves,
 )
-from detectors.care import Care, CareRows, shrunk
+from detectors.care import Care, CareRows
 from homecare.thresholds import BedExitSettings
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
@@ -120,10 +120,7 @@ class BedExitDetector(CareRows):
 
     def limit_s(self, rows: Rows) -> npt.NDArray[np.float64]:
         """Each row's limit: learned, shrunk towards the care default, clipped to its bounds."""
-        default = self.care.limit("bed_exit_default_s", rows)
-        mix = shrunk(default, self.learned[rows], self.weight[rows])
-        lo = self.care.limit("bed_exit_min_s", rows)
-        return np.clip(mix, lo, self.care.limit("bed_exit_max_s", rows))
+        return self.care.learned_limit("bed_exit", rows, self.learned[rows], self.weight[rows])
 
     def tick(self, now: float) -> list[Detection]:
         n = self.n

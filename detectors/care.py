@@ -139,6 +139,16 @@ class Care:
         self.ensure(int(np.max(rows, initial=-1)) + 1)
         return self._columns[name][self.level[rows]]
 
+    def learned_limit(
+        self, name: str, rows: Rows, learned: npt.NDArray[np.floating],
+        weight: npt.NDArray[np.floating],
+    ) -> npt.NDArray[np.float64]:  # fmt: skip
+        """A detector's duration limit ``name`` for each row: the learned one shrunk
+        towards the care level's ``<name>_default_s`` (:func:`shrunk`), clipped to the
+        level's ``<name>_min_s`` and ``<name>_max_s``."""
+        mix = shrunk(self.limit(f"{name}_default_s", rows), learned, weight)
+        return np.clip(mix, self.limit(f"{name}_min_s", rows), self.limit(f"{name}_max_s", rows))
+
     def local_s(self, rows: Rows, ts: Times | float) -> npt.NDArray[np.float64]:
         """Local seconds after midnight at ``ts`` (unix seconds) for each row."""
         self.ensure(int(np.max(rows, initial=-1)) + 1)

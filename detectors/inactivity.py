@@ -310,11 +310,7 @@ class InactivityDetector(CareRows):
         the care-level default, clipped to the care level's bounds."""
         care = self.care
         hour = (care.local_s(rows, now) // H).astype(np.int64)
-        default = care.limit("inactivity_default_s", rows)
-        mix = shrunk(default, self.learned[rows, hour], self.weight[rows])
-        lo = care.limit("inactivity_min_s", rows)
-        hi = care.limit("inactivity_max_s", rows)
-        limit = np.clip(mix, lo, hi)
+        limit = care.learned_limit("inactivity", rows, self.learned[rows, hour], self.weight[rows])
         home = self.home[rows]
         if home.any():  # off the mats at home: the home limit
             h, hr = rows[home], hour[home]
