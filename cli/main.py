@@ -13,7 +13,8 @@ from bench.cli import app as bench_app
 from broker.cli import app as broker_app
 from care.cli import app as care_app
 from certify.cli import certify_command
-from dashboards.cli import app as dashboards_app
+from dashboards.cli import make_app as dashboards_app
+from dashboards.names import Names, distinct
 from dashboards.report import ReportOptions, report_command
 from device_sim.cli import app as sim_app
 from devices.cli import app as devices_app
@@ -27,6 +28,7 @@ from homecare.runtime import (
     stop_on_signals,
     tune_gc_for_service,
 )
+from homecare.schema import ELDER, AlertEscalation
 from homecare.settings import settings_table, with_settings_table
 from ingest.cli import app as rollup_app
 from ingest.cli import ingest_command
@@ -34,6 +36,20 @@ from privacy.forget import elder_app
 from zigbee.cli import app as zigbee_app
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+
+
+def registry_names(path: Path) -> Names:
+    """What the boards call people: elders by their registry name (told apart by address
+    where two share one) and contacts (the escalation's ``who``) by theirs."""
+    from escalation.registry import load_registry
+
+    registry = load_registry(path)
+    return {
+        ELDER: distinct({e.id: (e.display_name, e.address) for e in registry.elders}),
+        AlertEscalation.who: distinct({c.id: (c.name, c.role) for c in registry.contacts}),
+    }
+
+
 contract_app = typer.Typer(no_args_is_help=True, help="The wire contract devices build against.")
 app.add_typer(contract_app, name="contract")
 app.add_typer(replay_app, name="replay")
@@ -50,7 +66,7 @@ app.add_typer(rollup_app, name="rollup")
 app.add_typer(devices_app, name="devices")
 app.add_typer(broker_app, name="broker")
 app.add_typer(elder_app, name="elder")
-app.add_typer(dashboards_app, name="dashboards")
+app.add_typer(dashboards_app(registry_names), name="dashboards")
 app.add_typer(zigbee_app, name="zigbee")
 settings_app = typer.Typer(no_args_is_help=True, help="The settings and their defaults.")
 app.add_typer(settings_app, name="settings")
@@ -301,5 +317,6 @@ def report_with_registry_command(
         name, lang = name or called, lang or language
     elif reader is not None:
         raise typer.BadParameter("--for needs the registry: set HOMECARE_REGISTRY")
-    report_command(elder=elder, days=days, out=out, end=end, name=name, lang=lang,
-                   district=district)
+    report_command(
+        elder=elder, days=days, out=out, end=end, name=name, lang=lang, district=district
+    )

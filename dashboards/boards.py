@@ -506,7 +506,7 @@ def site_dashboard(tr: Translator = _EN) -> board.Dashboard:
     )
     grid = Layout(dash)
     elder_link = {
-        "title": _("Open {elder}'s dashboard").format(elder="${__value.raw}"),
+        "title": _("Open {elder}'s dashboard").format(elder="${__value.text}"),
         "url": f"/d/{uid_for(ELDER_UID, tr.language)}/homecare-elder?var-site=${{site}}"
         "&var-elder=${__value.raw}&${__url_time_range}",
     }

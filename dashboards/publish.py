@@ -30,6 +30,7 @@ from grafana_client.client import GrafanaClientError, GrafanaException
 from grafana_foundation_sdk.cog.encoder import JSONEncoder
 
 from dashboards.boards import DASHBOARDS, ELDER_UID, elder_dashboard, uid_for
+from dashboards.names import Names, with_names
 from homecare.errors import DeliveryError
 from homecare.i18n import available, translator
 
@@ -39,37 +40,49 @@ FOLDER_UID = "homecare"
 FOLDER_TITLE = "Homecare"
 
 
-def build(*, utc_offset_h: float = 0.0, language: str | None = None) -> dict[str, str]:
+def build(
+    *, utc_offset_h: float = 0.0, language: str | None = None, names: Names | None = None
+) -> dict[str, str]:
     """Every dashboard's JSON text in one language (default English), by uid; hours of
-    day in the site's local time."""
+    day in the site's local time; people by name where ``names`` (from the registry)
+    knows them, else by id."""
     tr = translator(language)
     out = {}
     for uid, make in DASHBOARDS:
         dash = elder_dashboard(utc_offset_h, tr) if uid == ELDER_UID else make(tr)
-        text = json.dumps(dash.build(), cls=JSONEncoder, indent=2, sort_keys=True)
+        doc = json.loads(json.dumps(dash.build(), cls=JSONEncoder))
+        text = json.dumps(with_names(doc, names) if names else doc, indent=2, sort_keys=True)
         out[uid_for(uid, tr.language)] = text + "\n"
     return out
 
 
 def build_all(
-    *, utc_offset_h: float = 0.0, languages: Sequence[str] | None = None
+    *,
+    utc_offset_h: float = 0.0,
+    languages: Sequence[str] | None = None,
+    names: Names | None = None,
 ) -> dict[str, str]:
     """:func:`build` for each language (default: every shipped one)."""
     out: dict[str, str] = {}
     for language in languages or available():
-        out |= build(utc_offset_h=utc_offset_h, language=language)
+        out |= build(utc_offset_h=utc_offset_h, language=language, names=names)
     return out
 
 
 def write(
-    folder: Path, *, utc_offset_h: float = 0.0, languages: Sequence[str] | None = None
+    folder: Path,
+    *,
+    utc_offset_h: float = 0.0,
+    languages: Sequence[str] | None = None,
+    names: Names | None = None,
 ) -> list[Path]:
     """Write ``<uid>.json`` for each dashboard into ``folder``; return the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = []
-    for uid, text in build_all(utc_offset_h=utc_offset_h, languages=languages).items():
+    built = build_all(utc_offset_h=utc_offset_h, languages=languages, names=names)
+    for uid, text in built.items():
         path = folder / f"{uid}.json"
-        path.write_text(text)
+        path.write_text(text, encoding="utf-8")
         paths.append(path)
     return paths
 
@@ -85,6 +98,7 @@ def push(
     timeout_s: float = 10.0,
     utc_offset_h: float = 0.0,
     languages: Sequence[str] | None = None,
+    names: Names | None = None,
 ) -> list[dict[str, Any]]:
     """Create the folder if missing and publish every dashboard into it, overwriting.
 
@@ -99,7 +113,8 @@ def push(
                 raise
             api.folder.create_folder(FOLDER_TITLE, uid=FOLDER_UID)
         answers = []
-        for uid, text in build_all(utc_offset_h=utc_offset_h, languages=languages).items():
+        built = build_all(utc_offset_h=utc_offset_h, languages=languages, names=names)
+        for uid, text in built.items():
             answer = api.dashboard.update_dashboard(
                 {"dashboard": json.loads(text), "folderUid": FOLDER_UID, "overwrite": True,
                  "message": "homecare dashboards push"}

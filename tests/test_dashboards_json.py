@@ -208,3 +208,82 @@ def test_activity_heatmap_rows_are_the_sites_local_hours():
     assert windows["00"] == str(round(18.5 * 60))  # local midnight is 18:30 UTC
     assert windows["06"] == "30"  # 06:00 local is 00:30 UTC
     assert "UTC+5.5" in panel["description"]
+
+
+REGISTRY = """
+provider: {call_centre: arc}
+contacts:
+  - {id: arc, name: Alarm centre, role: call_centre,
+     channels: [{kind: call_centre, address: "https://arc.example.org/alarm"}]}
+  - {id: c-li, name: 李明, role: family, channels: [{kind: email, address: li@example.org}]}
+elders:
+  - {id: e1, display_name: 王芳, site: north, address: 1 Elm Road}
+  - {id: e2, display_name: 王芳, site: north, address: 9 Oak Road}
+  - {id: e11, display_name: "Smith, Ann", site: north, address: 3 Ash Road}
+"""
+
+
+def grafana_custom_options(query: str) -> list[tuple[str, str]]:
+    """How Grafana reads a custom variable: items split on unescaped commas, each
+    ``text : value``."""
+    items = [i.replace("\\,", ",") for i in re.findall(r"(?:\\,|[^,])+", query)]
+    return [tuple(part.strip() for part in re.split(r"\s:\s", i, maxsplit=1)) for i in items]
+
+
+def test_boards_built_with_the_registry_name_people_where_the_data_has_ids(tmp_path):
+    registry = tmp_path / "registry.yaml"
+    registry.write_text(REGISTRY, encoding="utf-8")
+    out = tmp_path / "boards"
+    result = CliRunner().invoke(app, ["dashboards", "build", str(out), "--registry", str(registry)])
+    assert result.exit_code == 0, result.output
+    boards = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
+    assert sorted(boards) == sorted(BUILT)
+    elders = {"e1": "王芳 (1 Elm Road)", "e2": "王芳 (9 Oak Road)", "e11": "Smith, Ann"}
+    contacts = {"arc": "Alarm centre", "c-li": "李明"}
+    tables = renamed = 0
+    for _uid, dash in boards.items():
+        [choice] = [v for v in variables(dash) if v["name"] == "elder"] or [None]
+        if choice is not None:  # the elder board: pick a name, the queries get the id
+            assert choice["type"] == "custom"
+            assert {v: t for t, v in grafana_custom_options(choice["query"])} == elders
+        for panel in dash["panels"]:
+            queries = " ".join(t.get("query", "") for t in panel.get("targets", []))
+            mapped = {o["matcher"]["options"]: o["properties"][0]["value"][0]["options"]
+                      for o in panel.get("fieldConfig", {}).get("overrides", [])
+                      if o["properties"] and o["properties"][0]["id"] == "mappings"
+                      and o["matcher"]["options"] in ("elder", "who")}  # fmt: skip
+            if panel["type"] == "table" and 'GROUP BY "elder"' in queries:
+                tables += 1
+                assert {k: v["text"] for k, v in mapped["elder"].items()} == elders, panel["title"]
+            if 'GROUP BY "elder", "kind", "who"' in queries:
+                assert {k: v["text"] for k, v in mapped["who"].items()} == contacts
+            steps = [s["options"] for s in panel.get("transformations", [])
+                     if s["id"] == "renameByRegex"]  # fmt: skip
+            if any(t.get("alias", "").startswith("$tag_elder") for t in panel.get("targets", [])):
+                renamed += 1
+                shown = {}
+                for series in ("e1 w7", "e11 w8", "e2 w9"):  # as Grafana applies each in turn
+                    for step in steps:
+                        pattern = re.fullmatch(r"/(.*)/", step["regex"]).group(1)
+                        series = re.sub(pattern, step["renamePattern"], series)
+                    shown[series.rsplit(" ", 1)[1]] = series
+                assert shown == {"w7": "王芳 (1 Elm Road) w7", "w8": "Smith, Ann w8",
+                                 "w9": "王芳 (9 Oak Road) w9"}  # fmt: skip
+    assert tables >= 2 * 4
+    assert renamed == 2
+    # links open the elder's board by id and say the name shown
+    site = boards["homecare-site"]
+    links = [link for node in nodes(site) if node.get("id") == "links"
+             for link in node["value"] if "var-elder" in link["url"]]  # fmt: skip
+    assert links
+    assert all("${__value.raw}" in x["url"] and "${__value.text}" in x["title"] for x in links)
+
+
+def test_a_registry_that_cannot_be_read_stops_the_build_with_its_reason(tmp_path):
+    bad = tmp_path / "registry.yaml"
+    bad.write_text("elders: [{id: e1}]\n")
+    result = CliRunner().invoke(app, ["dashboards", "build", str(tmp_path / "b"),
+                                      "--registry", str(bad)])  # fmt: skip
+    assert result.exit_code == 2
+    assert "registry" in result.output
+    assert not (tmp_path / "b").exists()
