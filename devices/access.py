@@ -565,17 +565,24 @@ class BrokerAccess:
         }
 
 
-def push(access: BrokerAccess, url: str, *, ca_file: Path | None = None,
-         timeout_s: float = 10.0) -> None:
-    """Hand the running server the account's current JWT (its revocations) through the
-    system account; the server drops revoked users' connections at once."""
+async def _system(access: BrokerAccess, url: str, ca_file: Path | None, timeout_s: float) -> Any:
+    """A connection as the system account, which alone may update accounts and kick."""
     import nats  # the client library only where a server is talked to
 
+    tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
+    return await nats.connect(url, user_credentials=str(access.sys_creds), tls=tls,
+                              connect_timeout=timeout_s, allow_reconnect=False,
+                              max_reconnect_attempts=0)  # fmt: skip
+
+
+def push(
+    access: BrokerAccess, url: str, *, ca_file: Path | None = None, timeout_s: float = 10.0
+) -> None:
+    """Hand the running server the account's current JWT (its revocations) through the
+    system account; the server drops revoked users' connections at once."""
+
     async def update() -> dict[str, Any]:
-        tls = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
-        nc = await nats.connect(url, user_credentials=str(access.sys_creds), tls=tls,
-                                connect_timeout=timeout_s, allow_reconnect=False,
-                                max_reconnect_attempts=0)  # fmt: skip
+        nc = await _system(access, url, ca_file, timeout_s)
         try:
             reply = await nc.request("$SYS.REQ.CLAIMS.UPDATE", access.account_jwt().encode(),
                                      timeout=timeout_s)  # fmt: skip
@@ -591,3 +598,67 @@ def push(access: BrokerAccess, url: str, *, ca_file: Path | None = None,
     data = answer.get("data") or answer.get("error") or {}
     if data.get("code") != 200:
         raise AccessError(f"{url} refused the account update: {answer}")
+
+
+def disconnect(
+    access: BrokerAccess,
+    url: str,
+    clients: Iterable[str],
+    *,
+    ca_file: Path | None = None,
+    timeout_s: float = 5.0,
+) -> int:
+    """Close every MQTT connection of these client ids, on whichever node of the cluster
+    holds it; how many were closed.
+
+    NATS acknowledges a publish it refuses (PUBACK) over MQTT 3.1.1, so a device cannot
+    learn the refusal from the protocol: a disconnect is how it learns (as AWS IoT Core
+    does it). Every node answers ``$SYS.REQ.SERVER.PING.CONNZ`` filtered by the client
+    id; each connection found is kicked on its own node (``$SYS.REQ.SERVER.<id>.KICK``).
+    """
+    wanted = sorted(set(clients))
+
+    async def kick() -> int:
+        nc = await _system(access, url, ca_file, timeout_s)
+        kicked = 0
+        try:
+            for client in wanted:
+                inbox = nc.new_inbox()
+                replies = await nc.subscribe(inbox)
+                await nc.publish(
+                    "$SYS.REQ.SERVER.PING.CONNZ",
+                    json.dumps({"mqtt_client": client}).encode(),
+                    reply=inbox,
+                )
+                found: list[tuple[str, int]] = []
+                # Every node answers at once; a short quiet time after the last one ends it.
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    while True:
+                        msg = await replies.next_msg(timeout=0.5)
+                        answer = json.loads(msg.data)
+                        server = answer.get("server", {}).get("id")
+                        for conn in (answer.get("data") or {}).get("connections") or []:
+                            if server and conn.get("mqtt_client") == client:
+                                found.append((server, int(conn["cid"])))
+                await replies.unsubscribe()
+                for server, cid in found:
+                    reply = await nc.request(f"$SYS.REQ.SERVER.{server}.KICK",
+                                             json.dumps({"cid": cid}).encode(),
+                                             timeout=timeout_s)  # fmt: skip
+                    error = json.loads(reply.data).get("error")
+                    if error:
+                        raise AccessError(f"{server} would not close {client}: {error}")
+                    kicked += 1
+        finally:
+            await nc.close()
+        return kicked
+
+    if not wanted:
+        return 0
+    try:
+        return asyncio.run(kick())
+    except AccessError:
+        raise
+    except Exception as exc:  # the client's errors have no common base worth naming
+        raise AccessError(f"could not disconnect {', '.join(wanted)} at {url}: {exc!r}") from exc
+

@@ -243,18 +243,34 @@ def watch(
     log: Annotated[Path, typer.Option(help="nats-server's log file (its log_file).")],
     interval_s: Annotated[float, typer.Option(help="How often to read new lines.")] = 2.0,
     once: Annotated[bool, typer.Option(help="Store what is logged so far and stop.")] = False,
+    kick: Annotated[
+        bool,
+        typer.Option(
+            "--disconnect/--no-disconnect",
+            help="Close the connection of a device whose publish was refused, so it learns "
+            "(needs HOMECARE_NATS__URL).",
+        ),
+    ] = True,
     folder: DirOption = None,
 ) -> None:
-    """Store each refusal the server logged as a security event of its device (InfluxDB)."""
+    """Store each refusal the server logged as a security event of its device (InfluxDB),
+    and disconnect each device whose publish was refused."""
     import signal
     import threading
+    from collections.abc import Iterable
 
+    from devices.access import disconnect
     from devices.refusals import RefusalWatcher
     from homecare.influx import InfluxClient
 
     settings, access = _access(folder)
+    url, ca = settings.nats.url, settings.nats.ca_file
+
+    def drop(clients: Iterable[str]) -> int:
+        return disconnect(access, url, clients, ca_file=ca)
+
     with InfluxClient(settings.influx) as influx:
-        watcher = RefusalWatcher(log, access, influx)
+        watcher = RefusalWatcher(log, access, influx, drop if kick and url else None)
         if once:
             watcher.poll()
         else:
@@ -262,7 +278,8 @@ def watch(
             signal.signal(signal.SIGTERM, lambda *_a: stop.set())
             with contextlib.suppress(KeyboardInterrupt):
                 watcher.run(stop, interval_s)
-    typer.echo(f"{watcher.stored} security events stored")
+    typer.echo(f"{watcher.stored} security events stored, "
+               f"{watcher.disconnected} refused devices disconnected")  # fmt: skip
 
 
 @app.command("list")

@@ -12,7 +12,10 @@ as ``homecare devices provision`` tells the installer)::
 :class:`RefusalWatcher` follows that log and writes one ``security_event`` point per
 refusal (reasons ``publish_refused``, ``subscribe_refused``, ``connect_refused``), tagged
 with the device's site, elder and kind from the registry, beside the edge's
-``id_mismatch`` events. The client id is what the connection *said*; NATS does not tie
+``id_mismatch`` events. Given a way to (``disconnect``: :func:`devices.access.disconnect`),
+it then closes the connection of each device whose publish was refused, so the device
+learns the refusal (its session drops, as AWS IoT Core does it) where MQTT 3.1.1 over
+NATS gave it a PUBACK. The client id is what the connection *said*; NATS does not tie
 it to the JWT, so an event names the device that a refused client claimed to be.
 
 >>> refusal = parse('[7] 2026/12/06 21:28:51.520111 [ERR] 127.0.0.1:54761 - mid:7 - "w1" - '
@@ -24,17 +27,21 @@ it to the JWT, so an event names the device that a refused client claimed to be.
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import NamedTuple
 
 from devices.access import BrokerAccess
+from homecare.errors import HomecareError
 from homecare.influx import InfluxClient, escape_tag, line
 from homecare.schema import SecurityEvent
 
 __all__ = ["Refusal", "RefusalWatcher", "parse", "security_lines"]
+
+log = logging.getLogger(__name__)
 
 _LINE = re.compile(
     r'^\[\d+\] (?P<ts>\d{4}/\d\d/\d\d \d\d:\d\d:\d\d\.\d+) \[ERR\] \S+ - (?:mid|cid):\d+ - '
@@ -101,12 +108,20 @@ def security_lines(refusals: Iterable[Refusal], access: BrokerAccess) -> list[st
 class RefusalWatcher:
     """Follows nats-server's log file and stores each refusal as a security event."""
 
-    def __init__(self, log: Path, access: BrokerAccess, influx: InfluxClient) -> None:
+    def __init__(
+        self,
+        log: Path,
+        access: BrokerAccess,
+        influx: InfluxClient,
+        disconnect: Callable[[Iterable[str]], int] | None = None,
+    ) -> None:
         self.log = log
         self.access = access
         self.influx = influx
+        self.disconnect = disconnect
         self.offset = 0
         self.stored = 0
+        self.disconnected = 0
 
     def poll(self) -> int:
         """Store the refusals logged since the last poll; how many. A log that shrank
@@ -128,6 +143,12 @@ class RefusalWatcher:
             self.influx.write(lines)  # raises when not stored: read again next time
         self.offset += end
         self.stored += len(lines)
+        refused = {r.client for r in refusals if r.reason == "publish_refused" and r.client}
+        if refused and self.disconnect is not None:
+            try:
+                self.disconnected += self.disconnect(refused)
+            except HomecareError as exc:  # stored already; the next refusal tries again
+                log.warning("could not disconnect %s: %s", ", ".join(sorted(refused)), exc)
         return len(lines)
 
     def run(self, stop: threading.Event, interval_s: float = 2.0) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 
 from support import frame, topic
-from test_security_broker import Probe
+from test_security_broker import Probe, wait_for
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -68,7 +68,7 @@ def test_each_refusal_of_the_broker_is_a_security_event_of_its_device(
     result = CliRunner().invoke(app, ["devices", "watch", "--log", str(secure_nats.log),
                                       "--once"])
     assert result.exit_code == 0, result.output
-    assert "4 security events stored" in result.output
+    assert "4 security events stored, 0 refused devices disconnected" in result.output
     with InfluxClient(InfluxSettings(url=influx.url)) as db:
         rows = db.rows('SELECT count("detail") FROM security_event GROUP BY "device", "reason"')
         assert {(r["device"], r["reason"]): r["count"] for r in rows} == {
@@ -104,3 +104,33 @@ def test_readings_of_a_device_not_in_the_registry_are_dead_lettered_not_stored(
     access.provision("w7", site="t", elder="e7", kind="wearable")
     converter.edge.registry.check_s = 0.0
     assert converter.convert(messages[1:2], now=now).dead == {}
+
+
+def test_a_device_whose_publish_is_refused_is_disconnected_so_it_learns(
+        secure_nats, pki, access, influx, monkeypatch):
+    """NATS PUBACKs a refused publish over MQTT 3.1.1; the watcher closes the device's
+    connection instead (a device reconnects, and learns from the repeated drops)."""
+    ca = pki[0].cert
+    _, w1 = access.provision("w1", site="s", elder="e1", kind="wearable")
+    _, w2 = access.provision("w2", site="s", elder="e2", kind="wearable")
+    port = secure_nats.mqtt_port
+    rogue = Probe(port, ca=ca, user="w1", password=w1.password, client_id="w1")
+    honest = Probe(port, ca=ca, user="w2", password=w2.password, client_id="w2")
+    try:
+        rogue.publish("homecare/v1/s/e2/wearable/w2/frame", frame("e2", "w2", time.time()))
+        honest.publish("homecare/v1/s/e2/wearable/w2/frame", frame("e2", "w2", time.time()))
+        assert not rogue.disconnects  # acknowledged: the protocol alone tells it nothing
+        monkeypatch.setenv("HOMECARE_MQTT__ACCESS_DIR", str(access.folder))
+        monkeypatch.setenv("HOMECARE_INFLUX__URL", influx.url)
+        monkeypatch.setenv("HOMECARE_NATS__URL", secure_nats.url)
+        result = CliRunner().invoke(app, ["devices", "watch", "--log", str(secure_nats.log),
+                                          "--once"])  # fmt: skip
+        assert result.exit_code == 0, result.output
+        assert "1 security events stored, 1 refused devices disconnected" in result.output
+        wait_for(lambda: rogue.disconnects, 10, "the refused device's disconnect")
+        time.sleep(0.5)
+        assert not honest.disconnects
+        honest.publish("homecare/v1/s/e2/wearable/w2/frame", frame("e2", "w2", time.time()))
+    finally:
+        rogue.close()
+        honest.close()
