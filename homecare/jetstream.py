@@ -469,6 +469,9 @@ class JetStreamConsumer:
             raise ValueError("a pinned consumer needs the durables it may hold")
         self._pull_expires_s = pull_expires_s
         self._buffer_limit = buffer_limit
+        self._max_bytes = (settings or NatsSettings()).pull_max_bytes
+        """Each pull's byte limit: with ``max_ack_pending`` messages out, a flood of
+        1 MiB messages would otherwise hold that many MiB in one batch."""
         self.pinned: dict[str, str] = {}
         """Durable → the pin the server gave this client (pinned mode): what it holds."""
         self._wanted: set[str] = set()
@@ -864,6 +867,7 @@ class JetStreamConsumer:
         out: dict[int, Msg] = {}
         """By stream sequence: a message held past ``ack_wait`` while the batch fills comes
         again; its newest copy (the one whose acknowledgement counts) replaces the first."""
+        size = 0
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
         deadline = time.monotonic() + max(timeout_s, 0.01)
         self._pulling = ""
@@ -873,13 +877,16 @@ class JetStreamConsumer:
             taken, self._arrived = self._arrived[:room], self._arrived[room:]
             for msg in taken:
                 out[msg.metadata.sequence.stream] = msg
+                size += len(msg.data)
             left = deadline - time.monotonic()
-            if len(out) >= max_messages or (eager and out) or left < 0.005:
+            full = len(out) >= max_messages or size >= self._max_bytes
+            if full or (eager and out) or left < 0.005:
                 break
             if not self._pulling and not self.group:  # ask for the rest, before the deadline
                 self._requests += 1
                 self._pulling = f"{self._inbox}.{self._requests}"
-                pull = {"batch": max_messages - len(out), "expires": int(left * 1e9)}
+                pull = {"batch": max_messages - len(out), "expires": int(left * 1e9),
+                        "max_bytes": self._max_bytes}  # fmt: skip
                 try:
                     await nc.publish(next_subject, json.dumps(pull).encode(),
                                      reply=self._pulling)  # fmt: skip
@@ -933,6 +940,7 @@ class JetStreamConsumer:
                 reply = f"{self._inbox}.{index}.{self._requests}"
                 batch = max(1, min(room, 1000))
                 pull: dict[str, Any] = {"batch": batch, "expires": int(expires * 1e9),
+                                        "max_bytes": self._max_bytes,
                                         "group": self.group}  # fmt: skip
                 if pin is not None:
                     pull["id"] = pin

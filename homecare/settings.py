@@ -115,6 +115,13 @@ class NatsSettings(BaseModel):
     partitions: int = Field(
         64, ge=1, le=1024, description="TELEMETRY's partitions by elder (fixed at provisioning)."
     )
+    pull_max_bytes: int = Field(
+        8 * 2**20,
+        ge=2 * 2**20,
+        description="The most bytes one pull brings (JetStream's max_bytes): a service holds at "
+        "most about twice this in a batch, whatever the messages' size. At least 2 MiB: above "
+        "the server's largest message (max_payload, 1 MiB), which would otherwise never fit.",
+    )
     source_check_s: float = Field(
         60.0, gt=0, description="How often a service checks that TELEMETRY's source is active."
     )

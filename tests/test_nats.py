@@ -43,7 +43,7 @@ from homecare.jetstream import (
     detect_partition_consumer,
     partition_of,
 )
-from homecare.settings import ContractSettings
+from homecare.settings import ContractSettings, NatsSettings
 
 PARTITIONS = 8
 ACK_WAIT_S = 2.0
@@ -240,6 +240,31 @@ def test_what_is_not_acknowledged_comes_again(provisioned, fresh):
         assert [m.payload for m in later.messages] == rest
         assert second.ack(later) == 15
         assert second.take(20, ACK_WAIT_S * 1.5, eager=True).messages == []
+
+
+def test_a_batch_is_bounded_in_bytes_and_large_messages_still_all_come(provisioned, fresh):
+    """A flood of large messages (dead-lettered downstream as oversized, but delivered)
+    fills a batch by bytes, not by count: each pull asks for at most ``pull_max_bytes``."""
+    device = Publisher(provisioned.mqtt_port, client_id="w-e0002")
+    big = 300 * 1024
+    messages = [(topic("e0002", "wearable", "w-e0002", "frame"), bytes([65 + i]) * big)
+                for i in range(20)]  # fmt: skip
+    try:
+        device.publish(messages)
+        device.wait_acked(20, timeout_s=30)
+    finally:
+        device.close()
+    limit = 2 * 2**20
+    settings = NatsSettings(url=provisioned.url, pull_max_bytes=limit)
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER, settings=settings) as c:
+        wait_for(lambda: c.backlog() == 20, 10, "20 messages in TELEMETRY")
+        first = c.take(100, 3)
+        held = sum(len(m.payload) for m in first.messages)
+        assert 0 < len(first.messages) < 20
+        assert held <= 2 * limit
+        c.ack(first)
+        rest = _take_all(c, 20 - len(first.messages))
+    assert sorted(m.payload[0] for m in first.messages + rest) == [65 + i for i in range(20)]
 
 
 # the source check ---------------------------------------------------------------------------
