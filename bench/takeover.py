@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
 import statistics
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -35,9 +31,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.provision import DETECT_PRIORITY_TIMEOUT_S, provision
+from harness.demo import DetectWorker
 from harness.servers import LocalNats, LocalNatsCluster
 from homecare.jetstream import partition_of
-from homecare.status import read_status
 
 __all__ = ["run"]
 
@@ -52,39 +48,6 @@ def _elders(partitions: int) -> list[str]:
         k += 1
         found.setdefault(partition_of(f"e{k}", partitions), f"e{k}")
     return [found[p] for p in range(partitions)]
-
-
-class _Worker:
-    def __init__(self, nats_url: str, folder: Path, name: str, partitions: int) -> None:
-        self.name = name
-        self.state = folder / name
-        self.log = folder / f"{name}.log"
-        env = os.environ | {
-            "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": nats_url,
-            "HOMECARE_NATS__PARTITIONS": str(partitions),
-            "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none needed: alerts wait
-            "HOMECARE_STATE_DIR": str(self.state), "HOMECARE_DETECT__SAVE_EVERY_S": "1",
-        }  # fmt: skip
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen([sys.executable, "-m", "cli", "detect"], cwd=ROOT,
-                                         env=env, stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
-
-    def status(self) -> dict[str, Any]:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"worker {self.name} exited: {self.log.read_text()[-2000:]}")
-        return read_status(self.state / "detect.json") or {}
-
-    def held(self) -> set[int]:
-        return set(self.status().get("partitions", []))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
 
 @contextlib.contextmanager
@@ -117,7 +80,7 @@ def _beds(mqtt_url: str, elders: list[str]) -> Iterator[None]:
         client.loop_stop()
 
 
-def _stop_all(workers: list[_Worker]) -> None:
+def _stop_all(workers: list[DetectWorker]) -> None:
     for worker in workers:
         worker.stop()
 
@@ -138,7 +101,7 @@ def run(
     elders = _elders(partitions)
     times: list[float] = []
     first_taken: list[float] = []
-    workers: list[_Worker] = []
+    workers: list[DetectWorker] = []
     with contextlib.ExitStack() as stack:
         folder = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="takeover-")))
         if cluster:
@@ -153,12 +116,13 @@ def run(
             raise RuntimeError(f"provisioning failed: {done.source.detail}")
         stack.enter_context(_beds(mqtt_url, elders))
         stack.callback(_stop_all, workers)
-        survivor = _Worker(url, folder, "w0", partitions)
+        survivor = DetectWorker(url, partitions, folder / "w0", folder / "w0.log")
         workers.append(survivor)
         _wait(lambda: len(survivor.held()) == partitions, 60, "first worker holding all")
         half = -(-partitions // 2)
         for trial in range(trials):
-            victim = _Worker(url, folder, f"w{trial + 1}", partitions)
+            name = f"w{trial + 1}"
+            victim = DetectWorker(url, partitions, folder / name, folder / f"{name}.log")
             workers.append(victim)
             _wait(lambda v=victim: len(v.held()) == partitions - half  # type: ignore[misc]
                   and len(survivor.held()) == half,

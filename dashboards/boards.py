@@ -896,28 +896,22 @@ def care_dashboard(tr: Translator = _EN) -> board.Dashboard:
         .override_by_regexp(f"{rate.rate_pct}|{rate.target_pct}", [_cfg("unit", "percent")]),
         14, 8,
     )  # fmt: skip
-    grid.add(
-        stat.Panel()
-        .title(_("Open follow-ups"))
-        .description(_("Visits or calls after which something is still to be done."))
-        .with_target(Query("A", select(CareFollowUps.name,
-                                       call("last", CareFollowUps.follow_ups_open),
-                                       policy=HISTORY)
-                                .where(SITE_IS, TIME_FILTER)))
-        .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
-        5, 8,
-    )  # fmt: skip
-    grid.add(
-        stat.Panel()
-        .title(_("Elders overdue"))
-        .description(_("Elders whose visit or call is past its interval."))
-        .with_target(Query("A", select(CareFollowUps.name,
-                                       call("last", CareFollowUps.elders_overdue),
-                                       policy=HISTORY)
-                                .where(SITE_IS, TIME_FILTER)))
-        .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
-        5, 8,
-    )  # fmt: skip
+    for title, description, count in (
+        (_("Open follow-ups"), _("Visits or calls after which something is still to be done."),
+         CareFollowUps.follow_ups_open),
+        (_("Elders overdue"), _("Elders whose visit or call is past its interval."),
+         CareFollowUps.elders_overdue),
+    ):
+        grid.add(
+            stat.Panel()
+            .title(title)
+            .description(description)
+            .with_target(Query("A", select(CareFollowUps.name, call("last", count),
+                                           policy=HISTORY)
+                                    .where(SITE_IS, TIME_FILTER)))
+            .thresholds(_thresholds((None, "green"), (1, "orange"), (10, "red"))),
+            5, 8,
+        )  # fmt: skip
     grid.add(
         _bars(
             _("Monthly visit rate by group"),

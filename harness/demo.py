@@ -171,6 +171,8 @@ class ServiceProcess:
         )
         if ready is not None:
             ready.unlink(missing_ok=True)  # a previous run's
+        self.command = command
+        self.ready = ready
         self.log = log
         self.out = log.with_suffix(".out")
         """Its stdout: the stats it prints on the way out."""
@@ -208,6 +210,34 @@ class ServiceProcess:
 
     def __exit__(self, *_exc: object) -> None:
         stop_process(self.proc, timeout_s=60)
+
+    def status(self) -> dict[str, Any]:
+        """What it last wrote to its status file ({} without one); :class:`ServiceError`
+        with its log's tail once it has exited."""
+        if self.proc.poll() is not None:
+            tail = self.log.read_text(errors="replace")[-2000:]
+            raise ServiceError(f"{self.command} exited ({self.proc.returncode}): {tail}")
+        return (read_status(self.ready) or {}) if self.ready else {}
+
+
+class DetectWorker(ServiceProcess):
+    """``homecare detect`` as one of the workers that share the partitions, with a state
+    folder of its own, its state saved every ``save_every_s`` and alerts waiting in the
+    state (no InfluxDB: tests and the takeover benchmark read its status file)."""
+
+    def __init__(
+        self, nats_url: str, partitions: int, state_dir: Path, log: Path, *,
+        save_every_s: float = 1.0, **env_extra: str,
+    ) -> None:  # fmt: skip
+        settings = Settings(nats=NatsSettings(url=nats_url, partitions=partitions),
+                            influx=InfluxSettings(url="http://127.0.0.1:9"),
+                            state_dir=state_dir)  # fmt: skip
+        super().__init__("detect", settings, log, ready=status_of(settings, "detect"),
+                         HOMECARE_DETECT__SAVE_EVERY_S=str(save_every_s), **env_extra)  # fmt: skip
+
+    def held(self) -> set[int]:
+        """The partitions it holds now."""
+        return set(self.status().get("partitions", []))
 
 
 class AlertListener:

@@ -13,10 +13,7 @@ A third case kills it before its first save: the restart replays all it was hand
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -28,13 +25,12 @@ from test_detect_service import stored_alerts
 
 from device_sim.motions import motion
 from device_sim.signals import to_device_frame
+from harness.demo import DetectWorker
 from harness.servers import LocalNats
-from homecare.status import read_status
 
 pytestmark = pytest.mark.servers
 
 RATE = 50
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def fall_frames(now: float) -> tuple[list[tuple[str, bytes]], int]:
@@ -51,36 +47,17 @@ def fall_frames(now: float) -> tuple[list[tuple[str, bytes]], int]:
     return frames, int(info["impact_t"])
 
 
-class DetectProcess:
-    """``homecare detect`` as its own process, as operations run it."""
+class DetectProcess(DetectWorker):
+    """``homecare detect`` as its own process, as operations run it; the next one takes
+    over the same state folder."""
 
     def __init__(self, server: LocalNats, tmp_path: Path, n: int, save_every_s: float = 1) -> None:
         self.state_dir = tmp_path / "state"
-        self.log = tmp_path / f"detect-{n}.log"
-        env = os.environ | {
-            "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": server.url,
-            "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none: alerts wait in the state
-            "HOMECARE_STATE_DIR": str(self.state_dir), "HOMECARE_DETECT__CLOCK": "data",
-            "HOMECARE_DETECT__SAVE_EVERY_S": str(save_every_s),
-            "HOMECARE_NATS__PARTITIONS": "8",  # as the fixture provisions
-        }  # fmt: skip
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "detect"], cwd=ROOT, env=env, stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def status(self) -> dict[str, Any]:
-        return read_status(self.state_dir / "detect.json") or {}
+        super().__init__(server.url, 8, self.state_dir, tmp_path / f"detect-{n}.log",  # as the
+                         save_every_s=save_every_s, HOMECARE_DETECT__CLOCK="data")  # fixture
 
     def wait(self, what: str, check: Any, timeout_s: float = 30) -> None:
-        def ok() -> bool:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"detect exited ({self.proc.returncode}): "
-                                     f"{self.log.read_text()[-2000:]}")  # fmt: skip
-            return bool(check(self.status()))
-
-        wait_for(ok, timeout_s, what)
+        wait_for(lambda: bool(check(self.status())), timeout_s, what)
 
 
 @pytest.mark.parametrize("how", ["kill -9", "SIGTERM", "kill -9 before any save"])

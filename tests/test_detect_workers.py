@@ -14,14 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
 
 import nats
 import pytest
@@ -31,13 +27,12 @@ from test_detect_restart import fall_frames
 from test_detect_service import stored_alerts
 
 from broker.provision import provision
+from harness.demo import DetectWorker
 from harness.servers import LocalNats
 from homecare.jetstream import partition_of
-from homecare.status import read_status
 
 pytestmark = pytest.mark.servers
 
-ROOT = Path(__file__).resolve().parents[1]
 PARTITIONS = 8
 TAKEOVER_LIMIT_S = 12.0
 """Generous for a loaded CI machine: the target (priority timeout 3 s, liveness 3 s) is 5 s."""
@@ -66,43 +61,10 @@ def elder_per_partition() -> dict[int, str]:
     return found
 
 
-class Worker:
+def start_worker(server: LocalNats, tmp_path: Path, name: str) -> DetectWorker:
     """``homecare detect`` as its own process, with its own state folder."""
-
-    def __init__(self, server: LocalNats, tmp_path: Path, name: str) -> None:
-        self.name = name
-        self.state_dir = tmp_path / name
-        self.log = tmp_path / f"{name}.log"
-        env = os.environ | {
-            "PYTHONPATH": str(ROOT), "HOMECARE_NATS__URL": server.url,
-            "HOMECARE_NATS__PARTITIONS": str(PARTITIONS),
-            "HOMECARE_INFLUX__URL": "http://127.0.0.1:9",  # none: alerts wait in the state
-            "HOMECARE_STATE_DIR": str(self.state_dir), "HOMECARE_DETECT__CLOCK": "data",
-            "HOMECARE_DETECT__SAVE_EVERY_S": "1",
-        }  # fmt: skip
-        with self.log.open("w") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "detect"], cwd=ROOT, env=env, stdout=out,
-                stderr=subprocess.STDOUT,
-            )  # fmt: skip
-
-    def status(self) -> dict[str, Any]:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"{self.name} exited ({self.proc.returncode}): "
-                                 f"{self.log.read_text()[-2000:]}")  # fmt: skip
-        return read_status(self.state_dir / "detect.json") or {}
-
-    def held(self) -> set[int]:
-        return set(self.status().get("partitions", []))
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+    return DetectWorker(server.url, PARTITIONS, tmp_path / name, tmp_path / f"{name}.log",
+                        HOMECARE_DETECT__CLOCK="data")  # fmt: skip
 
 
 class Beds:
@@ -134,16 +96,16 @@ class Beds:
 
 def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker, tmp_path):
     elders = elder_per_partition()
-    workers: list[Worker] = []
+    workers: list[DetectWorker] = []
     background: Beds | None = None
     try:
-        a = Worker(nats_broker, tmp_path, "a")
+        a = start_worker(nats_broker, tmp_path, "a")
         workers.append(a)
         wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
         background = Beds(nats_broker.mqtt_port, elders)
         wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
 
-        b = Worker(nats_broker, tmp_path, "b")
+        b = start_worker(nats_broker, tmp_path, "b")
         workers.append(b)
         wait_for(lambda: len(a.held()) == len(b.held()) == 4, 60, "a and b to hold 4 each")
         assert not a.held() & b.held()
@@ -182,7 +144,7 @@ def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker
         finally:
             device.close()
 
-        c = Worker(nats_broker, tmp_path, "c")
+        c = start_worker(nats_broker, tmp_path, "c")
         workers.append(c)
         wait_for(lambda: len(c.held()) >= 3 and len(a.held()) <= 4, 60, "c to take a share")
         assert not a.held() & c.held()
