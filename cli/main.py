@@ -15,7 +15,7 @@ from care.cli import app as care_app
 from certify.cli import certify_command
 from dashboards.cli import make_app as dashboards_app
 from dashboards.names import Names, distinct
-from dashboards.report import ReportOptions, report_command
+from dashboards.report import make_report_command
 from device_sim.cli import app as sim_app
 from devices.cli import app as devices_app
 from escalation.cli import escalate_command, registry_app
@@ -286,37 +286,11 @@ def i18n_check_command() -> None:
     typer.echo(f"every word translated in {', '.join(available())}")
 
 
-@app.command("report")
-def report_with_registry_command(
-    elder: ReportOptions.Elder,
-    days: ReportOptions.Days = 7,
-    out: ReportOptions.Out = None,
-    end: ReportOptions.End = "now",
-    name: ReportOptions.Name = None,
-    lang: ReportOptions.Lang = None,
-    district: ReportOptions.District = None,
-    reader: Annotated[
-        str | None,
-        typer.Option("--for", help="The family contact it is for: their language (registry)."),
-    ] = None,
-) -> None:
-    """A one-page picture of an elder's week for the family: PNG and HTML.
+def registry_reader(path: Path, elder: str, contact: str | None) -> tuple[str, str | None]:
+    """How the family's page names the elder, and in which language (the registry's)."""
+    from escalation.registry import load_registry
 
-    With HOMECARE_REGISTRY set, the page names the elder as the registry does and speaks
-    the language of the contact (--for) or of the elder's site, unless --name/--lang say."""
-    from escalation.registry import RegistryError, load_registry
+    return load_registry(path).reader(elder, contact)
 
-    path = load_settings().registry
-    if path is not None and (name is None or lang is None):
-        try:
-            called, language = load_registry(path).reader(elder, reader)
-        except RegistryError as exc:
-            raise typer.BadParameter(str(exc)) from exc
-        except KeyError as exc:
-            raise typer.BadParameter(f"{exc.args[0]!r} is not in the registry {path}") from exc
-        name, lang = name or called, lang or language
-    elif reader is not None:
-        raise typer.BadParameter("--for needs the registry: set HOMECARE_REGISTRY")
-    report_command(
-        elder=elder, days=days, out=out, end=end, name=name, lang=lang, district=district
-    )
+
+app.command("report")(make_report_command(registry_reader))

@@ -26,7 +26,7 @@ import logging
 import re
 import statistics
 import unicodedata
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -756,39 +756,74 @@ def write(p: Picture, folder: Path) -> tuple[Path, Path]:
     return png, page
 
 
-class ReportOptions:
-    """The options of ``homecare report``, shared with the command line's registry-aware
-    wrapper (which knows the elder's name and family's language)."""
-
-    Elder = Annotated[str, typer.Argument(help="The elder's id (as in the telemetry).")]
-    Days = Annotated[int, typer.Option(min=1, max=31, help="Whole days before --end.")]
-    Out = Annotated[
-        Path | None, typer.Option(help="Folder for the PNG and HTML (default <state_dir>/reports).")
-    ]
-    End = Annotated[str, typer.Option(help="Report the days before this one (now, ISO).")]
-    Name = Annotated[
-        str | None, typer.Option(help="How to call them on the page (default: the id).")
-    ]
-    Lang = Annotated[
-        str | None, typer.Option(help="The family's language, e.g. zh-CN (default: English).")
-    ]
-    District = Annotated[
-        str | None,
-        typer.Option(help="The elder's district (HOMECARE_DISTRICTS): its primary InfluxDB "
-                     "is asked, its replica when the primary does not answer."),
-    ]
+ReaderFrom = Callable[[Path, str, str | None], tuple[str, str | None]]
+"""(registry file, elder, family contact or None) → how the page names the elder and in
+which language (None: the default); ``KeyError`` for one not in it. The composition
+root gives it: the registry belongs to escalation, which the dashboards do not import."""
 
 
-def report_command(
-    elder: ReportOptions.Elder,
-    days: ReportOptions.Days = 7,
-    out: ReportOptions.Out = None,
-    end: ReportOptions.End = "now",
-    name: ReportOptions.Name = None,
-    lang: ReportOptions.Lang = None,
-    district: ReportOptions.District = None,
-) -> None:
-    """A one-page picture of an elder's week for the family: PNG and HTML."""
+def make_report_command(reader_from: ReaderFrom | None = None) -> Callable[..., None]:
+    """``homecare report``; with ``reader_from`` and HOMECARE_REGISTRY, the page names the
+    elder as the registry does and speaks the contact's language."""
+
+    def report_command(
+        elder: Annotated[str, typer.Argument(help="The elder's id (as in the telemetry).")],
+        days: Annotated[int, typer.Option(min=1, max=31, help="Whole days before --end.")] = 7,
+        out: Annotated[
+            Path | None,
+            typer.Option(help="Folder for the PNG and HTML (default <state_dir>/reports)."),
+        ] = None,
+        end: Annotated[
+            str, typer.Option(help="Report the days before this one (now, ISO).")
+        ] = "now",
+        name: Annotated[
+            str | None, typer.Option(help="How to call them on the page (default: the id).")
+        ] = None,
+        lang: Annotated[
+            str | None,
+            typer.Option(help="The family's language, e.g. zh-CN (default: English)."),
+        ] = None,
+        district: Annotated[
+            str | None,
+            typer.Option(help="The elder's district (HOMECARE_DISTRICTS): its primary "
+                         "InfluxDB is asked, its replica when the primary does not answer."),
+        ] = None,
+        reader: Annotated[
+            str | None,
+            typer.Option("--for", help="The family contact it is for: their language "
+                         "(registry)."),
+        ] = None,
+    ) -> None:  # fmt: skip
+        """A one-page picture of an elder's week for the family: PNG and HTML.
+
+        With HOMECARE_REGISTRY set, the page names the elder as the registry does and
+        speaks the language of the contact (--for) or of the elder's site, unless
+        --name/--lang say."""
+        path = load_settings().registry if reader_from is not None else None
+        if path is not None and reader_from is not None and (name is None or lang is None):
+            try:
+                called, language = reader_from(path, elder, reader)
+            except ConfigError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+            except KeyError as exc:
+                raise typer.BadParameter(
+                    f"{exc.args[0]!r} is not in the registry {path}"
+                ) from exc
+            name, lang = name or called, lang or language
+        elif reader is not None:
+            raise typer.BadParameter("--for needs the registry: set HOMECARE_REGISTRY")
+        write_report(elder=elder, days=days, out=out, end=end, name=name, lang=lang,
+                     district=district)  # fmt: skip
+
+    return report_command
+
+
+def write_report(
+    *, elder: str, days: int, out: Path | None, end: str, name: str | None,
+    lang: str | None, district: str | None,
+) -> None:  # fmt: skip
+    """Gather the week from InfluxDB (the district's, failing over to its replica) and
+    write the picture; the command's errors as the command line says them."""
     import time
 
     settings = load_settings(influx=district is None)

@@ -263,8 +263,7 @@ def test_the_report_command_takes_name_and_language_from_the_registry(tmp_path, 
     path.write_text(yaml.safe_dump(REGISTRY, allow_unicode=True))
     asked: dict[str, Any] = {}
     # the registry part only: gathering the week needs InfluxDB (tests/test_report.py)
-    monkeypatch.setattr(dashboards.report, "report_command", lambda **kw: asked.update(kw))
-    monkeypatch.setattr("cli.main.report_command", dashboards.report.report_command)
+    monkeypatch.setattr(dashboards.report, "write_report", lambda **kw: asked.update(kw))
     env = {"HOMECARE_REGISTRY": str(path)}
     runner = CliRunner()
     assert runner.invoke(app, ["report", "e1", "--for", "jo"], env=env).exit_code == 0
