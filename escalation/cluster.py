@@ -118,8 +118,6 @@ async def replicas_for(nc: Nats, wanted: int | None) -> int:
     return int(info.config.num_replicas or 1)
 
 
-_QUIET_S = 0.5
-"""After the initial values of a watch: how long no further entry means none is late."""
 _LEADERLESS_S = 40.0
 """How long escalate waits for its buckets' streams to have a leader before it gives up."""
 
@@ -275,22 +273,36 @@ class ClusterStore(Store):
         return len(rows) + len(last)
 
     async def _entries(self) -> dict[str, tuple[bytes, int]]:
+        """Every key's latest value and revision. Read until the bucket's last revision
+        (asked first) has come: nats-py may mark the initial values done before the last
+        of them is handed over (seen once on a loaded CI machine: a takeover loaded a
+        state without its oldest alert). Deletes come too, so that the last revision is
+        seen whatever it was; a deleted key is left out."""
         out: dict[str, tuple[bytes, int]] = {}
-        watcher = await self.kv.watchall(ignore_deletes=True)
+        last = (await self.kv.status()).stream_info.state.last_seq or 0
+        watcher = await self.kv.watchall()
+        seen = 0
+        done = False
         try:
             while True:
-                entry = await watcher.updates(timeout=_REQUEST_S)  # type: ignore[no-untyped-call]
-                if entry is None:
-                    # nats-py may mark the initial values done before the last of them is
-                    # handed over (seen once on a loaded CI machine: a takeover loaded a
-                    # state without its oldest alert): take what follows a short quiet time.
-                    with contextlib.suppress(TimeoutError):
-                        while True:
-                            late = await watcher.updates(timeout=_QUIET_S)  # type: ignore[no-untyped-call]
-                            if late is not None:
-                                out[late.key] = (late.value or b"", late.revision or 0)
+                try:
+                    entry = await watcher.updates(timeout=_REQUEST_S)  # type: ignore[no-untyped-call]
+                except TimeoutError:
+                    if not done:
+                        raise
+                    # the last revision was a marker nats-py does not hand over
+                    log.warning("escalation state loaded to revision %d of %d", seen, last)
                     return out
-                out[entry.key] = (entry.value or b"", entry.revision or 0)
+                if entry is None:
+                    done = True
+                else:
+                    seen = max(seen, entry.revision or 0)
+                    if entry.operation in ("DEL", "PURGE"):
+                        out.pop(entry.key, None)
+                    else:
+                        out[entry.key] = (entry.value or b"", entry.revision or 0)
+                if done and seen >= last:
+                    return out
         finally:
             await watcher.stop()  # type: ignore[no-untyped-call]
 
