@@ -27,7 +27,7 @@ import nats
 import pytest
 import yaml
 from support import count, frame, topic, wait_for
-from test_detect_workers import PARTITIONS, Worker, elder_per_partition
+from test_detect_workers import PARTITIONS, elder_per_partition, start_worker
 from test_escalation_failover import Pair, incidents, mails_to, registry
 from test_security_broker import Probe
 
@@ -35,6 +35,7 @@ from broker.provision import provision_districts
 from devices import claims
 from devices.access import ESCALATE_RESPONSE, BrokerAccess, service_rights
 from escalation.cluster import forget_in_cluster
+from harness.demo import DetectWorker
 from harness.servers import LocalNats, free_port
 from harness.standins import CallCentreStandIn, LocalSmtp
 from homecare.contract import Alert
@@ -203,15 +204,15 @@ def test_detect_workers_share_the_partitions_with_the_detect_users_rights(
     and each holds four; the roster is in detect_state's key-value bucket."""
     detect = access.service("detect")
     monkeypatch.setenv("HOMECARE_NATS__CREDS_FILE", str(detect.creds))
-    workers: list[Worker] = []
+    workers: list[DetectWorker] = []
     readings: Readings | None = None
     try:
-        a = Worker(secure_nats, tmp_path, "a")
+        a = start_worker(secure_nats, tmp_path, "a")
         workers.append(a)
         wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
         readings = Readings(secure_nats, pki[0].cert, access)
         wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
-        b = Worker(secure_nats, tmp_path, "b")
+        b = start_worker(secure_nats, tmp_path, "b")
         workers.append(b)
         wait_for(lambda: len(a.held()) == len(b.held()) == PARTITIONS // 2, 60,
                  "a and b to hold half each")  # fmt: skip
@@ -222,7 +223,7 @@ def test_detect_workers_share_the_partitions_with_the_detect_users_rights(
             readings.close()
         for worker in workers:
             worker.stop()
-    assert [w.name for w in workers if "iolation" in w.log.read_text()] == []
+    assert [w.log.name for w in workers if "iolation" in w.log.read_text()] == []
     assert violations(secure_nats) == []
 
 
