@@ -12,6 +12,7 @@ from care.signs import (
     HISTORY_DAYS,
     RAMP_DAYS,
     WINDOW_DAYS,
+    Z_REPORT,
     Days,
     assess,
     drift,
@@ -126,9 +127,11 @@ def test_a_decline_two_weeks_old_is_flagged_by_its_daily_drift_and_stable_elders
     drifted = [s for s in result.signs if s.how == "drift"]
     assert drifted
     for s in drifted:  # each reason keeps its numbers, and points the worse way
-        assert s.z >= 2.0
+        assert s.z > 0
         assert BY_NAME[s.feature].worse * s.change > 0
         assert s.change == pytest.approx(s.week - s.baseline)
+        if s.z < Z_REPORT:  # no sign passed alone: only the one that moved most is named
+            assert [x.sign for x in result.of(s.elder) if x.how == "drift"] == [s.sign]
 
 
 def test_the_drift_adds_up_small_days_and_forgets_a_cold():
@@ -143,3 +146,22 @@ def test_the_drift_adds_up_small_days_and_forgets_a_cold():
     now, centre, z = found.features["in_bed_h"]
     assert now[1] - centre[1] > 0.4
     assert z[1] > 2
+
+
+def test_a_drift_too_small_to_matter_in_any_one_sign_names_the_one_that_moved_most():
+    # Two weeks of a course in three signs at once, none of whose change matters alone
+    # (+0.4 h in bed at most, +1.2 bpm, −360 steps): the drift flags the elder with one
+    # reason, the sign that moved the worse way most, and its numbers.
+    rng = np.random.default_rng(3)
+    course = np.r_[np.zeros(56), np.arange(1, 15) / 14]
+    figures = {
+        STEPS: rng.normal(3000, 300, (2, 70)) - np.array([[0.0], [360.0]]) * course,
+        "in_bed_h": rng.normal(8.5, 0.3, (2, 70)) + np.array([[0.0], [0.36]]) * course,
+        "resting_hr": rng.normal(62, 1, (2, 70)) + np.array([[0.0], [1.2]]) * course,
+    }
+    result = assess(Days(("a", "b"), 0.0, figures))
+    assert drift(features(Days(("a", "b"), 0.0, figures))).score[1] >= DRIFT_H
+    [sign] = result.signs
+    assert (sign.elder, sign.feature, sign.how) == ("b", "in_bed_h", "drift")
+    assert 0 < sign.change < BY_NAME["in_bed_h"].min_change
+    assert sign.z >= Z_REPORT
