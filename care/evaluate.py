@@ -10,8 +10,10 @@ the daily drift of the last two weeks against up to eight before them). Measured
 - **stable flagged in a month**: of the stable elders, the share flagged at least once
   by the runs of 28 days (averaged over the months simulated).
 
-Targets (issue 18): at least 90 % of declines within 14 days (the issue asks that they
-are; the simulator's mildest ones may take longer), at most 5 % of stable elders a month.
+Targets (issue 18): every decline (gradual and hospital stay) within 14 days, at most
+5 % of stable elders a month. The 14 days count from the labelled onset day, whose
+figures are still unchanged (the course rises from 0 on that day): the run at the end
+of day ``onset + 13`` is the last that counts.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from device_sim.decline import DEFAULT_MIX, SCENARIOS, simulate_days
 
 DETECT_WITHIN_DAYS = 14
 MONTH_RUNS = 4
-TARGET_DETECTED = 0.9
+TARGET_DETECTED = 1.0
 TARGET_STABLE_FLAGGED = 0.05
 
 
@@ -57,9 +59,7 @@ class Evaluation:
         }
 
     def met(self) -> bool:
-        a = sum(x for x, _ in self.detected.values())
-        b = sum(y for _, y in self.detected.values())
-        return (b == 0 or a / b >= TARGET_DETECTED) and (
+        return all(b == 0 or a / b >= TARGET_DETECTED for a, b in self.detected.values()) and (
             self.stable_month_rate <= TARGET_STABLE_FLAGGED
         )
 

@@ -19,8 +19,9 @@ sensor was silent), and :func:`assess` compares, for every elder at once:
 
 - **drift** (:func:`drift`), daily: each day of the last two weeks against the elder's
   own median and MAD over up to eight weeks before them, the signs' daily z combined
-  (Stouffer) and added up by a one-sided CUSUM: a frailty course moves every sign a
-  little, day after day, long before a week's median has moved far.
+  (weighted Stouffer, capped) and matched to a course rising linearly from 0 to today
+  (Σ zₜ·t / √Σ t²): a frailty course moves every sign a little, more each day, long
+  before a week's median has moved far.
 
 Each sign carries its numbers (:class:`Sign`): the week's value, the baseline's, the
 change and the robust z. Scoring (for the ranking) is separate from deciding.
@@ -79,7 +80,6 @@ Z_REPORT = 2.0
 """A sign of a flagged elder is reported (a reason) from this z."""
 Z_CAP = 8.0
 """No one sign counts for more than this in the sum (a dead sensor is one sign)."""
-COVERED_ENOUGH = 0.5
 HISTORY_DAYS = 70
 """Days of figures :func:`assess` reads: the drift's baseline and its recent days."""
 RECENT_DAYS = 14
@@ -90,12 +90,20 @@ MAD_SIGMA = 1.4826
 """The median absolute deviation of a normal distribution, in σ."""
 DAY_CLIP = 3.0
 """One day's z of one feature counts at most this much (a wild day is one day)."""
-DRIFT_K = 0.4
-"""The CUSUM's allowance: the combined daily z a stable elder's days stay below."""
-DRIFT_CAP = 1.3
-"""One day adds at most this − :data:`DRIFT_K` (a cold of three days is no frailty course)."""
-DRIFT_H = 5.5
-"""The CUSUM flags at this (tuned with ``homecare care evaluate`` on seeds 0–2)."""
+DRIFT_BASELINE = 28
+"""Days with data the drift's baseline needs: a MAD of three weeks is too rough to
+sum two weeks of small daily z against."""
+DRIFT_WEIGHTS = {"activity": 1.0, "night": 1.0, "out": 0.7, "bed": 1.5, "pulse": 1.5}
+"""Each sign's weight in the day's combined z: how far a frailty course moves it in
+units of its own daily noise (time in bed and the resting pulse most; outings, a
+count of a few a day, least: the signs' mean z two weeks into the simulated declines)."""
+DRIFT_CAP = 1.25
+"""A day's combined z counts at most this (a cold of three days is no frailty course)."""
+RAMP_DAYS = (10, 12, 14)
+"""Lengths of the course the drift's matched filter tries (the best counts)."""
+DRIFT_H = 2.75
+"""The drift flags at this score (tuned with ``homecare care evaluate`` on seeds 0–2)."""
+COVERED_ENOUGH = 0.5
 """A night counts when the bed sensor covered at least this share of it."""
 
 
@@ -218,7 +226,8 @@ class Sign:
     range), signed so that positive is worse."""
     how: str = "level"
     """``level``: the week's median moved; ``trend``: a decline under way; ``drift``:
-    day after day a little worse (the daily CUSUM; ``week`` is the run's median)."""
+    day after day a little worse (the daily ramp; ``week`` is the run's median, ``z``
+    the feature's own ramp score over the run)."""
 
     @property
     def rel(self) -> float:
@@ -292,23 +301,24 @@ def _level_and_trend(
 
 @dataclass(frozen=True)
 class Drift:
-    """The daily CUSUM of every elder (see :func:`drift`)."""
+    """The daily drift of every elder (see :func:`drift`)."""
 
-    cusum: Floats
-    """Each elder's CUSUM on the last day (0: nothing accumulating)."""
+    score: Floats
+    """Each elder's ramp score (the best over :data:`RAMP_DAYS`; 0 without data)."""
     run: npt.NDArray[np.int64]
-    """Days of the run the CUSUM has accumulated over (since it was last 0)."""
+    """Days of the ramp that scored best (the course's days so far)."""
     features: dict[str, tuple[Floats, Floats, Floats]]
-    """Feature → (the run's median, the baseline's median, the run's z: the sum of its
-    daily z over √ its days with data, positive is worse)."""
+    """Feature → (the run's median, the baseline's median, the run's z: its daily z
+    weighted by the ramp, positive is worse)."""
 
 
 def _daily_z(spec: Feature, values: Floats) -> tuple[Floats, Floats]:
     """(elder × recent day z, baseline centre) of one feature: each day against the
-    elder's own median and MAD over up to eight weeks before the recent days."""
+    elder's own median and MAD over up to eight weeks before the recent days (at
+    least :data:`DRIFT_BASELINE` days with data)."""
     x = values[:, -HISTORY_DAYS:]
     base, recent = x[:, :-RECENT_DAYS], x[:, -RECENT_DAYS:]
-    ok = np.isfinite(base).sum(axis=1) >= MIN_BASELINE
+    ok = np.isfinite(base).sum(axis=1) >= DRIFT_BASELINE
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN elder
         if spec.count:
@@ -322,16 +332,29 @@ def _daily_z(spec: Feature, values: Floats) -> tuple[Floats, Floats]:
     return np.where(ok[:, None], z, np.nan), centre
 
 
+def _ramp(z: Floats, days: int) -> Floats:
+    """Each row's last ``days`` days against a course rising linearly to today: the
+    matched filter Σ zₜ·t / √Σ t² (t = 1…days), days without data left out."""
+    x = z[:, -days:]
+    w = np.arange(1, days + 1, dtype=np.float64)[None, :]
+    seen = np.isfinite(x)
+    norm = np.sqrt((np.where(seen, w, 0.0) ** 2).sum(axis=1))
+    total = np.where(seen, x * w, 0.0).sum(axis=1)
+    out: Floats = np.where(norm > 0, total / np.maximum(norm, 1e-9), np.nan)
+    return out
+
+
 def drift(feats: Mapping[str, Floats]) -> Drift:
-    """A one-sided CUSUM (Page) of each elder's combined daily z over the last
-    :data:`RECENT_DAYS` days, every elder at once.
+    """The daily drift of each elder over the last :data:`RECENT_DAYS` days, every
+    elder at once: a frailty course moves every sign a little, more each day.
 
     Each day, each feature's z against the elder's own robust baseline; a sign's z is
     its features' mean (steps and active hours are one sign), and the day's combined z
-    is Stouffer's sum over the signs with data that day. A frailty course moves every
-    sign a little, day after day: the CUSUM ``S = max(0, S + min(z, cap) − k)`` adds it
-    up, where a single week's median would wait for it to become large. Days without
-    data leave ``S`` as it is."""
+    is the signs' weighted Stouffer sum (:data:`DRIFT_WEIGHTS`) over those with data
+    that day, capped at :data:`DRIFT_CAP` (a cold of three days is no frailty course).
+    The score is the matched filter of a course rising linearly from 0 over the last
+    L days (the best of :data:`RAMP_DAYS`): today's day counts most, the first least;
+    a stable elder's score is about N(0, 1)."""
     n = next(iter(feats.values())).shape[0] if feats else 0
     per_sign: dict[str, list[Floats]] = {s: [] for s in DRIFT_SIGNS}
     zs: dict[str, tuple[Floats, Floats]] = {}
@@ -342,32 +365,32 @@ def drift(feats: Mapping[str, Floats]) -> Drift:
             per_sign[spec.sign].append(zs[name][0])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a sign without data that day
-        signs = [np.nanmean(np.stack(v), axis=0) for v in per_sign.values() if v]
+        signs = [(np.nanmean(np.stack(v), axis=0), DRIFT_WEIGHTS[s])
+                 for s, v in per_sign.items() if v]  # fmt: skip
     if not signs:
         return Drift(np.zeros(n), np.zeros(n, np.int64), {})
-    by_sign = np.stack(signs)
-    counted = np.isfinite(by_sign).sum(axis=0)
-    combined = np.nansum(by_sign, axis=0) / np.sqrt(np.maximum(counted, 1))
-    cusum = np.zeros(n)
-    run = np.zeros(n, np.int64)
-    for t in range(combined.shape[1]):  # over days; every elder at once
-        seen = counted[:, t] > 0
-        step = np.maximum(0.0, cusum + np.minimum(combined[:, t], DRIFT_CAP) - DRIFT_K)
-        run = np.where(seen, np.where(step > 0, run + 1, 0), run)
-        cusum = np.where(seen, step, cusum)
-    in_run = np.arange(RECENT_DAYS)[None, :] >= RECENT_DAYS - np.maximum(run, 1)[:, None]
+    by_sign = np.stack([z for z, _ in signs])
+    weight = np.array([w for _, w in signs])[:, None, None]
+    seen = np.isfinite(by_sign)
+    total = np.where(seen, weight * by_sign, 0.0).sum(axis=0)
+    norm = np.sqrt(np.where(seen, weight**2, 0.0).sum(axis=0))
+    day = np.clip(total / np.maximum(norm, 1e-9), -DRIFT_CAP, DRIFT_CAP)
+    combined = np.where(norm > 0, day, np.nan)
+    ramps = np.stack([_ramp(combined, d) for d in RAMP_DAYS])  # ramp lengths × elders
+    best = np.nanargmax(np.where(np.isfinite(ramps), ramps, -np.inf), axis=0)
+    score = np.nan_to_num(np.take_along_axis(ramps, best[None, :], axis=0)[0], nan=0.0)
+    run = np.asarray(RAMP_DAYS, np.int64)[best]
+    in_run = np.arange(RECENT_DAYS)[None, :] >= RECENT_DAYS - run[:, None]
     out: dict[str, tuple[Floats, Floats, Floats]] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         for name, (z, centre) in zs.items():
             recent = feats[name][:, -RECENT_DAYS:]
             now = np.nanmedian(np.where(in_run, recent, np.nan), axis=1)
-            days_seen = (in_run & np.isfinite(z)).sum(axis=1)
-            z_run = np.nansum(np.where(in_run, z, np.nan), axis=1) / np.sqrt(
-                np.maximum(days_seen, 1)
-            )
-            out[name] = (now, centre, np.where(days_seen > 0, z_run, np.nan))
-    return Drift(cusum, run, out)
+            each = np.stack([_ramp(z, d) for d in RAMP_DAYS])
+            z_run = np.take_along_axis(each, best[None, :], axis=0)[0]
+            out[name] = (now, centre, z_run)
+    return Drift(score, run, out)
 
 
 def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
@@ -379,9 +402,10 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
     with data ≥ :data:`Z_TOGETHER`: a frailty course moves many a little), and at least
     one sign's change is large enough to matter (two, when together); the signs reported
     are those with z ≥ :data:`Z_REPORT` whose change matters. Or when the daily drift's
-    CUSUM reaches :data:`DRIFT_H`, with the signs whose run moved enough to matter
-    (``how="drift"``). ``days`` may hold up to :data:`HISTORY_DAYS` days (the drift's
-    baseline). ``z_scale`` multiplies the thresholds (the evaluation's knob)."""
+    score reaches :data:`DRIFT_H`, with the signs whose run moved enough to matter, or
+    else the one that moved the worse way most (``how="drift"``). ``days`` may hold up
+    to :data:`HISTORY_DAYS` days (the drift's baseline). ``z_scale`` multiplies the
+    thresholds (the evaluation's knob)."""
     if days.days < WINDOW_DAYS:
         raise ValueError(f"signs need {WINDOW_DAYS} days of figures, not {days.days}")
     feats = features(days)
@@ -425,22 +449,32 @@ def assess(days: Days, *, z_scale: float = 1.0) -> Assessment:
         (together >= Z_TOGETHER * z_scale) & (reported >= 2)
     )
     chosen = {key: sign for key, sign in candidates.items() if flag[key[0]]}
-    # The daily drift: a CUSUM past its threshold, with the signs whose run moved enough
-    # to matter as its reasons.
+    # The daily drift: past its threshold, with the signs whose run moved enough to
+    # matter as its reasons, or else the one that moved the worse way most (the
+    # course's first days are small in every sign; together they are not).
     found = drift(feats)
-    drifting = found.cusum >= DRIFT_H * z_scale
-    for name, (now, centre, z) in found.features.items():
-        spec = BY_NAME[name]
-        worse = spec.worse * (now - centre)
-        big = (worse >= spec.min_change) & (worse >= spec.min_rel * np.abs(centre))
-        for i in np.flatnonzero(drifting & big & (np.nan_to_num(z) >= Z_REPORT * z_scale)):
-            key = (int(i), spec.sign)
-            sign = Sign(days.elders[i], spec.sign, name, float(now[i]), float(centre[i]),
-                        float(now[i] - centre[i]), float(z[i]), "drift")  # fmt: skip
+    drifting = found.score >= DRIFT_H * z_scale
+    names = list(found.features)
+    if names:
+        # (now, centre, z) × feature × elder
+        runs = np.stack([found.features[k] for k in names], axis=1)
+        worse = np.array([BY_NAME[k].worse for k in names])[:, None] * (runs[0] - runs[1])
+        rel = np.array([[BY_NAME[k].min_change, BY_NAME[k].min_rel] for k in names])
+        big = (worse >= rel[:, :1]) & (worse >= rel[:, 1:] * np.abs(runs[1]))
+        z = np.where(worse > 0, np.nan_to_num(runs[2], nan=-np.inf), -np.inf)
+        strong = big & (z >= Z_REPORT * z_scale)
+        lead = np.zeros_like(strong)
+        lead[np.argmax(z, axis=0), np.arange(n)] = True
+        report = drifting & (strong | (lead & ~strong.any(axis=0) & np.isfinite(z)))
+        for f, i in zip(*np.nonzero(report), strict=True):
+            key = (int(i), BY_NAME[names[f]].sign)
+            median, base, z_run = (float(v) for v in runs[:, f, i])
+            sign = Sign(days.elders[i], key[1], names[f], median, base, median - base, z_run,
+                        "drift")  # fmt: skip
             if key not in chosen or sign.z > chosen[key].z:
                 chosen[key] = sign
     for _, sign in sorted(chosen.items(), key=lambda kv: (kv[0][0], SIGNS.index(kv[0][1]))):
         out.signs.append(sign)
-    score = np.fmax(together, found.cusum / DRIFT_H * Z_TOGETHER)
+    score = np.fmax(together, found.score / DRIFT_H * Z_TOGETHER)
     out.score = {e: float(score[i]) if out.of(e) else 0.0 for i, e in enumerate(days.elders)}
     return out

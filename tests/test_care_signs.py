@@ -6,7 +6,19 @@ import numpy as np
 import pytest
 
 from care.evaluate import evaluate
-from care.signs import BY_NAME, DRIFT_H, WINDOW_DAYS, Days, assess, drift, features, theil_sen
+from care.signs import (
+    BY_NAME,
+    DRIFT_H,
+    HISTORY_DAYS,
+    RAMP_DAYS,
+    WINDOW_DAYS,
+    Z_REPORT,
+    Days,
+    assess,
+    drift,
+    features,
+    theil_sen,
+)
 from device_sim.decline import FRONT_OPENS, IN_BED_S, STEPS, WORN_S, simulate_days
 
 
@@ -55,7 +67,8 @@ def test_an_elder_without_a_wearable_is_not_never_wearing_it():
 
 
 def test_fewer_outings_is_a_sign():
-    opens = np.random.default_rng(2).poisson(6.0, (4, WINDOW_DAYS)).astype(float)
+    # Ten weeks, as the refresh reads them: the daily drift needs four weeks of baseline.
+    opens = np.random.default_rng(2).poisson(6.0, (4, HISTORY_DAYS)).astype(float)
     opens[3, -7:] = np.random.default_rng(3).poisson(1.0, 7)
     result = assess(Days(("a", "b", "c", "d"), 0.0, {FRONT_OPENS: opens}))
     assert [s.sign for s in result.of("d")] == ["out"]
@@ -88,7 +101,8 @@ def test_simulated_decline_moves_the_figures_the_right_way():
 def test_signs_on_a_simulated_cohort():
     # The targets, measured on a small cohort (the README's figures come from
     # `homecare care evaluate`, 400 elders): hospital stays are all caught within two
-    # weeks, most gradual declines too, few stable elders are flagged in a month.
+    # weeks, most gradual declines too (a run every second day), few stable elders are
+    # flagged in a month.
     result = evaluate(elders=160, days=98, seed=7, every=2)
     hit, of = result.detected["sudden_change"]
     assert of >= 8
@@ -96,7 +110,7 @@ def test_signs_on_a_simulated_cohort():
     assert result.stable_month_rate <= 0.08
     hit, of = result.detected["gradual_decline"]
     assert of >= 8
-    assert hit >= 0.6 * of
+    assert hit >= 0.75 * of
 
 
 def test_a_decline_two_weeks_old_is_flagged_by_its_daily_drift_and_stable_elders_are_not():
@@ -113,19 +127,41 @@ def test_a_decline_two_weeks_old_is_flagged_by_its_daily_drift_and_stable_elders
     drifted = [s for s in result.signs if s.how == "drift"]
     assert drifted
     for s in drifted:  # each reason keeps its numbers, and points the worse way
-        assert s.z >= 2.0
+        assert s.z > 0
         assert BY_NAME[s.feature].worse * s.change > 0
         assert s.change == pytest.approx(s.week - s.baseline)
+        if s.z < Z_REPORT:  # no sign passed alone: only the one that moved most is named
+            assert [x.sign for x in result.of(s.elder) if x.how == "drift"] == [s.sign]
 
 
 def test_the_drift_adds_up_small_days_and_forgets_a_cold():
     rng = np.random.default_rng(5)
     bed = rng.normal(8.5, 0.5, (3, 70))
     bed[1, -14:] += np.linspace(0.1, 1.2, 14)  # a little longer in bed, day after day
-    bed[2, -6:-3] += 2.5  # a three-day cold
+    bed[2, -4:-1] += 2.5  # a three-day cold, still on
     found = drift({"in_bed_h": bed})
-    assert found.cusum[1] >= DRIFT_H > found.cusum[2]
-    assert found.cusum[0] < DRIFT_H
+    assert found.score[1] >= DRIFT_H > found.score[2]
+    assert found.score[0] < DRIFT_H
+    assert found.run[1] in RAMP_DAYS
     now, centre, z = found.features["in_bed_h"]
     assert now[1] - centre[1] > 0.4
     assert z[1] > 2
+
+
+def test_a_drift_too_small_to_matter_in_any_one_sign_names_the_one_that_moved_most():
+    # Two weeks of a course in three signs at once, none of whose change matters alone
+    # (+0.4 h in bed at most, +1.2 bpm, −360 steps): the drift flags the elder with one
+    # reason, the sign that moved the worse way most, and its numbers.
+    rng = np.random.default_rng(3)
+    course = np.r_[np.zeros(56), np.arange(1, 15) / 14]
+    figures = {
+        STEPS: rng.normal(3000, 300, (2, 70)) - np.array([[0.0], [360.0]]) * course,
+        "in_bed_h": rng.normal(8.5, 0.3, (2, 70)) + np.array([[0.0], [0.36]]) * course,
+        "resting_hr": rng.normal(62, 1, (2, 70)) + np.array([[0.0], [1.2]]) * course,
+    }
+    result = assess(Days(("a", "b"), 0.0, figures))
+    assert drift(features(Days(("a", "b"), 0.0, figures))).score[1] >= DRIFT_H
+    [sign] = result.signs
+    assert (sign.elder, sign.feature, sign.how) == ("b", "in_bed_h", "drift")
+    assert 0 < sign.change < BY_NAME["in_bed_h"].min_change
+    assert sign.z >= Z_REPORT
