@@ -391,6 +391,16 @@ def test_a_fitted_homes_limits_are_learned_from_influx_as_the_replay_learns_them
     assert b.home_inactivity_weight[0] == pytest.approx(replay_ina.home_weight[0], abs=1e-3)
     assert b.bathroom[0] == pytest.approx(replay_bath.learned[0], abs=2.0)
     assert b.bathroom_weight[0] == pytest.approx(replay_bath.weight[0], abs=1e-3)
+    # no bed sensor: the bed mat's events teach the wake time, the sleep window's end and
+    # the night-trip limit, as the replay learns them
+    replay_morning = next(d for d in dets if isinstance(d, MorningDetector))
+    replay_exit = next(d for d in dets if isinstance(d, BedExitDetector))
+    assert b.wake_weight[0] > 0.5
+    assert b.wake[0] == pytest.approx(replay_morning.learned[0], abs=60.0)
+    assert b.wake_weight[0] == pytest.approx(replay_morning.weight[0], abs=1e-3)
+    assert b.sleep_end_s[0] == pytest.approx(care.sleep_end_s[0], abs=60.0)
+    assert b.bed_exit_weight[0] == pytest.approx(replay_exit.weight[0], abs=1e-3)
+    assert np.isnan(b.bed_exit[0]) == np.isnan(replay_exit.learned[0])
     # detect applies them: a home, with its learned limits
     detect = Detect(settings)
     assert BaselineFile(settings.state_dir / "baselines.npz").poll(
