@@ -45,10 +45,10 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    Severity,
     Times,
-    group_quantile,
+    fit_quantile,
     overdue,
+    warning_detections,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -125,16 +125,7 @@ class BedExitDetector(CareRows):
     def tick(self, now: float) -> list[Detection]:
         n = self.n
         rows, out, limit = overdue(self.out_since[:n], self.fired[:n], now, self.limit_s)
-        return [
-            Detection(
-                self.kind,
-                int(r),
-                now,
-                Severity.WARNING,
-                {"out_s": round(float(o), 1), "limit_s": round(float(lim), 1)},
-            )
-            for r, o, lim in zip(rows, out, limit, strict=True)
-        ]
+        return warning_detections(self.kind, rows, now, {"out_s": out, "limit_s": limit})
 
     def fit(self, rows: Rows, durations: Times) -> None:
         """Learn each row's limit from its past night trips (as from :func:`night_trips`);
@@ -143,7 +134,5 @@ class BedExitDetector(CareRows):
             return
         self.reserve(rows)
         s = self.settings
-        q, counts = group_quantile(rows, durations, s.quantile, self.n)
-        has = np.flatnonzero(counts > 0)
-        self.learned[has] = np.maximum(q[has], 1.0) * s.margin
-        self.weight[has] = counts[has] / (counts[has] + s.prior_trips)
+        fit_quantile(self.learned, self.weight, rows, durations, quantile=s.quantile,
+                     prior=s.prior_trips, floor=1.0, margin=s.margin)  # fmt: skip
