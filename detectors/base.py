@@ -26,7 +26,7 @@ lets time pass for detectors that fire because nothing happened (inactivity, off
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
@@ -73,9 +73,11 @@ __all__ = [
     "Severity",
     "Times",
     "dispatch",
+    "fit_quantile",
     "group_quantile",
     "grow",
     "tick_all",
+    "warning_detections",
     "waves",
 ]
 """``Severity`` is the contract's, named here too: every detection carries one."""
@@ -393,6 +395,66 @@ def group_quantile(
     pick = start[has] + np.floor(q * (counts[has] - 1)).astype(np.int64)
     out[has] = np.asarray(values, np.float64)[order][pick]
     return out, counts
+
+
+def warning_detections(
+    kind: str,
+    rows: Rows,
+    now: float,
+    evidence: Mapping[str, npt.ArrayLike],
+    *,
+    exact: Collection[str] = (),
+) -> list[Detection]:
+    """One warning of ``kind`` at ``now`` per row, as the timers of :func:`overdue` (and
+    the daily checks) report them: ``evidence[name][i]`` is row i's number, rounded to
+    0.1 unless its name is in ``exact`` (a timestamp, a flag).
+
+    >>> found = warning_detections("bed_exit", np.array([3]), 9.0,
+    ...                            {"out_s": [1801.04], "limit_s": [1800.0]})
+    >>> [(d.row, d.evidence) for d in found]
+    [(3, {'out_s': 1801.0, 'limit_s': 1800.0})]
+    """
+    columns = {name: np.asarray(v, np.float64) for name, v in evidence.items()}
+
+    def number(name: str, i: int) -> float:
+        value = float(columns[name][i])
+        return value if name in exact else round(value, 1)
+
+    return [
+        Detection(kind, int(r), now, Severity.WARNING, {name: number(name, i) for name in columns})
+        for i, r in enumerate(rows)
+    ]
+
+
+def fit_quantile(
+    learned: npt.NDArray[np.floating[Any]],
+    weight: npt.NDArray[np.floating[Any]],
+    rows: Rows,
+    values: npt.NDArray[np.floating[Any]],
+    *,
+    quantile: float,
+    prior: float,
+    floor: float = -np.inf,
+    margin: float = 1.0,
+) -> None:
+    """Learn a personal limit per row from its past values (as the bed-exit, bathroom and
+    morning fits do): their ``quantile`` (at least ``floor``) times ``margin`` into
+    ``learned`` and ``count / (count + prior)`` into ``weight``, the limit's weight against
+    the care default; rows absent from ``values`` keep theirs. The arrays must already
+    hold every row (the detector's ``reserve``).
+
+    >>> learned, weight = np.full(2, np.nan, np.float32), np.zeros(2, np.float32)
+    >>> fit_quantile(learned, weight, np.array([1, 1, 1]), np.array([60.0, 600.0, 300.0]),
+    ...              quantile=0.5, prior=3.0, margin=2.0)
+    >>> learned.tolist(), weight.tolist()
+    ([nan, 600.0], [0.0, 0.5])
+    """
+    if len(rows) == 0:
+        return
+    q, counts = group_quantile(rows, values, quantile, len(learned))
+    has = np.flatnonzero(counts > 0)
+    learned[has] = np.maximum(q[has], floor) * margin
+    weight[has] = counts[has] / (counts[has] + prior)
 
 
 class Hysteresis:

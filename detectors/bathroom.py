@@ -46,10 +46,10 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    Severity,
     Times,
-    group_quantile,
+    fit_quantile,
     overdue,
+    warning_detections,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -132,16 +132,7 @@ class BathroomDetector(CareRows):
     def tick(self, now: float) -> list[Detection]:
         n = self.n
         rows, silent, limit = overdue(self.since[:n], self.fired[:n], now, self.limit_s)
-        return [
-            Detection(
-                self.kind,
-                int(r),
-                now,
-                Severity.WARNING,
-                {"silent_s": round(float(s), 1), "limit_s": round(float(lim), 1)},
-            )
-            for r, s, lim in zip(rows, silent, limit, strict=True)
-        ]
+        return warning_detections(self.kind, rows, now, {"silent_s": silent, "limit_s": limit})
 
     def fit(self, rows: Rows, silences: Times) -> None:
         """Learn each row's limit from its past visits (as from :func:`bathroom_visits`);
@@ -150,7 +141,5 @@ class BathroomDetector(CareRows):
             return
         self.reserve(rows)
         s = self.settings
-        q, counts = group_quantile(rows, silences, s.quantile, self.n)
-        has = np.flatnonzero(counts > 0)
-        self.learned[has] = np.maximum(q[has], 60.0) * s.margin
-        self.weight[has] = counts[has] / (counts[has] + s.prior_visits)
+        fit_quantile(self.learned, self.weight, rows, silences, quantile=s.quantile,
+                     prior=s.prior_visits, floor=60.0, margin=s.margin)  # fmt: skip

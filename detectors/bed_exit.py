@@ -4,7 +4,12 @@ Getting out of bed (a bed reading without presence after one with presence) insi
 sleep window (:class:`Care`, local time, per elder) starts a wait; presence again ends it,
 and so does the kitchen (a fridge door): an elder up and about in the kitchen has started
 the day early or is having a snack, not stuck on the way to the toilet. Still out after
-the personal limit → warning.
+the personal limit → warning, if that limit is reached inside the sleep window: getting
+up shortly before the window's end and staying up is the day starting (a morning a little
+earlier than the early wake times the learned window ends at), not a trip, so a wait
+whose limit would pass the window's end does not warn; from then on the day's rules
+(inactivity and its lying rule) watch. On the simulated cohort with baselines fitted on
+14 days such mornings were every bed-exit false alarm (docs/detection.md).
 
 **Personal limit.** From 2-4 weeks of bed history, :func:`night_trips` finds the night
 trips (out of bed in the sleep window and back within ``max_trip_s``; longer ones are
@@ -45,13 +50,13 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    Severity,
     Times,
-    group_quantile,
+    fit_quantile,
     overdue,
+    warning_detections,
     waves,
 )
-from detectors.care import Care, CareRows
+from detectors.care import DAY_S, Care, CareRows
 from homecare.thresholds import BedExitSettings
 
 __all__ = ["BedExitDetector", "BedExitSettings", "night_trips"]
@@ -122,19 +127,18 @@ class BedExitDetector(CareRows):
         """Each row's limit: learned, shrunk towards the care default, clipped to its bounds."""
         return self.care.learned_limit("bed_exit", rows, self.learned[rows], self.weight[rows])
 
+    def _limit_in_window(self, rows: Rows) -> npt.NDArray[np.float64]:
+        """Each waiting row's limit, or infinity where the limit is reached only after the
+        sleep window's end (that wait is the day starting)."""
+        limit = self.limit_s(rows)
+        since = self.out_since[rows]
+        left = np.mod(self.care.sleep_end_s[rows] - self.care.local_s(rows, since), DAY_S)
+        return np.where(limit < left, limit, np.inf)
+
     def tick(self, now: float) -> list[Detection]:
         n = self.n
-        rows, out, limit = overdue(self.out_since[:n], self.fired[:n], now, self.limit_s)
-        return [
-            Detection(
-                self.kind,
-                int(r),
-                now,
-                Severity.WARNING,
-                {"out_s": round(float(o), 1), "limit_s": round(float(lim), 1)},
-            )
-            for r, o, lim in zip(rows, out, limit, strict=True)
-        ]
+        rows, out, limit = overdue(self.out_since[:n], self.fired[:n], now, self._limit_in_window)
+        return warning_detections(self.kind, rows, now, {"out_s": out, "limit_s": limit})
 
     def fit(self, rows: Rows, durations: Times) -> None:
         """Learn each row's limit from its past night trips (as from :func:`night_trips`);
@@ -143,7 +147,5 @@ class BedExitDetector(CareRows):
             return
         self.reserve(rows)
         s = self.settings
-        q, counts = group_quantile(rows, durations, s.quantile, self.n)
-        has = np.flatnonzero(counts > 0)
-        self.learned[has] = np.maximum(q[has], 1.0) * s.margin
-        self.weight[has] = counts[has] / (counts[has] + s.prior_trips)
+        fit_quantile(self.learned, self.weight, rows, durations, quantile=s.quantile,
+                     prior=s.prior_trips, floor=1.0, margin=s.margin)  # fmt: skip

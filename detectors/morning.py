@@ -48,9 +48,9 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    Severity,
     Times,
-    group_quantile,
+    fit_quantile,
+    warning_detections,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -183,16 +183,8 @@ class MorningDetector(CareRows):
         late = (local > limit) & (local < s.check_until_s)
         fire = check[late]
         self.fired_day[fire] = today[fire]
-        return [
-            Detection(
-                self.kind,
-                int(r),
-                now,
-                Severity.WARNING,
-                {"local_s": round(float(t), 1), "limit_s": round(float(lim), 1)},
-            )
-            for r, t, lim in zip(fire, local[late], limit[late], strict=True)
-        ]
+        evidence = {"local_s": local[late], "limit_s": limit[late]}
+        return warning_detections(self.kind, fire, now, evidence)
 
     def fit(self, rows: Rows, wake_local_s: npt.NDArray[np.floating]) -> None:
         """Learn each row's usual wake time from past ones (as from :func:`wake_times`);
@@ -201,10 +193,8 @@ class MorningDetector(CareRows):
             return
         self.reserve(rows)
         s = self.settings
-        q, counts = group_quantile(rows, wake_local_s, s.quantile, self.n)
-        has = np.flatnonzero(counts > 0)
-        self.learned[has] = q[has]
-        self.weight[has] = counts[has] / (counts[has] + s.prior_days)
+        fit_quantile(self.learned, self.weight, rows, wake_local_s, quantile=s.quantile,
+                     prior=s.prior_days)  # fmt: skip
 
     def usual_wake_s(self, rows: Rows) -> npt.NDArray[np.float64]:
         """The learned usual (``quantile``) wake time, local s; NaN where none: to end the

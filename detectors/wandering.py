@@ -36,8 +36,8 @@ from detectors.base import (
     Detection,
     ReadingBatch,
     Rows,
-    Severity,
     overdue,
+    warning_detections,
     waves,
 )
 from detectors.care import Care, CareRows
@@ -106,18 +106,8 @@ class WanderingDetector(CareRows):
         rows, out, limit = overdue(
             self.out_since[:n], self.fired[:n], now, lambda r: self.care.limit("wander_return_s", r)
         )
-        return [
-            Detection(
-                self.kind,
-                int(r),
-                now,
-                Severity.WARNING,
-                {
-                    "out_s": round(float(o), 1),
-                    "limit_s": float(lim),
-                    "door_closed": float(self.closed[r]),
-                    "opened_ts": float(self.out_since[r]),
-                },
-            )
-            for r, o, lim in zip(rows, out, limit, strict=True)
-        ]
+        evidence = {"out_s": out, "limit_s": limit, "door_closed": self.closed[rows],
+                    "opened_ts": self.out_since[rows]}  # fmt: skip
+        return warning_detections(
+            self.kind, rows, now, evidence, exact=("limit_s", "door_closed", "opened_ts")
+        )

@@ -143,7 +143,24 @@ def home_batches(logs: Sequence[HomeLog]) -> dict[str, ReadingBatch]:
 
 
 def _history(log: HomeLog, end: float) -> History:
+    """The log before ``end`` as the daily refit reads it from InfluxDB, where ingest
+    stores a bed mat's events as ``mat`` points (place ``bed``), not as bed readings."""
     batches = home_batches([log])
+    bed = batches.pop(BatchStream.BED, None)
+    if bed is not None:
+        mat = batches.get(BatchStream.MAT)
+        place = np.full(len(bed), float(MAT_PLACES.index("bed")))
+        rows, ts = np.r_[bed.rows], np.r_[bed.ts]
+        occupied, places = bed.column("presence"), place
+        if mat is not None:
+            rows, ts = np.r_[mat.rows, rows], np.r_[mat.ts, ts]
+            occupied = np.r_[mat.column("occupied"), occupied]
+            places = np.r_[mat.column("place"), place]
+        order = np.argsort(ts, kind="stable")
+        batches[BatchStream.MAT] = ReadingBatch(
+            BatchStream.MAT, rows[order], ts[order],
+            {"occupied": occupied[order], "place": places[order]},
+        )  # fmt: skip
     kept: dict[str, ReadingBatch] = {}
     for stream, b in batches.items():
         keep = b.ts < end

@@ -101,16 +101,27 @@ def test_night_trips_skip_day_and_unreturned_exits() -> None:
 
 
 def test_the_kitchen_at_dawn_is_the_day_starting_not_a_trip() -> None:
-    # An early riser out of bed at 05:40, before a 06:00 sleep window ends, never came
+    # An early riser out of bed at 05:20, before a 06:00 sleep window ends, never came
     # "back": a bed-exit warning every early morning. The fridge door ends the wait; a
-    # trip that stops at the bathroom door is still one.
+    # trip that stops at the bathroom door is still one (its limit is reached at 05:50).
     det = BedExitDetector()
-    leave(det, [0, 1], T0 + 5.67 * H)
+    leave(det, [0, 1], T0 + 5.33 * H)
     door = lambda row, role: ReadingBatch(  # noqa: E731
-        "door", np.array([row]), np.array([T0 + 5.8 * H]),
+        "door", np.array([row]), np.array([T0 + 5.5 * H]),
         {"opened": np.array([1.0]), "role": np.array([float(role)])},
     )  # fmt: skip
     det.update(door(0, DOOR_ROLES.index("fridge")))
     det.update(door(1, DOOR_ROLES.index("bathroom")))
-    found = [d for t in np.arange(T0 + 5.7 * H, T0 + 7 * H, 30.0) for d in det.tick(t)]
+    found = [d for t in np.arange(T0 + 5.4 * H, T0 + 7 * H, 30.0) for d in det.tick(t)]
     assert [d.row for d in found] == [1]
+
+
+def test_getting_up_shortly_before_the_window_ends_is_the_day_starting() -> None:
+    """Out of bed 10 min before the sleep window's end (06:00 by default), not back: the
+    30 min limit would pass the end, so no warning, however late the tick; 40 min before
+    the end the limit is reached inside the window and it warns."""
+    det = BedExitDetector()
+    leave(det, [0], T0 + 6 * H - 600)
+    leave(det, [1], T0 + 6 * H - 2400)
+    assert [d.row for d in det.tick(T0 + 6 * H + 1)] == [1]
+    assert det.tick(T0 + 9 * H) == []

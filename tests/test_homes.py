@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +17,7 @@ from detectors.bathroom import BathroomDetector, bathroom_visits
 from detectors.care import Care
 from detectors.inactivity import InactivityDetector, home_gaps
 from detectors.morning import MorningDetector
+from detectors.service import Detect
 from detectors.wandering import WanderingDetector
 from evaluation.cli import evaluate_command, replay_app
 from evaluation.home import evaluate_home, replay_home
@@ -330,3 +332,45 @@ def test_a_pir_clearing_after_the_front_door_is_no_sign_of_being_home() -> None:
     det.update(door([0], t + 10, 0))  # out of the front door
     det.update(motion([0], t + 70, room=5, detected=0.0))  # the hall PIR clears a minute on
     assert det.tick(t + 5 * H) == []  # out: no warning
+
+
+def test_a_bed_mat_without_a_bed_sensor_drives_bed_exit_not_up_and_wandering(travel) -> None:
+    """The live path (raw messages → detect's pipeline) in homes with a bed mat and no bed
+    sensor: out of bed at night and not back, still on the mat past the wake limit, out
+    of the front door at night; a fourth home goes back to bed within minutes (no bed
+    exit) and is then late up too. (Inactivity's own verdicts are left out here.)"""
+    from homecare.edge import RawMessage
+    from homecare.settings import DetectSettings, Settings
+
+    detect = Detect(Settings(detect=DetectSettings(clock="data")))
+    night = (travel // DAY - 2) * DAY - H  # 23:00 (UTC, the default local clock)
+    seq = iter(range(1, 1000))
+
+    def send(elder: str, kind: str, dt: float, **fields: object) -> list[Any]:
+        stream = {"mat": "occupancy", "door": "event", "motion": "motion"}[kind]
+        body = {"elder": elder, "device": f"{kind}-{elder}", "ts": night + dt, "seq": next(seq),
+                **fields}  # fmt: skip
+        topic = f"homecare/v1/north/{elder}/{kind}/{kind}-{elder}/{stream}"
+        return detect.handle([RawMessage(topic, json.dumps(body).encode(), night + dt)])
+
+    alerts: list[Any] = []
+    for elder in ("up", "late", "back", "out"):
+        alerts += send(elder, "mat", 0, place="bed", state="occupied")
+    alerts += send("up", "mat", 3 * H, place="bed", state="free")  # 02:00, not back
+    alerts += send("back", "mat", 3 * H, place="bed", state="free")
+    alerts += send("back", "mat", 3 * H + 600, place="bed", state="occupied")  # 10 min
+    alerts += send("out", "mat", 2 * H, place="bed", state="free")
+    alerts += send("out", "door", 2 * H + 120, door="front", role="front", state="opened")
+    alerts += send("out", "door", 2 * H + 150, door="front", role="front", state="closed")
+    for k in range(1, 12 * 6):  # the kitchen PIR of a fifth home keeps the data clock going
+        alerts += send("clock", "motion", 2 * H + k * 600, room="kitchen", state="detected")
+    routine = ("bed_exit", "not_up", "wandering")
+    assert detect.stats.undecodable == 0
+    first = {(a.elder, a.kind): a for a in reversed(alerts)
+             if a.state == "open" and a.kind in routine}  # fmt: skip
+    assert set(first) == {("up", "bed_exit"), ("late", "not_up"), ("back", "not_up"),
+                          ("out", "bed_exit"), ("out", "wandering")}  # fmt: skip
+    limit = Care().limit("bed_exit_default_s", np.array([0]))[0]
+    assert first["up", "bed_exit"].evidence["limit_s"] == limit
+    assert first["up", "bed_exit"].evidence["out_s"] < limit + 700  # within a tick
+    assert first["late", "not_up"].evidence["limit_s"] == 9.5 * H  # level 2: 09:30
