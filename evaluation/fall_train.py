@@ -47,6 +47,7 @@ __all__ = [
     "load_traces",
     "pick_threshold",
     "rates",
+    "subject_folds",
     "train_placement",
     "trial_scores",
     "write_card",
@@ -202,6 +203,27 @@ def pick_threshold(trials: Sequence[Label], score: F64, target_specificity: floa
     return float(np.nextafter(adl[k], 1.0)) if k >= 0 else 0.0
 
 
+def subject_folds(
+    groups: npt.NDArray[np.str_], k: int
+) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+    """Subject-wise folds (train, test indices): the recorded people by
+    :class:`~sklearn.model_selection.GroupKFold` among themselves, the simulated people
+    dealt round the folds: thousands of mined candidates of a simulated person must not
+    fill folds of their own and leave the recorded people in fewer, larger ones."""
+    sim = np.char.startswith(groups.astype(str), SIM_PREFIX)
+    real_idx = np.flatnonzero(~sim)
+    if len(set(groups[real_idx].tolist())) < k:
+        return list(GroupKFold(n_splits=k).split(groups, groups, groups))
+    fold = np.empty(len(groups), np.int64)
+    for f, (_, test) in enumerate(
+        GroupKFold(n_splits=k).split(real_idx, real_idx, groups[real_idx])
+    ):
+        fold[real_idx[test]] = f
+    for f, who in enumerate(sorted(set(groups[sim].tolist()))):
+        fold[groups == who] = f % k
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+
 def worn(c: Candidates) -> npt.NDArray[np.bool_]:
     """Candidates that the detector can call a fall at all (worn, not in free flight:
     :func:`detectors.fall.decide`)."""
@@ -255,7 +277,7 @@ def cross_validate(
     subjects = sorted(set(groups.tolist()))
     k = min(folds, len(subjects))
     per_fold: list[dict[str, Any]] = []
-    for train_idx, test_idx in GroupKFold(n_splits=k).split(c.x, c.y, groups):
+    for train_idx, test_idx in subject_folds(groups, k):
         mask = np.zeros(len(c.x), bool)
         mask[train_idx] = True
         model = fit(c, mask, seed, mined_trial[c.trial])

@@ -11,7 +11,6 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from detectors.fall_model import Placement
 from device_sim.motions import motion
 from evaluation.cli import evaluate_command, replay_app
 from evaluation.replay import G, TraceError, read_trace
@@ -143,9 +142,7 @@ def test_evaluate_counts_trials_and_writes_json(tmp_path):
         rows.append(f"{name}.csv.gz,S{i % 2},{name},{info['label']}")
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(rows) + "\n")
-    # pendant/belt motions, judged as worn at the waist (unknown placement adds the wrist
-    # model, which calls some simulated waist jumps falls: docs/falls.md)
-    report = evaluate(tmp_path, labels, rotate=3, placement=Placement.WAIST)
+    report = evaluate(tmp_path, labels, rotate=3)
     assert (report["falls"], report["adl"]) == (2, 3)
     assert report["sensitivity"] == 1.0
     assert report["specificity"] == 1.0
@@ -153,7 +150,7 @@ def test_evaluate_counts_trials_and_writes_json(tmp_path):
     result = runner.invoke(
         app,
         ["evaluate", "--replay-dir", str(tmp_path), "--labels", str(labels), "--resample", "20",
-         "--hold-end", "10", "--placement", "waist", "--json", str(out)],
+         "--hold-end", "10", "--json", str(out)],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "sensitivity 1.0000" in result.stdout
