@@ -183,6 +183,24 @@ def evaluate_command(
             min=0,
         ),
     ] = 0,
+    mine_days: Annotated[
+        float,
+        typer.Option(
+            "--mine-days",
+            help="Also train on about this many simulated wearer-days of the placement's "
+            "everyday movements (hard negatives; not the days --wear-days renders).",
+            min=0,
+        ),
+    ] = 0.0,
+    target_per_day: Annotated[
+        float | None,
+        typer.Option(
+            "--target-per-day",
+            help="With --mine-days: raise the threshold until the out-of-fold false alarms "
+            "per mined wearer-day are at most this.",
+            min=0,
+        ),
+    ] = None,
     wear_days: Annotated[
         int | None,
         typer.Option(
@@ -261,7 +279,7 @@ def evaluate_command(
         raise typer.Exit(2)
     if cv is not None:
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
-                    placement.code, simulate)  # fmt: skip
+                    placement.code, simulate, mine_days, target_per_day)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
                     cut_after)  # fmt: skip
@@ -316,6 +334,8 @@ def evaluate_cv(
     json_out: Path | None,
     placement: Placement = Placement.UNKNOWN,
     simulate: int = 0,
+    mine_days: float = 0.0,
+    target_per_day: float | None = None,
 ) -> None:
     """Subject-wise cross-validation of the learned stage on labelled recordings (as
     ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added)."""
@@ -325,11 +345,13 @@ def evaluate_cv(
         typer.echo(f"error: labels file {labels} not found", err=True)
         raise typer.Exit(2)
     errors: list[str] = []
-    traces, trials = gather(placement, [(replay_dir, labels)], resample_hz=resample,
-                            simulate=simulate, log=errors.append)  # fmt: skip
+    traces, trials, days = gather(placement, [(replay_dir, labels)], resample_hz=resample,
+                                  simulate=simulate, mine_days=mine_days,
+                                  log=errors.append)  # fmt: skip
     kept = [t for t in trials if not t.subject.startswith("sim-")]
     c = collect(traces, trials, hold_end_s=hold_end)
-    report = cross_validate(c, folds=folds, target_specificity=target_specificity)
+    report = cross_validate(c, folds=folds, target_specificity=target_specificity, days=days,
+                            target_per_day=target_per_day)  # fmt: skip
     report.pop("trial_scores")
     report["errors"] = errors
     typer.echo(
@@ -344,6 +366,18 @@ def evaluate_cv(
     for code, v in report["per_code"].items():
         if v["wrong"]:
             typer.echo(f"  {code}: wrong {v['wrong']}/{v['trials']}")
+    if report["mined"]:
+        m = report["mined"]
+        typer.echo(
+            f"mined wear: {m['false_alarms']} false alarms in {m['wearer_days']} "
+            f"wearer-days ({m['per_wearer_day']} per wearer-day)"
+        )
+        typer.echo("threshold  sensitivity  specificity  per wearer-day")
+        for r in report["trade_off"]:
+            typer.echo(
+                f"{r['threshold']:.4f}     {r.get('sensitivity', 0):.4f}       "
+                f"{r.get('specificity', 0):.4f}       {r['per_wearer_day']:.4f}"
+            )
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     if errors:
@@ -378,6 +412,24 @@ def train_fall_command(
             min=0,
         ),
     ] = 0,
+    mine_days: Annotated[
+        float,
+        typer.Option(
+            "--mine-days",
+            help="Also train on about this many simulated wearer-days of the placement's "
+            "everyday movements (hard negatives; not the days --wear-days renders).",
+            min=0,
+        ),
+    ] = 0.0,
+    target_per_day: Annotated[
+        float | None,
+        typer.Option(
+            "--target-per-day",
+            help="With --mine-days: raise the threshold until the out-of-fold false alarms "
+            "per mined wearer-day are at most this.",
+            min=0,
+        ),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
     ] = None,
@@ -401,6 +453,8 @@ def train_fall_command(
         + f" --hold-end {hold_end:g}"
         + (f" --resample {resample:g}" if resample else "")
         + f" --folds {folds} --target-specificity {target_specificity:g} --simulate {simulate}"
+        + (f" --mine-days {mine_days:g}" if mine_days else "")
+        + (f" --target-per-day {target_per_day:g}" if target_per_day is not None else "")
     )
     card = train_placement(
         placement.code,
@@ -411,6 +465,8 @@ def train_fall_command(
         folds=folds,
         target_specificity=target_specificity,
         simulate=simulate,
+        mine_days=mine_days,
+        target_per_day=target_per_day,
         command=command,
         log=typer.echo,
     )

@@ -34,8 +34,8 @@ from sklearn.model_selection import GroupKFold
 
 from detectors.fall import FallSettings
 from detectors.fall_model import FEATURES, FallModels, Placement, TreeModel
-from evaluation.replay import Trace, TraceError, read_trace, replay
-from evaluation.replay_eval import Label, random_rotation, read_labels, resample_trace
+from evaluation.replay import Trace, replay
+from evaluation.replay_eval import Label, load_traces, read_labels
 
 __all__ = [
     "Candidates",
@@ -47,6 +47,7 @@ __all__ = [
     "load_traces",
     "pick_threshold",
     "rates",
+    "subject_folds",
     "train_placement",
     "trial_scores",
     "write_card",
@@ -54,13 +55,16 @@ __all__ = [
 
 SEED = 20261207
 PARAMS: dict[str, Any] = {
-    "n_estimators": 150,
-    "max_depth": 3,
+    "n_estimators": 200,
+    "max_depth": 4,
     "learning_rate": 0.1,
     "subsample": 0.8,
     "min_samples_leaf": 5,
 }
-"""The ensemble's size: ~150 trees of 15 nodes, about 20 KB as arrays."""
+"""The ensemble's size: 200 trees of up to 31 nodes, about 35 KB as compressed arrays
+(deeper than the 150 trees of depth 3 trained without mined negatives: with thousands of
+them, 150 and 300 trees of depth 3 found 0.880 and 0.903 of the recorded falls out of
+fold, this one 0.914: docs/falls.md)."""
 
 F64 = npt.NDArray[np.float64]
 
@@ -86,37 +90,15 @@ class Candidates:
         return [self.trials[t].subject for t in self.trial]
 
 
-def load_traces(
-    replay_dir: Path,
-    labels: Sequence[Label],
-    *,
-    rotate: int | None = None,
-    resample_hz: float | None = None,
-) -> tuple[list[Trace], list[Label], list[str]]:
-    """Read the labelled trials (rotated or resampled if asked); unreadable ones are left
-    out with their error."""
-    rng = np.random.default_rng(rotate)
-    traces: list[Trace] = []
-    kept: list[Label] = []
-    errors: list[str] = []
-    for lab in labels:
-        try:
-            tr = read_trace(replay_dir / lab.file)
-        except TraceError as exc:
-            errors.append(str(exc))
-            continue
-        xyz, rate = tr.xyz, tr.rate
-        if rotate is not None:
-            xyz = xyz @ random_rotation(rng).T
-        if resample_hz is not None:
-            xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
-        traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
-        kept.append(lab)
-    return traces, kept, errors
-
-
 SIM_PREFIX = "sim-"
 """Subjects of simulated trials (:func:`simulated`) are named so."""
+MINED_CODE = "wear"
+"""The activity code of mined sequences of everyday movements (hard negatives)."""
+MINE_MOVEMENTS = 40
+"""Movements per mined sequence."""
+MOVEMENTS_PER_DAY = 160.0
+"""About how many movements a simulated day holds (16 h awake, one every 60–600 s): only
+to size the mining; each sequence's wearer-days are computed from its own movements."""
 
 
 def simulated(
@@ -171,11 +153,26 @@ def collect(
     return Candidates(x, t, train, list(labels))
 
 
-def fit(c: Candidates, mask: npt.NDArray[np.bool_], seed: int = SEED) -> GradientBoostingClassifier:
-    """A model trained on the training candidates of the trials in ``mask`` (per candidate)."""
+MINED_WEIGHT = 0.3
+"""The mined candidates together weigh this much of the other everyday candidates of
+training: thousands of easy negatives must not drown the recorded falls."""
+
+
+def fit(
+    c: Candidates,
+    mask: npt.NDArray[np.bool_],
+    seed: int = SEED,
+    mined: npt.NDArray[np.bool_] | None = None,
+) -> GradientBoostingClassifier:
+    """A model trained on the training candidates of the trials in ``mask`` (per candidate);
+    ``mined`` candidates (hard negatives) share :data:`MINED_WEIGHT` between them."""
     sel = mask & c.train
+    weight = np.ones(len(c.x))
+    if mined is not None and (sel & mined).any():
+        others = int((sel & ~mined & ~c.y).sum())
+        weight[mined] = MINED_WEIGHT * max(others, 1) / int((sel & mined).sum())
     model = GradientBoostingClassifier(random_state=seed, **PARAMS)
-    model.fit(c.x[sel], c.y[sel])
+    model.fit(c.x[sel], c.y[sel], sample_weight=weight[sel])
     return model
 
 
@@ -207,39 +204,126 @@ def pick_threshold(trials: Sequence[Label], score: F64, target_specificity: floa
     return float(np.nextafter(adl[k], 1.0)) if k >= 0 else 0.0
 
 
+def subject_folds(
+    groups: npt.NDArray[np.str_], k: int
+) -> list[tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]]:
+    """Subject-wise folds (train, test indices): the recorded people by
+    :class:`~sklearn.model_selection.GroupKFold` among themselves, the simulated people
+    dealt round the folds: thousands of mined candidates of a simulated person must not
+    fill folds of their own and leave the recorded people in fewer, larger ones."""
+    sim = np.char.startswith(groups.astype(str), SIM_PREFIX)
+    real_idx = np.flatnonzero(~sim)
+    if len(set(groups[real_idx].tolist())) < k:
+        return list(GroupKFold(n_splits=k).split(groups, groups, groups))
+    fold = np.empty(len(groups), np.int64)
+    for f, (_, test) in enumerate(
+        GroupKFold(n_splits=k).split(real_idx, real_idx, groups[real_idx])
+    ):
+        fold[real_idx[test]] = f
+    for f, who in enumerate(sorted(set(groups[sim].tolist()))):
+        fold[groups == who] = f % k
+    return [(np.flatnonzero(fold != f), np.flatnonzero(fold == f)) for f in range(k)]
+
+
+def worn(c: Candidates) -> npt.NDArray[np.bool_]:
+    """Candidates that the detector can call a fall at all (worn, not in free flight:
+    :func:`detectors.fall.decide`)."""
+    s = FallSettings()
+    return (c.x[:, FEATURES.index("flight_s")] < s.drop_s) & (
+        c.x[:, FEATURES.index("activity_g")] >= s.offbody_g
+    )
+
+
+def day_threshold(scores: F64, days: float, target_per_day: float) -> float:
+    """The lowest threshold that leaves at most ``target_per_day`` alarms per wearer-day
+    among candidate ``scores`` of ``days`` wearer-days of everyday movements."""
+    ranked = np.sort(scores)[::-1]
+    allowed = int(np.floor(target_per_day * days))
+    if allowed >= len(ranked):
+        return 0.0
+    return float(np.nextafter(ranked[allowed], 1.0))
+
+
+def trade_off(
+    trials: Sequence[Label], score: F64, wear: F64, days: float, thresholds: Sequence[float]
+) -> list[dict[str, float]]:
+    """Sensitivity and specificity (recorded trials) against false alarms per wearer-day
+    (mined wear candidates' scores ``wear``), one row per threshold."""
+    rows = []
+    for th in thresholds:
+        row = {"threshold": round(float(th), 4), **rates(trials, score, th)}
+        row["per_wearer_day"] = round(float((wear >= th).sum()) / days, 4) if days else 0.0
+        rows.append(row)
+    return rows
+
+
 def cross_validate(
-    c: Candidates, *, folds: int = 5, target_specificity: float = 0.97, seed: int = SEED
+    c: Candidates,
+    *,
+    folds: int = 5,
+    target_specificity: float = 0.97,
+    seed: int = SEED,
+    days: dict[str, float] | None = None,
+    target_per_day: float | None = None,
 ) -> dict[str, Any]:
-    """Out-of-fold trial scores, subject-wise, and the figures at the picked threshold."""
+    """Out-of-fold trial scores, subject-wise, and the figures at the picked threshold.
+
+    With ``days`` (mined wear sequences by file, :func:`gather`) and ``target_per_day``
+    the threshold is also raised until the out-of-fold false alarms per wearer-day of
+    those sequences reach the target."""
     oof = np.zeros(len(c.x))
+    days = days or {}
+    mined_trial = np.array([t.file in days for t in c.trials], bool)
     groups = np.array(c.groups)
     subjects = sorted(set(groups.tolist()))
     k = min(folds, len(subjects))
     per_fold: list[dict[str, Any]] = []
-    for train_idx, test_idx in GroupKFold(n_splits=k).split(c.x, c.y, groups):
+    for train_idx, test_idx in subject_folds(groups, k):
         mask = np.zeros(len(c.x), bool)
         mask[train_idx] = True
-        model = fit(c, mask, seed)
+        model = fit(c, mask, seed, mined_trial[c.trial])
         oof[test_idx] = model.predict_proba(c.x[test_idx])[:, 1]
         per_fold.append({"subjects": sorted(set(groups[test_idx].tolist()))})
     score = trial_scores(c, oof)
     real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
-    sim = [i for i, t in enumerate(c.trials) if t.subject.startswith(SIM_PREFIX)]
+    sim = [i for i, t in enumerate(c.trials)
+           if t.subject.startswith(SIM_PREFIX) and t.file not in days]  # fmt: skip
+    mined = mined_trial[c.trial] & worn(c) if len(c.x) else np.zeros(0, bool)
+    wear, wear_days = oof[mined], float(sum(days.values()))
     # the threshold and the headline figures are the recorded people's
-    threshold = pick_threshold([c.trials[i] for i in real], score[real], target_specificity)
+    real_trials = [c.trials[i] for i in real]
+    threshold = pick_threshold(real_trials, score[real], target_specificity)
+    by_spec = threshold
+    if days and target_per_day is not None:
+        threshold = max(threshold, day_threshold(wear, wear_days, target_per_day))
     for fold in per_fold:
         sel = [i for i in real if c.trials[i].subject in fold["subjects"]]
         fold.update(rates([c.trials[i] for i in sel], score[sel], threshold))
         fold["subjects"] = [p for p in fold["subjects"] if not p.startswith(SIM_PREFIX)]
     wrong: dict[str, list[int]] = {}
     for t, s in zip(c.trials, score, strict=True):
+        if t.file in days:
+            continue
         entry = wrong.setdefault(t.code, [0, 0])
         entry[0] += 1
         entry[1] += int((s >= threshold) != t.fall)
+    curve = sorted({by_spec, threshold, *np.quantile(score[real], np.linspace(0.5, 1, 11))})
     return {
         "folds": k,
         "threshold": threshold,
-        **rates([c.trials[i] for i in real], score[real], threshold),
+        "threshold_by_specificity": by_spec,
+        "target_per_day": target_per_day,
+        "mined": {
+            "wearer_days": round(wear_days, 2),
+            "sequences": len(days),
+            "candidates": int(mined.sum()),
+            "false_alarms": int((wear >= threshold).sum()),
+            "per_wearer_day": round(float((wear >= threshold).sum()) / wear_days, 4),
+        }
+        if days
+        else None,
+        "trade_off": trade_off(real_trials, score[real], wear, wear_days, curve) if days else [],
+        **rates(real_trials, score[real], threshold),
         "simulated": rates([c.trials[i] for i in sim], score[sim], threshold) if sim else None,
         "per_fold": per_fold,
         "per_code": {code: {"trials": n, "wrong": w} for code, (n, w) in sorted(wrong.items())},
@@ -283,13 +367,22 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         f"{card['subjects']} people, {card['candidates']} impact candidates.",
         f"- Simulated trials added: {card['simulated_per_motion']} per `device_sim.motions` "
         f"motion of this placement, over 4 simulated people (their own folds).",
+        f"- Hard negatives mined: {card.get('mined_wearer_days', 0)} simulated wearer-days "
+        f"of the placement's everyday movements (`--mine-days`, `evaluation.wear.mined_wear`: "
+        f"other seeds than `homecare evaluate --wear-days`), in the simulated people's folds.",
         f"- Trace extension: {card['hold_end_s']} s of the final posture (`--hold-end`); "
         f"resampled to {card['resample_hz']} Hz.",
         f"- Model: scikit-learn {card['sklearn']} GradientBoostingClassifier {card['params']}, "
         f"{card['bytes']} bytes as arrays.",
         f"- Features (orientation-free): {', '.join(FEATURES)}.",
         f"- Threshold {card['threshold']:.4f}: the lowest out-of-fold score with everyday-"
-        f"activity specificity ≥ {card['target_specificity']}.",
+        f"activity specificity ≥ {card['target_specificity']}"
+        + (
+            f" and at most {card['target_per_day']} out-of-fold false alarms per mined wearer-day"
+            if card.get("target_per_day") is not None
+            else ""
+        )
+        + ".",
         "",
         f"## Subject-wise {cv['folds']}-fold cross-validation (per trial)",
         "",
@@ -305,6 +398,22 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
             f"| {' '.join(f['subjects'])} | {int(f['falls'])} | {int(f['adl'])} | "
             f"{f.get('sensitivity', float('nan')):.3f} | {f.get('specificity', float('nan')):.3f} |"
         )
+    if cv.get("mined"):
+        m = cv["mined"]
+        lines += [
+            "",
+            f"Mined wear, out of fold: {m['false_alarms']} false alarms in "
+            f"{m['wearer_days']} wearer-days ({m['per_wearer_day']} per wearer-day).",
+            "",
+            "Trade-off (out of fold): threshold, sensitivity, specificity, false "
+            "alarms per mined wearer-day:",
+            "",
+            "| threshold | sensitivity | specificity | per wearer-day |",
+            "|---|---|---|---|",
+        ]
+        lines += [f"| {r['threshold']:.4f} | {r.get('sensitivity', 0):.4f} | "
+                  f"{r.get('specificity', 0):.4f} | {r['per_wearer_day']:.4f} |"
+                  for r in cv["trade_off"]]  # fmt: skip
     lines += ["", "Wrong per activity code (out of fold):", ""]
     lines += [f"- {code}: {v['wrong']}/{v['trials']}" for code, v in cv["per_code"].items()
               if v["wrong"]]  # fmt: skip
@@ -317,11 +426,15 @@ def gather(
     *,
     resample_hz: float | None = None,
     simulate: int = 0,
+    mine_days: float = 0.0,
     seed: int = SEED,
     log: Any = print,
-) -> tuple[list[Trace], list[Label]]:
+) -> tuple[list[Trace], list[Label], dict[str, float]]:
     """The labelled trials of every source (unreadable ones logged and left out), plus
-    ``simulate`` simulated trials of each of the placement's simulator motions."""
+    ``simulate`` simulated trials of each of the placement's simulator motions, plus about
+    ``mine_days`` simulated wearer-days of the placement's everyday movements
+    (:func:`~evaluation.wear.mined_wear`: hard negatives) with the wearer-days each
+    stands for (by trial file)."""
     traces: list[Trace] = []
     trials: list[Label] = []
     for replay_dir, labels_csv in sources:
@@ -339,7 +452,21 @@ def gather(
         got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
         traces += got
         trials += kept
-    return traces, trials
+    days: dict[str, float] = {}
+    if mine_days > 0:
+        from evaluation.wear import mined_wear
+
+        rate = resample_hz or 50.0
+        per_seq = MINE_MOVEMENTS / MOVEMENTS_PER_DAY  # about a quarter of a day each
+        for k, (xyz, d) in enumerate(
+            mined_wear(placement, max(1, round(mine_days / per_seq)), MINE_MOVEMENTS,
+                       rate=rate, seed=seed)
+        ):  # fmt: skip
+            file = f"{SIM_PREFIX}wear-{k}"
+            traces.append(Trace(file, xyz, rate))
+            trials.append(Label(file, f"{SIM_PREFIX}{k % 4}", MINED_CODE, False))
+            days[file] = d
+    return traces, trials, days
 
 
 def train_placement(
@@ -352,6 +479,8 @@ def train_placement(
     folds: int = 5,
     target_specificity: float = 0.97,
     simulate: int = 0,
+    mine_days: float = 0.0,
+    target_per_day: float | None = None,
     seed: int = SEED,
     command: str = "",
     log: Any = print,
@@ -360,14 +489,17 @@ def train_placement(
     ``fall-<placement>.npz`` and its card ``.md`` (and ``.json``) into ``out_dir``."""
     import sklearn
 
-    traces, trials = gather(placement, sources, resample_hz=resample_hz, simulate=simulate,
-                            seed=seed, log=log)  # fmt: skip
+    traces, trials, days = gather(placement, sources, resample_hz=resample_hz,
+                                  simulate=simulate, mine_days=mine_days, seed=seed,
+                                  log=log)  # fmt: skip
     log(f"{len(traces)} trials read; collecting candidates ...")
     c = collect(traces, trials, hold_end_s=hold_end_s)
     log(f"{len(c.x)} candidates ({int(c.train.sum())} labelled); cross-validating ...")
-    cv = cross_validate(c, folds=folds, target_specificity=target_specificity, seed=seed)
+    cv = cross_validate(c, folds=folds, target_specificity=target_specificity, seed=seed,
+                        days=days, target_per_day=target_per_day)  # fmt: skip
     log(f"out of fold: sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}")
-    model = export(fit(c, np.ones(len(c.x), bool), seed), cv["threshold"])
+    mined = np.array([trials[t].file in days for t in c.trial], bool)
+    model = export(fit(c, np.ones(len(c.x), bool), seed, mined), cv["threshold"])
     name = f"fall-{placement.name.lower()}"
     out_dir.mkdir(parents=True, exist_ok=True)
     model.save(out_dir / f"{name}.npz")
@@ -378,11 +510,13 @@ def train_placement(
         "command": command,
         "seed": seed,
         "datasets": [d.name for d, _ in sources],
-        "trials": len(trials),
+        "trials": len(trials) - len(days),
         "fall_trials": sum(t.fall for t in trials),
-        "adl_trials": sum(not t.fall for t in trials),
+        "adl_trials": sum(not t.fall for t in trials) - len(days),
         "subjects": len({t.subject for t in trials}),
         "simulated_per_motion": simulate,
+        "mined_wearer_days": round(sum(days.values()), 2),
+        "target_per_day": target_per_day,
         "candidates": len(c.x),
         "hold_end_s": hold_end_s,
         "resample_hz": resample_hz,

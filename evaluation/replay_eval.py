@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,8 +31,8 @@ from detectors.fall_model import Placement
 from evaluation.replay import Trace, TraceError, read_trace, replay
 
 __all__ = [
-    "Label", "evaluate", "evaluate_motions", "get_up", "random_rotation", "read_labels",
-    "resample_trace",
+    "Label", "evaluate", "evaluate_motions", "get_up", "load_traces", "random_rotation",
+    "read_labels", "resample_trace",
 ]  # fmt: skip
 
 
@@ -259,3 +260,32 @@ def evaluate_motions(
             "any_fall": len(kinds) / n,
         }
     return out
+
+
+def load_traces(
+    replay_dir: Path,
+    labels: Sequence[Label],
+    *,
+    rotate: int | None = None,
+    resample_hz: float | None = None,
+) -> tuple[list[Trace], list[Label], list[str]]:
+    """Read the labelled trials (rotated or resampled if asked); unreadable ones are left
+    out with their error."""
+    rng = np.random.default_rng(rotate)
+    traces: list[Trace] = []
+    kept: list[Label] = []
+    errors: list[str] = []
+    for lab in labels:
+        try:
+            tr = read_trace(replay_dir / lab.file)
+        except TraceError as exc:
+            errors.append(str(exc))
+            continue
+        xyz, rate = tr.xyz, tr.rate
+        if rotate is not None:
+            xyz = xyz @ random_rotation(rng).T
+        if resample_hz is not None:
+            xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
+        traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
+        kept.append(lab)
+    return traces, kept, errors

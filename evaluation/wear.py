@@ -28,11 +28,10 @@ from detectors.base import AccelBatch
 from detectors.fall import FallDetector, FallSettings
 from detectors.fall_model import FallModels, Placement
 from device_sim.motions import motion, random_rotation
-from evaluation.fall_train import load_traces
 from evaluation.replay import Trace, hold_end, replay
-from evaluation.replay_eval import read_labels
+from evaluation.replay_eval import load_traces, read_labels
 
-__all__ = ["DAY_MIX", "recorded_day", "simulated_days"]
+__all__ = ["DAY_MIX", "GAP_S", "mined_wear", "recorded_day", "simulated_days"]
 
 BODY = ("walk", "sit_hard", "sit_hard_bed", "stumble", "bend", "stairs_down", "jump",
         "collapse_into_chair", "lie_down")  # fmt: skip
@@ -44,6 +43,8 @@ DAY_MIX: dict[Placement, tuple[str, ...]] = {
 }  # fmt: skip
 """The everyday movements of a simulated day, per placement, drawn with equal chance."""
 
+GAP_S = (60.0, 600.0)
+"""The still time between two movements of a simulated day (uniform, seconds)."""
 AWAKE_S = 16 * 3600
 DAY_S = 24 * 3600
 CHUNK_S = 3600
@@ -69,7 +70,7 @@ def _day(
     done = 0.0
     last = (random_rotation(rng) @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
     while done < awake_s:
-        gap = float(rng.uniform(60, 600))
+        gap = float(rng.uniform(*GAP_S))
         yield _still(last, gap, rate, rng)
         _, xyz, _ = motion(str(rng.choice(names)), rng, rate=rate, orientation="random")
         yield xyz
@@ -80,6 +81,41 @@ def _day(
     yield xyz
     last = xyz[-1]
     yield _still(last, max(day_s - done - len(xyz) / rate, 1.0), rate, rng)
+
+
+def mined_wear(
+    placement: Placement,
+    sequences: int,
+    movements: int,
+    *,
+    rate: float = 50.0,
+    seed: int = 0,
+    gap_s: tuple[float, float] = (15.0, 40.0),
+) -> list[tuple[Floats, float]]:
+    """Hard negatives for training: ``sequences`` traces of ``movements`` everyday
+    movements of the placement each, as in a simulated day (randomly oriented, the posture
+    held still between them) but only ``gap_s`` apart, so that a day's worth of impacts
+    costs minutes, not a day, to replay. Each comes with the wearer-days it stands for:
+    its movements with a day's mean gap (:data:`GAP_S`) each, over the awake hours.
+
+    Seeds ``[seed, 7, placement, k]``: never a day that ``simulated_days`` renders."""
+    names = DAY_MIX[placement]
+    day_gap = sum(GAP_S) / 2
+    out: list[tuple[Floats, float]] = []
+    for k in range(sequences):
+        rng = np.random.default_rng([seed, 7, int(placement), k])
+        last = (random_rotation(rng) @ np.array([0.0, 0.0, 1.0])).astype(np.float32)
+        pieces: list[Floats] = []
+        worn_s = 0.0
+        for _ in range(movements):
+            pieces.append(_still(last, float(rng.uniform(*gap_s)), rate, rng))
+            _, xyz, _ = motion(str(rng.choice(names)), rng, rate=rate, orientation="random")
+            pieces.append(xyz)
+            last = xyz[-max(1, round(rate)) :].mean(axis=0)
+            worn_s += day_gap + len(xyz) / rate
+        pieces.append(_still(last, 20.0, rate, rng))
+        out.append((np.concatenate(pieces), worn_s / AWAKE_S))
+    return out
 
 
 def _chunks(pieces: Iterator[Floats], n: int) -> Iterator[Floats]:

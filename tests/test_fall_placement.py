@@ -31,7 +31,7 @@ from detectors.fall_model import (
 from detectors.snapshot import freeze, thaw
 from device_sim.motions import WRIST_MOTIONS, motion
 from devices.access import AccessError, BrokerAccess
-from evaluation.fall_train import export
+from evaluation.fall_train import day_threshold, export
 from evaluation.replay import Trace, replay
 from homecare.contract import DeviceStatus, Topic, json_schemas
 from homecare.thresholds import FallSettings
@@ -242,14 +242,44 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     report = tmp_path / "cv.json"
     got = runner.invoke(app, ["evaluate", "--replay-dir", str(data), "--labels",
                               str(data / "labels.csv"), "--placement", "chest", "--cv", "2",
-                              "--hold-end", "15", "--json", str(report)])  # fmt: skip
+                              "--hold-end", "15", "--mine-days", "0.25", "--target-per-day",
+                              "0.05", "--json", str(report)])  # fmt: skip
     assert got.exit_code == 0, got.output
     assert "subject-wise 2-fold" in got.output
-    assert json.loads(report.read_text())["folds"] == 2
+    cv = json.loads(report.read_text())
+    assert cv["folds"] == 2
+    # one mined sequence of a quarter wearer-day: its out-of-fold alarms, and the curve
+    assert cv["mined"]["sequences"] == 1
+    assert 0.1 < cv["mined"]["wearer_days"] < 0.5
+    assert cv["threshold"] >= cv["threshold_by_specificity"]
+    assert cv["mined"]["false_alarms"] <= 0.05 * cv["mined"]["wearer_days"]
+    assert "wear" not in cv["per_code"]  # the mined sequences are not recorded activities
+    assert len(cv["trade_off"]) > 2
     got = runner.invoke(app, ["replay", "accel", "--placement", "waist", "--hold-end", "15",
                               *sorted(str(p) for p in data.glob("F01_*"))])  # fmt: skip
     assert got.exit_code == 0
     assert got.output.count('"kind": "fall"') == 8
+
+
+def test_threshold_for_false_alarms_per_wearer_day() -> None:
+    scores = np.array([0.99, 0.9, 0.8, 0.2, 0.1])
+    # ten wearer-days, at most 0.2 a day: two alarms may stay (0.99, 0.9), not a third
+    th = day_threshold(scores, 10.0, 0.2)
+    assert 0.8 < th <= 0.9
+    assert day_threshold(scores, 10.0, 0.0) > 0.99
+    assert day_threshold(scores, 100.0, 1.0) == 0.0  # more allowed than candidates
+
+
+def test_mined_wear_is_a_day_of_movements_in_minutes() -> None:
+    from evaluation.wear import AWAKE_S, GAP_S, mined_wear
+
+    [(xyz, days)] = mined_wear(Placement.WRIST, 1, 3, rate=25.0, seed=1)
+    seconds = len(xyz) / 25.0
+    assert 3 * 15 < seconds < 3 * (40 + 40) + 20  # three movements 15–40 s apart
+    # each movement stands for a day's mean gap plus its own length
+    assert days == pytest.approx((3 * sum(GAP_S) / 2 + seconds) / AWAKE_S, rel=0.5)
+    again = mined_wear(Placement.WRIST, 1, 3, rate=25.0, seed=1)[0][0]
+    assert np.array_equal(again, xyz)
 
 
 def _wrist_traces(name: str, seeds: int) -> list[Trace]:
