@@ -45,6 +45,26 @@ class WornAt(StrEnum):
 
 PLACEMENT_HELP = "Where the wearable was worn: wrist, chest (pendant), waist (belt) or unknown."
 
+MineDays = Annotated[
+    float,
+    typer.Option(
+        "--mine-days",
+        help="Also train on about this many simulated wearer-days of the placement's "
+        "everyday movements (hard negatives; not the days --wear-days renders).",
+        min=0,
+    ),
+]
+TargetPerDay = Annotated[
+    float | None,
+    typer.Option(
+        "--target-per-day",
+        help="With --mine-days: raise the threshold until the out-of-fold false alarms "
+        "per mined wearer-day are at most this.",
+        min=0,
+    ),
+]
+"""Options of both ``evaluate --cv`` and ``train-fall``."""
+
 
 @replay_app.command("accel")
 def replay_accel(
@@ -183,24 +203,8 @@ def evaluate_command(
             min=0,
         ),
     ] = 0,
-    mine_days: Annotated[
-        float,
-        typer.Option(
-            "--mine-days",
-            help="Also train on about this many simulated wearer-days of the placement's "
-            "everyday movements (hard negatives; not the days --wear-days renders).",
-            min=0,
-        ),
-    ] = 0.0,
-    target_per_day: Annotated[
-        float | None,
-        typer.Option(
-            "--target-per-day",
-            help="With --mine-days: raise the threshold until the out-of-fold false alarms "
-            "per mined wearer-day are at most this.",
-            min=0,
-        ),
-    ] = None,
+    mine_days: MineDays = 0.0,
+    target_per_day: TargetPerDay = None,
     wear_days: Annotated[
         int | None,
         typer.Option(
@@ -412,24 +416,8 @@ def train_fall_command(
             min=0,
         ),
     ] = 0,
-    mine_days: Annotated[
-        float,
-        typer.Option(
-            "--mine-days",
-            help="Also train on about this many simulated wearer-days of the placement's "
-            "everyday movements (hard negatives; not the days --wear-days renders).",
-            min=0,
-        ),
-    ] = 0.0,
-    target_per_day: Annotated[
-        float | None,
-        typer.Option(
-            "--target-per-day",
-            help="With --mine-days: raise the threshold until the out-of-fold false alarms "
-            "per mined wearer-day are at most this.",
-            min=0,
-        ),
-    ] = None,
+    mine_days: MineDays = 0.0,
+    target_per_day: TargetPerDay = None,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
     ] = None,

@@ -141,27 +141,10 @@ def evaluate(
     """Replay every labelled trial, worn at ``placement``, and return the figures (see
     module doc). ``cut_after_s``: every fall trial's wearer gets up (:func:`get_up`), and a
     fall counts as found when it is reported as a fall or a recovered one."""
-    labels = read_labels(labels_csv)
-    rng = np.random.default_rng(rotate)
-    traces: list[Trace] = []
-    errors: list[str] = []
-    kept: list[Label] = []
-    for lab in labels:
-        try:
-            tr = read_trace(replay_dir / lab.file)
-        except TraceError as exc:
-            errors.append(str(exc))
-            continue
-        xyz = tr.xyz
-        if rotate is not None:
-            xyz = xyz @ random_rotation(rng).T
-        rate = tr.rate
-        if cut_after_s is not None and lab.fall:
-            xyz = get_up(xyz, rate, cut_after_s, rng)
-        if resample_hz is not None:
-            xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
-        traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
-        kept.append(lab)
+    traces, kept, errors = load_traces(
+        replay_dir, read_labels(labels_csv), rotate=rotate, resample_hz=resample_hz,
+        cut_after_s=cut_after_s,
+    )  # fmt: skip
     events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
     detected = {e["file"] for e in events}
     kinds: dict[str, int] = defaultdict(int)
@@ -268,9 +251,11 @@ def load_traces(
     *,
     rotate: int | None = None,
     resample_hz: float | None = None,
+    cut_after_s: float | None = None,
 ) -> tuple[list[Trace], list[Label], list[str]]:
-    """Read the labelled trials (rotated or resampled if asked); unreadable ones are left
-    out with their error."""
+    """Read the labelled trials (rotated, each fall's wearer getting up ``cut_after_s``
+    after the impact, resampled, as asked); unreadable ones are left out with their
+    error."""
     rng = np.random.default_rng(rotate)
     traces: list[Trace] = []
     kept: list[Label] = []
@@ -284,6 +269,8 @@ def load_traces(
         xyz, rate = tr.xyz, tr.rate
         if rotate is not None:
             xyz = xyz @ random_rotation(rng).T
+        if cut_after_s is not None and lab.fall:
+            xyz = get_up(xyz, rate, cut_after_s, rng)
         if resample_hz is not None:
             xyz, rate = resample_trace(xyz, rate, resample_hz), float(resample_hz)
         traces.append(Trace(lab.file, xyz.astype(np.float32), rate))
