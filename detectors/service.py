@@ -29,6 +29,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
+import itertools
 import logging
 import threading
 import time
@@ -83,6 +84,10 @@ SETTLE_S = 2.0
 """Seconds the count of live workers must hold before a worker hands partitions back."""
 PULL_EXPIRES_S = 1.0
 """The longest pull a worker keeps out (the consumer's default; under priority_timeout)."""
+STORE_WAIT_S = 40.0
+"""How long detect keeps trying to store an alert in ALERTS before it stops: an election
+after a node's kill took longer than the three tries of 1 s it had before, and the worker
+exited (its partitions then waited for a restart)."""
 HAND_BACK_PAUSE_S = 2.0
 """A worker does not pull on a partition it handed back for this long, whatever it wants:
 another worker, already pulling, takes it at its next message."""
@@ -555,20 +560,23 @@ class DetectService:
         self._write(part, db)
 
     def _store(self, part: Partition, consumer: JetStreamConsumer, alerts: list[Alert]) -> None:
-        """Each alert into ALERTS, once per id and state; a failure stops the service (its
-        input is not acknowledged: the restart finds the alert again)."""
+        """Each alert into ALERTS, once per id and state. ALERTS without a leader (a Raft
+        election after a node's loss) is waited out for :data:`STORE_WAIT_S`; past that
+        the service stops (its input is not acknowledged: the restart finds the alert
+        again)."""
         out = [(alert_subject(a.site, a.elder, a.id), a.model_dump_json().encode(),
                 a.id if a.state == AlertState.OPEN else f"{a.id}-{a.state}")
                for a in alerts]  # fmt: skip
-        for attempt in range(3):
+        deadline = time.monotonic() + STORE_WAIT_S
+        for attempt in itertools.count(1):
             try:
                 duplicates = consumer.publish(out)
                 break
             except ConsumerError as exc:
-                if attempt == 2:
+                if time.monotonic() >= deadline:
                     raise
                 log.warning("%s: alerts not stored yet, retrying: %s", part.name, exc)
-                time.sleep(1.0)
+                time.sleep(min(float(attempt), 5.0))
         for alert, again in zip(alerts, duplicates, strict=True):
             if again:
                 self.stats.stored_again += 1
