@@ -99,6 +99,8 @@ files until it drops the blocks, and the report says how many. TELEMETRY holds w
 consumers have not acknowledged yet: seconds of readings, unless a service was down."""
 RETAINED_WAIT_S = 0.5
 """How long a check subscriber is given to receive a retained message still there."""
+CLEAR_ROUNDS = 3
+"""Clearings of the retained messages a new subscription is still given."""
 
 
 @dataclass
@@ -358,24 +360,60 @@ def _clear_retained(
     try:
         if not accepted.wait(BROKER_TIMEOUT_S) or refused:
             raise BrokerError(f"{settings.url} refused the connection: {refused or 'no answer'}")
-        infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
-        for info in infos:
-            try:
-                info.wait_for_publish(BROKER_TIMEOUT_S)
-            except (RuntimeError, ValueError) as exc:  # paho: not sent (link lost, queue full)
-                raise BrokerError(f"{settings.url}: clearing {elder}'s retained messages "
-                                  f"failed: {exc}") from exc  # fmt: skip
-        client.subscribe(f"homecare/v1/{site or '+'}/{elder}/#", qos=1)
-        if not subscribed.wait(BROKER_TIMEOUT_S) or refused:
-            raise BrokerError(f"{settings.url} refused a subscription to {elder}'s topics: "
-                              f"{refused or 'no answer'}")  # fmt: skip
-        time.sleep(RETAINED_WAIT_S)
+        pending = topics
+        for _ in range(CLEAR_ROUNDS):
+            left.clear()
+            _publish_clears(client, settings, elder, pending)
+            pending = _retained_left(client, settings, elder, site, subscribed, refused, left)
+            if not pending:
+                break
+            # Seen once in CI, on a loaded machine: a new subscription was given a message
+            # cleared (and acknowledged) before it. Likely the server's own consumer of
+            # $MQTT_rmsgs, which keeps its memory of retained messages, brought it back
+            # after the clearing; cleared again, it stays cleared.
+            log.warning("retained messages of %s back after clearing them; clearing again: %s",
+                        elder, pending)  # fmt: skip
     finally:
         client.disconnect()
         client.loop_stop()
-    if left:
+    if pending:
         raise BrokerError(f"retained messages of {elder} still on the broker after clearing "
-                          f"them (may this account publish there?): {sorted(left)}")  # fmt: skip
+                          f"them (may this account publish there?): {pending}")  # fmt: skip
+
+
+def _publish_clears(
+    client: mqtt.Client, settings: MqttSettings, elder: str, topics: list[str]
+) -> None:
+    """One empty retained publish on each topic, each acknowledged."""
+    infos = [client.publish(t, b"", qos=1, retain=True) for t in topics]
+    for info in infos:
+        try:
+            info.wait_for_publish(BROKER_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:  # paho: not sent (link lost, queue full)
+            raise BrokerError(f"{settings.url}: clearing {elder}'s retained messages "
+                              f"failed: {exc}") from exc  # fmt: skip
+
+
+def _retained_left(
+    client: mqtt.Client,
+    settings: MqttSettings,
+    elder: str,
+    site: str | None,
+    subscribed: threading.Event,
+    refused: list[str],
+    left: list[str],
+) -> list[str]:
+    """The topics of the retained messages a new subscription to the elder's topics is
+    given (collected in ``left`` by the client's callback)."""
+    pattern = f"homecare/v1/{site or '+'}/{elder}/#"
+    subscribed.clear()
+    client.subscribe(pattern, qos=1)
+    if not subscribed.wait(BROKER_TIMEOUT_S) or refused:
+        raise BrokerError(f"{settings.url} refused a subscription to {elder}'s topics: "
+                          f"{refused or 'no answer'}")  # fmt: skip
+    time.sleep(RETAINED_WAIT_S)
+    client.unsubscribe(pattern)  # the next round's subscription is a new one
+    return sorted(set(left))
 
 
 async def _forget_broker(

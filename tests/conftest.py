@@ -1,4 +1,4 @@
-"""Fixtures that start the real servers (Mosquitto and influxd on free loopback ports), the
+"""Fixtures that start the real servers (nats-server and influxd on free loopback ports), the
 tests' clock, and the lanes every test is sorted into.
 
 Lanes (markers set here, at collection, so a new test cannot be forgotten):
@@ -213,6 +213,15 @@ def influx(tmp_path: Path) -> Iterator[LocalInflux]:
     """A fresh influxd for one test (its data in a temp folder)."""
     with LocalInflux(tmp_path / "influxd") as server:
         yield server
+
+
+@pytest.fixture
+def influx_db(influx: LocalInflux) -> Iterator[InfluxClient]:
+    """A client of ``influx``'s database ``homecare``, closed after the test whether it passed
+    or not (a socket left open is reported, as an error, in whichever later test the
+    collector happens to run)."""
+    with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as client:
+        yield client
 
 
 @pytest.fixture(scope="session")

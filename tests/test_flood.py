@@ -26,8 +26,6 @@ from test_ingest_faults import IngestProcess
 from broker.provision import provision
 from device_sim.publisher import LinkOptions, MqttLink
 from harness.servers import LocalNats
-from homecare.influx import InfluxClient
-from homecare.settings import InfluxSettings
 
 BAD = 100_000
 ELDERS = 50
@@ -122,7 +120,7 @@ def ingests() -> Iterator[list[IngestProcess]]:
 
 
 def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
-    nats_broker, influx, tmp_path, ingests
+    nats_broker, influx, influx_db, tmp_path, ingests
 ):
     # Two ingest processes sharing the load (one durable consumer, bound by both): dead
     # letters of both, received in the same milliseconds, must all be kept.
@@ -163,7 +161,7 @@ def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
     asyncio.run(_publish(nats_broker.mqtt_port, mixed))
     published_s = time.monotonic() - t0
 
-    db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
+    db = influx_db
     expected = Counter(reason for reason, _, _ in bad)
     status = [tmp_path / f"ingest{k}" / "state" / "ingest-main.json" for k in range(2)]
 
@@ -208,7 +206,6 @@ def test_flood_of_bad_messages_is_dead_lettered_and_valid_traffic_stored(
     time.sleep(0.5)
     assert count(db, "dead_letter") == BAD + len(more)
     assert [ingest.stop() for ingest in ingests] == [0, 0]
-    db.close()
     print(
         f"flood: {len(mixed)} messages published in {published_s:.1f} s; ingest RSS "
         + ", ".join(f"{a / 1e6:.0f} → {b / 1e6:.0f} MB" for a, b in zip(rss0, rss_max, strict=True))

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from contextlib import closing
+from contextlib import ExitStack, closing
 from pathlib import Path
 from typing import Any
 
@@ -152,12 +152,13 @@ def _baselines(path: Path) -> None:
     np.savez(path.with_name(path.stem + ".history.npz"), elders=np.array(["e0", GONE]))
 
 
-def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(nats_broker, influx,
-                                                                    tmp_path):  # fmt: skip
+def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(
+    nats_broker, influx, influx_db, tmp_path
+):
     """InfluxDB, escalation's store, the registry and the baselines (readings through
     ingest); the broker's part is the NATS test below."""
     settings = settings_for(nats_broker, influx, tmp_path)
-    db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
+    db = influx_db
     retention = RetentionSettings()
     rollups.install(db, retention)  # raw (default) and history policies, as deployed
 
@@ -250,7 +251,6 @@ def test_forget_leaves_nothing_about_the_elder_and_keeps_the_others(nats_broker,
     assert len(rows) == 7  # e0's and the kept elder's alert, delivery, event; the kept digest
     assert not [r for r in rows if WORD.search(json.dumps(r))]
     assert not (tmp_path / "state" / "baselines.history.npz").exists()
-    db.close()
 
 
 def _stream_subjects(
@@ -279,11 +279,12 @@ def _about(subjects: dict[str, dict[str, int]], elder: str) -> dict[str, int]:
             for stream, found in subjects.items()}  # fmt: skip
 
 
-def test_forget_removes_the_elders_messages_from_the_broker(nats_broker, influx, tmp_path):
+def test_forget_removes_the_elders_messages_from_the_broker(nats_broker, influx, influx_db,
+                                                            tmp_path):  # fmt: skip
     """Readings, alerts, apps' acknowledgements and retained messages of e1 on NATS: after
     `homecare elder forget e1` no stream holds a message of theirs and a new subscriber is
     given none of their retained messages; e2's and e0's are as they were."""
-    db = InfluxClient(InfluxSettings(url=influx.url, database="homecare"))
+    db = influx_db
     db.create_database()
     now = time.time()
     pub = Publisher(nats_broker.mqtt_port)
@@ -362,7 +363,6 @@ def test_forget_removes_the_elders_messages_from_the_broker(nats_broker, influx,
         assert sorted(_retained(nats_broker.mqtt_port, other)) == [
             alert_topic("t", other, f"a{other}"),
             topic(other, "wearable", f"w{other[1:]}", "availability")]  # fmt: skip
-    db.close()
 
 
 def test_past_the_erase_limit_the_report_says_what_was_only_purged(nats_broker, monkeypatch):
@@ -385,9 +385,13 @@ def test_past_the_erase_limit_the_report_says_what_was_only_purged(nats_broker, 
 
 
 def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
-    with LocalInflux(tmp_path / "influxd", admin=("admin", "admin-pw")) as server:
+    with (
+        LocalInflux(tmp_path / "influxd", admin=("admin", "admin-pw")) as server,
+        ExitStack() as stack,
+    ):
         server.add_user("ingest", "ingest-pw", database="homecare", privilege="WRITE")
         admin = InfluxClient(InfluxSettings(url=server.url, username="admin", password="admin-pw"))
+        stack.callback(admin.close)  # passed or failed
         admin.write([f"bed,site=t,elder={GONE},device=b1 movement=0.1 {int(time.time() * 1000)}"])
 
         def forget(user: str, password: str, *flags: str) -> subprocess.CompletedProcess[str]:
@@ -413,7 +417,6 @@ def test_forget_needs_the_admin_account_and_asks_first(tmp_path):
         assert done.returncode == 0, done.stderr[-2000:]
         assert json.loads(done.stdout)["points"] == {"autogen.bed": 1}
         assert count(admin, "bed") == 0
-        admin.close()
 
 
 def test_forget_works_as_the_privacy_user_on_the_secure_broker(secure_nats, pki, access):
