@@ -78,6 +78,10 @@ def subscribe_packet(topic: str, qos: int, mid: int = 1) -> bytes:
 SETTLE_S = 1.0
 
 
+CONNECT_WAIT_S = 60.0
+"""How long a device connects again after the server closed it before its CONNACK."""
+
+
 class Refused(BrokerError):
     """The broker refused a device's connection or subscription."""
 
@@ -87,9 +91,20 @@ async def _device(
 ) -> asyncio.StreamWriter | None:
     """Connect (no keepalive: the connection idles), subscribe, and return the open link;
     ``None`` when the broker refused the subscription (SUBACK failure)."""
-    reader, writer = await asyncio.open_connection(host, port)
-    writer.write(connect_packet(client_id, clean=clean))
-    connack = await asyncio.wait_for(reader.readexactly(4), 60)
+    deadline = time.monotonic() + CONNECT_WAIT_S
+    while True:
+        reader, writer = await asyncio.open_connection(host, port)
+        writer.write(connect_packet(client_id, clean=clean))
+        try:
+            connack = await asyncio.wait_for(reader.readexactly(4), 60)
+            break
+        except asyncio.IncompleteReadError:
+            # Closed before its CONNACK: the server could not set up the session in time
+            # (seen on the first device, while a loaded cluster makes its $MQTT_ streams).
+            writer.close()
+            if time.monotonic() > deadline:
+                raise Refused(f"{client_id}: connection closed before a CONNACK") from None
+            await asyncio.sleep(0.5)
     if connack[0] >> 4 != 2 or connack[3] != 0:
         raise Refused(f"{client_id}: CONNACK {connack.hex()}")
     writer.write(subscribe_packet(topic, qos))

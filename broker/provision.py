@@ -242,6 +242,7 @@ async def _provision(
                 storage=StorageType.FILE, num_replicas=replicas, max_age=max_age_s,
                 description=f"device readings from {MQTT_STREAM}, {partitions} partitions by elder",
                 sources=[StreamSource(name=MQTT_STREAM, subject_transforms=[transform])],
+                allow_direct=True,  # detect's replay reads by batch direct get, no consumer
             ))  # fmt: skip
             done.created.append(TELEMETRY_STREAM)
         else:
@@ -259,6 +260,9 @@ async def _provision(
                 raise ProvisionError(
                     f"stream {TELEMETRY_STREAM} exists with {config.retention} retention"
                 )
+            if not config.allow_direct:  # provisioned before detect's replay read this way
+                config.allow_direct = True
+                await js.update_stream(config)
             done.existing.append(TELEMETRY_STREAM)
 
         # Consumers at once: an interest stream keeps only what some consumer wants.

@@ -14,8 +14,8 @@ still in TELEMETRY:
 2. a worker that takes a partition (at start, or from a worker that died or handed it
    over) thaws its snapshot into fresh detectors, and reads again what the durable
    consumer had handed out after it (sequence + 1 … its *delivered* sequence) at once
-   through an ephemeral consumer (:meth:`StateStore.replay`), rather than waiting the
-   durable's ``ack_wait`` for its redelivery;
+   by batch direct gets (:meth:`StateStore.replay`), rather than waiting the durable's
+   ``ack_wait`` for its redelivery;
 3. then the durable consumer carries on; its redeliveries of what was already
    processed are skipped and acknowledged once a save covers them.
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -44,10 +45,7 @@ import nats.errors
 import nats.js.errors
 from nats.js import JetStreamContext
 from nats.js.api import (
-    AckPolicy,
-    ConsumerConfig,
     ConsumerInfo,
-    DeliverPolicy,
     ObjectMeta,
     ObjectMetaOptions,
 )
@@ -55,12 +53,10 @@ from nats.js.object_store import ObjectStore
 
 from homecare.consumer import ConsumerError, RawMessage
 from homecare.jetstream import (
-    MQTT_QOS_HEADER,
     SUBJECT_ROOT,
     TELEMETRY_STREAM,
     JetStreamConsumer,
-    partition_of_subject,
-    topic_of,
+    read_stream,
 )
 
 __all__ = ["CHUNK_BYTES", "STATE_BUCKET", "Position", "Prepared", "StateStore"]
@@ -72,6 +68,9 @@ STATE_BUCKET = "detect_state"
 ``homecare broker provision`` makes it."""
 CHUNK_BYTES = 512 * 1024
 """Chunks under the server's default 1 MiB ``max_payload``."""
+CATCH_UP_S = 5.0
+"""How long a replay waits for the replica that answers its reads to hold what the
+stream's leader holds."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,11 +199,7 @@ class StateStore:
             start = start_of(blob, at)
             if start > at.delivered:
                 return Prepared(at, blob, start, [], False)
-            sub = await self._open_replay(js, start, at.delivered, at.filters)
-            try:
-                first, last, more = await self._next_batch(sub, at.delivered, batch)
-            finally:
-                await self._drop(js, sub)
+            first, last, more = await self._next_batch(js, start, at.delivered, at.filters, batch)
             return Prepared(at, blob, start, first, more and last < at.delivered)
 
         async def all_(js: JetStreamContext) -> list[Prepared]:
@@ -218,69 +213,53 @@ class StateStore:
         self, start: int, end: int, *, filters: tuple[str, ...], batch: int = 5000
     ) -> Iterator[list[RawMessage]]:
         """Batches of the stream's messages ``start`` … ``end`` (sequences, inclusive) that
-        pass ``filters``, in order, through an ephemeral consumer that acknowledges
-        nothing (the durable consumer still owns them). Stops early where the stream has
-        no more (messages past ``max_age``)."""
-        if start > end:
-            return
-        on_loop = self.consumer.on_loop
-        sub = on_loop(lambda js: self._open_replay(js, start, end, filters), self._timeout_s + 5)
-        try:
-            while True:
-                out, last, more = on_loop(lambda _: self._next_batch(sub, end, batch),
-                                          self._timeout_s + 5)  # fmt: skip
-                if out:
-                    yield out
-                if not more or last >= end:
-                    return
-        finally:
-            on_loop(lambda js: self._drop(js, sub), self._timeout_s + 5)
-
-    async def _open_replay(
-        self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...]
-    ) -> JetStreamContext.PullSubscription:
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start,
-            ack_policy=AckPolicy.NONE, inactive_threshold=60.0, mem_storage=True,
-            filter_subjects=list(filters) or None,
-            description=f"{self.durable}: replay of {start}..{end}",
-        )  # fmt: skip
-        return await js.pull_subscribe(
-            filters[0] if filters else f"{SUBJECT_ROOT}.>", stream=self.stream, config=config
-        )
+        pass ``filters``, in order, read by batch direct gets (no consumer: the durable
+        consumer still owns them, and detect's user may make none). Stops early where the
+        stream has no more (messages past ``max_age``, or erased)."""
+        while start <= end:
+            read = functools.partial(self._next_batch, start=start, end=end, filters=filters,
+                                     batch=batch)  # fmt: skip
+            out, last, more = self.consumer.on_loop(read, self._timeout_s + 5)
+            if out:
+                yield out
+            if not more:
+                return
+            start = last + 1
 
     async def _next_batch(
-        self, sub: JetStreamContext.PullSubscription, end: int, batch: int
+        self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...], batch: int
     ) -> tuple[list[RawMessage], int, bool]:
-        """The next batch up to ``end``, its last sequence, and whether more may follow
-        (False where the stream has no more: messages past ``max_age``)."""
-        try:
-            msgs = await sub.fetch(batch, timeout=2.0)
-        except (TimeoutError, nats.errors.TimeoutError):
-            log.warning("%s: replay stopped before %d: the stream has no more",
-                        self.durable, end)  # fmt: skip
-            return [], 0, False
-        now = time.time()
-        out = []
-        last = 0
-        for msg in msgs:
-            last = msg.metadata.sequence.stream
-            if last > end:
-                break
-            qos = (msg.headers or {}).get(MQTT_QOS_HEADER, "1")
-            out.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
-                                  int(qos) if qos.isdigit() else 1, last,
-                                  partition_of_subject(msg.subject)))  # fmt: skip
-        return out, last, last < end
+        """The next batch of ``start`` … ``end``, its last sequence, and whether more may
+        follow (False where the stream has no more).
 
-    async def _drop(self, js: JetStreamContext, sub: JetStreamContext.PullSubscription) -> None:
-        """Unsubscribe and delete the ephemeral consumer (else it lingers a minute)."""
+        Any replica answers a direct get, and one a little behind the leader may not have
+        ``end`` yet although the durable consumer handed it out: where none comes, the
+        leader is asked whether it holds ``end`` (then the read is tried again, for up to
+        :data:`CATCH_UP_S`) or not (then the stream has no more)."""
+        if len(filters) > 1:
+            raise ConsumerError(f"{self.durable}: a replay reads one subject filter, not {filters}")
+        subject = filters[0] if filters else f"{SUBJECT_ROOT}.>"
+        deadline = time.monotonic() + CATCH_UP_S
+        while True:
+            got = await read_stream(self.consumer.connection, self.stream, start, subject,
+                                    batch=batch, max_bytes=self.consumer.pull_max_bytes,
+                                    timeout_s=self._timeout_s)  # fmt: skip
+            out = [m for m in got if m.seq <= end]
+            if out:
+                return out, out[-1].seq, out[-1].seq < end
+            if got or time.monotonic() >= deadline or not await self._held(js, end):
+                log.warning("%s: replay stopped before %d: the stream has no more",
+                            self.durable, end)  # fmt: skip
+                return [], 0, False
+            await asyncio.sleep(0.05)
+
+    async def _held(self, js: JetStreamContext, seq: int) -> bool:
+        """Whether the stream's leader holds message ``seq``."""
         try:
-            name = (await sub.consumer_info()).name
-            await sub.unsubscribe()
-            await js.delete_consumer(self.stream, name)
-        except (nats.errors.Error, nats.js.errors.Error) as exc:
-            log.debug("%s: replay consumer not deleted: %s", self.durable, exc)
+            await js.get_msg(self.stream, seq=seq)
+        except nats.js.errors.NotFoundError:
+            return False
+        return True
 
 
 def _position(info: ConsumerInfo) -> Position:

@@ -61,7 +61,8 @@ from homecare import contract
 from homecare.alerts import OPERATIONS_SITE
 from homecare.contract import DeviceKind
 from homecare.errors import ConfigError
-from homecare.jetstream import ALERT_SUBJECT_ROOT, TELEMETRY_STREAM
+from homecare.jetstream import ALERT_SUBJECT_ROOT, TELEMETRY_STREAM, detect_partition_consumer
+from homecare.settings import NatsSettings
 
 SUBJECT_ROOT = "homecare.v1"
 """What the MQTT listener makes of :data:`homecare.contract.TOPIC_ROOT`."""
@@ -70,6 +71,12 @@ SYSTEM_ACCOUNT = "SYS"
 AUTH_CONF = "nats-auth.conf"
 SYS_CREDS = "sys.creds"
 MQTT_ONLY = ["MQTT"]
+PARTITIONS = NatsSettings().partitions
+"""TELEMETRY's partitions where none is said (``HOMECARE_NATS__PARTITIONS``'s default)."""
+MAX_CONTROL_LINE = 64 * 1024
+"""The longest protocol line the server takes (its default is 4 KiB), set in the include
+file: a client's CONNECT carries its user JWT, and detect's lists its partitions'
+consumers one by one (~20 KB for 64 partitions)."""
 _JS = "$JS.API"
 
 
@@ -114,17 +121,17 @@ ALERT_TOPICS = f"{SUBJECT_ROOT}.*.*.alert.*"
 ALERT_ACKS = f"{SUBJECT_ROOT}.*.*.alert.*.ack"
 SERVICE_RIGHTS: dict[str, dict[str, list[str]]] = {
     "ingest": {"pub": _consume(TELEMETRY_STREAM, "ingest"), "sub": ["_INBOX.>"]},
-    # detect: one consumer per partition (detect-p<N>): a name pattern NATS cannot
-    # express (its wildcards match whole tokens), so any consumer of TELEMETRY, which
-    # its workers unpin to hand a partition over; it raises alerts into ALERTS, keeps
-    # its state in the object store and its workers' liveness in the key-value bucket
-    # named DETECT_BUCKET (whose keys it lists through an ordered consumer).
+    # detect: its partitions' consumers (detect-p<N>, :func:`detect_rights` adds them: a
+    # name pattern NATS cannot express, its wildcards matching whole tokens), which its
+    # workers unpin to hand a partition over; no other consumer, and it may make or delete
+    # none (the replay of a partition's gap reads by batch direct get, and checks with the
+    # leader where a replica lags). It raises alerts into ALERTS, keeps its state in the
+    # object store and its workers' liveness in the key-value bucket named DETECT_BUCKET
+    # (whose keys it lists through an ordered consumer).
     "detect": {
-        "pub": [*_consume(TELEMETRY_STREAM, "*"), f"{_JS}.CONSUMER.UNPIN.{TELEMETRY_STREAM}.*",
-                # the replay of a partition's gap: an ephemeral consumer of TELEMETRY
-                f"{_JS}.CONSUMER.CREATE.{TELEMETRY_STREAM}",
-                f"{_JS}.CONSUMER.CREATE.{TELEMETRY_STREAM}.>",
-                f"{_JS}.CONSUMER.DELETE.{TELEMETRY_STREAM}.*",
+        "pub": [f"{_JS}.INFO", f"{_JS}.STREAM.INFO.{TELEMETRY_STREAM}",
+                f"{_JS}.STREAM.INFO.$MQTT_msgs",
+                f"{_JS}.DIRECT.GET.{TELEMETRY_STREAM}", f"{_JS}.STREAM.MSG.GET.{TELEMETRY_STREAM}",
                 f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}",
                 f"{_JS}.CONSUMER.CREATE.KV_{DETECT_BUCKET}.>",
                 f"{_JS}.CONSUMER.DELETE.KV_{DETECT_BUCKET}.*", f"{ALERT_SUBJECT_ROOT}.>",
@@ -201,8 +208,9 @@ another process of it), named after its durable consumer
 (``homecare.jetstream.ingest_consumer``)."""
 
 
-def service_rights(user: str) -> dict[str, list[str]]:
-    """The subjects ``user`` (a service user's name) may publish and subscribe to.
+def service_rights(user: str, partitions: int = PARTITIONS) -> dict[str, list[str]]:
+    """The subjects ``user`` (a service user's name) may publish and subscribe to
+    (detect's: those of ``partitions`` partitions' consumers).
 
     An ingest user named after a district's consumer (``ingest-north-primary``) may take
     from that consumer only; any other ingest user, from ``ingest`` (the single store).
@@ -218,7 +226,28 @@ def service_rights(user: str) -> dict[str, list[str]]:
     district = _DISTRICT_USER.match(user) if service == "ingest" else None
     if district:
         return {"pub": _consume(TELEMETRY_STREAM, district.group(1)), "sub": ["_INBOX.>"]}
+    if service == "detect":
+        rights = SERVICE_RIGHTS[service]
+        return {"pub": [*rights["pub"], *detect_rights(partitions)], "sub": rights["sub"]}
     return SERVICE_RIGHTS[service]
+
+
+def detect_rights(partitions: int) -> list[str]:
+    """What detect publishes to use its partitions' consumers: pull (with the priority
+    group), acknowledge, read their info, unpin. One allow-list entry per partition and
+    verb: 256 for 64 partitions, a user JWT of ~20 KB (hence the server's
+    :data:`MAX_CONTROL_LINE`).
+
+    >>> detect_rights(2)[-2:]
+    ['$JS.API.CONSUMER.UNPIN.TELEMETRY.detect-p1', '$JS.ACK.TELEMETRY.detect-p1.>']
+    """
+    stream = TELEMETRY_STREAM
+    verbs = [f"{_JS}.CONSUMER.INFO", f"{_JS}.CONSUMER.MSG.NEXT", f"{_JS}.CONSUMER.UNPIN"]
+    out = []
+    for name in map(detect_partition_consumer, range(partitions)):
+        out += [f"{verb}.{stream}.{name}" for verb in verbs]
+        out.append(f"$JS.ACK.{stream}.{name}.>")
+    return out
 
 
 def _service_of(user: str) -> str | None:
@@ -404,6 +433,8 @@ class BrokerAccess:
             f"system_account: {system.public}\n"
             # devices.refusals reads refusals from the log, its times as UTC.
             "logtime_utc: true\n"
+            # a CONNECT carries the user's JWT: detect's lists its partitions' consumers
+            f"max_control_line: {MAX_CONTROL_LINE}\n"
             f'resolver: {{\n  type: full\n  dir: "{registry["resolver_dir"]}"\n'
             "  allow_delete: false\n  interval: \"2m\"\n}\n"
             "resolver_preload: {\n"
@@ -446,18 +477,23 @@ class BrokerAccess:
             signer or self.account,
         )  # fmt: skip
 
-    def service(self, name: str) -> Credentials:
-        """(Re)issue a service user's credentials file, ``services/<name>.creds``.
+    def service(self, name: str, *, partitions: int = PARTITIONS) -> Credentials:
+        """(Re)issue a service user's credentials file, ``services/<name>.creds``
+        (``partitions``: TELEMETRY's, whose consumers detect's user may use).
 
         Services that speak MQTT get a bearer JWT, also their MQTT password: returned, and
         in ``services/<name>.jwt``.
         """
-        rights = service_rights(name)
+        rights = service_rights(name, partitions)
         service = _service_of(name)
         user = claims.new_key("user")
         bearer = service in _MQTT_SERVICES
         jwt = self._user_jwt(user, name, rights["pub"], rights["sub"], bearer=bearer,
                              response=ESCALATE_RESPONSE if service == "escalate" else None)
+        if len(jwt) > MAX_CONTROL_LINE - 4096:  # the CONNECT's other fields, the signature
+            raise AccessError(f"{name}'s rights for {partitions} partitions make a "
+                              f"{len(jwt)} byte JWT, more than the server takes "
+                              f"({MAX_CONTROL_LINE})")  # fmt: skip
         with self._locked():
             registry = self._registry()
             old = registry["services"].get(name)

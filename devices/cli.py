@@ -111,10 +111,12 @@ def service(
 ) -> None:
     """(Re)issue a service's credentials file (services/NAME.creds; an old one is revoked).
 
-    Point the service at it with HOMECARE_NATS__CREDS_FILE."""
+    Point the service at it with HOMECARE_NATS__CREDS_FILE. Detect's lists the consumers of
+    HOMECARE_NATS__PARTITIONS partitions: issue it with the count the broker was
+    provisioned with."""
     settings, access = _access(folder)
     try:
-        credentials = access.service(name)
+        credentials = access.service(name, partitions=settings.nats.partitions)
     except AccessError as exc:
         raise _fail(exc) from exc
     typer.echo(str(credentials.creds))

@@ -173,6 +173,55 @@ def partition_filter(partition: int) -> str:
     return f"{SUBJECT_ROOT}.{partition}.>"
 
 
+def raw_message(
+    subject: str, data: bytes, headers: dict[str, str] | None, seq: int, received: float
+) -> RawMessage:
+    """A TELEMETRY message as the edge takes it: its device's topic, the QoS NATS kept in
+    its header, its sequence and partition."""
+    qos = (headers or {}).get(MQTT_QOS_HEADER, "1")
+    return RawMessage(topic_of(subject), data, received, False, int(qos) if qos.isdigit() else 1,
+                      seq, partition_of_subject(subject))  # fmt: skip
+
+
+async def read_stream(
+    nc: Nats, stream: str, start: int, subject: str, *, batch: int, max_bytes: int,
+    timeout_s: float,
+) -> list[RawMessage]:  # fmt: skip
+    """Up to ``batch`` messages of ``stream`` on ``subject`` from sequence ``start`` on, in
+    order, in one batch direct get (``$JS.API.DIRECT.GET``, NATS ≥ 2.11; the stream allows
+    direct gets): no consumer is made, so the reader needs no right to make or delete one,
+    and no round of the stream's Raft group is waited for. Any replica may answer: one that
+    lags behind answers with fewer, which the caller sees (the last sequence it wanted is
+    not there). [] where the stream has none left."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox)
+    request = {"seq": start, "batch": batch, "next_by_subj": subject, "max_bytes": max_bytes}
+    try:
+        await nc.publish(f"$JS.API.DIRECT.GET.{stream}", json.dumps(request).encode(),
+                         reply=inbox)  # fmt: skip
+        out: list[RawMessage] = []
+        while True:
+            try:
+                msg = await sub.next_msg(timeout_s)
+            except nats.errors.TimeoutError as exc:
+                raise ConsumerError(f"{stream}: no answer to a direct get from {start} in "
+                                    f"{timeout_s:.0f} s") from exc  # fmt: skip
+            headers = msg.headers or {}
+            status = headers.get("Status")
+            if status in ("204", "404"):  # the end of the batch; none (left) to send
+                return out
+            if status == "503":
+                raise ConsumerError(f"{stream} takes no direct gets (NATS ≥ 2.11, "
+                                    "allow_direct): run `homecare broker provision`")  # fmt: skip
+            if status:
+                raise ConsumerError(f"{stream}: direct get refused: {status} "
+                                    f"{headers.get('Description', '')}")  # fmt: skip
+            out.append(raw_message(headers["Nats-Subject"], msg.data, headers,
+                                   int(headers["Nats-Sequence"]), time.time()))  # fmt: skip
+    finally:
+        await sub.unsubscribe()
+
+
 def partition_of_subject(subject: str) -> int:
     """The partition token of a TELEMETRY subject; -1 for a subject outside the scheme.
 
@@ -587,12 +636,8 @@ class JetStreamConsumer:
             if _is_app_ack(msg.subject):
                 not_readings.append(msg.reply)
                 continue
-            headers = msg.headers or {}
-            qos = headers.get(MQTT_QOS_HEADER, "1")
-            messages.append(RawMessage(topic_of(msg.subject), msg.data, now, False,
-                                       int(qos) if qos.isdigit() else 1,
-                                       msg.metadata.sequence.stream,
-                                       partition_of_subject(msg.subject)))  # fmt: skip
+            messages.append(raw_message(msg.subject, msg.data, msg.headers,
+                                        msg.metadata.sequence.stream, now))  # fmt: skip
             self._next_receipt += 1
             self._unacked[self._next_receipt] = msg.reply
             receipts.append((generation, self._next_receipt))
@@ -695,6 +740,18 @@ class JetStreamConsumer:
             return dict(zip(durables, found, strict=True))
 
         return self._loop.run(all_(), self._request_timeout_s + 5)
+
+    @property
+    def pull_max_bytes(self) -> int:
+        """The most bytes one pull (or read) of this consumer asks for."""
+        return self._max_bytes
+
+    @property
+    def connection(self) -> Nats:
+        """This consumer's connection, for helpers that run on its loop (:meth:`on_loop`)."""
+        if self._nc is None:
+            raise ConsumerError(f"consumer {self.durable} is not connected")
+        return self._nc
 
     def on_loop(
         self, work: Callable[[JetStreamContext], Coroutine[Any, Any, T]], timeout_s: float

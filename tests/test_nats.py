@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import shutil
 import time
 from collections.abc import Iterator
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from broker.provision import ProvisionError, provision
 from cli.main import app
+from detectors.resume import StateStore
 from harness.servers import (
     LocalNats,
     NatsBinaryMismatch,
@@ -33,6 +35,7 @@ from homecare.consumer import AckMode, ConsumerError, Delivery, RawMessage
 from homecare.edge import Edge
 from homecare.jetstream import (
     ALERTS_STREAM,
+    DETECT_GROUP,
     ESCALATE_CONSUMER,
     INGEST_CONSUMER,
     TELEMETRY_STREAM,
@@ -41,7 +44,9 @@ from homecare.jetstream import (
     alert_subject,
     check_source,
     detect_partition_consumer,
+    partition_filter,
     partition_of,
+    partition_of_subject,
 )
 from homecare.settings import ContractSettings, NatsSettings
 
@@ -151,6 +156,24 @@ def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(ser
     again = provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
     assert again.created == []
     assert again.existing == made
+
+    async def allow_direct(allowed: bool | None = None) -> bool:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            config = (await js.stream_info(TELEMETRY_STREAM)).config
+            if allowed is not None:
+                config.allow_direct = allowed
+                config = (await js.update_stream(config)).config
+            return bool(config.allow_direct)
+        finally:
+            await nc.close()
+
+    # A TELEMETRY provisioned before detect's replay read by direct get is given them.
+    assert asyncio.run(allow_direct()) is True
+    assert asyncio.run(allow_direct(False)) is False
+    provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS)
+    assert asyncio.run(allow_direct()) is True
     with pytest.raises(ProvisionError, match="not recreated under traffic"):
         provision(server.url, mqtt_url=server.mqtt_url, partitions=PARTITIONS * 2)
 
@@ -265,6 +288,67 @@ def test_a_batch_is_bounded_in_bytes_and_large_messages_still_all_come(provision
         c.ack(first)
         rest = _take_all(c, 20 - len(first.messages))
     assert sorted(m.payload[0] for m in first.messages + rest) == [65 + i for i in range(20)]
+
+
+def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
+    provisioned, fresh, caplog
+):
+    """Detect's replay (``StateStore.replay``): one partition's messages in a range, in order,
+    in batches, by batch direct gets; no consumer is made (detect's user may make none);
+    past the last message the stream holds it stops, saying so."""
+    elders = ["e0001", "e0002", "e0003", "e0004"]
+    device = Publisher(provisioned.mqtt_port, client_id="w-gap")
+    try:
+        for elder in elders:
+            device.publish(_frames(elder, 10, fresh - 60))
+        device.wait_acked(40, timeout_s=30)
+    finally:
+        device.close()
+    wait_for(lambda: len(_subjects(provisioned.url)) == 40, 10, "40 messages in TELEMETRY")
+    p = partition_of(elders[0], PARTITIONS)
+    subjects = _subjects(provisioned.url)
+    first = _first_seq(provisioned.url)
+    mine = [first + i for i, s in enumerate(subjects) if partition_of_subject(s) == p]
+    assert len(mine) >= 10
+
+    def consumers() -> list[str]:
+        async def names() -> list[str]:
+            nc = await nats.connect(provisioned.url)
+            try:
+                return sorted(c.name for c in await nc.jetstream().consumers_info(TELEMETRY_STREAM))
+            finally:
+                await nc.close()
+
+        return asyncio.run(names())
+
+    before = consumers()
+    durable = detect_partition_consumer(p)
+    with (
+        JetStreamConsumer(provisioned.url, durable=durable, group=DETECT_GROUP,
+                          durables=[durable]) as consumer,  # fmt: skip
+        StateStore(consumer) as store,
+    ):
+        batches = list(store.replay(mine[2], mine[8], filters=(partition_filter(p),), batch=3))
+        with caplog.at_level(logging.WARNING, logger="detectors.resume"):
+            tail = list(store.replay(mine[-1], mine[-1] + 1000, filters=(partition_filter(p),)))
+    assert [len(b) for b in batches] == [3, 3, 1]
+    assert [m.seq for b in batches for m in b] == mine[2:9]
+    assert {m.partition for b in batches for m in b} == {p}
+    assert all(m.topic.startswith("homecare/v1/") for b in batches for m in b)
+    assert [m.seq for b in tail for m in b] == [mine[-1]]
+    assert f"replay stopped before {mine[-1] + 1000}" in caplog.text
+    assert consumers() == before
+
+
+def _first_seq(url: str) -> int:
+    async def read() -> int:
+        nc = await nats.connect(url)
+        try:
+            return int((await nc.jetstream().stream_info(TELEMETRY_STREAM)).state.first_seq)
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
 
 
 # the source check ---------------------------------------------------------------------------

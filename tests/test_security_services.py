@@ -33,7 +33,7 @@ from test_security_broker import Probe
 
 from broker.provision import provision_districts
 from devices import claims
-from devices.access import ESCALATE_RESPONSE, BrokerAccess, service_rights
+from devices.access import ESCALATE_RESPONSE, AccessError, BrokerAccess, service_rights
 from escalation.cluster import forget_in_cluster
 from harness.demo import DetectWorker
 from harness.servers import LocalNats, free_port
@@ -293,8 +293,16 @@ def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats,
             "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest-south-primary",
             "$JS.API.STREAM.INFO.KV_escalation",
         ],
-        # detect: not escalation's state, lease or consumer
+        # detect: not escalation's state, lease or consumer; no consumer of TELEMETRY made
+        # or deleted (its replay reads by direct get)
         detect.creds: [
+            "$JS.API.CONSUMER.CREATE.TELEMETRY",
+            "$JS.API.CONSUMER.CREATE.TELEMETRY.x.telemetry.>",
+            "$JS.API.CONSUMER.DELETE.TELEMETRY.ingest",
+            # nor pull from, acknowledge for or unpin a consumer not its partitions'
+            "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.ingest",
+            "$JS.ACK.TELEMETRY.ingest.1.2.3.4.5.6",
+            "$JS.API.CONSUMER.UNPIN.TELEMETRY.ingest",
             "$KV.escalation-lease.active",
             "$JS.API.STREAM.INFO.KV_escalation",
             "$JS.API.CONSUMER.MSG.NEXT.ALERTS.escalate",
@@ -336,6 +344,23 @@ def test_a_service_cannot_touch_another_services_bucket_or_consumer(secure_nats,
     assert "ingest-north-primary: NATS " in caplog.text
     assert ('permissions violation for publish to "$js.api.consumer.msg.next.telemetry.ingest"'
             in caplog.text)  # fmt: skip
+
+
+def test_detects_user_names_its_partitions_consumers_and_no_other(tmp_path):
+    """Detect's rights list its partitions' consumers (no wildcard consumer of TELEMETRY);
+    the server is told to take the CONNECT that carries such a JWT, and a count of
+    partitions whose JWT it would not take is refused when the credentials are issued."""
+    rights = service_rights("detect", 8)["pub"]
+    assert "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.detect-p7" in rights
+    assert "$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.detect-p8" not in rights
+    assert not [r for r in rights if "TELEMETRY" in r and r.endswith((".*", "TELEMETRY.>"))]
+    access = BrokerAccess(tmp_path / "access")
+    access.init()
+    assert "max_control_line: 65536" in access.conf_path.read_text()
+    jwt = claims.decode(access.service("detect").password)
+    assert jwt["nats"]["pub"]["allow"] == service_rights("detect", 64)["pub"]
+    with pytest.raises(AccessError, match="more than the server takes"):
+        access.service("detect", partitions=1024)
 
 
 def test_ingest_district_users_name_their_own_consumer(tmp_path):
