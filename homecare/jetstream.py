@@ -80,6 +80,7 @@ __all__ = [
     "partition_filter",
     "partition_of",
     "partition_of_subject",
+    "read_stream",
     "refusal",
     "server_urls",
     "site_filters",
@@ -173,7 +174,7 @@ def partition_filter(partition: int) -> str:
     return f"{SUBJECT_ROOT}.{partition}.>"
 
 
-def raw_message(
+def _raw_message(
     subject: str, data: bytes, headers: dict[str, str] | None, seq: int, received: float
 ) -> RawMessage:
     """A TELEMETRY message as the edge takes it: its device's topic, the QoS NATS kept in
@@ -216,7 +217,7 @@ async def read_stream(
             if status:
                 raise ConsumerError(f"{stream}: direct get refused: {status} "
                                     f"{headers.get('Description', '')}")  # fmt: skip
-            out.append(raw_message(headers["Nats-Subject"], msg.data, headers,
+            out.append(_raw_message(headers["Nats-Subject"], msg.data, headers,
                                    int(headers["Nats-Sequence"]), time.time()))  # fmt: skip
     finally:
         await sub.unsubscribe()
@@ -636,7 +637,7 @@ class JetStreamConsumer:
             if _is_app_ack(msg.subject):
                 not_readings.append(msg.reply)
                 continue
-            messages.append(raw_message(msg.subject, msg.data, msg.headers,
+            messages.append(_raw_message(msg.subject, msg.data, msg.headers,
                                         msg.metadata.sequence.stream, now))  # fmt: skip
             self._next_receipt += 1
             self._unacked[self._next_receipt] = msg.reply
