@@ -79,6 +79,9 @@ def bench_detect_command(
     save_every_s: Annotated[
         float, typer.Option(min=0.1, help="How often the live detect saves its state.")
     ] = 5.0,
+    partitions: Annotated[
+        int, typer.Option(min=1, help="TELEMETRY's partitions (one pipeline each in detect).")
+    ] = 64,
     json_out: JsonOut = None,
 ) -> None:
     """Detector throughput on one core against naive Python and River; live alert latency."""
@@ -87,7 +90,7 @@ def bench_detect_command(
     report = run(
         elders=elders, seconds=seconds, latency_elders=latency_elders,
         latency_seconds=latency_seconds, events=events, spread=spread, gateways=gateways,
-        seed=seed, save_every_s=save_every_s, log=typer.echo,
+        seed=seed, save_every_s=save_every_s, partitions=partitions, log=typer.echo,
     )  # fmt: skip
     emit(report, json_out)
 

@@ -67,7 +67,7 @@ from device_sim.routine import Posture, daytime
 from device_sim.signals import to_device_frame
 from homecare.contract import Stream, Topic
 from homecare.frames import frame_stats
-from homecare.settings import DetectSettings
+from homecare.settings import DetectSettings, NatsSettings
 
 RATE = 50
 BED_PERIOD_S = 10
@@ -449,7 +449,7 @@ def _timed(fn: Callable[..., Any], spent: list[float]) -> Callable[..., Any]:
 
 def _detect_main(
     nats_url: str, influx_url: str, state: str, started: Any, result: Any, interval_s: float,
-    save_every_s: float,
+    save_every_s: float, partitions: int,
 ) -> None:  # fmt: skip
     """The detect service as its own process, as ``homecare detect`` runs; SIGTERM stops it.
 
@@ -457,12 +457,12 @@ def _detect_main(
     timers, so the report can say where a batch's time goes."""
     from detectors.service import DetectService
     from homecare.runtime import tune_gc_for_service
-    from homecare.settings import DetectSettings, InfluxSettings, NatsSettings, Settings
+    from homecare.settings import InfluxSettings, Settings
 
     settings = Settings(
         _env_file=None,
         state_dir=Path(state),
-        nats=NatsSettings(url=nats_url),
+        nats=NatsSettings(url=nats_url, partitions=partitions),
         influx=InfluxSettings(url=influx_url, database="homecare"),
         detect=DetectSettings.model_validate(
             {"clock": "wall", "batch_interval_s": interval_s, "save_every_s": save_every_s}
@@ -792,6 +792,7 @@ def latency(
     seed: int,
     batch_interval_s: float = DetectSettings().batch_interval_s,
     save_every_s: float = DetectSettings().save_every_s,
+    partitions: int = NatsSettings().partitions,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """Phase 3 (see module doc)."""
@@ -815,7 +816,8 @@ def latency(
         with InfluxClient(InfluxSettings(url=influx.url, database="homecare")) as db:
             db.create_database()
         # TELEMETRY, detect's consumer, ALERTS and the state bucket before any device connects
-        done = provision(server.url, mqtt_url=server.mqtt_url, consumers=())
+        done = provision(server.url, mqtt_url=server.mqtt_url, consumers=(),
+                         partitions=partitions)  # fmt: skip
         if not done.source.ok:
             raise RuntimeError(f"provisioning failed: {done.source.detail}")
 
@@ -844,7 +846,7 @@ def latency(
             target=_detect_main,
             args=(
                 server.url, influx.url, str(state), started, stats_q, batch_interval_s,
-                save_every_s,
+                save_every_s, partitions,
             ),
         )
         detect.start()
@@ -977,6 +979,7 @@ def run(
     hst_elders: int = 20,
     seed: int = 0,
     save_every_s: float = DetectSettings().save_every_s,
+    partitions: int = NatsSettings().partitions,
     log: Callable[[str], Any] = print,
 ) -> dict[str, Any]:
     """All three phases; the figures (also printed through ``log``)."""
@@ -1006,6 +1009,7 @@ def run(
             spread=spread,
             seed=seed,
             save_every_s=save_every_s,
+            partitions=partitions,
             log=log,
         )
     return report

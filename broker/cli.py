@@ -37,7 +37,9 @@ def provision_command(
         typer.Option(envvar="HOMECARE_MQTT__URL", help="Its MQTT listener (mqtt://host:1883)."),
     ],
     partitions: Annotated[
-        int, typer.Option(min=1, max=1024, help="Partitions of TELEMETRY (fixed once made).")
+        int,
+        typer.Option(min=1, max=1024, envvar="HOMECARE_NATS__PARTITIONS",
+                     help="Partitions of TELEMETRY (fixed once made): what detect is told."),
     ] = DEFAULT_PARTITIONS,
     ack_wait_s: Annotated[
         float, typer.Option(min=0.1, help="Seconds before an unacknowledged message comes again.")

@@ -214,6 +214,7 @@ async def _provision(
     try:
         js = nc.jetstream(timeout=timeout_s)
         deadline = time.monotonic() + timeout_s
+        await _jetstream_ready(js, deadline)
         if await _exists(js, MQTT_STREAM) is None:
             await asyncio.to_thread(
                 _open_mqtt_streams, mqtt_url, mqtt_user, mqtt_password, mqtt_ca_file
@@ -401,6 +402,20 @@ async def _pinned_consumer(nc: Nats, done: Provisioned, config: dict[str, object
     )).data or b"{}")  # fmt: skip
     if "error" in reply:
         raise ProvisionError(f"consumer {name}: {reply['error'].get('description', reply)}")
+
+
+async def _jetstream_ready(js: JetStreamContext, deadline: float) -> None:
+    """Wait (until ``deadline``) while the server says JetStream is not enabled for the
+    account (503, 10039): seen on a cluster just started, before every node has resolved
+    the account's JWT; any other refusal is raised at once."""
+    while True:
+        try:
+            await js.account_info()
+            return
+        except nats.js.errors.ServiceUnavailableError as exc:
+            if exc.err_code != 10039 or time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.2)
 
 
 def provision(
