@@ -13,7 +13,9 @@ source "$(dirname "$0")/setup.sh"
 # fake instants: a Sunday month end just before midnight UTC, a Monday just after midnight,
 # a Saturday midday, a Wednesday month end in the small hours, and the Sunday hour at which
 # a fresh clone once failed. A test that passes only at some hours or on some days fails here.
-# The five runs go side by side, each with its own band of ports; their output follows.
+# The five runs go side by side, each with its own band of ports and its own temp folder
+# (sharing pytest's, one run's clean-up of old folders raced another's files: a CI failure);
+# their output follows.
 clocks=(2027-01-31T23:58:00Z 2026-03-02T00:03:00Z 2026-06-13T12:00:00Z 2026-09-30T02:30:00Z
     2026-12-06T17:10:00Z)
 sweep=$(mktemp -d)
@@ -21,7 +23,7 @@ trap 'rm -rf "$sweep"' EXIT
 pids=()
 for i in "${!clocks[@]}"; do
     HOMECARE_PORT_BAND="$i/${#clocks[@]}" .venv/bin/pytest -q -p no:cacheprovider -m clock \
-        --clock="${clocks[$i]}" tests >"$sweep/$i.log" 2>&1 &
+        --basetemp="$sweep/tmp$i" --clock="${clocks[$i]}" tests >"$sweep/$i.log" 2>&1 &
     pids+=($!)
 done
 failed=0
