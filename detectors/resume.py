@@ -57,6 +57,7 @@ from homecare.jetstream import (
     TELEMETRY_STREAM,
     JetStreamConsumer,
     read_stream,
+    read_stream_leader,
 )
 
 __all__ = ["CHUNK_BYTES", "STATE_BUCKET", "Position", "Prepared", "StateStore"]
@@ -68,9 +69,9 @@ STATE_BUCKET = "detect_state"
 ``homecare broker provision`` makes it."""
 CHUNK_BYTES = 512 * 1024
 """Chunks under the server's default 1 MiB ``max_payload``."""
-CATCH_UP_S = 5.0
-"""How long a replay waits for the replica that answers its reads to hold what the
-stream's leader holds."""
+LEADER_BATCH = 200
+"""Messages a replay reads from the stream's leader at a time, one request each, while
+the replica that answers its direct gets lags behind."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -232,26 +233,28 @@ class StateStore:
         """The next batch of ``start`` … ``end``, its last sequence, and whether more may
         follow (False where the stream has no more).
 
-        Any replica answers a direct get, and one a little behind the leader may not have
-        ``end`` yet although the durable consumer handed it out: where none comes, the
-        leader is asked whether it holds ``end`` (then the read is tried again, for up to
-        :data:`CATCH_UP_S`) or not (then the stream has no more)."""
+        Any replica answers a direct get, and one behind the leader may not have ``end``
+        yet although the durable consumer handed it out: where none comes, the leader is
+        asked whether it holds ``end``. If it does, the batch is read from the leader
+        (:data:`LEADER_BATCH` messages, one request each); a replay that stopped there
+        instead would let the messages it did not read be skipped as processed when they
+        come again (a loaded cluster lost SOS presses so). If not, the stream has no more
+        (messages past ``max_age``, or erased)."""
         if len(filters) > 1:
             raise ConsumerError(f"{self.durable}: a replay reads one subject filter, not {filters}")
         subject = filters[0] if filters else f"{SUBJECT_ROOT}.>"
-        deadline = time.monotonic() + CATCH_UP_S
-        while True:
-            got = await read_stream(self.consumer.connection, self.stream, start, subject,
-                                    batch=batch, max_bytes=self.consumer.pull_max_bytes,
-                                    timeout_s=self._timeout_s)  # fmt: skip
-            out = [m for m in got if m.seq <= end]
-            if out:
-                return out, out[-1].seq, out[-1].seq < end
-            if got or time.monotonic() >= deadline or not await self._held(js, end):
-                log.warning("%s: replay stopped before %d: the stream has no more",
-                            self.durable, end)  # fmt: skip
-                return [], 0, False
-            await asyncio.sleep(0.05)
+        got = await read_stream(self.consumer.connection, self.stream, start, subject,
+                                batch=batch, max_bytes=self.consumer.pull_max_bytes,
+                                timeout_s=self._timeout_s)  # fmt: skip
+        out = [m for m in got if m.seq <= end]
+        if not out and not got and await self._held(js, end):
+            log.debug("%s: the replica behind; %d… read from the leader", self.durable, start)
+            out = await read_stream_leader(js, self.stream, start, end, subject,
+                                           limit=min(batch, LEADER_BATCH))  # fmt: skip
+        if out:
+            return out, out[-1].seq, out[-1].seq < end
+        log.warning("%s: replay stopped before %d: the stream has no more", self.durable, end)
+        return [], 0, False
 
     async def _held(self, js: JetStreamContext, seq: int) -> bool:
         """Whether the stream's leader holds message ``seq``."""

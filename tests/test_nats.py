@@ -25,6 +25,7 @@ from typer.testing import CliRunner
 
 from broker.provision import ProvisionError, provision
 from cli.main import app
+from detectors import resume
 from detectors.resume import StateStore
 from harness.servers import (
     LocalNats,
@@ -322,7 +323,7 @@ def test_a_batch_is_bounded_in_bytes_and_large_messages_still_all_come(provision
 
 
 def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
-    provisioned, fresh, caplog
+    provisioned, fresh, caplog, monkeypatch
 ):
     """Detect's replay (``StateStore.replay``): one partition's messages in a range, in order,
     in batches, by batch direct gets; no consumer is made (detect's user may make none);
@@ -369,6 +370,26 @@ def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
     assert [m.seq for b in tail for m in b] == [mine[-1]]
     assert f"replay stopped before {mine[-1] + 1000}" in caplog.text
     assert consumers() == before
+
+    # A replica far behind the leader (a loaded cluster; one node cannot be made to lag, so
+    # a stand-in answers the direct gets with nothing): the replay reads from the leader
+    # instead of stopping, so no message of the gap is left to be skipped later.
+    async def lagging(*_args: object, **_kwargs: object) -> list[RawMessage]:
+        return []
+
+    monkeypatch.setattr(resume, "read_stream", lagging)
+    monkeypatch.setattr(resume, "LEADER_BATCH", 4)
+    with (
+        JetStreamConsumer(provisioned.url, durable=durable, group=DETECT_GROUP,
+                          durables=[durable]) as consumer,  # fmt: skip
+        StateStore(consumer) as store,
+    ):
+        from_leader = list(store.replay(mine[0], mine[9], filters=(partition_filter(p),)))
+    assert [len(b) for b in from_leader] == [4, 4, 2]
+    assert [m.seq for b in from_leader for m in b] == mine[:10]
+    direct = {m.seq: (m.topic, m.payload, m.partition) for b in batches for m in b}
+    leader = {m.seq: (m.topic, m.payload, m.partition) for b in from_leader for m in b}
+    assert {s: leader[s] for s in direct} == direct  # the same messages either way
 
 
 def _first_seq(url: str) -> int:
