@@ -113,7 +113,12 @@ class NatsSettings(BaseModel):
     )
     ca_file: Path | None = Field(None, description="CA that signed the server's certificate.")
     partitions: int = Field(
-        64, ge=1, le=1024, description="TELEMETRY's partitions by elder (fixed at provisioning)."
+        64,
+        ge=1,
+        le=1024,
+        description="TELEMETRY's partitions by elder (fixed at provisioning; broker provision "
+        "reads it too): 8 for a site on one machine, 64 for a city (detect runs a pipeline "
+        "per partition held).",
     )
     pull_max_bytes: int = Field(
         8 * 2**20,
