@@ -95,8 +95,9 @@ __all__ = [
     "telemetry_transform",
 ]
 
-DEFAULT_PARTITIONS = 64
-"""Fixed at provisioning: a later change needs a new stream, not an edit under traffic."""
+DEFAULT_PARTITIONS = NatsSettings().partitions
+"""``HOMECARE_NATS__PARTITIONS``'s default, which detect reads: fixed at provisioning (a
+later change needs a new stream, not an edit under traffic)."""
 
 
 DETECT_STATE_BUCKET = "detect_state"
