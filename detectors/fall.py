@@ -36,6 +36,15 @@ stillness window's end is a *recovered* fall (:func:`recovered`): kind ``fall_re
 severity warning, evidence ``down_s``: recorded and the family told, never the critical
 alarm (on the wrist, whose model decides, a fall the model recognises stays critical).
 
+**In bed**: turning over in bed, or lying down on it quickly, can look like a fall to a belt
+or a pendant (an impact, a quarter turn, then lying still). Where the elder's bed sensor
+said "in bed" shortly before the impact (within ``bed_fresh_s``), the fall waits for the
+bed sensor's next reading after the impact: still in bed, it was a movement in bed and is
+not reported; out of bed (fallen from it), it is reported at once; no reading within
+``bed_wait_s`` of the impact, it is reported then (:meth:`FallDetector.tick`): a silent
+bed sensor never hides a fall. Elders without a bed sensor are not delayed. A bed mat's
+events (``held``) are left out: a lost "free" event would hide a fall from the bed.
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
@@ -219,13 +228,16 @@ class FallDetector(RowState):
     """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
 
     kind: ClassVar[str] = "fall"
-    streams: ClassVar[frozenset[str]] = frozenset({AccelBatch.stream, BatchStream.STATUS})
+    streams: ClassVar[frozenset[str]] = frozenset(
+        {AccelBatch.stream, BatchStream.STATUS, BatchStream.BED}
+    )
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
         "ring": 0.0, "pos": 0, "filled": 0, "last_end": -np.inf, "prev": 0.0, "tail2": 1.0,
         "pending": False, "unscored": False, "last_impact": 0.0, "impact_t": 0.0,
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
         "shape": 0.0, "placement": 0, "kept_peak": 0.0, "up_t": np.inf,
+        "bed_t": -np.inf, "in_bed": False, "bed_before": False, "held_until": np.inf,
     }  # fmt: skip
     _SHAPE: ClassVar[tuple[str, ...]] = (
         "raw_peak_g", "pre_mean_g", "pre_std_g", "impact_std_g", "post_std_g", "jerk_gps",
@@ -283,10 +295,68 @@ class FallDetector(RowState):
         self.placement = np.zeros(0, np.int8)  # Placement code, from status reports
         self.kept_peak = np.zeros(0)  # impact of the scored candidate a new impact follows
         self.up_t = np.full(0, np.inf)  # when the wearer was upright again in the window
+        # the bed sensor: its last reading (time, presence), whether it said "in bed" just
+        # before the pending candidate's first impact, and the falls waiting for its word
+        self.bed_t = np.full(0, -np.inf)
+        self.in_bed = np.zeros(0, bool)
+        self.bed_before = np.zeros(0, bool)
+        self.held_until = np.full(0, np.inf)
+        self.held: dict[int, tuple[str, float, dict[str, float]]] = {}
+        """Row → (kind, impact time, evidence) of a fall decided while in bed."""
 
     def tick(self, now: float) -> list[Detection]:
-        """Nothing fires on time alone: a fall is decided when its stillness window ends."""
-        return []
+        """A fall is decided when its stillness window ends; on time alone only one that
+        waited in bed for a bed reading that did not come (reported, late)."""
+        if not self.held:
+            return []
+        rows = np.fromiter(self.held, np.int64, len(self.held))
+        return self._release(rows[self.held_until[rows] <= now], waited=True)
+
+    def _release(self, rows: Rows, *, waited: bool) -> list[Detection]:
+        """Report the held falls of ``rows`` (out of bed, or the bed sensor silent)."""
+        found = []
+        for row in rows.tolist():
+            kind, ts, evidence = self.held.pop(row)
+            self.held_until[row] = np.inf
+            evidence = evidence | {"bed_silent": float(waited)}
+            severity = Severity.CRITICAL if kind == self.kind else Severity.WARNING
+            found.append(Detection(kind, row, ts, severity, evidence))
+        return found
+
+    def _bed(self, batch: ReadingBatch) -> list[Detection]:
+        """A bed sensor's readings (not a mat's held events): who is in bed, and the
+        word that held falls wait for."""
+        fresh = batch.column("held") != 1
+        presence = batch.column("presence")
+        fresh &= ~np.isnan(presence)
+        if not fresh.any():
+            return []
+        rows, ts, there = batch.rows[fresh], batch.ts[fresh], presence[fresh] > 0.5
+        top = int(rows.max()) + 1
+        if top > len(self.pending):
+            self._grow(top)
+        # a held fall (rare) is judged by the first reading after its impact
+        found: list[Detection] = []
+        if self.held:
+            waiting = np.flatnonzero(np.isin(rows, np.fromiter(self.held, np.int64)))
+            for row, t, inside in zip(rows[waiting].tolist(), ts[waiting].tolist(),
+                                      there[waiting].tolist(), strict=True):  # fmt: skip
+                held = self.held.get(row)
+                if held is None or t <= held[1]:
+                    continue
+                if inside:  # still in bed: a movement in bed
+                    del self.held[row]
+                    self.held_until[row] = np.inf
+                else:  # out of bed after the impact: fallen from it
+                    found += self._release(np.array([row]), waited=False)
+        # a row may have several readings, in time order: its last one is the word
+        _, first_of_reversed = np.unique(rows[::-1], return_index=True)
+        last = len(rows) - 1 - first_of_reversed
+        rows, ts, there = rows[last], ts[last], there[last]
+        newer = ts >= self.bed_t[rows]
+        self.bed_t[rows[newer]] = ts[newer]
+        self.in_bed[rows[newer]] = there[newer]
+        return found
 
     def place(self, rows: Rows, placement: npt.NDArray[np.integer] | int) -> None:
         """Set where the wearables of ``rows`` are worn (:class:`Placement` codes)."""
@@ -299,6 +369,8 @@ class FallDetector(RowState):
 
     def update(self, batch: AccelBatch | ReadingBatch) -> list[Detection]:
         if isinstance(batch, ReadingBatch):
+            if batch.stream == BatchStream.BED:
+                return self._bed(batch)
             # status reports: a wearable's placement (NaN for beds and doors)
             if "placement" in batch.values:
                 code = batch.column("placement")
@@ -407,6 +479,10 @@ class FallDetector(RowState):
         )
         self.win_start[rows] = self.last_impact[rows] + s.settle_s
         self.win_end[rows] = self.win_start[rows] + s.still_window_s
+        # in bed just before the candidate's first impact, by the bed sensor's last word
+        first = ~self.pending[rows]
+        fresh = self.last_impact[rows] - self.bed_t[rows] <= s.bed_fresh_s
+        self.bed_before[rows] = np.where(first, self.in_bed[rows] & fresh, self.bed_before[rows])
         self.pending[rows] = True
         self.unscored[rows] = True
         for name in ("acc_n", "acc_vec", "acc_still", "acc_act"):
@@ -580,6 +656,23 @@ class FallDetector(RowState):
             chosen = np.arange(len(rows))
         else:
             chosen = np.flatnonzero(ok | got_up)
+            # in bed before the impact: the bed sensor's reading after it decides
+            in_bed = self.bed_before[rows[chosen]]
+            if in_bed.any():
+                said = self.bed_t[rows[chosen]] > self.impact_t[rows[chosen]]
+                stays = in_bed & said & self.in_bed[rows[chosen]]
+                wait = in_bed & ~said
+                for i in chosen[wait].tolist():
+                    row = int(rows[i])
+                    if row in self.held:
+                        continue  # a later impact of the same movement: the first waits
+                    kind = self.kind if ok[i] else RECOVERED
+                    self.held[row] = (kind, float(self.impact_t[row]), {
+                        k: round(float(v[i]), 4) for k, v in evidence.items()
+                        if not np.isnan(v[i])
+                    } | {"in_bed_before": 1.0})  # fmt: skip
+                    self.held_until[row] = self.impact_t[row] + s.bed_wait_s
+                chosen = chosen[~(stays | wait)]
         return [
             Detection(
                 kind="fall_candidate" if self.candidates else self.kind if ok[i] else RECOVERED,

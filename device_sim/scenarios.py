@@ -575,13 +575,16 @@ class AccelWindow:
     """The wearable frames around one motion scenario, as the simulation would send them.
 
     ``ts[k]`` is frame k's first sample time (whole simulated seconds) and ``accel[k]``
-    its ``rate`` samples (g).
+    its ``rate`` samples (g). ``bed_ts`` are the home's bed sensor readings in the window
+    (at its phase, every ``bed_period_s``) and ``bed_presence`` what each said.
     """
 
     scenario: Scenario
     ts: npt.NDArray[np.float64]
     accel: Floats
     rate: int
+    bed_ts: npt.NDArray[np.float64]
+    bed_presence: npt.NDArray[np.bool_]
 
 
 def accel_windows(sim: Simulation, scenarios: Iterable[Scenario], *, before_s: float = 20.0,
@@ -597,6 +600,7 @@ def accel_windows(sim: Simulation, scenarios: Iterable[Scenario], *, before_s: f
     cfg = sim.config
     rate = cfg.rate
     rng = np.random.default_rng([cfg.seed, seed, 0xACC])
+    bed_offset = sim.initial_state()["bed_offset"]
     out: list[AccelWindow] = []
     for sc in scenarios:
         if not (sc.name in MOTIONS or sc.name == "long_lie"):
@@ -630,7 +634,9 @@ def accel_windows(sim: Simulation, scenarios: Iterable[Scenario], *, before_s: f
         offset = round((at - first) * rate)
         flat[offset: offset + len(mot.accel)] = mot.accel[: len(flat) - offset]
         sent = worn | held
-        out.append(AccelWindow(sc, secs[sent], accel[sent], rate))
+        reads = (secs.astype(np.int64) - int(bed_offset[sc.index])) % cfg.bed_period_s == 0
+        out.append(AccelWindow(sc, secs[sent], accel[sent], rate, secs[reads],
+                               np.isin(act[reads], list(IN_BED))))  # fmt: skip
     return out
 
 

@@ -170,6 +170,14 @@ def evaluate_command(
             min=0,
         ),
     ] = None,
+    in_bed: Annotated[
+        str,
+        typer.Option(
+            "--in-bed",
+            help="With --replay-dir: activity codes done in a bed (comma-separated, e.g. "
+            "D12,D13,D14), watched by a bed sensor as a home's would be; default: no bed sensor.",
+        ),
+    ] = "",
     motions: Annotated[
         int | None,
         typer.Option(
@@ -258,7 +266,8 @@ def evaluate_command(
             json_out.write_text(json.dumps(table, indent=2) + "\n")
         return
     if wear_days is not None:
-        evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out)
+        evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out,
+                      _codes(in_bed))  # fmt: skip
         return
     if replay_dir is None:
         from evaluation.cohort import evaluate_cohort
@@ -286,7 +295,12 @@ def evaluate_command(
                     placement.code, simulate, mine_days, target_per_day)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
-                    cut_after)  # fmt: skip
+                    cut_after, _codes(in_bed))  # fmt: skip
+
+
+def _codes(text: str) -> frozenset[str]:
+    """Activity codes from a comma-separated option."""
+    return frozenset(c.strip() for c in text.split(",") if c.strip())
 
 
 def _utc(moment: datetime) -> datetime:
@@ -303,6 +317,7 @@ def evaluate_replay(
     json_out: Path | None,
     placement: Placement = Placement.UNKNOWN,
     cut_after: float | None = None,
+    in_bed: frozenset[str] = frozenset(),
 ) -> None:
     """Per-trial sensitivity and specificity of the fall detector on labelled recordings."""
     from evaluation.replay_eval import evaluate, summary
@@ -318,6 +333,7 @@ def evaluate_replay(
         resample_hz=resample,
         placement=placement,
         cut_after_s=cut_after,
+        in_bed=in_bed,
     )
     typer.echo(summary(report))
     if json_out is not None:
@@ -473,6 +489,7 @@ def evaluate_wear(
     resample: float | None,
     seed: int,
     json_out: Path | None,
+    in_bed: frozenset[str] = frozenset(),
 ) -> None:
     """False fall alarms per wearer-day, simulated or from recordings back to back."""
     from evaluation.wear import recorded_day, simulated_days, summary
@@ -482,7 +499,9 @@ def evaluate_wear(
         if labels is None or not labels.is_file():
             typer.echo("error: --replay-dir needs --labels (an existing file)", err=True)
             raise typer.Exit(2)
-        reports.append(recorded_day(replay_dir, labels, placement, resample_hz=resample))
+        reports.append(
+            recorded_day(replay_dir, labels, placement, resample_hz=resample, in_bed=in_bed)
+        )
     else:
         places = [placement] if placement != Placement.UNKNOWN else [
             Placement.WRIST, Placement.CHEST, Placement.WAIST

@@ -120,7 +120,8 @@ def run_falls(
     chunk: int = 2000,
     settings: FallSettings | None = None,
 ) -> None:
-    """The fall detector (with ``settings``) on the raw frames around every motion scenario."""
+    """The fall detector (with ``settings``) on the raw frames around every motion scenario,
+    with the home's bed sensor readings (a fall from bed waits for the bed's word)."""
     motions = [sc for sc in plan if sc.name in MOTIONS or sc.name == "long_lie"]
     for start in range(0, len(motions), chunk):
         windows = accel_windows(sim, motions[start : start + chunk])
@@ -133,13 +134,36 @@ def run_falls(
         detector.place(rows, np.array([placement_code(p) for p in worn], np.int8))
         length = max(len(w.ts) for w in windows)
         rate = windows[0].rate
+        told = np.zeros(len(windows), np.int64)  # bed readings fed so far, per window
         for k in range(length):
             live = np.flatnonzero([k < len(w.ts) for w in windows])
             ts = np.array([windows[i].ts[k] for i in live])
+            # the bed's readings up to this frame, before it (the service takes them as
+            # they come; a reading and a frame of one second: the reading first)
+            due = [
+                (i, j)
+                for i, t in zip(live.tolist(), ts.tolist(), strict=True)
+                for j in range(told[i], int(np.searchsorted(windows[i].bed_ts, t, "right")))
+            ]
+            if due:
+                bed_rows = np.array([i for i, _ in due])
+                for i, _ in due:
+                    told[i] += 1
+                bed = ReadingBatch(
+                    BatchStream.BED, bed_rows,
+                    np.array([windows[i].bed_ts[j] for i, j in due]),
+                    {"presence": np.array([float(windows[i].bed_presence[j]) for i, j in due])},
+                )  # fmt: skip
+                heard = {i: float(windows[i].bed_ts[j]) for i, j in due}
+                for d in detector.update(bed):  # a fall from bed, on the bed's word
+                    run.take([d], elder_of.__getitem__, heard[d.row])
             accel = np.stack([windows[i].accel[k] for i in live]).astype(np.float32)
             for d in detector.update(AccelBatch(rows[live], ts, accel, float(rate))):
                 # said when the frame that completed it arrived (+1 s: a frame is a second)
                 run.take([d], elder_of.__getitem__, float(windows[d.row].ts[k]) + 1.0)
+        last = max((float(w.ts[-1]) for w in windows if len(w.ts)), default=0.0)
+        for d in detector.tick(last + detector.settings.bed_wait_s):
+            run.take([d], elder_of.__getitem__, d.ts + detector.settings.bed_wait_s)
 
 
 def _batches(chunk: Streams, devices_per_elder: int = 3) -> list[Batch]:

@@ -11,6 +11,10 @@ left out; the others still run.
 ``hold_noise_g`` of noise per axis, like a body breathing on the floor), for lab
 recordings that stop while the wearer is still lying there.
 
+A trace recorded in bed (``Trace.in_bed``, per sample) is watched by a bed sensor too: a
+reading every :data:`BED_PERIOD_S` seconds saying whether the wearer is in bed, as a home's
+bed sensor would send, so the detector's bed gate is judged with it.
+
 >>> import numpy as np
 >>> from device_sim.motions import motion
 >>> t, xyz, _ = motion("fall_backward", np.random.default_rng(3), rate=50)
@@ -30,8 +34,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 
-from detectors.base import AccelBatch, Floats
+from detectors.base import AccelBatch, BatchStream, Floats, ReadingBatch
 from detectors.fall import FallDetector, FallSettings
 from detectors.fall_model import FallModels, Placement
 from homecare.errors import DataError
@@ -39,6 +44,8 @@ from homecare.errors import DataError
 __all__ = ["Trace", "TraceError", "hold_end", "read_trace", "replay", "replay_files"]
 
 G = 9.80665
+BED_PERIOD_S = 10
+"""A bed sensor's reading interval in the replay (the simulator's and the kit's)."""
 HEADER = ("t", "ax", "ay", "az")
 Units = Literal["g", "ms2"]
 
@@ -59,6 +66,8 @@ class Trace:
     name: str
     xyz: Floats
     rate: float
+    in_bed: npt.NDArray[np.bool_] | None = None
+    """Per sample, whether a bed sensor sees the wearer in bed (None: no bed sensor)."""
 
 
 def _bad_line(path: str, lines: Sequence[str]) -> TraceError:
@@ -159,20 +168,39 @@ def replay(
         detector.place(np.arange(len(members)), int(placement))
         by_len = np.argsort(frames)[::-1]  # longest first: active rows stay a prefix
         lengths = np.asarray(frames)[by_len]
-        stacked = np.zeros((len(members), max(frames, default=0) * n, 3), np.float32)
+        width = max(frames, default=0)
+        stacked = np.zeros((len(members), width * n, 3), np.float32)
+        # a bed sensor's word per row and frame (-1: none), its readings BED_PERIOD_S apart
+        bed = np.full((len(members), width), -1, np.int8)
         for row, j in enumerate(by_len):
             stacked[row, : frames[j] * n] = data[j][: frames[j] * n]
+            mask = traces[members[j]].in_bed
+            if mask is not None:
+                held = np.concatenate([mask, np.full(len(data[j]) - len(mask), mask[-1])])
+                said = held[: frames[j] * n : n].astype(np.int8)
+                reads = np.arange(frames[j]) % BED_PERIOD_S == row % BED_PERIOD_S
+                bed[row, : frames[j]] = np.where(reads, said, -1)
         frame_s = n / rate
-        for k in range(max(frames, default=0)):
+        for k in range(width):
             active = int((lengths > k).sum())  # rows still running: a prefix
             rows = np.arange(active)
+            found = []
+            reads = np.flatnonzero(bed[:active, k] >= 0)
+            if len(reads):
+                found += detector.update(ReadingBatch(
+                    BatchStream.BED, reads, np.full(len(reads), k * frame_s),
+                    {"presence": bed[reads, k].astype(np.float64)},
+                ))  # fmt: skip
             batch = AccelBatch(
                 rows=rows,
                 ts=np.full(active, k * frame_s),
                 accel=stacked[:active, k * n : (k + 1) * n],
                 rate=rate,
             )
-            for d in detector.update(batch):
+            found += detector.update(batch)
+            if k == width - 1:
+                found += detector.tick(float("inf"))  # held falls the bed never answered
+            for d in found:
                 i = members[by_len[d.row]]
                 t = round(max(d.ts, 0.0), 3)
                 events.append(

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,17 @@ def get_up(xyz: Floats, rate: float, cut_after_s: float, rng: np.random.Generato
     return np.concatenate([cut, turn, stand]).astype(np.float32)
 
 
+def watched_in_bed(
+    traces: Sequence[Trace], labels: Sequence[Label], codes: Collection[str]
+) -> list[Trace]:
+    """The traces, those of an activity in ``codes`` (done in a bed) watched by a bed sensor
+    from start to end: the home's bed sensor sees what the lab's notes say."""
+    return [
+        replace(tr, in_bed=np.ones(len(tr.xyz), bool)) if lab.code in codes else tr
+        for tr, lab in zip(traces, labels, strict=True)
+    ]
+
+
 def _rates(y_true: list[bool], y_pred: list[bool]) -> dict[str, Any]:
     falls, adl = sum(y_true), len(y_true) - sum(y_true)
     out: dict[str, Any] = {"falls": falls, "adl": adl}
@@ -137,14 +148,17 @@ def evaluate(
     settings: FallSettings | None = None,
     placement: Placement = Placement.UNKNOWN,
     cut_after_s: float | None = None,
+    in_bed: Collection[str] = (),
 ) -> dict[str, Any]:
     """Replay every labelled trial, worn at ``placement``, and return the figures (see
     module doc). ``cut_after_s``: every fall trial's wearer gets up (:func:`get_up`), and a
-    fall counts as found when it is reported as a fall or a recovered one."""
+    fall counts as found when it is reported as a fall or a recovered one. ``in_bed``:
+    activity codes done in a bed, watched by a bed sensor (:func:`watched_in_bed`)."""
     traces, kept, errors = load_traces(
         replay_dir, read_labels(labels_csv), rotate=rotate, resample_hz=resample_hz,
         cut_after_s=cut_after_s,
     )  # fmt: skip
+    traces = watched_in_bed(traces, kept, in_bed)
     events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
     detected = {e["file"] for e in events}
     kinds: dict[str, int] = defaultdict(int)
@@ -163,6 +177,7 @@ def evaluate(
             "rotate": rotate,
             "resample_hz": resample_hz,
             "placement": placement.name.lower(),
+            "in_bed": sorted(in_bed),
         },
         "settings": (settings or FallSettings()).model_dump(),
         "errors": errors,

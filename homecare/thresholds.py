@@ -99,6 +99,14 @@ class FallSettings(BaseModel):
         default=30.0, gt=0, le=180, description="Recovered fall: back within this of before."
     )
     offbody_g: float = Field(default=0.004, ge=0, description="Mean activity below this: not worn.")
+    bed_fresh_s: float = Field(
+        default=120.0, gt=0, description="A presence reading means in bed for this long."
+    )
+    bed_wait_s: float = Field(
+        default=45.0,
+        gt=0,
+        description="A fall in bed waits this long after its impact for the bed sensor's word.",
+    )
     max_gap_s: float = Field(
         default=1.0, gt=0, description="A longer gap between frames clears history."
     )

@@ -27,7 +27,7 @@ from device_sim.scenarios import (
     score,
     write_labels,
 )
-from homecare.contract import PAYLOADS, Stream, Topic, check_ids
+from homecare.contract import PAYLOADS, DeviceKind, Stream, Topic, check_ids
 
 SEED = 4
 START = 19723 * 86400.0  # 2024-01-01 00:00 UTC
@@ -366,6 +366,21 @@ def test_accel_windows_carry_the_same_motion_as_the_simulation():
         np.testing.assert_allclose(window.accel[k], frames[window.ts[k]], atol=6e-4)
     assert window.ts[0] <= sc.start - 9
     assert window.ts[-1] >= sc.start + 50
+
+
+def test_accel_windows_carry_the_bed_sensors_readings_as_the_simulation_sends_them():
+    sc = _one("fall_out_of_bed")
+    (window,) = accel_windows(_sim(), [sc], before_s=40, after_s=30)
+    _, msgs = _run(sc, before=40, until=sc.start + 60)
+    sent = {p["ts"]: p["presence"] for t, p in msgs
+            if t.kind == DeviceKind.BED and t.elder == sc.elder and t.stream == Stream.READING}
+    said = dict(zip(window.bed_ts.tolist(), window.bed_presence.tolist(), strict=True))
+    shared = [ts for ts in said if ts in sent]
+    assert len(shared) >= 5
+    assert all(said[ts] == sent[ts] for ts in shared)
+    # in bed before the fall, on the floor after it
+    assert all(said[ts] for ts in said if ts < sc.start)
+    assert not any(said[ts] for ts in said if ts > sc.known + 1)
 
 
 @pytest.mark.slow

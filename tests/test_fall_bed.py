@@ -1,0 +1,158 @@
+"""The fall detector's bed gate: a fall-like movement while the bed sensor says "in bed"
+(turning over, lying down quickly) waits for the bed sensor's next word; still in bed it is
+no fall, out of bed it is reported, and a silent bed sensor never hides a fall."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.base import AccelBatch, BatchStream, Detection, ReadingBatch
+from detectors.fall import FallDetector
+from detectors.fall_model import Placement
+from detectors.snapshot import freeze, thaw
+from device_sim.motions import motion
+from evaluation.replay import Trace, replay
+from homecare.thresholds import FallSettings
+
+RATE = 50
+
+
+def _fall(name: str = "fall_backward", seed: int = 3) -> tuple[np.ndarray, float]:
+    _, xyz, info = motion(name, np.random.default_rng(seed), rate=RATE)
+    return xyz[: len(xyz) // RATE * RATE].reshape(-1, RATE, 3), float(info["impact_t"])
+
+
+def _bed(det: FallDetector, t: float, presence: bool, held: float = np.nan) -> list[Detection]:
+    return det.update(ReadingBatch(
+        BatchStream.BED, np.array([0]), np.array([t]),
+        {"presence": np.array([float(presence)]), "held": np.array([held])},
+    ))  # fmt: skip
+
+
+def _run(
+    bed: dict[int, bool], *, det: FallDetector | None = None, name: str = "fall_backward"
+) -> tuple[list[Detection], FallDetector, float]:
+    """Feed a fall second by second; ``bed``: second → the bed sensor's reading then."""
+    frames, impact = _fall(name)
+    det = det or FallDetector()
+    det.place(np.array([0]), Placement.WAIST)
+    found: list[Detection] = []
+    for k, frame in enumerate(frames):
+        if k in bed:
+            found += _bed(det, float(k), bed[k])
+        found += det.update(AccelBatch(np.array([0]), np.array([float(k)]), frame[None], RATE))
+    return found, det, impact
+
+
+def test_without_a_bed_sensor_the_fall_is_reported_at_once():
+    found, det, impact = _run({})
+    assert [d.kind for d in found] == ["fall"]
+    assert "in_bed_before" not in found[0].evidence
+    assert det.tick(impact + 1000) == []
+
+
+def test_a_fall_still_in_bed_after_is_a_movement_in_bed():
+    _frames, impact = _fall()
+    before, after = int(impact) - 5, int(impact) + 4
+    found, det, _ = _run({before: True, after: True})
+    assert found == []
+    assert det.held == {}
+    assert det.tick(impact + 1000) == []
+
+
+def test_a_fall_out_of_bed_is_reported_when_the_bed_says_so():
+    _, impact = _fall()
+    found, det, _ = _run({int(impact) - 5: True})  # in bed before; the bed not heard since
+    assert found == []  # waiting for the bed's word
+    [(kind, ts, evidence)] = det.held.values()
+    assert kind == "fall"
+    assert abs(ts - impact) < 0.5
+    assert evidence["in_bed_before"] == 1
+    [d] = _bed(det, impact + 20, False)  # out of bed: fallen from it
+    assert (d.kind, d.severity.value, d.evidence["bed_silent"]) == ("fall", "critical", 0.0)
+    assert abs(d.ts - impact) < 0.5
+    assert det.held == {}
+    assert det.tick(impact + 1000) == []
+
+
+def test_a_reading_out_of_bed_inside_the_window_reports_the_fall_on_time():
+    _, impact = _fall()
+    found, det, _ = _run({int(impact) - 5: True, int(impact) + 3: False})
+    assert [d.kind for d in found] == ["fall"]
+    assert det.held == {}
+
+
+def test_a_silent_bed_sensor_never_hides_a_fall():
+    _, impact = _fall()
+    found, det, _ = _run({int(impact) - 5: True})
+    assert found == []
+    wait = FallSettings().bed_wait_s
+    [(_, held_ts, _)] = det.held.values()
+    assert abs(held_ts - impact) < 0.5
+    assert det.tick(held_ts + wait - 0.5) == []
+    [d] = det.tick(held_ts + wait)
+    assert (d.kind, d.evidence["bed_silent"]) == ("fall", 1.0)
+    assert det.tick(impact + 1000) == []
+
+
+def test_an_old_in_bed_reading_or_a_mat_event_does_not_hold_the_fall():
+    _, impact = _fall()
+    # in bed by a reading older than bed_fresh_s: no longer known to be in bed
+    found, _, _ = _run({int(impact) - 5: True}, det=FallDetector(FallSettings(bed_fresh_s=3)))
+    assert [d.kind for d in found] == ["fall"]
+    found, _, _ = _run({int(impact) - 5: True}, det=FallDetector(FallSettings(bed_fresh_s=8)))
+    assert found == []
+    # a bed mat's event ("held": its state lasts until the next) is not the bed sensor's word
+    frames, impact = _fall()
+    det = FallDetector()
+    det.place(np.array([0]), Placement.WAIST)
+    found = []
+    for k, frame in enumerate(frames):
+        if k == int(impact) - 5:
+            found += _bed(det, float(k), True, held=1.0)
+        found += det.update(AccelBatch(np.array([0]), np.array([float(k)]), frame[None], RATE))
+    assert [d.kind for d in found] == ["fall"]
+
+
+def test_a_held_fall_survives_a_snapshot():
+    _, impact = _fall()
+    _, det, _ = _run({int(impact) - 5: True})
+    assert det.held
+    fresh = FallDetector()
+    thaw({"fall": fresh}, freeze({"fall": det}))
+    [d] = _bed(fresh, impact + 20, False)
+    assert d.kind == "fall"
+    assert d.evidence["in_bed_before"] == 1
+
+
+@pytest.mark.parametrize("in_bed", [False, True])
+def test_replay_gives_a_trace_recorded_in_bed_a_bed_sensor(in_bed):
+    # the lab's "turning in bed" is, to a belt, a fall; a bed sensor tells them apart
+    xyz = _fall("fall_sideways", 5)[0].reshape(-1, 3)
+    mask = np.ones(len(xyz), bool) if in_bed else None
+    events = replay([Trace("t.csv", xyz, float(RATE), mask)], hold_end_s=30,
+                    placement=Placement.WAIST)  # fmt: skip
+    assert [e["kind"] for e in events] == ([] if in_bed else ["fall"])
+
+
+def test_wear_days_from_recordings_count_a_turn_in_bed_only_without_a_bed_sensor(tmp_path):
+    from evaluation.wear import recorded_day
+
+    # "D14" stands for the lab's turning in bed, which a belt reads as a fall
+    lines = ["file,subject,code,label"]
+    for person in range(2):
+        for code, name in (("D14", "fall_sideways"), ("D01", "sit_hard")):
+            t, xyz, _ = motion(name, np.random.default_rng([person, len(name)]), rate=RATE)
+            file = f"{code}_P{person}.csv"
+            rows = "\n".join(f"{ti:.3f},{a:.4f},{b:.4f},{c:.4f}"
+                             for ti, (a, b, c) in zip(t, xyz, strict=True))  # fmt: skip
+            (tmp_path / file).write_text("t,ax,ay,az\n" + rows + "\n")
+            lines.append(f"{file},P{person},{code},adl")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    bare = recorded_day(tmp_path, labels, Placement.WAIST)
+    watched = recorded_day(tmp_path, labels, Placement.WAIST, in_bed={"D14"})
+    assert (bare["false_alarms"], bare["in_bed"]) == (2, [])
+    assert (watched["false_alarms"], watched["in_bed"]) == (0, ["D14"])
+    assert watched["per_wearer_day"] == 0.0
