@@ -119,8 +119,9 @@ class FallSettings(BaseModel):
 
     @property
     def max_delay_s(self) -> float:
-        """Longest time from the impact to its detection, not counting the frame length."""
-        return self.impact_lookback_s + self.settle_s + self.still_window_s
+        """Longest time from the impact to its detection, not counting the frame length
+        (a fall in bed whose bed sensor is silent waits ``bed_wait_s``)."""
+        return max(self.impact_lookback_s + self.settle_s + self.still_window_s, self.bed_wait_s)
 
 
 class SosSettings(BaseModel):
