@@ -283,7 +283,7 @@ def evaluate_command(
         raise typer.Exit(2)
     if cv is not None:
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
-                    placement.code, simulate, mine_days, target_per_day)  # fmt: skip
+                    placement.code, simulate, mine_days, target_per_day, cut_after)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
                     cut_after)  # fmt: skip
@@ -340,10 +340,15 @@ def evaluate_cv(
     simulate: int = 0,
     mine_days: float = 0.0,
     target_per_day: float | None = None,
+    cut_after: float | None = None,
 ) -> None:
     """Subject-wise cross-validation of the learned stage on labelled recordings (as
-    ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added)."""
+    ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added).
+    ``cut_after``: then every person's trials, each fall's wearer getting up (``--cut-after``),
+    go through the whole detector with their fold's model: recovered falls out of fold."""
+    from detectors.fall_model import FallModels
     from evaluation.fall_train import collect, cross_validate, gather
+    from evaluation.replay_eval import evaluate, summary
 
     if not labels.is_file():
         typer.echo(f"error: labels file {labels} not found", err=True)
@@ -355,8 +360,10 @@ def evaluate_cv(
     kept = [t for t in trials if not t.subject.startswith("sim-")]
     c = collect(traces, trials, hold_end_s=hold_end)
     report = cross_validate(c, folds=folds, target_specificity=target_specificity, days=days,
-                            target_per_day=target_per_day)  # fmt: skip
+                            target_per_day=target_per_day,
+                            keep_models=cut_after is not None)  # fmt: skip
     report.pop("trial_scores")
+    fold_models = report.pop("fold_models", {})
     report["errors"] = errors
     typer.echo(
         f"trials {len(kept)} ({int(report['falls'])} falls, {int(report['adl'])} ADL), "
@@ -382,6 +389,16 @@ def evaluate_cv(
                 f"{r['threshold']:.4f}     {r.get('sensitivity', 0):.4f}       "
                 f"{r.get('specificity', 0):.4f}       {r['per_wearer_day']:.4f}"
             )
+    if cut_after is not None:
+        shared = {id(m): FallModels({placement: m}) for m in fold_models.values()}
+        cut = evaluate(
+            replay_dir, labels, hold_end_s=hold_end, resample_hz=resample, placement=placement,
+            cut_after_s=cut_after,
+            models_by_subject={who: shared[id(m)] for who, m in fold_models.items()},
+        )  # fmt: skip
+        typer.echo("each person's trials through the detector with their fold's model:")
+        typer.echo(summary(cut))
+        report["cut"] = cut
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     if errors:

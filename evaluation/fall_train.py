@@ -265,12 +265,15 @@ def cross_validate(
     seed: int = SEED,
     days: dict[str, float] | None = None,
     target_per_day: float | None = None,
+    keep_models: bool = False,
 ) -> dict[str, Any]:
     """Out-of-fold trial scores, subject-wise, and the figures at the picked threshold.
 
     With ``days`` (mined wear sequences by file, :func:`gather`) and ``target_per_day``
     the threshold is also raised until the out-of-fold false alarms per wearer-day of
-    those sequences reach the target."""
+    those sequences reach the target. ``keep_models``: the report's ``fold_models`` maps
+    each person to the fold's model (exported with the picked threshold), so that other
+    recordings of them can be judged out of fold by the whole detector."""
     oof = np.zeros(len(c.x))
     days = days or {}
     mined_trial = np.array([t.file in days for t in c.trials], bool)
@@ -278,12 +281,15 @@ def cross_validate(
     subjects = sorted(set(groups.tolist()))
     k = min(folds, len(subjects))
     per_fold: list[dict[str, Any]] = []
+    fitted: list[GradientBoostingClassifier] = []
     for train_idx, test_idx in subject_folds(groups, k):
         mask = np.zeros(len(c.x), bool)
         mask[train_idx] = True
         model = fit(c, mask, seed, mined_trial[c.trial])
         oof[test_idx] = model.predict_proba(c.x[test_idx])[:, 1]
         per_fold.append({"subjects": sorted(set(groups[test_idx].tolist()))})
+        if keep_models:
+            fitted.append(model)
     score = trial_scores(c, oof)
     real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
     sim = [i for i, t in enumerate(c.trials)
@@ -308,6 +314,13 @@ def cross_validate(
         entry[0] += 1
         entry[1] += int((s >= threshold) != t.fall)
     curve = sorted({by_spec, threshold, *np.quantile(score[real], np.linspace(0.5, 1, 11))})
+    fold_models: dict[str, TreeModel] = {}
+    for fold, model in zip(per_fold, fitted, strict=False):
+        tree = export(model, threshold)
+        fold_models |= dict.fromkeys(fold["subjects"], tree)
+    if fold_models:  # people without a candidate are in no fold: no model saw anything of theirs
+        first = next(iter(fold_models.values()))
+        fold_models |= {t.subject: first for t in c.trials if t.subject not in fold_models}
     return {
         "folds": k,
         "threshold": threshold,
@@ -328,6 +341,7 @@ def cross_validate(
         "per_fold": per_fold,
         "per_code": {code: {"trials": n, "wrong": w} for code, (n, w) in sorted(wrong.items())},
         "trial_scores": score,
+        **({"fold_models": fold_models} if keep_models else {}),
     }
 
 
