@@ -63,6 +63,15 @@ TargetPerDay = Annotated[
         min=0,
     ),
 ]
+GetUp = Annotated[
+    int,
+    typer.Option(
+        "--get-up",
+        help="Also train on N copies of every recorded fall whose wearer gets up 1-6 s after "
+        "the impact (recovered falls; never counted in the recorded people's figures).",
+        min=0,
+    ),
+]
 """Options of both ``evaluate --cv`` and ``train-fall``."""
 
 
@@ -205,6 +214,7 @@ def evaluate_command(
     ] = 0,
     mine_days: MineDays = 0.0,
     target_per_day: TargetPerDay = None,
+    get_up: GetUp = 0,
     wear_days: Annotated[
         int | None,
         typer.Option(
@@ -283,7 +293,8 @@ def evaluate_command(
         raise typer.Exit(2)
     if cv is not None:
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
-                    placement.code, simulate, mine_days, target_per_day, cut_after)  # fmt: skip
+                    placement.code, simulate, mine_days, target_per_day, cut_after,
+                    get_up)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
                     cut_after)  # fmt: skip
@@ -341,13 +352,14 @@ def evaluate_cv(
     mine_days: float = 0.0,
     target_per_day: float | None = None,
     cut_after: float | None = None,
+    get_up: int = 0,
 ) -> None:
     """Subject-wise cross-validation of the learned stage on labelled recordings (as
     ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added).
     ``cut_after``: then every person's trials, each fall's wearer getting up (``--cut-after``),
     go through the whole detector with their fold's model: recovered falls out of fold."""
     from detectors.fall_model import FallModels
-    from evaluation.fall_train import collect, cross_validate, gather
+    from evaluation.fall_train import GOT_UP, collect, cross_validate, gather
     from evaluation.replay_eval import evaluate, summary
 
     if not labels.is_file():
@@ -355,9 +367,9 @@ def evaluate_cv(
         raise typer.Exit(2)
     errors: list[str] = []
     traces, trials, days = gather(placement, [(replay_dir, labels)], resample_hz=resample,
-                                  simulate=simulate, mine_days=mine_days,
+                                  simulate=simulate, mine_days=mine_days, get_up=get_up,
                                   log=errors.append)  # fmt: skip
-    kept = [t for t in trials if not t.subject.startswith("sim-")]
+    kept = [t for t in trials if not t.subject.startswith("sim-") and GOT_UP not in t.file]
     c = collect(traces, trials, hold_end_s=hold_end)
     report = cross_validate(c, folds=folds, target_specificity=target_specificity, days=days,
                             target_per_day=target_per_day,
@@ -435,6 +447,7 @@ def train_fall_command(
     ] = 0,
     mine_days: MineDays = 0.0,
     target_per_day: TargetPerDay = None,
+    get_up: GetUp = 0,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
     ] = None,
@@ -460,6 +473,7 @@ def train_fall_command(
         + f" --folds {folds} --target-specificity {target_specificity:g} --simulate {simulate}"
         + (f" --mine-days {mine_days:g}" if mine_days else "")
         + (f" --target-per-day {target_per_day:g}" if target_per_day is not None else "")
+        + (f" --get-up {get_up}" if get_up else "")
     )
     card = train_placement(
         placement.code,
@@ -472,6 +486,7 @@ def train_fall_command(
         simulate=simulate,
         mine_days=mine_days,
         target_per_day=target_per_day,
+        get_up=get_up,
         command=command,
         log=typer.echo,
     )

@@ -36,6 +36,7 @@ from detectors.fall import FallSettings
 from detectors.fall_model import FEATURES, FallModels, Placement, TreeModel
 from evaluation.replay import Trace, replay
 from evaluation.replay_eval import Label, load_traces, read_labels
+from evaluation.replay_eval import get_up as got_up
 
 __all__ = [
     "Candidates",
@@ -92,6 +93,9 @@ class Candidates:
 
 SIM_PREFIX = "sim-"
 """Subjects of simulated trials (:func:`simulated`) are named so."""
+GOT_UP = "~got-up-"
+"""Copies of recorded falls whose wearer gets up (:func:`gather`, ``get_up``) are named
+``<file>~got-up-<k>``: trained on, never counted in the recorded people's figures."""
 MINED_CODE = "wear"
 """The activity code of mined sequences of everyday movements (hard negatives)."""
 MINE_MOVEMENTS = 40
@@ -291,7 +295,8 @@ def cross_validate(
         if keep_models:
             fitted.append(model)
     score = trial_scores(c, oof)
-    real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
+    real = [i for i, t in enumerate(c.trials)
+            if not t.subject.startswith(SIM_PREFIX) and GOT_UP not in t.file]  # fmt: skip
     sim = [i for i, t in enumerate(c.trials)
            if t.subject.startswith(SIM_PREFIX) and t.file not in days]  # fmt: skip
     mined = mined_trial[c.trial] & worn(c) if len(c.x) else np.zeros(0, bool)
@@ -308,7 +313,7 @@ def cross_validate(
         fold["subjects"] = [p for p in fold["subjects"] if not p.startswith(SIM_PREFIX)]
     wrong: dict[str, list[int]] = {}
     for t, s in zip(c.trials, score, strict=True):
-        if t.file in days:
+        if t.file in days or GOT_UP in t.file:
             continue
         entry = wrong.setdefault(t.code, [0, 0])
         entry[0] += 1
@@ -441,6 +446,7 @@ def gather(
     resample_hz: float | None = None,
     simulate: int = 0,
     mine_days: float = 0.0,
+    get_up: int = 0,
     seed: int = SEED,
     log: Any = print,
 ) -> tuple[list[Trace], list[Label], dict[str, float]]:
@@ -459,6 +465,14 @@ def gather(
             log(f"left out: {err}")
         traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
         trials += kept
+        for k in range(get_up):  # the same falls, the wearer getting up 1-6 s after the impact
+            for i, (tr, lab) in enumerate(zip(got, kept, strict=True)):
+                if lab.fall:
+                    rng = np.random.default_rng([seed, 17, k, i])
+                    xyz = got_up(tr.xyz, tr.rate, float(rng.uniform(1.0, 6.0)), rng)
+                    file = f"{replay_dir}/{tr.name}{GOT_UP}{k}"
+                    traces.append(Trace(file, xyz, tr.rate))
+                    trials.append(Label(file, lab.subject, lab.code, True))
     if simulate:
         from device_sim.motions import MOTIONS
 
@@ -495,6 +509,7 @@ def train_placement(
     simulate: int = 0,
     mine_days: float = 0.0,
     target_per_day: float | None = None,
+    get_up: int = 0,
     seed: int = SEED,
     command: str = "",
     log: Any = print,
@@ -504,8 +519,8 @@ def train_placement(
     import sklearn
 
     traces, trials, days = gather(placement, sources, resample_hz=resample_hz,
-                                  simulate=simulate, mine_days=mine_days, seed=seed,
-                                  log=log)  # fmt: skip
+                                  simulate=simulate, mine_days=mine_days, get_up=get_up,
+                                  seed=seed, log=log)  # fmt: skip
     log(f"{len(traces)} trials read; collecting candidates ...")
     c = collect(traces, trials, hold_end_s=hold_end_s)
     log(f"{len(c.x)} candidates ({int(c.train.sum())} labelled); cross-validating ...")
@@ -513,6 +528,7 @@ def train_placement(
                         days=days, target_per_day=target_per_day)  # fmt: skip
     log(f"out of fold: sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}")
     mined = np.array([trials[t].file in days for t in c.trial], bool)
+    copies = sum(GOT_UP in t.file for t in trials)
     model = export(fit(c, np.ones(len(c.x), bool), seed, mined), cv["threshold"])
     name = f"fall-{placement.name.lower()}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -524,8 +540,9 @@ def train_placement(
         "command": command,
         "seed": seed,
         "datasets": [d.name for d, _ in sources],
-        "trials": len(trials) - len(days),
-        "fall_trials": sum(t.fall for t in trials),
+        "trials": len(trials) - len(days) - copies,
+        "fall_trials": sum(t.fall for t in trials) - copies,
+        "got_up_copies": copies,
         "adl_trials": sum(not t.fall for t in trials) - len(days),
         "subjects": len({t.subject for t in trials}),
         "simulated_per_motion": simulate,

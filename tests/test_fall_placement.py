@@ -223,12 +223,14 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     runner = CliRunner()
     out = tmp_path / "models"
     got = runner.invoke(app, ["train-fall", "chest", "--data", str(data), "--out", str(out),
-                              "--folds", "2", "--hold-end", "15"])  # fmt: skip
+                              "--folds", "2", "--hold-end", "15", "--get-up", "1"])  # fmt: skip
     assert got.exit_code == 0, got.output
     card = json.loads((out / "fall-chest.json").read_text())
     assert card["seed"]
     assert card["subjects"] == 4
-    assert card["fall_trials"] == 16
+    # the copies of the falls whose wearer gets up are trained on, not counted as trials
+    assert (card["fall_trials"], card["got_up_copies"], card["trials"]) == (16, 16, 40)
+    assert "--get-up 1" in card["command"]
     assert card["cross_validation"]["sensitivity"] >= 0.8
     assert "Subject-wise 2-fold" in (out / "fall-chest.md").read_text()
     model = TreeModel.load(out / "fall-chest.npz")
@@ -236,7 +238,7 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     assert model.features == FEATURES
     # the same command again gives the same model (fixed seed)
     runner.invoke(app, ["train-fall", "chest", "--data", str(data), "--out", str(tmp_path / "b"),
-                        "--folds", "2", "--hold-end", "15"])  # fmt: skip
+                        "--folds", "2", "--hold-end", "15", "--get-up", "1"])  # fmt: skip
     again = TreeModel.load(tmp_path / "b" / "fall-chest.npz")
     assert np.array_equal(again.split, model.split)
     assert again.threshold == model.threshold
@@ -244,9 +246,10 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     got = runner.invoke(app, ["evaluate", "--replay-dir", str(data), "--labels",
                               str(data / "labels.csv"), "--placement", "chest", "--cv", "2",
                               "--hold-end", "15", "--mine-days", "0.25", "--target-per-day",
-                              "0.05", "--cut-after", "3", "--json", str(report)])  # fmt: skip
+                              "0.05", "--cut-after", "3", "--get-up", "1", "--json",
+                              str(report)])  # fmt: skip
     assert got.exit_code == 0, got.output
-    assert "subject-wise 2-fold" in got.output
+    assert "trials 40 (16 falls, 24 ADL), 4 people, subject-wise 2-fold" in got.output
     cv = json.loads(report.read_text())
     assert cv["folds"] == 2
     # then every person's falls, got up from, through the detector with their fold's model
@@ -260,6 +263,7 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     assert cv["threshold"] >= cv["threshold_by_specificity"]
     assert cv["mined"]["false_alarms"] <= 0.05 * cv["mined"]["wearer_days"]
     assert "wear" not in cv["per_code"]  # the mined sequences are not recorded activities
+    assert cv["per_code"]["F01"]["trials"] == 8  # nor are the copies got up from
     assert len(cv["trade_off"]) > 2
     got = runner.invoke(app, ["replay", "accel", "--placement", "waist", "--hold-end", "15",
                               *sorted(str(p) for p in data.glob("F01_*"))])  # fmt: skip
