@@ -389,6 +389,9 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         f"- Hard negatives mined: {card.get('mined_wearer_days', 0)} simulated wearer-days "
         f"of the placement's everyday movements (`--mine-days`, `evaluation.wear.mined_wear`: "
         f"other seeds than `homecare evaluate --wear-days`), in the simulated people's folds.",
+        f"- Copies of the recorded falls whose wearer gets up 1-6 s after the impact "
+        f"(`--get-up`, `evaluation.replay_eval.get_up`): {card.get('got_up_copies', 0)}, "
+        f"trained on in their person's fold, not counted in the trials above or the figures.",
         f"- Trace extension: {card['hold_end_s']} s of the final posture (`--hold-end`); "
         f"resampled to {card['resample_hz']} Hz.",
         f"- Model: scikit-learn {card['sklearn']} GradientBoostingClassifier {card['params']}, "
