@@ -63,6 +63,15 @@ TargetPerDay = Annotated[
         min=0,
     ),
 ]
+GetUp = Annotated[
+    int,
+    typer.Option(
+        "--get-up",
+        help="Also train on N copies of every recorded fall whose wearer gets up 1-6 s after "
+        "the impact (recovered falls; never counted in the recorded people's figures).",
+        min=0,
+    ),
+]
 """Options of both ``evaluate --cv`` and ``train-fall``."""
 
 
@@ -213,6 +222,7 @@ def evaluate_command(
     ] = 0,
     mine_days: MineDays = 0.0,
     target_per_day: TargetPerDay = None,
+    get_up: GetUp = 0,
     wear_days: Annotated[
         int | None,
         typer.Option(
@@ -292,7 +302,8 @@ def evaluate_command(
         raise typer.Exit(2)
     if cv is not None:
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
-                    placement.code, simulate, mine_days, target_per_day)  # fmt: skip
+                    placement.code, simulate, mine_days, target_per_day, cut_after,
+                    get_up)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
                     cut_after, _codes(in_bed))  # fmt: skip
@@ -356,23 +367,31 @@ def evaluate_cv(
     simulate: int = 0,
     mine_days: float = 0.0,
     target_per_day: float | None = None,
+    cut_after: float | None = None,
+    get_up: int = 0,
 ) -> None:
     """Subject-wise cross-validation of the learned stage on labelled recordings (as
-    ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added)."""
-    from evaluation.fall_train import collect, cross_validate, gather
+    ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added).
+    ``cut_after``: then every person's trials, each fall's wearer getting up (``--cut-after``),
+    go through the whole detector with their fold's model: recovered falls out of fold."""
+    from detectors.fall_model import FallModels
+    from evaluation.fall_train import GOT_UP, collect, cross_validate, gather
+    from evaluation.replay_eval import evaluate, summary
 
     if not labels.is_file():
         typer.echo(f"error: labels file {labels} not found", err=True)
         raise typer.Exit(2)
     errors: list[str] = []
     traces, trials, days = gather(placement, [(replay_dir, labels)], resample_hz=resample,
-                                  simulate=simulate, mine_days=mine_days,
+                                  simulate=simulate, mine_days=mine_days, get_up=get_up,
                                   log=errors.append)  # fmt: skip
-    kept = [t for t in trials if not t.subject.startswith("sim-")]
+    kept = [t for t in trials if not t.subject.startswith("sim-") and GOT_UP not in t.file]
     c = collect(traces, trials, hold_end_s=hold_end)
     report = cross_validate(c, folds=folds, target_specificity=target_specificity, days=days,
-                            target_per_day=target_per_day)  # fmt: skip
+                            target_per_day=target_per_day,
+                            keep_models=cut_after is not None)  # fmt: skip
     report.pop("trial_scores")
+    fold_models = report.pop("fold_models", {})
     report["errors"] = errors
     typer.echo(
         f"trials {len(kept)} ({int(report['falls'])} falls, {int(report['adl'])} ADL), "
@@ -398,6 +417,16 @@ def evaluate_cv(
                 f"{r['threshold']:.4f}     {r.get('sensitivity', 0):.4f}       "
                 f"{r.get('specificity', 0):.4f}       {r['per_wearer_day']:.4f}"
             )
+    if cut_after is not None:
+        shared = {id(m): FallModels({placement: m}) for m in fold_models.values()}
+        cut = evaluate(
+            replay_dir, labels, hold_end_s=hold_end, resample_hz=resample, placement=placement,
+            cut_after_s=cut_after,
+            models_by_subject={who: shared[id(m)] for who, m in fold_models.items()},
+        )  # fmt: skip
+        typer.echo("each person's trials through the detector with their fold's model:")
+        typer.echo(summary(cut))
+        report["cut"] = cut
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     if errors:
@@ -434,6 +463,7 @@ def train_fall_command(
     ] = 0,
     mine_days: MineDays = 0.0,
     target_per_day: TargetPerDay = None,
+    get_up: GetUp = 0,
     out: Annotated[
         Path | None, typer.Option(help="Folder for the model and its card (default: shipped).")
     ] = None,
@@ -459,6 +489,7 @@ def train_fall_command(
         + f" --folds {folds} --target-specificity {target_specificity:g} --simulate {simulate}"
         + (f" --mine-days {mine_days:g}" if mine_days else "")
         + (f" --target-per-day {target_per_day:g}" if target_per_day is not None else "")
+        + (f" --get-up {get_up}" if get_up else "")
     )
     card = train_placement(
         placement.code,
@@ -471,6 +502,7 @@ def train_fall_command(
         simulate=simulate,
         mine_days=mine_days,
         target_per_day=target_per_day,
+        get_up=get_up,
         command=command,
         log=typer.echo,
     )

@@ -36,6 +36,7 @@ from detectors.fall import FallSettings
 from detectors.fall_model import FEATURES, FallModels, Placement, TreeModel
 from evaluation.replay import Trace, replay
 from evaluation.replay_eval import Label, load_traces, read_labels
+from evaluation.replay_eval import get_up as got_up
 
 __all__ = [
     "Candidates",
@@ -92,6 +93,9 @@ class Candidates:
 
 SIM_PREFIX = "sim-"
 """Subjects of simulated trials (:func:`simulated`) are named so."""
+GOT_UP = "~got-up-"
+"""Copies of recorded falls whose wearer gets up (:func:`gather`, ``get_up``) are named
+``<file>~got-up-<k>``: trained on, never counted in the recorded people's figures."""
 MINED_CODE = "wear"
 """The activity code of mined sequences of everyday movements (hard negatives)."""
 MINE_MOVEMENTS = 40
@@ -265,12 +269,15 @@ def cross_validate(
     seed: int = SEED,
     days: dict[str, float] | None = None,
     target_per_day: float | None = None,
+    keep_models: bool = False,
 ) -> dict[str, Any]:
     """Out-of-fold trial scores, subject-wise, and the figures at the picked threshold.
 
     With ``days`` (mined wear sequences by file, :func:`gather`) and ``target_per_day``
     the threshold is also raised until the out-of-fold false alarms per wearer-day of
-    those sequences reach the target."""
+    those sequences reach the target. ``keep_models``: the report's ``fold_models`` maps
+    each person to the fold's model (exported with the picked threshold), so that other
+    recordings of them can be judged out of fold by the whole detector."""
     oof = np.zeros(len(c.x))
     days = days or {}
     mined_trial = np.array([t.file in days for t in c.trials], bool)
@@ -278,14 +285,18 @@ def cross_validate(
     subjects = sorted(set(groups.tolist()))
     k = min(folds, len(subjects))
     per_fold: list[dict[str, Any]] = []
+    fitted: list[GradientBoostingClassifier] = []
     for train_idx, test_idx in subject_folds(groups, k):
         mask = np.zeros(len(c.x), bool)
         mask[train_idx] = True
         model = fit(c, mask, seed, mined_trial[c.trial])
         oof[test_idx] = model.predict_proba(c.x[test_idx])[:, 1]
         per_fold.append({"subjects": sorted(set(groups[test_idx].tolist()))})
+        if keep_models:
+            fitted.append(model)
     score = trial_scores(c, oof)
-    real = [i for i, t in enumerate(c.trials) if not t.subject.startswith(SIM_PREFIX)]
+    real = [i for i, t in enumerate(c.trials)
+            if not t.subject.startswith(SIM_PREFIX) and GOT_UP not in t.file]  # fmt: skip
     sim = [i for i, t in enumerate(c.trials)
            if t.subject.startswith(SIM_PREFIX) and t.file not in days]  # fmt: skip
     mined = mined_trial[c.trial] & worn(c) if len(c.x) else np.zeros(0, bool)
@@ -302,12 +313,19 @@ def cross_validate(
         fold["subjects"] = [p for p in fold["subjects"] if not p.startswith(SIM_PREFIX)]
     wrong: dict[str, list[int]] = {}
     for t, s in zip(c.trials, score, strict=True):
-        if t.file in days:
+        if t.file in days or GOT_UP in t.file:
             continue
         entry = wrong.setdefault(t.code, [0, 0])
         entry[0] += 1
         entry[1] += int((s >= threshold) != t.fall)
     curve = sorted({by_spec, threshold, *np.quantile(score[real], np.linspace(0.5, 1, 11))})
+    fold_models: dict[str, TreeModel] = {}
+    for fold, model in zip(per_fold, fitted, strict=False):
+        tree = export(model, threshold)
+        fold_models |= dict.fromkeys(fold["subjects"], tree)
+    if fold_models:  # people without a candidate are in no fold: no model saw anything of theirs
+        first = next(iter(fold_models.values()))
+        fold_models |= {t.subject: first for t in c.trials if t.subject not in fold_models}
     return {
         "folds": k,
         "threshold": threshold,
@@ -328,6 +346,7 @@ def cross_validate(
         "per_fold": per_fold,
         "per_code": {code: {"trials": n, "wrong": w} for code, (n, w) in sorted(wrong.items())},
         "trial_scores": score,
+        **({"fold_models": fold_models} if keep_models else {}),
     }
 
 
@@ -370,6 +389,9 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         f"- Hard negatives mined: {card.get('mined_wearer_days', 0)} simulated wearer-days "
         f"of the placement's everyday movements (`--mine-days`, `evaluation.wear.mined_wear`: "
         f"other seeds than `homecare evaluate --wear-days`), in the simulated people's folds.",
+        f"- Copies of the recorded falls whose wearer gets up 1-6 s after the impact "
+        f"(`--get-up`, `evaluation.replay_eval.get_up`): {card.get('got_up_copies', 0)}, "
+        f"trained on in their person's fold, not counted in the trials above or the figures.",
         f"- Trace extension: {card['hold_end_s']} s of the final posture (`--hold-end`); "
         f"resampled to {card['resample_hz']} Hz.",
         f"- Model: scikit-learn {card['sklearn']} GradientBoostingClassifier {card['params']}, "
@@ -427,6 +449,7 @@ def gather(
     resample_hz: float | None = None,
     simulate: int = 0,
     mine_days: float = 0.0,
+    get_up: int = 0,
     seed: int = SEED,
     log: Any = print,
 ) -> tuple[list[Trace], list[Label], dict[str, float]]:
@@ -445,6 +468,14 @@ def gather(
             log(f"left out: {err}")
         traces += [Trace(f"{replay_dir}/{t.name}", t.xyz, t.rate) for t in got]
         trials += kept
+        for k in range(get_up):  # the same falls, the wearer getting up 1-6 s after the impact
+            for i, (tr, lab) in enumerate(zip(got, kept, strict=True)):
+                if lab.fall:
+                    rng = np.random.default_rng([seed, 17, k, i])
+                    xyz = got_up(tr.xyz, tr.rate, float(rng.uniform(1.0, 6.0)), rng)
+                    file = f"{replay_dir}/{tr.name}{GOT_UP}{k}"
+                    traces.append(Trace(file, xyz, tr.rate))
+                    trials.append(Label(file, lab.subject, lab.code, True))
     if simulate:
         from device_sim.motions import MOTIONS
 
@@ -481,6 +512,7 @@ def train_placement(
     simulate: int = 0,
     mine_days: float = 0.0,
     target_per_day: float | None = None,
+    get_up: int = 0,
     seed: int = SEED,
     command: str = "",
     log: Any = print,
@@ -490,8 +522,8 @@ def train_placement(
     import sklearn
 
     traces, trials, days = gather(placement, sources, resample_hz=resample_hz,
-                                  simulate=simulate, mine_days=mine_days, seed=seed,
-                                  log=log)  # fmt: skip
+                                  simulate=simulate, mine_days=mine_days, get_up=get_up,
+                                  seed=seed, log=log)  # fmt: skip
     log(f"{len(traces)} trials read; collecting candidates ...")
     c = collect(traces, trials, hold_end_s=hold_end_s)
     log(f"{len(c.x)} candidates ({int(c.train.sum())} labelled); cross-validating ...")
@@ -499,6 +531,7 @@ def train_placement(
                         days=days, target_per_day=target_per_day)  # fmt: skip
     log(f"out of fold: sensitivity {cv.get('sensitivity')} specificity {cv.get('specificity')}")
     mined = np.array([trials[t].file in days for t in c.trial], bool)
+    copies = sum(GOT_UP in t.file for t in trials)
     model = export(fit(c, np.ones(len(c.x), bool), seed, mined), cv["threshold"])
     name = f"fall-{placement.name.lower()}"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -510,8 +543,9 @@ def train_placement(
         "command": command,
         "seed": seed,
         "datasets": [d.name for d, _ in sources],
-        "trials": len(trials) - len(days),
-        "fall_trials": sum(t.fall for t in trials),
+        "trials": len(trials) - len(days) - copies,
+        "fall_trials": sum(t.fall for t in trials) - copies,
+        "got_up_copies": copies,
         "adl_trials": sum(not t.fall for t in trials) - len(days),
         "subjects": len({t.subject for t in trials}),
         "simulated_per_motion": simulate,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from sklearn.metrics import confusion_matrix, recall_score
 
 from detectors.base import Floats
 from detectors.fall import FallSettings
-from detectors.fall_model import Placement
+from detectors.fall_model import FallModels, Placement
 from evaluation.replay import Trace, TraceError, read_trace, replay
 
 __all__ = [
@@ -149,17 +149,38 @@ def evaluate(
     placement: Placement = Placement.UNKNOWN,
     cut_after_s: float | None = None,
     in_bed: Collection[str] = (),
+    models_by_subject: Mapping[str, FallModels] | None = None,
 ) -> dict[str, Any]:
     """Replay every labelled trial, worn at ``placement``, and return the figures (see
     module doc). ``cut_after_s``: every fall trial's wearer gets up (:func:`get_up`), and a
     fall counts as found when it is reported as a fall or a recovered one. ``in_bed``:
-    activity codes done in a bed, watched by a bed sensor (:func:`watched_in_bed`)."""
+    activity codes done in a bed, watched by a bed sensor (:func:`watched_in_bed`).
+    ``models_by_subject``: each person's trials are judged with those models (default:
+    the shipped ones), e.g. a cross-validation fold's that never saw them."""
     traces, kept, errors = load_traces(
         replay_dir, read_labels(labels_csv), rotate=rotate, resample_hz=resample_hz,
         cut_after_s=cut_after_s,
     )  # fmt: skip
     traces = watched_in_bed(traces, kept, in_bed)
-    events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
+    if models_by_subject is not None:
+        missing = sorted({lab.subject for lab in kept} - set(models_by_subject))
+        if missing:
+            raise ValueError(f"no models for the people {missing}")
+    if models_by_subject is None:
+        events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
+    else:
+        # one replay per set of models (a fold's people together), then in trial order
+        by_models: dict[int, list[int]] = defaultdict(list)
+        for i, lab in enumerate(kept):
+            by_models[id(models_by_subject[lab.subject])].append(i)
+        order = {tr.name: i for i, tr in enumerate(traces)}
+        events = []
+        for members in by_models.values():
+            events += replay(
+                [traces[i] for i in members], settings=settings, hold_end_s=hold_end_s,
+                placement=placement, models=models_by_subject[kept[members[0]].subject],
+            )  # fmt: skip
+        events.sort(key=lambda e: (order[e["file"]], e["t"]))
     detected = {e["file"] for e in events}
     kinds: dict[str, int] = defaultdict(int)
     for e in events:
@@ -178,6 +199,7 @@ def evaluate(
             "resample_hz": resample_hz,
             "placement": placement.name.lower(),
             "in_bed": sorted(in_bed),
+            "models": "shipped" if models_by_subject is None else "out of fold",
         },
         "settings": (settings or FallSettings()).model_dump(),
         "errors": errors,
@@ -220,6 +242,8 @@ def summary(report: dict[str, Any]) -> str:
     ]
     if o.get("cut_after_s") is not None:
         lines[0] += f"  cut-after {o['cut_after_s']} s (fall trials get up)"
+    if o.get("models") == "out of fold":
+        lines[0] += "  models out of fold"
     for c in report["worst_codes"][:8]:
         kind = "missed" if c["label"] == "fall" else "false alarm"
         lines.append(f"  {c['code']}: {kind} {c['wrong']}/{c['trials']} ({c['rate']:.1%})")

@@ -33,6 +33,7 @@ from device_sim.motions import WRIST_MOTIONS, motion
 from devices.access import AccessError, BrokerAccess
 from evaluation.fall_train import day_threshold, export
 from evaluation.replay import Trace, replay
+from evaluation.replay_eval import evaluate
 from homecare.contract import DeviceStatus, Topic, json_schemas
 from homecare.thresholds import FallSettings
 
@@ -222,12 +223,14 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     runner = CliRunner()
     out = tmp_path / "models"
     got = runner.invoke(app, ["train-fall", "chest", "--data", str(data), "--out", str(out),
-                              "--folds", "2", "--hold-end", "15"])  # fmt: skip
+                              "--folds", "2", "--hold-end", "15", "--get-up", "1"])  # fmt: skip
     assert got.exit_code == 0, got.output
     card = json.loads((out / "fall-chest.json").read_text())
     assert card["seed"]
     assert card["subjects"] == 4
-    assert card["fall_trials"] == 16
+    # the copies of the falls whose wearer gets up are trained on, not counted as trials
+    assert (card["fall_trials"], card["got_up_copies"], card["trials"]) == (16, 16, 40)
+    assert "--get-up 1" in card["command"]
     assert card["cross_validation"]["sensitivity"] >= 0.8
     assert "Subject-wise 2-fold" in (out / "fall-chest.md").read_text()
     model = TreeModel.load(out / "fall-chest.npz")
@@ -235,7 +238,7 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     assert model.features == FEATURES
     # the same command again gives the same model (fixed seed)
     runner.invoke(app, ["train-fall", "chest", "--data", str(data), "--out", str(tmp_path / "b"),
-                        "--folds", "2", "--hold-end", "15"])  # fmt: skip
+                        "--folds", "2", "--hold-end", "15", "--get-up", "1"])  # fmt: skip
     again = TreeModel.load(tmp_path / "b" / "fall-chest.npz")
     assert np.array_equal(again.split, model.split)
     assert again.threshold == model.threshold
@@ -243,17 +246,24 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     got = runner.invoke(app, ["evaluate", "--replay-dir", str(data), "--labels",
                               str(data / "labels.csv"), "--placement", "chest", "--cv", "2",
                               "--hold-end", "15", "--mine-days", "0.25", "--target-per-day",
-                              "0.05", "--json", str(report)])  # fmt: skip
+                              "0.05", "--cut-after", "3", "--get-up", "1", "--json",
+                              str(report)])  # fmt: skip
     assert got.exit_code == 0, got.output
-    assert "subject-wise 2-fold" in got.output
+    assert "trials 40 (16 falls, 24 ADL), 4 people, subject-wise 2-fold" in got.output
     cv = json.loads(report.read_text())
     assert cv["folds"] == 2
+    # then every person's falls, got up from, through the detector with their fold's model
+    assert "with their fold's model" in got.output
+    assert cv["cut"]["options"]["models"] == "out of fold"
+    assert cv["cut"]["options"]["cut_after_s"] == 3
+    assert (cv["cut"]["falls"], cv["cut"]["adl"]) == (16, 24)
     # one mined sequence of a quarter wearer-day: its out-of-fold alarms, and the curve
     assert cv["mined"]["sequences"] == 1
     assert 0.1 < cv["mined"]["wearer_days"] < 0.5
     assert cv["threshold"] >= cv["threshold_by_specificity"]
     assert cv["mined"]["false_alarms"] <= 0.05 * cv["mined"]["wearer_days"]
     assert "wear" not in cv["per_code"]  # the mined sequences are not recorded activities
+    assert cv["per_code"]["F01"]["trials"] == 8  # nor are the copies got up from
     assert len(cv["trade_off"]) > 2
     got = runner.invoke(app, ["replay", "accel", "--placement", "waist", "--hold-end", "15",
                               *sorted(str(p) for p in data.glob("F01_*"))])  # fmt: skip
@@ -325,3 +335,24 @@ def test_false_alarms_per_wearer_day_simulated_and_recorded(tmp_path: Path) -> N
     assert day["trials"] == 24
     assert day["hours"] > 0.2
     assert day["per_wearer_day"] == pytest.approx(day["false_alarms"] / day["hours"] * 24)
+
+
+def test_evaluate_judges_each_person_with_their_own_models(tmp_path: Path) -> None:
+    """``evaluate --cv --cut-after`` replays each person with their fold's model: the models
+    given per person are the ones that decide, and a person without one is an error."""
+    data = tmp_path / "lab"
+    _write_dataset(data)
+    says_fall, says_none = (FallModels({Placement.WRIST: _constant(p)}) for p in (0.9, 0.1))
+    models = {"P0": says_fall, "P1": says_none, "P2": says_fall, "P3": says_none}
+    report = evaluate(data, data / "labels.csv", hold_end_s=15, placement=Placement.WRIST,
+                      cut_after_s=3, models_by_subject=models)  # fmt: skip
+    assert report["options"]["models"] == "out of fold"
+    per = report["per_subject"]
+    # every fall of the people whose model says fall is found (got up or not), none of the others'
+    assert per["P0"]["sensitivity"] == per["P2"]["sensitivity"] == 1.0
+    assert per["P1"]["sensitivity"] == per["P3"]["sensitivity"] == 0.0
+    assert per["P1"]["specificity"] == per["P3"]["specificity"] == 1.0
+    assert {e["file"].split("_")[1] for e in report["detections"]} == {"P0", "P2"}
+    with pytest.raises(ValueError, match="P3"):
+        evaluate(data, data / "labels.csv", placement=Placement.WRIST,
+                 models_by_subject={k: v for k, v in models.items() if k != "P3"})  # fmt: skip
