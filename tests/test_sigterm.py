@@ -181,6 +181,40 @@ def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
         signal.signal(signal.SIGINT, ctrl_c)
 
 
+PROBE = """\
+import runpy
+import time
+
+from cli.main import app
+
+
+@app.command("interrupted-in-exec", hidden=True)
+def interrupted_in_exec() -> None:
+    # SIGTERM handled within an exec() of a source string, as when it lands in an import.
+    exec("import signal\\nsignal.raise_signal(signal.SIGTERM)\\nfor _ in range(100): pass")
+    time.sleep(60)
+
+
+runpy.run_module("cli", run_name="__main__")  # cli/__main__.py, as `python -m cli` runs it
+"""
+
+
+def test_sigterm_handled_inside_an_exec_still_exits_130(tmp_path: Path) -> None:
+    # CPython marked such an interrupt uncaught: the command stopped cleanly, then killed
+    # itself with SIGINT (-2), as the certification kit once did in CI.
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "__main__.py").write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMECARE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "interrupted-in-exec"], env=env, cwd=tmp_path,
+        capture_output=True, timeout=EXIT_S, preexec_fn=_default_sigint, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stdout.decode() + done.stderr.decode()
+    assert time.monotonic() - began < EXIT_S / 2  # interrupted, not slept through
+
+
 def test_stop_process_kills_a_child_that_ignores_sigterm() -> None:
     stubborn = (
         "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print(1); "
