@@ -13,8 +13,9 @@ import gc
 import logging
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -128,10 +129,45 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _raising_interrupts_again(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+
+REINTERRUPT_S = 0.01
+"""How soon an interrupt that Python swallowed is delivered again."""
+
+
+def _raising_interrupts_again(
+    previous: Callable[[sys.UnraisableHookArgs], Any],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """An unraisable hook that delivers a swallowed ``KeyboardInterrupt`` again.
+
+    Python ignores (prints) an exception that a weakref callback or a ``__del__`` raises;
+    a SIGTERM (or Ctrl-C) whose handler ran there was lost, and the command kept running
+    (seen once in 160 SIGTERMs to ``homecare certify`` as it started). It is delivered
+    again from a thread, after this hook has returned: raised in the hook, it would be
+    swallowed too. Any other unraisable exception goes to ``previous``."""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(REINTERRUPT_S, _sigterm_main_thread).start()
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _sigterm_main_thread() -> None:
+    """SIGTERM to the main thread (waking a ``sleep`` or ``wait`` there), if it still takes
+    Ctrl-C's path: once the block has ended, SIGTERM's default would end the process."""
+    main = threading.main_thread().ident
+    if main is not None and signal.getsignal(signal.SIGTERM) is _as_ctrl_c:
+        signal.pthread_kill(main, signal.SIGTERM)
 
 
 def stop_process(proc: subprocess.Popen[Any] | BaseProcess, timeout_s: float = 15.0) -> None:

@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -177,6 +178,30 @@ def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
             signal.raise_signal(signal.SIGTERM)
         assert time.monotonic() - began < 5
         assert signal.getsignal(signal.SIGTERM) is before
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+def test_an_interrupt_swallowed_by_a_weakref_callback_is_raised_again() -> None:
+    # Python ignores what a weakref callback raises: SIGTERM handled there was lost, and
+    # the command went on (as the certification kit did, once in 160, as it started).
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    class Reading:
+        pass
+
+    def drop_and_wait(readings: list[Reading]) -> None:
+        readings.clear()  # the callback runs, and the interrupt is swallowed there
+        time.sleep(10)  # raised again, in this sleep
+
+    readings = [Reading()]
+    ref = weakref.ref(readings[0], lambda _: signal.raise_signal(signal.SIGTERM))
+    try:
+        began = time.monotonic()
+        with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+            drop_and_wait(readings)
+        assert ref() is None
+        assert time.monotonic() - began < 5
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
 
