@@ -8,6 +8,7 @@ composition root (``cli/``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -109,8 +110,28 @@ def _as_ctrl_c(_signum: int, frame: FrameType | None) -> None:
     started in the background by a script), SIGTERM still interrupts."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
+        _interrupt_when_it_ends(handler)
         handler(signal.SIGINT, frame)
     else:
+        raise KeyboardInterrupt
+
+
+def _interrupt_when_it_ends(handler: Callable[..., Any]) -> None:
+    """Where ``handler`` is ``asyncio.run``'s (it cancels the main task), raise
+    ``KeyboardInterrupt`` in the loop if that task ends without being cancelled.
+
+    Python 3.11's ``asyncio.wait_for`` returns the result instead of the cancellation
+    when what it awaits completes as the cancellation comes (fixed in 3.12): a SIGTERM
+    that arrived with a NATS reply was lost and the command went on (seen once in 160
+    SIGTERMs to ``homecare certify`` while it provisioned its broker). The main task is
+    the one ``asyncio.run`` gives its handler (3.11 to 3.13); anything else: nothing."""
+    task = getattr(handler, "keywords", {}).get("main_task")
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.add_done_callback(_interrupt_unless_cancelled)
+
+
+def _interrupt_unless_cancelled(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
         raise KeyboardInterrupt
 
 

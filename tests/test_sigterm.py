@@ -10,6 +10,7 @@ SIGINT, sent the same way, shows the parity.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -202,6 +203,31 @@ def test_an_interrupt_swallowed_by_a_weakref_callback_is_raised_again() -> None:
             drop_and_wait(readings)
         assert ref() is None
         assert time.monotonic() - began < 5
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+async def _answered_as_sigterm_comes() -> str:
+    """Awaits a reply that arrives with the SIGTERM, as a NATS request's did (Python 3.11's
+    ``wait_for`` then returns the reply and drops the cancellation)."""
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+
+    def answer() -> None:
+        reply.set_result("reply")
+        signal.raise_signal(signal.SIGTERM)
+
+    loop.call_soon(answer)
+    await asyncio.wait_for(reply, 10)
+    await asyncio.sleep(0.1)
+    return "went on"
+
+
+def test_sigterm_during_asyncio_run_is_not_lost_to_a_reply_arriving_with_it() -> None:
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+            asyncio.run(_answered_as_sigterm_comes())
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
 
