@@ -8,13 +8,15 @@ composition root (``cli/``).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
 import signal
 import subprocess
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from multiprocessing.process import BaseProcess
 from types import FrameType
@@ -108,8 +110,28 @@ def _as_ctrl_c(_signum: int, frame: FrameType | None) -> None:
     started in the background by a script), SIGTERM still interrupts."""
     handler = signal.getsignal(signal.SIGINT)
     if callable(handler):
+        _interrupt_when_it_ends(handler)
         handler(signal.SIGINT, frame)
     else:
+        raise KeyboardInterrupt
+
+
+def _interrupt_when_it_ends(handler: Callable[..., Any]) -> None:
+    """Where ``handler`` is ``asyncio.run``'s (it cancels the main task), raise
+    ``KeyboardInterrupt`` in the loop if that task ends without being cancelled.
+
+    Python 3.11's ``asyncio.wait_for`` returns the result instead of the cancellation
+    when what it awaits completes as the cancellation comes (fixed in 3.12): a SIGTERM
+    that arrived with a NATS reply was lost and the command went on (seen once in 160
+    SIGTERMs to ``homecare certify`` while it provisioned its broker). The main task is
+    the one ``asyncio.run`` gives its handler (3.11 to 3.13); anything else: nothing."""
+    task = getattr(handler, "keywords", {}).get("main_task")
+    if isinstance(task, asyncio.Task) and not task.done():
+        task.add_done_callback(_interrupt_unless_cancelled)
+
+
+def _interrupt_unless_cancelled(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
         raise KeyboardInterrupt
 
 
@@ -128,10 +150,45 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         yield
         return
     previous = signal.signal(signal.SIGTERM, _as_ctrl_c)
+    previous_hook = sys.unraisablehook
+    sys.unraisablehook = _raising_interrupts_again(previous_hook)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+        sys.unraisablehook = previous_hook
+
+
+REINTERRUPT_S = 0.01
+"""How soon an interrupt that Python swallowed is delivered again."""
+
+
+def _raising_interrupts_again(
+    previous: Callable[[sys.UnraisableHookArgs], Any],
+) -> Callable[[sys.UnraisableHookArgs], None]:
+    """An unraisable hook that delivers a swallowed ``KeyboardInterrupt`` again.
+
+    Python ignores (prints) an exception that a weakref callback or a ``__del__`` raises;
+    a SIGTERM (or Ctrl-C) whose handler ran there was lost, and the command kept running
+    (seen once in 160 SIGTERMs to ``homecare certify`` as it started). It is delivered
+    again from a thread, after this hook has returned: raised in the hook, it would be
+    swallowed too. Any other unraisable exception goes to ``previous``."""
+
+    def hook(unraisable: sys.UnraisableHookArgs) -> None:
+        if isinstance(unraisable.exc_value, KeyboardInterrupt):
+            threading.Timer(REINTERRUPT_S, _sigterm_main_thread).start()
+            return
+        previous(unraisable)
+
+    return hook
+
+
+def _sigterm_main_thread() -> None:
+    """SIGTERM to the main thread (waking a ``sleep`` or ``wait`` there), if it still takes
+    Ctrl-C's path: once the block has ended, SIGTERM's default would end the process."""
+    main = threading.main_thread().ident
+    if main is not None and signal.getsignal(signal.SIGTERM) is _as_ctrl_c:
+        signal.pthread_kill(main, signal.SIGTERM)
 
 
 def stop_process(proc: subprocess.Popen[Any] | BaseProcess, timeout_s: float = 15.0) -> None:

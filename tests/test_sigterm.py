@@ -10,12 +10,14 @@ SIGINT, sent the same way, shows the parity.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 
@@ -179,6 +181,89 @@ def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
+
+
+def test_an_interrupt_swallowed_by_a_weakref_callback_is_raised_again() -> None:
+    # Python ignores what a weakref callback raises: SIGTERM handled there was lost, and
+    # the command went on (as the certification kit did, once in 160, as it started).
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    class Reading:
+        pass
+
+    def drop_and_wait(readings: list[Reading]) -> None:
+        readings.clear()  # the callback runs, and the interrupt is swallowed there
+        time.sleep(10)  # raised again, in this sleep
+
+    readings = [Reading()]
+    ref = weakref.ref(readings[0], lambda _: signal.raise_signal(signal.SIGTERM))
+    try:
+        began = time.monotonic()
+        with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+            drop_and_wait(readings)
+        assert ref() is None
+        assert time.monotonic() - began < 5
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+async def _answered_as_sigterm_comes() -> str:
+    """Awaits a reply that arrives with the SIGTERM, as a NATS request's did (Python 3.11's
+    ``wait_for`` then returns the reply and drops the cancellation)."""
+    loop = asyncio.get_running_loop()
+    reply: asyncio.Future[str] = loop.create_future()
+
+    def answer() -> None:
+        reply.set_result("reply")
+        signal.raise_signal(signal.SIGTERM)
+
+    loop.call_soon(answer)
+    await asyncio.wait_for(reply, 10)
+    await asyncio.sleep(0.1)
+    return "went on"
+
+
+def test_sigterm_during_asyncio_run_is_not_lost_to_a_reply_arriving_with_it() -> None:
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with sigterm_as_ctrl_c(), pytest.raises(KeyboardInterrupt):
+            asyncio.run(_answered_as_sigterm_comes())
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+
+
+PROBE = """\
+import runpy
+import time
+
+from cli.main import app
+
+
+@app.command("interrupted-in-exec", hidden=True)
+def interrupted_in_exec() -> None:
+    # SIGTERM handled within an exec() of a source string, as when it lands in an import.
+    exec("import signal\\nsignal.raise_signal(signal.SIGTERM)\\nfor _ in range(100): pass")
+    time.sleep(60)
+
+
+runpy.run_module("cli", run_name="__main__")  # cli/__main__.py, as `python -m cli` runs it
+"""
+
+
+def test_sigterm_handled_inside_an_exec_still_exits_130(tmp_path: Path) -> None:
+    # CPython marked such an interrupt uncaught: the command stopped cleanly, then killed
+    # itself with SIGINT (-2), as the certification kit once did in CI.
+    (tmp_path / "probe").mkdir()
+    (tmp_path / "probe" / "__main__.py").write_text(PROBE)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HOMECARE_")}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    began = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "probe", "interrupted-in-exec"], env=env, cwd=tmp_path,
+        capture_output=True, timeout=EXIT_S, preexec_fn=_default_sigint, check=False,
+    )  # fmt: skip
+    assert done.returncode == 130, done.stdout.decode() + done.stderr.decode()
+    assert time.monotonic() - began < EXIT_S / 2  # interrupted, not slept through
 
 
 def test_stop_process_kills_a_child_that_ignores_sigterm() -> None:
