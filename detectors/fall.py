@@ -38,7 +38,9 @@ alarm (on the wrist, whose model decides, a fall the model recognises stays crit
 
 **In bed**: turning over in bed, or lying down on it quickly, can look like a fall to a belt
 or a pendant (an impact, a quarter turn, then lying still). Where the elder's bed sensor
-said "in bed" shortly before the impact (within ``bed_fresh_s``), the fall waits for the
+said "in bed" shortly before the impact (within ``bed_fresh_s``) and the wearer lay quiet
+just before it (``pre_std_g`` at most ``bed_still_g``: never after walking, so a bed sensor
+slow to notice that its elder got up cannot hide a fall on the way), the fall waits for the
 bed sensor's next reading after the impact: still in bed, it was a movement in bed and is
 not reported; out of bed (fallen from it), it is reported at once; no reading within
 ``bed_wait_s`` of the impact, it is reported then (:meth:`FallDetector.tick`): a silent
@@ -656,8 +658,10 @@ class FallDetector(RowState):
             chosen = np.arange(len(rows))
         else:
             chosen = np.flatnonzero(ok | got_up)
-            # in bed before the impact: the bed sensor's reading after it decides
-            in_bed = self.bed_before[rows[chosen]]
+            # in bed and lying quiet before the impact: the bed's reading after it decides
+            # (one who got up and walked is never held, whatever a slow bed sensor says)
+            quiet = features["pre_std_g"][chosen] <= s.bed_still_g
+            in_bed = self.bed_before[rows[chosen]] & quiet
             if in_bed.any():
                 said = self.bed_t[rows[chosen]] > self.impact_t[rows[chosen]]
                 stays = in_bed & said & self.in_bed[rows[chosen]]

@@ -159,7 +159,7 @@ def sigterm_as_ctrl_c() -> Iterator[None]:
         sys.unraisablehook = previous_hook
 
 
-REINTERRUPT_S = 0.01
+_REINTERRUPT_S = 0.01
 """How soon an interrupt that Python swallowed is delivered again."""
 
 
@@ -176,7 +176,7 @@ def _raising_interrupts_again(
 
     def hook(unraisable: sys.UnraisableHookArgs) -> None:
         if isinstance(unraisable.exc_value, KeyboardInterrupt):
-            threading.Timer(REINTERRUPT_S, _sigterm_main_thread).start()
+            threading.Timer(_REINTERRUPT_S, _sigterm_main_thread).start()
             return
         previous(unraisable)
 

@@ -102,6 +102,11 @@ class FallSettings(BaseModel):
     bed_fresh_s: float = Field(
         default=120.0, gt=0, description="A presence reading means in bed for this long."
     )
+    bed_still_g: float = Field(
+        default=0.08,
+        gt=0,
+        description="A movement in bed follows lying this still (g); after walking it is a fall.",
+    )
     bed_wait_s: float = Field(
         default=45.0,
         gt=0,

@@ -69,7 +69,8 @@ def start_worker(server: LocalNats, tmp_path: Path, name: str) -> DetectWorker:
 
 class Beds:
     """One bed sensor per partition, a reading a second each, until stopped: every
-    partition has traffic, so every partition is pinned to some worker."""
+    partition has traffic, so every partition is pinned to some worker. The beds are
+    empty: their elders are up (a fall while the bed says "in bed" is a turn in bed)."""
 
     def __init__(self, port: int, elders: dict[int, str]) -> None:
         self.device = Publisher(port, client_id="beds")
@@ -83,8 +84,8 @@ class Beds:
             now = float(int(time.time()))
             self.device.publish([
                 (topic(e, "bed", f"b{e}", "reading"), json.dumps({
-                    "elder": e, "device": f"b{e}", "ts": now, "presence": True, "hr": 60,
-                    "br": 14.0, "movement": 0.1}).encode())
+                    "elder": e, "device": f"b{e}", "ts": now, "presence": False,
+                    "movement": 0.0}).encode())
                 for e in self.elders
             ])  # fmt: skip
 
