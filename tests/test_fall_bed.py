@@ -4,15 +4,22 @@ no fall, out of bed it is reported, and a silent bed sensor never hides a fall."
 
 from __future__ import annotations
 
+import json
+import time
+
 import numpy as np
 import pytest
 
 from detectors.base import AccelBatch, BatchStream, Detection, ReadingBatch
 from detectors.fall import FallDetector
 from detectors.fall_model import Placement
+from detectors.service import Detect
 from detectors.snapshot import freeze, thaw
 from device_sim.motions import motion
+from device_sim.signals import to_device_frame
 from evaluation.replay import Trace, replay
+from homecare.edge import RawMessage
+from homecare.settings import DetectSettings, Settings
 from homecare.thresholds import FallSettings
 
 RATE = 50
@@ -165,3 +172,48 @@ def test_wear_days_from_recordings_count_a_turn_in_bed_only_without_a_bed_sensor
     assert (bare["false_alarms"], bare["in_bed"]) == (2, [])
     assert (watched["false_alarms"], watched["in_bed"]) == (0, ["D14"])
     assert watched["per_wearer_day"] == 0.0
+
+
+def _elder_messages(now: float, after: bool | None) -> tuple[list[RawMessage], float]:
+    """A roll off the bed (lying quiet, an impact, lying still) as 1 s frames stamped up to
+    ``now``, the bed saying "in bed" every 10 s before it and, after it, ``after`` (None:
+    the bed falls silent); the impact's time."""
+    _, xyz, info = motion("fall_out_of_bed", np.random.default_rng([0, 15]), rate=RATE)
+    accel = to_device_frame(xyz).astype(np.float32)
+    n = len(accel) // RATE
+    t0 = float(int(now)) - n
+    impact = t0 + float(info["impact_t"])
+    out = []
+    for k in range(n):
+        ts = t0 + k
+        body = {"elder": "e1", "device": "w1", "ts": ts, "rate": RATE,
+                "accel": accel[k * RATE : (k + 1) * RATE].tolist()}  # fmt: skip
+        out.append(RawMessage("homecare/v1/s/e1/wearable/w1/frame", json.dumps(body).encode(), ts))
+        in_bed = ts < impact or after
+        if k % 10 == 0 and (ts < impact or after is not None):
+            bed = {"elder": "e1", "device": "b1", "ts": ts, "presence": bool(in_bed),
+                   "movement": 0.1} | ({"hr": 60, "br": 14.0} if in_bed else {})  # fmt: skip
+            out.append(RawMessage("homecare/v1/s/e1/bed/b1/reading", json.dumps(bed).encode(), ts))
+    return out, impact
+
+
+@pytest.mark.parametrize(("after", "alerted"), [(True, False), (False, True), (None, True)])
+def test_the_detect_pipeline_asks_the_bed_before_it_alerts(after, alerted):
+    # decoded, batched and dispatched as the service does: the bed's readings reach the
+    # fall detector beside the frames; a silent bed releases the fall on detect's tick
+    messages, impact = _elder_messages(time.time(), after)
+    detect = Detect(Settings(detect=DetectSettings(clock="data")))
+    alerts = []
+    for m in messages:
+        alerts += detect.handle([m])
+    if after is None:  # the bed never spoke again: another elder's press moves time on
+        late = impact + FallSettings().bed_wait_s + 5
+        sos = {"elder": "e9", "device": "w9", "ts": late, "seq": 1}
+        topic = "homecare/v1/s/e9/wearable/w9/sos"
+        alerts += detect.handle([RawMessage(topic, json.dumps(sos).encode(), late)])
+    falls = [a for a in alerts if a.kind == "fall" and a.elder == "e1"]
+    assert len(falls) == int(alerted)
+    if falls:
+        assert abs(falls[0].ts - impact) < 1.0
+    if after is None:  # held, then released by the tick: the evidence says why it was late
+        assert falls[0].evidence["bed_silent"] == 1
