@@ -29,7 +29,6 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import hashlib
-import itertools
 import logging
 import threading
 import time
@@ -88,6 +87,10 @@ STORE_WAIT_S = 40.0
 """How long detect keeps trying to store an alert in ALERTS before it stops: an election
 after a node's kill took longer than the three tries of 1 s it had before, and the worker
 exited (its partitions then waited for a restart)."""
+STORE_RETRY_S = 0.5
+"""The pause between tries to store alerts (each try waits up to
+:data:`~homecare.jetstream.PUBLISH_TRY_S`): an alarm goes out within a second of ALERTS'
+new leader, not at the end of a growing back-off."""
 HAND_BACK_PAUSE_S = 2.0
 """A worker does not pull on a partition it handed back for this long, whatever it wants:
 another worker, already pulling, takes it at its next message."""
@@ -568,7 +571,7 @@ class DetectService:
                 a.id if a.state == AlertState.OPEN else f"{a.id}-{a.state}")
                for a in alerts]  # fmt: skip
         deadline = time.monotonic() + STORE_WAIT_S
-        for attempt in itertools.count(1):
+        while True:
             try:
                 duplicates = consumer.publish(out)
                 break
@@ -576,7 +579,7 @@ class DetectService:
                 if time.monotonic() >= deadline:
                     raise
                 log.warning("%s: alerts not stored yet, retrying: %s", part.name, exc)
-                time.sleep(min(float(attempt), 5.0))
+                time.sleep(STORE_RETRY_S)
         for alert, again in zip(alerts, duplicates, strict=True):
             if again:
                 self.stats.stored_again += 1

@@ -65,6 +65,7 @@ __all__ = [
     "MQTT_QOS_HEADER",
     "MQTT_STREAM",
     "PIN_HEADER",
+    "PUBLISH_TRY_S",
     "SUBJECT_ROOT",
     "TELEMETRY_STREAM",
     "EventLoopThread",
@@ -113,6 +114,10 @@ ALERTS_STREAM = "ALERTS"
 ALERT_SUBJECT_ROOT = "alerts.raised"
 ACK_SUBJECT_ROOT = "alerts.ack"
 ESCALATE_CONSUMER = "escalate"
+PUBLISH_TRY_S = 2.0
+"""One try to store messages: a stream whose leader died answers nothing until its Raft
+group elects another (4–6 s measured on the 3-node cluster); a try that waits longer
+only makes an alarm later. The caller tries again (``Nats-Msg-Id`` drops duplicates)."""
 MQTT_QOS_HEADER = "Nmqtt-Pub"
 """The header in which NATS Server keeps an MQTT publish's QoS."""
 _MQTT_DOT = "//"
@@ -821,7 +826,8 @@ class JetStreamConsumer:
         """Store ``(subject, payload, id)`` messages in their stream on this connection and
         wait until the stream has them all; return, for each, whether the stream already
         had that id (``Nats-Msg-Id``: a replayed detection is not stored twice within the
-        stream's duplicate window). Raises :class:`ConsumerError` when it could not."""
+        stream's duplicate window). Raises :class:`ConsumerError` when it could not within
+        :data:`PUBLISH_TRY_S`: the caller tries again."""
         if not messages:
             return []
         if self._loop is None or self._js is None:
@@ -830,13 +836,14 @@ class JetStreamConsumer:
 
         async def store() -> list[bool]:
             acks = await asyncio.gather(*(
-                js.publish(subject, payload, headers={"Nats-Msg-Id": msg_id})
+                js.publish(subject, payload, timeout=PUBLISH_TRY_S,
+                           headers={"Nats-Msg-Id": msg_id})
                 for subject, payload, msg_id in messages
             ))  # fmt: skip
             return [bool(ack.duplicate) for ack in acks]
 
         try:
-            return self._loop.run(store(), self._request_timeout_s + 5)
+            return self._loop.run(store(), PUBLISH_TRY_S + 5)
         except (TimeoutError, nats.errors.Error) as exc:
             raise ConsumerError(f"{self.durable}: could not store {len(messages)} messages: "
                                 f"{exc}") from exc  # fmt: skip
