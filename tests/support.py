@@ -10,9 +10,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from detectors.fall_model import TreeModel
 from harness.servers import LocalInflux, LocalNats
 from homecare.influx import InfluxClient
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
@@ -126,3 +128,13 @@ def frame(elder: str, device: str, ts: float, rate: int = 25, **extra: Any) -> b
 
 def topic(elder: str, kind: str, device: str, stream: str, site: str = "t") -> str:
     return f"homecare/v1/{site}/{elder}/{kind}/{device}/{stream}"
+
+
+def constant_model(p: float) -> TreeModel:
+    """A fall model that scores every candidate ``p`` (one leaf)."""
+    logit = float(np.log(p / (1 - p)))
+    return TreeModel.from_arrays(
+        features=("peak_g",), base=logit, rate=1.0, threshold=0.5, left=np.array([[-1]]),
+        right=np.array([[-1]]), feature=np.array([[0]]), split=np.array([[0.0]]),
+        value=np.array([[0.0]]),
+    )  # fmt: skip

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 from sklearn.ensemble import GradientBoostingClassifier
+from support import constant_model
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -137,16 +138,6 @@ def test_shipped_models_are_small_and_use_known_features() -> None:
         assert (MODEL_DIR / f"fall-{p.name.lower()}.md").is_file()  # its card
 
 
-def _constant(p: float) -> TreeModel:
-    """A model that scores every candidate ``p`` (one leaf)."""
-    logit = float(np.log(p / (1 - p)))
-    return TreeModel.from_arrays(
-        features=("peak_g",), base=logit, rate=1.0, threshold=0.5, left=np.array([[-1]]),
-        right=np.array([[-1]]), feature=np.array([[0]]), split=np.array([[0.0]]),
-        value=np.array([[0.0]]),
-    )  # fmt: skip
-
-
 def test_each_placement_decides_by_its_own_model_and_unknown_by_any() -> None:
     s = FallSettings()
     # two candidates: the first passes the rules, the second does not
@@ -155,7 +146,9 @@ def test_each_placement_decides_by_its_own_model_and_unknown_by_any() -> None:
         "flight_s": np.array([0.0, 0.0]), "posture_deg": np.array([80.0, 10.0]),
         "still_fraction": np.array([1.0, 1.0]), "activity_g": np.array([0.01, 0.01]),
     }  # fmt: skip
-    models = FallModels({Placement.WRIST: _constant(0.9), Placement.WAIST: _constant(0.1)})
+    models = FallModels(
+        {Placement.WRIST: constant_model(0.9), Placement.WAIST: constant_model(0.1)}
+    )
 
     def verdict(p: Placement) -> list[bool]:
         ok, _ = decide(evidence, np.full(2, p, np.int8), models, s)
@@ -178,12 +171,12 @@ def _fall_frames(rate: int = 50) -> np.ndarray:
 
 def test_alert_evidence_keeps_the_rules_and_snapshot_skips_the_models() -> None:
     frames = _fall_frames()
-    det = FallDetector(models=FallModels({Placement.CHEST: _constant(0.8)}))
+    det = FallDetector(models=FallModels({Placement.CHEST: constant_model(0.8)}))
     det.place(np.array([0]), Placement.CHEST)
     found = []
     for k, f in enumerate(frames[: len(frames) // 2]):
         found += det.update(AccelBatch(np.array([0]), np.array([float(k)]), f[None], 50.0))
-    fresh = FallDetector(models=FallModels({Placement.CHEST: _constant(0.8)}))
+    fresh = FallDetector(models=FallModels({Placement.CHEST: constant_model(0.8)}))
     thaw({"fall": fresh}, freeze({"fall": det}))  # resumes without the models in the blob
     assert fresh.placement[0] == Placement.CHEST
     for k, f in enumerate(frames[len(frames) // 2 :], start=len(frames) // 2):
@@ -325,7 +318,7 @@ def test_false_alarms_per_wearer_day_simulated_and_recorded(tmp_path: Path) -> N
     assert quiet["false_alarms"] == 0
     # a model that calls everything a fall: every impact of the day is a false alarm
     eager = simulated_days(Placement.WRIST, 2, day_s=900, seed=3,
-                           models=FallModels({Placement.WRIST: _constant(0.99)}))  # fmt: skip
+                           models=FallModels({Placement.WRIST: constant_model(0.99)}))  # fmt: skip
     assert eager["false_alarms"] > 0
     assert eager["per_wearer_day"] == pytest.approx(eager["false_alarms"] / (1800 / 86400))
     data = tmp_path / "lab"
@@ -342,7 +335,7 @@ def test_evaluate_judges_each_person_with_their_own_models(tmp_path: Path) -> No
     given per person are the ones that decide, and a person without one is an error."""
     data = tmp_path / "lab"
     _write_dataset(data)
-    says_fall, says_none = (FallModels({Placement.WRIST: _constant(p)}) for p in (0.9, 0.1))
+    says_fall, says_none = (FallModels({Placement.WRIST: constant_model(p)}) for p in (0.9, 0.1))
     models = {"P0": says_fall, "P1": says_none, "P2": says_fall, "P3": says_none}
     report = evaluate(data, data / "labels.csv", hold_end_s=15, placement=Placement.WRIST,
                       cut_after_s=3, models_by_subject=models)  # fmt: skip

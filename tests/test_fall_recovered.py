@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from support import constant_model
 
 from detectors.base import AccelBatch
 from detectors.fall import RECOVERED, FallDetector
-from detectors.fall_model import FallModels, Placement, TreeModel
+from detectors.fall_model import FallModels, Placement
 from device_sim.motions import motion
 from device_sim.scenarios import CATALOGUE
 from escalation.ladder import EscalationPolicy
@@ -17,16 +18,6 @@ from escalation.registry import Registry
 from evaluation.replay import Trace, replay
 from evaluation.replay_eval import get_up
 from homecare.contract import Alert
-
-
-def _constant(p: float) -> TreeModel:
-    """A model that scores every candidate ``p`` (one leaf)."""
-    logit = float(np.log(p / (1 - p)))
-    return TreeModel.from_arrays(
-        features=("peak_g",), base=logit, rate=1.0, threshold=0.5, left=np.array([[-1]]),
-        right=np.array([[-1]]), feature=np.array([[0]]), split=np.array([[0.0]]),
-        value=np.array([[0.0]]),
-    )  # fmt: skip
 
 
 def _kinds(name: str, seeds: range, placement: Placement = Placement.WAIST) -> list[list[str]]:
@@ -80,7 +71,7 @@ def test_on_the_wrist_a_recognised_fall_got_up_from_stays_the_alarm():
     """The wrist's model decides; a fall it recognises is the critical alarm even when the
     arm comes back to its posture before (the arm's posture is weak evidence of getting up:
     docs/falls.md), and the wearer's "I'm OK" cancels it. Unrecognised: nothing."""
-    models = FallModels({Placement.WRIST: _constant(0.9)})
+    models = FallModels({Placement.WRIST: constant_model(0.9)})
     falls = [motion("wrist_fall_forward", np.random.default_rng(k), orientation="random")[1]
              for k in range(4)]  # fmt: skip
     traces = [Trace(f"down{k}", xyz, 50.0) for k, xyz in enumerate(falls)]
@@ -89,7 +80,7 @@ def test_on_the_wrist_a_recognised_fall_got_up_from_stays_the_alarm():
     events = replay(traces, hold_end_s=15, placement=Placement.WRIST, models=models)
     assert [(e["file"], e["kind"]) for e in events] == [(t.name, "fall") for t in traces]
     none = replay(traces, hold_end_s=15, placement=Placement.WRIST,
-                  models=FallModels({Placement.WRIST: _constant(0.1)}))  # fmt: skip
+                  models=FallModels({Placement.WRIST: constant_model(0.1)}))  # fmt: skip
     assert none == []
 
 
