@@ -239,7 +239,7 @@ class FallDetector(RowState):
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
         "shape": 0.0, "placement": 0, "kept_peak": 0.0, "up_t": np.inf,
-        "bed_t": -np.inf, "in_bed": False, "bed_before": False, "held_until": np.inf,
+        "bed_t": -np.inf, "in_bed": False, "bed_before": False,
     }  # fmt: skip
     _SHAPE: ClassVar[tuple[str, ...]] = (
         "raw_peak_g", "pre_mean_g", "pre_std_g", "impact_std_g", "post_std_g", "jerk_gps",
@@ -302,7 +302,6 @@ class FallDetector(RowState):
         self.bed_t = np.full(0, -np.inf)
         self.in_bed = np.zeros(0, bool)
         self.bed_before = np.zeros(0, bool)
-        self.held_until = np.full(0, np.inf)
         self.held: dict[int, tuple[str, float, dict[str, float]]] = {}
         """Row → (kind, impact time, evidence) of a fall decided while in bed."""
 
@@ -311,15 +310,15 @@ class FallDetector(RowState):
         waited in bed for a bed reading that did not come (reported, late)."""
         if not self.held:
             return []
-        rows = np.fromiter(self.held, np.int64, len(self.held))
-        return self._release(rows[self.held_until[rows] <= now], waited=True)
+        wait = self.settings.bed_wait_s
+        due = [row for row, (_, ts, _) in self.held.items() if ts + wait <= now]
+        return self._release(np.array(due, np.int64), waited=True)
 
     def _release(self, rows: Rows, *, waited: bool) -> list[Detection]:
         """Report the held falls of ``rows`` (out of bed, or the bed sensor silent)."""
         found = []
         for row in rows.tolist():
             kind, ts, evidence = self.held.pop(row)
-            self.held_until[row] = np.inf
             evidence = evidence | {"bed_silent": float(waited)}
             severity = Severity.CRITICAL if kind == self.kind else Severity.WARNING
             found.append(Detection(kind, row, ts, severity, evidence))
@@ -348,7 +347,6 @@ class FallDetector(RowState):
                     continue
                 if inside:  # still in bed: a movement in bed
                     del self.held[row]
-                    self.held_until[row] = np.inf
                 else:  # out of bed after the impact: fallen from it
                     found += self._release(np.array([row]), waited=False)
         # a row may have several readings, in time order: its last one is the word
@@ -675,7 +673,6 @@ class FallDetector(RowState):
                         k: round(float(v[i]), 4) for k, v in evidence.items()
                         if not np.isnan(v[i])
                     } | {"in_bed_before": 1.0})  # fmt: skip
-                    self.held_until[row] = self.impact_t[row] + s.bed_wait_s
                 chosen = chosen[~(stays | wait)]
         return [
             Detection(
