@@ -833,12 +833,12 @@ def latency(
         asyncio.run(bare_consumer())
         ready, stop, alerts_q = ctx.Event(), ctx.Event(), ctx.Queue()
         listener = ctx.Process(target=_listen_main, args=(server.url, ready, stop, alerts_q))
+        children.callback(stop_process, listener)  # first: an interrupt in start() stops it
         listener.start()
-        children.callback(stop_process, listener)
         bare_ready, bare_q = ctx.Event(), ctx.Queue()
         bare = ctx.Process(target=_bare_main, args=(server.url, bare_ready, stop, bare_q))
-        bare.start()
         children.callback(stop_process, bare)
+        bare.start()
         started, stats_q = ctx.Event(), ctx.Queue()
         state = Path(tmp) / "state"
         state.mkdir()
@@ -849,8 +849,8 @@ def latency(
                 save_every_s, partitions,
             ),
         )
-        detect.start()
         children.callback(stop_process, detect)
+        detect.start()
         if not (ready.wait(60) and bare_ready.wait(60) and started.wait(120)):
             raise RuntimeError("the alert listener, the bare consumer or detect did not start")
         time.sleep(2.0)  # detect binds its consumer after its process is up

@@ -67,7 +67,7 @@ from homecare import contract
 from homecare.influx import InfluxClient
 from homecare.jetstream import INGEST_CONSUMER, TELEMETRY_STREAM
 from homecare.query import call, select
-from homecare.runtime import stop_process
+from homecare.runtime import start_process, stop_process
 from homecare.schema import Bed, Button, DeadLetter, DeviceStatus, Door, Measurement, Wearable
 from homecare.settings import InfluxSettings
 from homecare.status import read_status
@@ -142,9 +142,9 @@ def _drain_bare(url: str, expected: int) -> dict[str, Any]:
     proc = mp.get_context("spawn").Process(
         target=_bare_session, args=(url,), kwargs={"drain": expected, "result": queue}
     )
-    proc.start()
-    assert proc.pid is not None  # set by start()
     try:
+        proc.start()
+        assert proc.pid is not None  # set by start()
         _pin(proc.pid, SUBSCRIBER_CORE)
         out = queue.get(timeout=900)
         proc.join()
@@ -237,15 +237,16 @@ class IngestProc:
         }
         status = state / f"ingest-{instance or 'main'}.json"
         status.unlink(missing_ok=True)
-        with (state / "ingest.log").open("ab") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", "ingest", "--instance", instance],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=log,
-                start_new_session=True,
-            )
+        proc: subprocess.Popen[bytes] | None = None
         try:
+            with (state / "ingest.log").open("ab") as log:
+                proc = start_process(
+                    [sys.executable, "-m", "cli", "ingest", "--instance", instance],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=log,
+                    start_new_session=True,
+                )
             _pin(proc.pid, cores)
             deadline = time.monotonic() + 60
             while not status.exists():
@@ -253,7 +254,8 @@ class IngestProc:
                     raise RuntimeError(f"ingest did not start, see {state / 'ingest.log'}")
                 time.sleep(0.05)
         except BaseException:
-            stop_process(proc)
+            if proc is not None:
+                stop_process(proc)
             raise
         return cls(proc, status)
 

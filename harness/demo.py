@@ -53,7 +53,7 @@ from homecare import query as q
 from homecare.contract import Alert, AlertState, Stream, Topic, alert_subscription
 from homecare.errors import ConfigError, ServiceError
 from homecare.influx import InfluxClient
-from homecare.runtime import stop_process
+from homecare.runtime import start_process, stop_process
 from homecare.schema import ELDER, SITE, STREAM_MEASUREMENTS, Button, DeadLetter, Measurement
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 from homecare.status import read_status
@@ -177,15 +177,16 @@ class ServiceProcess:
         self.out = log.with_suffix(".out")
         """Its stdout: the stats it prints on the way out."""
         log.parent.mkdir(parents=True, exist_ok=True)
-        with log.open("wb") as err, self.out.open("wb") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli", command, *args],
-                env=env,
-                stdout=out,
-                stderr=err,
-                start_new_session=True,
-            )
+        proc: subprocess.Popen[bytes] | None = None
         try:
+            with log.open("wb") as err, self.out.open("wb") as out:
+                self.proc = proc = start_process(
+                    [sys.executable, "-m", "cli", command, *args],
+                    env=env,
+                    stdout=out,
+                    stderr=err,
+                    start_new_session=True,
+                )
             deadline = time.monotonic() + 60
             while not (ready.exists() if ready else b"subscribed" in log.read_bytes()):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -194,7 +195,8 @@ class ServiceProcess:
                                        + " / ".join(tail))
                 time.sleep(0.1)
         except BaseException:
-            self.stop()
+            if proc is not None:
+                self.stop()
             raise
 
     def stop(self) -> dict[str, object]:

@@ -36,7 +36,7 @@ import nats.errors
 
 from homecare.errors import ServiceError
 from homecare.influx import quote_literal
-from homecare.runtime import stop_process
+from homecare.runtime import start_process, stop_process
 
 __all__ = [
     "LOWEST_PORT",
@@ -179,15 +179,15 @@ class _LocalServer:
         servers after the services that use them, as it does on SIGTERM. A server that
         does not come up, or a start interrupted, leaves no process behind.
         """
-        with self.log.open("ab") as log:
-            self.proc = subprocess.Popen(
-                self._command(),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=self.root,
-                start_new_session=True,
-            )
         try:
+            with self.log.open("ab") as log:
+                self.proc = start_process(
+                    self._command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    cwd=self.root,
+                    start_new_session=True,
+                )
             _wait_for(self._ready, self.name, self.log, self.proc)
             self._started()
         except BaseException:

@@ -33,6 +33,7 @@ __all__ = [
     "load_settings",
     "moment",
     "sigterm_as_ctrl_c",
+    "start_process",
     "stop_on_signals",
     "stop_process",
     "tune_gc_for_service",
@@ -189,6 +190,48 @@ def _sigterm_main_thread() -> None:
     main = threading.main_thread().ident
     if main is not None and signal.getsignal(signal.SIGTERM) is _as_ctrl_c:
         signal.pthread_kill(main, signal.SIGTERM)
+
+
+def start_process(args: list[str], **popen: Any) -> subprocess.Popen[bytes]:
+    """``subprocess.Popen(args, **popen)``, but an interrupt (Ctrl-C, SIGTERM) that comes
+    while the child starts stops it before the interrupt goes on.
+
+    Raised between the child's ``exec`` and the caller's ``try``, it left the child running
+    after its parent had gone: ``homecare bench ingest`` interrupted as its ingest started
+    left that ingest behind (once in a CI run). Assign the result inside the ``try`` whose
+    clean-up stops it: no interrupt is checked for between a return and an assignment."""
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        with _interrupts_deferred():
+            proc = subprocess.Popen(args, **popen)
+    except BaseException:
+        if proc is not None:
+            stop_process(proc)
+        raise
+    return proc
+
+
+@contextlib.contextmanager
+def _interrupts_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM that come within the block are delivered as it ends (to the
+    handlers of before). Outside the main thread, where no handler can be set: nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    before = {
+        sig: signal.signal(sig, lambda signum, _frame: pending.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            # None: a handler set outside Python, which cannot be put back; the default's
+            # action is the nearest (Python sets none of its own for these two).
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)
 
 
 def stop_process(proc: subprocess.Popen[Any] | BaseProcess, timeout_s: float = 15.0) -> None:

@@ -24,7 +24,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from homecare.runtime import sigterm_as_ctrl_c, stop_process
+from homecare.runtime import sigterm_as_ctrl_c, start_process, stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 EXIT_S = 30.0
@@ -118,6 +118,10 @@ def _assert_stopped_cleanly(
     tmp_path: Path,
     out: Path,
 ) -> None:  # fmt: skip
+    commands = {}
+    for p in children:
+        with contextlib.suppress(psutil.Error):
+            commands[p.pid] = " ".join(p.cmdline())
     proc.send_signal(sig)
     try:
         code = proc.wait(EXIT_S)
@@ -135,7 +139,7 @@ def _assert_stopped_cleanly(
     # Ctrl-C's path: the interrupt reached typer, which exits 130 (128 + SIGINT), as a shell
     # reports Ctrl-C; SIGTERM's default action would end it with -15, its children left.
     assert code == 130, f"exit {code}:\n{out.read_text()}"
-    assert not alive, f"left running: {alive}"
+    assert not alive, f"left running: {[commands.get(p.pid, p) for p in alive]}"
     # Nothing started after the snapshot either: no process runs with our folders.
     strays = []
     for p in psutil.process_iter(["pid", "cmdline"]):
@@ -191,6 +195,28 @@ def test_sigterm_interrupts_like_ctrl_c_within_the_block_only() -> None:
         assert signal.getsignal(signal.SIGTERM) is before
     finally:
         signal.signal(signal.SIGINT, ctrl_c)
+
+
+def test_an_interrupt_as_a_child_starts_stops_the_child(tmp_path: Path) -> None:
+    # The interrupt comes while Popen waits for the child's exec (sent by the child itself,
+    # before its exec): the moment that left bench ingest's ingest running after the bench.
+    ctrl_c = signal.signal(signal.SIGINT, signal.default_int_handler)
+    pid_file = tmp_path / "pid"
+
+    def interrupt_parent() -> None:
+        pid_file.write_text(str(os.getpid()))
+        os.kill(os.getppid(), signal.SIGINT)
+
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            start_process(
+                [sys.executable, "-c", "import time; time.sleep(60)"],
+                preexec_fn=interrupt_parent,
+            )  # fmt: skip
+    finally:
+        signal.signal(signal.SIGINT, ctrl_c)
+    child = int(pid_file.read_text())
+    assert not psutil.pid_exists(child), "the child outlived the interrupt"
 
 
 def test_an_interrupt_swallowed_by_a_weakref_callback_is_raised_again() -> None:
