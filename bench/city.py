@@ -314,25 +314,29 @@ def _wait_for_detect(urls: str, timeout_s: float, log: Callable[[str], Any]) -> 
     return left
 
 
-def _in_alerts(urls: str, elders: list[str]) -> dict[str, list[str]]:
-    """The kinds of alert each of these elders has in ALERTS (what detect published):
-    tells an alert detect never raised from one that escalation did not deliver."""
+def _in_alerts(urls: str) -> dict[tuple[str, str], float]:
+    """When ALERTS stored each elder's first alert of each kind (the server's time): tells
+    an alert detect never raised from one that escalation did not deliver, and splits a
+    latency into detect's part (to ALERTS) and escalation's (ALERTS to the call centre)."""
     import nats
 
-    async def ask() -> dict[str, list[str]]:
+    async def ask() -> dict[tuple[str, str], float]:
         nc = await nats.connect(urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
-        out: dict[str, list[str]] = {}
+        out: dict[tuple[str, str], float] = {}
         try:
             js = nc.jetstream(timeout=10)
-            for elder in elders:
-                sub = await js.pull_subscribe(alert_subject(SITE, elder, "*"), durable=None,
-                                              stream=ALERTS_STREAM)  # fmt: skip
+            sub = await js.pull_subscribe(alert_subject(SITE, "*", "*"), durable=None,
+                                          stream=ALERTS_STREAM)  # fmt: skip
+            while True:
                 try:
-                    msgs = await sub.fetch(100, timeout=2)
+                    msgs = await sub.fetch(1000, timeout=2)
                 except TimeoutError:
-                    msgs = []
-                out[elder] = sorted({json.loads(m.data).get("kind", "?") for m in msgs})
-                await sub.unsubscribe()
+                    break
+                for m in msgs:
+                    key = (m.subject.split(".")[3], str(json.loads(m.data).get("kind", "?")))
+                    at = m.metadata.timestamp.timestamp()
+                    out[key] = min(out.get(key, at), at)
+            await sub.unsubscribe()
         finally:
             await nc.close()
         return out
@@ -363,14 +367,18 @@ def _summary(ms: list[float]) -> dict[str, float]:
 
 
 def _latencies(
-    plan: Plan, fleet: TimedFleet, alarms: dict[tuple[str, str], list[Incident]]
-) -> tuple[list[tuple[float, float]], list[str], list[str]]:
-    """(published, arrived at the call centre) per injected event; missed; duplicated."""
+    plan: Plan, fleet: TimedFleet, alarms: dict[tuple[str, str], list[Incident]],
+    stored_at: dict[tuple[str, str], float],
+) -> tuple[list[tuple[float, float, float]], list[str], list[str]]:  # fmt: skip
+    """(published, stored in ALERTS or NaN, arrived at the call centre) per injected event
+    alerted; the events missed; those alerted twice."""
     pressed: dict[str, float] = {}
     for who, stream, at, _ in fleet.sent:
         if stream is Stream.SOS:
             pressed.setdefault(who, at)
-    out, missed, duplicated = [], [], []
+    out: list[tuple[float, float, float]] = []
+    missed: list[str] = []
+    duplicated: list[str] = []
     events = [(e, "sos") for e in plan.sos] + [(e, "fall") for e in plan.falls]
     for elder, kind in events:
         got = alarms.get((elder, kind), [])
@@ -387,7 +395,7 @@ def _latencies(
         if sent is None or not got:
             missed.append(f"{elder}:{kind}")
             continue
-        out.append((sent, min(i.opened for i in got)))
+        out.append((sent, stored_at.get((elder, kind), math.nan), min(i.opened for i in got)))
     return out, missed, duplicated
 
 
@@ -531,7 +539,8 @@ def run(
         time.sleep(2.0)  # a duplicate would come now
         alarms = _first_alarms(centre.incidents)
         missing = [e for (e, k) in _expected(steady, phases) if (e, k) not in alarms]
-        raised = _in_alerts(urls, missing) if missing else {}
+        stored_at = _in_alerts(urls)
+        raised = {e: sorted(k for (who, k) in stored_at if who == e) for e in missing}
         log(f"  {len(centre.incidents)} alarms at the call centre; stopping")
 
     (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
@@ -543,13 +552,14 @@ def run(
     pace = steady.published / wall / per_sim_second
     scale = PER_10K / elders / pace
     per_10k = {k: round((cpu1[k] - cpu0[k]) / (m1 - m0) * scale, 2) for k in cpu1}
-    pairs, missed, duplicated = _latencies(steady, fleet, alarms)
-    ms = [(b - a) * 1e3 for a, b in pairs]
+    times, missed, duplicated = _latencies(steady, fleet, alarms, stored_at)
+    ms = [(b - a) * 1e3 for a, _, b in times]
     report["steady"] = {
         "messages_per_s": round(steady.published / wall),
         "messages_per_s_real_time": round(per_sim_second),
         "real_time_pace": round(pace, 2),
         "alert_latency_ms": _summary(ms),
+        **_parts(times),
         "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= LATENCY_P99_TARGET_MS,
         "missed": missed,
         "duplicated": duplicated,
@@ -562,23 +572,26 @@ def run(
         f"call centre) {_fmt(report['steady']['alert_latency_ms'])} (target p99 ≤ "
         f"{LATENCY_P99_TARGET_MS:.0f} ms); missed {len(missed)}, duplicated {len(duplicated)}"
     )
+    log(f"  of which to ALERTS (detect) {_fmt(report['steady']['to_alerts_ms'])}, ALERTS to "
+        f"the call centre (escalation) {_fmt(report['steady']['alerts_to_centre_ms'])}")
     log("  CPU, cores per 10,000 elders: " + ", ".join(f"{k} {v}" for k, v in per_10k.items())
         + f" (total {report['steady']['cpu_cores_per_10k_elders_total']})")  # fmt: skip
     all_missed, all_dup = list(missed), list(duplicated)
     report["chaos"] = []
     for phase in phases:
-        pairs, missed, duplicated = _latencies(phase.plan, fleet, alarms)
+        times, missed, duplicated = _latencies(phase.plan, fleet, alarms, stored_at)
         began = phase.plan.wall[0]
         all_missed += missed
         all_dup += duplicated
-        after = [b for a, b in pairs if a >= phase.killed_at]
-        ms = [(b - a) * 1e3 for a, b in pairs]
+        after = [b for a, _, b in times if a >= phase.killed_at]
+        ms = [(b - a) * 1e3 for a, _, b in times]
         latency = _summary(ms)
         figures: dict[str, Any] = {
             "phase": phase.name,
             "killed": phase.what,
             "takeover_s": round(min(after) - phase.killed_at, 2) if after else None,
             "alert_latency_ms": latency,
+            **_parts(times),
             "meets_p99_target": bool(ms) and percentile(ms, 0.99) <= TAKEOVER_P99_TARGET_MS,
             "presses": len(phase.plan.sos),
             "missed": missed,
@@ -591,6 +604,8 @@ def run(
             f"{_fmt(latency)} "
             f"(target p99 ≤ {TAKEOVER_P99_TARGET_MS / 1e3:.0f} s); missed {len(missed)}, "
             f"duplicated {len(duplicated)}")  # fmt: skip
+        log(f"  of which to ALERTS (detect) {_fmt(figures['to_alerts_ms'])}, ALERTS to the "
+            f"call centre (escalation) {_fmt(figures['alerts_to_centre_ms'])}")  # fmt: skip
     report["losses"] = {
         "acknowledged_readings": published,
         "stored_in_influxdb": stored,
@@ -608,6 +623,16 @@ def run(
         f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "
         f"{len(all_dup)} alerted twice")  # fmt: skip
     return report
+
+
+def _parts(times: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
+    """An alert latency's two parts: detect's (published to stored in ALERTS) and
+    escalation's (stored in ALERTS to the call centre)."""
+    split = [(a, s, b) for a, s, b in times if not math.isnan(s)]
+    return {
+        "to_alerts_ms": _summary([(s - a) * 1e3 for a, s, _ in split]),
+        "alerts_to_centre_ms": _summary([(b - s) * 1e3 for _, s, b in split]),
+    }
 
 
 def _fmt(s: dict[str, float]) -> str:
