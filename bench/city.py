@@ -58,9 +58,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import psutil
 import yaml
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from bench.detect import Plan, TimedFleet, fall_frames, inject_events, percentile
 from bench.escalate import bench_registry
@@ -74,7 +76,7 @@ from harness.standins import CallCentreStandIn, Incident
 from homecare.contract import Stream
 from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
-from homecare.jetstream import ALERTS_STREAM, TELEMETRY_STREAM, alert_subject
+from homecare.jetstream import ALERTS_STREAM, SUBJECT_ROOT, TELEMETRY_STREAM, alert_subject
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
 
 __all__ = ["run"]
@@ -151,6 +153,10 @@ class Workers:
                 p.stop()
 
 
+Kill = Callable[[], tuple[str, float]]
+"""Kills something; returns what, and when (wall clock)."""
+
+
 @dataclass
 class Chaos:
     """One kill: what, when (wall clock), and when what was killed was back."""
@@ -160,6 +166,74 @@ class Chaos:
     killed_at: float = 0.0
     what: str = ""
     back_at: float | None = None
+
+
+class LeaderWatch:
+    """When each stream and consumer that a killed node led (TELEMETRY's source, a consumer
+    on ``$MQTT_msgs``, among them) has a leader again: a surviving node's ``/jsz`` asked
+    every :data:`WATCH_EVERY_S` from the kill on, on a thread of its own.
+
+    Tells the Raft elections (each group's followers wait 4 to 9 s, nats-server's fixed
+    election timeout, before they campaign) from what the clients add after them."""
+
+    def __init__(self, monitor_url: str, victim: str) -> None:
+        self.url = f"{monitor_url}/jsz"
+        self.victim = victim
+        before = self._leaders()
+        self.led = sorted(k for k, v in before.items() if v == victim)
+        self.elected: dict[str, float] = {}
+        self.killed_at = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _leaders(self) -> dict[str, str]:
+        """Each stream's and consumer's leader (``STREAM`` or ``STREAM/consumer``), as this
+        node knows it ("" while it knows none)."""
+        params = {"accounts": "true", "streams": "true", "consumers": "true"}
+        out: dict[str, str] = {}
+        for account in httpx.get(self.url, params=params, timeout=2).json().get(
+            "account_details"
+        ) or []:
+            for stream in account.get("stream_detail") or []:
+                out[stream["name"]] = (stream.get("cluster") or {}).get("leader", "")
+                for c in stream.get("consumer_detail") or []:
+                    key = f"{stream['name']}/{c['name']}"
+                    out[key] = (c.get("cluster") or {}).get("leader", "")
+        return out
+
+    def start(self) -> None:
+        """Call at the kill."""
+        self.killed_at = time.monotonic()
+        self._thread.start()
+
+    def _watch(self) -> None:
+        deadline = self.killed_at + WATCH_FOR_S
+        while not self._stop.is_set() and time.monotonic() < deadline:
+            at = time.monotonic() - self.killed_at
+            with contextlib.suppress(httpx.HTTPError, ValueError):
+                now = self._leaders()
+                for k in self.led:
+                    if k not in self.elected and now.get(k) not in ("", None, self.victim):
+                        self.elected[k] = round(at, 2)
+            if len(self.elected) == len(self.led):
+                return
+            self._stop.wait(WATCH_EVERY_S)
+
+    def stop(self) -> dict[str, Any]:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(5)
+        return {
+            "led_by_the_killed_node": self.led,
+            "leader_again_s": self.elected,
+            "not_led_again": [k for k in self.led if k not in self.elected],
+            "last_leader_again_s": max(self.elected.values(), default=None),
+        }
+
+
+NODE_KILLED = "NATS node killed"
+WATCH_EVERY_S = 0.2
+WATCH_FOR_S = 40.0
 
 
 def _cpu(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
@@ -190,6 +264,7 @@ def _broker(root: Path, cluster: bool) -> Iterator[tuple[Any, str, str, int]]:
                          timeout_s=120)  # fmt: skip
         if not done.source.ok:
             raise RuntimeError(f"the bench's broker is not provisioned: {done.source.detail}")
+        asyncio.run(_keep_presses(urls))
         yield broker, urls, mqtt_url, replicas
 
 
@@ -216,7 +291,7 @@ async def _drive(
     *,
     seconds: int,
     chaos_seconds: int,
-    chaos: list[tuple[str, Callable[[], str], Callable[[], None]]],
+    chaos: list[tuple[str, Kill, Callable[[], None]]],
     events: int,
     gateways: int,
     rng: np.random.Generator,
@@ -255,9 +330,8 @@ async def _drive(
             _presses(sim, phase.plan, rest[n * per_phase : (n + 1) * per_phase], t0=sim.clock,
                      seconds=chaos_seconds, kill_at=kill_at)  # fmt: skip
 
-            async def strike(phase: Chaos = phase, kill: Callable[[], str] = kill) -> None:
-                phase.killed_at = time.time()
-                phase.what = await loop.run_in_executor(None, kill)
+            async def strike(phase: Chaos = phase, kill: Kill = kill) -> None:
+                phase.what, phase.killed_at = await loop.run_in_executor(None, kill)
                 log(f"  {phase.name}: killed {phase.what}")
 
             acked, began = fleet.stats.acked, time.time()
@@ -314,29 +388,53 @@ def _wait_for_detect(urls: str, timeout_s: float, log: Callable[[str], Any]) -> 
     return left
 
 
-def _in_alerts(urls: str) -> dict[tuple[str, str], float]:
-    """When ALERTS stored each elder's first alert of each kind (the server's time): tells
-    an alert detect never raised from one that escalation did not deliver, and splits a
-    latency into detect's part (to ALERTS) and escalation's (ALERTS to the call centre)."""
+PRESSES = "bench-presses"
+"""The bench's durable consumer of the SOS readings in TELEMETRY, never read until the
+end: TELEMETRY keeps a message while some consumer still wants it."""
+PRESS_SUBJECT = f"{SUBJECT_ROOT}.*.{SITE}.*.*.*.{Stream.SOS.value}"
+
+
+async def _keep_presses(urls: str) -> None:
     import nats
 
-    async def ask() -> dict[tuple[str, str], float]:
+    nc = await nats.connect(urls.split(","), connect_timeout=5)
+    try:
+        config = ConsumerConfig(durable_name=PRESSES, filter_subject=PRESS_SUBJECT,
+                                ack_policy=AckPolicy.NONE)  # fmt: skip
+        await nc.jetstream(timeout=30).add_consumer(TELEMETRY_STREAM, config)
+    finally:
+        await nc.close()
+
+
+def _stored_at(urls: str) -> dict[tuple[str, str, str], float]:
+    """When each elder's first SOS reading reached TELEMETRY and each elder's first alert
+    of each kind reached ALERTS (the server's times), by (stream, elder, kind): tells an
+    alert detect never raised from one that escalation did not deliver, and splits a
+    latency into the broker's part, detect's and escalation's."""
+    import nats
+
+    wanted = [(TELEMETRY_STREAM, PRESS_SUBJECT, PRESSES),
+              (ALERTS_STREAM, alert_subject(SITE, "*", "*"), None)]  # fmt: skip
+
+    async def ask() -> dict[tuple[str, str, str], float]:
         nc = await nats.connect(urls.split(","), connect_timeout=5, max_reconnect_attempts=2)
-        out: dict[tuple[str, str], float] = {}
+        out: dict[tuple[str, str, str], float] = {}
         try:
             js = nc.jetstream(timeout=10)
-            sub = await js.pull_subscribe(alert_subject(SITE, "*", "*"), durable=None,
-                                          stream=ALERTS_STREAM)  # fmt: skip
-            while True:
-                try:
-                    msgs = await sub.fetch(1000, timeout=2)
-                except TimeoutError:
-                    break
-                for m in msgs:
-                    key = (m.subject.split(".")[3], str(json.loads(m.data).get("kind", "?")))
-                    at = m.metadata.timestamp.timestamp()
-                    out[key] = min(out.get(key, at), at)
-            await sub.unsubscribe()
+            for stream, subject, durable in wanted:
+                sub = await js.pull_subscribe(subject, durable=durable, stream=stream)
+                while True:
+                    try:
+                        msgs = await sub.fetch(1000, timeout=2)
+                    except TimeoutError:
+                        break
+                    for m in msgs:
+                        kind = (str(json.loads(m.data).get("kind", "?"))
+                                if stream == ALERTS_STREAM else Stream.SOS.value)  # fmt: skip
+                        key = (stream, m.subject.split(".")[3], kind)  # the elder's token
+                        at = m.metadata.timestamp.timestamp()
+                        out[key] = min(out.get(key, at), at)
+                await sub.unsubscribe()
         finally:
             await nc.close()
         return out
@@ -368,15 +466,16 @@ def _summary(ms: list[float]) -> dict[str, float]:
 
 def _latencies(
     plan: Plan, fleet: TimedFleet, alarms: dict[tuple[str, str], list[Incident]],
-    stored_at: dict[tuple[str, str], float],
-) -> tuple[list[tuple[float, float, float]], list[str], list[str]]:  # fmt: skip
-    """(published, stored in ALERTS or NaN, arrived at the call centre) per injected event
-    alerted; the events missed; those alerted twice."""
+    stored_at: dict[tuple[str, str, str], float],
+) -> tuple[list[tuple[float, float, float, float]], list[str], list[str]]:  # fmt: skip
+    """(published, stored in TELEMETRY, stored in ALERTS, arrived at the call centre) per
+    injected event alerted (NaN where not known: a fall's frame in TELEMETRY); the events
+    missed; those alerted twice."""
     pressed: dict[str, float] = {}
     for who, stream, at, _ in fleet.sent:
         if stream is Stream.SOS:
             pressed.setdefault(who, at)
-    out: list[tuple[float, float, float]] = []
+    out: list[tuple[float, float, float, float]] = []
     missed: list[str] = []
     duplicated: list[str] = []
     events = [(e, "sos") for e in plan.sos] + [(e, "fall") for e in plan.falls]
@@ -395,7 +494,9 @@ def _latencies(
         if sent is None or not got:
             missed.append(f"{elder}:{kind}")
             continue
-        out.append((sent, stored_at.get((elder, kind), math.nan), min(i.opened for i in got)))
+        out.append((sent, stored_at.get((TELEMETRY_STREAM, elder, kind), math.nan),
+                    stored_at.get((ALERTS_STREAM, elder, kind), math.nan),
+                    min(i.opened for i in got)))  # fmt: skip
     return out, missed, duplicated
 
 
@@ -465,9 +566,10 @@ def run(
                       "publisher": [psutil.Process()]}  # fmt: skip
             marks.append((time.monotonic(), _cpu(groups)))
 
-        def kill_detect() -> str:
+        def kill_detect() -> tuple[str, float]:
             with workers.lock:
                 victim = workers.procs["detect"][0]
+                at = time.time()
                 victim.proc.kill()
                 victim.proc.wait()
                 workers.procs["detect"].remove(victim)
@@ -479,29 +581,35 @@ def run(
                             break
                         except ServiceError as exc:
                             log(f"  detect did not start ({attempt + 1}): {str(exc)[-160:]}")
-                    return "the only detect worker (started again at once)"
-            return f"detect worker 1 of {detect_workers}"
+                    return "the only detect worker (started again at once)", at
+            return f"detect worker 1 of {detect_workers}", at
 
         def no_restore() -> None:
             return None
 
-        chaos: list[tuple[str, Callable[[], str], Callable[[], None]]] = []
+        chaos: list[tuple[str, Kill, Callable[[], None]]] = []
         if chaos_seconds:
             chaos.append(("detect worker killed", kill_detect, no_restore))
+        watch: list[LeaderWatch] = []
+        elections: dict[str, Any] = {}
         if chaos_seconds and isinstance(broker, LocalNatsCluster):
             nodes = broker
             victim = [nodes.step_down(TELEMETRY_STREAM, avoid=0, timeout_s=60)]
 
-            def kill_node() -> str:
+            def kill_node() -> tuple[str, float]:
                 victim[0] = nodes.leader(TELEMETRY_STREAM)
                 if victim[0] == 0:  # led again by the devices' node: take the next one
                     victim[0] = 1
+                watch.append(LeaderWatch(nodes.nodes[0].monitor_url, f"n{victim[0] + 1}"))
+                at = time.time()
                 nodes.kill(victim[0])
-                return f"NATS node n{victim[0] + 1} (TELEMETRY's leader)"
+                watch[-1].start()
+                return f"NATS node n{victim[0] + 1} (TELEMETRY's leader)", at
 
             def restart_node() -> None:
                 """Start the node again: ready once it has caught up with the others (a
                 loaded machine may need more than one start's 30 s; its store is kept)."""
+                elections.update(watch[-1].stop())
                 for attempt in range(4):
                     try:
                         nodes.start(victim[0])
@@ -511,7 +619,7 @@ def run(
                             f"{str(exc).splitlines()[-1][:120]}")  # fmt: skip
                 log(f"  node n{victim[0] + 1} left down: the rest runs on two nodes")
 
-            chaos.append(("NATS node killed", kill_node, restart_node))
+            chaos.append((NODE_KILLED, kill_node, restart_node))
 
         fleet, steady, phases = asyncio.run(
             _drive(sim, mqtt_url, seconds=seconds, chaos_seconds=chaos_seconds, chaos=chaos,
@@ -539,8 +647,9 @@ def run(
         time.sleep(2.0)  # a duplicate would come now
         alarms = _first_alarms(centre.incidents)
         missing = [e for (e, k) in _expected(steady, phases) if (e, k) not in alarms]
-        stored_at = _in_alerts(urls)
-        raised = {e: sorted(k for (who, k) in stored_at if who == e) for e in missing}
+        stored_at = _stored_at(urls)
+        raised = {e: sorted(k for (s, who, k) in stored_at if s == ALERTS_STREAM and who == e)
+                  for e in missing}  # fmt: skip
         log(f"  {len(centre.incidents)} alarms at the call centre; stopping")
 
     (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
@@ -553,7 +662,7 @@ def run(
     scale = PER_10K / elders / pace
     per_10k = {k: round((cpu1[k] - cpu0[k]) / (m1 - m0) * scale, 2) for k in cpu1}
     times, missed, duplicated = _latencies(steady, fleet, alarms, stored_at)
-    ms = [(b - a) * 1e3 for a, _, b in times]
+    ms = [(b - a) * 1e3 for a, _, _, b in times]
     report["steady"] = {
         "messages_per_s": round(steady.published / wall),
         "messages_per_s_real_time": round(per_sim_second),
@@ -572,8 +681,7 @@ def run(
         f"call centre) {_fmt(report['steady']['alert_latency_ms'])} (target p99 ≤ "
         f"{LATENCY_P99_TARGET_MS:.0f} ms); missed {len(missed)}, duplicated {len(duplicated)}"
     )
-    log(f"  of which to ALERTS (detect) {_fmt(report['steady']['to_alerts_ms'])}, ALERTS to "
-        f"the call centre (escalation) {_fmt(report['steady']['alerts_to_centre_ms'])}")
+    log("  " + _fmt_parts(report["steady"]))
     log("  CPU, cores per 10,000 elders: " + ", ".join(f"{k} {v}" for k, v in per_10k.items())
         + f" (total {report['steady']['cpu_cores_per_10k_elders_total']})")  # fmt: skip
     all_missed, all_dup = list(missed), list(duplicated)
@@ -583,8 +691,8 @@ def run(
         began = phase.plan.wall[0]
         all_missed += missed
         all_dup += duplicated
-        after = [b for a, _, b in times if a >= phase.killed_at]
-        ms = [(b - a) * 1e3 for a, _, b in times]
+        after = [b for a, _, _, b in times if a >= phase.killed_at]
+        ms = [(b - a) * 1e3 for a, _, _, b in times]
         latency = _summary(ms)
         figures: dict[str, Any] = {
             "phase": phase.name,
@@ -598,14 +706,21 @@ def run(
             "duplicated": duplicated,
             "messages_per_s": round(phase.plan.published / (phase.plan.wall[1] - began)),
         }
+        if phase.name == NODE_KILLED and elections:
+            figures["elections"] = elections
         report["chaos"].append(figures)
         log(f"{phase.name} ({phase.what}): first alarm of a press after the kill "
             f"{figures['takeover_s']} s after it; alert latency "
             f"{_fmt(latency)} "
             f"(target p99 ≤ {TAKEOVER_P99_TARGET_MS / 1e3:.0f} s); missed {len(missed)}, "
             f"duplicated {len(duplicated)}")  # fmt: skip
-        log(f"  of which to ALERTS (detect) {_fmt(figures['to_alerts_ms'])}, ALERTS to the "
-            f"call centre (escalation) {_fmt(figures['alerts_to_centre_ms'])}")  # fmt: skip
+        log("  " + _fmt_parts(figures))
+        if "elections" in figures:
+            e = figures["elections"]
+            log(f"  the killed node led {len(e['led_by_the_killed_node'])} streams and "
+                f"consumers: a leader again after {_spread(list(e['leader_again_s'].values()))}"
+                f" ({', '.join(f'{k} {v} s' for k, v in e['leader_again_s'].items())}); "
+                f"none yet: {e['not_led_again']}")  # fmt: skip
     report["losses"] = {
         "acknowledged_readings": published,
         "stored_in_influxdb": stored,
@@ -625,14 +740,29 @@ def run(
     return report
 
 
-def _parts(times: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
-    """An alert latency's two parts: detect's (published to stored in ALERTS) and
-    escalation's (stored in ALERTS to the call centre)."""
-    split = [(a, s, b) for a, s, b in times if not math.isnan(s)]
+def _parts(times: list[tuple[float, float, float, float]]) -> dict[str, dict[str, float]]:
+    """An alert latency's parts: the broker's (published to stored in TELEMETRY: MQTT,
+    ``$MQTT_msgs``, the source; SOS presses only), detect's (TELEMETRY, or the press for a
+    fall, to ALERTS) and escalation's (ALERTS to the call centre)."""
+    known = [t for t in times if not math.isnan(t[2])]
     return {
-        "to_alerts_ms": _summary([(s - a) * 1e3 for a, s, _ in split]),
-        "alerts_to_centre_ms": _summary([(b - s) * 1e3 for _, s, b in split]),
+        "to_telemetry_ms": _summary([(t - a) * 1e3 for a, t, _, _ in known if not math.isnan(t)]),
+        "telemetry_to_alerts_ms": _summary(
+            [(s - t) * 1e3 for _, t, s, _ in known if not math.isnan(t)]
+        ),
+        "to_alerts_ms": _summary([(s - a) * 1e3 for a, _, s, _ in known]),
+        "alerts_to_centre_ms": _summary([(b - s) * 1e3 for _, _, s, b in known]),
     }
+
+
+def _fmt_parts(figures: dict[str, Any]) -> str:
+    return (f"SOS presses to TELEMETRY (broker) {_fmt(figures['to_telemetry_ms'])}; TELEMETRY "
+            f"to ALERTS (detect) {_fmt(figures['telemetry_to_alerts_ms'])}; ALERTS to the call "
+            f"centre (escalation) {_fmt(figures['alerts_to_centre_ms'])}")  # fmt: skip
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values)}–{max(values)} s" if values else "none"
 
 
 def _fmt(s: dict[str, float]) -> str:

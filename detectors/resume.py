@@ -33,13 +33,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import nats.errors
 import nats.js.errors
@@ -53,6 +54,7 @@ from nats.js.object_store import ObjectStore
 
 from homecare.consumer import ConsumerError, RawMessage
 from homecare.jetstream import (
+    PUBLISH_TRY_S,
     SUBJECT_ROOT,
     TELEMETRY_STREAM,
     JetStreamConsumer,
@@ -69,6 +71,9 @@ STATE_BUCKET = "detect_state"
 ``homecare broker provision`` makes it."""
 CHUNK_BYTES = 512 * 1024
 """Chunks under the server's default 1 MiB ``max_payload``."""
+ORPHAN_WAIT_S = 30.0
+"""How long a takeover waits for a save of the partition still in flight from when this
+worker held it before."""
 LEADER_BATCH = 200
 """Messages a replay reads from the stream's leader at a time, one request each, while
 the replica that answers its direct gets lags behind."""
@@ -183,15 +188,20 @@ class StateStore:
     # taking partitions -------------------------------------------------------------------
     def prepare(
         self, names: list[str], *, start_of: Callable[[bytes | None, Position], int],
-        batch: int = 5000,
-    ) -> dict[str, Prepared]:  # fmt: skip
-        """What a worker needs to take each of ``names``, fetched for all at once (on a
-        cluster each step is a round trip through Raft; one partition after another, a
-        worker that took 8 partitions took 8 times as long): the consumer's position, the
-        snapshot, and the first batch of the replay from ``start_of(snapshot, position)``."""
+        batch: int = 5000, after: Sequence[concurrent.futures.Future[Any]] = (),
+    ) -> concurrent.futures.Future[dict[str, Prepared]]:  # fmt: skip
+        """What a worker needs to take each of ``names``, fetched in the background for all
+        at once (on a cluster each step is a round trip through Raft; one partition after
+        another, a worker that took 8 partitions took 8 times as long): the consumer's
+        position, the snapshot, and the first batch of the replay from
+        ``start_of(snapshot, position)``. ``after``: saves of these partitions still in
+        flight, waited for first (a late one would overwrite a newer snapshot).
+
+        In the background, so that a takeover whose stores have no leader (a Raft election
+        after a node's loss: 4 to 9 s) does not hold back the partitions the worker has."""
 
         async def one(js: JetStreamContext, name: str) -> Prepared:
-            info = await js.consumer_info(self.stream, name)
+            info = await asyncio.wait_for(js.consumer_info(self.stream, name), PUBLISH_TRY_S)
             at = _position(info)
             try:
                 blob: bytes | None = bytes((await self._store().get(name)).data or b"")
@@ -203,11 +213,14 @@ class StateStore:
             first, last, more = await self._next_batch(js, start, at.delivered, at.filters, batch)
             return Prepared(at, blob, start, first, more and last < at.delivered)
 
-        async def all_(js: JetStreamContext) -> list[Prepared]:
-            return list(await asyncio.gather(*(one(js, n) for n in names)))
+        async def all_(js: JetStreamContext) -> dict[str, Prepared]:
+            for save in after:
+                with contextlib.suppress(Exception):  # a failed save: nothing to wait for
+                    await asyncio.wait_for(asyncio.wrap_future(save), ORPHAN_WAIT_S)
+            found = await asyncio.gather(*(one(js, n) for n in names))
+            return dict(zip(names, found, strict=True))
 
-        found = self.consumer.on_loop(all_, 120.0)
-        return dict(zip(names, found, strict=True))
+        return self.consumer.submit(all_)
 
     # the replay ------------------------------------------------------------------------
     def replay(

@@ -297,6 +297,14 @@ class DetectService:
         self.stats = DetectStats()
         self.status_path = settings.state_dir / "detect.json"
         self.parts: dict[int, Partition] = {}
+        self._preparing: concurrent.futures.Future[dict[str, Prepared]] | None = None
+        """The takeover being fetched (:meth:`_prepare`), of these partitions:"""
+        self._preparing_names: set[str] = set()
+        self._skipped: dict[str, int] = {}
+        """Partition → the last sequence it delivered while its takeover was fetched."""
+        self._checking: tuple[concurrent.futures.Future[dict[str, bool | None]],
+                              list[Partition]] | None = None
+        """The pins check in flight, and the partitions due for a save it is for."""
         self._acking: concurrent.futures.Future[None] | None = None
         """Acknowledgements of the last saves, sent off the detect thread (a 5,000-elder
         worker acknowledges ~30,000 messages at once; the batches go on meanwhile)."""
@@ -338,16 +346,18 @@ class DetectService:
                     self._balance(consumer, store, db, acks, roster)
                 delivery = consumer.take(cfg.batch_size, cfg.batch_interval_s)
                 self._drop_lost(consumer.take_lost())
+                self._take_prepared(consumer, store, db)
                 self._dispatch(consumer, store, db, delivery)
                 self._settle_saves(consumer, acks)
+                self._settle_checks(consumer, store)
                 now = time.monotonic()
                 due = [p for p in self.parts.values() if p.saving is None and (
                     p.held_n >= self._pending_limit
                     or (now >= p.next_save and (p.dirty or p.held)))]  # fmt: skip
-                for part in due:
-                    part.next_save = now + cfg.save_every_s
-                if due:
-                    self._start_saves(consumer, store, due)
+                if due and self._checking is None:
+                    for part in due:
+                        part.next_save = now + cfg.save_every_s
+                    self._checking = (consumer.check_pins([p.name for p in due]), due)
                 if now >= next_status:
                     next_status = now + 1.0
                     self._write_status(consumer)
@@ -396,7 +406,7 @@ class DetectService:
                 self._dispatch(consumer, store, db, rest)
         parts = [p for p in self.parts.values() if p.name in names]
         self._settle_saves(consumer, acks, wait_s=60.0)
-        self._start_saves(consumer, store, parts, check=False)
+        self._start_saves(store, parts)
         self._settle_saves(consumer, acks, wait_s=60.0)
         if self._acking is not None:
             self._acking.result(60.0)
@@ -432,13 +442,48 @@ class DetectService:
                     return int(meta["seq"]) + 1
         return at.ack_floor + 1
 
+    def _prepare(self, names: list[str], store: StateStore) -> None:
+        """Fetch in the background what taking these partitions needs (one fetch at a time;
+        partitions whose messages come meanwhile are asked for with the next)."""
+        names = [n for n in names if n not in self._preparing_names]
+        if not names or self._preparing is not None:
+            return
+        after = [self._orphans.pop(n) for n in names if n in self._orphans]
+        self._preparing = store.prepare(names, start_of=self._start_of, after=after,
+                                        batch=self.settings.detect.batch_size)  # fmt: skip
+        self._preparing_names = set(names)
+
+    def _take_prepared(
+        self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
+    ) -> None:
+        """Take the partitions whose takeover is fetched (:meth:`_prepare`)."""
+        if self._preparing is None or not self._preparing.done():
+            return
+        future, self._preparing, self._preparing_names = self._preparing, None, set()
+        try:
+            ready = future.result()
+        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, ConsumerError) as exc:
+            # a leader change on a cluster: their next messages ask again, and the replay
+            # then covers these (they are not acknowledged)
+            log.warning("detect worker %s: partitions not taken yet: %r", self.worker, exc)
+            return
+        for name, prepared in ready.items():
+            index = self.names.index(name)
+            skipped = self._skipped.pop(name, 0)
+            if index in self.parts or name not in consumer.pinned:  # lost again meanwhile
+                continue
+            try:
+                self._take_over(index, consumer, store, db, prepared, skipped)
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                log.warning("detect worker %s: %s not taken yet: %r", self.worker, name, exc)
+
     def _take_over(
         self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
-        ready: Prepared,
+        ready: Prepared, skipped: int = 0,
     ) -> Partition:  # fmt: skip
         """Thaw the partition's saved state, then read again what its consumer had handed
-        out after it (to a dead worker, or to this one in the batch that brought the pin).
-        ``ready``: its position, snapshot and the replay's first batch, fetched already."""
+        out after it (to a dead worker, or to this one while the takeover was fetched, up to
+        ``skipped``). ``ready``: its position, snapshot and the replay's first batch."""
         t = time.perf_counter()
         name = self.names[index]
         detect = Detect(self.settings)
@@ -466,6 +511,7 @@ class DetectService:
         part.processed = start
         part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
         rest = start + 1
+        last = max(at.delivered, skipped)
         if ready.start == rest:  # as prepared: its first batch is the replay's
             if ready.first:
                 self.stats.replayed += len(ready.first)
@@ -473,11 +519,11 @@ class DetectService:
                 rest = ready.first[-1].seq + 1
             if not ready.more:
                 rest = at.delivered + 1
-        for messages in store.replay(rest, at.delivered, filters=at.filters,
+        for messages in store.replay(rest, last, filters=at.filters,
                                      batch=self.settings.detect.batch_size):  # fmt: skip
             self.stats.replayed += len(messages)
             self._handle(part, consumer, db, messages)
-        part.processed = max(part.processed, at.delivered)
+        part.processed = max(part.processed, last)
         self.parts[index] = part
         self.taken_at[index] = time.time()
         self.takeovers += 1
@@ -515,29 +561,13 @@ class DetectService:
                       "HOMECARE_NATS__PARTITIONS that of the broker?)", index,
                       self.partitions)  # fmt: skip
             del split[index]
-        new = [self.names[i] for i in split if i not in self.parts]
-        for name in new:  # a save of its state made before this worker lost it comes first
-            orphan = self._orphans.pop(name, None)
-            if orphan is not None:
-                with contextlib.suppress(Exception):
-                    orphan.result(30.0)
-        try:
-            ready = store.prepare(new, start_of=self._start_of,
-                                  batch=self.settings.detect.batch_size) if new else {}  # fmt: skip
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-            # a leader change on a cluster: the next messages try again, and the replay
-            # then covers these (they are not acknowledged)
-            log.warning("detect worker %s: partitions %s not taken yet: %r", self.worker,
-                        new, exc)  # fmt: skip
-            ready = {}
+        new = [i for i in split if i not in self.parts]
+        for i in new:  # not handled here: the takeover's replay reads them
+            name = self.names[i]
+            self._skipped[name] = max(self._skipped.get(name, 0), split[i].messages[-1].seq)
+        self._prepare([self.names[i] for i in new], store)
         for index, one in split.items():
             part = self.parts.get(index)
-            if part is None and self.names[index] in ready:
-                try:
-                    part = self._take_over(index, consumer, store, db, ready[self.names[index]])
-                except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
-                    log.warning("detect worker %s: %s not taken yet: %r", self.worker,
-                                self.names[index], exc)  # fmt: skip
             if part is None:
                 continue
             part.baselines.poll(part.detect.detectors, part.detect.care,
@@ -600,21 +630,31 @@ class DetectService:
             part.unwritten = part.unwritten[-10000:]
 
     # saving the state --------------------------------------------------------------------
-    def _start_saves(
-        self, consumer: JetStreamConsumer, store: StateStore, parts: list[Partition], *,
-        check: bool = True,
-    ) -> None:  # fmt: skip
-        """Save each partition's state in the background. First ask the server whether
-        this worker still holds them (``check``): one that lost its pin without hearing of
-        it yet must not overwrite the new holder's state."""
-        if check and parts:
-            try:
-                current = consumer.pins_current([p.name for p in parts])
-            except (ConsumerError, TimeoutError, nats.errors.Error) as exc:
-                log.warning("pins not checked, saves wait: %r", exc)
-                return
-            self._drop_lost([name for name, ok in current.items() if not ok])
-            parts = [p for p in parts if current.get(p.name)]
+    def _settle_checks(self, consumer: JetStreamConsumer, store: StateStore) -> None:
+        """Once the server has said which partitions due for a save this worker still holds
+        (:meth:`JetStreamConsumer.check_pins`, asked in the background while detection goes
+        on), save those, drop those it lost; those it did not answer for wait for the
+        next round."""
+        if self._checking is None or not self._checking[0].done():
+            return
+        future, parts = self._checking
+        self._checking = None
+        try:
+            current = future.result()
+        except (ConsumerError, TimeoutError, nats.errors.Error) as exc:
+            log.warning("pins not checked, saves wait: %r", exc)
+            return
+        self._drop_lost([name for name, ok in current.items() if ok is False])
+        unknown = [name for name, ok in current.items() if ok is None]
+        if unknown:
+            log.warning("pins of %s not checked (no answer), their saves wait", unknown)
+        # a partition lost and taken again meanwhile is another Partition: it waits too
+        self._start_saves(store, [p for p in parts if current.get(p.name)
+                                  and self.parts.get(p.index) is p and p.saving is None])
+
+    def _start_saves(self, store: StateStore, parts: list[Partition]) -> None:
+        """Save each partition's state in the background (of a partition this worker holds:
+        checked first, or handed back)."""
         for part in parts:
             blob = part.detect.freeze(seq=part.processed, unwritten=part.unwritten,
                                       saved_at=time.time())  # fmt: skip

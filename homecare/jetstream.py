@@ -748,28 +748,42 @@ class JetStreamConsumer:
         lost, self.lost = self.lost, []
         return lost
 
-    def pins_current(self, durables: Sequence[str]) -> dict[str, bool]:
+    def check_pins(
+        self, durables: Sequence[str]
+    ) -> concurrent.futures.Future[dict[str, bool | None]]:
         """Whether the server still has this client pinned on each durable (its consumer
-        info's priority group state): before a save, a worker that lost a pin without
-        hearing of it yet must not overwrite the new holder's state."""
+        info's priority group state), asked in the background: before a save, a worker
+        that lost a pin without hearing of it yet must not overwrite the new holder's state.
+
+        ``None`` for a durable whose consumer did not answer within :data:`PUBLISH_TRY_S`
+        (no leader: a Raft election after a node's loss takes 4 to 9 s). Asked and waited
+        for in the detect loop with the connection's 10 s request timeout, one leaderless
+        consumer held back every partition's alerts until it answered (a node's kill -9
+        cost 10 s more than the elections in ``homecare bench city``)."""
         if self._loop is None or self._nc is None:
             raise ConsumerError(f"consumer {self.durable} is not connected")
         nc = self._nc
 
-        async def check(durable: str) -> bool:
-            reply = await nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}", b"",
-                                     timeout=self._request_timeout_s)  # fmt: skip
-            groups = json.loads(reply.data or b"{}").get("priority_groups") or []
+        async def check(durable: str) -> bool | None:
+            try:
+                reply = await nc.request(f"$JS.API.CONSUMER.INFO.{self.stream}.{durable}", b"",
+                                         timeout=PUBLISH_TRY_S)  # fmt: skip
+            except (TimeoutError, nats.errors.Error):
+                return None
+            info = json.loads(reply.data or b"{}")
+            if not reply.data or "error" in info:  # a status, or "temporarily unavailable"
+                return None
+            groups = info.get("priority_groups") or []
             pin = self.pinned.get(durable)
             return pin is not None and any(
                 g.get("group") == self.group and g.get("pinned_client_id") == pin for g in groups
             )
 
-        async def all_() -> dict[str, bool]:
+        async def all_() -> dict[str, bool | None]:
             found = await asyncio.gather(*(check(d) for d in durables))
             return dict(zip(durables, found, strict=True))
 
-        return self._loop.run(all_(), self._request_timeout_s + 5)
+        return asyncio.run_coroutine_threadsafe(all_(), self._loop.loop)
 
     @property
     def pull_max_bytes(self) -> int:

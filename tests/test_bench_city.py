@@ -26,6 +26,7 @@ def test_a_few_elders_through_the_whole_pipeline_and_a_detect_worker_killed():
     # every alarm found in ALERTS too, its latency split into detect's and escalation's
     assert steady["to_alerts_ms"]["n"] == steady["alert_latency_ms"]["n"]
     assert steady["alerts_to_centre_ms"]["n"] == steady["alert_latency_ms"]["n"]
+    assert steady["to_telemetry_ms"]["n"] >= 1  # the SOS press, found in TELEMETRY
     [chaos] = report["chaos"]
     assert chaos["killed"].startswith("the only detect worker")
     assert chaos["presses"] >= 3
@@ -33,6 +34,7 @@ def test_a_few_elders_through_the_whole_pipeline_and_a_detect_worker_killed():
     assert chaos["takeover_s"] > 0
     assert chaos["alert_latency_ms"]["n"] == chaos["presses"]
     assert chaos["to_alerts_ms"]["n"] == chaos["presses"]
+    assert chaos["to_telemetry_ms"]["n"] == chaos["presses"]
     assert 0 < chaos["to_alerts_ms"]["p50"] < chaos["alert_latency_ms"]["p50"]
     losses = report["losses"]
     assert losses["acknowledged_readings"] > 100

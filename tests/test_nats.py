@@ -392,6 +392,17 @@ def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
     assert {s: leader[s] for s in direct} == direct  # the same messages either way
 
 
+def test_a_pins_check_tells_a_pin_not_held_from_a_consumer_that_did_not_answer(provisioned):
+    # False: the partition is not this worker's (its state is dropped); None: no answer
+    # (here an error, as a consumer without a leader gives none): its save waits, the
+    # partition is kept. Asked in the background: the detect loop goes on meanwhile.
+    durable = detect_partition_consumer(0)
+    with JetStreamConsumer(provisioned.url, durable=durable, group=DETECT_GROUP,
+                           durables=[durable]) as consumer:  # fmt: skip
+        pending = consumer.check_pins([durable, "detect-p9999"])
+        assert pending.result(10) == {durable: False, "detect-p9999": None}
+
+
 def _first_seq(url: str) -> int:
     async def read() -> int:
         nc = await nats.connect(url)
