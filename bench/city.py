@@ -68,6 +68,7 @@ from bench.detect import Plan, TimedFleet, fall_frames, inject_events, percentil
 from bench.escalate import bench_registry
 from bench.ingest import published_readings, stored_readings
 from broker.provision import provision
+from broker.watchdog import SourceWatchdog
 from device_sim.homes import SimConfig, Simulation, SosPress
 from device_sim.routine import daytime
 from harness.demo import ServiceProcess
@@ -249,9 +250,12 @@ def _cpu(groups: dict[str, list[psutil.Process]]) -> dict[str, float]:
 
 
 @contextlib.contextmanager
-def _broker(root: Path, cluster: bool) -> Iterator[tuple[Any, str, str, int]]:
+def _broker(
+    root: Path, cluster: bool, watchdog: list[SourceWatchdog]
+) -> Iterator[tuple[Any, str, str, int]]:
     """The broker (one node, or three), provisioned: it, its NATS URLs, the MQTT URL the
-    devices use, the replicas."""
+    devices use, the replicas. The cluster runs the source watchdog (into ``watchdog``)
+    as a cluster deployment does (compose's ``watchdog``, ``homecare cluster up``)."""
     with contextlib.ExitStack() as stack:
         if cluster:
             nodes = stack.enter_context(LocalNatsCluster(root / "nats"))
@@ -265,6 +269,13 @@ def _broker(root: Path, cluster: bool) -> Iterator[tuple[Any, str, str, int]]:
         if not done.source.ok:
             raise RuntimeError(f"the bench's broker is not provisioned: {done.source.detail}")
         asyncio.run(_keep_presses(urls))
+        if cluster:
+            watching = threading.Event()
+            watchdog.append(SourceWatchdog(urls))
+            thread = threading.Thread(target=watchdog[0].run, args=(watching,), daemon=True)
+            thread.start()
+            stack.callback(thread.join, 10)
+            stack.callback(watching.set)
         yield broker, urls, mqtt_url, replicas
 
 
@@ -522,7 +533,8 @@ def run(
     }  # fmt: skip
     with contextlib.ExitStack() as stack:
         root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-city-")))
-        broker, urls, mqtt_url, _ = stack.enter_context(_broker(root, cluster))
+        watchdog: list[SourceWatchdog] = []
+        broker, urls, mqtt_url, _ = stack.enter_context(_broker(root, cluster, watchdog))
         influx = stack.enter_context(LocalInflux(root / "influxd"))
         with InfluxClient(InfluxSettings(url=influx.url)) as db:
             db.create_database()
@@ -732,8 +744,11 @@ def run(
         "fleet_reconnects": fleet.stats.reconnects,
         "detect_backlog_at_end": behind,
         "workers_exited_by_themselves": workers.exits,
+        "source_watchdog_step_downs": watchdog[0].stats.step_downs if watchdog else None,
         "missed_in_alerts_stream": {e: k for e, k in raised.items() if k},
     }
+    if watchdog:
+        log(f"source watchdog: step-downs asked {watchdog[0].stats.step_downs or 'none'}")
     log(f"losses: {published:,} readings acknowledged, {stored:,} stored ({published - stored} "
         f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "
         f"{len(all_dup)} alerted twice")  # fmt: skip

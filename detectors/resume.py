@@ -88,10 +88,9 @@ class Prepared:
     """Its snapshot (None: it has none)."""
     start: int
     """Where its replay starts (``start_of``'s answer)."""
-    first: list[RawMessage]
-    """The replay's first batch."""
-    more: bool
-    """Whether the replay goes on past ``first`` (:meth:`StateStore.replay`)."""
+    replay: list[RawMessage]
+    """The replay: the partition's messages from ``start`` to what its consumer had
+    delivered (fewer where the stream has no more)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +192,14 @@ class StateStore:
         """What a worker needs to take each of ``names``, fetched in the background for all
         at once (on a cluster each step is a round trip through Raft; one partition after
         another, a worker that took 8 partitions took 8 times as long): the consumer's
-        position, the snapshot, and the first batch of the replay from
-        ``start_of(snapshot, position)``. ``after``: saves of these partitions still in
-        flight, waited for first (a late one would overwrite a newer snapshot).
+        position, the snapshot, and the replay: what the consumer handed out after the
+        snapshot, from ``start_of(snapshot, position)``. ``after``: saves of these
+        partitions still in flight, waited for first (a late one would overwrite a newer
+        snapshot).
 
-        In the background, so that a takeover whose stores have no leader (a Raft election
-        after a node's loss: 4 to 9 s) does not hold back the partitions the worker has."""
+        All of it in the background: done in the detect loop, a takeover whose stream,
+        consumer or store had no leader (a Raft election after a node's loss: 4 to 9 s)
+        held back every partition the worker had for a request's timeout, 10 s."""
 
         async def one(js: JetStreamContext, name: str) -> Prepared:
             info = await asyncio.wait_for(js.consumer_info(self.stream, name), PUBLISH_TRY_S)
@@ -208,10 +209,16 @@ class StateStore:
             except nats.js.errors.NotFoundError:
                 blob = None
             start = start_of(blob, at)
-            if start > at.delivered:
-                return Prepared(at, blob, start, [], False)
-            first, last, more = await self._next_batch(js, start, at.delivered, at.filters, batch)
-            return Prepared(at, blob, start, first, more and last < at.delivered)
+            replay: list[RawMessage] = []
+            at_seq = start
+            while at_seq <= at.delivered:
+                got, last, more = await self._next_batch(js, at_seq, at.delivered, at.filters,
+                                                         batch)  # fmt: skip
+                replay += got
+                if not more:
+                    break
+                at_seq = last + 1
+            return Prepared(at, blob, start, replay)
 
         async def all_(js: JetStreamContext) -> dict[str, Prepared]:
             for save in after:
@@ -240,6 +247,24 @@ class StateStore:
                 return
             start = last + 1
 
+    async def _read(self, start: int, subject: str, batch: int) -> list[RawMessage]:
+        """One batch direct get, asked again while no replica answers within
+        :data:`PUBLISH_TRY_S`, up to the request timeout: one replica that drops it (just
+        elected, catching up after a node's loss) cost the whole timeout, 10 s, during
+        which the worker's other partitions waited (seen in ``homecare bench city``)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                return await read_stream(self.consumer.connection, self.stream, start, subject,
+                                         batch=batch, max_bytes=self.consumer.pull_max_bytes,
+                                         timeout_s=PUBLISH_TRY_S)  # fmt: skip
+            except ConsumerError as exc:
+                if not isinstance(exc.__cause__, nats.errors.TimeoutError):
+                    raise
+                if time.monotonic() >= deadline:  # the caller tries the partition again
+                    raise TimeoutError(str(exc)) from exc
+                log.info("%s: %s; asked again", self.durable, exc)
+
     async def _next_batch(
         self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...], batch: int
     ) -> tuple[list[RawMessage], int, bool]:
@@ -256,9 +281,7 @@ class StateStore:
         if len(filters) > 1:
             raise ConsumerError(f"{self.durable}: a replay reads one subject filter, not {filters}")
         subject = filters[0] if filters else f"{SUBJECT_ROOT}.>"
-        got = await read_stream(self.consumer.connection, self.stream, start, subject,
-                                batch=batch, max_bytes=self.consumer.pull_max_bytes,
-                                timeout_s=self._timeout_s)  # fmt: skip
+        got = await self._read(start, subject, batch)
         out = [m for m in got if m.seq <= end]
         if not out and not got and await self._held(js, end):
             log.debug("%s: the replica behind; %d… read from the leader", self.durable, start)

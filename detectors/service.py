@@ -300,8 +300,8 @@ class DetectService:
         self._preparing: concurrent.futures.Future[dict[str, Prepared]] | None = None
         """The takeover being fetched (:meth:`_prepare`), of these partitions:"""
         self._preparing_names: set[str] = set()
-        self._skipped: dict[str, int] = {}
-        """Partition → the last sequence it delivered while its takeover was fetched."""
+        self._waiting: dict[str, list[Delivery]] = {}
+        """Partition → what it delivered while its takeover was fetched."""
         self._checking: tuple[concurrent.futures.Future[dict[str, bool | None]],
                               list[Partition]] | None = None
         """The pins check in flight, and the partitions due for a save it is for."""
@@ -457,33 +457,42 @@ class DetectService:
         self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
     ) -> None:
         """Take the partitions whose takeover is fetched (:meth:`_prepare`)."""
-        if self._preparing is None or not self._preparing.done():
+        if self._preparing is None:
+            self._prepare(list(self._waiting), store)  # those that came during the last one
             return
-        future, self._preparing, self._preparing_names = self._preparing, None, set()
+        if not self._preparing.done():
+            return
+        future, names = self._preparing, self._preparing_names
+        self._preparing, self._preparing_names = None, set()
         try:
             ready = future.result()
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, ConsumerError) as exc:
-            # a leader change on a cluster: their next messages ask again, and the replay
-            # then covers these (they are not acknowledged)
+            # a leader change on a cluster: their next messages ask again, and the next
+            # replay covers those that came meanwhile (they are not acknowledged)
             log.warning("detect worker %s: partitions not taken yet: %r", self.worker, exc)
+            for name in names:
+                self._waiting.pop(name, None)
             return
         for name, prepared in ready.items():
             index = self.names.index(name)
-            skipped = self._skipped.pop(name, 0)
             if index in self.parts or name not in consumer.pinned:  # lost again meanwhile
+                self._waiting.pop(name, None)
                 continue
             try:
-                self._take_over(index, consumer, store, db, prepared, skipped)
+                self._take_over(index, consumer, store, db, prepared)
             except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
                 log.warning("detect worker %s: %s not taken yet: %r", self.worker, name, exc)
+                self._waiting.pop(name, None)
 
     def _take_over(
         self, index: int, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
-        ready: Prepared, skipped: int = 0,
+        ready: Prepared,
     ) -> Partition:  # fmt: skip
-        """Thaw the partition's saved state, then read again what its consumer had handed
-        out after it (to a dead worker, or to this one while the takeover was fetched, up to
-        ``skipped``). ``ready``: its position, snapshot and the replay's first batch."""
+        """Thaw the partition's saved state, detect on what its consumer had handed out
+        after it (to a dead worker, or to this one in the batch that brought the pin), then
+        on what came while the takeover was fetched. ``ready``: its position, snapshot and
+        replay, fetched in the background (:meth:`_prepare`): nothing here waits on the
+        cluster."""
         t = time.perf_counter()
         name = self.names[index]
         detect = Detect(self.settings)
@@ -510,20 +519,18 @@ class DetectService:
                 part.saved = start
         part.processed = start
         part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
-        rest = start + 1
-        last = max(at.delivered, skipped)
-        if ready.start == rest:  # as prepared: its first batch is the replay's
-            if ready.first:
-                self.stats.replayed += len(ready.first)
-                self._handle(part, consumer, db, ready.first)
-                rest = ready.first[-1].seq + 1
-            if not ready.more:
-                rest = at.delivered + 1
-        for messages in store.replay(rest, last, filters=at.filters,
-                                     batch=self.settings.detect.batch_size):  # fmt: skip
+        replay = [ready.replay]
+        if ready.start != start + 1:  # the snapshot thawed otherwise than foreseen: read here
+            replay = list(store.replay(start + 1, at.delivered, filters=at.filters,
+                                       batch=self.settings.detect.batch_size))  # fmt: skip
+        for messages in replay:
             self.stats.replayed += len(messages)
             self._handle(part, consumer, db, messages)
-        part.processed = max(part.processed, last)
+        part.processed = max(part.processed, at.delivered)
+        for waiting in self._waiting.pop(name, []):  # delivered while it was fetched
+            self._handle(part, consumer, db, waiting.messages)
+            part.held.append(waiting)
+            part.held_n += len(waiting.messages)
         self.parts[index] = part
         self.taken_at[index] = time.time()
         self.takeovers += 1
@@ -562,9 +569,8 @@ class DetectService:
                       self.partitions)  # fmt: skip
             del split[index]
         new = [i for i in split if i not in self.parts]
-        for i in new:  # not handled here: the takeover's replay reads them
-            name = self.names[i]
-            self._skipped[name] = max(self._skipped.get(name, 0), split[i].messages[-1].seq)
+        for i in new:  # kept until the partition is taken (:meth:`_take_over`)
+            self._waiting.setdefault(self.names[i], []).append(split[i])
         self._prepare([self.names[i] for i in new], store)
         for index, one in split.items():
             part = self.parts.get(index)
