@@ -204,8 +204,12 @@ class StateStore:
         async def one(js: JetStreamContext, name: str) -> Prepared:
             info = await asyncio.wait_for(js.consumer_info(self.stream, name), PUBLISH_TRY_S)
             at = _position(info)
+            objects = self._store()
             try:
-                blob: bytes | None = bytes((await self._store().get(name)).data or b"")
+                # first a short try (the store answers: it has a leader), then the snapshot
+                # with the request timeout (a large one takes its time)
+                await asyncio.wait_for(objects.get_info(name), PUBLISH_TRY_S)
+                blob: bytes | None = bytes((await objects.get(name)).data or b"")
             except nats.js.errors.NotFoundError:
                 blob = None
             start = start_of(blob, at)
