@@ -34,10 +34,9 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import functools
 import logging
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -213,16 +212,8 @@ class StateStore:
             except nats.js.errors.NotFoundError:
                 blob = None
             start = start_of(blob, at)
-            replay: list[RawMessage] = []
-            at_seq = start
-            while at_seq <= at.delivered:
-                got, last, more = await self._next_batch(js, at_seq, at.delivered, at.filters,
-                                                         batch)  # fmt: skip
-                replay += got
-                if not more:
-                    break
-                at_seq = last + 1
-            return Prepared(at, blob, start, replay)
+            batches = await self._replay(js, start, at.delivered, at.filters, batch)
+            return Prepared(at, blob, start, [m for b in batches for m in b])
 
         async def all_(js: JetStreamContext) -> dict[str, Prepared]:
             for save in after:
@@ -236,20 +227,27 @@ class StateStore:
     # the replay ------------------------------------------------------------------------
     def replay(
         self, start: int, end: int, *, filters: tuple[str, ...], batch: int = 5000
-    ) -> Iterator[list[RawMessage]]:
+    ) -> list[list[RawMessage]]:
         """Batches of the stream's messages ``start`` … ``end`` (sequences, inclusive) that
         pass ``filters``, in order, read by batch direct gets (no consumer: the durable
         consumer still owns them, and detect's user may make none). Stops early where the
         stream has no more (messages past ``max_age``, or erased)."""
+        return self.consumer.on_loop(
+            lambda js: self._replay(js, start, end, filters, batch), 120.0
+        )
+
+    async def _replay(
+        self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...], batch: int
+    ) -> list[list[RawMessage]]:
+        out: list[list[RawMessage]] = []
         while start <= end:
-            read = functools.partial(self._next_batch, start=start, end=end, filters=filters,
-                                     batch=batch)  # fmt: skip
-            out, last, more = self.consumer.on_loop(read, self._timeout_s + 5)
-            if out:
-                yield out
+            got, last, more = await self._next_batch(js, start, end, filters, batch)
+            if got:
+                out.append(got)
             if not more:
-                return
+                break
             start = last + 1
+        return out
 
     async def _read(self, start: int, subject: str, batch: int) -> list[RawMessage]:
         """One batch direct get, asked again while no replica answers within

@@ -297,9 +297,9 @@ class DetectService:
         self.stats = DetectStats()
         self.status_path = settings.state_dir / "detect.json"
         self.parts: dict[int, Partition] = {}
-        self._preparing: concurrent.futures.Future[dict[str, Prepared]] | None = None
-        """The takeover being fetched (:meth:`_prepare`), of these partitions:"""
-        self._preparing_names: set[str] = set()
+        self._preparing: tuple[concurrent.futures.Future[dict[str, Prepared]],
+                               set[str]] | None = None
+        """The takeover being fetched (:meth:`_prepare`), and of which partitions."""
         self._waiting: dict[str, list[Delivery]] = {}
         """Partition → what it delivered while its takeover was fetched."""
         self._checking: tuple[concurrent.futures.Future[dict[str, bool | None]],
@@ -445,13 +445,12 @@ class DetectService:
     def _prepare(self, names: list[str], store: StateStore) -> None:
         """Fetch in the background what taking these partitions needs (one fetch at a time;
         partitions whose messages come meanwhile are asked for with the next)."""
-        names = [n for n in names if n not in self._preparing_names]
         if not names or self._preparing is not None:
             return
         after = [self._orphans.pop(n) for n in names if n in self._orphans]
-        self._preparing = store.prepare(names, start_of=self._start_of, after=after,
-                                        batch=self.settings.detect.batch_size)  # fmt: skip
-        self._preparing_names = set(names)
+        future = store.prepare(names, start_of=self._start_of, after=after,
+                               batch=self.settings.detect.batch_size)  # fmt: skip
+        self._preparing = (future, set(names))
 
     def _take_prepared(
         self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
@@ -460,10 +459,10 @@ class DetectService:
         if self._preparing is None:
             self._prepare(list(self._waiting), store)  # those that came during the last one
             return
-        if not self._preparing.done():
+        future, names = self._preparing
+        if not future.done():
             return
-        future, names = self._preparing, self._preparing_names
-        self._preparing, self._preparing_names = None, set()
+        self._preparing = None
         try:
             ready = future.result()
         except (TimeoutError, nats.errors.Error, nats.js.errors.Error, ConsumerError) as exc:
@@ -521,8 +520,8 @@ class DetectService:
         part.baselines.poll(detect.detectors, detect.care, detect.batcher.elders)
         replay = [ready.replay]
         if ready.start != start + 1:  # the snapshot thawed otherwise than foreseen: read here
-            replay = list(store.replay(start + 1, at.delivered, filters=at.filters,
-                                       batch=self.settings.detect.batch_size))  # fmt: skip
+            replay = store.replay(start + 1, at.delivered, filters=at.filters,
+                                  batch=self.settings.detect.batch_size)  # fmt: skip
         for messages in replay:
             self.stats.replayed += len(messages)
             self._handle(part, consumer, db, messages)
