@@ -112,6 +112,12 @@ DETECT_PRIORITY_TIMEOUT_S = 3.0
 """A worker that has not pulled on a partition for this long loses it to another worker
 that pulls (the takeover after a kill -9 is this plus the first message's way). Workers
 keep a pull of at most 1 s out on every partition they hold."""
+ESCALATE_ACK_WAIT_S = 5.0
+"""Escalation's ``ack_wait`` on ALERTS (at most; less if ``ack_wait_s`` is less). Alerts
+the consumer hands out while escalate's NATS node dies are lost in flight and come again
+only after it: at 30 s, ``homecare bench city`` saw a node's kill -9 delay alarms to the
+call centre by 30 s. Escalate acknowledges each batch once it is committed (milliseconds);
+one taken again while its commit waits (a Raft election) is recognised by its id."""
 DETECT_WORKERS_TTL_S = 60.0
 """How long a dead worker's liveness key stays in the bucket (live ones renew it each second)."""
 
@@ -293,7 +299,8 @@ async def _provision(
         else:
             done.existing.append(ALERTS_STREAM)
         await _consumer(js, ALERTS_STREAM, ESCALATE_CONSUMER, done, filters=None,
-                        ack_wait_s=ack_wait_s, max_ack_pending=1000, replicas=replicas)
+                        ack_wait_s=min(ack_wait_s, ESCALATE_ACK_WAIT_S), max_ack_pending=1000,
+                        replicas=replicas)  # fmt: skip
 
         try:
             await js.object_store(DETECT_STATE_BUCKET)

@@ -36,7 +36,7 @@ import concurrent.futures
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -90,6 +90,9 @@ class Prepared:
     replay: list[RawMessage]
     """The replay: the partition's messages from ``start`` to what its consumer had
     delivered (fewer where the stream has no more)."""
+    kept: bool = False
+    """The worker's own state of the partition resumes it (``prepare``'s ``kept``): no
+    snapshot was fetched."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,14 +190,18 @@ class StateStore:
     def prepare(
         self, names: list[str], *, start_of: Callable[[bytes | None, Position], int],
         batch: int = 5000, after: Sequence[concurrent.futures.Future[Any]] = (),
-    ) -> concurrent.futures.Future[dict[str, Prepared]]:  # fmt: skip
+        kept: Mapping[str, int] | None = None,
+    ) -> concurrent.futures.Future[dict[str, Prepared | Exception]]:  # fmt: skip
         """What a worker needs to take each of ``names``, fetched in the background for all
         at once (on a cluster each step is a round trip through Raft; one partition after
         another, a worker that took 8 partitions took 8 times as long): the consumer's
         position, the snapshot, and the replay: what the consumer handed out after the
         snapshot, from ``start_of(snapshot, position)``. ``after``: saves of these
         partitions still in flight, waited for first (a late one would overwrite a newer
-        snapshot).
+        snapshot). ``kept``: partitions whose state the worker still holds in memory, with
+        the sequence it covers (a pin lost and given back, as when a consumer elects a new
+        leader): their replay starts after it and no snapshot is fetched, so taking them
+        back does not wait for the object store (its own election, after a node's loss).
 
         All of it in the background: done in the detect loop, a takeover whose stream,
         consumer or store had no leader (a Raft election after a node's loss: 4 to 9 s)
@@ -203,6 +210,12 @@ class StateStore:
         async def one(js: JetStreamContext, name: str) -> Prepared:
             info = await asyncio.wait_for(js.consumer_info(self.stream, name), PUBLISH_TRY_S)
             at = _position(info)
+            if kept and name in kept:
+                # as correct as a snapshot at that sequence: the replay reads the stream
+                # from there to what the consumer handed out, acknowledged or not
+                start = kept[name] + 1
+                batches = await self._replay(js, start, at.delivered, at.filters, batch)
+                return Prepared(at, None, start, [m for b in batches for m in b], kept=True)
             objects = self._store()
             try:
                 # first a short try (the store answers: it has a leader), then the snapshot
@@ -215,12 +228,19 @@ class StateStore:
             batches = await self._replay(js, start, at.delivered, at.filters, batch)
             return Prepared(at, blob, start, [m for b in batches for m in b])
 
-        async def all_(js: JetStreamContext) -> dict[str, Prepared]:
+        async def all_(js: JetStreamContext) -> dict[str, Prepared | Exception]:
             for save in after:
                 with contextlib.suppress(Exception):  # a failed save: nothing to wait for
                     await asyncio.wait_for(asyncio.wrap_future(save), ORPHAN_WAIT_S)
-            found = await asyncio.gather(*(one(js, n) for n in names))
-            return dict(zip(names, found, strict=True))
+            # each partition on its own: one whose consumer or replay has no leader yet
+            # does not hold back the others
+            found = await asyncio.gather(*(one(js, n) for n in names), return_exceptions=True)
+            out: dict[str, Prepared | Exception] = {}
+            for name, got in zip(names, found, strict=True):
+                if isinstance(got, BaseException) and not isinstance(got, Exception):
+                    raise got  # cancelled, or the process is stopping
+                out[name] = got
+            return out
 
         return self.consumer.submit(all_)
 
@@ -271,36 +291,57 @@ class StateStore:
         self, js: JetStreamContext, start: int, end: int, filters: tuple[str, ...], batch: int
     ) -> tuple[list[RawMessage], int, bool]:
         """The next batch of ``start`` … ``end``, its last sequence, and whether more may
-        follow (False where the stream has no more).
+        follow (False where the stream has no more of ``filters`` up to ``end``).
 
         Any replica answers a direct get, and one behind the leader may not have ``end``
-        yet although the durable consumer handed it out: where none comes, the leader is
-        asked whether it holds ``end``. If it does, the batch is read from the leader
-        (:data:`LEADER_BATCH` messages, one request each); a replay that stopped there
-        instead would let the messages it did not read be skipped as processed when they
-        come again (a loaded cluster lost SOS presses so). If not, the stream has no more
-        (messages past ``max_age``, or erased)."""
+        yet although the durable consumer handed it out: where none comes, the batch is
+        read from the leader (:meth:`_from_leader`). A replay that stopped there instead
+        would let the messages it did not read be skipped as processed when they come
+        again (a loaded cluster lost SOS presses so)."""
         if len(filters) > 1:
             raise ConsumerError(f"{self.durable}: a replay reads one subject filter, not {filters}")
         subject = filters[0] if filters else f"{SUBJECT_ROOT}.>"
         got = await self._read(start, subject, batch)
         out = [m for m in got if m.seq <= end]
-        if not out and not got and await self._held(js, end):
-            log.debug("%s: the replica behind; %d… read from the leader", self.durable, start)
-            out = await read_stream_leader(js, self.stream, start, end, subject,
-                                           limit=min(batch, LEADER_BATCH))  # fmt: skip
+        if not got:
+            out = await self._from_leader(js, start, end, subject, min(batch, LEADER_BATCH))
         if out:
             return out, out[-1].seq, out[-1].seq < end
-        log.warning("%s: replay stopped before %d: the stream has no more", self.durable, end)
+        # none left up to ``end``: a filtered consumer's delivered sequence counts the other
+        # partitions' messages it passed over, so ``end`` is often not one of this subject's
         return [], 0, False
 
-    async def _held(self, js: JetStreamContext, seq: int) -> bool:
-        """Whether the stream's leader holds message ``seq``."""
-        try:
-            await js.get_msg(self.stream, seq=seq)
-        except nats.js.errors.NotFoundError:
-            return False
-        return True
+    async def _from_leader(
+        self, js: JetStreamContext, start: int, end: int, subject: str, limit: int
+    ) -> list[RawMessage]:
+        """Up to ``limit`` messages of ``start`` … ``end`` read from the stream's leader, once
+        it has stored up to ``end`` (its last sequence, asked every :data:`PUBLISH_TRY_S` up
+        to the request timeout): a leader just elected on a loaded cluster was seen, 9 s
+        after its election, not to hold yet a message the consumer had handed out, and the
+        replay stopped there. [] where the leader holds none of them (past ``max_age``, or
+        erased); :class:`TimeoutError` where no leader answers (the caller takes the
+        partition later: a replay that stopped would let what it did not read be skipped)."""
+        deadline = time.monotonic() + self._timeout_s
+        while True:
+            try:
+                info = await asyncio.wait_for(js.stream_info(self.stream), PUBLISH_TRY_S)
+                last: int | None = info.state.last_seq
+            except (TimeoutError, nats.errors.Error, nats.js.errors.Error) as exc:
+                last = None
+                log.info("%s: %s's leader did not answer (%r); asked again", self.durable,
+                         self.stream, exc)  # fmt: skip
+            if last is not None and last >= end:
+                break
+            if time.monotonic() >= deadline:
+                if last is None:
+                    raise TimeoutError(f"{self.stream}: no leader answered within "
+                                       f"{self._timeout_s:.0f} s")  # fmt: skip
+                log.warning("%s: replay stopped before %d: the stream has no more (its "
+                            "leader holds up to %d)", self.durable, end, last)  # fmt: skip
+                break
+            await asyncio.sleep(PUBLISH_TRY_S / 4)
+        log.debug("%s: the replica behind; %d… read from the leader", self.durable, start)
+        return await read_stream_leader(js, self.stream, start, end, subject, limit=limit)
 
 
 def _position(info: ConsumerInfo) -> Position:

@@ -32,7 +32,7 @@ import hashlib
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +94,14 @@ new leader, not at the end of a growing back-off."""
 HAND_BACK_PAUSE_S = 2.0
 """A worker does not pull on a partition it handed back for this long, whatever it wants:
 another worker, already pulling, takes it at its next message."""
+KEEP_S = 30.0
+"""How long a worker keeps the state of a partition whose pin it lost: a consumer whose
+node died elects a new leader that does not know the pin (status 423), and the same
+worker is usually pinned again within seconds; taken back with its own state it waits
+for no snapshot (the snapshot store may be electing a leader of its own)."""
+TAKE_LATER = (TimeoutError, nats.errors.Error, nats.js.errors.Error, ConsumerError)
+"""What fetching a takeover may meet on a cluster (a stream, consumer or store without a
+leader yet): the partition is asked for again with its next message."""
 STATE = ("detectors", "care", "batcher", "book", "_data_now", "_next_tick")
 """What of :class:`Detect` a restart must find again: every detector's arrays, the care
 table they share, the rosters and maps of the batcher, the alerts in their grace window
@@ -260,6 +268,9 @@ class Partition:
     held_n: int = 0
     dirty: bool = False
     unwritten: list[str] = field(default_factory=list)
+    storing: int = 0
+    """Its batches of alerts not yet stored in ALERTS: no save starts meanwhile (a save
+    acknowledges what raised them)."""
     saving: tuple[concurrent.futures.Future[float], int, int] | None = None
     """The save in flight: its future, the deliveries it covers, its sequence."""
     last_save: dict[str, object] = field(default_factory=dict)
@@ -297,14 +308,22 @@ class DetectService:
         self.stats = DetectStats()
         self.status_path = settings.state_dir / "detect.json"
         self.parts: dict[int, Partition] = {}
-        self._preparing: tuple[concurrent.futures.Future[dict[str, Prepared]],
-                               set[str]] | None = None
-        """The takeover being fetched (:meth:`_prepare`), and of which partitions."""
+        self._preparing: list[tuple[concurrent.futures.Future[dict[str, Prepared | Exception]],
+                                    set[str]]] = []  # fmt: skip
+        """The takeovers being fetched (:meth:`_prepare`), and of which partitions."""
         self._waiting: dict[str, list[Delivery]] = {}
         """Partition → what it delivered while its takeover was fetched."""
         self._checking: tuple[concurrent.futures.Future[dict[str, bool | None]],
                               list[Partition]] | None = None
         """The pins check in flight, and the partitions due for a save it is for."""
+        self._storer = concurrent.futures.ThreadPoolExecutor(
+            1, thread_name_prefix="detect-alerts")  # fmt: skip
+        """Stores alerts in ALERTS, in the order raised, off the detect thread: ALERTS without a
+        leader (its election after a node's loss, 4 to 9 s) held the detect loop, and with it
+        every partition's takeover, for as long."""
+        self._stores: deque[tuple[Partition, list[Alert],
+                                  concurrent.futures.Future[list[bool]]]] = deque()  # fmt: skip
+        """Alerts being stored, oldest first."""
         self._acking: concurrent.futures.Future[None] | None = None
         """Acknowledgements of the last saves, sent off the detect thread (a 5,000-elder
         worker acknowledges ~30,000 messages at once; the batches go on meanwhile)."""
@@ -316,6 +335,13 @@ class DetectService:
         """Partition → when (wall time) this worker took it last."""
         self.last_saves: dict[str, dict[str, object]] = {}
         self._fingerprint = Detect(settings).fingerprint
+        self._kept: dict[str, tuple[Partition, float]] = {}
+        """Partitions whose pin this worker lost, with their state and when (monotonic):
+        for :data:`KEEP_S`, one given back is taken from that state (:meth:`_prepare`)."""
+        self.taken_back = 0
+        """Partitions taken back from the state kept since they were set aside."""
+        self.gaps = 0
+        """Partitions set aside because messages their consumer handed out never came."""
         self._orphans: dict[str, concurrent.futures.Future[float]] = {}
         """Saves in flight of partitions this worker lost: waited for before it takes
         them again (a late one would overwrite a newer snapshot)."""
@@ -335,6 +361,7 @@ class DetectService:
             StateStore(consumer) as store,
             Roster(consumer, self.worker) as roster,
             acks,
+            self._storer,
         ):
             log.info("detect worker %s: %d partitions", self.worker, self.partitions)
             consumer.want(self.names)
@@ -348,10 +375,11 @@ class DetectService:
                 self._drop_lost(consumer.take_lost())
                 self._take_prepared(consumer, store, db)
                 self._dispatch(consumer, store, db, delivery)
+                self._settle_stores()
                 self._settle_saves(consumer, acks)
                 self._settle_checks(consumer, store)
                 now = time.monotonic()
-                due = [p for p in self.parts.values() if p.saving is None and (
+                due = [p for p in self.parts.values() if p.saving is None and not p.storing and (
                     p.held_n >= self._pending_limit
                     or (now >= p.next_save and (p.dirty or p.held)))]  # fmt: skip
                 if due and self._checking is None:
@@ -405,6 +433,7 @@ class DetectService:
             if rest.messages:
                 self._dispatch(consumer, store, db, rest)
         parts = [p for p in self.parts.values() if p.name in names]
+        self._settle_stores(wait_s=STORE_WAIT_S + 10.0)
         self._settle_saves(consumer, acks, wait_s=60.0)
         self._start_saves(store, parts)
         self._settle_saves(consumer, acks, wait_s=60.0)
@@ -421,16 +450,35 @@ class DetectService:
             self.parts.pop(part.index, None)
 
     def _drop_lost(self, names: list[str]) -> None:
-        """Partitions the server pinned to another worker: their state here is stale;
-        what they held unacknowledged is the new holder's to replay."""
+        """Partitions whose pin the server gave to another worker, or reset (a new consumer
+        leader): what they held unacknowledged is the new holder's to replay."""
         for part in [p for p in self.parts.values() if p.name in names]:
             log.warning("detect worker %s: lost %s to another worker (state saved at %d, "
                         "processed %d)", self.worker, part.name, part.saved,
                         part.processed)  # fmt: skip
-            self.parts.pop(part.index, None)
             self.lost += 1
-            if part.saving is not None:
-                self._orphans[part.name] = part.saving[0]
+            self._set_aside(part)
+
+    def _retake(self, names: list[str]) -> None:
+        """Partitions whose consumer handed out messages that never came here (in flight
+        when this worker's node died: the server sends them again only after ``ack_wait``,
+        and by then later ones are processed, so they would be skipped): taken again from
+        their own state, the replay reading what never came."""
+        for part in [p for p in self.parts.values() if p.name in names]:
+            log.warning("detect worker %s: %s handed out messages that never came; taken "
+                        "again from sequence %d", self.worker, part.name,
+                        part.processed)  # fmt: skip
+            self.gaps += 1
+            self._set_aside(part)
+
+    def _set_aside(self, part: Partition) -> None:
+        """Stop detecting on a partition, keeping its state for :data:`KEEP_S`: valid for the
+        stream up to ``processed`` whoever held the partition since, as a snapshot at that
+        sequence would be; taken from it if the partition comes back meanwhile."""
+        self.parts.pop(part.index, None)
+        self._kept[part.name] = (part, time.monotonic())
+        if part.saving is not None:
+            self._orphans[part.name] = part.saving[0]
 
     def _start_of(self, blob: bytes | None, at: Position) -> int:
         """The first sequence a partition's replay reads: after its snapshot, if it will
@@ -443,29 +491,38 @@ class DetectService:
         return at.ack_floor + 1
 
     def _prepare(self, names: list[str], store: StateStore) -> None:
-        """Fetch in the background what taking these partitions needs (one fetch at a time;
-        partitions whose messages come meanwhile are asked for with the next)."""
-        if not names or self._preparing is not None:
+        """Fetch in the background what taking these partitions needs. Fetches run side by
+        side: one at a time, partitions whose pins came back while one was fetched waited
+        for it (3.5 s more for some after a node's loss in ``homecare bench city``)."""
+        fetching = {n for _, batch in self._preparing for n in batch}
+        names = [n for n in names if n not in fetching]
+        if not names:
             return
+        stale = time.monotonic() - KEEP_S
+        for name in [n for n, (_, at) in self._kept.items() if at < stale and n not in fetching]:
+            del self._kept[name]
+        kept = {n: self._kept[n][0].processed for n in names if n in self._kept}
         after = [self._orphans.pop(n) for n in names if n in self._orphans]
-        future = store.prepare(names, start_of=self._start_of, after=after,
+        future = store.prepare(names, start_of=self._start_of, after=after, kept=kept,
                                batch=self.settings.detect.batch_size)  # fmt: skip
-        self._preparing = (future, set(names))
+        self._preparing.append((future, set(names)))
 
     def _take_prepared(
         self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
     ) -> None:
         """Take the partitions whose takeover is fetched (:meth:`_prepare`)."""
-        if self._preparing is None:
-            self._prepare(list(self._waiting), store)  # those that came during the last one
-            return
-        future, names = self._preparing
-        if not future.done():
-            return
-        self._preparing = None
+        self._prepare(list(self._waiting), store)  # those whose last fetch failed
+        for future, names in [p for p in self._preparing if p[0].done()]:
+            self._preparing.remove((future, names))
+            self._take_fetched(future, names, consumer, store, db)
+
+    def _take_fetched(
+        self, future: concurrent.futures.Future[dict[str, Prepared | Exception]],
+        names: set[str], consumer: JetStreamConsumer, store: StateStore, db: InfluxClient,
+    ) -> None:  # fmt: skip
         try:
             ready = future.result()
-        except (TimeoutError, nats.errors.Error, nats.js.errors.Error, ConsumerError) as exc:
+        except TAKE_LATER as exc:
             # a leader change on a cluster: their next messages ask again, and the next
             # replay covers those that came meanwhile (they are not acknowledged)
             log.warning("detect worker %s: partitions not taken yet: %r", self.worker, exc)
@@ -474,6 +531,13 @@ class DetectService:
             return
         for name, prepared in ready.items():
             index = self.names.index(name)
+            if isinstance(prepared, Exception):
+                if not isinstance(prepared, TAKE_LATER):
+                    raise prepared
+                log.warning("detect worker %s: %s not taken yet: %r", self.worker, name,
+                            prepared)  # fmt: skip
+                self._waiting.pop(name, None)
+                continue
             if index in self.parts or name not in consumer.pinned:  # lost again meanwhile
                 self._waiting.pop(name, None)
                 continue
@@ -494,6 +558,11 @@ class DetectService:
         cluster."""
         t = time.perf_counter()
         name = self.names[index]
+        kept = self._kept.pop(name, None)
+        if ready.kept:
+            if kept is None:  # never here: kept states expire only before a fetch starts
+                raise TimeoutError(f"{name}: the state kept for it is gone; taken again later")
+            return self._take_back(kept[0], consumer, db, ready, t)
         detect = Detect(self.settings)
         detect.stats = self.stats
         if self.on_new_detect is not None:
@@ -538,6 +607,31 @@ class DetectService:
                  time.perf_counter() - t)  # fmt: skip
         return part
 
+    def _take_back(
+        self, part: Partition, consumer: JetStreamConsumer, db: InfluxClient, ready: Prepared,
+        t: float,
+    ) -> Partition:  # fmt: skip
+        """Take a partition back with the state this worker kept since it lost the pin:
+        detect on what its consumer handed out since (read from ``processed``), then on
+        what came while that was fetched."""
+        self.stats.replayed += len(ready.replay)
+        self._handle(part, consumer, db, ready.replay)
+        part.processed = max(part.processed, ready.position.delivered)
+        for waiting in self._waiting.pop(part.name, []):
+            self._handle(part, consumer, db, waiting.messages)
+            part.held.append(waiting)
+            part.held_n += len(waiting.messages)
+        part.dirty = True
+        part.next_save = time.monotonic()
+        self.parts[part.index] = part
+        self.taken_at[part.index] = time.time()
+        self.takeovers += 1
+        self.taken_back += 1
+        log.info("detect worker %s: took %s back with its own state at sequence %d (saved %d, "
+                 "delivered %d) in %.2f s", self.worker, part.name, part.processed, part.saved,
+                 ready.position.delivered, time.perf_counter() - t)  # fmt: skip
+        return part
+
     def _check_limits(self, position: Position) -> None:
         if self._checked_limits:
             return
@@ -555,6 +649,7 @@ class DetectService:
         delivery: Delivery,
     ) -> None:  # fmt: skip
         """Each partition's messages to its detectors (taking the partition first)."""
+        self._retake(consumer.take_gaps())  # before any message past a gap is detected on
         if not delivery.messages:
             return
         split: dict[int, Delivery] = {}
@@ -598,28 +693,30 @@ class DetectService:
         self._write(part, db)
 
     def _store(self, part: Partition, consumer: JetStreamConsumer, alerts: list[Alert]) -> None:
-        """Each alert into ALERTS, once per id and state. ALERTS without a leader (a Raft
-        election after a node's loss) is waited out for :data:`STORE_WAIT_S`; past that
-        the service stops (its input is not acknowledged: the restart finds the alert
-        again)."""
+        """Each alert into ALERTS, once per id and state, in the background
+        (:meth:`_settle_stores` sees them stored)."""
         out = [(alert_subject(a.site, a.elder, a.id), a.model_dump_json().encode(),
                 a.id if a.state == AlertState.OPEN else f"{a.id}-{a.state}")
                for a in alerts]  # fmt: skip
-        deadline = time.monotonic() + STORE_WAIT_S
-        while True:
-            try:
-                duplicates = consumer.publish(out)
-                break
-            except ConsumerError as exc:
-                if time.monotonic() >= deadline:
-                    raise
-                log.warning("%s: alerts not stored yet, retrying: %s", part.name, exc)
-                time.sleep(STORE_RETRY_S)
-        for alert, again in zip(alerts, duplicates, strict=True):
-            if again:
-                self.stats.stored_again += 1
-            else:
-                part.unwritten += alert_lines(alert)
+        part.storing += 1
+        self._stores.append((part, alerts, self._storer.submit(_publish, part.name, consumer, out)))
+
+    def _settle_stores(self, wait_s: float = 0.0) -> None:
+        """Take in the alerts stored since (all of them, with ``wait_s``); an alert ALERTS
+        would not take within :data:`STORE_WAIT_S` stops the service (its input is not
+        acknowledged: the restart finds the alert again)."""
+        while self._stores:
+            part, alerts, future = self._stores[0]
+            if not wait_s and not future.done():
+                return
+            duplicates = future.result(wait_s or None)
+            self._stores.popleft()
+            part.storing -= 1
+            for alert, again in zip(alerts, duplicates, strict=True):
+                if again:
+                    self.stats.stored_again += 1
+                else:
+                    part.unwritten += alert_lines(alert)
 
     def _write(self, part: Partition, db: InfluxClient) -> None:
         """Alerts go to InfluxDB when it is there; they are already in ALERTS regardless
@@ -654,7 +751,7 @@ class DetectService:
         if unknown:
             log.warning("pins of %s not checked (no answer), their saves wait", unknown)
         # a partition lost and taken again meanwhile is another Partition: it waits too
-        self._start_saves(store, [p for p in parts if current.get(p.name)
+        self._start_saves(store, [p for p in parts if current.get(p.name) and not p.storing
                                   and self.parts.get(p.index) is p and p.saving is None])
 
     def _start_saves(self, store: StateStore, parts: list[Partition]) -> None:
@@ -721,6 +818,8 @@ class DetectService:
             "sequences": {str(p.index): [p.processed, p.saved] for p in parts},
             "pinned": sorted(self.names.index(n) for n in consumer.pinned),
             "takeovers": self.takeovers,
+            "taken_back": self.taken_back,
+            "gaps": self.gaps,
             "released": self.released,
             "lost": self.lost,
             "processed_seq": max((p.processed for p in parts), default=0),
@@ -732,6 +831,23 @@ class DetectService:
             "source": None if source is None else source.detail,
         }  # fmt: skip
         write_status(self.status_path, status)
+
+
+def _publish(
+    name: str, consumer: JetStreamConsumer, out: list[tuple[str, bytes, str]]
+) -> list[bool]:
+    """Store alerts in ALERTS (on the storing thread); which were there already. ALERTS
+    without a leader (a Raft election after a node's loss) is waited out for
+    :data:`STORE_WAIT_S`."""
+    deadline = time.monotonic() + STORE_WAIT_S
+    while True:
+        try:
+            return consumer.publish(out)
+        except ConsumerError as exc:
+            if time.monotonic() >= deadline:
+                raise
+            log.warning("%s: alerts not stored yet, retrying: %s", name, exc)
+            time.sleep(STORE_RETRY_S)
 
 
 def _acknowledge(consumer: JetStreamConsumer, deliveries: list[Delivery]) -> None:

@@ -563,6 +563,11 @@ class JetStreamConsumer:
         self.lost: list[str] = []
         """Durables whose pin the server gave to another client (423), not yet seen by the
         caller (:meth:`take_lost`)."""
+        self._last_delivery: dict[str, int] = {}
+        """Durable held → the consumer sequence of the last message it delivered here."""
+        self.gaps: list[str] = []
+        """Durables held whose deliveries here skipped a consumer sequence, not yet seen by
+        the caller (:meth:`take_gaps`)."""
         self.stream = stream
         self.ack_mode = ack
         self._connect_wait_s = connect_wait_s
@@ -734,6 +739,7 @@ class JetStreamConsumer:
         async def unpin_all() -> None:
             for durable in durables:
                 self.pinned.pop(durable, None)
+                self._last_delivery.pop(durable, None)
                 reply = await nc.request(f"$JS.API.CONSUMER.UNPIN.{self.stream}.{durable}",
                                          json.dumps({"group": group}).encode(),
                                          timeout=self._request_timeout_s)  # fmt: skip
@@ -747,6 +753,14 @@ class JetStreamConsumer:
         """The durables lost to another client since the last call (status 423)."""
         lost, self.lost = self.lost, []
         return lost
+
+    def take_gaps(self) -> list[str]:
+        """The durables held whose deliveries skipped a consumer sequence since the last
+        call: messages the server handed out that never came here (in flight when this
+        client's node died: the server delivers them again only after ``ack_wait``). Each
+        durable is named before the message that showed its gap is taken."""
+        gaps, self.gaps = self.gaps, []
+        return gaps
 
     def check_pins(
         self, durables: Sequence[str]
@@ -1073,6 +1087,7 @@ class JetStreamConsumer:
         if status:
             if status == "423" and durable in self.pinned:
                 del self.pinned[durable]
+                self._last_delivery.pop(durable, None)
                 self.lost.append(durable)
                 log.info("%s: %s is pinned to another worker now", self.durable, durable)
             if out is not None and out[0] == msg.subject:
@@ -1083,6 +1098,8 @@ class JetStreamConsumer:
                 if durable not in self.pinned:
                     log.info("%s: pinned to %s", self.durable, durable)
                 self.pinned[durable] = pin
+                self._last_delivery.pop(durable, None)  # a new pin: a new start
+            self._check_gap(durable, msg)
             self._arrived.append(msg)
             if out is not None:
                 if out[1] <= 1:  # the pull's batch is complete: the server sends no status
@@ -1093,6 +1110,20 @@ class JetStreamConsumer:
         self._wake.set()
         if out is None or durable not in self._out:  # that pull ended: the next one
             self._pump_wake.set()
+
+    def _check_gap(self, durable: str, msg: Msg) -> None:
+        """Note a durable whose consumer sequence (of its acknowledgement subject) does not
+        follow the last one delivered here (:meth:`take_gaps`)."""
+        try:
+            seq = int(msg.metadata.sequence.consumer)
+        except (nats.errors.NotJSMessageError, ValueError, TypeError):
+            return
+        last = self._last_delivery.get(durable)
+        self._last_delivery[durable] = seq
+        if last is not None and seq != last + 1 and durable not in self.gaps:
+            log.warning("%s: %s delivered consumer sequence %d after %d: messages in between "
+                        "never came", self.durable, durable, seq, last)  # fmt: skip
+            self.gaps.append(durable)
 
     def _acknowledge(self, receipts: list[tuple[int, int]]) -> int:
         """One flush for all; receipts of an earlier session are skipped (the server

@@ -17,6 +17,7 @@ import json
 import signal
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import nats
@@ -59,6 +60,14 @@ def elder_per_partition() -> dict[int, str]:
         k += 1
         found.setdefault(partition_of(f"e{k}", PARTITIONS), f"e{k}")
     return found
+
+
+def fall_of(elder: str) -> tuple[list[tuple[str, bytes]], int]:
+    """A fall as ``elder``'s wearable frames (``w<elder>``), and its impact's frame."""
+    frames, impact = fall_frames(time.time())
+    return [(t.replace("/e1/", f"/{elder}/").replace("/w1/", f"/w{elder}/"),
+             p.replace(b'"e1"', f'"{elder}"'.encode()).replace(b'"w1"', f'"w{elder}"'.encode()))
+            for t, p in frames], impact  # fmt: skip
 
 
 def start_worker(server: LocalNats, tmp_path: Path, name: str) -> DetectWorker:
@@ -115,11 +124,7 @@ def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker
         # a fall in one of b's partitions: the impact and two frames past it, seen and saved
         fall_partition = min(b.held())
         fall_elder = elders[fall_partition]
-        frames, impact = fall_frames(time.time())
-        frames = [(t.replace("/e1/", f"/{fall_elder}/").replace("/w1/", f"/w{fall_elder}/"),
-                   p.replace(b'"e1"', f'"{fall_elder}"'.encode())
-                   .replace(b'"w1"', f'"w{fall_elder}"'.encode()))
-                  for t, p in frames]  # fmt: skip
+        frames, impact = fall_of(fall_elder)
         device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
         try:
             device.publish(frames[: impact + 3])
@@ -182,3 +187,136 @@ def test_provisioning_retires_the_consumers_of_site_shards(nats_broker):
     assert done.created == []
     assert [f"detect-p{p}" for p in range(PARTITIONS)] == [
         n for n in done.existing if n.startswith("detect-p")]  # fmt: skip
+
+
+def unpin(url: str, durable: str) -> None:
+    """Reset a partition's pin from outside (``$JS.API.CONSUMER.UNPIN``): the server then
+    answers its holder's pull with status 423, as a consumer's new leader does after a
+    node's loss (it does not know the pin)."""
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        try:
+            reply = await nc.request(f"$JS.API.CONSUMER.UNPIN.TELEMETRY.{durable}",
+                                     json.dumps({"group": "detect"}).encode(), timeout=5)
+            assert "error" not in json.loads(reply.data or b"{}"), reply.data
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+def test_a_pin_given_back_is_taken_with_the_state_kept(nats_broker, tmp_path):
+    """A worker whose pin is reset (status 423) and then given back takes the partition
+    again from the state it kept, not from its snapshot: a fall whose impact it had seen
+    before is still alerted, once."""
+    elders = elder_per_partition()
+    background: Beds | None = None
+    a = start_worker(nats_broker, tmp_path, "a")
+    try:
+        wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
+        background = Beds(nats_broker.mqtt_port, elders)
+        wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
+        fall_partition = 3
+        fall_elder = elders[fall_partition]
+        frames, impact = fall_of(fall_elder)
+        device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
+        try:
+            device.publish(frames[: impact + 3])
+            device.wait_acked(impact + 3, 20)
+            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
+            wait_for(lambda: a.status()["sequences"][str(fall_partition)][0] >= seen, 20,
+                     "a to detect past the impact")  # fmt: skip
+            assert a.status()["alerts"] == {}
+            unpin(nats_broker.url, f"detect-p{fall_partition}")
+            wait_for(lambda: a.status()["lost"] >= 1, 20, "a to hear its pin is lost")
+            wait_for(lambda: a.status()["taken_back"] >= 1, 20, "a to take it back")
+            assert fall_partition in a.held()
+            device.publish(frames[impact + 3 :])
+            device.wait_acked(len(frames), 20)
+            wait_for(lambda: a.status()["alerts"].get("fall") == 1, 30, "the fall")
+        finally:
+            device.close()
+    finally:
+        if background is not None:
+            background.close()
+        a.stop()
+    assert "back with its own state" in a.log.read_text()
+    falls = [x for x in stored_alerts(nats_broker.url) if x.kind == "fall"]
+    assert len(falls) == 1, falls
+
+
+def steal(url: str, durable: str, n: int, publish: Callable[[], None]) -> list[int]:
+    """Pull ``n`` messages of a partition with its holder's pin, as the holder's own pull
+    would have got them, and never hand them on: what a worker whose node dies loses in
+    flight. ``publish`` once this pull is first in the consumer's queue (the holder's pull
+    out, at most 1 s long, has expired). The stream sequences taken."""
+
+    async def run() -> list[int]:
+        nc = await nats.connect(url)
+        try:
+            info = json.loads((await nc.request(f"$JS.API.CONSUMER.INFO.TELEMETRY.{durable}",
+                                                b"", timeout=5)).data)
+            pin = info["priority_groups"][0]["pinned_client_id"]
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox)
+            pull = {"batch": n, "expires": int(20e9), "group": "detect", "id": pin}
+            await nc.publish(f"$JS.API.CONSUMER.MSG.NEXT.TELEMETRY.{durable}",
+                             json.dumps(pull).encode(), reply=inbox)
+            await asyncio.sleep(1.5)
+            await asyncio.to_thread(publish)
+            taken: list[int] = []
+            while len(taken) < n:
+                msg = await sub.next_msg(20)
+                if msg.data:
+                    taken.append(msg.metadata.sequence.stream)
+            return taken
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
+
+
+def test_messages_handed_out_that_never_came_are_read_again(nats_broker, tmp_path):
+    """Messages the partition's consumer handed out that never reached its worker (in
+    flight when the worker's node died) would come again only after ``ack_wait``, and be
+    skipped then as processed: the worker sees the gap in the consumer's sequence, takes
+    the partition again from its own state and reads them from the stream. Here a fall's
+    impact is what never came: it is still alerted, once."""
+    elders = elder_per_partition()
+    fall_partition = 5
+    fall_elder = elders.pop(fall_partition)
+    background: Beds | None = None
+    a = start_worker(nats_broker, tmp_path, "a")
+    try:
+        wait_for(lambda: "processed_seq" in a.status(), 60, "worker a started")
+        background = Beds(nats_broker.mqtt_port, elders)  # the other partitions
+        frames, impact = fall_of(fall_elder)
+        device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
+        try:
+            device.publish(frames[: impact - 2])
+            device.wait_acked(impact - 2, 20)
+            wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
+            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
+            wait_for(lambda: a.status()["sequences"][str(fall_partition)][0] >= seen, 20,
+                     "a to detect up to the impact")  # fmt: skip
+
+            def impact_frames() -> None:
+                device.publish(frames[impact - 2 : impact + 2])
+                device.wait_acked(impact + 2, 20)
+
+            stolen = steal(nats_broker.url, f"detect-p{fall_partition}", 4, impact_frames)
+            assert len(stolen) == 4
+            assert min(stolen) > seen  # the impact's frames never reached the worker
+            device.publish(frames[impact + 2 :])
+            device.wait_acked(len(frames), 20)
+            wait_for(lambda: a.status()["alerts"].get("fall") == 1, 30, "the fall")
+            assert a.status()["gaps"] >= 1
+        finally:
+            device.close()
+    finally:
+        if background is not None:
+            background.close()
+        a.stop()
+    falls = [x for x in stored_alerts(nats_broker.url) if x.kind == "fall"]
+    assert len(falls) == 1, falls

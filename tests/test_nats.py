@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,7 +24,7 @@ import pytest
 from support import Publisher, frame, topic, wait_for
 from typer.testing import CliRunner
 
-from broker.provision import ProvisionError, provision
+from broker.provision import ESCALATE_ACK_WAIT_S, ProvisionError, provision
 from cli.main import app
 from detectors import resume
 from detectors.resume import StateStore
@@ -170,6 +171,19 @@ def test_provisioning_before_any_device_is_idempotent_and_never_repartitions(ser
             return bool(config.allow_direct)
         finally:
             await nc.close()
+
+    async def ack_waits() -> dict[str, float]:
+        nc = await nats.connect(server.url)
+        try:
+            js = nc.jetstream()
+            return {name: float((await js.consumer_info(stream, name)).config.ack_wait or 0)
+                    for stream, name in ((TELEMETRY_STREAM, "ingest"),
+                                         (ALERTS_STREAM, ESCALATE_CONSUMER))}  # fmt: skip
+        finally:
+            await nc.close()
+
+    # escalation's alerts lost in flight with its node come again within seconds
+    assert asyncio.run(ack_waits()) == {"ingest": 30.0, ESCALATE_CONSUMER: ESCALATE_ACK_WAIT_S}
 
     # A TELEMETRY provisioned before detect's replay read by direct get is given them.
     assert asyncio.run(allow_direct()) is True
@@ -358,7 +372,7 @@ def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
     with (
         JetStreamConsumer(provisioned.url, durable=durable, group=DETECT_GROUP,
                           durables=[durable]) as consumer,  # fmt: skip
-        StateStore(consumer) as store,
+        StateStore(consumer, request_timeout_s=2.0) as store,
     ):
         batches = list(store.replay(mine[2], mine[8], filters=(partition_filter(p),), batch=3))
         with caplog.at_level(logging.WARNING, logger="detectors.resume"):
@@ -390,6 +404,32 @@ def test_a_partitions_gap_is_read_again_by_direct_get_without_a_consumer(
     direct = {m.seq: (m.topic, m.payload, m.partition) for b in batches for m in b}
     leader = {m.seq: (m.topic, m.payload, m.partition) for b in from_leader for m in b}
     assert {s: leader[s] for s in direct} == direct  # the same messages either way
+
+    # A leader that does not hold the end of the gap yet (just elected on a loaded cluster,
+    # still storing what it took): the replay waits for it rather than stopping short.
+    # Stand-in for that lag: the last 5 messages are published a second after it asks.
+    last = first + len(subjects) - 1  # the stream's last sequence
+    later = threading.Timer(1.0, _publish_later, (provisioned.mqtt_port, elders[0], fresh - 40))
+    later.start()
+    try:
+        with (
+            JetStreamConsumer(provisioned.url, durable=durable, group=DETECT_GROUP,
+                              durables=[durable]) as consumer,  # fmt: skip
+            StateStore(consumer) as store,
+        ):
+            waited = list(store.replay(mine[0], last + 5, filters=(partition_filter(p),)))
+    finally:
+        later.join()
+    assert [m.seq for b in waited for m in b] == [*mine, *range(last + 1, last + 6)]
+
+
+def _publish_later(port: int, elder: str, start: float) -> None:
+    device = Publisher(port, client_id="w-gap-later")
+    try:
+        device.publish(_frames(elder, 5, start))
+        device.wait_acked(5, timeout_s=30)
+    finally:
+        device.close()
 
 
 def test_a_pins_check_tells_a_pin_not_held_from_a_consumer_that_did_not_answer(provisioned):
