@@ -79,6 +79,7 @@ from homecare.errors import ServiceError
 from homecare.influx import InfluxClient
 from homecare.jetstream import ALERTS_STREAM, SUBJECT_ROOT, TELEMETRY_STREAM, alert_subject
 from homecare.settings import InfluxSettings, MqttSettings, NatsSettings, Settings
+from homecare.status import read_status
 
 __all__ = ["run"]
 
@@ -663,6 +664,7 @@ def run(
         raised = {e: sorted(k for (s, who, k) in stored_at if s == ALERTS_STREAM and who == e)
                   for e in missing}  # fmt: skip
         log(f"  {len(centre.incidents)} alarms at the call centre; stopping")
+        takeovers = _detect_takeovers(workers.root)
 
     (m0, cpu0), (m1, cpu1) = marks[0], marks[-1]
     wall = steady.wall[1] - steady.wall[0]
@@ -733,6 +735,10 @@ def run(
                 f"consumers: a leader again after {_spread(list(e['leader_again_s'].values()))}"
                 f" ({', '.join(f'{k} {v} s' for k, v in e['leader_again_s'].items())}); "
                 f"none yet: {e['not_led_again']}")  # fmt: skip
+    report["detect_takeovers"] = takeovers
+    log(f"detect: {takeovers['takeovers']} partitions taken ({takeovers['taken_back']} back "
+        f"from the state kept), {takeovers['lost']} pins lost, {takeovers['gaps']} gaps "
+        f"(messages handed out that never came)")  # fmt: skip
     report["losses"] = {
         "acknowledged_readings": published,
         "stored_in_influxdb": stored,
@@ -753,6 +759,19 @@ def run(
         f"lost); {injected} SOS presses and falls injected, {len(all_missed)} not alerted, "
         f"{len(all_dup)} alerted twice")  # fmt: skip
     return report
+
+
+def _detect_takeovers(root: Path) -> dict[str, int]:
+    """What the detect workers' status files say of their partitions, all workers together
+    (a killed worker's last status stays; one started again in its folder starts from 0):
+    partitions taken, taken back from the state kept, pins lost, gaps."""
+    keys = ("takeovers", "taken_back", "lost", "gaps")
+    total = dict.fromkeys(keys, 0)
+    for path in sorted(root.glob("detect-*/detect.json")):
+        status = read_status(path) or {}
+        for key in keys:
+            total[key] += int(status.get(key, 0))
+    return total
 
 
 def _parts(times: list[tuple[float, float, float, float]]) -> dict[str, dict[str, float]]:

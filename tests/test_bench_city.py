@@ -36,6 +36,8 @@ def test_a_few_elders_through_the_whole_pipeline_and_a_detect_worker_killed():
     assert chaos["to_alerts_ms"]["n"] == chaos["presses"]
     assert chaos["to_telemetry_ms"]["n"] == chaos["presses"]
     assert 0 < chaos["to_alerts_ms"]["p50"] < chaos["alert_latency_ms"]["p50"]
+    # the restarted worker's status: it took every partition again
+    assert report["detect_takeovers"]["takeovers"] >= 1
     losses = report["losses"]
     assert losses["acknowledged_readings"] > 100
     assert losses["readings_lost"] == 0
