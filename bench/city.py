@@ -552,7 +552,9 @@ def run(
         settings = Settings(
             _env_file=None, state_dir=root / "state", site=SITE,
             nats=NatsSettings(url=urls, partitions=PARTITIONS),
-            mqtt=MqttSettings(url=mqtt_url), influx=InfluxSettings(url=influx.url),
+            # the services know every node's listener (escalate's alert states move on)
+            mqtt=MqttSettings(url=",".join(broker.mqtt_urls) if cluster else mqtt_url),
+            influx=InfluxSettings(url=influx.url),
         )  # fmt: skip
         workers = Workers(settings, root, registry)
         stack.callback(workers.stop)

@@ -69,7 +69,7 @@ from homecare.jetstream import (
     ESCALATE_CONSUMER,
     JetStreamConsumer,
 )
-from homecare.mqtt_publish import MqttPublisher
+from homecare.mqtt_publish import MqttPublisher, acknowledged
 from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
@@ -487,10 +487,10 @@ class EscalateService:
                     )
                 )
         deadline = time.monotonic() + PUBACK_WAIT_S
-        while any(not i.is_published() for i in infos):
+        while any(not acknowledged(i) for i in infos):
             if time.monotonic() > deadline:
                 log.warning("%d alert states not acknowledged by the MQTT listener %s: "
-                            "published again later", sum(not i.is_published() for i in infos),
+                            "published again later", sum(not acknowledged(i) for i in infos),
                             self.settings.mqtt.url)  # fmt: skip
                 return  # the broker is away: try again later
             await asyncio.sleep(0.02)

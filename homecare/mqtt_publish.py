@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from homecare.errors import BrokerError
 from homecare.settings import MqttSettings
 
-__all__ = ["MAX_INFLIGHT", "MqttPublishError", "MqttPublisher"]
+__all__ = ["MAX_INFLIGHT", "MqttPublishError", "MqttPublisher", "acknowledged"]
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +37,9 @@ class MqttPublishError(BrokerError):
 
 
 class MqttPublisher:
-    """One MQTT 3.1.1 connection that publishes at QoS 1 and reconnects on its own.
+    """One MQTT 3.1.1 connection that publishes at QoS 1 and reconnects on its own: to the
+    next listener of ``settings.url`` when it lists several (a cluster's nodes: the node it
+    was on may be the one lost), else to the same.
 
     A context manager: entering connects (retried for ``connect_wait_s`` while the
     broker is not up yet: services may start before it), leaving disconnects.
@@ -53,6 +55,10 @@ class MqttPublisher:
         self.settings = settings
         self.client_id = client_id
         self._connect_wait_s = connect_wait_s
+        self._listeners = settings.listeners
+        self._at = 0
+        """The listener it is on, or tries next."""
+        self._closing = False
         self._connected = threading.Event()
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
@@ -67,20 +73,22 @@ class MqttPublisher:
         self._client.reconnect_delay_set(1, 5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_connect_fail = self._move
         self._client.on_socket_open = _nodelay
 
     def __enter__(self) -> Self:
         deadline = time.monotonic() + self._connect_wait_s
         while True:
+            host, port = self._listeners[self._at]
             try:
-                self._client.connect(self.settings.host, self.settings.port,
-                                     self.settings.keepalive_s)  # fmt: skip
+                self._client.connect(host, port, self.settings.keepalive_s)
                 break
             except OSError as exc:
                 if time.monotonic() > deadline:
                     raise MqttPublishError(
                         f"MQTT listener {self.settings.url} unreachable for {self.client_id}: {exc}"
                     ) from exc
+                self._at = (self._at + 1) % len(self._listeners)
                 time.sleep(0.5)
         self._client.loop_start()
         if not self._connected.wait(max(deadline - time.monotonic(), 5.0)):
@@ -93,6 +101,7 @@ class MqttPublisher:
     def __exit__(
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
+        self._closing = True
         self._client.disconnect()
         self._client.loop_stop()
 
@@ -107,12 +116,15 @@ class MqttPublisher:
     def publish_all(
         self, messages: Sequence[tuple[str, bytes]], *, retain: bool = False, timeout_s: float = 10
     ) -> None:
-        """Publish and wait for every PUBACK; :class:`MqttPublishError` if not all came."""
-        infos = [self.publish(topic, payload, retain=retain) for topic, payload in messages]
+        """Publish once connected, and wait for every PUBACK; :class:`MqttPublishError` if
+        not all came within ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
-        while not all(i.is_published() for i in infos):
+        if not self._connected.wait(timeout_s):
+            raise MqttPublishError(f"{self.settings.url}: not connected within {timeout_s} s")
+        infos = [self.publish(topic, payload, retain=retain) for topic, payload in messages]
+        while not all(acknowledged(i) for i in infos):
             if time.monotonic() > deadline:
-                missing = sum(not i.is_published() for i in infos)
+                missing = sum(not acknowledged(i) for i in infos)
                 raise MqttPublishError(
                     f"{self.settings.url}: {missing} of {len(infos)} publishes not acknowledged "
                     f"within {timeout_s} s"
@@ -130,6 +142,26 @@ class MqttPublisher:
         if self._connected.is_set():
             log.info("%s: disconnected from %s (%s)", self.client_id, self.settings.url, reason)
         self._connected.clear()
+        self._move()
+
+    def _move(self, *_args: Any) -> None:
+        """Its listener is lost or refused: the client's next reconnect goes to the next one
+        (paho reconnects to the host of the last connect)."""
+        if self._closing or len(self._listeners) < 2:
+            return
+        self._at = (self._at + 1) % len(self._listeners)
+        host, port = self._listeners[self._at]
+        log.info("%s: reconnecting to MQTT listener %s:%d", self.client_id, host, port)
+        self._client.connect_async(host, port, self.settings.keepalive_s)
+
+
+def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
+    """Whether the broker acknowledged this publish (PUBACK). False for one paho did not
+    send (made while the connection was down: its handle raises instead of answering)."""
+    try:
+        return info.is_published()
+    except (RuntimeError, ValueError):
+        return False
 
 
 def _nodelay(_c: mqtt.Client, _u: Any, sock: Any) -> None:

@@ -61,7 +61,9 @@ class MqttSettings(BaseModel):
     """The broker. ``url`` empty means: ``homecare demo`` starts its own Mosquitto."""
 
     url: str = Field(
-        "", description="mqtt://host:1883 or mqtts://host:8883; empty: the demo starts its own."
+        "", description="mqtt://host:1883 or mqtts://host:8883; several, comma-separated (a "
+        "cluster's nodes): escalate's alert states move to the next when its node is lost; "
+        "empty: the demo starts its own."
     )
     username: str | None = Field(None, description="The service's broker account.")
     password: SecretStr | None = Field(None, description="Its password (a secret).")
@@ -80,22 +82,44 @@ class MqttSettings(BaseModel):
     @model_validator(mode="after")
     def _load_secret(self) -> MqttSettings:
         self.password = _read_secret(self.password, self.password_file)
-        if self.url and urlsplit(self.url).scheme not in ("mqtt", "mqtts"):
+        schemes = {urlsplit(u).scheme for u in self.urls}
+        if self.url and not schemes <= {"mqtt", "mqtts"}:
             raise ValueError(f"mqtt url {self.url!r} must start with mqtt:// or mqtts://")
+        if len(schemes) > 1:
+            raise ValueError(f"mqtt urls {self.url!r}: all mqtt:// or all mqtts://")
         return self
 
     @property
+    def urls(self) -> list[str]:
+        """Each listener of ``url`` (a cluster lists every node's)."""
+        return [u.strip() for u in self.url.split(",") if u.strip()]
+
+    @property
+    def listeners(self) -> list[tuple[str, int]]:
+        """(host, port) of each listener, in order.
+
+        >>> MqttSettings(url="mqtts://n1:8883, mqtts://n2").listeners
+        [('n1', 8883), ('n2', 8883)]
+        """
+        out = []
+        for url in self.urls or [self.url]:
+            parts = urlsplit(url)
+            out.append((parts.hostname or "127.0.0.1",
+                        parts.port or (8883 if parts.scheme == "mqtts" else 1883)))  # fmt: skip
+        return out
+
+    @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        """The first listener's host (clients that take one listener)."""
+        return self.listeners[0][0]
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return self.listeners[0][1]
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return urlsplit(self.urls[0] if self.urls else "").scheme == "mqtts"
 
 
 class NatsSettings(BaseModel):

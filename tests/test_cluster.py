@@ -33,6 +33,8 @@ from support import frame, topic
 from broker.provision import ProvisionError, provision
 from broker.watchdog import SourceWatchdog
 from harness.servers import LocalNatsCluster
+from homecare.mqtt_publish import MqttPublisher
+from homecare.settings import MqttSettings
 from homecare.jetstream import (
     INGEST_CONSUMER,
     MQTT_STREAM,
@@ -195,6 +197,19 @@ def test_killing_a_streams_leader_loses_no_acknowledged_reading(cluster, fresh, 
     victim = cluster.step_down(killed, avoid=other_leader)
     assert victim != other_leader
     _survives_the_kill_of(cluster, victim, fresh)
+
+
+def test_a_service_publishing_alert_states_moves_to_another_node_when_its_own_dies(cluster):
+    """Escalate shows apps the alert states over MQTT; with every node's listener in its
+    URL, the loss of the node it is on moves it to the next, and its QoS 1 publishes are
+    acknowledged there (with one listener they would wait for that node's return)."""
+    settings = MqttSettings(url=",".join(cluster.mqtt_urls))
+    with MqttPublisher(settings, client_id="alert-states") as publisher:
+        publisher.publish_all([("homecare/v1/s1/e1/alert/a1/state", b"{}")], retain=True)
+        cluster.kill(0)
+        publisher.publish_all([("homecare/v1/s1/e1/alert/a2/state", b"{}")], retain=True,
+                              timeout_s=60)  # the MQTT streams may elect leaders first
+        assert publisher.connected
 
 
 def test_provisioning_r3_refuses_mqtt_streams_with_fewer_replicas(nats_broker):
