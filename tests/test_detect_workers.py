@@ -70,6 +70,16 @@ def fall_of(elder: str) -> tuple[list[tuple[str, bytes]], int]:
             for t, p in frames], impact  # fmt: skip
 
 
+def publish_first(
+    device: Publisher, url: str, frames: list[tuple[str, bytes]], n: int, partition: int,
+    elder: str,
+) -> int:  # fmt: skip
+    """Publish ``frames[:n]``, acknowledged; the stream sequence of the last."""
+    device.publish(frames[:n])
+    device.wait_acked(n, 20)
+    return last_seq(url, f"telemetry.{partition}.t.{elder}.>")
+
+
 def start_worker(server: LocalNats, tmp_path: Path, name: str) -> DetectWorker:
     """``homecare detect`` as its own process, with its own state folder."""
     return DetectWorker(server.url, PARTITIONS, tmp_path / name, tmp_path / f"{name}.log",
@@ -127,9 +137,8 @@ def test_workers_share_the_partitions_and_a_killed_one_loses_no_fall(nats_broker
         frames, impact = fall_of(fall_elder)
         device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
         try:
-            device.publish(frames[: impact + 3])
-            device.wait_acked(impact + 3, 20)
-            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
+            seen = publish_first(device, nats_broker.url, frames, impact + 3, fall_partition,
+                                 fall_elder)  # fmt: skip
             wait_for(lambda: b.status()["sequences"][str(fall_partition)][1] >= seen, 20,
                      "b to save its state past the impact")  # fmt: skip
             assert b.status()["alerts"] == {}  # the stillness window is not over
@@ -222,9 +231,8 @@ def test_a_pin_given_back_is_taken_with_the_state_kept(nats_broker, tmp_path):
         frames, impact = fall_of(fall_elder)
         device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
         try:
-            device.publish(frames[: impact + 3])
-            device.wait_acked(impact + 3, 20)
-            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
+            seen = publish_first(device, nats_broker.url, frames, impact + 3, fall_partition,
+                                 fall_elder)  # fmt: skip
             wait_for(lambda: a.status()["sequences"][str(fall_partition)][0] >= seen, 20,
                      "a to detect past the impact")  # fmt: skip
             assert a.status()["alerts"] == {}
@@ -294,10 +302,9 @@ def test_messages_handed_out_that_never_came_are_read_again(nats_broker, tmp_pat
         frames, impact = fall_of(fall_elder)
         device = Publisher(nats_broker.mqtt_port, client_id=f"w{fall_elder}")
         try:
-            device.publish(frames[: impact - 2])
-            device.wait_acked(impact - 2, 20)
+            seen = publish_first(device, nats_broker.url, frames, impact - 2, fall_partition,
+                                 fall_elder)  # fmt: skip
             wait_for(lambda: len(a.held()) == PARTITIONS, 60, "a alone to hold every partition")
-            seen = last_seq(nats_broker.url, f"telemetry.{fall_partition}.t.{fall_elder}.>")
             wait_for(lambda: a.status()["sequences"][str(fall_partition)][0] >= seen, 20,
                      "a to detect up to the impact")  # fmt: skip
 
