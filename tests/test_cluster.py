@@ -33,8 +33,6 @@ from support import frame, topic
 from broker.provision import ProvisionError, provision
 from broker.watchdog import SourceWatchdog
 from harness.servers import LocalNatsCluster
-from homecare.mqtt_publish import MqttPublisher
-from homecare.settings import MqttSettings
 from homecare.jetstream import (
     INGEST_CONSUMER,
     MQTT_STREAM,
@@ -42,6 +40,8 @@ from homecare.jetstream import (
     JetStreamConsumer,
     server_urls,
 )
+from homecare.mqtt_publish import MqttPublisher
+from homecare.settings import MqttSettings
 
 REPO = Path(__file__).resolve().parents[1]
 PARTITIONS = 8
