@@ -4,8 +4,11 @@ An elder is *up* on a local day once they have been out of bed for ``up_min_s`` 
 in a stretch that began after ``morning_from_s`` (04:00 local) and lasted past the end of
 the sleep window; a shorter trip (the toilet) is not getting up, nor is a night-time
 outing they came back to bed from (wandering at 05:00, then still in bed at 10:00).
-Still in bed (a presence reading within ``bed_fresh_s``), not up today, and the local time
-past the personal limit → warning, once a day.
+Still in bed (a presence reading within ``bed_fresh_s``), not up today, in bed since
+before the personal limit as far as this detector saw, and the local time past that
+limit → warning, once a day. An elder it first sees in bed after the limit (an
+afternoon nap when detect started without its saved state) is not warned about: it did
+not see them stay in bed through the morning.
 
 **Personal limit.** :func:`wake_times` finds each past day's wake time in the bed history:
 the start of the first stretch out of bed of at least ``up_min_s`` after
@@ -24,7 +27,7 @@ Assumptions: bed readings every 10-30 s, in time order per elder. A silent bed s
 (device health reports it) does not count as in bed.
 
 Warm-up: none (care default). Cost: bed batches only; ``tick`` ~15 vector operations
-over all rows. State: 38 bytes per row.
+over all rows. State: 46 bytes per row.
 
 >>> det = MorningDetector()
 >>> det.update(ReadingBatch("bed", np.array([0]), np.array([9.5 * 3600 - 10]),
@@ -102,7 +105,7 @@ class MorningDetector(CareRows):
     kind: ClassVar[str] = "not_up"
     streams: ClassVar[frozenset[str]] = frozenset({BatchStream.BED})
     _ROW_ARRAYS: ClassVar[dict[str, float | int | bool]] = {
-        "in_bed": False, "bed_ts": -np.inf, "out_since": np.nan, "up_day": -1,
+        "in_bed": False, "bed_ts": -np.inf, "out_since": np.nan, "in_since": np.nan, "up_day": -1,
         "fired_day": -1, "learned": np.nan, "weight": 0.0,
     }  # fmt: skip
 
@@ -112,6 +115,7 @@ class MorningDetector(CareRows):
         self.in_bed = np.zeros(0, bool)  # last reading had presence
         self.bed_ts = np.zeros(0)  # time of the last reading
         self.out_since = np.zeros(0)  # out of bed since (NaN: in bed)
+        self.in_since = np.zeros(0)  # in bed since, as first seen (NaN: out of bed)
         self.up_day = np.zeros(0, np.int32)  # local day the elder last got up
         self.fired_day = np.zeros(0, np.int32)  # local day of the last warning
         self.learned = np.zeros(0, np.float32)  # personal limit, local s (NaN: none)
@@ -143,8 +147,10 @@ class MorningDetector(CareRows):
             if back.any():
                 self._mark_up(rows[back], ts[back])
                 self.out_since[rows[back]] = np.nan
+                self.in_since[rows[back]] = ts[back]
             left = ~p & self.in_bed[rows]
             self.out_since[rows[left]] = ts[left]
+            self.in_since[rows[left]] = np.nan
             self.in_bed[rows] = p
             self.bed_ts[rows] = np.where(held[part], np.inf, ts)
         return []
@@ -180,7 +186,9 @@ class MorningDetector(CareRows):
             return []
         local = self.care.local_s(check, now)
         limit = self.limit_s(check)
-        late = (local > limit) & (local < s.check_until_s)
+        # in bed (as seen here) since before the limit: as long as it has been past it
+        stayed = now - self.in_since[check] >= local - limit
+        late = (local > limit) & (local < s.check_until_s) & stayed
         fire = check[late]
         self.fired_day[fire] = today[fire]
         evidence = {"local_s": local[late], "limit_s": limit[late]}

@@ -116,3 +116,15 @@ def test_a_night_outing_before_dawn_is_not_getting_up() -> None:
         found += det.tick(t)
     assert [(d.kind, d.row) for d in found] == [("not_up", 0)]
     assert found[0].ts - T0 == CARE_TABLE[2].wake_default_s + 30
+
+
+def test_an_elder_first_seen_in_bed_after_the_limit_is_napping() -> None:
+    """A detector that first sees an elder in bed at 13:00 (detect started then, without
+    its saved state) did not see them stay in bed through the morning: no warning. One
+    that saw them in bed from 07:00 warns at the limit."""
+    napping = MorningDetector()
+    in_bed_until(napping, [0], T0 + 14 * H, T0 + 13 * H)
+    assert napping.tick(T0 + 14 * H) == []
+    stayed = MorningDetector()
+    in_bed_until(stayed, [0], T0 + 14 * H, T0 + 7 * H)
+    assert [d.row for d in stayed.tick(T0 + 14 * H)] == [0]
