@@ -400,6 +400,7 @@ class DetectService:
     ) -> None:  # fmt: skip
         """Pull on the partitions nobody holds while under the fair share; hand back the
         surplus once the count of live workers has been steady for a while."""
+        self._expire_kept()  # a partition that went to another worker for good
         share = fair_share(self.partitions, roster.live)
         held = [n for n in self.names if n in consumer.pinned]
         consumer.want([n for n in self.names if n not in consumer.pinned]
@@ -494,18 +495,29 @@ class DetectService:
         """Fetch in the background what taking these partitions needs. Fetches run side by
         side: one at a time, partitions whose pins came back while one was fetched waited
         for it (3.5 s more for some after a node's loss in ``homecare bench city``)."""
-        fetching = {n for _, batch in self._preparing for n in batch}
+        if not names:
+            return
+        fetching = self._fetching()
         names = [n for n in names if n not in fetching]
         if not names:
             return
-        stale = time.monotonic() - KEEP_S
-        for name in [n for n, (_, at) in self._kept.items() if at < stale and n not in fetching]:
-            del self._kept[name]
+        self._expire_kept()
         kept = {n: self._kept[n][0].processed for n in names if n in self._kept}
         after = [self._orphans.pop(n) for n in names if n in self._orphans]
         future = store.prepare(names, start_of=self._start_of, after=after, kept=kept,
                                batch=self.settings.detect.batch_size)  # fmt: skip
         self._preparing.append((future, set(names)))
+
+    def _fetching(self) -> set[str]:
+        """The partitions whose takeover is being fetched."""
+        return {n for _, batch in self._preparing for n in batch}
+
+    def _expire_kept(self) -> None:
+        """Let go of the states kept longer than :data:`KEEP_S` (not of one being fetched:
+        its takeover resumes from it)."""
+        stale, fetching = time.monotonic() - KEEP_S, self._fetching()
+        for name in [n for n, (_, at) in self._kept.items() if at < stale and n not in fetching]:
+            del self._kept[name]
 
     def _take_prepared(
         self, consumer: JetStreamConsumer, store: StateStore, db: InfluxClient
