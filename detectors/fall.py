@@ -47,6 +47,13 @@ not reported; out of bed (fallen from it), it is reported at once; no reading wi
 bed sensor never hides a fall. Elders without a bed sensor are not delayed. A bed mat's
 events (``held``) are left out: a lost "free" event would hide a fall from the bed.
 
+**Lying before, no bed sensor**: a belt or a pendant learns its wearer's upright while they
+walk (:meth:`FallDetector._walking`). A candidate whose posture before the impact was at
+least ``lying_deg`` from it, the wearer quiet (``bed_still_g``), and no bed sensor saying
+"in bed", was a turn in bed or lying down on it unless it landed hard (``lying_impact_g``:
+a drop to the floor); it is not reported (evidence ``lying_deg``). A wearer never seen
+walking, or on the wrist, is judged as before.
+
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
 off-body test. Any new impact restarts the stillness window, so the detection comes at
@@ -239,7 +246,7 @@ class FallDetector(RowState):
         "win_start": 0.0, "win_end": 0.0, "peak_g": 0.0, "freefall_g": 0.0, "flight_s": 0.0,
         "pre_vec": 0.0, "acc_n": 0.0, "acc_vec": 0.0, "acc_still": 0.0, "acc_act": 0.0,
         "shape": 0.0, "placement": 0, "kept_peak": 0.0, "up_t": np.inf,
-        "bed_t": -np.inf, "in_bed": False, "bed_before": False,
+        "bed_t": -np.inf, "in_bed": False, "bed_before": False, "up_vec": 0.0, "gait_s": 0.0,
     }  # fmt: skip
     _SHAPE: ClassVar[tuple[str, ...]] = (
         "raw_peak_g", "pre_mean_g", "pre_std_g", "impact_std_g", "post_std_g", "jerk_gps",
@@ -304,6 +311,10 @@ class FallDetector(RowState):
         self.bed_before = np.zeros(0, bool)
         self.held: dict[int, tuple[str, float, dict[str, float]]] = {}
         """Row → (kind, impact time, evidence) of a fall decided while in bed."""
+        # the wearer's upright, learned while walking (shorter than 0.5: not yet known),
+        # and the seconds of walking in a row so far
+        self.up_vec = np.zeros((0, 3))
+        self.gait_s = np.zeros(0)
 
     def tick(self, now: float) -> list[Detection]:
         """A fall is decided when its stillness window ends; on time alone only one that
@@ -402,6 +413,7 @@ class FallDetector(RowState):
         if gap.any():
             self.filled[rows[gap]] = 0
             self.prev[rows[gap]] = accel[gap, 0]
+            self.gait_s[rows[gap]] = 0.0
         frames, offset = resample(accel, rate, self.rate, self.prev[rows])
         self.prev[rows] = accel[:, -1]
         self.last_end[rows] = ts + n_in / rate
@@ -417,9 +429,11 @@ class FallDetector(RowState):
         sq = np.multiply(frames, frames, out=self._sq)
         mag2 = np.add(sq[..., 0], sq[..., 1], out=self._mag2)
         mag2 += sq[..., 2]
-        sel = np.flatnonzero(mag2.max(axis=1) >= s.impact_g**2)
+        peak2 = mag2.max(axis=1)
+        sel = np.flatnonzero(peak2 >= s.impact_g**2)
         if len(sel):
             self._impacts(rows[sel], t0[sel], mag2[sel])
+        self._walking(rows, frames, peak2, mag2)
         # score the fall stages once the stillness window of an impact begins
         sel = np.flatnonzero(self.unscored[rows])
         if len(sel):
@@ -437,6 +451,34 @@ class FallDetector(RowState):
         elif k:
             self.tail2[rows] = np.concatenate([self.tail2[rows, n:], mag2], axis=1)
         return found
+
+    def _walking(self, rows: Rows, frames: Floats, peak2: Floats, mag2: Floats) -> None:
+        """Learn each wearer's upright: the mean direction of gravity while walking
+        (``gait_s`` seconds in a row whose magnitude swings ``gait_g`` above and below 1 g
+        every second, as steps do; never while lying, turning in bed or sitting down).
+
+        An average of unit vectors, one more every ``gait_s`` seconds of walking, weighted
+        to follow about ``upright_learn_s`` of it: trusted once its length reaches 0.5,
+        i.e. after about that much walking (over the day, not in one go) in one steady
+        direction, never from the few seconds of a fall's own tumble. On a belt or a
+        pendant it tells that the wearer was lying before an impact. Cheap for every row
+        and frame: the dips are looked for only where the peak was high."""
+        s = self.settings
+        dt = frames.shape[1] / self.rate
+        walked = np.zeros(len(rows))
+        high = np.flatnonzero(peak2 >= (1 + s.gait_g) ** 2)
+        if len(high):
+            dips = mag2[high].min(axis=1) <= (1 - s.gait_g) ** 2
+            high = high[dips]
+            walked[high] = self.gait_s[rows[high]] + dt
+        self.gait_s[rows] = walked
+        learn = high[np.floor(walked[high] / s.gait_s) > np.floor((walked[high] - dt) / s.gait_s)]
+        if not len(learn):
+            return
+        mean = frames[learn].mean(axis=1, dtype=np.float64)
+        unit = mean / (np.linalg.norm(mean, axis=1, keepdims=True) + _EPS)
+        r = rows[learn]
+        self.up_vec[r] += min(1.0, s.gait_s / s.upright_learn_s) * (unit - self.up_vec[r])
 
     def _history(self, rows: Rows, frames: Floats, keep: int | None = None) -> Floats:
         """The last ``keep`` history samples (oldest first; edge-padded where not yet filled)
@@ -645,11 +687,26 @@ class FallDetector(RowState):
         # upright at the window's end is not lying still, where the rules judge posture
         ok &= ~(got_up & np.isnan(need))
         got_up &= ~ok
+        # a belt or pendant lying quiet before, where no bed sensor said "in bed": a turn
+        # in bed or lying down on it, unless it landed hard (dropped to the floor)
+        known = np.einsum("rk,rk->r", self.up_vec[rows], self.up_vec[rows]) >= 0.25
+        lying = np.where(known, _angle_deg(self.pre_vec[rows], self.up_vec[rows]), np.nan)
+        soft = (
+            np.isin(placement, (Placement.WAIST, Placement.CHEST))
+            & (lying >= s.lying_deg)
+            & (features["pre_std_g"] <= s.bed_still_g)
+            & (evidence["peak_g"] < s.lying_impact_g)
+            & (evidence["freefall_g"] > s.lying_freefall_g)
+            & ~self.bed_before[rows]
+        )
+        ok &= ~soft
+        got_up &= ~soft
         # the rules' stages stay the explanation; the score says what the model made of them
         evidence["rules"] = confirms(evidence, s).astype(np.float64)
         evidence["model_score"] = score
         evidence["placement"] = placement.astype(np.float64)
         evidence["turn_deg"] = features["turn_deg"]
+        evidence["lying_deg"] = lying
         evidence["down_s"] = np.where(got_up, self.up_t[rows] - self.impact_t[rows], np.nan)
         if self.candidates:
             evidence = features | evidence | {"fall": ok.astype(np.float64)}

@@ -112,6 +112,38 @@ class FallSettings(BaseModel):
         gt=0,
         description="A fall in bed waits this long after its impact for the bed sensor's word.",
     )
+    gait_g: float = Field(
+        default=0.15,
+        gt=0,
+        lt=1,
+        description="Walking: each second the magnitude goes this far above 1 g and below it.",
+    )
+    gait_s: float = Field(
+        default=4.0,
+        gt=0,
+        description="Seconds of walking in a row before the posture is learned as upright.",
+    )
+    upright_learn_s: float = Field(
+        default=20.0,
+        gt=0,
+        description="The upright is learned from about this much walking (EWMA), and follows it.",
+    )
+    lying_deg: float = Field(
+        default=60.0,
+        gt=0,
+        le=180,
+        description="Lying before: the posture before impact this far from the upright.",
+    )
+    lying_impact_g: float = Field(
+        default=1.8,
+        gt=1,
+        description="Lying quiet before, no bed sensor saying in bed: a belt needs this impact.",
+    )
+    lying_freefall_g: float = Field(
+        default=0.3,
+        gt=0,
+        description="... or this deep a free-fall dip (a drop from the bed).",
+    )
     max_gap_s: float = Field(
         default=1.0, gt=0, description="A longer gap between frames clears history."
     )

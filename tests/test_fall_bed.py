@@ -15,7 +15,7 @@ from detectors.fall import FallDetector
 from detectors.fall_model import Placement
 from detectors.service import Detect
 from detectors.snapshot import freeze, thaw
-from device_sim.motions import motion
+from device_sim.motions import motion, random_rotation
 from device_sim.signals import to_device_frame
 from evaluation.replay import Trace, replay
 from homecare.edge import RawMessage
@@ -217,3 +217,71 @@ def test_the_detect_pipeline_asks_the_bed_before_it_alerts(after, alerted):
         assert abs(falls[0].ts - impact) < 1.0
     if after is None:  # held, then released by the tick: the evidence says why it was late
         assert falls[0].evidence["bed_silent"] == 1
+
+
+def _walked(name: str, seed: int, *, walk: bool = True) -> np.ndarray:
+    """``name`` by a belt worn the same (random) way throughout, after half a minute of
+    walking (``walk``) or without."""
+    turn = random_rotation(np.random.default_rng(seed))
+    parts = [motion("walk", np.random.default_rng([seed, 1]), rate=RATE, orientation=turn)[1]]
+    parts = parts if walk else []
+    parts.append(motion(name, np.random.default_rng([seed, 2]), rate=RATE, orientation=turn)[1])
+    xyz = np.concatenate(parts)
+    return xyz[: len(xyz) // RATE * RATE].reshape(-1, RATE, 3)
+
+
+def _feed(
+    frames: np.ndarray, placement: Placement = Placement.WAIST, bed: dict[int, bool] | None = None
+) -> list[Detection]:
+    det = FallDetector()
+    det.place(np.array([0]), placement)
+    found: list[Detection] = []
+    for k, frame in enumerate(frames):
+        if k in (bed or {}):
+            found += _bed(det, float(k), (bed or {})[k])
+        found += det.update(AccelBatch(np.array([0]), np.array([float(k)]), frame[None], RATE))
+    return found + det.tick(float(len(frames) + 100))
+
+
+SOFT, HARD = 1, 2
+"""Seeds of the simulator's roll off a bed: landing soft (as a turn onto a mattress does),
+and hard."""
+
+
+def test_a_soft_landing_from_lying_is_a_turn_in_bed_once_the_belt_has_seen_its_wearer_walk():
+    s = FallSettings()
+    alone = _feed(_walked("fall_out_of_bed", SOFT, walk=False))
+    # never seen walking: judged as before (no upright to call the posture lying)
+    assert [d.kind for d in alone] == ["fall"]
+    assert "lying_deg" not in alone[0].evidence
+    assert alone[0].evidence["peak_g"] < s.lying_impact_g
+    assert alone[0].evidence["freefall_g"] > s.lying_freefall_g
+    # after walking, the belt knows upright: lying quiet before, landed soft, no bed sensor
+    assert _feed(_walked("fall_out_of_bed", SOFT)) == []
+
+
+def test_a_hard_landing_from_lying_is_a_fall_out_of_bed():
+    found = _feed(_walked("fall_out_of_bed", HARD))
+    assert [d.kind for d in found] == ["fall"]
+    assert found[0].evidence["lying_deg"] >= FallSettings().lying_deg
+    assert found[0].evidence["peak_g"] >= FallSettings().lying_impact_g
+
+
+def test_a_bed_sensor_still_decides_a_soft_fall_from_lying():
+    frames = _walked("fall_out_of_bed", SOFT)
+    impact = len(_walked("walk", SOFT, walk=False)) + 5  # the roll starts 5-8 s in
+    in_bed_then_out = {impact - 10: True, impact + 12: False}
+    assert [d.kind for d in _feed(frames, bed=in_bed_then_out)] == ["fall"]
+    assert _feed(frames, bed={impact - 10: True, impact + 12: True}) == []
+
+
+def test_a_fall_while_walking_and_an_unknown_placement_are_judged_as_before():
+    walking = _feed(_walked("fall_forward", SOFT))
+    assert [d.kind for d in walking] == ["fall"]
+    assert walking[0].evidence["lying_deg"] < FallSettings().lying_deg
+    # a pendant is on the torso too; a wearable worn who knows where (perhaps a watch,
+    # whose "upright" says nothing of the body) is judged the most careful way
+    assert _feed(_walked("fall_out_of_bed", SOFT), Placement.CHEST) == []
+    unknown = _feed(_walked("fall_out_of_bed", SOFT), Placement.UNKNOWN)
+    assert [d.kind for d in unknown] == ["fall"]
+    assert unknown[0].evidence["lying_deg"] >= FallSettings().lying_deg
