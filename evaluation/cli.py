@@ -229,7 +229,8 @@ def evaluate_command(
             "--wear-days",
             help="False fall alarms per wearer-day: simulate N days of wear at --placement "
             "(unknown: wrist, chest and waist each); with --replay-dir: play every person's "
-            "everyday-activity trials back to back instead (any N).",
+            "everyday-activity trials back to back instead (any N); with --cv too: each "
+            "person judged by the model of the fold that never saw them.",
             min=1,
         ),
     ] = None,
@@ -275,7 +276,7 @@ def evaluate_command(
         if json_out is not None:
             json_out.write_text(json.dumps(table, indent=2) + "\n")
         return
-    if wear_days is not None:
+    if wear_days is not None and not (cv is not None and replay_dir is not None):
         evaluate_wear(wear_days, placement.code, replay_dir, labels, resample, seed, json_out,
                       _codes(in_bed))  # fmt: skip
         return
@@ -303,7 +304,7 @@ def evaluate_command(
     if cv is not None:
         evaluate_cv(replay_dir, labels, hold_end, resample, cv, target_specificity, json_out,
                     placement.code, simulate, mine_days, target_per_day, cut_after,
-                    get_up)  # fmt: skip
+                    get_up, wear_days is not None)  # fmt: skip
         return
     evaluate_replay(replay_dir, labels, hold_end, rotate, resample, json_out, placement.code,
                     cut_after, _codes(in_bed))  # fmt: skip
@@ -369,14 +370,19 @@ def evaluate_cv(
     target_per_day: float | None = None,
     cut_after: float | None = None,
     get_up: int = 0,
+    wear_day: bool = False,
 ) -> None:
     """Subject-wise cross-validation of the learned stage on labelled recordings (as
     ``train-fall`` trains it: the same seed, simulated trials of ``placement`` added).
     ``cut_after``: then every person's trials, each fall's wearer getting up (``--cut-after``),
-    go through the whole detector with their fold's model: recovered falls out of fold."""
+    go through the whole detector with their fold's model: recovered falls out of fold.
+    ``wear_day``: then every person's everyday activities back to back, with their fold's
+    model: false alarms per wearer-day out of fold."""
     from detectors.fall_model import FallModels
     from evaluation.fall_train import GOT_UP, collect, cross_validate, gather
     from evaluation.replay_eval import evaluate, summary
+    from evaluation.wear import recorded_day
+    from evaluation.wear import summary as wear_summary
 
     if not labels.is_file():
         typer.echo(f"error: labels file {labels} not found", err=True)
@@ -389,7 +395,7 @@ def evaluate_cv(
     c = collect(traces, trials, hold_end_s=hold_end)
     report = cross_validate(c, folds=folds, target_specificity=target_specificity, days=days,
                             target_per_day=target_per_day,
-                            keep_models=cut_after is not None)  # fmt: skip
+                            keep_models=cut_after is not None or wear_day)  # fmt: skip
     report.pop("trial_scores")
     fold_models = report.pop("fold_models", {})
     report["errors"] = errors
@@ -417,16 +423,22 @@ def evaluate_cv(
                 f"{r['threshold']:.4f}     {r.get('sensitivity', 0):.4f}       "
                 f"{r.get('specificity', 0):.4f}       {r['per_wearer_day']:.4f}"
             )
+    shared = {id(m): FallModels({placement: m}) for m in fold_models.values()}
+    by_subject = {who: shared[id(m)] for who, m in fold_models.items()}
     if cut_after is not None:
-        shared = {id(m): FallModels({placement: m}) for m in fold_models.values()}
         cut = evaluate(
             replay_dir, labels, hold_end_s=hold_end, resample_hz=resample, placement=placement,
-            cut_after_s=cut_after,
-            models_by_subject={who: shared[id(m)] for who, m in fold_models.items()},
+            cut_after_s=cut_after, models_by_subject=by_subject,
         )  # fmt: skip
         typer.echo("each person's trials through the detector with their fold's model:")
         typer.echo(summary(cut))
         report["cut"] = cut
+    if wear_day:
+        day = recorded_day(replay_dir, labels, placement, resample_hz=resample,
+                           models_by_subject=by_subject)  # fmt: skip
+        typer.echo("each person's everyday activities back to back, with their fold's model:")
+        typer.echo(wear_summary([day]))
+        report["wear_day"] = day
     if json_out is not None:
         json_out.write_text(json.dumps(report, indent=2, default=float) + "\n")
     if errors:

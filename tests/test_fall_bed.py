@@ -285,3 +285,29 @@ def test_a_fall_while_walking_and_an_unknown_placement_are_judged_as_before():
     unknown = _feed(_walked("fall_out_of_bed", SOFT), Placement.UNKNOWN)
     assert [d.kind for d in unknown] == ["fall"]
     assert unknown[0].evidence["lying_deg"] >= FallSettings().lying_deg
+
+
+def test_wear_days_from_recordings_judge_each_person_by_their_own_models(tmp_path):
+    from detectors.fall_model import FallModels
+    from evaluation.wear import recorded_day
+
+    # two people's everyday trials (the simulator's roll off a bed, lying quiet: the rules
+    # call it a fall, the wrist model does not), each judged by the models given for them
+    lines = ["file,subject,code,label"]
+    for person in range(2):
+        t, xyz, _ = motion("fall_out_of_bed", np.random.default_rng([2 * person, 9]), rate=RATE)
+        rows = "\n".join(f"{ti:.3f},{a:.4f},{b:.4f},{c:.4f}"
+                         for ti, (a, b, c) in zip(t, xyz, strict=True))  # fmt: skip
+        (tmp_path / f"D14_P{person}.csv").write_text("t,ax,ay,az\n" + rows + "\n")
+        lines.append(f"D14_P{person}.csv,P{person},D14,adl")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(lines) + "\n")
+    shipped = FallModels.load()
+    rules_only = FallModels({})
+    assert recorded_day(tmp_path, labels, Placement.WRIST)["false_alarms"] == 0
+    mixed = recorded_day(tmp_path, labels, Placement.WRIST,
+                         models_by_subject={"P0": rules_only, "P1": shipped})  # fmt: skip
+    assert (mixed["false_alarms"], mixed["models"]) == (1, "out of fold")
+    assert [a["file"] for a in mixed["alarms"]] == ["P0@50"]
+    with pytest.raises(ValueError, match="P1"):
+        recorded_day(tmp_path, labels, Placement.WRIST, models_by_subject={"P0": shipped})

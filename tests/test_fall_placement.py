@@ -239,8 +239,8 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     got = runner.invoke(app, ["evaluate", "--replay-dir", str(data), "--labels",
                               str(data / "labels.csv"), "--placement", "chest", "--cv", "2",
                               "--hold-end", "15", "--mine-days", "0.25", "--target-per-day",
-                              "0.05", "--cut-after", "3", "--get-up", "1", "--json",
-                              str(report)])  # fmt: skip
+                              "0.05", "--cut-after", "3", "--get-up", "1", "--wear-days", "1",
+                              "--json", str(report)])  # fmt: skip
     assert got.exit_code == 0, got.output
     assert "trials 40 (16 falls, 24 ADL), 4 people, subject-wise 2-fold" in got.output
     cv = json.loads(report.read_text())
@@ -250,6 +250,10 @@ def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_pat
     assert cv["cut"]["options"]["models"] == "out of fold"
     assert cv["cut"]["options"]["cut_after_s"] == 3
     assert (cv["cut"]["falls"], cv["cut"]["adl"]) == (16, 24)
+    # and every person's everyday trials back to back, each with their fold's model
+    assert "everyday activities back to back, with their fold's model" in got.output
+    assert (cv["wear_day"]["models"], cv["wear_day"]["trials"]) == ("out of fold", 24)
+    assert cv["wear_day"]["people"] == 4
     # one mined sequence of a quarter wearer-day: its out-of-fold alarms, and the curve
     assert cv["mined"]["sequences"] == 1
     assert 0.1 < cv["mined"]["wearer_days"] < 0.5
