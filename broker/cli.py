@@ -117,7 +117,7 @@ def watch_command(
     url: NatsUrl,
     stall_s: Annotated[
         float, typer.Option(min=1, help="Seconds a source may stay inactive before a step-down.")
-    ] = 5.0,
+    ] = 2.0,
     alert_s: Annotated[
         float | None,
         typer.Option(

@@ -50,9 +50,11 @@ events (``held``) are left out: a lost "free" event would hide a fall from the b
 **Lying before, no bed sensor**: a belt or a pendant learns its wearer's upright while they
 walk (:meth:`FallDetector._walking`). A candidate whose posture before the impact was at
 least ``lying_deg`` from it, the wearer quiet (``bed_still_g``), and no bed sensor saying
-"in bed", was a turn in bed or lying down on it unless it landed hard (``lying_impact_g``:
-a drop to the floor); it is not reported (evidence ``lying_deg``). A wearer never seen
-walking, or on the wrist, is judged as before.
+"in bed", was a turn in bed or lying down on it unless it landed hard or dropped
+(``lying_impact_g``, ``lying_freefall_g``: a fall to the floor); it is not reported
+(evidence ``lying_deg``). A wearer never seen walking (or a device whose frames are too
+short to hold a step's peak and dip), on the wrist or of unknown placement, is judged
+as before.
 
 Sitting down hard, jumping, stumbling and stairs fail the posture change or the stillness;
 lying down in bed fails the impact; a dropped or thrown device fails the free-flight or the
