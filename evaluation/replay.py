@@ -41,7 +41,9 @@ from detectors.fall import FallDetector, FallSettings
 from detectors.fall_model import FallModels, Placement
 from homecare.errors import DataError
 
-__all__ = ["Trace", "TraceError", "hold_end", "read_trace", "replay", "replay_files"]
+__all__ = [
+    "Trace", "TraceError", "hold_end", "read_trace", "replay", "replay_files", "replay_judged",
+]  # fmt: skip
 
 G = 9.80665
 BED_PERIOD_S = 10
@@ -208,6 +210,31 @@ def replay(
                 )
     events.sort(key=lambda e: (e[0], e[1]))
     return [e[2] for e in events]
+
+
+def replay_judged(
+    traces: Sequence[Trace],
+    judges: Sequence[FallModels],
+    *,
+    settings: FallSettings | None = None,
+    hold_end_s: float = 0.0,
+    placement: Placement = Placement.UNKNOWN,
+) -> list[dict[str, Any]]:
+    """:func:`replay` with each trace judged by its own models (``judges[i]`` for
+    ``traces[i]``: e.g. those of the cross-validation fold that never saw its person); one
+    replay per set of models, the events then in trace order and time."""
+    groups: dict[int, list[int]] = defaultdict(list)
+    for i, models in enumerate(judges):
+        groups[id(models)].append(i)
+    order = {tr.name: i for i, tr in enumerate(traces)}
+    events: list[dict[str, Any]] = []
+    for members in groups.values():
+        events += replay(
+            [traces[i] for i in members], settings=settings, hold_end_s=hold_end_s,
+            placement=placement, models=judges[members[0]],
+        )  # fmt: skip
+    events.sort(key=lambda e: (order[e["file"]], e["t"]))
+    return events
 
 
 def replay_files(

@@ -28,7 +28,7 @@ from sklearn.metrics import confusion_matrix, recall_score
 from detectors.base import Floats
 from detectors.fall import FallSettings
 from detectors.fall_model import FallModels, Placement
-from evaluation.replay import Trace, TraceError, read_trace, replay
+from evaluation.replay import Trace, TraceError, read_trace, replay, replay_judged
 
 __all__ = [
     "Label", "evaluate", "evaluate_motions", "get_up", "load_traces", "random_rotation",
@@ -169,18 +169,10 @@ def evaluate(
     if models_by_subject is None:
         events = replay(traces, settings=settings, hold_end_s=hold_end_s, placement=placement)
     else:
-        # one replay per set of models (a fold's people together), then in trial order
-        by_models: dict[int, list[int]] = defaultdict(list)
-        for i, lab in enumerate(kept):
-            by_models[id(models_by_subject[lab.subject])].append(i)
-        order = {tr.name: i for i, tr in enumerate(traces)}
-        events = []
-        for members in by_models.values():
-            events += replay(
-                [traces[i] for i in members], settings=settings, hold_end_s=hold_end_s,
-                placement=placement, models=models_by_subject[kept[members[0]].subject],
-            )  # fmt: skip
-        events.sort(key=lambda e: (order[e["file"]], e["t"]))
+        events = replay_judged(
+            traces, [models_by_subject[lab.subject] for lab in kept], settings=settings,
+            hold_end_s=hold_end_s, placement=placement,
+        )  # fmt: skip
     detected = {e["file"] for e in events}
     kinds: dict[str, int] = defaultdict(int)
     for e in events:

@@ -17,7 +17,6 @@ real-world wear at about 80 % sensitivity; the target here is ≤ 0.05 per weare
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ from detectors.base import AccelBatch
 from detectors.fall import RECOVERED, FallDetector, FallSettings
 from detectors.fall_model import FallModels, Placement
 from device_sim.motions import motion, random_rotation
-from evaluation.replay import Trace, hold_end, replay
+from evaluation.replay import Trace, hold_end, replay, replay_judged
 from evaluation.replay_eval import load_traces, read_labels
 
 __all__ = ["DAY_MIX", "GAP_S", "mined_wear", "recorded_day", "simulated_days"]
@@ -228,13 +227,8 @@ def recorded_day(
         missing = sorted(set(people) - set(models_by_subject))
         if missing:
             raise ValueError(f"no models for the people {missing}")
-        by_models: dict[int, list[int]] = defaultdict(list)
-        for i, who in enumerate(people):
-            by_models[id(models_by_subject[who])].append(i)
-        events = []
-        for members in by_models.values():
-            events += replay([long[i] for i in members], placement=placement, hold_end_s=gap_s,
-                             models=models_by_subject[people[members[0]]])  # fmt: skip
+        events = replay_judged(long, [models_by_subject[who] for who in people],
+                               placement=placement, hold_end_s=gap_s)  # fmt: skip
     hours = sum(len(t.xyz) / t.rate for t in long) / 3600
     return {
         "placement": placement.name.lower(),
