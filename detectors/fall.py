@@ -69,9 +69,15 @@ otherwise, one input sample late).
 Warm-up: none beyond the history: the posture before an impact needs ``pre_gap_s +
 pre_window_s`` seconds of history; earlier, the first samples stand in for it.
 
-Cost: per frame, one squared magnitude and a maximum per row (the gate) and a copy into a
-history ring of ``history_s`` seconds (float32, about 3 KB a row at 50 Hz); the heavy stages
-run only for rows whose raw magnitude reached ``impact_g`` or that await stillness.
+Cost: per frame, one squared magnitude and a maximum per row (the gate); the heavy stages
+run only for rows whose raw magnitude reached ``impact_g`` or that await stillness. Each
+row's last ``history_s`` seconds (a ring, float32, about 4 KB a row at 50 Hz) are what
+those stages read before an impact, yet almost no row is ever read: frames are kept by
+reference (:class:`_Logged`) and copied into the ring only for a row that is read, or
+whose frames are still within its history when the log outgrows two rings' worth (a
+device gone quiet), or before the state is saved (:meth:`FallDetector.settle`). Copying
+every frame into the ring was a quarter of the detector's time, the frames' own memory
+traffic.
 
 >>> import numpy as np
 >>> from device_sim.motions import motion
@@ -87,6 +93,7 @@ run only for rows whose raw magnitude reached ``impact_g`` or that await stillne
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable
 from typing import ClassVar
 
@@ -235,6 +242,41 @@ def _angle_deg(a: npt.NDArray[np.float64], b: npt.NDArray[np.float64]) -> npt.ND
     return deg
 
 
+def _one_run(rows: Rows) -> bool:
+    """Whether ``rows`` are consecutive and ascending (a slice can stand for them)."""
+    n = len(rows)
+    return bool(n) and int(rows[-1]) - int(rows[0]) == n - 1 and bool((np.diff(rows) == 1).all())
+
+
+class _Logged:
+    """The frames of one wave, by reference, until no row needs them for its history:
+    ``start[i]`` is how many samples row ``rows[i]`` had before them (its ring position)."""
+
+    __slots__ = ("block", "frames", "order", "rows", "start")
+
+    def __init__(self, rows: Rows, frames: Floats, start: npt.NDArray[np.int64]) -> None:
+        self.rows, self.frames, self.start = rows, frames, start
+        self.block = _one_run(rows)  # the usual batch: a row is found by subtraction
+        self.order: npt.NDArray[np.intp] | None = None  # else sorted once, when first asked
+
+    @property
+    def samples(self) -> int:
+        return int(self.frames.shape[0] * self.frames.shape[1])
+
+    def find(self, rows: Rows) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+        """Where the ``rows`` (unique) are in this wave: (indices here, indices in ``rows``)."""
+        if self.block:
+            at = (rows - int(self.rows[0])).astype(np.intp)
+            there = np.flatnonzero((at >= 0) & (at < len(self.rows)))
+            return at[there], there
+        if self.order is None:
+            self.order = np.argsort(self.rows, kind="stable")
+        ordered = self.rows[self.order]
+        at = np.minimum(np.searchsorted(ordered, rows), len(ordered) - 1)
+        there = np.flatnonzero(ordered[at] == rows)
+        return self.order[at[there]], there
+
+
 class FallDetector(RowState):
     """Confirms falls of many wearables from their accelerometer frames (see module doc)."""
 
@@ -257,9 +299,10 @@ class FallDetector(RowState):
         *(f"swing_{i}" for i in range(1, len(_SEGMENTS))),
     )  # fmt: skip
     """The second stage's features of the impact's shape, kept per row in ``shape``."""
-    _SCRATCH: ClassVar[tuple[str, ...]] = ("_sq", "_mag2", "models")
-    """Buffers reused between batches and the models (configuration): not state
-    (:mod:`detectors.snapshot` skips them)."""
+    _SCRATCH: ClassVar[tuple[str, ...]] = ("_sq", "_mag2", "models", "_log", "_logged")
+    """Buffers reused between batches, the models (configuration) and the frames not yet
+    in the ring (written there by :meth:`settle`, which a snapshot asks for first): not
+    state (:mod:`detectors.snapshot` skips them)."""
 
     def __init__(
         self,
@@ -280,13 +323,15 @@ class FallDetector(RowState):
         self.k_freefall = max(1, round(0.1 * s.rate_hz))
         # history ring of working-rate samples, one row per wearable
         self.ring = np.zeros((0, self.hist_len, 3), np.float32)
-        self.pos = np.zeros(0, np.int64)  # next write position in the ring
+        self.pos = np.zeros(0, np.int64)  # samples so far; the next one's place: pos % hist_len
         self.filled = np.zeros(0, np.int64)  # valid samples in the ring
         self.last_end = np.full(0, -np.inf)  # end time of the row's last frame
         self.prev = np.zeros((0, 3), np.float32)  # last input sample, for interpolation
         self.tail2 = np.ones((0, self.k_impact - 1), np.float32)  # last |a|² for the impact
         self._sq = np.empty((0, 0, 3), np.float32)  # scratch, reused between batches
         self._mag2 = np.empty((0, 0), np.float32)
+        self._log: deque[_Logged] = deque()  # frames not yet copied into the ring, oldest first
+        self._logged = 0  # samples in the log
         # the pending candidate: impact time, stillness window and the stage scores so far
         self.pending = np.zeros(0, bool)
         self.unscored = np.zeros(0, bool)  # pending, stages not yet scored
@@ -485,6 +530,7 @@ class FallDetector(RowState):
     def _history(self, rows: Rows, frames: Floats, keep: int | None = None) -> Floats:
         """The last ``keep`` history samples (oldest first; edge-padded where not yet filled)
         followed by the frames."""
+        self._catch_up(rows)
         h = self.hist_len
         keep = h if keep is None else keep
         start = h - self.filled[rows]
@@ -747,24 +793,62 @@ class FallDetector(RowState):
         ]
 
     def _remember(self, rows: Rows, frames: Floats) -> None:
-        """Append the frames to each row's history ring."""
+        """Log the frames as the rows' newest history; let go of the oldest logged frames
+        that no row needs, copying a row's into the ring only when the log holds more than
+        two rings' worth (a device gone quiet keeps its last frames)."""
         h = self.hist_len
         n = frames.shape[1]
-        if n >= h:
-            self.ring[rows] = frames[:, n - h :]
-            self.pos[rows] = 0
-        else:
-            pos = self.pos[rows]
-            for p in np.unique(pos):  # rows share a few write positions; copy blocks
-                which = np.flatnonzero(pos == p)
-                sel: npt.NDArray[np.intp] | slice = which
-                r: Rows | slice = rows[which]
-                contiguous = rows[-1] - rows[0] == len(rows) - 1 and (np.diff(rows) == 1).all()
-                if len(which) == len(rows) and contiguous:  # the usual case: a block copy
-                    r, sel = slice(int(rows[0]), int(rows[-1]) + 1), slice(None)
-                first = min(n, h - int(p))
-                self.ring[r, p : p + first] = frames[sel, :first]
-                if first < n:
-                    self.ring[r, : n - first] = frames[sel, first:]
-            self.pos[rows] = (pos + n) % h
+        start = self.pos[rows]
+        self._log.append(_Logged(rows.copy(), frames, start))
+        self._logged += len(rows) * n
+        self.pos[rows] = start + n
         self.filled[rows] = np.minimum(self.filled[rows] + n, h)
+        budget = 2 * h * len(self.pos)
+        while self._log:
+            old = self._log[0]
+            need = np.flatnonzero(self.pos[old.rows] - old.start < h + old.frames.shape[1])
+            if len(need):
+                if self._logged <= budget:
+                    break
+                self._write(old.rows[need], old.frames[need], old.start[need])
+            self._log.popleft()
+            self._logged -= old.samples
+
+    def _catch_up(self, rows: Rows) -> None:
+        """Copy the logged frames of ``rows`` (unique) into the ring, oldest first."""
+        for old in self._log:
+            at, there = old.find(rows)
+            if len(at):
+                self._write(rows[there], old.frames[at], old.start[at])
+
+    def settle(self) -> None:
+        """Copy every frame still within its row's history into the ring and empty the
+        log: the ring alone is then the state (a snapshot asks for this first)."""
+        h = self.hist_len
+        for old in self._log:
+            need = np.flatnonzero(self.pos[old.rows] - old.start < h + old.frames.shape[1])
+            if len(need):
+                self._write(old.rows[need], old.frames[need], old.start[need])
+        self._log.clear()
+        self._logged = 0
+
+    def _write(self, rows: Rows, frames: Floats, start: npt.NDArray[np.int64]) -> None:
+        """Frames into the ring at their rows' places. Logged frames are written oldest
+        first, so a sample older than its row's last ``hist_len`` that lands on a newer
+        one's place is overwritten by it before the ring is read."""
+        h = self.hist_len
+        n = frames.shape[1]
+        if n > h:  # only the last h samples have places of their own
+            frames, start, n = frames[:, n - h :], start + (n - h), h
+        at = start % h
+        if at.min() != at.max():
+            self.ring[rows[:, None], (start[:, None] + np.arange(n)) % h] = frames
+            return
+        p = int(at[0])
+        r: Rows | slice = rows
+        if _one_run(rows):  # the usual batch: block copies
+            r = slice(int(rows[0]), int(rows[-1]) + 1)
+        first = min(n, h - p)
+        self.ring[r, p : p + first] = frames[:, :first]
+        if first < n:
+            self.ring[r, : n - first] = frames[:, first:]

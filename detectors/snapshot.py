@@ -18,7 +18,9 @@ What the walk takes, per attribute:
   model held directly as an attribute is *configuration* (detector settings, the care
   table) and is left as the fresh object has it;
 * skipped: functions set on an instance (a benchmark's timers) and the names a class
-  lists in ``_SCRATCH`` (buffers reused between batches).
+  lists in ``_SCRATCH`` (buffers reused between batches);
+* an object with a ``settle()`` method is asked to settle first: to move what it holds
+  outside its state (the fall detector's frames kept by reference) into it.
 
 :func:`thaw` refuses (:class:`SnapshotMismatch`) a snapshot whose objects do not have the
 same attributes, classes, array dtypes and ranks as the fresh ones: after an upgrade
@@ -133,6 +135,9 @@ class _Freezer:
                 return {"$r": ref}
             self.seen[id(value)] = len(self.keep)
             self.keep.append(value)
+            settle = getattr(value, "settle", None)
+            if callable(settle):
+                settle()
             attrs = {k: self.enc(v, f"{path}.{k}") for k, v in _attrs(value).items()}
             return {"$o": type(value).__qualname__, "i": self.seen[id(value)], "v": attrs}
         raise TypeError(f"{path}: {type(value).__name__} is not state we can save")

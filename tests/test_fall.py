@@ -222,6 +222,56 @@ def test_a_gap_clears_the_history():
     assert det.filled[0] == 50
 
 
+def test_the_history_read_is_every_rows_own_last_samples(monkeypatch):
+    """Frames are kept by reference and copied into the history ring only when read, when
+    the log outgrows two rings' worth, or before a snapshot: whatever the mix of rows,
+    frame lengths (some longer than the ring), rows gone quiet and snapshots, a row's
+    history read back is exactly the last samples it sent."""
+    from detectors.snapshot import freeze, thaw
+
+    rng = np.random.default_rng(11)
+    copies: list[int] = []  # rows copied into the ring while frames came in (quiet, no impact)
+    write = FallDetector._write
+    monkeypatch.setattr(FallDetector, "_write", lambda d, *a: (copies.append(1), write(d, *a)))
+    det = FallDetector()
+    h = det.hist_len
+    rows_n = 40
+    det.place(np.arange(rows_n), Placement.WRIST)  # every row known from the start
+    sent: list[list[np.ndarray]] = [[] for _ in range(rows_n)]
+    clock = np.zeros(rows_n)  # each row's own time: contiguous, never a gap
+    pressed = 0
+    for step in range(400):
+        quiet = np.arange(rows_n) >= 30  # rows 30+ send rarely: their frames stay needed
+        talk = np.flatnonzero(rng.random(rows_n) < np.where(quiet, 0.01, 0.7))
+        if not len(talk):
+            continue
+        n = int(rng.choice([1, 7, 50, 50, 50, h + 30]))
+        rng.shuffle(talk)
+        accel = (np.float32([0, 0, 1]) + 0.05 * rng.normal(size=(len(talk), n, 3))).astype(
+            np.float32
+        )
+        before = len(copies)
+        det.update(AccelBatch(talk, clock[talk].copy(), accel, 50.0))
+        pressed += len(copies) > before  # the log outgrew its budget: quiet rows copied
+        assert det._logged <= 2 * h * len(det.pos) + accel.shape[0] * n
+        clock[talk] += n / 50.0
+        for i, r in enumerate(talk):
+            sent[r].append(accel[i])
+        if step % 53 == 52:  # a snapshot: the ring alone is the state
+            fresh = FallDetector()
+            thaw({"d": fresh}, freeze({"d": det}))
+            assert not fresh._log
+            det = fresh
+        if step % 9 == 0:
+            look = rng.choice(rows_n, size=5, replace=False)
+            got = det._history(look, np.zeros((5, 1, 3), np.float32))[:, :h]
+            for i, r in enumerate(look):
+                mine = np.concatenate(sent[r])[-h:] if sent[r] else np.zeros((0, 3))
+                assert det.filled[r] == len(mine)
+                np.testing.assert_array_equal(got[i, h - len(mine) :], mine)
+    assert pressed > 10
+
+
 @pytest.mark.parametrize(
     "module", [detectors.fall, evaluation.replay, evaluation.replay_eval, device_sim.motions]
 )
