@@ -177,6 +177,33 @@ def cluster_fsync_cost_command(
     typer.echo(json.dumps({mode: round(rate) for mode, rate in rates.items()}))
 
 
+@cluster_app.command("cpu")
+def cluster_cpu_command(
+    rates: Annotated[
+        list[int], typer.Option("--rate", min=1, help="Readings a second; repeat for more.")
+    ] = [250, 1000, 4000, 8000],  # noqa: B006 (typer reads it; never mutated)
+    seconds: Annotated[float, typer.Option(min=1.0, help="Seconds at each rate.")] = 10.0,
+    sync_interval: Annotated[
+        str, typer.Option(help="JetStream's sync_interval: always (the cluster's) or 2m.")
+    ] = "always",
+    json_path: Annotated[Path | None, typer.Option("--json", help="Write figures here.")] = None,
+) -> None:
+    """The 3-node cluster's CPU idle and at each rate of devices' QoS 1 readings: what
+    the broker costs per reading, measured at the rate a site or district runs at."""
+    from harness.cluster import broker_cpu
+
+    figures = broker_cpu(rates, seconds=seconds, sync_interval=sync_interval)
+    typer.echo(f"idle: {figures['idle_cores']:.2f} cores (sync_interval {sync_interval})")
+    for row in figures["rates"]:
+        typer.echo(
+            f"{row['rate']:>6}/s: acknowledged {row['acknowledged_per_s']:.0f}/s, "
+            f"{row['cores']:.2f} cores, {row['us_per_reading']:.0f} µs a reading "
+            f"(the publishing devices {row['publisher_cores']:.2f} cores)"
+        )
+    if json_path is not None:
+        json_path.write_text(json.dumps(figures, indent=2))
+
+
 @app.command("demo")
 def demo_command(
     elders: Annotated[int, typer.Option(min=1, help="Simulated elders.")] = 20,

@@ -240,6 +240,28 @@ def test_cluster_up_prints_the_urls_of_a_provisioned_r3_cluster_and_stops_on_sig
                 proc.kill()
 
 
+def test_cluster_cpu_reports_the_nodes_cpu_idle_and_at_each_rate(tmp_path):
+    """``homecare cluster cpu``: every reading published at each rate is acknowledged,
+    and the nodes' CPU is read from their processes (not a figure of the test's)."""
+    out = tmp_path / "cpu.json"
+    command = [sys.executable, "-m", "cli", "cluster", "cpu", "--rate", "40", "--rate", "160",
+               "--seconds", "2", "--json", str(out)]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=180)
+    assert done.returncode == 0, done.stderr
+    figures = json.loads(out.read_text())
+    assert figures["sync_interval"] == "always"
+    assert [r["rate"] for r in figures["rates"]] == [40, 160]
+    assert [r["published"] for r in figures["rates"]] == [80, 320]
+    for row in figures["rates"]:
+        assert row["cores"] > 0
+        assert row["us_per_reading"] > 0
+        assert row["publisher_cores"] > 0
+        assert row["acknowledged_per_s"] == pytest.approx(row["published"] / row["seconds"], 0.01)
+        assert row["seconds"] >= (row["published"] - 1) / row["rate"]  # paced, not a burst
+    assert figures["idle_cores"] >= 0
+    assert "   160/s: acknowledged" in done.stdout
+
+
 async def _replicas(urls: list[str]) -> list[int]:
     """Replicas of TELEMETRY, of ``$MQTT_msgs`` and of ``ingest``'s consumer."""
     nc = await nats.connect(urls)
