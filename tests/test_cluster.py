@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -210,6 +211,15 @@ def test_a_service_publishing_alert_states_moves_to_another_node_when_its_own_di
         publisher.publish_all([("homecare/v1/s1/e1/alert/a2/state", b"{}")], retain=True,
                               timeout_s=60)  # the MQTT streams may elect leaders first
         assert publisher.connected
+
+
+def test_each_node_schedules_on_its_share_of_the_machines_cores(cluster):
+    """Three nodes on one machine, each with GOMAXPROCS at its share of the cores (at least
+    one), unless the environment says otherwise."""
+    share = os.environ.get("GOMAXPROCS") or str(max(1, len(os.sched_getaffinity(0)) // 3))
+    for node in cluster.nodes:
+        environ = Path(f"/proc/{node.pid}/environ").read_bytes().split(b"\0")
+        assert f"GOMAXPROCS={share}".encode() in environ
 
 
 def test_provisioning_r3_refuses_mqtt_streams_with_fewer_replicas(nats_broker):
