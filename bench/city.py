@@ -86,6 +86,8 @@ __all__ = ["run"]
 PARTITIONS = 16
 """TELEMETRY's partitions on the bench's broker."""
 PER_10K = 10_000
+STORED_AT_TRIES = 5
+"""Reads of the streams' times after the run (the restarted node's API may not answer)."""
 SITE = "bench"
 LATENCY_P99_TARGET_MS = 250.0
 TAKEOVER_P99_TARGET_MS = 10_000.0
@@ -418,12 +420,14 @@ async def _keep_presses(urls: str) -> None:
         await nc.close()
 
 
-def _stored_at(urls: str) -> dict[tuple[str, str, str], float]:
+def _stored_at(urls: str, log: Callable[[str], Any]) -> dict[tuple[str, str, str], float]:
     """When each elder's first SOS reading reached TELEMETRY and each elder's first alert
     of each kind reached ALERTS (the server's times), by (stream, elder, kind): tells an
     alert detect never raised from one that escalation did not deliver, and splits a
     latency into the broker's part, detect's and escalation's."""
     import nats
+    import nats.errors
+    import nats.js.errors
 
     wanted = [(TELEMETRY_STREAM, PRESS_SUBJECT, PRESSES),
               (ALERTS_STREAM, alert_subject(SITE, "*", "*"), None)]  # fmt: skip
@@ -451,7 +455,16 @@ def _stored_at(urls: str) -> dict[tuple[str, str, str], float]:
             await nc.close()
         return out
 
-    return asyncio.run(ask())
+    for attempt in range(STORED_AT_TRIES):
+        try:
+            return asyncio.run(ask())
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError) as exc:
+            # a node just restarted: the JetStream API may have no responder for a moment
+            if attempt == STORED_AT_TRIES - 1:
+                raise
+            log(f"  stream times not read yet ({exc!r}); again in 2 s")
+            time.sleep(2.0)
+    raise AssertionError("unreachable")
 
 
 def _first_alarms(incidents: list[Incident]) -> dict[tuple[str, str], list[Incident]]:
@@ -662,7 +675,7 @@ def run(
         time.sleep(2.0)  # a duplicate would come now
         alarms = _first_alarms(centre.incidents)
         missing = [e for (e, k) in _expected(steady, phases) if (e, k) not in alarms]
-        stored_at = _stored_at(urls)
+        stored_at = _stored_at(urls, log)
         raised = {e: sorted(k for (s, who, k) in stored_at if s == ALERTS_STREAM and who == e)
                   for e in missing}  # fmt: skip
         log(f"  {len(centre.incidents)} alarms at the call centre; stopping")

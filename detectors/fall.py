@@ -806,13 +806,18 @@ class FallDetector(RowState):
         budget = 2 * h * len(self.pos)
         while self._log:
             old = self._log[0]
-            need = np.flatnonzero(self.pos[old.rows] - old.start < h + old.frames.shape[1])
+            need = self._needed(old)
             if len(need):
                 if self._logged <= budget:
                     break
                 self._write(old.rows[need], old.frames[need], old.start[need])
             self._log.popleft()
             self._logged -= old.samples
+
+    def _needed(self, old: _Logged) -> npt.NDArray[np.intp]:
+        """Which of ``old``'s rows still have some of its samples among their last
+        ``hist_len``."""
+        return np.flatnonzero(self.pos[old.rows] - old.start < self.hist_len + old.frames.shape[1])
 
     def _catch_up(self, rows: Rows) -> None:
         """Copy the logged frames of ``rows`` (unique) into the ring, oldest first."""
@@ -824,9 +829,8 @@ class FallDetector(RowState):
     def settle(self) -> None:
         """Copy every frame still within its row's history into the ring and empty the
         log: the ring alone is then the state (a snapshot asks for this first)."""
-        h = self.hist_len
         for old in self._log:
-            need = np.flatnonzero(self.pos[old.rows] - old.start < h + old.frames.shape[1])
+            need = self._needed(old)
             if len(need):
                 self._write(old.rows[need], old.frames[need], old.start[need])
         self._log.clear()

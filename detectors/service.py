@@ -59,7 +59,7 @@ from detectors.wandering import WanderingDetector
 from detectors.workers import Roster, fair_share, worker_id
 from homecare.alerts import AlertBook, Raised, alert_lines
 from homecare.consumer import ConsumerError, Delivery, RawMessage
-from homecare.contract import Alert, AlertState, ContractError
+from homecare.contract import Alert, AlertState, ContractError, Stream
 from homecare.edge import Edge
 from homecare.influx import InfluxClient, InfluxError
 from homecare.jetstream import (
@@ -76,6 +76,9 @@ from homecare.thresholds import DetectorSettings
 log = logging.getLogger(__name__)
 
 TICK_EVERY_S = 1.0
+URGENT_STREAMS = frozenset({Stream.SOS.value, Stream.FALL.value})
+"""A press or a device's own fall alarm is taken at once with what has arrived, not held
+for the rest of the batch window (``batch_interval_s``): at most one window sooner."""
 WEARABLE_KINDS = frozenset({"fall"})
 STATE_FORMAT = 1
 """Of what :meth:`Detect.freeze` saves beside the objects (:data:`STATE`)."""
@@ -352,7 +355,8 @@ class DetectService:
     def run(self, stop: threading.Event) -> DetectStats:
         cfg = self.settings.detect
         consumer = JetStreamConsumer.from_settings(
-            self.settings.nats, durable=self.durable, group=DETECT_GROUP, durables=self.names
+            self.settings.nats, durable=self.durable, group=DETECT_GROUP, durables=self.names,
+            urgent=URGENT_STREAMS,
         )  # fmt: skip
         acks = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="detect-ack")
         with (

@@ -38,7 +38,7 @@ import logging
 import ssl
 import threading
 import time
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Collection, Coroutine, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self, TypeVar
@@ -533,14 +533,18 @@ class JetStreamConsumer:
         durables: Sequence[str] = (),
         pull_expires_s: float = 1.0,
         buffer_limit: int = 20_000,
+        urgent: Collection[str] = (),
     ) -> None:
         """``source``: the stream that must feed ``stream`` (checked at start, where it is
         given up to ``source_wait_s`` to become active, and every ``source_check_s``
         while taking); None for a stream fed directly (ALERTS). ``group``: pinned mode on
         ``durables`` (``durable`` then only names this client), each pull waiting at most
         ``pull_expires_s`` (under the consumers' ``priority_timeout``), and no more than
-        ``buffer_limit`` messages held between two takes."""
+        ``buffer_limit`` messages held between two takes. ``urgent``: the devices' streams
+        (a subject's last token: ``sos``) whose message ends a batch's wait, taken with
+        what has arrived: an SOS press does not wait out the window."""
         self.url = url
+        self._urgent = frozenset(urgent)
         self.durable = durable
         self.group = group
         self.durables = tuple(durables) if group else (durable,)
@@ -601,7 +605,7 @@ class JetStreamConsumer:
     def from_settings(
         cls, settings: NatsSettings, *, durable: str, stream: str = TELEMETRY_STREAM,
         source: str | None = MQTT_STREAM, ack: AckMode = AckMode.MANUAL,
-        group: str | None = None, durables: Sequence[str] = (),
+        group: str | None = None, durables: Sequence[str] = (), urgent: Collection[str] = (),
     ) -> JetStreamConsumer:  # fmt: skip
         """A service's consumer: the server, account and source check of its settings."""
         if not settings.url:
@@ -609,7 +613,7 @@ class JetStreamConsumer:
         return cls(settings.url, durable=durable, stream=stream, source=source, ack=ack,
                    source_check_s=settings.source_check_s,
                    source_wait_s=settings.source_wait_s, settings=settings, group=group,
-                   durables=durables)  # fmt: skip
+                   durables=durables, urgent=urgent)  # fmt: skip
 
     # the Consumer ----------------------------------------------------------------------
     def __enter__(self) -> Self:
@@ -987,6 +991,7 @@ class JetStreamConsumer:
         size = 0
         next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{self.stream}.{self.durable}"
         deadline = time.monotonic() + max(timeout_s, 0.01)
+        hurry = False  # an urgent message came: take what is here now
         self._pulling = ""
         while not self._closed:
             wake.clear()  # before looking: what arrives from now on wakes the wait below
@@ -995,9 +1000,10 @@ class JetStreamConsumer:
             for msg in taken:
                 out[msg.metadata.sequence.stream] = msg
                 size += len(msg.data)
+                hurry = hurry or msg.subject.rpartition(".")[2] in self._urgent
             left = deadline - time.monotonic()
             full = len(out) >= max_messages or size >= self._max_bytes
-            if full or (eager and out) or left < 0.005:
+            if full or (eager and out) or hurry or left < 0.005:
                 break
             if not self._pulling and not self.group:  # ask for the rest, before the deadline
                 self._requests += 1

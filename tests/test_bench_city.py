@@ -55,3 +55,30 @@ def test_a_qos1_persistent_subscription_is_a_replicated_consumer_and_qos0_is_non
     qos0 = measure(tmp_path, "qos0_persistent", 4, parallel=4)
     assert qos0["consumers_per_device"] == 0
     assert qos0["raft_groups_per_device"] == 0
+
+
+def test_the_streams_times_are_read_again_while_a_restarted_node_cannot_answer(monkeypatch):
+    """After the node's kill and restart the JetStream API sometimes has no responder for
+    a moment (503: a bench run ended in ServiceUnavailableError on 2026-12-07). The race
+    with a restart is too rare to provoke here, so the read itself stands in: it fails
+    twice, then answers."""
+    import nats.js.errors
+
+    import bench.city
+
+    tries: list[int] = []
+
+    def read(coro):
+        coro.close()  # the real read is not run: it needs a cluster
+        tries.append(1)
+        if len(tries) < 3:
+            raise nats.js.errors.ServiceUnavailableError
+        return {("ALERTS", "e1", "sos"): 1.0}
+
+    monkeypatch.setattr(bench.city.asyncio, "run", read)
+    monkeypatch.setattr(bench.city.time, "sleep", lambda _s: None)
+    said: list[str] = []
+    got = bench.city._stored_at("nats://127.0.0.1:1", said.append)
+    assert got == {("ALERTS", "e1", "sos"): 1.0}
+    assert len(tries) == 3
+    assert len(said) == 2

@@ -283,6 +283,29 @@ def test_device_publishes_land_partitioned_by_elder_and_pass_the_edge(provisione
     assert partitions == {e: {partition_of(e, PARTITIONS)} for e in elders}
 
 
+def test_an_urgent_message_ends_the_batch_window(provisioned, fresh):
+    """A consumer with ``urgent`` streams (detect: SOS presses) takes what has arrived as
+    soon as one of them comes, instead of waiting out the window for a full batch; frames
+    alone wait for it (here the window is 30 s: without the urgent stream the take below
+    returns after it)."""
+    device = Publisher(provisioned.mqtt_port, client_id="w-e0001")
+    sos = (topic("e0001", "wearable", "w-e0001", "sos"),
+           json.dumps({"elder": "e0001", "device": "w-e0001", "ts": fresh, "seq": 1}).encode())
+    try:
+        device.publish([*_frames("e0001", 3, fresh - 60), sos])
+        device.wait_acked(4, timeout_s=20)
+    finally:
+        device.close()
+    with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER, urgent={"sos"}) as c:
+        wait_for(lambda: c.backlog() == 4, 10, "4 messages in TELEMETRY")
+        began = time.monotonic()
+        delivery = c.take(1000, 30.0)
+        took = time.monotonic() - began
+        c.ack(delivery)
+    assert [m.topic.rpartition("/")[2] for m in delivery.messages] == ["frame"] * 3 + ["sos"]
+    assert took < 15.0
+
+
 def test_what_is_not_acknowledged_comes_again(provisioned, fresh):
     device = Publisher(provisioned.mqtt_port, client_id="w-e0001")
     messages = _frames("e0001", 20, fresh - 60)
