@@ -476,7 +476,7 @@ class _ClusterNode(_NatsServer):
     def _env(self) -> dict[str, str]:
         """Each node its share of this machine's cores (``GOMAXPROCS``), as on machines of
         their own: three Go runtimes each scheduling on every core spin against one another
-        (the cluster's CPU 10–12 % higher, `homecare cluster cpu`). A ``GOMAXPROCS`` set
+        (the cluster's CPU 10–13 % higher, `homecare cluster cpu`). A ``GOMAXPROCS`` set
         in the environment wins."""
         env = dict(os.environ)
         if "GOMAXPROCS" not in env:

@@ -293,11 +293,13 @@ def test_unreachable_broker_is_a_clear_error(nats_broker):
         asyncio.run(main())
 
 
-@pytest.mark.parametrize(("spread", "widest"), [(10, 0.6), (0, 0.1)])
+@pytest.mark.parametrize(("spread", "widest"), [(10, 0.6), (0, 0.3)])
 def test_paced_seconds_go_out_in_device_phases(nats_broker, spread, widest):
     """In real time each device keeps its own phase within the second (``spread``
     slices), so a city's devices do not all publish in the same millisecond; 0 is
-    the synchronized worst case. Arrival times at a real subscriber show which."""
+    the synchronized worst case. Arrival times at a real subscriber show which: spread
+    over more than 0.6 s, or one burst (some 20 ms alone; under 0.3 s on a CI machine
+    busy with other tests, where 0.1 s once failed)."""
     sub = Subscriber(nats_broker.mqtt_port, client_id=f"phase{spread}",
                      topic="homecare/v1/+/+/+/+/frame")
     arrived: list[tuple[float, str]] = []
