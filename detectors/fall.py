@@ -252,12 +252,12 @@ class _Logged:
     """The frames of one wave, by reference, until no row needs them for its history:
     ``start[i]`` is how many samples row ``rows[i]`` had before them (its ring position)."""
 
-    __slots__ = ("block", "frames", "order", "rows", "start")
+    __slots__ = ("block", "frames", "rows", "start", "where")
 
     def __init__(self, rows: Rows, frames: Floats, start: npt.NDArray[np.int64]) -> None:
         self.rows, self.frames, self.start = rows, frames, start
         self.block = _one_run(rows)  # the usual batch: a row is found by subtraction
-        self.order: npt.NDArray[np.intp] | None = None  # else sorted once, when first asked
+        self.where: npt.NDArray[np.intp] | None = None  # else row → index, made when first asked
 
     @property
     def samples(self) -> int:
@@ -269,12 +269,12 @@ class _Logged:
             at = (rows - int(self.rows[0])).astype(np.intp)
             there = np.flatnonzero((at >= 0) & (at < len(self.rows)))
             return at[there], there
-        if self.order is None:
-            self.order = np.argsort(self.rows, kind="stable")
-        ordered = self.rows[self.order]
-        at = np.minimum(np.searchsorted(ordered, rows), len(ordered) - 1)
-        there = np.flatnonzero(ordered[at] == rows)
-        return self.order[at[there]], there
+        if self.where is None:
+            self.where = np.full(int(self.rows.max()) + 1, -1, np.intp)
+            self.where[self.rows] = np.arange(len(self.rows))
+        at = np.where(rows < len(self.where), self.where[np.minimum(rows, len(self.where) - 1)], -1)
+        there = np.flatnonzero(at >= 0)
+        return at[there], there
 
 
 class FallDetector(RowState):
