@@ -806,18 +806,25 @@ class FallDetector(RowState):
         budget = 2 * h * len(self.pos)
         while self._log:
             old = self._log[0]
-            need = self._needed(old)
-            if len(need):
-                if self._logged <= budget:
-                    break
-                self._write(old.rows[need], old.frames[need], old.start[need])
+            if self._logged <= budget and self._needed(old).any():
+                break
+            self._keep(old)
             self._log.popleft()
             self._logged -= old.samples
 
-    def _needed(self, old: _Logged) -> npt.NDArray[np.intp]:
+    def _needed(self, old: _Logged) -> npt.NDArray[np.bool_]:
         """Which of ``old``'s rows still have some of its samples among their last
         ``hist_len``."""
-        return np.flatnonzero(self.pos[old.rows] - old.start < self.hist_len + old.frames.shape[1])
+        needed: npt.NDArray[np.bool_] = (
+            self.pos[old.rows] - old.start < self.hist_len + old.frames.shape[1]
+        )
+        return needed
+
+    def _keep(self, old: _Logged) -> None:
+        """Copy ``old``'s frames of the rows that still need them into the ring."""
+        need = np.flatnonzero(self._needed(old))
+        if len(need):
+            self._write(old.rows[need], old.frames[need], old.start[need])
 
     def _catch_up(self, rows: Rows) -> None:
         """Copy the logged frames of ``rows`` (unique) into the ring, oldest first."""
@@ -830,9 +837,7 @@ class FallDetector(RowState):
         """Copy every frame still within its row's history into the ring and empty the
         log: the ring alone is then the state (a snapshot asks for this first)."""
         for old in self._log:
-            need = self._needed(old)
-            if len(need):
-                self._write(old.rows[need], old.frames[need], old.start[need])
+            self._keep(old)
         self._log.clear()
         self._logged = 0
 
