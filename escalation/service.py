@@ -69,7 +69,7 @@ from homecare.jetstream import (
     ESCALATE_CONSUMER,
     JetStreamConsumer,
 )
-from homecare.mqtt_publish import MqttPublisher, acknowledged
+from homecare.mqtt_publish import MqttPublisher
 from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
@@ -475,11 +475,11 @@ class EscalateService:
         events = self.store.unpublished()
         if not events or not self._mqtt.connected:  # away: the outbox keeps them for later
             return
-        infos = []
+        sent = []
         for event in events:
             if event.transition or event.event == OPENED:
                 alert = seen[event.seq] = event.alert_at()
-                infos.append(
+                sent.append(
                     self._mqtt.publish(
                         alert_topic(alert.site, alert.elder, alert.id),
                         alert.model_dump_json().encode(),
@@ -487,10 +487,11 @@ class EscalateService:
                     )
                 )
         deadline = time.monotonic() + PUBACK_WAIT_S
-        while any(not acknowledged(i) for i in infos):
+        acknowledged = self._mqtt.acknowledged
+        while any(not acknowledged(s) for s in sent):
             if time.monotonic() > deadline:
                 log.warning("%d alert states not acknowledged by the MQTT listener %s: "
-                            "published again later", sum(not acknowledged(i) for i in infos),
+                            "published again later", sum(not acknowledged(s) for s in sent),
                             self.settings.mqtt.url)  # fmt: skip
                 return  # the broker is away: try again later
             await asyncio.sleep(0.02)

@@ -6,6 +6,11 @@ Escalation keeps each alert's latest state retained on the alert's topic with th
 client: paho's public API only, a clean session (what was not acknowledged is published
 again by the caller, from its own store), and a PUBACK per message, which NATS sends
 once the message is stored.
+
+A publish made while the connection is down (its loss not yet seen by the caller) is
+kept by paho and sent on the next connection, but paho's handle of it only ever answers
+"failed" (``MQTT_ERR_NO_CONN``); so PUBACKs are counted by message id in ``on_publish``,
+paho's documented way, and a :class:`Sent` says whether its own came.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import socket
 import threading
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
 
@@ -24,7 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from homecare.errors import BrokerError
 from homecare.settings import MqttSettings
 
-__all__ = ["MAX_INFLIGHT", "MqttPublishError", "MqttPublisher", "acknowledged"]
+__all__ = ["MAX_INFLIGHT", "MqttPublishError", "MqttPublisher", "Sent"]
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +42,16 @@ class MqttPublishError(BrokerError):
     """The MQTT listener could not be reached, or did not acknowledge in time."""
 
 
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """One publish: its message id, and how many PUBACKs had come before it was made (a
+    PUBACK for this id counted from then on is its own: paho does not reuse the id of a
+    message still waiting for one)."""
+
+    mid: int
+    after: int
+
+
 class MqttPublisher:
     """One MQTT 3.1.1 connection that publishes at QoS 1 and reconnects on its own: to the
     next listener of ``settings.url`` when it lists several (a cluster's nodes: the node it
@@ -43,8 +59,8 @@ class MqttPublisher:
 
     A context manager: entering connects (retried for ``connect_wait_s`` while the
     broker is not up yet: services may start before it), leaving disconnects.
-    :meth:`publish` returns paho's handle of each message, whose ``is_published()`` turns
-    true on its PUBACK; :meth:`publish_all` waits for them all.
+    :meth:`publish` returns a :class:`Sent`, which :meth:`acknowledged` answers once its
+    PUBACK came; :meth:`publish_all` waits for them all.
     """
 
     def __init__(
@@ -60,6 +76,11 @@ class MqttPublisher:
         """The listener it is on, or tries next."""
         self._closing = False
         self._connected = threading.Event()
+        self._lock = threading.Lock()
+        self._pubacks = 0
+        """PUBACKs received so far."""
+        self._puback_of: dict[int, int] = {}
+        """Message id → the count at its latest PUBACK."""
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311,
             clean_session=True,
@@ -73,6 +94,7 @@ class MqttPublisher:
         self._client.reconnect_delay_set(1, 5)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
+        self._client.on_publish = self._on_publish
         self._client.on_connect_fail = self._move
         self._client.on_socket_open = _nodelay
 
@@ -109,9 +131,16 @@ class MqttPublisher:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> mqtt.MQTTMessageInfo:
-        """Queue one QoS 1 publish; its handle says when the broker has acknowledged it."""
-        return self._client.publish(topic, payload, qos=1, retain=retain)
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> Sent:
+        """Queue one QoS 1 publish (sent now, or on the next connection)."""
+        with self._lock:
+            after = self._pubacks
+        return Sent(self._client.publish(topic, payload, qos=1, retain=retain).mid, after)
+
+    def acknowledged(self, sent: Sent) -> bool:
+        """Whether the broker acknowledged this publish (PUBACK)."""
+        with self._lock:
+            return self._puback_of.get(sent.mid, -1) >= sent.after
 
     def publish_all(
         self, messages: Sequence[tuple[str, bytes]], *, retain: bool = False, timeout_s: float = 10
@@ -121,12 +150,12 @@ class MqttPublisher:
         deadline = time.monotonic() + timeout_s
         if not self._connected.wait(timeout_s):
             raise MqttPublishError(f"{self.settings.url}: not connected within {timeout_s} s")
-        infos = [self.publish(topic, payload, retain=retain) for topic, payload in messages]
-        while not all(acknowledged(i) for i in infos):
+        sent = [self.publish(topic, payload, retain=retain) for topic, payload in messages]
+        while not all(self.acknowledged(s) for s in sent):
             if time.monotonic() > deadline:
-                missing = sum(not acknowledged(i) for i in infos)
+                missing = sum(not self.acknowledged(s) for s in sent)
                 raise MqttPublishError(
-                    f"{self.settings.url}: {missing} of {len(infos)} publishes not acknowledged "
+                    f"{self.settings.url}: {missing} of {len(sent)} publishes not acknowledged "
                     f"within {timeout_s} s"
                 )
             time.sleep(0.01)
@@ -137,6 +166,11 @@ class MqttPublisher:
                       reason)  # fmt: skip
             return
         self._connected.set()
+
+    def _on_publish(self, _c: mqtt.Client, _u: Any, mid: int, _r: Any, _p: Any) -> None:
+        with self._lock:
+            self._puback_of[mid] = self._pubacks
+            self._pubacks += 1
 
     def _on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
         if self._connected.is_set():
@@ -153,15 +187,6 @@ class MqttPublisher:
         host, port = self._listeners[self._at]
         log.info("%s: reconnecting to MQTT listener %s:%d", self.client_id, host, port)
         self._client.connect_async(host, port, self.settings.keepalive_s)
-
-
-def acknowledged(info: mqtt.MQTTMessageInfo) -> bool:
-    """Whether the broker acknowledged this publish (PUBACK). False for one paho did not
-    send (made while the connection was down: its handle raises instead of answering)."""
-    try:
-        return info.is_published()
-    except (RuntimeError, ValueError):
-        return False
 
 
 def _nodelay(_c: mqtt.Client, _u: Any, sock: Any) -> None:

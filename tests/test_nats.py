@@ -51,7 +51,8 @@ from homecare.jetstream import (
     partition_of,
     partition_of_subject,
 )
-from homecare.settings import ContractSettings, NatsSettings
+from homecare.mqtt_publish import MqttPublisher
+from homecare.settings import ContractSettings, MqttSettings, NatsSettings
 
 PARTITIONS = 8
 ACK_WAIT_S = 2.0
@@ -602,3 +603,20 @@ def test_a_watcher_acknowledges_as_it_takes(provisioned, fresh):
         assert watcher.ack(delivery) == 0  # acknowledged when taken
     with JetStreamConsumer(provisioned.url, durable=INGEST_CONSUMER) as again:
         assert again.take(5, ACK_WAIT_S * 1.5, eager=True).messages == []
+
+
+def test_a_state_published_while_the_listener_is_away_is_acknowledged_once_it_is_back(
+    nats_broker,
+):
+    """paho keeps a QoS 1 publish made while its connection is down and sends it on the
+    next, but its own handle of it then only ever answers "failed"; escalation publishes an
+    alert's state in the moment before it sees the loss (CI once waited 60 s for one)."""
+    with MqttPublisher(MqttSettings(url=nats_broker.mqtt_url), client_id="states") as publisher:
+        nats_broker.kill()
+        wait_for(lambda: not publisher.connected, 10, "the loss of the listener")
+        sent = publisher.publish("homecare/v1/s1/e1/alert/a1/state", b"{}", retain=True)
+        time.sleep(0.5)
+        assert not publisher.acknowledged(sent)
+        nats_broker.start()
+        wait_for(lambda: publisher.acknowledged(sent), 30, "the PUBACK on the next connection")
+        publisher.publish_all([("homecare/v1/s1/e1/alert/a2/state", b"{}")], retain=True)
