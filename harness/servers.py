@@ -438,6 +438,17 @@ def compacted_size(data: Path) -> int:
     return size
 
 
+MQTT_JS_API_TIMEOUT = "2s"
+"""How long a node's MQTT listener waits for JetStream (``mqtt { js_api_timeout }``) before
+it gives up on a device's QoS 1 publish, or its reconnect, and closes the connection (the
+device reconnects and sends again). While ``$MQTT_msgs`` elects a leader after a node's
+loss (4–9 s), a publish sent meanwhile is never acknowledged; at the server's default,
+5 s, and 5 s more for a reconnect that waited on the session stream's election, devices
+on the surviving nodes sent again only about 10 s after the kill however early the
+election ended; at 2 s, 0.1–2.3 s after it (docs/cluster.md: "What a device sees while
+``$MQTT_msgs`` elects"). ``deploy/nats/city.conf`` says the same."""
+
+
 class _ClusterNode(_NatsServer):
     """One node of a :class:`LocalNatsCluster`: its own ports, store and server name."""
 
@@ -469,7 +480,8 @@ class _ClusterNode(_NatsServer):
             # The MQTT streams' replicas default to the count of routes listed, clamped to
             # 1..3 (two here: R2); say R3, as every other stream and consumer has.
             f'mqtt {{\n  listen: "127.0.0.1:{self.mqtt_port}"\n'
-            f"  stream_replicas: {c.replicas}\n  consumer_replicas: {c.replicas}\n}}\n"
+            f"  stream_replicas: {c.replicas}\n  consumer_replicas: {c.replicas}\n"
+            f'  js_api_timeout: "{MQTT_JS_API_TIMEOUT}"\n}}\n'
         )
         return [str(binary), "-c", str(conf)]
 

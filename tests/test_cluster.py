@@ -33,7 +33,7 @@ from support import frame, topic
 
 from broker.provision import ProvisionError, provision
 from broker.watchdog import SourceWatchdog
-from harness.servers import LocalNatsCluster
+from harness.servers import MQTT_JS_API_TIMEOUT, LocalNatsCluster
 from homecare.jetstream import (
     INGEST_CONSUMER,
     MQTT_STREAM,
@@ -211,6 +211,36 @@ def test_a_service_publishing_alert_states_moves_to_another_node_when_its_own_di
         publisher.publish_all([("homecare/v1/s1/e1/alert/a2/state", b"{}")], retain=True,
                               timeout_s=60)  # the MQTT streams may elect leaders first
         assert publisher.connected
+
+
+def test_a_device_whose_publish_jetstream_does_not_store_is_let_go_to_send_again(cluster):
+    """While ``$MQTT_msgs`` has no leader a device's QoS 1 publish is never acknowledged;
+    the node closes the connection after ``js_api_timeout`` (2 s, the server's default 5 s),
+    so the device sends again soon after an election ends. Here two nodes are lost: no
+    stream can elect, the device's node stays."""
+    assert MQTT_JS_API_TIMEOUT == "2s"
+    host, port = cluster.mqtt_urls[2].removeprefix("mqtt://").split(":")
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="wristband-1",
+                         clean_session=False, protocol=mqtt.MQTTv311)  # fmt: skip
+    client.reconnect_delay_set(30, 30)  # no reconnect within the test
+    connected, lost = threading.Event(), threading.Event()
+    client.on_connect = lambda *_: connected.set()
+    client.on_disconnect = lambda *_: lost.set()
+    client.connect(host, int(port))
+    client.loop_start()
+    try:
+        assert connected.wait(10)
+        client.publish(topic("e1", "wearable", "w1", "sos"), b"{}", qos=1).wait_for_publish(10)
+        cluster.kill(0)
+        cluster.kill(1)
+        sent = time.monotonic()
+        info = client.publish(topic("e1", "wearable", "w1", "sos"), b"{}", qos=1)
+        assert lost.wait(8), "the node kept a connection whose publish JetStream never stored"
+        waited = time.monotonic() - sent
+        assert not info.is_published()
+        assert 1.5 < waited < 4, f"let go after {waited:.1f} s (the server's default: 5 s)"
+    finally:
+        client.loop_stop()
 
 
 def test_each_node_schedules_on_its_share_of_the_machines_cores(cluster):

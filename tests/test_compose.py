@@ -32,6 +32,7 @@ from cli.main import app
 from devices.access import SERVICE_RIGHTS, BrokerAccess
 from devices.refusals import parse
 from harness.servers import (
+    MQTT_JS_API_TIMEOUT,
     NATS_SERVER_VERSION,
     LocalNats,
     ServerError,
@@ -467,6 +468,7 @@ def test_the_city_nodes_form_one_r3_cluster_that_fsyncs_before_acknowledging():
     assert re.search(r"^\s*sync_interval: always$", conf, re.M)
     assert re.search(r"^\s*stream_replicas: 3$", conf, re.M)
     assert re.search(r"^\s*consumer_replicas: 3$", conf, re.M)
+    assert re.search(rf'^\s*js_api_timeout: "{MQTT_JS_API_TIMEOUT}"$', conf, re.M)  # as tested
     assert 'include "access/nats-auth.conf"' in conf
     # TLS and the listeners as on a single site.
     single = NATS_CONF.read_text()
