@@ -69,7 +69,7 @@ from homecare.jetstream import (
     ESCALATE_CONSUMER,
     JetStreamConsumer,
 )
-from homecare.mqtt_publish import MqttPublisher
+from homecare.mqtt_publish import MqttPublisher, MqttPublishError
 from homecare.schema import AlertEscalation
 from homecare.settings import Settings
 from homecare.status import write_status
@@ -475,26 +475,18 @@ class EscalateService:
         events = self.store.unpublished()
         if not events or not self._mqtt.connected:  # away: the outbox keeps them for later
             return
-        sent = []
+        states = []
         for event in events:
             if event.transition or event.event == OPENED:
                 alert = seen[event.seq] = event.alert_at()
-                sent.append(
-                    self._mqtt.publish(
-                        alert_topic(alert.site, alert.elder, alert.id),
-                        alert.model_dump_json().encode(),
-                        retain=True,
-                    )
-                )
-        deadline = time.monotonic() + PUBACK_WAIT_S
-        acknowledged = self._mqtt.acknowledged
-        while any(not acknowledged(s) for s in sent):
-            if time.monotonic() > deadline:
-                log.warning("%d alert states not acknowledged by the MQTT listener %s: "
-                            "published again later", sum(not acknowledged(s) for s in sent),
-                            self.settings.mqtt.url)  # fmt: skip
-                return  # the broker is away: try again later
-            await asyncio.sleep(0.02)
+                states.append((alert_topic(alert.site, alert.elder, alert.id),
+                               alert.model_dump_json().encode()))  # fmt: skip
+        try:
+            await asyncio.to_thread(self._mqtt.publish_all, states, retain=True,
+                                    timeout_s=PUBACK_WAIT_S)  # fmt: skip
+        except MqttPublishError as exc:
+            log.warning("alert states: %s: published again later", exc)
+            return  # the broker is away: try again later
         self.store.mark_published(e.seq for e in events)
 
     async def _write_events(self, db: InfluxClient, seen: dict[int, Alert]) -> None:
