@@ -150,20 +150,24 @@ def decide(
 
     A placement with a model decides by its score (a device in free flight or not worn
     never counts); one without decides by the rules. An unknown placement is decided the
-    most careful way: a fall if the rules or any placement's model say so.
+    most careful way: a fall if the rules or its own model (``fall-unknown``) say so, or,
+    without one, the rules or any placement's model.
     """
     rules = confirms(evidence, s)
     worn = (evidence["flight_s"] < s.drop_s) & (evidence["activity_g"] >= s.offbody_g)
     ok = rules.copy()
     score = np.full(len(rules), np.nan)
     unknown = placement == Placement.UNKNOWN
+    asks_all = Placement.UNKNOWN not in models.by_placement
     for p, model in models.by_placement.items():
-        mine = np.flatnonzero((placement == p) | unknown)
+        decides = (placement == p) & (p != Placement.UNKNOWN)
+        careful = unknown & (asks_all or p == Placement.UNKNOWN)
+        mine = np.flatnonzero(decides | careful)
         if not len(mine):
             continue
         got = model.score({k: v[mine] for k, v in evidence.items()})
         yes = worn[mine] & (got >= model.threshold)
-        own = placement[mine] == p
+        own = decides[mine]
         ok[mine[own]] = yes[own]
         ok[mine[~own]] |= yes[~own]
         score[mine] = np.fmax(score[mine], got)
@@ -730,7 +734,8 @@ class FallDetector(RowState):
         ok, score = decide(features, placement, self.models, s)
         need = np.full(len(rows), np.nan)
         for p, model in self.models.by_placement.items():
-            need[placement == p] = model.threshold
+            if p != Placement.UNKNOWN:  # an unknown placement's posture is the rules' to judge
+                need[placement == p] = model.threshold
         got_up = recovered(features, self.up_t[rows], score, need, s)
         # upright at the window's end is not lying still, where the rules judge posture
         ok &= ~(got_up & np.isnan(need))

@@ -256,7 +256,8 @@ class TreeModel:
 
 @dataclass(frozen=True, slots=True)
 class FallModels:
-    """One model per placement (those without one decide by the rules)."""
+    """One model per placement (those without one decide by the rules; ``unknown``'s
+    decides with them: :func:`detectors.fall.decide`)."""
 
     by_placement: dict[Placement, TreeModel] = field(default_factory=dict)
 

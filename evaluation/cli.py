@@ -481,13 +481,11 @@ def train_fall_command(
     ] = None,
 ) -> None:
     """Train the fall detector's learned stage for PLACEMENT from named datasets (fixed
-    seed); writes fall-<placement>.npz and its card."""
+    seed); writes fall-<placement>.npz and its card. ``unknown``: the model a wearable of
+    unknown placement asks besides the rules, trained on the wrist's movements."""
     from detectors.fall_model import MODEL_DIR
     from evaluation.fall_train import train_placement
 
-    if placement is WornAt.UNKNOWN:
-        typer.echo("error: unknown placement has no model of its own", err=True)
-        raise typer.Exit(2)
     sources = [(d, d / "labels.csv") for d in data]
     for _, lab in sources:
         if not lab.is_file():

@@ -67,6 +67,11 @@ PARAMS: dict[str, Any] = {
 them, 150 and 300 trees of depth 3 found 0.880 and 0.903 of the recorded falls out of
 fold, this one 0.914: docs/falls.md)."""
 
+MOVES_LIKE = {Placement.UNKNOWN: Placement.WRIST}
+"""Whose simulated motions and wearer-days a placement's model trains on. An unknown
+placement's model decides together with the rules (:func:`detectors.fall.decide`), which
+judge belts and pendants: it is the wrist's partner, trained on the wrist's movements."""
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -377,6 +382,7 @@ def export(model: GradientBoostingClassifier, threshold: float) -> TreeModel:
 def write_card(path: Path, card: dict[str, Any]) -> None:
     """The model card: what it was trained on, how, and how it did on unseen people."""
     cv = card["cross_validation"]
+    moves = card.get("movements", card["placement"])
     lines = [
         f"# Fall model card: {card['placement']}",
         "",
@@ -385,9 +391,9 @@ def write_card(path: Path, card: dict[str, Any]) -> None:
         f"({card['fall_trials']} falls, {card['adl_trials']} everyday activities), "
         f"{card['subjects']} people, {card['candidates']} impact candidates.",
         f"- Simulated trials added: {card['simulated_per_motion']} per `device_sim.motions` "
-        f"motion of this placement, over 4 simulated people (their own folds).",
+        f"motion of the {moves}, over 4 simulated people (their own folds).",
         f"- Hard negatives mined: {card.get('mined_wearer_days', 0)} simulated wearer-days "
-        f"of the placement's everyday movements (`--mine-days`, `evaluation.wear.mined_wear`: "
+        f"of the {moves}'s everyday movements (`--mine-days`, `evaluation.wear.mined_wear`: "
         f"other seeds than `homecare evaluate --wear-days`), in the simulated people's folds.",
         f"- Copies of the recorded falls whose wearer gets up 1-6 s after the impact "
         f"(`--get-up`, `evaluation.replay_eval.get_up`): {card.get('got_up_copies', 0)}, "
@@ -479,7 +485,8 @@ def gather(
     if simulate:
         from device_sim.motions import MOTIONS
 
-        names = [n for n in MOTIONS if n.startswith(f"{placement.name.lower()}_")]
+        like = MOVES_LIKE.get(placement, placement)
+        names = [n for n in MOTIONS if n.startswith(f"{like.name.lower()}_")]
         got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
         traces += got
         trials += kept
@@ -490,7 +497,8 @@ def gather(
         rate = resample_hz or 50.0
         per_seq = MINE_MOVEMENTS / MOVEMENTS_PER_DAY  # about a quarter of a day each
         for k, (xyz, d) in enumerate(
-            mined_wear(placement, max(1, round(mine_days / per_seq)), MINE_MOVEMENTS,
+            mined_wear(MOVES_LIKE.get(placement, placement),
+                       max(1, round(mine_days / per_seq)), MINE_MOVEMENTS,
                        rate=rate, seed=seed)
         ):  # fmt: skip
             file = f"{SIM_PREFIX}wear-{k}"
@@ -539,6 +547,7 @@ def train_placement(
     cv.pop("trial_scores")
     card = {
         "placement": placement.name.lower(),
+        "movements": MOVES_LIKE.get(placement, placement).name.lower(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": command,
         "seed": seed,

@@ -32,7 +32,7 @@ from detectors.fall_model import (
 from detectors.snapshot import freeze, thaw
 from device_sim.motions import WRIST_MOTIONS, motion
 from devices.access import AccessError, BrokerAccess
-from evaluation.fall_train import day_threshold, export
+from evaluation.fall_train import day_threshold, export, gather
 from evaluation.replay import Trace, replay
 from evaluation.replay_eval import evaluate
 from homecare.contract import DeviceStatus, Topic, json_schemas
@@ -164,6 +164,29 @@ def test_each_placement_decides_by_its_own_model_and_unknown_by_any() -> None:
     assert np.allclose(score, 0.9)
 
 
+def test_an_unknown_placement_with_a_model_of_its_own_asks_it_with_the_rules() -> None:
+    # the wrist's model says fall to everything; the unknown placement's own model says
+    # not: an unknown wearable is judged by the rules or its own model, never the wrist's
+    s = FallSettings()
+    evidence = {
+        "peak_g": np.array([3.0, 3.0]), "freefall_g": np.array([0.5, 0.5]),
+        "flight_s": np.array([0.0, 0.0]), "posture_deg": np.array([80.0, 10.0]),
+        "still_fraction": np.array([1.0, 1.0]), "activity_g": np.array([0.01, 0.01]),
+    }  # fmt: skip
+    wrist = {Placement.WRIST: constant_model(0.9)}
+
+    def verdict(models: FallModels, p: Placement) -> list[bool]:
+        ok, _ = decide(evidence, np.full(2, p, np.int8), models, s)
+        return ok.tolist()
+
+    cautious = FallModels(wrist | {Placement.UNKNOWN: constant_model(0.1)})
+    assert verdict(cautious, Placement.UNKNOWN) == [True, False]  # the rules' word stands
+    assert verdict(cautious, Placement.WRIST) == [True, True]  # the wrist keeps its own
+    sure = FallModels(wrist | {Placement.UNKNOWN: constant_model(0.95)})
+    assert verdict(sure, Placement.UNKNOWN) == [True, True]  # its own model adds to them
+    assert verdict(FallModels(wrist), Placement.UNKNOWN) == [True, True]  # none: any model
+
+
 def _fall_frames(rate: int = 50) -> np.ndarray:
     _, xyz, _ = motion("fall_forward", np.random.default_rng(4), rate=rate)
     return xyz[: len(xyz) // rate * rate].reshape(-1, rate, 3).astype(np.float32)
@@ -210,6 +233,22 @@ def _write_dataset(folder: Path) -> None:
 
 
 @pytest.mark.slow
+def test_the_unknown_placements_model_learns_the_wrists_movements(tmp_path: Path) -> None:
+    # decided with the rules (which judge belts and pendants), it partners the wrist
+    _, unknown, _ = gather(Placement.UNKNOWN, [], simulate=1, resample_hz=20)
+    _, wrist, _ = gather(Placement.WRIST, [], simulate=1, resample_hz=20)
+    assert [t.code for t in unknown] == [t.code for t in wrist] == list(WRIST_MOTIONS)
+    data = tmp_path / "lab"
+    _write_dataset(data)
+    got = CliRunner().invoke(app, ["train-fall", "unknown", "--data", str(data), "--out",
+                                   str(tmp_path), "--folds", "2", "--hold-end", "15"])  # fmt: skip
+    assert got.exit_code == 0, got.output
+    card = json.loads((tmp_path / "fall-unknown.json").read_text())
+    assert (card["placement"], card["movements"]) == ("unknown", "wrist")
+    assert "motion of the wrist" in (tmp_path / "fall-unknown.md").read_text()
+    assert Placement.UNKNOWN in FallModels.load(tmp_path).by_placement
+
+
 def test_train_fall_writes_a_model_and_card_and_evaluate_cross_validates(tmp_path: Path) -> None:
     data = tmp_path / "lab"
     _write_dataset(data)
