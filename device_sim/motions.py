@@ -31,7 +31,7 @@ from typing import Any, Literal
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MOTIONS", "WRIST_MOTIONS", "motion", "random_rotation"]
+__all__ = ["JUDGED_ONLY", "MOTIONS", "WRIST_MOTIONS", "motion", "random_rotation"]
 
 FS = 500.0
 """Internal rate (Hz) before averaging down to the device rate."""
@@ -425,6 +425,32 @@ def _wrist_fall_sideways(rng: np.random.Generator) -> tuple[_Timeline, Info]:
     return _wrist_fall(rng, "stay")
 
 
+def _wrist_recovered_fall(rng: np.random.Generator) -> tuple[_Timeline, Info]:
+    """A wrist fall got up from: a few seconds down, the arm stirring, then the hand pushed
+    against the floor and the arm hanging again as the wearer stands (2-4 s), standing or
+    walking on with the arm swinging. Not a trial the wrist model learns from
+    (:data:`JUDGED_ONLY`): it judges the model on a get-up other than the copies of
+    recorded falls it was taught with."""
+    tl, info = _wrist_fall(rng, str(rng.choice(["move", "stay"])))
+    impact = info["impact_t"]
+    down = float(rng.uniform(2.0, 8.0))
+    rise = impact + down
+    tl.still(impact + 1.5, float(rng.uniform(0.02, 0.05)))  # stirring on the floor
+    up_s = float(rng.uniform(2.0, 4.0))
+    push = _tilt(float(rng.uniform(50, 110)), float(rng.uniform(0, 2 * np.pi)))
+    tl.posture(rise, rise + up_s / 2, push)  # the hand on the floor, pushing up
+    hang = _tilt(float(rng.uniform(0, 25)), float(rng.uniform(0, 2 * np.pi)))
+    tl.posture(rise + up_s / 2, rise + up_s, hang)
+    tl.pulse(rise + up_s / 2, 0.5, float(rng.uniform(0.1, 0.3)))
+    tl.still(rise, 0.02)
+    if rng.random() < 0.5:
+        step = float(rng.uniform(1.4, 1.8))
+        end = len(tl.t) / FS
+        tl.walk(rise + up_s + 1.0, end, step, rng.uniform(0.2, 0.35), rng.uniform(0.1, 0.2))
+        tl.swing(rise + up_s + 1.0, end, step / 2, rng.uniform(10, 30), rng.uniform(0.2, 0.4))
+    return tl, {**info, "expect": "fall_recovered", "down_s": down + up_s / 2}
+
+
 def _wrist_adl(tl: _Timeline, impact: float | None = None) -> tuple[_Timeline, Info]:
     return tl, {"label": "adl", "expect_fall": False, "impact_t": impact, "placement": "wrist"}
 
@@ -538,12 +564,16 @@ MOTIONS: dict[str, Callable[[np.random.Generator], tuple[_Timeline, Info]]] = {
     "wrist_waving": _wrist_waving,
     "wrist_table_hit": _wrist_table_hit,
     "wrist_dressing": _wrist_dressing,
+    "wrist_recovered_fall": _wrist_recovered_fall,
 }
 """Every motion by name; ``info["expect_fall"]`` says whether it should raise a fall
 (``info["expect"]``, where present, the kind: ``fall_recovered`` for a fall got up from).
 The ``wrist_`` ones are seen by a watch (``info["placement"]`` is ``wrist``); the others
 by a pendant or a belt clip."""
 WRIST_MOTIONS = tuple(n for n in MOTIONS if n.startswith("wrist_"))
+JUDGED_ONLY = frozenset({"wrist_recovered_fall"})
+"""Motions that judge the learned models and are never trained on (``train-fall
+--simulate``); last in :data:`MOTIONS`, so the others keep their seeds there."""
 
 
 def motion(

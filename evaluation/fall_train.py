@@ -483,10 +483,11 @@ def gather(
                     traces.append(Trace(file, xyz, tr.rate))
                     trials.append(Label(file, lab.subject, lab.code, True))
     if simulate:
-        from device_sim.motions import MOTIONS
+        from device_sim.motions import JUDGED_ONLY, MOTIONS
 
         like = MOVES_LIKE.get(placement, placement)
-        names = [n for n in MOTIONS if n.startswith(f"{like.name.lower()}_")]
+        names = [n for n in MOTIONS
+                 if n.startswith(f"{like.name.lower()}_") and n not in JUDGED_ONLY]  # fmt: skip
         got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
         traces += got
         trials += kept
