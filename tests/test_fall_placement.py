@@ -138,14 +138,17 @@ def test_shipped_models_are_small_and_use_known_features() -> None:
         assert (MODEL_DIR / f"fall-{p.name.lower()}.md").is_file()  # its card
 
 
+TWO_CANDIDATES = {
+    "peak_g": np.array([3.0, 3.0]), "freefall_g": np.array([0.5, 0.5]),
+    "flight_s": np.array([0.0, 0.0]), "posture_deg": np.array([80.0, 10.0]),
+    "still_fraction": np.array([1.0, 1.0]), "activity_g": np.array([0.01, 0.01]),
+}  # fmt: skip
+"""Two candidates' evidence: the first passes the rules, the second does not."""
+
+
 def test_each_placement_decides_by_its_own_model_and_unknown_by_any() -> None:
     s = FallSettings()
-    # two candidates: the first passes the rules, the second does not
-    evidence = {
-        "peak_g": np.array([3.0, 3.0]), "freefall_g": np.array([0.5, 0.5]),
-        "flight_s": np.array([0.0, 0.0]), "posture_deg": np.array([80.0, 10.0]),
-        "still_fraction": np.array([1.0, 1.0]), "activity_g": np.array([0.01, 0.01]),
-    }  # fmt: skip
+    evidence = TWO_CANDIDATES
     models = FallModels(
         {Placement.WRIST: constant_model(0.9), Placement.WAIST: constant_model(0.1)}
     )
@@ -168,11 +171,7 @@ def test_an_unknown_placement_with_a_model_of_its_own_asks_it_with_the_rules() -
     # the wrist's model says fall to everything; the unknown placement's own model says
     # not: an unknown wearable is judged by the rules or its own model, never the wrist's
     s = FallSettings()
-    evidence = {
-        "peak_g": np.array([3.0, 3.0]), "freefall_g": np.array([0.5, 0.5]),
-        "flight_s": np.array([0.0, 0.0]), "posture_deg": np.array([80.0, 10.0]),
-        "still_fraction": np.array([1.0, 1.0]), "activity_g": np.array([0.01, 0.01]),
-    }  # fmt: skip
+    evidence = TWO_CANDIDATES
     wrist = {Placement.WRIST: constant_model(0.9)}
 
     def verdict(models: FallModels, p: Placement) -> list[bool]:
