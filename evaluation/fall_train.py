@@ -72,6 +72,11 @@ MOVES_LIKE = {Placement.UNKNOWN: Placement.WRIST}
 placement's model decides together with the rules (:func:`detectors.fall.decide`), which
 judge belts and pendants: it is the wrist's partner, trained on the wrist's movements."""
 
+
+def movements_of(placement: Placement) -> Placement:
+    """The placement whose simulated movements ``placement``'s model learns (:data:`MOVES_LIKE`)."""
+    return MOVES_LIKE.get(placement, placement)
+
 F64 = npt.NDArray[np.float64]
 
 
@@ -485,9 +490,8 @@ def gather(
     if simulate:
         from device_sim.motions import JUDGED_ONLY, MOTIONS
 
-        like = MOVES_LIKE.get(placement, placement)
-        names = [n for n in MOTIONS
-                 if n.startswith(f"{like.name.lower()}_") and n not in JUDGED_ONLY]  # fmt: skip
+        like = movements_of(placement).name.lower()
+        names = [n for n in MOTIONS if n.startswith(f"{like}_") and n not in JUDGED_ONLY]
         got, kept = simulated(names, simulate, rate=resample_hz or 50.0, seed=seed)
         traces += got
         trials += kept
@@ -498,8 +502,7 @@ def gather(
         rate = resample_hz or 50.0
         per_seq = MINE_MOVEMENTS / MOVEMENTS_PER_DAY  # about a quarter of a day each
         for k, (xyz, d) in enumerate(
-            mined_wear(MOVES_LIKE.get(placement, placement),
-                       max(1, round(mine_days / per_seq)), MINE_MOVEMENTS,
+            mined_wear(movements_of(placement), max(1, round(mine_days / per_seq)), MINE_MOVEMENTS,
                        rate=rate, seed=seed)
         ):  # fmt: skip
             file = f"{SIM_PREFIX}wear-{k}"
@@ -548,7 +551,7 @@ def train_placement(
     cv.pop("trial_scores")
     card = {
         "placement": placement.name.lower(),
-        "movements": MOVES_LIKE.get(placement, placement).name.lower(),
+        "movements": movements_of(placement).name.lower(),
         "date": datetime.now(UTC).strftime("%Y-%m-%d"),
         "command": command,
         "seed": seed,
